@@ -1,0 +1,1 @@
+"""maild: a support mailbox turned into a ticket queue."""

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian machine for maild: a venv with the package and, with
+# --test, the servers the test suite starts privately (Dovecot, PostgreSQL).
+# Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    # Package postinst scripts would start the system services; we never use
+    # them (tests run private instances), so keep them from starting.
+    local added_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+        $sudo chmod 755 /usr/sbin/policy-rc.d
+        added_policy=1
+    fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    [ "$added_policy" = 1 ] && $sudo rm -f /usr/sbin/policy-rc.d
+    return 0
+}
+
+PY=${PYTHON:-python3}
+if ! command -v "$PY" >/dev/null 2>&1; then
+    apt_install python3 python3-venv
+fi
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv 2>/dev/null || { apt_install python3-venv; rm -rf .venv; "$PY" -m venv .venv; }
+fi
+
+if [ "$want_test" = 1 ]; then
+    apt_install dovecot-imapd postgresql
+    stamp=.venv/.installed-test
+    extras=".[test]"
+else
+    stamp=.venv/.installed
+    extras="."
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e "$extras"
+    touch "$stamp"
+fi

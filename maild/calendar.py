@@ -1,0 +1,237 @@
+"""The business calendar: when the consultancy is open, and business-time arithmetic.
+
+SLA reaction deadlines on a ``business`` clock only run while support is open, so every
+deadline, escalation threshold and "time left" figure goes through this module. Times
+in and out are tz-aware; results are UTC because that is what is stored. Opening hours
+are wall-clock times in the configured zone, resolved with zoneinfo on each date, so a
+DST change shortens or lengthens a business day by exactly the real time it loses or
+gains and nothing else moves.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays
+
+from maild.errors import MaildError
+
+log = logging.getLogger("maild.calendar")
+
+UTC = timezone.utc
+_MINUTE = timedelta(minutes=1)
+_MIDNIGHT = time(0, 0)
+# A calendar with no business time for this long is misconfigured; without this bound a
+# deadline search on such a calendar would never end.
+_MAX_CLOSED_DAYS = 400
+
+
+class CalendarError(MaildError, ValueError):
+    """The calendar settings cannot describe opening hours; names the setting at fault."""
+
+
+@dataclass(frozen=True)
+class CalendarSettings:
+    """Opening hours of support.
+
+    ``closes == time(0, 0)`` means midnight at the end of the day, so ``opens=time(0, 0),
+    closes=time(0, 0)`` on all seven days is a 24-hour service. ``open_days`` win over
+    weekends and public holidays (a Saturday worked in lieu); a date may not be both in
+    ``closed_days`` and ``open_days``.
+    """
+
+    timezone: str = "Europe/Warsaw"
+    working_days: tuple[int, ...] = (0, 1, 2, 3, 4)
+    opens: time = time(8, 0)
+    closes: time = time(16, 0)
+    holidays_country: str | None = "PL"
+    holidays_subdiv: str | None = None
+    closed_days: tuple[date, ...] = ()
+    open_days: tuple[date, ...] = ()
+    holidays_language: str | None = None
+
+
+def _require_aware(name: str, value: datetime) -> None:
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise ValueError(f"{name} must be a tz-aware datetime, got naive {value.isoformat()}")
+
+
+class BusinessCalendar:
+    """Answers "is support open", and adds or measures business time.
+
+    Business time is the union of one interval per business day, computed in UTC from
+    the local opening and closing wall-clock times of that date.
+    """
+
+    def __init__(self, settings: CalendarSettings) -> None:
+        self.settings = settings
+        try:
+            self.tz: ZoneInfo = ZoneInfo(settings.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise CalendarError(f"calendar.timezone: unknown time zone {settings.timezone!r}") from exc
+        if settings.opens.tzinfo is not None or settings.closes.tzinfo is not None:
+            raise CalendarError("calendar.opens/closes: give wall-clock times without a time zone")
+        if settings.closes != _MIDNIGHT and settings.opens >= settings.closes:
+            raise CalendarError(
+                f"calendar.opens: {settings.opens.isoformat('minutes')} is not before "
+                f"calendar.closes {settings.closes.isoformat('minutes')}"
+            )
+        bad_days = [d for d in settings.working_days if not 0 <= d <= 6]
+        if bad_days:
+            raise CalendarError(f"calendar.working_days: {bad_days} are not weekdays 0 (Monday) .. 6 (Sunday)")
+        if not settings.working_days and not settings.open_days:
+            raise CalendarError("calendar.working_days: empty, so support would never be open")
+        clash = sorted(set(settings.closed_days) & set(settings.open_days))
+        if clash:
+            raise CalendarError(
+                f"calendar.open_days: {', '.join(d.isoformat() for d in clash)} also listed in calendar.closed_days"
+            )
+        self._working_days = frozenset(settings.working_days)
+        self._closed_days = frozenset(settings.closed_days)
+        self._open_days = frozenset(settings.open_days)
+        self._holidays_by_year: dict[int, dict[date, str]] = {}
+        self._language: str | None = None
+        if settings.holidays_country is not None:
+            try:
+                probe = holidays.country_holidays(settings.holidays_country, subdiv=settings.holidays_subdiv)
+            except NotImplementedError as exc:
+                key = "calendar.holidays_subdiv" if settings.holidays_subdiv else "calendar.holidays_country"
+                raise CalendarError(f"{key}: {exc}") from exc
+            language = settings.holidays_language or probe.default_language
+            if settings.holidays_language and settings.holidays_language not in probe.supported_languages:
+                raise CalendarError(
+                    f"calendar.holidays_language: {settings.holidays_language!r} not one of "
+                    f"{', '.join(probe.supported_languages)}"
+                )
+            self._language = language
+
+    def _holidays(self, year: int) -> dict[date, str]:
+        cached = self._holidays_by_year.get(year)
+        if cached is None:
+            if self.settings.holidays_country is None:
+                cached = {}
+            else:
+                found = holidays.country_holidays(
+                    self.settings.holidays_country,
+                    subdiv=self.settings.holidays_subdiv,
+                    years=year,
+                    language=self._language,
+                )
+                cached = dict(found.items())
+            self._holidays_by_year[year] = cached
+        return cached
+
+    def holiday_name(self, d: date) -> str | None:
+        """Name of the public holiday on ``d`` (for "we are closed for ..." texts)."""
+        return self._holidays(d.year).get(d)
+
+    def is_business_day(self, d: date) -> bool:
+        if d in self._open_days:
+            return True
+        if d in self._closed_days or d.weekday() not in self._working_days:
+            return False
+        return d not in self._holidays(d.year)
+
+    def _interval(self, d: date) -> tuple[datetime, datetime] | None:
+        """UTC open interval of business day ``d``, or None when there is no business time.
+
+        fold=0 resolves a wall-clock time in a DST gap forward by the gap's length and
+        an ambiguous one to its first occurrence; a window swallowed by a gap is empty.
+        """
+        if not self.is_business_day(d):
+            return None
+        opens = datetime.combine(d, self.settings.opens, tzinfo=self.tz).astimezone(UTC)
+        close_day = d + timedelta(days=1) if self.settings.closes == _MIDNIGHT else d
+        closes = datetime.combine(close_day, self.settings.closes, tzinfo=self.tz).astimezone(UTC)
+        if closes <= opens:
+            return None
+        return opens, closes
+
+    def _intervals_from(self, at: datetime) -> Iterator[tuple[datetime, datetime]]:
+        """Business intervals that end after ``at``, in order, without end."""
+        day = at.astimezone(self.tz).date() - timedelta(days=1)
+        closed_run = 0
+        while True:
+            interval = self._interval(day)
+            day += timedelta(days=1)
+            if interval is None:
+                closed_run += 1
+                if closed_run > _MAX_CLOSED_DAYS:
+                    raise CalendarError(
+                        f"calendar: no business time in the {_MAX_CLOSED_DAYS} days before {day.isoformat()}"
+                    )
+                continue
+            closed_run = 0
+            if interval[1] > at:
+                yield interval
+
+    def is_open(self, at: datetime) -> bool:
+        """Open at instant ``at``; the closing instant itself is closed."""
+        _require_aware("at", at)
+        start, _ = next(self._intervals_from(at))
+        return start <= at
+
+    def next_opening(self, at: datetime) -> datetime:
+        """The first open instant at or after ``at`` (``at`` itself, in UTC, if open)."""
+        _require_aware("at", at)
+        start, _ = next(self._intervals_from(at))
+        return max(start, at.astimezone(UTC))
+
+    def add_business_minutes(self, start: datetime, minutes: int) -> datetime:
+        """``start`` plus ``minutes`` of open time, in UTC.
+
+        A deadline that uses up a day exactly ends at that day's closing, not at the next
+        opening, so "due by 16:00" reads as it should. Zero minutes returns ``start``.
+        """
+        _require_aware("start", start)
+        if minutes < 0:
+            raise ValueError(f"minutes must not be negative, got {minutes}")
+        current = start.astimezone(UTC)
+        remaining = timedelta(minutes=minutes)
+        if not remaining:
+            return current
+        for opens, closes in self._intervals_from(current):
+            current = max(current, opens)
+            available = closes - current
+            if remaining <= available:
+                return current + remaining
+            remaining -= available
+        raise AssertionError("unreachable: interval iterator does not end")
+
+    def business_minutes_between(self, a: datetime, b: datetime) -> int:
+        """Whole minutes of open time from ``a`` to ``b``; negative when ``b`` is before ``a``."""
+        _require_aware("a", a)
+        _require_aware("b", b)
+        if b < a:
+            return -self.business_minutes_between(b, a)
+        total = timedelta(0)
+        for opens, closes in self._intervals_from(a):
+            if opens >= b:
+                break
+            total += min(closes, b) - max(opens, a)
+        return total // _MINUTE
+
+
+_MONTH = re.compile(r"(\d{4})-(\d{2})")
+
+
+def local_month_bounds(month: str, tz: tzinfo | str) -> tuple[datetime, datetime]:
+    """UTC instants of the start of local month ``YYYY-MM`` and of the next month.
+
+    The end is exclusive, so ``start <= t < end`` selects a month's rows without a
+    double-counted midnight; statements follow the customer's calendar, not UTC's.
+    """
+    matched = _MONTH.fullmatch(month)
+    if matched is None or not 1 <= int(matched.group(2)) <= 12:
+        raise ValueError(f"month must be YYYY-MM, got {month!r}")
+    zone = ZoneInfo(tz) if isinstance(tz, str) else tz
+    year, mon = int(matched.group(1)), int(matched.group(2))
+    first = date(year, mon, 1)
+    following = date(year + 1, 1, 1) if mon == 12 else date(year, mon + 1, 1)
+    start = datetime.combine(first, _MIDNIGHT, tzinfo=zone).astimezone(UTC)
+    end = datetime.combine(following, _MIDNIGHT, tzinfo=zone).astimezone(UTC)
+    return start, end

@@ -1,0 +1,380 @@
+"""Hand rendered mail to the SMTP relay and say what became of it.
+
+This is the only module that speaks SMTP (it alone imports aiosmtplib). The
+outbox needs one answer per mail that it can store and act on: `sent` (mark the
+row done), `retry` (back off and try later: the relay was unreachable, timed
+out, or answered 4xx) or `failed` (5xx: retrying cannot help, record the reply
+for a person). Those per-mail outcomes are returned, never raised, so one bad
+recipient cannot stop the queue. What is raised instead is a fault of the whole
+relay set-up (credentials refused, TLS impossible), which no amount of retrying
+single mails would cure and which ops must hear about.
+
+One connection is kept open and reused for the whole drain: at hundreds of
+mails a minute the TCP + TLS + AUTH handshake would otherwise dominate.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Literal
+
+import aiosmtplib
+from aiosmtplib import (
+    SMTPAuthenticationError,
+    SMTPException,
+    SMTPRecipientRefused,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+
+from maild.errors import MaildError
+
+log = logging.getLogger("maild.smtp")
+
+Security = Literal["tls", "starttls", "none"]
+Outcome = Literal["sent", "retry", "failed"]
+
+# Addresses go verbatim into MAIL FROM / RCPT TO; anything that could end the
+# command line or the <...> bracket is refused before it reaches the wire.
+_UNSAFE_ADDRESS = re.compile(r"[\x00-\x20<>\x7f]")
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*?)\r?$", re.IGNORECASE | re.MULTILINE)
+_QUIT_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    security: Security = "starttls"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout_seconds: int = 30
+    cafile: str | None = None
+    local_hostname: str | None = None
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One mail to hand over; `message` is already rendered (CRLF or LF line ends)."""
+
+    mail_from: str
+    recipients: tuple[str, ...]
+    message: bytes
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What the relay did with one mail.
+
+    `reply` is the server's code and text (or our description of a connection
+    fault) for the outbox row. `refused` holds the recipients the server turned
+    away while it accepted the mail for others; their reply keeps its code, so a
+    caller can tell a 4xx (worth resending to that address) from a 5xx.
+    """
+
+    outcome: Outcome
+    reply: str
+    refused: dict[str, str] = field(default_factory=dict)
+
+
+class SmtpError(MaildError):
+    """The relay cannot be used at all (unreachable at check, TLS impossible, ...)."""
+
+
+class SmtpAuthError(SmtpError):
+    """The relay refused our credentials; the message names the user, never the password."""
+
+
+class _Disconnected(Exception):
+    """The connection broke mid-conversation; the caller decides whether to reconnect."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _reply(code: int, text: str) -> str:
+    return f"{code} {' '.join(text.split())}".strip()
+
+
+def _classify(code: int) -> Outcome:
+    return "failed" if 500 <= code < 600 else "retry"
+
+
+def _message_id(message: bytes) -> str:
+    """The Message-ID from the header block, so log lines can be matched to outbox rows."""
+    head = message.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    found = _MESSAGE_ID.search(head)
+    if found is None:
+        return "<no message-id>"
+    return found.group(1).decode("ascii", "replace").strip() or "<no message-id>"
+
+
+def _needs_smtputf8(envelope: Envelope) -> bool:
+    return not all(a.isascii() for a in (envelope.mail_from, *envelope.recipients))
+
+
+def _invalid_envelope(envelope: Envelope) -> str | None:
+    if not envelope.recipients:
+        return "no recipients"
+    if _UNSAFE_ADDRESS.search(envelope.mail_from):
+        return f"unsafe sender address {envelope.mail_from!r}"
+    for address in envelope.recipients:
+        if not address or _UNSAFE_ADDRESS.search(address):
+            return f"unsafe recipient address {address!r}"
+    return None
+
+
+class SmtpSender:
+    """Sends mail over one lazily opened, reused connection.
+
+    Use as `async with SmtpSender(settings) as sender: await sender.send(...)`.
+    Calls are serialised: SMTP is one conversation at a time per connection.
+    """
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        if settings.security not in ("tls", "starttls", "none"):
+            raise ValueError(f"smtp security must be tls, starttls or none, not {settings.security!r}")
+        if (settings.username is None) != (settings.password is None):
+            raise ValueError("smtp username and password must be given together")
+        self._settings = settings
+        self._client: aiosmtplib.SMTP | None = None
+        self._lock = asyncio.Lock()
+        self._tls_context: ssl.SSLContext | None = None
+
+    @property
+    def _where(self) -> str:
+        s = self._settings
+        return f"{s.host}:{s.port}"
+
+    async def __aenter__(self) -> SmtpSender:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Say QUIT if the connection is still up; never raises, the mail is already handed over."""
+        async with self._lock:
+            client, self._client = self._client, None
+            if client is None:
+                return
+            if client.is_connected:
+                try:
+                    await client.quit(timeout=_QUIT_TIMEOUT_SECONDS)
+                except (SMTPException, OSError):
+                    pass
+            client.close()
+
+    # --- connection -----------------------------------------------------
+
+    def _context(self) -> ssl.SSLContext:
+        if self._tls_context is None:
+            self._tls_context = ssl.create_default_context(cafile=self._settings.cafile)
+        return self._tls_context
+
+    async def _open(self) -> tuple[aiosmtplib.SMTP, str]:
+        """Connect, greet, secure and authenticate; returns the client and the banner.
+
+        Transport faults come back as `_Disconnected` (worth a retry later);
+        set-up faults that retrying cannot fix are raised as SmtpError.
+        """
+        s = self._settings
+        client = aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            timeout=s.timeout_seconds,
+            local_hostname=s.local_hostname,
+            use_tls=s.security == "tls",
+            start_tls=False,
+            tls_context=self._context() if s.security != "none" else None,
+        )
+        try:
+            greeting = await client.connect()
+            await client.ehlo()
+            if s.security == "starttls":
+                if not client.supports_extension("starttls"):
+                    raise SmtpError(
+                        f"smtp server {self._where} does not offer STARTTLS, which "
+                        "security = \"starttls\" requires; use \"tls\" for port 465 "
+                        "or \"none\" only on a trusted network"
+                    )
+                await client.starttls()
+                await client.ehlo()
+            if s.username is not None and s.password is not None:
+                await self._login(client, s.username, s.password)
+        except (SmtpError, _Disconnected):
+            client.close()
+            raise
+        except ssl.SSLError as exc:
+            client.close()
+            raise SmtpError(f"TLS with smtp server {self._where} failed: {exc}") from exc
+        except (SMTPTimeoutError, asyncio.TimeoutError, TimeoutError) as exc:
+            client.close()
+            raise _Disconnected(f"timed out talking to {self._where}: {exc}") from exc
+        except SMTPResponseException as exc:
+            client.close()
+            # a 4xx banner or EHLO is the server saying "not now"
+            raise _Disconnected(f"{self._where} refused the session: {_reply(exc.code, exc.message)}") from exc
+        except (SMTPException, OSError) as exc:
+            client.close()
+            cause = exc.__cause__
+            if isinstance(cause, ssl.SSLError):
+                raise SmtpError(f"TLS with smtp server {self._where} failed: {cause}") from exc
+            raise _Disconnected(f"cannot talk to {self._where}: {exc}") from exc
+        return client, greeting.message
+
+    async def _login(self, client: aiosmtplib.SMTP, username: str, password: str) -> None:
+        if not client.supports_extension("auth"):
+            raise SmtpError(
+                f"smtp server {self._where} does not offer AUTH but a username is configured"
+            )
+        try:
+            await client.login(username, password)
+        except SMTPAuthenticationError as exc:
+            if 400 <= exc.code < 500:
+                raise _Disconnected(
+                    f"{self._where} deferred AUTH for {username!r}: {_reply(exc.code, exc.message)}"
+                ) from None
+            raise SmtpAuthError(
+                f"smtp server {self._where} refused the credentials of {username!r}: "
+                f"{_reply(exc.code, exc.message)}"
+            ) from None
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def check(self) -> str:
+        """Prove the relay works with these settings, for `maild check`.
+
+        Opens its own connection (and says QUIT) so that it reflects what a fresh
+        daemon would see, not a connection kept from earlier sends.
+        """
+        try:
+            client, banner = await self._open()
+        except _Disconnected as exc:
+            raise SmtpError(f"smtp server {self._where}: {exc.reason}") from None
+        try:
+            extensions = ", ".join(sorted(e.upper() for e in client.esmtp_extensions))
+        finally:
+            try:
+                await client.quit(timeout=_QUIT_TIMEOUT_SECONDS)
+            except (SMTPException, OSError):
+                client.close()
+        s = self._settings
+        who = f"authenticated as {s.username}" if s.username else "no AUTH"
+        first_line = banner.splitlines()[0] if banner else ""
+        return f"{self._where} ({s.security}, {who}): {first_line}; EHLO: {extensions}"
+
+    # --- sending --------------------------------------------------------
+
+    async def send(self, envelope: Envelope) -> Delivery:
+        """Deliver one mail; per-mail outcomes are returned, relay set-up faults raised."""
+        async with self._lock:
+            problem = _invalid_envelope(envelope)
+            if problem is not None:
+                delivery = Delivery("failed", f"not sent: {problem}")
+            else:
+                delivery = await self._send_with_reconnect(envelope)
+        self._log(envelope, delivery)
+        return delivery
+
+    async def _send_with_reconnect(self, envelope: Envelope) -> Delivery:
+        reused = self._client is not None and self._client.is_connected
+        try:
+            return await self._transaction(envelope)
+        except _Disconnected as exc:
+            self._drop()
+            if not reused:
+                return Delivery("retry", exc.reason)
+            log.info("kept connection to %s went stale (%s); reconnecting", self._where, exc.reason)
+        try:
+            return await self._transaction(envelope)
+        except _Disconnected as exc:
+            self._drop()
+            return Delivery("retry", exc.reason)
+
+    async def _transaction(self, envelope: Envelope) -> Delivery:
+        if self._client is None or not self._client.is_connected:
+            self._drop()
+            self._client, _ = await self._open()
+        client = self._client
+        try:
+            return await self._mail_rcpt_data(client, envelope)
+        except (SMTPServerDisconnected, ConnectionError) as exc:
+            raise _Disconnected(f"connection to {self._where} lost: {exc}") from exc
+        except (SMTPTimeoutError, asyncio.TimeoutError, TimeoutError) as exc:
+            self._drop()
+            return Delivery("retry", f"timed out talking to {self._where}: {exc}")
+        except SMTPResponseException as exc:
+            if exc.code == 421:  # the server is closing this session
+                self._drop()
+            else:
+                await self._reset(client)
+            return Delivery(_classify(exc.code), _reply(exc.code, exc.message))
+
+    async def _mail_rcpt_data(self, client: aiosmtplib.SMTP, envelope: Envelope) -> Delivery:
+        options: list[str] = []
+        encoding = "ascii"
+        if _needs_smtputf8(envelope):
+            if not client.supports_extension("smtputf8"):
+                return Delivery(
+                    "failed", f"not sent: {self._where} does not offer SMTPUTF8 for a non-ASCII address"
+                )
+            options.append("SMTPUTF8")
+            encoding = "utf-8"
+        if client.supports_extension("size"):
+            options.append(f"SIZE={len(envelope.message)}")
+        if client.supports_extension("8bitmime") and not envelope.message.isascii():
+            options.append("BODY=8BITMIME")
+
+        await client.mail(envelope.mail_from, options=options, encoding=encoding)
+        refused: dict[str, str] = {}
+        for address in envelope.recipients:
+            try:
+                await client.rcpt(address, encoding=encoding)
+            except SMTPRecipientRefused as exc:
+                if exc.code == 421:
+                    raise
+                refused[address] = _reply(exc.code, exc.message)
+        if len(refused) == len(envelope.recipients):
+            await self._reset(client)
+            codes = {int(r.split(" ", 1)[0]) for r in refused.values()}
+            outcome: Outcome = "failed" if all(500 <= c < 600 for c in codes) else "retry"
+            first = next(iter(refused.values()))
+            return Delivery(outcome, f"all recipients refused: {first}", refused)
+        response = await client.data(envelope.message)
+        return Delivery("sent", _reply(response.code, response.message), refused)
+
+    async def _reset(self, client: aiosmtplib.SMTP) -> None:
+        """RSET so the kept connection starts the next mail clean; a broken one is dropped."""
+        try:
+            await client.rset()
+        except (SMTPException, OSError):
+            self._drop()
+
+    def _log(self, envelope: Envelope, delivery: Delivery) -> None:
+        level = logging.INFO if delivery.outcome == "sent" else logging.WARNING
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "%s %s to %d recipient(s)%s via %s: %s",
+                _message_id(envelope.message),
+                delivery.outcome,
+                len(envelope.recipients),
+                f", {len(delivery.refused)} refused" if delivery.refused else "",
+                self._where,
+                delivery.reply,
+            )

@@ -1,0 +1,490 @@
+"""The TOML config: read once, checked whole, returned as frozen dataclasses.
+
+Every key is documented with its default in ``config/maild.example.toml``. A
+bad value stops maild before it does anything, with the file, the key path and
+the reason (``ConfigError``). Unknown keys are errors too: a typo must not fall
+back to a default silently. Stage settings (calendar, screen, thread, ...) are
+the stages' own dataclasses, built here so the stages never read files.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, time, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal
+
+from .calendar import CalendarSettings
+from .customers import PackageSettings
+from .errors import ConfigError
+from .mailbox import ImapSettings, MaildirSettings
+from .message import ParseLimits
+from .peak import PeakWindow, default_peak_windows, windows_from_config
+from .sla import EscalationLevel, EscalationSettings
+from .smtp import SmtpSettings
+
+DEFAULT_URGENT_WORDS: tuple[str, ...] = (
+    "pilne", "pilny", "pilna", "pilnie", "awaria", "nie działa", "nie dziala", "krytyczn",
+    "zatrzymana produkcja", "stoi produkcja", "urgent", "asap", "critical", "emergency",
+    "not working", "system down", "outage",
+)
+WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+Role = Literal["consultant", "manager"]
+
+
+@dataclass(frozen=True)
+class Consultant:
+    email: str
+    name: str
+    role: Role = "consultant"
+    language: str = "pl"
+
+
+@dataclass(frozen=True)
+class SupportSettings:
+    address: str
+    ticket_prefix: str = "SUP"
+    default_language: str = "pl"
+    urgent_words: tuple[str, ...] = DEFAULT_URGENT_WORDS
+    reopen_days: int = 7
+    close_after_days: int = 7
+    max_auto_replies_per_hour: int = 5
+    autoreply_max_age: timedelta = timedelta(days=3)
+    instance_id: str = "maild"
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    low_balance_minutes: int = 60
+    occasional_unit_minutes: int = 15
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    fetch_stale: timedelta = timedelta(minutes=30)
+    outbox_stale: timedelta = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    database_url: str
+    storage_path: Path
+    source: ImapSettings | MaildirSettings
+    smtp: SmtpSettings
+    from_address: str
+    from_name: str
+    support: SupportSettings
+    consultants: tuple[Consultant, ...]
+    customers_file: Path
+    calendar: CalendarSettings
+    escalation: EscalationSettings
+    peak_windows: tuple[PeakWindow, ...]
+    packages: PackageSettings
+    ledger: LedgerSettings
+    limits: ParseLimits
+    trusted_authserv_id: str | None
+    log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
+    metrics_listen: str | None = None
+    health: HealthSettings = field(default_factory=HealthSettings)
+    batch_size: int = 500
+
+    @property
+    def consultant_emails(self) -> frozenset[str]:
+        return frozenset(c.email for c in self.consultants)
+
+    @property
+    def managers(self) -> tuple[Consultant, ...]:
+        return tuple(c for c in self.consultants if c.role == "manager")
+
+    @property
+    def templates_path(self) -> Path:
+        return Path(__file__).resolve().parent.parent / "templates"
+
+
+class _Section:
+    """Typed access to one TOML table that remembers which keys were read."""
+
+    def __init__(self, file: str, prefix: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(file, prefix, f"must be a table, not {type(data).__name__}")
+        self.file, self.prefix, self.data = file, prefix, data
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, reason: str) -> ConfigError:
+        return ConfigError(self.file, self.key(name), reason)
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+        self.seen.add(name)
+        if name not in self.data:
+            if required:
+                raise self.error(name, "is required")
+            return default
+        value = self.data[name]
+        if isinstance(value, bool) and kind in (int, float, (int, float)):
+            raise self.error(name, f"must be a number, not {value!r}")
+        if not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise self.error(name, f"must be {names}, not {type(value).__name__} {value!r}")
+        return value
+
+    def text(self, name: str, default: str | None = None, required: bool = False) -> str:
+        value = self.get(name, str, default, required)
+        return value  # type: ignore[no-any-return]
+
+    def integer(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+        value: int = self.get(name, int, default)
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            raise self.error(name, f"must be {bound}, not {value}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        return bool(self.get(name, bool, default))
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.text(name, default)
+        if value not in choices:
+            raise self.error(name, f"must be one of {', '.join(repr(c) for c in choices)}, not {value!r}")
+        return value
+
+    def strings(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self.get(name, list, list(default))
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise ConfigError(self.file, f"{self.key(name)}[{i}]", f"must be a string, not {item!r}")
+        return tuple(value)
+
+    def secret(self, name: str, base_dir: Path, required: bool) -> str | None:
+        """``name``, ``name_file`` or ``name_env``: exactly one; the value never appears in errors."""
+        given = [k for k in (name, f"{name}_file", f"{name}_env") if k in self.data]
+        self.seen.update((name, f"{name}_file", f"{name}_env"))
+        if len(given) > 1:
+            raise self.error(name, f"set only one of {', '.join(given)}")
+        if not given:
+            if required:
+                raise self.error(name, f"is required (as {name}, {name}_file or {name}_env)")
+            return None
+        key = given[0]
+        raw = self.data[key]
+        if not isinstance(raw, str) or not raw:
+            raise self.error(key, "must be a non-empty string")
+        if key.endswith("_file"):
+            path = _resolve_path(raw, base_dir)
+            try:
+                return path.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise self.error(key, f"cannot read {path}: {exc.strerror}") from None
+        if key.endswith("_env"):
+            if raw not in os.environ:
+                raise self.error(key, f"environment variable {raw} is not set")
+            return os.environ[raw]
+        return raw
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise self.error(unknown[0], "unknown key (misspelt?)")
+
+
+def _resolve_path(value: str, base_dir: Path) -> Path:
+    """Relative paths are relative to the config file; ``$CREDENTIALS_DIRECTORY`` and ``~`` expand."""
+    expanded = os.path.expandvars(os.path.expanduser(value))
+    path = Path(expanded)
+    return path if path.is_absolute() else (base_dir / path)
+
+
+def _email(section: _Section, name: str, value: str) -> str:
+    if not EMAIL_RE.match(value):
+        raise section.error(name, f"not an e-mail address: {value!r}")
+    return value.lower()
+
+
+def _clock(section: _Section, name: str, default: time) -> time:
+    value = section.text(name, default.strftime("%H:%M"))
+    try:
+        return time.fromisoformat(value)
+    except ValueError:
+        raise section.error(name, f"must be a time like \"08:00\", not {value!r}") from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    cfg_path = Path(path)
+    file = str(cfg_path)
+    try:
+        data = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(file, "", "file not found") from None
+    except OSError as exc:
+        raise ConfigError(file, "", f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(file, "", "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "", f"not valid TOML: {exc}") from None
+    return parse_config(data, cfg_path)
+
+
+def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
+    file = str(cfg_path)
+    base = cfg_path.resolve().parent
+    top = _Section(file, "", data)
+
+    storage = _Section(file, "storage", top.get("storage", dict, {}))
+    storage_path = _resolve_path(storage.text("path", "/var/lib/maild"), base)
+    storage.done()
+
+    database = _Section(file, "database", top.get("database", dict, {}))
+    url = database.text("url", "") or f"sqlite:///{storage_path / 'maild.db'}"
+    database.done()
+
+    has_imap, has_maildir = "imap" in data, "maildir" in data
+    if has_imap == has_maildir:
+        raise ConfigError(file, "imap", "configure exactly one source: [imap] or [maildir]")
+    source: ImapSettings | MaildirSettings
+    if has_imap:
+        imap = _Section(file, "imap", top.get("imap", dict))
+        security = imap.choice("security", ("tls", "starttls", "none"), "tls")
+        source = ImapSettings(
+            host=imap.text("host", required=True),
+            port=imap.integer("port", 993 if security == "tls" else 143, 1, 65535),
+            security=security,  # type: ignore[arg-type]
+            username=imap.text("username", required=True),
+            password=imap.secret("password", base, required=True) or "",
+            folder=imap.text("folder", "INBOX"),
+            done_folder=imap.text("done_folder", "Processed"),
+            quarantine_folder=imap.text("quarantine_folder", "Quarantine"),
+            idle=imap.flag("idle", True),
+            poll_seconds=imap.integer("poll_seconds", 60, 1),
+            timeout_seconds=imap.integer("timeout_seconds", 30, 1),
+            idle_renew_seconds=imap.integer("idle_renew_seconds", 540, 30, 1740),
+            cafile=_opt_path(imap, "cafile", base),
+        )
+        if source.folder in (source.done_folder, source.quarantine_folder):
+            raise imap.error("done_folder", "must differ from folder, or processed mail would be read again")
+        imap.done()
+    else:
+        maildir = _Section(file, "maildir", top.get("maildir", dict))
+        source = MaildirSettings(
+            path=str(_resolve_path(maildir.text("path", required=True), base)),
+            done_folder=maildir.text("done_folder", "Processed"),
+            quarantine_folder=maildir.text("quarantine_folder", "Quarantine"),
+            poll_seconds=maildir.integer("poll_seconds", 5, 1),
+        )
+        maildir.done()
+
+    smtp_s = _Section(file, "smtp", top.get("smtp", dict, {}))
+    smtp_security = smtp_s.choice("security", ("tls", "starttls", "none"), "starttls")
+    username = smtp_s.text("username", None)
+    smtp = SmtpSettings(
+        host=smtp_s.text("host", required=True),
+        port=smtp_s.integer("port", {"tls": 465, "starttls": 587, "none": 25}[smtp_security], 1, 65535),
+        security=smtp_security,  # type: ignore[arg-type]
+        username=username,
+        password=smtp_s.secret("password", base, required=username is not None),
+        timeout_seconds=smtp_s.integer("timeout_seconds", 30, 1),
+        cafile=_opt_path(smtp_s, "cafile", base),
+    )
+    from_address = _email(smtp_s, "from_address", smtp_s.text("from_address", required=True))
+    from_name = smtp_s.text("from_name", "Support")
+    smtp_s.done()
+
+    sup = _Section(file, "support", top.get("support", dict))
+    prefix = sup.text("ticket_prefix", "SUP")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,15}", prefix):
+        raise sup.error("ticket_prefix", f"must be letters and digits, starting with a letter, up to 16: {prefix!r}")
+    language = sup.choice("default_language", ("pl", "en"), "pl")
+    support = SupportSettings(
+        address=_email(sup, "address", sup.text("address", required=True)),
+        ticket_prefix=prefix.upper(),
+        default_language=language,
+        urgent_words=tuple(w.casefold() for w in sup.strings("urgent_words", DEFAULT_URGENT_WORDS)),
+        reopen_days=sup.integer("reopen_days", 7, 0),
+        close_after_days=sup.integer("close_after_days", 7, 0),
+        max_auto_replies_per_hour=sup.integer("max_auto_replies_per_hour", 5, 0),
+        autoreply_max_age=timedelta(days=sup.integer("autoreply_max_age_days", 3, 0)),
+        instance_id=sup.text("instance_id", "maild"),
+    )
+    sup.done()
+
+    consultants = []
+    raw_consultants = top.get("consultants", list, [])
+    seen_emails: set[str] = set()
+    for i, raw in enumerate(raw_consultants):
+        c = _Section(file, f"consultants[{i}]", raw)
+        email = _email(c, "email", c.text("email", required=True))
+        if email in seen_emails:
+            raise c.error("email", f"{email} is listed twice")
+        if email == support.address:
+            raise c.error("email", "a consultant cannot use the support address")
+        seen_emails.add(email)
+        consultants.append(Consultant(
+            email=email,
+            name=c.text("name", email),
+            role=c.choice("role", ("consultant", "manager"), "consultant"),  # type: ignore[arg-type]
+            language=c.choice("language", ("pl", "en"), language),
+        ))
+        c.done()
+
+    customers_file = _resolve_path(top.text("customers_file", "customers.toml"), base)
+
+    cal = _Section(file, "calendar", top.get("calendar", dict, {}))
+    days = cal.strings("working_days", ("mon", "tue", "wed", "thu", "fri"))
+    for i, d in enumerate(days):
+        if d.lower() not in WEEKDAYS:
+            raise ConfigError(file, f"calendar.working_days[{i}]", f"must be one of {', '.join(WEEKDAYS)}, not {d!r}")
+    calendar = CalendarSettings(
+        timezone=cal.text("timezone", "Europe/Warsaw"),
+        working_days=tuple(sorted({WEEKDAYS[d.lower()] for d in days})),
+        opens=_clock(cal, "opens", time(8)),
+        closes=_clock(cal, "closes", time(16)),
+        holidays_country=cal.text("holidays_country", "PL") or None,
+        holidays_subdiv=cal.text("holidays_subdiv", None),
+        closed_days=_dates(cal, "closed_days"),
+        open_days=_dates(cal, "open_days"),
+    )
+    cal.done()
+    _check_calendar(file, calendar)
+
+    esc = _Section(file, "escalation", top.get("escalation", dict, {}))
+    thresholds = esc.get("thresholds", list, [0.5, 0.8, 1.0])
+    recipients = esc.strings("recipients", ("consultants", "managers", "managers+breach"))
+    escalation = _escalation(file, thresholds, recipients)
+    esc.done()
+
+    peak = _Section(file, "peak", top.get("peak", dict, {}))
+    if peak.flag("enabled", True):
+        raw_windows = peak.get("windows", list, None)
+        try:
+            windows = default_peak_windows() if raw_windows is None else windows_from_config(raw_windows)
+        except ValueError as exc:
+            raise ConfigError(file, "peak.windows", str(exc)) from None
+    else:
+        peak.seen.add("windows")
+        windows = ()
+    peak.done()
+
+    pk = _Section(file, "packages", top.get("packages", dict, {}))
+    sizes = pk.get("sizes", list, [4, 7, 10, 15])
+    validity = pk.get("validity_months", dict, {"4": 3, "7": 4, "10": 6, "15": 12})
+    try:
+        packages = PackageSettings(
+            sizes_hours=tuple(int(s) for s in sizes),
+            validity_months={int(k): int(v) for k, v in validity.items()},
+        )
+    except (TypeError, ValueError):
+        raise pk.error("validity_months", "sizes and months must be whole numbers, e.g. { 4 = 3, 7 = 4 }") from None
+    for size in packages.sizes_hours:
+        if size not in packages.validity_months:
+            raise pk.error("validity_months", f"no validity given for the {size} h package")
+    ledger = LedgerSettings(
+        low_balance_minutes=_minutes(pk, "low_balance_hours", Decimal(1)),
+        occasional_unit_minutes=pk.integer("occasional_unit_minutes", 15, 1, 600),
+    )
+    pk.done()
+
+    lim = _Section(file, "limits", top.get("limits", dict, {}))
+    max_mb = lim.integer("max_message_mb", 25, 1, 2048)
+    limits = ParseLimits(
+        max_message_bytes=max_mb * 1024 * 1024,
+        max_attachments=lim.integer("max_attachments", 100, 0),
+        max_attachment_bytes=lim.integer("max_attachment_mb", max_mb, 1, 2048) * 1024 * 1024,
+    )
+    lim.done()
+
+    sec = _Section(file, "security", top.get("security", dict, {}))
+    authserv = sec.text("trusted_authserv_id", "") or None
+    sec.done()
+
+    lg = _Section(file, "logging", top.get("logging", dict, {}))
+    log_level = lg.choice("level", ("debug", "info", "warning", "error"), "info")
+    log_format = lg.choice("format", ("text", "json"), "text")
+    lg.done()
+
+    mt = _Section(file, "metrics", top.get("metrics", dict, {}))
+    listen = mt.text("listen", "") or None
+    if listen is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", listen):
+        raise mt.error("listen", f"must be host:port like \"127.0.0.1:9464\", not {listen!r}")
+    mt.done()
+
+    hl = _Section(file, "health", top.get("health", dict, {}))
+    health = HealthSettings(
+        fetch_stale=timedelta(minutes=hl.integer("fetch_stale_minutes", 30, 1)),
+        outbox_stale=timedelta(minutes=hl.integer("outbox_stale_minutes", 30, 1)),
+    )
+    hl.done()
+    batch_size = top.integer("batch_size", 500, 1, 10000)
+    top.done()
+
+    return Config(
+        path=cfg_path, database_url=url, storage_path=storage_path, source=source, smtp=smtp,
+        from_address=from_address, from_name=from_name, support=support,
+        consultants=tuple(consultants), customers_file=customers_file, calendar=calendar,
+        escalation=escalation, peak_windows=windows, packages=packages, ledger=ledger,
+        limits=limits, trusted_authserv_id=authserv, log_level=log_level,
+        log_format=log_format,  # type: ignore[arg-type]
+        metrics_listen=listen, health=health, batch_size=batch_size,
+    )
+
+
+def _opt_path(section: _Section, name: str, base: Path) -> str | None:
+    value = section.text(name, None)
+    return None if value is None else str(_resolve_path(value, base))
+
+
+def _dates(section: _Section, name: str) -> tuple[date, ...]:
+    values = section.get(name, list, [])
+    out = []
+    for i, v in enumerate(values):
+        if not isinstance(v, date):
+            raise ConfigError(section.file, f"{section.key(name)}[{i}]", f"must be a TOML date like 2026-12-31, not {v!r}")
+        out.append(v)
+    return tuple(out)
+
+
+def _minutes(section: _Section, name: str, default: Decimal) -> int:
+    value = section.get(name, (int, float), None)
+    hours = default if value is None else Decimal(str(value))
+    minutes = hours * 60
+    if minutes != minutes.to_integral_value() or minutes < 0:
+        raise section.error(name, f"must be a non-negative number of whole minutes, not {value!r} h")
+    return int(minutes)
+
+
+def _check_calendar(file: str, settings: CalendarSettings) -> None:
+    from .calendar import BusinessCalendar, CalendarError
+
+    try:
+        BusinessCalendar(settings)
+    except CalendarError as exc:
+        raise ConfigError(file, "calendar", str(exc)) from None
+
+
+def _escalation(file: str, thresholds: list[Any], recipients: tuple[str, ...]) -> EscalationSettings:
+    if len(thresholds) != len(recipients):
+        raise ConfigError(file, "escalation.recipients", f"needs one entry per threshold ({len(thresholds)})")
+    levels = []
+    previous = 0
+    for i, (t, who) in enumerate(zip(thresholds, recipients)):
+        key = f"escalation.thresholds[{i}]"
+        if isinstance(t, bool) or not isinstance(t, (int, float)):
+            raise ConfigError(file, key, f"must be a fraction like 0.8, not {t!r}")
+        try:
+            permille = Decimal(str(t)) * 1000
+        except InvalidOperation:
+            raise ConfigError(file, key, f"not a number: {t!r}") from None
+        if permille != permille.to_integral_value() or not 0 < permille <= 1000 or permille <= previous:
+            raise ConfigError(file, key, "fractions must rise, each above 0 and at most 1.0, to a thousandth")
+        if who not in ("consultants", "managers", "managers+breach"):
+            raise ConfigError(file, f"escalation.recipients[{i}]",
+                              f"must be consultants, managers or managers+breach, not {who!r}")
+        previous = int(permille)
+        levels.append(EscalationLevel(permille=int(permille), recipients=who))  # type: ignore[arg-type]
+    return EscalationSettings(levels=tuple(levels))

@@ -351,10 +351,11 @@ class SmtpSender:
                 refused[address] = _reply(exc.code, exc.message)
         if len(refused) == len(envelope.recipients):
             await self._reset(client)
-            codes = {int(r.split(" ", 1)[0]) for r in refused.values()}
-            outcome: Outcome = "failed" if all(500 <= c < 600 for c in codes) else "retry"
-            first = next(iter(refused.values()))
-            return Delivery(outcome, f"all recipients refused: {first}", refused)
+            # one temporary refusal makes the whole mail worth another try
+            temporary = [r for r in refused.values() if not r.startswith("5")]
+            if temporary:
+                return Delivery("retry", temporary[0], refused)
+            return Delivery("failed", next(iter(refused.values())), refused)
         response = await client.data(envelope.message)
         return Delivery("sent", _reply(response.code, response.message), refused)
 

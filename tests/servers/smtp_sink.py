@@ -143,7 +143,7 @@ class _Handler:
         if sink.mode == "permfail":
             return PERMFAIL_REPLY
         data = cast(bytes, envelope.original_content)
-        parsed = cast(EmailMessage, BytesParser(policy=policy.default).parsebytes(data))
+        parsed = BytesParser(policy=policy.default).parsebytes(data)
         sink._capture(
             Received(
                 mail_from=str(envelope.mail_from),

@@ -26,7 +26,7 @@ GAP_WINDOW = BusinessCalendar(
 
 
 def warsaw(*args: int) -> datetime:
-    return datetime(*args, tzinfo=WARSAW)  # type: ignore[misc]
+    return datetime(*args, tzinfo=WARSAW)  # type: ignore[arg-type,misc]
 
 
 def local(value: datetime) -> datetime:

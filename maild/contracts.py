@@ -121,7 +121,8 @@ def resolve(
     occasional = sorted((c for c in active if c.kind == "occasional"), key=lambda c: c.id)
     if occasional:
         contract = occasional[0]
-        return _chosen(customer, contract, f"{prefix}, {why}contract {contract.id} (occasional)", fell_back_from)
+        reason = f"{prefix}, {why}contract {contract.id} (occasional)"
+        return _chosen(customer, contract, reason, fell_back_from)
     return _chosen(customer, None, f"{prefix}, {why}no active contract: occasional", fell_back_from)
 
 

@@ -185,11 +185,6 @@ class _Reader:
     def has(self, name: str) -> bool:
         return name in self.table
 
-    def require(self, name: str) -> Any:
-        if name not in self.table:
-            raise self.fail(name, "missing required key")
-        return self.table[name]
-
     def string(self, name: str, default: str | None = None) -> str:
         if name not in self.table:
             if default is None:
@@ -310,7 +305,9 @@ def parse_customers(
     for reader in top.tables("customers"):
         customer = _parse_customer(reader, packages, contract_ids)
         if customer.id in customer_ids:
-            raise reader.fail("id", f"duplicate customer id {customer.id!r} (also {customer_ids[customer.id]})")
+            raise reader.fail(
+                "id", f"duplicate customer id {customer.id!r} (also {customer_ids[customer.id]})"
+            )
         customer_ids[customer.id] = reader.path
         _claim(reader, "addresses", customer.addresses, customer.id, address_owner)
         _claim(reader, "domains", customer.domains, customer.id, domain_owner)
@@ -431,15 +428,18 @@ def _parse_sla(
     clock = reader.string("reaction_clock", "calendar")
     if clock not in REACTION_CLOCKS:
         raise reader.fail("reaction_clock", f"must be one of {', '.join(REACTION_CLOCKS)}, got {clock!r}")
-    reader.require("monthly_hours")
     monthly_minutes = reader.scaled("monthly_hours", 60, "minutes")
+    if monthly_minutes is None:
+        raise reader.fail("monthly_hours", "missing required key")
     return Contract(
         id=contract_id,
         kind="sla",
         start=start,
         end=end,
         hourly_rate_cents=hourly_rate_cents,
-        reaction_hours=packages.default_reaction_hours if reaction_hours is None else reaction_hours,
+        reaction_hours=(
+            packages.default_reaction_hours if reaction_hours is None else reaction_hours
+        ),
         reaction_clock=clock,
         monthly_minutes=monthly_minutes,
         rollover_months=reader.integer("rollover_months", 0),
@@ -454,22 +454,26 @@ def _parse_prepaid(
     end: date | None,
     hourly_rate_cents: int | None,
 ) -> Contract:
-    reader.require("hours")
-    custom = reader.boolean("custom_size", False)
     minutes = reader.scaled("hours", 60, "minutes")
-    assert minutes is not None
+    if minutes is None:
+        raise reader.fail("hours", "missing required key")
     if minutes == 0:
         raise reader.fail("hours", "a package must hold some hours")
-    hours = Decimal(minutes) / 60
-    sizes = ", ".join(str(size) for size in packages.sizes_hours)
-    if not custom and hours not in packages.sizes_hours:
-        raise reader.fail("hours", f"{hours} is not a package size ({sizes}); set custom_size = true for a one-off")
+    custom = reader.boolean("custom_size", False)
+    whole_hours = minutes // 60 if minutes % 60 == 0 else None
+    shown = reader.table["hours"]
+    if not custom and whole_hours not in packages.sizes_hours:
+        sizes = ", ".join(str(size) for size in packages.sizes_hours)
+        raise reader.fail(
+            "hours", f"{shown} is not a package size ({sizes}); set custom_size = true for a one-off"
+        )
     valid_until = reader.day("valid_until")
     if valid_until is None:
-        months = packages.validity_months.get(int(hours)) if hours == int(hours) else None
+        months = None if whole_hours is None else packages.validity_months.get(whole_hours)
         if months is None:
             raise reader.fail(
-                "valid_until", f"missing: a {hours} h package has no validity in the package table; give valid_until"
+                "valid_until",
+                f"missing: a {shown} h package has no validity in the package table; give valid_until",
             )
         valid_until = package_valid_until(start, months)
     elif valid_until < start:

@@ -193,7 +193,9 @@ def _package_day(contract: Contract) -> date:
     return contract.end or date.max
 
 
-def _used_by_package(packages: Sequence[Contract], entries: Iterable[LedgerEntry], at: datetime) -> dict[str, int]:
+def _used_by_package(
+    packages: Sequence[Contract], entries: Iterable[LedgerEntry], at: datetime
+) -> dict[str, int]:
     used = {package.id: 0 for package in packages}
     for entry in entries:
         if entry.contract_id in used and entry.booked_at <= at:

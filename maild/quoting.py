@@ -160,8 +160,8 @@ def split_reply(text: str) -> tuple[str, str]:
         if span:
             following = _next_non_blank(lines, index + span)
             if following is not None and _QUOTED.match(lines[following]):
-                quoted.extend(lines[index : index + span])
-                index += span
+                quoted.extend(lines[index:following])
+                index = following
                 continue
             if dated:
                 quoted.extend(lines[index:])

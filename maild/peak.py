@@ -114,7 +114,7 @@ def default_peak_windows() -> tuple[PeakWindow, ...]:
             "payroll",
             {"pl": "naliczanie wynagrodzeń (koniec miesiąca)", "en": "monthly payroll (end of month)"},
             (LastDaysOfMonth(3), MonthlyDays(1, 2)),
-            ("lista płac", "wynagrodzenia", "wynagrodzeń", "wypłata", "pensja", "payroll", "salary"),
+            ("lista płac", "wynagrodzeń", "wypłata", "pensja", "payroll", "salary"),
         ),
         PeakWindow(
             "pit11",

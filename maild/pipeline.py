@@ -1,0 +1,670 @@
+"""The ingest pipeline: raw mail in, tickets and outbox rows out, in one transaction per batch.
+
+The stages (``parse -> screen -> thread -> resolve -> prioritise/SLA``) are pure
+modules; this one orders them, persists their decisions through ``store`` and is
+the one place where per-message outcomes are caught. A message that fails is
+rolled back alone (a savepoint), counted, retried on the next cycle and
+quarantined after ``MAX_ATTEMPTS``; the rest of the batch commits. Trouble that
+is not the message's fault (disk full, database gone) aborts the batch, leaving
+every message on the server for the next try.
+"""
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import store
+from .blobs import BlobStore, StorageError
+from .calendar import BusinessCalendar
+from .commands import (
+    AssignCommand,
+    InternalCommand,
+    ParsedCommands,
+    PriorityCommand,
+    StatusCommand,
+    TimeCommand,
+    VerifyCommand,
+    parse_commands,
+)
+from .config import Config
+from .contracts import CustomerIndex, Resolution, resolve
+from .customers import Contract, Customer
+from .errors import MaildError
+from .hours import book_time, prepaid_left_minutes
+from .mailbox import FetchedMail
+from .message import InboundMessage, UnparsableMessage, parse_message
+from .models import Failure, MessageRow, OutboxRow, QuarantineRow, Ticket
+from .prioritise import TIER_BY_KIND, UNVERIFIED_TIER, prioritise
+from .quoting import split_reply
+from .screen import Screening, ScreenSettings, screen, sender_authenticated
+from .sla import plan_escalation, reaction_due, target_due
+from .thread import ThreadDecision, ThreadSettings, clean_subject, decide_thread
+
+log = logging.getLogger("maild.pipeline")
+MAX_ATTEMPTS = 3
+UTC = timezone.utc
+
+
+class Outcome(Exception):
+    """Raised by a stage to end a message's journey; caught in ``_process_one`` only."""
+
+    disposition = "discard"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Discard(Outcome):
+    disposition = "discard"
+
+
+class Quarantine(Outcome):
+    disposition = "quarantine"
+
+
+class Duplicate(Outcome):
+    disposition = "duplicate"
+
+
+@dataclass
+class BatchResult:
+    done: list[FetchedMail] = field(default_factory=list)
+    quarantined: list[FetchedMail] = field(default_factory=list)
+    retry: list[FetchedMail] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, disposition: str) -> None:
+        self.counts[disposition] = self.counts.get(disposition, 0) + 1
+
+
+@dataclass
+class Context:
+    """What the stages need, built once per config/customers load."""
+
+    config: Config
+    calendar: BusinessCalendar
+    customers: tuple[Customer, ...]
+    index: CustomerIndex
+    screen: ScreenSettings
+    thread: ThreadSettings
+
+    @classmethod
+    def build(cls, config: Config, customers: Sequence[Customer]) -> Context:
+        support = config.support
+        return cls(
+            config=config,
+            calendar=BusinessCalendar(config.calendar),
+            customers=tuple(customers),
+            index=CustomerIndex(customers),
+            screen=ScreenSettings(
+                own_addresses=frozenset({support.address, config.from_address}),
+                instance_id=support.instance_id,
+                max_age_for_autoreply=support.autoreply_max_age,
+            ),
+            thread=ThreadSettings(
+                ticket_prefix=support.ticket_prefix,
+                support_addresses=frozenset({support.address, config.from_address}),
+                reopen_window=timedelta(days=support.reopen_days),
+            ),
+        )
+
+    @property
+    def domain(self) -> str:
+        return self.config.support.address.rsplit("@", 1)[1]
+
+    def ref(self, ticket_id: int) -> str:
+        return store.ticket_ref(self.config.support.ticket_prefix, ticket_id)
+
+    def contract(self, contract_id: str | None) -> Contract | None:
+        if contract_id is None:
+            return None
+        for customer in self.customers:
+            for contract in customer.contracts:
+                if contract.id == contract_id:
+                    return contract
+        return None
+
+    def customer(self, customer_id: str | None) -> Customer | None:
+        return next((c for c in self.customers if c.id == customer_id), None)
+
+
+class Ingestor:
+    def __init__(
+        self,
+        ctx: Context,
+        sessions: sessionmaker[Session],
+        blobs: BlobStore,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.ctx = ctx
+        self.sessions = sessions
+        self.blobs = blobs
+        self.clock = clock
+
+    def ingest_batch(self, mails: Sequence[FetchedMail]) -> BatchResult:
+        """Store a batch in one transaction; return what to move where on the source.
+
+        Raises StorageError or a database error when the batch could not be
+        committed; then nothing of it was stored and nothing may be moved.
+        """
+        result = BatchResult()
+        now = self.clock()
+        with self.sessions() as session, session.begin():
+            seen_in_batch: set[str] = set()
+            for mail in mails:
+                disposition = self._process_one(session, mail, now, seen_in_batch)
+                result.count(disposition)
+                if disposition == "quarantine":
+                    result.quarantined.append(mail)
+                elif disposition == "retry":
+                    result.retry.append(mail)
+                else:
+                    result.done.append(mail)
+            self.blobs.flush()
+        return result
+
+    # -------------------------------------------------------------- one message
+
+    def _process_one(self, session: Session, mail: FetchedMail, now: datetime, seen: set[str]) -> str:
+        msg: InboundMessage | None = None
+        key = f"raw:{mail.source_key}"
+        try:
+            with session.begin_nested():
+                try:
+                    msg = parse_message(mail.raw, self.ctx.config.limits)
+                except UnparsableMessage as exc:
+                    raise Quarantine(f"unparsable: {exc}") from None
+                key = msg.dedupe_key
+                if key in seen or store.known_dedupe_keys(session, [key]):
+                    raise Duplicate(f"already stored ({key})")
+                seen.add(key)
+                self.blobs.put(mail.raw, msg.raw_sha256)
+                disposition, ticket_id = self._route(session, mail, msg, now)
+                return disposition
+        except Duplicate as dup:
+            log.debug("%s duplicate: %s", mail.source_key, dup.reason)
+            return "duplicate"
+        except Outcome as outcome:
+            with session.begin_nested():
+                self._record_outcome(session, mail, msg, key, outcome, now)
+            return outcome.disposition
+        except (StorageError, OperationalError):
+            raise
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            return self._failed(session, mail, msg, key, exc, now)
+        except Exception as exc:  # the one catch-all: around one message only
+            return self._failed(session, mail, msg, key, exc, now)
+
+    def _failed(self, session: Session, mail: FetchedMail, msg: InboundMessage | None,
+                key: str, exc: BaseException, now: datetime) -> str:
+        summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:500]
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
+        with session.begin_nested():
+            failure = session.scalar(select(Failure).where(Failure.key == key))
+            if failure is None:
+                failure = Failure(key=key, attempts=0, updated_at=now)
+                session.add(failure)
+            failure.attempts += 1
+            failure.last_error, failure.updated_at = summary, now
+            attempts = failure.attempts
+        log.warning("%s %s: processing failed (attempt %d/%d): %s", mail.source_key,
+                    msg.message_id if msg else "-", attempts, MAX_ATTEMPTS, summary)
+        if attempts < MAX_ATTEMPTS:
+            return "retry"
+        with session.begin_nested():
+            self._record_outcome(session, mail, msg, key,
+                                 Quarantine(f"failed {attempts} times: {summary}"), now, trace, attempts)
+        return "quarantine"
+
+    def _record_outcome(self, session: Session, mail: FetchedMail, msg: InboundMessage | None, key: str,
+                        outcome: Outcome, now: datetime, trace: str = "", attempts: int = 1) -> None:
+        ref = "-"
+        if isinstance(outcome, Quarantine):
+            sha = self.blobs.put(mail.raw)
+            session.add(QuarantineRow(
+                key=key, source_key=mail.source_key, raw_sha256=sha,
+                subject=msg.subject if msg else "", from_addr=msg.from_addr if msg else "",
+                reason=outcome.reason, traceback=trace, attempts=attempts, created_at=now,
+            ))
+            log.error("%s %s quarantined: %s", mail.source_key, msg.message_id if msg else "-", outcome.reason)
+        else:
+            log.info("%s %s -> %s %s: %s", mail.source_key, msg.message_id if msg else "-", ref,
+                     outcome.disposition, outcome.reason)
+        if msg is not None and not store.known_dedupe_keys(session, [key]):
+            store.record_intake(session, dedupe_key=key, source_key=mail.source_key,
+                                disposition=outcome.disposition, reason=outcome.reason,
+                                arrived_at=mail.arrived_at, now=now)
+
+    # -------------------------------------------------------------- routing
+
+    def _route(self, session: Session, mail: FetchedMail, msg: InboundMessage, now: datetime) -> tuple[str, int | None]:
+        ctx = self.ctx
+        screening = screen(msg, ctx.screen, mail.arrived_at, now)
+        if screening.discard:
+            raise Discard(screening.discard)
+        if msg.report is not None:
+            return self._bounce(session, mail, msg, screening, now)
+        is_consultant = msg.from_addr in ctx.config.consultant_emails
+        resolution = self._resolve(session, msg, mail.arrived_at)
+        decision = decide_thread(
+            subject=msg.subject, from_addr=msg.from_addr, recipients=(*msg.to, *msg.cc),
+            in_reply_to=msg.in_reply_to, references=msg.references,
+            sender_customer_id=resolution.customer.id if resolution.customer else None,
+            sender_is_consultant=is_consultant, lookup=store.StoreThreadLookup(session),
+            settings=ctx.thread, now=mail.arrived_at,
+        )
+        if is_consultant and decision.ticket is not None:
+            return self._consultant_mail(session, mail, msg, screening, decision, now)
+        if decision.ticket is not None:
+            return self._customer_reply(session, mail, msg, screening, decision, now)
+        return self._new_ticket(session, mail, msg, screening, resolution, decision, is_consultant, now)
+
+    def _resolve(self, session: Session, msg: InboundMessage, arrived_at: datetime) -> Resolution:
+        ctx = self.ctx
+        day = arrived_at.astimezone(ctx.calendar.tz).date()
+        customer = ctx.index.customer_for(msg.from_addr)
+        packages = [c for c in customer.contracts if c.kind == "prepaid"] if customer else []
+        left = prepaid_left_minutes(session, packages, arrived_at, ctx.calendar.tz)
+        resolution = resolve(msg.from_addr, ctx.index, day, lambda cid: left.get(cid, 0))
+        authserv = ctx.config.trusted_authserv_id
+        if resolution.verified and authserv:
+            ok, why = sender_authenticated(msg, authserv, msg.return_path or None)
+            if not ok:
+                resolution = Resolution(
+                    customer=resolution.customer, contract=resolution.contract, kind=resolution.kind,
+                    verified=False, reason=f"{resolution.reason}; not authenticated: {why}",
+                    fell_back_from=resolution.fell_back_from,
+                )
+        return resolution
+
+    # -------------------------------------------------------------- new ticket
+
+    def _new_ticket(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
+                    resolution: Resolution, decision: ThreadDecision, is_consultant: bool,
+                    now: datetime) -> tuple[str, int | None]:
+        ctx, cfg = self.ctx, self.ctx.config
+        arrived = mail.arrived_at
+        day = arrived.astimezone(ctx.calendar.tz).date()
+        new_text, quoted = split_reply(msg.text)
+        prio = prioritise(
+            kind=resolution.kind, verified=resolution.verified, subject=msg.subject, text=new_text,
+            automatic=screening.automatic and screening.kind != "human",
+            urgent_words=cfg.support.urgent_words, peak_windows=cfg.peak_windows, day=day,
+        )
+        contract = resolution.contract
+        due = None
+        target = None
+        if contract is not None and contract.kind == "sla" and resolution.verified:
+            due = reaction_due(arrived, contract.reaction_hours or 24, contract.reaction_clock, ctx.calendar)
+        if contract is not None and contract.kind == "prepaid" and contract.target_hours:
+            target = target_due(arrived, contract.target_hours, contract.reaction_clock, ctx.calendar)
+        customer = resolution.customer
+        language = (customer.language if customer else None) or msg.language or cfg.support.default_language
+        if language not in ("pl", "en"):
+            language = cfg.support.default_language
+        reasons = [resolution.reason, *prio.reasons, *decision.reasons, *screening.reasons]
+        ticket = Ticket(
+            subject=clean_subject(msg.subject, cfg.support.ticket_prefix) or "(no subject)",
+            status="new", requester=msg.from_addr, requester_name=msg.from_name, language=language,
+            customer_id=customer.id if customer else None, contract_id=contract.id if contract else None,
+            contract_kind=resolution.kind, verified=resolution.verified, tier=prio.tier,
+            priority=prio.priority, peak=prio.peak, reasons=reasons, created_at=arrived, updated_at=now,
+            reaction_due=due, target_due=target, escalation_level=0, linked_to=decision.link_to,
+            participants=[], low_balance_warned=False,
+        )
+        if due is not None:
+            ticket.next_escalation_at = plan_escalation(
+                created_at=arrived, due=due, clock=contract.reaction_clock if contract else "calendar",
+                cal=ctx.calendar, settings=cfg.escalation, levels_sent=0, first_response_at=None, now=arrived,
+            ).next_escalation_at
+        store.add_participants(ticket, (msg.from_addr, *msg.cc, *(a for a in msg.to if a not in ctx.thread.support_addresses)))
+        session.add(ticket)
+        session.flush()
+        row = self._message_row(session, ticket.id, msg, mail, screening, "consultant" if is_consultant else "customer",
+                                new_text, quoted)
+        store.add_event(session, ticket.id, "created", arrived, msg.from_addr, reasons=reasons)
+        ref = ctx.ref(ticket.id)
+        ack = self._acknowledge(session, ticket, msg, screening, resolution, mail, now) if not is_consultant else None
+        store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="ticket",
+                            reason="; ".join(reasons[:2]), arrived_at=arrived, now=now,
+                            ticket_id=ticket.id, message_row_id=row.id)
+        log.info("%s %s -> %s new ticket (%s, %s%s)%s", mail.source_key, msg.message_id, ref, resolution.kind,
+                 prio.priority, "" if resolution.verified else ", unverified", "" if ack else ", no acknowledgement")
+        return "ticket", ticket.id
+
+    def _acknowledge(self, session: Session, ticket: Ticket, msg: InboundMessage, screening: Screening,
+                     resolution: Resolution, mail: FetchedMail, now: datetime) -> OutboxRow | None:
+        ctx, cfg = self.ctx, self.ctx.config
+        if screening.automatic:
+            store.add_event(session, ticket.id, "ack_suppressed", now, reasons=list(screening.reasons))
+            return None
+        if not msg.from_addr or msg.from_addr in ctx.screen.own_addresses:
+            return None
+        limit = cfg.support.max_auto_replies_per_hour
+        if store.recent_automatic_mail(session, msg.from_addr, now - timedelta(hours=1)) >= limit:
+            store.add_event(session, ticket.id, "ack_suppressed", now,
+                            reasons=[f"rate limit: {limit} automatic mails an hour to {msg.from_addr}"])
+            return None
+        contract = resolution.contract
+        context: dict[str, Any] = {
+            "ref": ctx.ref(ticket.id), "subject": ticket.subject, "requester_name": msg.from_name,
+            "contract_kind": resolution.kind if resolution.verified else "occasional",
+            "contract_id": contract.id if contract else "", "unverified": not resolution.verified,
+            "fell_back_from": resolution.fell_back_from or "", "timezone": cfg.calendar.timezone,
+            "reaction_due_local": "", "prepaid_left_minutes": 0, "prepaid_valid_until": "",
+            "hourly_rate": _money(contract.hourly_rate_cents) if contract and contract.hourly_rate_cents else "",
+            "peak_label": "", "from_name": cfg.from_name,
+        }
+        if ticket.reaction_due is not None:
+            context["reaction_due_local"] = ticket.reaction_due.astimezone(ctx.calendar.tz).strftime("%Y-%m-%d %H:%M")
+        if contract is not None and contract.kind == "prepaid":
+            packages = [c for c in (resolution.customer.contracts if resolution.customer else ()) if c.kind == "prepaid"]
+            left = prepaid_left_minutes(session, packages, mail.arrived_at, ctx.calendar.tz)
+            context["prepaid_left_minutes"] = left.get(contract.id, 0)
+            context["prepaid_valid_until"] = contract.valid_until.isoformat() if contract.valid_until else ""
+        if ticket.peak is None:
+            from .peak import active_windows
+
+            active = active_windows(mail.arrived_at.astimezone(ctx.calendar.tz).date(), cfg.peak_windows)
+            if active:
+                context["peak_label"] = active[0].label_for(ticket.language)
+        else:
+            window = next((w for w in cfg.peak_windows if w.name == ticket.peak), None)
+            context["peak_label"] = window.label_for(ticket.language) if window else ticket.peak
+        row = self.queue_mail(
+            session, ticket=ticket, kind="ack", template="ack", language=ticket.language,
+            recipients=[msg.from_addr], context=context, now=now, dedupe_key=f"ack:{ticket.id}",
+            in_reply_to=msg.message_id, automatic=True,
+        )
+        return row
+
+    def queue_mail(self, session: Session, *, ticket: Ticket | None, kind: str, template: str, language: str,
+                   recipients: Sequence[str], context: dict[str, Any], now: datetime, dedupe_key: str,
+                   in_reply_to: str | None = None, references: Sequence[str] = (), automatic: bool = True,
+                   cc: Sequence[str] = (), from_name: str | None = None,
+                   attachments: Sequence[dict[str, Any]] = ()) -> OutboxRow | None:
+        """Queue one outgoing mail and, for ticket mail, its row in the thread."""
+        ctx = self.ctx
+        message_id = store.new_message_id(ctx.domain, ticket.id if ticket else None, kind)
+        refs = [r for r in references if r]
+        if in_reply_to and in_reply_to not in refs:
+            refs.append(in_reply_to)
+        full_context = dict(context)
+        full_context["_headers"] = {
+            "in_reply_to": in_reply_to or "", "references": refs[-20:], "cc": list(cc),
+            "from_name": from_name or ctx.config.from_name,
+            "ticket_ref": ctx.ref(ticket.id) if ticket else "",
+            "attachments": list(attachments),
+        }
+        row = store.enqueue(
+            session, dedupe_key=dedupe_key, kind=kind, template=template, language=language,
+            recipients=[*recipients, *cc], context=full_context, message_id=message_id, now=now,
+            ticket_id=ticket.id if ticket else None, automatic=automatic,
+            rate_key=recipients[0] if automatic and recipients else None,
+        )
+        if row is not None and ticket is not None:
+            session.add(MessageRow(
+                ticket_id=ticket.id, message_id=message_id, direction="out",
+                role="consultant" if kind == "relay" else "system", kind=kind,
+                from_addr=ctx.config.from_address, from_name=from_name or ctx.config.from_name,
+                to_addrs=list(recipients), cc_addrs=list(cc), subject="", date=now,
+                text_new=str(context.get("body", ""))[:20000], size=0, internal=False, notes=[],
+            ))
+        return row
+
+    def _message_row(self, session: Session, ticket_id: int | None, msg: InboundMessage, mail: FetchedMail,
+                     screening: Screening, role: str, new_text: str, quoted: str,
+                     internal: bool = False, notes: Sequence[str] = ()) -> MessageRow:
+        from .models import AttachmentRow
+
+        row = MessageRow(
+            ticket_id=ticket_id, message_id=msg.message_id, direction="in", role=role,
+            kind="autoreply" if screening.out_of_office else screening.kind,
+            from_addr=msg.from_addr, from_name=msg.from_name, to_addrs=list(msg.to), cc_addrs=list(msg.cc),
+            subject=msg.subject, date=mail.arrived_at, text_new=new_text, text_quoted=quoted,
+            raw_sha256=msg.raw_sha256, size=msg.size, internal=internal,
+            notes=[*msg.notes, *notes],
+        )
+        session.add(row)
+        session.flush()
+        for att in msg.attachments:
+            self.blobs.put(att.data, att.sha256)
+            session.add(AttachmentRow(message_row_id=row.id, filename=att.filename,
+                                      content_type=att.content_type, size=att.size, sha256=att.sha256))
+        return row
+
+    # -------------------------------------------------------------- replies
+
+    def _load_ticket(self, session: Session, decision: ThreadDecision) -> Ticket:
+        assert decision.ticket is not None
+        ticket = session.get(Ticket, decision.ticket.ticket_id)
+        assert ticket is not None
+        return ticket
+
+    def _customer_reply(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
+                        decision: ThreadDecision, now: datetime) -> tuple[str, int | None]:
+        ticket = self._load_ticket(session, decision)
+        new_text, quoted = split_reply(msg.text)
+        row = self._message_row(session, ticket.id, msg, mail, screening, "customer", new_text, quoted)
+        store.add_participants(ticket, (msg.from_addr, *msg.cc))
+        ref = self.ctx.ref(ticket.id)
+        if screening.out_of_office or screening.kind != "human":
+            store.add_event(session, ticket.id, "automatic_reply", mail.arrived_at, msg.from_addr,
+                            reasons=list(screening.reasons))
+        elif decision.reopen:
+            ticket.status, ticket.resolved_at, ticket.closed_at = "open", None, None
+            store.add_event(session, ticket.id, "reopened", mail.arrived_at, msg.from_addr, reasons=list(decision.reasons))
+        elif ticket.status == "waiting":
+            ticket.status = "open"
+            store.add_event(session, ticket.id, "status", mail.arrived_at, msg.from_addr, status="open",
+                            reason="customer replied")
+        ticket.updated_at = now
+        store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
+                            reason=decision.rule, arrived_at=mail.arrived_at, now=now,
+                            ticket_id=ticket.id, message_row_id=row.id)
+        log.info("%s %s -> %s customer reply (%s)", mail.source_key, msg.message_id, ref, decision.rule)
+        return "reply", ticket.id
+
+    def _consultant_mail(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
+                         decision: ThreadDecision, now: datetime) -> tuple[str, int | None]:
+        ctx, cfg = self.ctx, self.ctx.config
+        ticket = self._load_ticket(session, decision)
+        ref = ctx.ref(ticket.id)
+        consultant = next(c for c in cfg.consultants if c.email == msg.from_addr)
+        new_text, quoted = split_reply(msg.text)
+        if screening.automatic and screening.kind != "human" or screening.out_of_office:
+            row = self._message_row(session, ticket.id, msg, mail, screening, "consultant", new_text, quoted,
+                                    internal=True, notes=["automatic mail from a consultant: not relayed"])
+            store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
+                                reason="consultant automatic mail, not relayed", arrived_at=mail.arrived_at,
+                                now=now, ticket_id=ticket.id, message_row_id=row.id)
+            return "reply", ticket.id
+        parsed = parse_commands(new_text)
+        errors = list(parsed.errors)
+        assign_to = None
+        for command in parsed.commands:
+            if isinstance(command, AssignCommand):
+                assign_to = self._find_consultant(command.who)
+                if assign_to is None:
+                    errors.append(_command_error(command.who, "no consultant with that e-mail or name"))
+        if errors:
+            self.queue_mail(
+                session, ticket=None, kind="command_error", template="command_error", language=consultant.language,
+                recipients=[consultant.email], now=now, dedupe_key=f"cmderr:{msg.dedupe_key}"[:400],
+                in_reply_to=msg.message_id, automatic=True,
+                context={"ref": ref, "subject": msg.subject,
+                         "errors": [{"line_no": e.line_no, "line": e.line, "reason": e.reason} for e in errors]},
+            )
+            store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="rejected",
+                                reason="; ".join(f"line {e.line_no}: {e.reason}" for e in errors),
+                                arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id)
+            log.info("%s %s -> %s consultant commands rejected: %d errors", mail.source_key, msg.message_id, ref, len(errors))
+            return "rejected", ticket.id
+        internal = any(isinstance(c, InternalCommand) for c in parsed.commands)
+        direct = (ctx.thread.support_addresses.isdisjoint(msg.to)
+                  and not ctx.thread.support_addresses.isdisjoint(msg.cc))
+        row = self._message_row(session, ticket.id, msg, mail, screening, "consultant", parsed.body, quoted,
+                                internal=internal)
+        at = mail.arrived_at
+        status_set = self._apply_commands(session, ticket, parsed, consultant.email, assign_to, msg, at, now)
+        relayed = False
+        if not internal:
+            if ticket.first_response_at is None:
+                ticket.first_response_at = at
+                ticket.next_escalation_at = None
+                store.add_event(session, ticket.id, "first_response", at, consultant.email)
+            if not direct:
+                self._relay(session, ticket, msg, parsed.body, consultant.name, now)
+                relayed = True
+            if not status_set and ticket.status in ("new", "open"):
+                ticket.status = "waiting"
+        ticket.updated_at = now
+        store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
+                            reason="internal note" if internal else ("relayed" if relayed else "recorded (direct mail)"),
+                            arrived_at=at, now=now, ticket_id=ticket.id, message_row_id=row.id)
+        log.info("%s %s -> %s consultant %s (%s)", mail.source_key, msg.message_id, ref, consultant.email,
+                 "internal" if internal else ("relayed" if relayed else "direct"))
+        return "reply", ticket.id
+
+    def _find_consultant(self, who: str) -> str | None:
+        wanted = who.strip().casefold()
+        for c in self.ctx.config.consultants:
+            if wanted in (c.email.casefold(), c.name.casefold()):
+                return c.email
+        return None
+
+    def _apply_commands(self, session: Session, ticket: Ticket, parsed: ParsedCommands, actor: str,
+                        assign_to: str | None, msg: InboundMessage, at: datetime, now: datetime) -> bool:
+        status_set = False
+        for command in parsed.commands:
+            if isinstance(command, TimeCommand):
+                book_time(self, session, ticket, command.minutes, actor, command.scope, command.note,
+                          msg.message_id, at)
+            elif isinstance(command, StatusCommand):
+                self.set_status(session, ticket, command.status, actor, at, now)
+                status_set = True
+            elif isinstance(command, AssignCommand) and assign_to:
+                ticket.assigned_to = assign_to
+                store.add_event(session, ticket.id, "assigned", at, actor, to=assign_to)
+            elif isinstance(command, PriorityCommand):
+                store.add_event(session, ticket.id, "priority", at, actor, old=ticket.priority,
+                                new=command.priority, reason=command.reason)
+                ticket.priority = command.priority
+            elif isinstance(command, VerifyCommand):
+                self._verify(session, ticket, actor, at)
+        return status_set
+
+    def _verify(self, session: Session, ticket: Ticket, actor: str, at: datetime) -> None:
+        ticket.verified = True
+        ticket.tier = TIER_BY_KIND.get(ticket.contract_kind, UNVERIFIED_TIER)
+        contract = self.ctx.contract(ticket.contract_id)
+        if contract is not None and contract.kind == "sla" and ticket.reaction_due is None and ticket.first_response_at is None:
+            ticket.reaction_due = reaction_due(ticket.created_at, contract.reaction_hours or 24,
+                                               contract.reaction_clock, self.ctx.calendar)
+        store.add_event(session, ticket.id, "verified", at, actor, tier=ticket.tier)
+
+    def set_status(self, session: Session, ticket: Ticket, status: str, actor: str, at: datetime, now: datetime) -> None:
+        old = ticket.status
+        if old == status:
+            return
+        ticket.status = status
+        if status == "resolved":
+            ticket.resolved_at = at
+            self.queue_mail(
+                session, ticket=ticket, kind="resolved", template="resolved", language=ticket.language,
+                recipients=[ticket.requester], now=now, dedupe_key=f"resolved:{ticket.id}:{int(at.timestamp())}",
+                automatic=True, context={"ref": self.ctx.ref(ticket.id), "subject": ticket.subject,
+                                         "requester_name": ticket.requester_name,
+                                         "reopen_days": self.ctx.config.support.reopen_days,
+                                         "from_name": self.ctx.config.from_name},
+            ) if ticket.requester else None
+        elif status == "closed":
+            ticket.closed_at = at
+        elif status in ("open", "waiting"):
+            ticket.resolved_at, ticket.closed_at = None, None
+        store.add_event(session, ticket.id, "status", at, actor, old=old, status=status)
+
+    def _relay(self, session: Session, ticket: Ticket, msg: InboundMessage, body: str, consultant_name: str,
+               now: datetime) -> None:
+        ctx = self.ctx
+        consultants = ctx.config.consultant_emails
+        own = ctx.thread.support_addresses
+        to = [ticket.requester] if ticket.requester else []
+        cc = [a for a in (ticket.participants or []) if a not in consultants and a not in own and a not in to]
+        thread_ids = list(session.scalars(
+            select(MessageRow.message_id).where(MessageRow.ticket_id == ticket.id, MessageRow.message_id.is_not(None),
+                                                MessageRow.internal.is_(False)).order_by(MessageRow.id)
+        ))
+        last_customer = session.scalar(
+            select(MessageRow.message_id).where(MessageRow.ticket_id == ticket.id, MessageRow.role == "customer",
+                                                MessageRow.message_id.is_not(None)).order_by(MessageRow.id.desc()).limit(1)
+        )
+        attachments = [{"sha256": a.sha256, "filename": a.filename, "content_type": a.content_type}
+                       for a in msg.attachments if not a.inline]
+        self.queue_mail(
+            session, ticket=ticket, kind="relay", template="relay", language=ticket.language, recipients=to, cc=cc,
+            now=now, dedupe_key=f"relay:{msg.dedupe_key}"[:400], in_reply_to=last_customer,
+            references=[t for t in thread_ids if t],
+            automatic=False, from_name=f"{consultant_name} ({ctx.config.from_name})",
+            context={"ref": ctx.ref(ticket.id), "subject": ticket.subject, "body": body,
+                     "consultant": consultant_name}, attachments=attachments,
+        )
+
+    # -------------------------------------------------------------- bounces
+
+    def _bounce(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
+                now: datetime) -> tuple[str, int | None]:
+        report = msg.report
+        assert report is not None
+        original = None
+        if report.original_message_id:
+            original = session.scalar(select(OutboxRow).where(OutboxRow.message_id == report.original_message_id))
+        if original is None or original.ticket_id is None:
+            raise Discard(f"delivery report for mail we did not send ({report.original_message_id or 'no id'})")
+        ticket = session.get(Ticket, original.ticket_id)
+        assert ticket is not None
+        row = self._message_row(session, ticket.id, msg, mail, screening, "system", msg.text[:4000], "",
+                                internal=True, notes=[f"delivery failed: {report.status or '?'} {report.diagnostic}"[:500]])
+        store.add_event(session, ticket.id, "delivery_failed", mail.arrived_at, recipients=list(report.recipients),
+                        status=report.status, permanent=report.permanent, diagnostic=report.diagnostic[:500],
+                        outbox_id=original.id)
+        recipients = [ticket.assigned_to] if ticket.assigned_to else [
+            c.email for c in self.ctx.config.consultants if c.role == "consultant"] or [
+            c.email for c in self.ctx.config.consultants]
+        if recipients:
+            self.queue_mail(
+                session, ticket=None, kind="bounce_notice", template="bounce_notice", language="pl",
+                recipients=recipients, now=now, dedupe_key=f"bounce:{original.id}", automatic=True,
+                context={"ref": self.ctx.ref(ticket.id), "subject": ticket.subject,
+                         "failed": list(report.recipients), "status": report.status or "",
+                         "permanent": report.permanent, "diagnostic": report.diagnostic[:500]},
+            )
+        store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="bounce",
+                            reason=f"delivery report for {original.kind} {original.message_id}",
+                            arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id, message_row_id=row.id)
+        return "bounce", ticket.id
+
+
+def _command_error(line: str, reason: str) -> Any:
+    from .commands import CommandError
+
+    return CommandError(line_no=0, line=line, reason=reason)
+
+
+def _money(cents: int) -> str:
+    return f"{cents // 100},{cents % 100:02d} zł"
+
+
+class ProcessingError(MaildError):
+    """Raised by tests and tools that replay a quarantined message that fails again."""

@@ -1,0 +1,316 @@
+"""Reads and writes of tickets, messages, intake, outbox and ledger rows.
+
+The pipeline decides; this module persists, inside the caller's transaction.
+Lookups that run once per message take the whole batch at once where they can
+(``known_dedupe_keys``), so a 10,000-message backlog is not 10,000 round trips.
+"""
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from .customers import Customer
+from .models import (
+    ContractRow,
+    CustomerRow,
+    Event,
+    Intake,
+    LedgerRow,
+    MessageRow,
+    OutboxRow,
+    StateRow,
+    Ticket,
+)
+from .thread import TicketFacts
+
+OPEN_STATUSES = ("new", "open", "waiting")
+
+
+def ticket_ref(prefix: str, number: int) -> str:
+    return f"{prefix}-{number}"
+
+
+def new_message_id(domain: str, ticket_id: int | None, kind: str) -> str:
+    """Our own Message-ID (without <>), unique and recognisable as ours."""
+    ticket = f"t{ticket_id}." if ticket_id is not None else ""
+    return f"maild.{ticket}{kind}.{secrets.token_hex(8)}@{domain}"
+
+
+# ---------------------------------------------------------------- intake
+
+def known_dedupe_keys(session: Session, keys: Iterable[str]) -> set[str]:
+    wanted = list(set(keys))
+    found: set[str] = set()
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        found.update(session.scalars(select(Intake.dedupe_key).where(Intake.dedupe_key.in_(chunk))))
+    return found
+
+
+def record_intake(
+    session: Session,
+    *,
+    dedupe_key: str,
+    source_key: str,
+    disposition: str,
+    reason: str,
+    arrived_at: datetime,
+    now: datetime,
+    ticket_id: int | None = None,
+    message_row_id: int | None = None,
+) -> None:
+    session.add(Intake(
+        dedupe_key=dedupe_key, source_key=source_key, disposition=disposition, reason=reason,
+        ticket_id=ticket_id, message_row_id=message_row_id, arrived_at=arrived_at, processed_at=now,
+    ))
+
+
+# ---------------------------------------------------------------- threading lookups
+
+def _facts(session: Session, ticket: Ticket) -> TicketFacts:
+    return TicketFacts(
+        ticket_id=ticket.id, number=ticket.id, customer_id=ticket.customer_id, status=ticket.status,
+        resolved_at=ticket.resolved_at or ticket.closed_at, participants=frozenset(ticket.participants or ()),
+    )
+
+
+@dataclass
+class StoreThreadLookup:
+    """The store's answer to ``thread.ThreadLookup``."""
+
+    session: Session
+
+    def by_number(self, number: int) -> TicketFacts | None:
+        ticket = self.session.get(Ticket, number)
+        return None if ticket is None else _facts(self.session, ticket)
+
+    def by_message_ids(self, message_ids: Sequence[str]) -> TicketFacts | None:
+        ids = [m for m in message_ids if m][-50:]
+        if not ids:
+            return None
+        ticket_id = self.session.scalar(
+            select(MessageRow.ticket_id)
+            .where(MessageRow.message_id.in_(ids), MessageRow.ticket_id.is_not(None))
+            .order_by(MessageRow.ticket_id.desc())
+            .limit(1)
+        )
+        if ticket_id is None:
+            return None
+        return self.by_number(ticket_id)
+
+
+# ---------------------------------------------------------------- tickets and messages
+
+def add_event(session: Session, ticket_id: int, kind: str, at: datetime, actor: str = "maild", **detail: Any) -> None:
+    session.add(Event(ticket_id=ticket_id, kind=kind, at=at, actor=actor, detail=detail))
+
+
+def add_participants(ticket: Ticket, addresses: Iterable[str]) -> None:
+    current = list(ticket.participants or [])
+    changed = False
+    for address in addresses:
+        if address and address not in current:
+            current.append(address)
+            changed = True
+    if changed:
+        ticket.participants = current
+
+
+def prepaid_used_minutes(session: Session, contract_ids: Sequence[str]) -> dict[str, int]:
+    if not contract_ids:
+        return {}
+    rows = session.execute(
+        select(LedgerRow.contract_id, func.coalesce(func.sum(LedgerRow.minutes), 0))
+        .where(LedgerRow.contract_id.in_(contract_ids), LedgerRow.overage.is_(False))
+        .group_by(LedgerRow.contract_id)
+    )
+    return {str(cid): int(total) for cid, total in rows}
+
+
+def recent_automatic_mail(session: Session, address: str, since: datetime) -> int:
+    return int(session.scalar(
+        select(func.count()).select_from(OutboxRow)
+        .where(OutboxRow.rate_key == address, OutboxRow.automatic.is_(True), OutboxRow.created_at >= since)
+    ) or 0)
+
+
+def queue_order() -> tuple[Any, ...]:
+    return (
+        Ticket.tier, Ticket.priority,
+        Ticket.reaction_due.is_(None), Ticket.reaction_due, Ticket.created_at, Ticket.id,
+    )
+
+
+def list_tickets(session: Session, status: str | None = None) -> list[Ticket]:
+    query = select(Ticket)
+    if status is None:
+        query = query.where(Ticket.status.in_(OPEN_STATUSES))
+    elif status != "all":
+        query = query.where(Ticket.status == status)
+    return list(session.scalars(query.order_by(*queue_order())))
+
+
+def message_counts(session: Session, ticket_ids: Sequence[int]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for i in range(0, len(ticket_ids), 500):
+        rows = session.execute(
+            select(MessageRow.ticket_id, func.count()).where(MessageRow.ticket_id.in_(ticket_ids[i : i + 500]))
+            .group_by(MessageRow.ticket_id)
+        )
+        counts.update({int(t): int(c) for t, c in rows})
+    return counts
+
+
+def queue_ranks(session: Session) -> dict[int, int]:
+    """1-based position of every open ticket in the queue."""
+    ids = session.scalars(select(Ticket.id).where(Ticket.status.in_(OPEN_STATUSES)).order_by(*queue_order()))
+    return {tid: i for i, tid in enumerate(ids, start=1)}
+
+
+# ---------------------------------------------------------------- outbox
+
+def enqueue(
+    session: Session,
+    *,
+    dedupe_key: str,
+    kind: str,
+    template: str,
+    language: str,
+    recipients: Sequence[str],
+    context: dict[str, Any],
+    message_id: str,
+    now: datetime,
+    ticket_id: int | None = None,
+    automatic: bool = True,
+    rate_key: str | None = None,
+) -> OutboxRow | None:
+    """Queue a mail once: a second row with the same dedupe key is not written."""
+    existing = session.scalar(select(OutboxRow.id).where(OutboxRow.dedupe_key == dedupe_key))
+    if existing is not None:
+        return None
+    row = OutboxRow(
+        dedupe_key=dedupe_key, kind=kind, template=template, language=language,
+        recipients=list(recipients), context=context, message_id=message_id, ticket_id=ticket_id,
+        automatic=automatic, rate_key=rate_key, status="pending", attempts=0,
+        next_attempt_at=now, created_at=now,
+    )
+    session.add(row)
+    return row
+
+
+def due_outbox(session: Session, now: datetime, limit: int) -> list[OutboxRow]:
+    query = (
+        select(OutboxRow)
+        .where(OutboxRow.status == "pending", OutboxRow.next_attempt_at <= now)
+        .order_by(OutboxRow.created_at, OutboxRow.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list(session.scalars(query))
+
+
+def outbox_stats(session: Session, now: datetime) -> tuple[int, datetime | None]:
+    depth, oldest = session.execute(
+        select(func.count(), func.min(OutboxRow.created_at)).where(OutboxRow.status == "pending")
+    ).one()
+    return int(depth or 0), oldest
+
+
+# ---------------------------------------------------------------- customers
+
+def sync_customers(session: Session, customers: Sequence[Customer], now: datetime) -> tuple[int, int]:
+    """Mirror the customers file into the database; returns (contracts seen, contracts ended).
+
+    Contracts are matched by their stable id; one that left the file is marked
+    removed, never deleted, so tickets and the ledger keep their history.
+    """
+    seen_customers: set[str] = set()
+    seen_contracts: set[str] = set()
+    for customer in customers:
+        seen_customers.add(customer.id)
+        row = session.get(CustomerRow, customer.id)
+        if row is None:
+            row = CustomerRow(id=customer.id)
+            session.add(row)
+        row.name, row.language = customer.name, customer.language
+        row.addresses, row.domains = list(customer.addresses), list(customer.domains)
+        row.billing_address, row.active, row.synced_at = customer.billing_address, True, now
+        session.flush()
+        for contract in customer.contracts:
+            seen_contracts.add(contract.id)
+            crow = session.get(ContractRow, contract.id)
+            if crow is None:
+                crow = ContractRow(id=contract.id)
+                session.add(crow)
+            crow.customer_id, crow.kind, crow.start, crow.end = customer.id, contract.kind, contract.start, contract.end
+            crow.terms = contract_terms(contract)
+            crow.removed_at, crow.synced_at = None, now
+    ended = 0
+    for crow in session.scalars(select(ContractRow).where(ContractRow.removed_at.is_(None))):
+        if crow.id not in seen_contracts:
+            crow.removed_at = now
+            ended += 1
+    session.execute(
+        update(CustomerRow).where(CustomerRow.id.not_in(seen_customers) if seen_customers else CustomerRow.id.is_not(None))
+        .values(active=False)
+    )
+    return len(seen_contracts), ended
+
+
+def contract_terms(contract: Any) -> dict[str, Any]:
+    terms = {}
+    for name in ("hourly_rate_cents", "reaction_hours", "reaction_clock", "monthly_minutes",
+                 "rollover_months", "package_minutes", "valid_until", "target_hours"):
+        value = getattr(contract, name, None)
+        if value is not None:
+            terms[name] = value.isoformat() if hasattr(value, "isoformat") else value
+    return terms
+
+
+# ---------------------------------------------------------------- state
+
+def get_state(session: Session, key: str) -> str | None:
+    row = session.get(StateRow, key)
+    return None if row is None else row.value
+
+
+def set_state(session: Session, key: str, value: str, now: datetime) -> None:
+    row = session.get(StateRow, key)
+    if row is None:
+        session.add(StateRow(key=key, value=value, updated_at=now))
+    else:
+        row.value, row.updated_at = value, now
+
+
+def find_ticket_by_ref(session: Session, ref: str, prefix: str) -> Ticket | None:
+    text = ref.strip().upper().strip("[]")
+    if text.startswith(prefix.upper() + "-"):
+        text = text[len(prefix) + 1 :]
+    if not text.isdigit():
+        return None
+    return session.get(Ticket, int(text))
+
+
+def tickets_due_for_sweep(session: Session, now: datetime, limit: int = 1000) -> list[Ticket]:
+    query = (
+        select(Ticket)
+        .where(Ticket.next_escalation_at.is_not(None), Ticket.next_escalation_at <= now)
+        .order_by(Ticket.next_escalation_at)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list(session.scalars(query))
+
+
+def resolved_older_than(session: Session, cutoff: datetime) -> list[Ticket]:
+    return list(session.scalars(
+        select(Ticket).where(Ticket.status == "resolved", Ticket.resolved_at <= cutoff)
+    ))

@@ -1,0 +1,106 @@
+"""The timer side of the daemon: SLA escalations and closing quiet resolved tickets.
+
+It reads only tickets whose indexed ``next_escalation_at`` has come, so its cost
+grows with the tickets that are due, not with the open queue.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import store
+from .models import Escalation, MessageRow, Ticket
+from .pipeline import Ingestor
+from .render import first_lines
+from .sla import plan_escalation, time_left_text
+
+log = logging.getLogger("maild.sla")
+
+
+@dataclass
+class SweepResult:
+    examined: int = 0
+    escalations: int = 0
+    breaches: int = 0
+    closed: int = 0
+
+
+class Sweeper:
+    def __init__(self, ingestor: Ingestor) -> None:
+        self.ingestor = ingestor
+
+    def sweep(self, now: datetime, limit: int = 1000) -> SweepResult:
+        result = SweepResult()
+        with self.ingestor.sessions() as session, session.begin():
+            for ticket in store.tickets_due_for_sweep(session, now, limit):
+                result.examined += 1
+                self._escalate(session, ticket, now, result)
+            cutoff = now - timedelta(days=self.ingestor.ctx.config.support.close_after_days)
+            for ticket in store.resolved_older_than(session, cutoff):
+                ticket.status, ticket.closed_at, ticket.updated_at = "closed", now, now
+                store.add_event(session, ticket.id, "status", now, status="closed", reason="quiet after resolution")
+                result.closed += 1
+        return result
+
+    def _escalate(self, session: Session, ticket: Ticket, now: datetime, result: SweepResult) -> None:
+        ctx = self.ingestor.ctx
+        cfg = ctx.config
+        if ticket.reaction_due is None or ticket.first_response_at is not None or ticket.status in ("resolved", "closed"):
+            ticket.next_escalation_at = None
+            return
+        contract = ctx.contract(ticket.contract_id)
+        clock = contract.reaction_clock if contract is not None else "calendar"
+        decision = plan_escalation(
+            created_at=ticket.created_at, due=ticket.reaction_due, clock=clock, cal=ctx.calendar,
+            settings=cfg.escalation, levels_sent=ticket.escalation_level, first_response_at=None, now=now,
+        )
+        ticket.next_escalation_at = decision.next_escalation_at
+        if decision.send_level is None:
+            return
+        level = cfg.escalation.levels[decision.send_level]
+        if level.recipients == "consultants":
+            people = [c for c in cfg.consultants if c.email == ticket.assigned_to] or [
+                c for c in cfg.consultants if c.role == "consultant"] or list(cfg.consultants)
+        else:
+            people = list(cfg.managers) or list(cfg.consultants)
+        breach = level.recipients == "managers+breach"
+        ref = ctx.ref(ticket.id)
+        first_message = session.scalar(
+            select(MessageRow.text_new).where(MessageRow.ticket_id == ticket.id)
+            .order_by(MessageRow.id).limit(1)
+        ) or ""
+        customer = ctx.customer(ticket.customer_id)
+        for language in sorted({p.language for p in people}):
+            recipients = [p.email for p in people if p.language == language]
+            self.ingestor.queue_mail(
+                session, ticket=None, kind="escalation", template="escalation", language=language,
+                recipients=recipients, now=now, dedupe_key=f"esc:{ticket.id}:{decision.send_level}:{language}",
+                automatic=True,
+                context={
+                    "ref": ref, "subject": ticket.subject, "level": decision.send_level + 1,
+                    "levels": len(cfg.escalation.levels), "percent": level.permille // 10,
+                    "skipped": [s + 1 for s in decision.skipped_levels], "breach": breach or decision.breach,
+                    "customer": customer.name if customer else (ticket.requester or "?"),
+                    "contract_id": ticket.contract_id or "", "requester": ticket.requester,
+                    "due_local": ticket.reaction_due.astimezone(ctx.calendar.tz).strftime("%Y-%m-%d %H:%M"),
+                    "time_left": time_left_text(ticket.reaction_due, now, language),
+                    "excerpt": first_lines(first_message), "assigned_to": ticket.assigned_to or "",
+                },
+            )
+        session.add(Escalation(ticket_id=ticket.id, level=decision.send_level, sent_at=now,
+                               skipped=list(decision.skipped_levels), breach=breach))
+        ticket.escalation_level = decision.send_level + 1
+        if breach and ticket.breached_at is None:
+            ticket.breached_at = ticket.reaction_due
+            result.breaches += 1
+        store.add_event(session, ticket.id, "escalation", now, level=decision.send_level + 1,
+                        skipped=[s + 1 for s in decision.skipped_levels], recipients=[p.email for p in people])
+        result.escalations += 1
+        log.warning("%s escalation level %d to %s%s", ref, decision.send_level + 1,
+                    ", ".join(p.email for p in people),
+                    f" (levels {', '.join(str(s + 1) for s in decision.skipped_levels)} passed while down)"
+                    if decision.skipped_levels else "")

@@ -125,7 +125,7 @@ _DURATION = re.compile(
         (?P<clock_h>[0-9]{{1,4}}):(?P<clock_m>[0-5][0-9])            # 1:30
       | (?P<bare>[0-9]{{1,6}})                                       # 45 (minutes)
       | (?P<h>{_NUM})\s*{_HOURS_UNIT}
-        (?: (?P<h_bare_m>[0-9]{{1,2}})                               # 1h30
+        (?: (?P<h_bare_m>[0-5]?[0-9])                                 # 1h30
           | \s*(?P<h_m>{_NUM})\s*{_MINUTES_UNIT} )?                  # 1h 30m
       | (?P<m>{_NUM})\s*{_MINUTES_UNIT}                              # 90m
     )

@@ -48,6 +48,7 @@ from maild.commands import (
         ("45", 45),
         (" 45 ", 45),
         ("24h", 24 * 60),
+        ("1h05", 65),
     ],
 )
 def test_valid_durations(text: str, minutes: int) -> None:
@@ -66,6 +67,7 @@ def test_valid_durations(text: str, minutes: int) -> None:
         ("1h 2h", "not a duration"),
         ("30m 1h", "not a duration"),
         ("0:75", "not a duration"),
+        ("1h75", "not a duration"),
         ("-30m", "not a duration"),
         ("1e3m", "not a duration"),
         ("１h", "not a duration"),

@@ -78,7 +78,10 @@ class ThreadLookup(Protocol):
     def by_number(self, number: int) -> TicketFacts | None: ...
 
     def by_message_ids(self, message_ids: Sequence[str]) -> TicketFacts | None:
-        """Any stored Message-ID, ours and theirs; the most recent ticket if several."""
+        """Any stored Message-ID, ours and theirs; the most recent ticket if several.
+
+        ``message_ids`` come oldest first, the direct parent last, without repeats.
+        """
         ...
 
 
@@ -212,7 +215,9 @@ def decide_thread(
                 reasons.append(f"{label} names no ticket")
                 continue
             yield "tag", label, ticket
-        message_ids = list(dict.fromkeys(i for i in (*in_reply_to, *references) if i))
+        # Oldest first, newest last, as in References itself: a lookup that
+        # must cap a long chain keeps the tail, where the direct parent is.
+        message_ids = list(dict.fromkeys(i for i in (*references, *in_reply_to) if i))
         if message_ids:
             ticket = lookup.by_message_ids(message_ids)
             if ticket is None:

@@ -1,0 +1,114 @@
+"""Building real config files and mail for tests."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+CUSTOMERS = """\
+[[customers]]
+id = "acme"
+name = "Acme"
+language = "pl"
+domains = ["acme.pl"]
+billing_address = "faktury@acme.pl"
+
+  [[customers.contracts]]
+  id = "acme-sla"
+  kind = "sla"
+  start = 2020-01-01
+  reaction_hours = 24
+  monthly_hours = 10
+  hourly_rate = 200
+
+[[customers]]
+id = "nord"
+name = "Nord AS"
+language = "en"
+addresses = ["kari@nord.no"]
+billing_address = "kari@nord.no"
+
+  [[customers.contracts]]
+  id = "nord-p4"
+  kind = "prepaid"
+  start = 2020-01-01
+  hours = 4
+  valid_until = 2099-12-31
+  hourly_rate = 200
+
+[[customers]]
+id = "kow"
+name = "Kowalski"
+language = "pl"
+addresses = ["biuro@kowalski.pl"]
+
+  [[customers.contracts]]
+  id = "kow-occ"
+  kind = "occasional"
+  start = 2020-01-01
+  hourly_rate = 250
+"""
+
+
+def write_config(tmp: Path, *, source: str, smtp_port: int, extra: str = "",
+                 customers: str = CUSTOMERS, database_url: str = "") -> Path:
+    """A complete config in ``tmp``; ``source`` is the [imap] or [maildir] table text."""
+    (tmp / "customers.toml").write_text(customers, encoding="utf-8")
+    text = f"""\
+customers_file = "customers.toml"
+
+[storage]
+path = "{tmp / 'var'}"
+
+[database]
+url = "{database_url}"
+
+{source}
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+from_address = "support@firma.pl"
+from_name = "Wsparcie"
+
+[support]
+address = "support@firma.pl"
+ticket_prefix = "SUP"
+
+[[consultants]]
+email = "anna@firma.pl"
+name = "Anna Nowak"
+role = "consultant"
+
+[[consultants]]
+email = "szef@firma.pl"
+name = "Szef"
+role = "manager"
+{extra}
+"""
+    path = tmp / "maild.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def maildir_source(tmp: Path) -> str:
+    return f'[maildir]\npath = "{tmp / "Maildir"}"\n'
+
+
+def make_mail(sender: str = "Jan <jan@acme.pl>", subject: str = "Problem z fakturą", body: str = "Nie działa wydruk.\n",
+              msgid: str | None = "<m1@acme.pl>", to: str = "support@firma.pl", date: datetime | None = None,
+              headers: dict[str, Any] | None = None) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(date or datetime.now(timezone.utc))
+    if msgid:
+        msg["Message-ID"] = msgid
+    for key, value in (headers or {}).items():
+        msg[key] = value
+    msg.set_content(body)
+    return msg.as_bytes()

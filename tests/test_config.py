@@ -1,0 +1,106 @@
+"""Config loading: the documented example loads; bad values name file, key and reason."""
+from __future__ import annotations
+
+import shutil
+from datetime import time, timedelta
+from pathlib import Path
+
+import pytest
+
+from maild.config import load_config
+from maild.errors import ConfigError
+from maild.mailbox import ImapSettings, MaildirSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_example_config_loads_with_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "imap-password").write_text("s3cret\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    shutil.copy(ROOT / "config" / "maild.example.toml", tmp_path / "maild.toml")
+    cfg = load_config(tmp_path / "maild.toml")
+    assert isinstance(cfg.source, ImapSettings)
+    assert cfg.source.password == "s3cret"
+    assert "s3cret" not in repr(cfg.source)
+    assert cfg.calendar.opens == time(8) and cfg.calendar.closes == time(16)
+    assert [lvl.permille for lvl in cfg.escalation.levels] == [500, 800, 1000]
+    assert cfg.support.autoreply_max_age == timedelta(days=3)
+    assert cfg.database_url == "sqlite:////var/lib/maild/maild.db"
+    assert cfg.customers_file == tmp_path / "customers.toml"
+    assert len(cfg.peak_windows) == 7
+    assert [c.role for c in cfg.consultants] == ["consultant", "manager"]
+
+
+BASE = """
+[maildir]
+path = "Maildir"
+[smtp]
+host = "127.0.0.1"
+security = "none"
+from_address = "support@firma.pl"
+[support]
+address = "support@firma.pl"
+"""
+
+
+def load(tmp_path: Path, text: str) -> object:
+    path = tmp_path / "maild.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)
+
+
+def test_minimal_config_defaults(tmp_path: Path) -> None:
+    cfg = load(tmp_path, BASE)
+    assert isinstance(cfg.source, MaildirSettings)  # type: ignore[attr-defined]
+    assert cfg.smtp.port == 25  # type: ignore[attr-defined]
+    assert cfg.support.ticket_prefix == "SUP"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "reason"),
+    [
+        ('[imap]\nhost="x"\nusername="u"\npassword="p"\n', "imap", "exactly one"),
+        ("[support2]\nx=1\n", "support2", "unknown key"),
+        ("batch_size = 0\n", "batch_size", "between 1"),
+        ('[calendar]\nopens = "8 o\'clock"\n', "calendar.opens", "time like"),
+        ('[calendar]\nworking_days = ["mon", "fun"]\n', "calendar.working_days[1]", "must be one of"),
+        ('[calendar]\ntimezone = "Mars/Olympus"\n', "calendar", "timezone"),
+        ("[escalation]\nthresholds = [0.8, 0.5, 1.0]\n", "escalation.thresholds[1]", "must rise"),
+        ('[logging]\nformat = "xml"\n', "logging.format", "must be one of"),
+        ('[metrics]\nlisten = "9464"\n', "metrics.listen", "host:port"),
+        ("[packages]\nsizes = [4, 5]\n", "packages.validity_months", "5 h"),
+        ('[[consultants]]\nemail = "not-an-address"\n', "consultants[0].email", "not an e-mail"),
+        ('[[consultants]]\nemail = "support@firma.pl"\n', "consultants[0].email", "support address"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, extra: str, key: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, BASE + extra)
+    assert info.value.key == key, str(info.value)
+    assert reason in info.value.reason, str(info.value)
+    assert str(tmp_path / "maild.toml") in str(info.value)
+
+
+def test_secret_sources_are_exclusive_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    imap = BASE.replace('[maildir]\npath = "Maildir"\n', '[imap]\nhost = "h"\nusername = "u"\n')
+    with pytest.raises(ConfigError, match="password is required"):
+        load(tmp_path, imap)
+    with pytest.raises(ConfigError, match="set only one"):
+        load(tmp_path, imap.replace('username = "u"\n', 'username = "u"\npassword = "a"\npassword_env = "B"\n'))
+    with pytest.raises(ConfigError, match="MAILD_NOPE is not set") as info:
+        load(tmp_path, imap.replace('username = "u"\n', 'username = "u"\npassword_env = "MAILD_NOPE"\n'))
+    assert info.value.key == "imap.password_env"
+    monkeypatch.setenv("MAILD_PW", "from-env")
+    cfg = load(tmp_path, imap.replace('username = "u"\n', 'username = "u"\npassword_env = "MAILD_PW"\n'))
+    assert cfg.source.password == "from-env"  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path, imap.replace('username = "u"\n', 'username = "u"\npassword_file = "missing"\n'))
+
+
+def test_unreadable_or_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(tmp_path, "[smtp\nhost=")

@@ -3,8 +3,8 @@
 It runs from its own config in a temp dir (never /etc/dovecot, never the system
 service), listens on 127.0.0.1 only, and maps every user to the unprivileged
 `mail` system account because Dovecot refuses mail access as root. Each test gets
-its own user (a line appended to the passwd-file, which Dovecot re-reads when it
-changes), so tests never see each other's mail.
+its own user (a line in the passwd-file, which Dovecot re-reads when it changes),
+so tests never see each other's mail.
 
 The helpers on `ImapAccount` use plain imapclient on purpose: they are the
 "other client" that the code under test must cooperate with, so they must not
@@ -12,6 +12,7 @@ share its bugs.
 """
 from __future__ import annotations
 
+import contextlib
 import grp
 import itertools
 import os
@@ -35,6 +36,7 @@ from tests.servers.common import free_port, unavailable
 
 MAIL_OWNER = "mail"
 DOVECOT_LIBEXEC = Path("/usr/lib/dovecot/imap")
+USER_POOL = 200
 
 
 def _port_open(port: int) -> bool:
@@ -79,6 +81,7 @@ class DovecotServer:
         self.pidfile = directory / "run" / "master.pid"
         self.mail_root = directory / "mail"
         self._users = itertools.count(1)
+        self._spare: list[tuple[str, str]] = []
         owner = pwd.getpwnam(MAIL_OWNER)
         self.uid, self.gid = owner.pw_uid, grp.getgrgid(owner.pw_gid).gr_gid
         self._write_config()
@@ -93,6 +96,7 @@ class DovecotServer:
             path.chmod(0o755)
         self.passwd.write_text("")
         self.passwd.chmod(0o644)
+        self._write_users(USER_POOL)
 
         ssl_block = "ssl = no\n"
         imaps_listener = "  inet_listener imaps {\n    port = 0\n  }\n"
@@ -119,6 +123,7 @@ info_log_path = {d}/log/dovecot-info.log
 {ssl_block}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+auth_failure_delay = 0
 first_valid_uid = {self.uid}
 first_valid_gid = {self.gid}
 mail_location = maildir:{d}/mail/%u/Maildir
@@ -176,28 +181,63 @@ service imap-login {{
                 raise RuntimeError(f"dovecot did not listen on {ports}: {log}")
             time.sleep(0.05)
 
+    def _instance_pids(self, session: int) -> list[int]:
+        """Every live process of this instance: the master runs setsid, its children inherit it."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] not in ("Z", "X") and int(fields[3]) == session:
+                pids.append(int(stat.parent.name))
+        return pids
+
     def stop(self) -> None:
-        """Kill the master; `shutdown_clients` makes open IMAP sessions drop too."""
-        pid = self._master_pid()
-        if pid is None:
+        """Take the whole instance down, open IMAP sessions included, like a crash would.
+
+        Killing only the master leaves running imap processes serving their clients,
+        so every process of the instance's session is signalled.
+        """
+        master = self._master_pid()
+        if master is None:
             return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while self._master_pid() is not None or _port_open(self.port):
-            if time.monotonic() > deadline:
-                raise RuntimeError("dovecot did not stop")
-            time.sleep(0.05)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self._instance_pids(master):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + 5
+            while self._instance_pids(master) or _port_open(self.port):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            else:
+                return
+        raise RuntimeError("dovecot did not stop")
 
     def restart(self) -> None:
         self.stop()
         self.start()
 
-    def add_user(self) -> tuple[str, str]:
-        username = f"user{next(self._users)}"
-        password = secrets.token_hex(8)
+    def _write_users(self, count: int) -> None:
         with self.passwd.open("a") as f:
-            f.write(f"{username}:{{PLAIN}}{password}::::::\n")
-        return username, password
+            for _ in range(count):
+                username, password = f"user{next(self._users)}", secrets.token_hex(8)
+                f.write(f"{username}:{{PLAIN}}{password}::::::\n")
+                self._spare.append((username, password))
+
+    def add_user(self) -> tuple[str, str]:
+        """A user nobody has used yet.
+
+        Users come from a pool written before start, because Dovecot looks at the
+        passwd-file at most once a second: a user appended right after another
+        login would be unknown for up to a second. Past the pool, append and wait
+        that second out.
+        """
+        if not self._spare:
+            self._write_users(USER_POOL)
+            time.sleep(1.1)
+        return self._spare.pop(0)
 
     def doveadm(self, *args: str) -> str:
         proc = subprocess.run(
@@ -237,6 +277,14 @@ class ImapAccount:
             if not c.folder_exists(folder):
                 c.create_folder(folder)
             c.append(folder, raw, flags=tuple(flags), msg_time=internaldate)
+
+    def append_many(self, raws: Sequence[bytes], folder: str = "INBOX") -> None:
+        """Many messages over one connection: a backlog without a login per message."""
+        with self.client() as c:
+            if not c.folder_exists(folder):
+                c.create_folder(folder)
+            for raw in raws:
+                c.append(folder, raw)
 
     def uids(self, folder: str = "INBOX") -> list[int]:
         with self.client() as c:

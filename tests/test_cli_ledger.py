@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from email import message_from_bytes, policy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -15,6 +16,7 @@ from maild import commands_cli
 from maild.cli import main
 from maild.db import open_database
 from maild.models import ContractRow, LedgerRow, OutboxRow, Ticket
+from maild.outbox import Sender, build_mail
 from maild.render import Renderer
 
 UTC = timezone.utc
@@ -318,9 +320,12 @@ def test_send_queues_each_statement_once(env: Env) -> None:
         assert len(list(session.scalars(select(OutboxRow).where(OutboxRow.kind == "statement")))) == 2
     renderer = Renderer(Path(__file__).resolve().parent.parent / "templates")
     acme = next(r for r in rows if r.dedupe_key.endswith("acme"))
-    context = {k: v for k, v in acme.context.items() if k != "_headers"}
-    subject, body = renderer.render("statement", "pl", context)
-    assert subject == "Zestawienie godzin wsparcia 2026-01 - ACME Sp. z o.o."
+    raw = build_mail(acme, renderer, Sender("support@firma.pl", "Support", "maild"), None, NOW)
+    mail = message_from_bytes(raw, policy=policy.default)
+    assert mail["Subject"] == "Zestawienie godzin wsparcia 2026-01 - ACME Sp. z o.o."
+    assert (mail["To"], mail["Auto-Submitted"]) == ("faktury@acme.pl", "auto-generated")
+    assert "Wsparcie Firma" in mail["From"]
+    body = mail.get_body().get_content()  # type: ignore[union-attr]
     assert "100,00 zł" in body and "SUP-1" in body and "2 godz. 30 min" in body
     nowak = next(r for r in rows if r.dedupe_key.endswith("nowak"))
     subject, body = renderer.render("statement", "en", {k: v for k, v in nowak.context.items() if k != "_headers"})

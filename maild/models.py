@@ -283,7 +283,7 @@ class LedgerRow(Base):
     scope: Mapped[str | None] = mapped_column(String(32))
     note: Mapped[str] = mapped_column(Text, default="")
     source_message_id: Mapped[str | None] = mapped_column(String(998))
-    reverses: Mapped[int | None] = mapped_column(ForeignKey("ledger.id"))
+    reverses: Mapped[int | None] = mapped_column(ForeignKey("ledger.id"), unique=True)
 
 
 class StateRow(Base):

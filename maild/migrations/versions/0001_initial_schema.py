@@ -2,11 +2,10 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 07:32:52.421365
+Create Date: 2026-11-27 07:43:01.852860
 """
 from alembic import op
 import sqlalchemy as sa
-import maild.models
 
 
 revision = '0001'
@@ -25,7 +24,7 @@ def upgrade() -> None:
     sa.Column('domains', sa.JSON(), nullable=False),
     sa.Column('billing_address', sa.String(length=320), nullable=True),
     sa.Column('active', sa.Boolean(), nullable=False),
-    sa.Column('synced_at', maild.models.UtcDateTime(), nullable=True),
+    sa.Column('synced_at', sa.DateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_customers'))
     )
     op.create_table('failures',
@@ -33,7 +32,7 @@ def upgrade() -> None:
     sa.Column('key', sa.String(length=998), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('last_error', sa.Text(), nullable=False),
-    sa.Column('updated_at', maild.models.UtcDateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_failures')),
     sa.UniqueConstraint('key', name=op.f('uq_failures_key'))
     )
@@ -47,9 +46,9 @@ def upgrade() -> None:
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('traceback', sa.Text(), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('created_at', maild.models.UtcDateTime(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('retried_at', maild.models.UtcDateTime(), nullable=True),
+    sa.Column('retried_at', sa.DateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_quarantine'))
     )
     with op.batch_alter_table('quarantine', schema=None) as batch_op:
@@ -58,7 +57,7 @@ def upgrade() -> None:
     op.create_table('state',
     sa.Column('key', sa.String(length=100), nullable=False),
     sa.Column('value', sa.Text(), nullable=False),
-    sa.Column('updated_at', maild.models.UtcDateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('key', name=op.f('pk_state'))
     )
     op.create_table('contracts',
@@ -68,8 +67,8 @@ def upgrade() -> None:
     sa.Column('start', sa.Date(), nullable=False),
     sa.Column('end', sa.Date(), nullable=True),
     sa.Column('terms', sa.JSON(), nullable=False),
-    sa.Column('removed_at', maild.models.UtcDateTime(), nullable=True),
-    sa.Column('synced_at', maild.models.UtcDateTime(), nullable=True),
+    sa.Column('removed_at', sa.DateTime(), nullable=True),
+    sa.Column('synced_at', sa.DateTime(), nullable=True),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_contracts_customer_id_customers')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_contracts'))
     )
@@ -93,17 +92,19 @@ def upgrade() -> None:
     sa.Column('reasons', sa.JSON(), nullable=False),
     sa.Column('scope', sa.String(length=32), nullable=True),
     sa.Column('assigned_to', sa.String(length=320), nullable=True),
-    sa.Column('created_at', maild.models.UtcDateTime(), nullable=False),
-    sa.Column('updated_at', maild.models.UtcDateTime(), nullable=False),
-    sa.Column('reaction_due', maild.models.UtcDateTime(), nullable=True),
-    sa.Column('target_due', maild.models.UtcDateTime(), nullable=True),
-    sa.Column('first_response_at', maild.models.UtcDateTime(), nullable=True),
-    sa.Column('resolved_at', maild.models.UtcDateTime(), nullable=True),
-    sa.Column('closed_at', maild.models.UtcDateTime(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.Column('reaction_due', sa.DateTime(), nullable=True),
+    sa.Column('target_due', sa.DateTime(), nullable=True),
+    sa.Column('first_response_at', sa.DateTime(), nullable=True),
+    sa.Column('resolved_at', sa.DateTime(), nullable=True),
+    sa.Column('closed_at', sa.DateTime(), nullable=True),
     sa.Column('escalation_level', sa.Integer(), nullable=False),
-    sa.Column('next_escalation_at', maild.models.UtcDateTime(), nullable=True),
-    sa.Column('breached_at', maild.models.UtcDateTime(), nullable=True),
+    sa.Column('next_escalation_at', sa.DateTime(), nullable=True),
+    sa.Column('breached_at', sa.DateTime(), nullable=True),
     sa.Column('linked_to', sa.Integer(), nullable=True),
+    sa.Column('participants', sa.JSON(), nullable=False),
+    sa.Column('low_balance_warned', sa.Boolean(), nullable=False),
     sa.ForeignKeyConstraint(['contract_id'], ['contracts.id'], name=op.f('fk_tickets_contract_id_contracts')),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_tickets_customer_id_customers')),
     sa.ForeignKeyConstraint(['linked_to'], ['tickets.id'], name=op.f('fk_tickets_linked_to_tickets')),
@@ -120,7 +121,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('ticket_id', sa.Integer(), nullable=False),
     sa.Column('level', sa.Integer(), nullable=False),
-    sa.Column('sent_at', maild.models.UtcDateTime(), nullable=False),
+    sa.Column('sent_at', sa.DateTime(), nullable=False),
     sa.Column('skipped', sa.JSON(), nullable=False),
     sa.Column('breach', sa.Boolean(), nullable=False),
     sa.ForeignKeyConstraint(['ticket_id'], ['tickets.id'], name=op.f('fk_escalations_ticket_id_tickets')),
@@ -133,7 +134,7 @@ def upgrade() -> None:
     op.create_table('events',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('ticket_id', sa.Integer(), nullable=False),
-    sa.Column('at', maild.models.UtcDateTime(), nullable=False),
+    sa.Column('at', sa.DateTime(), nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),
     sa.Column('actor', sa.String(length=320), nullable=False),
     sa.Column('detail', sa.JSON(), nullable=False),
@@ -150,7 +151,7 @@ def upgrade() -> None:
     sa.Column('ticket_id', sa.Integer(), nullable=True),
     sa.Column('minutes', sa.Integer(), nullable=False),
     sa.Column('overage', sa.Boolean(), nullable=False),
-    sa.Column('booked_at', maild.models.UtcDateTime(), nullable=False),
+    sa.Column('booked_at', sa.DateTime(), nullable=False),
     sa.Column('by', sa.String(length=320), nullable=False),
     sa.Column('scope', sa.String(length=32), nullable=True),
     sa.Column('note', sa.Text(), nullable=False),
@@ -159,7 +160,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['contract_id'], ['contracts.id'], name=op.f('fk_ledger_contract_id_contracts')),
     sa.ForeignKeyConstraint(['reverses'], ['ledger.id'], name=op.f('fk_ledger_reverses_ledger')),
     sa.ForeignKeyConstraint(['ticket_id'], ['tickets.id'], name=op.f('fk_ledger_ticket_id_tickets')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger')),
+    sa.UniqueConstraint('reverses', name=op.f('uq_ledger_reverses'))
     )
     with op.batch_alter_table('ledger', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_ledger_contract_id'), ['contract_id'], unique=False)
@@ -178,7 +180,7 @@ def upgrade() -> None:
     sa.Column('to_addrs', sa.JSON(), nullable=False),
     sa.Column('cc_addrs', sa.JSON(), nullable=False),
     sa.Column('subject', sa.Text(), nullable=False),
-    sa.Column('date', maild.models.UtcDateTime(), nullable=False),
+    sa.Column('date', sa.DateTime(), nullable=False),
     sa.Column('text_new', sa.Text(), nullable=False),
     sa.Column('text_quoted', sa.Text(), nullable=False),
     sa.Column('raw_sha256', sa.String(length=64), nullable=True),
@@ -206,10 +208,10 @@ def upgrade() -> None:
     sa.Column('context', sa.JSON(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('next_attempt_at', maild.models.UtcDateTime(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(), nullable=False),
     sa.Column('last_error', sa.Text(), nullable=False),
-    sa.Column('created_at', maild.models.UtcDateTime(), nullable=False),
-    sa.Column('sent_at', maild.models.UtcDateTime(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('sent_at', sa.DateTime(), nullable=True),
     sa.ForeignKeyConstraint(['ticket_id'], ['tickets.id'], name=op.f('fk_outbox_ticket_id_tickets')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox')),
     sa.UniqueConstraint('dedupe_key', name=op.f('uq_outbox_dedupe_key'))
@@ -241,8 +243,8 @@ def upgrade() -> None:
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('ticket_id', sa.Integer(), nullable=True),
     sa.Column('message_row_id', sa.Integer(), nullable=True),
-    sa.Column('arrived_at', maild.models.UtcDateTime(), nullable=False),
-    sa.Column('processed_at', maild.models.UtcDateTime(), nullable=False),
+    sa.Column('arrived_at', sa.DateTime(), nullable=False),
+    sa.Column('processed_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['message_row_id'], ['messages.id'], name=op.f('fk_intake_message_row_id_messages')),
     sa.ForeignKeyConstraint(['ticket_id'], ['tickets.id'], name=op.f('fk_intake_ticket_id_tickets')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_intake')),

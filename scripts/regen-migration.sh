@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Development only, before the first release: rebuild the initial migration from the models.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rm -f maild/migrations/versions/0001_initial_schema.py /tmp/maild-regen.db
+.venv/bin/python - <<'PY'
+from alembic import command
+from maild.db import alembic_config, make_engine
+engine = make_engine("sqlite:////tmp/maild-regen.db")
+command.revision(alembic_config(engine), message="initial schema", autogenerate=True, rev_id="0001")
+PY
+sed -i 's/maild\.models\.UtcDateTime()/sa.DateTime()/g; /^import maild.models$/d' maild/migrations/versions/0001_initial_schema.py

@@ -251,31 +251,38 @@ class ImapSource:
     def connect(self) -> None:
         if self._client is not None:
             return
+        try:
+            self._open()
+        except BaseException:
+            # half-open (say, logged in but the folder is missing) must not pass for connected
+            self._drop()
+            raise
+
+    def _open(self) -> None:
         s = self.settings
         if s.security == "none" and not _is_loopback(s.host):
             log.warning("IMAP %s: security = none, the password crosses the network in clear", self._where)
         with self._guard("connect"):
-            self._client = IMAPClient(
+            client = IMAPClient(
                 s.host, s.port, ssl=s.security == "tls",
                 ssl_context=self._context() if s.security == "tls" else None,
                 timeout=s.timeout_seconds,
             )
-            client = self._client
+            self._client = client
             # aware datetimes, so INTERNALDATE converts to UTC without guessing the local zone
             client.normalise_times = False
             if s.security == "starttls":
                 if b"STARTTLS" not in {c.upper() for c in client.capabilities()}:
-                    self._drop()
                     raise self._error(MailboxSecurityError, "starttls",
                                       "server does not offer STARTTLS and security = starttls")
-                with self._guard("starttls"):
-                    client.starttls(self._context())
+        if s.security == "starttls":
+            with self._guard("starttls"):
+                client.starttls(self._context())
         with self._guard("login"):
-            self._client.login(s.username, s.password)
+            client.login(s.username, s.password)
             log.info("IMAP %s: logged in as %s (%s)", self._where, s.username, s.security)
-            self._caps = frozenset(c.upper() for c in self._client.capabilities())
+            self._caps = frozenset(c.upper() for c in client.capabilities())
         with self._guard("select"):
-            client = self._client
             for folder in (s.done_folder, s.quarantine_folder):
                 if not client.folder_exists(folder):
                     client.create_folder(folder)
@@ -396,6 +403,11 @@ class ImapSource:
             time.sleep(max(0.0, min(timeout, s.poll_seconds)))
             return True
         deadline = time.monotonic() + timeout
+        with self._guard("noop"):
+            # mail that arrived since the last fetch is reported here, not by IDLE
+            _text, pending = client.noop()
+        if _new_mail(pending):
+            return True
         while True:
             now = time.monotonic()
             if now >= deadline:

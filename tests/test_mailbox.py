@@ -324,12 +324,53 @@ def test_idle_wakes_up_soon_after_another_client_appends(
     assert [m.raw for b in all_mail(src) for m in b] == [mail(1)]  # connection usable after IDLE
 
 
-def test_idle_returns_false_on_timeout_and_renews(
+def test_idle_reports_mail_that_arrived_before_waiting(
         imap_account: ImapAccount, source_for: Callable[..., ImapSource]) -> None:
+    src = source_for()
+    src.connect()
+    imap_account.append(mail(1))
+    started = time.monotonic()
+    assert src.wait_for_mail(10) is True
+    assert time.monotonic() - started < 1
+
+
+def test_idle_returns_false_on_timeout_and_renews(
+        imap_account: ImapAccount, source_for: Callable[..., ImapSource], monkeypatch: pytest.MonkeyPatch) -> None:
+    idles = 0
+    real_idle = imapclient.IMAPClient.idle
+
+    def counting_idle(self: Any) -> Any:
+        nonlocal idles
+        idles += 1
+        return real_idle(self)
+
+    monkeypatch.setattr(imapclient.IMAPClient, "idle", counting_idle)
     src = source_for(idle_renew_seconds=0.3)
     started = time.monotonic()
     assert src.wait_for_mail(1.0) is False
     assert 0.9 < time.monotonic() - started < 3
+    assert idles >= 3, "IDLE must be re-issued every idle_renew_seconds"
+    imap_account.append(mail(1))
+    assert len(all_mail(src)[0]) == 1  # the connection left IDLE cleanly
+
+
+def test_interrupted_idle_leaves_a_usable_source(
+        imap_account: ImapAccount, source_for: Callable[..., ImapSource], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's signal handler raises out of wait_for_mail; the next cycle must still work."""
+    class Interrupt(Exception):
+        pass
+
+    def interrupted(self: Any, timeout: float | None = None) -> Any:
+        raise Interrupt()
+
+    src = source_for()
+    src.connect()
+    with monkeypatch.context() as patch:
+        patch.setattr(imapclient.IMAPClient, "idle_check", interrupted)
+        with pytest.raises(Interrupt):
+            src.wait_for_mail(10)
+    imap_account.append(mail(1))
+    assert [m.raw for b in all_mail(src) for m in b] == [mail(1)]
 
 
 def test_idle_notices_the_server_going_away(
@@ -435,3 +476,14 @@ def test_plan_batches_keeps_order_and_bounds(sizes: list[int], max_count: int, m
 def test_errors_are_mailbox_errors() -> None:
     assert issubclass(MailboxUnavailable, MailboxError)
     assert issubclass(MailboxSecurityError, MailboxAuthError)
+
+
+def test_missing_source_folder_is_an_error_and_not_a_half_open_connection(
+        imap_account: ImapAccount, source_for: Callable[..., ImapSource]) -> None:
+    src = source_for(folder="Support")
+    with pytest.raises(MailboxError, match="select") as err:
+        src.connect()
+    assert not isinstance(err.value, MailboxUnavailable)
+    imap_account.append(mail(1), folder="Support")
+    src.connect()
+    assert [m.raw for b in all_mail(src) for m in b] == [mail(1)]

@@ -39,7 +39,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 if [ "$want_test" = 1 ]; then
-    apt_install dovecot-imapd postgresql
+    apt_install dovecot-imapd postgresql openssl
     stamp=.venv/.installed-test
     extras=".[test]"
 else

@@ -52,12 +52,13 @@ addresses = ["biuro@kowalski.pl"]
 """
 
 
-def write_config(tmp: Path, *, source: str, smtp_port: int, extra: str = "",
+def write_config(tmp: Path, *, source: str, smtp_port: int, extra: str = "", top: str = "",
                  customers: str = CUSTOMERS, database_url: str = "") -> Path:
     """A complete config in ``tmp``; ``source`` is the [imap] or [maildir] table text."""
     (tmp / "customers.toml").write_text(customers, encoding="utf-8")
     text = f"""\
 customers_file = "customers.toml"
+{top}
 
 [storage]
 path = "{tmp / 'var'}"

@@ -183,7 +183,7 @@ def html_to_text(html: str, max_chars: int = 1_000_000) -> str:
             if alt:
                 out.emit(f"[{alt}]")
         elif tag == "a" and not tag_text.rstrip().endswith("/"):
-            href = _attrs(tag_text).get("href")
-            if href is not None:
-                links.append((href, len(out.pieces)))
+            link = _attrs(tag_text).get("href")
+            if link is not None:
+                links.append((link, len(out.pieces)))
     return _tidy("".join(out.pieces))[:max_chars]

@@ -27,6 +27,8 @@ _BLOCK_TAGS = frozenset({
 _PARAGRAPH_TAGS = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "blockquote", "pre", "hr"})
 # Elements whose content is never shown; their end is searched for directly.
 _RAW_SKIP_TAGS = frozenset({"script", "style", "title", "textarea", "xmp", "noscript", "template"})
+_RAW_END = {tag: re.compile(r"</" + tag + r"\b[^>]*>", re.IGNORECASE) for tag in _RAW_SKIP_TAGS}
+_HEAD_END = re.compile(r"</head\s*>|<body\b", re.IGNORECASE)
 _SPACE_RE = re.compile(r"[ \t\r\n\f\v\u00a0\u200b\u200c\u200d\ufeff]+")
 _MANY_BLANK_RE = re.compile(r"\n{3,}")
 _TAG_NAME_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9:_-]*")
@@ -154,13 +156,13 @@ def html_to_text(html: str, max_chars: int = 1_000_000) -> str:
                 out.emit("\n")
             continue
         if tag in _RAW_SKIP_TAGS and not tag_text.rstrip().endswith("/"):
-            close = re.compile(r"</" + tag + r"\b[^>]*>", re.IGNORECASE).search(src, pos)
+            close = _RAW_END[tag].search(src, pos)
             if close is None:
                 break
             pos = close.end()
             continue
         if tag == "head":
-            close_head = re.compile(r"</head\s*>|<body\b", re.IGNORECASE).search(src, pos)
+            close_head = _HEAD_END.search(src, pos)
             if close_head is not None:
                 pos = close_head.start()
             continue

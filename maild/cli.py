@@ -172,6 +172,41 @@ def cmd_quarantine_list(cfg: Config, sessions: sessionmaker[Session], args: argp
     return 0
 
 
+# ------------------------------------------------------------------ status
+
+def cmd_status(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from .health import read_health
+
+    now = datetime.now(UTC)
+    with sessions() as session:
+        health = read_health(session, now)
+    prefix = cfg.support.ticket_prefix
+    age = health.oldest_unsent_age
+    data = {
+        "now": iso(now),
+        "last_fetch_at": iso(health.last_fetch_at),
+        "outbox_depth": health.outbox_depth,
+        "oldest_unsent_at": iso(health.oldest_unsent),
+        "oldest_unsent_age_seconds": None if age is None else int(age.total_seconds()),
+        "quarantined": health.quarantined,
+        "open_tickets": health.open_tickets,
+        "nearest_due": [{"ref": store.ticket_ref(prefix, tid), "reaction_due": iso(due),
+                         "seconds_left": int((due - now).total_seconds())} for tid, due in health.nearest_due],
+    }
+    if args.json:
+        print_json(data)
+        return 0
+    print(f"last fetch:     {data['last_fetch_at'] or 'never'}")
+    print(f"outbox:         {health.outbox_depth} unsent" + (f", oldest {data['oldest_unsent_age_seconds']} s" if age else ""))
+    print(f"quarantined:    {health.quarantined}")
+    print(f"open tickets:   {health.open_tickets}")
+    for item in data["nearest_due"]:
+        left = item["seconds_left"]
+        state = f"{left // 60} min left" if left >= 0 else f"OVERDUE by {-left // 60} min"
+        print(f"nearest due:    {item['ref']} at {item['reaction_due']} ({state})")
+    return 0
+
+
 # ------------------------------------------------------------------ wiring
 
 def build_parser() -> argparse.ArgumentParser:
@@ -290,6 +325,7 @@ def dispatch(cfg: Config, args: argparse.Namespace) -> int:
         ("tickets", "list"): cmd_tickets_list,
         ("tickets", "show"): cmd_tickets_show,
         ("quarantine", "list"): cmd_quarantine_list,
+        ("status", None): cmd_status,
     }
     handler = handlers.get((command, sub))
     if handler is not None:

@@ -396,7 +396,7 @@ _MAX_KEPT_VALUE = 8 * 1024
 
 def _kept_headers(msg: Message) -> Mapping[str, str]:
     kept: dict[str, str] = {}
-    for name, value in msg.items()[:5000]:
+    for name, value in _raw_items(msg)[:5000]:
         lname = name.strip().lower()
         if lname not in _KEPT_HEADERS and not lname.startswith(("x-ms-exchange-", "x-maild-")):
             continue
@@ -470,7 +470,7 @@ def _estimated_size(part: Message) -> int:
     raw = part.get_payload()
     if not isinstance(raw, str):
         return 0
-    cte = str(part.get("content-transfer-encoding", "")).strip().lower()
+    cte = (_first(part, "content-transfer-encoding") or "").strip().lower()
     return len(raw) * 3 // 4 if cte == "base64" else len(raw)
 
 
@@ -504,7 +504,7 @@ def _filename(part: Message) -> str:
 
 
 def _disposition(part: Message) -> str | None:
-    value = part.get("content-disposition")
+    value = _first(part, "content-disposition")
     if value is None:
         return None
     return str(value).split(";", 1)[0].strip().lower() or None
@@ -549,7 +549,7 @@ def _status_text(part: Message) -> str:
         blocks = []
         for block in payload:
             if isinstance(block, Message):
-                blocks.append("\n".join(f"{k}: {v}" for k, v in block.items()))
+                blocks.append("\n".join(f"{k}: {_unescape_8bit(v)}" for k, v in _raw_items(block)))
         return "\n\n".join(blocks)
     if isinstance(payload, str):
         return decode_bytes(_payload_bytes(part), _charset(part))
@@ -626,7 +626,7 @@ def _add_attachment(
     index = len(attachments) + walk.skipped_attachments + 1
     filename = _filename(part)
     if not filename and inner is not None:
-        subject = _one_line(decode_header_words(str(inner.get("subject", ""))), 80)
+        subject = _one_line(decode_header_words(_first(inner, "subject") or ""), 80)
         filename = (subject or "message") + ".eml"
     display = _safe_filename(filename, stored_type, index)
     if walk.truncated:
@@ -652,7 +652,7 @@ def _add_attachment(
             f"attachment '{display}' ({len(data) // (1024 * 1024)} MB) not stored: over max_attachment_bytes"
         )
         return
-    content_id = part.get("content-id")
+    content_id = _first(part, "content-id")
     cid = _one_line(_unescape_8bit(str(content_id)), 250).strip("<> ") if content_id else None
     attachments.append(Attachment(
         filename=display,
@@ -709,11 +709,7 @@ _QUOTED_MESSAGE_ID = re.compile(r"^[ \t>]*Message-ID:[ \t]*(<[^<>\s]+>)", re.IGN
 
 def _original_id(walk: _Walk, text: str) -> str | None:
     for headers in walk.original_headers or []:
-        try:
-            value = headers.get("message-id")
-        except (IndexError, ValueError, TypeError):
-            value = None
-        msgid = normalise_message_id(str(value)) if value else None
+        msgid = normalise_message_id(_first(headers, "message-id"))
         if msgid:
             return msgid
     m = _QUOTED_MESSAGE_ID.search(text[:200_000])
@@ -881,20 +877,26 @@ def guess_language(subject: str, text: str) -> str | None:
 # entry point
 # --------------------------------------------------------------------------
 
+def _raw_items(msg: Message) -> list[tuple[str, str]]:
+    """Header fields as parsed, raw 8-bit bytes still surrogate-escaped.
+
+    ``Message.get`` under compat32 turns 8-bit values into ``Header`` objects
+    whose ``str()`` is U+FFFD soup; the raw value lets our fallbacks decode it.
+    """
+    return [(str(k), v if isinstance(v, str) else str(v)) for k, v in msg.raw_items()]
+
+
 def _first(msg: Message, name: str) -> str | None:
-    try:
-        value = msg.get(name)
-    except (IndexError, ValueError, TypeError):
-        return None
-    return None if value is None else str(value)
+    name = name.lower()
+    for key, value in msg.raw_items():
+        if key.lower() == name:
+            return value if isinstance(value, str) else str(value)
+    return None
 
 
 def _all(msg: Message, name: str) -> list[str]:
-    try:
-        values = msg.get_all(name) or []
-    except (IndexError, ValueError, TypeError):
-        return []
-    return [str(v) for v in values]
+    name = name.lower()
+    return [value for key, value in _raw_items(msg) if key.lower() == name]
 
 
 _ANGLE = re.compile(r"<([^<>]*)>")

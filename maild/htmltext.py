@@ -80,7 +80,7 @@ def _link_suffix(href: str, shown: str) -> str:
 
 
 def _tidy(text: str) -> str:
-    lines = [line.strip(" \t") for line in text.split("\n")]
+    lines = [line.rstrip(" \t") for line in text.split("\n")]
     return _MANY_BLANK_RE.sub("\n\n", "\n".join(lines)).strip("\n")
 
 
@@ -106,7 +106,11 @@ def html_to_text(html: str, max_chars: int = 1_000_000) -> str:
             lt = n
         if lt > pos:
             chunk = _html.unescape(src[pos:lt])
-            out.emit(chunk if pre_depth else _SPACE_RE.sub(" ", chunk))
+            if not pre_depth:
+                chunk = _SPACE_RE.sub(" ", chunk)
+                if not out.pieces or out.pieces[-1][-1:] in (" ", "\n", "\t"):
+                    chunk = chunk.lstrip(" ")
+            out.emit(chunk)
         if lt >= n:
             break
         if src.startswith("<!--", lt):

@@ -424,11 +424,16 @@ def _header_section_end(raw: bytes) -> int:
     return i + (2 if raw[i:i + 2] == b"\n\n" else 3)
 
 
+_BODY_WITHOUT_BLANK_LINE = re.compile(rb"(?:^|\n)(?![ \t])[^\r\n:]*(?:\r?\n|$)")
+
+
 def _cap_headers(raw: bytes, limit: int, notes: list[str]) -> bytes:
     end = _header_section_end(raw)
     header_len = end if end >= 0 else len(raw)
     if header_len <= limit:
         return raw
+    if _BODY_WITHOUT_BLANK_LINE.search(raw, 0, limit) is not None:
+        return raw  # a non-header line starts the body early; the parser copes
     cut = raw.rfind(b"\n", 0, limit)
     cut = cut + 1 if cut > 0 else limit
     body = raw[end:] if end >= 0 else b""

@@ -99,7 +99,7 @@ def maildir_source(tmp: Path) -> str:
     return f'[maildir]\npath = "{tmp / "Maildir"}"\n'
 
 
-def make_mail(sender: str = "Jan <jan@acme.pl>", subject: str = "Problem z fakturą", body: str = "Nie działa wydruk.\n",
+def make_mail(sender: str = "Jan <jan@acme.pl>", subject: str = "Problem z fakturą", body: str = "Proszę o pomoc z wydrukiem faktury.\n",
               msgid: str | None = "<m1@acme.pl>", to: str = "support@firma.pl", date: datetime | None = None,
               headers: dict[str, Any] | None = None) -> bytes:
     msg = EmailMessage()

@@ -8,10 +8,12 @@ one acknowledgement and the relayed answer.
 from __future__ import annotations
 
 import mailbox
+import socket
 import tempfile
 import textwrap
 import time
 from datetime import datetime, timezone
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -138,10 +140,12 @@ def run_demo(workdir: Path | None = None) -> int:
     base = workdir or Path(tempfile.mkdtemp(prefix="maild-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     capture = _Capture()
-    controller = Controller(capture, hostname="127.0.0.1", port=0)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    controller = Controller(capture, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        port = controller.server.sockets[0].getsockname()[1]
         (base / "customers.toml").write_text(CUSTOMERS, encoding="utf-8")
         (base / "maild.toml").write_text(CONFIG.format(dir=base, port=port), encoding="utf-8")
         box = mailbox.Maildir(base / "Maildir", create=True)
@@ -158,7 +162,7 @@ def run_demo(workdir: Path | None = None) -> int:
         _wait_for(capture, 1)
         ack = next((m for m in capture.mails if b"[SUP-1]" in m.content), capture.mails[0])
         print(f"\n3. One acknowledgement, as the SMTP server received it (to {', '.join(ack.rcpt_tos)}):\n")
-        print(textwrap.indent(ack.content.decode("utf-8", "replace").strip(), "   | "))
+        print(_show(ack))
 
         before = len(capture.mails)
         box.add(_mail("Anna Nowak <anna@consultancy.example>", "Re: [SUP-1] Pilne: awaria wydruku faktur",
@@ -169,9 +173,9 @@ def run_demo(workdir: Path | None = None) -> int:
         report = Daemon(config).run_once()
         print(f"   {report.summary()}\n")
         _wait_for(capture, before + 1)
-        relay = next(m for m in capture.mails[before:] if b"jan@acme.example" in ",".join(m.rcpt_tos).encode())
+        relay = next(m for m in capture.mails[before:] if b"Auto-Submitted" not in m.content)
         print(f"5. The customer receives the answer from the support address (to {', '.join(relay.rcpt_tos)}):\n")
-        print(textwrap.indent(relay.content.decode("utf-8", "replace").strip(), "   | "))
+        print(_show(relay))
         print("\n6. The ticket now (maild tickets show SUP-1):\n")
         cli_main(["--config", str(base / "maild.toml"), "tickets", "show", "SUP-1"])
         print(f"\nEverything is in {base}: maild.toml, customers.toml, var/maild.db, Maildir/.")
@@ -179,6 +183,16 @@ def run_demo(workdir: Path | None = None) -> int:
     finally:
         controller.stop()
     return 0
+
+
+def _show(envelope: Any) -> str:
+    """The mail as a person reads it: decoded headers and text, not the wire form."""
+    msg = message_from_bytes(envelope.content, policy=policy.default)
+    lines = [f"{name}: {msg[name]}" for name in ("From", "To", "Cc", "Subject", "Message-ID", "In-Reply-To",
+                                                  "Auto-Submitted") if msg[name]]
+    body = msg.get_body(preferencelist=("plain",))
+    text = body.get_content() if body is not None else ""
+    return textwrap.indent("\n".join(lines) + "\n\n" + text.strip(), "   | ")
 
 
 def _wait_for(capture: _Capture, count: int, timeout: float = 5.0) -> None:

@@ -108,11 +108,16 @@ class Outbox:
         return asyncio.run(self.drain_async(limit))
 
     def _claim(self, chunk: int) -> list[int]:
+        """Rows to send now. On PostgreSQL, where several daemons may drain one
+        outbox, they are leased for ``LEASE`` so no other daemon takes them; a
+        crashed daemon's lease simply runs out. SQLite has one daemon per file,
+        so no lease: a restart sends at once what a crash left unsent."""
         now = self.clock()
         with self.sessions() as session, session.begin():
             rows = store.due_outbox(session, now, chunk)
-            for row in rows:
-                row.next_attempt_at = now + LEASE
+            if session.get_bind().dialect.name != "sqlite":
+                for row in rows:
+                    row.next_attempt_at = now + LEASE
             return [row.id for row in rows]
 
     async def drain_async(self, limit: int = 10000) -> DrainResult:

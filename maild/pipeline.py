@@ -517,7 +517,6 @@ class Ingestor:
         row = self._message_row(session, ticket.id, msg, mail, screening, "consultant", parsed.body, quoted,
                                 internal=internal)
         at = mail.arrived_at
-        status_set = self._apply_commands(session, ticket, parsed, consultant.email, assign_to, msg, at, now)
         relayed = False
         if not internal:
             if ticket.first_response_at is None:
@@ -527,8 +526,9 @@ class Ingestor:
             if not direct:
                 self._relay(session, ticket, msg, parsed.body, consultant.name, now)
                 relayed = True
-            if not status_set and ticket.status in ("new", "open"):
-                ticket.status = "waiting"
+        status_set = self._apply_commands(session, ticket, parsed, consultant.email, assign_to, msg, at, now)
+        if not internal and not status_set and ticket.status in ("new", "open"):
+            ticket.status = "waiting"
         ticket.updated_at = now
         store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
                             reason="internal note" if internal else ("relayed" if relayed else "recorded (direct mail)"),

@@ -161,7 +161,7 @@ def cmd_tickets_show(cfg: Config, sessions: sessionmaker[Session], args: argpars
 def cmd_quarantine_list(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
     with sessions() as session:
         rows = list(session.scalars(select(QuarantineRow).order_by(QuarantineRow.id)))
-    data = [{"id": r.id, "created_at": iso(r.created_at), "status": r.status, "from": r.from_addr,
+    data: list[dict[str, Any]] = [{"id": r.id, "created_at": iso(r.created_at), "status": r.status, "from": r.from_addr,
              "subject": r.subject, "reason": r.reason, "attempts": r.attempts, "source_key": r.source_key,
              "raw_sha256": r.raw_sha256} for r in rows]
     if args.json:
@@ -182,7 +182,7 @@ def cmd_status(cfg: Config, sessions: sessionmaker[Session], args: argparse.Name
         health = read_health(session, now)
     prefix = cfg.support.ticket_prefix
     age = health.oldest_unsent_age
-    data = {
+    data: dict[str, Any] = {
         "now": iso(now),
         "last_fetch_at": iso(health.last_fetch_at),
         "outbox_depth": health.outbox_depth,

@@ -48,7 +48,7 @@ def read_health(session: Session, now: datetime, nearest: int = 5) -> Health:
     return Health(
         now=now, last_fetch_at=datetime.fromisoformat(last) if last else None, outbox_depth=depth,
         oldest_unsent=oldest, quarantined=quarantined, open_tickets=open_count,
-        nearest_due=tuple((int(tid), due_at) for tid, due_at in due),
+        nearest_due=tuple((int(tid), due_at) for tid, due_at in due if due_at is not None),
     )
 
 

@@ -36,7 +36,8 @@ GIVE_UP_AFTER = timedelta(days=3)
 
 def retry_delay(attempts: int) -> timedelta:
     """Exponential backoff: 30 s, 1 min, 2 min, ... capped at one hour."""
-    return min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_CAP)
+    delay: timedelta = RETRY_BASE * (2 ** min(max(attempts - 1, 0), 20))
+    return min(delay, RETRY_CAP)
 
 
 @dataclass(frozen=True)

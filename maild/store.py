@@ -163,7 +163,7 @@ def message_counts(session: Session, ticket_ids: Sequence[int]) -> dict[int, int
             select(MessageRow.ticket_id, func.count()).where(MessageRow.ticket_id.in_(ticket_ids[i : i + 500]))
             .group_by(MessageRow.ticket_id)
         )
-        counts.update({int(t): int(c) for t, c in rows})
+        counts.update({int(t): int(c) for t, c in rows if t is not None})
     return counts
 
 

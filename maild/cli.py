@@ -172,6 +172,43 @@ def cmd_quarantine_list(cfg: Config, sessions: sessionmaker[Session], args: argp
     return 0
 
 
+def cmd_quarantine_retry(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    """Process a quarantined mail again, from its stored raw bytes, after a fix.
+
+    It gets one attempt: failing again quarantines it anew with the new reason.
+    """
+    from .blobs import BlobStore
+    from .customers import load_customers
+    from .mailbox import FetchedMail
+    from .models import Failure, Intake
+    from .pipeline import MAX_ATTEMPTS, Context, Ingestor
+
+    blobs = BlobStore(cfg.storage_path)
+    now = datetime.now(UTC)
+    with sessions() as session, session.begin():
+        row = session.get(QuarantineRow, args.id)
+        if row is None:
+            print(f"maild: no quarantine record {args.id}", file=sys.stderr)
+            return 1
+        if row.status != "held":
+            print(f"maild: quarantine record {args.id} was already retried", file=sys.stderr)
+            return 1
+        raw = blobs.get(row.raw_sha256)
+        key, arrived = row.key, row.arrived_at or row.created_at
+        for intake in session.scalars(select(Intake).where(Intake.dedupe_key == key, Intake.disposition == "quarantine")):
+            session.delete(intake)
+        failure = session.scalar(select(Failure).where(Failure.key == key))
+        if failure is not None:
+            failure.attempts = MAX_ATTEMPTS - 1
+        row.status, row.retried_at = "retried", now
+    ingestor = Ingestor(Context.build(cfg, load_customers(cfg.customers_file, cfg.packages)), sessions, blobs)
+    mail = FetchedMail(source_key=f"quarantine:{args.id}", raw=raw, arrived_at=arrived, size=len(raw))
+    result = ingestor.ingest_batch([mail])
+    outcome = ", ".join(f"{k} {v}" for k, v in result.counts.items())
+    print(f"quarantine {args.id}: {outcome}")
+    return 1 if result.quarantined else 0
+
+
 # ------------------------------------------------------------------ status
 
 def cmd_status(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
@@ -325,6 +362,7 @@ def dispatch(cfg: Config, args: argparse.Namespace) -> int:
         ("tickets", "list"): cmd_tickets_list,
         ("tickets", "show"): cmd_tickets_show,
         ("quarantine", "list"): cmd_quarantine_list,
+        ("quarantine", "retry"): cmd_quarantine_retry,
         ("status", None): cmd_status,
     }
     handler = handlers.get((command, sub))

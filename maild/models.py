@@ -216,6 +216,7 @@ class QuarantineRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     traceback: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=1)
+    arrived_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     status: Mapped[str] = mapped_column(String(16), default="held")  # held | retried
     retried_at: Mapped[datetime | None]

@@ -235,7 +235,7 @@ class Ingestor:
             session.add(QuarantineRow(
                 key=key, source_key=mail.source_key, raw_sha256=sha,
                 subject=msg.subject if msg else "", from_addr=msg.from_addr if msg else "",
-                reason=outcome.reason, traceback=trace, attempts=attempts, created_at=now,
+                reason=outcome.reason, traceback=trace, attempts=attempts, arrived_at=mail.arrived_at, created_at=now,
             ))
             log.error("%s %s quarantined: %s", mail.source_key, msg.message_id if msg else "-", outcome.reason)
         else:

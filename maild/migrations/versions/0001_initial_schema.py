@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 07:43:01.852860
+Create Date: 2026-11-27 07:58:39.410335
 """
 from alembic import op
 import sqlalchemy as sa
@@ -46,6 +46,7 @@ def upgrade() -> None:
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('traceback', sa.Text(), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('arrived_at', sa.DateTime(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('retried_at', sa.DateTime(), nullable=True),

@@ -1,0 +1,131 @@
+"""Operating maild: UIDVALIDITY resets, quarantine replay, migrations, the demo."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, inspect, select
+
+from maild.cli import main as cli_main
+from maild.config import load_config
+from maild.daemon import Daemon
+from maild.db import make_engine, migration_state
+from maild.mailbox import ImapSource
+from maild.models import Intake, MessageRow, Ticket
+from tests.helpers import make_mail, maildir_source, write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def imap_table(account: Any) -> str:
+    return (f'[imap]\nhost = "127.0.0.1"\nport = {account.port}\nsecurity = "none"\n'
+            f'username = "{account.username}"\npassword = "{account.password}"\nidle = false\n')
+
+
+def test_uidvalidity_reset_after_crash_reimports_nothing(tmp_path: Path, imap_account: Any, smtp_sink: Any) -> None:
+    """Stored but not yet moved (a crash), then the server renumbers the folder: nothing doubles."""
+    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port)
+    mails = [make_mail(subject=f"Sprawa {i}", msgid=f"<uv{i}@acme.pl>") for i in range(3)]
+    mails.append(make_mail(subject="Bez Message-ID", msgid=None))
+    imap_account.append_many(mails)
+    daemon = Daemon(load_config(config))
+    source = daemon.source
+    assert isinstance(source, ImapSource)
+    source.connect()
+    for batch in source.batches():
+        daemon.ingestor.ingest_batch(batch)  # committed, never moved: the crash window
+    source.close()
+    old_keys = imap_account.uidvalidity("INBOX")
+    assert imap_account.reset_uidvalidity("INBOX") != old_keys
+    Daemon(load_config(config)).run_once()
+    assert imap_account.uids("INBOX") == []
+    assert len(imap_account.uids("Processed")) == 4
+    with daemon.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Ticket)) == 4
+        assert session.scalar(select(func.count()).select_from(Intake)) == 4
+        assert session.scalar(select(func.count()).select_from(MessageRow).where(MessageRow.direction == "in")) == 4
+    assert len(smtp_sink.messages) == 4
+
+
+def test_quarantine_list_and_retry_after_fix(tmp_path: Path, smtp_sink: Any, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import mailbox
+
+    import maild.pipeline as pipeline
+
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    box.add(make_mail(subject="trigger the bug", msgid="<bug@acme.pl>"))
+    real = pipeline.split_reply
+    monkeypatch.setattr(pipeline, "split_reply", lambda text: (_ for _ in ()).throw(ValueError("parser bug")))
+    for _ in range(pipeline.MAX_ATTEMPTS):
+        Daemon(load_config(config)).run_once()
+    assert len(box.get_folder("Quarantine")) == 1
+    capsys.readouterr()
+    assert cli_main(["--config", str(config), "quarantine", "list", "--json"]) == 0
+    [record] = json.loads(capsys.readouterr().out)
+    assert record["status"] == "held" and "parser bug" in record["reason"] and record["attempts"] == 3
+    # Retrying before the fix fails again and says so.
+    assert cli_main(["--config", str(config), "quarantine", "retry", str(record["id"])]) == 1
+    capsys.readouterr()
+    assert cli_main(["--config", str(config), "quarantine", "list", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["status"] for r in records] == ["retried", "held"]
+    monkeypatch.setattr(pipeline, "split_reply", real)
+    assert cli_main(["--config", str(config), "quarantine", "retry", str(records[1]["id"])]) == 0
+    assert cli_main(["--config", str(config), "quarantine", "retry", str(records[1]["id"])]) == 1, "only once"
+    daemon = Daemon(load_config(config))
+    with daemon.sessions() as session:
+        ticket = session.scalars(select(Ticket)).one()
+        assert ticket.subject == "trigger the bug"
+    daemon.run_once()
+    assert [m.parsed["Subject"] for m in smtp_sink.wait_for(1)] == ["[SUP-1] trigger the bug"]
+
+
+def test_db_upgrade_on_sqlite_and_postgres(tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for url in ("", pg_url):
+        config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=25, database_url=url)
+        assert cli_main(["--config", str(config), "db", "upgrade"]) == 0
+        assert "latest schema" in capsys.readouterr().out
+        cfg = load_config(config)
+        engine = make_engine(cfg.database_url)
+        current, head = migration_state(engine)
+        assert current == head and head
+        assert {"tickets", "messages", "outbox", "intake", "ledger"} <= set(inspect(engine).get_table_names())
+        assert cli_main(["--config", str(config), "db", "upgrade"]) == 0  # idempotent
+        engine.dispose()
+
+
+def test_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=25, extra='\n[calendar]\nopens = "late"\n')
+    assert cli_main(["--config", str(config), "tickets", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "calendar.opens" in err and str(config) in err
+    assert cli_main(["--config", str(tmp_path / "nope.toml"), "tickets", "list"]) == 2
+    assert "file not found" in capsys.readouterr().err
+
+
+def test_unknown_ticket_and_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=25)
+    assert cli_main(["--config", str(config), "tickets", "show", "SUP-99"]) == 1
+    assert "no ticket SUP-99" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        cli_main(["--config", str(config), "tickets", "list", "--status", "bogus"])
+    assert info.value.code == 2
+
+
+def test_demo_runs_the_whole_flow(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "maild.cli", "demo", "--dir", str(tmp_path / "demo")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "SUP-1" in out and "sla" in out and "unverified" in out
+    assert "Subject: [SUP-1] Pilne: awaria wydruku faktur" in out
+    assert "gwarantuje reakcję" in out
+    assert "wydruk działa ponownie" in out and "#time" not in out.split("5. ")[1].split("6. ")[0]
+    assert "time logged 90 min" in out
+    assert (tmp_path / "demo" / "var" / "maild.db").exists()

@@ -113,3 +113,21 @@ def make_mail(sender: str = "Jan <jan@acme.pl>", subject: str = "Problem z faktu
         msg[key] = value
     msg.set_content(body)
     return msg.as_bytes()
+
+
+_deliveries = 0
+
+
+def deliver(maildir: Path, raw: bytes, at: datetime) -> Path:
+    """Deliver into a Maildir as an MDA would, with the delivery time ``at`` in the unique name."""
+    global _deliveries
+    _deliveries += 1
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    seconds = int(at.timestamp())
+    name = f"{seconds}.M{at.microsecond}P{_deliveries}Q{_deliveries}.test"
+    tmp = maildir / "tmp" / name
+    tmp.write_bytes(raw)
+    target = maildir / "new" / name
+    tmp.rename(target)
+    return target

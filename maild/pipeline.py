@@ -185,7 +185,15 @@ class Ingestor:
                     raise Quarantine(f"unparsable: {exc}") from None
                 key = msg.dedupe_key
                 if key in seen or store.known_dedupe_keys(session, [key]):
-                    raise Duplicate(f"already stored ({key})")
+                    if self.blobs.path_for(msg.raw_sha256).exists():
+                        raise Duplicate(f"already stored ({key})")
+                    # Same Message-ID, other bytes (a second copy with other Received
+                    # lines, or a sender reusing ids): not silently dropped, recorded
+                    # under its own key; its blob makes a re-read a plain duplicate.
+                    self.blobs.put(mail.raw, msg.raw_sha256)
+                    key = f"dup:{msg.raw_sha256}"
+                    raise Discard(f"Message-ID {msg.dedupe_key[:200]} already stored from another message "
+                                  "with different bytes (a second copy or a reused id)")
                 seen.add(key)
                 self.blobs.put(mail.raw, msg.raw_sha256)
                 disposition, ticket_id = self._route(session, mail, msg, now)

@@ -37,6 +37,15 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
     "bounce_notice": {"ref": "SUP-1", "subject": "Test", "failed": ["x@y.pl"], "status": "5.1.1",
                       "permanent": True, "diagnostic": "user unknown"},
     "alert": {"what": "no fetch", "detail": "IMAP down", "since": "2026-01-01T00:00Z", "recovered": False},
+    "statement": {"month": "2026-01", "timezone": "Europe/Warsaw", "customer_name": "Acme", "customer_id": "acme",
+                  "total_minutes": 90, "amount": "300,00", "from_name": "Support",
+                  "contracts": [{"contract_id": f"c-{kind}", "kind": kind, "total_minutes": 90,
+                                 "allowance_minutes": 600, "carry_in_minutes": 0, "carry_out_minutes": 510,
+                                 "balance_start_minutes": 240, "balance_end_minutes": 150,
+                                 "valid_until": "2026-06-30", "overage_minutes": 15, "billable_minutes": 15,
+                                 "amount": "50,00", "scopes": [{"scope": "consultation", "minutes": 90}],
+                                 "tickets": [{"ref": "SUP-1", "subject": "Test", "minutes": 90}]}
+                                for kind in ("sla", "prepaid", "occasional")]},
 }
 
 

@@ -222,6 +222,7 @@ def cmd_status(cfg: Config, sessions: sessionmaker[Session], args: argparse.Name
     data: dict[str, Any] = {
         "now": iso(now),
         "last_fetch_at": iso(health.last_fetch_at),
+        "mail_waiting": health.mail_waiting,
         "outbox_depth": health.outbox_depth,
         "oldest_unsent_at": iso(health.oldest_unsent),
         "oldest_unsent_age_seconds": None if age is None else int(age.total_seconds()),
@@ -234,6 +235,8 @@ def cmd_status(cfg: Config, sessions: sessionmaker[Session], args: argparse.Name
         print_json(data)
         return 0
     print(f"last fetch:     {data['last_fetch_at'] or 'never'}")
+    if health.mail_waiting is not None:
+        print(f"mail waiting:   {health.mail_waiting} left on the server by the last cycle")
     print(f"outbox:         {health.outbox_depth} unsent" + (f", oldest {data['oldest_unsent_age_seconds']} s" if age else ""))
     print(f"quarantined:    {health.quarantined}")
     print(f"open tickets:   {health.open_tickets}")

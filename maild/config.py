@@ -70,6 +70,16 @@ class HealthSettings:
 
 
 @dataclass(frozen=True)
+class DaemonSettings:
+    """The loop's pacing: how often a full cycle runs, how fast it backs off a fault."""
+
+    cycle_seconds: int = 60
+    retry_min_seconds: int = 1
+    retry_max_seconds: int = 60
+    smtp_retry_base_seconds: int = 30
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     database_url: str
@@ -93,6 +103,7 @@ class Config:
     metrics_listen: str | None = None
     health: HealthSettings = field(default_factory=HealthSettings)
     batch_size: int = 500
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
 
     @property
     def consultant_emails(self) -> frozenset[str]:
@@ -420,6 +431,16 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         outbox_stale=timedelta(minutes=hl.integer("outbox_stale_minutes", 30, 1)),
     )
     hl.done()
+
+    dm = _Section(file, "daemon", top.get("daemon", dict, {}))
+    retry_min = dm.integer("retry_min_seconds", 1, 1, 3600)
+    daemon = DaemonSettings(
+        cycle_seconds=dm.integer("cycle_seconds", 60, 1, 3600),
+        retry_min_seconds=retry_min,
+        retry_max_seconds=dm.integer("retry_max_seconds", 60, retry_min, 3600),
+        smtp_retry_base_seconds=dm.integer("smtp_retry_base_seconds", 30, 1, 3600),
+    )
+    dm.done()
     batch_size = top.integer("batch_size", 500, 1, 10000)
     top.done()
 
@@ -430,7 +451,7 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         escalation=escalation, peak_windows=windows, packages=packages, ledger=ledger,
         limits=limits, trusted_authserv_id=authserv, log_level=log_level,
         log_format=log_format,  # type: ignore[arg-type]
-        metrics_listen=listen, health=health, batch_size=batch_size,
+        metrics_listen=listen, health=health, batch_size=batch_size, daemon=daemon,
     )
 
 

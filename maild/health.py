@@ -26,6 +26,8 @@ class Health:
     quarantined: int
     open_tickets: int
     nearest_due: tuple[tuple[int, datetime], ...]  # (ticket id, reaction_due), soonest first
+    # mail the last cycle left on the source (to retry); None before the first cycle
+    mail_waiting: int | None = None
 
     @property
     def oldest_unsent_age(self) -> timedelta | None:
@@ -34,6 +36,7 @@ class Health:
 
 def read_health(session: Session, now: datetime, nearest: int = 5) -> Health:
     last = store.get_state(session, "last_fetch_at")
+    waiting = store.get_state(session, "mail_waiting")
     depth, oldest = store.outbox_stats(session, now)
     quarantined = int(session.scalar(
         select(func.count()).select_from(QuarantineRow).where(QuarantineRow.status == "held")) or 0)
@@ -49,6 +52,7 @@ def read_health(session: Session, now: datetime, nearest: int = 5) -> Health:
         now=now, last_fetch_at=datetime.fromisoformat(last) if last else None, outbox_depth=depth,
         oldest_unsent=oldest, quarantined=quarantined, open_tickets=open_count,
         nearest_due=tuple((int(tid), due_at) for tid, due_at in due if due_at is not None),
+        mail_waiting=int(waiting) if waiting is not None and waiting.isdigit() else None,
     )
 
 
@@ -71,3 +75,32 @@ def alert_transitions(current: dict[str, str], alerted: set[str]) -> tuple[dict[
     new = {key: text for key, text in current.items() if key not in alerted}
     recovered = {key for key in alerted if key not in current}
     return new, recovered
+
+
+ALERT_NAMES = {"fetch": "mailbox fetch", "outbox": "outgoing mail"}
+
+
+@dataclass(frozen=True)
+class AlertMail:
+    key: str
+    recovered: bool
+    detail: str
+    since: datetime
+
+    @property
+    def dedupe_key(self) -> str:
+        """One row per problem occurrence: the same problem later is a new occurrence."""
+        kind = "recovered" if self.recovered else "alert"
+        return f"{kind}:{self.key}:{self.since.isoformat()}"
+
+
+def plan_alerts(current: dict[str, str], alerted: dict[str, datetime],
+                now: datetime) -> tuple[list[AlertMail], dict[str, datetime]]:
+    """The mails to queue and the alerted set (problem -> since) to store afterwards."""
+    new, recovered = alert_transitions(current, set(alerted))
+    mails = [AlertMail(key, False, text, now) for key, text in sorted(new.items())]
+    mails += [AlertMail(key, True, f"{ALERT_NAMES.get(key, key)} is working again", alerted[key])
+              for key in sorted(recovered)]
+    after = {k: v for k, v in alerted.items() if k not in recovered}
+    after.update({key: now for key in new})
+    return mails, after

@@ -24,7 +24,7 @@ from . import store
 from .blobs import BlobStore
 from .models import OutboxRow
 from .render import RenderError, Renderer, one_line
-from .smtp import Envelope, SmtpError, SmtpSender, SmtpSettings
+from .smtp import Envelope, SmtpError, SmtpSender, SmtpSettings, SmtpUnavailable
 
 log = logging.getLogger("maild.outbox")
 UTC = timezone.utc
@@ -34,9 +34,9 @@ RETRY_CAP = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(days=3)
 
 
-def retry_delay(attempts: int) -> timedelta:
+def retry_delay(attempts: int, base: timedelta = RETRY_BASE) -> timedelta:
     """Exponential backoff: 30 s, 1 min, 2 min, ... capped at one hour."""
-    delay: timedelta = RETRY_BASE * (2 ** min(max(attempts - 1, 0), 20))
+    delay: timedelta = base * (2 ** min(max(attempts - 1, 0), 20))
     return min(delay, RETRY_CAP)
 
 
@@ -97,8 +97,10 @@ def build_mail(row: OutboxRow, renderer: Renderer, sender: Sender, blobs: BlobSt
 
 class Outbox:
     def __init__(self, sessions: sessionmaker[Session], renderer: Renderer, smtp: SmtpSettings, sender: Sender,
-                 blobs: BlobStore | None = None, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 blobs: BlobStore | None = None, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 retry_base: timedelta = RETRY_BASE) -> None:
         self.sessions = sessions
+        self.retry_base = retry_base
         self.renderer = renderer
         self.smtp = smtp
         self.sender = sender
@@ -137,10 +139,12 @@ class Outbox:
         return result
 
     def _release(self, ids: list[int]) -> None:
+        """Give claimed rows back, due at once: the caller backs off the relay as a
+        whole, and rows that all stay due keep going out oldest first."""
         now = self.clock()
         with self.sessions() as session, session.begin():
             for row in session.scalars(select(OutboxRow).where(OutboxRow.id.in_(ids), OutboxRow.status == "pending")):
-                row.next_attempt_at = now + RETRY_BASE
+                row.next_attempt_at = min(row.next_attempt_at, now)
 
     async def _send_one(self, smtp: SmtpSender, row_id: int, result: DrainResult) -> None:
         now = self.clock()
@@ -155,6 +159,13 @@ class Outbox:
                 session.commit()
                 return
             delivery = await smtp.send(Envelope(self.sender.address, tuple(row.recipients), data))
+            if delivery.outcome == "retry" and not smtp.connected:
+                # the relay is unreachable, not this mail's fault: the row stays due, in its
+                # place in the queue, and the caller backs off the relay as a whole
+                row.attempts += 1
+                row.last_error = delivery.reply[:2000]
+                session.commit()
+                raise SmtpUnavailable(delivery.reply)
             row.attempts += 1
             if delivery.outcome == "sent":
                 row.status, row.sent_at, row.last_error = "sent", self.clock(), "; ".join(
@@ -178,7 +189,7 @@ class Outbox:
             result.failed += 1
             log.error("outbox %d (%s) given up after %s: %s", row.id, row.kind, GIVE_UP_AFTER, reason)
             return
-        row.next_attempt_at = now + retry_delay(max(row.attempts, 1))
+        row.next_attempt_at = now + retry_delay(max(row.attempts, 1), self.retry_base)
         result.retry += 1
         result.errors.append(reason)
         log.warning("outbox %d (%s) will retry at %s: %s", row.id, row.kind, row.next_attempt_at.isoformat(), reason)

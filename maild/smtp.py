@@ -90,6 +90,11 @@ class SmtpAuthError(SmtpError):
     """The relay refused our credentials; the message names the user, never the password."""
 
 
+class SmtpUnavailable(SmtpError):
+    """The relay could not be reached for a mail: not the mail's fault, so the
+    outbox stops and the daemon backs off as a whole, keeping the queue's order."""
+
+
 class _Disconnected(Exception):
     """The connection broke mid-conversation; the caller decides whether to reconnect."""
 
@@ -250,6 +255,11 @@ class SmtpSender:
                 f"smtp server {self._where} refused the credentials of {username!r}: "
                 f"{_reply(exc.code, exc.message)}"
             ) from None
+
+    @property
+    def connected(self) -> bool:
+        """Whether a session is open now; false after a send that could not reach the relay."""
+        return self._client is not None and self._client.is_connected
 
     def _drop(self) -> None:
         if self._client is not None:

@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Backlog ingest: N generated mails waiting in a private Dovecot, one `maild run --once`.
+
+    .venv/bin/python bench/backlog.py [--n 10000] [--runs 3] [--db sqlite|postgres] [--big]
+                                      [--peer [--peer-n 1000] [--peer-runs 3]] [--profile]
+
+Per run: a fresh Dovecot user whose INBOX is filled with the corpus (untimed,
+MULTIAPPEND, arrival time = now), a fresh database, then bench/cycle.py (the
+`maild run --once` cycle with phase timers) as a child process, delivering to a
+counting aiosmtpd sink on loopback. Printed, as the median (min-max) of the runs:
+
+* ingest: messages/s from the start of the fetch to the last commit (tickets
+  stored, acknowledgements queued in the outbox, mail moved on the server);
+* whole cycle: messages/s from process start to exit, including start-up, the
+  sweep and delivering every acknowledgement to the sink;
+* maild's peak RSS (VmHWM of the child), CPU user+sys.
+
+The first run is also checked against the corpus: stored bodies that differ
+from Python's own decoding, attachments missing or altered, replies on their
+parent's ticket, U+FFFD in stored text. ``--big`` adds one ~25 MB message.
+``--peer`` also runs ../shared/bench/peer-django-helpdesk.sh on the same kind of
+mail (N=--peer-n) when that harness exists, and prints both rates and the ratio.
+``--db postgres`` uses a private PostgreSQL cluster with default durability.
+
+Acknowledgements: the config raises ``max_auto_replies_per_hour`` so every new
+ticket from a human gets one (a backlog from 225 senders would otherwise mostly
+hit the per-sender rate limit, which would flatter the figures).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    BENCH,
+    BENCH_ROOT,
+    PY,
+    ROOT,
+    SEED,
+    CountingSink,
+    PrivatePostgres,
+    banner,
+    big_corpus,
+    corpus,
+    load_mailbox,
+    med,
+    nproc,
+    spread,
+    start_dovecot,
+    write_config,
+)
+from verify import verify  # noqa: E402
+
+PEER = ROOT.parent / "shared" / "bench" / "peer-django-helpdesk.sh"
+
+TARGET_INGEST = 1000.0
+TARGET_CYCLE = 500.0
+TARGET_RSS_MB = 250.0
+TARGET_RATIO = 15.0
+
+
+def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: CountingSink,
+            pg: PrivatePostgres | None, mail_dir: Path, n: int, check: bool) -> dict[str, Any]:
+    user, password = dovecot.add_user()
+    work = base / f"n{n}-run{i}"
+    db_url = pg.fresh_database() if pg else ""
+    config = write_config(work, imap_port=dovecot.port, user=user, password=password, smtp_port=sink.port,
+                          database_url=db_url)
+    loaded = load_mailbox(mail_dir, dovecot.port, user, password)
+    os.sync()
+    sink.clear()
+    cmd = [PY, str(BENCH / "cycle.py"), str(config)]
+    if args.profile and i == 0:
+        cmd += ["--profile", str(work / "cycle.prof")]
+    with (work / "maild.log").open("w") as log:
+        t0 = time.monotonic()
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=work)
+        wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        tail = (work / "maild.log").read_text(errors="replace")[-3000:]
+        raise SystemExit(f"maild cycle failed (exit {proc.returncode}):\n{tail}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    time.sleep(0.2)  # the sink thread may still be recording the last mail
+    row: dict[str, Any] = {
+        "run": i + 1, "n": n, "wall_s": wall, **out, "sink": sink.count,
+        "ingest_rate": n / out["ingest_s"], "cycle_rate": n / wall,
+        "rss_mb": out["vm_hwm_kb"] / 1024, "loaded": loaded,
+    }
+    if check:
+        row["verify"] = verify(config, mail_dir)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(out["ingested"].items()))
+    print(f"run {i + 1}: start-up {out['startup_s']:.2f} s, ingest {out['ingest_s']:.2f} s "
+          f"({row['ingest_rate']:.0f} msg/s), sweep {out['sweep_s']:.2f} s, drain {out['drain_s']:.2f} s "
+          f"(sent {out['sent']}, sink got {sink.count}); whole cycle {wall:.2f} s ({row['cycle_rate']:.0f} msg/s); "
+          f"peak RSS {row['rss_mb']:.0f} MB; CPU {out['cpu_user_s']:.1f}+{out['cpu_sys_s']:.1f} s; [{counts}]",
+          flush=True)
+    if not args.keep:
+        for sub in ("var",):
+            shutil.rmtree(work / sub, ignore_errors=True)
+    return row
+
+
+def series(args: argparse.Namespace, base: Path, dovecot: Any, sink: CountingSink, pg: PrivatePostgres | None,
+           n: int, runs: int, big: bool) -> list[dict[str, Any]]:
+    mail_dir = big_corpus(n, args.seed) if big else corpus(n, args.seed)
+    count = len(list(mail_dir.glob("*.eml")))
+    print(f"\n-- maild backlog: {count} mails ({mail_dir.name}), {runs} runs, database {args.db} --", flush=True)
+    return [one_run(i, args, base, dovecot, sink, pg, mail_dir, count, check=(i == 0 and not args.no_verify))
+            for i in range(runs)]
+
+
+def summarise(rows: list[dict[str, Any]], label: str) -> dict[str, float]:
+    ingest = [r["ingest_rate"] for r in rows]
+    cycle = [r["cycle_rate"] for r in rows]
+    rss = [r["rss_mb"] for r in rows]
+    n = rows[0]["n"]
+    print(f"\n{label}: N={n}, {len(rows)} runs, nproc {nproc()}")
+    print(f"  ingest to committed tickets + queued acks: {spread(ingest, '{:.0f}')} msg/s  (target >= {TARGET_INGEST:.0f})")
+    print(f"  whole cycle incl. start-up and delivery:   {spread(cycle, '{:.0f}')} msg/s  (target >= {TARGET_CYCLE:.0f})")
+    print(f"  phases (median s): start-up {med([r['startup_s'] for r in rows]):.2f}, ingest "
+          f"{med([r['ingest_s'] for r in rows]):.2f}, sweep {med([r['sweep_s'] for r in rows]):.2f}, "
+          f"drain {med([r['drain_s'] for r in rows]):.2f} ({med([r['sent'] / max(r['drain_s'], 1e-9) for r in rows]):.0f} mails/s)")
+    print(f"  peak RSS: {spread(rss, '{:.0f}')} MB  (target < {TARGET_RSS_MB:.0f})")
+    print(f"  acknowledgements sent {rows[0]['sent']}, sink received {rows[0]['sink']}; outcomes {rows[0]['ingested']}")
+    check = rows[0].get("verify")
+    if check:
+        print(f"  correctness (run 1): bodies differing from Python's decoding {check['bodies_differ']} "
+              f"(of {check['bodies_checked']}), U+FFFD in stored text {check['replacement_chars']}, "
+              f"messages not stored {check['not_stored']}, attachments missing or altered "
+              f"{check['attachments_missing']} (of {check['attachments_expected']}), file names differing "
+              f"{check['attachment_names_differ']}; replies on parent's ticket {check['replies_on_parent']}/"
+              f"{check['replies']}; tickets {check['tickets']}, outbox {check['outbox']}")
+        for example in check["examples"][:5]:
+            print(f"    e.g. {example}")
+    return {"ingest": med(ingest), "cycle": med(cycle), "rss": med(rss)}
+
+
+def run_peer(n: int, runs: int, seed: int) -> float | None:
+    if not PEER.exists():
+        print(f"\n-- peer: {PEER} not found; skipping the side-by-side comparison --")
+        return None
+    work = BENCH_ROOT / f"dh-{n}"
+    print(f"\n-- peer: django-helpdesk get_email, N={n}, {runs} runs ({PEER}; ~1.5 min per 1000 x 3) --", flush=True)
+    env = {**os.environ, "BENCH_ROOT": str(BENCH_ROOT), "WORK": str(work), "SEED": str(seed)}
+    proc = subprocess.run(["bash", str(PEER), str(n), str(runs)], env=env, cwd=PEER.parent,
+                          capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(("run ", "median", "text fidelity", "attachments"))]
+    for line in lines:
+        print(f"  peer {line}")
+    if proc.returncode != 0:
+        print(f"  peer failed (exit {proc.returncode}): {proc.stderr[-1500:]}")
+        return None
+    results = json.loads((work / "results.json").read_text())
+    return float(results["msgs_per_s_median"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=10000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--big", action="store_true", help="also a series with one ~25 MB message in the batch")
+    parser.add_argument("--peer", action="store_true", help="side by side with django-helpdesk (shared harness)")
+    parser.add_argument("--peer-n", type=int, default=1000)
+    parser.add_argument("--peer-runs", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="cProfile the first run -> <work>/cycle.prof")
+    parser.add_argument("--no-verify", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the work dirs (databases, blobs, logs)")
+    args = parser.parse_args()
+
+    banner("maild backlog benchmark")
+    BENCH_ROOT.mkdir(parents=True, exist_ok=True)
+    base = Path(tempfile.mkdtemp(prefix="backlog-", dir=BENCH_ROOT))
+    base.chmod(0o755)  # Dovecot's unprivileged auth process reads the passwd-file below it
+    dovecot = start_dovecot(base / "dovecot")
+    sink = CountingSink().start()
+    pg = None
+    summary: dict[str, Any] = {}
+    try:
+        if args.db == "postgres":
+            pg = PrivatePostgres(base / "postgres")
+            print(f"private {pg.version()} on 127.0.0.1:{pg.server.port} (fsync on, synchronous_commit on)")
+        rows = series(args, base, dovecot, sink, pg, args.n, args.runs, big=False)
+        summary["main"] = summarise(rows, f"maild backlog ({args.db})")
+        if args.big:
+            rows_big = series(args, base, dovecot, sink, pg, args.n, args.runs, big=True)
+            summary["big"] = summarise(rows_big, f"maild backlog with one 25 MB message ({args.db})")
+        if args.peer:
+            if args.peer_n == args.n:
+                ours = summary["main"]
+            else:
+                ours = summarise(series(args, base, dovecot, sink, pg, args.peer_n, args.peer_runs, big=False),
+                                 f"maild backlog at the peer's N ({args.db})")
+            peer_rate = run_peer(args.peer_n, args.peer_runs, args.seed)
+            if peer_rate:
+                print(f"\nside by side, N={args.peer_n}: maild whole cycle {ours['cycle']:.0f} msg/s, ingest "
+                      f"{ours['ingest']:.0f} msg/s; django-helpdesk get_email {peer_rate:.1f} msg/s; ratio "
+                      f"{ours['cycle'] / peer_rate:.1f}x (whole cycle) / {ours['ingest'] / peer_rate:.1f}x (ingest)  "
+                      f"(target >= {TARGET_RATIO:.0f}x)")
+        if args.profile:
+            print(f"\nprofile of run 1: {base}/n{args.n}-run0/cycle.prof "
+                  f"(python -m pstats, or: python -c \"import pstats; pstats.Stats('...').sort_stats('cumtime').print_stats(40)\")")
+    finally:
+        sink.stop()
+        dovecot.stop()
+        if pg is not None:
+            pg.stop()
+        if not args.keep and not args.profile:
+            shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

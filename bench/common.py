@@ -1,0 +1,366 @@
+"""Shared pieces of the maild benchmarks: corpus, private servers, SMTP sink, config.
+
+Everything runs on 127.0.0.1. The private Dovecot and PostgreSQL come from the
+test suite's own server classes (tests/servers), so the benchmarks use exactly
+the setup the tests trust; the corpus comes from bench/gen-mail.py (a copy of the
+shared harness's generator, byte-identical output for the same N and seed).
+
+Not part of the test suite: nothing here is collected by pytest.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(ROOT))
+
+from aiosmtpd.controller import Controller  # noqa: E402
+from aiosmtpd.smtp import SMTP, Envelope, Session  # noqa: E402
+
+PY = sys.executable
+SEED = 20241101
+BENCH_ROOT = Path(os.environ.get("BENCH_ROOT", "/tmp/maild-bench"))
+SUPPORT_ADDRESS = "support@helpdesk.example.com"  # what gen-mail.py addresses every mail to
+
+
+def nproc() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def med(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def spread(values: Sequence[float], fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(med(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def versions() -> dict[str, str]:
+    import sqlite3
+
+    import sqlalchemy
+
+    out = {"python": sys.version.split()[0], "sqlalchemy": sqlalchemy.__version__, "sqlite": sqlite3.sqlite_version}
+    try:
+        dv = subprocess.run(["dovecot", "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        out["dovecot"] = dv
+    except OSError:
+        pass
+    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    out["maild"] = rev.stdout.strip() or "?"
+    return out
+
+
+def banner(what: str) -> None:
+    v = versions()
+    print(f"== {what} ==  nproc {nproc()}, load average {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M %Z')}, "
+          + ", ".join(f"{k} {val}" for k, val in v.items()), flush=True)
+
+
+# ---------------------------------------------------------------- corpus
+
+def _gen_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_mail", BENCH / "gen-mail.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def corpus(n: int, seed: int = SEED) -> Path:
+    """The generated mail for (n, seed), generated once and reused (it is deterministic)."""
+    out = BENCH_ROOT / f"maild-mail-{n}-{seed}"
+    done = out / ".complete"
+    if not done.exists():
+        t0 = time.perf_counter()
+        subprocess.run([PY, str(BENCH / "gen-mail.py"), str(n), str(out), "--seed", str(seed)], check=True,
+                       stdout=subprocess.DEVNULL)
+        done.write_text("ok\n")
+        print(f"generated {n} mails (seed {seed}) in {time.perf_counter() - t0:.1f} s -> {out}", flush=True)
+    return out
+
+
+BIG_NAME = "big-25mb.eml"
+
+
+def big_corpus(n: int, seed: int = SEED, size: int = 25_000_000) -> Path:
+    """The same corpus plus one ~25 MB message (one large PDF-like attachment) in the middle.
+
+    The extra file is named so that it sorts after the middle message; the
+    other files are hard links to the plain corpus. The manifest gets a line
+    for it as well.
+    """
+    base = corpus(n, seed)
+    out = BENCH_ROOT / f"maild-mail-{n}-{seed}-big"
+    done = out / ".complete"
+    if done.exists():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    files = sorted(base.glob("*.eml"))
+    for f in files:
+        os.link(f, out / f.name)
+    middle = files[len(files) // 2].stem
+    name = f"{middle}b.eml"
+    # base64 with 76-char lines: 4/3 * 77/76 bytes per payload byte
+    payload_len = int((size - 2000) / (4 / 3 * 77 / 76))
+    data = hashlib.shake_256(f"maild-bench-{seed}".encode()).digest(payload_len)
+    msgid = f"<big-{seed}@brightpath.io>"
+    head = (
+        "From: Olivia Brown <olivia.brown@brightpath.io>\r\n"
+        f"To: {SUPPORT_ADDRESS}\r\n"
+        "Subject: Full database export for the migration\r\n"
+        "Date: Sat, 30 Nov 2024 10:00:00 +0000\r\n"
+        f"Message-ID: {msgid}\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="=_big_boundary"\r\n\r\n'
+        "--=_big_boundary\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
+        "Hello,\r\n\r\nthe export you asked for is attached.\r\n\r\nOlivia\r\n\r\n"
+        "--=_big_boundary\r\nContent-Type: application/pdf; name=export.pdf\r\n"
+        "Content-Disposition: attachment; filename=export.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    ).encode()
+    body = base64.encodebytes(data).replace(b"\n", b"\r\n")
+    (out / name).write_bytes(head + body + b"\r\n--=_big_boundary--\r\n")
+    lines = (base / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    lines.append(json.dumps({"file": name, "message_id": msgid, "kind": "new", "parent": None,
+                             "attachment": {"name": "export.pdf", "size": len(data), "ext": "pdf"},
+                             "from": "olivia.brown@brightpath.io", "bytes": (out / name).stat().st_size}))
+    (out / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    done.write_text("ok\n")
+    return out
+
+
+def load_mailbox(directory: Path, port: int, user: str, password: str, *, now: bool = True) -> str:
+    """Refill INBOX with exactly the .eml files of ``directory`` (MULTIAPPEND); returns the loader's line."""
+    proc = subprocess.run(
+        [PY, str(BENCH / "load-mailbox.py"), "--host", "127.0.0.1", "--port", str(port), "--user", user,
+         "--password", password, "--replace", "--internaldate", "now" if now else "header", str(directory)],
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"load-mailbox.py failed: {proc.stderr.strip()[-2000:]} {proc.stdout.strip()}")
+    return proc.stdout.strip()
+
+
+# ---------------------------------------------------------------- private servers
+
+def start_dovecot(directory: Path) -> Any:
+    from tests.servers.dovecot import DovecotServer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    server = DovecotServer(directory)
+    server.start()
+    return server
+
+
+class PrivatePostgres:
+    """The test suite's private cluster, but with default durability (fsync, synchronous_commit on).
+
+    The test fixture turns fsync off because crash durability is not what the
+    tests check; a throughput figure must pay for it like a deployment does.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        from tests.servers.postgres import PostgresServer, _find_bindir
+
+        bindir = _find_bindir()
+        if bindir is None:
+            raise RuntimeError("no initdb/pg_ctl found (Debian: postgresql-15)")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.server = PostgresServer(directory, bindir)
+        self.server.init()
+        with (self.server.data / "postgresql.conf").open("a") as conf:
+            conf.write("\n# benchmark: deployment durability\nfsync = on\nsynchronous_commit = on\n"
+                       "full_page_writes = on\nshared_buffers = 128MB\n")
+        self.server.start()
+        self._count = 0
+
+    def fresh_database(self) -> str:
+        self._count += 1
+        name = f"maild_bench_{self._count}"
+        self.server.execute_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        self.server.execute_admin(f"CREATE DATABASE {name}")
+        return str(self.server.url(name))
+
+    def version(self) -> str:
+        out = subprocess.run([str(self.server.bindir / "postgres"), "--version"], capture_output=True, text=True)
+        return out.stdout.strip()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+# ---------------------------------------------------------------- SMTP sink
+
+_IRT = re.compile(rb"^In-Reply-To:[ \t]*(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    at: float  # time.monotonic() when the sink accepted DATA
+    in_reply_to: str
+    rcpt: tuple[str, ...]
+    size: int
+
+
+class CountingSink:
+    """aiosmtpd on loopback in its own thread; counts accepted mail and notes In-Reply-To and time.
+
+    It keeps no message bodies, so 10,000 acknowledgements cost it nothing
+    worth measuring, and it runs in the benchmark process, not in maild's.
+    """
+
+    def __init__(self) -> None:
+        from tests.servers.common import free_port
+
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self._lock = threading.Condition()
+        self.deliveries: list[Delivery] = []
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+                data = envelope.original_content or b""
+                head = data.split(b"\r\n\r\n", 1)[0]
+                match = _IRT.search(head)
+                sink._add(Delivery(time.monotonic(), match.group(1).decode("ascii", "replace") if match else "",
+                                   tuple(envelope.rcpt_tos), len(data)))
+                return "250 2.0.0 Queued (bench sink)"
+
+        self._controller = Controller(Handler(), hostname=self.host, port=self.port,
+                                      server_hostname="sink.bench", ident="maild bench sink")
+
+    def _add(self, delivery: Delivery) -> None:
+        with self._lock:
+            self.deliveries.append(delivery)
+            self._lock.notify_all()
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.deliveries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.deliveries.clear()
+
+    def start(self) -> CountingSink:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+
+# ---------------------------------------------------------------- config
+
+def _gen_domains() -> tuple[list[str], list[str]]:
+    gen = _gen_module()
+    return list(gen.PL_COMPANY_DOMAINS), list(gen.EN_COMPANY_DOMAINS)
+
+
+def customers_toml() -> str:
+    """Customers for the generator's company domains, so contracts really resolve.
+
+    Polish companies: every other one `sla` (24 h), the rest `prepaid` (plenty of
+    hours); English companies: a third each `sla`, `prepaid`, `occasional`.
+    Free-mail senders (wp.pl, gmail.com, ...) match no customer: unverified.
+    """
+    pl, en = _gen_domains()
+    parts = []
+    for i, domain in enumerate(pl + en):
+        lang = "pl" if domain in pl else "en"
+        if domain in pl:
+            kind = "sla" if i % 2 == 0 else "prepaid"
+        else:
+            kind = ("sla", "prepaid", "occasional")[(i - len(pl)) % 3]
+        cid = re.sub(r"[^a-z0-9]+", "-", domain.split(".")[0])
+        terms = {
+            "sla": "reaction_hours = 24\n  monthly_hours = 20\n  hourly_rate = 200\n",
+            "prepaid": "hours = 15\n  valid_until = 2099-12-31\n  hourly_rate = 220\n",
+            "occasional": "hourly_rate = 250\n",
+        }[kind]
+        parts.append(
+            f'[[customers]]\nid = "{cid}"\nname = "{cid.replace("-", " ").title()}"\nlanguage = "{lang}"\n'
+            f'domains = ["{domain}"]\nbilling_address = "faktury@{domain}"\n\n'
+            f'  [[customers.contracts]]\n  id = "{cid}-{kind}"\n  kind = "{kind}"\n  start = 2020-01-01\n  {terms}\n'
+        )
+    return "\n".join(parts)
+
+
+def write_config(work: Path, *, imap_port: int, user: str, password: str, smtp_port: int, database_url: str = "",
+                 idle: bool = False, ack_limit: int = 1_000_000, extra: str = "") -> Path:
+    """A maild config for the private servers, shaped like tests/helpers.write_config."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "customers.toml").write_text(customers_toml(), encoding="utf-8")
+    text = f"""\
+customers_file = "customers.toml"
+
+[storage]
+path = "{work / 'var'}"
+
+[database]
+url = "{database_url}"
+
+[imap]
+host = "127.0.0.1"
+port = {imap_port}
+security = "none"
+username = "{user}"
+password = "{password}"
+idle = {"true" if idle else "false"}
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+from_address = "{SUPPORT_ADDRESS}"
+from_name = "Helpdesk"
+
+[support]
+address = "{SUPPORT_ADDRESS}"
+ticket_prefix = "SUP"
+max_auto_replies_per_hour = {ack_limit}
+
+[[consultants]]
+email = "anna@firma.pl"
+name = "Anna Nowak"
+role = "consultant"
+
+[[consultants]]
+email = "szef@firma.pl"
+name = "Szef"
+role = "manager"
+{extra}
+"""
+    path = work / "maild.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def vm_hwm_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0

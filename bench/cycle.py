@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""One `maild run --once` cycle with a timer on each phase; prints one JSON line.
+
+    python bench/cycle.py CONFIG [--profile OUT.prof]
+
+It does what `maild run --once` does (the same Daemon, the same logging set-up
+from the config, logs to stderr) and adds timestamps between the phases:
+start-up (config, database, customers), ingest (connect, fetch, parse, commit,
+move: ``Daemon.ingest_all``), sweep, drain (render and send every queued mail).
+The benchmark drivers run it as a child process, so its peak RSS (VmHWM) is
+maild's and nothing of the driver's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+T0 = time.perf_counter()
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def vm_hwm_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("config")
+    parser.add_argument("--profile", help="write a cProfile of the whole cycle here")
+    args = parser.parse_args()
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    from maild.config import load_config
+    from maild.daemon import Daemon
+    from maild.logs import setup_logging
+
+    cfg = load_config(args.config)
+    setup_logging(cfg.log_level, cfg.log_format)
+    daemon = Daemon(cfg)
+    t_init = time.perf_counter()
+    try:
+        ingested = daemon.ingest_all()
+        t_ingest = time.perf_counter()
+        swept = daemon.sweeper.sweep(daemon.clock())
+        t_sweep = time.perf_counter()
+        drained = daemon.drain()
+        t_drain = time.perf_counter()
+    finally:
+        daemon.source.close()
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({
+        "startup_s": t_init - T0, "ingest_s": t_ingest - t_init, "sweep_s": t_sweep - t_ingest,
+        "drain_s": t_drain - t_sweep, "total_s": t_drain - T0, "ingested": ingested,
+        "escalations": swept.escalations, "sent": drained.sent, "retry": drained.retry, "failed": drained.failed,
+        "vm_hwm_kb": vm_hwm_kb(), "cpu_user_s": usage.ru_utime, "cpu_sys_s": usage.ru_stime,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

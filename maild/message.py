@@ -28,11 +28,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email import policy as _policy
+from email.errors import MessageError
 from email.generator import BytesGenerator
 from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser, HeaderParser
 from email.utils import getaddresses, parsedate_to_datetime
 from io import BytesIO
+from typing import Any
 
 from maild.errors import MaildError
 from maild.htmltext import html_to_text
@@ -231,8 +233,8 @@ def _word_bytes(encoding: str, text: str) -> bytes:
         try:
             return binascii.a2b_base64(compact)
         except (binascii.Error, ValueError):
-            return text.encode("ascii", "surrogateescape")
-    raw = text.replace("_", " ").encode("ascii", "surrogateescape")
+            return text.encode("utf-8", "surrogateescape")
+    raw = text.replace("_", " ").encode("utf-8", "surrogateescape")
     return _Q_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), raw)
 
 
@@ -458,6 +460,14 @@ def _safe_filename(name: str, content_type: str, index: int) -> str:
     return name
 
 
+def _payload(part: Message) -> Any:
+    """The parsed payload: a list of parts, a string, or "" when compat32 balks."""
+    try:
+        return part.get_payload()
+    except (ValueError, TypeError, IndexError, LookupError):
+        return ""
+
+
 def _payload_bytes(part: Message) -> bytes:
     try:
         data = part.get_payload(decode=True)
@@ -465,14 +475,14 @@ def _payload_bytes(part: Message) -> bytes:
         data = None
     if isinstance(data, bytes):
         return data
-    raw = part.get_payload()
+    raw = _payload(part)
     if isinstance(raw, str):
         return raw.encode("utf-8", "surrogateescape")
     return b""
 
 
 def _estimated_size(part: Message) -> int:
-    raw = part.get_payload()
+    raw = _payload(part)
     if not isinstance(raw, str):
         return 0
     cte = (_first(part, "content-transfer-encoding") or "").strip().lower()
@@ -483,7 +493,7 @@ def _flatten(msg: Message) -> bytes:
     buf = BytesIO()
     try:
         BytesGenerator(buf, mangle_from_=False, maxheaderlen=0).flatten(msg)
-    except (ValueError, TypeError, LookupError, AttributeError, UnicodeError, RecursionError):
+    except (MessageError, ValueError, TypeError, LookupError, AttributeError, UnicodeError, RecursionError):
         return b""
     return buf.getvalue()
 
@@ -549,7 +559,7 @@ def _part_defects(walk: _Walk, part: Message) -> None:
 
 
 def _status_text(part: Message) -> str:
-    payload = part.get_payload()
+    payload = _payload(part)
     if isinstance(payload, list):
         blocks = []
         for block in payload:
@@ -583,7 +593,7 @@ def _walk_parts(root: Message, walk: _Walk) -> None:
             continue
         _part_defects(walk, part)
         ctype = _content_type(part)
-        payload = part.get_payload()
+        payload = _payload(part)
         if ctype == "message/delivery-status" or ctype == "message/global-delivery-status":
             walk.status_blocks.append(_status_text(part))
             continue

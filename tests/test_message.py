@@ -431,3 +431,10 @@ def test_mutated_corpus_messages_never_raise_anything_else(
         parse_message(bytes(data))
     except UnparsableMessage:
         pass
+
+
+def test_raw_8bit_inside_encoded_word() -> None:
+    """Found by fuzzing: 8-bit bytes inside =?..?= once escaped the ascii encoder."""
+    raw = b"From: a@b.pl\r\nSubject: =?utf-8?q?\xc5\x82adny?= =?utf-8?b?\xc5\x82?=\r\n\r\nx"
+    msg = parse_message(raw)
+    assert msg.subject.startswith("ładny")

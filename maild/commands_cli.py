@@ -381,7 +381,7 @@ def cmd_report_sla(cfg: Config, sessions: sessionmaker[Session], args: argparse.
         report = reports.sla_report(session, customers, month, tz, cfg.support.ticket_prefix, clock())
     data = [
         {"customer": c.customer_id, "customer_name": c.customer_name, "contract_id": c.contract_id,
-         "tickets": c.tickets, "met": c.met, "missed": c.missed, "open": c.open,
+         "kind": c.kind, "tickets": c.tickets, "met": c.met, "missed": c.missed, "open": c.open,
          "median_reaction_minutes": c.median_reaction_minutes, "worst_reaction_minutes": c.worst_reaction_minutes,
          "missed_refs": list(c.missed_refs)}
         for c in report.contracts
@@ -393,8 +393,8 @@ def cmd_report_sla(cfg: Config, sessions: sessionmaker[Session], args: argparse.
     else:
         print(f"SLA reactions {report.month} ({report.timezone})")
         _print_table(
-            ["customer", "contract", "tickets", "met", "missed", "open", "median", "worst"],
-            [[c.customer_id or "-", c.contract_id or "-", c.tickets, c.met, c.missed, c.open,
+            ["customer", "contract", "kind", "tickets", "met", "missed", "open", "median", "worst"],
+            [[c.customer_id or "-", c.contract_id or "-", c.kind if c.kind == "sla" else f"{c.kind} (target)", c.tickets, c.met, c.missed, c.open,
               _hm(c.median_reaction_minutes), _hm(c.worst_reaction_minutes)] for c in report.contracts],
         )
     return 0

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from . import store
 from .customers import Contract
 from .ledger import LedgerEntry, allocate_prepaid, crossed_low_balance, prepaid_balances
-from .models import LedgerRow, Ticket
+from .models import ContractRow, LedgerRow, Ticket
+from .reports import contract_from_row
 
 if TYPE_CHECKING:
     from .pipeline import Ingestor
@@ -48,11 +49,31 @@ def prepaid_left_minutes(session: Session, packages: Sequence[Contract], at: dat
     return {b.contract_id: (0 if b.expired else b.left) for b in prepaid_balances(packages, entries, at, tz)}
 
 
+def find_contract(ingestor: Ingestor, session: Session, contract_id: str | None) -> Contract | None:
+    """The contract's terms from the customers file, else as last imported into the database.
+
+    A contract removed from the file is ended, not forgotten: its tickets still
+    book against it (and its SLA clock still runs) on the terms it was sold with.
+    """
+    if contract_id is None:
+        return None
+    found = ingestor.ctx.contract(contract_id)
+    if found is not None:
+        return found
+    row = session.get(ContractRow, contract_id)
+    return None if row is None else contract_from_row(row, ingestor.ctx.calendar.tz)
+
+
 def book_time(ingestor: Ingestor, session: Session, ticket: Ticket, minutes: int, by: str, scope: str | None,
               note: str, source_message_id: str | None, at: datetime) -> list[LedgerRow]:
-    """Book ``minutes`` on the ticket's contract; prepaid time is drawn expiring-first, the rest is overage."""
+    """Book ``minutes`` on the ticket's contract; prepaid time is drawn expiring-first, the rest is overage.
+
+    The ticket's ``contract_id`` is the one booked against, also when that
+    contract has since left the customers file (its terms then come from the
+    database), so no minute loses the contract it was worked under.
+    """
     ctx = ingestor.ctx
-    contract = ctx.contract(ticket.contract_id)
+    contract = find_contract(ingestor, session, ticket.contract_id)
     customer = ctx.customer(ticket.customer_id)
     rows: list[LedgerRow] = []
 
@@ -63,8 +84,10 @@ def book_time(ingestor: Ingestor, session: Session, ticket: Ticket, minutes: int
         session.add(row)
         rows.append(row)
 
-    if contract is not None and contract.kind == "prepaid" and customer is not None:
-        packages = [c for c in customer.contracts if c.kind == "prepaid"]
+    if contract is not None and contract.kind == "prepaid":
+        packages = [c for c in (customer.contracts if customer else ()) if c.kind == "prepaid"]
+        if all(p.id != contract.id for p in packages):
+            packages.append(contract)
         entries = ledger_entries(session, [p.id for p in packages])
         tz = ctx.calendar.tz
         before = sum(b.left for b in prepaid_balances(packages, entries, at, tz) if not b.expired)
@@ -72,8 +95,8 @@ def book_time(ingestor: Ingestor, session: Session, ticket: Ticket, minutes: int
             add(allocation.contract_id or contract.id, allocation.minutes, allocation.overage)
         after = before - sum(r.minutes for r in rows if not r.overage)
         threshold = ctx.config.ledger.low_balance_minutes
-        recipient = customer.billing_address or ticket.requester
-        if recipient and crossed_low_balance(before, after, threshold):
+        recipient = (customer.billing_address if customer else None) or ticket.requester
+        if customer is not None and recipient and crossed_low_balance(before, after, threshold):
             ingestor.queue_mail(
                 session, ticket=ticket, kind="low_balance", template="low_balance", language=customer.language,
                 recipients=[recipient], now=at, dedupe_key=f"lowbal:{customer.id}:{'+'.join(p.id for p in packages)}:{after <= 0}",
@@ -83,7 +106,7 @@ def book_time(ingestor: Ingestor, session: Session, ticket: Ticket, minutes: int
             )
             log.info("%s low prepaid balance for %s: %d min left", ctx.ref(ticket.id), customer.id, after)
     else:
-        add(contract.id if contract else None, minutes, False)
+        add(ticket.contract_id, minutes, False)
     session.flush()
     store.add_event(session, ticket.id, "time", at, by, minutes=minutes, scope=scope,
                     entries=[r.id for r in rows])

@@ -74,6 +74,7 @@ class TicketInfo:
     created_at: datetime
     reaction_due: datetime | None
     first_response_at: datetime | None
+    target_due: datetime | None = None
 
 
 # ------------------------------------------------------------------ outputs
@@ -182,6 +183,7 @@ class SlaContractReport:
     median_reaction_minutes: int | None
     worst_reaction_minutes: int | None
     missed_refs: tuple[str, ...]
+    kind: str = "sla"  # "prepaid": met/missed against the package's target_hours, a goal, not a promise
 
 
 @dataclass(frozen=True)
@@ -486,29 +488,40 @@ def build_sla_report(
 ) -> SlaReport:
     """Reactions met and missed for the sla tickets created in ``month`` (local calendar).
 
+    Prepaid tickets with a ``target_due`` (the package's ``target_hours``) are
+    reported on rows of kind "prepaid": the goal is measured the same way, but
+    it is never escalated and never a breach.
+
     A ticket with no first response counts as missed once its deadline passed
     by ``now`` and as open before that, so a report for the running month does
     not call a ticket missed that can still be answered in time.
     """
     start, end = month_bounds(month, tz)
-    groups: dict[tuple[str | None, str | None], list[TicketInfo]] = defaultdict(list)
+    groups: dict[tuple[str, str | None, str | None], list[TicketInfo]] = defaultdict(list)
     for ticket in tickets:
-        if ticket.contract_kind == "sla" and start <= ticket.created_at < end:
-            groups[(ticket.customer_id, ticket.contract_id)].append(ticket)
+        if not start <= ticket.created_at < end:
+            continue
+        if ticket.contract_kind == "sla":
+            groups[("sla", ticket.customer_id, ticket.contract_id)].append(ticket)
+        elif ticket.contract_kind == "prepaid" and ticket.target_due is not None:
+            groups[("prepaid", ticket.customer_id, ticket.contract_id)].append(ticket)
     out = []
-    for (customer_id, contract_id), own in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or "")):
+    for (kind, customer_id, contract_id), own in sorted(
+        groups.items(), key=lambda kv: (kv[0][1] or "", kv[0][2] or "", kv[0][0])
+    ):
         met = missed = still_open = 0
         reactions: list[int] = []
         missed_refs: list[str] = []
         for ticket in sorted(own, key=lambda t: t.id):
+            due = ticket.reaction_due if kind == "sla" else ticket.target_due
             if ticket.first_response_at is not None:
                 reactions.append(int((ticket.first_response_at - ticket.created_at).total_seconds()) // 60)
-                if ticket.reaction_due is None or ticket.first_response_at <= ticket.reaction_due:
+                if due is None or ticket.first_response_at <= due:
                     met += 1
                 else:
                     missed += 1
                     missed_refs.append(ticket.ref)
-            elif ticket.reaction_due is not None and ticket.reaction_due <= now:
+            elif due is not None and due <= now:
                 missed += 1
                 missed_refs.append(ticket.ref)
             else:
@@ -519,7 +532,7 @@ def build_sla_report(
             contract_id=contract_id, tickets=len(own), met=met, missed=missed, open=still_open,
             median_reaction_minutes=_median(reactions),
             worst_reaction_minutes=max(reactions) if reactions else None,
-            missed_refs=tuple(missed_refs),
+            missed_refs=tuple(missed_refs), kind=kind,
         ))
     return SlaReport(month=month, timezone=tz.key, contracts=tuple(out))
 
@@ -555,7 +568,8 @@ def load_tickets(session: Session, prefix: str, ids: Iterable[int] | None = None
     return {
         t.id: TicketInfo(id=t.id, ref=f"{prefix}-{t.id}", subject=t.subject, customer_id=t.customer_id,
                          contract_id=t.contract_id, contract_kind=t.contract_kind, created_at=t.created_at,
-                         reaction_due=t.reaction_due, first_response_at=t.first_response_at)
+                         reaction_due=t.reaction_due, first_response_at=t.first_response_at,
+                         target_due=t.target_due)
         for t in session.scalars(query)
     }
 
@@ -564,16 +578,22 @@ def _date(value: Any) -> date | None:
     return date.fromisoformat(value) if isinstance(value, str) else None
 
 
-def contract_from_row(row: ContractRow) -> Contract:
+def contract_from_row(row: ContractRow, tz: ZoneInfo | None = None) -> Contract:
     """A contract that left the customers file, rebuilt from the terms last imported.
 
     Its history stays billable: a statement for a month it ran in must still
-    show it after it was removed from the file.
+    show it after it was removed from the file. Removing it ended it on the
+    (local) day of the removal: later time on its tickets is still booked
+    against it, as overage, and an sla allowance stops accruing.
     """
     terms = row.terms or {}
+    end = row.end
+    if row.removed_at is not None:
+        removed_on = row.removed_at.astimezone(tz or UTC).date()
+        end = removed_on if end is None else min(end, removed_on)
     return Contract(
         id=row.id, kind=row.kind,  # type: ignore[arg-type]
-        start=row.start, end=row.end,
+        start=row.start, end=end,
         hourly_rate_cents=terms.get("hourly_rate_cents"),
         reaction_hours=terms.get("reaction_hours"),
         reaction_clock=terms.get("reaction_clock", "calendar"),
@@ -586,14 +606,14 @@ def contract_from_row(row: ContractRow) -> Contract:
 
 
 def merge_known_customers(
-    session: Session, customers: Sequence[Customer]
+    session: Session, customers: Sequence[Customer], tz: ZoneInfo | None = None
 ) -> tuple[tuple[Customer, ...], frozenset[str]]:
     """The customers file plus what the database still remembers; and the ids of removed contracts."""
     in_file = {contract.id for customer in customers for contract in customer.contracts}
     extra: dict[str, list[Contract]] = defaultdict(list)
     for row in session.scalars(select(ContractRow).order_by(ContractRow.id)):
         if row.id not in in_file:
-            extra[row.customer_id].append(contract_from_row(row))
+            extra[row.customer_id].append(contract_from_row(row, tz))
     merged = [
         replace(customer, contracts=customer.contracts + tuple(extra.pop(customer.id, [])))
         if customer.id in extra else customer
@@ -617,7 +637,7 @@ def hours_report(
     occasional_unit_minutes: int = DEFAULT_UNIT_MINUTES,
 ) -> HoursReport:
     _, end = month_bounds(month, tz)
-    known, _removed = merge_known_customers(session, customers)
+    known, _removed = merge_known_customers(session, customers, tz)
     lines = load_lines(session, until=end)
     tickets = load_tickets(session, prefix, ids=[line.ticket_id for line in lines if line.ticket_id is not None])
     return build_hours_report(month, tz, known, lines, tickets, occasional_unit_minutes)
@@ -626,7 +646,7 @@ def hours_report(
 def contract_balances(
     session: Session, customers: Sequence[Customer], now: datetime, tz: ZoneInfo
 ) -> list[ContractBalance]:
-    known, removed = merge_known_customers(session, customers)
+    known, removed = merge_known_customers(session, customers, tz)
     return build_balances(known, load_lines(session, until=now + _INSTANT), now, tz, removed)
 
 

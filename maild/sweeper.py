@@ -1,7 +1,10 @@
 """The timer side of the daemon: SLA escalations and closing quiet resolved tickets.
 
 It reads only tickets whose indexed ``next_escalation_at`` has come, so its cost
-grows with the tickets that are due, not with the open queue.
+grows with the tickets that are due, not with the open queue. The due tickets'
+first lines are read in one query and the new rows are flushed once at the end
+(no autoflush per ticket), so a sweep is a handful of statements, not a few per
+ticket.
 """
 from __future__ import annotations
 
@@ -9,10 +12,13 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import store
+from .hours import find_contract
 from .models import Escalation, MessageRow, Ticket
 from .pipeline import Ingestor
 from .render import first_lines
@@ -36,9 +42,13 @@ class Sweeper:
     def sweep(self, now: datetime, limit: int = 1000) -> SweepResult:
         result = SweepResult()
         with self.ingestor.sessions() as session, session.begin():
-            for ticket in store.tickets_due_for_sweep(session, now, limit):
-                result.examined += 1
-                self._escalate(session, ticket, now, result)
+            due = store.tickets_due_for_sweep(session, now, limit)
+            if due:
+                excerpts = _first_texts(session, [t.id for t in due])
+                with session.no_autoflush:
+                    for ticket in due:
+                        result.examined += 1
+                        self._escalate(session, ticket, now, result, excerpts.get(ticket.id, ""))
             cutoff = now - timedelta(days=self.ingestor.ctx.config.support.close_after_days)
             for ticket in store.resolved_older_than(session, cutoff):
                 ticket.status, ticket.closed_at, ticket.updated_at = "closed", now, now
@@ -46,13 +56,14 @@ class Sweeper:
                 result.closed += 1
         return result
 
-    def _escalate(self, session: Session, ticket: Ticket, now: datetime, result: SweepResult) -> None:
+    def _escalate(self, session: Session, ticket: Ticket, now: datetime, result: SweepResult,
+                  first_message: str) -> None:
         ctx = self.ingestor.ctx
         cfg = ctx.config
         if ticket.reaction_due is None or ticket.first_response_at is not None or ticket.status in ("resolved", "closed"):
             ticket.next_escalation_at = None
             return
-        contract = ctx.contract(ticket.contract_id)
+        contract = find_contract(self.ingestor, session, ticket.contract_id)
         clock = contract.reaction_clock if contract is not None else "calendar"
         decision = plan_escalation(
             created_at=ticket.created_at, due=ticket.reaction_due, clock=clock, cal=ctx.calendar,
@@ -69,10 +80,6 @@ class Sweeper:
             people = list(cfg.managers) or list(cfg.consultants)
         breach = level.recipients == "managers+breach"
         ref = ctx.ref(ticket.id)
-        first_message = session.scalar(
-            select(MessageRow.text_new).where(MessageRow.ticket_id == ticket.id)
-            .order_by(MessageRow.id).limit(1)
-        ) or ""
         customer = ctx.customer(ticket.customer_id)
         for language in sorted({p.language for p in people}):
             recipients = [p.email for p in people if p.language == language]
@@ -104,3 +111,13 @@ class Sweeper:
                     ", ".join(p.email for p in people),
                     f" (levels {', '.join(str(s + 1) for s in decision.skipped_levels)} passed while down)"
                     if decision.skipped_levels else "")
+
+
+def _first_texts(session: Session, ticket_ids: Sequence[int]) -> Mapping[int, str]:
+    """The text of each ticket's first message, for the escalation excerpt, in one query."""
+    first_ids = (
+        select(func.min(MessageRow.id)).where(MessageRow.ticket_id.in_(ticket_ids))
+        .group_by(MessageRow.ticket_id).scalar_subquery()
+    )
+    rows = session.execute(select(MessageRow.ticket_id, MessageRow.text_new).where(MessageRow.id.in_(first_ids)))
+    return {ticket_id: text or "" for ticket_id, text in rows if ticket_id is not None}

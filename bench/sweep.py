@@ -3,13 +3,26 @@
 
     .venv/bin/python bench/sweep.py [--open 100000] [--due 100] [--runs 7]
 
-Prints the median and spread over several runs (each on a fresh copy of the
-database, so every run really sends the 100 escalations) and the machine's
-nproc. Target: under 50 ms on SQLite.
+Every open ticket has its first message (the sweep quotes its first lines in
+the escalation mail). Each run works on a fresh copy of the database, so every
+run really sends the 100 escalations, and times two sweeps on it:
+
+* cold: the first sweep after the database was opened (SQLAlchemy has compiled
+  none of the statements yet): what the first cycle after a restart pays;
+* warm: a later sweep on the same engine, with 100 other tickets due: what the
+  daemon pays on every cycle of its loop (the figure the target is about).
+
+The first (cold) sweep escalates 100 tickets created long ago whose next
+threshold then lies after the warm sweep's time, so the warm sweep sees exactly
+the 100 tickets it is meant to. Logging goes through maild's own formatter to
+/dev/null (a daemon writes it to journald; the terminal is not part of the cost).
+Prints the median and spread over the runs and the machine's nproc. Target:
+under 50 ms on SQLite.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import statistics
@@ -21,18 +34,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import insert  # noqa: E402
+from sqlalchemy import insert, select  # noqa: E402
 
 from maild.blobs import BlobStore  # noqa: E402
 from maild.config import load_config  # noqa: E402
 from maild.customers import load_customers  # noqa: E402
 from maild.db import open_database  # noqa: E402
-from maild.models import Ticket  # noqa: E402
+from maild.logs import TextFormatter  # noqa: E402
+from maild.models import MessageRow, Ticket  # noqa: E402
 from maild.pipeline import Context, Ingestor  # noqa: E402
 from maild.sweeper import Sweeper  # noqa: E402
 from tests.helpers import maildir_source, write_config  # noqa: E402
 
 UTC = timezone.utc
+WARM_AT = timedelta(hours=5)  # the cold sweep runs this long before the timed one
+
+
+def _ticket(i: int, created: datetime, reaction: timedelta, next_at: datetime) -> dict[str, object]:
+    return {
+        "subject": f"t{i}", "status": "open", "requester": "jan@acme.pl", "requester_name": "",
+        "language": "pl", "customer_id": None, "contract_id": None, "contract_kind": "sla", "verified": True,
+        "tier": 0, "priority": "P3", "reasons": [], "participants": [], "created_at": created,
+        "updated_at": created, "reaction_due": created + reaction, "escalation_level": 0,
+        "next_escalation_at": next_at, "low_balance_warned": False,
+    }
 
 
 def build(base: Path, n_open: int, n_due: int, now: datetime) -> Path:
@@ -41,18 +66,28 @@ def build(base: Path, n_open: int, n_due: int, now: datetime) -> Path:
     sessions = open_database(cfg.database_url)
     rows = []
     for i in range(n_open):
-        due_soon = i < n_due
-        created = now - timedelta(hours=13) if due_soon else now - timedelta(minutes=i % 600)
-        rows.append({
-            "subject": f"t{i}", "status": "open", "requester": "jan@acme.pl", "requester_name": "",
-            "language": "pl", "customer_id": None, "contract_id": None, "contract_kind": "sla", "verified": True,
-            "tier": 0, "priority": "P3", "reasons": [], "participants": [], "created_at": created,
-            "updated_at": created, "reaction_due": created + timedelta(hours=24), "escalation_level": 0,
-            "next_escalation_at": created + timedelta(hours=12), "low_balance_warned": False,
-        })
+        if i < n_due:  # due at `now` (50 % of 24 h passed 1 h ago), not yet at the cold sweep
+            created = now - timedelta(hours=13)
+            rows.append(_ticket(i, created, timedelta(hours=24), created + timedelta(hours=12)))
+        elif i < 2 * n_due:  # due at the cold sweep; their next threshold (80 % of 48 h) is after `now`
+            created = now - timedelta(hours=30)
+            rows.append(_ticket(i, created, timedelta(hours=48), created + timedelta(hours=24)))
+        else:
+            created = now - timedelta(minutes=i % 600)
+            rows.append(_ticket(i, created, timedelta(hours=24), created + timedelta(hours=12)))
     with sessions() as session, session.begin():
         for start in range(0, len(rows), 10000):
             session.execute(insert(Ticket), rows[start:start + 10000])
+        ids = list(session.scalars(select(Ticket.id).order_by(Ticket.id)))
+        messages = [{
+            "ticket_id": tid, "message_id": f"m{tid}@acme.pl", "direction": "in", "role": "customer",
+            "kind": "human", "from_addr": "jan@acme.pl", "from_name": "Jan", "to_addrs": [], "cc_addrs": [],
+            "subject": f"t{tid}", "date": now - timedelta(hours=13),
+            "text_new": "Dzień dobry,\nfaktura nie drukuje się od rana.\nProszę o pilny kontakt.\n",
+            "text_quoted": "", "size": 1000, "internal": False, "notes": [],
+        } for tid in ids]
+        for start in range(0, len(messages), 10000):
+            session.execute(insert(MessageRow), messages[start:start + 10000])
     return config
 
 
@@ -62,6 +97,12 @@ def main() -> None:
     parser.add_argument("--due", type=int, default=100)
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
+    handler = logging.StreamHandler(open(os.devnull, "w"))
+    handler.setFormatter(TextFormatter())
+    root = logging.getLogger("maild")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
     now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
     base = Path(tempfile.mkdtemp(prefix="maild-bench-sweep-"))
     try:
@@ -69,8 +110,9 @@ def main() -> None:
         template.mkdir()
         t0 = time.perf_counter()
         config = build(template, args.open, args.due, now)
-        print(f"built {args.open} open tickets ({args.due} due) in {time.perf_counter() - t0:.1f} s")
-        timings = []
+        print(f"built {args.open} open tickets with a message each ({args.due} due) in "
+              f"{time.perf_counter() - t0:.1f} s")
+        cold, warm = [], []
         for run in range(args.runs):
             work = base / f"run{run}"
             shutil.copytree(template, work)
@@ -81,12 +123,22 @@ def main() -> None:
             ctx = Context.build(cfg, load_customers(cfg.customers_file, cfg.packages))
             sweeper = Sweeper(Ingestor(ctx, sessions, BlobStore(cfg.storage_path)))
             t0 = time.perf_counter()
+            first = sweeper.sweep(now - WARM_AT)
+            cold.append((time.perf_counter() - t0) * 1000)
+            assert first.escalations == args.due, first
+            t0 = time.perf_counter()
             result = sweeper.sweep(now)
-            timings.append((time.perf_counter() - t0) * 1000)
+            warm.append((time.perf_counter() - t0) * 1000)
             assert result.escalations == args.due, result
-        med = statistics.median(timings)
-        print(f"sweep: median {med:.1f} ms (min {min(timings):.1f}, max {max(timings):.1f}) over {args.runs} runs; "
-              f"{args.due} escalations among {args.open} open tickets; nproc {os.cpu_count()}; target < 50 ms")
+            shutil.rmtree(work)
+
+        def fmt(values: list[float]) -> str:
+            return f"median {statistics.median(values):.1f} ms (min {min(values):.1f}, max {max(values):.1f})"
+
+        print(f"sweep, {args.due} escalations among {args.open} open tickets, {args.runs} runs, nproc "
+              f"{len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.1f}:")
+        print(f"  warm (every cycle of the running daemon): {fmt(warm)}; target < 50 ms")
+        print(f"  cold (first sweep after start-up):         {fmt(cold)}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -62,7 +62,7 @@ class Clock:
 
 def deliver(root: Path, raw: bytes, at: datetime) -> None:
     """Put a mail into the Maildir as a delivery agent would at ``at`` (the unique name carries the time)."""
-    name = f"{int(at.timestamp())}.M{at.microsecond}P{next(_unique)}.test"
+    name = f"{int(at.timestamp())}.M{at.microsecond}P{next(_unique):07d}.test"
     (root / "tmp" / name).write_bytes(raw)
     (root / "tmp" / name).rename(root / "new" / name)
 

@@ -22,6 +22,7 @@ class BlobStore:
         self.root = root / "blobs"
         self.durable = durable
         self._unsynced = 0
+        self._dirs: set[Path] = set()
 
     def path_for(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
@@ -35,7 +36,9 @@ class BlobStore:
             return digest
         tmp = target.with_name(f".{digest}.{os.getpid()}.tmp")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.parent not in self._dirs:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._dirs.add(target.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
             try:
                 view = memoryview(data)

@@ -191,6 +191,11 @@ class Intake(Base):
     arrived_at: Mapped[datetime]
     processed_at: Mapped[datetime]
 
+    message_row: Mapped[MessageRow | None] = relationship(lazy="raise_on_sql")
+    # Relationships (never loaded) that tell the unit of work to insert a batch's
+    # tickets before the rows that refer to them.
+    ticket: Mapped[Ticket | None] = relationship(lazy="raise_on_sql")
+
 
 class Failure(Base):
     """Failed processing attempts of one mail, counted across restarts."""
@@ -249,6 +254,8 @@ class OutboxRow(Base):
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
 
+    ticket: Mapped[Ticket | None] = relationship(lazy="raise_on_sql")
+
     __table_args__ = (
         Index("ix_outbox_due", "status", "next_attempt_at"),
         Index("ix_outbox_rate", "rate_key", "created_at"),
@@ -266,6 +273,8 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str] = mapped_column(String(320), default="maild")
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    ticket: Mapped[Ticket] = relationship(lazy="raise_on_sql")
 
 
 class LedgerRow(Base):
@@ -285,6 +294,8 @@ class LedgerRow(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     source_message_id: Mapped[str | None] = mapped_column(String(998))
     reverses: Mapped[int | None] = mapped_column(ForeignKey("ledger.id"), unique=True)
+
+    ticket: Mapped[Ticket | None] = relationship(lazy="raise_on_sql")
 
 
 class StateRow(Base):
@@ -307,3 +318,5 @@ class Escalation(Base):
     sent_at: Mapped[datetime]
     skipped: Mapped[list[Any]] = mapped_column(default=list)
     breach: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    ticket: Mapped[Ticket] = relationship(lazy="raise_on_sql")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from contextlib import nullcontext
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -73,6 +74,35 @@ class Quarantine(Outcome):
 
 class Duplicate(Outcome):
     disposition = "duplicate"
+
+
+class _Isolate(Exception):
+    """A message failed on the fast path: run the batch again, one savepoint per message."""
+
+
+class _ParserCrash(UnparsableMessage):
+    """The parser itself failed (MemoryError, a bug it let through): counted and
+    retried like any processing failure, quarantined after ``MAX_ATTEMPTS``."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(f"parser crashed: {type(original).__name__}")
+        self.original = original
+
+
+@dataclass
+class _Batch:
+    """What one batch knows beyond the database: lookups done once for the whole
+    batch, and the rows it created that are not flushed yet."""
+
+    session: Session
+    isolated: bool
+    known: set[str]
+    numbers: store.TicketNumbers
+    lookup: store.StoreThreadLookup
+    auto_counts: dict[str, int]
+    seen: set[str] = field(default_factory=set)
+    recorded: set[str] = field(default_factory=set)
+    prepaid_left: dict[tuple[str, ...], dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -149,19 +179,53 @@ class Ingestor:
         self.sessions = sessions
         self.blobs = blobs
         self.clock = clock
+        self._batch: _Batch | None = None
+
+    @property
+    def _active(self) -> _Batch:
+        assert self._batch is not None, "only inside ingest_batch"
+        return self._batch
 
     def ingest_batch(self, mails: Sequence[FetchedMail]) -> BatchResult:
         """Store a batch in one transaction; return what to move where on the source.
 
+        The fast path writes the whole batch in one flush at the end. If any
+        message fails, the transaction is rolled back and the batch runs again
+        with a savepoint per message, so the failure is pinned on that message
+        alone and the others commit.
+
         Raises StorageError or a database error when the batch could not be
         committed; then nothing of it was stored and nothing may be moved.
         """
+        parsed = [self._parse(mail) for mail in mails]
+        try:
+            return self._run_batch(mails, parsed, isolated=False)
+        except _Isolate:
+            log.info("batch of %d: a message failed; processing them one by one", len(mails))
+            return self._run_batch(mails, parsed, isolated=True)
+
+    def _parse(self, mail: FetchedMail) -> InboundMessage | UnparsableMessage:
+        try:
+            return parse_message(mail.raw, self.ctx.config.limits)
+        except UnparsableMessage as exc:
+            return exc
+        except Exception as exc:  # this message's fault, not the batch's: see _ParserCrash
+            return _ParserCrash(exc)
+
+    def _run_batch(self, mails: Sequence[FetchedMail], parsed: Sequence[InboundMessage | UnparsableMessage],
+                   isolated: bool) -> BatchResult:
         result = BatchResult()
         now = self.clock()
-        with self.sessions() as session, session.begin():
-            seen_in_batch: set[str] = set()
-            for mail in mails:
-                disposition = self._process_one(session, mail, now, seen_in_batch)
+        with self.sessions() as session, session.begin(), session.no_autoflush:
+            keys = [m.dedupe_key for m in parsed if isinstance(m, InboundMessage)]
+            senders = [m.from_addr for m in parsed if isinstance(m, InboundMessage)]
+            self._batch = _Batch(
+                session=session, isolated=isolated, known=store.known_dedupe_keys(session, keys),
+                numbers=store.TicketNumbers(session), lookup=store.StoreThreadLookup(session),
+                auto_counts=store.recent_automatic_mail(session, senders, now - timedelta(hours=1)),
+            )
+            for mail, msg in zip(mails, parsed):
+                disposition = self._process_one(session, mail, msg, now)
                 result.count(disposition)
                 if disposition == "quarantine":
                     result.quarantined.append(mail)
@@ -169,22 +233,31 @@ class Ingestor:
                     result.retry.append(mail)
                 else:
                     result.done.append(mail)
+            try:
+                session.flush()
+            except DBAPIError as exc:
+                if isolated or exc.connection_invalidated or isinstance(exc, OperationalError):
+                    raise
+                raise _Isolate() from exc
+            finally:
+                self._batch = None
             self.blobs.flush()
         return result
 
     # -------------------------------------------------------------- one message
 
-    def _process_one(self, session: Session, mail: FetchedMail, now: datetime, seen: set[str]) -> str:
-        msg: InboundMessage | None = None
-        key = f"raw:{mail.source_key}"
+    def _process_one(self, session: Session, mail: FetchedMail, parsed: InboundMessage | UnparsableMessage,
+                     now: datetime) -> str:
+        batch = self._active
+        msg = parsed if isinstance(parsed, InboundMessage) else None
+        key = msg.dedupe_key if msg else f"raw:{mail.source_key}"
         try:
-            with session.begin_nested():
-                try:
-                    msg = parse_message(mail.raw, self.ctx.config.limits)
-                except UnparsableMessage as exc:
-                    raise Quarantine(f"unparsable: {exc}") from None
-                key = msg.dedupe_key
-                if key in seen or store.known_dedupe_keys(session, [key]):
+            with session.begin_nested() if batch.isolated else nullcontext():
+                if isinstance(parsed, _ParserCrash):
+                    raise parsed.original
+                if msg is None:
+                    raise Quarantine(f"unparsable: {parsed}")
+                if key in batch.seen or key in batch.known:
                     if self.blobs.path_for(msg.raw_sha256).exists():
                         raise Duplicate(f"already stored ({key})")
                     # Same Message-ID, other bytes (a second copy with other Received
@@ -194,15 +267,19 @@ class Ingestor:
                     key = f"dup:{msg.raw_sha256}"
                     raise Discard(f"Message-ID {msg.dedupe_key[:200]} already stored from another message "
                                   "with different bytes (a second copy or a reused id)")
-                seen.add(key)
+                batch.seen.add(key)
                 self.blobs.put(mail.raw, msg.raw_sha256)
-                disposition, ticket_id = self._route(session, mail, msg, now)
+                disposition, _ticket_id = self._route(session, mail, msg, now)
+                if batch.isolated:
+                    session.flush()
                 return disposition
         except Duplicate as dup:
             log.debug("%s duplicate: %s", mail.source_key, dup.reason)
             return "duplicate"
         except Outcome as outcome:
-            with session.begin_nested():
+            # Stages raise outcomes before they write, so on the fast path there
+            # is nothing of this message to undo.
+            with session.begin_nested() if batch.isolated else nullcontext():
                 self._record_outcome(session, mail, msg, key, outcome, now)
             return outcome.disposition
         except (StorageError, OperationalError):
@@ -210,8 +287,12 @@ class Ingestor:
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 raise
+            if not batch.isolated:
+                raise _Isolate() from exc
             return self._failed(session, mail, msg, key, exc, now)
         except Exception as exc:  # the one catch-all: around one message only
+            if not batch.isolated:
+                raise _Isolate() from exc
             return self._failed(session, mail, msg, key, exc, now)
 
     def _failed(self, session: Session, mail: FetchedMail, msg: InboundMessage | None,
@@ -249,7 +330,9 @@ class Ingestor:
         else:
             log.info("%s %s -> %s %s: %s", mail.source_key, msg.message_id if msg else "-", ref,
                      outcome.disposition, outcome.reason)
-        if msg is not None and not store.known_dedupe_keys(session, [key]):
+        batch = self._active
+        if msg is not None and key not in batch.known and key not in batch.recorded:
+            batch.recorded.add(key)
             store.record_intake(session, dedupe_key=key, source_key=mail.source_key,
                                 disposition=outcome.disposition, reason=outcome.reason,
                                 arrived_at=mail.arrived_at, now=now)
@@ -269,7 +352,7 @@ class Ingestor:
             subject=msg.subject, from_addr=msg.from_addr, recipients=(*msg.to, *msg.cc),
             in_reply_to=msg.in_reply_to, references=msg.references,
             sender_customer_id=resolution.customer.id if resolution.customer else None,
-            sender_is_consultant=is_consultant, lookup=store.StoreThreadLookup(session),
+            sender_is_consultant=is_consultant, lookup=self._active.lookup,
             settings=ctx.thread, now=mail.arrived_at,
         )
         if is_consultant and decision.ticket is not None:
@@ -283,7 +366,7 @@ class Ingestor:
         day = arrived_at.astimezone(ctx.calendar.tz).date()
         customer = ctx.index.customer_for(msg.from_addr)
         packages = [c for c in customer.contracts if c.kind == "prepaid"] if customer else []
-        left = prepaid_left_minutes(session, packages, arrived_at, ctx.calendar.tz)
+        left = self._prepaid_left(session, packages, arrived_at)
         resolution = resolve(msg.from_addr, ctx.index, day, lambda cid: left.get(cid, 0))
         authserv = ctx.config.trusted_authserv_id
         if resolution.verified and authserv:
@@ -337,8 +420,9 @@ class Ingestor:
                 cal=ctx.calendar, settings=cfg.escalation, levels_sent=0, first_response_at=None, now=arrived,
             ).next_escalation_at
         store.add_participants(ticket, (msg.from_addr, *msg.cc, *(a for a in msg.to if a not in ctx.thread.support_addresses)))
+        ticket.id = self._active.numbers.take()
         session.add(ticket)
-        session.flush()
+        self._active.lookup.pending_tickets[ticket.id] = ticket
         row = self._message_row(session, ticket.id, msg, mail, screening, "consultant" if is_consultant else "customer",
                                 new_text, quoted)
         store.add_event(session, ticket.id, "created", arrived, msg.from_addr, reasons=reasons)
@@ -346,7 +430,7 @@ class Ingestor:
         ack = self._acknowledge(session, ticket, msg, screening, resolution, mail, now) if not is_consultant else None
         store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="ticket",
                             reason="; ".join(reasons[:2]), arrived_at=arrived, now=now,
-                            ticket_id=ticket.id, message_row_id=row.id)
+                            ticket_id=ticket.id, message_row=row)
         log.info("%s %s -> %s new ticket (%s, %s%s)%s", mail.source_key, msg.message_id, ref, resolution.kind,
                  prio.priority, "" if resolution.verified else ", unverified", "" if ack else ", no acknowledgement")
         return "ticket", ticket.id
@@ -360,7 +444,7 @@ class Ingestor:
         if not msg.from_addr or msg.from_addr in ctx.screen.own_addresses:
             return None
         limit = cfg.support.max_auto_replies_per_hour
-        if store.recent_automatic_mail(session, msg.from_addr, now - timedelta(hours=1)) >= limit:
+        if self._active.auto_counts.get(msg.from_addr, 0) >= limit:
             store.add_event(session, ticket.id, "ack_suppressed", now,
                             reasons=[f"rate limit: {limit} automatic mails an hour to {msg.from_addr}"])
             return None
@@ -378,7 +462,7 @@ class Ingestor:
             context["reaction_due_local"] = ticket.reaction_due.astimezone(ctx.calendar.tz).strftime("%Y-%m-%d %H:%M")
         if contract is not None and contract.kind == "prepaid":
             packages = [c for c in (resolution.customer.contracts if resolution.customer else ()) if c.kind == "prepaid"]
-            left = prepaid_left_minutes(session, packages, mail.arrived_at, ctx.calendar.tz)
+            left = self._prepaid_left(session, packages, mail.arrived_at)
             context["prepaid_left_minutes"] = left.get(contract.id, 0)
             context["prepaid_valid_until"] = contract.valid_until.isoformat() if contract.valid_until else ""
         if ticket.peak is None:
@@ -393,7 +477,7 @@ class Ingestor:
         row = self.queue_mail(
             session, ticket=ticket, kind="ack", template="ack", language=ticket.language,
             recipients=[msg.from_addr], context=context, now=now, dedupe_key=f"ack:{ticket.id}",
-            in_reply_to=msg.message_id, automatic=True,
+            in_reply_to=msg.message_id, automatic=True, fresh=True,
         )
         return row
 
@@ -401,8 +485,12 @@ class Ingestor:
                    recipients: Sequence[str], context: dict[str, Any], now: datetime, dedupe_key: str,
                    in_reply_to: str | None = None, references: Sequence[str] = (), automatic: bool = True,
                    cc: Sequence[str] = (), from_name: str | None = None,
-                   attachments: Sequence[dict[str, Any]] = ()) -> OutboxRow | None:
-        """Queue one outgoing mail and, for ticket mail, its row in the thread."""
+                   attachments: Sequence[dict[str, Any]] = (), fresh: bool = False) -> OutboxRow | None:
+        """Queue one outgoing mail and, for ticket mail, its row in the thread.
+
+        ``fresh``: the dedupe key names something created in this transaction, so
+        no lookup is needed (see ``store.enqueue``).
+        """
         ctx = self.ctx
         message_id = store.new_message_id(ctx.domain, ticket.id if ticket else None, kind)
         refs = [r for r in references if r]
@@ -419,8 +507,14 @@ class Ingestor:
             session, dedupe_key=dedupe_key, kind=kind, template=template, language=language,
             recipients=[*recipients, *cc], context=full_context, message_id=message_id, now=now,
             ticket_id=ticket.id if ticket else None, automatic=automatic,
-            rate_key=recipients[0] if automatic and recipients else None,
+            rate_key=recipients[0] if automatic and recipients else None, fresh=fresh,
         )
+        batch = self._batch
+        if row is not None and batch is not None and batch.session is session:
+            if row.rate_key:
+                batch.auto_counts[row.rate_key] = batch.auto_counts.get(row.rate_key, 0) + 1
+            if ticket is not None:
+                batch.lookup.pending_ids[message_id] = ticket.id
         if row is not None and ticket is not None:
             session.add(MessageRow(
                 ticket_id=ticket.id, message_id=message_id, direction="out",
@@ -445,20 +539,31 @@ class Ingestor:
             notes=[*msg.notes, *notes],
         )
         session.add(row)
-        session.flush()
         for att in msg.attachments:
             self.blobs.put(att.data, att.sha256)
-            session.add(AttachmentRow(message_row_id=row.id, filename=att.filename,
-                                      content_type=att.content_type, size=att.size, sha256=att.sha256))
+            row.attachments.append(AttachmentRow(filename=att.filename, content_type=att.content_type,
+                                                 size=att.size, sha256=att.sha256))
+        if msg.message_id and ticket_id is not None:
+            self._active.lookup.pending_ids[msg.message_id] = ticket_id
         return row
 
     # -------------------------------------------------------------- replies
 
     def _load_ticket(self, session: Session, decision: ThreadDecision) -> Ticket:
         assert decision.ticket is not None
-        ticket = session.get(Ticket, decision.ticket.ticket_id)
+        ticket = self._active.lookup.ticket(decision.ticket.ticket_id)
         assert ticket is not None
         return ticket
+
+    def _prepaid_left(self, session: Session, packages: Sequence[Contract], at: datetime) -> dict[str, int]:
+        """Minutes left per package, read once per batch: only a consultant's #time changes them."""
+        if not packages:
+            return {}
+        key = tuple(sorted(p.id for p in packages))
+        cache = self._active.prepaid_left
+        if key not in cache:
+            cache[key] = prepaid_left_minutes(session, packages, at, self.ctx.calendar.tz)
+        return cache[key]
 
     def _customer_reply(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
                         decision: ThreadDecision, now: datetime) -> tuple[str, int | None]:
@@ -480,13 +585,16 @@ class Ingestor:
         ticket.updated_at = now
         store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
                             reason=decision.rule, arrived_at=mail.arrived_at, now=now,
-                            ticket_id=ticket.id, message_row_id=row.id)
+                            ticket_id=ticket.id, message_row=row)
         log.info("%s %s -> %s customer reply (%s)", mail.source_key, msg.message_id, ref, decision.rule)
         return "reply", ticket.id
 
     def _consultant_mail(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
                          decision: ThreadDecision, now: datetime) -> tuple[str, int | None]:
         ctx, cfg = self.ctx, self.ctx.config
+        # Consultant mail reads the thread and the ledger: let it see what this batch wrote.
+        session.flush()
+        self._active.prepaid_left.clear()
         ticket = self._load_ticket(session, decision)
         ref = ctx.ref(ticket.id)
         consultant = next(c for c in cfg.consultants if c.email == msg.from_addr)
@@ -496,7 +604,7 @@ class Ingestor:
                                     internal=True, notes=["automatic mail from a consultant: not relayed"])
             store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
                                 reason="consultant automatic mail, not relayed", arrived_at=mail.arrived_at,
-                                now=now, ticket_id=ticket.id, message_row_id=row.id)
+                                now=now, ticket_id=ticket.id, message_row=row)
             return "reply", ticket.id
         parsed = parse_commands(new_text)
         errors = list(parsed.errors)
@@ -540,7 +648,7 @@ class Ingestor:
         ticket.updated_at = now
         store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
                             reason="internal note" if internal else ("relayed" if relayed else "recorded (direct mail)"),
-                            arrived_at=at, now=now, ticket_id=ticket.id, message_row_id=row.id)
+                            arrived_at=at, now=now, ticket_id=ticket.id, message_row=row)
         log.info("%s %s -> %s consultant %s (%s)", mail.source_key, msg.message_id, ref, consultant.email,
                  "internal" if internal else ("relayed" if relayed else "direct"))
         return "reply", ticket.id
@@ -580,6 +688,7 @@ class Ingestor:
         if contract is not None and contract.kind == "sla" and ticket.reaction_due is None and ticket.first_response_at is None:
             ticket.reaction_due = reaction_due(ticket.created_at, contract.reaction_hours or 24,
                                                contract.reaction_clock, self.ctx.calendar)
+            ticket.next_escalation_at = at  # the sweeper plans the escalations from here
         store.add_event(session, ticket.id, "verified", at, actor, tier=ticket.tier)
 
     def set_status(self, session: Session, ticket: Ticket, status: str, actor: str, at: datetime, now: datetime) -> None:
@@ -660,7 +769,7 @@ class Ingestor:
             )
         store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="bounce",
                             reason=f"delivery report for {original.kind} {original.message_id}",
-                            arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id, message_row_id=row.id)
+                            arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id, message_row=row)
         return "bounce", ticket.id
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from .customers import Customer
@@ -63,12 +63,35 @@ def record_intake(
     arrived_at: datetime,
     now: datetime,
     ticket_id: int | None = None,
-    message_row_id: int | None = None,
+    message_row: MessageRow | None = None,
 ) -> None:
     session.add(Intake(
         dedupe_key=dedupe_key, source_key=source_key, disposition=disposition, reason=reason,
-        ticket_id=ticket_id, message_row_id=message_row_id, arrived_at=arrived_at, processed_at=now,
+        ticket_id=ticket_id, message_row=message_row, arrived_at=arrived_at, processed_at=now,
     ))
+
+
+class TicketNumbers:
+    """Hands out ticket ids inside a batch without a flush per ticket.
+
+    Rows of a batch are written in one flush at its end; their foreign keys need
+    the ticket's id before that. PostgreSQL draws from the table's sequence (safe
+    with several writers); SQLite, one writer per file, counts up from max(id).
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.postgres = session.get_bind().dialect.name == "postgresql"
+        self._next: int | None = None
+
+    def take(self) -> int:
+        if self.postgres:
+            return int(self.session.scalar(text("SELECT nextval(pg_get_serial_sequence('tickets', 'id'))")) or 0)
+        if self._next is None:
+            self._next = int(self.session.scalar(select(func.coalesce(func.max(Ticket.id), 0))) or 0) + 1
+        number = self._next
+        self._next += 1
+        return number
 
 
 # ---------------------------------------------------------------- threading lookups
@@ -82,18 +105,30 @@ def _facts(session: Session, ticket: Ticket) -> TicketFacts:
 
 @dataclass
 class StoreThreadLookup:
-    """The store's answer to ``thread.ThreadLookup``."""
+    """The store's answer to ``thread.ThreadLookup``.
+
+    ``pending_tickets`` and ``pending_ids`` hold what the current batch created
+    and has not flushed yet, so a reply later in the same batch finds its ticket.
+    """
 
     session: Session
+    pending_tickets: dict[int, Ticket] = field(default_factory=dict)
+    pending_ids: dict[str, int] = field(default_factory=dict)
+
+    def ticket(self, number: int) -> Ticket | None:
+        return self.pending_tickets.get(number) or self.session.get(Ticket, number)
 
     def by_number(self, number: int) -> TicketFacts | None:
-        ticket = self.session.get(Ticket, number)
+        ticket = self.ticket(number)
         return None if ticket is None else _facts(self.session, ticket)
 
     def by_message_ids(self, message_ids: Sequence[str]) -> TicketFacts | None:
         ids = [m for m in message_ids if m][-50:]
         if not ids:
             return None
+        pending = [self.pending_ids[m] for m in ids if m in self.pending_ids]
+        if pending:
+            return self.by_number(max(pending))
         ticket_id = self.session.scalar(
             select(MessageRow.ticket_id)
             .where(MessageRow.message_id.in_(ids), MessageRow.ticket_id.is_not(None))
@@ -133,11 +168,19 @@ def prepaid_used_minutes(session: Session, contract_ids: Sequence[str]) -> dict[
     return {str(cid): int(total) for cid, total in rows}
 
 
-def recent_automatic_mail(session: Session, address: str, since: datetime) -> int:
-    return int(session.scalar(
-        select(func.count()).select_from(OutboxRow)
-        .where(OutboxRow.rate_key == address, OutboxRow.automatic.is_(True), OutboxRow.created_at >= since)
-    ) or 0)
+def recent_automatic_mail(session: Session, addresses: Iterable[str], since: datetime) -> dict[str, int]:
+    """Automatic mails queued to each address since ``since``, for the per-sender limit."""
+    wanted = sorted(set(a for a in addresses if a))
+    counts: dict[str, int] = {}
+    for i in range(0, len(wanted), 500):
+        rows = session.execute(
+            select(OutboxRow.rate_key, func.count()).where(
+                OutboxRow.rate_key.in_(wanted[i : i + 500]), OutboxRow.automatic.is_(True),
+                OutboxRow.created_at >= since,
+            ).group_by(OutboxRow.rate_key)
+        )
+        counts.update({str(k): int(c) for k, c in rows})
+    return counts
 
 
 def queue_order() -> tuple[Any, ...]:
@@ -189,11 +232,17 @@ def enqueue(
     ticket_id: int | None = None,
     automatic: bool = True,
     rate_key: str | None = None,
+    fresh: bool = False,
 ) -> OutboxRow | None:
-    """Queue a mail once: a second row with the same dedupe key is not written."""
-    existing = session.scalar(select(OutboxRow.id).where(OutboxRow.dedupe_key == dedupe_key))
-    if existing is not None:
-        return None
+    """Queue a mail once: a second row with the same dedupe key is not written.
+
+    ``fresh`` skips the lookup for keys that cannot exist yet (they name a row
+    created in this transaction); the unique index still guards them.
+    """
+    if not fresh:
+        existing = session.scalar(select(OutboxRow.id).where(OutboxRow.dedupe_key == dedupe_key))
+        if existing is not None:
+            return None
     row = OutboxRow(
         dedupe_key=dedupe_key, kind=kind, template=template, language=language,
         recipients=list(recipients), context=context, message_id=message_id, ticket_id=ticket_id,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 07:58:39.410335
+Create Date: 2026-11-27 08:06:53.552348
 """
 from alembic import op
 import sqlalchemy as sa

@@ -27,6 +27,7 @@ from .blobs import BlobStore, StorageError
 from .calendar import BusinessCalendar
 from .commands import (
     AssignCommand,
+    CommandError,
     InternalCommand,
     ParsedCommands,
     PriorityCommand,
@@ -38,13 +39,13 @@ from .commands import (
 from .config import Config
 from .contracts import CustomerIndex, Resolution, resolve
 from .customers import Contract, Customer
-from .errors import MaildError
 from .hours import book_time, prepaid_left_minutes
 from .mailbox import FetchedMail
 from .message import InboundMessage, UnparsableMessage, parse_message
 from .models import Failure, MessageRow, OutboxRow, QuarantineRow, Ticket
 from .prioritise import TIER_BY_KIND, UNVERIFIED_TIER, prioritise
 from .quoting import split_reply
+from .reports import format_money
 from .screen import Screening, ScreenSettings, screen, sender_authenticated
 from .sla import plan_escalation, reaction_due, target_due
 from .thread import ThreadDecision, ThreadSettings, clean_subject, decide_thread
@@ -613,7 +614,7 @@ class Ingestor:
             if isinstance(command, AssignCommand):
                 assign_to = self._find_consultant(command.who)
                 if assign_to is None:
-                    errors.append(_command_error(command.who, "no consultant with that e-mail or name"))
+                    errors.append(_assign_error(new_text, command.who))
         if errors:
             self.queue_mail(
                 session, ticket=None, kind="command_error", template="command_error", language=consultant.language,
@@ -773,15 +774,13 @@ class Ingestor:
         return "bounce", ticket.id
 
 
-def _command_error(line: str, reason: str) -> Any:
-    from .commands import CommandError
-
-    return CommandError(line_no=0, line=line, reason=reason)
+def _assign_error(text: str, who: str) -> CommandError:
+    """The parser checks the form of ``#assign``; whether the person exists is known only here."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.lstrip().startswith("#") and who in line:
+            return CommandError(line_no=number, line=line.strip(), reason=f"no consultant with the e-mail or name {who!r}")
+    return CommandError(line_no=0, line=who, reason=f"no consultant with the e-mail or name {who!r}")
 
 
 def _money(cents: int) -> str:
-    return f"{cents // 100},{cents % 100:02d} zł"
-
-
-class ProcessingError(MaildError):
-    """Raised by tests and tools that replay a quarantined message that fails again."""
+    return f"{format_money(cents)} zł"

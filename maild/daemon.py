@@ -196,6 +196,8 @@ class Daemon:
         report.outbox = self.drain()
         if self.metrics is not None:
             self.metrics.observe_cycle(report.ingested, report.escalations, report.outbox.sent)
+            with self.sessions() as session:
+                self.metrics.observe_health(session, read_health(session, self.clock()))
         return report
 
     def drain(self) -> DrainResult:
@@ -251,8 +253,6 @@ class Daemon:
         cfg = self.config
         with self.sessions() as session, session.begin():
             health = read_health(session, now)
-            if self.metrics is not None:
-                self.metrics.observe_health(session, health)
             current = problems(health, cfg.health.fetch_stale, cfg.health.outbox_stale, self.started_at)
             alerted = _load_alerted(session)
             mails, after = plan_alerts(current, alerted, now)

@@ -60,9 +60,8 @@ class Metrics:
         self.sent.inc(sent)
 
     def observe_health(self, session: Session, health: Health) -> None:
-        by_tier = dict(session.execute(
-            select(Ticket.tier, func.count()).where(Ticket.status.in_(store.OPEN_STATUSES)).group_by(Ticket.tier)
-        ).tuples().all())
+        by_tier = {int(tier): int(count) for tier, count in session.execute(
+            select(Ticket.tier, func.count()).where(Ticket.status.in_(store.OPEN_STATUSES)).group_by(Ticket.tier))}
         for tier, name in enumerate(TIER_NAMES):
             self.tickets.labels(name).set(int(by_tier.get(tier, 0)))
         self.outbox_depth.set(health.outbox_depth)

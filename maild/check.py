@@ -50,8 +50,9 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
 
 
 def _line(ok: bool | None, what: str, detail: str) -> bool:
+    """One line per check, whatever the library's message looked like (libpq's span several)."""
     mark = {True: "ok  ", False: "FAIL", None: "warn"}[ok]
-    print(f"{mark} {what}: {detail}")
+    print(f"{mark} {what}: {' '.join(detail.split())}")
     return ok is not False
 
 

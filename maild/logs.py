@@ -23,7 +23,11 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = _escape(super().format(record).replace("\n", " | "))
+        """The message escaped whole (a CR/LF from mail stays visible as \\x0d\\x0a); a
+        traceback's own line breaks become " | " so it still takes one line."""
+        line = f"{record.levelname} {record.name}: {_escape(record.getMessage())}"
+        if record.exc_info:
+            line += " | " + _escape(self.formatException(record.exc_info).replace("\n", " | "))
         return line
 
 

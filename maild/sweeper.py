@@ -86,7 +86,9 @@ class Sweeper:
             self.ingestor.queue_mail(
                 session, ticket=None, kind="escalation", template="escalation", language=language,
                 recipients=recipients, now=now, dedupe_key=f"esc:{ticket.id}:{decision.send_level}:{language}",
-                automatic=True,
+                # Levels go out in order and escalation_level records the last one
+                # sent, so this key is new; the unique index still guards it.
+                automatic=True, fresh=True,
                 context={
                     "ref": ref, "subject": ticket.subject, "level": decision.send_level + 1,
                     "levels": len(cfg.escalation.levels), "percent": level.permille // 10,

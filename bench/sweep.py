@@ -56,7 +56,7 @@ def _ticket(i: int, created: datetime, reaction: timedelta, next_at: datetime) -
         "language": "pl", "customer_id": None, "contract_id": None, "contract_kind": "sla", "verified": True,
         "tier": 0, "priority": "P3", "reasons": [], "participants": [], "created_at": created,
         "updated_at": created, "reaction_due": created + reaction, "escalation_level": 0,
-        "next_escalation_at": next_at, "low_balance_warned": False,
+        "next_escalation_at": next_at,
     }
 
 

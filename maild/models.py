@@ -123,7 +123,6 @@ class Ticket(Base):
     breached_at: Mapped[datetime | None]
     linked_to: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     participants: Mapped[list[Any]] = mapped_column(default=list)
-    low_balance_warned: Mapped[bool] = mapped_column(Boolean, default=False)
 
     messages: Mapped[list[MessageRow]] = relationship(
         back_populates="ticket", order_by="MessageRow.id", lazy="raise_on_sql"

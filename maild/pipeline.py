@@ -413,7 +413,7 @@ class Ingestor:
             contract_kind=resolution.kind, verified=resolution.verified, tier=prio.tier,
             priority=prio.priority, peak=prio.peak, reasons=reasons, created_at=arrived, updated_at=now,
             reaction_due=due, target_due=target, escalation_level=0, linked_to=decision.link_to,
-            participants=[], low_balance_warned=False,
+            participants=[],
         )
         if due is not None:
             ticket.next_escalation_at = plan_escalation(

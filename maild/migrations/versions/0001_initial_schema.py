@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 08:06:53.552348
+Create Date: 2026-11-27 08:13:33.684192
 """
 from alembic import op
 import sqlalchemy as sa
@@ -105,7 +105,6 @@ def upgrade() -> None:
     sa.Column('breached_at', sa.DateTime(), nullable=True),
     sa.Column('linked_to', sa.Integer(), nullable=True),
     sa.Column('participants', sa.JSON(), nullable=False),
-    sa.Column('low_balance_warned', sa.Boolean(), nullable=False),
     sa.ForeignKeyConstraint(['contract_id'], ['contracts.id'], name=op.f('fk_tickets_contract_id_contracts')),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_tickets_customer_id_customers')),
     sa.ForeignKeyConstraint(['linked_to'], ['tickets.id'], name=op.f('fk_tickets_linked_to_tickets')),

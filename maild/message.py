@@ -946,8 +946,45 @@ def parse_message(raw: bytes, limits: ParseLimits = ParseLimits()) -> InboundMes
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:  # the last line of defence for guarantee 6: hostile input is just input
-        log.warning("parser failed on %d-byte message: %s", len(raw), type(exc).__name__)
-        raise UnparsableMessage(f"parser failed: {type(exc).__name__}: {exc}"[:500]) from exc
+        log.warning("parser failed on %d-byte message: %s; trying mail-parser", len(raw), type(exc).__name__)
+        try:
+            return _second_opinion(bytes(raw), limits, f"{type(exc).__name__}: {exc}"[:300])
+        except Exception as second:  # mail-parser may fail in its own ways on the same bytes
+            raise UnparsableMessage(
+                f"parser failed: {type(exc).__name__}: {exc}; mail-parser: {type(second).__name__}"[:500]
+            ) from exc
+
+
+def _second_opinion(raw: bytes, limits: ParseLimits, why: str) -> InboundMessage:
+    """The user's chosen parser, mail-parser, as a second opinion when ours fails.
+
+    The fast path is our own decoding over the standard library (mail-parser
+    re-encodes attachments as text and has no limits before decoding, and is
+    slower); a message that breaks it still deserves a ticket with its sender,
+    subject and text rather than a quarantine record.
+    """
+    import mailparser
+
+    work = raw[: limits.max_message_bytes]
+    parsed = mailparser.parse_from_bytes(work)
+    raw_sha = hashlib.sha256(raw).hexdigest()
+    senders = [(str(n), _clean_addr(str(a))) for n, a in (parsed.from_ or []) if a]
+    from_name, from_addr = senders[0] if senders else ("", "")
+    subject = _one_line(str(parsed.subject or ""), 998)
+    text = "\n".join(str(t) for t in parsed.text_plain) or html_to_text("\n".join(str(t) for t in parsed.text_html))
+    text = _clean_text(text)[: limits.max_text_chars]
+    message_id = normalise_message_id(str(parsed.message_id or ""))
+    return InboundMessage(
+        message_id=message_id, raw_sha256=raw_sha, size=len(raw),
+        dedupe_key=message_id if message_id else "sha256:" + raw_sha,
+        subject=subject, from_addr=from_addr, from_name=_one_line(from_name, 200),
+        reply_to=(), to=tuple(_clean_addr(str(a)) for _, a in (parsed.to or []) if a),
+        cc=tuple(_clean_addr(str(a)) for _, a in (parsed.cc or []) if a), return_path=None, date_header=None,
+        in_reply_to=_ids(str(parsed.in_reply_to or ""), _MAX_IDS), references=_ids(str(parsed.references or ""), _MAX_IDS),
+        headers={}, content_type="text/plain", text=text, html=None, attachments=(), report=None,
+        language=guess_language(subject, text), defects=("ParsedByMailParserFallback",),
+        notes=(f"parsed by mail-parser after our parser failed ({why}); attachments not extracted",),
+    )
 
 
 def _parse(raw: bytes, limits: ParseLimits) -> InboundMessage:

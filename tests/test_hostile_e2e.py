@@ -555,3 +555,39 @@ def test_without_setting_from_decides_and_check_warns(env: dict[str, Any], tmp_p
     (tmp_path / "secure").mkdir()
     _, text = cli(make_env(tmp_path / "secure", smtp_sink, extra=SECURITY), "check")
     assert "trusted_authserv_id is not set" not in text
+
+
+# ---------------------------------------------------------------------------- the folders, on a real IMAP server
+
+
+def test_hostile_mix_on_imap_poison_in_quarantine_folder_rest_processed(
+        tmp_path: Path, imap_account: Any, smtp_sink: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dovecot: the poison mail ends in the Quarantine folder after 3 cycles, the rest in Processed at once."""
+    import maild.pipeline as pipeline
+    from tests.test_operations import imap_table
+
+    real = pipeline.parse_message
+
+    def explode(raw: bytes, limits: Any) -> Any:
+        if b"POISON" in raw:
+            raise MemoryError()
+        return real(raw, limits)
+
+    monkeypatch.setattr(pipeline, "parse_message", explode)
+    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port)
+    poison = make_mail(subject="POISON", msgid="<poison@acme.pl>")
+    others = [make_mail(subject="Zwykła sprawa", msgid="<ok@acme.pl>"), dsn("<not-ours@elsewhere>"),
+              AUTOMATIC["x-autoreply"], (EML / "not-a-message.eml").read_bytes()]
+    imap_account.append_many([poison, *others])
+    for cycle in range(3):
+        daemon = Daemon(load_config(config))
+        daemon.run_once()
+        assert len(imap_account.uids("Processed")) == len(others), "the others are not delayed"
+        assert len(imap_account.uids("INBOX")) == (1 if cycle < 2 else 0)
+    assert [m.replace(b"\r\n", b"\n") for m in imap_account.messages("Quarantine")] == [poison.replace(b"\r\n", b"\n")]
+    with daemon.sessions() as session:
+        dispositions = sorted(i.disposition for i in session.scalars(select(Intake)))
+        assert dispositions == ["discard", "ticket", "ticket", "ticket"], dispositions
+        [q] = session.scalars(select(QuarantineRow)).all()
+        assert q.attempts == 3 and "MemoryError" in q.reason and q.source_key.startswith("imap:")
+    assert len(smtp_sink.wait_for(1)) == 1, "one acknowledgement: the ordinary mail only"

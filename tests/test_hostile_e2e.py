@@ -286,25 +286,36 @@ def test_bounce_with_no_assignee_goes_to_consultants_not_managers(env: dict[str,
 # ---------------------------------------------------------------------------- 4. poison
 
 
-def test_mail_that_crashes_the_parser_is_quarantined_and_others_go_on(
+def test_mail_that_crashes_the_parsers_is_quarantined_and_others_go_on(
         env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our parser failing falls back to mail-parser (a ticket); both failing is a quarantine record."""
     import maild.message as message
 
-    real = message._parse
+    real, real_second = message._parse, message._second_opinion
 
     def explode(raw: bytes, limits: Any) -> Any:
-        if b"CRASH-THE-PARSER" in raw:
+        if b"CRASH-" in raw:
             raise RecursionError("maximum recursion depth exceeded")
         return real(raw, limits)
 
+    def explode_too(raw: bytes, limits: Any, why: str) -> Any:
+        if b"CRASH-BOTH" in raw:
+            raise ValueError("mail-parser gave up")
+        return real_second(raw, limits, why)
+
     monkeypatch.setattr(message, "_parse", explode)
-    env["box"].add(make_mail(subject="CRASH-THE-PARSER", msgid="<crash@acme.pl>"))
+    monkeypatch.setattr(message, "_second_opinion", explode_too)
+    env["box"].add(make_mail(subject="CRASH-OURS", msgid="<crash1@acme.pl>"))
+    env["box"].add(make_mail(subject="CRASH-BOTH", msgid="<crash2@acme.pl>"))
     env["box"].add(make_mail(subject="fine", msgid="<fine@acme.pl>", sender="ola@acme.pl"))
     daemon = run(env)
-    assert count(daemon, Ticket) == 1
     with daemon.sessions() as session:
+        subjects = sorted(t.subject for t in session.scalars(select(Ticket)))
+        assert subjects == ["CRASH-OURS", "fine"]
+        fallback = session.scalars(select(MessageRow).where(MessageRow.message_id == "crash1@acme.pl")).one()
+        assert any("mail-parser" in n for n in fallback.notes)
         [q] = session.scalars(select(QuarantineRow)).all()
-        assert "RecursionError" in q.reason
+        assert "RecursionError" in q.reason and "mail-parser" in q.reason
     assert len(mailbox.Maildir(env["tmp"] / "Maildir").get_folder("Quarantine")) == 1
     assert not list(env["box"].keys())
 

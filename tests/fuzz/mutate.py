@@ -133,15 +133,18 @@ def mutate(data: bytes, rng: random.Random, steps: int = 0, ops: Sequence[str] =
 def run_stages(raw: bytes) -> str:
     """Parse, screen, authenticate and thread one message; an escaping exception is a finding.
 
-    ``parse_message`` turns any internal exception into ``UnparsableMessage``
-    (the last line of defence: such mail is quarantined, not lost), and it
-    raises nothing else, so here that too is a finding: a parser bug that
-    would quarantine mail a person wrote.
+    ``parse_message`` hands a message to mail-parser when its own parser
+    raises, and turns a failure of both into ``UnparsableMessage`` (the last
+    lines of defence: such mail still gets a ticket or a quarantine record).
+    Neither should ever be needed, so here both count as findings: a bug in
+    our parser.
     """
     try:
         msg = parse_message(raw, LIMITS)
     except UnparsableMessage as exc:
         raise ParserBug(exc.reason) from exc
+    if "ParsedByMailParserFallback" in msg.defects:
+        raise ParserBug(msg.notes[0] if msg.notes else "our parser failed; mail-parser fallback used")
     screening = screen(msg, SCREEN, NOW - timedelta(hours=1), NOW)
     sender_authenticated(msg, "mx.firma.pl", msg.return_path or None)
     decision = decide_thread(

@@ -64,7 +64,8 @@ def versions() -> dict[str, str]:
     except OSError:
         pass
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    out["maild"] = rev.stdout.strip() or "?"
+    stamp = ROOT / "REV"  # a snapshot (git archive) carries its revision in this file
+    out["maild"] = rev.stdout.strip() or (stamp.read_text().strip() if stamp.exists() else "?")
     return out
 
 

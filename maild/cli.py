@@ -7,7 +7,6 @@ README, times in ISO-8601 UTC.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -25,6 +24,7 @@ from .db import DatabaseError, open_database
 from .errors import ConfigError, MaildError
 from .logs import setup_logging
 from .models import AttachmentRow, Event, LedgerRow, MessageRow, QuarantineRow, Ticket
+from .output import iso, print_json, print_table
 from .prioritise import TIER_NAMES
 
 log = logging.getLogger("maild.cli")
@@ -34,23 +34,6 @@ DEFAULT_CONFIG = "/etc/maild/maild.toml"
 
 class UsageError(MaildError):
     """Bad command-line input; exit 2 with the message."""
-
-
-def iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
-    sys.stdout.write("\n")
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
-    for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
 # ------------------------------------------------------------------ tickets

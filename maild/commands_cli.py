@@ -10,8 +10,6 @@ file).
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -28,6 +26,7 @@ from .config import Config
 from .customers import Customer, load_customers
 from .errors import ConfigError, MaildError
 from .models import LedgerRow
+from .output import iso, print_csv, print_json, print_table
 from .reports import ContractHours, HoursReport, ReportError, format_money
 
 log = logging.getLogger("maild.cli")
@@ -57,10 +56,6 @@ def _iso_date(value: date | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _hm(minutes: int | None) -> str:
     if minutes is None:
         return "-"
@@ -71,25 +66,6 @@ def _hm(minutes: int | None) -> str:
 
 def _money(cents: int | None) -> str:
     return "-" if cents is None else format_money(cents)
-
-
-def _print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
-    sys.stdout.write("\n")
-
-
-def _print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
-    for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-
-
-def _print_csv(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(headers)
-    writer.writerows([["" if c is None else c for c in row] for row in rows])
 
 
 def _customers(cfg: Config) -> tuple[Customer, ...]:
@@ -126,9 +102,9 @@ def cmd_contracts_list(cfg: Config, sessions: sessionmaker[Session], args: argpa
         for b in balances
     ]
     if args.json:
-        _print_json(data)
+        print_json(data)
         return 0
-    _print_table(
+    print_table(
         ["customer", "contract", "kind", "used (month)", "balance", "carry-over", "overage", "valid until", ""],
         [[b.customer_id, b.contract_id, b.kind, _hm(b.used_minutes_month), _hm(b.balance_minutes),
           _hm(b.carry_over_minutes), _hm(b.overage_minutes), _iso_date(b.valid_until) or "-",
@@ -347,9 +323,9 @@ def cmd_report_hours(cfg: Config, sessions: sessionmaker[Session], args: argpars
         report = reports.hours_report(session, customers, month, tz, cfg.support.ticket_prefix,
                                       cfg.ledger.occasional_unit_minutes)
     if args.json:
-        _print_json(hours_json(report))
+        print_json(hours_json(report))
     elif args.csv:
-        _print_csv(HOURS_CSV, hours_csv_rows(report))
+        print_csv(HOURS_CSV, hours_csv_rows(report))
     else:
         _print_hours_table(report)
     if getattr(args, "send", False):
@@ -387,12 +363,12 @@ def cmd_report_sla(cfg: Config, sessions: sessionmaker[Session], args: argparse.
         for c in report.contracts
     ]
     if args.json:
-        _print_json({"month": report.month, "timezone": report.timezone, "contracts": data})
+        print_json({"month": report.month, "timezone": report.timezone, "contracts": data})
     elif args.csv:
-        _print_csv(SLA_CSV, [[month, *(d[k] for k in SLA_CSV[1:])] for d in data])
+        print_csv(SLA_CSV, [[month, *(d[k] for k in SLA_CSV[1:])] for d in data])
     else:
         print(f"SLA reactions {report.month} ({report.timezone})")
-        _print_table(
+        print_table(
             ["customer", "contract", "kind", "tickets", "met", "missed", "open", "median", "worst"],
             [[c.customer_id or "-", c.contract_id or "-", c.kind if c.kind == "sla" else f"{c.kind} (target)", c.tickets, c.met, c.missed, c.open,
               _hm(c.median_reaction_minutes), _hm(c.worst_reaction_minutes)] for c in report.contracts],

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import date, datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,7 +26,7 @@ from .config import Config
 from .customers import Customer, load_customers
 from .errors import ConfigError, MaildError
 from .models import LedgerRow
-from .output import iso, print_csv, print_json, print_table
+from .output import print_csv, print_json, print_table
 from .reports import ContractHours, HoursReport, ReportError, format_money
 
 log = logging.getLogger("maild.cli")

@@ -1,7 +1,7 @@
 """Building real config files and mail for tests."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
@@ -131,3 +131,16 @@ def deliver(maildir: Path, raw: bytes, at: datetime) -> Path:
     target = maildir / "new" / name
     tmp.rename(target)
     return target
+
+
+class Clock:
+    """A clock the test moves: pass it where maild takes ``clock``."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)

@@ -18,18 +18,10 @@ from maild.cli import main as cli_main
 from maild.config import load_config
 from maild.daemon import Daemon
 from maild.models import Event, Ticket
-from tests.helpers import deliver, make_mail, maildir_source, write_config
+from tests.helpers import Clock, deliver, maildir_source, make_mail, write_config
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # a Monday
-
-
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Box:

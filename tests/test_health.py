@@ -19,7 +19,7 @@ from maild.cli import main
 from maild.config import load_config
 from maild.daemon import Daemon
 from maild.health import alert_transitions, plan_alerts
-from tests.helpers import make_mail, write_config
+from tests.helpers import Clock, make_mail, write_config
 from tests.servers.common import free_port
 from tests.test_daemon import FAST, imap_table
 
@@ -28,15 +28,6 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 HEALTH = "\n[health]\nfetch_stale_minutes = 30\noutbox_stale_minutes = 30\n"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 # ---------------------------------------------------------------- the rule
@@ -77,7 +68,7 @@ def alerts(sink: Any) -> list[str]:
 def test_fetch_alert_once_then_recovered_once(tmp_path: Path, imap_account: Any, smtp_sink: Any) -> None:
     config = write_config(tmp_path, source=imap_table(imap_account, timeout=2), smtp_port=smtp_sink.port,
                           extra=FAST + HEALTH)
-    clock = Clock()
+    clock = Clock(T0)
     daemon = Daemon(load_config(config), clock)
     assert daemon.turn()
     server = imap_account.server
@@ -114,7 +105,7 @@ def test_fetch_alert_once_then_recovered_once(tmp_path: Path, imap_account: Any,
 
 def test_outbox_alert_waits_for_smtp_then_recovered(tmp_path: Path, imap_account: Any, smtp_sink: Any) -> None:
     config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port, extra=FAST + HEALTH)
-    clock = Clock()
+    clock = Clock(T0)
     daemon = Daemon(load_config(config), clock)
     smtp_sink.stop()
     imap_account.append(make_mail())

@@ -20,17 +20,9 @@ from maild.cli import main as cli_main
 from maild.config import load_config
 from maild.daemon import Daemon
 from maild.models import AttachmentRow, Intake, LedgerRow, MessageRow, OutboxRow, Ticket
-from tests.helpers import make_mail, maildir_source, write_config
+from tests.helpers import maildir_source, make_mail, write_config
 
 UTC = timezone.utc
-
-
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

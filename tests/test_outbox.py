@@ -14,17 +14,9 @@ from maild.config import load_config
 from maild.daemon import Daemon
 from maild.models import Event, OutboxRow
 from maild.outbox import RETRY_BASE, RETRY_CAP, retry_delay
-from tests.helpers import make_mail, maildir_source, write_config
+from tests.helpers import Clock, maildir_source, make_mail, write_config
 
 UTC = timezone.utc
-
-
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def setup(tmp_path: Path, sink: Any) -> tuple[Daemon, Clock]:

@@ -23,7 +23,7 @@ from maild.cli import main as cli_main
 from maild.config import load_config
 from maild.daemon import CycleReport, Daemon
 from maild.models import Escalation, Ticket
-from tests.helpers import CUSTOMERS, make_mail, maildir_source, write_config
+from tests.helpers import CUSTOMERS, Clock, maildir_source, make_mail, write_config
 
 UTC = timezone.utc
 WARSAW = ZoneInfo("Europe/Warsaw")
@@ -50,14 +50,6 @@ _unique = itertools.count(1)
 def warsaw(text: str) -> datetime:
     """'2026-11-16 10:00' in Warsaw, as aware UTC."""
     return datetime.fromisoformat(text).replace(tzinfo=WARSAW).astimezone(UTC)
-
-
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def deliver(root: Path, raw: bytes, at: datetime) -> None:

@@ -113,9 +113,12 @@ class Config:
     def managers(self) -> tuple[Consultant, ...]:
         return tuple(c for c in self.consultants if c.role == "manager")
 
+    templates_dir: Path | None = None
+
     @property
     def templates_path(self) -> Path:
-        return Path(__file__).resolve().parent.parent / "templates"
+        """``templates_dir`` when set (an operator's own wording), else the bundled templates."""
+        return self.templates_dir or Path(__file__).resolve().parent / "templates"
 
 
 class _Section:
@@ -345,6 +348,10 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         c.done()
 
     customers_file = _resolve_path(top.text("customers_file", "customers.toml"), base)
+    templates_text = top.text("templates_dir", "")
+    templates_dir = _resolve_path(templates_text, base) if templates_text else None
+    if templates_dir is not None and not (templates_dir / "en").is_dir():
+        raise top.error("templates_dir", f"{templates_dir} has no en/ folder of templates")
 
     cal = _Section(file, "calendar", top.get("calendar", dict, {}))
     days = cal.strings("working_days", ("mon", "tue", "wed", "thu", "fri"))
@@ -451,7 +458,8 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         escalation=escalation, peak_windows=windows, packages=packages, ledger=ledger,
         limits=limits, trusted_authserv_id=authserv, log_level=log_level,
         log_format=log_format,  # type: ignore[arg-type]
-        metrics_listen=listen, health=health, batch_size=batch_size, daemon=daemon,
+        metrics_listen=listen, health=health, batch_size=batch_size,
+        templates_dir=templates_dir, daemon=daemon,
     )
 
 

@@ -415,7 +415,13 @@ class Ingestor:
             reaction_due=due, target_due=target, escalation_level=0, linked_to=decision.link_to,
             participants=[],
         )
-        if due is not None:
+        history = now - arrived > cfg.support.autoreply_max_age
+        if due is not None and history:
+            # Mail from before maild watched the mailbox (a mailbox with years of
+            # history connected for the first time): its deadline is reported,
+            # but nobody is paged for promises made before we were running.
+            reasons.append("old mail: reaction deadline recorded, no escalation")
+        elif due is not None:
             ticket.next_escalation_at = plan_escalation(
                 created_at=arrived, due=due, clock=contract.reaction_clock if contract else "calendar",
                 cal=ctx.calendar, settings=cfg.escalation, levels_sent=0, first_response_at=None, now=arrived,

@@ -215,3 +215,17 @@ def test_whole_conversation_over_imap(tmp_path: Path, imap_account: Any, smtp_si
     daemon = run()
     assert ticket(daemon, 1).status == "open"
     assert imap_account.uids("INBOX") == [] and len(imap_account.uids("Processed")) == 4
+
+
+def test_mailbox_history_gets_tickets_but_no_acks_or_escalations(env: dict[str, Any]) -> None:
+    """Connecting a mailbox with old mail must not page managers for breaches before maild ran."""
+    env["clock"].now = T0 - timedelta(days=30)
+    env["box"].add(make_mail(sender="jan@acme.pl", subject="Stara sprawa", msgid="<old1@acme.pl>"))
+    env["clock"].now = T0
+    daemon = cycle(env)
+    old = ticket(daemon, 1)
+    assert old.reaction_due is not None and old.next_escalation_at is None
+    assert any("no escalation" in r for r in old.reasons)
+    env["clock"].now = T0 + timedelta(days=2)
+    cycle(env)
+    assert env["sink"].messages == [], "neither an acknowledgement nor an escalation"

@@ -129,3 +129,23 @@ def test_demo_runs_the_whole_flow(tmp_path: Path) -> None:
     assert "wydruk działa ponownie" in out and "#time" not in out.split("5. ")[1].split("6. ")[0]
     assert "time logged 90 min" in out
     assert (tmp_path / "demo" / "var" / "maild.db").exists()
+
+
+def test_crash_during_first_migration_leaves_no_half_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import alembic.runtime.migration as migration
+
+    from maild.db import upgrade
+
+    url = f"sqlite:///{tmp_path / 'maild.db'}"
+
+    def crash(self: object, step: object) -> None:
+        raise RuntimeError("killed before the version was stamped")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(migration.HeadMaintainer, "update_to_step", crash)
+        with pytest.raises(RuntimeError):
+            upgrade(make_engine(url))
+    assert inspect(make_engine(url)).get_table_names() == []
+    upgrade(make_engine(url))
+    current, head = migration_state(make_engine(url))
+    assert current == head

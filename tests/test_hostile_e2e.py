@@ -27,18 +27,10 @@ from maild.config import load_config
 from maild.daemon import Daemon
 from maild.models import AttachmentRow, Event, Intake, MessageRow, OutboxRow, QuarantineRow, Ticket
 from maild.prioritise import TIER_BY_KIND, UNVERIFIED_TIER
-from tests.helpers import make_mail, maildir_source, write_config
+from tests.helpers import Clock, maildir_source, make_mail, write_config
 
 UTC = timezone.utc
 EML = Path(__file__).parent / "data" / "eml"
-
-
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def make_env(tmp: Path, sink: Any, extra: str = "") -> dict[str, Any]:

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from imapclient import IMAPClient
 
-from tests.servers.common import free_port, unavailable
+from tests.servers.common import free_port, make_self_signed_cert, unavailable
 
 MAIL_OWNER = "mail"
 DOVECOT_LIBEXEC = Path("/usr/lib/dovecot/imap")
@@ -45,26 +45,6 @@ def _port_open(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _make_cert(directory: Path) -> tuple[Path, Path] | None:
-    """Self-signed cert valid for 127.0.0.1 and localhost; it is its own CA file."""
-    if shutil.which("openssl") is None:
-        return None
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-            "-keyout", str(key), "-out", str(cert), "-days", "2",
-            "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    key.chmod(0o600)
-    return cert, key
 
 
 class DovecotServer:
@@ -100,7 +80,7 @@ class DovecotServer:
 
         ssl_block = "ssl = no\n"
         imaps_listener = "  inet_listener imaps {\n    port = 0\n  }\n"
-        pair = _make_cert(d)
+        pair = make_self_signed_cert(d)
         if pair is not None:
             cert, key = pair
             self.tls_port = free_port()

@@ -32,7 +32,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from tests.servers.common import free_port, unavailable
+from tests.servers.common import free_port, make_self_signed_cert, unavailable
 
 Mode = Literal["accept", "tempfail", "permfail"]
 Tls = Literal["starttls", "implicit"]
@@ -51,26 +51,6 @@ class Received:
     rcpt_tos: list[str]
     data: bytes
     parsed: EmailMessage
-
-
-def make_self_signed_cert(directory: Path) -> tuple[Path, Path] | None:
-    """Self-signed cert for 127.0.0.1 and localhost that is also its own CA file."""
-    if shutil.which("openssl") is None:
-        return None
-    cert, key = directory / "smtp-cert.pem", directory / "smtp-key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-            "-keyout", str(key), "-out", str(cert), "-days", "2",
-            "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    key.chmod(0o600)
-    return cert, key
 
 
 class _CountingSMTP(SMTP):

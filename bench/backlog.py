@@ -61,7 +61,8 @@ from common import (  # noqa: E402
 )
 from verify import verify  # noqa: E402
 
-PEER = ROOT.parent / "shared" / "bench" / "peer-django-helpdesk.sh"
+# ../shared/bench/ next to the project; PEER_SCRIPT overrides it (e.g. when running from a snapshot)
+PEER = Path(os.environ.get("PEER_SCRIPT", ROOT.parent / "shared" / "bench" / "peer-django-helpdesk.sh"))
 
 TARGET_INGEST = 1000.0
 TARGET_CYCLE = 500.0

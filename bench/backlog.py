@@ -85,7 +85,7 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: Co
         cmd += ["--profile", str(work / "cycle.prof")]
     with (work / "maild.log").open("w") as log:
         t0 = time.monotonic()
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=work)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=work, check=False)
         wall = time.monotonic() - t0
     if proc.returncode != 0:
         tail = (work / "maild.log").read_text(errors="replace")[-3000:]
@@ -154,7 +154,7 @@ def run_peer(n: int, runs: int, seed: int) -> float | None:
     print(f"\n-- peer: django-helpdesk get_email, N={n}, {runs} runs ({PEER}; ~1.5 min per 1000 x 3) --", flush=True)
     env = {**os.environ, "BENCH_ROOT": str(BENCH_ROOT), "WORK": str(work), "SEED": str(seed)}
     proc = subprocess.run(["bash", str(PEER), str(n), str(runs)], env=env, cwd=PEER.parent,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(("run ", "median", "text fidelity", "attachments"))]
     for line in lines:
         print(f"  peer {line}")

@@ -59,11 +59,11 @@ def versions() -> dict[str, str]:
 
     out = {"python": sys.version.split()[0], "sqlalchemy": sqlalchemy.__version__, "sqlite": sqlite3.sqlite_version}
     try:
-        dv = subprocess.run(["dovecot", "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        dv = subprocess.run(["dovecot", "--version"], capture_output=True, text=True, timeout=10, check=False).stdout.strip()
         out["dovecot"] = dv
     except OSError:
         pass
-    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
     stamp = ROOT / "REV"  # a snapshot (git archive) carries its revision in this file
     out["maild"] = rev.stdout.strip() or (stamp.read_text().strip() if stamp.exists() else "?")
     return out
@@ -153,7 +153,7 @@ def load_mailbox(directory: Path, port: int, user: str, password: str, *, now: b
     proc = subprocess.run(
         [PY, str(BENCH / "load-mailbox.py"), "--host", "127.0.0.1", "--port", str(port), "--user", user,
          "--password", password, "--replace", "--internaldate", "now" if now else "header", str(directory)],
-        capture_output=True, text=True,
+        capture_output=True, text=True, check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"load-mailbox.py failed: {proc.stderr.strip()[-2000:]} {proc.stdout.strip()}")
@@ -201,7 +201,7 @@ class PrivatePostgres:
         return str(self.server.url(name))
 
     def version(self) -> str:
-        out = subprocess.run([str(self.server.bindir / "postgres"), "--version"], capture_output=True, text=True)
+        out = subprocess.run([str(self.server.bindir / "postgres"), "--version"], capture_output=True, text=True, check=False)
         return out.stdout.strip()
 
     def stop(self) -> None:

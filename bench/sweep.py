@@ -109,7 +109,7 @@ def main() -> None:
         template = base / "template"
         template.mkdir()
         t0 = time.perf_counter()
-        config = build(template, args.open, args.due, now)
+        build(template, args.open, args.due, now)
         print(f"built {args.open} open tickets with a message each ({args.due} due) in "
               f"{time.perf_counter() - t0:.1f} s")
         cold, warm = [], []

@@ -15,6 +15,7 @@ import traceback
 from contextlib import nullcontext
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -155,17 +156,19 @@ class Context:
     def ref(self, ticket_id: int) -> str:
         return store.ticket_ref(self.config.support.ticket_prefix, ticket_id)
 
+    @cached_property
+    def _contracts(self) -> dict[str, Contract]:
+        return {contract.id: contract for customer in self.customers for contract in customer.contracts}
+
+    @cached_property
+    def _customers(self) -> dict[str, Customer]:
+        return {customer.id: customer for customer in self.customers}
+
     def contract(self, contract_id: str | None) -> Contract | None:
-        if contract_id is None:
-            return None
-        for customer in self.customers:
-            for contract in customer.contracts:
-                if contract.id == contract_id:
-                    return contract
-        return None
+        return None if contract_id is None else self._contracts.get(contract_id)
 
     def customer(self, customer_id: str | None) -> Customer | None:
-        return next((c for c in self.customers if c.id == customer_id), None)
+        return None if customer_id is None else self._customers.get(customer_id)
 
 
 class Ingestor:

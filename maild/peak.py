@@ -154,6 +154,8 @@ _EXACT_UP_TO = 3
 
 
 def _fold(text: str) -> str:
+    if text.isascii():
+        return text.casefold()
     decomposed = unicodedata.normalize("NFKD", text.casefold().replace("ł", "l"))
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
@@ -190,9 +192,12 @@ def peak_match(text: str, day: date, windows: Sequence[PeakWindow]) -> PeakMatch
     When several active windows match, the one with most distinct topic words wins;
     ties go to the earlier window.
     """
+    active = active_windows(day, windows)
+    if not active:
+        return None
     words = _tokens(text)
     best: PeakMatch | None = None
-    for window in active_windows(day, windows):
+    for window in active:
         found = tuple(topic for topic in window.topic_words if _phrase_in(_tokens(topic), words))
         if found and (best is None or len(found) > len(best.words)):
             best = PeakMatch(window.name, found)

@@ -48,11 +48,11 @@ def _reference(raw: bytes) -> tuple[str | None, list[tuple[str, str]]]:
 
 
 def verify(config: Path, mail_dir: Path) -> dict[str, Any]:
+    from maild.blobs import BlobStore
     from maild.config import load_config
 
     cfg = load_config(config)
     engine = create_engine(cfg.database_url)
-    blobs = cfg.storage_path / "blobs"
     with engine.connect() as conn:
         rows = conn.execute(text(
             "SELECT id, ticket_id, message_id, text_new, text_quoted FROM messages WHERE direction = 'in'"
@@ -100,7 +100,7 @@ def verify(config: Path, mail_dir: Path) -> dict[str, Any]:
         for sha, name in expected:
             result["attachments_expected"] += 1
             names = [n for s, n in stored_atts if s == sha]
-            blob = blobs / sha[:2] / sha[2:4] / sha
+            blob = BlobStore(cfg.storage_path).path_for(sha)
             ok_blob = blob.exists() and hashlib.sha256(blob.read_bytes()).hexdigest() == sha
             if not names or not ok_blob:
                 result["attachments_missing"] += 1

@@ -27,7 +27,9 @@ class BlobStore:
     def path_for(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
-        return self.root / sha256[:2] / sha256[2:4] / sha256
+        # One level of 256 folders, as git does: enough spread for millions of
+        # blobs, and a new blob almost never needs a new folder.
+        return self.root / sha256[:2] / sha256
 
     def put(self, data: bytes, sha256: str | None = None) -> str:
         digest = sha256 or hashlib.sha256(data).hexdigest()

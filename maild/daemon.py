@@ -17,6 +17,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -33,11 +34,12 @@ from .customers import Customer, load_customers
 from .db import DatabaseError, open_database
 from .errors import ConfigError
 from .health import ALERT_NAMES, plan_alerts, problems, read_health
-from .mailbox import MailboxAuthError, MailboxError, MailSource, open_source
+from .mailbox import FetchedMail, MailboxAuthError, MailboxError, MailSource, open_source
+from .message import InboundMessage, UnparsableMessage
 from .metrics import Metrics
 from .notify import notify, watchdog_interval
 from .outbox import DrainResult, Outbox, Sender
-from .pipeline import Context, Ingestor
+from .pipeline import Context, Ingestor, ParseAhead
 from .render import RenderError, Renderer
 from .smtp import SmtpError
 from .sweeper import Sweeper
@@ -112,6 +114,7 @@ class Daemon:
         self._sync_customers(customers)
         self.renderer = load_renderer(config.templates_path)
         self.ingestor = Ingestor(Context.build(config, customers), self.sessions, self.blobs, clock)
+        self.parse_ahead = ParseAhead(config.limits)
         self.sweeper = Sweeper(self.ingestor)
         self.outbox = Outbox(self.sessions, self.renderer, config.smtp,
                              Sender(config.from_address, config.from_name, config.support.instance_id),
@@ -166,24 +169,39 @@ class Daemon:
             self._ready = True
             notify("READY=1", "STATUS=logged in to the mailbox, fetching")
             log.info("ready: mailbox login succeeded")
+        # Batch k+1 is fetched and parsed (on the other core) while batch k is stored.
+        pending: tuple[list[FetchedMail], Future[list[InboundMessage | UnparsableMessage]]] | None = None
         for batch in self.source.batches(max_count=self.config.batch_size):
-            result = self.ingestor.ingest_batch(batch)
-            if result.done:
-                self.source.mark_done(result.done)
-            if result.quarantined:
-                self.source.quarantine(result.quarantined)
-            waiting += len(result.retry)
-            for key, value in result.counts.items():
-                totals[key] = totals.get(key, 0) + value
-            notify("WATCHDOG=1")  # a long backlog is progress, not a hang
+            future = self.parse_ahead.submit(batch)
+            if pending is not None:
+                waiting += self._store_batch(*pending, totals)
+                if self._stop:
+                    log.info("stopping after the batch in hand (%d messages committed)", len(pending[0]))
+                    return totals
+            pending = (batch, future)
+        if pending is not None:
+            waiting += self._store_batch(*pending, totals)
             if self._stop:
-                log.info("stopping after the batch in hand (%d messages committed)", len(batch))
+                log.info("stopping after the batch in hand (%d messages committed)", len(pending[0]))
                 return totals
         now = self.clock()
         with self.sessions() as session, session.begin():
             store.set_state(session, "last_fetch_at", now.isoformat(), now)
             store.set_state(session, "mail_waiting", str(waiting), now)
         return totals
+
+    def _store_batch(self, batch: list[FetchedMail], future: Future[list[InboundMessage | UnparsableMessage]],
+                     totals: dict[str, int]) -> int:
+        """Store one parsed batch and move its mail on the source; returns how many wait for a retry."""
+        result = self.ingestor.ingest_batch(batch, self.parse_ahead.result(future, batch))
+        if result.done:
+            self.source.mark_done(result.done)
+        if result.quarantined:
+            self.source.quarantine(result.quarantined)
+        for key, value in result.counts.items():
+            totals[key] = totals.get(key, 0) + value
+        notify("WATCHDOG=1")  # a long backlog is progress, not a hang
+        return len(result.retry)
 
     def cycle(self) -> CycleReport:
         report = CycleReport()
@@ -238,6 +256,7 @@ class Daemon:
             report = self.cycle()
         finally:
             self.source.close()
+            self.parse_ahead.close()
         log.info("cycle done: %s", report.summary())
         return report
 
@@ -303,6 +322,7 @@ class Daemon:
         finally:
             notify("STOPPING=1", "STATUS=stopping")
             self.source.close()
+            self.parse_ahead.close()
             if self.metrics is not None:
                 self.metrics.close()
         log.info("stopped")

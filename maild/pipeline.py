@@ -10,13 +10,17 @@ every message on the server for the next try.
 """
 from __future__ import annotations
 
+import copyreg
 import logging
+import multiprocessing
 import traceback
-from contextlib import nullcontext
+import types
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import select
@@ -42,7 +46,7 @@ from .contracts import CustomerIndex, Resolution, resolve
 from .customers import Contract, Customer
 from .hours import book_time, prepaid_left_minutes
 from .mailbox import FetchedMail
-from .message import InboundMessage, UnparsableMessage, parse_message
+from .message import InboundMessage, ParseLimits, UnparsableMessage, parse_message
 from .models import Failure, MessageRow, OutboxRow, QuarantineRow, Ticket
 from .prioritise import TIER_BY_KIND, UNVERIFIED_TIER, prioritise
 from .quoting import split_reply
@@ -86,9 +90,80 @@ class _ParserCrash(UnparsableMessage):
     """The parser itself failed (MemoryError, a bug it let through): counted and
     retried like any processing failure, quarantined after ``MAX_ATTEMPTS``."""
 
-    def __init__(self, original: Exception) -> None:
-        super().__init__(f"parser crashed: {type(original).__name__}")
-        self.original = original
+    def __init__(self, original: Exception | str) -> None:
+        self.original = original if isinstance(original, Exception) else RuntimeError(original)
+        super().__init__(f"parser crashed: {type(self.original).__name__}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Crosses from the parse worker as text: the exception object itself may not pickle.
+        return (type(self), (f"{type(self.original).__name__}: {self.original}",))
+
+
+def parse_one(raw: bytes, limits: ParseLimits) -> InboundMessage | UnparsableMessage:
+    """Parse, turning every failure into a value: one message's bytes are never the batch's problem."""
+    try:
+        return parse_message(raw, limits)
+    except UnparsableMessage as exc:
+        return exc
+    except Exception as exc:  # this message's fault, not the batch's: see _ParserCrash
+        return _ParserCrash(exc)
+
+
+def parse_all(raws: list[bytes], limits: ParseLimits) -> list[InboundMessage | UnparsableMessage]:
+    return [parse_one(raw, limits) for raw in raws]
+
+
+# InboundMessage.headers is a read-only view; it crosses to and from the parse
+# worker as a plain dict.
+def _read_only(items: dict[str, str]) -> types.MappingProxyType[str, str]:
+    return types.MappingProxyType(items)
+
+
+copyreg.pickle(types.MappingProxyType, lambda m: (_read_only, (dict(m),)))
+
+
+class ParseAhead:
+    """Parses the next batch on the other core while this one is being stored.
+
+    Parsing is the largest single cost of ingest and needs nothing but the bytes,
+    so a backlog overlaps it with routing and the database. Small batches (the
+    everyday one or two new mails) are parsed in place: a process hop would only
+    add latency. A worker that dies is replaced, and its batch parsed in place.
+    """
+
+    MIN_BATCH = 50
+
+    def __init__(self, limits: ParseLimits) -> None:
+        self.limits = limits
+        self._pool: ProcessPoolExecutor | None = None
+
+    def submit(self, mails: Sequence[FetchedMail]) -> Future[list[InboundMessage | UnparsableMessage]]:
+        raws = [m.raw for m in mails]
+        if len(raws) >= self.MIN_BATCH:
+            try:
+                if self._pool is None:
+                    self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+                return self._pool.submit(parse_all, raws, self.limits)
+            except (OSError, RuntimeError) as exc:
+                log.warning("parse worker unavailable (%s); parsing in place", exc)
+                self.close()
+        done: Future[list[InboundMessage | UnparsableMessage]] = Future()
+        done.set_result(parse_all(raws, self.limits))
+        return done
+
+    def result(self, future: Future[list[InboundMessage | UnparsableMessage]],
+               mails: Sequence[FetchedMail]) -> list[InboundMessage | UnparsableMessage]:
+        try:
+            return future.result()
+        except Exception as exc:  # a dead worker (BrokenProcessPool) or pickling trouble: parse here
+            log.warning("parse worker failed (%s: %s); parsing this batch in place", type(exc).__name__, exc)
+            self.close()
+            return parse_all([m.raw for m in mails], self.limits)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
 
 @dataclass
@@ -190,7 +265,8 @@ class Ingestor:
         assert self._batch is not None, "only inside ingest_batch"
         return self._batch
 
-    def ingest_batch(self, mails: Sequence[FetchedMail]) -> BatchResult:
+    def ingest_batch(self, mails: Sequence[FetchedMail],
+                     parsed: Sequence[InboundMessage | UnparsableMessage] | None = None) -> BatchResult:
         """Store a batch in one transaction; return what to move where on the source.
 
         The fast path writes the whole batch in one flush at the end. If any
@@ -201,20 +277,13 @@ class Ingestor:
         Raises StorageError or a database error when the batch could not be
         committed; then nothing of it was stored and nothing may be moved.
         """
-        parsed = [self._parse(mail) for mail in mails]
+        if parsed is None:
+            parsed = parse_all([mail.raw for mail in mails], self.ctx.config.limits)
         try:
             return self._run_batch(mails, parsed, isolated=False)
         except _Isolate:
             log.info("batch of %d: a message failed; processing them one by one", len(mails))
             return self._run_batch(mails, parsed, isolated=True)
-
-    def _parse(self, mail: FetchedMail) -> InboundMessage | UnparsableMessage:
-        try:
-            return parse_message(mail.raw, self.ctx.config.limits)
-        except UnparsableMessage as exc:
-            return exc
-        except Exception as exc:  # this message's fault, not the batch's: see _ParserCrash
-            return _ParserCrash(exc)
 
     def _run_batch(self, mails: Sequence[FetchedMail], parsed: Sequence[InboundMessage | UnparsableMessage],
                    isolated: bool) -> BatchResult:

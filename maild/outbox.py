@@ -4,20 +4,32 @@ A row is marked sent only after the server accepted the mail, and that mark is
 committed before the next mail goes out, so a crash can cause at most one
 resend. Rows are claimed with a short lease (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL), so several daemons can drain one outbox without sending twice.
+
+The send path is the daemon's hottest loop after ingest (a backlog after an
+outage means thousands of acknowledgements in one cycle), so it avoids the
+costly general tools where a narrow one is exact: a chunk of due rows is read
+with one Core SELECT, a plain-text mail is composed header line by header line
+(``compose_text_mail``) instead of through ``EmailMessage`` and the header
+registry, and a sent row is marked with one Core UPDATE and a commit. The rare
+paths (render errors, 4xx/5xx, an unreachable relay, mail with attachments)
+keep the ORM and ``EmailMessage``.
 """
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from email.header import Header
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
-from typing import Any
+from typing import Any, Protocol, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import store
@@ -32,6 +44,22 @@ LEASE = timedelta(minutes=5)
 RETRY_BASE = timedelta(seconds=30)
 RETRY_CAP = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(days=3)
+CLAIM_CHUNK = 200
+
+_OUTBOX = cast(Table, OutboxRow.__table__)
+# a header line SHOULD stay within 78 characters (RFC 5322 2.1.1); folding only
+# happens at spaces we put there, so unfolding gives the value back exactly
+_FOLD_AT = 78
+# what may go verbatim into a header: printable ASCII, no "=?" that a reader
+# would decode as an RFC 2047 encoded-word
+_PLAIN_HEADER = re.compile(r"[ -~]*")
+# as smtp.py refuses in the envelope, plus what would split or unbalance an address list
+# what smtp.py refuses in the envelope, plus what would split or unbalance a list
+_UNSAFE_ADDRESS = re.compile(r"[\x00-\x20<>\x7f,;\"()\\]|^$")
+_MSG_ID = re.compile(r"[!-;=?-~]+")  # printable ASCII without space, "<" and ">"
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*")
+_UNSAFE_7BIT = re.compile(rb"[^\t\n -~]")
+_LINE_END = re.compile(r"\r\n?")
 
 
 def retry_delay(attempts: int, base: timedelta = RETRY_BASE) -> timedelta:
@@ -57,42 +85,209 @@ class DrainResult:
     errors: list[str] = field(default_factory=list)
 
 
-def build_mail(row: OutboxRow, renderer: Renderer, sender: Sender, blobs: BlobStore | None,
+class MailRow(Protocol):
+    """What building a mail needs of an outbox row: an ``OutboxRow`` or a ``PendingMail``."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def recipients(self) -> list[Any]: ...
+    @property
+    def automatic(self) -> bool: ...
+    @property
+    def template(self) -> str: ...
+    @property
+    def language(self) -> str: ...
+    @property
+    def context(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class PendingMail:
+    """One claimed outbox row, read with the chunk's single SELECT (no ORM identity map)."""
+
+    id: int
+    kind: str
+    ticket_id: int | None
+    message_id: str
+    recipients: list[Any]
+    automatic: bool
+    template: str
+    language: str
+    context: dict[str, Any]
+
+
+_PENDING_COLUMNS = tuple(_OUTBOX.c[name] for name in (
+    "id", "kind", "ticket_id", "message_id", "recipients", "automatic", "template", "language", "context"))
+
+
+# ------------------------------------------------------------------ composing
+
+
+def _fold(name: str, words: Sequence[str], sep: str = " ") -> str:
+    """``Name: w1<sep>w2...``, with CRLF + space before a word that would pass 78 columns."""
+    out: list[str] = []
+    line = f"{name}:"
+    for i, word in enumerate(words):
+        piece = word + (sep.rstrip() if i < len(words) - 1 else "")
+        if len(line) + 1 + len(piece) > _FOLD_AT and line != f"{name}:":
+            out.append(line)
+            line = " " + piece
+        else:
+            line = f"{line} {piece}"
+    out.append(line)
+    return "\r\n".join(out)
+
+
+def _utf8_clean(text: str) -> str:
+    """Lone surrogates (from undecodable input) cannot be encoded; they become U+FFFD."""
+    return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
+
+
+def _encoded(name: str, text: str) -> str:
+    """RFC 2047 encoded-words in UTF-8, folded by ``email.header`` to 78 columns."""
+    return Header(_utf8_clean(text), "utf-8", header_name=name).encode(linesep="\r\n", maxlinelen=_FOLD_AT)
+
+
+def _is_plain(text: str) -> bool:
+    return _PLAIN_HEADER.fullmatch(text) is not None and "=?" not in text
+
+
+def _text_header(name: str, value: str) -> str:
+    """An unstructured header (Subject, X-...): verbatim if plain ASCII, else RFC 2047.
+
+    Control characters never reach the wire verbatim: they are not plain, so
+    they end up inside encoded-words, which cannot start a new header line.
+    """
+    if _is_plain(value):
+        return _fold(name, value.split(" "))
+    return f"{name}: {_encoded(name, value)}"
+
+
+def _address(address: str) -> str:
+    if _UNSAFE_ADDRESS.search(address):
+        raise ValueError(f"unsafe address {address!r}")
+    return address
+
+
+def _address_header(name: str, addresses: Sequence[str]) -> str:
+    """A list of bare addresses; a non-ASCII one is written as UTF-8 (RFC 6532), as
+    the envelope then needs SMTPUTF8 anyway."""
+    return _fold(name, [_address(a) for a in addresses], sep=", ")
+
+
+def _from_header(display: str, address: str) -> str:
+    address = _address(address)
+    if not display:
+        return f"From: {address}"
+    if _is_plain(display):
+        return f"From: {formataddr((display, address))}"
+    words = _encoded("From", display)
+    last = words.rsplit("\n", 1)[-1] if "\n" in words else "From: " + words
+    joint = "\r\n " if len(last) + len(address) + 3 > _FOLD_AT else " "
+    return f"From: {words}{joint}<{address}>"
+
+
+def _msg_id(value: str) -> str | None:
+    """``<id>`` if ``value`` is usable as a msg-id; a malformed id from a client's
+    mail is left out of In-Reply-To/References rather than sent broken."""
+    return f"<{value}>" if _MSG_ID.fullmatch(value) else None
+
+
+def _body(text: str) -> tuple[str, bytes]:
+    """(Content-Transfer-Encoding, CRLF-terminated body): 7bit when the text is short
+    ASCII lines, else quoted-printable or base64, whichever is shorter. Any CR, LF
+    or CRLF in the text is one line break: no bare CR or LF reaches SMTP."""
+    data = _LINE_END.sub("\n", text).encode("utf-8", "replace")
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    lines = data.split(b"\n")[:-1]
+    crlf = b"\r\n".join(lines) + b"\r\n"
+    if not _UNSAFE_7BIT.search(data) and max(map(len, lines)) <= _FOLD_AT:
+        return "7bit", crlf
+    qp = binascii.b2a_qp(crlf, istext=True)
+    if len(qp) <= len(data) * 4 // 3 + len(data) // 57 * 2 + 2:
+        return "quoted-printable", qp if qp.endswith(b"\r\n") else qp + b"\r\n"
+    b64 = b"".join(binascii.b2a_base64(data[i:i + 57], newline=False) + b"\r\n"
+                   for i in range(0, len(data), 57))
+    return "base64", b64
+
+
+def _headers(row: MailRow, subject: str, headers: dict[str, Any], sender: Sender, now: datetime) -> list[str]:
+    """The header lines every outgoing mail carries, in one order, each CRLF-free but for folding."""
+    cc = [a for a in headers.get("cc", []) if a]
+    to = [a for a in row.recipients if a not in cc]
+    message_id = _msg_id(row.message_id)
+    if message_id is None:
+        raise ValueError(f"malformed message id {row.message_id!r}")
+    lines = [_from_header(one_line(headers.get("from_name") or sender.name, 100), sender.address)]
+    if to:
+        lines.append(_address_header("To", to))
+    if cc:
+        lines.append(_address_header("Cc", cc))
+    lines += [_text_header("Subject", one_line(subject, 900)), f"Date: {format_datetime(now)}",
+              f"Message-ID: {message_id}"]
+    in_reply_to = _msg_id(one_line(headers["in_reply_to"], 900)) if headers.get("in_reply_to") else None
+    if in_reply_to:
+        lines.append(f"In-Reply-To: {in_reply_to}")
+    refs = [ref for ref in (_msg_id(one_line(r, 900)) for r in headers.get("references", []) if r) if ref]
+    if refs:
+        lines.append("References: " + "\r\n ".join(refs))
+    if row.automatic:
+        lines.append("Auto-Submitted: " + ("auto-replied" if row.kind in ("ack", "command_error") else "auto-generated"))
+        lines.append("X-Auto-Response-Suppress: All")
+        lines.append("Precedence: " + ("auto_reply" if row.kind == "ack" else "bulk"))
+    lines.append(_text_header("X-Maild-Origin", one_line(sender.instance_id, 100)))
+    if headers.get("ticket_ref"):
+        lines.append(_text_header("X-Maild-Ticket", one_line(headers["ticket_ref"], 100)))
+    if _LANGUAGE_TAG.fullmatch(row.language):
+        lines.append(f"Content-Language: {row.language}")
+    return lines
+
+
+def compose_text_mail(row: MailRow, subject: str, body: str, headers: dict[str, Any], sender: Sender,
+                      now: datetime) -> bytes:
+    """A text/plain mail as bytes, composed directly (no ``EmailMessage``).
+
+    Every value is one_line()'d and then either checked (addresses, message ids,
+    the language tag) or written where it cannot break out of its header
+    (plain printable ASCII, or RFC 2047 encoded-words), so data from a
+    customer's mail can never add a header or end the header block.
+    """
+    cte, payload = _body(body)
+    lines = _headers(row, subject, headers, sender, now)
+    lines += ["MIME-Version: 1.0", 'Content-Type: text/plain; charset="utf-8"', f"Content-Transfer-Encoding: {cte}"]
+    return "\r\n".join(lines).encode("utf-8") + b"\r\n\r\n" + payload
+
+
+def _mime_mail(row: MailRow, subject: str, body: str, headers: dict[str, Any], sender: Sender,
+               blobs: BlobStore, now: datetime) -> bytes:
+    """A mail with attachments: our header lines, then the MIME entity ``EmailMessage``
+    makes of body and files (rare, not worth a hand-made multipart)."""
+    mime = EmailMessage(policy=SMTP)
+    mime.set_content(body, charset="utf-8", cte="quoted-printable")
+    for att in headers.get("attachments", []):
+        maintype, _, subtype = str(att.get("content_type", "application/octet-stream")).partition("/")
+        mime.add_attachment(blobs.get(att["sha256"]), maintype=maintype or "application",
+                            subtype=subtype or "octet-stream",
+                            filename=one_line(att.get("filename", "attachment"), 200))
+    return "\r\n".join(_headers(row, subject, headers, sender, now)).encode("utf-8") + b"\r\n" + mime.as_bytes()
+
+
+def build_mail(row: MailRow, renderer: Renderer, sender: Sender, blobs: BlobStore | None,
                now: datetime) -> bytes:
+    """The complete mail for an outbox row, rendered from its template and context."""
     context: dict[str, Any] = dict(row.context)
     headers: dict[str, Any] = context.pop("_headers", {})
     subject, body = renderer.render(row.template, row.language, context)
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = formataddr((one_line(headers.get("from_name") or sender.name, 100), sender.address))
-    cc = [a for a in headers.get("cc", []) if a]
-    to = [a for a in row.recipients if a not in cc]
-    msg["To"] = ", ".join(to)
-    if cc:
-        msg["Cc"] = ", ".join(cc)
-    msg["Subject"] = one_line(subject, 900)
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = f"<{row.message_id}>"
-    if headers.get("in_reply_to"):
-        msg["In-Reply-To"] = f"<{one_line(headers['in_reply_to'], 900)}>"
-    refs = [one_line(r, 900) for r in headers.get("references", []) if r]
-    if refs:
-        msg["References"] = " ".join(f"<{r}>" for r in refs)
-    if row.automatic:
-        msg["Auto-Submitted"] = "auto-replied" if row.kind in ("ack", "command_error") else "auto-generated"
-        msg["X-Auto-Response-Suppress"] = "All"
-        msg["Precedence"] = "auto_reply" if row.kind == "ack" else "bulk"
-    msg["X-Maild-Origin"] = one_line(sender.instance_id, 100)
-    if headers.get("ticket_ref"):
-        msg["X-Maild-Ticket"] = one_line(headers["ticket_ref"], 100)
-    msg["Content-Language"] = row.language
-    msg.set_content(body, charset="utf-8")
-    for att in headers.get("attachments", []):
-        if blobs is None:
-            continue
-        maintype, _, subtype = str(att.get("content_type", "application/octet-stream")).partition("/")
-        msg.add_attachment(blobs.get(att["sha256"]), maintype=maintype or "application",
-                           subtype=subtype or "octet-stream", filename=one_line(att.get("filename", "attachment"), 200))
-    return msg.as_bytes()
+    if blobs is not None and headers.get("attachments"):
+        return _mime_mail(row, subject, body, headers, sender, blobs, now)
+    return compose_text_mail(row, subject, body, headers, sender, now)
+
+
+# ------------------------------------------------------------------ draining
 
 
 class Outbox:
@@ -110,32 +305,42 @@ class Outbox:
     def drain(self, limit: int = 10000) -> DrainResult:
         return asyncio.run(self.drain_async(limit))
 
-    def _claim(self, chunk: int) -> list[int]:
-        """Rows to send now. On PostgreSQL, where several daemons may drain one
-        outbox, they are leased for ``LEASE`` so no other daemon takes them; a
-        crashed daemon's lease simply runs out. SQLite has one daemon per file,
-        so no lease: a restart sends at once what a crash left unsent."""
+    def _claim(self, chunk: int) -> list[PendingMail]:
+        """Rows to send now, oldest first, in one SELECT. On PostgreSQL, where several
+        daemons may drain one outbox, they are leased for ``LEASE`` so no other daemon
+        takes them; a crashed daemon's lease simply runs out. SQLite has one daemon per
+        file, so no lease: a restart sends at once what a crash left unsent."""
         now = self.clock()
+        query = (
+            select(*_PENDING_COLUMNS)
+            .where(_OUTBOX.c.status == "pending", _OUTBOX.c.next_attempt_at <= now)
+            .order_by(_OUTBOX.c.created_at, _OUTBOX.c.id)
+            .limit(chunk)
+        )
         with self.sessions() as session, session.begin():
-            rows = store.due_outbox(session, now, chunk)
-            if session.get_bind().dialect.name != "sqlite":
-                for row in rows:
-                    row.next_attempt_at = now + LEASE
-            return [row.id for row in rows]
+            dialect = session.get_bind().dialect.name
+            if dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = [PendingMail(**row._mapping) for row in session.execute(query)]
+            if dialect != "sqlite" and rows:
+                session.execute(update(_OUTBOX).where(_OUTBOX.c.id.in_([r.id for r in rows]))
+                                .values(next_attempt_at=now + LEASE))
+        return rows
 
     async def drain_async(self, limit: int = 10000) -> DrainResult:
         result = DrainResult()
         async with SmtpSender(self.smtp) as smtp:
             while result.sent + result.retry + result.failed < limit:
-                ids = self._claim(min(200, limit))
-                if not ids:
+                rows = self._claim(min(CLAIM_CHUNK, limit))
+                if not rows:
                     break
-                for position, row_id in enumerate(ids):
-                    try:
-                        await self._send_one(smtp, row_id, result)
-                    except SmtpError:
-                        self._release(ids[position:])
-                        raise
+                with self.sessions() as session:
+                    for position, row in enumerate(rows):
+                        try:
+                            await self._send_one(session, smtp, row, result)
+                        except SmtpError:
+                            self._release([r.id for r in rows[position:]])
+                            raise
         return result
 
     def _release(self, ids: list[int]) -> None:
@@ -146,41 +351,56 @@ class Outbox:
             for row in session.scalars(select(OutboxRow).where(OutboxRow.id.in_(ids), OutboxRow.status == "pending")):
                 row.next_attempt_at = min(row.next_attempt_at, now)
 
-    async def _send_one(self, smtp: SmtpSender, row_id: int, result: DrainResult) -> None:
+    async def _send_one(self, session: Session, smtp: SmtpSender, mail: PendingMail, result: DrainResult) -> None:
+        """Build, send and settle one mail; the row's new state is committed before returning."""
         now = self.clock()
-        with self.sessions() as session:
-            row = session.get(OutboxRow, row_id)
-            if row is None or row.status != "pending":
-                return
-            try:
-                data = build_mail(row, self.renderer, self.sender, self.blobs, now)
-            except (RenderError, OSError, KeyError, ValueError) as exc:
-                self._retry(row, now, f"cannot render: {exc}", result)
-                session.commit()
-                return
-            delivery = await smtp.send(Envelope(self.sender.address, tuple(row.recipients), data))
-            if delivery.outcome == "retry" and not smtp.connected:
-                # the relay is unreachable, not this mail's fault: the row stays due, in its
-                # place in the queue, and the caller backs off the relay as a whole
+        try:
+            data = build_mail(mail, self.renderer, self.sender, self.blobs, now)
+        except (RenderError, OSError, KeyError, ValueError) as exc:
+            self._settle(session, mail.id, lambda row: self._retry(row, now, f"cannot render: {exc}", result))
+            return
+        delivery = await smtp.send(Envelope(self.sender.address, tuple(mail.recipients), data))
+        if delivery.outcome == "sent":
+            # the hot path: one UPDATE, committed before the next mail goes out
+            session.execute(
+                update(_OUTBOX).where(_OUTBOX.c.id == mail.id).values(
+                    status="sent", sent_at=self.clock(), attempts=_OUTBOX.c.attempts + 1,
+                    last_error="; ".join(f"{a}: {r}" for a, r in delivery.refused.items())))
+            session.commit()
+            result.sent += 1
+            return
+        if delivery.outcome == "retry" and not smtp.connected:
+            # the relay is unreachable, not this mail's fault: the row stays due, in its
+            # place in the queue, and the caller backs off the relay as a whole
+            def unreachable(row: OutboxRow) -> None:
                 row.attempts += 1
                 row.last_error = delivery.reply[:2000]
-                session.commit()
-                raise SmtpUnavailable(delivery.reply)
+
+            self._settle(session, mail.id, unreachable)
+            raise SmtpUnavailable(delivery.reply)
+
+        def refused(row: OutboxRow) -> None:
             row.attempts += 1
-            if delivery.outcome == "sent":
-                row.status, row.sent_at, row.last_error = "sent", self.clock(), "; ".join(
-                    f"{a}: {r}" for a, r in delivery.refused.items())
-                result.sent += 1
-            elif delivery.outcome == "failed":
+            if delivery.outcome == "failed":
                 row.status, row.last_error = "failed", delivery.reply[:2000]
                 result.failed += 1
-                log.error("outbox %d (%s, %s) failed permanently: %s", row.id, row.kind, row.message_id, delivery.reply)
+                log.error("outbox %d (%s, %s) failed permanently: %s", row.id, row.kind, row.message_id,
+                          delivery.reply)
                 if row.ticket_id is not None:
                     store.add_event(session, row.ticket_id, "delivery_failed", now, recipients=list(row.recipients),
                                     status=delivery.reply[:200], permanent=True, outbox_id=row.id)
             else:
                 self._retry(row, now, delivery.reply, result)
-            session.commit()
+
+        self._settle(session, mail.id, refused)
+
+    @staticmethod
+    def _settle(session: Session, row_id: int, change: Callable[[OutboxRow], None]) -> None:
+        """The rare outcomes (retry, failure) through the ORM, committed at once."""
+        row = session.get(OutboxRow, row_id)
+        if row is not None:
+            change(row)
+        session.commit()
 
     def _retry(self, row: OutboxRow, now: datetime, reason: str, result: DrainResult) -> None:
         row.last_error = reason[:2000]

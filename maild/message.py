@@ -22,6 +22,7 @@ import codecs
 import hashlib
 import logging
 import mimetypes
+import os
 import re
 import types
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email import policy as _policy
 from email.errors import MessageError
+from email.feedparser import FeedParser
 from email.generator import BytesGenerator
 from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser, HeaderParser
@@ -468,7 +470,12 @@ def _payload(part: Message) -> Any:
         return ""
 
 
-def _payload_bytes(part: Message) -> bytes:
+def _payload_bytes(part: Message, blobs: _Blobs | None = None) -> bytes:
+    if blobs is not None and blobs.holds(part):
+        decoded = blobs.decoded(part)
+        if decoded is not None:
+            return decoded
+        blobs.materialise(part)
     try:
         data = part.get_payload(decode=True)
     except (ValueError, TypeError, LookupError, binascii.Error, AssertionError):
@@ -481,7 +488,11 @@ def _payload_bytes(part: Message) -> bytes:
     return b""
 
 
-def _estimated_size(part: Message) -> int:
+def _estimated_size(part: Message, blobs: _Blobs | None = None) -> int:
+    if blobs is not None and blobs.holds(part):
+        length = blobs.length(part)
+        cte = (_first(part, "content-transfer-encoding") or "").strip().lower()
+        return length * 3 // 4 if cte == "base64" else length
     raw = _payload(part)
     if not isinstance(raw, str):
         return 0
@@ -547,6 +558,7 @@ class _Walk:
     original_headers: list[Message] | None = None
     skipped_attachments: int = 0
     truncated: bool = False
+    blobs: _Blobs | None = None
 
     def defect(self, text: str) -> None:
         if text not in self.defects and len(self.defects) < _MAX_DEFECTS:
@@ -558,7 +570,7 @@ def _part_defects(walk: _Walk, part: Message) -> None:
         walk.defect(type(defect).__name__)
 
 
-def _status_text(part: Message) -> str:
+def _status_text(part: Message, blobs: _Blobs | None) -> str:
     payload = _payload(part)
     if isinstance(payload, list):
         blocks = []
@@ -567,7 +579,7 @@ def _status_text(part: Message) -> str:
                 blocks.append("\n".join(f"{k}: {_unescape_8bit(v)}" for k, v in _raw_items(block)))
         return "\n\n".join(blocks)
     if isinstance(payload, str):
-        return decode_bytes(_payload_bytes(part), _charset(part))
+        return decode_bytes(_payload_bytes(part, blobs), _charset(part))
     return ""
 
 
@@ -595,16 +607,18 @@ def _walk_parts(root: Message, walk: _Walk) -> None:
         ctype = _content_type(part)
         payload = _payload(part)
         if ctype == "message/delivery-status" or ctype == "message/global-delivery-status":
-            walk.status_blocks.append(_status_text(part))
+            walk.status_blocks.append(_status_text(part, walk.blobs))
             continue
         if ctype in ("text/rfc822-headers", "message/rfc822-headers"):
-            text = decode_bytes(_payload_bytes(part), _charset(part))
+            text = decode_bytes(_payload_bytes(part, walk.blobs), _charset(part))
             walk.original_headers.append(HeaderParser().parsestr(text, headersonly=True))
             continue
         if ctype in ("message/rfc822", "message/global") and isinstance(payload, list):
             inner = payload[0] if payload and isinstance(payload[0], Message) else None
             if inner is not None:
                 walk.original_headers.append(inner)
+                if walk.blobs is not None:
+                    walk.blobs.materialise_tree(inner)  # the generator reads every payload
                 _add_attachment(walk, attachments, part, ctype, _flatten(inner), "message/rfc822", inner)
             continue
         if isinstance(payload, list):
@@ -621,7 +635,7 @@ def _walk_parts(root: Message, walk: _Walk) -> None:
         if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
             if walk.text_chars >= limits.max_text_chars:
                 continue
-            text = _clean_text(decode_bytes(_payload_bytes(part), _charset(part)))
+            text = _clean_text(decode_bytes(_payload_bytes(part, walk.blobs), _charset(part)))
             walk.text_chars += len(text)
             (walk.plain if ctype == "text/plain" else walk.html).append(text)
             continue
@@ -654,13 +668,14 @@ def _add_attachment(
             walk.notes.append(f"attachments after the first {limits.max_attachments} not stored: over max_attachments")
         return
     if data is None:
-        if _estimated_size(part) > limits.max_attachment_bytes * 1.05 + 1024:
+        estimated = _estimated_size(part, walk.blobs)
+        if estimated > limits.max_attachment_bytes * 1.05 + 1024:
             walk.skipped_attachments += 1
             walk.notes.append(
-                f"attachment '{display}' (~{_estimated_size(part) // (1024 * 1024)} MB) not stored: over max_attachment_bytes"
+                f"attachment '{display}' (~{estimated // (1024 * 1024)} MB) not stored: over max_attachment_bytes"
             )
             return
-        data = _payload_bytes(part)
+        data = _payload_bytes(part, walk.blobs)
     if len(data) > limits.max_attachment_bytes:
         walk.skipped_attachments += 1
         walk.notes.append(
@@ -927,14 +942,193 @@ def _return_path(msg: Message) -> str | None:
     return _clean_addr(inner)
 
 
-def _parse_tree(work: bytes, defects: list[str], notes: list[str]) -> tuple[Message, bool]:
+# --------------------------------------------------------------------------
+# big messages: long body runs kept out of the feed parser
+# --------------------------------------------------------------------------
+
+# The stdlib parser holds a big message several times over: the whole message
+# as a str, a StringIO copy of it at 4 bytes a character, a list of one str per
+# line and the joined payload; decoding a base64 part adds the payload again as
+# bytes, its lines and their join. A 24 MB message with one attachment took a
+# process from 46 to 265 MB. Above _BLOB_MESSAGE_BYTES, every run of body lines
+# of at least _BLOB_MIN_BYTES is replaced in the parser's input by a one-line
+# token, and the part whose payload is that token is decoded later straight
+# from the raw bytes. Smaller messages take the plain stdlib path: it is faster.
+_BLOB_MESSAGE_BYTES = 1024 * 1024
+_BLOB_MIN_BYTES = 64 * 1024
+_FEED_CHUNK = 64 * 1024
+
+# A line the feed parser can only ever treat as body text, whatever state it is
+# in: not blank, not a header field or continuation (its headerRE), not a
+# "From " envelope line, not a boundary or close delimiter (those start "--").
+# Replacing a run of such lines by one such line changes no parsing decision;
+# the run's last line break stays outside the token, because the parser strips
+# the break before a boundary. The last line of the message may lack a break.
+_BODY_RUN = re.compile(
+    rb"^(?:(?![\x21-\x39\x3b-\x7e]*:|From )[^\r\n \t-][^\r\n]*(?:\r\n|\r|\n|\Z))+",
+    re.MULTILINE,
+)
+# What the stdlib's strict base64 check accepts once CR and LF are removed.
+_BASE64_SHAPE = re.compile(rb"[A-Za-z0-9+/\r\n]*(?:=[\r\n]*){0,2}")
+_UU_ENCODINGS = frozenset({"x-uuencode", "uuencode", "uue", "x-uue"})
+
+
+def _raw_payload(msg: Message) -> object:
+    """The payload as parsed; ``get_payload()`` would decode 8-bit text with errors="replace"."""
+    return getattr(msg, "_payload", None)
+
+
+class _Blobs:
+    """Raw spans left out of the parse, and the leaf parts whose payload is one.
+
+    A held part's payload is ``before + <span> + after``; its decoded bytes are
+    what ``Message.get_payload(decode=True)`` would return, computed from the
+    raw bytes without building the payload string. Anything unusual is put
+    back into the part (``materialise``) and left to the stdlib.
+    """
+
+    def __init__(self, work: bytes, spans: list[tuple[int, int]], prefix: str) -> None:
+        self.work = work
+        self.spans = spans
+        self.token = re.compile(re.escape(prefix) + r"(\d+)")
+        self.held: dict[int, tuple[Message, str, int, str]] = {}
+
+    def text(self, index: int) -> str:
+        start, end = self.spans[index]
+        return str(memoryview(self.work)[start:end], "ascii", "surrogateescape")
+
+    def restore(self, value: str) -> str:
+        return self.token.sub(lambda m: self.text(int(m.group(1))), value)
+
+    def adopt(self, root: Message) -> None:
+        """Hold every leaf whose payload has one token; put the rest back."""
+        stack = [root]
+        while stack:
+            msg = stack.pop()
+            for attr in ("preamble", "epilogue"):
+                value = getattr(msg, attr, None)
+                if isinstance(value, str) and self.token.search(value):
+                    setattr(msg, attr, self.restore(value))
+            payload = _raw_payload(msg)
+            if isinstance(payload, list):
+                stack.extend(p for p in payload if isinstance(p, Message))
+                continue
+            if not isinstance(payload, str):
+                continue
+            found = list(self.token.finditer(payload))
+            if len(found) == 1:
+                m = found[0]
+                self.held[id(msg)] = (msg, payload[: m.start()], int(m.group(1)), payload[m.end():])
+            elif found:
+                msg.set_payload(self.restore(payload))
+
+    def holds(self, part: Message) -> bool:
+        entry = self.held.get(id(part))
+        return entry is not None and entry[0] is part
+
+    def length(self, part: Message) -> int:
+        """Length of the payload string the stdlib would hold."""
+        _, before, index, after = self.held[id(part)]
+        start, end = self.spans[index]
+        return len(before) + (end - start) + len(after)
+
+    def materialise(self, part: Message) -> None:
+        entry = self.held.pop(id(part), None)
+        if entry is not None:
+            _, before, index, after = entry
+            part.set_payload(before + self.text(index) + after)
+
+    def materialise_tree(self, root: Message) -> None:
+        stack = [root]
+        while stack:
+            msg = stack.pop()
+            self.materialise(msg)
+            payload = _raw_payload(msg)
+            if isinstance(payload, list):
+                stack.extend(p for p in payload if isinstance(p, Message))
+
+    def decoded(self, part: Message) -> bytes | None:
+        """``get_payload(decode=True)`` of a held part, or None to let the stdlib do it."""
+        _, before, index, after = self.held[id(part)]
+        start, end = self.spans[index]
+        view = memoryview(self.work)[start:end]
+        cte = str(part.get("content-transfer-encoding", "")).lower()
+        if cte == "base64":
+            if before.strip("\r\n") or after.strip("\r\n"):
+                return None
+            return self._base64(start, end)
+        if cte in _UU_ENCODINGS:
+            return None
+        data = view if not before and not after else b"".join(
+            (before.encode("ascii", "surrogateescape"), view, after.encode("ascii", "surrogateescape"))
+        )
+        if cte == "quoted-printable":
+            return binascii.a2b_qp(data)
+        return bytes(data)
+
+    def _base64(self, start: int, end: int) -> bytes | None:
+        """The stdlib's ``decode_b`` on the joined lines, where that needs no copy.
+
+        Well-formed input (alphabet, then at most two '=', length a multiple of
+        4 without CR/LF) passes its strict check, and the lenient decoder
+        skipping CR/LF gives the same bytes; input failing the strict check
+        goes to the lenient decoder there too. Missing padding or a lenient
+        failure: None, and the stdlib decodes it.
+        """
+        work = self.work
+        view = memoryview(work)[start:end]
+        if _BASE64_SHAPE.fullmatch(work, start, end):
+            length = end - start - work.count(b"\r", start, end) - work.count(b"\n", start, end)
+            if length % 4:
+                return None
+        try:
+            return binascii.a2b_base64(view)
+        except binascii.Error:
+            return None
+
+
+def _parse_big(work: bytes) -> tuple[Message, bool, _Blobs | None]:
+    """The stdlib feed parser over ``work`` with long body runs replaced by tokens."""
+    prefix = "MAILDBLOB" + os.urandom(8).hex() + "x"
+    while work.find(prefix.encode("ascii")) >= 0:
+        prefix = "MAILDBLOB" + os.urandom(8).hex() + "x"
+    spans: list[tuple[int, int]] = []
+    for m in _BODY_RUN.finditer(work):
+        start, end = m.span()
+        if end - start < _BLOB_MIN_BYTES:
+            continue
+        if work[end - 1:end] == b"\n":
+            end -= 2 if work[end - 2:end] == b"\r\n" else 1
+        elif work[end - 1:end] == b"\r":
+            end -= 1
+        spans.append((start, end))
+    parser = FeedParser(policy=_policy.compat32)
+    view = memoryview(work)
+    pos = 0
+    for index, (start, end) in enumerate(spans + [(len(work), len(work))]):
+        for chunk in range(pos, start, _FEED_CHUNK):
+            parser.feed(str(view[chunk:min(chunk + _FEED_CHUNK, start)], "ascii", "surrogateescape"))
+        if index < len(spans):
+            parser.feed(f"{prefix}{index}")
+        pos = end
+    msg = parser.close()
+    if not spans:
+        return msg, True, None
+    blobs = _Blobs(work, spans, prefix)
+    blobs.adopt(msg)
+    return msg, True, blobs
+
+
+def _parse_tree(work: bytes, defects: list[str], notes: list[str]) -> tuple[Message, bool, _Blobs | None]:
     """Full parse, or headers only when the MIME tree is too deep for the parser."""
     try:
-        return BytesParser(policy=_policy.compat32).parsebytes(work), True
+        if len(work) < _BLOB_MESSAGE_BYTES:
+            return BytesParser(policy=_policy.compat32).parsebytes(work), True, None
+        return _parse_big(work)
     except RecursionError:
         notes.append("MIME structure nested too deeply for the parser: body not read")
         defects.append("MimeNestingTooDeep")
-        return BytesHeaderParser(policy=_policy.compat32).parsebytes(work), False
+        return BytesHeaderParser(policy=_policy.compat32).parsebytes(work), False, None
 
 
 def parse_message(raw: bytes, limits: ParseLimits = ParseLimits()) -> InboundMessage:
@@ -1001,13 +1195,15 @@ def _parse(raw: bytes, limits: ParseLimits) -> InboundMessage:
             f"{limits.max_message_bytes // (1024 * 1024)} MB read, attachments not stored"
         )
     work = _cap_headers(work, limits.max_header_bytes, notes)
-    msg, complete = _parse_tree(work, defects, notes)
+    msg, complete, blobs = _parse_tree(work, defects, notes)
+    del work  # a lazy part keeps its own reference to the bytes it needs
 
-    walk = _Walk(limits=limits, notes=notes, defects=defects, plain=[], html=[], truncated=truncated)
+    walk = _Walk(limits=limits, notes=notes, defects=defects, plain=[], html=[], truncated=truncated, blobs=blobs)
     if complete:
         _walk_parts(msg, walk)
     else:
         _part_defects(walk, msg)
+    walk.blobs = blobs = None  # decoded parts are in walk.attachments; let the raw spans go
 
     message_id = normalise_message_id(_first(msg, "message-id"))
     subject = _one_line(decode_header_words(_first(msg, "subject") or ""), _SUBJECT_CAP)

@@ -23,10 +23,11 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from email.charset import Charset
 from email.header import Header
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, select, update
@@ -56,6 +57,8 @@ _PLAIN_HEADER = re.compile(r"[ -~]*")
 # as smtp.py refuses in the envelope, plus what would split or unbalance an address list
 # what smtp.py refuses in the envelope, plus what would split or unbalance a list
 _UNSAFE_ADDRESS = re.compile(r"[\x00-\x20<>\x7f,;\"()\\]|^$")
+_ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")  # a phrase that needs no quotes
+_UTF8 = Charset("utf-8")
 _MSG_ID = re.compile(r"[!-;=?-~]+")  # printable ASCII without space, "<" and ">"
 _LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*")
 _UNSAFE_7BIT = re.compile(rb"[^\t\n -~]")
@@ -178,28 +181,44 @@ def _address_header(name: str, addresses: Sequence[str]) -> str:
     return _fold(name, [_address(a) for a in addresses], sep=", ")
 
 
+def _display_name(display: str) -> str:
+    """A display name as a phrase: atoms as they are, other ASCII quoted, anything else
+    one RFC 2047 encoded-word.
+
+    One word, not several folded ones: Python's own address parser (3.11) keeps the
+    space between adjacent encoded-words in a phrase, which RFC 2047 says to drop,
+    so a long name split in two would read back with a space in it. The name is
+    capped at 100 characters, so the word stays well within 998 bytes.
+    """
+    if not _is_plain(display):  # non-ASCII, control characters, or "=?" a reader would decode
+        return _UTF8.header_encode(_utf8_clean(display))
+    if _ATOMS.fullmatch(display):
+        return display
+    return '"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _from_header(display: str, address: str) -> str:
     address = _address(address)
     if not display:
         return f"From: {address}"
-    if _is_plain(display):
-        return f"From: {formataddr((display, address))}"
-    words = _encoded("From", display)
-    last = words.rsplit("\n", 1)[-1] if "\n" in words else "From: " + words
-    joint = "\r\n " if len(last) + len(address) + 3 > _FOLD_AT else " "
-    return f"From: {words}{joint}<{address}>"
+    line = f"From: {_display_name(display)}"
+    joint = "\r\n " if len(line) + len(address) + 3 > _FOLD_AT else " "
+    return f"{line}{joint}<{address}>"
 
 
 def _msg_id(value: str) -> str | None:
     """``<id>`` if ``value`` is usable as a msg-id; a malformed id from a client's
-    mail is left out of In-Reply-To/References rather than sent broken."""
-    return f"<{value}>" if _MSG_ID.fullmatch(value) else None
+    mail is left out of In-Reply-To/References rather than sent broken (so is one
+    with "=?", which readers that treat these headers as text would decode)."""
+    return f"<{value}>" if _MSG_ID.fullmatch(value) and "=?" not in value else None
 
 
 def _body(text: str) -> tuple[str, bytes]:
     """(Content-Transfer-Encoding, CRLF-terminated body): 7bit when the text is short
-    ASCII lines, else quoted-printable or base64, whichever is shorter. Any CR, LF
-    or CRLF in the text is one line break: no bare CR or LF reaches SMTP."""
+    ASCII lines, else quoted-printable (readable, and not what spam filters frown
+    on in text), unless it is more than twice the size of base64 (emoji,
+    non-Latin scripts). Any CR, LF or CRLF in the text is one line break: no bare
+    CR or LF reaches SMTP."""
     data = _LINE_END.sub("\n", text).encode("utf-8", "replace")
     if not data.endswith(b"\n"):
         data += b"\n"
@@ -208,7 +227,7 @@ def _body(text: str) -> tuple[str, bytes]:
     if not _UNSAFE_7BIT.search(data) and max(map(len, lines)) <= _FOLD_AT:
         return "7bit", crlf
     qp = binascii.b2a_qp(crlf, istext=True)
-    if len(qp) <= len(data) * 4 // 3 + len(data) // 57 * 2 + 2:
+    if len(qp) <= 2 * (len(data) * 4 // 3 + len(data) // 57 * 2 + 2):
         return "quoted-printable", qp if qp.endswith(b"\r\n") else qp + b"\r\n"
     b64 = b"".join(binascii.b2a_base64(data[i:i + 57], newline=False) + b"\r\n"
                    for i in range(0, len(data), 57))

@@ -24,13 +24,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.charset import Charset
-from email.header import Header
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import store
@@ -122,6 +121,13 @@ class PendingMail:
     context: dict[str, Any]
 
 
+# one statement, compiled once: the per-mail "sent" mark of the hot path
+_MARK_SENT = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("row_id"))
+    .values(status="sent", sent_at=bindparam("sent_at"), attempts=_OUTBOX.c.attempts + 1,
+            last_error=bindparam("refused"))
+)
 _PENDING_COLUMNS = tuple(_OUTBOX.c[name] for name in (
     "id", "kind", "ticket_id", "message_id", "recipients", "automatic", "template", "language", "context"))
 
@@ -144,14 +150,25 @@ def _fold(name: str, words: Sequence[str], sep: str = " ") -> str:
     return "\r\n".join(out)
 
 
-def _utf8_clean(text: str) -> str:
-    """Lone surrogates (from undecodable input) cannot be encoded; they become U+FFFD."""
-    return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
-
-
 def _encoded(name: str, text: str) -> str:
-    """RFC 2047 encoded-words in UTF-8, folded by ``email.header`` to 78 columns."""
-    return Header(_utf8_clean(text), "utf-8", header_name=name).encode(linesep="\r\n", maxlinelen=_FOLD_AT)
+    """RFC 2047 base64 encoded-words in UTF-8, one per line, each line within 78
+    columns, each word whole characters (a cut never falls inside a UTF-8 sequence).
+
+    Written here rather than with ``email.header.Header``, which took a quarter
+    of the time of building a mail; readers join adjacent encoded-words without
+    the folding space, so the text reads back exactly.
+    """
+    data = text.encode("utf-8", "replace")  # a lone surrogate becomes "?"
+    words: list[str] = []
+    room = _FOLD_AT - len(name) - 2  # after "Name: " on the first line
+    start = 0
+    while start < len(data):
+        end = min(len(data), start + max((room - 12) // 4 * 3, 4))
+        while end < len(data) and 0x80 <= data[end] < 0xC0:  # continuation byte: back off
+            end -= 1
+        words.append("=?utf-8?b?" + binascii.b2a_base64(data[start:end], newline=False).decode("ascii") + "?=")
+        start, room = end, _FOLD_AT - 1
+    return "\r\n ".join(words)
 
 
 def _is_plain(text: str) -> bool:
@@ -191,7 +208,7 @@ def _display_name(display: str) -> str:
     capped at 100 characters, so the word stays well within 998 bytes.
     """
     if not _is_plain(display):  # non-ASCII, control characters, or "=?" a reader would decode
-        return _UTF8.header_encode(_utf8_clean(display))
+        return _UTF8.header_encode(display.encode("utf-8", "replace").decode("utf-8"))
     if _ATOMS.fullmatch(display):
         return display
     return '"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -381,10 +398,9 @@ class Outbox:
         delivery = await smtp.send(Envelope(self.sender.address, tuple(mail.recipients), data))
         if delivery.outcome == "sent":
             # the hot path: one UPDATE, committed before the next mail goes out
-            session.execute(
-                update(_OUTBOX).where(_OUTBOX.c.id == mail.id).values(
-                    status="sent", sent_at=self.clock(), attempts=_OUTBOX.c.attempts + 1,
-                    last_error="; ".join(f"{a}: {r}" for a, r in delivery.refused.items())))
+            session.connection().execute(_MARK_SENT, {
+                "row_id": mail.id, "sent_at": self.clock(),
+                "refused": "; ".join(f"{a}: {r}" for a, r in delivery.refused.items())})
             session.commit()
             result.sent += 1
             return

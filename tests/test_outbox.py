@@ -14,6 +14,7 @@ from maild.config import load_config
 from maild.daemon import Daemon
 from maild.models import Event, OutboxRow
 from maild.outbox import RETRY_BASE, RETRY_CAP, retry_delay
+from maild.smtp import Delivery, Envelope, SmtpSender
 from tests.helpers import Clock, maildir_source, make_mail, write_config
 
 UTC = timezone.utc
@@ -80,3 +81,34 @@ def test_backoff_grows_and_is_capped(attempts: int) -> None:
     delay = retry_delay(attempts)
     assert RETRY_BASE <= delay <= RETRY_CAP
     assert retry_delay(attempts + 1) >= delay
+
+
+def test_each_sent_mark_is_committed_before_the_next_mail_goes_out(
+        tmp_path: Path, smtp_sink: Any, monkeypatch: Any) -> None:
+    """The "a crash resends at most one mail" guarantee: when mail n+1 is handed to
+    SMTP, a separate connection already sees mail n as sent (attempts 1, sent_at set)."""
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(4):
+        box.add(make_mail(sender=f"Jan {i} <jan{i}@acme.pl>", subject=f"Sprawa {i}", msgid=f"<seq{i}@acme.pl>"))
+    daemon = Daemon(load_config(config), Clock(datetime.now(UTC)))
+    daemon.ingest_all()
+    seen: list[list[tuple[str, int, bool]]] = []
+    real_send = SmtpSender.send
+
+    async def watching_send(self: SmtpSender, envelope: Envelope) -> Delivery:
+        with daemon.sessions() as session:
+            seen.append([(r.status, r.attempts, r.sent_at is not None)
+                         for r in session.scalars(select(OutboxRow).order_by(OutboxRow.id))])
+        return await real_send(self, envelope)
+
+    monkeypatch.setattr(SmtpSender, "send", watching_send)
+    assert daemon.outbox.drain().sent == 4
+    assert [[s for s, _, _ in states] for states in seen] == [
+        ["sent"] * n + ["pending"] * (4 - n) for n in range(4)], "oldest first, each marked before the next"
+    assert all(state == ("sent", 1, True) for states in seen for state in states if state[0] == "sent")
+    with daemon.sessions() as session:
+        rows = list(session.scalars(select(OutboxRow).order_by(OutboxRow.id)))
+    assert [(r.status, r.attempts, r.last_error) for r in rows] == [("sent", 1, "")] * 4
+    assert all(r.sent_at is not None and r.sent_at.tzinfo is not None for r in rows)
+    assert len(smtp_sink.wait_for(4)) == 4

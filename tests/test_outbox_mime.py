@@ -103,6 +103,10 @@ def test_subject_name_and_body_read_back_exactly(subject: str, name: str, body: 
     assert {k.lower() for k in mail.keys()} == EXPECTED_HEADERS
     assert len(mail.keys()) == len(EXPECTED_HEADERS), "every header once"
     assert mail["Subject"] == one_line(subject, 900)
+    subject_lines = re.search(r"^Subject:.*?(?=\r\n\S)", raw.decode("ascii"), re.S | re.M)
+    assert subject_lines is not None
+    if "=?utf-8?" in subject_lines.group(0):
+        assert all(len(line) <= 78 for line in subject_lines.group(0).split("\r\n"))
     [address] = mail["From"].addresses
     assert address.addr_spec == SENDER.address
     assert address.display_name == one_line(name or SENDER.name, 100)

@@ -45,6 +45,9 @@ from .smtp import SmtpError
 from .sweeper import Sweeper
 
 log = logging.getLogger("maild.daemon")
+# Bytes of mail fetched per batch: with the next batch fetched while this one is
+# stored, a 25 MB message plus its neighbours must stay well inside a small VM.
+BATCH_BYTES = 16 * 1024 * 1024
 UTC = timezone.utc
 # consecutive failed cycles after which the loop no longer counts as healthy
 UNHEALTHY_AFTER = 3
@@ -171,7 +174,7 @@ class Daemon:
             log.info("ready: mailbox login succeeded")
         # Batch k+1 is fetched and parsed (on the other core) while batch k is stored.
         pending: tuple[list[FetchedMail], Future[list[InboundMessage | UnparsableMessage]]] | None = None
-        for batch in self.source.batches(max_count=self.config.batch_size):
+        for batch in self.source.batches(max_count=self.config.batch_size, max_bytes=BATCH_BYTES):
             future = self.parse_ahead.submit(batch)
             if pending is not None:
                 waiting += self._store_batch(*pending, totals)

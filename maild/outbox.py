@@ -20,6 +20,7 @@ import asyncio
 import binascii
 import logging
 import re
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -45,6 +46,10 @@ RETRY_BASE = timedelta(seconds=30)
 RETRY_CAP = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(days=3)
 CLAIM_CHUNK = 200
+# SMTP connections a drain uses at once: while the relay works on one mail, maild
+# builds and sends the next on the other
+SMTP_CONNECTIONS = 2
+PARALLEL_FROM = 20  # due mails from which a drain uses more than one connection
 
 _OUTBOX = cast(Table, OutboxRow.__table__)
 # a header line SHOULD stay within 78 characters (RFC 5322 2.1.1); folding only
@@ -329,8 +334,10 @@ def build_mail(row: MailRow, renderer: Renderer, sender: Sender, blobs: BlobStor
 class Outbox:
     def __init__(self, sessions: sessionmaker[Session], renderer: Renderer, smtp: SmtpSettings, sender: Sender,
                  blobs: BlobStore | None = None, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 retry_base: timedelta = RETRY_BASE) -> None:
+                 retry_base: timedelta = RETRY_BASE, connections: int = SMTP_CONNECTIONS) -> None:
         self.sessions = sessions
+        self.connections = connections
+        self.parallel_from = PARALLEL_FROM
         self.retry_base = retry_base
         self.renderer = renderer
         self.smtp = smtp
@@ -364,20 +371,50 @@ class Outbox:
         return rows
 
     async def drain_async(self, limit: int = 10000) -> DrainResult:
+        """Send up to ``limit`` due mails over ``self.connections`` SMTP connections
+        (one when fewer than ``self.parallel_from`` are due).
+
+        The workers take the claimed rows in order from one queue, so mail still
+        leaves oldest first (give or take the one in flight on the other
+        connection). Each marks its mail sent and commits before taking the next;
+        the commits cannot interleave (one thread, nothing awaited between a
+        statement and its commit), so all workers share one session. A crash thus
+        resends at most one mail per connection. When the relay fails for one
+        worker, the others finish the mail they have in hand and take no more,
+        and every row not sent is given back in its place in the queue.
+        """
         result = DrainResult()
-        async with SmtpSender(self.smtp) as smtp:
+        senders = [SmtpSender(self.smtp) for _ in range(max(1, self.connections))]
+        try:
             while result.sent + result.retry + result.failed < limit:
-                rows = self._claim(min(CLAIM_CHUNK, limit))
+                rows = self._claim(min(CLAIM_CHUNK, limit - result.sent - result.retry - result.failed))
                 if not rows:
                     break
+                queue = deque(rows)
+                unsent: list[int] = []
+                faults: list[SmtpError] = []
+                # a trickle goes over one connection, in exact order; a backlog over all
+                workers = senders if len(rows) >= self.parallel_from else senders[:1]
                 with self.sessions() as session:
-                    for position, row in enumerate(rows):
-                        try:
-                            await self._send_one(session, smtp, row, result)
-                        except SmtpError:
-                            self._release([r.id for r in rows[position:]])
-                            raise
+                    await asyncio.gather(*(self._worker(session, smtp, queue, result, unsent, faults)
+                                           for smtp in workers))
+                if faults:
+                    self._release(unsent + [row.id for row in queue])
+                    raise faults[0]
+        finally:
+            for smtp in senders:
+                await smtp.close()
         return result
+
+    async def _worker(self, session: Session, smtp: SmtpSender, queue: deque[PendingMail], result: DrainResult,
+                      unsent: list[int], faults: list[SmtpError]) -> None:
+        while queue and not faults:
+            mail = queue.popleft()
+            try:
+                await self._send_one(session, smtp, mail, result)
+            except SmtpError as exc:
+                faults.append(exc)
+                unsent.append(mail.id)
 
     def _release(self, ids: list[int]) -> None:
         """Give claimed rows back, due at once: the caller backs off the relay as a

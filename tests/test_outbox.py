@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import mailbox
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -14,7 +16,7 @@ from maild.config import load_config
 from maild.daemon import Daemon
 from maild.models import Event, OutboxRow
 from maild.outbox import RETRY_BASE, RETRY_CAP, retry_delay
-from maild.smtp import Delivery, Envelope, SmtpSender
+from maild.smtp import Delivery, Envelope, SmtpSender, SmtpUnavailable
 from tests.helpers import Clock, maildir_source, make_mail, write_config
 
 UTC = timezone.utc
@@ -83,32 +85,104 @@ def test_backoff_grows_and_is_capped(attempts: int) -> None:
     assert retry_delay(attempts + 1) >= delay
 
 
+@pytest.mark.parametrize("connections", [1, 2])
 def test_each_sent_mark_is_committed_before_the_next_mail_goes_out(
-        tmp_path: Path, smtp_sink: Any, monkeypatch: Any) -> None:
-    """The "a crash resends at most one mail" guarantee: when mail n+1 is handed to
-    SMTP, a separate connection already sees mail n as sent (attempts 1, sent_at set)."""
+        tmp_path: Path, smtp_sink: Any, monkeypatch: Any, connections: int) -> None:
+    """The "a crash resends at most one mail per connection" guarantee: when a
+    connection hands over its next mail, a separate database connection already
+    sees that connection's previous mails as sent (attempts 1, sent_at set), and
+    mail is handed over oldest first."""
     config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
-    for i in range(4):
+    for i in range(6):
         box.add(make_mail(sender=f"Jan {i} <jan{i}@acme.pl>", subject=f"Sprawa {i}", msgid=f"<seq{i}@acme.pl>"))
     daemon = Daemon(load_config(config), Clock(datetime.now(UTC)))
     daemon.ingest_all()
-    seen: list[list[tuple[str, int, bool]]] = []
+    daemon.outbox.connections, daemon.outbox.parallel_from = connections, 2
+    with daemon.sessions() as session:
+        order = list(session.scalars(select(OutboxRow.message_id).order_by(OutboxRow.created_at, OutboxRow.id)))
+    handed: list[tuple[int, str, dict[str, tuple[str, int, bool]]]] = []
     real_send = SmtpSender.send
 
     async def watching_send(self: SmtpSender, envelope: Envelope) -> Delivery:
+        found = re.search(rb"\r\nMessage-ID: <([^>]*)>", envelope.message)
+        assert found is not None
         with daemon.sessions() as session:
-            seen.append([(r.status, r.attempts, r.sent_at is not None)
-                         for r in session.scalars(select(OutboxRow).order_by(OutboxRow.id))])
+            rows = session.scalars(select(OutboxRow))
+            states = {r.message_id: (r.status, r.attempts, r.sent_at is not None) for r in rows}
+        handed.append((id(self), found.group(1).decode(), states))
         return await real_send(self, envelope)
 
     monkeypatch.setattr(SmtpSender, "send", watching_send)
-    assert daemon.outbox.drain().sent == 4
-    assert [[s for s, _, _ in states] for states in seen] == [
-        ["sent"] * n + ["pending"] * (4 - n) for n in range(4)], "oldest first, each marked before the next"
-    assert all(state == ("sent", 1, True) for states in seen for state in states if state[0] == "sent")
+    assert daemon.outbox.drain().sent == 6
+    assert [mid for _, mid, _ in handed] == order, "oldest first"
+    assert len({sender for sender, _, _ in handed}) == connections
+    for n, (sender, _, states) in enumerate(handed):
+        before = [mid for s, mid, _ in handed[:n] if s == sender]
+        assert all(states[mid] == ("sent", 1, True) for mid in before), (n, states)
+        assert sum(state[0] != "sent" for state in states.values()) <= 6 - n + connections - 1
     with daemon.sessions() as session:
         rows = list(session.scalars(select(OutboxRow).order_by(OutboxRow.id)))
-    assert [(r.status, r.attempts, r.last_error) for r in rows] == [("sent", 1, "")] * 4
+    assert [(r.status, r.attempts, r.last_error) for r in rows] == [("sent", 1, "")] * 6
     assert all(r.sent_at is not None and r.sent_at.tzinfo is not None for r in rows)
-    assert len(smtp_sink.wait_for(4)) == 4
+    assert len(smtp_sink.wait_for(6)) == 6
+
+
+def test_a_few_due_mails_go_over_one_connection_in_exact_order(tmp_path: Path, smtp_sink: Any) -> None:
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(5):
+        box.add(make_mail(sender=f"jan{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<few{i}@acme.pl>"))
+    daemon = Daemon(load_config(config), Clock(datetime.now(UTC)))
+    daemon.ingest_all()
+    assert daemon.outbox.connections > 1 and daemon.outbox.parallel_from > 5
+    assert daemon.outbox.drain().sent == 5
+    assert smtp_sink.connections == 1
+    assert [m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(5)] == [f"<few{i}@acme.pl>" for i in range(5)]
+
+
+def test_relay_lost_mid_backlog_gives_every_unsent_mail_back_in_order(
+        tmp_path: Path, smtp_sink: Any, monkeypatch: Any) -> None:
+    """Two connections, the relay goes away while both have a mail in hand: the drain
+    stops, every row not sent stays pending and due, and once the relay is back each
+    mail arrives, the rest oldest first, none more than once beyond the one a
+    connection may have had in flight."""
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(12):
+        box.add(make_mail(sender=f"jan{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<lost{i}@acme.pl>"))
+    daemon = Daemon(load_config(config), Clock(datetime.now(UTC)))
+    daemon.ingest_all()
+    daemon.outbox.connections, daemon.outbox.parallel_from = 2, 2
+    real_send = SmtpSender.send
+    calls = 0
+
+    async def relay_dies_at_the_fifth(self: SmtpSender, envelope: Envelope) -> Delivery:
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            smtp_sink.stop()
+        return await real_send(self, envelope)
+
+    monkeypatch.setattr(SmtpSender, "send", relay_dies_at_the_fifth)
+    with pytest.raises(SmtpUnavailable):
+        daemon.outbox.drain()
+    monkeypatch.undo()
+    with daemon.sessions() as session:
+        rows = list(session.scalars(select(OutboxRow).order_by(OutboxRow.created_at, OutboxRow.id)))
+    pending = [r.message_id for r in rows if r.status == "pending"]
+    # the fifth and later never went out; of the four before it, the one the other
+    # connection had in hand may have failed with the relay, the rest stay sent
+    assert 8 <= len(pending) <= 9, pending
+    assert all(r.next_attempt_at <= daemon.clock() for r in rows if r.status == "pending"), "due at once"
+    first = [m.parsed["In-Reply-To"] for m in smtp_sink.messages]
+    smtp_sink.start()
+    daemon.outbox.parallel_from = 100  # the rest over one connection, to see their order
+    assert daemon.outbox.drain().sent == len(pending)
+    received = [m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(len(first) + len(pending))]
+    assert sorted(set(received)) == sorted(f"<lost{i}@acme.pl>" for i in range(12))
+    assert len(received) - 12 <= 1, "at most the one mail in flight is sent twice"
+    by_message_id = {r.message_id: r for r in rows}
+    resent = [m.parsed["Message-ID"].strip("<>") for m in smtp_sink.messages[len(first):]]
+    assert resent == pending and [by_message_id[m].created_at for m in resent] == sorted(
+        by_message_id[m].created_at for m in resent), "oldest first"

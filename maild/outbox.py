@@ -37,7 +37,7 @@ from . import store
 from .blobs import BlobStore
 from .models import OutboxRow
 from .render import RenderError, Renderer, one_line
-from .smtp import Envelope, SmtpError, SmtpSender, SmtpSettings, SmtpUnavailable
+from .smtp import Delivery, Envelope, SmtpError, SmtpSender, SmtpSettings, SmtpUnavailable
 
 log = logging.getLogger("maild.outbox")
 UTC = timezone.utc
@@ -58,7 +58,6 @@ _FOLD_AT = 78
 # what may go verbatim into a header: printable ASCII, no "=?" that a reader
 # would decode as an RFC 2047 encoded-word
 _PLAIN_HEADER = re.compile(r"[ -~]*")
-# as smtp.py refuses in the envelope, plus what would split or unbalance an address list
 # what smtp.py refuses in the envelope, plus what would split or unbalance a list
 _UNSAFE_ADDRESS = re.compile(r"[\x00-\x20<>\x7f,;\"()\\]|^$")
 _ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")  # a phrase that needs no quotes
@@ -331,6 +330,25 @@ def build_mail(row: MailRow, renderer: Renderer, sender: Sender, blobs: BlobStor
 # ------------------------------------------------------------------ draining
 
 
+class _Turn:
+    """One mail's hold on the drain's gate: taken just before its data goes out
+    (perhaps asked for twice, when the connection was re-opened), released once."""
+
+    def __init__(self, gate: asyncio.Lock) -> None:
+        self.gate = gate
+        self.held = False
+
+    async def take(self) -> None:
+        if not self.held:
+            await self.gate.acquire()
+            self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.gate.release()
+            self.held = False
+
+
 class Outbox:
     def __init__(self, sessions: sessionmaker[Session], renderer: Renderer, smtp: SmtpSettings, sender: Sender,
                  blobs: BlobStore | None = None, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -378,12 +396,16 @@ class Outbox:
         leaves oldest first (give or take the one in flight on the other
         connection). Each marks its mail sent and commits before taking the next;
         the commits cannot interleave (one thread, nothing awaited between a
-        statement and its commit), so all workers share one session. A crash thus
-        resends at most one mail per connection. When the relay fails for one
+        statement and its commit), so all workers share one session. The message
+        data goes out over one connection at a time, from the DATA command to the
+        commit of its outcome (``_send_one``), so a crash still resends at most
+        one mail; what overlaps is building the next mail, MAIL FROM and RCPT TO,
+        and the relay's work on the other connection. When the relay fails for one
         worker, the others finish the mail they have in hand and take no more,
         and every row not sent is given back in its place in the queue.
         """
         result = DrainResult()
+        gate = asyncio.Lock()
         senders = [SmtpSender(self.smtp) for _ in range(max(1, self.connections))]
         try:
             while result.sent + result.retry + result.failed < limit:
@@ -396,7 +418,7 @@ class Outbox:
                 # a trickle goes over one connection, in exact order; a backlog over all
                 workers = senders if len(rows) >= self.parallel_from else senders[:1]
                 with self.sessions() as session:
-                    await asyncio.gather(*(self._worker(session, smtp, queue, result, unsent, faults)
+                    await asyncio.gather(*(self._worker(session, smtp, gate, queue, result, unsent, faults)
                                            for smtp in workers))
                 if faults:
                     self._release(unsent + [row.id for row in queue])
@@ -406,12 +428,12 @@ class Outbox:
                 await smtp.close()
         return result
 
-    async def _worker(self, session: Session, smtp: SmtpSender, queue: deque[PendingMail], result: DrainResult,
-                      unsent: list[int], faults: list[SmtpError]) -> None:
+    async def _worker(self, session: Session, smtp: SmtpSender, gate: asyncio.Lock, queue: deque[PendingMail],
+                      result: DrainResult, unsent: list[int], faults: list[SmtpError]) -> None:
         while queue and not faults:
             mail = queue.popleft()
             try:
-                await self._send_one(session, smtp, mail, result)
+                await self._send_one(session, smtp, gate, mail, result)
             except SmtpError as exc:
                 faults.append(exc)
                 unsent.append(mail.id)
@@ -424,15 +446,31 @@ class Outbox:
             for row in session.scalars(select(OutboxRow).where(OutboxRow.id.in_(ids), OutboxRow.status == "pending")):
                 row.next_attempt_at = min(row.next_attempt_at, now)
 
-    async def _send_one(self, session: Session, smtp: SmtpSender, mail: PendingMail, result: DrainResult) -> None:
-        """Build, send and settle one mail; the row's new state is committed before returning."""
+    async def _send_one(self, session: Session, smtp: SmtpSender, gate: asyncio.Lock, mail: PendingMail,
+                        result: DrainResult) -> None:
+        """Build, send and settle one mail; the row's new state is committed before returning.
+
+        From just before the message data goes out until its outcome is committed
+        the mail holds ``gate``, so of several connections only one at a time can
+        have a mail the relay accepted and the database does not know of yet: a
+        crash still resends at most one mail.
+        """
         now = self.clock()
         try:
             data = build_mail(mail, self.renderer, self.sender, self.blobs, now)
         except (RenderError, OSError, KeyError, ValueError) as exc:
             self._settle(session, mail.id, lambda row: self._retry(row, now, f"cannot render: {exc}", result))
             return
-        delivery = await smtp.send(Envelope(self.sender.address, tuple(mail.recipients), data))
+        turn = _Turn(gate)
+        try:
+            delivery = await smtp.send(Envelope(self.sender.address, tuple(mail.recipients), data), turn.take)
+            self._record(session, smtp, mail, delivery, now, result)
+        finally:
+            turn.release()
+
+    def _record(self, session: Session, smtp: SmtpSender, mail: PendingMail, delivery: Delivery, now: datetime,
+                result: DrainResult) -> None:
+        """Commit what became of one mail (raises SmtpUnavailable if the relay is gone)."""
         if delivery.outcome == "sent":
             # the hot path: one UPDATE, committed before the next mail goes out
             session.connection().execute(_MARK_SENT, {

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import re
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal
@@ -37,6 +38,7 @@ from maild.errors import MaildError
 log = logging.getLogger("maild.smtp")
 
 Security = Literal["tls", "starttls", "none"]
+BeforeData = Callable[[], Awaitable[None]]
 Outcome = Literal["sent", "retry", "failed"]
 
 # Addresses go verbatim into MAIL FROM / RCPT TO; anything that could end the
@@ -290,39 +292,46 @@ class SmtpSender:
 
     # --- sending --------------------------------------------------------
 
-    async def send(self, envelope: Envelope) -> Delivery:
-        """Deliver one mail; per-mail outcomes are returned, relay set-up faults raised."""
+    async def send(self, envelope: Envelope, before_data: BeforeData | None = None) -> Delivery:
+        """Deliver one mail; per-mail outcomes are returned, relay set-up faults raised.
+
+        ``before_data`` is awaited just before the message itself goes out (after
+        the recipients were accepted), possibly more than once if the connection
+        is re-opened: the outbox uses it so that only one of several connections
+        at a time can have a mail the relay accepted but the outbox has not yet
+        marked sent.
+        """
         async with self._lock:
             problem = _invalid_envelope(envelope)
             if problem is not None:
                 delivery = Delivery("failed", f"not sent: {problem}")
             else:
-                delivery = await self._send_with_reconnect(envelope)
+                delivery = await self._send_with_reconnect(envelope, before_data)
         self._log(envelope, delivery)
         return delivery
 
-    async def _send_with_reconnect(self, envelope: Envelope) -> Delivery:
+    async def _send_with_reconnect(self, envelope: Envelope, before_data: BeforeData | None) -> Delivery:
         reused = self._client is not None and self._client.is_connected
         try:
-            return await self._transaction(envelope)
+            return await self._transaction(envelope, before_data)
         except _Disconnected as exc:
             self._drop()
             if not reused:
                 return Delivery("retry", exc.reason)
             log.info("kept connection to %s went stale (%s); reconnecting", self._where, exc.reason)
         try:
-            return await self._transaction(envelope)
+            return await self._transaction(envelope, before_data)
         except _Disconnected as exc:
             self._drop()
             return Delivery("retry", exc.reason)
 
-    async def _transaction(self, envelope: Envelope) -> Delivery:
+    async def _transaction(self, envelope: Envelope, before_data: BeforeData | None) -> Delivery:
         if self._client is None or not self._client.is_connected:
             self._drop()
             self._client, _ = await self._open()
         client = self._client
         try:
-            return await self._mail_rcpt_data(client, envelope)
+            return await self._mail_rcpt_data(client, envelope, before_data)
         except (SMTPServerDisconnected, ConnectionError) as exc:
             raise _Disconnected(f"connection to {self._where} lost: {exc}") from exc
         except (SMTPTimeoutError, asyncio.TimeoutError, TimeoutError) as exc:
@@ -335,7 +344,8 @@ class SmtpSender:
                 await self._reset(client)
             return Delivery(_classify(exc.code), _reply(exc.code, exc.message))
 
-    async def _mail_rcpt_data(self, client: aiosmtplib.SMTP, envelope: Envelope) -> Delivery:
+    async def _mail_rcpt_data(self, client: aiosmtplib.SMTP, envelope: Envelope,
+                              before_data: BeforeData | None = None) -> Delivery:
         options: list[str] = []
         encoding = "ascii"
         if _needs_smtputf8(envelope):
@@ -366,6 +376,8 @@ class SmtpSender:
             if temporary:
                 return Delivery("retry", temporary[0], refused)
             return Delivery("failed", next(iter(refused.values())), refused)
+        if before_data is not None:
+            await before_data()
         response = await client.data(envelope.message)
         return Delivery("sent", _reply(response.code, response.message), refused)
 

@@ -16,7 +16,7 @@ from maild.config import load_config
 from maild.daemon import Daemon
 from maild.models import Event, OutboxRow
 from maild.outbox import RETRY_BASE, RETRY_CAP, retry_delay
-from maild.smtp import Delivery, Envelope, SmtpSender, SmtpUnavailable
+from maild.smtp import BeforeData, Delivery, Envelope, SmtpSender, SmtpUnavailable
 from tests.helpers import Clock, maildir_source, make_mail, write_config
 
 UTC = timezone.utc
@@ -88,10 +88,10 @@ def test_backoff_grows_and_is_capped(attempts: int) -> None:
 @pytest.mark.parametrize("connections", [1, 2])
 def test_each_sent_mark_is_committed_before_the_next_mail_goes_out(
         tmp_path: Path, smtp_sink: Any, monkeypatch: Any, connections: int) -> None:
-    """The "a crash resends at most one mail per connection" guarantee: when a
-    connection hands over its next mail, a separate database connection already
-    sees that connection's previous mails as sent (attempts 1, sent_at set), and
-    mail is handed over oldest first."""
+    """The "a crash resends at most one mail" guarantee, also over two connections:
+    when a connection hands over its next mail, and again when any mail's data is
+    about to go out, a separate database connection already sees the mails before
+    it as sent (attempts 1, sent_at set); mail is handed over oldest first."""
     config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
     for i in range(6):
@@ -104,14 +104,23 @@ def test_each_sent_mark_is_committed_before_the_next_mail_goes_out(
     handed: list[tuple[int, str, dict[str, tuple[str, int, bool]]]] = []
     real_send = SmtpSender.send
 
-    async def watching_send(self: SmtpSender, envelope: Envelope) -> Delivery:
-        found = re.search(rb"\r\nMessage-ID: <([^>]*)>", envelope.message)
-        assert found is not None
+    def states() -> dict[str, tuple[str, int, bool]]:
         with daemon.sessions() as session:
             rows = session.scalars(select(OutboxRow))
-            states = {r.message_id: (r.status, r.attempts, r.sent_at is not None) for r in rows}
-        handed.append((id(self), found.group(1).decode(), states))
-        return await real_send(self, envelope)
+            return {r.message_id: (r.status, r.attempts, r.sent_at is not None) for r in rows}
+
+    data_phase: list[tuple[str, dict[str, tuple[str, int, bool]]]] = []
+
+    async def watching_send(self: SmtpSender, envelope: Envelope, before_data: BeforeData | None = None) -> Delivery:
+        found = re.search(rb"\r\nMessage-ID: <([^>]*)>", envelope.message)
+        assert found is not None and before_data is not None
+        handed.append((id(self), found.group(1).decode(), states()))
+
+        async def watching_before_data() -> None:
+            await before_data()
+            data_phase.append((found.group(1).decode(), states()))
+
+        return await real_send(self, envelope, watching_before_data)
 
     monkeypatch.setattr(SmtpSender, "send", watching_send)
     assert daemon.outbox.drain().sent == 6
@@ -121,6 +130,9 @@ def test_each_sent_mark_is_committed_before_the_next_mail_goes_out(
         before = [mid for s, mid, _ in handed[:n] if s == sender]
         assert all(states[mid] == ("sent", 1, True) for mid in before), (n, states)
         assert sum(state[0] != "sent" for state in states.values()) <= 6 - n + connections - 1
+    for n, (mid, states) in enumerate(data_phase):
+        assert all(states[earlier] == ("sent", 1, True) for earlier, _ in data_phase[:n]), (
+            "a mail's data goes out only when every mail before it in that phase is committed as sent")
     with daemon.sessions() as session:
         rows = list(session.scalars(select(OutboxRow).order_by(OutboxRow.id)))
     assert [(r.status, r.attempts, r.last_error) for r in rows] == [("sent", 1, "")] * 6
@@ -157,12 +169,13 @@ def test_relay_lost_mid_backlog_gives_every_unsent_mail_back_in_order(
     real_send = SmtpSender.send
     calls = 0
 
-    async def relay_dies_at_the_fifth(self: SmtpSender, envelope: Envelope) -> Delivery:
+    async def relay_dies_at_the_fifth(self: SmtpSender, envelope: Envelope,
+                                      before_data: BeforeData | None = None) -> Delivery:
         nonlocal calls
         calls += 1
         if calls == 5:
             smtp_sink.stop()
-        return await real_send(self, envelope)
+        return await real_send(self, envelope, before_data)
 
     monkeypatch.setattr(SmtpSender, "send", relay_dies_at_the_fifth)
     with pytest.raises(SmtpUnavailable):

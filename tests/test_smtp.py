@@ -350,3 +350,26 @@ def test_log_line_names_message_id_and_count_but_no_body_or_secret(
     assert "<ack-1@maild.test> sent to 2 recipient(s), 1 refused" in lines[0]
     assert "s3cret-pw" not in caplog.text
     assert "dot-stuffing" not in caplog.text
+
+
+def test_before_data_runs_after_the_recipients_and_before_the_message(smtp_sink: SmtpSink) -> None:
+    """The outbox's hook for "only one connection at a time has data in flight": it is
+    awaited once the server took a recipient and before the message goes out, and
+    not at all when every recipient was refused (nothing will be sent)."""
+    smtp_sink.reject_rcpt = {"gone@example.test": 550}
+    seen: list[int] = []
+
+    async def before_data() -> None:
+        seen.append(len(smtp_sink.messages))
+
+    async def scenario() -> list[Delivery]:
+        async with SmtpSender(settings_for(smtp_sink)) as sender:
+            refused = await sender.send(envelope("gone@example.test"), before_data)
+            first = await sender.send(envelope("a@example.test", "gone@example.test"), before_data)
+            second = await sender.send(envelope("b@example.test"), before_data)
+            return [refused, first, second]
+
+    outcomes = [d.outcome for d in run(scenario())]
+    assert outcomes == ["failed", "sent", "sent"]
+    assert seen == [0, 1], "once per mail sent, each time before the server had it"
+    assert [m.rcpt_tos for m in smtp_sink.wait_for(2)] == [["a@example.test"], ["b@example.test"]]

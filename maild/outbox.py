@@ -414,14 +414,15 @@ class Outbox:
                     break
                 queue = deque(rows)
                 unsent: list[int] = []
-                faults: list[SmtpError] = []
+                faults: list[Exception] = []
                 # a trickle goes over one connection, in exact order; a backlog over all
                 workers = senders if len(rows) >= self.parallel_from else senders[:1]
                 with self.sessions() as session:
                     await asyncio.gather(*(self._worker(session, smtp, gate, queue, result, unsent, faults)
                                            for smtp in workers))
                 if faults:
-                    self._release(unsent + [row.id for row in queue])
+                    if isinstance(faults[0], SmtpError):
+                        self._release(unsent + [row.id for row in queue])
                     raise faults[0]
         finally:
             for smtp in senders:
@@ -429,12 +430,18 @@ class Outbox:
         return result
 
     async def _worker(self, session: Session, smtp: SmtpSender, gate: asyncio.Lock, queue: deque[PendingMail],
-                      result: DrainResult, unsent: list[int], faults: list[SmtpError]) -> None:
+                      result: DrainResult, unsent: list[int], faults: list[Exception]) -> None:
+        """Send from the shared queue until it is empty or any worker met a fault.
+
+        A fault (the relay gone, the database failing) is kept for ``drain_async``
+        to raise once every worker has finished the mail it has in hand: raising at
+        once would leave the other worker's mail half sent and unrecorded.
+        """
         while queue and not faults:
             mail = queue.popleft()
             try:
                 await self._send_one(session, smtp, gate, mail, result)
-            except SmtpError as exc:
+            except Exception as exc:  # noqa: BLE001 - raised again by drain_async
                 faults.append(exc)
                 unsent.append(mail.id)
 

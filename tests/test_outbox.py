@@ -11,11 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from maild.config import load_config
 from maild.daemon import Daemon
 from maild.models import Event, OutboxRow
-from maild.outbox import RETRY_BASE, RETRY_CAP, retry_delay
+from maild.outbox import RETRY_BASE, RETRY_CAP, Outbox, retry_delay
 from maild.smtp import BeforeData, Delivery, Envelope, SmtpSender, SmtpUnavailable
 from tests.helpers import Clock, maildir_source, make_mail, write_config
 
@@ -199,3 +200,35 @@ def test_relay_lost_mid_backlog_gives_every_unsent_mail_back_in_order(
     resent = [m.parsed["Message-ID"].strip("<>") for m in smtp_sink.messages[len(first):]]
     assert resent == pending and [by_message_id[m].created_at for m in resent] == sorted(
         by_message_id[m].created_at for m in resent), "oldest first"
+
+
+def test_a_database_fault_lets_the_other_connection_finish_its_mail(
+        tmp_path: Path, smtp_sink: Any, monkeypatch: Any) -> None:
+    """One worker cannot record its mail (the database fails): the drain raises that
+    error, but only after the other connection has recorded the mail it had in hand,
+    so no mail but the faulty one was sent without being marked."""
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(10):
+        box.add(make_mail(sender=f"jan{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<db{i}@acme.pl>"))
+    daemon = Daemon(load_config(config), Clock(datetime.now(UTC)))
+    daemon.ingest_all()
+    daemon.outbox.connections, daemon.outbox.parallel_from = 2, 2
+    real_record = Outbox._record
+    calls = 0
+
+    def failing_third(self: Outbox, *args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OperationalError("UPDATE outbox", {}, Exception("disk I/O error"))
+        real_record(self, *args)
+
+    monkeypatch.setattr(Outbox, "_record", failing_third)
+    with pytest.raises(OperationalError):
+        daemon.outbox.drain()
+    with daemon.sessions() as session:
+        sent = set(session.scalars(select(OutboxRow.message_id).where(OutboxRow.status == "sent")))
+    received = {m.parsed["Message-ID"].strip("<>") for m in smtp_sink.wait_for(len(sent) + 1)}
+    assert len(sent) == 3, "the two before it and the other connection's mail in hand"
+    assert sent < received and len(received - sent) == 1, "only the faulty mail went out unrecorded"

@@ -51,7 +51,7 @@ BATCH_BYTES = 16 * 1024 * 1024
 UTC = timezone.utc
 # consecutive failed cycles after which the loop no longer counts as healthy
 UNHEALTHY_AFTER = 3
-DRAIN_CHUNK = 100
+DRAIN_CHUNK = 1000
 FAULTS = (MailboxError, StorageError, DatabaseError, OperationalError, DBAPIError)
 
 

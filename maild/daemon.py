@@ -47,7 +47,7 @@ from .sweeper import Sweeper
 log = logging.getLogger("maild.daemon")
 # Bytes of mail fetched per batch: with the next batch fetched while this one is
 # stored, a 25 MB message plus its neighbours must stay well inside a small VM.
-BATCH_BYTES = 16 * 1024 * 1024
+BATCH_BYTES = 8 * 1024 * 1024
 UTC = timezone.utc
 # consecutive failed cycles after which the loop no longer counts as healthy
 UNHEALTHY_AFTER = 3

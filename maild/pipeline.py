@@ -132,6 +132,7 @@ class ParseAhead:
     """
 
     MIN_BATCH = 50
+    MAX_MESSAGE = 4 * 1024 * 1024
 
     def __init__(self, limits: ParseLimits) -> None:
         self.limits = limits
@@ -139,7 +140,9 @@ class ParseAhead:
 
     def submit(self, mails: Sequence[FetchedMail]) -> Future[list[InboundMessage | UnparsableMessage]]:
         raws = [m.raw for m in mails]
-        if len(raws) >= self.MIN_BATCH:
+        # A batch with a big message is parsed in place: sending its parts back
+        # from the worker would hold two more copies of them at once.
+        if len(raws) >= self.MIN_BATCH and max(map(len, raws)) < self.MAX_MESSAGE:
             try:
                 if self._pool is None:
                     self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))

@@ -47,7 +47,8 @@ else
     extras="."
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -e "$extras"
+    echo "bootstrap: installing maild and its dependencies into .venv (log: .venv/pip.log)" >&2
+    { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e "$extras"; } > .venv/pip.log 2>&1 \
+        || { cat .venv/pip.log >&2; exit 1; }
     touch "$stamp"
 fi

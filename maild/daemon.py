@@ -34,11 +34,12 @@ from .customers import Customer, load_customers
 from .db import DatabaseError, open_database
 from .errors import ConfigError
 from .health import ALERT_NAMES, plan_alerts, problems, read_health
-from .mailbox import FetchedMail, MailboxAuthError, MailboxError, MailSource, open_source
+from .mailbox import FetchedMail, ImapSettings, MailboxAuthError, MailboxError, MailSource, open_source
 from .message import InboundMessage, UnparsableMessage
 from .metrics import Metrics
 from .notify import notify, watchdog_interval
 from .outbox import DrainResult, Outbox, Sender
+from .leader import MailboxLock
 from .pipeline import Context, Ingestor, ParseAhead
 from .render import RenderError, Renderer
 from .smtp import SmtpError
@@ -118,6 +119,8 @@ class Daemon:
         self.renderer = load_renderer(config.templates_path)
         self.ingestor = Ingestor(Context.build(config, customers), self.sessions, self.blobs, clock)
         self.parse_ahead = ParseAhead(config.limits)
+        self.mailbox_lock = MailboxLock(self.sessions.kw["bind"], _mailbox_identity(config))
+        self._standby_logged = False
         self.sweeper = Sweeper(self.ingestor)
         self.outbox = Outbox(self.sessions, self.renderer, config.smtp,
                              Sender(config.from_address, config.from_name, config.support.instance_id),
@@ -167,6 +170,13 @@ class Daemon:
     def ingest_all(self) -> dict[str, int]:
         totals: dict[str, int] = {}
         waiting = 0
+        if not self.mailbox_lock.acquire():
+            if not self._standby_logged:
+                log.info("another daemon reads %s; this one sweeps and sends until it can take over",
+                         self.mailbox_lock.identity)
+                self._standby_logged = True
+            return totals
+        self._standby_logged = False
         self.source.connect()
         if not self._ready:
             self._ready = True
@@ -260,6 +270,7 @@ class Daemon:
         finally:
             self.source.close()
             self.parse_ahead.close()
+            self.mailbox_lock.release()
         log.info("cycle done: %s", report.summary())
         return report
 
@@ -326,6 +337,7 @@ class Daemon:
             notify("STOPPING=1", "STATUS=stopping")
             self.source.close()
             self.parse_ahead.close()
+            self.mailbox_lock.release()
             if self.metrics is not None:
                 self.metrics.close()
         log.info("stopped")
@@ -424,3 +436,10 @@ def _load_alerted(session: Session) -> dict[str, datetime]:
     except (ValueError, AttributeError, TypeError):
         log.warning("health: unreadable alert state %r, starting afresh", raw[:100])
         return {}
+
+
+def _mailbox_identity(config: Config) -> str:
+    source = config.source
+    if isinstance(source, ImapSettings):
+        return f"imap://{source.username}@{source.host}:{source.port}/{source.folder}"
+    return f"maildir:{source.path}"

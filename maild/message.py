@@ -124,6 +124,9 @@ class InboundMessage:
     language: str | None
     defects: tuple[str, ...]
     notes: tuple[str, ...]
+    # (new text, quoted history), when whoever parsed the message also split it
+    # (the pipeline does so in its parse worker, off the critical path).
+    reply_split: tuple[str, str] | None = None
 
 
 # --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import types
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import Any
@@ -102,11 +102,15 @@ class _ParserCrash(UnparsableMessage):
 def parse_one(raw: bytes, limits: ParseLimits) -> InboundMessage | UnparsableMessage:
     """Parse, turning every failure into a value: one message's bytes are never the batch's problem."""
     try:
-        return parse_message(raw, limits)
+        msg = parse_message(raw, limits)
     except UnparsableMessage as exc:
         return exc
     except Exception as exc:  # this message's fault, not the batch's: see _ParserCrash
         return _ParserCrash(exc)
+    try:
+        return replace(msg, reply_split=split_reply(msg.text))
+    except Exception:  # left to the routing stage, where a failure is counted against the message
+        return msg
 
 
 def parse_all(raws: list[bytes], limits: ParseLimits) -> list[InboundMessage | UnparsableMessage]:
@@ -463,7 +467,7 @@ class Ingestor:
         ctx, cfg = self.ctx, self.ctx.config
         arrived = mail.arrived_at
         day = arrived.astimezone(ctx.calendar.tz).date()
-        new_text, quoted = split_reply(msg.text)
+        new_text, quoted = msg.reply_split or split_reply(msg.text)
         prio = prioritise(
             kind=resolution.kind, verified=resolution.verified, subject=msg.subject, text=new_text,
             automatic=screening.automatic and screening.kind != "human",
@@ -650,7 +654,7 @@ class Ingestor:
     def _customer_reply(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
                         decision: ThreadDecision, now: datetime) -> tuple[str, int | None]:
         ticket = self._load_ticket(session, decision)
-        new_text, quoted = split_reply(msg.text)
+        new_text, quoted = msg.reply_split or split_reply(msg.text)
         row = self._message_row(session, ticket.id, msg, mail, screening, "customer", new_text, quoted)
         store.add_participants(ticket, (msg.from_addr, *msg.cc))
         ref = self.ctx.ref(ticket.id)
@@ -680,7 +684,7 @@ class Ingestor:
         ticket = self._load_ticket(session, decision)
         ref = ctx.ref(ticket.id)
         consultant = next(c for c in cfg.consultants if c.email == msg.from_addr)
-        new_text, quoted = split_reply(msg.text)
+        new_text, quoted = msg.reply_split or split_reply(msg.text)
         if screening.automatic and screening.kind != "human" or screening.out_of_office:
             row = self._message_row(session, ticket.id, msg, mail, screening, "consultant", new_text, quoted,
                                     internal=True, notes=["automatic mail from a consultant: not relayed"])

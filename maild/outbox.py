@@ -466,7 +466,8 @@ class Outbox:
         try:
             data = build_mail(mail, self.renderer, self.sender, self.blobs, now)
         except (RenderError, OSError, KeyError, ValueError) as exc:
-            self._settle(session, mail.id, lambda row: self._retry(row, now, f"cannot render: {exc}", result))
+            reason = f"cannot render: {exc}"
+            self._settle(session, mail.id, lambda row: self._retry(row, now, reason, result))
             return
         turn = _Turn(gate)
         try:

@@ -232,3 +232,17 @@ def test_a_database_fault_lets_the_other_connection_finish_its_mail(
     received = {m.parsed["Message-ID"].strip("<>") for m in smtp_sink.wait_for(len(sent) + 1)}
     assert len(sent) == 3, "the two before it and the other connection's mail in hand"
     assert sent < received and len(received - sent) == 1, "only the faulty mail went out unrecorded"
+
+
+def test_mail_that_cannot_be_rendered_waits_and_says_why(tmp_path: Path, smtp_sink: Any) -> None:
+    daemon, clock = setup(tmp_path, smtp_sink)
+    daemon.ingest_all()
+    with daemon.sessions() as session, session.begin():
+        session.scalars(select(OutboxRow)).one().template = "no_such_template"
+    result = daemon.outbox.drain()
+    row = outbox_row(daemon)
+    assert (result.sent, result.retry) == (0, 1)
+    assert row.status == "pending" and row.last_error.startswith("cannot render: template")
+    assert "no_such_template" in row.last_error
+    assert row.next_attempt_at > clock.now
+    assert smtp_sink.messages == []

@@ -602,6 +602,7 @@ def contract_from_row(row: ContractRow, tz: ZoneInfo | None = None) -> Contract:
         package_minutes=terms.get("package_minutes"),
         valid_until=_date(terms.get("valid_until")),
         target_hours=terms.get("target_hours"),
+        unit_minutes=terms.get("unit_minutes", DEFAULT_UNIT_MINUTES),
     )
 
 

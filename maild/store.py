@@ -316,7 +316,7 @@ def sync_customers(session: Session, customers: Sequence[Customer], now: datetim
 def contract_terms(contract: Any) -> dict[str, Any]:
     terms = {}
     for name in ("hourly_rate_cents", "reaction_hours", "reaction_clock", "monthly_minutes",
-                 "rollover_months", "package_minutes", "valid_until", "target_hours"):
+                 "rollover_months", "package_minutes", "valid_until", "target_hours", "unit_minutes"):
         value = getattr(contract, name, None)
         if value is not None:
             terms[name] = value.isoformat() if hasattr(value, "isoformat") else value

@@ -375,3 +375,20 @@ def test_reports_from_database_rows_including_a_removed_contract(sessions: sessi
     by_contract = {c.contract_id: c for c in sla.contracts}
     assert (by_contract["acme-sla"].met, by_contract["acme-sla"].median_reaction_minutes) == (1, 120)
     assert by_contract["acme-old"].missed == 1
+
+
+@pytest.mark.parametrize("contract", [
+    Contract(id="o", kind="occasional", start=date(2026, 1, 1), hourly_rate_cents=25050, unit_minutes=30),
+    Contract(id="s", kind="sla", start=date(2026, 1, 1), hourly_rate_cents=20000, reaction_hours=8,
+             reaction_clock="business", monthly_minutes=450, rollover_months=3),
+    Contract(id="p", kind="prepaid", start=date(2026, 1, 1), package_minutes=240,
+             valid_until=date(2026, 3, 31), target_hours=48),
+])
+def test_removed_contract_keeps_every_term(contract: Contract) -> None:
+    """What the database remembers of a contract that left the file is the contract itself."""
+    from maild.reports import contract_from_row
+    from maild.store import contract_terms
+
+    row = ContractRow(id=contract.id, customer_id="c", kind=contract.kind, start=contract.start,
+                      end=contract.end, terms=contract_terms(contract), removed_at=None)
+    assert contract_from_row(row) == contract

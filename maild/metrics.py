@@ -95,11 +95,3 @@ class Metrics:
         if server is not None:
             server.shutdown()
             server.server_close()
-
-
-def scrape_text(metrics: Metrics) -> str:
-    """The exposition text, for tests and `maild status` alike."""
-    from prometheus_client import generate_latest
-
-    return generate_latest(metrics.registry).decode()
-

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from functools import lru_cache
 
 from .customers import ContractKind
@@ -82,12 +82,3 @@ def prioritise(
         priority = "P3"
         reasons.append("P3: routine")
     return Priority(tier=tier, priority=priority, peak=peak.window if peak else None, reasons=tuple(reasons))
-
-
-FAR_FUTURE = datetime.max.replace(year=9999)
-
-
-def queue_key(tier: int, priority: str, reaction_due: datetime | None, created_at: datetime) -> tuple[int, str, datetime, datetime]:
-    """Sort key of the queue; the store orders by the same columns in SQL."""
-    due = reaction_due if reaction_due is not None else FAR_FUTURE.replace(tzinfo=created_at.tzinfo)
-    return (tier, priority, due, created_at)

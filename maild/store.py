@@ -21,7 +21,6 @@ from .models import (
     CustomerRow,
     Event,
     Intake,
-    LedgerRow,
     MessageRow,
     OutboxRow,
     StateRow,
@@ -157,17 +156,6 @@ def add_participants(ticket: Ticket, addresses: Iterable[str]) -> None:
         ticket.participants = current
 
 
-def prepaid_used_minutes(session: Session, contract_ids: Sequence[str]) -> dict[str, int]:
-    if not contract_ids:
-        return {}
-    rows = session.execute(
-        select(LedgerRow.contract_id, func.coalesce(func.sum(LedgerRow.minutes), 0))
-        .where(LedgerRow.contract_id.in_(contract_ids), LedgerRow.overage.is_(False))
-        .group_by(LedgerRow.contract_id)
-    )
-    return {str(cid): int(total) for cid, total in rows}
-
-
 def recent_automatic_mail(session: Session, addresses: Iterable[str], since: datetime) -> dict[str, int]:
     """Automatic mails queued to each address since ``since``, for the per-sender limit."""
     wanted = sorted(set(a for a in addresses if a))
@@ -251,18 +239,6 @@ def enqueue(
     )
     session.add(row)
     return row
-
-
-def due_outbox(session: Session, now: datetime, limit: int) -> list[OutboxRow]:
-    query = (
-        select(OutboxRow)
-        .where(OutboxRow.status == "pending", OutboxRow.next_attempt_at <= now)
-        .order_by(OutboxRow.created_at, OutboxRow.id)
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return list(session.scalars(query))
 
 
 def outbox_stats(session: Session, now: datetime) -> tuple[int, datetime | None]:

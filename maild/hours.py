@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import store
 from .customers import Contract
 from .ledger import LedgerEntry, allocate_prepaid, crossed_low_balance, prepaid_balances
 from .models import ContractRow, LedgerRow, Ticket
@@ -108,6 +107,6 @@ def book_time(ingestor: Ingestor, session: Session, ticket: Ticket, minutes: int
     else:
         add(ticket.contract_id, minutes, False)
     session.flush()
-    store.add_event(session, ticket.id, "time", at, by, minutes=minutes, scope=scope,
-                    entries=[r.id for r in rows])
+    ingestor.add_event(session, ticket.id, "time", at, by, minutes=minutes, scope=scope,
+                       entries=[r.id for r in rows])
     return rows

@@ -181,7 +181,8 @@ class _Batch:
     session: Session
     isolated: bool
     known: set[str]
-    numbers: store.TicketNumbers
+    numbers: store.RowIds
+    rows: store.BatchRows
     lookup: store.StoreThreadLookup
     auto_counts: dict[str, int]
     seen: set[str] = field(default_factory=set)
@@ -301,7 +302,8 @@ class Ingestor:
             senders = [m.from_addr for m in parsed if isinstance(m, InboundMessage)]
             self._batch = _Batch(
                 session=session, isolated=isolated, known=store.known_dedupe_keys(session, keys),
-                numbers=store.TicketNumbers(session), lookup=store.StoreThreadLookup(session),
+                numbers=store.RowIds(session, "tickets"), rows=store.BatchRows(session),
+                lookup=store.StoreThreadLookup(session),
                 auto_counts=store.recent_automatic_mail(session, senders, now - timedelta(hours=1)),
             )
             for mail, msg in zip(mails, parsed):
@@ -314,7 +316,7 @@ class Ingestor:
                 else:
                     result.done.append(mail)
             try:
-                session.flush()
+                self._sync(session)
             except DBAPIError as exc:
                 if isolated or exc.connection_invalidated or isinstance(exc, OperationalError):
                     raise
@@ -351,7 +353,7 @@ class Ingestor:
                 self.blobs.put(mail.raw, msg.raw_sha256)
                 disposition, _ticket_id = self._route(session, mail, msg, now)
                 if batch.isolated:
-                    session.flush()
+                    self._sync(session)
                 return disposition
         except Duplicate as dup:
             log.debug("%s duplicate: %s", mail.source_key, dup.reason)
@@ -359,6 +361,8 @@ class Ingestor:
         except Outcome as outcome:
             # Stages raise outcomes before they write, so on the fast path there
             # is nothing of this message to undo.
+            if batch.isolated:
+                batch.rows.discard()
             with session.begin_nested() if batch.isolated else nullcontext():
                 self._record_outcome(session, mail, msg, key, outcome, now)
             return outcome.disposition
@@ -369,10 +373,12 @@ class Ingestor:
                 raise
             if not batch.isolated:
                 raise _Isolate() from exc
+            batch.rows.discard()
             return self._failed(session, mail, msg, key, exc, now)
         except Exception as exc:  # the one catch-all: around one message only
             if not batch.isolated:
                 raise _Isolate() from exc
+            batch.rows.discard()
             return self._failed(session, mail, msg, key, exc, now)
 
     def _failed(self, session: Session, mail: FetchedMail, msg: InboundMessage | None,
@@ -413,9 +419,10 @@ class Ingestor:
         batch = self._active
         if msg is not None and key not in batch.known and key not in batch.recorded:
             batch.recorded.add(key)
-            store.record_intake(session, dedupe_key=key, source_key=mail.source_key,
-                                disposition=outcome.disposition, reason=outcome.reason,
-                                arrived_at=mail.arrived_at, now=now)
+            batch.rows.intake(dedupe_key=key, source_key=mail.source_key, disposition=outcome.disposition,
+                              reason=outcome.reason, arrived_at=mail.arrived_at, now=now)
+        if batch.isolated:
+            self._sync(session)
 
     # -------------------------------------------------------------- routing
 
@@ -511,27 +518,27 @@ class Ingestor:
         self._active.lookup.pending_tickets[ticket.id] = ticket
         row = self._message_row(session, ticket.id, msg, mail, screening, "consultant" if is_consultant else "customer",
                                 new_text, quoted)
-        store.add_event(session, ticket.id, "created", arrived, msg.from_addr, reasons=reasons)
+        self.add_event(session, ticket.id, "created", arrived, msg.from_addr, reasons=reasons)
         ref = ctx.ref(ticket.id)
         ack = self._acknowledge(session, ticket, msg, screening, resolution, mail, now) if not is_consultant else None
-        store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="ticket",
-                            reason="; ".join(reasons[:2]), arrived_at=arrived, now=now,
-                            ticket_id=ticket.id, message_row=row)
+        self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="ticket",
+                       reason="; ".join(reasons[:2]), arrived_at=arrived, now=now,
+                       ticket_id=ticket.id, message_row_id=row)
         log.info("%s %s -> %s new ticket (%s, %s%s)%s", mail.source_key, msg.message_id, ref, resolution.kind,
                  prio.priority, "" if resolution.verified else ", unverified", "" if ack else ", no acknowledgement")
         return "ticket", ticket.id
 
     def _acknowledge(self, session: Session, ticket: Ticket, msg: InboundMessage, screening: Screening,
-                     resolution: Resolution, mail: FetchedMail, now: datetime) -> OutboxRow | None:
+                     resolution: Resolution, mail: FetchedMail, now: datetime) -> str | None:
         ctx, cfg = self.ctx, self.ctx.config
         if screening.automatic:
-            store.add_event(session, ticket.id, "ack_suppressed", now, reasons=list(screening.reasons))
+            self.add_event(session, ticket.id, "ack_suppressed", now, reasons=list(screening.reasons))
             return None
         if not msg.from_addr or msg.from_addr in ctx.screen.own_addresses:
             return None
         limit = cfg.support.max_auto_replies_per_hour
         if self._active.auto_counts.get(msg.from_addr, 0) >= limit:
-            store.add_event(session, ticket.id, "ack_suppressed", now,
+            self.add_event(session, ticket.id, "ack_suppressed", now,
                             reasons=[f"rate limit: {limit} automatic mails an hour to {msg.from_addr}"])
             return None
         contract = resolution.contract
@@ -560,19 +567,19 @@ class Ingestor:
         else:
             window = next((w for w in cfg.peak_windows if w.name == ticket.peak), None)
             context["peak_label"] = window.label_for(ticket.language) if window else ticket.peak
-        row = self.queue_mail(
+        return self.queue_mail(
             session, ticket=ticket, kind="ack", template="ack", language=ticket.language,
             recipients=[msg.from_addr], context=context, now=now, dedupe_key=f"ack:{ticket.id}",
             in_reply_to=msg.message_id, automatic=True, fresh=True,
         )
-        return row
 
     def queue_mail(self, session: Session, *, ticket: Ticket | None, kind: str, template: str, language: str,
                    recipients: Sequence[str], context: dict[str, Any], now: datetime, dedupe_key: str,
                    in_reply_to: str | None = None, references: Sequence[str] = (), automatic: bool = True,
                    cc: Sequence[str] = (), from_name: str | None = None,
-                   attachments: Sequence[dict[str, Any]] = (), fresh: bool = False) -> OutboxRow | None:
-        """Queue one outgoing mail and, for ticket mail, its row in the thread.
+                   attachments: Sequence[dict[str, Any]] = (), fresh: bool = False) -> str | None:
+        """Queue one outgoing mail and, for ticket mail, its row in the thread;
+        returns its Message-ID, or None when a mail with this dedupe key exists.
 
         ``fresh``: the dedupe key names something created in this transaction, so
         no lookup is needed (see ``store.enqueue``).
@@ -589,19 +596,38 @@ class Ingestor:
             "ticket_ref": ctx.ref(ticket.id) if ticket else "",
             "attachments": list(attachments),
         }
+        rate_key = recipients[0] if automatic and recipients else None
+        batch = self._batch
+        if batch is not None and batch.session is session:
+            if not fresh:
+                self._sync(session)
+                if store.outbox_queued(session, dedupe_key):
+                    return None
+            batch.rows.outbox(
+                dedupe_key=dedupe_key, kind=kind, template=template, language=language,
+                recipients=[*recipients, *cc], context=full_context, message_id=message_id, now=now,
+                ticket_id=ticket.id if ticket else None, automatic=automatic, rate_key=rate_key,
+            )
+            if rate_key:
+                batch.auto_counts[rate_key] = batch.auto_counts.get(rate_key, 0) + 1
+            if ticket is not None:
+                batch.lookup.pending_ids[message_id] = ticket.id
+                batch.rows.message(
+                    ticket_id=ticket.id, message_id=message_id, direction="out",
+                    role="consultant" if kind == "relay" else "system", kind=kind,
+                    from_addr=ctx.config.from_address, from_name=from_name or ctx.config.from_name,
+                    to_addrs=recipients, cc_addrs=cc, subject="", date=now,
+                    text_new=str(context.get("body", ""))[:20000],
+                )
+            return message_id
         row = store.enqueue(
             session, dedupe_key=dedupe_key, kind=kind, template=template, language=language,
             recipients=[*recipients, *cc], context=full_context, message_id=message_id, now=now,
-            ticket_id=ticket.id if ticket else None, automatic=automatic,
-            rate_key=recipients[0] if automatic and recipients else None, fresh=fresh,
+            ticket_id=ticket.id if ticket else None, automatic=automatic, rate_key=rate_key, fresh=fresh,
         )
-        batch = self._batch
-        if row is not None and batch is not None and batch.session is session:
-            if row.rate_key:
-                batch.auto_counts[row.rate_key] = batch.auto_counts.get(row.rate_key, 0) + 1
-            if ticket is not None:
-                batch.lookup.pending_ids[message_id] = ticket.id
-        if row is not None and ticket is not None:
+        if row is None:
+            return None
+        if ticket is not None:
             session.add(MessageRow(
                 ticket_id=ticket.id, message_id=message_id, direction="out",
                 role="consultant" if kind == "relay" else "system", kind=kind,
@@ -609,29 +635,42 @@ class Ingestor:
                 to_addrs=list(recipients), cc_addrs=list(cc), subject="", date=now,
                 text_new=str(context.get("body", ""))[:20000], size=0, internal=False, notes=[],
             ))
-        return row
+        return message_id
+
+    def add_event(self, session: Session, ticket_id: int, kind: str, at: datetime, actor: str = "maild",
+                  **detail: Any) -> None:
+        """A ticket event; inside a batch it joins the batch's rows, so events keep their order."""
+        batch = self._batch
+        if batch is not None and batch.session is session:
+            batch.rows.event(ticket_id, kind, at, actor, detail)
+        else:
+            store.add_event(session, ticket_id, kind, at, actor, **detail)
+
+    def _sync(self, session: Session) -> None:
+        """Write everything the batch holds so far, for a query that must see it."""
+        session.flush()
+        batch = self._batch
+        if batch is not None and batch.session is session:
+            batch.rows.write()
 
     def _message_row(self, session: Session, ticket_id: int | None, msg: InboundMessage, mail: FetchedMail,
                      screening: Screening, role: str, new_text: str, quoted: str,
-                     internal: bool = False, notes: Sequence[str] = ()) -> MessageRow:
-        from .models import AttachmentRow
-
-        row = MessageRow(
+                     internal: bool = False, notes: Sequence[str] = ()) -> int:
+        rows = self._active.rows
+        row_id = rows.message(
             ticket_id=ticket_id, message_id=msg.message_id, direction="in", role=role,
             kind="autoreply" if screening.out_of_office else screening.kind,
-            from_addr=msg.from_addr, from_name=msg.from_name, to_addrs=list(msg.to), cc_addrs=list(msg.cc),
+            from_addr=msg.from_addr, from_name=msg.from_name, to_addrs=msg.to, cc_addrs=msg.cc,
             subject=msg.subject, date=mail.arrived_at, text_new=new_text, text_quoted=quoted,
-            raw_sha256=msg.raw_sha256, size=msg.size, internal=internal,
-            notes=[*msg.notes, *notes],
+            raw_sha256=msg.raw_sha256, size=msg.size, internal=internal, notes=[*msg.notes, *notes],
         )
-        session.add(row)
         for att in msg.attachments:
             self.blobs.put(att.data, att.sha256)
-            row.attachments.append(AttachmentRow(filename=att.filename, content_type=att.content_type,
-                                                 size=att.size, sha256=att.sha256))
+            rows.attachment(message_row_id=row_id, filename=att.filename, content_type=att.content_type,
+                            size=att.size, sha256=att.sha256)
         if msg.message_id and ticket_id is not None:
             self._active.lookup.pending_ids[msg.message_id] = ticket_id
-        return row
+        return row_id
 
     # -------------------------------------------------------------- replies
 
@@ -659,19 +698,19 @@ class Ingestor:
         store.add_participants(ticket, (msg.from_addr, *msg.cc))
         ref = self.ctx.ref(ticket.id)
         if screening.out_of_office or screening.kind != "human":
-            store.add_event(session, ticket.id, "automatic_reply", mail.arrived_at, msg.from_addr,
+            self.add_event(session, ticket.id, "automatic_reply", mail.arrived_at, msg.from_addr,
                             reasons=list(screening.reasons))
         elif decision.reopen:
             ticket.status, ticket.resolved_at, ticket.closed_at = "open", None, None
-            store.add_event(session, ticket.id, "reopened", mail.arrived_at, msg.from_addr, reasons=list(decision.reasons))
+            self.add_event(session, ticket.id, "reopened", mail.arrived_at, msg.from_addr, reasons=list(decision.reasons))
         elif ticket.status == "waiting":
             ticket.status = "open"
-            store.add_event(session, ticket.id, "status", mail.arrived_at, msg.from_addr, status="open",
+            self.add_event(session, ticket.id, "status", mail.arrived_at, msg.from_addr, status="open",
                             reason="customer replied")
         ticket.updated_at = now
-        store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
-                            reason=decision.rule, arrived_at=mail.arrived_at, now=now,
-                            ticket_id=ticket.id, message_row=row)
+        self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
+                       reason=decision.rule, arrived_at=mail.arrived_at, now=now,
+                       ticket_id=ticket.id, message_row_id=row)
         log.info("%s %s -> %s customer reply (%s)", mail.source_key, msg.message_id, ref, decision.rule)
         return "reply", ticket.id
 
@@ -679,7 +718,7 @@ class Ingestor:
                          decision: ThreadDecision, now: datetime) -> tuple[str, int | None]:
         ctx, cfg = self.ctx, self.ctx.config
         # Consultant mail reads the thread and the ledger: let it see what this batch wrote.
-        session.flush()
+        self._sync(session)
         self._active.prepaid_left.clear()
         ticket = self._load_ticket(session, decision)
         ref = ctx.ref(ticket.id)
@@ -688,9 +727,9 @@ class Ingestor:
         if screening.automatic and screening.kind != "human" or screening.out_of_office:
             row = self._message_row(session, ticket.id, msg, mail, screening, "consultant", new_text, quoted,
                                     internal=True, notes=["automatic mail from a consultant: not relayed"])
-            store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
-                                reason="consultant automatic mail, not relayed", arrived_at=mail.arrived_at,
-                                now=now, ticket_id=ticket.id, message_row=row)
+            self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
+                           reason="consultant automatic mail, not relayed", arrived_at=mail.arrived_at,
+                           now=now, ticket_id=ticket.id, message_row_id=row)
             return "reply", ticket.id
         parsed = parse_commands(new_text)
         errors = list(parsed.errors)
@@ -708,9 +747,9 @@ class Ingestor:
                 context={"ref": ref, "subject": msg.subject,
                          "errors": [{"line_no": e.line_no, "line": e.line, "reason": e.reason} for e in errors]},
             )
-            store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="rejected",
-                                reason="; ".join(f"line {e.line_no}: {e.reason}" for e in errors),
-                                arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id)
+            self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="rejected",
+                           reason="; ".join(f"line {e.line_no}: {e.reason}" for e in errors),
+                           arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id)
             log.info("%s %s -> %s consultant commands rejected: %d errors", mail.source_key, msg.message_id, ref, len(errors))
             return "rejected", ticket.id
         internal = any(isinstance(c, InternalCommand) for c in parsed.commands)
@@ -724,7 +763,7 @@ class Ingestor:
             if ticket.first_response_at is None:
                 ticket.first_response_at = at
                 ticket.next_escalation_at = None
-                store.add_event(session, ticket.id, "first_response", at, consultant.email)
+                self.add_event(session, ticket.id, "first_response", at, consultant.email)
             if not direct:
                 self._relay(session, ticket, msg, parsed.body, consultant.name, now)
                 relayed = True
@@ -732,9 +771,9 @@ class Ingestor:
         if not internal and not status_set and ticket.status in ("new", "open"):
             ticket.status = "waiting"
         ticket.updated_at = now
-        store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
-                            reason="internal note" if internal else ("relayed" if relayed else "recorded (direct mail)"),
-                            arrived_at=at, now=now, ticket_id=ticket.id, message_row=row)
+        self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
+                       reason="internal note" if internal else ("relayed" if relayed else "recorded (direct mail)"),
+                       arrived_at=at, now=now, ticket_id=ticket.id, message_row_id=row)
         log.info("%s %s -> %s consultant %s (%s)", mail.source_key, msg.message_id, ref, consultant.email,
                  "internal" if internal else ("relayed" if relayed else "direct"))
         return "reply", ticket.id
@@ -758,9 +797,9 @@ class Ingestor:
                 status_set = True
             elif isinstance(command, AssignCommand) and assign_to:
                 ticket.assigned_to = assign_to
-                store.add_event(session, ticket.id, "assigned", at, actor, to=assign_to)
+                self.add_event(session, ticket.id, "assigned", at, actor, to=assign_to)
             elif isinstance(command, PriorityCommand):
-                store.add_event(session, ticket.id, "priority", at, actor, old=ticket.priority,
+                self.add_event(session, ticket.id, "priority", at, actor, old=ticket.priority,
                                 new=command.priority, reason=command.reason)
                 ticket.priority = command.priority
             elif isinstance(command, VerifyCommand):
@@ -775,7 +814,7 @@ class Ingestor:
             ticket.reaction_due = reaction_due(ticket.created_at, contract.reaction_hours or 24,
                                                contract.reaction_clock, self.ctx.calendar)
             ticket.next_escalation_at = at  # the sweeper plans the escalations from here
-        store.add_event(session, ticket.id, "verified", at, actor, tier=ticket.tier)
+        self.add_event(session, ticket.id, "verified", at, actor, tier=ticket.tier)
 
     def set_status(self, session: Session, ticket: Ticket, status: str, actor: str, at: datetime, now: datetime) -> None:
         old = ticket.status
@@ -796,7 +835,7 @@ class Ingestor:
             ticket.closed_at = at
         elif status in ("open", "waiting"):
             ticket.resolved_at, ticket.closed_at = None, None
-        store.add_event(session, ticket.id, "status", at, actor, old=old, status=status)
+        self.add_event(session, ticket.id, "status", at, actor, old=old, status=status)
 
     def _relay(self, session: Session, ticket: Ticket, msg: InboundMessage, body: str, consultant_name: str,
                now: datetime) -> None:
@@ -831,6 +870,7 @@ class Ingestor:
         report = msg.report
         assert report is not None
         original = None
+        self._sync(session)
         if report.original_message_id:
             original = session.scalar(select(OutboxRow).where(OutboxRow.message_id == report.original_message_id))
         if original is None or original.ticket_id is None:
@@ -839,7 +879,7 @@ class Ingestor:
         assert ticket is not None
         row = self._message_row(session, ticket.id, msg, mail, screening, "system", msg.text[:4000], "",
                                 internal=True, notes=[f"delivery failed: {report.status or '?'} {report.diagnostic}"[:500]])
-        store.add_event(session, ticket.id, "delivery_failed", mail.arrived_at, recipients=list(report.recipients),
+        self.add_event(session, ticket.id, "delivery_failed", mail.arrived_at, recipients=list(report.recipients),
                         status=report.status, permanent=report.permanent, diagnostic=report.diagnostic[:500],
                         outbox_id=original.id)
         recipients = [ticket.assigned_to] if ticket.assigned_to else [
@@ -853,9 +893,9 @@ class Ingestor:
                          "failed": list(report.recipients), "status": report.status or "",
                          "permanent": report.permanent, "diagnostic": report.diagnostic[:500]},
             )
-        store.record_intake(session, dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="bounce",
-                            reason=f"delivery report for {original.kind} {original.message_id}",
-                            arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id, message_row=row)
+        self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="bounce",
+                       reason=f"delivery report for {original.kind} {original.message_id}",
+                       arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id, message_row_id=row)
         return "bounce", ticket.id
 
 

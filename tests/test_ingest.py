@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from maild.cli import main as cli_main
 from maild.config import load_config
 from maild.daemon import Daemon
-from maild.models import AttachmentRow, Intake, LedgerRow, MessageRow, OutboxRow, Ticket
+from maild.models import AttachmentRow, Event, Intake, LedgerRow, MessageRow, OutboxRow, Ticket
 from tests.helpers import maildir_source, make_mail, write_config
 
 UTC = timezone.utc
@@ -220,6 +220,37 @@ def test_poison_message_retried_then_quarantined(env: dict[str, Any], monkeypatc
     with daemon.sessions() as session:
         intake = session.scalars(select(Intake).where(Intake.dedupe_key == "p1@acme.pl")).one()
         assert intake.disposition == "quarantine" and "boom" in intake.reason
+
+
+def test_failure_after_rows_are_queued_leaves_none_of_them(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows are held back and written per batch; a message failing halfway must take its own back out."""
+    import maild.pipeline as pipeline
+
+    real = pipeline.Ingestor._acknowledge
+
+    def explode(self: Any, session: Any, ticket: Ticket, msg: Any, *args: Any) -> Any:
+        if "poison" in msg.subject:  # its message row and "created" event are queued by now
+            raise RuntimeError("boom after writing")
+        return real(self, session, ticket, msg, *args)
+
+    monkeypatch.setattr(pipeline.Ingestor, "_acknowledge", explode)
+    env["box"].add(make_mail(subject="fine before", msgid="<f0@acme.pl>", sender="ola@acme.pl"))
+    env["box"].add(make_mail(subject="poison", msgid="<p1@acme.pl>"))
+    env["box"].add(make_mail(subject="fine after", msgid="<f1@acme.pl>", sender="ewa@acme.pl"))
+    daemon = run(env)
+    with daemon.sessions() as session:
+        tickets = session.scalars(select(Ticket).order_by(Ticket.id)).all()
+        assert [t.subject for t in tickets] == ["fine before", "fine after"]
+        ids = {t.id for t in tickets}
+        inbound = session.scalars(select(MessageRow).where(MessageRow.direction == "in")).all()
+        assert sorted(m.message_id or "" for m in inbound) == ["f0@acme.pl", "f1@acme.pl"]
+        assert {m.ticket_id for m in session.scalars(select(MessageRow))} == ids
+        assert {e.ticket_id for e in session.scalars(select(Event))} == ids
+        assert sorted(o.dedupe_key for o in session.scalars(select(OutboxRow))) == [f"ack:{i}" for i in sorted(ids)]
+        intake = {i.dedupe_key: i for i in session.scalars(select(Intake))}
+        assert set(intake) == {"f0@acme.pl", "f1@acme.pl"}, "the failed mail is retried, not recorded"
+        assert all(i.message_row_id in {m.id for m in inbound} for i in intake.values())
+    assert len(env["sink"].wait_for(2)) == 2
 
 
 def test_message_rows_keep_raw_and_attachments(env: dict[str, Any]) -> None:

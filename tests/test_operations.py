@@ -149,3 +149,12 @@ def test_crash_during_first_migration_leaves_no_half_schema(tmp_path: Path, monk
     upgrade(make_engine(url))
     current, head = migration_state(make_engine(url))
     assert current == head
+
+
+def test_schema_head_is_alembics_newest_revision() -> None:
+    """Start-up compares revisions without Alembic; a new migration must move SCHEMA_HEAD with it."""
+    from alembic.script import ScriptDirectory
+
+    from maild.db import SCHEMA_HEAD, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config(make_engine("sqlite://"))).get_current_head() == SCHEMA_HEAD

@@ -50,6 +50,7 @@ CLAIM_CHUNK = 200
 # builds and sends the next on the other
 SMTP_CONNECTIONS = 2
 PARALLEL_FROM = 20  # due mails from which a drain uses more than one connection
+STALLS_BEFORE_SET_ASIDE = 3  # attempts after which a mail the relay times out on stops holding the queue
 
 _OUTBOX = cast(Table, OutboxRow.__table__)
 # a header line SHOULD stay within 78 characters (RFC 5322 2.1.1); folding only
@@ -489,13 +490,25 @@ class Outbox:
             return
         if delivery.outcome == "retry" and not smtp.connected:
             # the relay is unreachable, not this mail's fault: the row stays due, in its
-            # place in the queue, and the caller backs off the relay as a whole
+            # place in the queue, and the caller backs off the relay as a whole ...
+            set_aside = False
+
             def unreachable(row: OutboxRow) -> None:
+                nonlocal set_aside
                 row.attempts += 1
                 row.last_error = delivery.reply[:2000]
+                if delivery.timed_out and row.attempts >= STALLS_BEFORE_SET_ASIDE:
+                    # ... unless the relay keeps going silent on this very mail: then it
+                    # waits out its own backoff, so the mail queued behind it still goes
+                    set_aside = True
+                    log.warning("outbox %d (%s, %s): the relay went silent on it %d times; set aside",
+                                row.id, row.kind, row.message_id, row.attempts)
+                    self._retry(row, now, delivery.reply, result)
 
             self._settle(session, mail.id, unreachable)
-            raise SmtpUnavailable(delivery.reply)
+            if not set_aside:
+                raise SmtpUnavailable(delivery.reply)
+            return
 
         def refused(row: OutboxRow) -> None:
             row.attempts += 1

@@ -82,6 +82,10 @@ class Delivery:
     outcome: Outcome
     reply: str
     refused: dict[str, str] = field(default_factory=dict)
+    # The relay took the connection and then went silent on this mail: maybe the
+    # relay, maybe the mail (a size it chokes on); the outbox tells them apart
+    # by how often the same mail does it.
+    timed_out: bool = False
 
 
 class SmtpError(MaildError):
@@ -336,7 +340,7 @@ class SmtpSender:
             raise _Disconnected(f"connection to {self._where} lost: {exc}") from exc
         except (SMTPTimeoutError, asyncio.TimeoutError, TimeoutError) as exc:
             self._drop()
-            return Delivery("retry", f"timed out talking to {self._where}: {exc}")
+            return Delivery("retry", f"timed out talking to {self._where}: {exc}", timed_out=True)
         except SMTPResponseException as exc:
             if exc.code == 421:  # the server is closing this session
                 self._drop()

@@ -246,3 +246,41 @@ def test_mail_that_cannot_be_rendered_waits_and_says_why(tmp_path: Path, smtp_si
     assert "no_such_template" in row.last_error
     assert row.next_attempt_at > clock.now
     assert smtp_sink.messages == []
+
+
+def test_mail_the_relay_stalls_on_every_time_is_set_aside_so_the_queue_moves(tmp_path: Path, smtp_sink: Any) -> None:
+    """A relay that connects and then goes silent on one mail: after a few tries that
+    mail waits out its own backoff instead of holding every mail behind it."""
+    from dataclasses import replace
+
+    from maild.outbox import STALLS_BEFORE_SET_ASIDE
+
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    box.add(make_mail(msgid="<stall1@acme.pl>", sender="jan@acme.pl"))
+    cfg = load_config(config)
+    cfg = replace(cfg, smtp=replace(cfg.smtp, timeout_seconds=1))
+    clock = Clock(datetime.now(UTC))
+    daemon = Daemon(cfg, clock)
+    assert daemon.ingest_all() == {"ticket": 1}
+    box.add(make_mail(msgid="<stall2@acme.pl>", sender="ola@acme.pl"))
+    clock.now += timedelta(seconds=1)
+    assert daemon.ingest_all() == {"ticket": 1}
+    smtp_sink.stall_rcpt = {"jan@acme.pl"}
+    smtp_sink.stall_seconds = 3
+    for attempt in range(1, STALLS_BEFORE_SET_ASIDE):
+        with pytest.raises(SmtpUnavailable):
+            daemon.outbox.drain()
+        assert not smtp_sink.messages, f"attempt {attempt}: the relay as a whole is backed off, in order"
+    result = daemon.outbox.drain()
+    assert result.sent == 1 and result.retry == 1
+    assert [m.rcpt_tos for m in smtp_sink.wait_for(1)] == [["ola@acme.pl"]]
+    with daemon.sessions() as session:
+        stalled = session.scalars(select(OutboxRow).where(OutboxRow.status == "pending")).one()
+    assert stalled.recipients == ["jan@acme.pl"] and stalled.attempts == STALLS_BEFORE_SET_ASIDE
+    assert stalled.next_attempt_at == clock.now + retry_delay(STALLS_BEFORE_SET_ASIDE, RETRY_BASE)
+    assert "timed out" in stalled.last_error
+    smtp_sink.stall_rcpt = set()
+    clock.now = stalled.next_attempt_at
+    assert daemon.outbox.drain().sent == 1
+    assert sorted(m.rcpt_tos[0] for m in smtp_sink.wait_for(2)) == ["jan@acme.pl", "ola@acme.pl"]

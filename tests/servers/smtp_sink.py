@@ -6,7 +6,8 @@ saw (envelope and exact bytes), not on what a mock was called with.
 
 Fault injection is by attribute, settable while the sink runs: `mode` makes every
 mail fail temporarily or permanently (at DATA, or at RCPT with `fail_at`),
-`reject_rcpt` refuses single recipients, and `stop()` / `start()` take the server
+`reject_rcpt` refuses single recipients, `stall_rcpt` leaves mail to some
+recipients unanswered after DATA (a relay that hangs on one mail), and `stop()` / `start()` take the server
 away and bring it back on the same port, dropping open client connections as a
 crashed or restarted MTA would.
 """
@@ -122,6 +123,9 @@ class _Handler:
             return TEMPFAIL_REPLY
         if sink.mode == "permfail":
             return PERMFAIL_REPLY
+        if sink.stall_rcpt.intersection(a.lower() for a in envelope.rcpt_tos):
+            await asyncio.sleep(sink.stall_seconds)  # the client times out first
+            return "451 4.3.0 Stalled (test sink)"
         data = cast(bytes, envelope.original_content)
         parsed = BytesParser(policy=policy.default).parsebytes(data)
         sink._capture(
@@ -151,6 +155,8 @@ class SmtpSink:
         self.mode: Mode = "accept"
         self.fail_at: Literal["data", "rcpt"] = "data"
         self.reject_rcpt: dict[str, int] = {}
+        self.stall_rcpt: set[str] = set()  # mail to these goes unanswered after DATA for stall_seconds
+        self.stall_seconds = 5.0
         self.require_auth = require_auth
         self.tls = tls
         self.cafile = certfile

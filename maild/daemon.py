@@ -65,9 +65,21 @@ class _Interrupt(Exception):
 @dataclass
 class CycleReport:
     ingested: dict[str, int] = field(default_factory=dict)
+    more_waiting: bool = False  # the ingest slice ended with mail still on the server
     escalations: int = 0
     closed: int = 0
     outbox: DrainResult = field(default_factory=DrainResult)
+
+    def merge(self, other: CycleReport) -> None:
+        for key, value in other.ingested.items():
+            self.ingested[key] = self.ingested.get(key, 0) + value
+        self.more_waiting = other.more_waiting
+        self.escalations += other.escalations
+        self.closed += other.closed
+        self.outbox.sent += other.outbox.sent
+        self.outbox.retry += other.outbox.retry
+        self.outbox.failed += other.outbox.failed
+        self.outbox.errors.extend(other.outbox.errors)
 
     def summary(self) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.ingested.items())) or "no mail"
@@ -131,6 +143,7 @@ class Daemon:
         self.metrics: Metrics | None = Metrics() if config.metrics_listen else None
         self._stop = False
         self._reload = False
+        self.more_waiting = False
         self._waiting = False
         self._ready = False
         self.failures = 0  # consecutive failed cycles
@@ -169,9 +182,13 @@ class Daemon:
 
     # ------------------------------------------------------------ one cycle
 
-    def ingest_all(self) -> dict[str, int]:
+    def ingest_all(self, budget_seconds: float | None = None) -> dict[str, int]:
+        """Fetch and store what the mailbox holds; with a budget, stop after the batch
+        that used it up (``self.more_waiting`` then says mail was left for the next slice)."""
         totals: dict[str, int] = {}
         waiting = 0
+        self.more_waiting = False
+        started = time.monotonic()
         if not self.mailbox_lock.acquire():
             if not self._standby_logged:
                 log.info("another daemon reads %s; this one sweeps and sends until it can take over",
@@ -193,6 +210,13 @@ class Daemon:
                 if self._stop:
                     log.info("stopping after the batch in hand (%d messages committed)", len(pending[0]))
                     return totals
+                if budget_seconds is not None and time.monotonic() - started >= budget_seconds:
+                    # the fetched batch stays on the server, unmoved, for the next slice
+                    self.more_waiting = True
+                    pending = None
+                    log.info("backlog: %d mails stored in this %.0f s slice; sweeping and sending before "
+                             "reading on", sum(totals.values()), budget_seconds)
+                    break
             pending = (batch, future)
         if pending is not None:
             waiting += self._store_batch(*pending, totals)
@@ -221,7 +245,8 @@ class Daemon:
 
     def cycle(self) -> CycleReport:
         report = CycleReport()
-        report.ingested = self.ingest_all()
+        report.ingested = self.ingest_all(self.config.daemon.ingest_slice_seconds)
+        report.more_waiting = self.more_waiting
         if self._stop:
             return report
         swept = self.sweeper.sweep(self.clock())
@@ -268,8 +293,14 @@ class Daemon:
         return total
 
     def run_once(self) -> CycleReport:
+        """Cycles until the mailbox is read empty (a backlog takes several slices)."""
+        report = CycleReport()
         try:
-            report = self.cycle()
+            while True:
+                part = self.cycle()
+                report.merge(part)
+                if not part.more_waiting or self._stop:
+                    break
         finally:
             self.source.close()
             self.parse_ahead.close()
@@ -332,7 +363,8 @@ class Daemon:
                     self._reload = False
                     self.reload()
                 if self.turn():
-                    self._wait(self.wait_seconds())
+                    if not self.more_waiting:  # else the rest of a backlog is read at once
+                        self._wait(self.wait_seconds())
                 else:
                     self._sleep(backoff(self.failures, self.config.daemon.retry_min_seconds,
                                         self.config.daemon.retry_max_seconds))

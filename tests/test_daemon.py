@@ -343,3 +343,28 @@ def test_reload_refuses_a_broken_template_and_keeps_the_old_ones(tmp_path: Path,
         **{k: "x" for k in ("ref", "subject", "requester_name", "contract_kind", "contract_id", "timezone",
                              "reaction_due_local", "prepaid_left_minutes", "prepaid_valid_until", "hourly_rate",
                              "peak_label", "from_name", "fell_back_from")}, unverified=False)
+
+
+def test_a_backlog_is_read_in_slices_with_acknowledgements_going_out_between(tmp_path: Path, smtp_sink: Any) -> None:
+    """The first customer of a long backlog hears back after the first slice, not after the last mail."""
+    import mailbox
+    from dataclasses import replace
+
+    from maild.config import load_config
+    from maild.daemon import Daemon
+    from tests.helpers import maildir_source, make_mail, write_config
+
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, top="batch_size = 2")
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(5):
+        box.add(make_mail(msgid=f"<slice{i}@acme.pl>", sender=f"user{i}@acme.pl", subject=f"backlog {i}"))
+    cfg = load_config(config)
+    cfg = replace(cfg, daemon=replace(cfg.daemon, ingest_slice_seconds=0))  # every slice ends after one batch
+    daemon = Daemon(cfg)
+    first = daemon.cycle()
+    assert first.more_waiting and sum(first.ingested.values()) == 2
+    assert first.outbox.sent == 2 and len(box) == 3, "acknowledged before the rest of the backlog is read"
+    daemon.source.close()
+    report = daemon.run_once()  # --once reads on until the mailbox is empty
+    assert sum(report.ingested.values()) == 3 and not report.more_waiting and len(box) == 0
+    assert sorted(m.rcpt_tos[0] for m in smtp_sink.wait_for(5)) == [f"user{i}@acme.pl" for i in range(5)]

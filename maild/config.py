@@ -74,10 +74,11 @@ class DaemonSettings:
     """The loop's pacing: how often a full cycle runs, how fast it backs off a fault."""
 
     cycle_seconds: int = 60
-    # A backlog is read in slices of about this long; between them the SLA sweep
-    # runs and acknowledgements go out, so a 100,000-mail backlog after an outage
-    # neither holds the first customer's acknowledgement nor starves escalations.
-    ingest_slice_seconds: int = 30
+    # A backlog is worked in slices of about this long, reading, sweeping and
+    # sending in turn: a 100,000-mail backlog after an outage neither holds the
+    # first customer's acknowledgement nor starves escalations, and a slow relay
+    # with a long outbox does not keep the mailbox from being read.
+    slice_seconds: int = 30
     retry_min_seconds: int = 1
     retry_max_seconds: int = 60
     smtp_retry_base_seconds: int = 30
@@ -447,7 +448,7 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     retry_min = dm.integer("retry_min_seconds", 1, 1, 3600)
     daemon = DaemonSettings(
         cycle_seconds=dm.integer("cycle_seconds", 60, 1, 3600),
-        ingest_slice_seconds=dm.integer("ingest_slice_seconds", 30, 1, 3600),
+        slice_seconds=dm.integer("slice_seconds", 30, 1, 3600),
         retry_min_seconds=retry_min,
         retry_max_seconds=dm.integer("retry_max_seconds", 60, retry_min, 3600),
         smtp_retry_base_seconds=dm.integer("smtp_retry_base_seconds", 30, 1, 3600),

@@ -74,6 +74,7 @@ class CycleReport:
         for key, value in other.ingested.items():
             self.ingested[key] = self.ingested.get(key, 0) + value
         self.more_waiting = other.more_waiting
+        self.outbox.more_due = other.outbox.more_due
         self.escalations += other.escalations
         self.closed += other.closed
         self.outbox.sent += other.outbox.sent
@@ -144,6 +145,7 @@ class Daemon:
         self._stop = False
         self._reload = False
         self.more_waiting = False
+        self.more_work = False  # the last cycle left mail to read or to send for the next, at once
         self._waiting = False
         self._ready = False
         self.failures = 0  # consecutive failed cycles
@@ -245,22 +247,23 @@ class Daemon:
 
     def cycle(self) -> CycleReport:
         report = CycleReport()
-        report.ingested = self.ingest_all(self.config.daemon.ingest_slice_seconds)
+        report.ingested = self.ingest_all(self.config.daemon.slice_seconds)
         report.more_waiting = self.more_waiting
         if self._stop:
             return report
         swept = self.sweeper.sweep(self.clock())
         report.escalations, report.closed = swept.escalations, swept.closed
         self.check_health()
-        report.outbox = self.drain()
+        report.outbox = self.drain(self.config.daemon.slice_seconds)
         if self.metrics is not None:
             self.metrics.observe_cycle(report.ingested, report.escalations, report.outbox.sent)
             with self.sessions() as session:
                 self.metrics.observe_health(session, read_health(session, self.clock()))
         return report
 
-    def drain(self) -> DrainResult:
-        """Send what is due, oldest first, in chunks so SIGTERM is heard between them.
+    def drain(self, budget_seconds: float | None = None) -> DrainResult:
+        """Send what is due, oldest first, in chunks so SIGTERM is heard between them;
+        with a budget, stop taking mail when it is used up (``more_due`` says so).
 
         An unreachable relay is backed off as a whole: the rows stay due in their
         order, and nothing is tried before the backoff has passed.
@@ -268,9 +271,11 @@ class Daemon:
         total = DrainResult()
         if time.monotonic() < self._smtp_next:
             return total
+        deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
         while not self._stop:
             try:
-                part = self.outbox.drain(limit=DRAIN_CHUNK)
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                part = self.outbox.drain(limit=DRAIN_CHUNK, budget_seconds=left)
             except SmtpError as exc:
                 self._smtp_failures += 1
                 delay = backoff(self._smtp_failures, self.config.daemon.retry_min_seconds,
@@ -288,6 +293,11 @@ class Daemon:
             total.retry += part.retry
             total.failed += part.failed
             total.errors.extend(part.errors)
+            if part.more_due:
+                total.more_due = True
+                log.info("outbox: %d mails sent in this %.0f s slice, more due; reading the mailbox before "
+                         "sending on", total.sent, budget_seconds or 0)
+                break
             if part.sent + part.retry + part.failed < DRAIN_CHUNK:
                 break
         return total
@@ -299,7 +309,7 @@ class Daemon:
             while True:
                 part = self.cycle()
                 report.merge(part)
-                if not part.more_waiting or self._stop:
+                if not (part.more_waiting or part.outbox.more_due) or self._stop:
                     break
         finally:
             self.source.close()
@@ -363,7 +373,7 @@ class Daemon:
                     self._reload = False
                     self.reload()
                 if self.turn():
-                    if not self.more_waiting:  # else the rest of a backlog is read at once
+                    if not self.more_work:  # else the rest of a backlog is worked at once
                         self._wait(self.wait_seconds())
                 else:
                     self._sleep(backoff(self.failures, self.config.daemon.retry_min_seconds,
@@ -388,6 +398,7 @@ class Daemon:
         except FAULTS as exc:
             self._fault(type(exc).__name__, str(exc))
             return False
+        self.more_work = report.more_waiting or report.outbox.more_due
         if self.failures:
             log.info("recovered after %d failed attempts", self.failures)
         self.failures, self._fault_kind = 0, ""
@@ -420,7 +431,7 @@ class Daemon:
         # the managers must hear of a mailbox that stays down, and the relay may still work
         try:
             self.check_health()
-            self.drain()
+            self.drain(self.config.daemon.slice_seconds)
         except FAULTS as exc:
             log.debug("health check skipped while failing: %s", exc)
 

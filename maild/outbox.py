@@ -20,6 +20,7 @@ import asyncio
 import binascii
 import logging
 import re
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,13 @@ class DrainResult:
     retry: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    more_due: bool = False  # the time budget ran out with mail still due
+
+
+def _past(deadline: float | None, done: DrainResult) -> bool:
+    """Whether a drain's time is up; never before its first mail, so every slice makes progress."""
+    return (deadline is not None and done.sent + done.retry + done.failed > 0
+            and time.monotonic() >= deadline)
 
 
 class MailRow(Protocol):
@@ -364,10 +372,13 @@ class Outbox:
         self.blobs = blobs
         self.clock = clock
 
-    def drain(self, limit: int = 10000) -> DrainResult:
-        return asyncio.run(self.drain_async(limit))
+    def drain(self, limit: int = 10000, budget_seconds: float | None = None) -> DrainResult:
+        """Send up to ``limit`` due mails; with a budget, take no new mail once it is used up
+        (a slow relay must not keep the daemon from reading its mailbox)."""
+        deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
+        return asyncio.run(self.drain_async(limit, deadline))
 
-    def _claim(self, chunk: int) -> list[PendingMail]:
+    def _claim(self, chunk: int, lease: bool = True) -> list[PendingMail]:
         """Rows to send now, oldest first, in one SELECT. On PostgreSQL, where several
         daemons may drain one outbox, they are leased for ``LEASE`` so no other daemon
         takes them; a crashed daemon's lease simply runs out. SQLite has one daemon per
@@ -384,12 +395,12 @@ class Outbox:
             if dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             rows = [PendingMail(**row._mapping) for row in session.execute(query)]
-            if dialect != "sqlite" and rows:
+            if dialect != "sqlite" and rows and lease:
                 session.execute(update(_OUTBOX).where(_OUTBOX.c.id.in_([r.id for r in rows]))
                                 .values(next_attempt_at=now + LEASE))
         return rows
 
-    async def drain_async(self, limit: int = 10000) -> DrainResult:
+    async def drain_async(self, limit: int = 10000, deadline: float | None = None) -> DrainResult:
         """Send up to ``limit`` due mails over ``self.connections`` SMTP connections
         (one when fewer than ``self.parallel_from`` are due).
 
@@ -410,6 +421,9 @@ class Outbox:
         senders = [SmtpSender(self.smtp) for _ in range(max(1, self.connections))]
         try:
             while result.sent + result.retry + result.failed < limit:
+                if _past(deadline, result):
+                    result.more_due = bool(self._claim(1, lease=False))
+                    break
                 rows = self._claim(min(CLAIM_CHUNK, limit - result.sent - result.retry - result.failed))
                 if not rows:
                     break
@@ -419,26 +433,31 @@ class Outbox:
                 # a trickle goes over one connection, in exact order; a backlog over all
                 workers = senders if len(rows) >= self.parallel_from else senders[:1]
                 with self.sessions() as session:
-                    await asyncio.gather(*(self._worker(session, smtp, gate, queue, result, unsent, faults)
+                    await asyncio.gather(*(self._worker(session, smtp, gate, queue, result, unsent, faults, deadline)
                                            for smtp in workers))
                 if faults:
                     if isinstance(faults[0], SmtpError):
                         self._release(unsent + [row.id for row in queue])
                     raise faults[0]
+                if queue:  # the budget ran out: the rest goes back, due at once, in its place
+                    self._release([row.id for row in queue])
+                    result.more_due = True
+                    break
         finally:
             for smtp in senders:
                 await smtp.close()
         return result
 
     async def _worker(self, session: Session, smtp: SmtpSender, gate: asyncio.Lock, queue: deque[PendingMail],
-                      result: DrainResult, unsent: list[int], faults: list[Exception]) -> None:
+                      result: DrainResult, unsent: list[int], faults: list[Exception],
+                      deadline: float | None = None) -> None:
         """Send from the shared queue until it is empty or any worker met a fault.
 
         A fault (the relay gone, the database failing) is kept for ``drain_async``
         to raise once every worker has finished the mail it has in hand: raising at
         once would leave the other worker's mail half sent and unrecorded.
         """
-        while queue and not faults:
+        while queue and not faults and not _past(deadline, result):
             mail = queue.popleft()
             try:
                 await self._send_one(session, smtp, gate, mail, result)

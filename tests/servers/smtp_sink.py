@@ -7,7 +7,8 @@ saw (envelope and exact bytes), not on what a mock was called with.
 Fault injection is by attribute, settable while the sink runs: `mode` makes every
 mail fail temporarily or permanently (at DATA, or at RCPT with `fail_at`),
 `reject_rcpt` refuses single recipients, `stall_rcpt` leaves mail to some
-recipients unanswered after DATA (a relay that hangs on one mail), and `stop()` / `start()` take the server
+recipients unanswered after DATA (a relay that hangs on one mail), `delay_seconds`
+slows every mail down, and `stop()` / `start()` take the server
 away and bring it back on the same port, dropping open client connections as a
 crashed or restarted MTA would.
 """
@@ -123,6 +124,8 @@ class _Handler:
             return TEMPFAIL_REPLY
         if sink.mode == "permfail":
             return PERMFAIL_REPLY
+        if sink.delay_seconds:
+            await asyncio.sleep(sink.delay_seconds)
         if sink.stall_rcpt.intersection(a.lower() for a in envelope.rcpt_tos):
             await asyncio.sleep(sink.stall_seconds)  # the client times out first
             return "451 4.3.0 Stalled (test sink)"
@@ -157,6 +160,7 @@ class SmtpSink:
         self.reject_rcpt: dict[str, int] = {}
         self.stall_rcpt: set[str] = set()  # mail to these goes unanswered after DATA for stall_seconds
         self.stall_seconds = 5.0
+        self.delay_seconds = 0.0  # every mail is answered after DATA only after this long (a slow relay)
         self.require_auth = require_auth
         self.tls = tls
         self.cafile = certfile

@@ -6,6 +6,8 @@ never a row pointing at nothing. Names never come from the mail.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import os
 from pathlib import Path
@@ -15,6 +17,34 @@ from .errors import MaildError
 
 class StorageError(MaildError):
     """The storage path cannot take the blob (disk full, permissions): not the mail's fault."""
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def sync_filesystem(path: Path) -> None:
+    """Flush the filesystem holding ``path`` (syncfs(2)); os.sync where there is none.
+
+    os.sync flushes every mounted filesystem and waits for other programs'
+    writes as well; the blobs only need their own.
+    """
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    syncfs = getattr(_libc, "syncfs", None)
+    if syncfs is None:
+        os.sync()
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise StorageError(f"storage {path}: cannot flush to disk: {exc.strerror}") from exc
+    try:
+        if syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise StorageError(f"storage {path}: cannot flush to disk: {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 class BlobStore:
@@ -65,7 +95,7 @@ class BlobStore:
         of messages must not cost thousands of disk flushes.
         """
         if self.durable and self._unsynced:
-            os.sync()
+            sync_filesystem(self.root)
         self._unsynced = 0
 
     def get(self, sha256: str) -> bytes:

@@ -103,7 +103,7 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: Co
     print(f"run {i + 1}: start-up {out['startup_s']:.2f} s, ingest {out['ingest_s']:.2f} s "
           f"({row['ingest_rate']:.0f} msg/s), sweep {out['sweep_s']:.2f} s, drain {out['drain_s']:.2f} s "
           f"(sent {out['sent']}, sink got {sink.count}); whole cycle {wall:.2f} s ({row['cycle_rate']:.0f} msg/s); "
-          f"peak RSS {row['rss_mb']:.0f} MB; CPU {out['cpu_user_s']:.1f}+{out['cpu_sys_s']:.1f} s; [{counts}]",
+          f"peak RSS {row['rss_mb']:.0f} MB; CPU {out['cpu_user_s']:.1f}+{out['cpu_sys_s']:.1f} s; GC {out['gc_collections']} runs {out['gc_s']:.2f} s; [{counts}]",
           flush=True)
     if not args.keep:
         for sub in ("var",):

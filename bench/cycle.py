@@ -45,6 +45,18 @@ def main() -> int:
     from maild.daemon import Daemon
     from maild.logs import setup_logging
 
+    import gc
+
+    collections = {"n": 0, "s": 0.0, "started": 0.0}
+
+    def count_collections(phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            collections["started"] = time.perf_counter()
+        else:
+            collections["n"] += 1
+            collections["s"] += time.perf_counter() - collections["started"]
+
+    gc.callbacks.append(count_collections)
     cfg = load_config(args.config)
     setup_logging(cfg.log_level, cfg.log_format)
     daemon = Daemon(cfg)
@@ -66,7 +78,7 @@ def main() -> int:
         "startup_s": t_init - T0, "ingest_s": t_ingest - t_init, "sweep_s": t_sweep - t_ingest,
         "drain_s": t_drain - t_sweep, "total_s": t_drain - T0, "ingested": ingested,
         "escalations": swept.escalations, "sent": drained.sent, "retry": drained.retry, "failed": drained.failed,
-        "vm_hwm_kb": vm_hwm_kb(), "cpu_user_s": usage.ru_utime, "cpu_sys_s": usage.ru_stime,
+        "vm_hwm_kb": vm_hwm_kb(), "gc_collections": collections["n"], "gc_s": collections["s"], "cpu_user_s": usage.ru_utime, "cpu_sys_s": usage.ru_stime,
     }))
     return 0
 

@@ -518,8 +518,5 @@ def _tune_garbage_collector() -> None:
     A batch allocates hundreds of thousands of short-lived objects, nearly all
     freed by reference counting; the default thresholds ran about 840 collections
     per 10,000 mails, 5 % of ingest (bench/backlog.py), to find almost nothing.
-    What start-up loaded (modules, templates, customers) lives as long as the
-    daemon, so it is moved out of the collector's sight.
     """
-    gc.freeze()
     gc.set_threshold(50_000, 20, 100)

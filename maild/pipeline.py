@@ -522,8 +522,8 @@ class Ingestor:
         ref = ctx.ref(ticket.id)
         ack = self._acknowledge(session, ticket, msg, screening, resolution, mail, now) if not is_consultant else None
         self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="ticket",
-                       reason="; ".join(reasons[:2]), arrived_at=arrived, now=now,
-                       ticket_id=ticket.id, message_row_id=row)
+                                 reason="; ".join(reasons[:2]), arrived_at=arrived, now=now,
+                                 ticket_id=ticket.id, message_row_id=row)
         log.info("%s %s -> %s new ticket (%s, %s%s)%s", mail.source_key, msg.message_id, ref, resolution.kind,
                  prio.priority, "" if resolution.verified else ", unverified", "" if ack else ", no acknowledgement")
         return "ticket", ticket.id
@@ -539,7 +539,7 @@ class Ingestor:
         limit = cfg.support.max_auto_replies_per_hour
         if self._active.auto_counts.get(msg.from_addr, 0) >= limit:
             self.add_event(session, ticket.id, "ack_suppressed", now,
-                            reasons=[f"rate limit: {limit} automatic mails an hour to {msg.from_addr}"])
+                           reasons=[f"rate limit: {limit} automatic mails an hour to {msg.from_addr}"])
             return None
         contract = resolution.contract
         context: dict[str, Any] = {
@@ -699,18 +699,18 @@ class Ingestor:
         ref = self.ctx.ref(ticket.id)
         if screening.out_of_office or screening.kind != "human":
             self.add_event(session, ticket.id, "automatic_reply", mail.arrived_at, msg.from_addr,
-                            reasons=list(screening.reasons))
+                           reasons=list(screening.reasons))
         elif decision.reopen:
             ticket.status, ticket.resolved_at, ticket.closed_at = "open", None, None
             self.add_event(session, ticket.id, "reopened", mail.arrived_at, msg.from_addr, reasons=list(decision.reasons))
         elif ticket.status == "waiting":
             ticket.status = "open"
             self.add_event(session, ticket.id, "status", mail.arrived_at, msg.from_addr, status="open",
-                            reason="customer replied")
+                           reason="customer replied")
         ticket.updated_at = now
         self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
-                       reason=decision.rule, arrived_at=mail.arrived_at, now=now,
-                       ticket_id=ticket.id, message_row_id=row)
+                                 reason=decision.rule, arrived_at=mail.arrived_at, now=now,
+                                 ticket_id=ticket.id, message_row_id=row)
         log.info("%s %s -> %s customer reply (%s)", mail.source_key, msg.message_id, ref, decision.rule)
         return "reply", ticket.id
 
@@ -728,8 +728,8 @@ class Ingestor:
             row = self._message_row(session, ticket.id, msg, mail, screening, "consultant", new_text, quoted,
                                     internal=True, notes=["automatic mail from a consultant: not relayed"])
             self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
-                           reason="consultant automatic mail, not relayed", arrived_at=mail.arrived_at,
-                           now=now, ticket_id=ticket.id, message_row_id=row)
+                                     reason="consultant automatic mail, not relayed", arrived_at=mail.arrived_at,
+                                     now=now, ticket_id=ticket.id, message_row_id=row)
             return "reply", ticket.id
         parsed = parse_commands(new_text)
         errors = list(parsed.errors)
@@ -748,8 +748,8 @@ class Ingestor:
                          "errors": [{"line_no": e.line_no, "line": e.line, "reason": e.reason} for e in errors]},
             )
             self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="rejected",
-                           reason="; ".join(f"line {e.line_no}: {e.reason}" for e in errors),
-                           arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id)
+                                     reason="; ".join(f"line {e.line_no}: {e.reason}" for e in errors),
+                                     arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id)
             log.info("%s %s -> %s consultant commands rejected: %d errors", mail.source_key, msg.message_id, ref, len(errors))
             return "rejected", ticket.id
         internal = any(isinstance(c, InternalCommand) for c in parsed.commands)
@@ -772,8 +772,9 @@ class Ingestor:
             ticket.status = "waiting"
         ticket.updated_at = now
         self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
-                       reason="internal note" if internal else ("relayed" if relayed else "recorded (direct mail)"),
-                       arrived_at=at, now=now, ticket_id=ticket.id, message_row_id=row)
+                                 reason="internal note" if internal
+                                 else ("relayed" if relayed else "recorded (direct mail)"),
+                                 arrived_at=at, now=now, ticket_id=ticket.id, message_row_id=row)
         log.info("%s %s -> %s consultant %s (%s)", mail.source_key, msg.message_id, ref, consultant.email,
                  "internal" if internal else ("relayed" if relayed else "direct"))
         return "reply", ticket.id
@@ -800,7 +801,7 @@ class Ingestor:
                 self.add_event(session, ticket.id, "assigned", at, actor, to=assign_to)
             elif isinstance(command, PriorityCommand):
                 self.add_event(session, ticket.id, "priority", at, actor, old=ticket.priority,
-                                new=command.priority, reason=command.reason)
+                               new=command.priority, reason=command.reason)
                 ticket.priority = command.priority
             elif isinstance(command, VerifyCommand):
                 self._verify(session, ticket, actor, at)
@@ -880,8 +881,8 @@ class Ingestor:
         row = self._message_row(session, ticket.id, msg, mail, screening, "system", msg.text[:4000], "",
                                 internal=True, notes=[f"delivery failed: {report.status or '?'} {report.diagnostic}"[:500]])
         self.add_event(session, ticket.id, "delivery_failed", mail.arrived_at, recipients=list(report.recipients),
-                        status=report.status, permanent=report.permanent, diagnostic=report.diagnostic[:500],
-                        outbox_id=original.id)
+                       status=report.status, permanent=report.permanent, diagnostic=report.diagnostic[:500],
+                       outbox_id=original.id)
         recipients = [ticket.assigned_to] if ticket.assigned_to else [
             c.email for c in self.ctx.config.consultants if c.role == "consultant"] or [
             c.email for c in self.ctx.config.consultants]
@@ -894,8 +895,8 @@ class Ingestor:
                          "permanent": report.permanent, "diagnostic": report.diagnostic[:500]},
             )
         self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="bounce",
-                       reason=f"delivery report for {original.kind} {original.message_id}",
-                       arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id, message_row_id=row)
+                                 reason=f"delivery report for {original.kind} {original.message_id}",
+                                 arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id, message_row_id=row)
         return "bounce", ticket.id
 
 

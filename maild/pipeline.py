@@ -186,6 +186,7 @@ class _Batch:
     lookup: store.StoreThreadLookup
     auto_counts: dict[str, int]
     seen: set[str] = field(default_factory=set)
+    first_copies: dict[str, InboundMessage] = field(default_factory=dict)
     recorded: set[str] = field(default_factory=set)
     prepaid_left: dict[tuple[str, ...], dict[str, int]] = field(default_factory=dict)
 
@@ -340,16 +341,11 @@ class Ingestor:
                 if msg is None:
                     raise Quarantine(f"unparsable: {parsed}")
                 if key in batch.seen or key in batch.known:
-                    if self.blobs.path_for(msg.raw_sha256).exists():
-                        raise Duplicate(f"already stored ({key})")
-                    # Same Message-ID, other bytes (a second copy with other Received
-                    # lines, or a sender reusing ids): not silently dropped, recorded
-                    # under its own key; its blob makes a re-read a plain duplicate.
-                    self.blobs.put(mail.raw, msg.raw_sha256)
-                    key = f"dup:{msg.raw_sha256}"
-                    raise Discard(f"Message-ID {msg.dedupe_key[:200]} already stored from another message "
-                                  "with different bytes (a second copy or a reused id)")
+                    first_key, key = key, f"dup:{msg.raw_sha256}"
+                    self._second_copy(session, msg, first_key)
+                    msg = replace(msg, dedupe_key=key)
                 batch.seen.add(key)
+                batch.first_copies.setdefault(key, msg)
                 self.blobs.put(mail.raw, msg.raw_sha256)
                 disposition, _ticket_id = self._route(session, mail, msg, now)
                 if batch.isolated:
@@ -380,6 +376,46 @@ class Ingestor:
                 raise _Isolate() from exc
             batch.rows.discard()
             return self._failed(session, mail, msg, key, exc, now)
+
+    def _second_copy(self, session: Session, msg: InboundMessage, first_key: str) -> None:
+        """A Message-ID seen before: return to go on under the mail's own key
+        (``dup:<sha256>``), or raise the Outcome that ends it here.
+
+        The same bytes again (a re-read after a crash) is a plain duplicate. Other
+        bytes with the same content (a second delivery with other Received lines, a
+        forwarder's re-encoding) is recorded and dropped. Other content is a
+        different mail under a reused Message-ID (some senders do that): it is not
+        dropped.
+        """
+        batch = self._active
+        own_key = f"dup:{msg.raw_sha256}"
+        first = batch.first_copies.get(first_key)
+        stored = {first.raw_sha256} if first is not None else set()
+        if first_key in batch.known and msg.message_id:
+            stored |= store.inbound_copies(session, msg.message_id)
+        if own_key in batch.seen or msg.raw_sha256 in stored or store.intake_recorded(session, own_key):
+            raise Duplicate(f"already stored ({first_key})")
+        if first is None:
+            first = self._stored_copy(stored)
+        if first is None and self.blobs.path_for(msg.raw_sha256).exists():
+            # the first copy was not kept as a message (discarded, quarantined) and
+            # these very bytes were read before
+            raise Duplicate(f"already read ({first_key})")
+        if first is not None and _same_content(first, msg):
+            raise Discard(f"Message-ID {first_key[:200]} already stored from a copy with the same "
+                          "content and other headers (a second delivery)")
+        log.warning("%s: Message-ID already used by %s; kept as a mail of its own", msg.message_id,
+                    "a mail with other content" if first is not None else "a mail not kept")
+
+    def _stored_copy(self, shas: set[str]) -> InboundMessage | None:
+        for sha in sorted(shas):
+            try:
+                stored = parse_one(self.blobs.get(sha), self.ctx.config.limits)
+            except OSError:
+                continue
+            if isinstance(stored, InboundMessage):
+                return stored
+        return None
 
     def _failed(self, session: Session, mail: FetchedMail, msg: InboundMessage | None,
                 key: str, exc: BaseException, now: datetime) -> str:
@@ -898,6 +934,13 @@ class Ingestor:
                                  reason=f"delivery report for {original.kind} {original.message_id}",
                                  arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id, message_row_id=row)
         return "bounce", ticket.id
+
+
+def _same_content(a: InboundMessage, b: InboundMessage) -> bool:
+    """What a person wrote and sent, not how it travelled: headers added on the way and
+    transfer encodings differ between two deliveries of one mail."""
+    return ((a.from_addr, a.subject, a.text, a.date_header, [x.sha256 for x in a.attachments])
+            == (b.from_addr, b.subject, b.text, b.date_header, [x.sha256 for x in b.attachments]))
 
 
 def _assign_error(text: str, who: str) -> CommandError:

@@ -53,6 +53,17 @@ def known_dedupe_keys(session: Session, keys: Iterable[str]) -> set[str]:
     return found
 
 
+def intake_recorded(session: Session, dedupe_key: str) -> bool:
+    return session.scalar(select(Intake.id).where(Intake.dedupe_key == dedupe_key)) is not None
+
+
+def inbound_copies(session: Session, message_id: str) -> set[str]:
+    """sha256 of the raw bytes of each stored inbound mail with this Message-ID."""
+    return {sha for sha in session.scalars(
+        select(MessageRow.raw_sha256).where(MessageRow.message_id == message_id, MessageRow.direction == "in")
+    ) if sha}
+
+
 class RowIds:
     """Hands out a table's ids inside a batch, before its rows are written.
 

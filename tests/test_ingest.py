@@ -253,6 +253,48 @@ def test_failure_after_rows_are_queued_leaves_none_of_them(env: dict[str, Any], 
     assert len(env["sink"].wait_for(2)) == 2
 
 
+@pytest.mark.parametrize("same_batch", [True, False])
+def test_second_delivery_with_other_headers_is_recorded_not_a_second_ticket(env: dict[str, Any],
+                                                                           same_batch: bool) -> None:
+    sent = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    raw = make_mail(msgid="<twice@acme.pl>", date=sent)
+    env["box"].add(raw)
+    if not same_batch:
+        run(env)
+    env["box"].add(b"Received: from relay2.acme.pl by mx.firma.pl; Fri, 27 Nov 2026 09:00:05 +0000\n" + raw)
+    daemon = run(env)
+    with daemon.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Ticket)) == 1
+        second = session.scalars(select(Intake).where(Intake.dedupe_key.like("dup:%"))).one()
+        assert second.disposition == "discard" and "second delivery" in second.reason
+    assert len(env["sink"].wait_for(1)) == 1 and len(env["sink"].messages) == 1
+    env["box"].add(b"Received: from relay2.acme.pl by mx.firma.pl; Fri, 27 Nov 2026 09:00:05 +0000\n" + raw)
+    daemon = run(env)  # the second copy read again: nothing new
+    with daemon.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Intake)) == 2
+
+
+def test_reused_message_id_with_other_content_is_a_mail_of_its_own(env: dict[str, Any]) -> None:
+    """Some senders reuse one Message-ID for every mail: the second request must not be dropped."""
+    first = make_mail(msgid="<always-the-same@webform.acme.pl>", subject="Faktura nie drukuje się")
+    second = make_mail(msgid="<always-the-same@webform.acme.pl>", subject="Błąd przy zamknięciu miesiąca",
+                       body="Zamknięcie miesiąca kończy się błędem.\n")
+    env["box"].add(first)
+    run(env)
+    env["box"].add(second)
+    daemon = run(env)
+    with daemon.sessions() as session:
+        subjects = session.scalars(select(Ticket.subject).order_by(Ticket.id)).all()
+        assert subjects == ["Faktura nie drukuje się", "Błąd przy zamknięciu miesiąca"]
+    assert len(env["sink"].wait_for(2)) == 2
+    env["box"].add(second)  # read again, e.g. after a crash before the move
+    env["box"].add(first)
+    daemon = run(env)
+    with daemon.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Ticket)) == 2, "re-reads are duplicates"
+    assert len(env["sink"].messages) == 2
+
+
 def test_message_rows_keep_raw_and_attachments(env: dict[str, Any]) -> None:
     from email.message import EmailMessage
 

@@ -2,7 +2,7 @@
 """Backlog ingest: N generated mails waiting in a private Dovecot, one `maild run --once`.
 
     .venv/bin/python bench/backlog.py [--n 10000] [--runs 3] [--db sqlite|postgres] [--big]
-                                      [--peer [--peer-n 1000] [--peer-runs 3]] [--profile]
+                                      [--peer [--peer-n N] [--peer-runs 3]] [--profile]
 
 Per run: a fresh Dovecot user whose INBOX is filled with the corpus (untimed,
 MULTIAPPEND, arrival time = now), a fresh database, then bench/cycle.py (the
@@ -18,8 +18,9 @@ counting aiosmtpd sink on loopback. Printed, as the median (min-max) of the runs
 The first run is also checked against the corpus: stored bodies that differ
 from Python's own decoding, attachments missing or altered, replies on their
 parent's ticket, U+FFFD in stored text. ``--big`` adds one ~25 MB message.
-``--peer`` also runs ../shared/bench/peer-django-helpdesk.sh on the same kind of
-mail (N=--peer-n) when that harness exists, and prints both rates and the ratio.
+``--peer`` also runs ../shared/bench/peer-django-helpdesk.sh on the same
+generated mail (``--peer-n``, by default the same N; about 4 min per run at
+10,000) when that harness exists, and prints both rates and the ratio.
 ``--db postgres`` uses a private PostgreSQL cluster with default durability.
 
 Acknowledgements: the config raises ``max_auto_replies_per_hour`` so every new
@@ -35,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,57 @@ TARGET_RSS_MB = 250.0
 TARGET_RATIO = 15.0
 
 
+class MemorySampler(threading.Thread):
+    """Every 50 ms, the memory of the cycle process and its children (the forked parse
+    worker): the peak of their summed PSS, which counts the pages they share after the
+    fork once, and of their summed RSS, which counts them in each."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_pss_kb = 0
+        self.peak_rss_kb = 0
+        self._done = threading.Event()
+        self.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+    def _tree(self) -> list[int]:
+        pids = [self.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == self.pid:
+                pids.append(int(stat.parent.name))
+        return pids
+
+    @staticmethod
+    def _kb(path: str, key: str) -> int:
+        try:
+            for line in Path(path).read_text().splitlines():
+                if line.startswith(key):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def run(self) -> None:
+        tick = 0
+        pids = [self.pid]
+        while not self._done.wait(0.05):
+            if tick % 10 == 0:
+                pids = self._tree()  # the worker is forked once, at the first big batch
+            tick += 1
+            pss = sum(self._kb(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids)
+            rss = sum(self._kb(f"/proc/{p}/status", "VmRSS:") for p in pids)
+            self.peak_pss_kb = max(self.peak_pss_kb, pss)
+            self.peak_rss_kb = max(self.peak_rss_kb, rss)
+
+
 def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: CountingSink,
             pg: PrivatePostgres | None, mail_dir: Path, n: int, check: bool) -> dict[str, Any]:
     user, password = dovecot.add_user()
@@ -85,8 +138,12 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: Co
         cmd += ["--profile", str(work / "cycle.prof")]
     with (work / "maild.log").open("w") as log:
         t0 = time.monotonic()
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=work, check=False)
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=work)
+        sampler = MemorySampler(child.pid)
+        stdout, _ = child.communicate()
         wall = time.monotonic() - t0
+        sampler.stop()
+        proc = subprocess.CompletedProcess(cmd, child.returncode, stdout)
     if proc.returncode != 0:
         tail = (work / "maild.log").read_text(errors="replace")[-3000:]
         raise SystemExit(f"maild cycle failed (exit {proc.returncode}):\n{tail}")
@@ -96,6 +153,7 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: Co
         "run": i + 1, "n": n, "wall_s": wall, **out, "sink": sink.count,
         "ingest_rate": n / out["ingest_s"], "cycle_rate": n / wall,
         "rss_mb": out["vm_hwm_kb"] / 1024, "loaded": loaded,
+        "pss_mb": sampler.peak_pss_kb / 1024, "rss_all_mb": sampler.peak_rss_kb / 1024,
     }
     if check:
         row["verify"] = verify(config, mail_dir)
@@ -103,7 +161,7 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: Co
     print(f"run {i + 1}: start-up {out['startup_s']:.2f} s, ingest {out['ingest_s']:.2f} s "
           f"({row['ingest_rate']:.0f} msg/s), sweep {out['sweep_s']:.2f} s, drain {out['drain_s']:.2f} s "
           f"(sent {out['sent']}, sink got {sink.count}); whole cycle {wall:.2f} s ({row['cycle_rate']:.0f} msg/s); "
-          f"peak RSS {row['rss_mb']:.0f} MB; CPU {out['cpu_user_s']:.1f}+{out['cpu_sys_s']:.1f} s; GC {out['gc_collections']} runs {out['gc_s']:.2f} s; [{counts}]",
+          f"peak RSS {row['rss_mb']:.0f} MB (PSS with worker {row['pss_mb']:.0f}); CPU {out['cpu_user_s']:.1f}+{out['cpu_sys_s']:.1f} s; GC {out['gc_collections']} runs {out['gc_s']:.2f} s; [{counts}]",
           flush=True)
     if not args.keep:
         for sub in ("var",):
@@ -131,7 +189,9 @@ def summarise(rows: list[dict[str, Any]], label: str) -> dict[str, float]:
     print(f"  phases (median s): start-up {med([r['startup_s'] for r in rows]):.2f}, ingest "
           f"{med([r['ingest_s'] for r in rows]):.2f}, sweep {med([r['sweep_s'] for r in rows]):.2f}, "
           f"drain {med([r['drain_s'] for r in rows]):.2f} ({med([r['sent'] / max(r['drain_s'], 1e-9) for r in rows]):.0f} mails/s)")
-    print(f"  peak RSS: {spread(rss, '{:.0f}')} MB  (target < {TARGET_RSS_MB:.0f})")
+    print(f"  peak RSS: {spread(rss, '{:.0f}')} MB  (target < {TARGET_RSS_MB:.0f}); main process, VmHWM")
+    print(f"  with the parse worker, sampled every 50 ms: peak PSS {spread([r['pss_mb'] for r in rows], '{:.0f}')} MB, "
+          f"peak RSS summed {spread([r['rss_all_mb'] for r in rows], '{:.0f}')} MB (shared pages counted twice)")
     print(f"  acknowledgements sent {rows[0]['sent']}, sink received {rows[0]['sink']}; outcomes {rows[0]['ingested']}")
     check = rows[0].get("verify")
     if check:
@@ -151,7 +211,8 @@ def run_peer(n: int, runs: int, seed: int) -> float | None:
         print(f"\n-- peer: {PEER} not found; skipping the side-by-side comparison --")
         return None
     work = BENCH_ROOT / f"dh-{n}"
-    print(f"\n-- peer: django-helpdesk get_email, N={n}, {runs} runs ({PEER}; ~1.5 min per 1000 x 3) --", flush=True)
+    print(f"\n-- peer: django-helpdesk get_email, N={n}, {runs} runs ({PEER}; ~25 s per 1,000 mails and run) --",
+          flush=True)
     env = {**os.environ, "BENCH_ROOT": str(BENCH_ROOT), "WORK": str(work), "SEED": str(seed)}
     proc = subprocess.run(["bash", str(PEER), str(n), str(runs)], env=env, cwd=PEER.parent,
                           capture_output=True, text=True, check=False)
@@ -173,7 +234,7 @@ def main() -> int:
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--big", action="store_true", help="also a series with one ~25 MB message in the batch")
     parser.add_argument("--peer", action="store_true", help="side by side with django-helpdesk (shared harness)")
-    parser.add_argument("--peer-n", type=int, default=1000)
+    parser.add_argument("--peer-n", type=int, default=None, help="the peer's N (default: --n)")
     parser.add_argument("--peer-runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="cProfile the first run -> <work>/cycle.prof")
     parser.add_argument("--no-verify", action="store_true")
@@ -198,6 +259,8 @@ def main() -> int:
             rows_big = series(args, base, dovecot, sink, pg, args.n, args.runs, big=True)
             summary["big"] = summarise(rows_big, f"maild backlog with one 25 MB message ({args.db})")
         if args.peer:
+            if args.peer_n is None:
+                args.peer_n = args.n
             if args.peer_n == args.n:
                 ours = summary["main"]
             else:

@@ -157,9 +157,6 @@ def load_mailbox(directory: Path, port: int, user: str, password: str, *, now: b
     )
     if proc.returncode != 0:
         raise RuntimeError(f"load-mailbox.py failed: {proc.stderr.strip()[-2000:]} {proc.stdout.strip()}")
-    # Dovecot's new maildir (~190 MB at N=10,000) is still in the page cache; flush
-    # it here, untimed, or maild's first blob sync would wait for the loader's writes.
-    os.sync()
     return proc.stdout.strip()
 
 

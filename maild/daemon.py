@@ -12,8 +12,6 @@ that keeps failing stops feeding the watchdog, so systemd restarts it.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import json
 import logging
@@ -43,7 +41,7 @@ from .metrics import Metrics
 from .notify import notify, watchdog_interval
 from .outbox import DrainResult, Outbox, Sender
 from .leader import MailboxLock
-from .pipeline import Context, Ingestor, ParseAhead
+from .pipeline import Context, Ingestor, ParseAhead, return_free_memory
 from .render import RenderError, Renderer
 from .smtp import SmtpError
 from .sweeper import Sweeper
@@ -51,7 +49,7 @@ from .sweeper import Sweeper
 log = logging.getLogger("maild.daemon")
 # Bytes of mail fetched per batch: with the next batch fetched while this one is
 # stored, a 25 MB message plus its neighbours must stay well inside a small VM.
-BATCH_BYTES = 8 * 1024 * 1024
+BATCH_BYTES = 6 * 1024 * 1024
 UTC = timezone.utc
 # consecutive failed cycles after which the loop no longer counts as healthy
 UNHEALTHY_AFTER = 3
@@ -244,7 +242,7 @@ class Daemon:
         for key, value in result.counts.items():
             totals[key] = totals.get(key, 0) + value
         notify("WATCHDOG=1")  # a long backlog is progress, not a hang
-        _return_free_memory()
+        return_free_memory()
         return len(result.retry)
 
     def cycle(self) -> CycleReport:
@@ -491,25 +489,6 @@ def _mailbox_identity(config: Config) -> str:
     if isinstance(source, ImapSettings):
         return f"imap://{source.username}@{source.host}:{source.port}/{source.folder}"
     return f"maildir:{source.path}"
-
-
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-        return trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def _return_free_memory() -> None:
-    """Give freed heap back to the system after each batch (glibc keeps it otherwise),
-    so the batch that holds a 25 MB message starts from a low watermark."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def _tune_garbage_collector() -> None:

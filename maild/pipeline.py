@@ -11,6 +11,8 @@ every message on the server for the next try.
 from __future__ import annotations
 
 import copyreg
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import traceback
@@ -126,6 +128,39 @@ def _read_only(items: dict[str, str]) -> types.MappingProxyType[str, str]:
 copyreg.pickle(types.MappingProxyType, lambda m: (_read_only, (dict(m),)))
 
 
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+        return trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def return_free_memory() -> None:
+    """Give freed heap back to the system (glibc keeps it otherwise): run after each
+    batch in the daemon and in the parse worker, so neither idles at the size of its
+    biggest batch while the other holds a 25 MB message."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+class _Deferred(Future[list[InboundMessage | UnparsableMessage]]):
+    """A batch to parse in place, later."""
+
+    def __init__(self, raws: list[bytes], big: bool = False) -> None:
+        super().__init__()
+        self.big = big
+        self._raws: list[bytes] | None = raws
+
+    def take(self) -> list[bytes]:
+        raws, self._raws = self._raws or [], None
+        return raws
+
+
 class ParseAhead:
     """Parses the next batch on the other core while this one is being stored.
 
@@ -141,12 +176,19 @@ class ParseAhead:
     def __init__(self, limits: ParseLimits) -> None:
         self.limits = limits
         self._pool: ProcessPoolExecutor | None = None
+        self._big_pending = 0  # batches with a big message submitted, not yet parsed
 
     def submit(self, mails: Sequence[FetchedMail]) -> Future[list[InboundMessage | UnparsableMessage]]:
         raws = [m.raw for m in mails]
-        # A batch with a big message is parsed in place: sending its parts back
-        # from the worker would hold two more copies of them at once.
-        if len(raws) >= self.MIN_BATCH and max(map(len, raws)) < self.MAX_MESSAGE:
+        if max(map(len, raws), default=0) >= self.MAX_MESSAGE:
+            # A big message is parsed in place (sending its parts back from the worker
+            # would hold two more copies of them), and alone: the worker is stopped,
+            # once it has finished the batch in hand, so that its memory is given
+            # back, and is started again after the big message was parsed.
+            self.close(wait=True)
+            self._big_pending += 1
+            return _Deferred(raws, big=True)
+        if len(raws) >= self.MIN_BATCH and not self._big_pending:
             try:
                 if self._pool is None:
                     self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
@@ -154,22 +196,32 @@ class ParseAhead:
             except (OSError, RuntimeError) as exc:
                 log.warning("parse worker unavailable (%s); parsing in place", exc)
                 self.close()
-        done: Future[list[InboundMessage | UnparsableMessage]] = Future()
-        done.set_result(parse_all(raws, self.limits))
-        return done
+        # Parsed when its result is asked for: after the batch before it was stored
+        # and let go, so a big message is never parsed while that batch is held.
+        return _Deferred(raws)
 
     def result(self, future: Future[list[InboundMessage | UnparsableMessage]],
                mails: Sequence[FetchedMail]) -> list[InboundMessage | UnparsableMessage]:
+        if isinstance(future, _Deferred):
+            if future.big:
+                self._big_pending -= 1
+            return parse_all(future.take(), self.limits)
         try:
-            return future.result()
+            parsed = future.result()
         except Exception as exc:  # a dead worker (BrokenProcessPool) or pickling trouble: parse here
             log.warning("parse worker failed (%s: %s); parsing this batch in place", type(exc).__name__, exc)
             self.close()
             return parse_all([m.raw for m in mails], self.limits)
-
-    def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            try:  # the worker trims what this batch left behind before it idles
+                self._pool.submit(return_free_memory)
+            except RuntimeError:  # shut down meanwhile
+                pass
+        return parsed
+
+    def close(self, wait: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=not wait)
             self._pool = None
 
 

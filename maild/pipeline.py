@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import traceback
 import types
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import nullcontext
@@ -151,9 +152,8 @@ def return_free_memory() -> None:
 class _Deferred(Future[list[InboundMessage | UnparsableMessage]]):
     """A batch to parse in place, later."""
 
-    def __init__(self, raws: list[bytes], big: bool = False) -> None:
+    def __init__(self, raws: list[bytes]) -> None:
         super().__init__()
-        self.big = big
         self._raws: list[bytes] | None = raws
 
     def take(self) -> list[bytes]:
@@ -176,7 +176,9 @@ class ParseAhead:
     def __init__(self, limits: ParseLimits) -> None:
         self.limits = limits
         self._pool: ProcessPoolExecutor | None = None
-        self._big_pending = 0  # batches with a big message submitted, not yet parsed
+        # batches with a big message submitted and not parsed yet; one dropped unparsed
+        # (the slice ended, the daemon stops) leaves the set with its last reference
+        self._big_pending: weakref.WeakSet[_Deferred] = weakref.WeakSet()
 
     def submit(self, mails: Sequence[FetchedMail]) -> Future[list[InboundMessage | UnparsableMessage]]:
         raws = [m.raw for m in mails]
@@ -186,8 +188,9 @@ class ParseAhead:
             # once it has finished the batch in hand, so that its memory is given
             # back, and is started again after the big message was parsed.
             self.close(wait=True)
-            self._big_pending += 1
-            return _Deferred(raws, big=True)
+            deferred = _Deferred(raws)
+            self._big_pending.add(deferred)
+            return deferred
         if len(raws) >= self.MIN_BATCH and not self._big_pending:
             try:
                 if self._pool is None:
@@ -203,8 +206,7 @@ class ParseAhead:
     def result(self, future: Future[list[InboundMessage | UnparsableMessage]],
                mails: Sequence[FetchedMail]) -> list[InboundMessage | UnparsableMessage]:
         if isinstance(future, _Deferred):
-            if future.big:
-                self._big_pending -= 1
+            self._big_pending.discard(future)
             return parse_all(future.take(), self.limits)
         try:
             parsed = future.result()

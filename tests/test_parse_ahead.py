@@ -42,3 +42,17 @@ def test_a_big_message_stops_the_worker_until_it_was_parsed_in_place() -> None:
         assert subjects(ahead.result(f4, later)) == [f"d {i}" for i in range(60)]
     finally:
         ahead.close()
+
+
+def test_a_big_batch_dropped_unparsed_does_not_keep_the_worker_away() -> None:
+    """The slice ends or the daemon stops with the big batch fetched but not stored."""
+    ahead = ParseAhead(ParseLimits())
+    try:
+        big = ahead.submit(batch("e", 60, big=True))
+        del big
+        later = batch("f", 60)
+        future = ahead.submit(later)
+        assert ahead._pool is not None
+        assert subjects(ahead.result(future, later)) == [f"f {i}" for i in range(60)]
+    finally:
+        ahead.close()

@@ -687,44 +687,36 @@ class Ingestor:
             "attachments": list(attachments),
         }
         rate_key = recipients[0] if automatic and recipients else None
+        queued: dict[str, Any] = dict(
+            dedupe_key=dedupe_key, kind=kind, template=template, language=language,
+            recipients=[*recipients, *cc], context=full_context, message_id=message_id, now=now,
+            ticket_id=ticket.id if ticket else None, automatic=automatic, rate_key=rate_key,
+        )
+        # ticket mail also joins the ticket's thread
+        thread_row: dict[str, Any] | None = None if ticket is None else dict(
+            ticket_id=ticket.id, message_id=message_id, direction="out",
+            role="consultant" if kind == "relay" else "system", kind=kind,
+            from_addr=ctx.config.from_address, from_name=from_name or ctx.config.from_name,
+            to_addrs=list(recipients), cc_addrs=list(cc), subject="", date=now,
+            text_new=str(context.get("body", ""))[:20000],
+        )
         batch = self._batch
         if batch is not None and batch.session is session:
             if not fresh:
                 self._sync(session)
                 if store.outbox_queued(session, dedupe_key):
                     return None
-            batch.rows.outbox(
-                dedupe_key=dedupe_key, kind=kind, template=template, language=language,
-                recipients=[*recipients, *cc], context=full_context, message_id=message_id, now=now,
-                ticket_id=ticket.id if ticket else None, automatic=automatic, rate_key=rate_key,
-            )
+            batch.rows.outbox(**queued)
             if rate_key:
                 batch.auto_counts[rate_key] = batch.auto_counts.get(rate_key, 0) + 1
-            if ticket is not None:
-                batch.lookup.pending_ids[message_id] = ticket.id
-                batch.rows.message(
-                    ticket_id=ticket.id, message_id=message_id, direction="out",
-                    role="consultant" if kind == "relay" else "system", kind=kind,
-                    from_addr=ctx.config.from_address, from_name=from_name or ctx.config.from_name,
-                    to_addrs=recipients, cc_addrs=cc, subject="", date=now,
-                    text_new=str(context.get("body", ""))[:20000],
-                )
+            if thread_row is not None:
+                batch.lookup.pending_ids[message_id] = thread_row["ticket_id"]
+                batch.rows.message(**thread_row)
             return message_id
-        row = store.enqueue(
-            session, dedupe_key=dedupe_key, kind=kind, template=template, language=language,
-            recipients=[*recipients, *cc], context=full_context, message_id=message_id, now=now,
-            ticket_id=ticket.id if ticket else None, automatic=automatic, rate_key=rate_key, fresh=fresh,
-        )
-        if row is None:
+        if store.enqueue(session, fresh=fresh, **queued) is None:
             return None
-        if ticket is not None:
-            session.add(MessageRow(
-                ticket_id=ticket.id, message_id=message_id, direction="out",
-                role="consultant" if kind == "relay" else "system", kind=kind,
-                from_addr=ctx.config.from_address, from_name=from_name or ctx.config.from_name,
-                to_addrs=list(recipients), cc_addrs=list(cc), subject="", date=now,
-                text_new=str(context.get("body", ""))[:20000], size=0, internal=False, notes=[],
-            ))
+        if thread_row is not None:
+            session.add(MessageRow(**thread_row, size=0, internal=False, notes=[]))
         return message_id
 
     def add_event(self, session: Session, ticket_id: int, kind: str, at: datetime, actor: str = "maild",

@@ -141,13 +141,19 @@ def test_each_sent_mark_is_committed_before_the_next_mail_goes_out(
     assert len(smtp_sink.wait_for(6)) == 6
 
 
-def test_a_few_due_mails_go_over_one_connection_in_exact_order(tmp_path: Path, smtp_sink: Any) -> None:
-    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)
+def acknowledgements_queued(tmp_path: Path, sink: Any, count: int, tag: str) -> Daemon:
+    """A daemon whose outbox holds ``count`` acknowledgements (In-Reply-To <tag0@acme.pl> ...), oldest first."""
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=sink.port)
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
-    for i in range(5):
-        box.add(make_mail(sender=f"jan{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<few{i}@acme.pl>"))
+    for i in range(count):
+        box.add(make_mail(sender=f"jan{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<{tag}{i}@acme.pl>"))
     daemon = Daemon(load_config(config), Clock(datetime.now(UTC)))
     daemon.ingest_all()
+    return daemon
+
+
+def test_a_few_due_mails_go_over_one_connection_in_exact_order(tmp_path: Path, smtp_sink: Any) -> None:
+    daemon = acknowledgements_queued(tmp_path, smtp_sink, 5, "few")
     assert daemon.outbox.connections > 1 and daemon.outbox.parallel_from > 5
     assert daemon.outbox.drain().sent == 5
     assert smtp_sink.connections == 1
@@ -160,12 +166,7 @@ def test_relay_lost_mid_backlog_gives_every_unsent_mail_back_in_order(
     stops, every row not sent stays pending and due, and once the relay is back each
     mail arrives, the rest oldest first, none more than once beyond the one a
     connection may have had in flight."""
-    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)
-    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
-    for i in range(12):
-        box.add(make_mail(sender=f"jan{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<lost{i}@acme.pl>"))
-    daemon = Daemon(load_config(config), Clock(datetime.now(UTC)))
-    daemon.ingest_all()
+    daemon = acknowledgements_queued(tmp_path, smtp_sink, 12, "lost")
     daemon.outbox.connections, daemon.outbox.parallel_from = 2, 2
     real_send = SmtpSender.send
     calls = 0
@@ -207,12 +208,7 @@ def test_a_database_fault_lets_the_other_connection_finish_its_mail(
     """One worker cannot record its mail (the database fails): the drain raises that
     error, but only after the other connection has recorded the mail it had in hand,
     so no mail but the faulty one was sent without being marked."""
-    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)
-    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
-    for i in range(10):
-        box.add(make_mail(sender=f"jan{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<db{i}@acme.pl>"))
-    daemon = Daemon(load_config(config), Clock(datetime.now(UTC)))
-    daemon.ingest_all()
+    daemon = acknowledgements_queued(tmp_path, smtp_sink, 10, "db")
     daemon.outbox.connections, daemon.outbox.parallel_from = 2, 2
     real_record = Outbox._record
     calls = 0

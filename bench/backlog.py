@@ -195,7 +195,8 @@ def summarise(rows: list[dict[str, Any]], label: str) -> dict[str, float]:
     print(f"  acknowledgements sent {rows[0]['sent']}, sink received {rows[0]['sink']}; outcomes {rows[0]['ingested']}")
     check = rows[0].get("verify")
     if check:
-        print(f"  correctness (run 1): bodies differing from Python's decoding {check['bodies_differ']} "
+        print(f"  correctness (run 1): raw mail not kept byte for byte {check['raw_differ']}, "
+              f"bodies differing from Python's decoding {check['bodies_differ']} "
               f"(of {check['bodies_checked']}), U+FFFD in stored text {check['replacement_chars']}, "
               f"messages not stored {check['not_stored']}, attachments missing or altered "
               f"{check['attachments_missing']} (of {check['attachments_expected']}), file names differing "

@@ -48,14 +48,18 @@ def _reference(raw: bytes) -> tuple[str | None, list[tuple[str, str]]]:
 
 
 def verify(config: Path, mail_dir: Path) -> dict[str, Any]:
-    from maild.blobs import BlobStore
+    from sqlalchemy.orm import Session
+
+    from maild.blobs import BlobMissing, BlobStore
     from maild.config import load_config
+    from maild.store import read_raw_mail
 
     cfg = load_config(config)
     engine = create_engine(cfg.database_url)
     with engine.connect() as conn:
         rows = conn.execute(text(
-            "SELECT id, ticket_id, message_id, text_new, text_quoted FROM messages WHERE direction = 'in'"
+            "SELECT id, ticket_id, message_id, text_new, text_quoted, raw_sha256 FROM messages "
+            "WHERE direction = 'in'"
         )).all()
         by_mid = {r.message_id: r for r in rows}
         atts: dict[int, list[tuple[str, str]]] = {}
@@ -64,10 +68,11 @@ def verify(config: Path, mail_dir: Path) -> dict[str, Any]:
         tickets = conn.execute(text("SELECT count(*) FROM tickets")).scalar_one()
         outbox = dict(conn.execute(text("SELECT kind || '/' || status, count(*) FROM outbox GROUP BY 1")).all())
         intake = dict(conn.execute(text("SELECT disposition, count(*) FROM intake GROUP BY disposition")).all())
-    engine.dispose()
+    blobs = BlobStore(cfg.storage_path)
+    session = Session(engine)
 
     result: dict[str, Any] = {
-        "bodies_checked": 0, "bodies_differ": 0, "replacement_chars": 0, "not_stored": 0,
+        "raw_differ": 0, "bodies_checked": 0, "bodies_differ": 0, "replacement_chars": 0, "not_stored": 0,
         "attachments_expected": 0, "attachments_missing": 0, "attachment_names_differ": 0,
         "replies": 0, "replies_on_parent": 0, "tickets": tickets, "outbox": outbox, "intake": intake,
         "examples": [],
@@ -84,6 +89,14 @@ def verify(config: Path, mail_dir: Path) -> dict[str, Any]:
             continue
         ticket_of[mid] = row.ticket_id
         raw = (mail_dir / entry["file"]).read_bytes()
+        try:
+            problem = "" if read_raw_mail(session, blobs, row.raw_sha256) == raw else "other bytes stored"
+        except BlobMissing as exc:
+            problem = str(exc)
+        if problem:
+            result["raw_differ"] += 1
+            if len(result["examples"]) < 10:
+                result["examples"].append(f"{entry['file']} {mid}: raw mail not kept: {problem}")
         ref, expected = _reference(raw)
         stored = f"{row.text_new}\n{row.text_quoted}"
         result["replacement_chars"] += stored.count("\ufffd")
@@ -100,7 +113,7 @@ def verify(config: Path, mail_dir: Path) -> dict[str, Any]:
         for sha, name in expected:
             result["attachments_expected"] += 1
             names = [n for s, n in stored_atts if s == sha]
-            blob = BlobStore(cfg.storage_path).path_for(sha)
+            blob = blobs.path_for(sha)
             ok_blob = blob.exists() and hashlib.sha256(blob.read_bytes()).hexdigest() == sha
             if not names or not ok_blob:
                 result["attachments_missing"] += 1
@@ -116,4 +129,6 @@ def verify(config: Path, mail_dir: Path) -> dict[str, Any]:
             parent = entry["parent"].strip("<>")
             if parent in ticket_of and ticket_of[parent] is not None and ticket_of[parent] == row.ticket_id:
                 result["replies_on_parent"] += 1
+    session.close()
+    engine.dispose()
     return result

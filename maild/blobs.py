@@ -1,8 +1,18 @@
-"""Content-addressed storage for raw mail and attachments under the storage path.
+"""Storage for raw mail and attachments under the storage path.
 
-A blob's name is its sha256, so writing the same bytes twice is harmless and a
-crash between writing a blob and committing its row leaves only an orphan file,
-never a row pointing at nothing. Names never come from the mail.
+Two forms, both keyed by the bytes' sha256, neither ever named from the mail:
+
+* loose files (``blobs/ab/ab12...``): attachments, quarantined mail, and the raw
+  mail of installations from before packs. Writing the same bytes twice is
+  harmless, and a crash between writing a blob and committing its row leaves an
+  orphan file, never a row pointing at nothing.
+* packs (``blobs/packs/<name>.pack``): the raw mail of every ingested message,
+  appended to one file per process until it is ``PACK_BYTES`` long, and found
+  through the ``raw_mail`` table written in the same transaction as the
+  message's rows. Creating one file per mail cost 20 µs to 0.8 ms each on a
+  busy disk, a third of a backlog's ingest at worst; appending costs neither a
+  file nor a folder. A crash between append and commit leaves unreferenced
+  bytes in a pack, never an index row pointing at nothing.
 """
 from __future__ import annotations
 
@@ -10,6 +20,9 @@ import ctypes
 import ctypes.util
 import hashlib
 import os
+import re
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MaildError
@@ -17,6 +30,25 @@ from .errors import MaildError
 
 class StorageError(MaildError):
     """The storage path cannot take the blob (disk full, permissions): not the mail's fault."""
+
+
+class BlobMissing(StorageError):
+    """A blob the database refers to is not where it says, or not the bytes it should be."""
+
+
+# A pack is closed and a new one started past this size: small enough to copy
+# or check one at a time, large enough that a year of mail is a few hundred files.
+PACK_BYTES = 256 * 1024 * 1024
+_PACK_NAME = re.compile(r"[0-9]{19}-[0-9]{1,10}\.pack")
+
+
+@dataclass(frozen=True)
+class PackedBlob:
+    """Where one blob's bytes sit: a pack under ``blobs/packs`` and a byte range in it."""
+
+    pack: str
+    offset: int
+    length: int
 
 
 _libc: ctypes.CDLL | None = None
@@ -53,6 +85,9 @@ class BlobStore:
         self.durable = durable
         self._unsynced = 0
         self._dirs: set[Path] = set()
+        self.packs = self.root / "packs"
+        self._pack: tuple[str, int] | None = None  # name, fd
+        self._pack_end = 0
 
     def path_for(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
@@ -88,6 +123,61 @@ class BlobStore:
             raise StorageError(f"storage {self.root}: cannot write blob {digest[:12]}: {exc.strerror}") from exc
         return digest
 
+    def append(self, data: bytes) -> PackedBlob:
+        """Append ``data`` to this process's open pack (starting one if needed).
+
+        A failed write drops the pack, so a half-written tail is never followed
+        by blobs whose offsets assumed it was whole.
+        """
+        try:
+            if self._pack is None or self._pack_end >= PACK_BYTES:
+                self._start_pack()
+            assert self._pack is not None
+            name, fd = self._pack
+            offset = self._pack_end
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as exc:
+            self._close_pack()
+            raise StorageError(f"storage {self.root}: cannot append to a pack: {exc.strerror}") from exc
+        self._pack_end = offset + len(data)
+        self._unsynced += 1
+        return PackedBlob(name, offset, len(data))
+
+    def _start_pack(self) -> None:
+        self._close_pack()
+        if self.packs not in self._dirs:
+            self.packs.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(self.packs)
+        name = f"{time.time_ns():019d}-{os.getpid()}.pack"
+        fd = os.open(self.packs / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+        self._pack, self._pack_end = (name, fd), 0
+
+    def _close_pack(self) -> None:
+        if self._pack is not None:
+            os.close(self._pack[1])
+        self._pack, self._pack_end = None, 0
+
+    def close(self) -> None:
+        self._close_pack()
+
+    def read(self, where: PackedBlob, sha256: str) -> bytes:
+        """The bytes at ``where``, checked against their sha256: a damaged pack is an
+        error here, not a wrong mail later."""
+        if not _PACK_NAME.fullmatch(where.pack):
+            raise BlobMissing(f"storage {self.root}: {where.pack!r} is not a pack name (blob {sha256[:12]})")
+        try:
+            with open(self.packs / where.pack, "rb") as pack:
+                data = os.pread(pack.fileno(), where.length, where.offset)
+        except OSError as exc:
+            raise BlobMissing(f"storage {self.root}: cannot read blob {sha256[:12]} from "
+                              f"{where.pack}: {exc.strerror}") from exc
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise BlobMissing(f"storage {self.root}: blob {sha256[:12]} in {where.pack} at {where.offset} "
+                              "is damaged (its bytes do not match its sha256)")
+        return data
+
     def flush(self) -> None:
         """Make the blobs written since the last flush durable, before their rows commit.
 
@@ -99,7 +189,10 @@ class BlobStore:
         self._unsynced = 0
 
     def get(self, sha256: str) -> bytes:
-        return self.path_for(sha256).read_bytes()
+        try:
+            return self.path_for(sha256).read_bytes()
+        except OSError as exc:
+            raise BlobMissing(f"storage {self.root}: cannot read blob {sha256[:12]}: {exc.strerror}") from exc
 
     def check_writable(self) -> None:
         """Raise StorageError unless a file can be created under the storage path."""

@@ -2,7 +2,8 @@
 
 All times are stored as naive UTC (``UtcDateTime`` converts at the boundary), so
 SQLite and PostgreSQL compare them the same way. The raw mail and attachments
-are not here: they live content-addressed under the storage path (``blobs``).
+are not here: they live under the storage path (``blobs``); ``raw_mail`` says
+where in its packs each raw mail is.
 """
 from __future__ import annotations
 
@@ -168,6 +169,22 @@ class AttachmentRow(Base):
     content_type: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+
+
+class RawMail(Base):
+    """Where a mail's raw bytes sit in the packs under the storage path.
+
+    Written in the transaction that stores what became of the mail, so a row
+    here always points at bytes already flushed to disk. Raw mail stored
+    before packs, and quarantined mail, are loose files with no row here.
+    """
+
+    __tablename__ = "raw_mail"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pack: Mapped[str] = mapped_column(String(40))
+    offset: Mapped[int] = mapped_column(BigInteger)
+    length: Mapped[int] = mapped_column(BigInteger)
 
 
 class Intake(Base):

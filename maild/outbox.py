@@ -35,7 +35,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import store
-from .blobs import BlobStore
+from .blobs import BlobStore, StorageError
 from .models import OutboxRow
 from .render import RenderError, Renderer, one_line
 from .smtp import Delivery, Envelope, SmtpError, SmtpSender, SmtpSettings, SmtpUnavailable
@@ -485,7 +485,7 @@ class Outbox:
         now = self.clock()
         try:
             data = build_mail(mail, self.renderer, self.sender, self.blobs, now)
-        except (RenderError, OSError, KeyError, ValueError) as exc:
+        except (RenderError, StorageError, OSError, KeyError, ValueError) as exc:
             reason = f"cannot render: {exc}"
             self._settle(session, mail.id, lambda row: self._retry(row, now, reason, result))
             return

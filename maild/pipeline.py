@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import store
-from .blobs import BlobStore, StorageError
+from .blobs import BlobMissing, BlobStore, StorageError
 from .calendar import BusinessCalendar
 from .commands import (
     AssignCommand,
@@ -400,7 +400,7 @@ class Ingestor:
                     msg = replace(msg, dedupe_key=key)
                 batch.seen.add(key)
                 batch.first_copies.setdefault(key, msg)
-                self.blobs.put(mail.raw, msg.raw_sha256)
+                batch.rows.raw_mail(msg.raw_sha256, self.blobs.append(mail.raw))
                 disposition, _ticket_id = self._route(session, mail, msg, now)
                 if batch.isolated:
                     self._sync(session)
@@ -450,8 +450,8 @@ class Ingestor:
         if own_key in batch.seen or msg.raw_sha256 in stored or store.intake_recorded(session, own_key):
             raise Duplicate(f"already stored ({first_key})")
         if first is None:
-            first = self._stored_copy(stored)
-        if first is None and self.blobs.path_for(msg.raw_sha256).exists():
+            first = self._stored_copy(session, stored)
+        if first is None and store.raw_mail_stored(session, self.blobs, msg.raw_sha256):
             # the first copy was not kept as a message (discarded, quarantined) and
             # these very bytes were read before
             raise Duplicate(f"already read ({first_key})")
@@ -461,11 +461,12 @@ class Ingestor:
         log.warning("%s: Message-ID already used by %s; kept as a mail of its own", msg.message_id,
                     "a mail with other content" if first is not None else "a mail not kept")
 
-    def _stored_copy(self, shas: set[str]) -> InboundMessage | None:
+    def _stored_copy(self, session: Session, shas: set[str]) -> InboundMessage | None:
         for sha in sorted(shas):
             try:
-                stored = parse_one(self.blobs.get(sha), self.ctx.config.limits)
-            except OSError:
+                stored = parse_one(store.read_raw_mail(session, self.blobs, sha), self.ctx.config.limits)
+            except BlobMissing as exc:
+                log.warning("%s", exc)
                 continue
             if isinstance(stored, InboundMessage):
                 return stored

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from .blobs import BlobStore, PackedBlob
 from .customers import Customer
 from .models import (
     AttachmentRow,
@@ -24,6 +25,7 @@ from .models import (
     Intake,
     MessageRow,
     OutboxRow,
+    RawMail,
     StateRow,
     Ticket,
 )
@@ -62,6 +64,22 @@ def inbound_copies(session: Session, message_id: str) -> set[str]:
     return {sha for sha in session.scalars(
         select(MessageRow.raw_sha256).where(MessageRow.message_id == message_id, MessageRow.direction == "in")
     ) if sha}
+
+
+def raw_mail_location(session: Session, sha256: str) -> PackedBlob | None:
+    row = session.get(RawMail, sha256)
+    return None if row is None else PackedBlob(row.pack, row.offset, row.length)
+
+
+def raw_mail_stored(session: Session, blobs: BlobStore, sha256: str) -> bool:
+    """Whether these raw bytes were stored before, packed or (before packs) loose."""
+    return raw_mail_location(session, sha256) is not None or blobs.path_for(sha256).exists()
+
+
+def read_raw_mail(session: Session, blobs: BlobStore, sha256: str) -> bytes:
+    """A stored mail's raw bytes, from its pack or, stored before packs, its loose file."""
+    where = raw_mail_location(session, sha256)
+    return blobs.get(sha256) if where is None else blobs.read(where, sha256)
 
 
 class RowIds:
@@ -116,6 +134,20 @@ class BatchRows:
             table: [] for table in (MessageRow.__table__, AttachmentRow.__table__, Event.__table__,
                                     Intake.__table__, OutboxRow.__table__)
         }
+        self._raw_mail: dict[str, dict[str, Any]] = {}
+        raw_table: Any = RawMail.__table__
+        if session.get_bind().dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            self._insert_raw: Any = pg_insert(raw_table).on_conflict_do_nothing()
+        else:
+            self._insert_raw = insert(raw_table).prefix_with("OR IGNORE")
+
+    def raw_mail(self, sha256: str, where: PackedBlob) -> None:
+        """Index raw bytes just appended to a pack. The same bytes indexed before
+        (a quarantined mail retried) keep their first place."""
+        self._raw_mail.setdefault(sha256, {"sha256": sha256, "pack": where.pack, "offset": where.offset,
+                                           "length": where.length})
 
     def message(self, *, ticket_id: int | None, message_id: str | None, direction: str, role: str, kind: str,
                 from_addr: str, from_name: str, to_addrs: Sequence[str], cc_addrs: Sequence[str], subject: str,
@@ -161,13 +193,20 @@ class BatchRows:
 
     def write(self) -> None:
         """Insert what is pending, in foreign-key order; the caller flushed the session's tickets."""
+        if self._raw_mail:
+            self.session.execute(self._insert_raw, list(self._raw_mail.values()))
+            self._raw_mail.clear()
         for table, rows in self._rows.items():
             if rows:
                 self.session.execute(insert(table), rows)
                 rows.clear()
 
     def discard(self) -> None:
-        """Forget what is pending: the savepoint it belonged to was rolled back."""
+        """Forget what is pending: the savepoint it belonged to was rolled back.
+
+        The raw mail index stays: the bytes are in the pack whatever became of the
+        mail, as a loose file stayed when mail was stored that way.
+        """
         for rows in self._rows.values():
             rows.clear()
 

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import hashlib
+import resource
+import signal
 from pathlib import Path
 
 import pytest
 
-from maild.blobs import BlobStore, StorageError, sync_filesystem
+from maild import blobs as blobs_module
+from maild.blobs import BlobMissing, BlobStore, PackedBlob, StorageError, sync_filesystem
 
 
 def test_put_names_blobs_by_content_and_flush_syncs_their_filesystem(tmp_path: Path) -> None:
@@ -22,3 +25,62 @@ def test_put_names_blobs_by_content_and_flush_syncs_their_filesystem(tmp_path: P
 def test_flushing_a_filesystem_that_is_not_there_is_a_storage_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot flush to disk"):
         sync_filesystem(tmp_path / "gone")
+
+
+def test_packed_blobs_are_read_back_by_place_and_checked_against_their_hash(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path)
+    mails = [b"From: a@b\r\n\r\nfirst\r\n", b"", "Zażółć\r\n".encode() * 1000]
+    places = [blobs.append(m) for m in mails]
+    blobs.flush()
+    assert len({p.pack for p in places}) == 1, "one process appends to one pack"
+    assert [p.offset for p in places] == [0, len(mails[0]), len(mails[0])]
+    for mail, place in zip(mails, places):
+        assert blobs.read(place, hashlib.sha256(mail).hexdigest()) == mail
+    assert [p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file()] == [places[0].pack]
+    blobs.close()
+    later = BlobStore(tmp_path)  # the next process: its own pack, the old one still read
+    assert later.append(b"x").pack != places[0].pack
+    assert later.read(places[2], hashlib.sha256(mails[2]).hexdigest()) == mails[2]
+
+
+def test_a_damaged_or_misnamed_pack_is_an_error_not_a_wrong_mail(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path)
+    place = blobs.append(b"the customer's words")
+    blobs.close()
+    digest = hashlib.sha256(b"the customer's words").hexdigest()
+    pack = tmp_path / "blobs" / "packs" / place.pack
+    pack.write_bytes(b"the customer's wordz")
+    with pytest.raises(BlobMissing, match="damaged"):
+        blobs.read(place, digest)
+    with pytest.raises(BlobMissing, match="not a pack name"):
+        blobs.read(PackedBlob("../../etc/passwd", 0, 10), digest)
+    pack.unlink()
+    with pytest.raises(BlobMissing, match="cannot read blob"):
+        blobs.read(place, digest)
+
+
+def test_a_pack_past_its_size_is_closed_and_a_new_one_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(blobs_module, "PACK_BYTES", 100)
+    blobs = BlobStore(tmp_path)
+    places = [blobs.append(bytes([i]) * 60) for i in range(4)]
+    assert [p.offset for p in places] == [0, 60, 0, 60]
+    assert places[0].pack == places[1].pack != places[2].pack == places[3].pack
+    assert blobs.read(places[3], hashlib.sha256(bytes([3]) * 60).hexdigest()) == bytes([3]) * 60
+
+
+def test_a_failed_append_is_a_storage_error_and_drops_its_half_written_pack(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path)
+    first = blobs.append(b"a" * 1000)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1500, old_limit[1]))
+    try:
+        with pytest.raises(StorageError, match="cannot append to a pack"):
+            blobs.append(b"b" * 1000)  # 500 bytes land, then the file is too large
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    after = blobs.append(b"c" * 1000)
+    assert after.pack != first.pack and after.offset == 0, "no blob lands behind a torn tail"
+    assert blobs.read(after, hashlib.sha256(b"c" * 1000).hexdigest()) == b"c" * 1000
+    assert blobs.read(first, hashlib.sha256(b"a" * 1000).hexdigest()) == b"a" * 1000

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from maild import store
 from maild.cli import main as cli_main
 from maild.config import load_config
 from maild.daemon import Daemon
@@ -311,7 +312,8 @@ def test_message_rows_keep_raw_and_attachments(env: dict[str, Any]) -> None:
     with daemon.sessions() as session:
         row = session.scalars(select(MessageRow).where(MessageRow.direction == "in")).one()
         assert row.subject == "Zażółć gęślą jaźń"
-        assert daemon.blobs.get(row.raw_sha256 or "") == raw
+        assert store.read_raw_mail(session, daemon.blobs, row.raw_sha256 or "") == raw
+        assert not daemon.blobs.path_for(row.raw_sha256 or "").exists(), "raw mail is packed, not a file of its own"
         [att] = session.scalars(select(AttachmentRow)).all()
         assert att.filename == "raport płac.bin"
         assert daemon.blobs.get(att.sha256) == b"\x00\x01binary"

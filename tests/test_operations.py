@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, inspect, select
 
+from maild import store
 from maild.cli import main as cli_main
 from maild.config import load_config
 from maild.daemon import Daemon
 from maild.db import make_engine, migration_state
 from maild.mailbox import ImapSource
-from maild.models import Intake, MessageRow, Ticket
+from maild.models import Intake, MessageRow, RawMail, Ticket
 from tests.helpers import make_mail, maildir_source, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,13 +52,17 @@ def test_uidvalidity_reset_after_crash_reimports_nothing(tmp_path: Path, imap_ac
     assert len(smtp_sink.messages) == 4
 
 
-def test_quarantine_list_and_retry_after_fix(tmp_path: Path, smtp_sink: Any, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_quarantine_list_and_retry_after_fix(db: str, tmp_path: Path, smtp_sink: Any, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest) -> None:
+    """Also: the raw mail was packed and indexed at the first attempt, so the retry
+    indexes the same bytes again, which must keep the first place, not fail."""
     import mailbox
 
     import maild.pipeline as pipeline
 
-    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)
+    url = request.getfixturevalue("pg_url") if db == "postgresql" else ""
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=url)
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
     box.add(make_mail(subject="trigger the bug", msgid="<bug@acme.pl>"))
     real = pipeline.split_reply
@@ -82,6 +87,9 @@ def test_quarantine_list_and_retry_after_fix(tmp_path: Path, smtp_sink: Any, mon
     with daemon.sessions() as session:
         ticket = session.scalars(select(Ticket)).one()
         assert ticket.subject == "trigger the bug"
+        row = session.scalars(select(MessageRow).where(MessageRow.direction == "in")).one()
+        assert session.scalar(select(func.count()).select_from(RawMail)) == 1
+        assert b"Subject: trigger the bug" in store.read_raw_mail(session, daemon.blobs, row.raw_sha256 or "")
     daemon.run_once()
     assert [m.parsed["Subject"] for m in smtp_sink.wait_for(1)] == ["[SUP-1] trigger the bug"]
 

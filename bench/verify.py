@@ -19,6 +19,7 @@ from __future__ import annotations
 import email
 import hashlib
 import json
+import re
 from collections import Counter
 from email import policy
 from email.message import EmailMessage
@@ -45,6 +46,12 @@ def _reference(raw: bytes) -> tuple[str | None, list[tuple[str, str]]]:
         if isinstance(data, bytes):
             atts.append((hashlib.sha256(data).hexdigest(), part.get_filename() or ""))
     return ref, atts
+
+
+def _as_appended(raw: bytes) -> bytes:
+    """The file as load-mailbox.py APPENDs it: CRLF line ends, ending in CRLF."""
+    data = re.sub(rb"\r?\n", b"\r\n", raw)
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
 def verify(config: Path, mail_dir: Path) -> dict[str, Any]:
@@ -90,7 +97,7 @@ def verify(config: Path, mail_dir: Path) -> dict[str, Any]:
         ticket_of[mid] = row.ticket_id
         raw = (mail_dir / entry["file"]).read_bytes()
         try:
-            problem = "" if read_raw_mail(session, blobs, row.raw_sha256) == raw else "other bytes stored"
+            problem = "" if read_raw_mail(session, blobs, row.raw_sha256) == _as_appended(raw) else "other bytes"
         except BlobMissing as exc:
             problem = str(exc)
         if problem:

@@ -59,7 +59,7 @@ def verify(config: Path, mail_dir: Path) -> dict[str, Any]:
 
     from maild.blobs import BlobMissing, BlobStore
     from maild.config import load_config
-    from maild.store import read_raw_mail
+    from maild.store import read_blob
 
     cfg = load_config(config)
     engine = create_engine(cfg.database_url)
@@ -97,7 +97,7 @@ def verify(config: Path, mail_dir: Path) -> dict[str, Any]:
         ticket_of[mid] = row.ticket_id
         raw = (mail_dir / entry["file"]).read_bytes()
         try:
-            problem = "" if read_raw_mail(session, blobs, row.raw_sha256) == _as_appended(raw) else "other bytes"
+            problem = "" if read_blob(session, blobs, row.raw_sha256) == _as_appended(raw) else "other bytes"
         except BlobMissing as exc:
             problem = str(exc)
         if problem:
@@ -120,8 +120,10 @@ def verify(config: Path, mail_dir: Path) -> dict[str, Any]:
         for sha, name in expected:
             result["attachments_expected"] += 1
             names = [n for s, n in stored_atts if s == sha]
-            blob = blobs.path_for(sha)
-            ok_blob = blob.exists() and hashlib.sha256(blob.read_bytes()).hexdigest() == sha
+            try:  # read_blob checks the bytes against their sha256
+                ok_blob = hashlib.sha256(read_blob(session, blobs, sha)).hexdigest() == sha
+            except BlobMissing:
+                ok_blob = False
             if not names or not ok_blob:
                 result["attachments_missing"] += 1
                 if len(result["examples"]) < 10:

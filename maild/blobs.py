@@ -2,17 +2,18 @@
 
 Two forms, both keyed by the bytes' sha256, neither ever named from the mail:
 
-* loose files (``blobs/ab/ab12...``): attachments, quarantined mail, and the raw
-  mail of installations from before packs. Writing the same bytes twice is
-  harmless, and a crash between writing a blob and committing its row leaves an
-  orphan file, never a row pointing at nothing.
-* packs (``blobs/packs/<name>.pack``): the raw mail of every ingested message,
-  appended to one file per process until it is ``PACK_BYTES`` long, and found
-  through the ``raw_mail`` table written in the same transaction as the
-  message's rows. Creating one file per mail cost 20 µs to 0.8 ms each on a
-  busy disk, a third of a backlog's ingest at worst; appending costs neither a
-  file nor a folder. A crash between append and commit leaves unreferenced
-  bytes in a pack, never an index row pointing at nothing.
+* packs (``blobs/packs/<name>.pack``): the raw mail and attachments of every
+  ingested message, appended to one file per process until it is
+  ``PACK_BYTES`` long, and found through the ``pack_index`` table written in
+  the same transaction as the message's rows. Creating one file per blob cost
+  20 µs to 0.8 ms each on a busy disk, a third of a backlog's ingest at worst;
+  appending costs neither a file nor a folder. A crash between append and
+  commit leaves unreferenced bytes in a pack, never an index row pointing at
+  nothing.
+* loose files (``blobs/ab/ab12...``): quarantined mail, and the blobs of
+  installations from before packs. Writing the same bytes twice is harmless,
+  and a crash between writing a blob and committing its row leaves an orphan
+  file, never a row pointing at nothing.
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 All times are stored as naive UTC (``UtcDateTime`` converts at the boundary), so
 SQLite and PostgreSQL compare them the same way. The raw mail and attachments
-are not here: they live under the storage path (``blobs``); ``raw_mail`` says
-where in its packs each raw mail is.
+are not here: they live under the storage path (``blobs``); ``pack_index`` says
+where in its packs each one is.
 """
 from __future__ import annotations
 
@@ -171,15 +171,15 @@ class AttachmentRow(Base):
     sha256: Mapped[str] = mapped_column(String(64))
 
 
-class RawMail(Base):
-    """Where a mail's raw bytes sit in the packs under the storage path.
+class PackIndex(Base):
+    """Where a raw mail's or an attachment's bytes sit in the packs under the storage path.
 
     Written in the transaction that stores what became of the mail, so a row
-    here always points at bytes already flushed to disk. Raw mail stored
-    before packs, and quarantined mail, are loose files with no row here.
+    here always points at bytes already flushed to disk. Blobs stored before
+    packs, and quarantined mail, are loose files with no row here.
     """
 
-    __tablename__ = "raw_mail"
+    __tablename__ = "pack_index"
 
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     pack: Mapped[str] = mapped_column(String(40))

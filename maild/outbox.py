@@ -312,27 +312,28 @@ def compose_text_mail(row: MailRow, subject: str, body: str, headers: dict[str, 
 
 
 def _mime_mail(row: MailRow, subject: str, body: str, headers: dict[str, Any], sender: Sender,
-               blobs: BlobStore, now: datetime) -> bytes:
+               read_blob: Callable[[str], bytes], now: datetime) -> bytes:
     """A mail with attachments: our header lines, then the MIME entity ``EmailMessage``
     makes of body and files (rare, not worth a hand-made multipart)."""
     mime = EmailMessage(policy=SMTP)
     mime.set_content(body, charset="utf-8", cte="quoted-printable")
     for att in headers.get("attachments", []):
         maintype, _, subtype = str(att.get("content_type", "application/octet-stream")).partition("/")
-        mime.add_attachment(blobs.get(att["sha256"]), maintype=maintype or "application",
+        mime.add_attachment(read_blob(att["sha256"]), maintype=maintype or "application",
                             subtype=subtype or "octet-stream",
                             filename=one_line(att.get("filename", "attachment"), 200))
     return "\r\n".join(_headers(row, subject, headers, sender, now)).encode("utf-8") + b"\r\n" + mime.as_bytes()
 
 
-def build_mail(row: MailRow, renderer: Renderer, sender: Sender, blobs: BlobStore | None,
+def build_mail(row: MailRow, renderer: Renderer, sender: Sender, read_blob: Callable[[str], bytes] | None,
                now: datetime) -> bytes:
-    """The complete mail for an outbox row, rendered from its template and context."""
+    """The complete mail for an outbox row, rendered from its template and context;
+    ``read_blob`` gives an attachment's bytes by sha256."""
     context: dict[str, Any] = dict(row.context)
     headers: dict[str, Any] = context.pop("_headers", {})
     subject, body = renderer.render(row.template, row.language, context)
-    if blobs is not None and headers.get("attachments"):
-        return _mime_mail(row, subject, body, headers, sender, blobs, now)
+    if read_blob is not None and headers.get("attachments"):
+        return _mime_mail(row, subject, body, headers, sender, read_blob, now)
     return compose_text_mail(row, subject, body, headers, sender, now)
 
 
@@ -484,7 +485,9 @@ class Outbox:
         """
         now = self.clock()
         try:
-            data = build_mail(mail, self.renderer, self.sender, self.blobs, now)
+            blobs = self.blobs
+            read_blob = None if blobs is None else (lambda sha: store.read_blob(session, blobs, sha))
+            data = build_mail(mail, self.renderer, self.sender, read_blob, now)
         except (RenderError, StorageError, OSError, KeyError, ValueError) as exc:
             reason = f"cannot render: {exc}"
             self._settle(session, mail.id, lambda row: self._retry(row, now, reason, result))

@@ -400,7 +400,7 @@ class Ingestor:
                     msg = replace(msg, dedupe_key=key)
                 batch.seen.add(key)
                 batch.first_copies.setdefault(key, msg)
-                batch.rows.raw_mail(msg.raw_sha256, self.blobs.append(mail.raw))
+                batch.rows.packed(msg.raw_sha256, self.blobs.append(mail.raw))
                 disposition, _ticket_id = self._route(session, mail, msg, now)
                 if batch.isolated:
                     self._sync(session)
@@ -451,7 +451,7 @@ class Ingestor:
             raise Duplicate(f"already stored ({first_key})")
         if first is None:
             first = self._stored_copy(session, stored)
-        if first is None and store.raw_mail_stored(session, self.blobs, msg.raw_sha256):
+        if first is None and store.blob_stored(session, self.blobs, msg.raw_sha256):
             # the first copy was not kept as a message (discarded, quarantined) and
             # these very bytes were read before
             raise Duplicate(f"already read ({first_key})")
@@ -464,7 +464,7 @@ class Ingestor:
     def _stored_copy(self, session: Session, shas: set[str]) -> InboundMessage | None:
         for sha in sorted(shas):
             try:
-                stored = parse_one(store.read_raw_mail(session, self.blobs, sha), self.ctx.config.limits)
+                stored = parse_one(store.read_blob(session, self.blobs, sha), self.ctx.config.limits)
             except BlobMissing as exc:
                 log.warning("%s", exc)
                 continue
@@ -748,7 +748,9 @@ class Ingestor:
             raw_sha256=msg.raw_sha256, size=msg.size, internal=internal, notes=[*msg.notes, *notes],
         )
         for att in msg.attachments:
-            self.blobs.put(att.data, att.sha256)
+            # The same file comes again and again (a logo in every signature): packed once.
+            if not rows.is_packed(att.sha256) and not store.blob_stored(session, self.blobs, att.sha256):
+                rows.packed(att.sha256, self.blobs.append(att.data))
             rows.attachment(message_row_id=row_id, filename=att.filename, content_type=att.content_type,
                             size=att.size, sha256=att.sha256)
         if msg.message_id and ticket_id is not None:

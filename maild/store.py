@@ -25,7 +25,7 @@ from .models import (
     Intake,
     MessageRow,
     OutboxRow,
-    RawMail,
+    PackIndex,
     StateRow,
     Ticket,
 )
@@ -66,19 +66,19 @@ def inbound_copies(session: Session, message_id: str) -> set[str]:
     ) if sha}
 
 
-def raw_mail_location(session: Session, sha256: str) -> PackedBlob | None:
-    row = session.get(RawMail, sha256)
+def blob_place(session: Session, sha256: str) -> PackedBlob | None:
+    row = session.get(PackIndex, sha256)
     return None if row is None else PackedBlob(row.pack, row.offset, row.length)
 
 
-def raw_mail_stored(session: Session, blobs: BlobStore, sha256: str) -> bool:
-    """Whether these raw bytes were stored before, packed or (before packs) loose."""
-    return raw_mail_location(session, sha256) is not None or blobs.path_for(sha256).exists()
+def blob_stored(session: Session, blobs: BlobStore, sha256: str) -> bool:
+    """Whether these bytes were stored before, packed or (before packs, or quarantined) loose."""
+    return blob_place(session, sha256) is not None or blobs.path_for(sha256).exists()
 
 
-def read_raw_mail(session: Session, blobs: BlobStore, sha256: str) -> bytes:
-    """A stored mail's raw bytes, from its pack or, stored before packs, its loose file."""
-    where = raw_mail_location(session, sha256)
+def read_blob(session: Session, blobs: BlobStore, sha256: str) -> bytes:
+    """Stored bytes (a raw mail, an attachment), from their pack or else their loose file."""
+    where = blob_place(session, sha256)
     return blobs.get(sha256) if where is None else blobs.read(where, sha256)
 
 
@@ -134,20 +134,24 @@ class BatchRows:
             table: [] for table in (MessageRow.__table__, AttachmentRow.__table__, Event.__table__,
                                     Intake.__table__, OutboxRow.__table__)
         }
-        self._raw_mail: dict[str, dict[str, Any]] = {}
-        raw_table: Any = RawMail.__table__
+        self._packed: dict[str, dict[str, Any]] = {}
+        index: Any = PackIndex.__table__
         if session.get_bind().dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-            self._insert_raw: Any = pg_insert(raw_table).on_conflict_do_nothing()
+            self._insert_packed: Any = pg_insert(index).on_conflict_do_nothing()
         else:
-            self._insert_raw = insert(raw_table).prefix_with("OR IGNORE")
+            self._insert_packed = insert(index).prefix_with("OR IGNORE")
 
-    def raw_mail(self, sha256: str, where: PackedBlob) -> None:
-        """Index raw bytes just appended to a pack. The same bytes indexed before
-        (a quarantined mail retried) keep their first place."""
-        self._raw_mail.setdefault(sha256, {"sha256": sha256, "pack": where.pack, "offset": where.offset,
-                                           "length": where.length})
+    def packed(self, sha256: str, where: PackedBlob) -> None:
+        """Index bytes just appended to a pack. The same bytes indexed before (a
+        quarantined mail retried) keep their first place."""
+        self._packed.setdefault(sha256, {"sha256": sha256, "pack": where.pack, "offset": where.offset,
+                                         "length": where.length})
+
+    def is_packed(self, sha256: str) -> bool:
+        """Whether these bytes were packed in this batch and are not written yet."""
+        return sha256 in self._packed
 
     def message(self, *, ticket_id: int | None, message_id: str | None, direction: str, role: str, kind: str,
                 from_addr: str, from_name: str, to_addrs: Sequence[str], cc_addrs: Sequence[str], subject: str,
@@ -193,9 +197,9 @@ class BatchRows:
 
     def write(self) -> None:
         """Insert what is pending, in foreign-key order; the caller flushed the session's tickets."""
-        if self._raw_mail:
-            self.session.execute(self._insert_raw, list(self._raw_mail.values()))
-            self._raw_mail.clear()
+        if self._packed:
+            self.session.execute(self._insert_packed, list(self._packed.values()))
+            self._packed.clear()
         for table, rows in self._rows.items():
             if rows:
                 self.session.execute(insert(table), rows)
@@ -204,8 +208,8 @@ class BatchRows:
     def discard(self) -> None:
         """Forget what is pending: the savepoint it belonged to was rolled back.
 
-        The raw mail index stays: the bytes are in the pack whatever became of the
-        mail, as a loose file stayed when mail was stored that way.
+        The pack index stays: the bytes are in the pack whatever became of the
+        mail, as a loose file stayed when blobs were stored that way.
         """
         for rows in self._rows.values():
             rows.clear()

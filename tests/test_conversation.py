@@ -229,3 +229,37 @@ def test_mailbox_history_gets_tickets_but_no_acks_or_escalations(env: dict[str, 
     env["clock"].now = T0 + timedelta(days=2)
     cycle(env)
     assert env["sink"].messages == [], "neither an acknowledgement nor an escalation"
+
+
+def test_consultant_attachment_reaches_the_customer_and_a_repeated_file_is_stored_once(env: dict[str, Any]) -> None:
+    from email.message import EmailMessage
+    from hashlib import sha256
+
+    from maild.models import AttachmentRow, PackIndex
+
+    logo = bytes(range(256)) * 50
+
+    def mail(sender: str, subject: str, msgid: str, body: str, files: dict[str, bytes]) -> bytes:
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = sender, "support@firma.pl", subject, msgid
+        msg.set_content(body)
+        for name, data in files.items():
+            msg.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
+        return msg.as_bytes()
+
+    env["box"].add(mail("jan@acme.pl", "Faktura", "<a1@acme.pl>", "W załączniku.", {"logo.png": logo}))
+    cycle(env)
+    fix = b"patch for the ledger \x00\xff" * 100
+    env["box"].add(mail("anna@firma.pl", "RE: [SUP-1] Faktura", "<a2@firma.pl>", "Poprawka w załączniku.",
+                        {"poprawka.bin": fix, "logo.png": logo}))
+    daemon = cycle(env)
+    relay = [m for m in env["sink"].messages if "Poprawka w załączniku" in m.parsed.get_body(("plain",)).get_content()]
+    assert len(relay) == 1
+    sent = {a.get_filename(): a.get_payload(decode=True) for a in relay[0].parsed.iter_attachments()}
+    assert sent == {"poprawka.bin": fix, "logo.png": logo}
+    with daemon.sessions() as session:
+        assert len(session.scalars(select(AttachmentRow).where(AttachmentRow.sha256 == sha256(logo).hexdigest()))
+                   .all()) == 2
+        assert session.scalar(select(PackIndex.sha256).where(PackIndex.sha256 == sha256(logo).hexdigest()))
+    packs = b"".join(p.read_bytes() for p in (daemon.config.storage_path / "blobs" / "packs").iterdir())
+    assert packs.count(logo) == 1, "the file two mails carry is packed once"

@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from maild.cli import main as cli_main
 from maild.config import load_config
 from maild.daemon import Daemon
-from maild.models import AttachmentRow, Event, Intake, MessageRow, OutboxRow, QuarantineRow, Ticket
+from maild.models import AttachmentRow, Event, Intake, MessageRow, OutboxRow, PackIndex, QuarantineRow, Ticket
 from maild.prioritise import TIER_BY_KIND, UNVERIFIED_TIER
 from tests.helpers import Clock, maildir_source, make_mail, write_config
 
@@ -338,7 +338,11 @@ def test_memory_error_in_one_message_retried_then_quarantined(
 
 
 def _blobs(daemon: Daemon) -> set[str]:
-    return {p.name for p in (daemon.config.storage_path / "blobs").rglob("*") if p.is_file()}
+    """sha256 of every blob stored, packed or loose."""
+    with daemon.sessions() as session:
+        packed = set(session.scalars(select(PackIndex.sha256)))
+    return packed | {p.name for p in (daemon.config.storage_path / "blobs").rglob("*")
+                     if p.is_file() and p.suffix != ".pack"}
 
 
 def test_oversize_message_ticket_with_note_parts_not_stored(tmp_path: Path, smtp_sink: Any) -> None:

@@ -312,8 +312,9 @@ def test_message_rows_keep_raw_and_attachments(env: dict[str, Any]) -> None:
     with daemon.sessions() as session:
         row = session.scalars(select(MessageRow).where(MessageRow.direction == "in")).one()
         assert row.subject == "Zażółć gęślą jaźń"
-        assert store.read_raw_mail(session, daemon.blobs, row.raw_sha256 or "") == raw
+        assert store.read_blob(session, daemon.blobs, row.raw_sha256 or "") == raw
         assert not daemon.blobs.path_for(row.raw_sha256 or "").exists(), "raw mail is packed, not a file of its own"
         [att] = session.scalars(select(AttachmentRow)).all()
         assert att.filename == "raport płac.bin"
-        assert daemon.blobs.get(att.sha256) == b"\x00\x01binary"
+        assert store.read_blob(session, daemon.blobs, att.sha256) == b"\x00\x01binary"
+        assert not daemon.blobs.path_for(att.sha256).exists(), "attachments are packed too"

@@ -16,7 +16,7 @@ from maild.config import load_config
 from maild.daemon import Daemon
 from maild.db import make_engine, migration_state
 from maild.mailbox import ImapSource
-from maild.models import Intake, MessageRow, RawMail, Ticket
+from maild.models import Intake, MessageRow, PackIndex, Ticket
 from tests.helpers import make_mail, maildir_source, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,8 +88,8 @@ def test_quarantine_list_and_retry_after_fix(db: str, tmp_path: Path, smtp_sink:
         ticket = session.scalars(select(Ticket)).one()
         assert ticket.subject == "trigger the bug"
         row = session.scalars(select(MessageRow).where(MessageRow.direction == "in")).one()
-        assert session.scalar(select(func.count()).select_from(RawMail)) == 1
-        assert b"Subject: trigger the bug" in store.read_raw_mail(session, daemon.blobs, row.raw_sha256 or "")
+        assert session.scalar(select(func.count()).select_from(PackIndex)) == 1
+        assert b"Subject: trigger the bug" in store.read_blob(session, daemon.blobs, row.raw_sha256 or "")
     daemon.run_once()
     assert [m.parsed["Subject"] for m in smtp_sink.wait_for(1)] == ["[SUP-1] trigger the bug"]
 

@@ -225,7 +225,7 @@ def test_attachments_keep_every_header_and_byte(tmp_path: Path) -> None:
     assert digest == sha256(data).hexdigest()
     context = {**ACK_CONTEXT, "_headers": {"ticket_ref": "SUP-1", "attachments": [
                    {"sha256": digest, "content_type": "application/pdf", "filename": "Faktura łódź.pdf"}]}}
-    raw = build_mail(pending(context=context), Renderer(TEMPLATES), SENDER, blobs, NOW)
+    raw = build_mail(pending(context=context), Renderer(TEMPLATES), SENDER, blobs.get, NOW)
     check_wire_form(raw)
     mail = parse(raw)
     assert mail.get_content_type() == "multipart/mixed"

@@ -1,4 +1,4 @@
-"""raw mail in packs: the raw_mail index
+"""raw mail and attachments in packs: the pack_index table
 
 Revision ID: 0002
 Revises: 0001
@@ -15,16 +15,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table('raw_mail',
+    op.create_table('pack_index',
     sa.Column('sha256', sa.String(length=64), nullable=False),
     sa.Column('pack', sa.String(length=40), nullable=False),
     sa.Column('offset', sa.BigInteger(), nullable=False),
     sa.Column('length', sa.BigInteger(), nullable=False),
-    sa.PrimaryKeyConstraint('sha256', name=op.f('pk_raw_mail'))
+    sa.PrimaryKeyConstraint('sha256', name=op.f('pk_pack_index'))
     )
 
 
 def downgrade() -> None:
-    # Raw mail stored in packs stays readable only through this table; a
-    # downgrade keeps the packs but the older version reads loose files only.
-    op.drop_table('raw_mail')
+    # Blobs stored in packs are readable only through this table; a downgrade
+    # keeps the packs, but the older version reads loose files only.
+    op.drop_table('pack_index')

@@ -67,7 +67,8 @@ def inbound_copies(session: Session, message_id: str) -> set[str]:
 
 
 def blob_place(session: Session, sha256: str) -> PackedBlob | None:
-    row = session.get(PackIndex, sha256)
+    with session.no_autoflush:  # the index is written with the batch's rows, never through the ORM
+        row = session.get(PackIndex, sha256)
     return None if row is None else PackedBlob(row.pack, row.offset, row.length)
 
 

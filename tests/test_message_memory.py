@@ -13,6 +13,7 @@ import base64
 import json
 import quopri
 import random
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -238,3 +239,21 @@ def test_a_2mb_message_takes_the_token_path_with_the_same_result(both_paths: Bot
     assert tokens.attachments[0].data == blob
     assert tokens.text.startswith("Zażółć gęślą jaźń = 100%")
     _same((plain, tokens))
+
+
+# The definition of a body run before the base64 shortcut: the shortcut must find
+# exactly the runs this finds.
+_GENERAL_BODY_RUN = re.compile(
+    rb"^(?:(?![\x21-\x39\x3b-\x7e]*:|From )[^\r\n \t-][^\r\n]*(?:\r\n|\r|\n|\Z))+",
+    re.MULTILINE,
+)
+_LINE_PIECES = st.sampled_from([b"QUJD", b"ZGVm+/==", b"=", b"A", b":", b"From ", b"From", b"--", b"-", b" ", b"\t",
+                                b"Subject", b"x y", b"\xc5\x82", b"a:b", b"\r", b"\n", b"\r\n", b""])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(_LINE_PIECES, max_size=5).map(b"".join), max_size=30)
+       .flatmap(lambda lines: st.sampled_from([b"\r\n", b"\n", b"\r"]).map(lambda eol: eol.join(lines))))
+def test_the_base64_shortcut_finds_exactly_the_body_runs_of_the_general_rule(text: bytes) -> None:
+    assert [m.span() for m in message._BODY_RUN.finditer(text)] == \
+        [m.span() for m in _GENERAL_BODY_RUN.finditer(text)]

@@ -17,6 +17,7 @@ Two forms, both keyed by the bytes' sha256, neither ever named from the mail:
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
@@ -127,20 +128,28 @@ class BlobStore:
     def append(self, data: bytes) -> PackedBlob:
         """Append ``data`` to this process's open pack (starting one if needed).
 
-        A failed write drops the pack, so a half-written tail is never followed
-        by blobs whose offsets assumed it was whole.
+        A failed write (the disk full) cuts the pack back to its last whole blob,
+        so the daemon retrying through an outage neither leaves a torn tail that
+        later offsets would skip nor starts a new file per attempt. Where even
+        that fails, the pack is dropped and the next append starts another.
         """
         try:
             if self._pack is None or self._pack_end >= PACK_BYTES:
                 self._start_pack()
-            assert self._pack is not None
-            name, fd = self._pack
-            offset = self._pack_end
+        except OSError as exc:
+            raise StorageError(f"storage {self.root}: cannot start a pack: {exc.strerror}") from exc
+        assert self._pack is not None
+        name, fd = self._pack
+        offset = self._pack_end
+        try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
         except OSError as exc:
-            self._close_pack()
+            try:
+                os.ftruncate(fd, offset)
+            except OSError:
+                self._close_pack()
             raise StorageError(f"storage {self.root}: cannot append to a pack: {exc.strerror}") from exc
         self._pack_end = offset + len(data)
         self._unsynced += 1
@@ -157,7 +166,8 @@ class BlobStore:
 
     def _close_pack(self) -> None:
         if self._pack is not None:
-            os.close(self._pack[1])
+            with contextlib.suppress(OSError):  # a pack given up on after a failure may not close cleanly
+                os.close(self._pack[1])
         self._pack, self._pack_end = None, 0
 
     def close(self) -> None:

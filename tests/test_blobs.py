@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import resource
 import signal
 from pathlib import Path
@@ -68,19 +69,34 @@ def test_a_pack_past_its_size_is_closed_and_a_new_one_started(tmp_path: Path, mo
     assert blobs.read(places[3], hashlib.sha256(bytes([3]) * 60).hexdigest()) == bytes([3]) * 60
 
 
-def test_a_failed_append_is_a_storage_error_and_drops_its_half_written_pack(tmp_path: Path) -> None:
+def test_a_failed_append_is_a_storage_error_and_cuts_the_pack_back_to_its_last_whole_blob(tmp_path: Path) -> None:
     blobs = BlobStore(tmp_path)
     first = blobs.append(b"a" * 1000)
     old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (1500, old_limit[1]))
     try:
-        with pytest.raises(StorageError, match="cannot append to a pack"):
-            blobs.append(b"b" * 1000)  # 500 bytes land, then the file is too large
+        for _attempt in range(3):  # the daemon retrying while the disk stays full
+            with pytest.raises(StorageError, match="cannot append to a pack"):
+                blobs.append(b"b" * 1000)  # 500 bytes land, then the file is too large
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
         signal.signal(signal.SIGXFSZ, old_handler)
     after = blobs.append(b"c" * 1000)
-    assert after.pack != first.pack and after.offset == 0, "no blob lands behind a torn tail"
+    assert (after.pack, after.offset) == (first.pack, 1000), "no torn tail between two blobs, no new pack per retry"
+    assert [p.name for p in (tmp_path / "blobs" / "packs").iterdir()] == [first.pack]
+    assert (tmp_path / "blobs" / "packs" / first.pack).stat().st_size == 2000
     assert blobs.read(after, hashlib.sha256(b"c" * 1000).hexdigest()) == b"c" * 1000
     assert blobs.read(first, hashlib.sha256(b"a" * 1000).hexdigest()) == b"a" * 1000
+
+
+def test_a_pack_that_cannot_be_cut_back_is_dropped_and_the_next_blob_starts_a_new_one(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path)
+    first = blobs.append(b"a" * 1000)
+    assert blobs._pack is not None
+    os.close(blobs._pack[1])  # the descriptor gone: neither write nor truncate works on it
+    with pytest.raises(StorageError, match="cannot append to a pack"):
+        blobs.append(b"b" * 1000)
+    after = blobs.append(b"c" * 1000)
+    assert after.pack != first.pack and after.offset == 0
+    assert blobs.read(after, hashlib.sha256(b"c" * 1000).hexdigest()) == b"c" * 1000

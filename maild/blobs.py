@@ -206,5 +206,12 @@ class BlobStore:
             raise BlobMissing(f"storage {self.root}: cannot read blob {sha256[:12]}: {exc.strerror}") from exc
 
     def check_writable(self) -> None:
-        """Raise StorageError unless a file can be created under the storage path."""
+        """Raise StorageError unless files can be created where loose blobs and packs go."""
         self.put(b"maild storage probe\n")
+        probe = self.packs / f".probe.{os.getpid()}"
+        try:
+            self.packs.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"maild storage probe\n")
+            probe.unlink()
+        except OSError as exc:
+            raise StorageError(f"storage {self.packs}: cannot create a pack: {exc.strerror}") from exc

@@ -100,3 +100,12 @@ def test_a_pack_that_cannot_be_cut_back_is_dropped_and_the_next_blob_starts_a_ne
     after = blobs.append(b"c" * 1000)
     assert after.pack != first.pack and after.offset == 0
     assert blobs.read(after, hashlib.sha256(b"c" * 1000).hexdigest()) == b"c" * 1000
+
+
+def test_the_writability_check_covers_the_packs_folder(tmp_path: Path) -> None:
+    BlobStore(tmp_path).check_writable()
+    assert [p.name for p in (tmp_path / "blobs" / "packs").iterdir()] == [], "the probe is removed"
+    (tmp_path / "blobs" / "packs").rmdir()
+    (tmp_path / "blobs" / "packs").write_text("a file where the packs folder should be")
+    with pytest.raises(StorageError, match="cannot create a pack"):
+        BlobStore(tmp_path).check_writable()

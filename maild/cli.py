@@ -192,6 +192,23 @@ def cmd_quarantine_retry(cfg: Config, sessions: sessionmaker[Session], args: arg
     return 1 if result.quarantined else 0
 
 
+# ------------------------------------------------------------------ storage
+
+def cmd_storage_verify(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from .blobs import BlobStore
+
+    with sessions() as session:
+        audit = store.audit_blobs(session, BlobStore(cfg.storage_path))
+    if args.json:
+        print_json({"checked": audit.checked, "problems": audit.problems})
+    else:
+        for problem in audit.problems:
+            print(problem)
+        print(f"storage {cfg.storage_path}: {audit.checked} blobs read back (raw mail, attachments, quarantined "
+              f"mail); {len(audit.problems) or 'none'} missing or damaged")
+    return 1 if audit.problems else 0
+
+
 # ------------------------------------------------------------------ status
 
 def cmd_status(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
@@ -284,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     qr = q.add_parser("retry", help="process a quarantined mail again")
     qr.add_argument("id", type=int)
 
+    storage = sub.add_parser("storage", help="the stored mail").add_subparsers(dest="sub", required=True)
+    sv = storage.add_parser("verify", help="read back every stored mail and attachment; exit 1 if any is "
+                                           "missing or damaged")
+    sv.add_argument("--json", action="store_true")
+
     db = sub.add_parser("db", help="database").add_subparsers(dest="sub", required=True)
     db.add_parser("upgrade", help="apply pending migrations")
 
@@ -349,6 +371,7 @@ def dispatch(cfg: Config, args: argparse.Namespace) -> int:
         ("tickets", "show"): cmd_tickets_show,
         ("quarantine", "list"): cmd_quarantine_list,
         ("quarantine", "retry"): cmd_quarantine_retry,
+        ("storage", "verify"): cmd_storage_verify,
         ("status", None): cmd_status,
     }
     handler = handlers.get((command, sub))

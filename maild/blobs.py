@@ -3,13 +3,13 @@
 Two forms, both keyed by the bytes' sha256, neither ever named from the mail:
 
 * packs (``blobs/packs/<name>.pack``): the raw mail and attachments of every
-  ingested message, appended to one file per process until it is
-  ``PACK_BYTES`` long, and found through the ``pack_index`` table written in
-  the same transaction as the message's rows. Creating one file per blob cost
-  20 µs to 0.8 ms each on a busy disk, a third of a backlog's ingest at worst;
-  appending costs neither a file nor a folder. A crash between append and
-  commit leaves unreferenced bytes in a pack, never an index row pointing at
-  nothing.
+  ingested message, appended to the newest pack (by one process at a time,
+  which holds a lock on it) until it is ``PACK_BYTES`` long, and found through
+  the ``pack_index`` table written in the same transaction as the message's
+  rows. Creating one file per blob cost 20 µs to 0.8 ms each on a busy disk, a
+  third of a backlog's ingest at worst; appending costs neither a file nor a
+  folder. A crash between append and commit leaves unreferenced bytes in a
+  pack, never an index row pointing at nothing.
 * loose files (``blobs/ab/ab12...``): quarantined mail, and the blobs of
   installations from before packs. Writing the same bytes twice is harmless,
   and a crash between writing a blob and committing its row leaves an orphan
@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import hashlib
 import os
 import re
@@ -126,7 +127,7 @@ class BlobStore:
         return digest
 
     def append(self, data: bytes) -> PackedBlob:
-        """Append ``data`` to this process's open pack (starting one if needed).
+        """Append ``data`` to the pack this store writes (taking one if needed).
 
         A failed write (the disk full) cuts the pack back to its last whole blob,
         so the daemon retrying through an outage neither leaves a torn tail that
@@ -156,12 +157,29 @@ class BlobStore:
         return PackedBlob(name, offset, len(data))
 
     def _start_pack(self) -> None:
+        """Go on with the newest pack if it has room and no other process writes it,
+        else start one. A writer holds an exclusive lock on its pack, so `run --once`
+        from cron, or a restart, adds to the last pack instead of a file per run."""
         self._close_pack()
         if self.packs not in self._dirs:
             self.packs.mkdir(parents=True, exist_ok=True)
             self._dirs.add(self.packs)
+        newest = max((e.name for e in os.scandir(self.packs) if _PACK_NAME.fullmatch(e.name)), default=None)
+        if newest is not None:
+            fd = os.open(self.packs / newest, os.O_WRONLY | os.O_APPEND)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                end = os.fstat(fd).st_size  # after a crash, past its unreferenced tail
+            except OSError:  # locked by another writer
+                os.close(fd)
+            else:
+                if end < PACK_BYTES:
+                    self._pack, self._pack_end = (newest, fd), end
+                    return
+                os.close(fd)
         name = f"{time.time_ns():019d}-{os.getpid()}.pack"
         fd = os.open(self.packs / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # new and unknown to others until now: never waits
         self._pack, self._pack_end = (name, fd), 0
 
     def _close_pack(self) -> None:

@@ -314,6 +314,7 @@ class Daemon:
         finally:
             self.source.close()
             self.parse_ahead.close()
+            self.blobs.close()
             self.mailbox_lock.release()
         log.info("cycle done: %s", report.summary())
         return report
@@ -382,6 +383,7 @@ class Daemon:
             notify("STOPPING=1", "STATUS=stopping")
             self.source.close()
             self.parse_ahead.close()
+            self.blobs.close()
             self.mailbox_lock.release()
             if self.metrics is not None:
                 self.metrics.close()

@@ -39,9 +39,23 @@ def test_packed_blobs_are_read_back_by_place_and_checked_against_their_hash(tmp_
         assert blobs.read(place, hashlib.sha256(mail).hexdigest()) == mail
     assert [p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file()] == [places[0].pack]
     blobs.close()
-    later = BlobStore(tmp_path)  # the next process: its own pack, the old one still read
-    assert later.append(b"x").pack != places[0].pack
-    assert later.read(places[2], hashlib.sha256(mails[2]).hexdigest()) == mails[2]
+    assert BlobStore(tmp_path).read(places[2], hashlib.sha256(mails[2]).hexdigest()) == mails[2]
+
+
+def test_a_pack_is_written_by_one_process_at_a_time_and_the_next_one_goes_on_with_it(tmp_path: Path) -> None:
+    first = BlobStore(tmp_path)
+    a = first.append(b"a" * 100)
+    other = BlobStore(tmp_path)  # a second writer while the first holds its pack (flock)
+    b = other.append(b"b" * 10)
+    assert b.pack != a.pack and b.offset == 0
+    first.close()
+    other.close()
+    later = BlobStore(tmp_path)  # the next run: goes on with the newest pack, after its end
+    c = later.append(b"c" * 5)
+    assert (c.pack, c.offset) == (b.pack, 10)
+    assert len(list((tmp_path / "blobs" / "packs").iterdir())) == 2
+    for place, data in ((a, b"a" * 100), (b, b"b" * 10), (c, b"c" * 5)):
+        assert later.read(place, hashlib.sha256(data).hexdigest()) == data
 
 
 def test_a_damaged_or_misnamed_pack_is_an_error_not_a_wrong_mail(tmp_path: Path) -> None:
@@ -90,16 +104,20 @@ def test_a_failed_append_is_a_storage_error_and_cuts_the_pack_back_to_its_last_w
     assert blobs.read(first, hashlib.sha256(b"a" * 1000).hexdigest()) == b"a" * 1000
 
 
-def test_a_pack_that_cannot_be_cut_back_is_dropped_and_the_next_blob_starts_a_new_one(tmp_path: Path) -> None:
+def test_a_pack_that_cannot_be_cut_back_is_dropped_and_reopened_at_its_real_end(tmp_path: Path) -> None:
     blobs = BlobStore(tmp_path)
     first = blobs.append(b"a" * 1000)
     assert blobs._pack is not None
     os.close(blobs._pack[1])  # the descriptor gone: neither write nor truncate works on it
     with pytest.raises(StorageError, match="cannot append to a pack"):
         blobs.append(b"b" * 1000)
+    pack = tmp_path / "blobs" / "packs" / first.pack
+    with open(pack, "ab") as torn:  # and say the failed write had left a torn tail
+        torn.write(b"b" * 300)
     after = blobs.append(b"c" * 1000)
-    assert after.pack != first.pack and after.offset == 0
+    assert (after.pack, after.offset) == (first.pack, 1300), "reopened, and written after what is there"
     assert blobs.read(after, hashlib.sha256(b"c" * 1000).hexdigest()) == b"c" * 1000
+    assert blobs.read(first, hashlib.sha256(b"a" * 1000).hexdigest()) == b"a" * 1000
 
 
 def test_the_writability_check_covers_the_packs_folder(tmp_path: Path) -> None:

@@ -218,10 +218,16 @@ class BlobStore:
         self._unsynced = 0
 
     def get(self, sha256: str) -> bytes:
+        """A loose blob's bytes, checked against their sha256 as a pack read is."""
+        path = self.path_for(sha256)
         try:
-            return self.path_for(sha256).read_bytes()
+            data = path.read_bytes()
         except OSError as exc:
             raise BlobMissing(f"storage {self.root}: cannot read blob {sha256[:12]}: {exc.strerror}") from exc
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise BlobMissing(f"storage {self.root}: the file {path} is damaged "
+                              "(its bytes do not match its sha256)")
+        return data
 
     def check_writable(self) -> None:
         """Raise StorageError unless files can be created where loose blobs and packs go."""

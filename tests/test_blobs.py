@@ -127,3 +127,11 @@ def test_the_writability_check_covers_the_packs_folder(tmp_path: Path) -> None:
     (tmp_path / "blobs" / "packs").write_text("a file where the packs folder should be")
     with pytest.raises(StorageError, match="cannot create a pack"):
         BlobStore(tmp_path).check_writable()
+
+
+def test_a_damaged_loose_blob_is_an_error_too(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path)
+    digest = blobs.put(b"quarantined mail")
+    blobs.path_for(digest).write_bytes(b"quarantined maiL")
+    with pytest.raises(BlobMissing, match="damaged"):
+        blobs.get(digest)

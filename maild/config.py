@@ -8,6 +8,7 @@ the stages' own dataclasses, built here so the stages never read files.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -209,13 +210,60 @@ class _Section:
         return raw
 
     def done(self) -> None:
+        """Refuse a key nobody read, naming the keys this table takes (every key read is one)."""
         unknown = sorted(set(self.data) - self.seen)
         if unknown:
-            raise self.error(unknown[0], "unknown key (misspelt?)")
+            raise self.error(unknown[0], f"unknown key{_did_you_mean(unknown[0], self.seen)} "
+                                         f"(allowed here: {', '.join(sorted(self.seen))})")
+
+
+# The top level of maild.toml: its tables and its plain keys. Checked before any
+# table is read, so a misspelt table ([smtpp]) is named as such instead of being
+# reported as the correct table's first missing required key.
+TOP_SECTIONS: tuple[str, ...] = (
+    "storage", "database", "imap", "maildir", "smtp", "support", "consultants", "calendar", "escalation",
+    "peak", "packages", "limits", "security", "logging", "metrics", "health", "daemon",
+)
+TOP_KEYS: tuple[str, ...] = ("customers_file", "templates_dir", "batch_size")
+
+
+def _did_you_mean(name: str, choices: set[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_top_level(file: str, data: dict[str, Any]) -> None:
+    for name in sorted(set(data) - set(TOP_SECTIONS) - set(TOP_KEYS)):
+        value = data[name]
+        if isinstance(value, dict) or (isinstance(value, list) and value and isinstance(value[0], dict)):
+            shown = f"[{name}]" if isinstance(value, dict) else f"[[{name}]]"
+            close = difflib.get_close_matches(name, TOP_SECTIONS, n=1)
+            hint = f"; did you mean [{close[0]}]?" if close else ""
+            raise ConfigError(file, shown, f"unknown section{hint} (sections: {', '.join(TOP_SECTIONS)})")
+        raise ConfigError(file, name, f"unknown key{_did_you_mean(name, TOP_KEYS)} (allowed at the top, before "
+                                      f"any [section]: {', '.join(TOP_KEYS)})")
+
+
+CREDENTIALS_VARIABLE = "CREDENTIALS_DIRECTORY"
+CREDENTIALS_FALLBACK = "credentials"
+_CREDENTIALS_REF = re.compile(r"\$(?:CREDENTIALS_DIRECTORY\b|\{CREDENTIALS_DIRECTORY\})")
+
+
+def credentials_directory(base_dir: Path) -> Path:
+    """Where ``$CREDENTIALS_DIRECTORY`` points: systemd's copy under the unit, else ``credentials/`` by the config.
+
+    The unit hands the daemon its passwords with ``LoadCredential=``, which sets
+    the variable; an operator's shell (``maild check``, ``db upgrade``) does not
+    have it, and reads the same files from where ``LoadCredential=`` takes them:
+    the ``credentials`` folder next to the config file.
+    """
+    given = os.environ.get(CREDENTIALS_VARIABLE)
+    return Path(given) if given else base_dir / CREDENTIALS_FALLBACK
 
 
 def _resolve_path(value: str, base_dir: Path) -> Path:
-    """Relative paths are relative to the config file; ``$CREDENTIALS_DIRECTORY`` and ``~`` expand."""
+    """Relative paths are relative to the config file; ``$CREDENTIALS_DIRECTORY``, other variables and ``~`` expand."""
+    value = _CREDENTIALS_REF.sub(lambda _: str(credentials_directory(base_dir)), value)
     expanded = os.path.expandvars(os.path.expanduser(value))
     path = Path(expanded)
     return path if path.is_absolute() else (base_dir / path)
@@ -254,6 +302,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     file = str(cfg_path)
     base = cfg_path.resolve().parent
+    _check_top_level(file, data)
     top = _Section(file, "", data)
 
     storage = _Section(file, "storage", top.get("storage", dict, {}))
@@ -388,7 +437,7 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         try:
             windows = default_peak_windows() if raw_windows is None else windows_from_config(raw_windows)
         except ValueError as exc:
-            raise ConfigError(file, "peak.windows", str(exc)) from None
+            raise _stage_error(file, "peak.windows", exc) from None
     else:
         peak.seen.add("windows")
         windows = ()
@@ -499,7 +548,19 @@ def _check_calendar(file: str, settings: CalendarSettings) -> None:
     try:
         BusinessCalendar(settings)
     except CalendarError as exc:
-        raise ConfigError(file, "calendar", str(exc)) from None
+        raise _stage_error(file, "calendar", exc) from None
+
+
+def _stage_error(file: str, key: str, exc: Exception) -> ConfigError:
+    """A stage's own check as a ConfigError; the stage already names the key ("calendar.timezone: ...").
+
+    Prefixing ``key`` again gave "calendar: calendar.timezone: ...".
+    """
+    named, sep, reason = str(exc).partition(": ")
+    section = key.split(".")[0]
+    if sep and (named == section or named.startswith((f"{section}.", f"{section}["))):
+        return ConfigError(file, named, reason)
+    return ConfigError(file, key, str(exc))
 
 
 def _escalation(file: str, thresholds: list[Any], recipients: tuple[str, ...]) -> EscalationSettings:

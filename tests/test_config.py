@@ -62,11 +62,11 @@ def test_minimal_config_defaults(tmp_path: Path) -> None:
     ("extra", "key", "reason"),
     [
         ('[imap]\nhost="x"\nusername="u"\npassword="p"\n', "imap", "exactly one"),
-        ("[support2]\nx=1\n", "support2", "unknown key"),
+        ("[support2]\nx=1\n", "[support2]", "unknown section"),
         ("batch_size = 0\n", "batch_size", "between 1"),
         ('[calendar]\nopens = "8 o\'clock"\n', "calendar.opens", "time like"),
         ('[calendar]\nworking_days = ["mon", "fun"]\n', "calendar.working_days[1]", "must be one of"),
-        ('[calendar]\ntimezone = "Mars/Olympus"\n', "calendar", "timezone"),
+        ('[calendar]\ntimezone = "Mars/Olympus"\n', "calendar.timezone", "unknown time zone"),
         ("[escalation]\nthresholds = [0.8, 0.5, 1.0]\n", "escalation.thresholds[1]", "must rise"),
         ('[logging]\nformat = "xml"\n', "logging.format", "must be one of"),
         ('[metrics]\nlisten = "9464"\n', "metrics.listen", "host:port"),
@@ -104,3 +104,70 @@ def test_unreadable_or_invalid_files(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(tmp_path, "[smtp\nhost=")
+
+
+def test_misspelt_section_is_named_not_reported_as_a_missing_key(tmp_path: Path) -> None:
+    """``[smtpp]`` used to surface as "smtp.host: is required", sending the operator to the wrong table."""
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, BASE.replace("[smtp]", "[smtpp]"))
+    assert info.value.key == "[smtpp]"
+    assert "unknown section" in info.value.reason and "did you mean [smtp]?" in info.value.reason
+    assert "smtp.host" not in str(info.value)
+
+
+def test_unknown_key_lists_the_allowed_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, BASE.replace('host = "127.0.0.1"', 'hots = "127.0.0.1"\nhost = "127.0.0.1"'))
+    assert info.value.key == "smtp.hots"
+    assert "did you mean 'host'?" in info.value.reason
+    allowed = info.value.reason.split("allowed here: ", 1)[1]
+    for key in ("host", "port", "security", "username", "password_file", "from_address", "cafile"):
+        assert key in allowed
+    with pytest.raises(ConfigError) as top:
+        load(tmp_path, "batch_sise = 10\n" + BASE)
+    assert top.value.key == "batch_sise" and "batch_size" in top.value.reason
+
+
+def test_no_doubled_key_prefix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, BASE + '[calendar]\ntimezone = "Mars/Olympus"\n')
+    message = str(info.value)
+    assert message.count("calendar.timezone") == 1 and "calendar: calendar" not in message, message
+    with pytest.raises(ConfigError) as peak:
+        load(tmp_path, BASE + '[peak]\nwindows = [{name = "x", bogus = 1}]\n')
+    assert peak.value.key == "peak.windows[0].bogus", str(peak.value)
+    assert "peak.windows: peak" not in str(peak.value)
+
+
+def test_credentials_fall_back_to_the_folder_next_to_the_config(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside systemd the README's ``$CREDENTIALS_DIRECTORY/imap-password`` is read from ``credentials/``."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    (tmp_path / "credentials").mkdir()
+    (tmp_path / "credentials" / "imap-password").write_text("from-folder\n")
+    imap = BASE.replace('[maildir]\npath = "Maildir"\n',
+                        '[imap]\nhost = "h"\nusername = "u"\npassword_file = "$CREDENTIALS_DIRECTORY/imap-password"\n')
+    assert load(tmp_path, imap).source.password == "from-folder"  # type: ignore[attr-defined]
+    braces = imap.replace("$CREDENTIALS_DIRECTORY", "${CREDENTIALS_DIRECTORY}")
+    assert load(tmp_path, braces).source.password == "from-folder"  # type: ignore[attr-defined]
+    systemd = tmp_path / "run-credentials"
+    systemd.mkdir()
+    (systemd / "imap-password").write_text("from-systemd")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(systemd))
+    assert load(tmp_path, imap).source.password == "from-systemd"  # type: ignore[attr-defined]
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    (tmp_path / "credentials" / "imap-password").unlink()
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, imap)
+    assert str(tmp_path / "credentials" / "imap-password") in info.value.reason
+
+
+def test_customers_example_names_real_config_keys() -> None:
+    """The customers example points at [packages] keys that maild.toml accepts."""
+    import re
+    import tomllib
+
+    text = (ROOT / "config" / "customers.example.toml").read_text(encoding="utf-8")
+    packages = tomllib.loads((ROOT / "config" / "maild.example.toml").read_text(encoding="utf-8"))["packages"]
+    named = re.findall(r"\[packages\] (\w+)", text)
+    assert named and all(name in packages for name in named), named

@@ -86,6 +86,18 @@ class DaemonSettings:
 
 
 @dataclass(frozen=True)
+class NotificationSettings:
+    """Mail to consultants: which events, the morning digest, how much attachment travels."""
+
+    enabled: bool = True
+    new_ticket: bool = True
+    customer_reply: bool = True
+    digest_at: time | None = time(8)
+    managers_get_new: bool = False
+    attach_max_bytes: int = 25 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     database_url: str
@@ -110,6 +122,7 @@ class Config:
     health: HealthSettings = field(default_factory=HealthSettings)
     batch_size: int = 500
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
 
     @property
     def consultant_emails(self) -> frozenset[str]:
@@ -471,6 +484,20 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     )
     lim.done()
 
+    nt = _Section(file, "notifications", top.get("notifications", dict, {}))
+    digest_text = nt.text("digest_at", "08:00")
+    digest_at = _clock(nt, "digest_at", time(8)) if digest_text else None
+    notifications = NotificationSettings(
+        enabled=nt.flag("enabled", True),
+        new_ticket=nt.flag("new_ticket", True),
+        customer_reply=nt.flag("customer_reply", True),
+        digest_at=digest_at,
+        managers_get_new=nt.flag("managers_get_new", False),
+        attach_max_bytes=nt.integer("attach_max_mb", limits.max_attachment_bytes // (1024 * 1024), 0, 2048)
+        * 1024 * 1024,
+    )
+    nt.done()
+
     sec = _Section(file, "security", top.get("security", dict, {}))
     authserv = sec.text("trusted_authserv_id", "") or None
     sec.done()
@@ -514,7 +541,7 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         limits=limits, trusted_authserv_id=authserv, log_level=log_level,
         log_format=log_format,  # type: ignore[arg-type]
         metrics_listen=listen, health=health, batch_size=batch_size,
-        templates_dir=templates_dir, daemon=daemon,
+        templates_dir=templates_dir, daemon=daemon, notifications=notifications,
     )
 
 

@@ -235,7 +235,7 @@ class _Section:
 # reported as the correct table's first missing required key.
 TOP_SECTIONS: tuple[str, ...] = (
     "storage", "database", "imap", "maildir", "smtp", "support", "consultants", "calendar", "escalation",
-    "peak", "packages", "limits", "security", "logging", "metrics", "health", "daemon",
+    "peak", "packages", "limits", "security", "logging", "metrics", "health", "daemon", "notifications",
 )
 TOP_KEYS: tuple[str, ...] = ("customers_file", "templates_dir", "batch_size")
 

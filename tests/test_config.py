@@ -171,3 +171,18 @@ def test_customers_example_names_real_config_keys() -> None:
     packages = tomllib.loads((ROOT / "config" / "maild.example.toml").read_text(encoding="utf-8"))["packages"]
     named = re.findall(r"\[packages\] (\w+)", text)
     assert named and all(name in packages for name in named), named
+
+
+def test_notification_keys_and_their_defaults(tmp_path: Path) -> None:
+    from maild.config import Config
+
+    cfg = load(tmp_path, BASE + "[limits]\nmax_attachment_mb = 7\n")
+    assert isinstance(cfg, Config)
+    n = cfg.notifications
+    assert (n.enabled, n.new_ticket, n.customer_reply, n.managers_get_new) == (True, True, True, False)
+    assert n.digest_at == time(8) and n.attach_max_bytes == 7 * 1024 * 1024
+    cfg = load(tmp_path, BASE + '[notifications]\ndigest_at = ""\nattach_max_mb = 2\nmanagers_get_new = true\n')
+    assert isinstance(cfg, Config)
+    assert cfg.notifications.digest_at is None and cfg.notifications.attach_max_bytes == 2 * 1024 * 1024
+    with pytest.raises(ConfigError, match="notifications.digest_at"):
+        load(tmp_path, BASE + '[notifications]\ndigest_at = "8am"\n')

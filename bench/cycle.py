@@ -42,8 +42,8 @@ def main() -> int:
         profiler = cProfile.Profile()
         profiler.enable()
     from maild.config import load_config
-    from maild.daemon import Daemon
-    from maild.logs import setup_logging
+    from maild.ops.daemon import Daemon
+    from maild.ops.logs import setup_logging
 
     import gc
 

@@ -36,14 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import insert, select  # noqa: E402
 
-from maild.blobs import BlobStore  # noqa: E402
+from maild.storage.blobs import BlobStore  # noqa: E402
 from maild.config import load_config  # noqa: E402
-from maild.customers import load_customers  # noqa: E402
-from maild.db import open_database  # noqa: E402
-from maild.logs import TextFormatter  # noqa: E402
-from maild.models import MessageRow, Ticket  # noqa: E402
-from maild.pipeline import Context, Ingestor  # noqa: E402
-from maild.sweeper import Sweeper  # noqa: E402
+from maild.rules.customers import load_customers  # noqa: E402
+from maild.storage.db import open_database  # noqa: E402
+from maild.ops.logs import TextFormatter  # noqa: E402
+from maild.storage.models import MessageRow, Ticket  # noqa: E402
+from maild.intake.pipeline import Context, Ingestor  # noqa: E402
+from maild.desk.sweeper import Sweeper  # noqa: E402
 from tests.helpers import maildir_source, write_config  # noqa: E402
 
 UTC = timezone.utc

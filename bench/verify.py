@@ -57,9 +57,9 @@ def _as_appended(raw: bytes) -> bytes:
 def verify(config: Path, mail_dir: Path) -> dict[str, Any]:
     from sqlalchemy.orm import Session
 
-    from maild.blobs import BlobMissing, BlobStore
+    from maild.storage.blobs import BlobMissing, BlobStore
     from maild.config import load_config
-    from maild.store import read_blob
+    from maild.storage.store import read_blob
 
     cfg = load_config(config)
     engine = create_engine(cfg.database_url)

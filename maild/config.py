@@ -18,14 +18,14 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
-from .calendar import CalendarSettings
-from .customers import PackageSettings
-from .errors import ConfigError
-from .mailbox import ImapSettings, MaildirSettings
-from .message import ParseLimits
-from .peak import PeakWindow, default_peak_windows, windows_from_config
-from .sla import EscalationLevel, EscalationSettings
-from .smtp import SmtpSettings
+from maild.rules.calendar import CalendarSettings
+from maild.rules.customers import PackageSettings
+from maild.errors import ConfigError
+from maild.intake.mailbox import ImapSettings, MaildirSettings
+from maild.intake.message import ParseLimits
+from maild.rules.peak import PeakWindow, default_peak_windows, windows_from_config
+from maild.rules.sla import EscalationLevel, EscalationSettings
+from maild.outbound.smtp import SmtpSettings
 
 DEFAULT_URGENT_WORDS: tuple[str, ...] = (
     "pilne", "pilny", "pilna", "pilnie", "awaria", "nie działa", "nie dziala", "krytyczn",
@@ -570,7 +570,7 @@ def _minutes(section: _Section, name: str, default: Decimal) -> int:
 
 
 def _check_calendar(file: str, settings: CalendarSettings) -> None:
-    from .calendar import BusinessCalendar, CalendarError
+    from maild.rules.calendar import BusinessCalendar, CalendarError
 
     try:
         BusinessCalendar(settings)

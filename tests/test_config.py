@@ -9,7 +9,7 @@ import pytest
 
 from maild.config import load_config
 from maild.errors import ConfigError
-from maild.mailbox import ImapSettings, MaildirSettings
+from maild.intake.mailbox import ImapSettings, MaildirSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 

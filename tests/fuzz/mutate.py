@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from maild.message import ParseLimits, UnparsableMessage, parse_message
-from maild.screen import ScreenSettings, screen, sender_authenticated
-from maild.thread import ThreadSettings, TicketFacts, decide_thread
+from maild.intake.message import ParseLimits, UnparsableMessage, parse_message
+from maild.intake.screen import ScreenSettings, screen, sender_authenticated
+from maild.intake.thread import ThreadSettings, TicketFacts, decide_thread
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "corpus" / "mail"
 EML = Path(__file__).resolve().parent.parent / "data" / "eml"

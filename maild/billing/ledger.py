@@ -1,0 +1,304 @@
+"""Hour ledger arithmetic: balances, carry-over and billing from immutable entries (pure).
+
+Entries are never edited; a correction is a new entry with the opposite sign
+(``reverses`` set). Every figure here is recomputed from the entries, so a
+statement can always be reproduced and audited minute by minute. Time is whole
+minutes, money whole grosze; nothing is ever a float.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from maild.rules.customers import Contract
+
+DEFAULT_LOW_BALANCE_MINUTES = 60
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """Minutes booked against a contract; signed, so a reversal is just another entry."""
+
+    id: int
+    contract_id: str
+    ticket_id: int | None
+    minutes: int
+    booked_at: datetime  # aware, UTC
+    by: str
+    scope: str | None
+    reverses: int | None = None
+
+
+@dataclass(frozen=True)
+class SlaMonth:
+    """One calendar month of an sla contract, in minutes.
+
+    Per month, exactly: ``carry_in + allowance - used + overage == carry_out + expired``,
+    with ``overage >= 0``; ``used`` is the net of the month's entries and may be
+    negative after a correction, which credits the balance.
+    """
+
+    month: str  # YYYY-MM in the business time zone
+    allowance: int
+    carry_in: int
+    used: int
+    carry_out: int
+    overage: int
+    expired: int
+
+
+@dataclass(frozen=True)
+class PackageBalance:
+    contract_id: str
+    size: int
+    used: int
+    left: int  # unused minutes; still reported for an expired package, which can no longer draw
+    valid_until: date
+    expired: bool
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Part of a booking: from one package, or overage when ``contract_id`` is None."""
+
+    contract_id: str | None
+    minutes: int
+    overage: bool
+
+
+class LedgerError(ValueError):
+    """A ledger computation was asked something that has no meaningful answer."""
+
+
+def month_key(moment: datetime, tz: ZoneInfo) -> str:
+    """The business-time-zone month an instant belongs to, e.g. '2026-01'.
+
+    Allowances are per local calendar month: a minute booked at 00:30 on
+    1 April in Warsaw is April's although UTC still says 31 March.
+    """
+    if moment.tzinfo is None:
+        raise LedgerError(f"naive datetime {moment.isoformat()}: ledger times must be aware (UTC)")
+    local = moment.astimezone(tz)
+    return f"{local.year:04d}-{local.month:02d}"
+
+
+def _month_index(key: str) -> int:
+    try:
+        year_text, month_text = key.split("-")
+        year, month = int(year_text), int(month_text)
+    except ValueError:
+        raise LedgerError(f"month {key!r} is not YYYY-MM") from None
+    if not 1 <= month <= 12:
+        raise LedgerError(f"month {key!r} is not YYYY-MM")
+    return year * 12 + month - 1
+
+
+def _month_text(index: int) -> str:
+    year, month0 = divmod(index, 12)
+    return f"{year:04d}-{month0 + 1:02d}"
+
+
+def _effective_month(entries: Sequence[LedgerEntry], tz: ZoneInfo) -> dict[int, int]:
+    """Entry id -> month index it counts in.
+
+    A reversal counts in the month of the entry it reverses: it says the booking
+    was a mistake, so that month (and every month after it) must read as if the
+    booking had never been made. A reversal whose original is not among the
+    entries counts where it was booked.
+    """
+    booked = {entry.id: _month_index(month_key(entry.booked_at, tz)) for entry in entries}
+    effective = dict(booked)
+    for entry in entries:
+        if entry.reverses is not None and entry.reverses in booked:
+            effective[entry.id] = booked[entry.reverses]
+    return effective
+
+
+def sla_months(
+    contract: Contract, entries: Sequence[LedgerEntry], until_month: str, tz: ZoneInfo
+) -> list[SlaMonth]:
+    """Month-by-month balance of an sla contract from its start month to ``until_month``.
+
+    Unused minutes are kept as one lot per month of origin and used oldest
+    first, so ``rollover_months = N`` can expire exactly the minutes that are
+    more than N months old (with N = 0 nothing carries over). The first month
+    gets the full allowance, whatever day the contract starts. Entries booked
+    before the start month count in the start month, so none is dropped. After
+    the contract's end month the allowance is 0, whatever was still carried
+    expires at the end of the end month, and later bookings are overage.
+    """
+    own = [entry for entry in entries if entry.contract_id == contract.id]
+    first = contract.start.year * 12 + contract.start.month - 1
+    last = _month_index(until_month)
+    end = None if contract.end is None else contract.end.year * 12 + contract.end.month - 1
+    effective = _effective_month(own, tz)
+    used_by_month: dict[int, int] = {}
+    for entry in own:
+        month = max(effective[entry.id], first)
+        used_by_month[month] = used_by_month.get(month, 0) + entry.minutes
+
+    lots: deque[list[int]] = deque()  # [origin month index, minutes], oldest first
+    months: list[SlaMonth] = []
+    allowance_each = contract.monthly_minutes or 0
+    for month in range(first, last + 1):
+        carry_in = sum(lot[1] for lot in lots)
+        running = end is None or month <= end
+        allowance = allowance_each if running else 0
+        if allowance:
+            lots.append([month, allowance])
+        used = used_by_month.get(month, 0)
+        overage = _consume(lots, used) if used >= 0 else 0
+        if used < 0:
+            lots.append([month, -used])
+        expired = 0
+        if end is not None and month >= end:
+            expire_through: int | None = month
+        elif contract.rollover_months is not None:
+            expire_through = month - contract.rollover_months
+        else:
+            expire_through = None
+        while lots and expire_through is not None and lots[0][0] <= expire_through:
+            expired += lots.popleft()[1]
+        months.append(
+            SlaMonth(
+                month=_month_text(month),
+                allowance=allowance,
+                carry_in=carry_in,
+                used=used,
+                carry_out=sum(lot[1] for lot in lots),
+                overage=overage,
+                expired=expired,
+            )
+        )
+    return months
+
+
+def _consume(lots: deque[list[int]], minutes: int) -> int:
+    """Take ``minutes`` from the oldest lots first; return what no lot covered."""
+    while minutes and lots:
+        take = min(minutes, lots[0][1])
+        lots[0][1] -= take
+        minutes -= take
+        if lots[0][1] == 0:
+            lots.popleft()
+    return minutes
+
+
+def _package_day(contract: Contract) -> date:
+    if contract.valid_until is not None:
+        return contract.valid_until if contract.end is None else min(contract.valid_until, contract.end)
+    return contract.end or date.max
+
+
+def _used_by_package(
+    packages: Sequence[Contract], entries: Iterable[LedgerEntry], at: datetime
+) -> dict[str, int]:
+    used = {package.id: 0 for package in packages}
+    for entry in entries:
+        if entry.contract_id in used and entry.booked_at <= at:
+            used[entry.contract_id] += entry.minutes
+    return used
+
+
+def _local_day(at: datetime, tz: ZoneInfo) -> date:
+    if at.tzinfo is None:
+        raise LedgerError(f"naive datetime {at.isoformat()}: ledger times must be aware (UTC)")
+    return at.astimezone(tz).date()
+
+
+def prepaid_balances(
+    packages: Sequence[Contract], entries: Sequence[LedgerEntry], at: datetime, tz: ZoneInfo
+) -> list[PackageBalance]:
+    """Each package's balance as of ``at`` (entries booked later are not counted)."""
+    day = _local_day(at, tz)
+    used = _used_by_package(packages, entries, at)
+    balances = []
+    for package in packages:
+        size = package.package_minutes or 0
+        last_day = _package_day(package)
+        balances.append(
+            PackageBalance(
+                contract_id=package.id,
+                size=size,
+                used=used[package.id],
+                left=max(size - used[package.id], 0),
+                valid_until=last_day,
+                expired=day > last_day,
+            )
+        )
+    return balances
+
+
+def allocate_prepaid(
+    packages: Sequence[Contract],
+    entries: Sequence[LedgerEntry],
+    minutes: int,
+    at: datetime,
+    tz: ZoneInfo,
+) -> list[Allocation]:
+    """Split new minutes across packages: expiring first, then overage.
+
+    Drawing from the package that expires first loses the customer the fewest
+    paid hours. A booking that crosses zero is split, so the package is used to
+    the last minute and only the rest is billed at the hourly rate.
+    """
+    if minutes < 0:
+        raise LedgerError(f"cannot allocate {minutes} minutes; book a reversal to take time back")
+    day = _local_day(at, tz)
+    balances = {b.contract_id: b for b in prepaid_balances(packages, entries, at, tz)}
+    usable = sorted(
+        (p for p in packages if p.start <= day and not balances[p.id].expired and balances[p.id].left > 0),
+        key=lambda p: (_package_day(p), p.start, p.id),
+    )
+    allocations: list[Allocation] = []
+    rest = minutes
+    for package in usable:
+        if rest == 0:
+            break
+        take = min(rest, balances[package.id].left)
+        allocations.append(Allocation(contract_id=package.id, minutes=take, overage=False))
+        rest -= take
+    if rest:
+        allocations.append(Allocation(contract_id=None, minutes=rest, overage=True))
+    return allocations
+
+
+def occasional_billable(minutes: int, unit_minutes: int = 15) -> int:
+    """Minutes billed for occasional work: rounded up to a started unit.
+
+    Apply it to the total of one ticket in one calendar month, not to each
+    entry: three five-minute notes on the same ticket are one started quarter
+    hour, not three. A month boundary starts a new unit because each month is
+    invoiced on its own.
+    """
+    if unit_minutes <= 0:
+        raise LedgerError(f"billing unit must be positive, got {unit_minutes}")
+    if minutes < 0:
+        raise LedgerError(f"cannot bill {minutes} minutes")
+    return -(-minutes // unit_minutes) * unit_minutes
+
+
+def amount_cents(minutes: int, hourly_rate_cents: int) -> int:
+    """Price of ``minutes`` at an hourly rate, exact, rounded half up to the grosz.
+
+    Negative minutes (a credit) round symmetrically, so a credit note always
+    cancels the invoice line it corrects.
+    """
+    if minutes < 0:
+        return -amount_cents(-minutes, hourly_rate_cents)
+    return (minutes * hourly_rate_cents + 30) // 60
+
+
+def crossed_low_balance(
+    before_left: int, after_left: int, threshold_minutes: int = DEFAULT_LOW_BALANCE_MINUTES
+) -> bool:
+    """True for the one booking that takes the balance from above the threshold to at or below it.
+
+    Asking per booking rather than "is the balance low" is what makes the
+    warning go out once instead of after every later booking.
+    """
+    return before_left > threshold_minutes >= after_left
+

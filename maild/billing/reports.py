@@ -1,0 +1,661 @@
+"""Monthly reports and balances from the ledger: what a customer is billed, what was promised.
+
+The arithmetic is ``ledger`` (pure); this module gathers the rows a report
+needs, groups them by customer, contract and ticket, and returns frozen values
+the CLI prints and the statement template renders. The ``build_*`` functions are
+pure over plain data, so the figures can be tested without a database; the
+``load_*`` functions read the session.
+
+Statements are append-only: an entry counts in the month it was booked, and a
+reversal booked in February corrects February, not January. An issued
+statement therefore never changes when it is produced again later, which is
+what an invoice needs; ``ledger.sla_months`` is given the entries without their
+``reverses`` link for that reason.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from maild.rules.calendar import local_month_bounds
+from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
+from maild.billing.ledger import (
+    LedgerEntry,
+    amount_cents,
+    month_key,
+    occasional_billable,
+    prepaid_balances,
+    sla_months,
+)
+from maild.storage.models import ContractRow, CustomerRow, LedgerRow, Ticket
+
+UTC = timezone.utc
+UNSPECIFIED_SCOPE = "unspecified"
+_INSTANT = timedelta(microseconds=1)
+
+
+class ReportError(ValueError):
+    """A report was asked for something it cannot compute (e.g. a month that is not YYYY-MM)."""
+
+
+# ------------------------------------------------------------------ inputs
+
+
+@dataclass(frozen=True)
+class LedgerLine:
+    """One ledger row as the reports see it (``LedgerRow`` without the ORM)."""
+
+    id: int
+    contract_id: str | None
+    customer_id: str | None
+    ticket_id: int | None
+    minutes: int
+    overage: bool
+    booked_at: datetime  # aware UTC
+    scope: str | None
+    reverses: int | None = None
+
+
+@dataclass(frozen=True)
+class TicketInfo:
+    id: int
+    ref: str
+    subject: str
+    customer_id: str | None
+    contract_id: str | None
+    contract_kind: str
+    created_at: datetime
+    reaction_due: datetime | None
+    first_response_at: datetime | None
+    target_due: datetime | None = None
+
+
+# ------------------------------------------------------------------ outputs
+
+
+@dataclass(frozen=True)
+class TicketHours:
+    ticket_id: int | None
+    ref: str | None
+    subject: str
+    minutes_by_scope: tuple[tuple[str, int], ...]
+    total_minutes: int
+    overage_minutes: int  # prepaid time beyond the packages, booked as overage rows
+    billable_minutes: int  # occasional: rounded up per started unit; otherwise 0
+
+
+@dataclass(frozen=True)
+class ContractHours:
+    """One contract in one month.
+
+    ``carry_in``/``carry_out``/``allowance``/``expired`` are set for ``sla`` only,
+    ``balance_start``/``balance_end``/``valid_until`` for ``prepaid``; ``None``
+    where a figure does not apply, so a 0 always means zero.
+    """
+
+    contract_id: str | None
+    kind: str
+    minutes_by_scope: tuple[tuple[str, int], ...]
+    total_minutes: int
+    allowance_minutes: int | None
+    carry_in_minutes: int | None
+    carry_out_minutes: int | None
+    expired_minutes: int | None
+    balance_start_minutes: int | None
+    balance_end_minutes: int | None
+    valid_until: date | None
+    overage_minutes: int
+    billable_minutes: int  # minutes charged at the hourly rate: overage, or occasional per started unit
+    hourly_rate_cents: int | None
+    amount_cents: int | None  # None when minutes are billable but no rate is known
+    tickets: tuple[TicketHours, ...]
+
+
+@dataclass(frozen=True)
+class CustomerHours:
+    customer_id: str | None
+    name: str
+    language: str
+    billing_address: str | None
+    contracts: tuple[ContractHours, ...]
+
+    @property
+    def total_minutes(self) -> int:
+        return sum(c.total_minutes for c in self.contracts)
+
+    @property
+    def amount_cents(self) -> int:
+        return sum(c.amount_cents or 0 for c in self.contracts)
+
+
+@dataclass(frozen=True)
+class HoursReport:
+    month: str
+    timezone: str
+    customers: tuple[CustomerHours, ...]
+
+    def customer(self, customer_id: str | None) -> CustomerHours | None:
+        return next((c for c in self.customers if c.customer_id == customer_id), None)
+
+    def contract(self, contract_id: str | None) -> ContractHours | None:
+        for customer in self.customers:
+            for contract in customer.contracts:
+                if contract.contract_id == contract_id:
+                    return contract
+        return None
+
+
+@dataclass(frozen=True)
+class ContractBalance:
+    """A contract's standing now, for ``contracts list``."""
+
+    customer_id: str
+    customer_name: str
+    contract_id: str
+    kind: str
+    start: date
+    end: date | None
+    valid_until: date | None
+    used_minutes_month: int
+    balance_minutes: int | None  # None for occasional: it has no balance
+    carry_over_minutes: int
+    overage_minutes: int
+    expired: bool
+    removed: bool
+
+
+@dataclass(frozen=True)
+class SlaContractReport:
+    customer_id: str | None
+    customer_name: str
+    contract_id: str | None
+    tickets: int
+    met: int
+    missed: int
+    open: int
+    median_reaction_minutes: int | None
+    worst_reaction_minutes: int | None
+    missed_refs: tuple[str, ...]
+    kind: str = "sla"  # "prepaid": met/missed against the package's target_hours, a goal, not a promise
+
+
+@dataclass(frozen=True)
+class SlaReport:
+    month: str
+    timezone: str
+    contracts: tuple[SlaContractReport, ...]
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def month_bounds(month: str, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    try:
+        return local_month_bounds(month, tz)
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
+
+
+def format_money(cents: int) -> str:
+    """Grosze as Polish invoices write them: ``12345`` -> ``"123,45"``."""
+    sign = "-" if cents < 0 else ""
+    whole, part = divmod(abs(cents), 100)
+    return f"{sign}{whole},{part:02d}"
+
+
+def _entries(lines: Iterable[LedgerLine]) -> list[LedgerEntry]:
+    return [
+        LedgerEntry(id=line.id, contract_id=line.contract_id or "", ticket_id=line.ticket_id,
+                    minutes=line.minutes, booked_at=line.booked_at, by="", scope=line.scope)
+        for line in lines
+    ]
+
+
+def _scopes(lines: Iterable[LedgerLine]) -> tuple[tuple[str, int], ...]:
+    totals: dict[str, int] = defaultdict(int)
+    for line in lines:
+        totals[line.scope or UNSPECIFIED_SCOPE] += line.minutes
+    return tuple(sorted(totals.items()))
+
+
+def _unit(contract: Contract | None, default_unit: int) -> int:
+    """The billing unit: a contract's own when it sets one, else the configured default.
+
+    ``Contract.unit_minutes`` carries the loader's default when the file is
+    silent, so only a different value is taken as the contract's own.
+    """
+    if contract is not None and contract.unit_minutes != DEFAULT_UNIT_MINUTES:
+        return contract.unit_minutes
+    return default_unit
+
+
+def _package_last_day(contract: Contract) -> date | None:
+    if contract.kind != "prepaid":
+        return contract.end
+    days = [d for d in (contract.valid_until, contract.end) if d is not None]
+    return min(days) if days else None
+
+
+def _active_in(contract: Contract, first: date, last: date) -> bool:
+    ends = _package_last_day(contract)
+    return contract.start <= last and (ends is None or ends >= first)
+
+
+# ------------------------------------------------------------------ hours report (pure)
+
+
+def build_hours_report(
+    month: str,
+    tz: ZoneInfo,
+    customers: Sequence[Customer],
+    lines: Sequence[LedgerLine],
+    tickets: Mapping[int, TicketInfo],
+    occasional_unit_minutes: int = DEFAULT_UNIT_MINUTES,
+) -> HoursReport:
+    """The monthly statement of every customer, from the ledger lines booked up to the month's end.
+
+    ``lines`` may include earlier months (sla carry-over needs them); only
+    lines booked inside the month are listed. Lines whose contract is not among
+    ``customers`` (unknown senders, contracts gone from the file and the
+    database) are still reported under their customer id, so no minute booked
+    in the month is left out of the statement totals.
+    """
+    start, end = month_bounds(month, tz)
+    first = start.astimezone(tz).date()
+    last = (end - _INSTANT).astimezone(tz).date()
+    until = [line for line in lines if line.booked_at < end]
+    in_month = [line for line in until if line.booked_at >= start]
+    by_contract: dict[str | None, list[LedgerLine]] = defaultdict(list)
+    for line in in_month:
+        by_contract[line.contract_id].append(line)
+
+    known: set[str] = set()
+    result: list[CustomerHours] = []
+    for customer in customers:
+        contracts: list[ContractHours] = []
+        for contract in customer.contracts:
+            known.add(contract.id)
+            own = by_contract.get(contract.id, [])
+            if not own and not (contract.kind != "occasional" and _active_in(contract, first, last)):
+                continue
+            contracts.append(_contract_hours(contract, customer, own, until, tickets, month, tz,
+                                             start, end, occasional_unit_minutes))
+        if contracts:
+            result.append(CustomerHours(customer.id, customer.name, customer.language,
+                                        customer.billing_address, tuple(contracts)))
+
+    orphans: dict[str | None, list[LedgerLine]] = defaultdict(list)
+    for contract_id, own in by_contract.items():
+        if contract_id is None or contract_id not in known:
+            for line in own:
+                orphans[line.customer_id].append(line)
+    names = {c.id: c for c in customers}
+    for customer_id, own in sorted(orphans.items(), key=lambda kv: kv[0] or ""):
+        groups: dict[str | None, list[LedgerLine]] = defaultdict(list)
+        for line in own:
+            groups[line.contract_id].append(line)
+        contracts = [
+            _unknown_contract_hours(contract_id, group, tickets, occasional_unit_minutes)
+            for contract_id, group in sorted(groups.items(), key=lambda kv: kv[0] or "")
+        ]
+        known_customer = names.get(customer_id or "")
+        existing = next((i for i, c in enumerate(result) if c.customer_id == customer_id), None)
+        if existing is not None:
+            merged = result[existing]
+            result[existing] = replace(merged, contracts=merged.contracts + tuple(contracts))
+        else:
+            result.append(CustomerHours(
+                customer_id,
+                known_customer.name if known_customer else (customer_id or "(unknown sender)"),
+                known_customer.language if known_customer else "pl",
+                known_customer.billing_address if known_customer else None,
+                tuple(contracts),
+            ))
+    return HoursReport(month=month, timezone=tz.key, customers=tuple(result))
+
+
+def _ticket_hours(
+    lines: Sequence[LedgerLine], tickets: Mapping[int, TicketInfo], unit: int | None
+) -> tuple[TicketHours, ...]:
+    """Per-ticket totals; ``unit`` set means occasional billing per started unit per ticket."""
+    by_ticket: dict[int | None, list[LedgerLine]] = defaultdict(list)
+    for line in lines:
+        by_ticket[line.ticket_id].append(line)
+    out = []
+    for ticket_id in sorted(by_ticket, key=lambda t: -1 if t is None else t):
+        own = by_ticket[ticket_id]
+        total = sum(line.minutes for line in own)
+        info = tickets.get(ticket_id) if ticket_id is not None else None
+        out.append(TicketHours(
+            ticket_id=ticket_id,
+            ref=info.ref if info else None,
+            subject=info.subject if info else "",
+            minutes_by_scope=_scopes(own),
+            total_minutes=total,
+            overage_minutes=sum(line.minutes for line in own if line.overage),
+            billable_minutes=occasional_billable(max(total, 0), unit) if unit is not None else 0,
+        ))
+    return tuple(out)
+
+
+def _contract_hours(
+    contract: Contract,
+    customer: Customer,
+    own: Sequence[LedgerLine],
+    until: Sequence[LedgerLine],
+    tickets: Mapping[int, TicketInfo],
+    month: str,
+    tz: ZoneInfo,
+    start: datetime,
+    end: datetime,
+    default_unit: int,
+) -> ContractHours:
+    total = sum(line.minutes for line in own)
+    rate = contract.hourly_rate_cents
+    allowance = carry_in = carry_out = expired = balance_start = balance_end = None
+    valid_until = _package_last_day(contract)
+    overage = billable = 0
+    unit: int | None = None
+    if contract.kind == "sla":
+        history = _entries(line for line in until if line.contract_id == contract.id)
+        months = sla_months(contract, history, month, tz)
+        now = months[-1] if months and months[-1].month == month else None
+        if now is not None:
+            allowance, carry_in, carry_out = now.allowance, now.carry_in, now.carry_out
+            expired, overage = now.expired, now.overage
+        else:
+            allowance = carry_in = carry_out = expired = 0
+        billable = overage
+    elif contract.kind == "prepaid":
+        packages = [c for c in customer.contracts if c.kind == "prepaid"]
+        draws = _entries(line for line in until if not line.overage)
+        before = {b.contract_id: b for b in prepaid_balances(packages, draws, start - _INSTANT, tz)}
+        after = {b.contract_id: b for b in prepaid_balances(packages, draws, end - _INSTANT, tz)}
+        balance_start = 0 if before[contract.id].expired else before[contract.id].left
+        balance_end = 0 if after[contract.id].expired else after[contract.id].left
+        overage = billable = sum(line.minutes for line in own if line.overage)
+    else:
+        unit = _unit(contract, default_unit)
+    ticket_rows = _ticket_hours(own, tickets, unit)
+    if unit is not None:
+        billable = sum(t.billable_minutes for t in ticket_rows)
+    return ContractHours(
+        contract_id=contract.id,
+        kind=contract.kind,
+        minutes_by_scope=_scopes(own),
+        total_minutes=total,
+        allowance_minutes=allowance,
+        carry_in_minutes=carry_in,
+        carry_out_minutes=carry_out,
+        expired_minutes=expired,
+        balance_start_minutes=balance_start,
+        balance_end_minutes=balance_end,
+        valid_until=valid_until,
+        overage_minutes=overage,
+        billable_minutes=billable,
+        hourly_rate_cents=rate,
+        amount_cents=(amount_cents(billable, rate) if rate is not None else (0 if billable == 0 else None)),
+        tickets=ticket_rows,
+    )
+
+
+def _unknown_contract_hours(
+    contract_id: str | None, own: Sequence[LedgerLine], tickets: Mapping[int, TicketInfo], unit: int
+) -> ContractHours:
+    """Time with no contract to price it: billed per started unit like occasional work, no amount."""
+    ticket_rows = _ticket_hours(own, tickets, unit)
+    billable = sum(t.billable_minutes for t in ticket_rows)
+    return ContractHours(
+        contract_id=contract_id, kind="occasional", minutes_by_scope=_scopes(own),
+        total_minutes=sum(line.minutes for line in own), allowance_minutes=None, carry_in_minutes=None,
+        carry_out_minutes=None, expired_minutes=None, balance_start_minutes=None, balance_end_minutes=None,
+        valid_until=None, overage_minutes=0, billable_minutes=billable, hourly_rate_cents=None,
+        amount_cents=0 if billable == 0 else None, tickets=ticket_rows,
+    )
+
+
+# ------------------------------------------------------------------ balances (pure)
+
+
+def build_balances(
+    customers: Sequence[Customer], lines: Sequence[LedgerLine], now: datetime, tz: ZoneInfo,
+    removed: frozenset[str] = frozenset(),
+) -> list[ContractBalance]:
+    """Every contract's standing at ``now``: used this (local) month, balance, carry-over, overage."""
+    month = month_key(now, tz)
+    start, end = month_bounds(month, tz)
+    upto = [line for line in lines if line.booked_at <= now]
+    this_month = [line for line in upto if line.booked_at >= start]
+    today = now.astimezone(tz).date()
+    out: list[ContractBalance] = []
+    for customer in customers:
+        packages = [c for c in customer.contracts if c.kind == "prepaid"]
+        draws = _entries(line for line in upto if not line.overage)
+        package_state = {b.contract_id: b for b in prepaid_balances(packages, draws, now, tz)}
+        for contract in customer.contracts:
+            own_month = [line for line in this_month if line.contract_id == contract.id]
+            used = sum(line.minutes for line in own_month)
+            balance: int | None = None
+            carry = overage = 0
+            expired = contract.end is not None and today > contract.end
+            if contract.kind == "sla":
+                history = _entries(line for line in upto if line.contract_id == contract.id)
+                months = sla_months(contract, history, month, tz)
+                current = months[-1] if months and months[-1].month == month else None
+                if current is not None:
+                    used, carry, overage = current.used, current.carry_in, current.overage
+                    balance = current.carry_in + current.allowance - current.used
+                else:
+                    balance = 0
+            elif contract.kind == "prepaid":
+                state = package_state[contract.id]
+                expired = state.expired
+                balance = 0 if state.expired else state.left
+                overage = sum(line.minutes for line in own_month if line.overage)
+            out.append(ContractBalance(
+                customer_id=customer.id, customer_name=customer.name, contract_id=contract.id,
+                kind=contract.kind, start=contract.start, end=contract.end,
+                valid_until=_package_last_day(contract), used_minutes_month=used, balance_minutes=balance,
+                carry_over_minutes=carry, overage_minutes=overage, expired=expired,
+                removed=contract.id in removed,
+            ))
+    return out
+
+
+# ------------------------------------------------------------------ SLA report (pure)
+
+
+def _median(values: Sequence[int]) -> int | None:
+    """Median in whole minutes; between two middle values, the lower whole minute."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) // 2
+
+
+def build_sla_report(
+    month: str, tz: ZoneInfo, tickets: Sequence[TicketInfo], customer_names: Mapping[str, str], now: datetime
+) -> SlaReport:
+    """Reactions met and missed for the sla tickets created in ``month`` (local calendar).
+
+    Prepaid tickets with a ``target_due`` (the package's ``target_hours``) are
+    reported on rows of kind "prepaid": the goal is measured the same way, but
+    it is never escalated and never a breach.
+
+    A ticket with no first response counts as missed once its deadline passed
+    by ``now`` and as open before that, so a report for the running month does
+    not call a ticket missed that can still be answered in time.
+    """
+    start, end = month_bounds(month, tz)
+    groups: dict[tuple[str, str | None, str | None], list[TicketInfo]] = defaultdict(list)
+    for ticket in tickets:
+        if not start <= ticket.created_at < end:
+            continue
+        if ticket.contract_kind == "sla":
+            groups[("sla", ticket.customer_id, ticket.contract_id)].append(ticket)
+        elif ticket.contract_kind == "prepaid" and ticket.target_due is not None:
+            groups[("prepaid", ticket.customer_id, ticket.contract_id)].append(ticket)
+    out = []
+    for (kind, customer_id, contract_id), own in sorted(
+        groups.items(), key=lambda kv: (kv[0][1] or "", kv[0][2] or "", kv[0][0])
+    ):
+        met = missed = still_open = 0
+        reactions: list[int] = []
+        missed_refs: list[str] = []
+        for ticket in sorted(own, key=lambda t: t.id):
+            due = ticket.reaction_due if kind == "sla" else ticket.target_due
+            if ticket.first_response_at is not None:
+                reactions.append(int((ticket.first_response_at - ticket.created_at).total_seconds()) // 60)
+                if due is None or ticket.first_response_at <= due:
+                    met += 1
+                else:
+                    missed += 1
+                    missed_refs.append(ticket.ref)
+            elif due is not None and due <= now:
+                missed += 1
+                missed_refs.append(ticket.ref)
+            else:
+                still_open += 1
+        out.append(SlaContractReport(
+            customer_id=customer_id,
+            customer_name=customer_names.get(customer_id or "", customer_id or "(unknown)"),
+            contract_id=contract_id, tickets=len(own), met=met, missed=missed, open=still_open,
+            median_reaction_minutes=_median(reactions),
+            worst_reaction_minutes=max(reactions) if reactions else None,
+            missed_refs=tuple(missed_refs), kind=kind,
+        ))
+    return SlaReport(month=month, timezone=tz.key, contracts=tuple(out))
+
+
+# ------------------------------------------------------------------ loading from the database
+
+
+def _line(row: LedgerRow) -> LedgerLine:
+    return LedgerLine(id=row.id, contract_id=row.contract_id, customer_id=row.customer_id,
+                      ticket_id=row.ticket_id, minutes=row.minutes, overage=row.overage,
+                      booked_at=row.booked_at, scope=row.scope, reverses=row.reverses)
+
+
+def load_lines(session: Session, until: datetime | None = None) -> list[LedgerLine]:
+    query = select(LedgerRow).order_by(LedgerRow.id)
+    if until is not None:
+        query = query.where(LedgerRow.booked_at < until)
+    return [_line(row) for row in session.scalars(query)]
+
+
+def load_tickets(session: Session, prefix: str, ids: Iterable[int] | None = None,
+                 created_from: datetime | None = None, created_to: datetime | None = None) -> dict[int, TicketInfo]:
+    query = select(Ticket)
+    if ids is not None:
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        query = query.where(Ticket.id.in_(wanted))
+    if created_from is not None:
+        query = query.where(Ticket.created_at >= created_from)
+    if created_to is not None:
+        query = query.where(Ticket.created_at < created_to)
+    return {
+        t.id: TicketInfo(id=t.id, ref=f"{prefix}-{t.id}", subject=t.subject, customer_id=t.customer_id,
+                         contract_id=t.contract_id, contract_kind=t.contract_kind, created_at=t.created_at,
+                         reaction_due=t.reaction_due, first_response_at=t.first_response_at,
+                         target_due=t.target_due)
+        for t in session.scalars(query)
+    }
+
+
+def _date(value: Any) -> date | None:
+    return date.fromisoformat(value) if isinstance(value, str) else None
+
+
+def contract_from_row(row: ContractRow, tz: ZoneInfo | None = None) -> Contract:
+    """A contract that left the customers file, rebuilt from the terms last imported.
+
+    Its history stays billable: a statement for a month it ran in must still
+    show it after it was removed from the file. Removing it ended it on the
+    (local) day of the removal: later time on its tickets is still booked
+    against it, as overage, and an sla allowance stops accruing.
+    """
+    terms = row.terms or {}
+    end = row.end
+    if row.removed_at is not None:
+        removed_on = row.removed_at.astimezone(tz or UTC).date()
+        end = removed_on if end is None else min(end, removed_on)
+    return Contract(
+        id=row.id, kind=row.kind,  # type: ignore[arg-type]
+        start=row.start, end=end,
+        hourly_rate_cents=terms.get("hourly_rate_cents"),
+        reaction_hours=terms.get("reaction_hours"),
+        reaction_clock=terms.get("reaction_clock", "calendar"),
+        monthly_minutes=terms.get("monthly_minutes"),
+        rollover_months=terms.get("rollover_months"),
+        package_minutes=terms.get("package_minutes"),
+        valid_until=_date(terms.get("valid_until")),
+        target_hours=terms.get("target_hours"),
+        unit_minutes=terms.get("unit_minutes", DEFAULT_UNIT_MINUTES),
+    )
+
+
+def merge_known_customers(
+    session: Session, customers: Sequence[Customer], tz: ZoneInfo | None = None
+) -> tuple[tuple[Customer, ...], frozenset[str]]:
+    """The customers file plus what the database still remembers; and the ids of removed contracts."""
+    in_file = {contract.id for customer in customers for contract in customer.contracts}
+    extra: dict[str, list[Contract]] = defaultdict(list)
+    for row in session.scalars(select(ContractRow).order_by(ContractRow.id)):
+        if row.id not in in_file:
+            extra[row.customer_id].append(contract_from_row(row, tz))
+    merged = [
+        replace(customer, contracts=customer.contracts + tuple(extra.pop(customer.id, [])))
+        if customer.id in extra else customer
+        for customer in customers
+    ]
+    for customer_id, contracts in sorted(extra.items()):
+        owner = session.get(CustomerRow, customer_id)
+        merged.append(Customer(
+            id=customer_id, name=owner.name if owner else customer_id,
+            language=owner.language if owner else "pl",
+            billing_address=owner.billing_address if owner else None, contracts=tuple(contracts),
+        ))
+    removed = frozenset(
+        contract.id for customer in merged for contract in customer.contracts if contract.id not in in_file
+    )
+    return tuple(merged), removed
+
+
+def hours_report(
+    session: Session, customers: Sequence[Customer], month: str, tz: ZoneInfo, prefix: str,
+    occasional_unit_minutes: int = DEFAULT_UNIT_MINUTES,
+) -> HoursReport:
+    _, end = month_bounds(month, tz)
+    known, _removed = merge_known_customers(session, customers, tz)
+    lines = load_lines(session, until=end)
+    tickets = load_tickets(session, prefix, ids=[line.ticket_id for line in lines if line.ticket_id is not None])
+    return build_hours_report(month, tz, known, lines, tickets, occasional_unit_minutes)
+
+
+def contract_balances(
+    session: Session, customers: Sequence[Customer], now: datetime, tz: ZoneInfo
+) -> list[ContractBalance]:
+    known, removed = merge_known_customers(session, customers, tz)
+    return build_balances(known, load_lines(session, until=now + _INSTANT), now, tz, removed)
+
+
+def sla_report(session: Session, customers: Sequence[Customer], month: str, tz: ZoneInfo, prefix: str,
+               now: datetime) -> SlaReport:
+    start, end = month_bounds(month, tz)
+    names = {c.id: c.name for c in customers}
+    for row in session.scalars(select(CustomerRow)):
+        names.setdefault(row.id, row.name)
+    tickets = load_tickets(session, prefix, created_from=start, created_to=end)
+    return build_sla_report(month, tz, list(tickets.values()), names, now)

@@ -1,0 +1,386 @@
+"""The command line: ``maild --config PATH <command>``.
+
+Exit codes: 0 done, 1 a check or an operation failed, 2 bad usage or config.
+Human output is tables; ``--json`` output is the stable shape documented in the
+README, times in ISO-8601 UTC.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from maild.storage import store
+from maild.config import Config, load_config
+from maild.storage.db import DatabaseError, open_database
+from maild.errors import ConfigError, MaildError
+from maild.ops.logs import setup_logging
+from maild.storage.models import AttachmentRow, Event, LedgerRow, MessageRow, QuarantineRow, Ticket
+from maild.cli.output import iso, print_json, print_table
+from maild.rules.prioritise import TIER_NAMES
+
+log = logging.getLogger("maild.cli")
+UTC = timezone.utc
+DEFAULT_CONFIG = "/etc/maild/maild.toml"
+
+
+class UsageError(MaildError):
+    """Bad command-line input; exit 2 with the message."""
+
+
+# ------------------------------------------------------------------ tickets
+
+def ticket_json(cfg: Config, t: Ticket, rank: int | None, messages: int) -> dict[str, Any]:
+    return {
+        "ref": store.ticket_ref(cfg.support.ticket_prefix, t.id),
+        "subject": t.subject,
+        "status": t.status,
+        "customer": t.customer_id,
+        "contract_id": t.contract_id,
+        "contract_kind": t.contract_kind,
+        "verified": t.verified,
+        "tier": TIER_NAMES[t.tier],
+        "priority": t.priority,
+        "rank": rank,
+        "peak": t.peak,
+        "requester": t.requester,
+        "assigned_to": t.assigned_to,
+        "created_at": iso(t.created_at),
+        "updated_at": iso(t.updated_at),
+        "reaction_due": iso(t.reaction_due),
+        "first_response_at": iso(t.first_response_at),
+        "resolved_at": iso(t.resolved_at),
+        "escalation_level": t.escalation_level,
+        "breached": t.breached_at is not None,
+        "linked_to": store.ticket_ref(cfg.support.ticket_prefix, t.linked_to) if t.linked_to else None,
+        "messages": messages,
+        "reasons": list(t.reasons or []),
+    }
+
+
+def cmd_tickets_list(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    with sessions() as session:
+        tickets = store.list_tickets(session, args.status)
+        ranks = store.queue_ranks(session)
+        counts = store.message_counts(session, [t.id for t in tickets])
+        data = [ticket_json(cfg, t, ranks.get(t.id), counts.get(t.id, 0)) for t in tickets]
+    if args.json:
+        print_json(data)
+        return 0
+    print_table(
+        ["rank", "ref", "status", "tier", "prio", "customer", "due (UTC)", "msgs", "subject"],
+        [[d["rank"] or "-", d["ref"], d["status"], d["tier"], d["priority"], d["customer"] or d["requester"],
+          (d["reaction_due"] or "-")[:16], d["messages"], d["subject"][:50]] for d in data],
+    )
+    return 0
+
+
+def cmd_tickets_show(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    with sessions() as session:
+        ticket = store.find_ticket_by_ref(session, args.ref, cfg.support.ticket_prefix)
+        if ticket is None:
+            print(f"maild: no ticket {args.ref}", file=sys.stderr)
+            return 1
+        rows = list(session.scalars(select(MessageRow).where(MessageRow.ticket_id == ticket.id).order_by(MessageRow.id)))
+        atts = list(session.scalars(select(AttachmentRow).where(AttachmentRow.message_row_id.in_([r.id for r in rows]))))
+        events = list(session.scalars(select(Event).where(Event.ticket_id == ticket.id).order_by(Event.id)))
+        ledger = list(session.scalars(select(LedgerRow).where(LedgerRow.ticket_id == ticket.id).order_by(LedgerRow.id)))
+        ranks = store.queue_ranks(session)
+        data = ticket_json(cfg, ticket, ranks.get(ticket.id), len(rows))
+    by_message: dict[int, list[dict[str, Any]]] = {}
+    for a in atts:
+        by_message.setdefault(a.message_row_id, []).append(
+            {"filename": a.filename, "content_type": a.content_type, "size": a.size, "sha256": a.sha256})
+    data["messages"] = [
+        {
+            "message_id": r.message_id, "direction": r.direction, "role": r.role, "kind": r.kind,
+            "from": r.from_addr, "from_name": r.from_name, "to": list(r.to_addrs), "cc": list(r.cc_addrs),
+            "date": iso(r.date), "subject": r.subject, "internal": r.internal, "text": r.text_new,
+            "notes": list(r.notes or []), "attachments": by_message.get(r.id, []),
+        }
+        for r in rows
+    ]
+    data["time_logged_minutes"] = sum(e.minutes for e in ledger)
+    data["time_entries"] = [
+        {"id": e.id, "minutes": e.minutes, "by": e.by, "scope": e.scope, "booked_at": iso(e.booked_at),
+         "contract_id": e.contract_id, "overage": e.overage, "reverses": e.reverses, "note": e.note}
+        for e in ledger
+    ]
+    data["delivery_failures"] = [
+        {"at": iso(e.at), **e.detail} for e in events if e.kind == "delivery_failed"
+    ]
+    data["events"] = [{"at": iso(e.at), "kind": e.kind, "actor": e.actor, **e.detail} for e in events]
+    if args.json:
+        print_json(data)
+        return 0
+    print(f"{data['ref']}  {data['subject']}")
+    print(f"status {data['status']}, {data['tier']} {data['priority']}, customer {data['customer'] or '-'}"
+          f" ({data['contract_kind']}{'' if data['verified'] else ', unverified'}), requester {data['requester']}")
+    print(f"created {data['created_at']}, reaction due {data['reaction_due'] or '-'}, "
+          f"first response {data['first_response_at'] or '-'}, time logged {data['time_logged_minutes']} min")
+    for failure in data["delivery_failures"]:
+        kind = "PERMANENT" if failure.get("permanent") else "temporary"
+        print(f"! delivery failure ({kind}) to {', '.join(failure.get('recipients', []))}: {failure.get('status', '')}")
+    print()
+    for m in data["messages"]:
+        arrow = "<-" if m["direction"] == "in" else "->"
+        flag = " [internal]" if m["internal"] else ""
+        print(f"{m['date']} {arrow} {m['role']} {m['from']}{flag} ({m['kind']})")
+        for line in (m["text"] or "").strip().splitlines()[:4]:
+            print(f"    {line[:100]}")
+    return 0
+
+
+# ------------------------------------------------------------------ quarantine
+
+def cmd_quarantine_list(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    with sessions() as session:
+        rows = list(session.scalars(select(QuarantineRow).order_by(QuarantineRow.id)))
+    data: list[dict[str, Any]] = [{"id": r.id, "created_at": iso(r.created_at), "status": r.status, "from": r.from_addr,
+             "subject": r.subject, "reason": r.reason, "attempts": r.attempts, "source_key": r.source_key,
+             "raw_sha256": r.raw_sha256} for r in rows]
+    if args.json:
+        print_json(data)
+    else:
+        print_table(["id", "when", "status", "from", "reason"],
+                    [[d["id"], d["created_at"], d["status"], d["from"], d["reason"][:70]] for d in data])
+    return 0
+
+
+def cmd_quarantine_retry(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    """Process a quarantined mail again, from its stored raw bytes, after a fix.
+
+    It gets one attempt: failing again quarantines it anew with the new reason.
+    """
+    from maild.storage.blobs import BlobStore
+    from maild.rules.customers import load_customers
+    from maild.intake.mailbox import FetchedMail
+    from maild.storage.models import Failure, Intake
+    from maild.intake.pipeline import MAX_ATTEMPTS, Context, Ingestor
+
+    blobs = BlobStore(cfg.storage_path)
+    now = datetime.now(UTC)
+    with sessions() as session, session.begin():
+        row = session.get(QuarantineRow, args.id)
+        if row is None:
+            print(f"maild: no quarantine record {args.id}", file=sys.stderr)
+            return 1
+        if row.status != "held":
+            print(f"maild: quarantine record {args.id} was already retried", file=sys.stderr)
+            return 1
+        raw = blobs.get(row.raw_sha256)
+        key, arrived = row.key, row.arrived_at or row.created_at
+        for intake in session.scalars(select(Intake).where(Intake.dedupe_key == key, Intake.disposition == "quarantine")):
+            session.delete(intake)
+        failure = session.scalar(select(Failure).where(Failure.key == key))
+        if failure is not None:
+            failure.attempts = MAX_ATTEMPTS - 1
+        row.status, row.retried_at = "retried", now
+    ingestor = Ingestor(Context.build(cfg, load_customers(cfg.customers_file, cfg.packages)), sessions, blobs)
+    mail = FetchedMail(source_key=f"quarantine:{args.id}", raw=raw, arrived_at=arrived, size=len(raw))
+    result = ingestor.ingest_batch([mail])
+    outcome = ", ".join(f"{k} {v}" for k, v in result.counts.items())
+    print(f"quarantine {args.id}: {outcome}")
+    return 1 if result.quarantined else 0
+
+
+# ------------------------------------------------------------------ storage
+
+def cmd_storage_verify(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from maild.storage.blobs import BlobStore
+
+    with sessions() as session:
+        audit = store.audit_blobs(session, BlobStore(cfg.storage_path))
+    if args.json:
+        print_json({"checked": audit.checked, "problems": audit.problems})
+    else:
+        for problem in audit.problems:
+            print(problem)
+        print(f"storage {cfg.storage_path}: {audit.checked} blobs read back (raw mail, attachments, quarantined "
+              f"mail); {len(audit.problems) or 'none'} missing or damaged")
+    return 1 if audit.problems else 0
+
+
+# ------------------------------------------------------------------ status
+
+def cmd_status(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from maild.ops.health import read_health
+
+    now = datetime.now(UTC)
+    with sessions() as session:
+        health = read_health(session, now)
+    prefix = cfg.support.ticket_prefix
+    age = health.oldest_unsent_age
+    data: dict[str, Any] = {
+        "now": iso(now),
+        "last_fetch_at": iso(health.last_fetch_at),
+        "mail_waiting": health.mail_waiting,
+        "outbox_depth": health.outbox_depth,
+        "oldest_unsent_at": iso(health.oldest_unsent),
+        "oldest_unsent_age_seconds": None if age is None else int(age.total_seconds()),
+        "quarantined": health.quarantined,
+        "open_tickets": health.open_tickets,
+        "nearest_due": [{"ref": store.ticket_ref(prefix, tid), "reaction_due": iso(due),
+                         "seconds_left": int((due - now).total_seconds())} for tid, due in health.nearest_due],
+    }
+    if args.json:
+        print_json(data)
+        return 0
+    print(f"last fetch:     {data['last_fetch_at'] or 'never'}")
+    if health.mail_waiting is not None:
+        print(f"mail waiting:   {health.mail_waiting} left on the server by the last cycle")
+    print(f"outbox:         {health.outbox_depth} unsent" + (f", oldest {data['oldest_unsent_age_seconds']} s" if age else ""))
+    print(f"quarantined:    {health.quarantined}")
+    print(f"open tickets:   {health.open_tickets}")
+    for item in data["nearest_due"]:
+        left = item["seconds_left"]
+        state = f"{left // 60} min left" if left >= 0 else f"OVERDUE by {-left // 60} min"
+        print(f"nearest due:    {item['ref']} at {item['reaction_due']} ({state})")
+    return 0
+
+
+# ------------------------------------------------------------------ wiring
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="maild", description="Support mailbox -> prioritised, SLA-clocked ticket queue.")
+    p.add_argument("--config", help=f"config file (default: $MAILD_CONFIG or {DEFAULT_CONFIG})")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--once", action="store_true", help="one cycle (ingest, sweep, send), then exit")
+    sub.add_parser("check", help="validate the config and reach every server it names")
+    status = sub.add_parser("status", help="health: fetch, outbox, quarantine, nearest breach")
+    status.add_argument("--json", action="store_true")
+
+    tickets = sub.add_parser("tickets", help="the ticket queue").add_subparsers(dest="sub", required=True)
+    tl = tickets.add_parser("list", help="tickets in queue order")
+    tl.add_argument("--status", choices=["new", "open", "waiting", "resolved", "closed", "all"])
+    tl.add_argument("--json", action="store_true")
+    ts = tickets.add_parser("show", help="one ticket with its thread")
+    ts.add_argument("ref")
+    ts.add_argument("--json", action="store_true")
+
+    contracts = sub.add_parser("contracts", help="contracts and balances").add_subparsers(dest="sub", required=True)
+    cl = contracts.add_parser("list", help="contracts with hours used and balances")
+    cl.add_argument("--json", action="store_true")
+    contracts.add_parser("sync", help="import the customers file into the database")
+
+    report = sub.add_parser("report", help="monthly reports").add_subparsers(dest="sub", required=True)
+    for name, helptext in (("hours", "hours per customer, contract and ticket"), ("sla", "reactions met and missed")):
+        r = report.add_parser(name, help=helptext)
+        r.add_argument("--month", required=True, help="YYYY-MM")
+        fmt = r.add_mutually_exclusive_group()
+        fmt.add_argument("--json", action="store_true")
+        fmt.add_argument("--csv", action="store_true")
+        if name == "hours":
+            r.add_argument("--send", action="store_true", help="mail each customer's statement (once per month)")
+
+    tm = sub.add_parser("time", help="the hour ledger").add_subparsers(dest="sub", required=True)
+    ta = tm.add_parser("add", help="log work done outside mail")
+    ta.add_argument("ref")
+    ta.add_argument("duration", help="e.g. 1h30m, 90m, 1.5h")
+    ta.add_argument("--by", required=True, help="consultant e-mail")
+    ta.add_argument("--scope", choices=["consultation", "installation", "training", "incident", "development"])
+    ta.add_argument("--note", default="")
+    tr = tm.add_parser("reverse", help="reverse a ledger entry")
+    tr.add_argument("entry", type=int)
+    tr.add_argument("--reason", required=True)
+    tr.add_argument("--by", default="maild-cli")
+
+    q = sub.add_parser("quarantine", help="mail that could not be processed").add_subparsers(dest="sub", required=True)
+    ql = q.add_parser("list")
+    ql.add_argument("--json", action="store_true")
+    qr = q.add_parser("retry", help="process a quarantined mail again")
+    qr.add_argument("id", type=int)
+
+    storage = sub.add_parser("storage", help="the stored mail").add_subparsers(dest="sub", required=True)
+    sv = storage.add_parser("verify", help="read back every stored mail and attachment; exit 1 if any is "
+                                           "missing or damaged")
+    sv.add_argument("--json", action="store_true")
+
+    db = sub.add_parser("db", help="database").add_subparsers(dest="sub", required=True)
+    db.add_parser("upgrade", help="apply pending migrations")
+
+    demo = sub.add_parser("demo", help="a self-contained first look (SQLite, Maildir, in-process SMTP)")
+    demo.add_argument("--dir", help="work directory (default: a new temporary one)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from maild.cli.demo import run_demo
+
+        setup_logging("warning")
+        return run_demo(Path(args.dir) if args.dir else None)
+    path = args.config or os.environ.get("MAILD_CONFIG") or DEFAULT_CONFIG
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        print(f"maild: config error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.log_level, cfg.log_format)
+    try:
+        return dispatch(cfg, args)
+    except ConfigError as exc:
+        print(f"maild: config error: {exc}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"maild: {exc}", file=sys.stderr)
+        return 2
+    except DatabaseError as exc:
+        print(f"maild: {exc}", file=sys.stderr)
+        return 1
+    except MaildError as exc:
+        print(f"maild: {exc}", file=sys.stderr)
+        return 1
+
+
+def dispatch(cfg: Config, args: argparse.Namespace) -> int:
+    command, sub = args.command, getattr(args, "sub", None)
+    if command == "check":
+        from maild.ops.check import run_checks
+
+        return run_checks(cfg)
+    if command == "run":
+        from maild.ops.daemon import Daemon
+
+        daemon = Daemon(cfg)
+        if args.once:
+            report = daemon.run_once()
+            print(report.summary())
+            return 0
+        return daemon.run()
+    if command == "db":
+        from maild.storage.db import make_engine, safe_url, upgrade
+
+        upgrade(make_engine(cfg.database_url))
+        print(f"database {safe_url(cfg.database_url)} is at the latest schema")
+        return 0
+    sessions = open_database(cfg.database_url)
+    handlers = {
+        ("tickets", "list"): cmd_tickets_list,
+        ("tickets", "show"): cmd_tickets_show,
+        ("quarantine", "list"): cmd_quarantine_list,
+        ("quarantine", "retry"): cmd_quarantine_retry,
+        ("storage", "verify"): cmd_storage_verify,
+        ("status", None): cmd_status,
+    }
+    handler = handlers.get((command, sub))
+    if handler is not None:
+        return handler(cfg, sessions, args)
+    from maild.cli import admin as commands_cli
+
+    return commands_cli.dispatch(cfg, sessions, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

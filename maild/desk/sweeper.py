@@ -1,0 +1,125 @@
+"""The timer side of the daemon: SLA escalations and closing quiet resolved tickets.
+
+It reads only tickets whose indexed ``next_escalation_at`` has come, so its cost
+grows with the tickets that are due, not with the open queue. The due tickets'
+first lines are read in one query and the new rows are flushed once at the end
+(no autoflush per ticket), so a sweep is a handful of statements, not a few per
+ticket.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from maild.storage import store
+from maild.billing.hours import find_contract
+from maild.storage.models import Escalation, MessageRow, Ticket
+from maild.intake.pipeline import Ingestor
+from maild.outbound.render import first_lines
+from maild.rules.sla import plan_escalation, time_left_text
+
+log = logging.getLogger("maild.sla")
+
+
+@dataclass
+class SweepResult:
+    examined: int = 0
+    escalations: int = 0
+    breaches: int = 0
+    closed: int = 0
+
+
+class Sweeper:
+    def __init__(self, ingestor: Ingestor) -> None:
+        self.ingestor = ingestor
+
+    def sweep(self, now: datetime, limit: int = 1000) -> SweepResult:
+        result = SweepResult()
+        with self.ingestor.sessions() as session, session.begin():
+            due = store.tickets_due_for_sweep(session, now, limit)
+            if due:
+                excerpts = _first_texts(session, [t.id for t in due])
+                with session.no_autoflush:
+                    for ticket in due:
+                        result.examined += 1
+                        self._escalate(session, ticket, now, result, excerpts.get(ticket.id, ""))
+            cutoff = now - timedelta(days=self.ingestor.ctx.config.support.close_after_days)
+            for ticket in store.resolved_older_than(session, cutoff):
+                ticket.status, ticket.closed_at, ticket.updated_at = "closed", now, now
+                store.add_event(session, ticket.id, "status", now, status="closed", reason="quiet after resolution")
+                result.closed += 1
+        return result
+
+    def _escalate(self, session: Session, ticket: Ticket, now: datetime, result: SweepResult,
+                  first_message: str) -> None:
+        ctx = self.ingestor.ctx
+        cfg = ctx.config
+        if ticket.reaction_due is None or ticket.first_response_at is not None or ticket.status in ("resolved", "closed"):
+            ticket.next_escalation_at = None
+            return
+        contract = find_contract(self.ingestor, session, ticket.contract_id)
+        clock = contract.reaction_clock if contract is not None else "calendar"
+        decision = plan_escalation(
+            created_at=ticket.created_at, due=ticket.reaction_due, clock=clock, cal=ctx.calendar,
+            settings=cfg.escalation, levels_sent=ticket.escalation_level, first_response_at=None, now=now,
+        )
+        ticket.next_escalation_at = decision.next_escalation_at
+        if decision.send_level is None:
+            return
+        level = cfg.escalation.levels[decision.send_level]
+        if level.recipients == "consultants":
+            people = [c for c in cfg.consultants if c.email == ticket.assigned_to] or [
+                c for c in cfg.consultants if c.role == "consultant"] or list(cfg.consultants)
+        else:
+            people = list(cfg.managers) or list(cfg.consultants)
+        breach = level.recipients == "managers+breach"
+        ref = ctx.ref(ticket.id)
+        customer = ctx.customer(ticket.customer_id)
+        for language in sorted({p.language for p in people}):
+            recipients = [p.email for p in people if p.language == language]
+            self.ingestor.queue_mail(
+                session, ticket=None, kind="escalation", template="escalation", language=language,
+                recipients=recipients, now=now, dedupe_key=f"esc:{ticket.id}:{decision.send_level}:{language}",
+                # Levels go out in order and escalation_level records the last one
+                # sent, so this key is new; the unique index still guards it.
+                automatic=True, fresh=True,
+                context={
+                    "ref": ref, "subject": ticket.subject, "level": decision.send_level + 1,
+                    "levels": len(cfg.escalation.levels), "percent": level.permille // 10,
+                    "skipped": [s + 1 for s in decision.skipped_levels], "breach": breach or decision.breach,
+                    "customer": customer.name if customer else (ticket.requester or "?"),
+                    "contract_id": ticket.contract_id or "", "requester": ticket.requester,
+                    "due_local": ticket.reaction_due.astimezone(ctx.calendar.tz).strftime("%Y-%m-%d %H:%M"),
+                    "time_left": time_left_text(ticket.reaction_due, now, language),
+                    "excerpt": first_lines(first_message), "assigned_to": ticket.assigned_to or "",
+                },
+            )
+        session.add(Escalation(ticket_id=ticket.id, level=decision.send_level, sent_at=now,
+                               skipped=list(decision.skipped_levels), breach=breach))
+        ticket.escalation_level = decision.send_level + 1
+        if breach and ticket.breached_at is None:
+            ticket.breached_at = ticket.reaction_due
+            result.breaches += 1
+        store.add_event(session, ticket.id, "escalation", now, level=decision.send_level + 1,
+                        skipped=[s + 1 for s in decision.skipped_levels], recipients=[p.email for p in people])
+        result.escalations += 1
+        log.warning("%s escalation level %d to %s%s", ref, decision.send_level + 1,
+                    ", ".join(p.email for p in people),
+                    f" (levels {', '.join(str(s + 1) for s in decision.skipped_levels)} passed while down)"
+                    if decision.skipped_levels else "")
+
+
+def _first_texts(session: Session, ticket_ids: Sequence[int]) -> Mapping[int, str]:
+    """The text of each ticket's first message, for the escalation excerpt, in one query."""
+    first_ids = (
+        select(func.min(MessageRow.id)).where(MessageRow.ticket_id.in_(ticket_ids))
+        .group_by(MessageRow.ticket_id).scalar_subquery()
+    )
+    rows = session.execute(select(MessageRow.ticket_id, MessageRow.text_new).where(MessageRow.id.in_(first_ids)))
+    return {ticket_id: text or "" for ticket_id, text in rows if ticket_id is not None}

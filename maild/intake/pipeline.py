@@ -1,0 +1,1004 @@
+"""The ingest pipeline: raw mail in, tickets and outbox rows out, in one transaction per batch.
+
+The stages (``parse -> screen -> thread -> resolve -> prioritise/SLA``) are pure
+modules; this one orders them, persists their decisions through ``store`` and is
+the one place where per-message outcomes are caught. A message that fails is
+rolled back alone (a savepoint), counted, retried on the next cycle and
+quarantined after ``MAX_ATTEMPTS``; the rest of the batch commits. Trouble that
+is not the message's fault (disk full, database gone) aborts the batch, leaving
+every message on the server for the next try.
+"""
+from __future__ import annotations
+
+import copyreg
+import ctypes
+import ctypes.util
+import logging
+import multiprocessing
+import traceback
+import types
+import weakref
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from maild.storage import store
+from maild.storage.blobs import BlobMissing, BlobStore, StorageError
+from maild.rules.calendar import BusinessCalendar
+from maild.desk.commands import (
+    AssignCommand,
+    CommandError,
+    InternalCommand,
+    ParsedCommands,
+    PriorityCommand,
+    StatusCommand,
+    TimeCommand,
+    VerifyCommand,
+    parse_commands,
+)
+from maild.config import Config
+from maild.rules.contracts import CustomerIndex, Resolution, resolve
+from maild.rules.customers import Contract, Customer
+from maild.billing.hours import book_time, prepaid_left_minutes
+from maild.intake.mailbox import FetchedMail
+from maild.intake.message import InboundMessage, ParseLimits, UnparsableMessage, parse_message
+from maild.storage.models import Failure, MessageRow, OutboxRow, QuarantineRow, Ticket
+from maild.rules.prioritise import TIER_BY_KIND, UNVERIFIED_TIER, prioritise
+from maild.intake.quoting import split_reply
+from maild.billing.reports import format_money
+from maild.intake.screen import Screening, ScreenSettings, screen, sender_authenticated
+from maild.rules.sla import plan_escalation, reaction_due, target_due
+from maild.intake.thread import ThreadDecision, ThreadSettings, clean_subject, decide_thread
+
+log = logging.getLogger("maild.pipeline")
+MAX_ATTEMPTS = 3
+UTC = timezone.utc
+
+
+class Outcome(Exception):
+    """Raised by a stage to end a message's journey; caught in ``_process_one`` only."""
+
+    disposition = "discard"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Discard(Outcome):
+    disposition = "discard"
+
+
+class Quarantine(Outcome):
+    disposition = "quarantine"
+
+
+class Duplicate(Outcome):
+    disposition = "duplicate"
+
+
+class _Isolate(Exception):
+    """A message failed on the fast path: run the batch again, one savepoint per message."""
+
+
+class _ParserCrash(UnparsableMessage):
+    """The parser itself failed (MemoryError, a bug it let through): counted and
+    retried like any processing failure, quarantined after ``MAX_ATTEMPTS``."""
+
+    def __init__(self, original: Exception | str) -> None:
+        self.original = original if isinstance(original, Exception) else RuntimeError(original)
+        super().__init__(f"parser crashed: {type(self.original).__name__}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Crosses from the parse worker as text: the exception object itself may not pickle.
+        return (type(self), (f"{type(self.original).__name__}: {self.original}",))
+
+
+def parse_one(raw: bytes, limits: ParseLimits) -> InboundMessage | UnparsableMessage:
+    """Parse, turning every failure into a value: one message's bytes are never the batch's problem."""
+    try:
+        msg = parse_message(raw, limits)
+    except UnparsableMessage as exc:
+        return exc
+    except Exception as exc:  # this message's fault, not the batch's: see _ParserCrash
+        return _ParserCrash(exc)
+    try:
+        return replace(msg, reply_split=split_reply(msg.text))
+    except Exception:  # left to the routing stage, where a failure is counted against the message
+        return msg
+
+
+def parse_all(raws: list[bytes], limits: ParseLimits) -> list[InboundMessage | UnparsableMessage]:
+    return [parse_one(raw, limits) for raw in raws]
+
+
+# InboundMessage.headers is a read-only view; it crosses to and from the parse
+# worker as a plain dict.
+def _read_only(items: dict[str, str]) -> types.MappingProxyType[str, str]:
+    return types.MappingProxyType(items)
+
+
+copyreg.pickle(types.MappingProxyType, lambda m: (_read_only, (dict(m),)))
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+        return trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def return_free_memory() -> None:
+    """Give freed heap back to the system (glibc keeps it otherwise): run after each
+    batch in the daemon and in the parse worker, so neither idles at the size of its
+    biggest batch while the other holds a 25 MB message."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+class _Deferred(Future[list[InboundMessage | UnparsableMessage]]):
+    """A batch to parse in place, later."""
+
+    def __init__(self, raws: list[bytes]) -> None:
+        super().__init__()
+        self._raws: list[bytes] | None = raws
+
+    def take(self) -> list[bytes]:
+        raws, self._raws = self._raws or [], None
+        return raws
+
+
+class ParseAhead:
+    """Parses the next batch on the other core while this one is being stored.
+
+    Parsing is the largest single cost of ingest and needs nothing but the bytes,
+    so a backlog overlaps it with routing and the database. Small batches (the
+    everyday one or two new mails) are parsed in place: a process hop would only
+    add latency. A worker that dies is replaced, and its batch parsed in place.
+    """
+
+    MIN_BATCH = 50
+    MAX_MESSAGE = 4 * 1024 * 1024
+
+    def __init__(self, limits: ParseLimits) -> None:
+        self.limits = limits
+        self._pool: ProcessPoolExecutor | None = None
+        # batches with a big message submitted and not parsed yet; one dropped unparsed
+        # (the slice ended, the daemon stops) leaves the set with its last reference
+        self._big_pending: weakref.WeakSet[_Deferred] = weakref.WeakSet()
+
+    def submit(self, mails: Sequence[FetchedMail]) -> Future[list[InboundMessage | UnparsableMessage]]:
+        raws = [m.raw for m in mails]
+        if max(map(len, raws), default=0) >= self.MAX_MESSAGE:
+            # A big message is parsed in place (sending its parts back from the worker
+            # would hold two more copies of them), and alone: the worker is stopped,
+            # once it has finished the batch in hand, so that its memory is given
+            # back, and is started again after the big message was parsed.
+            self.close(wait=True)
+            deferred = _Deferred(raws)
+            self._big_pending.add(deferred)
+            return deferred
+        if len(raws) >= self.MIN_BATCH and not self._big_pending:
+            try:
+                if self._pool is None:
+                    self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+                return self._pool.submit(parse_all, raws, self.limits)
+            except (OSError, RuntimeError) as exc:
+                log.warning("parse worker unavailable (%s); parsing in place", exc)
+                self.close()
+        # Parsed when its result is asked for: after the batch before it was stored
+        # and let go, so a big message is never parsed while that batch is held.
+        return _Deferred(raws)
+
+    def result(self, future: Future[list[InboundMessage | UnparsableMessage]],
+               mails: Sequence[FetchedMail]) -> list[InboundMessage | UnparsableMessage]:
+        if isinstance(future, _Deferred):
+            self._big_pending.discard(future)
+            return parse_all(future.take(), self.limits)
+        try:
+            parsed = future.result()
+        except Exception as exc:  # a dead worker (BrokenProcessPool) or pickling trouble: parse here
+            log.warning("parse worker failed (%s: %s); parsing this batch in place", type(exc).__name__, exc)
+            self.close()
+            return parse_all([m.raw for m in mails], self.limits)
+        if self._pool is not None:
+            try:  # the worker trims what this batch left behind before it idles
+                self._pool.submit(return_free_memory)
+            except RuntimeError:  # shut down meanwhile
+                pass
+        return parsed
+
+    def close(self, wait: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=not wait)
+            self._pool = None
+
+
+@dataclass
+class _Batch:
+    """What one batch knows beyond the database: lookups done once for the whole
+    batch, and the rows it created that are not flushed yet."""
+
+    session: Session
+    isolated: bool
+    known: set[str]
+    numbers: store.RowIds
+    rows: store.BatchRows
+    lookup: store.StoreThreadLookup
+    auto_counts: dict[str, int]
+    seen: set[str] = field(default_factory=set)
+    first_copies: dict[str, InboundMessage] = field(default_factory=dict)
+    recorded: set[str] = field(default_factory=set)
+    prepaid_left: dict[tuple[str, ...], dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass
+class BatchResult:
+    done: list[FetchedMail] = field(default_factory=list)
+    quarantined: list[FetchedMail] = field(default_factory=list)
+    retry: list[FetchedMail] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, disposition: str) -> None:
+        self.counts[disposition] = self.counts.get(disposition, 0) + 1
+
+
+@dataclass
+class Context:
+    """What the stages need, built once per config/customers load."""
+
+    config: Config
+    calendar: BusinessCalendar
+    customers: tuple[Customer, ...]
+    index: CustomerIndex
+    screen: ScreenSettings
+    thread: ThreadSettings
+
+    @classmethod
+    def build(cls, config: Config, customers: Sequence[Customer]) -> Context:
+        support = config.support
+        return cls(
+            config=config,
+            calendar=BusinessCalendar(config.calendar),
+            customers=tuple(customers),
+            index=CustomerIndex(customers),
+            screen=ScreenSettings(
+                own_addresses=frozenset({support.address, config.from_address}),
+                instance_id=support.instance_id,
+                max_age_for_autoreply=support.autoreply_max_age,
+            ),
+            thread=ThreadSettings(
+                ticket_prefix=support.ticket_prefix,
+                support_addresses=frozenset({support.address, config.from_address}),
+                reopen_window=timedelta(days=support.reopen_days),
+            ),
+        )
+
+    @property
+    def domain(self) -> str:
+        return self.config.support.address.rsplit("@", 1)[1]
+
+    def ref(self, ticket_id: int) -> str:
+        return store.ticket_ref(self.config.support.ticket_prefix, ticket_id)
+
+    @cached_property
+    def _contracts(self) -> dict[str, Contract]:
+        return {contract.id: contract for customer in self.customers for contract in customer.contracts}
+
+    @cached_property
+    def _customers(self) -> dict[str, Customer]:
+        return {customer.id: customer for customer in self.customers}
+
+    def contract(self, contract_id: str | None) -> Contract | None:
+        return None if contract_id is None else self._contracts.get(contract_id)
+
+    def customer(self, customer_id: str | None) -> Customer | None:
+        return None if customer_id is None else self._customers.get(customer_id)
+
+
+class Ingestor:
+    def __init__(
+        self,
+        ctx: Context,
+        sessions: sessionmaker[Session],
+        blobs: BlobStore,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.ctx = ctx
+        self.sessions = sessions
+        self.blobs = blobs
+        self.clock = clock
+        self._batch: _Batch | None = None
+
+    @property
+    def _active(self) -> _Batch:
+        assert self._batch is not None, "only inside ingest_batch"
+        return self._batch
+
+    def ingest_batch(self, mails: Sequence[FetchedMail],
+                     parsed: Sequence[InboundMessage | UnparsableMessage] | None = None) -> BatchResult:
+        """Store a batch in one transaction; return what to move where on the source.
+
+        The fast path writes the whole batch in one flush at the end. If any
+        message fails, the transaction is rolled back and the batch runs again
+        with a savepoint per message, so the failure is pinned on that message
+        alone and the others commit.
+
+        Raises StorageError or a database error when the batch could not be
+        committed; then nothing of it was stored and nothing may be moved.
+        """
+        if parsed is None:
+            parsed = parse_all([mail.raw for mail in mails], self.ctx.config.limits)
+        try:
+            return self._run_batch(mails, parsed, isolated=False)
+        except _Isolate:
+            log.info("batch of %d: a message failed; processing them one by one", len(mails))
+            return self._run_batch(mails, parsed, isolated=True)
+
+    def _run_batch(self, mails: Sequence[FetchedMail], parsed: Sequence[InboundMessage | UnparsableMessage],
+                   isolated: bool) -> BatchResult:
+        result = BatchResult()
+        now = self.clock()
+        with self.sessions() as session, session.begin(), session.no_autoflush:
+            keys = [m.dedupe_key for m in parsed if isinstance(m, InboundMessage)]
+            senders = [m.from_addr for m in parsed if isinstance(m, InboundMessage)]
+            self._batch = _Batch(
+                session=session, isolated=isolated, known=store.known_dedupe_keys(session, keys),
+                numbers=store.RowIds(session, "tickets"), rows=store.BatchRows(session),
+                lookup=store.StoreThreadLookup(session),
+                auto_counts=store.recent_automatic_mail(session, senders, now - timedelta(hours=1)),
+            )
+            for mail, msg in zip(mails, parsed):
+                disposition = self._process_one(session, mail, msg, now)
+                result.count(disposition)
+                if disposition == "quarantine":
+                    result.quarantined.append(mail)
+                elif disposition == "retry":
+                    result.retry.append(mail)
+                else:
+                    result.done.append(mail)
+            try:
+                self._sync(session)
+            except DBAPIError as exc:
+                if isolated or exc.connection_invalidated or isinstance(exc, OperationalError):
+                    raise
+                raise _Isolate() from exc
+            finally:
+                self._batch = None
+            self.blobs.flush()
+        return result
+
+    # -------------------------------------------------------------- one message
+
+    def _process_one(self, session: Session, mail: FetchedMail, parsed: InboundMessage | UnparsableMessage,
+                     now: datetime) -> str:
+        batch = self._active
+        msg = parsed if isinstance(parsed, InboundMessage) else None
+        key = msg.dedupe_key if msg else f"raw:{mail.source_key}"
+        try:
+            with session.begin_nested() if batch.isolated else nullcontext():
+                if isinstance(parsed, _ParserCrash):
+                    raise parsed.original
+                if msg is None:
+                    raise Quarantine(f"unparsable: {parsed}")
+                if key in batch.seen or key in batch.known:
+                    first_key, key = key, f"dup:{msg.raw_sha256}"
+                    self._second_copy(session, msg, first_key)
+                    msg = replace(msg, dedupe_key=key)
+                batch.seen.add(key)
+                batch.first_copies.setdefault(key, msg)
+                batch.rows.packed(msg.raw_sha256, self.blobs.append(mail.raw))
+                disposition, _ticket_id = self._route(session, mail, msg, now)
+                if batch.isolated:
+                    self._sync(session)
+                return disposition
+        except Duplicate as dup:
+            log.debug("%s duplicate: %s", mail.source_key, dup.reason)
+            return "duplicate"
+        except Outcome as outcome:
+            # Stages raise outcomes before they write, so on the fast path there
+            # is nothing of this message to undo.
+            if batch.isolated:
+                batch.rows.discard()
+            with session.begin_nested() if batch.isolated else nullcontext():
+                self._record_outcome(session, mail, msg, key, outcome, now)
+            return outcome.disposition
+        except (StorageError, OperationalError):
+            raise
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            if not batch.isolated:
+                raise _Isolate() from exc
+            batch.rows.discard()
+            return self._failed(session, mail, msg, key, exc, now)
+        except Exception as exc:  # the one catch-all: around one message only
+            if not batch.isolated:
+                raise _Isolate() from exc
+            batch.rows.discard()
+            return self._failed(session, mail, msg, key, exc, now)
+
+    def _second_copy(self, session: Session, msg: InboundMessage, first_key: str) -> None:
+        """A Message-ID seen before: return to go on under the mail's own key
+        (``dup:<sha256>``), or raise the Outcome that ends it here.
+
+        The same bytes again (a re-read after a crash) is a plain duplicate. Other
+        bytes with the same content (a second delivery with other Received lines, a
+        forwarder's re-encoding) is recorded and dropped. Other content is a
+        different mail under a reused Message-ID (some senders do that): it is not
+        dropped.
+        """
+        batch = self._active
+        own_key = f"dup:{msg.raw_sha256}"
+        first = batch.first_copies.get(first_key)
+        stored = {first.raw_sha256} if first is not None else set()
+        if first_key in batch.known and msg.message_id:
+            stored |= store.inbound_copies(session, msg.message_id)
+        if own_key in batch.seen or msg.raw_sha256 in stored or store.intake_recorded(session, own_key):
+            raise Duplicate(f"already stored ({first_key})")
+        if first is None:
+            first = self._stored_copy(session, stored)
+        if first is None and store.blob_stored(session, self.blobs, msg.raw_sha256):
+            # the first copy was not kept as a message (discarded, quarantined) and
+            # these very bytes were read before
+            raise Duplicate(f"already read ({first_key})")
+        if first is not None and _same_content(first, msg):
+            raise Discard(f"Message-ID {first_key[:200]} already stored from a copy with the same "
+                          "content and other headers (a second delivery)")
+        log.warning("%s: Message-ID already used by %s; kept as a mail of its own", msg.message_id,
+                    "a mail with other content" if first is not None else "a mail not kept")
+
+    def _stored_copy(self, session: Session, shas: set[str]) -> InboundMessage | None:
+        for sha in sorted(shas):
+            try:
+                stored = parse_one(store.read_blob(session, self.blobs, sha), self.ctx.config.limits)
+            except BlobMissing as exc:
+                log.warning("%s", exc)
+                continue
+            if isinstance(stored, InboundMessage):
+                return stored
+        return None
+
+    def _failed(self, session: Session, mail: FetchedMail, msg: InboundMessage | None,
+                key: str, exc: BaseException, now: datetime) -> str:
+        summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:500]
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
+        with session.begin_nested():
+            failure = session.scalar(select(Failure).where(Failure.key == key))
+            if failure is None:
+                failure = Failure(key=key, attempts=0, updated_at=now)
+                session.add(failure)
+            failure.attempts += 1
+            failure.last_error, failure.updated_at = summary, now
+            attempts = failure.attempts
+        log.warning("%s %s: processing failed (attempt %d/%d): %s", mail.source_key,
+                    msg.message_id if msg else "-", attempts, MAX_ATTEMPTS, summary)
+        if attempts < MAX_ATTEMPTS:
+            return "retry"
+        with session.begin_nested():
+            self._record_outcome(session, mail, msg, key,
+                                 Quarantine(f"failed {attempts} times: {summary}"), now, trace, attempts)
+        return "quarantine"
+
+    def _record_outcome(self, session: Session, mail: FetchedMail, msg: InboundMessage | None, key: str,
+                        outcome: Outcome, now: datetime, trace: str = "", attempts: int = 1) -> None:
+        ref = "-"
+        if isinstance(outcome, Quarantine):
+            sha = self.blobs.put(mail.raw)
+            session.add(QuarantineRow(
+                key=key, source_key=mail.source_key, raw_sha256=sha,
+                subject=msg.subject if msg else "", from_addr=msg.from_addr if msg else "",
+                reason=outcome.reason, traceback=trace, attempts=attempts, arrived_at=mail.arrived_at, created_at=now,
+            ))
+            log.error("%s %s quarantined: %s", mail.source_key, msg.message_id if msg else "-", outcome.reason)
+        else:
+            log.info("%s %s -> %s %s: %s", mail.source_key, msg.message_id if msg else "-", ref,
+                     outcome.disposition, outcome.reason)
+        batch = self._active
+        if msg is not None and key not in batch.known and key not in batch.recorded:
+            batch.recorded.add(key)
+            batch.rows.intake(dedupe_key=key, source_key=mail.source_key, disposition=outcome.disposition,
+                              reason=outcome.reason, arrived_at=mail.arrived_at, now=now)
+        if batch.isolated:
+            self._sync(session)
+
+    # -------------------------------------------------------------- routing
+
+    def _route(self, session: Session, mail: FetchedMail, msg: InboundMessage, now: datetime) -> tuple[str, int | None]:
+        ctx = self.ctx
+        screening = screen(msg, ctx.screen, mail.arrived_at, now)
+        if screening.discard:
+            raise Discard(screening.discard)
+        if msg.report is not None:
+            return self._bounce(session, mail, msg, screening, now)
+        is_consultant = msg.from_addr in ctx.config.consultant_emails
+        resolution = self._resolve(session, msg, mail.arrived_at)
+        decision = decide_thread(
+            subject=msg.subject, from_addr=msg.from_addr, recipients=(*msg.to, *msg.cc),
+            in_reply_to=msg.in_reply_to, references=msg.references,
+            sender_customer_id=resolution.customer.id if resolution.customer else None,
+            sender_is_consultant=is_consultant, lookup=self._active.lookup,
+            settings=ctx.thread, now=mail.arrived_at,
+        )
+        if is_consultant and decision.ticket is not None:
+            return self._consultant_mail(session, mail, msg, screening, decision, now)
+        if decision.ticket is not None:
+            return self._customer_reply(session, mail, msg, screening, decision, now)
+        return self._new_ticket(session, mail, msg, screening, resolution, decision, is_consultant, now)
+
+    def _resolve(self, session: Session, msg: InboundMessage, arrived_at: datetime) -> Resolution:
+        ctx = self.ctx
+        day = arrived_at.astimezone(ctx.calendar.tz).date()
+        customer = ctx.index.customer_for(msg.from_addr)
+        packages = [c for c in customer.contracts if c.kind == "prepaid"] if customer else []
+        left = self._prepaid_left(session, packages, arrived_at)
+        resolution = resolve(msg.from_addr, ctx.index, day, lambda cid: left.get(cid, 0))
+        authserv = ctx.config.trusted_authserv_id
+        if resolution.verified and authserv:
+            ok, why = sender_authenticated(msg, authserv, msg.return_path or None)
+            if not ok:
+                resolution = Resolution(
+                    customer=resolution.customer, contract=resolution.contract, kind=resolution.kind,
+                    verified=False, reason=f"{resolution.reason}; not authenticated: {why}",
+                    fell_back_from=resolution.fell_back_from,
+                )
+        return resolution
+
+    # -------------------------------------------------------------- new ticket
+
+    def _new_ticket(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
+                    resolution: Resolution, decision: ThreadDecision, is_consultant: bool,
+                    now: datetime) -> tuple[str, int | None]:
+        ctx, cfg = self.ctx, self.ctx.config
+        arrived = mail.arrived_at
+        day = arrived.astimezone(ctx.calendar.tz).date()
+        new_text, quoted = msg.reply_split or split_reply(msg.text)
+        prio = prioritise(
+            kind=resolution.kind, verified=resolution.verified, subject=msg.subject, text=new_text,
+            automatic=screening.automatic and screening.kind != "human",
+            urgent_words=cfg.support.urgent_words, peak_windows=cfg.peak_windows, day=day,
+        )
+        contract = resolution.contract
+        due = None
+        target = None
+        if contract is not None and contract.kind == "sla" and resolution.verified:
+            due = reaction_due(arrived, contract.reaction_hours or 24, contract.reaction_clock, ctx.calendar)
+        if contract is not None and contract.kind == "prepaid" and contract.target_hours:
+            target = target_due(arrived, contract.target_hours, contract.reaction_clock, ctx.calendar)
+        customer = resolution.customer
+        language = (customer.language if customer else None) or msg.language or cfg.support.default_language
+        if language not in ("pl", "en"):
+            language = cfg.support.default_language
+        reasons = [resolution.reason, *prio.reasons, *decision.reasons, *screening.reasons]
+        ticket = Ticket(
+            subject=clean_subject(msg.subject, cfg.support.ticket_prefix) or "(no subject)",
+            status="new", requester=msg.from_addr, requester_name=msg.from_name, language=language,
+            customer_id=customer.id if customer else None, contract_id=contract.id if contract else None,
+            contract_kind=resolution.kind, verified=resolution.verified, tier=prio.tier,
+            priority=prio.priority, peak=prio.peak, reasons=reasons, created_at=arrived, updated_at=now,
+            reaction_due=due, target_due=target, escalation_level=0, linked_to=decision.link_to,
+            participants=[],
+        )
+        history = now - arrived > cfg.support.autoreply_max_age
+        if due is not None and history:
+            # Mail from before maild watched the mailbox (a mailbox with years of
+            # history connected for the first time): its deadline is reported,
+            # but nobody is paged for promises made before we were running.
+            reasons.append("old mail: reaction deadline recorded, no escalation")
+        elif due is not None:
+            ticket.next_escalation_at = plan_escalation(
+                created_at=arrived, due=due, clock=contract.reaction_clock if contract else "calendar",
+                cal=ctx.calendar, settings=cfg.escalation, levels_sent=0, first_response_at=None, now=arrived,
+            ).next_escalation_at
+        store.add_participants(ticket, (msg.from_addr, *msg.cc, *(a for a in msg.to if a not in ctx.thread.support_addresses)))
+        ticket.id = self._active.numbers.take()
+        session.add(ticket)
+        self._active.lookup.pending_tickets[ticket.id] = ticket
+        row = self._message_row(session, ticket.id, msg, mail, screening, "consultant" if is_consultant else "customer",
+                                new_text, quoted)
+        self.add_event(session, ticket.id, "created", arrived, msg.from_addr, reasons=reasons)
+        ref = ctx.ref(ticket.id)
+        ack = self._acknowledge(session, ticket, msg, screening, resolution, mail, now) if not is_consultant else None
+        self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="ticket",
+                                 reason="; ".join(reasons[:2]), arrived_at=arrived, now=now,
+                                 ticket_id=ticket.id, message_row_id=row)
+        log.info("%s %s -> %s new ticket (%s, %s%s)%s", mail.source_key, msg.message_id, ref, resolution.kind,
+                 prio.priority, "" if resolution.verified else ", unverified", "" if ack else ", no acknowledgement")
+        return "ticket", ticket.id
+
+    def _acknowledge(self, session: Session, ticket: Ticket, msg: InboundMessage, screening: Screening,
+                     resolution: Resolution, mail: FetchedMail, now: datetime) -> str | None:
+        ctx, cfg = self.ctx, self.ctx.config
+        if screening.automatic:
+            self.add_event(session, ticket.id, "ack_suppressed", now, reasons=list(screening.reasons))
+            return None
+        if not msg.from_addr or msg.from_addr in ctx.screen.own_addresses:
+            return None
+        limit = cfg.support.max_auto_replies_per_hour
+        if self._active.auto_counts.get(msg.from_addr, 0) >= limit:
+            self.add_event(session, ticket.id, "ack_suppressed", now,
+                           reasons=[f"rate limit: {limit} automatic mails an hour to {msg.from_addr}"])
+            return None
+        contract = resolution.contract
+        context: dict[str, Any] = {
+            "ref": ctx.ref(ticket.id), "subject": ticket.subject, "requester_name": msg.from_name,
+            "contract_kind": resolution.kind if resolution.verified else "occasional",
+            "contract_id": contract.id if contract else "", "unverified": not resolution.verified,
+            "fell_back_from": resolution.fell_back_from or "", "timezone": cfg.calendar.timezone,
+            "reaction_due_local": "", "prepaid_left_minutes": 0, "prepaid_valid_until": "",
+            "hourly_rate": _money(contract.hourly_rate_cents) if contract and contract.hourly_rate_cents else "",
+            "peak_label": "", "from_name": cfg.from_name,
+        }
+        if ticket.reaction_due is not None:
+            context["reaction_due_local"] = ticket.reaction_due.astimezone(ctx.calendar.tz).strftime("%Y-%m-%d %H:%M")
+        if contract is not None and contract.kind == "prepaid":
+            packages = [c for c in (resolution.customer.contracts if resolution.customer else ()) if c.kind == "prepaid"]
+            left = self._prepaid_left(session, packages, mail.arrived_at)
+            context["prepaid_left_minutes"] = left.get(contract.id, 0)
+            context["prepaid_valid_until"] = contract.valid_until.isoformat() if contract.valid_until else ""
+        if ticket.peak is None:
+            from maild.rules.peak import active_windows
+
+            active = active_windows(mail.arrived_at.astimezone(ctx.calendar.tz).date(), cfg.peak_windows)
+            if active:
+                context["peak_label"] = active[0].label_for(ticket.language)
+        else:
+            window = next((w for w in cfg.peak_windows if w.name == ticket.peak), None)
+            context["peak_label"] = window.label_for(ticket.language) if window else ticket.peak
+        return self.queue_mail(
+            session, ticket=ticket, kind="ack", template="ack", language=ticket.language,
+            recipients=[msg.from_addr], context=context, now=now, dedupe_key=f"ack:{ticket.id}",
+            in_reply_to=msg.message_id, automatic=True, fresh=True,
+        )
+
+    def queue_mail(self, session: Session, *, ticket: Ticket | None, kind: str, template: str, language: str,
+                   recipients: Sequence[str], context: dict[str, Any], now: datetime, dedupe_key: str,
+                   in_reply_to: str | None = None, references: Sequence[str] = (), automatic: bool = True,
+                   cc: Sequence[str] = (), from_name: str | None = None,
+                   attachments: Sequence[dict[str, Any]] = (), fresh: bool = False) -> str | None:
+        """Queue one outgoing mail and, for ticket mail, its row in the thread;
+        returns its Message-ID, or None when a mail with this dedupe key exists.
+
+        ``fresh``: the dedupe key names something created in this transaction, so
+        no lookup is needed (see ``store.enqueue``).
+        """
+        ctx = self.ctx
+        message_id = store.new_message_id(ctx.domain, ticket.id if ticket else None, kind)
+        refs = [r for r in references if r]
+        if in_reply_to and in_reply_to not in refs:
+            refs.append(in_reply_to)
+        full_context = dict(context)
+        full_context["_headers"] = {
+            "in_reply_to": in_reply_to or "", "references": refs[-20:], "cc": list(cc),
+            "from_name": from_name or ctx.config.from_name,
+            "ticket_ref": ctx.ref(ticket.id) if ticket else "",
+            "attachments": list(attachments),
+        }
+        rate_key = recipients[0] if automatic and recipients else None
+        queued: dict[str, Any] = dict(
+            dedupe_key=dedupe_key, kind=kind, template=template, language=language,
+            recipients=[*recipients, *cc], context=full_context, message_id=message_id, now=now,
+            ticket_id=ticket.id if ticket else None, automatic=automatic, rate_key=rate_key,
+        )
+        # ticket mail also joins the ticket's thread
+        thread_row: dict[str, Any] | None = None if ticket is None else dict(
+            ticket_id=ticket.id, message_id=message_id, direction="out",
+            role="consultant" if kind == "relay" else "system", kind=kind,
+            from_addr=ctx.config.from_address, from_name=from_name or ctx.config.from_name,
+            to_addrs=list(recipients), cc_addrs=list(cc), subject="", date=now,
+            text_new=str(context.get("body", ""))[:20000],
+        )
+        batch = self._batch
+        if batch is not None and batch.session is session:
+            if not fresh:
+                self._sync(session)
+                if store.outbox_queued(session, dedupe_key):
+                    return None
+            batch.rows.outbox(**queued)
+            if rate_key:
+                batch.auto_counts[rate_key] = batch.auto_counts.get(rate_key, 0) + 1
+            if thread_row is not None:
+                batch.lookup.pending_ids[message_id] = thread_row["ticket_id"]
+                batch.rows.message(**thread_row)
+            return message_id
+        if store.enqueue(session, fresh=fresh, **queued) is None:
+            return None
+        if thread_row is not None:
+            session.add(MessageRow(**thread_row, size=0, internal=False, notes=[]))
+        return message_id
+
+    def add_event(self, session: Session, ticket_id: int, kind: str, at: datetime, actor: str = "maild",
+                  **detail: Any) -> None:
+        """A ticket event; inside a batch it joins the batch's rows, so events keep their order."""
+        batch = self._batch
+        if batch is not None and batch.session is session:
+            batch.rows.event(ticket_id, kind, at, actor, detail)
+        else:
+            store.add_event(session, ticket_id, kind, at, actor, **detail)
+
+    def _sync(self, session: Session) -> None:
+        """Write everything the batch holds so far, for a query that must see it."""
+        session.flush()
+        batch = self._batch
+        if batch is not None and batch.session is session:
+            batch.rows.write()
+
+    def _message_row(self, session: Session, ticket_id: int | None, msg: InboundMessage, mail: FetchedMail,
+                     screening: Screening, role: str, new_text: str, quoted: str,
+                     internal: bool = False, notes: Sequence[str] = ()) -> int:
+        rows = self._active.rows
+        row_id = rows.message(
+            ticket_id=ticket_id, message_id=msg.message_id, direction="in", role=role,
+            kind="autoreply" if screening.out_of_office else screening.kind,
+            from_addr=msg.from_addr, from_name=msg.from_name, to_addrs=msg.to, cc_addrs=msg.cc,
+            subject=msg.subject, date=mail.arrived_at, text_new=new_text, text_quoted=quoted,
+            raw_sha256=msg.raw_sha256, size=msg.size, internal=internal, notes=[*msg.notes, *notes],
+        )
+        for att in msg.attachments:
+            # The same file comes again and again (a logo in every signature): packed once.
+            if not rows.is_packed(att.sha256) and not store.blob_stored(session, self.blobs, att.sha256):
+                rows.packed(att.sha256, self.blobs.append(att.data))
+            rows.attachment(message_row_id=row_id, filename=att.filename, content_type=att.content_type,
+                            size=att.size, sha256=att.sha256)
+        if msg.message_id and ticket_id is not None:
+            self._active.lookup.pending_ids[msg.message_id] = ticket_id
+        return row_id
+
+    # -------------------------------------------------------------- replies
+
+    def _load_ticket(self, session: Session, decision: ThreadDecision) -> Ticket:
+        assert decision.ticket is not None
+        ticket = self._active.lookup.ticket(decision.ticket.ticket_id)
+        assert ticket is not None
+        return ticket
+
+    def _prepaid_left(self, session: Session, packages: Sequence[Contract], at: datetime) -> dict[str, int]:
+        """Minutes left per package, read once per batch: only a consultant's #time changes them."""
+        if not packages:
+            return {}
+        key = tuple(sorted(p.id for p in packages))
+        cache = self._active.prepaid_left
+        if key not in cache:
+            cache[key] = prepaid_left_minutes(session, packages, at, self.ctx.calendar.tz)
+        return cache[key]
+
+    def _customer_reply(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
+                        decision: ThreadDecision, now: datetime) -> tuple[str, int | None]:
+        ticket = self._load_ticket(session, decision)
+        new_text, quoted = msg.reply_split or split_reply(msg.text)
+        row = self._message_row(session, ticket.id, msg, mail, screening, "customer", new_text, quoted)
+        store.add_participants(ticket, (msg.from_addr, *msg.cc))
+        ref = self.ctx.ref(ticket.id)
+        if screening.out_of_office or screening.kind != "human":
+            self.add_event(session, ticket.id, "automatic_reply", mail.arrived_at, msg.from_addr,
+                           reasons=list(screening.reasons))
+        elif decision.reopen:
+            ticket.status, ticket.resolved_at, ticket.closed_at = "open", None, None
+            self.add_event(session, ticket.id, "reopened", mail.arrived_at, msg.from_addr, reasons=list(decision.reasons))
+        elif ticket.status == "waiting":
+            ticket.status = "open"
+            self.add_event(session, ticket.id, "status", mail.arrived_at, msg.from_addr, status="open",
+                           reason="customer replied")
+        ticket.updated_at = now
+        self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
+                                 reason=decision.rule, arrived_at=mail.arrived_at, now=now,
+                                 ticket_id=ticket.id, message_row_id=row)
+        log.info("%s %s -> %s customer reply (%s)", mail.source_key, msg.message_id, ref, decision.rule)
+        return "reply", ticket.id
+
+    def _consultant_mail(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
+                         decision: ThreadDecision, now: datetime) -> tuple[str, int | None]:
+        ctx, cfg = self.ctx, self.ctx.config
+        # Consultant mail reads the thread and the ledger: let it see what this batch wrote.
+        self._sync(session)
+        self._active.prepaid_left.clear()
+        ticket = self._load_ticket(session, decision)
+        ref = ctx.ref(ticket.id)
+        consultant = next(c for c in cfg.consultants if c.email == msg.from_addr)
+        new_text, quoted = msg.reply_split or split_reply(msg.text)
+        if screening.automatic and screening.kind != "human" or screening.out_of_office:
+            row = self._message_row(session, ticket.id, msg, mail, screening, "consultant", new_text, quoted,
+                                    internal=True, notes=["automatic mail from a consultant: not relayed"])
+            self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
+                                     reason="consultant automatic mail, not relayed", arrived_at=mail.arrived_at,
+                                     now=now, ticket_id=ticket.id, message_row_id=row)
+            return "reply", ticket.id
+        parsed = parse_commands(new_text)
+        errors = list(parsed.errors)
+        assign_to = None
+        for command in parsed.commands:
+            if isinstance(command, AssignCommand):
+                assign_to = self._find_consultant(command.who)
+                if assign_to is None:
+                    errors.append(_assign_error(new_text, command.who))
+        if errors:
+            self.queue_mail(
+                session, ticket=None, kind="command_error", template="command_error", language=consultant.language,
+                recipients=[consultant.email], now=now, dedupe_key=f"cmderr:{msg.dedupe_key}"[:400],
+                in_reply_to=msg.message_id, automatic=True,
+                context={"ref": ref, "subject": msg.subject,
+                         "errors": [{"line_no": e.line_no, "line": e.line, "reason": e.reason} for e in errors]},
+            )
+            self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="rejected",
+                                     reason="; ".join(f"line {e.line_no}: {e.reason}" for e in errors),
+                                     arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id)
+            log.info("%s %s -> %s consultant commands rejected: %d errors", mail.source_key, msg.message_id, ref, len(errors))
+            return "rejected", ticket.id
+        internal = any(isinstance(c, InternalCommand) for c in parsed.commands)
+        direct = (ctx.thread.support_addresses.isdisjoint(msg.to)
+                  and not ctx.thread.support_addresses.isdisjoint(msg.cc))
+        row = self._message_row(session, ticket.id, msg, mail, screening, "consultant", parsed.body, quoted,
+                                internal=internal)
+        at = mail.arrived_at
+        relayed = False
+        if not internal:
+            if ticket.first_response_at is None:
+                ticket.first_response_at = at
+                ticket.next_escalation_at = None
+                self.add_event(session, ticket.id, "first_response", at, consultant.email)
+            if not direct:
+                self._relay(session, ticket, msg, parsed.body, consultant.name, now)
+                relayed = True
+        status_set = self._apply_commands(session, ticket, parsed, consultant.email, assign_to, msg, at, now)
+        if not internal and not status_set and ticket.status in ("new", "open"):
+            ticket.status = "waiting"
+        ticket.updated_at = now
+        self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
+                                 reason="internal note" if internal
+                                 else ("relayed" if relayed else "recorded (direct mail)"),
+                                 arrived_at=at, now=now, ticket_id=ticket.id, message_row_id=row)
+        log.info("%s %s -> %s consultant %s (%s)", mail.source_key, msg.message_id, ref, consultant.email,
+                 "internal" if internal else ("relayed" if relayed else "direct"))
+        return "reply", ticket.id
+
+    def _find_consultant(self, who: str) -> str | None:
+        wanted = who.strip().casefold()
+        for c in self.ctx.config.consultants:
+            if wanted in (c.email.casefold(), c.name.casefold()):
+                return c.email
+        return None
+
+    def _apply_commands(self, session: Session, ticket: Ticket, parsed: ParsedCommands, actor: str,
+                        assign_to: str | None, msg: InboundMessage, at: datetime, now: datetime) -> bool:
+        status_set = False
+        for command in parsed.commands:
+            if isinstance(command, TimeCommand):
+                book_time(self, session, ticket, command.minutes, actor, command.scope, command.note,
+                          msg.message_id, at)
+            elif isinstance(command, StatusCommand):
+                self.set_status(session, ticket, command.status, actor, at, now)
+                status_set = True
+            elif isinstance(command, AssignCommand) and assign_to:
+                ticket.assigned_to = assign_to
+                self.add_event(session, ticket.id, "assigned", at, actor, to=assign_to)
+            elif isinstance(command, PriorityCommand):
+                self.add_event(session, ticket.id, "priority", at, actor, old=ticket.priority,
+                               new=command.priority, reason=command.reason)
+                ticket.priority = command.priority
+            elif isinstance(command, VerifyCommand):
+                self._verify(session, ticket, actor, at)
+        return status_set
+
+    def _verify(self, session: Session, ticket: Ticket, actor: str, at: datetime) -> None:
+        ticket.verified = True
+        ticket.tier = TIER_BY_KIND.get(ticket.contract_kind, UNVERIFIED_TIER)
+        contract = self.ctx.contract(ticket.contract_id)
+        if contract is not None and contract.kind == "sla" and ticket.reaction_due is None and ticket.first_response_at is None:
+            ticket.reaction_due = reaction_due(ticket.created_at, contract.reaction_hours or 24,
+                                               contract.reaction_clock, self.ctx.calendar)
+            ticket.next_escalation_at = at  # the sweeper plans the escalations from here
+        self.add_event(session, ticket.id, "verified", at, actor, tier=ticket.tier)
+
+    def set_status(self, session: Session, ticket: Ticket, status: str, actor: str, at: datetime, now: datetime) -> None:
+        old = ticket.status
+        if old == status:
+            return
+        ticket.status = status
+        if status == "resolved":
+            ticket.resolved_at = at
+            self.queue_mail(
+                session, ticket=ticket, kind="resolved", template="resolved", language=ticket.language,
+                recipients=[ticket.requester], now=now, dedupe_key=f"resolved:{ticket.id}:{int(at.timestamp())}",
+                automatic=True, context={"ref": self.ctx.ref(ticket.id), "subject": ticket.subject,
+                                         "requester_name": ticket.requester_name,
+                                         "reopen_days": self.ctx.config.support.reopen_days,
+                                         "from_name": self.ctx.config.from_name},
+            ) if ticket.requester else None
+        elif status == "closed":
+            ticket.closed_at = at
+        elif status in ("open", "waiting"):
+            ticket.resolved_at, ticket.closed_at = None, None
+        self.add_event(session, ticket.id, "status", at, actor, old=old, status=status)
+
+    def _relay(self, session: Session, ticket: Ticket, msg: InboundMessage, body: str, consultant_name: str,
+               now: datetime) -> None:
+        ctx = self.ctx
+        consultants = ctx.config.consultant_emails
+        own = ctx.thread.support_addresses
+        to = [ticket.requester] if ticket.requester else []
+        cc = [a for a in (ticket.participants or []) if a not in consultants and a not in own and a not in to]
+        thread_ids = list(session.scalars(
+            select(MessageRow.message_id).where(MessageRow.ticket_id == ticket.id, MessageRow.message_id.is_not(None),
+                                                MessageRow.internal.is_(False)).order_by(MessageRow.id)
+        ))
+        last_customer = session.scalar(
+            select(MessageRow.message_id).where(MessageRow.ticket_id == ticket.id, MessageRow.role == "customer",
+                                                MessageRow.message_id.is_not(None)).order_by(MessageRow.id.desc()).limit(1)
+        )
+        attachments = [{"sha256": a.sha256, "filename": a.filename, "content_type": a.content_type}
+                       for a in msg.attachments if not a.inline]
+        self.queue_mail(
+            session, ticket=ticket, kind="relay", template="relay", language=ticket.language, recipients=to, cc=cc,
+            now=now, dedupe_key=f"relay:{msg.dedupe_key}"[:400], in_reply_to=last_customer,
+            references=[t for t in thread_ids if t],
+            automatic=False, from_name=f"{consultant_name} ({ctx.config.from_name})",
+            context={"ref": ctx.ref(ticket.id), "subject": ticket.subject, "body": body,
+                     "consultant": consultant_name}, attachments=attachments,
+        )
+
+    # -------------------------------------------------------------- bounces
+
+    def _bounce(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
+                now: datetime) -> tuple[str, int | None]:
+        report = msg.report
+        assert report is not None
+        original = None
+        self._sync(session)
+        if report.original_message_id:
+            original = session.scalar(select(OutboxRow).where(OutboxRow.message_id == report.original_message_id))
+        if original is None or original.ticket_id is None:
+            raise Discard(f"delivery report for mail we did not send ({report.original_message_id or 'no id'})")
+        ticket = session.get(Ticket, original.ticket_id)
+        assert ticket is not None
+        row = self._message_row(session, ticket.id, msg, mail, screening, "system", msg.text[:4000], "",
+                                internal=True, notes=[f"delivery failed: {report.status or '?'} {report.diagnostic}"[:500]])
+        self.add_event(session, ticket.id, "delivery_failed", mail.arrived_at, recipients=list(report.recipients),
+                       status=report.status, permanent=report.permanent, diagnostic=report.diagnostic[:500],
+                       outbox_id=original.id)
+        recipients = [ticket.assigned_to] if ticket.assigned_to else [
+            c.email for c in self.ctx.config.consultants if c.role == "consultant"] or [
+            c.email for c in self.ctx.config.consultants]
+        if recipients:
+            self.queue_mail(
+                session, ticket=None, kind="bounce_notice", template="bounce_notice", language="pl",
+                recipients=recipients, now=now, dedupe_key=f"bounce:{original.id}", automatic=True,
+                context={"ref": self.ctx.ref(ticket.id), "subject": ticket.subject,
+                         "failed": list(report.recipients), "status": report.status or "",
+                         "permanent": report.permanent, "diagnostic": report.diagnostic[:500]},
+            )
+        self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="bounce",
+                                 reason=f"delivery report for {original.kind} {original.message_id}",
+                                 arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id, message_row_id=row)
+        return "bounce", ticket.id
+
+
+def _same_content(a: InboundMessage, b: InboundMessage) -> bool:
+    """What a person wrote and sent, not how it travelled: headers added on the way and
+    transfer encodings differ between two deliveries of one mail."""
+    return ((a.from_addr, a.subject, a.text, a.date_header, [x.sha256 for x in a.attachments])
+            == (b.from_addr, b.subject, b.text, b.date_header, [x.sha256 for x in b.attachments]))
+
+
+def _assign_error(text: str, who: str) -> CommandError:
+    """The parser checks the form of ``#assign``; whether the person exists is known only here."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.lstrip().startswith("#") and who in line:
+            return CommandError(line_no=number, line=line.strip(), reason=f"no consultant with the e-mail or name {who!r}")
+    return CommandError(line_no=0, line=who, reason=f"no consultant with the e-mail or name {who!r}")
+
+
+def _money(cents: int) -> str:
+    return f"{format_money(cents)} zł"

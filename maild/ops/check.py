@@ -1,0 +1,115 @@
+"""``maild check``: the config, and every server and path it names, one line each.
+
+Exit 1 on any failure. A database that does not exist yet is fine: it will be
+created on the first run.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from maild.storage.blobs import BlobStore
+from maild.config import Config
+from maild.rules.customers import load_customers
+from maild.storage.db import make_engine, migration_state, safe_url
+from maild.errors import MaildError
+from maild.intake.mailbox import ImapSettings, open_source
+from maild.outbound.render import LANGUAGES, Renderer
+from maild.outbound.smtp import SmtpSender
+
+SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
+    "ack": {"ref": "SUP-1", "subject": "Test", "requester_name": "Jan", "contract_kind": "sla",
+            "contract_id": "c-1", "unverified": False, "fell_back_from": "", "timezone": "Europe/Warsaw",
+            "reaction_due_local": "2026-01-02 10:00", "prepaid_left_minutes": 90, "prepaid_valid_until": "2026-06-30",
+            "hourly_rate": "200,00 zł", "peak_label": "JPK", "from_name": "Support"},
+    "relay": {"ref": "SUP-1", "subject": "Test", "body": "Answer", "consultant": "Anna"},
+    "resolved": {"ref": "SUP-1", "subject": "Test", "requester_name": "Jan", "reopen_days": 7, "from_name": "Support"},
+    "escalation": {"ref": "SUP-1", "subject": "Test", "level": 2, "levels": 3, "percent": 80, "skipped": [1],
+                   "breach": False, "customer": "Acme", "contract_id": "c-1", "requester": "jan@acme.pl",
+                   "due_local": "2026-01-02 10:00", "time_left": "1 h", "excerpt": "Hello", "assigned_to": ""},
+    "command_error": {"ref": "SUP-1", "subject": "Test", "errors": [{"line_no": 1, "line": "#foo", "reason": "?"}]},
+    "low_balance": {"ref": "SUP-1", "customer_name": "Acme", "left_minutes": 45, "threshold_minutes": 60,
+                    "from_name": "Support"},
+    "bounce_notice": {"ref": "SUP-1", "subject": "Test", "failed": ["x@y.pl"], "status": "5.1.1",
+                      "permanent": True, "diagnostic": "user unknown"},
+    "alert": {"what": "no fetch", "detail": "IMAP down", "since": "2026-01-01T00:00Z", "recovered": False},
+    "statement": {"month": "2026-01", "timezone": "Europe/Warsaw", "customer_name": "Acme", "customer_id": "acme",
+                  "total_minutes": 90, "amount": "300,00", "from_name": "Support",
+                  "contracts": [{"contract_id": f"c-{kind}", "kind": kind, "total_minutes": 90,
+                                 "allowance_minutes": 600, "carry_in_minutes": 0, "carry_out_minutes": 510,
+                                 "balance_start_minutes": 240, "balance_end_minutes": 150,
+                                 "valid_until": "2026-06-30", "overage_minutes": 15, "billable_minutes": 15,
+                                 "amount": "50,00", "scopes": [{"scope": "consultation", "minutes": 90}],
+                                 "tickets": [{"ref": "SUP-1", "subject": "Test", "minutes": 90}]}
+                                for kind in ("sla", "prepaid", "occasional")]},
+}
+
+
+def _line(ok: bool | None, what: str, detail: str) -> bool:
+    """One line per check, whatever the library's message looked like (libpq's span several)."""
+    mark = {True: "ok  ", False: "FAIL", None: "warn"}[ok]
+    print(f"{mark} {what}: {' '.join(detail.split())}")
+    return ok is not False
+
+
+def _attempt(what: str, action: Callable[[], str]) -> bool:
+    try:
+        return _line(True, what, action())
+    except (MaildError, OSError) as exc:
+        return _line(False, what, str(exc))
+    except Exception as exc:  # a check must report, whatever the library raised
+        return _line(False, what, f"{type(exc).__name__}: {exc}")
+
+
+def check_templates(renderer: Renderer) -> str:
+    names = renderer.names()
+    for name in names:
+        for language in LANGUAGES:
+            renderer.render(name, language, SAMPLE_CONTEXTS.get(name, {}))
+    return f"{len(names)} templates render in {', '.join(LANGUAGES)}"
+
+
+def run_checks(cfg: Config) -> int:
+    ok = _line(True, "config", str(cfg.path))
+    ok &= _attempt("customers", lambda: f"{len(load_customers(cfg.customers_file, cfg.packages))} customers in {cfg.customers_file}")
+    ok &= _attempt("storage", lambda: _storage(cfg))
+    ok &= _attempt("database", lambda: _database(cfg))
+    ok &= _attempt("templates", lambda: check_templates(Renderer(cfg.templates_path)))
+    ok &= _attempt("mailbox", lambda: _mailbox(cfg))
+    ok &= _attempt("smtp", lambda: asyncio.run(SmtpSender(cfg.smtp).check()))
+    if not cfg.trusted_authserv_id:
+        _line(None, "security", "[security] trusted_authserv_id is not set: the From header alone decides a "
+              "sender's contract (spoofable)")
+    return 0 if ok else 1
+
+
+def _storage(cfg: Config) -> str:
+    BlobStore(cfg.storage_path, durable=False).check_writable()
+    return f"{cfg.storage_path} is writable"
+
+
+def _database(cfg: Config) -> str:
+    url = make_url(cfg.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        return f"{safe_url(cfg.database_url)} does not exist yet; it will be created on first use"
+    current, head = migration_state(make_engine(cfg.database_url))
+    state = "up to date" if current == head else f"at {current or 'empty'}, will migrate to {head}"
+    return f"{safe_url(cfg.database_url)} reachable, schema {state}"
+
+
+def _mailbox(cfg: Config) -> str:
+    source = open_source(cfg.source)
+    try:
+        source.connect()
+        caps = source.capabilities()
+    finally:
+        source.close()
+    offered = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in sorted(caps.items()))
+    if isinstance(cfg.source, ImapSettings):
+        s = cfg.source
+        return f"{s.username}@{s.host}:{s.port} ({s.security}), folder {s.folder}; {offered}"
+    return f"Maildir {cfg.source.path}; {offered}"

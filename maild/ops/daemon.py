@@ -1,0 +1,503 @@
+"""The daemon loop: ingest -> sweep -> health -> drain, then wait for mail (IDLE) or a timer.
+
+Only this module, the mail source, the store and the SMTP sender touch the
+outside world. Faults of the world (mail server gone, database restarting, disk
+full) are retried with backoff and logged once per state change; mail stays on
+the server until its transaction has committed.
+
+systemd hears from the loop (``notify``): READY=1 after the first successful
+mailbox login, WATCHDOG=1 while the loop is healthy (cycles succeed, or a fault
+is still young), STATUS= a one-line summary, STOPPING=1 on the way out. A loop
+that keeps failing stops feeding the watchdog, so systemd restarts it.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import FrameType
+
+from jinja2 import DictLoader, TemplateError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from maild.storage import store
+from maild.storage.blobs import BlobStore, StorageError
+from maild.config import Config
+from maild.rules.customers import Customer, load_customers
+from maild.storage.db import DatabaseError, open_database
+from maild.errors import ConfigError
+from maild.ops.health import ALERT_NAMES, plan_alerts, problems, read_health
+from maild.intake.mailbox import FetchedMail, ImapSettings, MailboxAuthError, MailboxError, MailSource, open_source
+from maild.intake.message import InboundMessage, UnparsableMessage
+from maild.ops.metrics import Metrics
+from maild.ops.sd_notify import notify, watchdog_interval
+from maild.outbound.outbox import DrainResult, Outbox, Sender
+from maild.ops.leader import MailboxLock
+from maild.intake.pipeline import Context, Ingestor, ParseAhead, return_free_memory
+from maild.outbound.render import RenderError, Renderer
+from maild.outbound.smtp import SmtpError
+from maild.desk.sweeper import Sweeper
+
+log = logging.getLogger("maild.daemon")
+# Bytes of mail fetched per batch: with the next batch fetched while this one is
+# stored, a 25 MB message plus its neighbours must stay well inside a small VM.
+BATCH_BYTES = 6 * 1024 * 1024
+UTC = timezone.utc
+# consecutive failed cycles after which the loop no longer counts as healthy
+UNHEALTHY_AFTER = 3
+DRAIN_CHUNK = 1000
+FAULTS = (MailboxError, StorageError, DatabaseError, OperationalError, DBAPIError)
+
+
+class _Interrupt(Exception):
+    """Raised from a signal handler only while the loop is idle-waiting."""
+
+
+@dataclass
+class CycleReport:
+    ingested: dict[str, int] = field(default_factory=dict)
+    more_waiting: bool = False  # the ingest slice ended with mail still on the server
+    escalations: int = 0
+    closed: int = 0
+    outbox: DrainResult = field(default_factory=DrainResult)
+
+    def merge(self, other: CycleReport) -> None:
+        for key, value in other.ingested.items():
+            self.ingested[key] = self.ingested.get(key, 0) + value
+        self.more_waiting = other.more_waiting
+        self.outbox.more_due = other.outbox.more_due
+        self.escalations += other.escalations
+        self.closed += other.closed
+        self.outbox.sent += other.outbox.sent
+        self.outbox.retry += other.outbox.retry
+        self.outbox.failed += other.outbox.failed
+        self.outbox.errors.extend(other.outbox.errors)
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.ingested.items())) or "no mail"
+        return (f"{counts}; escalations {self.escalations}; sent {self.outbox.sent}, "
+                f"retry {self.outbox.retry}, failed {self.outbox.failed}")
+
+
+def backoff(failures: int, minimum: float, maximum: float) -> float:
+    """Seconds to wait after the n-th consecutive failure: min, 2 min, 4 min ... capped."""
+    if failures < 1:
+        return 0.0
+    return float(min(maximum, minimum * 2 ** min(failures - 1, 30)))
+
+
+def load_renderer(path: Path) -> Renderer:
+    """A renderer over a snapshot of the templates, each one compiled.
+
+    Jinja2 would re-read a changed file by itself; reading them all once makes a
+    SIGHUP the only moment templates change, and a broken edit (a syntax error, a
+    missing subject or body block) is refused whole. ``maild check`` goes further
+    and renders each with sample values.
+    """
+    renderer = Renderer(path)
+    sources: dict[str, str] = {}
+    for file in sorted(path.glob("*/*.txt")):
+        try:
+            sources[f"{file.parent.name}/{file.name}"] = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RenderError(f"template {file}: {exc}") from None
+    renderer.env.loader = DictLoader(sources)
+    for name in sources:
+        try:
+            template = renderer.env.get_template(name)
+        except TemplateError as exc:
+            raise RenderError(f"template {name}: {exc}") from None
+        missing = {"subject", "body"} - set(template.blocks)
+        if missing:
+            raise RenderError(f"template {name}: no {' or '.join(sorted(missing))} block")
+    return renderer
+
+
+class Daemon:
+    def __init__(self, config: Config, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.config = config
+        self.clock = clock
+        self.started_at = clock()
+        self.sessions = open_database(config.database_url)
+        self.blobs = BlobStore(config.storage_path)
+        customers = self._load_customers()
+        self._sync_customers(customers)
+        self.renderer = load_renderer(config.templates_path)
+        self.ingestor = Ingestor(Context.build(config, customers), self.sessions, self.blobs, clock)
+        self.parse_ahead = ParseAhead(config.limits)
+        self.mailbox_lock = MailboxLock(self.sessions.kw["bind"], _mailbox_identity(config))
+        self._standby_logged = False
+        self.sweeper = Sweeper(self.ingestor)
+        self.outbox = Outbox(self.sessions, self.renderer, config.smtp,
+                             Sender(config.from_address, config.from_name, config.support.instance_id),
+                             self.blobs, clock, retry_base=timedelta(seconds=config.daemon.smtp_retry_base_seconds))
+        self.source: MailSource = open_source(config.source)
+        self.metrics: Metrics | None = Metrics() if config.metrics_listen else None
+        self._stop = False
+        self._reload = False
+        self.more_waiting = False
+        self.more_work = False  # the last cycle left mail to read or to send for the next, at once
+        self._waiting = False
+        self._ready = False
+        self.failures = 0  # consecutive failed cycles
+        self._fault_kind = ""
+        self._smtp_failures = 0
+        self._smtp_next = 0.0  # monotonic time before which the relay is left alone
+        _tune_garbage_collector()
+
+    # ------------------------------------------------------------ customers and templates
+
+    def _load_customers(self) -> tuple[Customer, ...]:
+        return load_customers(self.config.customers_file, self.config.packages)
+
+    def _sync_customers(self, customers: tuple[Customer, ...]) -> None:
+        with self.sessions() as session, session.begin():
+            seen, ended = store.sync_customers(session, customers, self.clock())
+        log.info("customers: %d customers, %d contracts (%d ended)", len(customers), seen, ended)
+
+    def reload(self) -> bool:
+        """Re-read the customers file and templates; anything bad keeps the old state."""
+        try:
+            customers = self._load_customers()
+            renderer = load_renderer(self.config.templates_path)
+            self._sync_customers(customers)
+        except (ConfigError, RenderError) as exc:
+            log.error("reload refused, keeping the previous customers and templates: %s", exc)
+            return False
+        except FAULTS as exc:
+            log.error("reload failed, keeping the previous customers and templates: %s: %s",
+                      type(exc).__name__, exc)
+            return False
+        self.ingestor.ctx = Context.build(self.config, customers)
+        self.renderer = renderer
+        self.outbox.renderer = renderer
+        log.info("reloaded customers and templates")
+        return True
+
+    # ------------------------------------------------------------ one cycle
+
+    def ingest_all(self, budget_seconds: float | None = None) -> dict[str, int]:
+        """Fetch and store what the mailbox holds; with a budget, stop after the batch
+        that used it up (``self.more_waiting`` then says mail was left for the next slice)."""
+        totals: dict[str, int] = {}
+        waiting = 0
+        self.more_waiting = False
+        started = time.monotonic()
+        if not self.mailbox_lock.acquire():
+            if not self._standby_logged:
+                log.info("another daemon reads %s; this one sweeps and sends until it can take over",
+                         self.mailbox_lock.identity)
+                self._standby_logged = True
+            return totals
+        self._standby_logged = False
+        self.source.connect()
+        if not self._ready:
+            self._ready = True
+            notify("READY=1", "STATUS=logged in to the mailbox, fetching")
+            log.info("ready: mailbox login succeeded")
+        # Batch k+1 is fetched and parsed (on the other core) while batch k is stored.
+        pending: tuple[list[FetchedMail], Future[list[InboundMessage | UnparsableMessage]]] | None = None
+        for batch in self.source.batches(max_count=self.config.batch_size, max_bytes=BATCH_BYTES):
+            future = self.parse_ahead.submit(batch)
+            if pending is not None:
+                waiting += self._store_batch(*pending, totals)
+                if self._stop:
+                    log.info("stopping after the batch in hand (%d messages committed)", len(pending[0]))
+                    return totals
+                if budget_seconds is not None and time.monotonic() - started >= budget_seconds:
+                    # the fetched batch stays on the server, unmoved, for the next slice
+                    self.more_waiting = True
+                    pending = None
+                    log.info("backlog: %d mails stored in this %.0f s slice; sweeping and sending before "
+                             "reading on", sum(totals.values()), budget_seconds)
+                    break
+            pending = (batch, future)
+        if pending is not None:
+            waiting += self._store_batch(*pending, totals)
+            if self._stop:
+                log.info("stopping after the batch in hand (%d messages committed)", len(pending[0]))
+                return totals
+        now = self.clock()
+        with self.sessions() as session, session.begin():
+            store.set_state(session, "last_fetch_at", now.isoformat(), now)
+            store.set_state(session, "mail_waiting", str(waiting), now)
+        return totals
+
+    def _store_batch(self, batch: list[FetchedMail], future: Future[list[InboundMessage | UnparsableMessage]],
+                     totals: dict[str, int]) -> int:
+        """Store one parsed batch and move its mail on the source; returns how many wait for a retry."""
+        result = self.ingestor.ingest_batch(batch, self.parse_ahead.result(future, batch))
+        if result.done:
+            self.source.mark_done(result.done)
+        if result.quarantined:
+            self.source.quarantine(result.quarantined)
+        for key, value in result.counts.items():
+            totals[key] = totals.get(key, 0) + value
+        notify("WATCHDOG=1")  # a long backlog is progress, not a hang
+        return_free_memory()
+        return len(result.retry)
+
+    def cycle(self) -> CycleReport:
+        report = CycleReport()
+        report.ingested = self.ingest_all(self.config.daemon.slice_seconds)
+        report.more_waiting = self.more_waiting
+        if self._stop:
+            return report
+        swept = self.sweeper.sweep(self.clock())
+        report.escalations, report.closed = swept.escalations, swept.closed
+        self.check_health()
+        report.outbox = self.drain(self.config.daemon.slice_seconds)
+        if self.metrics is not None:
+            self.metrics.observe_cycle(report.ingested, report.escalations, report.outbox.sent)
+            with self.sessions() as session:
+                self.metrics.observe_health(session, read_health(session, self.clock()))
+        return report
+
+    def drain(self, budget_seconds: float | None = None) -> DrainResult:
+        """Send what is due, oldest first, in chunks so SIGTERM is heard between them;
+        with a budget, stop taking mail when it is used up (``more_due`` says so).
+
+        An unreachable relay is backed off as a whole: the rows stay due in their
+        order, and nothing is tried before the backoff has passed.
+        """
+        total = DrainResult()
+        if time.monotonic() < self._smtp_next:
+            return total
+        deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
+        while not self._stop:
+            try:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                part = self.outbox.drain(limit=DRAIN_CHUNK, budget_seconds=left)
+            except SmtpError as exc:
+                self._smtp_failures += 1
+                delay = backoff(self._smtp_failures, self.config.daemon.retry_min_seconds,
+                                self.config.daemon.retry_max_seconds)
+                self._smtp_next = time.monotonic() + delay
+                level = logging.ERROR if self._smtp_failures == 1 else logging.INFO
+                log.log(level, "outbox: SMTP unusable (attempt %d), mail stays queued, retrying in %.0f s: %s",
+                        self._smtp_failures, delay, exc)
+                total.errors.append(str(exc))
+                return total
+            if self._smtp_failures:
+                log.info("outbox: SMTP relay usable again after %d failed attempts", self._smtp_failures)
+                self._smtp_failures, self._smtp_next = 0, 0.0
+            total.sent += part.sent
+            total.retry += part.retry
+            total.failed += part.failed
+            total.errors.extend(part.errors)
+            if part.more_due:
+                total.more_due = True
+                log.info("outbox: %d mails sent in this %.0f s slice, more due; reading the mailbox before "
+                         "sending on", total.sent, budget_seconds or 0)
+                break
+            if part.sent + part.retry + part.failed < DRAIN_CHUNK:
+                break
+        return total
+
+    def run_once(self) -> CycleReport:
+        """Cycles until the mailbox is read empty (a backlog takes several slices)."""
+        report = CycleReport()
+        try:
+            while True:
+                part = self.cycle()
+                report.merge(part)
+                if not (part.more_waiting or part.outbox.more_due) or self._stop:
+                    break
+        finally:
+            self.source.close()
+            self.parse_ahead.close()
+            self.blobs.close()
+            self.mailbox_lock.release()
+        log.info("cycle done: %s", report.summary())
+        return report
+
+    # ------------------------------------------------------------ health
+
+    def check_health(self) -> None:
+        """Queue one alert per problem occurrence and one "recovered" mail when it ends.
+
+        The alerted set lives in the state table, in the same transaction as the
+        outbox rows, so a restart neither repeats nor forgets an alert.
+        """
+        now = self.clock()
+        cfg = self.config
+        with self.sessions() as session, session.begin():
+            health = read_health(session, now)
+            current = problems(health, cfg.health.fetch_stale, cfg.health.outbox_stale, self.started_at)
+            alerted = _load_alerted(session)
+            mails, after = plan_alerts(current, alerted, now)
+            if not mails:
+                return
+            people = list(cfg.managers) or list(cfg.consultants)
+            for mail in mails:
+                if mail.recovered:
+                    log.warning("health: recovered: %s", ALERT_NAMES.get(mail.key, mail.key))
+                else:
+                    log.error("health: ALERT: %s", mail.detail)
+                for language in sorted({p.language for p in people}):
+                    store.enqueue(
+                        session, dedupe_key=f"{mail.dedupe_key}:{language}", kind="alert", template="alert",
+                        language=language, recipients=[p.email for p in people if p.language == language],
+                        context={"what": ALERT_NAMES.get(mail.key, mail.key), "detail": mail.detail,
+                                 "since": mail.since.isoformat(timespec="minutes"), "recovered": mail.recovered},
+                        message_id=store.new_message_id(self.ingestor.ctx.domain, None, "alert"), now=now,
+                        automatic=True,
+                    )
+            store.set_state(session, "alerts", json.dumps({k: v.isoformat() for k, v in after.items()}), now)
+
+    # ------------------------------------------------------------ the loop
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._reload = True
+        else:
+            self._stop = True
+        if self._waiting:
+            raise _Interrupt()
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        if self.metrics is not None and self.config.metrics_listen:
+            self.metrics.serve(self.config.metrics_listen)
+        try:
+            while not self._stop:
+                if self._reload:
+                    self._reload = False
+                    self.reload()
+                if self.turn():
+                    if not self.more_work:  # else the rest of a backlog is worked at once
+                        self._wait(self.wait_seconds())
+                else:
+                    self._sleep(backoff(self.failures, self.config.daemon.retry_min_seconds,
+                                        self.config.daemon.retry_max_seconds))
+        finally:
+            notify("STOPPING=1", "STATUS=stopping")
+            self.source.close()
+            self.parse_ahead.close()
+            self.blobs.close()
+            self.mailbox_lock.release()
+            if self.metrics is not None:
+                self.metrics.close()
+        log.info("stopped")
+        return 0
+
+    def turn(self) -> bool:
+        """One cycle and what systemd hears of it; False when a fault needs a backoff."""
+        try:
+            report = self.cycle()
+        except MailboxAuthError as exc:
+            self._fault("mailbox login refused", str(exc))
+            return False
+        except FAULTS as exc:
+            self._fault(type(exc).__name__, str(exc))
+            return False
+        self.more_work = report.more_waiting or report.outbox.more_due
+        if self.failures:
+            log.info("recovered after %d failed attempts", self.failures)
+        self.failures, self._fault_kind = 0, ""
+        notify("WATCHDOG=1", f"STATUS={report.summary()}")
+        if report.ingested:
+            log.info("cycle: %s", report.summary())
+        return True
+
+    @property
+    def healthy(self) -> bool:
+        return self.failures < UNHEALTHY_AFTER
+
+    def _fault(self, kind: str, detail: str) -> None:
+        self.failures += 1
+        delay = backoff(self.failures, self.config.daemon.retry_min_seconds, self.config.daemon.retry_max_seconds)
+        message = f"{kind}: {detail}; mail stays on the server, retrying in {delay:.0f} s"
+        if kind != self._fault_kind or self.failures % 10 == 0:
+            log.error("%s (attempt %d)", message, self.failures)
+        else:
+            log.info("still failing (attempt %d): %s", self.failures, message)
+        self._fault_kind = kind
+        states = [f"STATUS={message[:200]}"]
+        if self.healthy:
+            states.append("WATCHDOG=1")
+        notify(*states)
+        try:
+            self.source.close()
+        except Exception:  # closing a broken connection may fail in any way; we reconnect anyway
+            pass
+        # the managers must hear of a mailbox that stays down, and the relay may still work
+        try:
+            self.check_health()
+            self.drain(self.config.daemon.slice_seconds)
+        except FAULTS as exc:
+            log.debug("health check skipped while failing: %s", exc)
+
+    def wait_seconds(self) -> float:
+        """How long to wait for mail before the next full cycle: the cycle period,
+        the watchdog's ping interval, or the SMTP backoff, whichever ends first."""
+        wait = float(self.config.daemon.cycle_seconds)
+        ping = watchdog_interval()
+        if ping:
+            wait = min(wait, ping)
+        if self._smtp_failures:
+            wait = min(wait, max(0.1, self._smtp_next - time.monotonic()))
+        return wait
+
+    def _sleep(self, seconds: float) -> None:
+        self._waiting = True
+        try:
+            deadline = time.monotonic() + seconds
+            while not self._stop and not self._reload and time.monotonic() < deadline:
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        except _Interrupt:
+            pass
+        finally:
+            self._waiting = False
+
+    def _wait(self, timeout: float) -> None:
+        if self._stop or self._reload:
+            return
+        self._waiting = True
+        try:
+            self.source.wait_for_mail(timeout)
+        except _Interrupt:
+            pass
+        except FAULTS as exc:
+            # a dead connection found while waiting (liveness check): the next cycle reconnects
+            log.warning("connection lost while waiting for mail, reconnecting: %s", exc)
+        finally:
+            self._waiting = False
+
+
+def _load_alerted(session: Session) -> dict[str, datetime]:
+    raw = store.get_state(session, "alerts")
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+        return {str(k): datetime.fromisoformat(v) for k, v in data.items()}
+    except (ValueError, AttributeError, TypeError):
+        log.warning("health: unreadable alert state %r, starting afresh", raw[:100])
+        return {}
+
+
+def _mailbox_identity(config: Config) -> str:
+    source = config.source
+    if isinstance(source, ImapSettings):
+        return f"imap://{source.username}@{source.host}:{source.port}/{source.folder}"
+    return f"maildir:{source.path}"
+
+
+def _tune_garbage_collector() -> None:
+    """Collect cycles less often than Python's default (every 700 allocations).
+
+    A batch allocates hundreds of thousands of short-lived objects, nearly all
+    freed by reference counting; the default thresholds ran about 840 collections
+    per 10,000 mails, 5 % of ingest (bench/backlog.py), to find almost nothing.
+    """
+    gc.set_threshold(50_000, 20, 100)

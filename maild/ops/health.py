@@ -1,0 +1,106 @@
+"""Health: what ``maild status`` shows and when the managers get an alert mail.
+
+The decision is pure (``alert_transitions``): given the current problems and
+the ones already alerted, which alerts and "recovered" mails to send. The
+daemon stores the alerted set in the state table, so each problem produces one
+alert and, later, one recovery mail, across restarts too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from maild.storage import store
+from maild.storage.models import QuarantineRow, Ticket
+
+
+@dataclass(frozen=True)
+class Health:
+    now: datetime
+    last_fetch_at: datetime | None
+    outbox_depth: int
+    oldest_unsent: datetime | None
+    quarantined: int
+    open_tickets: int
+    nearest_due: tuple[tuple[int, datetime], ...]  # (ticket id, reaction_due), soonest first
+    # mail the last cycle left on the source (to retry); None before the first cycle
+    mail_waiting: int | None = None
+
+    @property
+    def oldest_unsent_age(self) -> timedelta | None:
+        return None if self.oldest_unsent is None else self.now - self.oldest_unsent
+
+
+def read_health(session: Session, now: datetime, nearest: int = 5) -> Health:
+    last = store.get_state(session, "last_fetch_at")
+    waiting = store.get_state(session, "mail_waiting")
+    depth, oldest = store.outbox_stats(session, now)
+    quarantined = int(session.scalar(
+        select(func.count()).select_from(QuarantineRow).where(QuarantineRow.status == "held")) or 0)
+    open_count = int(session.scalar(
+        select(func.count()).select_from(Ticket).where(Ticket.status.in_(store.OPEN_STATUSES))) or 0)
+    due = session.execute(
+        select(Ticket.id, Ticket.reaction_due)
+        .where(Ticket.status.in_(store.OPEN_STATUSES), Ticket.reaction_due.is_not(None),
+               Ticket.first_response_at.is_(None))
+        .order_by(Ticket.reaction_due).limit(nearest)
+    ).all()
+    return Health(
+        now=now, last_fetch_at=datetime.fromisoformat(last) if last else None, outbox_depth=depth,
+        oldest_unsent=oldest, quarantined=quarantined, open_tickets=open_count,
+        nearest_due=tuple((int(tid), due_at) for tid, due_at in due if due_at is not None),
+        mail_waiting=int(waiting) if waiting is not None and waiting.isdigit() else None,
+    )
+
+
+def problems(health: Health, fetch_stale: timedelta, outbox_stale: timedelta, started_at: datetime) -> dict[str, str]:
+    """Current problems by key, each with a sentence for the alert mail."""
+    found: dict[str, str] = {}
+    since = health.last_fetch_at or started_at
+    if health.now - since > fetch_stale:
+        found["fetch"] = (f"no successful mailbox fetch since {since.isoformat(timespec='minutes')}"
+                          f" (limit {int(fetch_stale.total_seconds() // 60)} min)")
+    age = health.oldest_unsent_age
+    if age is not None and age > outbox_stale:
+        found["outbox"] = (f"{health.outbox_depth} mails unsent, the oldest for {int(age.total_seconds() // 60)} min"
+                           f" (limit {int(outbox_stale.total_seconds() // 60)} min)")
+    return found
+
+
+def alert_transitions(current: dict[str, str], alerted: set[str]) -> tuple[dict[str, str], set[str]]:
+    """(new alerts to send, recoveries to send)."""
+    new = {key: text for key, text in current.items() if key not in alerted}
+    recovered = {key for key in alerted if key not in current}
+    return new, recovered
+
+
+ALERT_NAMES = {"fetch": "mailbox fetch", "outbox": "outgoing mail"}
+
+
+@dataclass(frozen=True)
+class AlertMail:
+    key: str
+    recovered: bool
+    detail: str
+    since: datetime
+
+    @property
+    def dedupe_key(self) -> str:
+        """One row per problem occurrence: the same problem later is a new occurrence."""
+        kind = "recovered" if self.recovered else "alert"
+        return f"{kind}:{self.key}:{self.since.isoformat()}"
+
+
+def plan_alerts(current: dict[str, str], alerted: dict[str, datetime],
+                now: datetime) -> tuple[list[AlertMail], dict[str, datetime]]:
+    """The mails to queue and the alerted set (problem -> since) to store afterwards."""
+    new, recovered = alert_transitions(current, set(alerted))
+    mails = [AlertMail(key, False, text, now) for key, text in sorted(new.items())]
+    mails += [AlertMail(key, True, f"{ALERT_NAMES.get(key, key)} is working again", alerted[key])
+              for key in sorted(recovered)]
+    after = {k: v for k, v in alerted.items() if k not in recovered}
+    after.update({key: now for key in new})
+    return mails, after

@@ -1,0 +1,161 @@
+"""Sender -> customer -> contract, decided on the day a message arrives (pure).
+
+The contract decides the promise in the acknowledgement, the queue priority and
+where the hours are booked, so the choice is made once, here, with a reason a
+person can read in the ticket history.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from maild.rules.customers import Contract, ContractKind, Customer, normalize_address
+
+log = logging.getLogger("maild.contracts")
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Who wrote and which contract covers it.
+
+    ``kind`` is "occasional" whenever no contract applies, so later stages always
+    have a kind to prioritise and bill by. ``fell_back_from`` names a prepaid
+    package that would have applied but is used up or expired, so the
+    acknowledgement can tell the customer why this is billed as occasional work.
+    """
+
+    customer: Customer | None
+    contract: Contract | None
+    kind: ContractKind
+    verified: bool
+    reason: str
+    fell_back_from: str | None = None
+
+
+class DuplicateClaim(ValueError):
+    """Two customers claim the same address or domain; the loader prevents this."""
+
+
+class CustomerIndex:
+    """Address and domain lookups, built once per customers reload.
+
+    A lookup is one dict hit for the address plus one per domain label, so the
+    cost does not grow with the number of customers.
+    """
+
+    def __init__(self, customers: Sequence[Customer]) -> None:
+        self.customers: tuple[Customer, ...] = tuple(customers)
+        self._by_address: dict[str, Customer] = {}
+        self._by_domain: dict[str, Customer] = {}
+        for customer in self.customers:
+            for address in customer.addresses:
+                self._add(self._by_address, address.lower(), customer)
+            for domain in customer.domains:
+                self._add(self._by_domain, domain.lower().removeprefix("@"), customer)
+
+    @staticmethod
+    def _add(table: dict[str, Customer], key: str, customer: Customer) -> None:
+        other = table.get(key)
+        if other is not None and other.id != customer.id:
+            raise DuplicateClaim(f"{key} is claimed by customers {other.id!r} and {customer.id!r}")
+        table[key] = customer
+
+    def customer_for(self, address: str) -> Customer | None:
+        """The customer owning ``address``: exact address first, then the most specific domain."""
+        return self._match(address)[0]
+
+    def _match(self, address: str) -> tuple[Customer | None, str]:
+        normal = normalize_address(address)
+        if normal is None:
+            return None, ""
+        customer = self._by_address.get(normal)
+        if customer is not None:
+            return customer, f"address {normal}"
+        labels = normal.rpartition("@")[2].split(".")
+        for i in range(len(labels) - 1):
+            domain = ".".join(labels[i:])
+            customer = self._by_domain.get(domain)
+            if customer is not None:
+                return customer, f"domain {domain} ({normal})"
+        return None, ""
+
+
+def resolve(
+    address: str, index: CustomerIndex, day: date, prepaid_left: Callable[[str], int]
+) -> Resolution:
+    """Choose the contract covering mail from ``address`` arriving on ``day``.
+
+    Order: an active sla, then an active, unexpired prepaid package with minutes
+    left (the one expiring first, so hours are not lost to expiry), then an active
+    occasional contract. ``prepaid_left`` maps a contract id to its remaining
+    minutes; it comes from the ledger so this function stays pure.
+    """
+    customer, matched = index._match(address)
+    if customer is None:
+        return Resolution(
+            customer=None,
+            contract=None,
+            kind="occasional",
+            verified=False,
+            reason=f"unknown sender {address.strip()!r}: occasional, unverified",
+        )
+    prefix = f"{matched} -> customer {customer.id}"
+    active = [c for c in customer.contracts if c.active_on(day)]
+
+    slas = sorted(
+        (c for c in active if c.kind == "sla"), key=lambda c: (c.reaction_hours or 0, c.id)
+    )
+    if slas:
+        return _chosen(customer, slas[0], f"{prefix}, contract {slas[0].id} (sla)", None)
+
+    usable = sorted(
+        (c for c in active if c.kind == "prepaid" and prepaid_left(c.id) > 0),
+        key=_expiry_order,
+    )
+    if usable:
+        return _chosen(customer, usable[0], f"{prefix}, contract {usable[0].id} (prepaid)", None)
+
+    fell_back_from, why = _spent_package(customer, day, prepaid_left)
+    occasional = sorted((c for c in active if c.kind == "occasional"), key=lambda c: c.id)
+    if occasional:
+        contract = occasional[0]
+        reason = f"{prefix}, {why}contract {contract.id} (occasional)"
+        return _chosen(customer, contract, reason, fell_back_from)
+    return _chosen(customer, None, f"{prefix}, {why}no active contract: occasional", fell_back_from)
+
+
+def _chosen(
+    customer: Customer, contract: Contract | None, reason: str, fell_back_from: str | None
+) -> Resolution:
+    return Resolution(
+        customer=customer,
+        contract=contract,
+        kind="occasional" if contract is None else contract.kind,
+        verified=True,
+        reason=reason,
+        fell_back_from=fell_back_from,
+    )
+
+
+def _expiry_order(contract: Contract) -> tuple[date, date, str]:
+    return (contract.valid_until or contract.end or date.max, contract.start, contract.id)
+
+
+def _spent_package(
+    customer: Customer, day: date, prepaid_left: Callable[[str], int]
+) -> tuple[str | None, str]:
+    """The most recent package that has started but can no longer be drawn from.
+
+    Only the latest one is named: the customer needs to know that their hours
+    ran out, not a history of every package they ever bought.
+    """
+    started = [c for c in customer.contracts if c.kind == "prepaid" and c.start <= day]
+    if not started:
+        return None, ""
+    package = max(started, key=_expiry_order)
+    if not package.active_on(day):
+        last = package.valid_until if package.valid_until is not None else package.end
+        return package.id, f"prepaid {package.id} expired {last}: "
+    return package.id, f"prepaid {package.id} used up: "

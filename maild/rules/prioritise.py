@@ -1,0 +1,84 @@
+"""Where a new ticket goes in the queue, and why.
+
+The tier is the contract: every ``sla`` ticket before every ``prepaid`` one,
+before ``occasional``, unverified senders last; nothing inside a ticket can move
+it across tiers. Within a tier the priority orders: urgent words (P1), a topic
+of an active peak period (P2), the rest (P3), automatic mail (P4); then the
+earlier deadline, then age.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from functools import lru_cache
+
+from maild.rules.customers import ContractKind
+from maild.rules.peak import PeakWindow, peak_match
+
+TIER_BY_KIND: dict[str, int] = {"sla": 0, "prepaid": 1, "occasional": 2}
+UNVERIFIED_TIER = 3
+TIER_NAMES = ("sla", "prepaid", "occasional", "unverified")
+PRIORITIES = ("P1", "P2", "P3", "P4")
+
+
+@dataclass(frozen=True)
+class Priority:
+    tier: int
+    priority: str
+    peak: str | None
+    reasons: tuple[str, ...]
+
+
+@lru_cache(maxsize=16)
+def _urgent_pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
+    if not words:
+        return None
+    alternatives = "|".join(re.escape(w.casefold()) for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alternatives})")
+
+
+def urgent_words_in(text: str, words: tuple[str, ...]) -> tuple[str, ...]:
+    pattern = _urgent_pattern(words)
+    if pattern is None:
+        return ()
+    return tuple(dict.fromkeys(m.group(0) for m in pattern.finditer(text.casefold())))
+
+
+def prioritise(
+    *,
+    kind: ContractKind,
+    verified: bool,
+    subject: str,
+    text: str,
+    automatic: bool,
+    urgent_words: tuple[str, ...],
+    peak_windows: Sequence[PeakWindow],
+    day: date,
+) -> Priority:
+    reasons: list[str] = []
+    if verified:
+        tier = TIER_BY_KIND[kind]
+        reasons.append(f"tier {TIER_NAMES[tier]}: {kind} contract")
+    else:
+        tier = UNVERIFIED_TIER
+        reasons.append("tier unverified: sender not verified as a customer")
+    # The subject says most; the body's first lines are enough to spot urgency
+    # without letting a long quoted history full of old words decide.
+    head = subject + "\n" + text[:2000]
+    found = urgent_words_in(head, urgent_words)
+    peak = peak_match(head, day, peak_windows)
+    if automatic:
+        priority = "P4"
+        reasons.append("P4: automatic mail")
+    elif found:
+        priority = "P1"
+        reasons.append("P1: urgent words " + ", ".join(repr(w) for w in found))
+    elif peak is not None:
+        priority = "P2"
+        reasons.append(f"P2: peak period {peak.window}, topic " + ", ".join(repr(w) for w in peak.words))
+    else:
+        priority = "P3"
+        reasons.append("P3: routine")
+    return Priority(tier=tier, priority=priority, peak=peak.window if peak else None, reasons=tuple(reasons))

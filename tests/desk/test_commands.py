@@ -1,0 +1,261 @@
+"""Consultant commands at the top of a reply, and the durations they log."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from maild.desk.commands import (
+    MAX_ENTRY_MINUTES,
+    AssignCommand,
+    CommandError,
+    DurationError,
+    InternalCommand,
+    ParsedCommands,
+    PriorityCommand,
+    StatusCommand,
+    TimeCommand,
+    VerifyCommand,
+    parse_commands,
+    parse_duration,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [
+        ("1h30m", 90),
+        ("1h 30m", 90),
+        ("1 h 30 min", 90),
+        ("1h30", 90),
+        ("1H30M", 90),
+        ("90m", 90),
+        ("90min", 90),
+        ("90 minutes", 90),
+        ("1.5h", 90),
+        ("1,5h", 90),
+        ("1.25h", 75),
+        ("0,1h", 6),
+        ("2h", 120),
+        ("2 hours", 120),
+        ("1hr", 60),
+        ("2 godz.", 120),
+        ("2godz 15min", 135),
+        ("0:45", 45),
+        ("1:05", 65),
+        ("45", 45),
+        (" 45 ", 45),
+        ("24h", 24 * 60),
+        ("1h05", 65),
+    ],
+)
+def test_valid_durations(text: str, minutes: int) -> None:
+    result = parse_duration(text)
+    assert result == minutes
+    assert type(result) is int
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("abc", "not a duration"),
+        ("", "not a duration"),
+        ("1.5", "not a duration"),
+        ("h", "not a duration"),
+        ("1h 2h", "not a duration"),
+        ("30m 1h", "not a duration"),
+        ("0:75", "not a duration"),
+        ("1h75", "not a duration"),
+        ("-30m", "not a duration"),
+        ("1e3m", "not a duration"),
+        ("１h", "not a duration"),
+        ("0.01h", "0.6 minutes"),
+        ("1.5m", "1.5 minutes"),
+        ("0h", "at least 1 minute"),
+        ("0:00", "at least 1 minute"),
+        ("25h", "more than 24 h"),
+        ("90h", "more than 24 h"),
+        ("9" * 40, "not a duration"),
+    ],
+)
+def test_invalid_durations_say_why(text: str, says: str) -> None:
+    with pytest.raises(DurationError) as raised:
+        parse_duration(text)
+    assert says in raised.value.reason
+    assert raised.value.text == text
+
+
+minutes_strategy = st.integers(min_value=1, max_value=MAX_ENTRY_MINUTES)
+
+
+def _decimal_hours(minutes: int) -> str | None:
+    hours = Fraction(minutes, 60)
+    for places in range(0, 4):
+        scaled = hours * 10**places
+        if scaled.denominator == 1:
+            whole, frac = divmod(int(scaled), 10**places)
+            return f"{whole}.{frac:0{places}d}h" if places else f"{whole}h"
+    return None
+
+
+FORMATS = {
+    "minutes": lambda m: f"{m}m",
+    "min": lambda m: f"{m} min",
+    "bare": lambda m: f"{m}",
+    "clock": lambda m: f"{m // 60}:{m % 60:02d}",
+    "h+m": lambda m: f"{m // 60}h{m % 60}m",
+    "h m spaced": lambda m: f"{m // 60}h {m % 60}m",
+    "h+bare": lambda m: f"{m // 60}h{m % 60:02d}",
+}
+
+
+@given(minutes=minutes_strategy, style=st.sampled_from(sorted(FORMATS)))
+def test_formatted_minutes_parse_back(minutes: int, style: str) -> None:
+    assert parse_duration(FORMATS[style](minutes)) == minutes
+
+
+@given(minutes=minutes_strategy, comma=st.booleans())
+def test_decimal_hours_parse_back_when_exact(minutes: int, comma: bool) -> None:
+    text = _decimal_hours(minutes)
+    if text is None:
+        return
+    if comma:
+        text = text.replace(".", ",")
+    assert parse_duration(text) == minutes
+
+
+@given(hundredths=st.integers(min_value=1, max_value=2400))
+def test_decimal_hours_never_round(hundredths: int) -> None:
+    text = f"{hundredths // 100}.{hundredths % 100:02d}h"
+    exact = Fraction(hundredths, 100) * 60
+    if exact.denominator == 1:
+        assert parse_duration(text) == exact
+    else:
+        with pytest.raises(DurationError):
+            parse_duration(text)
+
+
+def test_each_command() -> None:
+    parsed = parse_commands(
+        "#time 1h30m installation wdrożenie wersji 2025.4\n"
+        "#status waiting\n"
+        "#assign Anna Nowak\n"
+        "#priority P1 customer's production is down\n"
+        "#internal\n"
+        "#verify\n"
+        "\n"
+        "Dzień dobry,\n"
+        "proszę o zrzut ekranu.\n"
+    )
+    assert parsed == ParsedCommands(
+        commands=(
+            TimeCommand(90, "installation", "wdrożenie wersji 2025.4"),
+            StatusCommand("waiting"),
+            AssignCommand("Anna Nowak"),
+            PriorityCommand("P1", "customer's production is down"),
+            InternalCommand(),
+            VerifyCommand(),
+        ),
+        body="Dzień dobry,\nproszę o zrzut ekranu.\n",
+        errors=(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "command"),
+    [
+        ("#time 45", TimeCommand(45, None, "")),
+        ("#time 1h 30m training payroll module", TimeCommand(90, "training", "payroll module")),
+        ("#time 1 h 30 min call with the CFO", TimeCommand(90, None, "call with the CFO")),
+        ("#time 2h 3 users trained", TimeCommand(120, None, "3 users trained")),
+        ("#time 0:45 Incident", TimeCommand(45, "incident", "")),
+        ("#TIME 15m consultation", TimeCommand(15, "consultation", "")),
+        ("#czas 1,5h szkolenie kadry", TimeCommand(90, "training", "kadry")),
+        ("#czas 2h rozwój nowy wydruk", TimeCommand(120, "development", "nowy wydruk")),
+        ("#status Resolved", StatusCommand("resolved")),
+        ("#assign jan.kowalski@example.com", AssignCommand("jan.kowalski@example.com")),
+        ("#przypisz  Łukasz   Żak ", AssignCommand("Łukasz Żak")),
+        ("#priority p2", PriorityCommand("P2", "")),
+        ("#priorytet P1 stoi produkcja", PriorityCommand("P1", "stoi produkcja")),
+        ("#wewnętrzne", InternalCommand()),
+        ("#potwierdź", VerifyCommand()),
+    ],
+)
+def test_command_forms(line: str, command: object) -> None:
+    parsed = parse_commands(line + "\nbody")
+    assert parsed.errors == ()
+    assert parsed.commands == (command,)
+    assert parsed.body == "body"
+
+
+def test_errors_carry_line_numbers_and_reasons() -> None:
+    text = (
+        "\n"
+        "#time 1h\n"
+        "#foo bar\n"
+        "#time abc\n"
+        "#status maybe\n"
+        "#priority P9 urgent\n"
+        "#assign\n"
+        "#internal please\n"
+        "#time 0.01h\n"
+        "Body.\n"
+    )
+    parsed = parse_commands(text)
+    assert parsed.commands == (TimeCommand(60, None, ""),)
+    assert [(e.line_no, e.line) for e in parsed.errors] == [
+        (3, "#foo bar"),
+        (4, "#time abc"),
+        (5, "#status maybe"),
+        (6, "#priority P9 urgent"),
+        (7, "#assign"),
+        (8, "#internal please"),
+        (9, "#time 0.01h"),
+    ]
+    reasons = [e.reason for e in parsed.errors]
+    assert "unknown command #foo" in reasons[0]
+    assert "'abc'" in reasons[1] and "not a duration" in reasons[1]
+    assert "open, waiting, resolved, closed" in reasons[2]
+    assert "P1, P2, P3, P4" in reasons[3]
+    assert "address or name" in reasons[4]
+    assert "takes nothing" in reasons[5]
+    assert "whole minutes" in reasons[6]
+    assert parsed.body == "Body.\n"
+
+
+def test_conflicting_single_use_commands_are_errors() -> None:
+    parsed = parse_commands("#status resolved\n#status open\n#time 1h\n#time 30m\n")
+    assert parsed.commands == (StatusCommand("resolved"), TimeCommand(60, None, ""), TimeCommand(30, None, ""))
+    assert parsed.errors == (CommandError(2, "#status open", "#status given twice; keep one"),)
+
+
+def test_blank_lines_before_and_between_commands() -> None:
+    parsed = parse_commands("\r\n\n#time 30m\r\n\n#status resolved\n\nDziękuję,\nJan")
+    assert parsed.commands == (TimeCommand(30, None, ""), StatusCommand("resolved"))
+    assert parsed.body == "Dziękuję,\nJan"
+    assert parsed.errors == ()
+
+
+def test_later_hash_lines_are_text() -> None:
+    text = "#time 20m\nHello,\n#1 of my questions: the VAT report\n#status resolved\n"
+    parsed = parse_commands(text)
+    assert parsed.commands == (TimeCommand(20, None, ""),)
+    assert parsed.body == "Hello,\n#1 of my questions: the VAT report\n#status resolved\n"
+
+
+@pytest.mark.parametrize("text", ["#1 of my questions\n#time 1h\n", "# Summary\n", "## notes", "Hi\n#time 1h", ""])
+def test_text_without_a_command_block_is_unchanged(text: str) -> None:
+    assert parse_commands(text) == ParsedCommands((), text, ())
+
+
+def test_commands_only_leave_an_empty_body() -> None:
+    assert parse_commands("#time 1h\n#status closed\n").body == ""
+
+
+@given(st.text(max_size=200))
+def test_any_text_parses_without_raising_and_keeps_non_command_lines(text: str) -> None:
+    parsed = parse_commands(text)
+    assert parsed.body in text
+    assert len(parsed.commands) + len(parsed.errors) <= text.count("#")

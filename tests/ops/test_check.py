@@ -1,0 +1,111 @@
+"""`maild check` against real Dovecot, SMTP sink, SQLite and PostgreSQL.
+
+One line per check; exit 0 when all is well, 1 naming the failing part.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from maild.cli.main import main
+from maild.config import Config
+from tests.helpers import write_config
+from tests.servers.common import free_port
+from tests.e2e.test_daemon import imap_table
+
+ROOT = Path(__file__).resolve().parents[2]
+MARKS = ("ok  ", "FAIL", "warn")
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Any:
+    logger = logging.getLogger("maild")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+def check(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, str]]:
+    code = main(["--config", str(config), "check"])
+    out = capsys.readouterr().out
+    lines: dict[str, str] = {}
+    for line in out.splitlines():
+        assert line[:4] in MARKS, f"not one line per check: {line!r}"
+        name, _, detail = line[5:].partition(": ")
+        lines[name] = f"{line[:4].strip()} {detail}"
+    return code, lines
+
+
+def test_all_fine_with_a_new_sqlite_database(tmp_path: Path, imap_account: Any, smtp_sink: Any,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port)
+    code, lines = check(config, capsys)
+    assert code == 0, lines
+    assert set(lines) >= {"config", "customers", "storage", "database", "templates", "mailbox", "smtp"}
+    assert lines["database"].startswith("ok") and "will be created" in lines["database"]
+    assert "idle yes" in lines["mailbox"] and "move yes" in lines["mailbox"]
+    assert "EHLO" in lines["smtp"]
+    assert lines["templates"].startswith("ok") and "pl, en" in lines["templates"]
+    assert not (tmp_path / "var" / "maild.db").exists(), "check creates no database"
+
+
+def test_wrong_imap_password(tmp_path: Path, imap_account: Any, smtp_sink: Any,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, source=imap_table(imap_account, password="nie-to-haslo-42"),
+                          smtp_port=smtp_sink.port)
+    code, lines = check(config, capsys)
+    assert code == 1
+    assert lines["mailbox"].startswith("FAIL") and "login" in lines["mailbox"]
+    assert "nie-to-haslo-42" not in lines["mailbox"]
+    assert all(v.startswith(("ok", "warn")) for k, v in lines.items() if k != "mailbox")
+
+
+def test_smtp_down(tmp_path: Path, imap_account: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=free_port())
+    code, lines = check(config, capsys)
+    assert code == 1 and lines["smtp"].startswith("FAIL")
+    assert lines["mailbox"].startswith("ok")
+
+
+def test_unwritable_storage(tmp_path: Path, imap_account: Any, smtp_sink: Any,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port,
+                          database_url=f"sqlite:///{tmp_path / 'db' / 'maild.db'}")
+    (tmp_path / "var").write_text("a file where the storage directory should be")  # even root cannot write here
+    code, lines = check(config, capsys)
+    assert code == 1 and lines["storage"].startswith("FAIL")
+    assert lines["smtp"].startswith("ok")
+
+
+def test_broken_template(tmp_path: Path, imap_account: Any, smtp_sink: Any, monkeypatch: pytest.MonkeyPatch,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    (templates / "pl" / "ack.txt").write_text("{% block subject %}{{ ref }{% endblock %}{% block body %}{% endblock %}")
+    monkeypatch.setattr(Config, "templates_path", property(lambda self: templates))
+    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port)
+    code, lines = check(config, capsys)
+    assert code == 1 and lines["templates"].startswith("FAIL") and "pl/ack.txt" in lines["templates"]
+
+
+def test_postgres_reachable_then_migrated(tmp_path: Path, imap_account: Any, smtp_sink: Any, pg_url: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port, database_url=pg_url)
+    code, lines = check(config, capsys)
+    assert code == 0 and "reachable, schema at empty, will migrate" in lines["database"]
+    assert main(["--config", str(config), "db", "upgrade"]) == 0
+    capsys.readouterr()
+    code, lines = check(config, capsys)
+    assert code == 0 and "up to date" in lines["database"]
+
+
+def test_postgres_unreachable(tmp_path: Path, imap_account: Any, smtp_sink: Any,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing"
+    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port, database_url=url)
+    code, lines = check(config, capsys)
+    assert code == 1 and lines["database"].startswith("FAIL")

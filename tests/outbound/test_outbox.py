@@ -1,0 +1,282 @@
+"""The outbox against a real SMTP server: retries with backoff, permanent failures recorded."""
+from __future__ import annotations
+
+import mailbox
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from maild.config import load_config
+from maild.ops.daemon import Daemon
+from maild.storage.models import Event, OutboxRow
+from maild.outbound.outbox import RETRY_BASE, RETRY_CAP, Outbox, retry_delay
+from maild.outbound.smtp import BeforeData, Delivery, Envelope, SmtpSender, SmtpUnavailable
+from tests.helpers import Clock, maildir_source, make_mail, write_config
+
+UTC = timezone.utc
+
+
+def setup(tmp_path: Path, sink: Any) -> tuple[Daemon, Clock]:
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=sink.port)
+    mailbox.Maildir(tmp_path / "Maildir", create=True).add(make_mail(msgid="<ob1@acme.pl>"))
+    clock = Clock(datetime.now(UTC))
+    return Daemon(load_config(config), clock), clock
+
+
+def outbox_row(daemon: Daemon) -> OutboxRow:
+    with daemon.sessions() as session:
+        return session.scalars(select(OutboxRow)).one()
+
+
+def test_temporary_failure_is_retried_with_backoff_then_sent_once(tmp_path: Path, smtp_sink: Any) -> None:
+    smtp_sink.mode = "tempfail"
+    daemon, clock = setup(tmp_path, smtp_sink)
+    daemon.run_once()
+    row = outbox_row(daemon)
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert row.last_error.startswith("451")
+    assert row.next_attempt_at == clock.now + RETRY_BASE
+    clock.now += timedelta(seconds=5)
+    assert daemon.outbox.drain().sent == 0, "not before the backoff has passed"
+    clock.now += RETRY_BASE
+    daemon.outbox.drain()
+    row = outbox_row(daemon)
+    assert row.attempts == 2 and row.next_attempt_at == clock.now + 2 * RETRY_BASE
+    smtp_sink.mode = "accept"
+    clock.now += 2 * RETRY_BASE
+    assert daemon.outbox.drain().sent == 1
+    assert outbox_row(daemon).status == "sent"
+    assert daemon.outbox.drain().sent == 0
+    assert len(smtp_sink.messages) == 1
+
+
+def test_permanent_failure_is_recorded_with_the_reply(tmp_path: Path, smtp_sink: Any) -> None:
+    smtp_sink.mode = "permfail"
+    daemon, _ = setup(tmp_path, smtp_sink)
+    daemon.run_once()
+    row = outbox_row(daemon)
+    assert row.status == "failed" and row.last_error.startswith("550")
+    with daemon.sessions() as session:
+        [event] = session.scalars(select(Event).where(Event.kind == "delivery_failed")).all()
+        assert event.detail["permanent"] is True and event.detail["recipients"] == ["jan@acme.pl"]
+
+
+def test_server_down_keeps_mail_queued(tmp_path: Path, smtp_sink: Any) -> None:
+    daemon, clock = setup(tmp_path, smtp_sink)
+    smtp_sink.stop()
+    daemon.run_once()
+    assert outbox_row(daemon).status == "pending"
+    smtp_sink.start()
+    clock.now += RETRY_CAP
+    assert daemon.outbox.drain().sent == 1
+    assert len(smtp_sink.wait_for(1)) == 1
+
+
+@given(st.integers(min_value=1, max_value=10_000))
+def test_backoff_grows_and_is_capped(attempts: int) -> None:
+    delay = retry_delay(attempts)
+    assert RETRY_BASE <= delay <= RETRY_CAP
+    assert retry_delay(attempts + 1) >= delay
+
+
+@pytest.mark.parametrize("connections", [1, 2])
+def test_each_sent_mark_is_committed_before_the_next_mail_goes_out(
+        tmp_path: Path, smtp_sink: Any, monkeypatch: Any, connections: int) -> None:
+    """The "a crash resends at most one mail" guarantee, also over two connections:
+    when a connection hands over its next mail, and again when any mail's data is
+    about to go out, a separate database connection already sees the mails before
+    it as sent (attempts 1, sent_at set); mail is handed over oldest first."""
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(6):
+        box.add(make_mail(sender=f"Jan {i} <jan{i}@acme.pl>", subject=f"Sprawa {i}", msgid=f"<seq{i}@acme.pl>"))
+    daemon = Daemon(load_config(config), Clock(datetime.now(UTC)))
+    daemon.ingest_all()
+    daemon.outbox.connections, daemon.outbox.parallel_from = connections, 2
+    with daemon.sessions() as session:
+        order = list(session.scalars(select(OutboxRow.message_id).order_by(OutboxRow.created_at, OutboxRow.id)))
+    handed: list[tuple[int, str, dict[str, tuple[str, int, bool]]]] = []
+    real_send = SmtpSender.send
+
+    def states() -> dict[str, tuple[str, int, bool]]:
+        with daemon.sessions() as session:
+            rows = session.scalars(select(OutboxRow))
+            return {r.message_id: (r.status, r.attempts, r.sent_at is not None) for r in rows}
+
+    data_phase: list[tuple[str, dict[str, tuple[str, int, bool]]]] = []
+
+    async def watching_send(self: SmtpSender, envelope: Envelope, before_data: BeforeData | None = None) -> Delivery:
+        found = re.search(rb"\r\nMessage-ID: <([^>]*)>", envelope.message)
+        assert found is not None and before_data is not None
+        handed.append((id(self), found.group(1).decode(), states()))
+
+        async def watching_before_data() -> None:
+            await before_data()
+            data_phase.append((found.group(1).decode(), states()))
+
+        return await real_send(self, envelope, watching_before_data)
+
+    monkeypatch.setattr(SmtpSender, "send", watching_send)
+    assert daemon.outbox.drain().sent == 6
+    assert [mid for _, mid, _ in handed] == order, "oldest first"
+    assert len({sender for sender, _, _ in handed}) == connections
+    for n, (sender, _, states) in enumerate(handed):
+        before = [mid for s, mid, _ in handed[:n] if s == sender]
+        assert all(states[mid] == ("sent", 1, True) for mid in before), (n, states)
+        assert sum(state[0] != "sent" for state in states.values()) <= 6 - n + connections - 1
+    for n, (mid, states) in enumerate(data_phase):
+        assert all(states[earlier] == ("sent", 1, True) for earlier, _ in data_phase[:n]), (
+            "a mail's data goes out only when every mail before it in that phase is committed as sent")
+    with daemon.sessions() as session:
+        rows = list(session.scalars(select(OutboxRow).order_by(OutboxRow.id)))
+    assert [(r.status, r.attempts, r.last_error) for r in rows] == [("sent", 1, "")] * 6
+    assert all(r.sent_at is not None and r.sent_at.tzinfo is not None for r in rows)
+    assert len(smtp_sink.wait_for(6)) == 6
+
+
+def acknowledgements_queued(tmp_path: Path, sink: Any, count: int, tag: str) -> Daemon:
+    """A daemon whose outbox holds ``count`` acknowledgements (In-Reply-To <tag0@acme.pl> ...), oldest first."""
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=sink.port)
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(count):
+        box.add(make_mail(sender=f"jan{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<{tag}{i}@acme.pl>"))
+    daemon = Daemon(load_config(config), Clock(datetime.now(UTC)))
+    daemon.ingest_all()
+    return daemon
+
+
+def test_a_few_due_mails_go_over_one_connection_in_exact_order(tmp_path: Path, smtp_sink: Any) -> None:
+    daemon = acknowledgements_queued(tmp_path, smtp_sink, 5, "few")
+    assert daemon.outbox.connections > 1 and daemon.outbox.parallel_from > 5
+    assert daemon.outbox.drain().sent == 5
+    assert smtp_sink.connections == 1
+    assert [m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(5)] == [f"<few{i}@acme.pl>" for i in range(5)]
+
+
+def test_relay_lost_mid_backlog_gives_every_unsent_mail_back_in_order(
+        tmp_path: Path, smtp_sink: Any, monkeypatch: Any) -> None:
+    """Two connections, the relay goes away while both have a mail in hand: the drain
+    stops, every row not sent stays pending and due, and once the relay is back each
+    mail arrives, the rest oldest first, none more than once beyond the one a
+    connection may have had in flight."""
+    daemon = acknowledgements_queued(tmp_path, smtp_sink, 12, "lost")
+    daemon.outbox.connections, daemon.outbox.parallel_from = 2, 2
+    real_send = SmtpSender.send
+    calls = 0
+
+    async def relay_dies_at_the_fifth(self: SmtpSender, envelope: Envelope,
+                                      before_data: BeforeData | None = None) -> Delivery:
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            smtp_sink.stop()
+        return await real_send(self, envelope, before_data)
+
+    monkeypatch.setattr(SmtpSender, "send", relay_dies_at_the_fifth)
+    with pytest.raises(SmtpUnavailable):
+        daemon.outbox.drain()
+    monkeypatch.undo()
+    with daemon.sessions() as session:
+        rows = list(session.scalars(select(OutboxRow).order_by(OutboxRow.created_at, OutboxRow.id)))
+    pending = [r.message_id for r in rows if r.status == "pending"]
+    # the fifth and later never went out; of the four before it, the one the other
+    # connection had in hand may have failed with the relay, the rest stay sent
+    assert 8 <= len(pending) <= 9, pending
+    assert all(r.next_attempt_at <= daemon.clock() for r in rows if r.status == "pending"), "due at once"
+    first = [m.parsed["In-Reply-To"] for m in smtp_sink.messages]
+    smtp_sink.start()
+    daemon.outbox.parallel_from = 100  # the rest over one connection, to see their order
+    assert daemon.outbox.drain().sent == len(pending)
+    received = [m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(len(first) + len(pending))]
+    assert sorted(set(received)) == sorted(f"<lost{i}@acme.pl>" for i in range(12))
+    assert len(received) - 12 <= 1, "at most the one mail in flight is sent twice"
+    by_message_id = {r.message_id: r for r in rows}
+    resent = [m.parsed["Message-ID"].strip("<>") for m in smtp_sink.messages[len(first):]]
+    assert resent == pending and [by_message_id[m].created_at for m in resent] == sorted(
+        by_message_id[m].created_at for m in resent), "oldest first"
+
+
+def test_a_database_fault_lets_the_other_connection_finish_its_mail(
+        tmp_path: Path, smtp_sink: Any, monkeypatch: Any) -> None:
+    """One worker cannot record its mail (the database fails): the drain raises that
+    error, but only after the other connection has recorded the mail it had in hand,
+    so no mail but the faulty one was sent without being marked."""
+    daemon = acknowledgements_queued(tmp_path, smtp_sink, 10, "db")
+    daemon.outbox.connections, daemon.outbox.parallel_from = 2, 2
+    real_record = Outbox._record
+    calls = 0
+
+    def failing_third(self: Outbox, *args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OperationalError("UPDATE outbox", {}, Exception("disk I/O error"))
+        real_record(self, *args)
+
+    monkeypatch.setattr(Outbox, "_record", failing_third)
+    with pytest.raises(OperationalError):
+        daemon.outbox.drain()
+    with daemon.sessions() as session:
+        sent = set(session.scalars(select(OutboxRow.message_id).where(OutboxRow.status == "sent")))
+    received = {m.parsed["Message-ID"].strip("<>") for m in smtp_sink.wait_for(len(sent) + 1)}
+    assert len(sent) == 3, "the two before it and the other connection's mail in hand"
+    assert sent < received and len(received - sent) == 1, "only the faulty mail went out unrecorded"
+
+
+def test_mail_that_cannot_be_rendered_waits_and_says_why(tmp_path: Path, smtp_sink: Any) -> None:
+    daemon, clock = setup(tmp_path, smtp_sink)
+    daemon.ingest_all()
+    with daemon.sessions() as session, session.begin():
+        session.scalars(select(OutboxRow)).one().template = "no_such_template"
+    result = daemon.outbox.drain()
+    row = outbox_row(daemon)
+    assert (result.sent, result.retry) == (0, 1)
+    assert row.status == "pending" and row.last_error.startswith("cannot render: template")
+    assert "no_such_template" in row.last_error
+    assert row.next_attempt_at > clock.now
+    assert smtp_sink.messages == []
+
+
+def test_mail_the_relay_stalls_on_every_time_is_set_aside_so_the_queue_moves(tmp_path: Path, smtp_sink: Any) -> None:
+    """A relay that connects and then goes silent on one mail: after a few tries that
+    mail waits out its own backoff instead of holding every mail behind it."""
+    from dataclasses import replace
+
+    from maild.outbound.outbox import STALLS_BEFORE_SET_ASIDE
+
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    box.add(make_mail(msgid="<stall1@acme.pl>", sender="jan@acme.pl"))
+    cfg = load_config(config)
+    cfg = replace(cfg, smtp=replace(cfg.smtp, timeout_seconds=1))
+    clock = Clock(datetime.now(UTC))
+    daemon = Daemon(cfg, clock)
+    assert daemon.ingest_all() == {"ticket": 1}
+    box.add(make_mail(msgid="<stall2@acme.pl>", sender="ola@acme.pl"))
+    clock.now += timedelta(seconds=1)
+    assert daemon.ingest_all() == {"ticket": 1}
+    smtp_sink.stall_rcpt = {"jan@acme.pl"}
+    smtp_sink.stall_seconds = 3
+    for attempt in range(1, STALLS_BEFORE_SET_ASIDE):
+        with pytest.raises(SmtpUnavailable):
+            daemon.outbox.drain()
+        assert not smtp_sink.messages, f"attempt {attempt}: the relay as a whole is backed off, in order"
+    result = daemon.outbox.drain()
+    assert result.sent == 1 and result.retry == 1
+    assert [m.rcpt_tos for m in smtp_sink.wait_for(1)] == [["ola@acme.pl"]]
+    with daemon.sessions() as session:
+        stalled = session.scalars(select(OutboxRow).where(OutboxRow.status == "pending")).one()
+    assert stalled.recipients == ["jan@acme.pl"] and stalled.attempts == STALLS_BEFORE_SET_ASIDE
+    assert stalled.next_attempt_at == clock.now + retry_delay(STALLS_BEFORE_SET_ASIDE, RETRY_BASE)
+    assert "timed out" in stalled.last_error
+    smtp_sink.stall_rcpt = set()
+    clock.now = stalled.next_attempt_at
+    assert daemon.outbox.drain().sent == 1
+    assert sorted(m.rcpt_tos[0] for m in smtp_sink.wait_for(2)) == ["jan@acme.pl", "ola@acme.pl"]

@@ -6,7 +6,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from maild.calendar import BusinessCalendar, CalendarSettings
+from maild.rules.calendar import BusinessCalendar, CalendarSettings
 from maild.desk.digest import DigestTicket, digest_day, digest_lines, previous_working_day
 
 CAL = BusinessCalendar(CalendarSettings(timezone="Europe/Warsaw"))

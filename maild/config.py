@@ -12,7 +12,7 @@ import difflib
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -441,7 +441,8 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     esc = _Section(file, "escalation", top.get("escalation", dict, {}))
     thresholds = esc.get("thresholds", list, [0.5, 0.8, 1.0])
     recipients = esc.strings("recipients", ("consultants", "managers", "managers+breach"))
-    escalation = _escalation(file, thresholds, recipients)
+    outside_hours = esc.choice("outside_hours", ("hold", "send"), "hold")
+    escalation = replace(_escalation(file, thresholds, recipients), outside_hours=outside_hours)
     esc.done()
 
     peak = _Section(file, "peak", top.get("peak", dict, {}))

@@ -26,6 +26,7 @@ def test_example_config_loads_with_credentials(tmp_path: Path, monkeypatch: pyte
     assert "s3cret" not in repr(cfg.source)
     assert cfg.calendar.opens == time(8) and cfg.calendar.closes == time(16)
     assert [lvl.permille for lvl in cfg.escalation.levels] == [500, 800, 1000]
+    assert cfg.escalation.outside_hours == "hold"
     assert cfg.support.autoreply_max_age == timedelta(days=3)
     assert cfg.database_url == "sqlite:////var/lib/maild/maild.db"
     assert cfg.customers_file == tmp_path / "customers.toml"
@@ -69,6 +70,7 @@ def test_minimal_config_defaults(tmp_path: Path) -> None:
         ('[calendar]\ntimezone = "Mars/Olympus"\n', "calendar.timezone", "unknown time zone"),
         ("[escalation]\nthresholds = [0.8, 0.5, 1.0]\n", "escalation.thresholds[1]", "must rise"),
         ('[logging]\nformat = "xml"\n', "logging.format", "must be one of"),
+        ('[escalation]\noutside_hours = "later"\n', "escalation.outside_hours", "must be one of"),
         ('[metrics]\nlisten = "9464"\n', "metrics.listen", "host:port"),
         ("[packages]\nsizes = [4, 5]\n", "packages.validity_months", "5 h"),
         ('[[consultants]]\nemail = "not-an-address"\n', "consultants[0].email", "not an e-mail"),
@@ -81,6 +83,12 @@ def test_bad_values_name_the_key(tmp_path: Path, extra: str, key: str, reason: s
     assert info.value.key == key, str(info.value)
     assert reason in info.value.reason, str(info.value)
     assert str(tmp_path / "maild.toml") in str(info.value)
+
+
+def test_escalation_outside_hours_send_is_kept(tmp_path: Path) -> None:
+    cfg = load(tmp_path, BASE + '[escalation]\noutside_hours = "send"\n')
+    assert cfg.escalation.outside_hours == "send"  # type: ignore[attr-defined]
+    assert load(tmp_path, BASE).escalation.outside_hours == "hold"  # type: ignore[attr-defined]
 
 
 def test_secret_sources_are_exclusive_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

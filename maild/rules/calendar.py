@@ -1,6 +1,7 @@
 """The business calendar: when the consultancy is open, and business-time arithmetic.
 
-SLA reaction deadlines on a ``business`` clock only run while support is open, so every
+SLA reaction deadlines on a ``business`` clock only run while support is open, and on a
+``working_days`` clock through whole working days (00:00-24:00 local), so every
 deadline, escalation threshold and "time left" figure goes through this module. Times
 in and out are tz-aware; results are UTC because that is what is stored. Opening hours
 are wall-clock times in the configured zone, resolved with zoneinfo on each date, so a
@@ -136,27 +137,30 @@ class BusinessCalendar:
             return False
         return d not in self._holidays(d.year)
 
-    def _interval(self, d: date) -> tuple[datetime, datetime] | None:
+    def _interval(self, d: date, whole_day: bool = False) -> tuple[datetime, datetime] | None:
         """UTC open interval of business day ``d``, or None when there is no business time.
 
+        ``whole_day``: the day from local midnight to the next local midnight, whatever
+        the opening hours, so a 23- or 25-hour DST day counts as long as it really is.
         fold=0 resolves a wall-clock time in a DST gap forward by the gap's length and
         an ambiguous one to its first occurrence; a window swallowed by a gap is empty.
         """
         if not self.is_business_day(d):
             return None
-        opens = datetime.combine(d, self.settings.opens, tzinfo=self.tz).astimezone(UTC)
-        close_day = d + timedelta(days=1) if self.settings.closes == _MIDNIGHT else d
-        closes = datetime.combine(close_day, self.settings.closes, tzinfo=self.tz).astimezone(UTC)
+        opens_at, closes_at = (_MIDNIGHT, _MIDNIGHT) if whole_day else (self.settings.opens, self.settings.closes)
+        opens = datetime.combine(d, opens_at, tzinfo=self.tz).astimezone(UTC)
+        close_day = d + timedelta(days=1) if closes_at == _MIDNIGHT else d
+        closes = datetime.combine(close_day, closes_at, tzinfo=self.tz).astimezone(UTC)
         if closes <= opens:
             return None
         return opens, closes
 
-    def _intervals_from(self, at: datetime) -> Iterator[tuple[datetime, datetime]]:
-        """Business intervals that end after ``at``, in order, without end."""
+    def _intervals_from(self, at: datetime, whole_day: bool = False) -> Iterator[tuple[datetime, datetime]]:
+        """Business intervals (whole working days with ``whole_day``) that end after ``at``, in order, without end."""
         day = at.astimezone(self.tz).date() - timedelta(days=1)
         closed_run = 0
         while True:
-            interval = self._interval(day)
+            interval = self._interval(day, whole_day)
             day += timedelta(days=1)
             if interval is None:
                 closed_run += 1
@@ -187,6 +191,17 @@ class BusinessCalendar:
         A deadline that uses up a day exactly ends at that day's closing, not at the next
         opening, so "due by 16:00" reads as it should. Zero minutes returns ``start``.
         """
+        return self._add(start, minutes, whole_day=False)
+
+    def add_working_day_minutes(self, start: datetime, minutes: int) -> datetime:
+        """``start`` plus ``minutes`` counted on whole working days (00:00-24:00 local), in UTC.
+
+        This is "24 hours" as a Polish customer reads a reaction promise: Friday 15:59 is
+        due Monday 15:59, and mail from a Saturday is due when Monday has passed.
+        """
+        return self._add(start, minutes, whole_day=True)
+
+    def _add(self, start: datetime, minutes: int, whole_day: bool) -> datetime:
         _require_aware("start", start)
         if minutes < 0:
             raise ValueError(f"minutes must not be negative, got {minutes}")
@@ -194,7 +209,7 @@ class BusinessCalendar:
         remaining = timedelta(minutes=minutes)
         if not remaining:
             return current
-        for opens, closes in self._intervals_from(current):
+        for opens, closes in self._intervals_from(current, whole_day):
             current = max(current, opens)
             available = closes - current
             if remaining <= available:
@@ -204,12 +219,19 @@ class BusinessCalendar:
 
     def business_minutes_between(self, a: datetime, b: datetime) -> int:
         """Whole minutes of open time from ``a`` to ``b``; negative when ``b`` is before ``a``."""
+        return self._between(a, b, whole_day=False)
+
+    def working_day_minutes_between(self, a: datetime, b: datetime) -> int:
+        """Whole minutes of working-day time (whole working days) from ``a`` to ``b``."""
+        return self._between(a, b, whole_day=True)
+
+    def _between(self, a: datetime, b: datetime, whole_day: bool) -> int:
         _require_aware("a", a)
         _require_aware("b", b)
         if b < a:
-            return -self.business_minutes_between(b, a)
+            return -self._between(b, a, whole_day)
         total = timedelta(0)
-        for opens, closes in self._intervals_from(a):
+        for opens, closes in self._intervals_from(a, whole_day):
             if opens >= b:
                 break
             total += min(closes, b) - max(opens, a)

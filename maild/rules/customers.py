@@ -23,8 +23,8 @@ from maild.errors import ConfigError
 
 ContractKind = Literal["sla", "prepaid", "occasional"]
 CONTRACT_KINDS: tuple[ContractKind, ...] = ("sla", "prepaid", "occasional")
-ReactionClock = Literal["calendar", "business"]
-REACTION_CLOCKS: tuple[ReactionClock, ...] = ("calendar", "business")
+ReactionClock = Literal["calendar", "working_days", "business"]
+REACTION_CLOCKS: tuple[ReactionClock, ...] = ("calendar", "working_days", "business")
 LANGUAGES: tuple[str, ...] = ("pl", "en")
 DEFAULT_UNIT_MINUTES = 15
 

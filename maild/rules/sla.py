@@ -1,7 +1,8 @@
 """SLA reaction deadlines and the escalation plan (pure: ``now`` is always passed in).
 
 A service contract promises a first reaction within N hours, on a ``calendar`` clock
-(real elapsed time) or a ``business`` clock (open hours only). Before the deadline the
+(real elapsed time), a ``working_days`` clock (whole working days, 00:00-24:00 local:
+what "24 h" means to a Polish customer) or a ``business`` clock (open hours only). Before the deadline the
 sweeper warns consultants, then managers, then reports the breach. This module decides
 *what* to send and *when to look again*; the sweeper stores ``levels_sent`` and
 ``next_escalation_at`` and writes the outbox rows.
@@ -24,10 +25,12 @@ from maild.errors import MaildError
 log = logging.getLogger("maild.sla")
 
 UTC = timezone.utc
-Clock = Literal["calendar", "business"]
+Clock = Literal["calendar", "working_days", "business"]
+OutsideHours = Literal["hold", "send"]
 Recipients = Literal["consultants", "managers", "managers+breach"]
 _RECIPIENTS: tuple[str, ...] = get_args(Recipients)
 _CLOCKS: tuple[str, ...] = get_args(Clock)
+OUTSIDE_HOURS: tuple[str, ...] = get_args(OutsideHours)
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -45,13 +48,25 @@ class EscalationLevel:
 
 @dataclass(frozen=True)
 class EscalationSettings:
+    """The levels, and what happens to a warning that falls outside business hours.
+
+    ``outside_hours = "hold"`` keeps a warning until the next opening (nobody can act
+    on it at 03:59 on a Saturday); ``"send"`` sends it when its threshold is reached.
+    A breach (a level at or after the deadline) is always sent when it happens.
+    """
+
     levels: tuple[EscalationLevel, ...] = (
         EscalationLevel(500, "consultants"),
         EscalationLevel(800, "managers"),
         EscalationLevel(1000, "managers+breach"),
     )
+    outside_hours: OutsideHours = "hold"
 
     def __post_init__(self) -> None:
+        if self.outside_hours not in OUTSIDE_HOURS:
+            raise EscalationConfigError(
+                f"escalation.outside_hours: {self.outside_hours!r} not one of {', '.join(OUTSIDE_HOURS)}"
+            )
         previous = 0
         for index, level in enumerate(self.levels):
             if level.permille <= previous:
@@ -107,7 +122,8 @@ def reaction_due(created_at: datetime, reaction_hours: int, clock: Clock, cal: B
     """The reaction deadline in UTC.
 
     On the calendar clock the hours are real elapsed time, so 24 h across a DST change
-    is 24 real hours (the wall clock reads 23 or 25 h later).
+    is 24 real hours (the wall clock reads 23 or 25 h later). On the working_days clock
+    they run through whole working days only, each as long as it really is.
     """
     _check_clock(clock)
     if created_at.tzinfo is None:
@@ -116,6 +132,8 @@ def reaction_due(created_at: datetime, reaction_hours: int, clock: Clock, cal: B
         raise ValueError(f"reaction_hours must not be negative, got {reaction_hours}")
     if clock == "calendar":
         return created_at.astimezone(UTC) + timedelta(hours=reaction_hours)
+    if clock == "working_days":
+        return cal.add_working_day_minutes(created_at, reaction_hours * 60)
     return cal.add_business_minutes(created_at, reaction_hours * 60)
 
 
@@ -133,8 +151,9 @@ def threshold_times(
 ) -> tuple[datetime, ...]:
     """When each level is reached, in UTC.
 
-    The window is elapsed real time on the calendar clock and open minutes on the
-    business clock, so "80 %" means 80 % of the time consultants actually had.
+    The window is elapsed real time on the calendar clock, working-day minutes on the
+    working_days clock and open minutes on the business clock, so "80%" means 80% of
+    the time the promise actually counted.
     """
     _check_clock(clock)
     start = created_at.astimezone(UTC)
@@ -148,12 +167,15 @@ def threshold_times(
             else:
                 times.append(start + timedelta(microseconds=window_us * level.permille // 1000))
     else:
-        window_min = cal.business_minutes_between(start, end)
+        whole_day = clock == "working_days"
+        between = cal.working_day_minutes_between if whole_day else cal.business_minutes_between
+        add = cal.add_working_day_minutes if whole_day else cal.add_business_minutes
+        window_min = between(start, end)
         for level in settings.levels:
             if level.permille == 1000:
                 times.append(end)
             else:
-                times.append(cal.add_business_minutes(start, window_min * level.permille // 1000))
+                times.append(add(start, window_min * level.permille // 1000))
     return tuple(times)
 
 
@@ -166,14 +188,22 @@ def delivery_times(
 ) -> tuple[datetime, ...]:
     """When each level's mail goes out, in UTC.
 
-    On the business clock a threshold reached while closed waits for the next opening,
-    since nobody can act on it before then. It does not wait when the deadline comes no
-    later than that opening: a warning that arrives at or after the breach hides it.
+    With ``outside_hours = "hold"`` a warning reached while support is closed waits
+    for the next opening, on every clock, since nobody can act on it before then; a
+    warning whose opening comes only at or after the deadline goes out with the
+    breach (the breach mail names it) instead of after it. Levels at or after the
+    deadline go out when they are reached. With ``"send"`` the calendar and
+    working_days clocks send each level when it is reached, and the business clock
+    holds a warning unless the deadline comes no later than the next opening.
     """
     thresholds = threshold_times(created_at, due, clock, cal, settings)
-    if clock == "calendar":
-        return thresholds
     end = due.astimezone(UTC)
+    if settings.outside_hours == "hold":
+        return tuple(
+            reached if reached >= end else min(cal.next_opening(reached), end) for reached in thresholds
+        )
+    if clock != "business":
+        return thresholds
     result = []
     for reached in thresholds:
         opening = cal.next_opening(reached)

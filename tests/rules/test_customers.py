@@ -61,7 +61,7 @@ def test_example_file_loads_with_every_kind() -> None:
     acme = next(c for c in customers if c.id == "acme")
     sla = acme.contracts[0]
     assert (sla.monthly_minutes, sla.hourly_rate_cents, sla.rollover_months) == (450, 25050, 3)
-    assert sla.reaction_clock == "business"
+    assert sla.reaction_clock == "working_days"
 
 
 def test_addresses_and_domains_are_normalised() -> None:

@@ -29,6 +29,7 @@ WARSAW = ZoneInfo("Europe/Warsaw")
 UTC = timezone.utc
 CAL = BusinessCalendar(CalendarSettings())
 DEFAULT = EscalationSettings()
+SEND = EscalationSettings(outside_hours="send")
 
 
 def warsaw(year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime:
@@ -79,6 +80,91 @@ def test_business_deadline_over_christmas_2025() -> None:
     assert local(reaction_due(warsaw(2025, 12, 19, 15), 24, "business", CAL)) == warsaw(2025, 12, 29, 15)
 
 
+@pytest.mark.parametrize(
+    ("created", "due"),
+    [
+        (warsaw(2026, 12, 4, 15, 59), warsaw(2026, 12, 7, 15, 59)),  # Friday -> Monday
+        (warsaw(2026, 12, 23, 15, 30), warsaw(2026, 12, 28, 15, 30)),  # 24-27 Dec closed (24th a holiday from 2025)
+        (warsaw(2026, 12, 5, 10), warsaw(2026, 12, 8, 0)),  # Saturday -> the whole Monday -> Tuesday 00:00
+        (warsaw(2026, 11, 10, 12), warsaw(2026, 11, 12, 12)),  # Wed 11 Nov, Independence Day, does not count
+        (warsaw(2026, 12, 7, 0), warsaw(2026, 12, 8, 0)),  # a whole working day
+    ],
+)
+def test_working_days_clock_counts_whole_working_days(created: datetime, due: datetime) -> None:
+    found = reaction_due(created, 24, "working_days", CAL)
+    assert local(found) == due
+    assert found.tzinfo == UTC
+    assert CAL.working_day_minutes_between(created, found) == 24 * 60
+
+
+SEVEN_DAYS = BusinessCalendar(CalendarSettings(working_days=tuple(range(7)), holidays_country=None))
+
+
+@pytest.mark.parametrize(
+    ("created", "wall_clock_due"),
+    [
+        (warsaw(2026, 3, 29, 0), warsaw(2026, 3, 30, 1)),  # the 23-hour Sunday counts 23 hours
+        (warsaw(2026, 10, 25, 0), warsaw(2026, 10, 25, 23)),  # the 25-hour Sunday counts 25 hours
+    ],
+)
+def test_working_days_clock_counts_a_dst_day_as_long_as_it_is(created: datetime, wall_clock_due: datetime) -> None:
+    due = reaction_due(created, 24, "working_days", SEVEN_DAYS)
+    assert due - created == timedelta(hours=24)
+    assert local(due) == wall_clock_due
+
+
+def test_working_days_clock_skips_a_dst_weekend_in_real_hours() -> None:
+    # Fri 27 Mar 2026 12:00 + 24 h: 12 h on Friday, the weekend (DST change) is skipped,
+    # 12 h on Monday: Monday 12:00, whatever the weekend's length.
+    assert local(reaction_due(warsaw(2026, 3, 27, 12), 24, "working_days", CAL)) == warsaw(2026, 3, 30, 12)
+    assert local(reaction_due(warsaw(2026, 10, 23, 12), 24, "working_days", CAL)) == warsaw(2026, 10, 26, 12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    minute=st.integers(min_value=0, max_value=3 * 366 * 24 * 60),
+    hours=st.integers(min_value=0, max_value=96),
+)
+def test_working_days_clock_is_the_calendar_clock_when_every_day_is_a_working_day(minute: int, hours: int) -> None:
+    created = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=minute)
+    assert reaction_due(created, hours, "working_days", SEVEN_DAYS) == reaction_due(created, hours, "calendar", CAL)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    minute=st.integers(min_value=0, max_value=3 * 366 * 24 * 60),
+    hours=st.integers(min_value=1, max_value=96),
+)
+def test_working_days_deadline_is_never_earlier_than_calendar_nor_later_than_business(minute: int, hours: int) -> None:
+    created = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=minute)
+    due = reaction_due(created, hours, "working_days", CAL)
+    assert reaction_due(created, hours, "calendar", CAL) <= due <= reaction_due(created, hours, "business", CAL)
+    assert CAL.working_day_minutes_between(created, due) == hours * 60
+    # the deadline is inside a working day or at the midnight ending one
+    last_day = (local(due) - timedelta(microseconds=1)).date()
+    assert CAL.is_business_day(last_day)
+
+
+def test_working_days_thresholds_count_working_day_time_and_wait_for_the_opening() -> None:
+    created = warsaw(2026, 12, 4, 15, 59)  # Friday
+    due = reaction_due(created, 24, "working_days", CAL)
+    # 50 % = 12 h: Fri 8 h 01 + Mon 3 h 59 = Mon 03:59; 80 % = 19 h 12 = Mon 11:11.
+    assert [local(t) for t in threshold_times(created, due, "working_days", CAL, DEFAULT)] == [
+        warsaw(2026, 12, 7, 3, 59), warsaw(2026, 12, 7, 11, 11), warsaw(2026, 12, 7, 15, 59),
+    ]
+    assert [local(t) for t in delivery_times(created, due, "working_days", CAL, DEFAULT)] == [
+        warsaw(2026, 12, 7, 8), warsaw(2026, 12, 7, 11, 11), warsaw(2026, 12, 7, 15, 59),
+    ]
+    assert [local(t) for t in delivery_times(created, due, "working_days", CAL, SEND)] == [
+        warsaw(2026, 12, 7, 3, 59), warsaw(2026, 12, 7, 11, 11), warsaw(2026, 12, 7, 15, 59),
+    ]
+
+
+def test_outside_hours_must_be_hold_or_send() -> None:
+    with pytest.raises(EscalationConfigError, match="outside_hours"):
+        EscalationSettings(outside_hours="later")  # type: ignore[arg-type]
+
+
 def test_calendar_clock_is_real_elapsed_time() -> None:
     created = warsaw(2026, 11, 20, 15)
     assert local(reaction_due(created, 24, "calendar", CAL)) == warsaw(2026, 11, 21, 15)
@@ -121,9 +207,9 @@ def test_calendar_clock_thresholds_are_fractions_of_real_time() -> None:
         datetime(2026, 11, 24, 5, 12, tzinfo=UTC),
         datetime(2026, 11, 24, 10, tzinfo=UTC),
     )
-    # Night-time thresholds are not delayed on a calendar clock.
-    assert delivery_times(created, due, "calendar", CAL, DEFAULT) == threshold_times(
-        created, due, "calendar", CAL, DEFAULT
+    # With outside_hours = "send", night-time thresholds are not delayed on a calendar clock.
+    assert delivery_times(created, due, "calendar", CAL, SEND) == threshold_times(
+        created, due, "calendar", CAL, SEND
     )
 
 
@@ -237,11 +323,36 @@ def test_first_response_exactly_at_the_deadline_is_in_time() -> None:
     assert not decision.breach
 
 
-def test_calendar_clock_escalates_at_night() -> None:
+def test_calendar_clock_escalates_at_night_with_outside_hours_send() -> None:
     created = datetime(2026, 11, 23, 10, tzinfo=UTC)
     due = reaction_due(created, 24, "calendar", CAL)
-    decision = plan(created, due, "calendar", now=datetime(2026, 11, 23, 22, tzinfo=UTC))
+    decision = plan(created, due, "calendar", now=datetime(2026, 11, 23, 22, tzinfo=UTC), escalation=SEND)
     assert decision == SweepDecision(0, (), False, datetime(2026, 11, 24, 5, 12, tzinfo=UTC))
+
+
+def test_calendar_clock_holds_a_night_warning_until_the_opening_by_default() -> None:
+    created = datetime(2026, 11, 23, 10, tzinfo=UTC)  # Mon 11:00 in Warsaw
+    due = reaction_due(created, 24, "calendar", CAL)
+    # 50 % at 23:00 and 80 % at 06:12 local are both held until Tuesday 08:00.
+    assert [local(t) for t in delivery_times(created, due, "calendar", CAL, DEFAULT)] == [
+        warsaw(2026, 11, 24, 8), warsaw(2026, 11, 24, 8), warsaw(2026, 11, 24, 11),
+    ]
+    assert plan(created, due, "calendar", now=datetime(2026, 11, 23, 22, tzinfo=UTC)) == SweepDecision(
+        None, (), False, warsaw(2026, 11, 24, 8).astimezone(UTC))
+    assert plan(created, due, "calendar", now=warsaw(2026, 11, 24, 8)) == SweepDecision(
+        1, (0,), False, due)
+
+
+def test_calendar_clock_breach_on_a_saturday_goes_out_when_it_happens() -> None:
+    created = warsaw(2026, 12, 4, 15, 59)  # Friday
+    due = reaction_due(created, 24, "calendar", CAL)
+    assert local(due) == warsaw(2026, 12, 5, 15, 59)
+    deliveries = delivery_times(created, due, "calendar", CAL, DEFAULT)
+    # 50 % at Sat 03:59 and 80 % at Sat 11:11 would wait for Monday: after the breach,
+    # so they go out with it, named in the breach mail; nothing at 03:59.
+    assert deliveries == (due, due, due)
+    assert plan(created, due, "calendar", now=warsaw(2026, 12, 5, 3, 59)).send_level is None
+    assert plan(created, due, "calendar", now=due) == SweepDecision(2, (0, 1), True, None)
 
 
 def test_levels_sent_out_of_range_is_refused() -> None:
@@ -314,20 +425,19 @@ def test_time_left_text(left: timedelta, lang: str, text: str) -> None:
 NIGHT_SHIFT = BusinessCalendar(
     CalendarSettings(working_days=tuple(range(7)), opens=time(0), closes=time(6), holidays_country=None)
 )
+_LEVELS = (
+    EscalationSettings().levels,
+    (EscalationLevel(1000, "managers+breach"),),
+    (
+        EscalationLevel(250, "consultants"),
+        EscalationLevel(500, "consultants"),
+        EscalationLevel(900, "managers"),
+        EscalationLevel(1000, "managers+breach"),
+        EscalationLevel(1200, "managers"),
+    ),
+)
 LEVEL_SETS = st.sampled_from(
-    [
-        DEFAULT,
-        EscalationSettings((EscalationLevel(1000, "managers+breach"),)),
-        EscalationSettings(
-            (
-                EscalationLevel(250, "consultants"),
-                EscalationLevel(500, "consultants"),
-                EscalationLevel(900, "managers"),
-                EscalationLevel(1000, "managers+breach"),
-                EscalationLevel(1200, "managers"),
-            )
-        ),
-    ]
+    [EscalationSettings(levels, outside) for levels in _LEVELS for outside in ("hold", "send")]  # type: ignore[arg-type]
 )
 CREATED_AT = st.integers(min_value=0, max_value=3 * 366 * 24 * 60).map(
     lambda minute: datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=minute)
@@ -340,7 +450,7 @@ CREATED_AT = st.integers(min_value=0, max_value=3 * 366 * 24 * 60).map(
     escalation=LEVEL_SETS,
     created=CREATED_AT,
     hours=st.integers(min_value=0, max_value=72),
-    clock=st.sampled_from(["calendar", "business"]),
+    clock=st.sampled_from(["calendar", "working_days", "business"]),
     sweep_gaps=st.lists(st.integers(min_value=0, max_value=48 * 60), min_size=1, max_size=25),
     response_after=st.one_of(st.none(), st.integers(min_value=0, max_value=30 * 24 * 60)),
 )
@@ -404,7 +514,7 @@ def test_sweeper_sends_each_level_once_in_order_and_never_after_a_response(
     escalation=LEVEL_SETS,
     created=CREATED_AT,
     hours=st.integers(min_value=1, max_value=72),
-    clock=st.sampled_from(["calendar", "business"]),
+    clock=st.sampled_from(["calendar", "working_days", "business"]),
 )
 def test_sweeper_waking_at_next_escalation_at_sends_every_distinct_time_on_time(
     escalation: EscalationSettings, created: datetime, hours: int, clock: Clock
@@ -412,7 +522,7 @@ def test_sweeper_waking_at_next_escalation_at_sends_every_distinct_time_on_time(
     due = reaction_due(created, hours, clock, CAL)
     deliveries = delivery_times(created, due, clock, CAL, escalation)
     assert list(deliveries) == sorted(deliveries)
-    if clock == "business":
+    if clock == "business" or escalation.outside_hours == "hold":
         for delivered in deliveries:
             assert CAL.is_open(delivered) or delivered >= due
     levels_sent = 0

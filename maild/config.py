@@ -441,7 +441,7 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     esc = _Section(file, "escalation", top.get("escalation", dict, {}))
     thresholds = esc.get("thresholds", list, [0.5, 0.8, 1.0])
     recipients = esc.strings("recipients", ("consultants", "managers", "managers+breach"))
-    outside_hours = esc.choice("outside_hours", ("hold", "send"), "hold")
+    outside_hours: Literal["hold", "send"] = esc.choice("outside_hours", ("hold", "send"), "hold")  # type: ignore[assignment]
     escalation = replace(_escalation(file, thresholds, recipients), outside_hours=outside_hours)
     esc.done()
 

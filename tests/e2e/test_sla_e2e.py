@@ -43,6 +43,8 @@ name = "Boss"
 role = "manager"
 language = "en"
 """
+# These tests follow a calendar-clock ticket through the night, level by level.
+SEND_AT_NIGHT = '\n[escalation]\noutside_hours = "send"\n'
 
 _unique = itertools.count(1)
 
@@ -112,12 +114,12 @@ T0 = warsaw("2026-11-16 10:00")  # a Monday
 @pytest.fixture(params=["sqlite", "postgresql"])
 def world(request: pytest.FixtureRequest, tmp_path: Path, smtp_sink: Any) -> World:
     url = request.getfixturevalue("pg_url") if request.param == "postgresql" else ""
-    return World(tmp_path, smtp_sink, T0, extra=MORE_PEOPLE, database_url=url)
+    return World(tmp_path, smtp_sink, T0, extra=MORE_PEOPLE + SEND_AT_NIGHT, database_url=url)
 
 
 @pytest.fixture
 def lite(tmp_path: Path, smtp_sink: Any) -> World:
-    return World(tmp_path, smtp_sink, T0, extra=MORE_PEOPLE)
+    return World(tmp_path, smtp_sink, T0, extra=MORE_PEOPLE + SEND_AT_NIGHT)
 
 
 def test_ticket_crosses_each_threshold_once_to_the_right_people(
@@ -291,7 +293,7 @@ def test_business_clock_breach_goes_out_at_night_when_the_deadline_is_before_the
 def test_verifying_a_sender_starts_the_clock(tmp_path: Path, smtp_sink: Any) -> None:
     # With a trusted authserv-id, mail from an sla customer that our MTA did not
     # authenticate is unverified: no promise, no clock, until a consultant confirms it.
-    w = World(tmp_path, smtp_sink, T0, extra=MORE_PEOPLE)
+    w = World(tmp_path, smtp_sink, T0, extra=MORE_PEOPLE + SEND_AT_NIGHT)
     w.path.write_text(w.path.read_text().replace(
         'customers_file = "customers.toml"', 'customers_file = "customers.toml"\n\n[security]\ntrusted_authserv_id = "mx.firma.pl"', 1))
     w.daemon = Daemon(load_config(w.path), w.clock)
@@ -310,13 +312,29 @@ def test_verifying_a_sender_starts_the_clock(tmp_path: Path, smtp_sink: Any) -> 
     assert sorted(r for r, _ in w.escalations()) == ["anna@firma.pl", "piotr@firma.pl"]
 
 
+def test_a_warning_reached_at_night_waits_for_the_opening(tmp_path: Path, smtp_sink: Any) -> None:
+    # outside_hours = "hold" (the default): the 50 % warning of a calendar-clock ticket
+    # created Monday 10:00 falls at 22:00; it goes out at Tuesday's 08:00 opening.
+    w = World(tmp_path, smtp_sink, T0, extra=MORE_PEOPLE)
+    w.mail(subject="Problem z fakturą", msgid="<hold@acme.pl>")
+    w.run()
+    assert w.ticket().next_escalation_at == warsaw("2026-11-17 08:00")
+    w.at(T0 + timedelta(hours=12)).run()
+    assert w.escalations() == []
+    w.at(warsaw("2026-11-17 08:00")).run()
+    assert sorted(w.escalations()) == [
+        ("boss@firma.pl", "[SUP-1] SLA escalation 2/3: Problem z fakturą"),
+        ("szef@firma.pl", "[SUP-1] Eskalacja SLA 2/3: Problem z fakturą"),
+    ]
+
+
 PREPAID_TARGET = CUSTOMERS.replace("  valid_until = 2099-12-31\n", "  valid_until = 2099-12-31\n  target_hours = 8\n")
 
 
 def test_prepaid_target_is_reported_never_escalated(
     tmp_path: Path, smtp_sink: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    w = World(tmp_path, smtp_sink, T0, customers=PREPAID_TARGET, extra=MORE_PEOPLE)
+    w = World(tmp_path, smtp_sink, T0, customers=PREPAID_TARGET, extra=MORE_PEOPLE + SEND_AT_NIGHT)
     w.mail(sender="kari@nord.no", subject="Printing question", msgid="<p1@nord.no>")
     w.at(T0 + timedelta(minutes=5))
     w.mail(sender="kari@nord.no", subject="Another question", msgid="<p2@nord.no>")

@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
-from datetime import date, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +23,9 @@ from maild.rules.customers import PackageSettings
 from maild.errors import ConfigError
 from maild.intake.mailbox import ImapSettings, MaildirSettings
 from maild.intake.message import ParseLimits
+from maild.rules.assignment import MODES
+from maild.rules.assignment import Mode as AssignmentMode
+from maild.rules.presence import Absence, AbsenceError, parse_weekdays
 from maild.rules.peak import PeakWindow, default_peak_windows, windows_from_config
 from maild.rules.sla import EscalationLevel, EscalationSettings
 from maild.outbound.smtp import SmtpSettings
@@ -43,6 +46,9 @@ class Consultant:
     name: str
     role: Role = "consultant"
     language: str = "pl"
+    # None: the business calendar's working days.
+    days: frozenset[int] | None = None
+    away: tuple[Absence, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,13 @@ class NotificationSettings:
 
 
 @dataclass(frozen=True)
+class AssignmentSettings:
+    """Who gets a new ticket when nobody types ``#assign``."""
+
+    mode: AssignmentMode = "least_loaded"
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     database_url: str
@@ -123,6 +136,7 @@ class Config:
     batch_size: int = 500
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    assignment: AssignmentSettings = field(default_factory=AssignmentSettings)
 
     @property
     def consultant_emails(self) -> frozenset[str]:
@@ -235,7 +249,7 @@ class _Section:
 # reported as the correct table's first missing required key.
 TOP_SECTIONS: tuple[str, ...] = (
     "storage", "database", "imap", "maildir", "smtp", "support", "consultants", "calendar", "escalation",
-    "peak", "packages", "limits", "security", "logging", "metrics", "health", "daemon", "notifications",
+    "peak", "packages", "limits", "security", "logging", "metrics", "health", "daemon", "notifications", "assignment",
 )
 TOP_KEYS: tuple[str, ...] = ("customers_file", "templates_dir", "batch_size")
 
@@ -243,6 +257,33 @@ TOP_KEYS: tuple[str, ...] = ("customers_file", "templates_dir", "batch_size")
 def _did_you_mean(name: str, choices: set[str] | tuple[str, ...]) -> str:
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _weekdays(c: _Section, name: str) -> frozenset[int] | None:
+    """A consultant's own working days, ``["mon", "tue", ...]``; absent means the calendar's."""
+    if name not in c.data:
+        c.seen.add(name)
+        return None
+    try:
+        return parse_weekdays(c.strings(name))
+    except AbsenceError as exc:
+        raise c.error(name, str(exc)) from exc
+
+
+def _absences(c: _Section, name: str) -> tuple[Absence, ...]:
+    """``away = [{ from = 2026-12-21, until = 2027-01-03, note = "..." }]`` (dates inclusive)."""
+    out = []
+    for i, raw in enumerate(c.get(name, list, [])):
+        entry = _Section(c.file, f"{c.key(name)}[{i}]", raw)
+        start, until = entry.get("from", date, required=True), entry.get("until", date, required=True)
+        if isinstance(start, datetime) or isinstance(until, datetime):
+            raise entry.error("from", "give dates (2026-12-21), not times")
+        try:
+            out.append(Absence(start, until, entry.text("note", ""), "config"))
+        except AbsenceError as exc:
+            raise entry.error("until", str(exc)) from exc
+        entry.done()
+    return tuple(out)
 
 
 def _check_top_level(file: str, data: dict[str, Any]) -> None:
@@ -411,6 +452,8 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
             name=c.text("name", email),
             role=c.choice("role", ("consultant", "manager"), "consultant"),  # type: ignore[arg-type]
             language=c.choice("language", ("pl", "en"), language),
+            days=_weekdays(c, "days"),
+            away=_absences(c, "away"),
         ))
         c.done()
 
@@ -485,6 +528,10 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     )
     lim.done()
 
+    asg = _Section(file, "assignment", top.get("assignment", dict, {}))
+    assignment = AssignmentSettings(mode=asg.choice("mode", MODES, "least_loaded"))  # type: ignore[arg-type]
+    asg.done()
+
     nt = _Section(file, "notifications", top.get("notifications", dict, {}))
     digest_text = nt.text("digest_at", "08:00")
     digest_at = _clock(nt, "digest_at", time(8)) if digest_text else None
@@ -542,7 +589,7 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         limits=limits, trusted_authserv_id=authserv, log_level=log_level,
         log_format=log_format,  # type: ignore[arg-type]
         metrics_listen=listen, health=health, batch_size=batch_size,
-        templates_dir=templates_dir, daemon=daemon, notifications=notifications,
+        templates_dir=templates_dir, daemon=daemon, notifications=notifications, assignment=assignment,
     )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from maild.config import load_config
+from maild.config import Config, load_config
 from maild.errors import ConfigError
 from maild.intake.mailbox import ImapSettings, MaildirSettings
 
@@ -194,3 +194,50 @@ def test_notification_keys_and_their_defaults(tmp_path: Path) -> None:
     assert cfg.notifications.digest_at is None and cfg.notifications.attach_max_bytes == 2 * 1024 * 1024
     with pytest.raises(ConfigError, match="notifications.digest_at"):
         load(tmp_path, BASE + '[notifications]\ndigest_at = "8am"\n')
+
+
+def _cfg_with(tmp_path: Path, snippet: str) -> Config:
+    path = tmp_path / "maild.toml"
+    path.write_text(BASE + snippet, encoding="utf-8")
+    return load_config(path)
+
+
+def test_consultant_presence_and_assignment_keys(tmp_path: Path) -> None:
+    from datetime import date
+
+    cfg = _cfg_with(tmp_path, '''
+[[consultants]]
+email = "ola@firma.pl"
+name = "Ola"
+days = ["mon", "tue", "wed", "thu"]
+away = [{ from = 2026-12-21, until = 2027-01-03, note = "urlop" }]
+
+[assignment]
+mode = "round_robin"
+''')
+    ola = cfg.consultants[0]
+    assert ola.days == frozenset({0, 1, 2, 3})
+    assert ola.away[0].start == date(2026, 12, 21) and ola.away[0].until == date(2027, 1, 3)
+    assert ola.away[0].note == "urlop"
+    assert cfg.assignment.mode == "round_robin"
+
+
+@pytest.mark.parametrize("snippet, key, reason", [
+    ('days = ["mon", "fryday"]', "consultants[0].days", "not a weekday"),
+    ('away = [{ from = 2027-01-03, until = 2026-12-21 }]', "consultants[0].away[0].until", "before it starts"),
+    ('away = [{ from = 2026-12-21 }]', "consultants[0].away[0].until", "is required"),
+    ('away = [{ from = 2026-12-21, until = 2026-12-22, why = "x" }]', "consultants[0].away[0]", "why"),
+])
+def test_bad_presence_keys_are_named(tmp_path: Path, snippet: str, key: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _cfg_with(tmp_path, f'''
+[[consultants]]
+email = "ola@firma.pl"
+{snippet}
+''')
+    assert key in str(err.value) and reason in str(err.value)
+
+
+def test_bad_assignment_mode(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="assignment.mode"):
+        _cfg_with(tmp_path, '[assignment]\nmode = "random"\n')

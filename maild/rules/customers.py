@@ -73,6 +73,8 @@ class Customer:
     domains: tuple[str, ...] = ()  # lower-cased, no leading '@'
     billing_address: str | None = None
     contracts: tuple[Contract, ...] = field(default_factory=tuple)
+    # A consultant the customer prefers: they get the customer's new tickets when present.
+    consultant: str | None = None
 
 
 def _default_validity() -> Mapping[int, int]:
@@ -122,7 +124,7 @@ _LABEL_RE = re.compile(r"^(?!-)[^\s.@<>()\[\],;:\"\\/]+(?<!-)$")
 _LOCAL_FORBIDDEN = re.compile(r"[\s@<>()\[\],;:\"\\]")
 
 _CUSTOMER_KEYS = frozenset(
-    {"id", "name", "language", "addresses", "domains", "billing_address", "contracts"}
+    {"id", "name", "language", "addresses", "domains", "billing_address", "contracts", "consultant"}
 )
 _COMMON_CONTRACT_KEYS = frozenset({"id", "kind", "start", "end", "hourly_rate"})
 _KIND_KEYS: Mapping[str, frozenset[str]] = MappingProxyType(
@@ -353,6 +355,12 @@ def _parse_customer(
         billing_address = normalize_address(text)
         if billing_address is None:
             raise reader.fail("billing_address", f"not an email address: {text!r}")
+    consultant = None
+    if reader.has("consultant"):
+        text = reader.string("consultant")
+        consultant = normalize_address(text)
+        if consultant is None:
+            raise reader.fail("consultant", f"not an email address: {text!r}")
     contracts = []
     for contract_reader in reader.tables("contracts"):
         contract = _parse_contract(contract_reader, packages)
@@ -370,6 +378,7 @@ def _parse_customer(
         domains=tuple(domains),
         billing_address=billing_address,
         contracts=tuple(contracts),
+        consultant=consultant,
     )
 
 

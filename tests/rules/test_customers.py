@@ -62,6 +62,7 @@ def test_example_file_loads_with_every_kind() -> None:
     sla = acme.contracts[0]
     assert (sla.monthly_minutes, sla.hourly_rate_cents, sla.rollover_months) == (450, 25050, 3)
     assert sla.reaction_clock == "working_days"
+    assert acme.consultant == "anna@example.com"
 
 
 def test_addresses_and_domains_are_normalised() -> None:
@@ -136,6 +137,7 @@ ERRORS = [
     ("customers[1].contracts", {"id": "x"}, "customers[1].contracts", "array of tables"),
     ("customers[1].contracts[0].custom_size", "yes", "customers[1].contracts[0].custom_size", "true or false"),
     ("customers[1].id", "no spaces", "customers[1].id", "letters, digits"),
+    ("customers[0].consultant", "anna", "customers[0].consultant", "not an email address"),
 ]
 
 

@@ -24,6 +24,7 @@ from maild.storage.db import DatabaseError, open_database
 from maild.errors import ConfigError, MaildError
 from maild.ops.logs import setup_logging
 from maild.storage.models import AttachmentRow, Event, LedgerRow, MessageRow, QuarantineRow, Ticket
+from maild.cli import setup
 from maild.cli.output import iso, print_json, print_table
 from maild.rules.prioritise import TIER_NAMES
 
@@ -309,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database").add_subparsers(dest="sub", required=True)
     db.add_parser("upgrade", help="apply pending migrations")
 
+    setup.add_parser(sub)
+
     demo = sub.add_parser("demo", help="a self-contained first look (SQLite, Maildir, in-process SMTP)")
     demo.add_argument("--dir", help="work directory (default: a new temporary one)")
     return p
@@ -321,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         setup_logging("warning")
         return run_demo(Path(args.dir) if args.dir else None)
+    if args.command == "setup":
+        return setup.run(args)
     path = args.config or os.environ.get("MAILD_CONFIG") or DEFAULT_CONFIG
     try:
         cfg = load_config(path)

@@ -57,6 +57,8 @@ def test_unit_has_what_ops_rely_on() -> None:
     assert d["Restart"] == ["on-failure"]
     assert d["WatchdogSec"] and d["DynamicUser"] == ["yes"]
     assert d["StateDirectory"] == ["maild"] and d["ConfigurationDirectory"] == ["maild"]
+    # the dynamic user reads maild.toml; 0750 root kept it out (issue 17)
+    assert d["ConfigurationDirectoryMode"] == ["0755"]
     assert any(v.startswith("imap-password:") for v in d["LoadCredential"])
     assert d["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     # the daemon stops within 10 s of SIGTERM; systemd must wait at least that long

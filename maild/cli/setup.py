@@ -1,0 +1,44 @@
+"""``maild setup [--root DIR] [--maildir PATH]``: a machine's config, credentials folder and unit.
+
+It runs before any config exists, so ``main`` dispatches it before loading one.
+What it writes and with which modes: ``maild.ops.install``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from maild.ops.install import SetupError, installed_maild, next_steps, run_setup
+
+
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = sub.add_parser("setup", help="write /etc/maild (config, customers, credentials folder) and the systemd "
+                                     "unit; never overwrites a file")
+    p.add_argument("--root", default="/", help="write under this folder instead of / (default: /)")
+    p.add_argument("--maildir", metavar="PATH",
+                   help="a local Maildir as the mail source (absolute path; the unit gets a ReadWritePaths= "
+                        "drop-in for it)")
+
+
+def run(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    maild_bin = installed_maild()
+    try:
+        result = run_setup(root, args.maildir, maild_bin)
+    except SetupError as exc:
+        print(f"maild: setup: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"maild: setup: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
+    for path in result.written:
+        print(f"wrote {path}")
+    for path in result.kept:
+        print(f"kept  {path} (exists; not overwritten)")
+    for note in result.notes:
+        print(f"note: {note}")
+    print("\nnext:")
+    for step in next_steps(root, maild_bin, args.maildir):
+        print(f"  {step}")
+    return 0

@@ -24,9 +24,17 @@ apt_install() {
         $sudo chmod 755 /usr/sbin/policy-rc.d
         added_policy=1
     fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    # One line on the terminal; apt's own output goes to a log, shown only on failure.
+    local log="${TMPDIR:-/tmp}/maild-apt.log" failed=0
+    echo "bootstrap: installing Debian packages: ${missing[*]} (log: $log)" >&2
+    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}"; } > "$log" 2>&1 || failed=1
     [ "$added_policy" = 1 ] && $sudo rm -f /usr/sbin/policy-rc.d
+    if [ "$failed" = 1 ]; then
+        cat "$log" >&2
+        echo "bootstrap: apt-get failed installing ${missing[*]}" >&2
+        exit 1
+    fi
     return 0
 }
 

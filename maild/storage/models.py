@@ -112,6 +112,8 @@ class Ticket(Base):
     reasons: Mapped[list[Any]] = mapped_column(default=list)
     scope: Mapped[str | None] = mapped_column(String(32))
     assigned_to: Mapped[str | None] = mapped_column(String(320))
+    # When the current assignee got it: ties in automatic assignment go to whoever waited longest.
+    assigned_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     reaction_due: Mapped[datetime | None]
@@ -129,7 +131,10 @@ class Ticket(Base):
         back_populates="ticket", order_by="MessageRow.id", lazy="raise_on_sql"
     )
 
-    __table_args__ = (Index("ix_tickets_queue", "status", "tier", "priority", "reaction_due", "created_at"),)
+    __table_args__ = (
+        Index("ix_tickets_queue", "status", "tier", "priority", "reaction_due", "created_at"),
+        Index("ix_tickets_assignee", "assigned_to", "status"),
+    )
 
 
 class MessageRow(Base):
@@ -322,6 +327,23 @@ class StateRow(Base):
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[datetime]
+
+
+class AbsenceRow(Base):
+    """A consultant's absence recorded at run time (``maild consultants away``, ``#away``).
+
+    Planned absences live in the config file; both count. ``until`` is inclusive.
+    """
+
+    __tablename__ = "absences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    consultant: Mapped[str] = mapped_column(String(320), index=True)
+    start: Mapped[date] = mapped_column(Date)
+    until: Mapped[date] = mapped_column(Date)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(320), default="")
 
 
 class Escalation(Base):

@@ -1,0 +1,277 @@
+"""The team as the desk sees it on a given day: who is present, how loaded, who gets the next ticket.
+
+The rules (presence, assignment, the estimate) are pure and live in
+``maild.rules``; this module feeds them from the config and the database:
+absences from both places, open tickets per assignee, the last 30 days of first
+answers. Everything it reads is bounded by the open queue or by 30 days, never
+by the whole history.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from statistics import median
+from typing import Any
+
+from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from maild.config import Config, Consultant
+from maild.errors import MaildError
+from maild.rules.assignment import Candidate, choose_assignee, ticket_weight
+from maild.rules.calendar import BusinessCalendar
+from maild.rules.estimate import expected_by, handling_rate
+from maild.rules.presence import Absence, covering, is_present, next_absence
+from maild.storage.models import AbsenceRow, Event, Ticket
+from maild.storage.store import OPEN_STATUSES
+
+__all__ = ["Team", "TeamError", "MemberStats"]
+
+log = logging.getLogger("maild.team")
+UTC = timezone.utc
+HISTORY_DAYS = 30
+
+
+class TeamError(MaildError):
+    """An absence or a consultant that cannot be recorded as asked."""
+
+
+@dataclass(frozen=True)
+class MemberStats:
+    """One line of ``maild consultants list``."""
+
+    consultant: Consultant
+    present: bool
+    next_absence: Absence | None
+    open_assigned: int
+    answered_30d: int
+    median_first_response_minutes: int | None
+
+
+class Team:
+    """Presence and assignment for one database session."""
+
+    def __init__(self, session: Session, config: Config, calendar: BusinessCalendar | None = None) -> None:
+        self.session = session
+        self.config = config
+        self.calendar = calendar or BusinessCalendar(config.calendar)
+        self._absences: dict[str, tuple[Absence, ...]] | None = None
+
+    # ------------------------------------------------------------ presence
+
+    def local_day(self, at: datetime) -> date:
+        return at.astimezone(self.calendar.tz).date()
+
+    def consultant(self, email: str) -> Consultant:
+        wanted = email.strip().casefold()
+        for c in self.config.consultants:
+            if c.email.casefold() == wanted:
+                return c
+        raise TeamError(f"{email} is not a consultant in the config")
+
+    def absences(self) -> dict[str, tuple[Absence, ...]]:
+        """Every consultant's absences, from the config and the database together."""
+        if self._absences is None:
+            found: dict[str, list[Absence]] = {c.email: list(c.away) for c in self.config.consultants}
+            for row in self.session.scalars(select(AbsenceRow).order_by(AbsenceRow.start)):
+                found.setdefault(row.consultant, []).append(
+                    Absence(row.start, row.until, row.note, "database"))
+            self._absences = {k: tuple(v) for k, v in found.items()}
+        return self._absences
+
+    def is_present(self, consultant: Consultant, day: date) -> bool:
+        return is_present(day, days=consultant.days, absences=self.absences().get(consultant.email, ()),
+                          calendar=self.calendar)
+
+    def present(self, at: datetime) -> list[Consultant]:
+        """Consultants (not managers) present on ``at``'s local day."""
+        day = self.local_day(at)
+        return [c for c in self.config.consultants if c.role == "consultant" and self.is_present(c, day)]
+
+    # ------------------------------------------------------------ assignment
+
+    def open_load(self, emails: Iterable[str]) -> dict[str, int]:
+        """Open tickets per assignee, weighted by tier."""
+        wanted = list(emails)
+        load = {e: 0 for e in wanted}
+        if not wanted:
+            return load
+        rows = self.session.execute(
+            select(Ticket.assigned_to, Ticket.contract_kind, Ticket.verified, func.count())
+            .where(Ticket.assigned_to.in_(wanted), Ticket.status.in_(OPEN_STATUSES))
+            .group_by(Ticket.assigned_to, Ticket.contract_kind, Ticket.verified))
+        for who, kind, verified, n in rows:
+            if who is not None:
+                load[who] = load.get(who, 0) + ticket_weight(kind, bool(verified)) * int(n)
+        return load
+
+    def last_assigned(self, emails: Iterable[str]) -> dict[str, datetime | None]:
+        wanted = list(emails)
+        out: dict[str, datetime | None] = {e: None for e in wanted}
+        if wanted:
+            rows = self.session.execute(
+                select(Ticket.assigned_to, func.max(Ticket.assigned_at))
+                .where(Ticket.assigned_to.in_(wanted)).group_by(Ticket.assigned_to))
+            for who, at in rows:
+                if who is not None:
+                    out[who] = at
+        return out
+
+    def candidates(self, at: datetime, exclude: Iterable[str] = ()) -> list[Candidate]:
+        skip = {e.casefold() for e in exclude}
+        people = [c.email for c in self.present(at) if c.email.casefold() not in skip]
+        load, last = self.open_load(people), self.last_assigned(people)
+        return [Candidate(e, load.get(e, 0), last.get(e)) for e in people]
+
+    def choose(self, at: datetime, preferred: str | None = None, exclude: Iterable[str] = ()) -> str | None:
+        """The present consultant who should get a new ticket now, or None."""
+        return choose_assignee(self.candidates(at, exclude), self.config.assignment.mode, preferred)
+
+    def assign(self, ticket: Ticket, assignee: str, at: datetime, actor: str = "maild", why: str = "auto") -> None:
+        """Give ``ticket`` to ``assignee`` and put it on the ticket's history."""
+        previous = ticket.assigned_to
+        ticket.assigned_to = assignee
+        ticket.assigned_at = at
+        ticket.updated_at = at
+        self.session.add(Event(ticket_id=ticket.id, kind="assigned", at=at, actor=actor,
+                               detail={"to": assignee, "from": previous, "why": why}))
+
+    def reassign_absent(self, at: datetime) -> list[tuple[Ticket, str | None, str]]:
+        """Open tickets whose assignee is absent today go to a present consultant (same rule).
+
+        Returns (ticket, new assignee or None, old assignee). With nobody present a
+        ticket stays with its assignee: moving it to nobody would hide it from the
+        digest of the one person who will be back first.
+        """
+        day = self.local_day(at)
+        absent = [c for c in self.config.consultants
+                  if c.role == "consultant" and not self.is_present(c, day)
+                  and covering(self.absences().get(c.email, ()), day) is not None]
+        moved: list[tuple[Ticket, str | None, str]] = []
+        if not absent:
+            return moved
+        tickets = self.session.scalars(
+            select(Ticket).where(Ticket.assigned_to.in_([c.email for c in absent]),
+                                 Ticket.status.in_(OPEN_STATUSES)).order_by(Ticket.tier, Ticket.id)).all()
+        for ticket in tickets:
+            old = ticket.assigned_to or ""
+            new = self.choose(at, exclude=[old])
+            if new is None:
+                continue
+            self.assign(ticket, new, at, why=f"{old} is away")
+            self.session.flush()
+            moved.append((ticket, new, old))
+            log.info("ticket %s reassigned from %s to %s: %s is away", ticket.id, old, new, old)
+        return moved
+
+    # ------------------------------------------------------------ absences recorded at run time
+
+    def record_absence(self, email: str, start: date, until: date, note: str, by: str, at: datetime) -> AbsenceRow:
+        consultant = self.consultant(email)
+        if until < start:
+            raise TeamError(f"the absence ends {until.isoformat()} before it starts {start.isoformat()}")
+        row = AbsenceRow(consultant=consultant.email, start=start, until=until, note=note,
+                         created_at=at, created_by=by)
+        self.session.add(row)
+        self._absences = None
+        log.info("%s away %s..%s recorded by %s", consultant.email, start.isoformat(), until.isoformat(), by)
+        return row
+
+    def end_absence(self, email: str, at: datetime, by: str) -> int:
+        """``back``: recorded absences covering today end yesterday; later ones are dropped.
+
+        An absence from the config file cannot be ended here (the file would bring
+        it back on the next reload): that is an error naming the file.
+        """
+        consultant = self.consultant(email)
+        today = self.local_day(at)
+        from_config = covering(consultant.away, today)
+        dropped: CursorResult[Any] = self.session.execute(  # type: ignore[assignment]
+            delete(AbsenceRow).where(AbsenceRow.consultant == consultant.email, AbsenceRow.start >= today))
+        cut: CursorResult[Any] = self.session.execute(  # type: ignore[assignment]
+            update(AbsenceRow).where(AbsenceRow.consultant == consultant.email, AbsenceRow.start < today,
+                                     AbsenceRow.until >= today).values(until=today - timedelta(days=1)))
+        changed = (dropped.rowcount or 0) + (cut.rowcount or 0)
+        self._absences = None
+        if from_config is not None and not changed:
+            raise TeamError(f"{consultant.email} is away by the config file ({from_config.describe()}): "
+                            f"change it in {self.config.path}")
+        log.info("%s back from %s (%d absence(s) ended) by %s", consultant.email, today.isoformat(), changed, by)
+        return changed
+
+    # ------------------------------------------------------------ the queue estimate
+
+    def coming_capacity(self, at: datetime, days: int = 60) -> list[tuple[date, int]]:
+        """The coming business days (today first) with the number of consultants present on each."""
+        start = self.local_day(at)
+        out = []
+        for i in range(days):
+            day = start + timedelta(days=i)
+            if self.calendar.is_business_day(day):
+                out.append((day, sum(1 for c in self.config.consultants
+                                     if c.role == "consultant" and self.is_present(c, day))))
+        return out
+
+    def _first_responses(self, at: datetime) -> list[tuple[str, datetime, datetime]]:
+        since = at - timedelta(days=HISTORY_DAYS)
+        rows = self.session.execute(
+            select(Event.actor, Event.at, Ticket.created_at).join(Ticket, Ticket.id == Event.ticket_id)
+            .where(Event.kind == "first_response", Event.at >= since, Event.at < at))
+        return [(actor, when, created) for actor, when, created in rows]
+
+    def handling_rate(self, at: datetime) -> float | None:
+        answered: Counter[date] = Counter(self.local_day(when) for _, when, _ in self._first_responses(at))
+        present: dict[date, int] = {}
+        today = self.local_day(at)
+        for i in range(1, HISTORY_DAYS + 1):
+            day = today - timedelta(days=i)
+            if self.calendar.is_business_day(day):
+                present[day] = sum(1 for c in self.config.consultants
+                                   if c.role == "consultant" and self.is_present(c, day))
+        return handling_rate(answered, present)
+
+    def expected_by(self, position: int, at: datetime, rate: float | None = None) -> date | None:
+        return expected_by(position, self.coming_capacity(at), rate if rate is not None else self.handling_rate(at))
+
+    # ------------------------------------------------------------ the list
+
+    def stats(self, at: datetime) -> list[MemberStats]:
+        today = self.local_day(at)
+        emails = [c.email for c in self.config.consultants]
+        open_counts: dict[str, int] = {e: 0 for e in emails}
+        for who, n in self.session.execute(
+                select(Ticket.assigned_to, func.count()).where(Ticket.assigned_to.in_(emails),
+                                                                Ticket.status.in_(OPEN_STATUSES))
+                .group_by(Ticket.assigned_to)):
+            if who is not None:
+                open_counts[who] = int(n)
+        waits: dict[str, list[float]] = defaultdict(list)
+        for actor, when, created in self._first_responses(at):
+            waits[actor].append((when - created).total_seconds() / 60)
+        out = []
+        for c in self.config.consultants:
+            mine = waits.get(c.email, [])
+            out.append(MemberStats(
+                consultant=c,
+                present=c.role == "consultant" and self.is_present(c, today),
+                next_absence=next_absence(self.absences().get(c.email, ()), today),
+                open_assigned=open_counts.get(c.email, 0),
+                answered_30d=len(mine),
+                median_first_response_minutes=round(median(mine)) if mine else None,
+            ))
+        return out
+
+
+def absences_in_digest(team: Team, at: datetime, horizon_days: int = 14) -> list[tuple[Consultant, Absence]]:
+    """Absences in progress or starting within ``horizon_days``: what the digest lists."""
+    today = team.local_day(at)
+    out = []
+    for c in team.config.consultants:
+        for a in team.absences().get(c.email, ()):
+            if a.until >= today and a.start <= today + timedelta(days=horizon_days):
+                out.append((c, a))
+    return sorted(out, key=lambda pair: (pair[1].start, pair[0].email))
+

@@ -1,0 +1,154 @@
+"""Presence and assignment against a real database (SQLite and PostgreSQL): issue 15."""
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from maild.config import Config, load_config
+from maild.desk.team import Team, TeamError
+from maild.storage.db import open_database
+from maild.storage.models import Event, Ticket
+from tests.helpers import maildir_source, write_config
+
+UTC = timezone.utc
+# Monday 7 December 2026, 10:00 in Warsaw
+MONDAY = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+
+TEAM = """
+[[consultants]]
+email = "ola@firma.pl"
+name = "Ola"
+days = ["mon", "tue", "wed", "thu"]
+
+[[consultants]]
+email = "piotr@firma.pl"
+name = "Piotr"
+away = [{ from = 2026-12-21, until = 2027-01-03 }]
+"""
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Config, sessionmaker[Session]]:
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else ""
+    path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=25, database_url=url, extra=TEAM)
+    cfg = load_config(path)
+    return cfg, open_database(cfg.database_url)
+
+
+def ticket(session: Session, n: int, kind: str = "prepaid", assigned: str | None = None,
+           status: str = "open", at: datetime = MONDAY) -> Ticket:
+    t = Ticket(id=n, subject=f"t{n}", status=status, contract_kind=kind, verified=True, tier=1,
+               created_at=at, updated_at=at, assigned_to=assigned, assigned_at=at if assigned else None)
+    session.add(t)
+    session.flush()
+    return t
+
+
+def emails(people: Any) -> list[str]:
+    return sorted(c.email for c in people)
+
+
+def test_who_is_present(world: tuple[Config, sessionmaker[Session]]) -> None:
+    cfg, sessions = world
+    with sessions() as s:
+        team = Team(s, cfg)
+        assert emails(team.present(MONDAY)) == ["anna@firma.pl", "ola@firma.pl", "piotr@firma.pl"]
+        friday = MONDAY + timedelta(days=4)
+        assert emails(team.present(friday)) == ["anna@firma.pl", "piotr@firma.pl"]   # not Ola's day
+        assert team.present(MONDAY - timedelta(days=1)) == []                         # Sunday
+        assert emails(team.present(datetime(2026, 12, 28, 9, tzinfo=UTC))) == ["anna@firma.pl", "ola@firma.pl"]
+        # late in the evening still counts as the day (the mail waits in the inbox)
+        assert emails(team.present(datetime(2026, 12, 7, 21, 30, tzinfo=UTC))) == emails(team.present(MONDAY))
+
+
+def test_recorded_absence_and_back(world: tuple[Config, sessionmaker[Session]]) -> None:
+    cfg, sessions = world
+    with sessions() as s:
+        team = Team(s, cfg)
+        team.record_absence("ANNA@firma.pl", date(2026, 12, 7), date(2026, 12, 9), "chora", "szef@firma.pl", MONDAY)
+        s.commit()
+    with sessions() as s:
+        team = Team(s, cfg)
+        assert "anna@firma.pl" not in emails(team.present(MONDAY))
+        [stat] = [m for m in team.stats(MONDAY) if m.consultant.email == "anna@firma.pl"]
+        assert not stat.present and stat.next_absence is not None and stat.next_absence.note == "chora"
+        assert team.end_absence("anna@firma.pl", MONDAY + timedelta(days=1), "anna@firma.pl") == 1
+        s.commit()
+    with sessions() as s:
+        team = Team(s, cfg)
+        assert "anna@firma.pl" not in emails(team.present(MONDAY))          # Monday stays recorded
+        assert "anna@firma.pl" in emails(team.present(MONDAY + timedelta(days=1)))
+        with pytest.raises(TeamError, match="config file"):
+            team.end_absence("piotr@firma.pl", datetime(2026, 12, 22, 9, tzinfo=UTC), "piotr@firma.pl")
+        with pytest.raises(TeamError, match="not a consultant"):
+            team.record_absence("x@y.pl", date(2026, 12, 7), date(2026, 12, 7), "", "cli", MONDAY)
+
+
+def test_least_loaded_weighted_by_tier(world: tuple[Config, sessionmaker[Session]]) -> None:
+    cfg, sessions = world
+    with sessions() as s:
+        ticket(s, 1, "sla", "anna@firma.pl")                  # 3
+        ticket(s, 2, "prepaid", "ola@firma.pl")               # 2
+        ticket(s, 3, "occasional", "piotr@firma.pl")          # 1
+        ticket(s, 4, "sla", "piotr@firma.pl", status="closed")   # closed: no load
+        team = Team(s, cfg)
+        assert team.open_load(["anna@firma.pl", "ola@firma.pl", "piotr@firma.pl"]) == {
+            "anna@firma.pl": 3, "ola@firma.pl": 2, "piotr@firma.pl": 1}
+        assert team.choose(MONDAY) == "piotr@firma.pl"
+        assert team.choose(MONDAY, preferred="ola@firma.pl") == "ola@firma.pl"
+        # the manager is never a candidate, even with no load at all
+        assert "szef@firma.pl" not in [c.email for c in team.candidates(MONDAY)]
+
+
+def test_reassignment_at_the_start_of_an_absence(world: tuple[Config, sessionmaker[Session]]) -> None:
+    cfg, sessions = world
+    with sessions() as s:
+        ticket(s, 1, "sla", "piotr@firma.pl")
+        ticket(s, 2, "prepaid", "piotr@firma.pl")
+        ticket(s, 3, "prepaid", "piotr@firma.pl", status="resolved")
+        team = Team(s, cfg)
+        assert team.reassign_absent(datetime(2026, 12, 18, 9, tzinfo=UTC)) == []    # not away yet
+        moved = team.reassign_absent(datetime(2026, 12, 21, 9, tzinfo=UTC))
+        assert sorted((t.id, old) for t, _, old in moved) == [(1, "piotr@firma.pl"), (2, "piotr@firma.pl")]
+        assert {new for _, new, _ in moved} <= {"anna@firma.pl", "ola@firma.pl"}
+        # the two tickets were spread by load: the sla one to one, the prepaid one to the other
+        assert len({new for _, new, _ in moved}) == 2
+        s.commit()
+    with sessions() as s:
+        assert s.get(Ticket, 3).assigned_to == "piotr@firma.pl"   # type: ignore[union-attr]
+        events = s.scalars(select(Event).where(Event.kind == "assigned")).all()
+        assert sorted(e.ticket_id for e in events) == [1, 2]
+        assert all(e.detail["from"] == "piotr@firma.pl" and "away" in e.detail["why"] for e in events)
+
+
+def test_estimate_from_the_last_30_days(world: tuple[Config, sessionmaker[Session]]) -> None:
+    cfg, sessions = world
+    with sessions() as s:
+        team = Team(s, cfg)
+        assert team.handling_rate(MONDAY) is None        # no history
+        n = 100
+        for day in range(1, 29):
+            d = MONDAY - timedelta(days=day)
+            if not team.calendar.is_business_day(d.astimezone(team.calendar.tz).date()):
+                continue
+            for k in range(6):
+                n += 1
+                ticket(s, n, at=d - timedelta(hours=5))
+                s.add(Event(ticket_id=n, kind="first_response", at=d + timedelta(minutes=k), actor="anna@firma.pl",
+                            detail={}))
+        s.flush()
+        rate = team.handling_rate(MONDAY)
+        assert rate is not None and 1.5 <= rate <= 3.0      # 6 answers a day over 3 (or 2 on Fridays) present
+        coming = team.coming_capacity(MONDAY)
+        assert coming[0] == (date(2026, 12, 7), 3)
+        assert team.expected_by(1, MONDAY) == date(2026, 12, 7)
+        far = team.expected_by(40, MONDAY)
+        assert far is not None and far > date(2026, 12, 7)
+        [anna] = [m for m in team.stats(MONDAY) if m.consultant.email == "anna@firma.pl"]
+        assert anna.answered_30d > 100 and anna.median_first_response_minutes is not None
+        assert 300 <= anna.median_first_response_minutes <= 306

@@ -24,7 +24,7 @@ from maild.storage.db import DatabaseError, open_database
 from maild.errors import ConfigError, MaildError
 from maild.ops.logs import setup_logging
 from maild.storage.models import AttachmentRow, Event, LedgerRow, MessageRow, QuarantineRow, Ticket
-from maild.cli import setup
+from maild.cli import consultants, setup
 from maild.cli.output import iso, print_json, print_table
 from maild.rules.prioritise import TIER_NAMES
 
@@ -310,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database").add_subparsers(dest="sub", required=True)
     db.add_parser("upgrade", help="apply pending migrations")
 
+    consultants.add_parser(sub)
     setup.add_parser(sub)
 
     demo = sub.add_parser("demo", help="a self-contained first look (SQLite, Maildir, in-process SMTP)")
@@ -379,6 +380,11 @@ def dispatch(cfg: Config, args: argparse.Namespace) -> int:
         ("storage", "verify"): cmd_storage_verify,
         ("status", None): cmd_status,
     }
+    if command == "consultants":
+        try:
+            return consultants.run(cfg, sessions, args)
+        except consultants.ConsultantsUsageError as exc:
+            raise UsageError(str(exc)) from exc
     handler = handlers.get((command, sub))
     if handler is not None:
         return handler(cfg, sessions, args)

@@ -152,3 +152,34 @@ def test_estimate_from_the_last_30_days(world: tuple[Config, sessionmaker[Sessio
         [anna] = [m for m in team.stats(MONDAY) if m.consultant.email == "anna@firma.pl"]
         assert anna.answered_30d > 100 and anna.median_first_response_minutes is not None
         assert 300 <= anna.median_first_response_minutes <= 306
+
+
+def test_consultants_commands(world: tuple[Config, sessionmaker[Session]], capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from maild.cli.main import main
+
+    cfg, _ = world
+    base = ["--config", str(cfg.path)]
+    start, until = (date.today() + timedelta(days=2)).isoformat(), (date.today() + timedelta(days=3)).isoformat()
+    assert main([*base, "consultants", "away", "anna@firma.pl", "--from", start, "--until", until,
+                 "--note", "L4"]) == 0
+    assert f"anna@firma.pl away {start}..{until}" in capsys.readouterr().out
+    assert main([*base, "consultants", "list", "--json"]) == 0
+    data = {row["email"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(data) == {"anna@firma.pl", "szef@firma.pl", "ola@firma.pl", "piotr@firma.pl"}
+    assert data["anna@firma.pl"]["next_absence"] == {"from": start, "until": until, "note": "L4",
+                                                     "source": "database"}
+    assert data["szef@firma.pl"]["present"] is False and data["szef@firma.pl"]["role"] == "manager"
+    assert set(data["ola@firma.pl"]) == {"email", "name", "role", "language", "present", "next_absence",
+                                         "open_assigned", "answered_30d", "median_first_response_minutes"}
+    assert main([*base, "consultants", "list"]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0].split()[:4] == ["email", "role", "lang", "present"]
+    # bad input: exit 2 with the reason, never a traceback
+    assert main([*base, "consultants", "away", "anna@firma.pl", "--from", "2026-13-01", "--until", "2026-12-08"]) == 2
+    assert "--from '2026-13-01'" in capsys.readouterr().err
+    assert main([*base, "consultants", "away", "anna@firma.pl", "--from", "2026-12-09", "--until", "2026-12-08"]) == 2
+    assert main([*base, "consultants", "away", "nobody@firma.pl", "--from", "2026-12-09", "--until", "2026-12-10"]) == 2
+    assert "not a consultant" in capsys.readouterr().err
+    assert main([*base, "consultants", "back", "anna@firma.pl"]) == 0

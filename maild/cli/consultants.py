@@ -1,0 +1,102 @@
+"""``maild consultants list|away|back``: who is at work, and a sick day without editing the config.
+
+An absence recorded here lives in the database and counts together with the
+``away`` lists of the config file; the daemon sees it at its next cycle (no
+reload needed): new tickets go to the others, and the absent consultant's open
+tickets are reassigned.
+"""
+from __future__ import annotations
+
+import argparse
+from datetime import date, datetime, timezone
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from maild.cli.output import print_json, print_table
+from maild.config import Config
+from maild.desk.team import Team, TeamError
+from maild.errors import MaildError
+
+UTC = timezone.utc
+
+
+class ConsultantsUsageError(MaildError):
+    """A bad date or address on the command line (exit 2)."""
+
+
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    group = sub.add_parser("consultants", help="consultants: presence, absences, load").add_subparsers(
+        dest="sub", required=True)
+    ls = group.add_parser("list", help="each consultant: present today, next absence, open tickets, "
+                                       "answers and median first response in the last 30 days")
+    ls.add_argument("--json", action="store_true")
+    away = group.add_parser("away", help="record an absence (dates inclusive, local time)")
+    away.add_argument("email")
+    away.add_argument("--from", dest="start", required=True, metavar="YYYY-MM-DD")
+    away.add_argument("--until", required=True, metavar="YYYY-MM-DD")
+    away.add_argument("--note", default="")
+    back = group.add_parser("back", help="end a recorded absence from today on")
+    back.add_argument("email")
+
+
+def _date(text: str, option: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ConsultantsUsageError(f"{option} {text!r}: give a date as YYYY-MM-DD") from None
+
+
+def run(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace, now: datetime | None = None) -> int:
+    at = now or datetime.now(UTC)
+    try:
+        with sessions() as session:
+            team = Team(session, cfg)
+            if args.sub == "away":
+                start, until = _date(args.start, "--from"), _date(args.until, "--until")
+                if until < start:
+                    raise ConsultantsUsageError(f"--until {until.isoformat()} is before --from {start.isoformat()}")
+                team.record_absence(args.email, start, until, args.note, "maild-cli", at)
+                session.commit()
+                print(f"{team.consultant(args.email).email} away {start.isoformat()}..{until.isoformat()}")
+                return 0
+            if args.sub == "back":
+                ended = team.end_absence(args.email, at, "maild-cli")
+                session.commit()
+                print(f"{team.consultant(args.email).email} back ({ended} recorded absence(s) ended)")
+                return 0
+            return _list(team, at, args.json)
+    except TeamError as exc:
+        raise ConsultantsUsageError(str(exc)) from exc
+
+
+def _list(team: Team, at: datetime, as_json: bool) -> int:
+    stats = team.stats(at)
+    if as_json:
+        data: list[dict[str, Any]] = [{
+            "email": m.consultant.email,
+            "name": m.consultant.name,
+            "role": m.consultant.role,
+            "language": m.consultant.language,
+            "present": m.present,
+            "next_absence": None if m.next_absence is None else {
+                "from": m.next_absence.start.isoformat(), "until": m.next_absence.until.isoformat(),
+                "note": m.next_absence.note, "source": m.next_absence.source},
+            "open_assigned": m.open_assigned,
+            "answered_30d": m.answered_30d,
+            "median_first_response_minutes": m.median_first_response_minutes,
+        } for m in stats]
+        print_json(data)
+        return 0
+    print_table(
+        ["email", "role", "lang", "present", "next absence", "open", "answered 30d", "median 1st answer"],
+        [[m.consultant.email, m.consultant.role, m.consultant.language, "yes" if m.present else "no",
+          m.next_absence.describe() if m.next_absence else "-", m.open_assigned, m.answered_30d,
+          "-" if m.median_first_response_minutes is None else _minutes(m.median_first_response_minutes)]
+         for m in stats])
+    return 0
+
+
+def _minutes(total: int) -> str:
+    hours, minutes = divmod(total, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"

@@ -144,6 +144,10 @@ service imap-login {{
     def start(self) -> None:
         if self._master_pid() is not None:
             return
+        # A master just killed can linger as a zombie until PID 1 reaps it (slow on a
+        # busy machine); Dovecot takes the pidfile's live-or-zombie PID as "already
+        # running" and refuses to start. It is dead: drop its pidfile.
+        self.pidfile.unlink(missing_ok=True)
         # The daemon's children inherit our stdio: a pipe here would never close.
         errors = self.directory / "log" / "start.err"
         with errors.open("w") as err:

@@ -8,7 +8,9 @@ one acknowledgement and the relayed answer.
 from __future__ import annotations
 
 import mailbox
+import shlex
 import socket
+import sys
 import tempfile
 import textwrap
 import time
@@ -179,10 +181,18 @@ def run_demo(workdir: Path | None = None) -> int:
         print("\n6. The ticket now (maild tickets show SUP-1):\n")
         cli_main(["--config", str(base / "maild.toml"), "tickets", "show", "SUP-1"])
         print(f"\nEverything is in {base}: maild.toml, customers.toml, var/maild.db, Maildir/.")
-        print(f"Try: maild --config {base / 'maild.toml'} tickets list --json")
+        print(f"Try: {_maild_command()} --config {shlex.quote(str(base / 'maild.toml'))} tickets list --json")
     finally:
         controller.stop()
     return 0
+
+
+def _maild_command() -> str:
+    """The hint names the ``maild`` this demo ran from: ``scripts/demo.sh`` puts none on PATH."""
+    beside = Path(sys.executable).parent / "maild"
+    if beside.exists():
+        return shlex.quote(str(beside))
+    return f"{shlex.quote(sys.executable)} -m maild.cli"
 
 
 def _show(envelope: Any) -> str:

@@ -253,6 +253,7 @@ def cmd_status(cfg: Config, sessions: sessionmaker[Session], args: argparse.Name
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="maild", description="Support mailbox -> prioritised, SLA-clocked ticket queue.")
     p.add_argument("--config", help=f"config file (default: $MAILD_CONFIG or {DEFAULT_CONFIG})")
+    p.add_argument("--version", action="version", version=f"maild {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon")
@@ -319,6 +320,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``maild`` script; a reader that stops early (``| head``) ends the command quietly."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Python would report the failed flush of stdout at exit: point it at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE, as a program the signal ended
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("maild")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         from maild.cli.demo import run_demo

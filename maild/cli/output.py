@@ -8,12 +8,23 @@ import csv
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 
 
 def iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    """UTC, to the second: ``2026-11-27T08:15:00Z`` (the README's JSON shape; no microseconds)."""
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def local(value: datetime | None, tz: tzinfo, empty: str = "-") -> str:
+    """For people: the business time zone, to the minute, with its abbreviation (``2026-12-07 15:59 CET``)."""
+    if value is None:
+        return empty
+    moment = value.astimezone(tz)
+    return f"{moment:%Y-%m-%d %H:%M} {moment.tzname()}"
 
 
 def print_json(data: Any) -> None:

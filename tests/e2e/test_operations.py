@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -137,6 +138,12 @@ def test_demo_runs_the_whole_flow(tmp_path: Path) -> None:
     assert "wydruk działa ponownie" in out and "#time" not in out.split("5. ")[1].split("6. ")[0]
     assert "time logged 90 min" in out
     assert (tmp_path / "demo" / "var" / "maild.db").exists()
+    hint = out.strip().splitlines()[-1]
+    assert hint.startswith("Try: "), hint
+    tried = subprocess.run(shlex.split(hint.removeprefix("Try: ")), cwd="/", capture_output=True, text=True,
+                           timeout=60)
+    assert tried.returncode == 0, tried.stderr  # the closing hint works as printed, from anywhere
+    assert {t["ref"] for t in json.loads(tried.stdout)} >= {"SUP-2", "SUP-3"}
 
 
 def test_crash_during_first_migration_leaves_no_half_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,36 @@
+"""The ``maild`` entry point itself: --version, and a reader that stops early."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+from tests.helpers import maildir_source, write_config
+
+
+def maild(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "maild.cli", *args], text=True, timeout=60,
+                          **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+def test_version() -> None:
+    result = maild("--version", capture_output=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"maild {version('maild')}"
+
+
+def test_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """``maild tickets list --json | head``: the reader is gone before maild writes; no traceback."""
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=25)
+    for args in (["--config", str(config), "tickets", "list", "--json"], ["--version"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            result = maild(*args, stdout=write_end, stderr=subprocess.PIPE)
+        finally:
+            os.close(write_end)
+        assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+        assert "Exception ignored" not in result.stderr, result.stderr
+        assert result.returncode in (0, 141), args  # 141: 128 + SIGPIPE, as `yes | head` reports

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maild.htmltext import html_to_text
-from maild.quoting import split_reply
+from maild.intake.htmltext import html_to_text
+from maild.intake.quoting import split_reply
 
 # Each was quadratic (or worse) in an earlier html_to_text: the nested links took
 # 18.7 s at 250 KB, the heads 12 s at 234 KB, the attribute run hours at 1 MB.

@@ -40,7 +40,7 @@ from maild.intake.message import InboundMessage, UnparsableMessage
 from maild.ops.metrics import Metrics
 from maild.ops.sd_notify import notify, watchdog_interval
 from maild.outbound.outbox import DrainResult, Outbox, Sender
-from maild.ops.leader import MailboxLock
+from maild.ops.leader import MailboxLock, SqliteRunLock
 from maild.intake.pipeline import Context, Ingestor, ParseAhead, return_free_memory
 from maild.outbound.render import RenderError, Renderer
 from maild.outbound.smtp import SmtpError
@@ -126,6 +126,19 @@ class Daemon:
         self.config = config
         self.clock = clock
         self.started_at = clock()
+        # Before the database is even opened (a first start migrates it): a second
+        # process on the same SQLite file would send the same outbox rows again.
+        self.run_lock = SqliteRunLock.for_url(config.database_url)
+        if self.run_lock is not None:
+            self.run_lock.acquire()
+        try:
+            self._start(config, clock)
+        except BaseException:
+            if self.run_lock is not None:
+                self.run_lock.release()
+            raise
+
+    def _start(self, config: Config, clock: Callable[[], datetime]) -> None:
         self.sessions = open_database(config.database_url)
         self.blobs = BlobStore(config.storage_path)
         customers = self._load_customers()
@@ -316,8 +329,13 @@ class Daemon:
             self.parse_ahead.close()
             self.blobs.close()
             self.mailbox_lock.release()
+            self.release_run_lock()
         log.info("cycle done: %s", report.summary())
         return report
+
+    def release_run_lock(self) -> None:
+        if self.run_lock is not None:
+            self.run_lock.release()
 
     # ------------------------------------------------------------ health
 
@@ -385,6 +403,7 @@ class Daemon:
             self.parse_ahead.close()
             self.blobs.close()
             self.mailbox_lock.release()
+            self.release_run_lock()
             if self.metrics is not None:
                 self.metrics.close()
         log.info("stopped")

@@ -3,15 +3,23 @@
 The daemon that holds a PostgreSQL advisory lock, keyed on the mailbox, reads
 the mail; the others sweep and send (rows are claimed with SKIP LOCKED) and
 take over when the holder's database session ends, as it does when the holder
-dies. With SQLite there is one daemon per database file and nothing to lock.
+dies. With SQLite one process at a time reads and sends (``SqliteRunLock``).
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
+import os
+import time
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
+
+from maild.storage.blobs import make_private_dir
+from maild.errors import MaildError
 
 log = logging.getLogger("maild.daemon")
 
@@ -60,3 +68,71 @@ class MailboxLock:
             except DBAPIError:
                 pass
         self._conn, self._held = None, False
+
+
+class AnotherMaildRunning(MaildError):
+    """A second process would read mail or send on a SQLite database that a running maild works on."""
+
+
+class SqliteRunLock:
+    """One maild at a time reads the mail and sends on a SQLite database.
+
+    SQLite has neither advisory locks nor ``SKIP LOCKED``: two processes on one
+    file both took the same outbox rows (200 queued mails went out 382 times).
+    The process that reads or sends holds a POSIX record lock on
+    ``<database>.lock`` and writes its pid there; a second one is refused at
+    once, before it opens the database, with the holder's pid. A record lock
+    is the process's own: the forked parse worker does not inherit it, and it
+    ends with the process, however that ends. Read-only commands never take
+    it, and WAL lets them read while the daemon writes.
+    """
+
+    def __init__(self, database: Path) -> None:
+        self.database = database
+        self.path = database.with_name(database.name + ".lock")
+        self._fd: int | None = None
+
+    @classmethod
+    def for_url(cls, url: str) -> SqliteRunLock | None:
+        """The lock for a SQLite URL on a file; None for PostgreSQL (leases) and in-memory SQLite."""
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+            return None
+        return cls(Path(parsed.database).resolve())
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            return
+        try:
+            make_private_dir(self.path.parent)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise AnotherMaildRunning(f"cannot open the lock file {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            holder = self._holder()
+            raise AnotherMaildRunning(
+                f"another maild is running on {self.database} (pid {holder or 'unknown'}); "
+                "it reads and sends for this database, so this process does not") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def _holder(self) -> str:
+        """The holder's pid; it writes it right after taking the lock, so wait a moment for it."""
+        deadline = time.monotonic() + 1.0
+        while True:
+            try:
+                text = self.path.read_text(encoding="ascii", errors="replace").strip()
+            except OSError:
+                text = ""
+            if text.isdigit() or time.monotonic() > deadline:
+                return text if text.isdigit() else ""
+            time.sleep(0.02)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)

@@ -82,6 +82,22 @@ def sync_filesystem(path: Path) -> None:
         os.close(fd)
 
 
+def make_private_dir(path: Path) -> None:
+    """``mkdir -p`` where every folder it creates is 0700 (``Path.mkdir`` gives the
+    parents the umask's mode): mail must not be readable by other local users.
+    Folders that exist keep their mode (systemd's ``StateDirectory=`` sets its own)."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            folder.mkdir(mode=0o700)
+
+
 class BlobStore:
     def __init__(self, root: Path, durable: bool = True) -> None:
         self.root = root / "blobs"
@@ -107,7 +123,7 @@ class BlobStore:
         tmp = target.with_name(f".{digest}.{os.getpid()}.tmp")
         try:
             if target.parent not in self._dirs:
-                target.parent.mkdir(parents=True, exist_ok=True)
+                make_private_dir(target.parent)
                 self._dirs.add(target.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
             try:
@@ -162,7 +178,7 @@ class BlobStore:
         from cron, or a restart, adds to the last pack instead of a file per run."""
         self._close_pack()
         if self.packs not in self._dirs:
-            self.packs.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.packs)
             self._dirs.add(self.packs)
         newest = max((e.name for e in os.scandir(self.packs) if _PACK_NAME.fullmatch(e.name)), default=None)
         if newest is not None:
@@ -234,7 +250,7 @@ class BlobStore:
         self.put(b"maild storage probe\n")
         probe = self.packs / f".probe.{os.getpid()}"
         try:
-            self.packs.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.packs)
             probe.write_bytes(b"maild storage probe\n")
             probe.unlink()
         except OSError as exc:

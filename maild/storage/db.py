@@ -8,6 +8,7 @@ migrations itself, so a newcomer never needs a separate step.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.errors import MaildError
+from maild.storage.blobs import make_private_dir
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -29,6 +31,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # answer). Knowing it here lets every start-up compare revisions without
 # importing Alembic, a sixth of the start-up time; Alembic loads only to migrate.
 SCHEMA_HEAD = "0003"
+# PostgreSQL advisory lock held while migrating (any constant; the mailbox locks hash theirs)
+MIGRATION_LOCK_KEY = 0x6D61696C64
 
 
 class DatabaseError(MaildError):
@@ -56,7 +60,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # A migration takes the write lock up front: two processes starting on a new
+    # file would otherwise both find it empty and the second fail on "table exists".
+    immediate = connection.get_execution_options().get("maild_immediate", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def make_engine(url: str) -> Engine:
@@ -66,12 +73,29 @@ def make_engine(url: str) -> Engine:
         raise DatabaseError(f"database.url: not a database URL: {exc}") from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            create_private(Path(parsed.database))
         engine = create_engine(parsed, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True)
+
+
+def create_private(database: Path) -> None:
+    """Create the SQLite file (and its folder) readable by its owner only.
+
+    Under systemd ``StateDirectory=`` makes the folder; a database created from a
+    shell would otherwise get the umask's 0644 and show every mail to every local
+    user. SQLite gives its -wal and -shm files the database file's mode. An
+    existing file or folder is left as the operator set it.
+    """
+    make_private_dir(database.parent)
+    try:
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise DatabaseError(f"database {database}: cannot create: {exc.strerror}") from None
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
@@ -96,9 +120,13 @@ def upgrade(engine: Engine) -> None:
     from alembic import command
 
     cfg = alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        conn = conn.execution_options(maild_immediate=True)
+        with conn.begin():
+            if conn.dialect.name == "postgresql":  # the same for two processes starting on PostgreSQL
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
 
 
 def open_database(url: str, migrate: bool = True) -> sessionmaker[Session]:

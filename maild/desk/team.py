@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta, timezone
 from statistics import median
 from typing import Any
 
-from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from maild.config import Config, Consultant
@@ -233,8 +233,25 @@ class Team:
                                    if c.role == "consultant" and self.is_present(c, day))
         return handling_rate(answered, present)
 
-    def expected_by(self, position: int, at: datetime, rate: float | None = None) -> date | None:
-        return expected_by(position, self.coming_capacity(at), rate if rate is not None else self.handling_rate(at))
+    def overtaking_rate(self, at: datetime, tier: int, priority: str) -> float:
+        """Tickets that rank ahead of (tier, priority) arriving per business day, over the last 30 days."""
+        since = at - timedelta(days=HISTORY_DAYS)
+        today = self.local_day(at)
+        days = sum(1 for i in range(1, HISTORY_DAYS + 1) if self.calendar.is_business_day(today - timedelta(days=i)))
+        if not days:
+            return 0.0
+        ahead = self.session.scalar(
+            select(func.count()).select_from(Ticket).where(
+                Ticket.created_at >= since, Ticket.created_at < at,
+                or_(Ticket.tier < tier, and_(Ticket.tier == tier, Ticket.priority < priority)))) or 0
+        return int(ahead) / days
+
+    def expected_by(self, position: int, at: datetime, rate: float | None = None, *, tier: int | None = None,
+                    priority: str = "P3") -> date | None:
+        """When a ticket at ``position`` is likely answered; with its tier, later arrivals that overtake count."""
+        rate = rate if rate is not None else self.handling_rate(at)
+        overtaking = self.overtaking_rate(at, tier, priority) if tier is not None and rate is not None else 0.0
+        return expected_by(position, self.coming_capacity(at), rate, overtaking)
 
     # ------------------------------------------------------------ the list
 

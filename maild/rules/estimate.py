@@ -41,19 +41,22 @@ def handling_rate(answered_per_day: Mapping[date, int], present_per_day: Mapping
     return rate if rate > 0 else None
 
 
-def expected_by(position: int, coming: Sequence[tuple[date, int]], rate: float | None) -> date | None:
+def expected_by(position: int, coming: Sequence[tuple[date, int]], rate: float | None,
+                overtaking_per_day: float = 0.0) -> date | None:
     """The first coming day by whose end ``position`` tickets are likely answered.
 
     ``position`` is the ticket's 1-based place in the queue (it counts itself);
     ``coming`` lists the coming working days (today first, if it is one) with
-    the number of consultants present on each. None when there is no rate or
-    the queue reaches past the horizon.
+    the number of consultants present on each; ``overtaking_per_day`` is how
+    many tickets that will rank ahead of this one (a higher tier or priority)
+    arrive on a working day: they take their share of each day's answers first.
+    None when there is no rate or the queue reaches past the horizon.
     """
     if rate is None or rate <= 0 or position < 1:
         return None
     done = 0.0
     for day, present in list(coming)[:HORIZON_DAYS]:
-        done += present * rate
+        done += max(0.0, present * rate - overtaking_per_day)
         # A fraction of a ticket is not an answer: round the day's capacity down
         # once it is more than a whole ticket, so the date errs late, not early.
         if math.floor(done + 1e-9) >= position:

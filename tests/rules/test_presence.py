@@ -154,3 +154,11 @@ def test_a_later_place_is_never_expected_earlier(position: int, rate: float, sta
         assert behind is None
     elif behind is not None:
         assert behind >= here
+
+
+def test_tickets_that_will_overtake_take_their_share_first() -> None:
+    coming = [(date(2026, 12, 7), 2), (date(2026, 12, 8), 2), (date(2026, 12, 9), 2)]
+    assert expected_by(6, coming, 3.0) == date(2026, 12, 7)
+    # four sla tickets a day arrive and rank ahead: 2 answers a day left for this tier
+    assert expected_by(6, coming, 3.0, overtaking_per_day=4.0) == date(2026, 12, 9)
+    assert expected_by(1, coming, 3.0, overtaking_per_day=6.0) is None   # never reached

@@ -13,8 +13,9 @@ and scopes (``szkolenie``, ``instalacja``...), since our consultants write
 Polish as often as English.
 
 Durations are whole minutes, parsed with ``Fraction`` so "1,25h" is exactly
-75 and "0.01h" (36 seconds) is refused instead of rounded. A bare number is
-minutes ("45" = 45 min): that is what people mean when they log a short call.
+75 and "0.01h" (36 seconds) is refused instead of rounded. A number without
+a unit is refused ("2 what? write 2h or 2m"): "#time 2" was meant as 2 hours
+as often as 2 minutes, and a wrong guess bills the customer.
 """
 from __future__ import annotations
 
@@ -123,7 +124,6 @@ _DURATION = re.compile(
     rf"""
     (?:
         (?P<clock_h>[0-9]{{1,4}}):(?P<clock_m>[0-5][0-9])            # 1:30
-      | (?P<bare>[0-9]{{1,6}})                                       # 45 (minutes)
       | (?P<h>{_NUM})\s*{_HOURS_UNIT}
         (?: (?P<h_bare_m>[0-5]?[0-9])                                 # 1h30
           | \s*(?P<h_m>{_NUM})\s*{_MINUTES_UNIT} )?                  # 1h 30m
@@ -134,6 +134,9 @@ _DURATION = re.compile(
 )
 
 
+_BARE_NUMBER = re.compile(_NUM, re.ASCII)
+
+
 def _number(text: str) -> Fraction:
     return Fraction(text.replace(",", "."))
 
@@ -141,16 +144,17 @@ def _number(text: str) -> Fraction:
 def parse_duration(text: str) -> int:
     """Whole minutes in ``text``; raises ``DurationError`` with a reason a consultant understands."""
     stripped = text.strip()
+    if _BARE_NUMBER.fullmatch(stripped):
+        # "#time 2" was booked as 2 minutes when 2 hours were meant: a number needs its unit.
+        raise DurationError(text, f"{stripped} what? write {stripped}h or {stripped}m")
     match = _DURATION.fullmatch(stripped)
     if match is None:
         raise DurationError(
-            text, "not a duration; write e.g. 1h30m, 1h 30m, 90m, 1.5h, 0:45 or 45 (minutes)"
+            text, "not a duration; write e.g. 1h30m, 1h 30m, 90m, 1.5h, 1,5h or 0:45"
         )
     groups = match.groupdict()
     if groups["clock_h"] is not None:
         total = Fraction(int(groups["clock_h"]) * 60 + int(groups["clock_m"]))
-    elif groups["bare"] is not None:
-        total = Fraction(int(groups["bare"]))
     elif groups["h"] is not None:
         total = _number(groups["h"]) * 60
         if groups["h_bare_m"] is not None:

@@ -179,6 +179,7 @@ def test_time_add_books_on_the_tickets_contract(env: Env) -> None:
         (["SUP-1", "1h", "--by", "mallory@evil.example"], 2, "not a configured consultant"),
         (["SUP-1", "1,25m", "--by", "ewa@firma.pl"], 2, "whole minutes"),
         (["SUP-1", "soon", "--by", "ewa@firma.pl"], 2, "not a duration"),
+        (["SUP-1", "2", "--by", "ewa@firma.pl"], 2, "'2': 2 what? write 2h or 2m"),
     ],
 )
 def test_time_add_refusals(env: Env, argv: list[str], code: int, message: str) -> None:

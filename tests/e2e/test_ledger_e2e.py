@@ -247,6 +247,21 @@ def test_occasional_is_billed_per_started_quarter_hour(
     assert balances(w, capsys, monkeypatch)["kow-occ"]["balance_minutes"] is None
 
 
+def test_time_without_unit_is_refused_naming_the_line(
+    w: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``#time 2`` was booked as 2 minutes; now nothing is booked and Anna is told which line and why."""
+    w.mail(sender="biuro@kowalski.pl", subject="Pytanie", msgid="<u1@kowalski.pl>")
+    w.run()
+    before = len(w.sink.messages)
+    consultant_reply(w, T + timedelta(hours=1), "SUP-1", "Pytanie", "#time 2 konsultacja", "<u1@firma.pl>")
+    replies = [m for m in w.sink.messages[before:] if "anna@firma.pl" in m.rcpt_tos]
+    assert len(replies) == 1, [m.rcpt_tos for m in w.sink.messages[before:]]
+    text = replies[0].parsed.get_body(preferencelist=("plain",)).get_content()
+    assert "#time 2 konsultacja" in text and "2 what? write 2h or 2m" in text, text
+    assert hours(w, capsys, monkeypatch).get("kow-occ", {}).get("total_minutes", 0) == 0
+
+
 def test_customers_sync_ends_removed_contracts_keeps_history_and_rejects_bad_files(
     w: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -153,9 +153,12 @@ class Team:
         moved: list[tuple[Ticket, str | None, str]] = []
         if not absent:
             return moved
-        tickets = self.session.scalars(
-            select(Ticket).where(Ticket.assigned_to.in_([c.email for c in absent]),
-                                 Ticket.status.in_(OPEN_STATUSES)).order_by(Ticket.tier, Ticket.id)).all()
+        query = (select(Ticket).where(Ticket.assigned_to.in_([c.email for c in absent]),
+                                      Ticket.status.in_(OPEN_STATUSES)).order_by(Ticket.tier, Ticket.id))
+        if self.session.get_bind().dialect.name == "postgresql":
+            # Several daemons sweep one database: a ticket another one is moving is left to it.
+            query = query.with_for_update(skip_locked=True, of=Ticket)
+        tickets = self.session.scalars(query).all()
         for ticket in tickets:
             old = ticket.assigned_to or ""
             new = self.choose(at, exclude=[old])

@@ -183,3 +183,38 @@ def test_consultants_commands(world: tuple[Config, sessionmaker[Session]], capsy
     assert main([*base, "consultants", "away", "nobody@firma.pl", "--from", "2026-12-09", "--until", "2026-12-10"]) == 2
     assert "not a consultant" in capsys.readouterr().err
     assert main([*base, "consultants", "back", "anna@firma.pl"]) == 0
+
+
+def test_two_daemons_never_move_one_ticket_twice(pg_url: str, tmp_path: Path) -> None:
+    """Two sweeps at once on PostgreSQL: each ticket of the absent consultant is reassigned exactly once."""
+    import threading
+
+    path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=25, database_url=pg_url, extra=TEAM)
+    cfg = load_config(path)
+    sessions = open_database(cfg.database_url)
+    with sessions() as s:
+        for n in range(1, 41):
+            ticket(s, n, "prepaid", "piotr@firma.pl")
+        s.commit()
+    at = datetime(2026, 12, 21, 9, tzinfo=UTC)
+    barrier = threading.Barrier(2)
+    moved: list[int] = []
+
+    def sweep() -> None:
+        with sessions() as s:
+            team = Team(s, cfg)
+            barrier.wait()
+            found = team.reassign_absent(at)
+            s.commit()
+            moved.extend(t.id for t, _, _ in found)
+
+    threads = [threading.Thread(target=sweep) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(moved) == list(range(1, 41))
+    with sessions() as s:
+        events = s.scalars(select(Event).where(Event.kind == "assigned")).all()
+        assert sorted(e.ticket_id for e in events) == list(range(1, 41))
+        assert not s.scalars(select(Ticket).where(Ticket.assigned_to == "piotr@firma.pl")).all()

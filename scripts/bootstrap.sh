@@ -47,7 +47,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 if [ "$want_test" = 1 ]; then
-    apt_install dovecot-imapd postgresql openssl
+    apt_install dovecot-imapd postgresql openssl chromium chromium-driver fonts-dejavu-core
     stamp=.venv/.installed-test
     extras=".[test]"
 else

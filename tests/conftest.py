@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.servers.dovecot",
     "tests.servers.smtp_sink",
     "tests.servers.postgres",
+    "tests.servers.chromium",
 ]

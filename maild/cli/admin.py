@@ -294,11 +294,15 @@ def statement_context(cfg: Config, report: HoursReport, customer: reports.Custom
     }
 
 
-def send_statements(cfg: Config, session: Session, report: HoursReport, now: datetime) -> tuple[list[str], list[str]]:
+def send_statements(cfg: Config, session: Session, report: HoursReport, now: datetime,
+                    html: bool = True) -> tuple[list[str], list[str]]:
     """Queue each customer's statement once per month; (queued, already queued) customer ids.
 
     The dedupe key makes a second ``--send`` for the same month a no-op, so an
-    operator re-running the command never mails a customer twice.
+    operator re-running the command never mails a customer twice. With ``html``
+    the statement also gets an HTML part with its charts (multipart/alternative,
+    the plain text kept), drawn here, on the report path, and stored with the
+    row: the daemon that sends it only assembles the parts.
     """
     domain = cfg.support.address.rsplit("@", 1)[1]
     queued: list[str] = []
@@ -306,10 +310,20 @@ def send_statements(cfg: Config, session: Session, report: HoursReport, now: dat
     for customer in report.customers:
         if customer.customer_id is None or not customer.billing_address:
             continue
+        key = f"statement:{report.month}:{customer.customer_id}"
+        if store.outbox_queued(session, key):
+            before.append(customer.customer_id)
+            continue
+        context = statement_context(cfg, report, customer)
+        if html:
+            from maild.billing.pages import html_part, statement_html
+
+            page, images = statement_html(context, customer.language, inline=True, domain=domain)
+            context["_headers"]["html"] = html_part(page, images)
         row = store.enqueue(
-            session, dedupe_key=f"statement:{report.month}:{customer.customer_id}", kind="statement",
+            session, dedupe_key=key, kind="statement",
             template="statement", language=customer.language, recipients=[customer.billing_address],
-            context=statement_context(cfg, report, customer),
+            context=context,
             message_id=store.new_message_id(domain, None, "statement"), now=now, automatic=True,
         )
         (queued if row is not None else before).append(customer.customer_id)
@@ -350,21 +364,26 @@ SLA_CSV = ["month", "customer", "contract_id", "tickets", "met", "missed", "open
            "median_reaction_minutes", "worst_reaction_minutes"]
 
 
+def sla_json(report: reports.SlaReport) -> dict[str, Any]:
+    """What ``report sla --json`` prints (and the ``sla`` part of ``report month --json``)."""
+    return {"month": report.month, "timezone": report.timezone, "contracts": [
+        {"customer": c.customer_id, "customer_name": c.customer_name, "contract_id": c.contract_id,
+         "kind": c.kind, "tickets": c.tickets, "met": c.met, "missed": c.missed, "open": c.open,
+         "median_reaction_minutes": c.median_reaction_minutes, "worst_reaction_minutes": c.worst_reaction_minutes,
+         "missed_refs": list(c.missed_refs)}
+        for c in report.contracts
+    ]}
+
+
 def cmd_report_sla(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
     tz = _tz(cfg)
     month = _month(args.month, tz)
     customers = _customers(cfg)
     with sessions() as session:
         report = reports.sla_report(session, customers, month, tz, cfg.support.ticket_prefix, clock())
-    data = [
-        {"customer": c.customer_id, "customer_name": c.customer_name, "contract_id": c.contract_id,
-         "kind": c.kind, "tickets": c.tickets, "met": c.met, "missed": c.missed, "open": c.open,
-         "median_reaction_minutes": c.median_reaction_minutes, "worst_reaction_minutes": c.worst_reaction_minutes,
-         "missed_refs": list(c.missed_refs)}
-        for c in report.contracts
-    ]
+    data = sla_json(report)["contracts"]
     if args.json:
-        print_json({"month": report.month, "timezone": report.timezone, "contracts": data})
+        print_json(sla_json(report))
     elif args.csv:
         print_csv(SLA_CSV, [[month, *(d[k] for k in SLA_CSV[1:])] for d in data])
     else:
@@ -393,6 +412,10 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
 def dispatch(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
     key = (args.command, getattr(args, "sub", None))
     handler = HANDLERS.get(key)
+    if key == ("report", "month"):
+        from maild.cli.month import cmd_report_month  # the report path: charts, matplotlib
+
+        handler = cmd_report_month
     if handler is None:
         from maild.cli.main import UsageError
 

@@ -284,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
         fmt.add_argument("--csv", action="store_true")
         if name == "hours":
             r.add_argument("--send", action="store_true", help="mail each customer's statement (once per month)")
+    rm = report.add_parser("month", help="the month at a glance: SLA, load, backlog, hours, with charts")
+    rm.add_argument("--month", help="YYYY-MM (needed unless --send alone catches up the ended months)")
+    rm.add_argument("--html", metavar="FILE", help="write the report as one self-contained HTML file")
+    rm.add_argument("--json", action="store_true", help="the figures behind every chart")
+    rm.add_argument("--language", choices=["pl", "en"], help="default: [support] default_language")
+    rm.add_argument("--send", action="store_true",
+                    help="mail the report to the managers, once per month (without --month: every ended month "
+                         "not yet sent)")
 
     tm = sub.add_parser("time", help="the hour ledger").add_subparsers(dest="sub", required=True)
     ta = tm.add_parser("add", help="log work done outside mail")

@@ -17,6 +17,7 @@ keep the ORM and ``EmailMessage``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import binascii
 import logging
 import re
@@ -312,17 +313,41 @@ def compose_text_mail(row: MailRow, subject: str, body: str, headers: dict[str, 
 
 
 def _mime_mail(row: MailRow, subject: str, body: str, headers: dict[str, Any], sender: Sender,
-               read_blob: Callable[[str], bytes], now: datetime) -> bytes:
-    """A mail with attachments: our header lines, then the MIME entity ``EmailMessage``
-    makes of body and files (rare, not worth a hand-made multipart)."""
+               read_blob: Callable[[str], bytes] | None, now: datetime) -> bytes:
+    """A mail with attachments or an HTML part: our header lines, then the MIME entity
+    ``EmailMessage`` makes of body, HTML and files (rare, not worth a hand-made multipart).
+
+    The HTML part (``headers["html"]``: the HTML and its images, rendered when
+    the row was queued) makes the body multipart/alternative, the plain text
+    first; its images ride in a multipart/related beside the HTML, each an inline
+    part named by the Content-ID the HTML refers to as ``cid:``.
+    """
     mime = EmailMessage(policy=SMTP)
     mime.set_content(body, charset="utf-8", cte="quoted-printable")
+    html = headers.get("html")
+    if html:
+        mime.add_alternative(str(html["body"]), subtype="html", charset="utf-8", cte="quoted-printable")
+        html_part = cast(EmailMessage, list(mime.iter_parts())[1])
+        for image in html.get("images", []):
+            maintype, _, subtype = str(image.get("content_type", "image/png")).partition("/")
+            html_part.add_related(base64.b64decode(image["data"]), maintype=maintype or "image",
+                                  subtype=subtype or "png", cid=f"<{_content_id(str(image['cid']))}>",
+                                  disposition="inline", filename=one_line(image.get("filename", "image.png"), 200))
     for att in headers.get("attachments", []):
+        if read_blob is None:
+            break
         maintype, _, subtype = str(att.get("content_type", "application/octet-stream")).partition("/")
         mime.add_attachment(read_blob(att["sha256"]), maintype=maintype or "application",
                             subtype=subtype or "octet-stream",
                             filename=one_line(att.get("filename", "attachment"), 200))
     return "\r\n".join(_headers(row, subject, headers, sender, now)).encode("utf-8") + b"\r\n" + mime.as_bytes()
+
+
+def _content_id(value: str) -> str:
+    """A Content-ID as queued, checked like a Message-ID: nothing that could end the header."""
+    if _MSG_ID.fullmatch(value) is None:
+        raise ValueError(f"malformed content id {value!r}")
+    return value
 
 
 def build_mail(row: MailRow, renderer: Renderer, sender: Sender, read_blob: Callable[[str], bytes] | None,
@@ -332,7 +357,7 @@ def build_mail(row: MailRow, renderer: Renderer, sender: Sender, read_blob: Call
     context: dict[str, Any] = dict(row.context)
     headers: dict[str, Any] = context.pop("_headers", {})
     subject, body = renderer.render(row.template, row.language, context)
-    if read_blob is not None and headers.get("attachments"):
+    if headers.get("html") or (read_blob is not None and headers.get("attachments")):
         return _mime_mail(row, subject, body, headers, sender, read_blob, now)
     return compose_text_mail(row, subject, body, headers, sender, now)
 

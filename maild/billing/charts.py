@@ -1,0 +1,384 @@
+"""What each chart shows, as plain data drawn from the JSON a report prints.
+
+A chart is built from the very object ``report month --json`` prints (and a
+statement from the context its plain text is rendered from), never from a query
+of its own, so a picture cannot disagree with the numbers. Values keep the
+JSON's units (minutes, counts); ``plot`` only scales them for the axis. Every
+chart carries its alt text, which says the numbers in words for a reader who
+cannot see the picture (and for mail clients that block images).
+
+Pure and free of matplotlib: the daemon may import it; drawing is ``plot``.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+Kind = Literal["bar", "barh"]
+
+# colours readable for the common colour-vision deficiencies (Okabe-Ito)
+BLUE, ORANGE, GREEN, VERMILION, SKY, YELLOW, PURPLE, GREY = (
+    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#F0E442", "#CC79A7", "#999999")
+BAND_COLOURS = (SKY, YELLOW, PURPLE, GREEN, ORANGE, GREY)
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    values: tuple[float, ...]
+    colour: str
+
+
+@dataclass(frozen=True)
+class Band:
+    """Categories shaded together (a peak window's days), with the legend's label."""
+
+    label: str
+    indices: tuple[int, ...]
+    colour: str
+
+
+@dataclass(frozen=True)
+class Chart:
+    key: str
+    title: str
+    alt: str
+    kind: Kind
+    categories: tuple[str, ...]
+    series: tuple[Series, ...]
+    unit: Literal["count", "minutes", "percent"]
+    stacked: bool = False
+    bands: tuple[Band, ...] = ()
+    muted: tuple[int, ...] = ()  # categories drawn faded (days off)
+    notes: tuple[str, ...] = field(default=())  # a label per category shown at the bar's end
+    bar_colours: tuple[str, ...] = ()  # per category, overriding the series colour ("" keeps it)
+
+
+TEXT: dict[str, dict[str, str]] = {
+    "en": {
+        "sla_title": "SLA reactions by customer", "met": "met", "missed": "missed", "open": "still open",
+        "sla_alt": "SLA reactions in {month}: {parts}.", "sla_none": "no SLA tickets",
+        "react_title": "First reaction against the deadline (SLA tickets)",
+        "react_alt": "Reactions to SLA tickets in {month} by the share of the reaction window used: {parts}.",
+        "0-25%": "0-25%", "25-50%": "25-50%", "50-75%": "50-75%", "75-100%": "75-100%", "late": "late",
+        "unanswered_missed": "unanswered, missed", "unanswered_open": "unanswered, still in time",
+        "daily_title": "Tickets per day", "tickets": "tickets",
+        "daily_alt": "{total} tickets opened in {month}; busiest day {busiest} ({most}); days off faded{peaks}.",
+        "peak_alt": "; peak periods shaded: {names}",
+        "backlog_title": "Open tickets by age at {at}", "backlog_alt": "{total} tickets open at {at}: {parts}.",
+        "<1d": "< 1 day", "1-3d": "1-3 days", "3-7d": "3-7 days", "7-30d": "7-30 days", ">30d": "> 30 days",
+        "allow_title": "SLA hours against the allowance", "available": "allowance + carried over",
+        "used": "used", "carried": "carried over to next month",
+        "allow_alt": "SLA hours in {month}: {parts}.", "allow_none": "no SLA contracts",
+        "prepaid_title": "Prepaid packages", "start": "balance at the start", "end": "balance at the end",
+        "prepaid_alt": "Prepaid packages in {month}: {parts}.", "prepaid_none": "no prepaid packages",
+        "valid": "valid until {date}",
+        "scope_title": "Hours by scope", "scope_alt": "Hours by scope in {month}: {parts}.",
+        "scope_none": "no hours booked",
+        "cons_title": "Tickets answered per consultant", "answered": "tickets answered",
+        "cons_alt": "Per consultant in {month}: {parts}.", "cons_none": "no consultants",
+        "median": "median first response {value}",
+        "balance_title": "Your hours and balance", "balance_alt": "Your hours in {month}: {parts}.",
+        "allowance": "monthly allowance", "carried_in": "carried over from before",
+        "your_scope_title": "Your hours by scope",
+    },
+    "pl": {
+        "sla_title": "Reakcje w ramach SLA według klientów", "met": "w terminie", "missed": "po terminie",
+        "open": "jeszcze otwarte",
+        "sla_alt": "Reakcje SLA w {month}: {parts}.", "sla_none": "brak zgłoszeń SLA",
+        "react_title": "Pierwsza reakcja względem terminu (zgłoszenia SLA)",
+        "react_alt": "Reakcje na zgłoszenia SLA w {month} według wykorzystanej części czasu na reakcję: {parts}.",
+        "0-25%": "0-25%", "25-50%": "25-50%", "50-75%": "50-75%", "75-100%": "75-100%", "late": "po terminie",
+        "unanswered_missed": "bez odpowiedzi, po terminie", "unanswered_open": "bez odpowiedzi, jeszcze w terminie",
+        "daily_title": "Zgłoszenia dziennie", "tickets": "zgłoszenia",
+        "daily_alt": "{total} zgłoszeń otwartych w {month}; najwięcej {busiest} ({most}); dni wolne wyblakłe{peaks}.",
+        "peak_alt": "; okresy szczytu zacienione: {names}",
+        "backlog_title": "Otwarte zgłoszenia według wieku na {at}",
+        "backlog_alt": "{total} zgłoszeń otwartych na {at}: {parts}.",
+        "<1d": "< 1 dnia", "1-3d": "1-3 dni", "3-7d": "3-7 dni", "7-30d": "7-30 dni", ">30d": "> 30 dni",
+        "allow_title": "Godziny SLA względem puli", "available": "pula + przeniesione", "used": "wykorzystane",
+        "carried": "przeniesione na następny miesiąc",
+        "allow_alt": "Godziny SLA w {month}: {parts}.", "allow_none": "brak umów SLA",
+        "prepaid_title": "Pakiety przedpłacone", "start": "saldo na początku", "end": "saldo na końcu",
+        "prepaid_alt": "Pakiety przedpłacone w {month}: {parts}.", "prepaid_none": "brak pakietów",
+        "valid": "ważny do {date}",
+        "scope_title": "Godziny według zakresu", "scope_alt": "Godziny według zakresu w {month}: {parts}.",
+        "scope_none": "brak zaksięgowanych godzin",
+        "cons_title": "Zgłoszenia z odpowiedzią według konsultantów", "answered": "zgłoszenia z odpowiedzią",
+        "cons_alt": "Według konsultantów w {month}: {parts}.", "cons_none": "brak konsultantów",
+        "median": "mediana pierwszej odpowiedzi {value}",
+        "balance_title": "Państwa godziny i saldo", "balance_alt": "Państwa godziny w {month}: {parts}.",
+        "allowance": "pula miesięczna", "carried_in": "przeniesione z poprzednich miesięcy",
+        "your_scope_title": "Państwa godziny według zakresu",
+    },
+}
+
+SCOPES = {
+    "pl": {"consultation": "konsultacje", "installation": "instalacja", "training": "szkolenia",
+           "incident": "awarie", "development": "rozwój", "unspecified": "bez zakresu"},
+    "en": {"consultation": "consultation", "installation": "installation", "training": "training",
+           "incident": "incidents", "development": "development", "unspecified": "unspecified"},
+}
+
+
+def text(language: str) -> dict[str, str]:
+    return TEXT.get(language, TEXT["en"])
+
+
+def hours(minutes: int | float | None, language: str = "en") -> str:
+    """Minutes as ``12:05 h`` (en) or ``12:05 godz.`` (pl); the charts' and the HTML's one format."""
+    if minutes is None:
+        return "-"
+    value = int(minutes)
+    sign = "-" if value < 0 else ""
+    h, m = divmod(abs(value), 60)
+    return f"{sign}{h}:{m:02d} " + ("godz." if language == "pl" else "h")
+
+
+def _parts(items: Sequence[tuple[str, str]]) -> str:
+    return "; ".join(f"{name} {value}" for name, value in items)
+
+
+def _customer_label(customer: Mapping[str, Any]) -> str:
+    return str(customer.get("name") or customer.get("customer") or "-")
+
+
+# ------------------------------------------------------------------ the management report
+
+
+def sla_chart(report: Mapping[str, Any], language: str) -> Chart:
+    """Met, missed and still open per sla contract, from ``sla.contracts`` (kind "sla")."""
+    t = text(language)
+    rows = [c for c in report["sla"]["contracts"] if c["kind"] == "sla"]
+    names = tuple(f"{c['customer_name']} ({c['contract_id'] or '-'})" for c in rows)
+    parts = [(n, f"{c['met']} {t['met']}, {c['missed']} {t['missed']}, {c['open']} {t['open']}")
+             for n, c in zip(names, rows)]
+    return Chart(
+        key="sla", title=t["sla_title"], kind="barh", unit="count", stacked=True, categories=names,
+        series=(Series(t["met"], tuple(c["met"] for c in rows), GREEN),
+                Series(t["missed"], tuple(c["missed"] for c in rows), VERMILION),
+                Series(t["open"], tuple(c["open"] for c in rows), GREY)),
+        alt=t["sla_alt"].format(month=report["month"], parts=_parts(parts) or t["sla_none"]),
+    )
+
+
+def reactions_chart(report: Mapping[str, Any], language: str) -> Chart:
+    t = text(language)
+    reactions: Mapping[str, int] = report["activity"]["reactions"]
+    labels = tuple(t[k] for k in reactions)
+    colours = {"late": VERMILION, "unanswered_missed": VERMILION, "unanswered_open": GREY}
+    return Chart(
+        key="reactions", title=t["react_title"], kind="bar", unit="count", categories=labels,
+        series=(Series(t["tickets"], tuple(reactions.values()), BLUE),),
+        bar_colours=tuple(colours.get(k, "") for k in reactions),
+        alt=t["react_alt"].format(month=report["month"],
+                                  parts=_parts([(t[k], str(v)) for k, v in reactions.items()])),
+    )
+
+
+def daily_chart(report: Mapping[str, Any], language: str) -> Chart:
+    t = text(language)
+    days = report["activity"]["days"]
+    labels = {p["name"]: p["label"] for p in report["activity"]["peaks"]}
+    bands = []
+    for n, name in enumerate(labels):
+        indices = tuple(i for i, d in enumerate(days) if name in d["peaks"])
+        bands.append(Band(labels[name], indices, BAND_COLOURS[n % len(BAND_COLOURS)]))
+    counts = tuple(d["tickets"] for d in days)
+    busiest = max(range(len(days)), key=lambda i: counts[i]) if days else 0
+    peaks = t["peak_alt"].format(names=", ".join(labels.values())) if labels else ""
+    return Chart(
+        key="daily", title=t["daily_title"], kind="bar", unit="count",
+        categories=tuple(str(date.fromisoformat(d["date"]).day) for d in days),
+        series=(Series(t["tickets"], counts, BLUE),), bands=tuple(bands),
+        muted=tuple(i for i, d in enumerate(days) if not d["working"]),
+        alt=t["daily_alt"].format(total=sum(counts), month=report["month"],
+                                  busiest=days[busiest]["date"] if days else "-",
+                                  most=counts[busiest] if days else 0, peaks=peaks),
+    )
+
+
+def backlog_chart(report: Mapping[str, Any], language: str) -> Chart:
+    t = text(language)
+    backlog: Mapping[str, int] = report["activity"]["backlog"]
+    instant = datetime.fromisoformat(str(report["activity"]["backlog_at"]).replace("Z", "+00:00"))
+    at = instant.astimezone(ZoneInfo(report["timezone"])).strftime("%Y-%m-%d %H:%M")
+    return Chart(
+        key="backlog", title=t["backlog_title"].format(at=at), kind="bar", unit="count",
+        categories=tuple(t[k] for k in backlog), series=(Series(t["tickets"], tuple(backlog.values()), ORANGE),),
+        alt=t["backlog_alt"].format(total=sum(backlog.values()), at=at,
+                                    parts=_parts([(t[k], str(v)) for k, v in backlog.items()])),
+    )
+
+
+def _contracts(report: Mapping[str, Any], kind: str) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    return [(cu, c) for cu in report["hours"]["customers"] for c in cu["contracts"] if c["kind"] == kind]
+
+
+def allowance_chart(report: Mapping[str, Any], language: str) -> Chart:
+    """Per sla contract: allowance plus carry-in (what was available), used, and carried out."""
+    t = text(language)
+    rows = _contracts(report, "sla")
+    names = tuple(f"{_customer_label(cu)} ({c['contract_id']})" for cu, c in rows)
+    available = tuple((c["allowance_minutes"] or 0) + (c["carry_in_minutes"] or 0) for _, c in rows)
+    used = tuple(c["total_minutes"] for _, c in rows)
+    carried = tuple(c["carry_out_minutes"] or 0 for _, c in rows)
+    parts = [(n, f"{t['available']} {hours(a, language)}, {t['used']} {hours(u, language)}, "
+                 f"{t['carried']} {hours(k, language)}") for n, a, u, k in zip(names, available, used, carried)]
+    return Chart(
+        key="allowance", title=t["allow_title"], kind="barh", unit="minutes", categories=names,
+        series=(Series(t["available"], available, SKY), Series(t["used"], used, BLUE),
+                Series(t["carried"], carried, GREEN)),
+        alt=t["allow_alt"].format(month=report["month"], parts=_parts(parts) or t["allow_none"]),
+    )
+
+
+def prepaid_chart(report: Mapping[str, Any], language: str) -> Chart:
+    t = text(language)
+    rows = _contracts(report, "prepaid")
+    names = tuple(f"{_customer_label(cu)} ({c['contract_id']})" for cu, c in rows)
+    return _prepaid(rows, names, report["month"], language, "prepaid", t["prepaid_title"], t["prepaid_alt"])
+
+
+def _prepaid(rows: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], names: tuple[str, ...], month: str,
+             language: str, key: str, title: str, alt: str) -> Chart:
+    t = text(language)
+    start = tuple(c["balance_start_minutes"] or 0 for _, c in rows)
+    used = tuple(c["total_minutes"] for _, c in rows)
+    end = tuple(c["balance_end_minutes"] or 0 for _, c in rows)
+    valid = tuple(t["valid"].format(date=c["valid_until"]) if c["valid_until"] else "" for _, c in rows)
+    parts = [(n, f"{t['start']} {hours(s, language)}, {t['used']} {hours(u, language)}, "
+                 f"{t['end']} {hours(e, language)}" + (f", {v}" if v else ""))
+             for n, s, u, e, v in zip(names, start, used, end, valid)]
+    return Chart(
+        key=key, title=title, kind="barh", unit="minutes", categories=names,
+        series=(Series(t["start"], start, SKY), Series(t["used"], used, BLUE), Series(t["end"], end, GREEN)),
+        notes=valid, alt=alt.format(month=month, parts=_parts(parts) or t["prepaid_none"]),
+    )
+
+
+def scope_totals(contracts: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Minutes per scope over contracts (``minutes_by_scope`` of the hours JSON), largest first."""
+    totals: dict[str, int] = defaultdict(int)
+    for c in contracts:
+        for scope, minutes in c["minutes_by_scope"].items():
+            totals[scope] += minutes
+    return dict(sorted(totals.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _scope_chart(totals: Mapping[str, int], month: str, language: str, title: str, key: str) -> Chart:
+    t = text(language)
+    scopes = SCOPES.get(language, SCOPES["en"])
+    labels = tuple(scopes.get(s, s) for s in totals)
+    return Chart(
+        key=key, title=title, kind="barh", unit="minutes", categories=labels,
+        series=(Series(t["used"], tuple(totals.values()), BLUE),),
+        alt=t["scope_alt"].format(month=month, parts=_parts(
+            [(label, hours(m, language)) for label, m in zip(labels, totals.values())]) or t["scope_none"]),
+    )
+
+
+def scope_chart(report: Mapping[str, Any], language: str) -> Chart:
+    totals = scope_totals([c for cu in report["hours"]["customers"] for c in cu["contracts"]])
+    return _scope_chart(totals, report["month"], language, text(language)["scope_title"], "scopes")
+
+
+def consultants_chart(report: Mapping[str, Any], language: str) -> Chart:
+    t = text(language)
+    rows = report["activity"]["consultants"]
+    names = tuple(str(c["name"]) for c in rows)
+    medians = tuple(t["median"].format(value=hours(c["median_first_response_minutes"], language))
+                    if c["median_first_response_minutes"] is not None else "" for c in rows)
+    return Chart(
+        key="consultants", title=t["cons_title"], kind="barh", unit="count", categories=names,
+        series=(Series(t["answered"], tuple(c["answered"] for c in rows), BLUE),), notes=medians,
+        alt=t["cons_alt"].format(month=report["month"], parts=_parts(
+            [(n, f"{c['answered']} {t['answered']}" + (f", {m}" if m else "")) for n, c, m in zip(names, rows, medians)])
+            or t["cons_none"]),
+    )
+
+
+def month_charts(report: Mapping[str, Any], language: str) -> tuple[Chart, ...]:
+    """Every chart of the management report, in the order the report shows them."""
+    return tuple(build(report, language) for build in (
+        sla_chart, reactions_chart, daily_chart, backlog_chart, allowance_chart, prepaid_chart, scope_chart,
+        consultants_chart))
+
+
+def month_summary(report: Mapping[str, Any]) -> dict[str, int]:
+    """The tiles at the top of the month report, added up from the same JSON the sections show."""
+    sla = [c for c in report["sla"]["contracts"] if c["kind"] == "sla"]
+    customers = report["hours"]["customers"]
+    return {
+        "tickets": int(report["activity"]["tickets"]),
+        "sla_met": sum(c["met"] for c in sla),
+        "sla_due": sum(c["met"] + c["missed"] for c in sla),
+        "breaches": sum(c["missed"] for c in sla),
+        "backlog": sum(report["activity"]["backlog"].values()),
+        "minutes": sum(cu["total_minutes"] for cu in customers),
+        "amount_cents": sum(cu["amount_cents"] for cu in customers),
+    }
+
+
+# ------------------------------------------------------------------ a customer's statement
+
+
+def statement_charts(context: Mapping[str, Any], language: str) -> tuple[Chart, ...]:
+    """The statement's two charts, from the statement's own context (the plain text's numbers).
+
+    Hours by scope over the customer's contracts, and the balance: for sla the
+    allowance, carry-in, use and carry-out, for each prepaid package its balance
+    at the start and end with the expiry date.
+    """
+    t = text(language)
+    month = str(context["month"])
+    contracts = context["contracts"]
+    totals = scope_totals([{"minutes_by_scope": {s["scope"]: s["minutes"] for s in c["scopes"]}}
+                           for c in contracts])
+    charts = [_scope_chart(totals, month, language, t["your_scope_title"], "scopes")]
+    sla = [c for c in contracts if c["kind"] == "sla"]
+    prepaid = [c for c in contracts if c["kind"] == "prepaid"]
+    if sla or prepaid:
+        names: list[str] = []
+        series: dict[str, list[int]] = {k: [] for k in ("allowance", "carried_in", "used", "carried")}
+        notes: list[str] = []
+        for c in sla:
+            names.append(str(c["contract_id"]))
+            series["allowance"].append(c["allowance_minutes"] or 0)
+            series["carried_in"].append(c["carry_in_minutes"] or 0)
+            series["used"].append(c["total_minutes"])
+            series["carried"].append(c["carry_out_minutes"] or 0)
+            notes.append("")
+        for c in prepaid:
+            names.append(str(c["contract_id"]))
+            series["allowance"].append(c["balance_start_minutes"] or 0)
+            series["carried_in"].append(0)
+            series["used"].append(c["total_minutes"])
+            series["carried"].append(c["balance_end_minutes"] or 0)
+            notes.append(t["valid"].format(date=c["valid_until"]) if c["valid_until"] else "")
+        first, last = {(True, False): (t["allowance"], t["carried"]), (False, True): (t["start"], t["end"]),
+                       (True, True): (f"{t['allowance']} / {t['start']}", f"{t['carried']} / {t['end']}")}[
+                           (bool(sla), bool(prepaid))]
+        parts = []
+        for i, name in enumerate(names):
+            bits = [f"{first} {hours(series['allowance'][i], language)}"]
+            if series["carried_in"][i]:
+                bits.append(f"{t['carried_in']} {hours(series['carried_in'][i], language)}")
+            bits += [f"{t['used']} {hours(series['used'][i], language)}",
+                     f"{last} {hours(series['carried'][i], language)}"]
+            if notes[i]:
+                bits.append(notes[i])
+            parts.append((name, ", ".join(bits)))
+        charts.append(Chart(
+            key="balance", title=t["balance_title"], kind="barh", unit="minutes", categories=tuple(names),
+            series=(Series(first, tuple(series["allowance"]), SKY),
+                    Series(t["carried_in"], tuple(series["carried_in"]), PURPLE),
+                    Series(t["used"], tuple(series["used"]), BLUE),
+                    Series(last, tuple(series["carried"]), GREEN)),
+            notes=tuple(notes), alt=t["balance_alt"].format(month=month, parts=_parts(parts)),
+        ))
+    return tuple(charts)

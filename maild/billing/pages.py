@@ -1,0 +1,83 @@
+"""The month report and the customer statement as HTML with their charts drawn.
+
+This is the report path: it imports ``plot`` and so matplotlib, and only the
+report commands (and ``maild demo``) import it. What it renders comes from the
+JSON objects the commands print (``report month --json``) and from the
+statement's own context, through ``charts``; nothing here queries the database.
+
+A page for a file carries its charts as ``data:`` URIs (one self-contained
+file); a page for a mail names them ``cid:`` and returns the PNG parts the mail
+must carry, each with its Content-ID.
+"""
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from maild.billing.charts import Chart, month_charts, month_summary, statement_charts
+from maild.billing.html import STATEMENT_TEXT, Image, InlineImage, data_uri, png_size, render, text
+from maild.billing.plot import render_png
+
+_CID_SAFE = re.compile(r"[^A-Za-z0-9.-]+")
+
+
+def draw(charts: Sequence[Chart], language: str, *, inline: bool, domain: str = "maild.invalid",
+         tag: str = "") -> tuple[list[Image], list[InlineImage]]:
+    """Each chart drawn once; as data URIs, or as ``cid:`` references plus the parts to attach."""
+    images: list[Image] = []
+    parts: list[InlineImage] = []
+    token = secrets.token_hex(6)
+    for chart in charts:
+        png = render_png(chart, language)
+        width, height = png_size(png)
+        if inline:
+            name = _CID_SAFE.sub("-", f"{chart.key}.{tag}.{token}").strip("-.")
+            cid = f"{name}@{_CID_SAFE.sub('-', domain)}"
+            parts.append(InlineImage(cid=cid, png=png, filename=f"{chart.key}.png"))
+            src = f"cid:{cid}"
+        else:
+            src = data_uri(png)
+        images.append(Image(key=chart.key, src=src, alt=chart.alt, title=chart.title, width=width, height=height))
+    return images, parts
+
+
+def month_report_html(report: Mapping[str, Any], language: str, from_name: str, generated_at: datetime, *,
+                      inline: bool = False, domain: str = "maild.invalid") -> tuple[str, list[InlineImage]]:
+    """The management report for ``report`` (the object ``report month --json`` prints)."""
+    images, parts = draw(month_charts(report, language), language, inline=inline, domain=domain,
+                         tag=f"report-{report['month']}")
+    customers = report["hours"]["customers"]
+    html = render("month_report.html", {
+        "lang": language, "t": text(language), "r": report, "from_name": from_name,
+        "generated_at": generated_at.strftime("%Y-%m-%d %H:%M"), "summary": month_summary(report),
+        "images": {image.key: image for image in images},
+        "sla_rows": [(cu, c) for cu in customers for c in cu["contracts"] if c["kind"] == "sla"],
+        "prepaid_rows": [(cu, c) for cu in customers for c in cu["contracts"] if c["kind"] == "prepaid"],
+    })
+    return html, parts
+
+
+def statement_html(context: Mapping[str, Any], language: str, *, inline: bool = True,
+                   domain: str = "maild.invalid") -> tuple[str, list[InlineImage]]:
+    """A customer's statement as HTML, from the context its plain text is rendered from."""
+    lang = language if language in STATEMENT_TEXT else "en"
+    images, parts = draw(statement_charts(context, lang), lang, inline=inline, domain=domain,
+                         tag=f"statement-{context['month']}-{context.get('customer_id') or ''}")
+    html = render("statement.html", {**{k: v for k, v in context.items() if not k.startswith("_")},
+                                     "lang": lang, "t": STATEMENT_TEXT[lang], "images": images})
+    return html, parts
+
+
+def html_part(html: str, parts: Sequence[InlineImage]) -> dict[str, Any]:
+    """What an outbox row's ``_headers["html"]`` holds: the HTML and its images, plain JSON.
+
+    The outbox builds the multipart/alternative mail from it without drawing
+    anything, so the daemon never imports matplotlib.
+    """
+    return {"body": html, "images": [
+        {"cid": p.cid, "filename": p.filename, "content_type": "image/png",
+         "data": base64.b64encode(p.png).decode("ascii")} for p in parts]}

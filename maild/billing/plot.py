@@ -1,0 +1,130 @@
+"""Drawing a ``charts.Chart`` as a PNG with matplotlib's Agg canvas.
+
+Only the report commands import this module: matplotlib (and numpy under it)
+costs start-up time and tens of megabytes, which the daemon must not carry
+(a test holds that importing the daemon leaves matplotlib out). The figure is
+made with the object API (``Figure`` + ``FigureCanvasAgg``), no pyplot and no
+global backend state, and the PNG carries no timestamp or version, so the same
+chart gives the same bytes.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import textwrap
+
+# a service user (DynamicUser) has no writable home for matplotlib's font cache
+os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "maild-matplotlib"))
+
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from maild.billing.charts import Chart, hours  # noqa: E402
+
+WIDTH_PX = 720
+DPI = 100
+_TEXT = "#222222"
+
+
+def _scale(chart: Chart, value: float) -> float:
+    return value / 60 if chart.unit == "minutes" else value
+
+
+def render_png(chart: Chart, language: str = "en", width_px: int = WIDTH_PX) -> bytes:
+    """The chart as PNG bytes, ``width_px`` wide; height grows with the number of bars."""
+    rows = max(len(chart.categories), 1)
+    if chart.kind == "barh":
+        per_row = 0.5 if chart.stacked else 0.3 * max(len(chart.series), 1) + 0.3
+        height = min(1.6 + per_row * rows, 14.0)
+    else:
+        height = 3.6
+    figure = Figure(figsize=(width_px / DPI, height), dpi=DPI)
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    ax.set_title(chart.title, loc="left", fontsize=13, color=_TEXT)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.tick_params(labelsize=10, colors=_TEXT)
+    if not chart.categories or not any(any(s.values) for s in chart.series):
+        ax.text(0.5, 0.5, "-", ha="center", va="center", transform=ax.transAxes, fontsize=14, color="#777777")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    elif chart.kind == "bar":
+        _vertical(ax, chart)
+    else:
+        _horizontal(ax, chart, language)
+    figure.tight_layout()
+    out = io.BytesIO()
+    figure.savefig(out, format="png", dpi=DPI, metadata={"Software": None})
+    return out.getvalue()
+
+
+def _vertical(ax: Axes, chart: Chart) -> None:
+    positions = list(range(len(chart.categories)))
+    handles = []
+    for band in chart.bands:
+        for i in band.indices:
+            ax.axvspan(i - 0.5, i + 0.5, color=band.colour, alpha=0.22, linewidth=0)
+        handles.append(Patch(facecolor=band.colour, alpha=0.35, label=band.label))
+    series = chart.series[0]
+    colours = [
+        (chart.bar_colours[i] if i < len(chart.bar_colours) and chart.bar_colours[i] else series.colour)
+        for i in positions
+    ]
+    alphas = [0.35 if i in chart.muted else 1.0 for i in positions]
+    for i in positions:
+        ax.bar(i, _scale(chart, series.values[i]), color=colours[i], alpha=alphas[i], width=0.75)
+    labels = [textwrap.fill(c, 14) for c in chart.categories]
+    ax.set_xticks(positions, labels, fontsize=8 if len(positions) > 12 else 9)
+    ax.set_xlim(-0.6, len(positions) - 0.4)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(axis="y", color="#dddddd", linewidth=0.6)
+    ax.set_axisbelow(True)
+    if handles:
+        ax.legend(handles=handles, fontsize=9, loc="upper left", bbox_to_anchor=(0, -0.12), ncol=1, frameon=False)
+
+
+def _horizontal(ax: Axes, chart: Chart, language: str) -> None:
+    n = len(chart.categories)
+    k = len(chart.series)
+    top = [n - 1 - i for i in range(n)]  # first category at the top
+    if chart.stacked:
+        left = [0.0] * n
+        for s in chart.series:
+            values = [_scale(chart, v) for v in s.values]
+            ax.barh(top, values, left=left, color=s.colour, label=s.name, height=0.6)
+            left = [a + b for a, b in zip(left, values)]
+        ends = left
+    else:
+        height = 0.8 / k
+        ends = [0.0] * n
+        for j, s in enumerate(chart.series):
+            offsets = [t + 0.4 - height * (j + 0.5) for t in top]
+            values = [_scale(chart, v) for v in s.values]
+            ax.barh(offsets, values, height=height * 0.92, color=s.colour, label=s.name)
+            for y, v, raw in zip(offsets, values, s.values):
+                if raw:
+                    label = hours(raw, language) if chart.unit == "minutes" else f"{raw:g}"
+                    ax.text(v, y, " " + label, va="center", fontsize=9, color=_TEXT)
+            ends = [max(a, b) for a, b in zip(ends, values)]
+    ax.set_yticks(top, [textwrap.fill(_short(c, 48), 24) for c in chart.categories], fontsize=10)
+    for y, note in zip(top, chart.notes):
+        if note:
+            ax.annotate(note, (0, y - 0.42), xytext=(3, 0), textcoords="offset points", fontsize=9,
+                        color="#555555", va="top")
+    widest = max(ends) if ends else 0
+    ax.set_xlim(0, widest * 1.25 + (1 if widest == 0 else 0))
+    ax.grid(axis="x", color="#dddddd", linewidth=0.6)
+    ax.set_axisbelow(True)
+    if chart.unit != "minutes":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if k > 1:
+        ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(0, -0.1), ncol=min(k, 2), frameon=False)
+
+
+def _short(label: str, limit: int = 34) -> str:
+    return label if len(label) <= limit else label[: limit - 1] + "…"

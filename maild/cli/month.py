@@ -1,0 +1,194 @@
+"""``maild report month``: the month at a glance, as JSON, as one HTML file, and mailed to the managers.
+
+The report is one JSON object (``month_report_json``) made of exactly what
+``report hours --json`` and ``report sla --json`` print for the month, plus the
+month's activity; the HTML and its charts are drawn from that object and
+nothing else, so the page and the JSON cannot disagree.
+
+``--send`` queues one mail per manager and month (dedupe key
+``month_report:<month>:<address>``), like statements: running it again changes
+nothing. Without ``--month`` it catches up: every month that ended since the
+last one sent (only the last ended month when none was ever sent), so a daily
+timer that was off on the 1st still sends each month once.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from maild.billing import reports
+from maild.billing.charts import month_summary
+from maild.billing.month import activity_json, load_activity
+from maild.cli import admin
+from maild.cli.admin import Failure, _customers, _month, _tz, hours_json, sla_json
+from maild.cli.output import iso, print_json
+from maild.config import Config
+from maild.rules.calendar import BusinessCalendar
+from maild.storage import store
+from maild.storage.models import OutboxRow
+
+log = logging.getLogger("maild.cli")
+KEY_PREFIX = "month_report:"
+MAX_CATCH_UP = 12  # months one catch-up run sends at most
+
+
+def month_report_json(cfg: Config, session: Session, month: str, now: datetime, language: str) -> dict[str, Any]:
+    """The object ``report month --json`` prints: ``hours`` and ``sla`` are the other reports' JSON, verbatim."""
+    tz = _tz(cfg)
+    customers = _customers(cfg)
+    prefix = cfg.support.ticket_prefix
+    hours = reports.hours_report(session, customers, month, tz, prefix, cfg.ledger.occasional_unit_minutes)
+    sla = reports.sla_report(session, customers, month, tz, prefix, now)
+    activity = load_activity(session, month, BusinessCalendar(cfg.calendar), cfg.peak_windows,
+                             {c.email: c.name for c in cfg.consultants}, now, language)
+    return {"month": month, "timezone": tz.key, "generated_at": iso(now), "language": language,
+            "hours": hours_json(hours), "sla": sla_json(sla), "activity": activity_json(activity)}
+
+
+def previous_month(now: datetime, cfg: Config) -> str:
+    local = now.astimezone(_tz(cfg))
+    year, month = (local.year, local.month - 1) if local.month > 1 else (local.year - 1, 12)
+    return f"{year:04d}-{month:02d}"
+
+
+def _next(month: str) -> str:
+    year, number = int(month[:4]), int(month[5:7])
+    return f"{year + number // 12:04d}-{number % 12 + 1:02d}"
+
+
+def catch_up_months(session: Session, cfg: Config, now: datetime) -> list[str]:
+    """The ended months not yet sent: after the last one sent up to last month (at most ``MAX_CATCH_UP``)."""
+    last = previous_month(now, cfg)
+    keys = session.scalars(select(OutboxRow.dedupe_key).where(OutboxRow.dedupe_key.like(f"{KEY_PREFIX}%")))
+    sent = sorted({key[len(KEY_PREFIX):len(KEY_PREFIX) + 7] for key in keys})
+    if not sent:
+        return [last]
+    months: list[str] = []
+    month = _next(sent[-1])
+    while month <= last and len(months) < MAX_CATCH_UP:
+        months.append(month)
+        month = _next(month)
+    return months
+
+
+def write_html(path: Path, html: str) -> None:
+    """Write the page whole or not at all (a reader never sees half a report)."""
+    try:
+        handle, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=path.parent or Path("."))
+    except OSError as exc:
+        raise Failure(f"cannot write the report to {path}: {exc.strerror or exc}", 1) from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(html)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file would be, not mkstemp's 0600
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise Failure(f"cannot write the report to {path}: {exc.strerror or exc}", 1) from None
+
+
+def mail_context(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
+    """What the plain-text part (``month_report.txt``) renders: plain JSON values."""
+    return {
+        "month": data["month"], "timezone": data["timezone"], "from_name": cfg.from_name,
+        "summary": month_summary(data),
+        "sla": [{"customer_name": c["customer_name"], "contract_id": c["contract_id"], "met": c["met"],
+                 "due": c["met"] + c["missed"], "missed_refs": c["missed_refs"]}
+                for c in data["sla"]["contracts"] if c["kind"] == "sla"],
+        "_headers": {"from_name": cfg.from_name},
+    }
+
+
+def send_month_report(cfg: Config, session: Session, month: str, now: datetime) -> tuple[list[str], list[str]]:
+    """Queue the month's report to each manager once; (queued, already queued) addresses."""
+    from maild.billing.pages import html_part, month_report_html
+
+    domain = cfg.support.address.rsplit("@", 1)[1]
+    queued: list[str] = []
+    before: list[str] = []
+    pages: dict[str, dict[str, Any]] = {}
+    for manager in cfg.managers:
+        key = f"{KEY_PREFIX}{month}:{manager.email}"
+        if store.outbox_queued(session, key):
+            before.append(manager.email)
+            continue
+        language = manager.language if manager.language in ("pl", "en") else "en"
+        if language not in pages:
+            data = month_report_json(cfg, session, month, now, language)
+            page, images = month_report_html(data, language, cfg.from_name, now, inline=True, domain=domain)
+            context = mail_context(cfg, data)
+            context["_headers"]["html"] = html_part(page, images)
+            pages[language] = context
+        row = store.enqueue(
+            session, dedupe_key=key, kind="month_report", template="month_report", language=language,
+            recipients=[manager.email], context=pages[language],
+            message_id=store.new_message_id(domain, None, "month-report"), now=now, automatic=True,
+        )
+        (queued if row is not None else before).append(manager.email)
+    return queued, before
+
+
+def cmd_report_month(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    tz = _tz(cfg)
+    now = admin.clock()
+    language = args.language or (cfg.support.default_language if cfg.support.default_language in ("pl", "en")
+                                 else "en")
+    if args.month is None and not args.send:
+        raise Failure("report month: give --month YYYY-MM (or --send alone, to send every ended month not yet sent)", 2)
+    if args.html and args.month is None:
+        raise Failure("report month: --html needs --month YYYY-MM", 2)
+    if args.send and not cfg.managers:
+        raise Failure('report month --send: no manager to send to: add role = "manager" to one of the '
+                      "[[consultants]] in " + str(cfg.path), 1)
+    if args.month is not None:
+        months = [_month(args.month, tz)]
+    else:
+        with sessions() as session:
+            months = catch_up_months(session, cfg, now)
+    if args.month is not None and (args.json or args.html or not args.send):
+        with sessions() as session:
+            data = month_report_json(cfg, session, months[0], now, language)
+        if args.html:
+            from maild.billing.pages import month_report_html
+
+            page, _ = month_report_html(data, language, cfg.from_name, now)
+            write_html(Path(args.html), page)
+            print(f"report {months[0]} written to {args.html}", file=sys.stderr if args.json else sys.stdout)
+        if args.json:
+            print_json(data)
+        elif not args.html:
+            _print_summary(data)
+    if args.send:
+        out = sys.stderr if args.json else sys.stdout
+        if not months:
+            print(f"report month: every ended month up to {previous_month(now, cfg)} was already sent", file=out)
+        for month in months:
+            with sessions() as session, session.begin():
+                queued, before = send_month_report(cfg, session, month, now)
+            for address in queued:
+                print(f"report {month} for {address} queued", file=out)
+            for address in before:
+                print(f"report {month} for {address} was already queued; not sent again", file=out)
+            log.info("month report %s: %d queued, %d already queued before", month, len(queued), len(before))
+    return 0
+
+
+def _print_summary(data: dict[str, Any]) -> None:
+    s = month_summary(data)
+    print(f"Month {data['month']} ({data['timezone']})")
+    print(f"  tickets opened:   {s['tickets']}")
+    print(f"  SLA in time:      {s['sla_met']} of {s['sla_due']} due; {s['breaches']} breached")
+    print(f"  open at the end:  {s['backlog']}")
+    print(f"  hours booked:     {s['minutes'] // 60}:{s['minutes'] % 60:02d}")
+    print("  (--html FILE for the report with its charts, --json for the figures)")

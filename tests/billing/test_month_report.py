@@ -1,0 +1,306 @@
+"""``report month``: its JSON is the other reports' JSON, its charts are that JSON, its HTML escapes.
+
+A generated month (``month_data``) is reported through ``maild.cli.main`` as an
+operator would; the numbers in every chart are checked against what
+``report hours --json`` and ``report sla --json`` print and against counts taken
+straight from the database.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from maild.billing.charts import month_charts, scope_totals, statement_charts
+from maild.billing.month import REACTION_BUCKETS, MonthTicket, build_backlog, build_reactions
+from maild.billing.reports import TicketInfo, build_sla_report
+from maild.storage.models import MessageRow, OutboxRow, Ticket
+from tests.billing.conftest import Month
+from tests.billing.month_data import HOSTILE, MONTH, MONTH_END, MONTH_START, NOW
+
+UTC = timezone.utc
+WARSAW = ZoneInfo("Europe/Warsaw")
+
+
+def cli_json(month: Month, *argv: str) -> dict:  # type: ignore[type-arg]
+    code, out, err = month.run(*argv)
+    assert code == 0, err
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def test_month_json_holds_the_other_reports_json_verbatim(month: Month) -> None:
+    data = cli_json(month, "report", "month", "--month", MONTH, "--json")
+    assert data["hours"] == cli_json(month, "report", "hours", "--month", MONTH, "--json")
+    assert data["sla"] == cli_json(month, "report", "sla", "--month", MONTH, "--json")
+    assert data["month"] == MONTH and data["timezone"] == "Europe/Warsaw"
+
+
+def test_chart_data_is_the_json(month: Month) -> None:
+    """Every chart's numbers against the JSON (and the JSON's against the database)."""
+    data = cli_json(month, "report", "month", "--month", MONTH, "--json")
+    hours = cli_json(month, "report", "hours", "--month", MONTH, "--json")
+    sla = cli_json(month, "report", "sla", "--month", MONTH, "--json")
+    charts = {c.key: c for c in month_charts(data, "en")}
+    assert set(charts) == {"sla", "reactions", "daily", "backlog", "allowance", "prepaid", "scopes", "consultants"}
+    values = {key: {s.name: list(s.values) for s in chart.series} for key, chart in charts.items()}
+
+    sla_rows = [c for c in sla["contracts"] if c["kind"] == "sla"]
+    assert len(sla_rows) == 2
+    assert values["sla"] == {"met": [c["met"] for c in sla_rows], "missed": [c["missed"] for c in sla_rows],
+                             "still open": [c["open"] for c in sla_rows]}
+
+    reactions = dict(zip(REACTION_BUCKETS, values["reactions"]["tickets"]))
+    assert sum(reactions[b] for b in ("0-25%", "25-50%", "50-75%", "75-100%")) == sum(c["met"] for c in sla_rows)
+    assert reactions["late"] + reactions["unanswered_missed"] == sum(c["missed"] for c in sla_rows)
+    assert reactions["unanswered_open"] == sum(c["open"] for c in sla_rows)
+
+    with month.sessions() as session:
+        created = list(session.scalars(select(Ticket.created_at)))
+        tickets = list(session.scalars(select(Ticket)))
+        answers = list(session.scalars(select(MessageRow).where(MessageRow.internal.is_(False))))
+    per_day = Counter(at.astimezone(WARSAW).date().day for at in created if MONTH_START <= at < MONTH_END)
+    assert values["daily"]["tickets"] == [per_day.get(day, 0) for day in range(1, 31)]
+    assert sum(values["daily"]["tickets"]) == data["activity"]["tickets"] > 50
+    daily = charts["daily"]
+    assert [int(c) for c in daily.categories] == list(range(1, 31))
+    assert {daily.categories[i] for i in daily.muted} >= {"1", "7", "8", "11", "14", "15"}  # weekends, 11 Nov
+    vat = next(b for b in daily.bands if "VAT" in b.label)
+    assert [int(daily.categories[i]) for i in vat.indices] == list(range(18, 26))
+
+    open_at_end = [t for t in tickets if t.created_at < MONTH_END
+                   and (t.resolved_at is None or t.resolved_at >= MONTH_END)]
+    assert sum(values["backlog"]["tickets"]) == len(open_at_end) == sum(data["activity"]["backlog"].values())
+
+    sla_contracts = [c for cu in hours["customers"] for c in cu["contracts"] if c["kind"] == "sla"]
+    assert values["allowance"]["used"] == [c["total_minutes"] for c in sla_contracts]
+    assert values["allowance"]["allowance + carried over"] == [
+        c["allowance_minutes"] + c["carry_in_minutes"] for c in sla_contracts]
+    assert values["allowance"]["carried over to next month"] == [c["carry_out_minutes"] for c in sla_contracts]
+    prepaid = [c for cu in hours["customers"] for c in cu["contracts"] if c["kind"] == "prepaid"]
+    assert values["prepaid"]["balance at the end"] == [c["balance_end_minutes"] for c in prepaid]
+    assert charts["prepaid"].notes == tuple(f"valid until {c['valid_until']}" for c in prepaid)
+
+    all_contracts = [c for cu in hours["customers"] for c in cu["contracts"]]
+    assert sum(values["scopes"]["used"]) == sum(c["total_minutes"] for c in all_contracts) > 0
+
+    in_month = [m for m in answers if m.role == "consultant" and MONTH_START <= m.date < MONTH_END]
+    answered = {who: len({m.ticket_id for m in in_month if m.from_addr == who}) for who in ("anna@firma.pl",
+                                                                                          "jan@firma.pl")}
+    by_name = dict(zip(charts["consultants"].categories, values["consultants"]["tickets answered"]))
+    assert by_name == {"Anna Nowak": answered["anna@firma.pl"], "Jan Kowal": answered["jan@firma.pl"],
+                       "Maria Boss": 0, "Piotr Szef": 0}
+
+
+def test_statement_charts_are_the_statement_numbers(month: Month) -> None:
+    """The statement's charts come from the context its plain text is rendered from."""
+    from maild.cli.admin import statement_context
+    from maild.config import load_config
+    from maild.billing import reports
+    from maild.rules.customers import load_customers
+
+    cfg = load_config(month.config)
+    with month.sessions() as session:
+        report = reports.hours_report(session, load_customers(cfg.customers_file, cfg.packages), MONTH, WARSAW, "SUP")
+    hours = cli_json(month, "report", "hours", "--month", MONTH, "--json")
+    for customer, expected in zip(report.customers, hours["customers"]):
+        context = statement_context(cfg, report, customer)
+        charts = {c.key: c for c in statement_charts(context, customer.language)}
+        used = dict(zip(charts["scopes"].categories, charts["scopes"].series[0].values))
+        assert sum(used.values()) == expected["total_minutes"]
+        assert list(scope_totals(expected["contracts"]).values()) == list(used.values())
+        kinds = [c["kind"] for c in expected["contracts"]]
+        if "sla" in kinds or "prepaid" in kinds:
+            balance = charts["balance"]
+            rows = [c for c in expected["contracts"] if c["kind"] in ("sla", "prepaid")]
+            assert list(balance.series[2].values) == [c["total_minutes"] for c in rows]
+            ends = [c["carry_out_minutes"] if c["kind"] == "sla" else c["balance_end_minutes"] for c in rows]
+            assert list(balance.series[3].values) == ends
+        else:
+            assert "balance" not in charts
+
+
+# ------------------------------------------------------------------ escaping
+
+
+class Markup(HTMLParser):
+    """Every element and attribute of a page, to find anything a name or subject could have added."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attributes: list[tuple[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attributes += attrs
+
+
+def assert_escaped(html: str) -> None:
+    page = Markup()
+    page.feed(html)
+    assert "script" not in page.tags
+    assert not [name for name, _ in page.attributes if name.startswith("on")]
+    assert all(value is None or not value.startswith("x") for name, value in page.attributes if name == "src")
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html  # shown as text, not dropped
+
+
+def test_month_report_html_escapes_names_and_subjects(month: Month, tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    code, out, _ = month.run("report", "month", "--month", MONTH, "--html", str(page))
+    assert code == 0 and str(page) in out
+    html = page.read_text(encoding="utf-8")
+    assert_escaped(html)
+    assert html.count("<img ") == 8 and "data:image/png;base64," in html and "cid:" not in html
+    assert 'alt=""' not in html
+
+
+def test_statement_html_escapes_names_and_subjects(month: Month) -> None:
+    from email import message_from_bytes, policy
+
+    from maild.config import load_config
+    from maild.outbound.outbox import Sender, build_mail
+    from maild.outbound.render import Renderer
+
+    assert month.run("report", "hours", "--month", MONTH, "--send")[0] == 0
+    cfg = load_config(month.config)
+    with month.sessions() as session:
+        row = session.scalar(select(OutboxRow).where(OutboxRow.dedupe_key == f"statement:{MONTH}:evil"))
+        assert row is not None
+        raw = build_mail(row, Renderer(cfg.templates_path), Sender(cfg.from_address, cfg.from_name, "t"), None, NOW)
+    mail = message_from_bytes(raw, policy=policy.default)
+    html_part = mail.get_body(preferencelist=("html",))
+    assert html_part is not None
+    html = html_part.get_content()
+    assert_escaped(html)
+    assert "onerror=alert(1)&gt;" in html  # the subject, in the ticket table
+
+
+# ------------------------------------------------------------------ mail shape and sending once
+
+
+def test_statement_is_multipart_alternative_with_inline_charts(month: Month) -> None:
+    from email import message_from_bytes, policy
+
+    from maild.config import load_config
+    from maild.outbound.outbox import Sender, build_mail
+    from maild.outbound.render import Renderer
+
+    assert month.run("report", "hours", "--month", MONTH, "--send")[0] == 0
+    cfg = load_config(month.config)
+    renderer = Renderer(cfg.templates_path)
+    with month.sessions() as session:
+        rows = list(session.scalars(select(OutboxRow).where(OutboxRow.kind == "statement")))
+        raws = [(row, build_mail(row, renderer, Sender(cfg.from_address, cfg.from_name, "t"), None, NOW))
+                for row in rows]
+    assert len(raws) == 4
+    for row, raw in raws:
+        mail = message_from_bytes(raw, policy=policy.default)
+        assert mail.get_content_type() == "multipart/alternative"
+        plain, related = mail.get_payload()  # type: ignore[misc]
+        assert plain.get_content_type() == "text/plain"
+        _, body = renderer.render("statement", row.language, {k: v for k, v in row.context.items() if k != "_headers"})
+        assert plain.get_content().replace("\r\n", "\n") == body  # the plain text is kept as it was
+        assert related.get_content_type() == "multipart/related"
+        html, *images = related.get_payload()
+        assert html.get_content_type() == "text/html"
+        text = html.get_content()
+        for image in images:
+            assert image.get_content_type() == "image/png"
+            assert image.get_content().startswith(b"\x89PNG")
+            assert f'src="cid:{image["Content-ID"].strip("<>")}"' in text
+        assert text.count("<img ") == len(images) == (2 if row.context["customer_id"] != "kowalski" else 1)
+        assert 'alt=""' not in text
+        assert ("Państwa godziny" in text) == (row.language == "pl")
+        assert mail["Auto-Submitted"] == "auto-generated"
+
+
+def test_month_report_goes_to_each_manager_once_and_catches_up(month: Month) -> None:
+    code, out, _ = month.run("report", "month", "--send")  # no --month: the month that ended
+    assert code == 0
+    assert out.count(f"report {MONTH} for") == 2 and "queued" in out
+    code, out, _ = month.run("report", "month", "--month", MONTH, "--send")
+    assert code == 0 and out.count("already queued; not sent again") == 2
+    code, out, _ = month.run("report", "month", "--send")
+    assert code == 0 and "already sent" in out
+    # the timer was off for two months: both are sent, each once
+    later = datetime(2027, 2, 3, 9, 0, tzinfo=UTC)
+    code, out, _ = month.run("report", "month", "--send", now=later)
+    assert code == 0
+    assert out.count("report 2026-12 for") == 2 and out.count("report 2027-01 for") == 2
+    with month.sessions() as session:
+        rows = list(session.scalars(select(OutboxRow).where(OutboxRow.kind == "month_report")))
+    keys = sorted(r.dedupe_key for r in rows)
+    assert keys == sorted(f"month_report:{m}:{who}" for m in ("2026-11", "2026-12", "2027-01")
+                          for who in ("szef@firma.pl", "boss@firma.pl"))
+    languages = {r.recipients[0]: r.language for r in rows}
+    assert languages == {"szef@firma.pl": "pl", "boss@firma.pl": "en"}
+    assert all(r.context["_headers"]["html"]["images"] for r in rows)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["report", "month"], "give --month"),
+    (["report", "month", "--html", "x.html"], "give --month"),
+    (["report", "month", "--month", "2026-13"], "2026-13"),
+    (["report", "month", "--month", "2026-11", "--html", "/nonexistent/dir/r.html"], "/nonexistent/dir/r.html"),
+])
+def test_month_usage_errors_name_the_problem(month: Month, argv: list[str], message: str) -> None:
+    code, _, err = month.run(*argv)
+    assert code in (1, 2) and message in err and "Traceback" not in err
+    assert code == (1 if "nonexistent" in message else 2)
+
+
+def test_daemon_and_cli_start_without_matplotlib() -> None:
+    """matplotlib is the report path's alone: the daemon's start-up and memory stay as they were."""
+    probe = ("import sys; import maild.ops.daemon, maild.cli.main, maild.cli.admin, maild.outbound.outbox; "
+             "print('matplotlib' in sys.modules); import maild.billing.pages; print('matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2]).stdout.split()
+    assert out == ["False", "True"]
+
+
+# ------------------------------------------------------------------ pure rules
+
+
+_instants = st.integers(min_value=0, max_value=60 * 24 * 40).map(
+    lambda m: datetime(2026, 10, 25, tzinfo=UTC) + timedelta(minutes=m))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_instants, st.integers(0, 60 * 48), st.one_of(st.none(), st.integers(0, 60 * 72)),
+                          st.sampled_from(["sla", "prepaid", "occasional"])), max_size=40), _instants)
+def test_reaction_buckets_count_what_the_sla_report_counts(
+        rows: list[tuple[datetime, int, int | None, str]], now: datetime) -> None:
+    month = "2026-11"
+    infos, tickets = [], []
+    for n, (created, window, answer, kind) in enumerate(rows):
+        due = created + timedelta(minutes=window) if kind == "sla" else None
+        answered = created + timedelta(minutes=answer) if answer is not None else None
+        infos.append(TicketInfo(id=n, ref=f"SUP-{n}", subject="", customer_id="c", contract_id="k",
+                                contract_kind=kind, created_at=created, reaction_due=due, first_response_at=answered))
+        tickets.append(MonthTicket(id=n, customer_id="c", contract_kind=kind, created_at=created, reaction_due=due,
+                                   first_response_at=answered))
+    buckets = dict(build_reactions(month, WARSAW, tickets, now))
+    report = [c for c in build_sla_report(month, WARSAW, infos, {}, now).contracts if c.kind == "sla"]
+    assert sum(buckets[b] for b in ("0-25%", "25-50%", "50-75%", "75-100%")) == sum(c.met for c in report)
+    assert buckets["late"] + buckets["unanswered_missed"] == sum(c.missed for c in report)
+    assert buckets["unanswered_open"] == sum(c.open for c in report)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=60 * 24 * 90), max_size=50))
+def test_backlog_buckets_hold_every_open_ticket_once(ages: list[int]) -> None:
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    backlog = dict(build_backlog([at - timedelta(minutes=a) for a in ages], at))
+    assert sum(backlog.values()) == len(ages)
+    assert backlog["<1d"] == sum(1 for a in ages if a < 24 * 60)
+    assert backlog[">30d"] == sum(1 for a in ages if a >= 30 * 24 * 60)
+

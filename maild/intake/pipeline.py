@@ -46,14 +46,14 @@ from maild.desk.commands import (
 )
 from maild.config import Config
 from maild.rules.contracts import CustomerIndex, Resolution, resolve
-from maild.rules.customers import Contract, Customer
+from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
+from maild.rules.peak import active_windows
 from maild.billing.hours import book_time, prepaid_left_minutes
 from maild.intake.mailbox import FetchedMail
 from maild.intake.message import InboundMessage, ParseLimits, UnparsableMessage, parse_message
 from maild.storage.models import Failure, MessageRow, OutboxRow, QuarantineRow, Ticket
 from maild.rules.prioritise import TIER_BY_KIND, UNVERIFIED_TIER, prioritise
 from maild.intake.quoting import split_reply
-from maild.billing.reports import format_money
 from maild.intake.screen import Screening, ScreenSettings, screen, sender_authenticated
 from maild.rules.sla import plan_escalation, reaction_due, target_due
 from maild.intake.thread import ThreadDecision, ThreadSettings, clean_subject, decide_thread
@@ -550,11 +550,8 @@ class Ingestor:
         if resolution.verified and authserv:
             ok, why = sender_authenticated(msg, authserv, msg.return_path or None)
             if not ok:
-                resolution = Resolution(
-                    customer=resolution.customer, contract=resolution.contract, kind=resolution.kind,
-                    verified=False, reason=f"{resolution.reason}; not authenticated: {why}",
-                    fell_back_from=resolution.fell_back_from,
-                )
+                resolution = replace(resolution, verified=False,
+                                     reason=f"{resolution.reason}; not authenticated: {why}")
         return resolution
 
     # -------------------------------------------------------------- new ticket
@@ -633,31 +630,44 @@ class Ingestor:
                            reasons=[f"rate limit: {limit} automatic mails an hour to {msg.from_addr}"])
             return None
         contract = resolution.contract
+        known = resolution.customer is not None
+        audience = "customer" if known and resolution.verified else ("unverified" if known else "stranger")
+        spent = resolution.fell_back_package
+        rate = contract.hourly_rate_cents if contract is not None else None
+        if rate is None and spent is not None:
+            rate = spent.hourly_rate_cents
+        # Plain JSON values: the template formats dates, money and durations in the mail's language.
         context: dict[str, Any] = {
-            "ref": ctx.ref(ticket.id), "subject": ticket.subject, "requester_name": msg.from_name,
-            "contract_kind": resolution.kind if resolution.verified else "occasional",
-            "contract_id": contract.id if contract else "", "unverified": not resolution.verified,
-            "fell_back_from": resolution.fell_back_from or "", "timezone": cfg.calendar.timezone,
-            "reaction_due_local": "", "prepaid_left_minutes": 0, "prepaid_valid_until": "",
-            "hourly_rate": _money(contract.hourly_rate_cents) if contract and contract.hourly_rate_cents else "",
-            "peak_label": "", "from_name": cfg.from_name,
+            "ref": ctx.ref(ticket.id), "subject": ticket.subject, "from_name": cfg.from_name,
+            "audience": audience, "contract_kind": resolution.kind if audience == "customer" else "",
+            "timezone": cfg.calendar.timezone, "reaction_due": "", "reaction_hours": 0, "reaction_clock": "",
+            "opens": cfg.calendar.opens.strftime("%H:%M"), "closes": cfg.calendar.closes.strftime("%H:%M"),
+            "prepaid_left_minutes": 0, "prepaid_valid_until": "",
+            "fell_back": resolution.fell_back_why or "", "fell_back_day": "",
+            "hourly_rate_cents": rate, "unit_minutes": _unit_minutes(contract, cfg.ledger.occasional_unit_minutes),
+            "peak_label": "", "peak_busy": False,
         }
-        if ticket.reaction_due is not None:
-            context["reaction_due_local"] = ticket.reaction_due.astimezone(ctx.calendar.tz).strftime("%Y-%m-%d %H:%M")
+        if spent is not None and resolution.fell_back_why == "expired":
+            last = spent.valid_until or spent.end
+            context["fell_back_day"] = last.isoformat() if last else ""
+        if ticket.reaction_due is not None and contract is not None:
+            context["reaction_due"] = ticket.reaction_due.astimezone(UTC).isoformat()
+            context["reaction_hours"] = contract.reaction_hours or 24
+            context["reaction_clock"] = contract.reaction_clock
         if contract is not None and contract.kind == "prepaid":
             packages = [c for c in (resolution.customer.contracts if resolution.customer else ()) if c.kind == "prepaid"]
             left = self._prepaid_left(session, packages, mail.arrived_at)
             context["prepaid_left_minutes"] = left.get(contract.id, 0)
             context["prepaid_valid_until"] = contract.valid_until.isoformat() if contract.valid_until else ""
-        if ticket.peak is None:
-            from maild.rules.peak import active_windows
-
-            active = active_windows(mail.arrived_at.astimezone(ctx.calendar.tz).date(), cfg.peak_windows)
-            if active:
-                context["peak_label"] = active[0].label_for(ticket.language)
+        # The notice names the peak period the ticket is about; when it is about none of
+        # the active ones, it only says that waits are longer (naming VAT to a payroll
+        # question would be wrong).
+        window = next((w for w in cfg.peak_windows if w.name == ticket.peak), None) if ticket.peak else None
+        if window is not None:
+            context["peak_label"] = window.label_for(ticket.language)
         else:
-            window = next((w for w in cfg.peak_windows if w.name == ticket.peak), None)
-            context["peak_label"] = window.label_for(ticket.language) if window else ticket.peak
+            day = mail.arrived_at.astimezone(ctx.calendar.tz).date()
+            context["peak_busy"] = bool(active_windows(day, cfg.peak_windows))
         return self.queue_mail(
             session, ticket=ticket, kind="ack", template="ack", language=ticket.language,
             recipients=[msg.from_addr], context=context, now=now, dedupe_key=f"ack:{ticket.id}",
@@ -1000,5 +1010,10 @@ def _assign_error(text: str, who: str) -> CommandError:
     return CommandError(line_no=0, line=who, reason=f"no consultant with the e-mail or name {who!r}")
 
 
-def _money(cents: int) -> str:
-    return f"{format_money(cents)} zł"
+def _unit_minutes(contract: Contract | None, default: int) -> int:
+    """The occasional billing unit: a contract's own when it sets one, else the configured one."""
+    if contract is not None and contract.kind == "occasional" and contract.unit_minutes != DEFAULT_UNIT_MINUTES:
+        return contract.unit_minutes
+    return default
+
+

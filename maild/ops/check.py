@@ -22,10 +22,11 @@ from maild.outbound.render import LANGUAGES, Renderer
 from maild.outbound.smtp import SmtpSender
 
 SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
-    "ack": {"ref": "SUP-1", "subject": "Test", "requester_name": "Jan", "contract_kind": "sla",
-            "contract_id": "c-1", "unverified": False, "fell_back_from": "", "timezone": "Europe/Warsaw",
-            "reaction_due_local": "2026-01-02 10:00", "prepaid_left_minutes": 90, "prepaid_valid_until": "2026-06-30",
-            "hourly_rate": "200,00 zł", "peak_label": "JPK", "from_name": "Support"},
+    "ack": {"ref": "SUP-1", "subject": "Test", "from_name": "Support", "audience": "customer", "contract_kind": "sla",
+            "timezone": "Europe/Warsaw", "reaction_due": "2026-01-02T10:00:00+00:00", "reaction_hours": 24,
+            "reaction_clock": "working_days", "opens": "08:00", "closes": "16:00", "prepaid_left_minutes": 90,
+            "prepaid_valid_until": "2026-06-30", "fell_back": "", "fell_back_day": "", "hourly_rate_cents": 20000,
+            "unit_minutes": 15, "peak_label": "JPK", "peak_busy": True},
     "relay": {"ref": "SUP-1", "subject": "Test", "body": "Answer", "consultant": "Anna"},
     "resolved": {"ref": "SUP-1", "subject": "Test", "requester_name": "Jan", "reopen_days": 7, "from_name": "Support"},
     "escalation": {"ref": "SUP-1", "subject": "Test", "level": 2, "levels": 3, "percent": 80, "skipped": [1],

@@ -14,6 +14,15 @@ from jinja2 import StrictUndefined, TemplateError, TemplateNotFound
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from maild.errors import MaildError
+from maild.rules.wording import (
+    format_date,
+    format_deadline,
+    format_duration,
+    format_money,
+    format_month,
+    format_percent,
+    plural,
+)
 
 LANGUAGES = ("pl", "en")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -36,9 +45,8 @@ def first_lines(text: str, lines: int = 6, width: int = 400) -> str:
 
 
 def hours_minutes(minutes: int, language: str = "pl") -> str:
-    sign = "-" if minutes < 0 else ""
-    h, m = divmod(abs(int(minutes)), 60)
-    return f"{sign}{h}:{m:02d} h" if language == "en" else f"{sign}{h} godz. {m:02d} min"
+    """A duration without zero parts (``45 min``, ``8 godz.``, ``1 h 30 min``)."""
+    return format_duration(minutes, language)
 
 
 class Renderer:
@@ -57,6 +65,14 @@ class Renderer:
         self.env.filters["one_line"] = one_line
         self.env.filters["first_lines"] = first_lines
         self.env.filters["hm"] = hours_minutes
+        # {{ n|plural("day", "pl") }}, {{ d|date("pl") }}, {{ due|deadline("pl", timezone) }},
+        # {{ "2026-12"|month("pl") }}, {{ cents|money("pl") }}, {{ 80|percent("pl") }}
+        self.env.filters["plural"] = plural
+        self.env.filters["date"] = format_date
+        self.env.filters["deadline"] = lambda value, language, tz: format_deadline(value, tz, language)
+        self.env.filters["month"] = format_month
+        self.env.filters["money"] = format_money
+        self.env.filters["percent"] = format_percent
 
     def render(self, name: str, language: str, context: dict[str, Any]) -> tuple[str, str]:
         """(subject, body) of template ``name`` in ``language`` (falls back to English)."""

@@ -32,6 +32,9 @@ class Resolution:
     verified: bool
     reason: str
     fell_back_from: str | None = None
+    # "used_up" or "expired", so the customer is told the one that is true, not both
+    fell_back_why: str | None = None
+    fell_back_package: Contract | None = None
 
 
 class DuplicateClaim(ValueError):
@@ -108,26 +111,27 @@ def resolve(
         (c for c in active if c.kind == "sla"), key=lambda c: (c.reaction_hours or 0, c.id)
     )
     if slas:
-        return _chosen(customer, slas[0], f"{prefix}, contract {slas[0].id} (sla)", None)
+        return _chosen(customer, slas[0], f"{prefix}, contract {slas[0].id} (sla)")
 
     usable = sorted(
         (c for c in active if c.kind == "prepaid" and prepaid_left(c.id) > 0),
         key=_expiry_order,
     )
     if usable:
-        return _chosen(customer, usable[0], f"{prefix}, contract {usable[0].id} (prepaid)", None)
+        return _chosen(customer, usable[0], f"{prefix}, contract {usable[0].id} (prepaid)")
 
-    fell_back_from, why = _spent_package(customer, day, prepaid_left)
+    spent, how, why = _spent_package(customer, day, prepaid_left)
     occasional = sorted((c for c in active if c.kind == "occasional"), key=lambda c: c.id)
     if occasional:
         contract = occasional[0]
         reason = f"{prefix}, {why}contract {contract.id} (occasional)"
-        return _chosen(customer, contract, reason, fell_back_from)
-    return _chosen(customer, None, f"{prefix}, {why}no active contract: occasional", fell_back_from)
+        return _chosen(customer, contract, reason, spent, how)
+    return _chosen(customer, None, f"{prefix}, {why}no active contract: occasional", spent, how)
 
 
 def _chosen(
-    customer: Customer, contract: Contract | None, reason: str, fell_back_from: str | None
+    customer: Customer, contract: Contract | None, reason: str, spent: Contract | None = None,
+    how: str | None = None,
 ) -> Resolution:
     return Resolution(
         customer=customer,
@@ -135,7 +139,9 @@ def _chosen(
         kind="occasional" if contract is None else contract.kind,
         verified=True,
         reason=reason,
-        fell_back_from=fell_back_from,
+        fell_back_from=spent.id if spent is not None else None,
+        fell_back_why=how,
+        fell_back_package=spent,
     )
 
 
@@ -145,7 +151,7 @@ def _expiry_order(contract: Contract) -> tuple[date, date, str]:
 
 def _spent_package(
     customer: Customer, day: date, prepaid_left: Callable[[str], int]
-) -> tuple[str | None, str]:
+) -> tuple[Contract | None, str | None, str]:
     """The most recent package that has started but can no longer be drawn from.
 
     Only the latest one is named: the customer needs to know that their hours
@@ -153,9 +159,9 @@ def _spent_package(
     """
     started = [c for c in customer.contracts if c.kind == "prepaid" and c.start <= day]
     if not started:
-        return None, ""
+        return None, None, ""
     package = max(started, key=_expiry_order)
     if not package.active_on(day):
         last = package.valid_until if package.valid_until is not None else package.end
-        return package.id, f"prepaid {package.id} expired {last}: "
-    return package.id, f"prepaid {package.id} used up: "
+        return package, "expired", f"prepaid {package.id} expired {last}: "
+    return package, "used_up", f"prepaid {package.id} used up: "

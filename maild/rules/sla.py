@@ -21,6 +21,7 @@ from typing import Literal, get_args
 
 from maild.rules.calendar import BusinessCalendar
 from maild.errors import MaildError
+from maild.rules.wording import format_duration
 
 log = logging.getLogger("maild.sla")
 
@@ -271,16 +272,6 @@ def plan_escalation(
     return SweepDecision(send_level, skipped, breach, next_at)
 
 
-def _duration_text(total_minutes: int, lang: str) -> str:
-    hours, minutes = divmod(total_minutes, 60)
-    hour_unit = "godz." if lang == "pl" else "h"
-    if hours and minutes:
-        return f"{hours} {hour_unit} {minutes} min"
-    if hours:
-        return f"{hours} {hour_unit}"
-    return f"{minutes} min"
-
-
 def time_left_text(due: datetime, now: datetime, lang: str) -> str:
     """Human "time left" for templates, Polish for ``pl*`` languages, English otherwise.
 
@@ -290,8 +281,8 @@ def time_left_text(due: datetime, now: datetime, lang: str) -> str:
     polish = lang.lower().startswith("pl")
     remaining = due - now
     if remaining >= timedelta(0):
-        text = _duration_text(remaining // timedelta(minutes=1), "pl" if polish else "en")
+        text = format_duration(remaining // timedelta(minutes=1), "pl" if polish else "en")
         return f"pozostało {text}" if polish else f"{text} left"
     overdue_minutes = -(remaining // timedelta(minutes=1))
-    text = _duration_text(overdue_minutes, "pl" if polish else "en")
+    text = format_duration(overdue_minutes, "pl" if polish else "en")
     return f"po terminie o {text}" if polish else f"overdue by {text}"

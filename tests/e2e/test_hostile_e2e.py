@@ -502,7 +502,7 @@ def test_spoofed_sla_sender_unverified_until_verify(secure: dict[str, Any]) -> N
     assert any("not authenticated" in r and "mx.firma.pl" in r for r in ticket.reasons), ticket.reasons
     [ack] = sink.wait_for(1)
     body = ack.parsed.get_body(preferencelist=("plain",)).get_content()
-    assert "gwarantuje reakcję" not in body and "Nie rozpoznaliśmy adresu" in body
+    assert "zareagujemy na zgłoszenie do" not in body and "Nie mogliśmy potwierdzić" in body
     secure["box"].add(make_mail(sender="anna@firma.pl", subject="Re: [SUP-1] Pilne: awaria", msgid="<v1@firma.pl>",
                                 body="#verify\n#internal\nZnam klienta, potwierdzone telefonicznie.\n"))
     daemon = run(secure)

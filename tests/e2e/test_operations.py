@@ -134,7 +134,7 @@ def test_demo_runs_the_whole_flow(tmp_path: Path) -> None:
     out = result.stdout
     assert "SUP-1" in out and "sla" in out and "unverified" in out
     assert "Subject: [SUP-1] Pilne: awaria wydruku faktur" in out
-    assert "gwarantuje reakcję" in out
+    assert "zareagujemy na zgłoszenie do" in out
     assert "wydruk działa ponownie" in out and "#time" not in out.split("5. ")[1].split("6. ")[0]
     assert "time logged 90 min" in out
     assert (tmp_path / "demo" / "var" / "maild.db").exists()

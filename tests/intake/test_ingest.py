@@ -60,7 +60,7 @@ def test_new_mail_becomes_ticket_with_acknowledgement(env: dict[str, Any], capsy
     assert parsed["In-Reply-To"] == "<a1@acme.pl>"
     assert "<a1@acme.pl>" in parsed["References"]
     body = parsed.get_body(preferencelist=("plain",)).get_content()
-    assert "SUP-1" in body and "gwarantuje reakcję" in body
+    assert "SUP-1" in body and "zareagujemy na zgłoszenie do" in body
     with daemon.sessions() as session:
         ticket = session.scalars(select(Ticket)).one()
         assert (ticket.customer_id, ticket.contract_kind, ticket.tier, ticket.priority) == ("acme", "sla", 0, "P1")

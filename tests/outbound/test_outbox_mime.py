@@ -24,14 +24,14 @@ from hypothesis import strategies as st
 
 from maild.storage.blobs import BlobStore
 from maild.outbound.outbox import PendingMail, Sender, build_mail, compose_text_mail
+from maild.ops.check import SAMPLE_CONTEXTS
 from maild.outbound.render import Renderer, one_line
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
 SENDER = Sender("support@firma.pl", "Wsparcie Firma", "maild-test")
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
-ACK_CONTEXT = {"ref": "SUP-12", "subject": "Nie działa KSeF", "requester_name": "Jan", "contract_kind": "sla",
-               "contract_id": "ACME-SLA", "reaction_due_local": "2026-03-02 13:30", "timezone": "Europe/Warsaw",
-               "peak_label": "", "from_name": "Wsparcie Firma"}
+ACK_CONTEXT = {**SAMPLE_CONTEXTS["ack"], "ref": "SUP-12", "subject": "Nie działa KSeF",
+               "reaction_due": "2026-03-02T12:30:00+00:00", "from_name": "Wsparcie Firma"}
 EXPECTED_HEADERS = {
     "from", "to", "subject", "date", "message-id", "auto-submitted", "x-auto-response-suppress", "precedence",
     "x-maild-origin", "content-language", "mime-version", "content-type", "content-transfer-encoding",

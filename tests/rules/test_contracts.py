@@ -102,6 +102,7 @@ def test_used_up_prepaid_falls_back_to_occasional() -> None:
     result = resolve("jan@acme.pl", CustomerIndex([acme]), DAY, left(acme_p1=0))
     assert (result.kind, result.contract, result.fell_back_from) == ("occasional", acme.contracts[1], "acme-p1")
     assert "prepaid acme-p1 used up" in result.reason
+    assert (result.fell_back_why, result.fell_back_package) == ("used_up", acme.contracts[0])
 
 
 def test_expired_prepaid_falls_back_even_with_minutes_left() -> None:
@@ -112,6 +113,7 @@ def test_expired_prepaid_falls_back_even_with_minutes_left() -> None:
     assert (result.kind, result.contract, result.verified) == ("occasional", None, True)
     assert result.fell_back_from == "acme-p1"
     assert "prepaid acme-p1 expired 2026-03-09" in result.reason
+    assert result.fell_back_why == "expired", "expired, not 'used up or expired'"
     assert "no active contract" in result.reason
 
 

@@ -1,0 +1,141 @@
+"""How numbers, dates, durations and money read in customer mail, in Polish and English.
+
+Templates hold every sentence; this module only formats the values inside them, so
+that "2 dni", "7.12.2026 r.", "45 min" and "250,00 zł" come out the same in every mail.
+Polish plural forms come from one place (``plural``): Polish has three (1 dzień,
+2-4 dni, 5 dni; but 22 dni and 12 dni), and getting them wrong is what makes
+generated text read as machine-made.
+
+Pure: values in, text out; the time zone is passed in, never read from a config.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+LANGUAGES = ("pl", "en")
+
+# Nouns a template counts, with their forms: (one, few, many) for Polish, (one, other) for English.
+_NOUNS: dict[str, tuple[tuple[str, str, str], tuple[str, str]]] = {
+    "day": (("dzień", "dni", "dni"), ("day", "days")),
+    "working_day": (("dzień roboczy", "dni robocze", "dni roboczych"), ("working day", "working days")),
+    "hour": (("godzina", "godziny", "godzin"), ("hour", "hours")),
+    "minute": (("minuta", "minuty", "minut"), ("minute", "minutes")),
+    "month": (("miesiąc", "miesiące", "miesięcy"), ("month", "months")),
+    "ticket": (("zgłoszenie", "zgłoszenia", "zgłoszeń"), ("ticket", "tickets")),
+    "package": (("pakiet", "pakiety", "pakietów"), ("package", "packages")),
+}
+
+_MONTHS_PL = ("styczeń", "luty", "marzec", "kwiecień", "maj", "czerwiec", "lipiec", "sierpień", "wrzesień",
+              "październik", "listopad", "grudzień")
+_MONTHS_EN = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+              "October", "November", "December")
+# "do poniedziałku": a deadline names the day in the genitive.
+_WEEKDAYS_PL_GENITIVE = ("poniedziałku", "wtorku", "środy", "czwartku", "piątku", "soboty", "niedzieli")
+_WEEKDAYS_EN = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def _lang(language: str) -> str:
+    """``pl-PL`` -> ``pl``; anything that is not Polish reads English."""
+    return "pl" if language.lower().startswith("pl") else "en"
+
+
+def polish_plural_form(n: int) -> int:
+    """Index of the Polish plural form for ``n``: 0 (1), 1 (2-4, 22-24, ... but not 12-14), 2 (the rest)."""
+    n = abs(n)
+    if n == 1:
+        return 0
+    if n % 10 in (2, 3, 4) and n % 100 not in (12, 13, 14):
+        return 1
+    return 2
+
+
+def plural(n: int, noun: str, language: str = "pl") -> str:
+    """``n`` with the right form of ``noun`` (a key of the noun table): 5 -> "5 dni", 1 -> "1 day"."""
+    try:
+        polish, english = _NOUNS[noun]
+    except KeyError:
+        raise ValueError(f"no plural forms for {noun!r}; known: {', '.join(sorted(_NOUNS))}") from None
+    if _lang(language) == "pl":
+        return f"{n} {polish[polish_plural_form(n)]}"
+    return f"{n} {english[0] if abs(n) == 1 else english[1]}"
+
+
+def format_date(day: date | str, language: str = "pl") -> str:
+    """7.12.2026 r. / 7 December 2026 (a date or its ISO text, as stored in outbox contexts)."""
+    if isinstance(day, str):
+        day = date.fromisoformat(day[:10])
+    if _lang(language) == "pl":
+        return f"{day.day}.{day.month:02d}.{day.year} r."
+    return f"{day.day} {_MONTHS_EN[day.month - 1]} {day.year}"
+
+
+def format_month(month: str, language: str = "pl") -> str:
+    """"2026-12" -> "grudzień 2026" / "December 2026" (after "za" the nominative is right)."""
+    year, number = int(month[:4]), int(month[5:7])
+    names = _MONTHS_PL if _lang(language) == "pl" else _MONTHS_EN
+    return f"{names[number - 1]} {year}"
+
+
+def zone_phrase(tz: str) -> str:
+    """The time zone as a customer reads it: never a tz database name.
+
+    "(Polish time)" for Warsaw; otherwise the deadline's UTC offset is given by
+    ``format_deadline`` itself.
+    """
+    return "Polish time" if tz == "Europe/Warsaw" else ""
+
+
+def format_deadline(moment: datetime | str, tz: str, language: str = "pl") -> str:
+    """A deadline as a customer reads it, in the business time zone.
+
+    pl: ``poniedziałku 7.12.2026 r., godz. 15:59`` (after "do"); en: ``Monday 7 December 2026,
+    15:59 (Polish time)`` (after "by"). Outside Warsaw the UTC offset replaces "Polish time".
+    """
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"a deadline must be tz-aware, got {moment.isoformat()}")
+    local = moment.astimezone(ZoneInfo(tz))
+    clock = f"{local.hour:02d}:{local.minute:02d}"
+    if _lang(language) == "pl":
+        where = "" if tz == "Europe/Warsaw" else f" (UTC{local.strftime('%z')[:3]}:{local.strftime('%z')[3:]})"
+        return f"{_WEEKDAYS_PL_GENITIVE[local.weekday()]} {format_date(local.date(), 'pl')}, godz. {clock}{where}"
+    zone = zone_phrase(tz) or f"UTC{local.strftime('%z')[:3]}:{local.strftime('%z')[3:]}"
+    return f"{_WEEKDAYS_EN[local.weekday()]} {format_date(local.date(), 'en')}, {clock} ({zone})"
+
+
+def format_duration(minutes: int, language: str = "pl") -> str:
+    """Whole minutes without zero parts: 45 min, 8 godz., 1 godz. 30 min / 45 min, 8 h, 1 h 30 min."""
+    sign = "-" if minutes < 0 else ""
+    hours, rest = divmod(abs(int(minutes)), 60)
+    unit = "godz." if _lang(language) == "pl" else "h"
+    if hours and rest:
+        return f"{sign}{hours} {unit} {rest} min"
+    if hours:
+        return f"{sign}{hours} {unit}"
+    return f"{sign}{rest} min"
+
+
+def _group(whole: int, separator: str) -> str:
+    text = str(whole)
+    groups = []
+    while len(text) > 3:
+        groups.append(text[-3:])
+        text = text[:-3]
+    groups.append(text)
+    return separator.join(reversed(groups))
+
+
+def format_money(cents: int, language: str = "pl") -> str:
+    """Grosze as a customer reads them: 1 250,00 zł / PLN 1,250.00."""
+    sign = "-" if cents < 0 else ""
+    whole, part = divmod(abs(int(cents)), 100)
+    if _lang(language) == "pl":
+        return f"{sign}{_group(whole, ' ')},{part:02d} zł"
+    return f"{sign}PLN {_group(whole, ',')}.{part:02d}"
+
+
+def format_percent(value: int, language: str = "pl") -> str:
+    """80% in both languages (Polish typography here writes it without a space too)."""
+    return f"{value}%"

@@ -1,0 +1,138 @@
+"""Numbers, dates, durations and money as customers read them, in Polish and English."""
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from maild.rules.wording import (
+    format_date,
+    format_deadline,
+    format_duration,
+    format_money,
+    format_month,
+    format_percent,
+    plural,
+    polish_plural_form,
+)
+
+UTC = timezone.utc
+
+
+@pytest.mark.parametrize(
+    ("n", "noun", "text"),
+    [
+        (1, "day", "1 dzień"), (2, "day", "2 dni"), (5, "day", "5 dni"),
+        (1, "hour", "1 godzina"), (2, "hour", "2 godziny"), (4, "hour", "4 godziny"), (5, "hour", "5 godzin"),
+        (12, "hour", "12 godzin"), (13, "hour", "13 godzin"), (14, "hour", "14 godzin"), (22, "hour", "22 godziny"),
+        (21, "hour", "21 godzin"), (0, "hour", "0 godzin"), (112, "hour", "112 godzin"), (104, "hour", "104 godziny"),
+        (1, "working_day", "1 dzień roboczy"), (3, "working_day", "3 dni robocze"), (14, "day", "14 dni"),
+        (2, "ticket", "2 zgłoszenia"), (25, "ticket", "25 zgłoszeń"),
+    ],
+)
+def test_polish_plural_forms(n: int, noun: str, text: str) -> None:
+    assert plural(n, noun, "pl") == text
+
+
+@pytest.mark.parametrize(("n", "text"), [(1, "1 day"), (0, "0 days"), (2, "2 days"), (21, "21 days")])
+def test_english_plural_forms(n: int, text: str) -> None:
+    assert plural(n, "day", "en") == text
+
+
+def test_unknown_noun_is_refused() -> None:
+    with pytest.raises(ValueError, match="no plural forms"):
+        plural(2, "cow")
+
+
+@given(st.integers(min_value=0, max_value=10**6))
+def test_polish_plural_depends_only_on_the_last_two_digits(n: int) -> None:
+    form = polish_plural_form(n)
+    if n == 1:
+        assert form == 0
+    elif n % 10 in (2, 3, 4) and not 12 <= n % 100 <= 14:
+        assert form == 1
+    else:
+        assert form == 2
+    if n > 100:
+        assert form == polish_plural_form(n % 100 + 100)
+
+
+@pytest.mark.parametrize(
+    ("value", "pl", "en"),
+    [
+        (date(2026, 12, 7), "7.12.2026 r.", "7 December 2026"),
+        ("2026-01-31", "31.01.2026 r.", "31 January 2026"),
+    ],
+)
+def test_dates(value: date | str, pl: str, en: str) -> None:
+    assert format_date(value, "pl") == pl
+    assert format_date(value, "en") == en
+
+
+def test_months_by_name() -> None:
+    assert format_month("2026-12", "pl") == "grudzień 2026"
+    assert format_month("2026-02", "en") == "February 2026"
+
+
+def test_deadline_as_a_customer_reads_it() -> None:
+    due = datetime(2026, 12, 7, 14, 59, tzinfo=UTC)
+    assert format_deadline(due, "Europe/Warsaw", "pl") == "poniedziałku 7.12.2026 r., godz. 15:59"
+    assert format_deadline(due, "Europe/Warsaw", "en") == "Monday 7 December 2026, 15:59 (Polish time)"
+    assert format_deadline("2026-12-07T14:59:00Z", "Europe/Warsaw", "pl").startswith("poniedziałku")
+    # elsewhere the offset is given, never the tz database name
+    assert format_deadline(due, "Europe/London", "en") == "Monday 7 December 2026, 14:59 (UTC+00:00)"
+    assert "London" not in format_deadline(due, "Europe/London", "pl")
+
+
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)))
+def test_deadlines_never_name_the_zone(moment: datetime) -> None:
+    for language in ("pl", "en"):
+        text = format_deadline(moment, "Europe/Warsaw", language)
+        assert "Europe" not in text and "Warsaw" not in text
+
+
+@pytest.mark.parametrize(
+    ("minutes", "pl", "en"),
+    [(45, "45 min", "45 min"), (480, "8 godz.", "8 h"), (90, "1 godz. 30 min", "1 h 30 min"), (0, "0 min", "0 min"),
+     (-75, "-1 godz. 15 min", "-1 h 15 min")],
+)
+def test_durations_without_zero_parts(minutes: int, pl: str, en: str) -> None:
+    assert format_duration(minutes, "pl") == pl
+    assert format_duration(minutes, "en") == en
+
+
+@given(st.integers(min_value=-10**7, max_value=10**7))
+def test_durations_read_back_to_the_minutes(minutes: int) -> None:
+    text = format_duration(minutes, "en")
+    sign = -1 if text.startswith("-") else 1
+    total = 0
+    words = text.lstrip("-").split()
+    for number, unit in zip(words[::2], words[1::2]):
+        total += int(number) * (60 if unit == "h" else 1)
+    assert sign * total == minutes
+    if minutes:
+        assert " 0 " not in f" {text} "  # no zero part
+
+
+@pytest.mark.parametrize(
+    ("cents", "pl", "en"),
+    [(25000, "250,00 zł", "PLN 250.00"), (5, "0,05 zł", "PLN 0.05"), (123456789, "1 234 567,89 zł", "PLN 1,234,567.89"),
+     (-30750, "-307,50 zł", "-PLN 307.50")],
+)
+def test_money(cents: int, pl: str, en: str) -> None:
+    assert format_money(cents, "pl") == pl
+    assert format_money(cents, "en") == en
+
+
+@given(st.integers(min_value=-10**12, max_value=10**12))
+def test_money_reads_back_to_the_grosze(cents: int) -> None:
+    pl = format_money(cents, "pl")
+    assert int(pl.removesuffix(" zł").replace(" ", "").replace(",", "")) == cents
+    en = format_money(cents, "en")
+    assert int(en.replace("PLN ", "").replace(",", "").replace(".", "")) == cents
+
+
+def test_percent_has_no_space() -> None:
+    assert format_percent(80, "pl") == "80%"

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,7 +26,7 @@ from maild.errors import ConfigError, MaildError
 from maild.ops.logs import setup_logging
 from maild.storage.models import AttachmentRow, Event, LedgerRow, MessageRow, QuarantineRow, Ticket
 from maild.cli import consultants, setup
-from maild.cli.output import iso, print_json, print_table
+from maild.cli.output import iso, local, print_json, print_table, short_local
 from maild.rules.prioritise import TIER_NAMES
 
 log = logging.getLogger("maild.cli")
@@ -67,19 +68,33 @@ def ticket_json(cfg: Config, t: Ticket, rank: int | None, messages: int) -> dict
     }
 
 
+def ticket_filter(args: argparse.Namespace, now: datetime) -> store.TicketFilter:
+    """``--customer --assigned --tier --overdue``; they combine (and), and with any paging of the list."""
+    return store.TicketFilter(
+        customer=getattr(args, "customer", None),
+        assigned=getattr(args, "assigned", None),
+        tier=TIER_NAMES.index(args.tier) if getattr(args, "tier", None) else None,
+        overdue_at=now if getattr(args, "overdue", False) else None,
+    )
+
+
 def cmd_tickets_list(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
     with sessions() as session:
-        tickets = store.list_tickets(session, args.status)
+        tickets = store.list_tickets(session, args.status, ticket_filter(args, now))
         ranks = store.queue_ranks(session)
         counts = store.message_counts(session, [t.id for t in tickets])
         data = [ticket_json(cfg, t, ranks.get(t.id), counts.get(t.id, 0)) for t in tickets]
     if args.json:
         print_json(data)
         return 0
+    tz = ZoneInfo(cfg.calendar.timezone)
+    zone = now.astimezone(tz).tzname()
     print_table(
-        ["rank", "ref", "status", "tier", "prio", "customer", "due (UTC)", "msgs", "subject"],
+        ["#", "ref", "status", "tier", "P", "customer", f"due {zone}", "subject"],
         [[d["rank"] or "-", d["ref"], d["status"], d["tier"], d["priority"], d["customer"] or d["requester"],
-          (d["reaction_due"] or "-")[:16], d["messages"], d["subject"][:50]] for d in data],
+          short_local(t.reaction_due, tz, zone), d["subject"]] for t, d in zip(tickets, data)],
+        shrink=((5, 12), (7, 24), (5, 8), (7, 8)), sep=" ",
     )
     return 0
 
@@ -122,21 +137,26 @@ def cmd_tickets_show(cfg: Config, sessions: sessionmaker[Session], args: argpars
     if args.json:
         print_json(data)
         return 0
+    tz = ZoneInfo(cfg.calendar.timezone)
     print(f"{data['ref']}  {data['subject']}")
     print(f"status {data['status']}, {data['tier']} {data['priority']}, customer {data['customer'] or '-'}"
-          f" ({data['contract_kind']}{'' if data['verified'] else ', unverified'}), requester {data['requester']}")
-    print(f"created {data['created_at']}, reaction due {data['reaction_due'] or '-'}, "
-          f"first response {data['first_response_at'] or '-'}, time logged {data['time_logged_minutes']} min")
+          f" ({data['contract_kind']}{'' if data['verified'] else ', unverified'}), requester {data['requester']}"
+          + (f", assigned to {data['assigned_to']}" if data["assigned_to"] else ""))
+    print(f"created {local(ticket.created_at, tz)}, reaction due {local(ticket.reaction_due, tz)}")
+    print(f"first response {local(ticket.first_response_at, tz)}, time logged {data['time_logged_minutes']} min")
     for failure in data["delivery_failures"]:
         kind = "PERMANENT" if failure.get("permanent") else "temporary"
         print(f"! delivery failure ({kind}) to {', '.join(failure.get('recipients', []))}: {failure.get('status', '')}")
-    print()
-    for m in data["messages"]:
+    for r, m in zip(rows, data["messages"]):
         arrow = "<-" if m["direction"] == "in" else "->"
         flag = " [internal]" if m["internal"] else ""
-        print(f"{m['date']} {arrow} {m['role']} {m['from']}{flag} ({m['kind']})")
-        for line in (m["text"] or "").strip().splitlines()[:4]:
-            print(f"    {line[:100]}")
+        print(f"\n{local(r.date, tz)} {arrow} {m['role']} {m['from']}{flag} ({m['kind']})")
+        for line in (m["text"] or "").strip().splitlines():
+            print(f"    {line}".rstrip())
+        for a in m["attachments"]:
+            print(f"    [attachment] {a['filename']} ({a['content_type']}, {a['size']} bytes)")
+        for note in m["notes"]:
+            print(f"    [note] {note}")
     return 0
 
 
@@ -151,8 +171,10 @@ def cmd_quarantine_list(cfg: Config, sessions: sessionmaker[Session], args: argp
     if args.json:
         print_json(data)
     else:
+        tz = ZoneInfo(cfg.calendar.timezone)
         print_table(["id", "when", "status", "from", "reason"],
-                    [[d["id"], d["created_at"], d["status"], d["from"], d["reason"][:70]] for d in data])
+                    [[d["id"], local(r.created_at, tz), d["status"], d["from"], d["reason"]]
+                     for r, d in zip(rows, data)], shrink=((4, 30), (3, 16), (4, 8)))
     return 0
 
 
@@ -235,16 +257,17 @@ def cmd_status(cfg: Config, sessions: sessionmaker[Session], args: argparse.Name
     if args.json:
         print_json(data)
         return 0
-    print(f"last fetch:     {data['last_fetch_at'] or 'never'}")
+    tz = ZoneInfo(cfg.calendar.timezone)
+    print(f"last fetch:     {local(health.last_fetch_at, tz, 'never')}")
     if health.mail_waiting is not None:
         print(f"mail waiting:   {health.mail_waiting} left on the server by the last cycle")
     print(f"outbox:         {health.outbox_depth} unsent" + (f", oldest {data['oldest_unsent_age_seconds']} s" if age else ""))
     print(f"quarantined:    {health.quarantined}")
     print(f"open tickets:   {health.open_tickets}")
-    for item in data["nearest_due"]:
+    for item, (_, due) in zip(data["nearest_due"], health.nearest_due):
         left = item["seconds_left"]
         state = f"{left // 60} min left" if left >= 0 else f"OVERDUE by {-left // 60} min"
-        print(f"nearest due:    {item['ref']} at {item['reaction_due']} ({state})")
+        print(f"nearest due:    {item['ref']} at {local(due, tz)} ({state})")
     return 0
 
 
@@ -265,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     tickets = sub.add_parser("tickets", help="the ticket queue").add_subparsers(dest="sub", required=True)
     tl = tickets.add_parser("list", help="tickets in queue order")
     tl.add_argument("--status", choices=["new", "open", "waiting", "resolved", "closed", "all"])
+    tl.add_argument("--customer", metavar="ID", help="only this customer's tickets (its id in the customers file)")
+    tl.add_argument("--assigned", metavar="EMAIL", help="only tickets assigned to this consultant; 'none': nobody's")
+    tl.add_argument("--tier", choices=TIER_NAMES, help="only this queue tier")
+    tl.add_argument("--overdue", action="store_true", help="only tickets past their reaction deadline, unanswered")
     tl.add_argument("--json", action="store_true")
     ts = tickets.add_parser("show", help="one ticket with its thread")
     ts.add_argument("ref")

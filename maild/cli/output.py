@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone, tzinfo
@@ -32,12 +33,41 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def short_local(value: datetime | None, tz: tzinfo, zone: str | None) -> str:
+    """A list cell: ``7.12 15:59``; the abbreviation only when it is not ``zone`` (the header's)."""
+    if value is None:
+        return "-"
+    moment = value.astimezone(tz)
+    text = f"{moment.day}.{moment.month:02d} {moment:%H:%M}"
+    return text if moment.tzname() == zone else f"{text} {moment.tzname()}"
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` in ``width`` characters, a cut marked with ``…``."""
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def terminal_width() -> int:
+    """The terminal's width; 80 when the output is not a terminal (a pipe, a file, the journal)."""
+    return shutil.get_terminal_size((80, 24)).columns
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                shrink: Sequence[tuple[int, int]] = (), width: int | None = None, sep: str = "  ") -> None:
+    """Aligned columns; ``shrink``: (column, narrowest) steps, in order, cutting with ``…`` to fit ``width``."""
     cells = [[("" if c is None else str(c)) for c in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    if shrink:
+        excess = sum(widths) + len(sep) * (len(widths) - 1) - (width or terminal_width())
+        for i, narrowest in shrink:
+            cut = min(max(excess, 0), widths[i] - max(len(headers[i]), narrowest))
+            if cut > 0:
+                widths[i] -= cut
+                excess -= cut
+        cells = [[fit(c, w) for c, w in zip(row, widths)] for row in cells]
+    print(sep.join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
     for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        print(sep.join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
 def print_csv(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -340,12 +340,44 @@ def queue_order() -> tuple[Any, ...]:
     )
 
 
-def list_tickets(session: Session, status: str | None = None) -> list[Ticket]:
+@dataclass(frozen=True)
+class TicketFilter:
+    """What ``tickets list`` narrows the queue to; every field set must hold (and).
+
+    ``assigned`` is a consultant's address, or ``"none"`` for tickets nobody has;
+    ``tier`` is the tier's number (``prioritise.TIER_NAMES``); ``overdue_at``:
+    the reaction deadline passed before this moment without a first response.
+    """
+
+    customer: str | None = None
+    assigned: str | None = None
+    tier: int | None = None
+    overdue_at: datetime | None = None
+
+    def conditions(self) -> list[Any]:
+        """SQL conditions on ``Ticket``, to add to any ticket query (a page, a count, the whole list)."""
+        found: list[Any] = []
+        if self.customer is not None:
+            found.append(Ticket.customer_id == self.customer)
+        if self.assigned is not None:
+            found.append(Ticket.assigned_to.is_(None) if self.assigned == "none"
+                         else func.lower(Ticket.assigned_to) == self.assigned.lower())
+        if self.tier is not None:
+            found.append(Ticket.tier == self.tier)
+        if self.overdue_at is not None:
+            found += [Ticket.reaction_due.is_not(None), Ticket.reaction_due < self.overdue_at,
+                      Ticket.first_response_at.is_(None)]
+        return found
+
+
+def list_tickets(session: Session, status: str | None = None, where: TicketFilter | None = None) -> list[Ticket]:
     query = select(Ticket)
     if status is None:
         query = query.where(Ticket.status.in_(OPEN_STATUSES))
     elif status != "all":
         query = query.where(Ticket.status == status)
+    if where is not None:
+        query = query.where(*where.conditions())
     return list(session.scalars(query.order_by(*queue_order())))
 
 

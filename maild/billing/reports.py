@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import Executable, case, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from maild.rules.calendar import local_month_bounds
@@ -540,38 +540,123 @@ def build_sla_report(
 # ------------------------------------------------------------------ loading from the database
 
 
-def _line(row: LedgerRow) -> LedgerLine:
-    return LedgerLine(id=row.id, contract_id=row.contract_id, customer_id=row.customer_id,
-                      ticket_id=row.ticket_id, minutes=row.minutes, overage=row.overage,
-                      booked_at=row.booked_at, scope=row.scope, reverses=row.reverses)
+_LINE_COLUMNS = (LedgerRow.id, LedgerRow.contract_id, LedgerRow.customer_id, LedgerRow.ticket_id,
+                 LedgerRow.minutes, LedgerRow.overage, LedgerRow.booked_at, LedgerRow.scope, LedgerRow.reverses)
 
 
-def load_lines(session: Session, until: datetime | None = None) -> list[LedgerLine]:
-    query = select(LedgerRow).order_by(LedgerRow.id)
+def _lines(session: Session, query: Executable) -> list[LedgerLine]:
+    return [
+        LedgerLine(id=r.id, contract_id=r.contract_id, customer_id=r.customer_id, ticket_id=r.ticket_id,
+                   minutes=r.minutes, overage=r.overage, booked_at=r.booked_at, scope=r.scope, reverses=r.reverses)
+        for r in session.execute(query)
+    ]
+
+
+def load_lines(session: Session, since: datetime | None = None, until: datetime | None = None) -> list[LedgerLine]:
+    """The ledger rows booked in ``[since, until)`` as plain values (all of them when unbounded)."""
+    query = select(*_LINE_COLUMNS).order_by(LedgerRow.id)
+    if since is not None:
+        query = query.where(LedgerRow.booked_at >= since)
     if until is not None:
         query = query.where(LedgerRow.booked_at < until)
-    return [_line(row) for row in session.scalars(query)]
+    return _lines(session, query)
 
 
-def load_tickets(session: Session, prefix: str, ids: Iterable[int] | None = None,
-                 created_from: datetime | None = None, created_to: datetime | None = None) -> dict[int, TicketInfo]:
-    query = select(Ticket)
-    if ids is not None:
-        wanted = sorted(set(ids))
-        if not wanted:
-            return {}
-        query = query.where(Ticket.id.in_(wanted))
-    if created_from is not None:
-        query = query.where(Ticket.created_at >= created_from)
-    if created_to is not None:
-        query = query.where(Ticket.created_at < created_to)
+def _month_starts(first: datetime, before: datetime, tz: ZoneInfo) -> list[datetime]:
+    """UTC instants where each local month from ``first``'s to ``before``'s begins (both included)."""
+    starts: list[datetime] = []
+    month = month_key(first, tz)
+    while True:
+        begin, following = month_bounds(month, tz)
+        starts.append(begin)
+        if following > before:
+            return starts
+        month = month_key(following, tz)
+
+
+def _month_of(column: Any, starts: Sequence[datetime], low: int, high: int) -> Any:
+    """A CASE tree giving the index in ``starts`` of the month a row falls in: log2(months) comparisons a row.
+
+    Binds one parameter per month boundary, never one per row, and needs no
+    date function (SQLite and PostgreSQL have no common one that knows the
+    business time zone).
+    """
+    if high - low <= 1:
+        return literal_column(str(low))
+    middle = (low + high) // 2
+    return case((column < starts[middle], _month_of(column, starts, low, middle)),
+                else_=_month_of(column, starts, middle, high))
+
+
+def load_history(session: Session, before: datetime, tz: ZoneInfo) -> list[LedgerLine]:
+    """The ledger booked before ``before`` as one summed line per contract, overage flag and local month.
+
+    A statement needs the past only for balances: an sla contract's carry-over
+    (minutes per month) and a prepaid package's draws (minutes up to an
+    instant). Both are sums, so the database adds them up and a month's report
+    reads a few lines per contract and month of history instead of every row
+    ever booked. Each line is dated at the start of its month and has a
+    negative id, so it can never be mistaken for a real entry; reversals count
+    where they were booked, as a statement counts them (``sla_months`` is given
+    no ``reverses`` links by the reports).
+    """
+    first = session.scalar(select(func.min(LedgerRow.booked_at)).where(LedgerRow.booked_at < before))
+    if first is None:
+        return []
+    starts = _month_starts(first, before, tz)
+    rows = (
+        select(LedgerRow.contract_id.label("contract_id"), LedgerRow.overage.label("overage"),
+               LedgerRow.minutes.label("minutes"),
+               _month_of(LedgerRow.booked_at, starts, 0, len(starts)).label("month"))
+        .where(LedgerRow.booked_at < before, LedgerRow.contract_id.is_not(None))
+        .subquery()
+    )
+    query = (
+        select(rows.c.contract_id, rows.c.overage, rows.c.month, func.sum(rows.c.minutes))
+        .group_by(rows.c.contract_id, rows.c.overage, rows.c.month)
+        .order_by(rows.c.contract_id, rows.c.month, rows.c.overage)
+    )
+    out: list[LedgerLine] = []
+    for n, (contract_id, overage, month, minutes) in enumerate(session.execute(query), start=1):
+        out.append(LedgerLine(id=-n, contract_id=contract_id, customer_id=None, ticket_id=None,
+                              minutes=int(minutes), overage=bool(overage), booked_at=starts[int(month)],
+                              scope=None))
+    return out
+
+
+def _ticket_infos(session: Session, prefix: str, query: Executable) -> dict[int, TicketInfo]:
     return {
         t.id: TicketInfo(id=t.id, ref=f"{prefix}-{t.id}", subject=t.subject, customer_id=t.customer_id,
                          contract_id=t.contract_id, contract_kind=t.contract_kind, created_at=t.created_at,
                          reaction_due=t.reaction_due, first_response_at=t.first_response_at,
                          target_due=t.target_due)
-        for t in session.scalars(query)
+        for t in session.execute(query)
     }
+
+
+_TICKET_COLUMNS = (Ticket.id, Ticket.subject, Ticket.customer_id, Ticket.contract_id, Ticket.contract_kind,
+                   Ticket.created_at, Ticket.reaction_due, Ticket.first_response_at, Ticket.target_due)
+
+
+def load_tickets(session: Session, prefix: str, created_from: datetime | None = None,
+                 created_to: datetime | None = None) -> dict[int, TicketInfo]:
+    query = select(*_TICKET_COLUMNS)
+    if created_from is not None:
+        query = query.where(Ticket.created_at >= created_from)
+    if created_to is not None:
+        query = query.where(Ticket.created_at < created_to)
+    return _ticket_infos(session, prefix, query)
+
+
+def load_booked_tickets(session: Session, prefix: str, since: datetime, until: datetime) -> dict[int, TicketInfo]:
+    """The tickets with time booked in ``[since, until)``, found by a join rather than a list of ids.
+
+    An ``IN (...)`` of every booked ticket binds a parameter per ticket and
+    fails past the driver's limit (65,535 on PostgreSQL) after about a year.
+    """
+    booked = select(LedgerRow.ticket_id).where(LedgerRow.booked_at >= since, LedgerRow.booked_at < until,
+                                               LedgerRow.ticket_id.is_not(None))
+    return _ticket_infos(session, prefix, select(*_TICKET_COLUMNS).where(Ticket.id.in_(booked.scalar_subquery())))
 
 
 def _date(value: Any) -> date | None:
@@ -637,18 +722,21 @@ def hours_report(
     session: Session, customers: Sequence[Customer], month: str, tz: ZoneInfo, prefix: str,
     occasional_unit_minutes: int = DEFAULT_UNIT_MINUTES,
 ) -> HoursReport:
-    _, end = month_bounds(month, tz)
+    """The month's statement; reads the month's ledger rows and the history summed per contract and month."""
+    start, end = month_bounds(month, tz)
     known, _removed = merge_known_customers(session, customers, tz)
-    lines = load_lines(session, until=end)
-    tickets = load_tickets(session, prefix, ids=[line.ticket_id for line in lines if line.ticket_id is not None])
+    lines = load_history(session, start, tz) + load_lines(session, since=start, until=end)
+    tickets = load_booked_tickets(session, prefix, start, end)
     return build_hours_report(month, tz, known, lines, tickets, occasional_unit_minutes)
 
 
 def contract_balances(
     session: Session, customers: Sequence[Customer], now: datetime, tz: ZoneInfo
 ) -> list[ContractBalance]:
+    start, _ = month_bounds(month_key(now, tz), tz)
     known, removed = merge_known_customers(session, customers, tz)
-    return build_balances(known, load_lines(session, until=now + _INSTANT), now, tz, removed)
+    lines = load_history(session, start, tz) + load_lines(session, since=start, until=now + _INSTANT)
+    return build_balances(known, lines, now, tz, removed)
 
 
 def sla_report(session: Session, customers: Sequence[Customer], month: str, tz: ZoneInfo, prefix: str,

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -35,6 +36,11 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# The condition of the partial index ix_tickets_awaiting_reaction; a query must
+# repeat it for the database to use that index (``health.read_health``).
+AWAITING_REACTION = "status IN ('new', 'open', 'waiting') AND first_response_at IS NULL AND reaction_due IS NOT NULL"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -114,7 +120,7 @@ class Ticket(Base):
     assigned_to: Mapped[str | None] = mapped_column(String(320))
     # When the current assignee got it: ties in automatic assignment go to whoever waited longest.
     assigned_at: Mapped[datetime | None]
-    created_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(index=True)
     updated_at: Mapped[datetime]
     reaction_due: Mapped[datetime | None]
     target_due: Mapped[datetime | None]
@@ -134,6 +140,9 @@ class Ticket(Base):
     __table_args__ = (
         Index("ix_tickets_queue", "status", "tier", "priority", "reaction_due", "created_at"),
         Index("ix_tickets_assignee", "assigned_to", "status"),
+        # open tickets still waiting for a first response, by deadline (status, metrics)
+        Index("ix_tickets_awaiting_reaction", "reaction_due",
+              sqlite_where=text(AWAITING_REACTION), postgresql_where=text(AWAITING_REACTION)),
     )
 
 
@@ -309,7 +318,7 @@ class LedgerRow(Base):
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
     minutes: Mapped[int] = mapped_column(Integer)
     overage: Mapped[bool] = mapped_column(Boolean, default=False)
-    booked_at: Mapped[datetime]
+    booked_at: Mapped[datetime] = mapped_column(index=True)
     by: Mapped[str] = mapped_column(String(320))
     scope: Mapped[str | None] = mapped_column(String(32))
     note: Mapped[str] = mapped_column(Text, default="")

@@ -8,7 +8,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -392,3 +392,86 @@ def test_removed_contract_keeps_every_term(contract: Contract) -> None:
     row = ContractRow(id=contract.id, customer_id="c", kind=contract.kind, start=contract.start,
                       end=contract.end, terms=contract_terms(contract), removed_at=None)
     assert contract_from_row(row) == contract
+
+
+# ------------------------------------------------------------------ summed history equals every row
+
+
+_DB: dict[str, sessionmaker[Session]] = {}
+
+
+def _history_db() -> sessionmaker[Session]:
+    """One database for every example: the schema is built once, the ledger emptied per example."""
+    if "db" not in _DB:
+        import tempfile
+
+        directory = Path(tempfile.mkdtemp(prefix="maild-reports-"))
+        sessions = open_database(f"sqlite:///{directory / 'maild.db'}")
+        when = at("2025-12-01T00:00")
+        with sessions() as session, session.begin():
+            session.add(CustomerRow(id="acme", name="ACME", language="pl", addresses=[], domains=[],
+                                    billing_address=None, active=True))
+            session.flush()
+            session.add_all([ContractRow(id=c, customer_id="acme", kind="sla", start=date(2025, 1, 1), end=None,
+                                         terms={}) for c in ("acme-sla", "nowak-p1", "nowak-p2", "small-p",
+                                                              "globex-adhoc")])
+            session.add(ContractRow(id="gone", customer_id="acme", kind="occasional", start=date(2025, 1, 1),
+                                    end=None, terms={}, removed_at=when))
+            session.flush()
+            session.add_all([Ticket(id=n, subject=f"ticket {n}", created_at=when, updated_at=when)
+                             for n in range(1, 9)])
+        _DB["db"] = sessions
+    return _DB["db"]
+
+
+# Local month starts in Warsaw, in UTC: rows within hours of them are where a wrong bucket would show.
+BOUNDARIES = [at("2025-12-31T23:00"), at("2026-01-31T23:00"), at("2026-02-28T23:00"), at("2026-03-31T22:00")]
+
+
+@st.composite
+def boundary_ledgers(draw: st.DrawFn) -> list[LedgerLine]:
+    lines = draw(ledgers())
+    out = []
+    for x in lines:
+        if x.reverses is None and draw(st.booleans()):
+            edge = draw(st.sampled_from(BOUNDARIES)) + timedelta(minutes=draw(st.integers(-150, 150)))
+            x = replace(x, booked_at=edge)
+        out.append(x)
+    return out
+
+
+ROLLING = (replace(CUSTOMERS[0], contracts=(replace(SLA, rollover_months=1),)), *CUSTOMERS[1:])
+
+
+@settings(max_examples=120, deadline=None)
+@example([line(1, "acme-sla", 1, 1, "2025-12-10T23:30"), line(2, "acme-sla", 2, 200, "2025-12-31T23:30")],
+         "2026-02", 0)  # 00:30 on 1 January in Warsaw: counted in December, the carry-in to February is 120
+@given(boundary_ledgers(), st.sampled_from(["2025-12", "2026-01", "2026-02", "2026-03", "2026-04"]),
+       st.integers(0, 100 * 24 * 60))
+def test_reports_from_summed_history_equal_reports_from_every_row(lines: list[LedgerLine], month: str,
+                                                                   now_minutes: int) -> None:
+    """The database path sums the months before the report's; every figure must match the row-by-row build."""
+    from maild.billing.reports import load_lines, merge_known_customers
+
+    sessions = _history_db()
+    with sessions() as session, session.begin():
+        session.query(LedgerRow).delete()
+        for x in lines:
+            session.add(LedgerRow(id=x.id, contract_id=x.contract_id, customer_id=x.customer_id,
+                                  ticket_id=x.ticket_id, minutes=x.minutes, overage=x.overage,
+                                  booked_at=x.booked_at, by="ewa@firma.pl", scope=x.scope, reverses=x.reverses))
+            session.flush()
+    now = START + timedelta(minutes=now_minutes * 2)
+    with sessions() as session:
+        known, removed = merge_known_customers(session, ROLLING, WARSAW)
+        every_row = load_lines(session)
+        assert len(every_row) == len(lines)
+        infos = {n: replace(t, subject=f"ticket {n}", contract_kind="occasional", created_at=at("2025-12-01T00:00"))
+                 for n, t in tickets().items()}
+        summed = hours_report(session, ROLLING, month, WARSAW, "SUP", 15)
+        balances = contract_balances(session, ROLLING, now, WARSAW)
+    expected = build_hours_report(month, WARSAW, known, every_row, infos, 15)
+    booked = {t.ticket_id for c in expected.customers for k in c.contracts for t in k.tickets}
+    assert summed == build_hours_report(month, WARSAW, known, every_row,
+                                        {n: i for n, i in infos.items() if n in booked}, 15)
+    assert balances == build_balances(known, every_row, now, WARSAW, removed)

@@ -68,10 +68,11 @@ def percent(part: int, whole: int) -> str:
 
 
 @lru_cache(maxsize=8)
-def environment(folder: Path = HERE) -> ImmutableSandboxedEnvironment:
-    """The HTML templates under ``folder``; autoescape everywhere, undefined names an error."""
+def environment(folders: tuple[Path, ...] = (HERE,)) -> ImmutableSandboxedEnvironment:
+    """The HTML templates under ``folders`` (the first that has a name wins; ``base.html`` is
+    here), autoescape everywhere, an undefined name an error."""
     env = ImmutableSandboxedEnvironment(
-        loader=FileSystemLoader(str(folder)), autoescape=True, undefined=StrictUndefined,
+        loader=FileSystemLoader([str(f) for f in folders]), autoescape=True, undefined=StrictUndefined,
         trim_blocks=True, lstrip_blocks=True,
     )
     env.filters["hours"] = hours
@@ -80,8 +81,8 @@ def environment(folder: Path = HERE) -> ImmutableSandboxedEnvironment:
     return env
 
 
-def render(name: str, context: Mapping[str, Any], folder: Path = HERE) -> str:
-    return environment(folder).get_template(name).render(dict(context))
+def render(name: str, context: Mapping[str, Any], folders: tuple[Path, ...] = (HERE,)) -> str:
+    return environment(folders).get_template(name).render(dict(context))
 
 
 TEXT: dict[str, dict[str, str]] = {

@@ -20,6 +20,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 CUSTOMERS = """\
 [[customers]]
@@ -180,6 +181,11 @@ def run_demo(workdir: Path | None = None) -> int:
         print(_show(relay))
         print("\n6. The ticket now (maild tickets show SUP-1):\n")
         cli_main(["--config", str(base / "maild.toml"), "tickets", "show", "SUP-1"])
+        month = datetime.now(timezone.utc).astimezone(ZoneInfo(config.calendar.timezone)).strftime("%Y-%m")
+        page = base / f"report-{month}.html"
+        print(f"\n7. The month at a glance, with charts (maild report month --month {month} --html FILE):")
+        cli_main(["--config", str(base / "maild.toml"), "report", "month", "--month", month, "--html", str(page)])
+        print(f"   open it in a browser: {page.as_uri()}")
         print(f"\nEverything is in {base}: maild.toml, customers.toml, var/maild.db, Maildir/.")
         print(f"Try: {_maild_command()} --config {shlex.quote(str(base / 'maild.toml'))} tickets list --json")
     finally:

@@ -92,6 +92,7 @@ def digest_lines(tickets: Sequence[DigestTicket], now: datetime, *, who: str | N
             "ref": t.ref, "subject": t.subject, "customer": t.customer, "tier": t.tier, "priority": t.priority,
             "status": t.status, "assigned_to": t.assigned_to or "", "age": age_text((now - t.created_at).total_seconds()),
             "left": left_text(left) if left is not None else "", "overdue": left is not None and left <= 0,
+            "seconds_left": None if left is None else int(left),
             "mine": bool(who and t.assigned_to and t.assigned_to.lower() == who.lower()),
         })
     return rows

@@ -68,3 +68,46 @@ def test_statement_and_report_mails_in_the_browser(month: Month, browser: Browse
         browser.check_page(page.as_uri(), name)
         seen.add((row.kind, row.language))
     assert seen == {("statement", "pl"), ("statement", "en"), ("month_report", "pl"), ("month_report", "en")}
+
+
+def test_digest_in_the_browser(browser: Browser, tmp_path: Path) -> None:
+    from tests.desk.test_digest_html import HOSTILE, NOW, TEMPLATES, digest_rows
+
+    from maild.desk.digest_html import digest_html_part
+    from maild.outbound.outbox import PendingMail
+
+    rows = digest_rows()
+    for language in ("en", "pl"):
+        context = {"day": "2026-12-04", "rows": rows, "overdue": 1, "everything": True, "previous_day": "2026-12-03",
+                   "breaches": [{"ref": "SUP-9", "subject": HOSTILE, "customer": "Acme", "assigned_to": "jan@firma.pl"}],
+                   "new_ticket_address": "support+abc@firma.pl",
+                   "_headers": {"html": digest_html_part(
+                       rows, language=language, day="2026-12-04", everything=True, previous_day="2026-12-03",
+                       breaches=[{"ref": "SUP-9", "subject": HOSTILE, "customer": "Acme", "assigned_to": ""}])}}
+        row = PendingMail(id=1, kind="digest", ticket_id=None, message_id="digest.1@firma.pl",
+                          recipients=["anna@firma.pl"], automatic=True, template="digest", language=language,
+                          context=context)
+        raw = build_mail(row, Renderer(TEMPLATES), Sender("support@firma.pl", "Wsparcie", "maild"), None, NOW)
+        mail = message_from_bytes(raw, policy=policy.default)
+        html_part = mail.get_body(preferencelist=("html",))
+        assert html_part is not None
+        page = tmp_path / f"digest-{language}.html"
+        page.write_text(html_part.get_content(), encoding="utf-8")
+        browser.check_page(page.as_uri(), f"digest-{language}", expect_images=False)
+        colours = browser.driver.execute_script(
+            "return Array.from(document.querySelectorAll('tbody tr td.left'))"
+            ".map(td => getComputedStyle(td).backgroundColor)")
+        assert colours[:4] == ["rgb(213, 94, 0)", "rgb(230, 159, 0)", "rgb(240, 228, 66)", "rgb(217, 239, 230)"]
+
+
+def test_demo_report_in_the_browser(browser: Browser, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-m", "maild.cli", "demo", "--dir", str(tmp_path / "demo")],
+                            cwd=root, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    (page,) = (tmp_path / "demo").glob("report-*.html")
+    assert str(page) in result.stdout
+    browser.check_page(page.as_uri(), "demo-report")

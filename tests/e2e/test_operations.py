@@ -138,6 +138,9 @@ def test_demo_runs_the_whole_flow(tmp_path: Path) -> None:
     assert "wydruk działa ponownie" in out and "#time" not in out.split("5. ")[1].split("6. ")[0]
     assert "time logged 90 min" in out
     assert (tmp_path / "demo" / "var" / "maild.db").exists()
+    (page,) = (tmp_path / "demo").glob("report-*.html")
+    assert f"written to {page}" in out  # the month's report, its path printed
+    assert page.read_text(encoding="utf-8").count('<img src="data:image/png;base64,') == 8
     hint = out.strip().splitlines()[-1]
     assert hint.startswith("Try: "), hint
     tried = subprocess.run(shlex.split(hint.removeprefix("Try: ")), cwd="/", capture_output=True, text=True,

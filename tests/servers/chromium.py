@@ -77,7 +77,8 @@ class Browser:
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
 
-    def check_page(self, url: str, name: str, widths: tuple[int, ...] = (800, 375)) -> list[Path]:
+    def check_page(self, url: str, name: str, widths: tuple[int, ...] = (800, 375),
+                   expect_images: bool = True) -> list[Path]:
         """Load ``url`` at each width and assert the checks; the screenshots' paths."""
         shots = []
         self.driver.get_log("browser")  # drop what an earlier page left
@@ -86,7 +87,7 @@ class Browser:
             errors = self.console_errors()
             assert not errors, f"{name} at {width} px: console errors {errors}"
             images = self.images()
-            assert images, f"{name}: no images on the page"
+            assert bool(images) == expect_images, f"{name}: {len(images)} images on the page"
             broken = [i for i in images if not i["complete"] or i["naturalWidth"] <= 0]
             assert not broken, f"{name} at {width} px: images not loaded {broken}"
             assert all(i["alt"] for i in images), f"{name}: an image without alt text {images}"

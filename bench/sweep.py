@@ -36,13 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import insert, select  # noqa: E402
 
-from maild.storage.blobs import BlobStore  # noqa: E402
 from maild.config import load_config  # noqa: E402
 from maild.rules.customers import load_customers  # noqa: E402
 from maild.storage.db import open_database  # noqa: E402
 from maild.ops.logs import TextFormatter  # noqa: E402
 from maild.storage.models import MessageRow, Ticket  # noqa: E402
-from maild.intake.pipeline import Context, Ingestor  # noqa: E402
+from maild.desk.context import DeskContext  # noqa: E402
 from maild.desk.sweeper import Sweeper  # noqa: E402
 from tests.helpers import maildir_source, write_config  # noqa: E402
 
@@ -120,8 +119,8 @@ def main() -> None:
             (work / "maild.toml").write_text(cfg_text)
             cfg = load_config(work / "maild.toml")
             sessions = open_database(cfg.database_url)
-            ctx = Context.build(cfg, load_customers(cfg.customers_file, cfg.packages))
-            sweeper = Sweeper(Ingestor(ctx, sessions, BlobStore(cfg.storage_path)))
+            ctx = DeskContext.for_config(cfg, load_customers(cfg.customers_file, cfg.packages))
+            sweeper = Sweeper(ctx, sessions)
             t0 = time.perf_counter()
             first = sweeper.sweep(now - WARM_AT)
             cold.append((time.perf_counter() - t0) * 1000)

@@ -24,6 +24,8 @@ from maild.billing import reports
 from maild.storage import store
 from maild.desk.commands import DurationError, parse_duration
 from maild.config import Config
+from maild.desk.context import DeskContext
+from maild.desk.desk import TicketDesk
 from maild.rules.customers import Customer, load_customers
 from maild.errors import ConfigError, MaildError
 from maild.storage.models import LedgerRow
@@ -130,10 +132,6 @@ def cmd_contracts_sync(cfg: Config, sessions: sessionmaker[Session], args: argpa
 
 
 def cmd_time_add(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
-    from maild.storage.blobs import BlobStore
-    from maild.billing.hours import book_time
-    from maild.intake.pipeline import Context, Ingestor
-
     by = args.by.strip().lower()
     if by not in cfg.consultant_emails:
         raise Failure(f"{args.by} is not a configured consultant ([[consultants]] in {cfg.path})", 2)
@@ -142,14 +140,14 @@ def cmd_time_add(cfg: Config, sessions: sessionmaker[Session], args: argparse.Na
     except DurationError as exc:
         raise Failure(str(exc), 2) from None
     customers = _customers(cfg)
-    ingestor = Ingestor(Context.build(cfg, customers), sessions, BlobStore(cfg.storage_path))
+    ctx = DeskContext.for_config(cfg, customers)
     now = clock()
     with sessions() as session, session.begin():
         ticket = store.find_ticket_by_ref(session, args.ref, cfg.support.ticket_prefix)
         if ticket is None:
             raise Failure(f"no ticket {args.ref}")
         ref = store.ticket_ref(cfg.support.ticket_prefix, ticket.id)
-        rows = book_time(ingestor, session, ticket, minutes, by, args.scope, args.note or "", None, now)
+        rows = TicketDesk(ctx, session).book_time(ticket, minutes, by, args.scope, args.note or "", None, now)
         booked = [(r.id, r.contract_id, r.minutes, r.overage) for r in rows]
     log.info("%s: %d min booked by %s from the command line, entries %s", ref, minutes, by,
              ",".join(str(b[0]) for b in booked))
@@ -171,16 +169,7 @@ def cmd_time_reverse(cfg: Config, sessions: sessionmaker[Session], args: argpars
         earlier = session.scalar(select(LedgerRow.id).where(LedgerRow.reverses == entry.id))
         if earlier is not None:
             raise Failure(f"entry {entry.id} was already reversed by entry {earlier}")
-        reversal = LedgerRow(
-            contract_id=entry.contract_id, customer_id=entry.customer_id, ticket_id=entry.ticket_id,
-            minutes=-entry.minutes, overage=entry.overage, booked_at=now, by=args.by, scope=entry.scope,
-            note=args.reason[:500], source_message_id=None, reverses=entry.id,
-        )
-        session.add(reversal)
-        session.flush()
-        if entry.ticket_id is not None:
-            store.add_event(session, entry.ticket_id, "time_reversed", now, args.by, entry=entry.id,
-                            reversal=reversal.id, minutes=-entry.minutes, reason=args.reason[:500])
+        reversal = TicketDesk(DeskContext.for_config(cfg, ()), session).reverse_time(entry, args.by, args.reason, now)
         result = (reversal.id, entry.id, reversal.minutes)
     log.info("ledger entry %d reversed by entry %d (%d min) by %s", result[1], result[0], result[2], args.by)
     print(f"entry {result[0]}: reverses entry {result[1]} ({_hm(result[2])})")
@@ -304,7 +293,7 @@ def send_statements(cfg: Config, session: Session, report: HoursReport, now: dat
     the plain text kept), drawn here, on the report path, and stored with the
     row: the daemon that sends it only assembles the parts.
     """
-    domain = cfg.support.address.rsplit("@", 1)[1]
+    desk = TicketDesk(DeskContext.for_config(cfg, ()), session)
     queued: list[str] = []
     before: list[str] = []
     for customer in report.customers:
@@ -315,18 +304,18 @@ def send_statements(cfg: Config, session: Session, report: HoursReport, now: dat
             before.append(customer.customer_id)
             continue
         context = statement_context(cfg, report, customer)
+        html_mail = None
         if html:
             from maild.billing.pages import html_part, statement_html
 
-            page, images = statement_html(context, customer.language, inline=True, domain=domain)
-            context["_headers"]["html"] = html_part(page, images)
-        row = store.enqueue(
-            session, dedupe_key=key, kind="statement",
-            template="statement", language=customer.language, recipients=[customer.billing_address],
-            context=context,
-            message_id=store.new_message_id(domain, None, "statement"), now=now, automatic=True,
+            page, images = statement_html(context, customer.language, inline=True, domain=desk.ctx.domain)
+            html_mail = html_part(page, images)
+        message_id = desk.queue_mail(
+            ticket=None, dedupe_key=key, kind="statement", template="statement", language=customer.language,
+            recipients=[customer.billing_address], context=context, html=html_mail, now=now, automatic=True,
+            rate_limited=False, fresh=True,
         )
-        (queued if row is not None else before).append(customer.customer_id)
+        (queued if message_id is not None else before).append(customer.customer_id)
     return queued, before
 
 

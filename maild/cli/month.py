@@ -32,6 +32,8 @@ from maild.cli import admin
 from maild.cli.admin import Failure, _customers, _month, _tz, hours_json, sla_json
 from maild.cli.output import iso, print_json
 from maild.config import Config
+from maild.desk.context import DeskContext
+from maild.desk.desk import TicketDesk
 from maild.rules.calendar import BusinessCalendar
 from maild.storage import store
 from maild.storage.models import OutboxRow
@@ -114,10 +116,10 @@ def send_month_report(cfg: Config, session: Session, month: str, now: datetime) 
     """Queue the month's report to each manager once; (queued, already queued) addresses."""
     from maild.billing.pages import html_part, month_report_html
 
-    domain = cfg.support.address.rsplit("@", 1)[1]
+    desk = TicketDesk(DeskContext.for_config(cfg, ()), session)
     queued: list[str] = []
     before: list[str] = []
-    pages: dict[str, dict[str, Any]] = {}
+    pages: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     for manager in cfg.managers:
         key = f"{KEY_PREFIX}{month}:{manager.email}"
         if store.outbox_queued(session, key):
@@ -126,16 +128,15 @@ def send_month_report(cfg: Config, session: Session, month: str, now: datetime) 
         language = manager.language if manager.language in ("pl", "en") else "en"
         if language not in pages:
             data = month_report_json(cfg, session, month, now, language)
-            page, images = month_report_html(data, language, cfg.from_name, now, inline=True, domain=domain)
-            context = mail_context(cfg, data)
-            context["_headers"]["html"] = html_part(page, images)
-            pages[language] = context
-        row = store.enqueue(
-            session, dedupe_key=key, kind="month_report", template="month_report", language=language,
-            recipients=[manager.email], context=pages[language],
-            message_id=store.new_message_id(domain, None, "month-report"), now=now, automatic=True,
+            page, images = month_report_html(data, language, cfg.from_name, now, inline=True, domain=desk.ctx.domain)
+            pages[language] = (mail_context(cfg, data), html_part(page, images))
+        context, html = pages[language]
+        message_id = desk.queue_mail(
+            ticket=None, dedupe_key=key, kind="month_report", template="month_report", language=language,
+            recipients=[manager.email], context=context, html=html, now=now, automatic=True, rate_limited=False,
+            fresh=True,
         )
-        (queued if row is not None else before).append(manager.email)
+        (queued if message_id is not None else before).append(manager.email)
     return queued, before
 
 

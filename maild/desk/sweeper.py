@@ -17,11 +17,13 @@ from collections.abc import Mapping, Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from maild.storage import store
-from maild.billing.hours import find_contract
-from maild.storage.models import Escalation, MessageRow, Ticket
-from maild.intake.pipeline import Ingestor
+from sqlalchemy.orm import sessionmaker
+
+from maild.desk.context import DeskContext
+from maild.desk.desk import TicketDesk, by_language
 from maild.outbound.render import first_lines
+from maild.storage import store
+from maild.storage.models import MessageRow, Ticket
 from maild.rules.sla import plan_escalation, time_left_text
 
 log = logging.getLogger("maild.sla")
@@ -36,34 +38,35 @@ class SweepResult:
 
 
 class Sweeper:
-    def __init__(self, ingestor: Ingestor) -> None:
-        self.ingestor = ingestor
+    def __init__(self, ctx: DeskContext, sessions: sessionmaker[Session]) -> None:
+        self.ctx = ctx
+        self.sessions = sessions
 
     def sweep(self, now: datetime, limit: int = 1000) -> SweepResult:
         result = SweepResult()
-        with self.ingestor.sessions() as session, session.begin():
+        with self.sessions() as session, session.begin():
+            desk = TicketDesk(self.ctx, session)
             due = store.tickets_due_for_sweep(session, now, limit)
             if due:
                 excerpts = _first_texts(session, [t.id for t in due])
                 with session.no_autoflush:
                     for ticket in due:
                         result.examined += 1
-                        self._escalate(session, ticket, now, result, excerpts.get(ticket.id, ""))
-            cutoff = now - timedelta(days=self.ingestor.ctx.config.support.close_after_days)
+                        self._escalate(desk, ticket, now, result, excerpts.get(ticket.id, ""))
+            cutoff = now - timedelta(days=self.ctx.config.support.close_after_days)
             for ticket in store.resolved_older_than(session, cutoff):
-                ticket.status, ticket.closed_at, ticket.updated_at = "closed", now, now
-                store.add_event(session, ticket.id, "status", now, status="closed", reason="quiet after resolution")
+                desk.close_quiet(ticket, now)
                 result.closed += 1
         return result
 
-    def _escalate(self, session: Session, ticket: Ticket, now: datetime, result: SweepResult,
+    def _escalate(self, desk: TicketDesk, ticket: Ticket, now: datetime, result: SweepResult,
                   first_message: str) -> None:
-        ctx = self.ingestor.ctx
+        ctx = self.ctx
         cfg = ctx.config
         if ticket.reaction_due is None or ticket.first_response_at is not None or ticket.status in ("resolved", "closed"):
             ticket.next_escalation_at = None
             return
-        contract = find_contract(self.ingestor, session, ticket.contract_id)
+        contract = desk.contract_of(ticket)
         clock = contract.reaction_clock if contract is not None else "calendar"
         decision = plan_escalation(
             created_at=ticket.created_at, due=ticket.reaction_due, clock=clock, cal=ctx.calendar,
@@ -81,10 +84,9 @@ class Sweeper:
         breach = level.recipients == "managers+breach"
         ref = ctx.ref(ticket.id)
         customer = ctx.customer(ticket.customer_id)
-        for language in sorted({p.language for p in people}):
-            recipients = [p.email for p in people if p.language == language]
-            self.ingestor.queue_mail(
-                session, ticket=None, kind="escalation", template="escalation", language=language,
+        for language, recipients in by_language(people):
+            desk.queue_mail(
+                ticket=None, kind="escalation", template="escalation", language=language,
                 recipients=recipients, now=now, dedupe_key=f"esc:{ticket.id}:{decision.send_level}:{language}",
                 # Levels go out in order and escalation_level records the last one
                 # sent, so this key is new; the unique index still guards it.
@@ -100,14 +102,9 @@ class Sweeper:
                     "excerpt": first_lines(first_message), "assigned_to": ticket.assigned_to or "",
                 },
             )
-        session.add(Escalation(ticket_id=ticket.id, level=decision.send_level, sent_at=now,
-                               skipped=list(decision.skipped_levels), breach=breach))
-        ticket.escalation_level = decision.send_level + 1
-        if breach and ticket.breached_at is None:
-            ticket.breached_at = ticket.reaction_due
+        if desk.record_escalation(ticket, decision.send_level, decision.skipped_levels, breach,
+                                  [p.email for p in people], now):
             result.breaches += 1
-        store.add_event(session, ticket.id, "escalation", now, level=decision.send_level + 1,
-                        skipped=[s + 1 for s in decision.skipped_levels], recipients=[p.email for p in people])
         result.escalations += 1
         log.warning("%s escalation level %d to %s%s", ref, decision.send_level + 1,
                     ", ".join(p.email for p in people),

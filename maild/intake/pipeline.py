@@ -23,7 +23,6 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from functools import cached_property
 from typing import Any
 
 from sqlalchemy import select
@@ -32,7 +31,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from maild.storage import store
 from maild.storage.blobs import BlobMissing, BlobStore, StorageError
-from maild.rules.calendar import BusinessCalendar
 from maild.desk.commands import (
     AssignCommand,
     CommandError,
@@ -45,17 +43,18 @@ from maild.desk.commands import (
     parse_commands,
 )
 from maild.config import Config
-from maild.rules.contracts import CustomerIndex, Resolution, resolve
+from maild.desk.context import DeskContext
+from maild.desk.desk import TicketDesk
+from maild.intake.lookup import DeskThreadLookup
+from maild.rules.contracts import Resolution, resolve
 from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
 from maild.rules.peak import active_windows
-from maild.billing.hours import book_time, prepaid_left_minutes
 from maild.intake.mailbox import FetchedMail
 from maild.intake.message import InboundMessage, ParseLimits, UnparsableMessage, parse_message
-from maild.storage.models import Failure, MessageRow, OutboxRow, QuarantineRow, Ticket
-from maild.rules.prioritise import TIER_BY_KIND, UNVERIFIED_TIER, prioritise
+from maild.storage.models import Failure, OutboxRow, QuarantineRow, Ticket
+from maild.rules.prioritise import prioritise
 from maild.intake.quoting import split_reply
 from maild.intake.screen import Screening, ScreenSettings, screen, sender_authenticated
-from maild.rules.sla import plan_escalation, reaction_due, target_due
 from maild.intake.thread import ThreadDecision, ThreadSettings, clean_subject, decide_thread
 
 log = logging.getLogger("maild.pipeline")
@@ -235,14 +234,11 @@ class _Batch:
     session: Session
     isolated: bool
     known: set[str]
-    numbers: store.RowIds
-    rows: store.BatchRows
-    lookup: store.StoreThreadLookup
-    auto_counts: dict[str, int]
+    desk: TicketDesk
+    lookup: DeskThreadLookup
     seen: set[str] = field(default_factory=set)
     first_copies: dict[str, InboundMessage] = field(default_factory=dict)
     recorded: set[str] = field(default_factory=set)
-    prepaid_left: dict[tuple[str, ...], dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -257,56 +253,30 @@ class BatchResult:
 
 
 @dataclass
-class Context:
-    """What the stages need, built once per config/customers load."""
+class Context(DeskContext):
+    """What the stages need, built once per config/customers load: the desk's
+    context plus the screening and threading settings."""
 
-    config: Config
-    calendar: BusinessCalendar
-    customers: tuple[Customer, ...]
-    index: CustomerIndex
     screen: ScreenSettings
     thread: ThreadSettings
 
     @classmethod
     def build(cls, config: Config, customers: Sequence[Customer]) -> Context:
         support = config.support
+        desk = DeskContext.for_config(config, customers)
         return cls(
-            config=config,
-            calendar=BusinessCalendar(config.calendar),
-            customers=tuple(customers),
-            index=CustomerIndex(customers),
+            config=config, calendar=desk.calendar, customers=desk.customers, index=desk.index,
             screen=ScreenSettings(
-                own_addresses=frozenset({support.address, config.from_address}),
+                own_addresses=desk.support_addresses,
                 instance_id=support.instance_id,
                 max_age_for_autoreply=support.autoreply_max_age,
             ),
             thread=ThreadSettings(
                 ticket_prefix=support.ticket_prefix,
-                support_addresses=frozenset({support.address, config.from_address}),
+                support_addresses=desk.support_addresses,
                 reopen_window=timedelta(days=support.reopen_days),
             ),
         )
-
-    @property
-    def domain(self) -> str:
-        return self.config.support.address.rsplit("@", 1)[1]
-
-    def ref(self, ticket_id: int) -> str:
-        return store.ticket_ref(self.config.support.ticket_prefix, ticket_id)
-
-    @cached_property
-    def _contracts(self) -> dict[str, Contract]:
-        return {contract.id: contract for customer in self.customers for contract in customer.contracts}
-
-    @cached_property
-    def _customers(self) -> dict[str, Customer]:
-        return {customer.id: customer for customer in self.customers}
-
-    def contract(self, contract_id: str | None) -> Contract | None:
-        return None if contract_id is None else self._contracts.get(contract_id)
-
-    def customer(self, customer_id: str | None) -> Customer | None:
-        return None if customer_id is None else self._customers.get(customer_id)
 
 
 class Ingestor:
@@ -355,12 +325,10 @@ class Ingestor:
         with self.sessions() as session, session.begin(), session.no_autoflush:
             keys = [m.dedupe_key for m in parsed if isinstance(m, InboundMessage)]
             senders = [m.from_addr for m in parsed if isinstance(m, InboundMessage)]
-            self._batch = _Batch(
-                session=session, isolated=isolated, known=store.known_dedupe_keys(session, keys),
-                numbers=store.RowIds(session, "tickets"), rows=store.BatchRows(session),
-                lookup=store.StoreThreadLookup(session),
-                auto_counts=store.recent_automatic_mail(session, senders, now - timedelta(hours=1)),
-            )
+            desk = TicketDesk(self.ctx, session, self.blobs)
+            desk.count_recent_automatic(senders, now - timedelta(hours=1))
+            self._batch = _Batch(session=session, isolated=isolated, known=store.known_dedupe_keys(session, keys),
+                                 desk=desk, lookup=DeskThreadLookup(desk))
             for mail, msg in zip(mails, parsed):
                 disposition = self._process_one(session, mail, msg, now)
                 result.count(disposition)
@@ -371,7 +339,7 @@ class Ingestor:
                 else:
                     result.done.append(mail)
             try:
-                self._sync(session)
+                desk.sync()
             except DBAPIError as exc:
                 if isolated or exc.connection_invalidated or isinstance(exc, OperationalError):
                     raise
@@ -400,10 +368,10 @@ class Ingestor:
                     msg = replace(msg, dedupe_key=key)
                 batch.seen.add(key)
                 batch.first_copies.setdefault(key, msg)
-                batch.rows.packed(msg.raw_sha256, self.blobs.append(mail.raw))
+                batch.desk.rows.packed(msg.raw_sha256, self.blobs.append(mail.raw))
                 disposition, _ticket_id = self._route(session, mail, msg, now)
                 if batch.isolated:
-                    self._sync(session)
+                    batch.desk.sync()
                 return disposition
         except Duplicate as dup:
             log.debug("%s duplicate: %s", mail.source_key, dup.reason)
@@ -412,7 +380,7 @@ class Ingestor:
             # Stages raise outcomes before they write, so on the fast path there
             # is nothing of this message to undo.
             if batch.isolated:
-                batch.rows.discard()
+                batch.desk.discard()
             with session.begin_nested() if batch.isolated else nullcontext():
                 self._record_outcome(session, mail, msg, key, outcome, now)
             return outcome.disposition
@@ -423,12 +391,12 @@ class Ingestor:
                 raise
             if not batch.isolated:
                 raise _Isolate() from exc
-            batch.rows.discard()
+            batch.desk.discard()
             return self._failed(session, mail, msg, key, exc, now)
         except Exception as exc:  # the one catch-all: around one message only
             if not batch.isolated:
                 raise _Isolate() from exc
-            batch.rows.discard()
+            batch.desk.discard()
             return self._failed(session, mail, msg, key, exc, now)
 
     def _second_copy(self, session: Session, msg: InboundMessage, first_key: str) -> None:
@@ -510,10 +478,10 @@ class Ingestor:
         batch = self._active
         if msg is not None and key not in batch.known and key not in batch.recorded:
             batch.recorded.add(key)
-            batch.rows.intake(dedupe_key=key, source_key=mail.source_key, disposition=outcome.disposition,
+            batch.desk.rows.intake(dedupe_key=key, source_key=mail.source_key, disposition=outcome.disposition,
                               reason=outcome.reason, arrived_at=mail.arrived_at, now=now)
         if batch.isolated:
-            self._sync(session)
+            batch.desk.sync()
 
     # -------------------------------------------------------------- routing
 
@@ -544,7 +512,7 @@ class Ingestor:
         day = arrived_at.astimezone(ctx.calendar.tz).date()
         customer = ctx.index.customer_for(msg.from_addr)
         packages = [c for c in customer.contracts if c.kind == "prepaid"] if customer else []
-        left = self._prepaid_left(session, packages, arrived_at)
+        left = self._active.desk.prepaid_left(packages, arrived_at)
         resolution = resolve(msg.from_addr, ctx.index, day, lambda cid: left.get(cid, 0))
         authserv = ctx.config.trusted_authserv_id
         if resolution.verified and authserv:
@@ -560,6 +528,7 @@ class Ingestor:
                     resolution: Resolution, decision: ThreadDecision, is_consultant: bool,
                     now: datetime) -> tuple[str, int | None]:
         ctx, cfg = self.ctx, self.ctx.config
+        desk = self._active.desk
         arrived = mail.arrived_at
         day = arrived.astimezone(ctx.calendar.tz).date()
         new_text, quoted = msg.reply_split or split_reply(msg.text)
@@ -568,50 +537,30 @@ class Ingestor:
             automatic=screening.automatic and screening.kind != "human",
             urgent_words=cfg.support.urgent_words, peak_windows=cfg.peak_windows, day=day,
         )
-        contract = resolution.contract
-        due = None
-        target = None
-        if contract is not None and contract.kind == "sla" and resolution.verified:
-            due = reaction_due(arrived, contract.reaction_hours or 24, contract.reaction_clock, ctx.calendar)
-        if contract is not None and contract.kind == "prepaid" and contract.target_hours:
-            target = target_due(arrived, contract.target_hours, contract.reaction_clock, ctx.calendar)
         customer = resolution.customer
         language = (customer.language if customer else None) or msg.language or cfg.support.default_language
         if language not in ("pl", "en"):
             language = cfg.support.default_language
         reasons = [resolution.reason, *prio.reasons, *decision.reasons, *screening.reasons]
-        ticket = Ticket(
+        ticket = desk.open_ticket(
             subject=clean_subject(msg.subject, cfg.support.ticket_prefix) or "(no subject)",
-            status="new", requester=msg.from_addr, requester_name=msg.from_name, language=language,
-            customer_id=customer.id if customer else None, contract_id=contract.id if contract else None,
-            contract_kind=resolution.kind, verified=resolution.verified, tier=prio.tier,
-            priority=prio.priority, peak=prio.peak, reasons=reasons, created_at=arrived, updated_at=now,
-            reaction_due=due, target_due=target, escalation_level=0, linked_to=decision.link_to,
-            participants=[],
-        )
-        history = now - arrived > cfg.support.autoreply_max_age
-        if due is not None and history:
+            requester=msg.from_addr, requester_name=msg.from_name, language=language, resolution=resolution,
+            prio=prio, reasons=reasons, created_at=arrived, now=now, linked_to=decision.link_to,
+            participants=(msg.from_addr, *msg.cc, *(a for a in msg.to if a not in ctx.support_addresses)),
+            actor=msg.from_addr,
             # Mail from before maild watched the mailbox (a mailbox with years of
             # history connected for the first time): its deadline is reported,
             # but nobody is paged for promises made before we were running.
-            reasons.append("old mail: reaction deadline recorded, no escalation")
-        elif due is not None:
-            ticket.next_escalation_at = plan_escalation(
-                created_at=arrived, due=due, clock=contract.reaction_clock if contract else "calendar",
-                cal=ctx.calendar, settings=cfg.escalation, levels_sent=0, first_response_at=None, now=arrived,
-            ).next_escalation_at
-        store.add_participants(ticket, (msg.from_addr, *msg.cc, *(a for a in msg.to if a not in ctx.thread.support_addresses)))
-        ticket.id = self._active.numbers.take()
-        session.add(ticket)
-        self._active.lookup.pending_tickets[ticket.id] = ticket
-        row = self._message_row(session, ticket.id, msg, mail, screening, "consultant" if is_consultant else "customer",
+            page=now - arrived <= cfg.support.autoreply_max_age,
+        )
+        row = self._message_row(ticket.id, msg, mail, screening, "consultant" if is_consultant else "customer",
                                 new_text, quoted)
-        self.add_event(session, ticket.id, "created", arrived, msg.from_addr, reasons=reasons)
+        desk.created(ticket, msg.from_addr)
         ref = ctx.ref(ticket.id)
         ack = self._acknowledge(session, ticket, msg, screening, resolution, mail, now) if not is_consultant else None
-        self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="ticket",
-                                 reason="; ".join(reasons[:2]), arrived_at=arrived, now=now,
-                                 ticket_id=ticket.id, message_row_id=row)
+        desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="ticket",
+                         reason="; ".join(reasons[:2]), arrived_at=arrived, now=now,
+                         ticket_id=ticket.id, message_row_id=row)
         log.info("%s %s -> %s new ticket (%s, %s%s)%s", mail.source_key, msg.message_id, ref, resolution.kind,
                  prio.priority, "" if resolution.verified else ", unverified", "" if ack else ", no acknowledgement")
         return "ticket", ticket.id
@@ -619,14 +568,15 @@ class Ingestor:
     def _acknowledge(self, session: Session, ticket: Ticket, msg: InboundMessage, screening: Screening,
                      resolution: Resolution, mail: FetchedMail, now: datetime) -> str | None:
         ctx, cfg = self.ctx, self.ctx.config
+        desk = self._active.desk
         if screening.automatic:
-            self.add_event(session, ticket.id, "ack_suppressed", now, reasons=list(screening.reasons))
+            desk.add_event(ticket.id, "ack_suppressed", now, reasons=list(screening.reasons))
             return None
         if not msg.from_addr or msg.from_addr in ctx.screen.own_addresses:
             return None
         limit = cfg.support.max_auto_replies_per_hour
-        if self._active.auto_counts.get(msg.from_addr, 0) >= limit:
-            self.add_event(session, ticket.id, "ack_suppressed", now,
+        if desk.automatic_counts.get(msg.from_addr, 0) >= limit:
+            desk.add_event(ticket.id, "ack_suppressed", now,
                            reasons=[f"rate limit: {limit} automatic mails an hour to {msg.from_addr}"])
             return None
         contract = resolution.contract
@@ -656,7 +606,7 @@ class Ingestor:
             context["reaction_clock"] = contract.reaction_clock
         if contract is not None and contract.kind == "prepaid":
             packages = [c for c in (resolution.customer.contracts if resolution.customer else ()) if c.kind == "prepaid"]
-            left = self._prepaid_left(session, packages, mail.arrived_at)
+            left = desk.prepaid_left(packages, mail.arrived_at)
             context["prepaid_left_minutes"] = left.get(contract.id, 0)
             context["prepaid_valid_until"] = contract.valid_until.isoformat() if contract.valid_until else ""
         # The notice names the peak period the ticket is about; when it is about none of
@@ -668,296 +618,132 @@ class Ingestor:
         else:
             day = mail.arrived_at.astimezone(ctx.calendar.tz).date()
             context["peak_busy"] = bool(active_windows(day, cfg.peak_windows))
-        return self.queue_mail(
-            session, ticket=ticket, kind="ack", template="ack", language=ticket.language,
+        return desk.queue_mail(
+            ticket=ticket, kind="ack", template="ack", language=ticket.language,
             recipients=[msg.from_addr], context=context, now=now, dedupe_key=f"ack:{ticket.id}",
             in_reply_to=msg.message_id, automatic=True, fresh=True,
         )
 
-    def queue_mail(self, session: Session, *, ticket: Ticket | None, kind: str, template: str, language: str,
-                   recipients: Sequence[str], context: dict[str, Any], now: datetime, dedupe_key: str,
-                   in_reply_to: str | None = None, references: Sequence[str] = (), automatic: bool = True,
-                   cc: Sequence[str] = (), from_name: str | None = None,
-                   attachments: Sequence[dict[str, Any]] = (), fresh: bool = False) -> str | None:
-        """Queue one outgoing mail and, for ticket mail, its row in the thread;
-        returns its Message-ID, or None when a mail with this dedupe key exists.
-
-        ``fresh``: the dedupe key names something created in this transaction, so
-        no lookup is needed (see ``store.enqueue``).
-        """
-        ctx = self.ctx
-        message_id = store.new_message_id(ctx.domain, ticket.id if ticket else None, kind)
-        refs = [r for r in references if r]
-        if in_reply_to and in_reply_to not in refs:
-            refs.append(in_reply_to)
-        full_context = dict(context)
-        full_context["_headers"] = {
-            "in_reply_to": in_reply_to or "", "references": refs[-20:], "cc": list(cc),
-            "from_name": from_name or ctx.config.from_name,
-            "ticket_ref": ctx.ref(ticket.id) if ticket else "",
-            "attachments": list(attachments),
-        }
-        rate_key = recipients[0] if automatic and recipients else None
-        queued: dict[str, Any] = dict(
-            dedupe_key=dedupe_key, kind=kind, template=template, language=language,
-            recipients=[*recipients, *cc], context=full_context, message_id=message_id, now=now,
-            ticket_id=ticket.id if ticket else None, automatic=automatic, rate_key=rate_key,
-        )
-        # ticket mail also joins the ticket's thread
-        thread_row: dict[str, Any] | None = None if ticket is None else dict(
-            ticket_id=ticket.id, message_id=message_id, direction="out",
-            role="consultant" if kind == "relay" else "system", kind=kind,
-            from_addr=ctx.config.from_address, from_name=from_name or ctx.config.from_name,
-            to_addrs=list(recipients), cc_addrs=list(cc), subject="", date=now,
-            text_new=str(context.get("body", ""))[:20000],
-        )
-        batch = self._batch
-        if batch is not None and batch.session is session:
-            if not fresh:
-                self._sync(session)
-                if store.outbox_queued(session, dedupe_key):
-                    return None
-            batch.rows.outbox(**queued)
-            if rate_key:
-                batch.auto_counts[rate_key] = batch.auto_counts.get(rate_key, 0) + 1
-            if thread_row is not None:
-                batch.lookup.pending_ids[message_id] = thread_row["ticket_id"]
-                batch.rows.message(**thread_row)
-            return message_id
-        if store.enqueue(session, fresh=fresh, **queued) is None:
-            return None
-        if thread_row is not None:
-            session.add(MessageRow(**thread_row, size=0, internal=False, notes=[]))
-        return message_id
-
-    def add_event(self, session: Session, ticket_id: int, kind: str, at: datetime, actor: str = "maild",
-                  **detail: Any) -> None:
-        """A ticket event; inside a batch it joins the batch's rows, so events keep their order."""
-        batch = self._batch
-        if batch is not None and batch.session is session:
-            batch.rows.event(ticket_id, kind, at, actor, detail)
-        else:
-            store.add_event(session, ticket_id, kind, at, actor, **detail)
-
-    def _sync(self, session: Session) -> None:
-        """Write everything the batch holds so far, for a query that must see it."""
-        session.flush()
-        batch = self._batch
-        if batch is not None and batch.session is session:
-            batch.rows.write()
-
-    def _message_row(self, session: Session, ticket_id: int | None, msg: InboundMessage, mail: FetchedMail,
-                     screening: Screening, role: str, new_text: str, quoted: str,
-                     internal: bool = False, notes: Sequence[str] = ()) -> int:
-        rows = self._active.rows
-        row_id = rows.message(
-            ticket_id=ticket_id, message_id=msg.message_id, direction="in", role=role,
+    def _message_row(self, ticket_id: int | None, msg: InboundMessage, mail: FetchedMail, screening: Screening,
+                     role: str, new_text: str, quoted: str, internal: bool = False, notes: Sequence[str] = ()) -> int:
+        return self._active.desk.add_message(
+            ticket_id, message_id=msg.message_id, direction="in", role=role,
             kind="autoreply" if screening.out_of_office else screening.kind,
-            from_addr=msg.from_addr, from_name=msg.from_name, to_addrs=msg.to, cc_addrs=msg.cc,
+            from_addr=msg.from_addr, from_name=msg.from_name, to=msg.to, cc=msg.cc,
             subject=msg.subject, date=mail.arrived_at, text_new=new_text, text_quoted=quoted,
             raw_sha256=msg.raw_sha256, size=msg.size, internal=internal, notes=[*msg.notes, *notes],
+            attachments=msg.attachments,
         )
-        for att in msg.attachments:
-            # The same file comes again and again (a logo in every signature): packed once.
-            if not rows.is_packed(att.sha256) and not store.blob_stored(session, self.blobs, att.sha256):
-                rows.packed(att.sha256, self.blobs.append(att.data))
-            rows.attachment(message_row_id=row_id, filename=att.filename, content_type=att.content_type,
-                            size=att.size, sha256=att.sha256)
-        if msg.message_id and ticket_id is not None:
-            self._active.lookup.pending_ids[msg.message_id] = ticket_id
-        return row_id
 
     # -------------------------------------------------------------- replies
 
-    def _load_ticket(self, session: Session, decision: ThreadDecision) -> Ticket:
+    def _load_ticket(self, decision: ThreadDecision) -> Ticket:
         assert decision.ticket is not None
-        ticket = self._active.lookup.ticket(decision.ticket.ticket_id)
+        ticket = self._active.desk.ticket(decision.ticket.ticket_id)
         assert ticket is not None
         return ticket
 
-    def _prepaid_left(self, session: Session, packages: Sequence[Contract], at: datetime) -> dict[str, int]:
-        """Minutes left per package, read once per batch: only a consultant's #time changes them."""
-        if not packages:
-            return {}
-        key = tuple(sorted(p.id for p in packages))
-        cache = self._active.prepaid_left
-        if key not in cache:
-            cache[key] = prepaid_left_minutes(session, packages, at, self.ctx.calendar.tz)
-        return cache[key]
-
     def _customer_reply(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
                         decision: ThreadDecision, now: datetime) -> tuple[str, int | None]:
-        ticket = self._load_ticket(session, decision)
+        desk = self._active.desk
+        ticket = self._load_ticket(decision)
         new_text, quoted = msg.reply_split or split_reply(msg.text)
-        row = self._message_row(session, ticket.id, msg, mail, screening, "customer", new_text, quoted)
-        store.add_participants(ticket, (msg.from_addr, *msg.cc))
+        row = self._message_row(ticket.id, msg, mail, screening, "customer", new_text, quoted)
+        desk.add_participants(ticket, (msg.from_addr, *msg.cc))
         ref = self.ctx.ref(ticket.id)
         if screening.out_of_office or screening.kind != "human":
-            self.add_event(session, ticket.id, "automatic_reply", mail.arrived_at, msg.from_addr,
+            desk.add_event(ticket.id, "automatic_reply", mail.arrived_at, msg.from_addr,
                            reasons=list(screening.reasons))
         elif decision.reopen:
-            ticket.status, ticket.resolved_at, ticket.closed_at = "open", None, None
-            self.add_event(session, ticket.id, "reopened", mail.arrived_at, msg.from_addr, reasons=list(decision.reasons))
-        elif ticket.status == "waiting":
-            ticket.status = "open"
-            self.add_event(session, ticket.id, "status", mail.arrived_at, msg.from_addr, status="open",
-                           reason="customer replied")
+            desk.reopen(ticket, mail.arrived_at, msg.from_addr, decision.reasons)
+        else:
+            desk.customer_answered(ticket, mail.arrived_at, msg.from_addr)
         ticket.updated_at = now
-        self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
-                                 reason=decision.rule, arrived_at=mail.arrived_at, now=now,
-                                 ticket_id=ticket.id, message_row_id=row)
+        desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
+                         reason=decision.rule, arrived_at=mail.arrived_at, now=now,
+                         ticket_id=ticket.id, message_row_id=row)
         log.info("%s %s -> %s customer reply (%s)", mail.source_key, msg.message_id, ref, decision.rule)
         return "reply", ticket.id
 
     def _consultant_mail(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
                          decision: ThreadDecision, now: datetime) -> tuple[str, int | None]:
-        ctx, cfg = self.ctx, self.ctx.config
+        ctx = self.ctx
+        desk = self._active.desk
         # Consultant mail reads the thread and the ledger: let it see what this batch wrote.
-        self._sync(session)
-        self._active.prepaid_left.clear()
-        ticket = self._load_ticket(session, decision)
+        desk.sync()
+        ticket = self._load_ticket(decision)
         ref = ctx.ref(ticket.id)
-        consultant = next(c for c in cfg.consultants if c.email == msg.from_addr)
+        consultant = ctx.consultant(msg.from_addr)
+        assert consultant is not None
         new_text, quoted = msg.reply_split or split_reply(msg.text)
         if screening.automatic and screening.kind != "human" or screening.out_of_office:
-            row = self._message_row(session, ticket.id, msg, mail, screening, "consultant", new_text, quoted,
+            row = self._message_row(ticket.id, msg, mail, screening, "consultant", new_text, quoted,
                                     internal=True, notes=["automatic mail from a consultant: not relayed"])
-            self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
-                                     reason="consultant automatic mail, not relayed", arrived_at=mail.arrived_at,
-                                     now=now, ticket_id=ticket.id, message_row_id=row)
+            desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
+                             reason="consultant automatic mail, not relayed", arrived_at=mail.arrived_at,
+                             now=now, ticket_id=ticket.id, message_row_id=row)
             return "reply", ticket.id
         parsed = parse_commands(new_text)
         errors = list(parsed.errors)
         assign_to = None
         for command in parsed.commands:
             if isinstance(command, AssignCommand):
-                assign_to = self._find_consultant(command.who)
+                assign_to = ctx.find_consultant(command.who)
                 if assign_to is None:
                     errors.append(_assign_error(new_text, command.who))
         if errors:
-            self.queue_mail(
-                session, ticket=None, kind="command_error", template="command_error", language=consultant.language,
+            desk.queue_mail(
+                ticket=None, kind="command_error", template="command_error", language=consultant.language,
                 recipients=[consultant.email], now=now, dedupe_key=f"cmderr:{msg.dedupe_key}"[:400],
                 in_reply_to=msg.message_id, automatic=True,
                 context={"ref": ref, "subject": msg.subject,
                          "errors": [{"line_no": e.line_no, "line": e.line, "reason": e.reason} for e in errors]},
             )
-            self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="rejected",
-                                     reason="; ".join(f"line {e.line_no}: {e.reason}" for e in errors),
-                                     arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id)
+            desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="rejected",
+                             reason="; ".join(f"line {e.line_no}: {e.reason}" for e in errors),
+                             arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id)
             log.info("%s %s -> %s consultant commands rejected: %d errors", mail.source_key, msg.message_id, ref, len(errors))
             return "rejected", ticket.id
         internal = any(isinstance(c, InternalCommand) for c in parsed.commands)
-        direct = (ctx.thread.support_addresses.isdisjoint(msg.to)
-                  and not ctx.thread.support_addresses.isdisjoint(msg.cc))
-        row = self._message_row(session, ticket.id, msg, mail, screening, "consultant", parsed.body, quoted,
-                                internal=internal)
+        direct = (ctx.support_addresses.isdisjoint(msg.to) and not ctx.support_addresses.isdisjoint(msg.cc))
+        row = self._message_row(ticket.id, msg, mail, screening, "consultant", parsed.body, quoted, internal=internal)
         at = mail.arrived_at
         relayed = False
         if not internal:
-            if ticket.first_response_at is None:
-                ticket.first_response_at = at
-                ticket.next_escalation_at = None
-                self.add_event(session, ticket.id, "first_response", at, consultant.email)
+            desk.first_response(ticket, at, consultant.email)
             if not direct:
-                self._relay(session, ticket, msg, parsed.body, consultant.name, now)
+                attachments = [{"sha256": a.sha256, "filename": a.filename, "content_type": a.content_type}
+                               for a in msg.attachments if not a.inline]
+                desk.relay(ticket, parsed.body, consultant.name, attachments, f"relay:{msg.dedupe_key}"[:400], now)
                 relayed = True
-        status_set = self._apply_commands(session, ticket, parsed, consultant.email, assign_to, msg, at, now)
+        status_set = self._apply_commands(ticket, parsed, consultant.email, assign_to, msg, at, now)
         if not internal and not status_set and ticket.status in ("new", "open"):
             ticket.status = "waiting"
         ticket.updated_at = now
-        self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
-                                 reason="internal note" if internal
-                                 else ("relayed" if relayed else "recorded (direct mail)"),
-                                 arrived_at=at, now=now, ticket_id=ticket.id, message_row_id=row)
+        desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
+                         reason="internal note" if internal else ("relayed" if relayed else "recorded (direct mail)"),
+                         arrived_at=at, now=now, ticket_id=ticket.id, message_row_id=row)
         log.info("%s %s -> %s consultant %s (%s)", mail.source_key, msg.message_id, ref, consultant.email,
                  "internal" if internal else ("relayed" if relayed else "direct"))
         return "reply", ticket.id
 
-    def _find_consultant(self, who: str) -> str | None:
-        wanted = who.strip().casefold()
-        for c in self.ctx.config.consultants:
-            if wanted in (c.email.casefold(), c.name.casefold()):
-                return c.email
-        return None
-
-    def _apply_commands(self, session: Session, ticket: Ticket, parsed: ParsedCommands, actor: str,
-                        assign_to: str | None, msg: InboundMessage, at: datetime, now: datetime) -> bool:
+    def _apply_commands(self, ticket: Ticket, parsed: ParsedCommands, actor: str, assign_to: str | None,
+                        msg: InboundMessage, at: datetime, now: datetime) -> bool:
+        desk = self._active.desk
         status_set = False
         for command in parsed.commands:
             if isinstance(command, TimeCommand):
-                book_time(self, session, ticket, command.minutes, actor, command.scope, command.note,
-                          msg.message_id, at)
+                desk.book_time(ticket, command.minutes, actor, command.scope, command.note, msg.message_id, at)
             elif isinstance(command, StatusCommand):
-                self.set_status(session, ticket, command.status, actor, at, now)
+                desk.set_status(ticket, command.status, actor, at, now)
                 status_set = True
             elif isinstance(command, AssignCommand) and assign_to:
-                ticket.assigned_to = assign_to
-                self.add_event(session, ticket.id, "assigned", at, actor, to=assign_to)
+                desk.assign(ticket, assign_to, actor, at)
             elif isinstance(command, PriorityCommand):
-                self.add_event(session, ticket.id, "priority", at, actor, old=ticket.priority,
-                               new=command.priority, reason=command.reason)
-                ticket.priority = command.priority
+                desk.set_priority(ticket, command.priority, command.reason, actor, at)
             elif isinstance(command, VerifyCommand):
-                self._verify(session, ticket, actor, at)
+                desk.verify(ticket, actor, at)
         return status_set
-
-    def _verify(self, session: Session, ticket: Ticket, actor: str, at: datetime) -> None:
-        ticket.verified = True
-        ticket.tier = TIER_BY_KIND.get(ticket.contract_kind, UNVERIFIED_TIER)
-        contract = self.ctx.contract(ticket.contract_id)
-        if contract is not None and contract.kind == "sla" and ticket.reaction_due is None and ticket.first_response_at is None:
-            ticket.reaction_due = reaction_due(ticket.created_at, contract.reaction_hours or 24,
-                                               contract.reaction_clock, self.ctx.calendar)
-            ticket.next_escalation_at = at  # the sweeper plans the escalations from here
-        self.add_event(session, ticket.id, "verified", at, actor, tier=ticket.tier)
-
-    def set_status(self, session: Session, ticket: Ticket, status: str, actor: str, at: datetime, now: datetime) -> None:
-        old = ticket.status
-        if old == status:
-            return
-        ticket.status = status
-        if status == "resolved":
-            ticket.resolved_at = at
-            self.queue_mail(
-                session, ticket=ticket, kind="resolved", template="resolved", language=ticket.language,
-                recipients=[ticket.requester], now=now, dedupe_key=f"resolved:{ticket.id}:{int(at.timestamp())}",
-                automatic=True, context={"ref": self.ctx.ref(ticket.id), "subject": ticket.subject,
-                                         "requester_name": ticket.requester_name,
-                                         "reopen_days": self.ctx.config.support.reopen_days,
-                                         "from_name": self.ctx.config.from_name},
-            ) if ticket.requester else None
-        elif status == "closed":
-            ticket.closed_at = at
-        elif status in ("open", "waiting"):
-            ticket.resolved_at, ticket.closed_at = None, None
-        self.add_event(session, ticket.id, "status", at, actor, old=old, status=status)
-
-    def _relay(self, session: Session, ticket: Ticket, msg: InboundMessage, body: str, consultant_name: str,
-               now: datetime) -> None:
-        ctx = self.ctx
-        consultants = ctx.config.consultant_emails
-        own = ctx.thread.support_addresses
-        to = [ticket.requester] if ticket.requester else []
-        cc = [a for a in (ticket.participants or []) if a not in consultants and a not in own and a not in to]
-        thread_ids = list(session.scalars(
-            select(MessageRow.message_id).where(MessageRow.ticket_id == ticket.id, MessageRow.message_id.is_not(None),
-                                                MessageRow.internal.is_(False)).order_by(MessageRow.id)
-        ))
-        last_customer = session.scalar(
-            select(MessageRow.message_id).where(MessageRow.ticket_id == ticket.id, MessageRow.role == "customer",
-                                                MessageRow.message_id.is_not(None)).order_by(MessageRow.id.desc()).limit(1)
-        )
-        attachments = [{"sha256": a.sha256, "filename": a.filename, "content_type": a.content_type}
-                       for a in msg.attachments if not a.inline]
-        self.queue_mail(
-            session, ticket=ticket, kind="relay", template="relay", language=ticket.language, recipients=to, cc=cc,
-            now=now, dedupe_key=f"relay:{msg.dedupe_key}"[:400], in_reply_to=last_customer,
-            references=[t for t in thread_ids if t],
-            automatic=False, from_name=f"{consultant_name} ({ctx.config.from_name})",
-            context={"ref": ctx.ref(ticket.id), "subject": ticket.subject, "body": body,
-                     "consultant": consultant_name}, attachments=attachments,
-        )
 
     # -------------------------------------------------------------- bounces
 
@@ -965,33 +751,34 @@ class Ingestor:
                 now: datetime) -> tuple[str, int | None]:
         report = msg.report
         assert report is not None
+        desk = self._active.desk
         original = None
-        self._sync(session)
+        desk.sync()
         if report.original_message_id:
             original = session.scalar(select(OutboxRow).where(OutboxRow.message_id == report.original_message_id))
         if original is None or original.ticket_id is None:
             raise Discard(f"delivery report for mail we did not send ({report.original_message_id or 'no id'})")
         ticket = session.get(Ticket, original.ticket_id)
         assert ticket is not None
-        row = self._message_row(session, ticket.id, msg, mail, screening, "system", msg.text[:4000], "",
+        row = self._message_row(ticket.id, msg, mail, screening, "system", msg.text[:4000], "",
                                 internal=True, notes=[f"delivery failed: {report.status or '?'} {report.diagnostic}"[:500]])
-        self.add_event(session, ticket.id, "delivery_failed", mail.arrived_at, recipients=list(report.recipients),
+        desk.add_event(ticket.id, "delivery_failed", mail.arrived_at, recipients=list(report.recipients),
                        status=report.status, permanent=report.permanent, diagnostic=report.diagnostic[:500],
                        outbox_id=original.id)
         recipients = [ticket.assigned_to] if ticket.assigned_to else [
             c.email for c in self.ctx.config.consultants if c.role == "consultant"] or [
             c.email for c in self.ctx.config.consultants]
         if recipients:
-            self.queue_mail(
-                session, ticket=None, kind="bounce_notice", template="bounce_notice", language="pl",
+            desk.queue_mail(
+                ticket=None, kind="bounce_notice", template="bounce_notice", language="pl",
                 recipients=recipients, now=now, dedupe_key=f"bounce:{original.id}", automatic=True,
                 context={"ref": self.ctx.ref(ticket.id), "subject": ticket.subject,
                          "failed": list(report.recipients), "status": report.status or "",
                          "permanent": report.permanent, "diagnostic": report.diagnostic[:500]},
             )
-        self._active.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="bounce",
-                                 reason=f"delivery report for {original.kind} {original.message_id}",
-                                 arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id, message_row_id=row)
+        desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="bounce",
+                         reason=f"delivery report for {original.kind} {original.message_id}",
+                         arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id, message_row_id=row)
         return "bounce", ticket.id
 
 

@@ -44,6 +44,7 @@ from maild.ops.leader import MailboxLock, SqliteRunLock
 from maild.intake.pipeline import Context, Ingestor, ParseAhead, return_free_memory
 from maild.outbound.render import RenderError, Renderer
 from maild.outbound.smtp import SmtpError
+from maild.desk.desk import TicketDesk, by_language
 from maild.desk.sweeper import Sweeper
 
 log = logging.getLogger("maild.daemon")
@@ -148,7 +149,7 @@ class Daemon:
         self.parse_ahead = ParseAhead(config.limits)
         self.mailbox_lock = MailboxLock(self.sessions.kw["bind"], _mailbox_identity(config))
         self._standby_logged = False
-        self.sweeper = Sweeper(self.ingestor)
+        self.sweeper = Sweeper(self.ingestor.ctx, self.sessions)
         self.outbox = Outbox(self.sessions, self.renderer, config.smtp,
                              Sender(config.from_address, config.from_name, config.support.instance_id),
                              self.blobs, clock, retry_base=timedelta(seconds=config.daemon.smtp_retry_base_seconds))
@@ -189,7 +190,7 @@ class Daemon:
             log.error("reload failed, keeping the previous customers and templates: %s: %s",
                       type(exc).__name__, exc)
             return False
-        self.ingestor.ctx = Context.build(self.config, customers)
+        self.ingestor.ctx = self.sweeper.ctx = Context.build(self.config, customers)
         self.renderer = renderer
         self.outbox.renderer = renderer
         log.info("reloaded customers and templates")
@@ -355,19 +356,19 @@ class Daemon:
             if not mails:
                 return
             people = list(cfg.managers) or list(cfg.consultants)
+            desk = TicketDesk(self.ingestor.ctx, session)
             for mail in mails:
                 if mail.recovered:
                     log.warning("health: recovered: %s", ALERT_NAMES.get(mail.key, mail.key))
                 else:
                     log.error("health: ALERT: %s", mail.detail)
-                for language in sorted({p.language for p in people}):
-                    store.enqueue(
-                        session, dedupe_key=f"{mail.dedupe_key}:{language}", kind="alert", template="alert",
-                        language=language, recipients=[p.email for p in people if p.language == language],
+                for language, recipients in by_language(people):
+                    desk.queue_mail(
+                        ticket=None, dedupe_key=f"{mail.dedupe_key}:{language}", kind="alert", template="alert",
+                        language=language, recipients=recipients,
                         context={"what": ALERT_NAMES.get(mail.key, mail.key), "detail": mail.detail,
                                  "since": mail.since.isoformat(timespec="minutes"), "recovered": mail.recovered},
-                        message_id=store.new_message_id(self.ingestor.ctx.domain, None, "alert"), now=now,
-                        automatic=True,
+                        now=now, automatic=True, rate_limited=False,
                     )
             store.set_state(session, "alerts", json.dumps({k: v.isoformat() for k, v in after.items()}), now)
 

@@ -30,7 +30,6 @@ from maild.storage.models import (
     StateRow,
     Ticket,
 )
-from maild.intake.thread import TicketFacts
 
 OPEN_STATUSES = ("new", "open", "waiting")
 
@@ -253,52 +252,6 @@ class BatchRows:
         """
         for rows in self._rows.values():
             rows.clear()
-
-
-# ---------------------------------------------------------------- threading lookups
-
-def _facts(session: Session, ticket: Ticket) -> TicketFacts:
-    return TicketFacts(
-        ticket_id=ticket.id, number=ticket.id, customer_id=ticket.customer_id, status=ticket.status,
-        resolved_at=ticket.resolved_at or ticket.closed_at, participants=frozenset(ticket.participants or ()),
-    )
-
-
-@dataclass
-class StoreThreadLookup:
-    """The store's answer to ``thread.ThreadLookup``.
-
-    ``pending_tickets`` and ``pending_ids`` hold what the current batch created
-    and has not flushed yet, so a reply later in the same batch finds its ticket.
-    """
-
-    session: Session
-    pending_tickets: dict[int, Ticket] = field(default_factory=dict)
-    pending_ids: dict[str, int] = field(default_factory=dict)
-
-    def ticket(self, number: int) -> Ticket | None:
-        return self.pending_tickets.get(number) or self.session.get(Ticket, number)
-
-    def by_number(self, number: int) -> TicketFacts | None:
-        ticket = self.ticket(number)
-        return None if ticket is None else _facts(self.session, ticket)
-
-    def by_message_ids(self, message_ids: Sequence[str]) -> TicketFacts | None:
-        ids = [m for m in message_ids if m][-50:]
-        if not ids:
-            return None
-        pending = [self.pending_ids[m] for m in ids if m in self.pending_ids]
-        if pending:
-            return self.by_number(max(pending))
-        ticket_id = self.session.scalar(
-            select(MessageRow.ticket_id)
-            .where(MessageRow.message_id.in_(ids), MessageRow.ticket_id.is_not(None))
-            .order_by(MessageRow.ticket_id.desc())
-            .limit(1)
-        )
-        if ticket_id is None:
-            return None
-        return self.by_number(ticket_id)
 
 
 # ---------------------------------------------------------------- tickets and messages

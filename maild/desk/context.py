@@ -1,0 +1,67 @@
+"""What the desk needs to know beyond the database, built once per config/customers load.
+
+The intake runner's ``Context`` extends it with the screening and threading
+settings; everything below intake (the desk, the sweeper, the CLI's bookings)
+gets only this, so nothing below intake depends on intake's types.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+from maild.config import Config, Consultant
+from maild.rules.calendar import BusinessCalendar
+from maild.rules.contracts import CustomerIndex
+from maild.rules.customers import Contract, Customer
+from maild.storage import store
+
+
+@dataclass
+class DeskContext:
+    config: Config
+    calendar: BusinessCalendar
+    customers: tuple[Customer, ...]
+    index: CustomerIndex
+
+    @classmethod
+    def for_config(cls, config: Config, customers: Sequence[Customer]) -> DeskContext:
+        return cls(config=config, calendar=BusinessCalendar(config.calendar), customers=tuple(customers),
+                   index=CustomerIndex(customers))
+
+    @property
+    def domain(self) -> str:
+        return self.config.support.address.rsplit("@", 1)[1]
+
+    @cached_property
+    def support_addresses(self) -> frozenset[str]:
+        """Our own addresses: never a participant, never a recipient of a relay."""
+        return frozenset({self.config.support.address, self.config.from_address})
+
+    def ref(self, ticket_id: int) -> str:
+        return store.ticket_ref(self.config.support.ticket_prefix, ticket_id)
+
+    @cached_property
+    def _contracts(self) -> dict[str, Contract]:
+        return {contract.id: contract for customer in self.customers for contract in customer.contracts}
+
+    @cached_property
+    def _customers(self) -> dict[str, Customer]:
+        return {customer.id: customer for customer in self.customers}
+
+    def contract(self, contract_id: str | None) -> Contract | None:
+        return None if contract_id is None else self._contracts.get(contract_id)
+
+    def customer(self, customer_id: str | None) -> Customer | None:
+        return None if customer_id is None else self._customers.get(customer_id)
+
+    def consultant(self, email: str) -> Consultant | None:
+        return next((c for c in self.config.consultants if c.email == email), None)
+
+    def find_consultant(self, who: str) -> str | None:
+        """The address of the consultant ``who`` names by address or name (case-insensitive)."""
+        wanted = who.strip().casefold()
+        for c in self.config.consultants:
+            if wanted in (c.email.casefold(), c.name.casefold()):
+                return c.email
+        return None

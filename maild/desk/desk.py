@@ -1,0 +1,401 @@
+"""The one way anything opens a ticket, adds a message, changes a ticket, books time,
+writes an event or queues mail.
+
+One ``TicketDesk`` per database session. Intake (a batch of mail), the sweeper,
+the command line and the daemon's health alerts all change tickets through it,
+so a rule such as "a resolved ticket mails the customer once" or "ticket mail
+joins the ticket's thread" is written once. The desk reads its rules from the
+pure modules (``rules``, ``billing.ledger``) and never imports intake.
+
+Messages, events and outbox rows are append-only, so the desk holds them and
+writes them with one multi-row INSERT per table (``store.BatchRows``): for an
+ingest batch that is a third of its time saved over the ORM's unit of work.
+``sync`` writes what is held (anything that reads those tables in the same
+transaction calls it first); whatever is still held when the transaction
+commits is written just before, so a caller that never reads back needs to do
+nothing. Tickets, ledger rows and escalations stay ORM objects.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from maild.billing.hours import book_time, find_contract, prepaid_left_minutes
+from maild.desk.context import DeskContext
+from maild.rules.contracts import Resolution
+from maild.rules.customers import Contract
+from maild.rules.prioritise import TIER_BY_KIND, UNVERIFIED_TIER, Priority
+from maild.rules.sla import plan_escalation, reaction_due, target_due
+from maild.storage import store
+from maild.storage.blobs import BlobStore
+from maild.storage.models import Escalation, LedgerRow, MessageRow, Ticket
+
+log = logging.getLogger("maild.desk")
+ledger_log = logging.getLogger("maild.ledger")
+
+
+class StoredFile(Protocol):
+    """An attachment as the desk stores it (``intake.message.Attachment`` is one)."""
+
+    @property
+    def filename(self) -> str: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def data(self) -> bytes: ...
+
+
+class TicketDesk:
+    """Ticket changes for one session; see the module docstring.
+
+    ``blobs`` is needed only to store attachments (``add_message``).
+    """
+
+    def __init__(self, ctx: DeskContext, session: Session, blobs: BlobStore | None = None) -> None:
+        self.ctx = ctx
+        self.session = session
+        self.blobs = blobs
+        self.rows = store.BatchRows(session)
+        self._ticket_ids = store.RowIds(session, Ticket.__tablename__)
+        # what this desk created and has not written yet, for a reply in the same batch
+        self.pending_tickets: dict[int, Ticket] = {}
+        self.pending_ids: dict[str, int] = {}
+        # automatic mails queued per address: the caller seeds it (see ``count_recent_automatic``)
+        self.automatic_counts: dict[str, int] = {}
+        # per set of packages, minutes left, until a booking changes them
+        self._prepaid_left: dict[tuple[str, ...], dict[str, int]] = {}
+        event.listen(session, "before_commit", self._before_commit)
+
+    # ------------------------------------------------------------ writing
+
+    def sync(self) -> None:
+        """Write everything held so far, for a query that must see it."""
+        self.session.flush()
+        self.rows.write()
+
+    def discard(self) -> None:
+        """Forget what is held: the savepoint it belonged to was rolled back."""
+        self.rows.discard()
+
+    def _before_commit(self, session: Session) -> None:
+        self.sync()
+
+    # ------------------------------------------------------------ reading
+
+    def ticket(self, number: int) -> Ticket | None:
+        """A ticket, also one opened by this desk and not written yet."""
+        return self.pending_tickets.get(number) or self.session.get(Ticket, number)
+
+    def contract_of(self, ticket: Ticket) -> Contract | None:
+        """The terms the ticket's contract was sold with (see ``billing.hours.find_contract``)."""
+        return find_contract(self.session, ticket.contract_id, self.ctx.contract(ticket.contract_id),
+                             self.ctx.calendar.tz)
+
+    def prepaid_left(self, packages: Sequence[Contract], at: datetime) -> dict[str, int]:
+        """Minutes left per package, read once per desk: only a booking changes them."""
+        if not packages:
+            return {}
+        key = tuple(sorted(p.id for p in packages))
+        if key not in self._prepaid_left:
+            self._prepaid_left[key] = prepaid_left_minutes(self.session, packages, at, self.ctx.calendar.tz)
+        return self._prepaid_left[key]
+
+    def count_recent_automatic(self, addresses: Sequence[str], since: datetime) -> None:
+        """Seed the per-address count of automatic mail (the acknowledgement rate limit)."""
+        self.automatic_counts = store.recent_automatic_mail(self.session, addresses, since)
+
+    # ------------------------------------------------------------ tickets
+
+    def open_ticket(self, *, subject: str, requester: str, requester_name: str, language: str,
+                    resolution: Resolution, prio: Priority, reasons: list[str], created_at: datetime,
+                    now: datetime, linked_to: int | None, participants: Sequence[str], actor: str,
+                    page: bool = True) -> Ticket:
+        """A new ticket with its SLA clock, queue place and "created" event.
+
+        ``page``: plan escalations; False for mail from before maild watched the
+        mailbox, whose deadline is recorded but pages nobody.
+        """
+        contract = resolution.contract
+        due = target = None
+        if contract is not None and contract.kind == "sla" and resolution.verified:
+            due = reaction_due(created_at, contract.reaction_hours or 24, contract.reaction_clock, self.ctx.calendar)
+        if contract is not None and contract.kind == "prepaid" and contract.target_hours:
+            target = target_due(created_at, contract.target_hours, contract.reaction_clock, self.ctx.calendar)
+        customer = resolution.customer
+        ticket = Ticket(
+            subject=subject, status="new", requester=requester, requester_name=requester_name, language=language,
+            customer_id=customer.id if customer else None, contract_id=contract.id if contract else None,
+            contract_kind=resolution.kind, verified=resolution.verified, tier=prio.tier,
+            priority=prio.priority, peak=prio.peak, reasons=reasons, created_at=created_at, updated_at=now,
+            reaction_due=due, target_due=target, escalation_level=0, linked_to=linked_to, participants=[],
+        )
+        if due is not None and not page:
+            reasons.append("old mail: reaction deadline recorded, no escalation")
+        elif due is not None:
+            ticket.next_escalation_at = plan_escalation(
+                created_at=created_at, due=due, clock=contract.reaction_clock if contract else "calendar",
+                cal=self.ctx.calendar, settings=self.ctx.config.escalation, levels_sent=0,
+                first_response_at=None, now=created_at,
+            ).next_escalation_at
+        store.add_participants(ticket, participants)
+        ticket.id = self._ticket_ids.take()
+        self.session.add(ticket)
+        self.pending_tickets[ticket.id] = ticket
+        return ticket
+
+    def created(self, ticket: Ticket, actor: str) -> None:
+        """The "created" event, once the ticket's first message is in."""
+        self.add_event(ticket.id, "created", ticket.created_at, actor, reasons=ticket.reasons)
+
+    def add_participants(self, ticket: Ticket, addresses: Sequence[str]) -> None:
+        store.add_participants(ticket, addresses)
+
+    def add_message(self, ticket_id: int | None, *, message_id: str | None, direction: str, role: str, kind: str,
+                    from_addr: str, from_name: str, to: Sequence[str], cc: Sequence[str], subject: str,
+                    date: datetime, text_new: str, text_quoted: str = "", raw_sha256: str | None = None,
+                    size: int = 0, internal: bool = False, notes: Sequence[str] = (),
+                    attachments: Sequence[StoredFile] = ()) -> int:
+        """A message on a ticket (or, ``ticket_id`` None, on none); returns its row id.
+
+        Attachments are packed once per content: the same file again (a logo in
+        every signature) only gets another row.
+        """
+        rows = self.rows
+        row_id = rows.message(
+            ticket_id=ticket_id, message_id=message_id, direction=direction, role=role, kind=kind,
+            from_addr=from_addr, from_name=from_name, to_addrs=to, cc_addrs=cc, subject=subject, date=date,
+            text_new=text_new, text_quoted=text_quoted, raw_sha256=raw_sha256, size=size, internal=internal,
+            notes=notes,
+        )
+        for att in attachments:
+            assert self.blobs is not None, "a desk that stores attachments needs the blob store"
+            if not rows.is_packed(att.sha256) and not store.blob_stored(self.session, self.blobs, att.sha256):
+                rows.packed(att.sha256, self.blobs.append(att.data))
+            rows.attachment(message_row_id=row_id, filename=att.filename, content_type=att.content_type,
+                            size=att.size, sha256=att.sha256)
+        if message_id and ticket_id is not None:
+            self.pending_ids[message_id] = ticket_id
+        return row_id
+
+    def add_event(self, ticket_id: int, kind: str, at: datetime, actor: str = "maild", **detail: Any) -> None:
+        self.rows.event(ticket_id, kind, at, actor, detail)
+
+    def reopen(self, ticket: Ticket, at: datetime, actor: str, reasons: Sequence[str]) -> None:
+        ticket.status, ticket.resolved_at, ticket.closed_at = "open", None, None
+        self.add_event(ticket.id, "reopened", at, actor, reasons=list(reasons))
+
+    def customer_answered(self, ticket: Ticket, at: datetime, actor: str) -> None:
+        """A customer's reply puts a ticket waiting for them back in the queue."""
+        if ticket.status == "waiting":
+            ticket.status = "open"
+            self.add_event(ticket.id, "status", at, actor, status="open", reason="customer replied")
+
+    def first_response(self, ticket: Ticket, at: datetime, actor: str) -> None:
+        """The first answer to the customer stops the SLA clock and its escalations."""
+        if ticket.first_response_at is None:
+            ticket.first_response_at = at
+            ticket.next_escalation_at = None
+            self.add_event(ticket.id, "first_response", at, actor)
+
+    def set_status(self, ticket: Ticket, status: str, actor: str, at: datetime, now: datetime) -> None:
+        """Change the status; resolving mails the requester once (their mail says how to reopen)."""
+        old = ticket.status
+        if old == status:
+            return
+        ticket.status = status
+        if status == "resolved":
+            ticket.resolved_at = at
+            if ticket.requester:
+                self.queue_mail(
+                    ticket=ticket, kind="resolved", template="resolved", language=ticket.language,
+                    recipients=[ticket.requester], now=now,
+                    dedupe_key=f"resolved:{ticket.id}:{int(at.timestamp())}", automatic=True,
+                    context={"ref": self.ctx.ref(ticket.id), "subject": ticket.subject,
+                             "requester_name": ticket.requester_name,
+                             "reopen_days": self.ctx.config.support.reopen_days,
+                             "from_name": self.ctx.config.from_name},
+                )
+        elif status == "closed":
+            ticket.closed_at = at
+        elif status in ("open", "waiting"):
+            ticket.resolved_at, ticket.closed_at = None, None
+        self.add_event(ticket.id, "status", at, actor, old=old, status=status)
+
+    def close_quiet(self, ticket: Ticket, now: datetime) -> None:
+        """A resolved ticket nobody wrote on for ``close_after_days``."""
+        ticket.status, ticket.closed_at, ticket.updated_at = "closed", now, now
+        self.add_event(ticket.id, "status", now, status="closed", reason="quiet after resolution")
+
+    def assign(self, ticket: Ticket, to: str, actor: str, at: datetime) -> None:
+        ticket.assigned_to = to
+        self.add_event(ticket.id, "assigned", at, actor, to=to)
+
+    def set_priority(self, ticket: Ticket, priority: str, reason: str, actor: str, at: datetime) -> None:
+        self.add_event(ticket.id, "priority", at, actor, old=ticket.priority, new=priority, reason=reason)
+        ticket.priority = priority
+
+    def verify(self, ticket: Ticket, actor: str, at: datetime) -> None:
+        """A consultant vouches for the sender: the contract's tier, and for ``sla`` its clock."""
+        ticket.verified = True
+        ticket.tier = TIER_BY_KIND.get(ticket.contract_kind, UNVERIFIED_TIER)
+        contract = self.ctx.contract(ticket.contract_id)
+        if (contract is not None and contract.kind == "sla" and ticket.reaction_due is None
+                and ticket.first_response_at is None):
+            ticket.reaction_due = reaction_due(ticket.created_at, contract.reaction_hours or 24,
+                                               contract.reaction_clock, self.ctx.calendar)
+            ticket.next_escalation_at = at  # the sweeper plans the escalations from here
+        self.add_event(ticket.id, "verified", at, actor, tier=ticket.tier)
+
+    def record_escalation(self, ticket: Ticket, level: int, skipped: Sequence[int], breach: bool,
+                          recipients: Sequence[str], now: datetime) -> bool:
+        """An escalation level sent; returns whether it recorded a new breach."""
+        self.session.add(Escalation(ticket_id=ticket.id, level=level, sent_at=now, skipped=list(skipped),
+                                    breach=breach))
+        ticket.escalation_level = level + 1
+        new_breach = breach and ticket.breached_at is None
+        if new_breach:
+            ticket.breached_at = ticket.reaction_due
+        self.add_event(ticket.id, "escalation", now, level=level + 1, skipped=[s + 1 for s in skipped],
+                       recipients=list(recipients))
+        return new_breach
+
+    # ------------------------------------------------------------ time
+
+    def book_time(self, ticket: Ticket, minutes: int, by: str, scope: str | None, note: str,
+                  source_message_id: str | None, at: datetime) -> list[LedgerRow]:
+        """Book minutes on the ticket's contract (see ``billing.hours.book_time``); queue the
+        low-balance warning when this booking crossed the line."""
+        ctx = self.ctx
+        customer = ctx.customer(ticket.customer_id)
+        booking = book_time(self.session, ticket, self.contract_of(ticket), customer, minutes, by, scope, note,
+                            source_message_id, at, ctx.calendar.tz, ctx.config.ledger.low_balance_minutes)
+        self._prepaid_left.clear()
+        low = booking.low_balance
+        if low is not None:
+            self.queue_mail(
+                ticket=ticket, kind="low_balance", template="low_balance", language=low.customer.language,
+                recipients=[low.recipient], now=at,
+                dedupe_key=f"lowbal:{low.customer.id}:{'+'.join(low.package_ids)}:{low.left_minutes <= 0}",
+                automatic=True,
+                context={"ref": ctx.ref(ticket.id), "customer_name": low.customer.name,
+                         "left_minutes": max(low.left_minutes, 0), "threshold_minutes": low.threshold_minutes,
+                         "from_name": ctx.config.from_name},
+            )
+            ledger_log.info("%s low prepaid balance for %s: %d min left", ctx.ref(ticket.id), low.customer.id,
+                            low.left_minutes)
+        self.add_event(ticket.id, "time", at, by, minutes=minutes, scope=scope, entries=[r.id for r in booking.rows])
+        return booking.rows
+
+    def reverse_time(self, entry: LedgerRow, by: str, reason: str, now: datetime) -> LedgerRow:
+        """The opposite of a ledger row (rows are never edited); the caller checked it may be reversed."""
+        reversal = LedgerRow(
+            contract_id=entry.contract_id, customer_id=entry.customer_id, ticket_id=entry.ticket_id,
+            minutes=-entry.minutes, overage=entry.overage, booked_at=now, by=by, scope=entry.scope,
+            note=reason[:500], source_message_id=None, reverses=entry.id,
+        )
+        self.session.add(reversal)
+        self.session.flush()
+        self._prepaid_left.clear()
+        if entry.ticket_id is not None:
+            self.add_event(entry.ticket_id, "time_reversed", now, by, entry=entry.id, reversal=reversal.id,
+                           minutes=-entry.minutes, reason=reason[:500])
+        return reversal
+
+    # ------------------------------------------------------------ mail
+
+    def relay(self, ticket: Ticket, body: str, consultant_name: str, attachments: Sequence[dict[str, Any]],
+              dedupe_key: str, now: datetime) -> str | None:
+        """A consultant's answer to the customer (and the ticket's other participants), in the thread."""
+        ctx = self.ctx
+        consultants = ctx.config.consultant_emails
+        own = ctx.support_addresses
+        to = [ticket.requester] if ticket.requester else []
+        cc = [a for a in (ticket.participants or []) if a not in consultants and a not in own and a not in to]
+        self.sync()
+        thread_ids = list(self.session.scalars(
+            select(MessageRow.message_id).where(MessageRow.ticket_id == ticket.id, MessageRow.message_id.is_not(None),
+                                                MessageRow.internal.is_(False)).order_by(MessageRow.id)
+        ))
+        last_customer = self.session.scalar(
+            select(MessageRow.message_id).where(MessageRow.ticket_id == ticket.id, MessageRow.role == "customer",
+                                                MessageRow.message_id.is_not(None)).order_by(MessageRow.id.desc()).limit(1)
+        )
+        return self.queue_mail(
+            ticket=ticket, kind="relay", template="relay", language=ticket.language, recipients=to, cc=cc,
+            now=now, dedupe_key=dedupe_key, in_reply_to=last_customer, references=[t for t in thread_ids if t],
+            automatic=False, from_name=f"{consultant_name} ({ctx.config.from_name})",
+            context={"ref": ctx.ref(ticket.id), "subject": ticket.subject, "body": body,
+                     "consultant": consultant_name}, attachments=attachments,
+        )
+
+    def queue_mail(self, *, ticket: Ticket | None, kind: str, template: str, language: str,
+                   recipients: Sequence[str], context: dict[str, Any], now: datetime, dedupe_key: str,
+                   in_reply_to: str | None = None, references: Sequence[str] = (), automatic: bool = True,
+                   rate_limited: bool = True, cc: Sequence[str] = (), from_name: str | None = None,
+                   attachments: Sequence[dict[str, Any]] = (), html: dict[str, Any] | None = None,
+                   fresh: bool = False) -> str | None:
+        """Queue one outgoing mail and, for ticket mail, its row in the thread;
+        returns its Message-ID, or None when a mail with this dedupe key exists.
+
+        ``automatic`` mail to a first recipient counts against that address's
+        hourly limit unless ``rate_limited`` is False (alerts, statements).
+        ``html``: an HTML alternative part with its images (``billing.pages.html_part``).
+        ``fresh``: the dedupe key names something created in this transaction (or
+        the caller just looked it up), so no lookup is needed (the unique index
+        still guards it).
+        """
+        ctx = self.ctx
+        if not fresh:
+            self.sync()
+            if store.outbox_queued(self.session, dedupe_key):
+                return None
+        message_id = store.new_message_id(ctx.domain, ticket.id if ticket else None, kind)
+        refs = [r for r in references if r]
+        if in_reply_to and in_reply_to not in refs:
+            refs.append(in_reply_to)
+        full_context = dict(context)
+        full_context["_headers"] = {
+            "in_reply_to": in_reply_to or "", "references": refs[-20:], "cc": list(cc),
+            "from_name": from_name or ctx.config.from_name,
+            "ticket_ref": ctx.ref(ticket.id) if ticket else "",
+            "attachments": list(attachments),
+        }
+        if html is not None:
+            full_context["_headers"]["html"] = html
+        rate_key = recipients[0] if automatic and rate_limited and recipients else None
+        self.rows.outbox(
+            dedupe_key=dedupe_key, kind=kind, template=template, language=language,
+            recipients=[*recipients, *cc], context=full_context, message_id=message_id, now=now,
+            ticket_id=ticket.id if ticket else None, automatic=automatic, rate_key=rate_key,
+        )
+        if rate_key:
+            self.automatic_counts[rate_key] = self.automatic_counts.get(rate_key, 0) + 1
+        if ticket is not None:  # ticket mail also joins the ticket's thread
+            self.add_message(
+                ticket.id, message_id=message_id, direction="out", role="consultant" if kind == "relay" else "system",
+                kind=kind, from_addr=ctx.config.from_address, from_name=from_name or ctx.config.from_name,
+                to=recipients, cc=cc, subject="", date=now, text_new=str(context.get("body", ""))[:20000],
+            )
+        return message_id
+
+
+class Person(Protocol):
+    @property
+    def email(self) -> str: ...
+    @property
+    def language(self) -> str: ...
+
+
+def by_language(people: Sequence[Person]) -> list[tuple[str, list[str]]]:
+    """Recipients grouped by their language, languages in a stable order: one mail per group."""
+    return [(language, [p.email for p in people if p.language == language])
+            for language in sorted({p.language for p in people})]

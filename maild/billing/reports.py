@@ -15,7 +15,7 @@ what an invoice needs; ``ledger.sla_months`` is given the entries without their
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -258,6 +258,7 @@ def build_hours_report(
     lines: Sequence[LedgerLine],
     tickets: Mapping[int, TicketInfo],
     occasional_unit_minutes: int = DEFAULT_UNIT_MINUTES,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> HoursReport:
     """The monthly statement of every customer, from the ledger lines booked up to the month's end.
 
@@ -278,7 +279,9 @@ def build_hours_report(
 
     known: set[str] = set()
     result: list[CustomerHours] = []
-    for customer in customers:
+    for done, customer in enumerate(customers, start=1):
+        if progress is not None:
+            progress(done, len(customers))
         contracts: list[ContractHours] = []
         for contract in customer.contracts:
             known.add(contract.id)
@@ -721,13 +724,17 @@ def merge_known_customers(
 def hours_report(
     session: Session, customers: Sequence[Customer], month: str, tz: ZoneInfo, prefix: str,
     occasional_unit_minutes: int = DEFAULT_UNIT_MINUTES,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> HoursReport:
-    """The month's statement; reads the month's ledger rows and the history summed per contract and month."""
+    """The month's statement; reads the month's ledger rows and the history summed per contract and month.
+
+    ``progress(customers done, customers)`` for a display.
+    """
     start, end = month_bounds(month, tz)
     known, _removed = merge_known_customers(session, customers, tz)
     lines = load_history(session, start, tz) + load_lines(session, since=start, until=end)
     tickets = load_booked_tickets(session, prefix, start, end)
-    return build_hours_report(month, tz, known, lines, tickets, occasional_unit_minutes)
+    return build_hours_report(month, tz, known, lines, tickets, occasional_unit_minutes, progress)
 
 
 def contract_balances(

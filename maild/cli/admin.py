@@ -29,6 +29,7 @@ from maild.desk.desk import TicketDesk
 from maild.rules.customers import Customer, load_customers
 from maild.errors import ConfigError, MaildError
 from maild.storage.models import LedgerRow
+from maild.cli.progress import Progress
 from maild.cli.output import print_csv, print_json, print_table
 from maild.billing.reports import ContractHours, HoursReport, ReportError, format_money
 
@@ -323,9 +324,9 @@ def cmd_report_hours(cfg: Config, sessions: sessionmaker[Session], args: argpars
     tz = _tz(cfg)
     month = _month(args.month, tz)
     customers = _customers(cfg)
-    with sessions() as session:
+    with sessions() as session, Progress(f"hours {month}", "customers") as progress:
         report = reports.hours_report(session, customers, month, tz, cfg.support.ticket_prefix,
-                                      cfg.ledger.occasional_unit_minutes)
+                                      cfg.ledger.occasional_unit_minutes, progress)
     if args.json:
         print_json(hours_json(report))
     elif args.csv:

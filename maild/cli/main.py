@@ -26,6 +26,7 @@ from maild.errors import ConfigError, MaildError
 from maild.ops.logs import setup_logging
 from maild.storage.models import AttachmentRow, Event, LedgerRow, MessageRow, QuarantineRow, Ticket
 from maild.cli import consultants, setup
+from maild.cli.progress import Progress
 from maild.cli.output import iso, local, print_json, print_table, short_local
 from maild.rules.prioritise import TIER_NAMES
 
@@ -220,8 +221,8 @@ def cmd_quarantine_retry(cfg: Config, sessions: sessionmaker[Session], args: arg
 def cmd_storage_verify(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
     from maild.storage.blobs import BlobStore
 
-    with sessions() as session:
-        audit = store.audit_blobs(session, BlobStore(cfg.storage_path))
+    with sessions() as session, Progress("verifying storage", "blobs") as progress:
+        audit = store.audit_blobs(session, BlobStore(cfg.storage_path), progress)
     if args.json:
         print_json({"checked": audit.checked, "problems": audit.problems})
     else:
@@ -419,7 +420,9 @@ def dispatch(cfg: Config, args: argparse.Namespace) -> int:
 
         daemon = Daemon(cfg)
         if args.once:
-            report = daemon.run_once()
+            with Progress("reading mail", "mails") as progress:
+                daemon.on_progress = progress
+                report = daemon.run_once()
             print(report.summary())
             return 0
         return daemon.run()

@@ -184,6 +184,10 @@ class ImapSource:
     path (servers without RFC 6851) can be exercised against a server that has it.
     """
 
+    # Mail the running batches() pass has found in the folder (yielded or still to
+    # come): what a progress display counts down from.
+    found = 0
+
     def __init__(self, settings: ImapSettings, *, use_move: bool = True) -> None:
         self.settings = settings
         self._use_move = use_move
@@ -315,6 +319,7 @@ class ImapSource:
                 assert uidvalidity is not None
                 uids = sorted(int(u) for u in self._connected().search("ALL"))
             pending = self._sizes([u for u in uids if (uidvalidity, u) not in yielded])
+            self.found = len(yielded) + len(pending)
             if not pending:
                 return
             for batch_uids in plan_batches(pending, max_count, max_bytes):
@@ -483,6 +488,8 @@ def maildir_arrival(name: str, mtime: float) -> datetime:
 class MaildirSource:
     """A local Maildir (new/ and cur/) with Maildir++ subfolders for done and quarantine."""
 
+    found = 0  # as ImapSource.found
+
     def __init__(self, settings: MaildirSettings) -> None:
         self.settings = settings
         self.root = Path(settings.path)
@@ -535,6 +542,7 @@ class MaildirSource:
         yielded: set[str] = set()
         while True:
             pending = [f for f in self._scan() if f[1] not in yielded]
+            self.found = len(yielded) + len(pending)
             if not pending:
                 return
             by_index = dict(enumerate(pending))

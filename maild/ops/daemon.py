@@ -159,6 +159,9 @@ class Daemon:
         self._reload = False
         self.more_waiting = False
         self.more_work = False  # the last cycle left mail to read or to send for the next, at once
+        self.stored = 0  # mails fetched and stored (any outcome) since this daemon started
+        # run --once on a terminal shows a progress bar through this: (stored, known in all)
+        self.on_progress: Callable[[int, int | None], None] | None = None
         self._waiting = False
         self._ready = False
         self.failures = 0  # consecutive failed cycles
@@ -219,10 +222,12 @@ class Daemon:
             log.info("ready: mailbox login succeeded")
         # Batch k+1 is fetched and parsed (on the other core) while batch k is stored.
         pending: tuple[list[FetchedMail], Future[list[InboundMessage | UnparsableMessage]]] | None = None
+        stored_before = self.stored
         for batch in self.source.batches(max_count=self.config.batch_size, max_bytes=BATCH_BYTES):
             future = self.parse_ahead.submit(batch)
             if pending is not None:
                 waiting += self._store_batch(*pending, totals)
+                self._report_progress(stored_before)
                 if self._stop:
                     log.info("stopping after the batch in hand (%d messages committed)", len(pending[0]))
                     return totals
@@ -236,6 +241,7 @@ class Daemon:
             pending = (batch, future)
         if pending is not None:
             waiting += self._store_batch(*pending, totals)
+            self._report_progress(stored_before)
             if self._stop:
                 log.info("stopping after the batch in hand (%d messages committed)", len(pending[0]))
                 return totals
@@ -244,6 +250,14 @@ class Daemon:
             store.set_state(session, "last_fetch_at", now.isoformat(), now)
             store.set_state(session, "mail_waiting", str(waiting), now)
         return totals
+
+    def _report_progress(self, stored_before: int) -> None:
+        """Tell ``on_progress`` (mails stored in this run, mails known in all) after each batch."""
+        if self.on_progress is None:
+            return
+        found = getattr(self.source, "found", None)
+        left = None if found is None else max(found - (self.stored - stored_before), 0)
+        self.on_progress(self.stored, None if left is None else self.stored + left)
 
     def _store_batch(self, batch: list[FetchedMail], future: Future[list[InboundMessage | UnparsableMessage]],
                      totals: dict[str, int]) -> int:
@@ -255,6 +269,7 @@ class Daemon:
             self.source.quarantine(result.quarantined)
         for key, value in result.counts.items():
             totals[key] = totals.get(key, 0) + value
+        self.stored += len(batch)
         notify("WATCHDOG=1")  # a long backlog is progress, not a hang
         return_free_memory()
         return len(result.retry)

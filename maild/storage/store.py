@@ -7,7 +7,7 @@ Lookups that run once per message take the whole batch at once where they can
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -91,7 +91,8 @@ class StorageAudit:
     problems: list[str] = field(default_factory=list)
 
 
-def audit_blobs(session: Session, blobs: BlobStore) -> StorageAudit:
+def audit_blobs(session: Session, blobs: BlobStore,
+                progress: Callable[[int, int | None], None] | None = None) -> StorageAudit:
     """Read back every blob a row refers to (raw mail, attachments, quarantined mail)
     and check it against its sha256: after a disk incident or a restore, this says
     which mail, if any, is gone, before a customer or a retry finds out."""
@@ -111,6 +112,8 @@ def audit_blobs(session: Session, blobs: BlobStore) -> StorageAudit:
     # pack by pack, front to back: one pass over each file
     for sha in sorted(wanted, key=lambda h: (places[h].pack, places[h].offset) if h in places else ("~", 0)):
         audit.checked += 1
+        if progress is not None:
+            progress(audit.checked, len(wanted))
         try:  # both reads check the bytes against their sha256
             if sha in places:
                 blobs.read(places[sha], sha)

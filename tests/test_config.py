@@ -30,7 +30,7 @@ def test_example_config_loads_with_credentials(tmp_path: Path, monkeypatch: pyte
     assert cfg.support.autoreply_max_age == timedelta(days=3)
     assert cfg.database_url == "sqlite:////var/lib/maild/maild.db"
     assert cfg.customers_file == tmp_path / "customers.toml"
-    assert len(cfg.peak_windows) == 7
+    assert len(cfg.peak_windows) == 14
     assert [c.role for c in cfg.consultants] == ["consultant", "manager"]
 
 

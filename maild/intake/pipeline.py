@@ -48,7 +48,6 @@ from maild.desk.desk import TicketDesk
 from maild.intake.lookup import DeskThreadLookup
 from maild.rules.contracts import Resolution, resolve
 from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
-from maild.rules.peak import active_windows
 from maild.intake.mailbox import FetchedMail
 from maild.intake.message import InboundMessage, ParseLimits, UnparsableMessage, parse_message
 from maild.storage.models import Failure, OutboxRow, QuarantineRow, Ticket
@@ -595,7 +594,7 @@ class Ingestor:
             "prepaid_left_minutes": 0, "prepaid_valid_until": "",
             "fell_back": resolution.fell_back_why or "", "fell_back_day": "",
             "hourly_rate_cents": rate, "unit_minutes": _unit_minutes(contract, cfg.ledger.occasional_unit_minutes),
-            "peak_label": "", "peak_busy": False,
+            "peak_label": "",
         }
         if spent is not None and resolution.fell_back_why == "expired":
             last = spent.valid_until or spent.end
@@ -609,15 +608,11 @@ class Ingestor:
             left = desk.prepaid_left(packages, mail.arrived_at)
             context["prepaid_left_minutes"] = left.get(contract.id, 0)
             context["prepaid_valid_until"] = contract.valid_until.isoformat() if contract.valid_until else ""
-        # The notice names the peak period the ticket is about; when it is about none of
-        # the active ones, it only says that waits are longer (naming VAT to a payroll
-        # question would be wrong).
+        # The notice names the peak period the ticket is about, never another active
+        # one (the statutory calendar has some window on most days of a month).
         window = next((w for w in cfg.peak_windows if w.name == ticket.peak), None) if ticket.peak else None
         if window is not None:
             context["peak_label"] = window.label_for(ticket.language)
-        else:
-            day = mail.arrived_at.astimezone(ctx.calendar.tz).date()
-            context["peak_busy"] = bool(active_windows(day, cfg.peak_windows))
         return desk.queue_mail(
             ticket=ticket, kind="ack", template="ack", language=ticket.language,
             recipients=[msg.from_addr], context=context, now=now, dedupe_key=f"ack:{ticket.id}",

@@ -2,7 +2,9 @@
 
 Within a peak window, tickets about that window's topic rank above routine ones (the
 prioritiser decides how much); acknowledgements can name the period. Windows are data,
-loaded from ``[[peak.windows]]`` tables, with Polish defaults.
+loaded from ``[[peak.windows]]`` tables, with the Polish statutory calendar as the
+default (``peak_windows.toml``, each window with its legal source). A window's last day
+is a deadline, which moves off Saturdays, Sundays and public holidays (``DaysOff``).
 
 Topic matching is deliberately simple and predictable rather than linguistic: text and
 topic words are case- and diacritic-folded ("zamkniecie roku" written without Polish
@@ -13,11 +15,15 @@ inflections ("deklaracja" -> "deklaracji", "lista płac" -> "listy płac").
 from __future__ import annotations
 
 import re
+import tomllib
 import unicodedata
 from calendar import monthrange
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
+from pathlib import Path
+
+import holidays
 
 from maild.errors import MaildError
 
@@ -26,43 +32,140 @@ class PeakConfigError(MaildError, ValueError):
     """A ``[[peak.windows]]`` table is unusable; names the window index and key."""
 
 
+class DaysOff:
+    """Saturdays, Sundays and public holidays: days a statutory deadline cannot fall on.
+
+    Tax ordinance art. 12 § 5 (Ordynacja podatkowa): a deadline on a Saturday,
+    Sunday or public holiday moves to the next day that is none of them; the civil
+    code (art. 115 k.c.) says the same for other deadlines. This is the state's
+    calendar, not the consultancy's: its ``closed_days`` move no tax deadline.
+    """
+
+    def __init__(self, country: str | None = "PL") -> None:
+        self.country = country
+        self._by_year: dict[int, frozenset[date]] = {}
+
+    def is_off(self, day: date) -> bool:
+        if day.weekday() >= 5:
+            return True
+        if self.country is None:
+            return False
+        found = self._by_year.get(day.year)
+        if found is None:
+            found = frozenset(holidays.country_holidays(self.country, years=day.year))
+            self._by_year[day.year] = found
+        return day in found
+
+    def moved(self, deadline: date) -> date:
+        """The day a deadline really falls on: itself, or the next day that is not off."""
+        while self.is_off(deadline):
+            deadline += _DAY
+        return deadline
+
+
+_DAY = timedelta(days=1)
+POLISH_DAYS_OFF = DaysOff("PL")
+
+
+def _month_day(year: int, month: int, day: int) -> date:
+    """``day`` of the month, or the month's last day when the month is shorter (31 -> 30 April)."""
+    return date(year, month, min(day, monthrange(year, month)[1]))
+
+
+def _previous_month(day: date) -> tuple[int, int]:
+    return (day.year, day.month - 1) if day.month > 1 else (day.year - 1, 12)
+
+
 @dataclass(frozen=True)
 class MonthlyDays:
-    """Days ``first``..``last`` of every month; a ``last`` past the month's end stops there."""
+    """Days ``first``..``last`` of every month; a ``last`` past the month's end stops there.
+
+    With ``moves`` the ``last`` day is a statutory deadline: when it is a day off the
+    window runs to the next working day (VAT due on the 25th: 25 January 2026 is a
+    Sunday, so the window ends on Monday the 26th), possibly into the next month.
+    """
 
     first: int
     last: int
+    moves: bool = True
 
-    def contains(self, day: date) -> bool:
-        return self.first <= day.day <= self.last
+    def contains(self, day: date, off: DaysOff = POLISH_DAYS_OFF) -> bool:
+        for year, month in ((day.year, day.month), _previous_month(day)):
+            start = _month_day(year, month, self.first)
+            end = _month_day(year, month, self.last)
+            if self.moves:
+                end = off.moved(end)
+            if start <= day <= end:
+                return True
+        return False
 
 
 @dataclass(frozen=True)
 class LastDaysOfMonth:
-    """The last ``count`` days of every month (payroll runs before payday)."""
+    """The last ``count`` days of every month."""
 
     count: int
 
-    def contains(self, day: date) -> bool:
+    def contains(self, day: date, off: DaysOff = POLISH_DAYS_OFF) -> bool:
         return day.day > monthrange(day.year, day.month)[1] - self.count
+
+
+@dataclass(frozen=True)
+class LastWorkingDaysOfMonth:
+    """From the ``count``-th last working day of every month to its end (payroll is run
+    before payday); a weekend inside that stretch belongs to it."""
+
+    count: int
+
+    def contains(self, day: date, off: DaysOff = POLISH_DAYS_OFF) -> bool:
+        current = _month_day(day.year, day.month, 31)
+        found = 0
+        while current.month == day.month:
+            if not off.is_off(current):
+                found += 1
+                if found == self.count:
+                    break
+            current -= _DAY
+        return day >= current
 
 
 @dataclass(frozen=True)
 class YearlyRange:
     """From (month, day) to (month, day) inclusive, every year; wraps over the year end
-    when ``start`` is after ``end``. (2, 29) as an end covers February in any year."""
+    when ``start`` is after ``end``. (2, 29) as an end covers February in any year.
+    With ``moves`` the end is a statutory deadline and moves off a day off (31 January
+    2026 is a Saturday: the January returns are due on Monday 2 February)."""
 
     start: tuple[int, int]
     end: tuple[int, int]
+    moves: bool = True
 
-    def contains(self, day: date) -> bool:
-        key = (day.month, day.day)
-        if self.start <= self.end:
-            return self.start <= key <= self.end
-        return key >= self.start or key <= self.end
+    def contains(self, day: date, off: DaysOff = POLISH_DAYS_OFF) -> bool:
+        wraps = self.start > self.end
+        for year in (day.year, day.year - 1):
+            first = _month_day(year, *self.start)
+            last = _month_day(year + 1 if wraps else year, *self.end)
+            if self.moves:
+                last = off.moved(last)
+            if first <= day <= last:
+                return True
+        return False
 
 
-PeakRule = MonthlyDays | LastDaysOfMonth | YearlyRange
+@dataclass(frozen=True)
+class DatedRange:
+    """From one date to another, once (the KSeF rollout stages); ``moves`` as above."""
+
+    start: date
+    end: date
+    moves: bool = False
+
+    def contains(self, day: date, off: DaysOff = POLISH_DAYS_OFF) -> bool:
+        last = off.moved(self.end) if self.moves else self.end
+        return self.start <= day <= last
+
+
+PeakRule = MonthlyDays | LastDaysOfMonth | LastWorkingDaysOfMonth | YearlyRange | DatedRange
 
 
 @dataclass(frozen=True)
@@ -74,8 +177,8 @@ class PeakWindow:
     rules: tuple[PeakRule, ...]
     topic_words: tuple[str, ...]
 
-    def is_active(self, day: date) -> bool:
-        return any(rule.contains(day) for rule in self.rules)
+    def is_active(self, day: date, off: DaysOff = POLISH_DAYS_OFF) -> bool:
+        return any(rule.contains(day, off) for rule in self.rules)
 
     def label_for(self, lang: str) -> str:
         """Label in ``lang`` (``pl-PL`` -> ``pl``), English when that language is missing."""
@@ -92,55 +195,14 @@ class PeakMatch:
     words: tuple[str, ...]
 
 
+DEFAULT_WINDOWS_FILE = Path(__file__).resolve().parent / "peak_windows.toml"
+
+
 def default_peak_windows() -> tuple[PeakWindow, ...]:
-    """Polish accounting and payroll deadlines, as consultancies see them in the queue."""
-    return (
-        PeakWindow(
-            "vat_jpk",
-            {"pl": "miesięczne rozliczenie VAT / JPK (termin 25.)", "en": "monthly VAT / JPK filing (due on the 25th)"},
-            (MonthlyDays(18, 25),),
-            ("JPK", "VAT", "deklaracja", "KSeF"),
-        ),
-        PeakWindow(
-            "zus",
-            {
-                "pl": "deklaracje i składki ZUS, zaliczki PIT-4 (terminy 15. i 20.)",
-                "en": "social insurance (ZUS) declarations and payroll tax (due on the 15th and 20th)",
-            },
-            (MonthlyDays(8, 20),),
-            ("ZUS", "DRA", "składka", "składek", "PIT-4", "deklaracja"),
-        ),
-        PeakWindow(
-            "payroll",
-            {"pl": "naliczanie wynagrodzeń (koniec miesiąca)", "en": "monthly payroll (end of month)"},
-            (LastDaysOfMonth(3), MonthlyDays(1, 2)),
-            ("lista płac", "wynagrodzeń", "wypłata", "pensja", "payroll", "salary"),
-        ),
-        PeakWindow(
-            "pit11",
-            {"pl": "informacje PIT-11 dla pracowników (do końca lutego)", "en": "PIT-11 employee tax statements (by the end of February)"},
-            (YearlyRange((2, 1), (2, 29)),),
-            ("PIT-11", "PIT", "informacja roczna"),
-        ),
-        PeakWindow(
-            "cit",
-            {"pl": "roczne zeznanie CIT (do końca marca)", "en": "annual corporate income tax return, CIT (by the end of March)"},
-            (YearlyRange((3, 1), (3, 31)),),
-            ("CIT", "CIT-8", "zeznanie", "sprawozdanie", "bilans"),
-        ),
-        PeakWindow(
-            "pit",
-            {"pl": "roczne zeznania PIT (do końca kwietnia)", "en": "annual personal income tax returns, PIT (by the end of April)"},
-            (YearlyRange((4, 1), (4, 30)),),
-            ("PIT", "zeznanie", "rozliczenie roczne"),
-        ),
-        PeakWindow(
-            "year_end",
-            {"pl": "zamknięcie roku", "en": "year-end closing"},
-            (YearlyRange((12, 15), (1, 15)),),
-            ("zamknięcie roku", "bilans", "sprawozdanie", "inwentaryzacja", "year end", "closing the year"),
-        ),
-    )
+    """The Polish statutory calendar, from ``peak_windows.toml`` (each window with its legal source)."""
+    with DEFAULT_WINDOWS_FILE.open("rb") as handle:
+        data = tomllib.load(handle)
+    return windows_from_config(data["windows"])
 
 
 def active_windows(day: date, windows: Sequence[PeakWindow]) -> tuple[PeakWindow, ...]:
@@ -205,10 +267,12 @@ def peak_match(text: str, day: date, windows: Sequence[PeakWindow]) -> PeakMatch
 
 
 _MONTH_DAY = re.compile(r"(\d{2})-(\d{2})")
-_KNOWN_KEYS = frozenset({"name", "label", "days", "last_days", "from", "until", "topic_words"})
+_KNOWN_KEYS = frozenset(
+    {"name", "label", "days", "last_days", "last_working_days", "from", "until", "moves", "topic_words"}
+)
 
 
-def _month_day(value: object, where: str) -> tuple[int, int]:
+def _month_day_text(value: object, where: str) -> tuple[int, int]:
     matched = _MONTH_DAY.fullmatch(value) if isinstance(value, str) else None
     if matched is None:
         raise PeakConfigError(f"{where}: expected \"MM-DD\", got {value!r}")
@@ -240,6 +304,9 @@ def _window_from_table(index: int, table: Mapping[str, object]) -> PeakWindow:
     for lang in ("pl", "en"):
         if lang not in label:
             raise PeakConfigError(f"{where}.label.{lang}: required (acknowledgements go out in Polish and English)")
+    moves = table.get("moves", True)
+    if not isinstance(moves, bool):
+        raise PeakConfigError(f"{where}.moves: expected true or false, got {moves!r}")
     rules: list[PeakRule] = []
     if "days" in table:
         days = table["days"]
@@ -249,14 +316,23 @@ def _window_from_table(index: int, table: Mapping[str, object]) -> PeakWindow:
         last = _int(days[1], f"{where}.days[1]", 1, 31)
         if first > last:
             raise PeakConfigError(f"{where}.days: first day {first} is after last day {last}")
-        rules.append(MonthlyDays(first, last))
+        rules.append(MonthlyDays(first, last, moves))
     if "last_days" in table:
         rules.append(LastDaysOfMonth(_int(table["last_days"], f"{where}.last_days", 1, 28)))
+    if "last_working_days" in table:
+        rules.append(LastWorkingDaysOfMonth(_int(table["last_working_days"], f"{where}.last_working_days", 1, 20)))
     if "from" in table or "until" in table:
         for key in ("from", "until"):
             if key not in table:
                 raise PeakConfigError(f"{where}.{key}: required together with the other end of the range")
-        rules.append(YearlyRange(_month_day(table["from"], f"{where}.from"), _month_day(table["until"], f"{where}.until")))
+        opens, until = table["from"], table["until"]
+        if isinstance(opens, date) or isinstance(until, date):
+            if not (isinstance(opens, date) and isinstance(until, date)) or opens > until:
+                raise PeakConfigError(f"{where}.until: give two TOML dates, from before until, got {opens!r}, {until!r}")
+            rules.append(DatedRange(opens, until, moves))
+        else:
+            rules.append(YearlyRange(_month_day_text(opens, f"{where}.from"), _month_day_text(until, f"{where}.until"),
+                                     moves))
     if not rules:
         raise PeakConfigError(f"{where}: no period given; set days, last_days, or from and until")
     topic_words = table.get("topic_words", [])

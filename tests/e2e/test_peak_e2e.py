@@ -14,7 +14,7 @@ import pytest
 from tests.e2e.test_sla_e2e import World, body, warsaw
 
 IN_WINDOW = warsaw("2026-11-20 10:00")
-OUTSIDE = warsaw("2026-11-05 10:00")
+OUTSIDE = warsaw("2026-07-28 10:00")  # a day in no default window
 
 
 def deliver_mix(w: World) -> None:
@@ -56,11 +56,23 @@ def test_peak_topic_ranks_above_routine_within_the_tier_and_acks_warn(
     busy_pl = "Trwa okres wzmożonej liczby zgłoszeń"
     # the notice names the period the ticket is about, and only that one
     assert "This is a busy period (monthly VAT / JPK filing (due on the 25th))" in acks["[SUP-3] JPK_V7M export fails"]
-    assert busy_en in acks["[SUP-2] Question about printouts"] and "VAT" not in acks["[SUP-2] Question about printouts"]
+    assert busy_en not in acks["[SUP-2] Question about printouts"], "a routine topic: no period is named"
     assert busy_pl in acks["[SUP-4] Deklaracja VAT"] and "VAT / JPK" in acks["[SUP-4] Deklaracja VAT"]
-    assert busy_pl in acks["[SUP-5] Zmiana hasła"] and "VAT" not in acks["[SUP-5] Zmiana hasła"]
+    assert busy_pl not in acks["[SUP-5] Zmiana hasła"]
     assert busy_pl not in acks["[SUP-1] Pytanie o raport"], "sla customers are served first: no warning"
     assert "zareagujemy na zgłoszenie do" in acks["[SUP-1] Pytanie o raport"]
+
+
+def test_the_notice_names_the_window_the_ticket_is_about(tmp_path: Path, smtp_sink: Any) -> None:
+    # 9 December 2026: payroll (to the 10th) and ZUS (8th-20th) are both active.
+    w = World(tmp_path, smtp_sink, warsaw("2026-12-09 10:00"))
+    w.mail(sender="kari@nord.no", subject="Lista płac za listopad się nie nalicza", msgid="<pay@nord.no>")
+    w.mail(sender="kari@nord.no", subject="Składki ZUS w deklaracji DRA", msgid="<zus@nord.no>")
+    w.run()
+    acks = {m.parsed["Subject"]: body(m) for m in smtp_sink.messages}
+    payroll = acks["[SUP-1] Lista płac za listopad się nie nalicza"]
+    assert "monthly payroll (wages due by the 10th)" in payroll and "ZUS" not in payroll and "VAT" not in payroll
+    assert "social insurance (ZUS)" in acks["[SUP-2] Składki ZUS w deklaracji DRA"]
 
 
 def test_outside_a_window_topic_words_change_nothing(

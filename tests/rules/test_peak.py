@@ -7,8 +7,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from calendar import monthrange
+
 from maild.rules.peak import (
+    DEFAULT_WINDOWS_FILE,
+    POLISH_DAYS_OFF,
+    DatedRange,
     LastDaysOfMonth,
+    LastWorkingDaysOfMonth,
     MonthlyDays,
     PeakConfigError,
     PeakMatch,
@@ -25,46 +31,136 @@ BY_NAME = {window.name: window for window in DEFAULTS}
 
 
 def test_default_window_names() -> None:
-    assert list(BY_NAME) == ["vat_jpk", "zus", "payroll", "pit11", "cit", "pit", "year_end"]
+    assert list(BY_NAME) == [
+        "vat_jpk", "zus", "payroll", "pit_january", "pit11", "cit", "pit", "statements_prepare",
+        "statements_approve", "statements_file", "ksef_large", "ksef", "ksef_small", "year_end",
+    ]
     for window in DEFAULTS:
         assert window.label["pl"] and window.label["en"]
         assert window.topic_words
 
 
-@pytest.mark.parametrize(
-    ("name", "inside", "outside"),
-    [
-        ("vat_jpk", [date(2026, 3, 18), date(2026, 3, 25)], [date(2026, 3, 17), date(2026, 3, 26)]),
-        ("zus", [date(2026, 5, 8), date(2026, 5, 15), date(2026, 5, 20)], [date(2026, 5, 7), date(2026, 5, 21)]),
-        (
-            "payroll",
-            [date(2026, 1, 29), date(2026, 1, 31), date(2026, 2, 1), date(2026, 2, 2), date(2026, 2, 26), date(2024, 2, 27)],
-            [date(2026, 1, 28), date(2026, 2, 3), date(2026, 2, 25), date(2024, 2, 26)],
-        ),
-        ("pit11", [date(2026, 2, 1), date(2026, 2, 28), date(2028, 2, 29)], [date(2026, 1, 31), date(2026, 3, 1)]),
-        ("cit", [date(2026, 3, 1), date(2026, 3, 31)], [date(2026, 2, 28), date(2026, 4, 1)]),
-        ("pit", [date(2026, 4, 1), date(2026, 4, 30)], [date(2026, 3, 31), date(2026, 5, 1)]),
-        (
-            "year_end",
-            [date(2026, 12, 15), date(2026, 12, 31), date(2027, 1, 1), date(2027, 1, 15)],
-            [date(2026, 12, 14), date(2027, 1, 16), date(2026, 7, 1)],
-        ),
+def test_every_default_window_has_a_source_comment() -> None:
+    text = DEFAULT_WINDOWS_FILE.read_text(encoding="utf-8")
+    for block in text.split("[[windows]]")[1:]:
+        name = block.split('name = "')[1].split('"')[0]
+        comment = text.split(f'[[windows]]\nname = "{name}"')[0].rsplit("\n\n", 1)[-1]
+        assert name.startswith("ksef") or "Source:" in comment or "Not a deadline" in comment, name
+
+
+def d(text: str) -> date:
+    return date.fromisoformat(text)
+
+
+# Each default window in 2026 and 2027: first and last day inside, the days around outside.
+# A deadline on a Saturday, Sunday or holiday moves to the next working day (Ordynacja
+# podatkowa art. 12 § 5), and the window ends on the moved day.
+WINDOWS_2026_2027: dict[str, list[tuple[str, str]]] = {
+    "vat_jpk": [
+        ("2026-01-18", "2026-01-26"),  # 25 Jan 2026 is a Sunday
+        ("2026-02-18", "2026-02-25"),
+        ("2026-04-18", "2026-04-27"),  # Saturday
+        ("2026-07-18", "2026-07-27"),  # Saturday
+        ("2026-10-18", "2026-10-26"),  # Sunday
+        ("2026-12-18", "2026-12-28"),  # Christmas, then the weekend
+        ("2027-04-18", "2027-04-26"),  # Sunday
+        ("2027-09-18", "2027-09-27"),  # Saturday
+        ("2027-12-18", "2027-12-27"),  # Christmas Day on a Saturday
     ],
-)
-def test_default_window_bounds(name: str, inside: list[date], outside: list[date]) -> None:
+    "zus": [
+        ("2026-06-08", "2026-06-22"),  # 20 Jun 2026 is a Saturday
+        ("2026-09-08", "2026-09-21"),  # Sunday
+        ("2026-12-08", "2026-12-21"),  # Sunday
+        ("2026-05-08", "2026-05-20"),
+        ("2027-02-08", "2027-02-22"),  # Saturday
+        ("2027-11-08", "2027-11-22"),  # Saturday
+    ],
+    "payroll": [
+        ("2026-01-28", "2026-02-10"),  # the last 3 working days (28-30 Jan) to payday, the 10th
+        ("2026-03-27", "2026-04-10"),  # Fri 27, Mon 30, Tue 31 March: the weekend between counts
+        ("2026-12-29", "2027-01-10"),  # 24-26 December are holidays
+        ("2027-05-26", "2027-06-10"),  # 27 May 2027 is Corpus Christi
+        ("2027-12-29", "2028-01-10"),
+    ],
+    "pit_january": [("2026-01-16", "2026-02-02"), ("2027-01-16", "2027-02-01")],  # 31 Jan: Sat / Sun
+    "pit11": [("2026-02-01", "2026-03-02"), ("2027-02-01", "2027-03-01")],  # 28 Feb: Sat / Sun
+    "cit": [("2026-03-01", "2026-03-31"), ("2027-03-01", "2027-03-31")],
+    "pit": [("2026-04-01", "2026-04-30"), ("2027-04-01", "2027-04-30")],
+    "statements_prepare": [("2026-03-01", "2026-03-31"), ("2027-03-01", "2027-03-31")],
+    "statements_approve": [("2026-06-01", "2026-06-30"), ("2027-06-01", "2027-06-30")],
+    "statements_file": [("2026-07-01", "2026-07-15"), ("2027-07-01", "2027-07-15")],
+    "ksef_large": [("2026-01-19", "2026-02-13")],
+    "ksef": [("2026-03-18", "2026-04-15")],
+    "ksef_small": [("2026-12-14", "2027-01-15")],
+    "year_end": [("2026-12-15", "2027-01-15"), ("2027-12-15", "2028-01-15")],
+}
+
+
+@pytest.mark.parametrize(("name", "first", "last"), [
+    (name, first, last) for name, spans in WINDOWS_2026_2027.items() for first, last in spans
+])
+def test_default_window_bounds_2026_2027(name: str, first: str, last: str) -> None:
     window = BY_NAME[name]
-    for day in inside:
+    start, end = d(first), d(last)
+    day = start
+    while day <= end:
         assert window.is_active(day), day
         assert window in active_windows(day, DEFAULTS)
-    for day in outside:
-        assert not window.is_active(day), day
-        assert window not in active_windows(day, DEFAULTS)
+        day += timedelta(days=1)
+    assert not window.is_active(start - timedelta(days=1)), start
+    assert not window.is_active(end + timedelta(days=1)), end
+
+
+def test_ksef_windows_are_once_only() -> None:
+    assert not BY_NAME["ksef_large"].is_active(d("2027-02-01"))
+    assert not BY_NAME["ksef"].is_active(d("2027-04-01"))
+    assert not BY_NAME["ksef_small"].is_active(d("2028-01-01"))
+
+
+def test_the_issue_days_match_the_vat_window() -> None:
+    for day in ("2026-01-26", "2026-04-27", "2026-12-28"):
+        assert BY_NAME["vat_jpk"].is_active(d(day)), day
+    assert peak_match("Deklaracja VAT", d("2026-04-27"), DEFAULTS) == PeakMatch("vat_jpk", ("VAT", "deklaracja"))
+
+
+@given(st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1)))
+def test_a_moved_deadline_is_the_first_working_day_on_or_after_it(day: date) -> None:
+    moved = POLISH_DAYS_OFF.moved(day)
+    assert moved >= day and not POLISH_DAYS_OFF.is_off(moved)
+    assert all(POLISH_DAYS_OFF.is_off(day + timedelta(days=i)) for i in range((moved - day).days))
+    assert (moved - day).days <= 4  # the longest run of days off: Christmas Eve to a Sunday
+
+
+@given(st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1)), st.integers(1, 28), st.integers(1, 31))
+def test_a_moving_monthly_window_contains_the_fixed_one(day: date, first: int, last: int) -> None:
+    if first > last:
+        first, last = last, first
+    if MonthlyDays(first, last, moves=False).contains(day):
+        assert MonthlyDays(first, last).contains(day)
+
+
+@given(st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1)))
+def test_a_window_ends_exactly_on_the_moved_deadline(day: date) -> None:
+    # the 25th's window holds every day from the 18th to the moved 25th, and not the day after
+    rule = MonthlyDays(18, 25)
+    deadline = POLISH_DAYS_OFF.moved(date(day.year, day.month, 25))
+    assert rule.contains(deadline) and not rule.contains(deadline + timedelta(days=1))
+
+
+@given(st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1)), st.integers(1, 10))
+def test_last_working_days_hold_exactly_that_many_working_days(day: date, count: int) -> None:
+    rule = LastWorkingDaysOfMonth(count)
+    month_days = [date(day.year, day.month, n) for n in range(1, monthrange(day.year, day.month)[1] + 1)]
+    inside = [m for m in month_days if rule.contains(m)]
+    assert inside == month_days[len(month_days) - len(inside):], "one stretch up to the month's end"
+    assert sum(1 for m in inside if not POLISH_DAYS_OFF.is_off(m)) == count
+    assert not POLISH_DAYS_OFF.is_off(inside[0])
 
 
 def test_active_windows_keep_the_given_order() -> None:
     names = [window.name for window in active_windows(date(2027, 1, 1), DEFAULTS)]
-    assert names == ["payroll", "year_end"]
-    assert active_windows(date(2026, 7, 5), DEFAULTS) == ()
+    assert names == ["payroll", "ksef_small", "year_end"]
+    assert active_windows(date(2026, 7, 28), DEFAULTS) == ()
 
 
 def test_last_days_of_month_follow_month_length() -> None:
@@ -97,7 +193,7 @@ QUIET = date(2026, 7, 5)
 @pytest.mark.parametrize(
     ("text", "day", "window", "words"),
     [
-        ("Błąd przy wysyłce JPK_V7M za październik", IN_VAT, "vat_jpk", ("JPK",)),
+        ("Błąd przy wysyłce JPK_V7M za październik", IN_VAT, "vat_jpk", ("JPK", "V7M")),
         ("Re: korekta VAT-7 i deklaracji", IN_VAT, "vat_jpk", ("VAT", "deklaracja")),
         ("Problem z deklaracją DRA w ZUS-ie", IN_VAT, "zus", ("ZUS", "DRA", "deklaracja")),
         ("Nie zgadzają się składki na liście płac", date(2026, 11, 12), "zus", ("składka",)),
@@ -109,7 +205,12 @@ QUIET = date(2026, 7, 5)
         ("Year-end closing question", IN_YEAR_END, "year_end", ("year end",)),
         ("Wydruk PIT-11 dla pracowników", date(2026, 2, 20), "pit11", ("PIT-11", "PIT")),
         ("PIT11 się nie generuje", date(2026, 2, 20), "pit11", ("PIT-11", "PIT")),
-        ("Zeznanie CIT-8 i sprawozdanie finansowe", date(2026, 3, 20), "cit", ("CIT", "CIT-8", "zeznanie", "sprawozdanie")),
+        ("Zeznanie CIT-8 i sprawozdanie finansowe", date(2026, 3, 20), "cit", ("CIT", "CIT-8", "zeznanie")),
+        ("Bilans i sprawozdanie finansowe do KRS", date(2026, 7, 10), "statements_file",
+         ("sprawozdanie finansowe", "KRS")),
+        ("Nie wysyła się e-faktura do KSeF", date(2026, 2, 2), "ksef_large", ("KSeF", "e-faktura")),
+        ("PIT-4R za 2025 nie chce się wysłać", date(2026, 2, 2), "pit_january", ("PIT-4R", "PIT")),
+        ("Lista płac za styczeń", date(2026, 2, 9), "payroll", ("lista płac",)),
     ],
 )
 def test_topic_words_of_active_windows_match(text: str, day: date, window: str, words: tuple[str, ...]) -> None:
@@ -167,6 +268,22 @@ def test_windows_from_config() -> None:
     assert [w.name for w in active_windows(date(2027, 1, 1), parsed)] == ["payroll", "year_end"]
 
 
+def test_windows_from_config_moves_working_days_and_dates() -> None:
+    parsed = windows_from_config(
+        [
+            {"name": "vat", "label": {"pl": "VAT", "en": "VAT"}, "days": [18, 25], "moves": False},
+            {"name": "pay", "label": {"pl": "p", "en": "p"}, "last_working_days": 3},
+            {"name": "ksef", "label": {"pl": "k", "en": "k"}, "from": date(2026, 1, 19), "until": date(2026, 2, 13)},
+        ]
+    )
+    assert [w.rules for w in parsed] == [
+        (MonthlyDays(18, 25, moves=False),), (LastWorkingDaysOfMonth(3),),
+        (DatedRange(date(2026, 1, 19), date(2026, 2, 13), moves=True),),
+    ]
+    assert not parsed[0].is_active(date(2026, 1, 26)), "moves = false: the 25th is the last day"
+    assert BY_NAME["vat_jpk"].is_active(date(2026, 1, 26))
+
+
 LABEL = {"pl": "x", "en": "x"}
 
 
@@ -190,6 +307,11 @@ LABEL = {"pl": "x", "en": "x"}
         ([{"name": "a", "label": LABEL, "days": [1, 2], "topic_words": "JPK"}], r"peak\.windows\[0\]\.topic_words"),
         ([{"name": "a", "label": LABEL, "days": [1, 2], "topic_words": ["--"]}], r"peak\.windows\[0\]\.topic_words"),
         ([{"name": "a", "label": LABEL, "days": [1, 2], "month": 3}], r"peak\.windows\[0\]\.month"),
+        ([{"name": "a", "label": LABEL, "days": [1, 2], "moves": "yes"}], r"peak\.windows\[0\]\.moves"),
+        ([{"name": "a", "label": LABEL, "last_working_days": 0}], r"peak\.windows\[0\]\.last_working_days"),
+        ([{"name": "a", "label": LABEL, "from": date(2026, 2, 1), "until": "03-01"}], r"peak\.windows\[0\]\.until"),
+        ([{"name": "a", "label": LABEL, "from": date(2026, 2, 1), "until": date(2026, 1, 1)}],
+         r"peak\.windows\[0\]\.until"),
         (
             [{"name": "a", "label": LABEL, "days": [1, 2]}, {"name": "a", "label": LABEL, "last_days": 2}],
             r"peak\.windows\[1\]\.name",

@@ -21,14 +21,11 @@ from typing import Any, Literal
 from maild.rules.calendar import CalendarSettings
 from maild.rules.customers import PackageSettings
 from maild.errors import ConfigError
-from maild.intake.mailbox import ImapSettings, MaildirSettings
-from maild.intake.message import ParseLimits
 from maild.rules.assignment import MODES
 from maild.rules.assignment import Mode as AssignmentMode
 from maild.rules.presence import Absence, AbsenceError, parse_weekdays
 from maild.rules.peak import PeakWindow, default_peak_windows, windows_from_config
 from maild.rules.sla import EscalationLevel, EscalationSettings
-from maild.outbound.smtp import SmtpSettings
 
 DEFAULT_URGENT_WORDS: tuple[str, ...] = (
     "pilne", "pilny", "pilna", "pilnie", "awaria", "nie działa", "nie dziala", "krytyczn",
@@ -38,6 +35,62 @@ DEFAULT_URGENT_WORDS: tuple[str, ...] = (
 WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 Role = Literal["consultant", "manager"]
+
+
+Security = Literal["tls", "starttls", "none"]
+
+
+# The settings of the mail source, the parser and the relay live here, not in
+# their modules, so loading the config imports neither imapclient nor aiosmtplib.
+
+@dataclass(frozen=True)
+class ImapSettings:
+    host: str
+    port: int
+    security: Literal["tls", "starttls", "none"]
+    username: str
+    password: str = field(repr=False)
+    folder: str = "INBOX"
+    done_folder: str = "Processed"
+    quarantine_folder: str = "Quarantine"
+    idle: bool = True
+    poll_seconds: int = 60
+    timeout_seconds: int = 30
+    # well under the 29 min RFC 2177 limit and typical NAT idle timeouts
+    idle_renew_seconds: int = 540
+    # an extra CA for self-signed servers; the system CAs are trusted either way
+    cafile: str | None = None
+
+
+@dataclass(frozen=True)
+class MaildirSettings:
+    path: str
+    done_folder: str = "Processed"
+    quarantine_folder: str = "Quarantine"
+    poll_seconds: int = 5
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    max_message_bytes: int = 25 * 1024 * 1024
+    max_attachments: int = 100
+    max_attachment_bytes: int = 25 * 1024 * 1024
+    max_parts: int = 1000
+    max_depth: int = 20
+    max_header_bytes: int = 256 * 1024
+    max_text_chars: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    security: Security = "starttls"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout_seconds: int = 30
+    cafile: str | None = None
+    local_hostname: str | None = None
 
 
 @dataclass(frozen=True)

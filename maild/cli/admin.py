@@ -30,14 +30,12 @@ from maild.rules.customers import Customer, load_customers
 from maild.errors import ConfigError, MaildError
 from maild.storage.models import LedgerRow
 from maild.cli.progress import Progress
+from maild.cli.common import Failure, Handler, UsageError
 from maild.cli.output import print_csv, print_json, print_table
 from maild.billing.reports import ContractHours, HoursReport, ReportError, format_money
 
 log = logging.getLogger("maild.cli")
 UTC = timezone.utc
-
-Handler = Callable[[Config, sessionmaker[Session], argparse.Namespace], int]
-
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -45,15 +43,6 @@ def _utcnow() -> datetime:
 
 # Tests replace this to put "this month" and "due by now" where they need them.
 clock: Callable[[], datetime] = _utcnow
-
-
-class Failure(MaildError):
-    """An operation refused with a reason for the person at the terminal, and its exit code."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
 
 
 def _iso_date(value: date | None) -> str | None:
@@ -402,14 +391,12 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
 def dispatch(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
     key = (args.command, getattr(args, "sub", None))
     handler = HANDLERS.get(key)
-    if key == ("report", "month"):
-        from maild.cli.month import cmd_report_month  # the report path: charts, matplotlib
-
-        handler = cmd_report_month
     if handler is None:
-        from maild.cli.main import UsageError
-
         raise UsageError(f"unknown command: {' '.join(k for k in key if k)}")
+    return run_handler(handler, cfg, sessions, args)
+
+
+def run_handler(handler: Handler, cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
     try:
         return handler(cfg, sessions, args)
     except Failure as exc:

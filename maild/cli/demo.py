@@ -19,6 +19,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -133,10 +134,10 @@ class _Capture:
         return "250 OK"
 
 
-def run_demo(workdir: Path | None = None) -> int:
+def run_demo(cli_main: Callable[[list[str]], int], workdir: Path | None = None) -> int:
+    """``cli_main`` is the ``maild`` command the demo runs its commands with."""
     from aiosmtpd.controller import Controller
 
-    from maild.cli.main import main as cli_main
     from maild.config import load_config
     from maild.ops.daemon import Daemon
 

@@ -25,18 +25,15 @@ from maild.storage.db import DatabaseError, open_database
 from maild.errors import ConfigError, MaildError
 from maild.ops.logs import setup_logging
 from maild.storage.models import AttachmentRow, Event, LedgerRow, MessageRow, QuarantineRow, Ticket
-from maild.cli import consultants, setup
 from maild.cli.progress import Progress
+from maild.cli import admin, consultants, setup
+from maild.cli.common import UsageError
 from maild.cli.output import iso, local, print_json, print_table, short_local
 from maild.rules.prioritise import TIER_NAMES
 
 log = logging.getLogger("maild.cli")
 UTC = timezone.utc
 DEFAULT_CONFIG = "/etc/maild/maild.toml"
-
-
-class UsageError(MaildError):
-    """Bad command-line input; exit 2 with the message."""
 
 
 # ------------------------------------------------------------------ tickets
@@ -383,7 +380,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         from maild.cli.demo import run_demo
 
         setup_logging("warning")
-        return run_demo(Path(args.dir) if args.dir else None)
+        return run_demo(main, Path(args.dir) if args.dir else None)
     if args.command == "setup":
         return setup.run(args)
     path = args.config or os.environ.get("MAILD_CONFIG") or DEFAULT_CONFIG
@@ -449,9 +446,11 @@ def dispatch(cfg: Config, args: argparse.Namespace) -> int:
     handler = handlers.get((command, sub))
     if handler is not None:
         return handler(cfg, sessions, args)
-    from maild.cli import admin as commands_cli
+    if (command, sub) == ("report", "month"):
+        from maild.cli.month import cmd_report_month  # the report path: charts, matplotlib
 
-    return commands_cli.dispatch(cfg, sessions, args)
+        return admin.run_handler(cmd_report_month, cfg, sessions, args)
+    return admin.dispatch(cfg, sessions, args)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ from maild.billing import reports
 from maild.billing.charts import month_summary
 from maild.billing.month import activity_json, load_activity
 from maild.cli import admin
-from maild.cli.admin import Failure, _customers, _month, _tz, hours_json, sla_json
+from maild.cli.common import Failure
+from maild.cli.admin import _customers, _month, _tz, hours_json, sla_json
 from maild.cli.output import iso, print_json
 from maild.config import Config
 from maild.desk.context import DeskContext

@@ -23,14 +23,16 @@ import re
 import ssl
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
+from maild.config import ImapSettings as ImapSettings
+from maild.config import MaildirSettings as MaildirSettings
 from maild.errors import MaildError
 
 log = logging.getLogger("maild.imap")
@@ -39,33 +41,6 @@ maildir_log = logging.getLogger("maild.maildir")
 
 
 # ---------------------------------------------------------------- settings and values
-
-
-@dataclass(frozen=True)
-class ImapSettings:
-    host: str
-    port: int
-    security: Literal["tls", "starttls", "none"]
-    username: str
-    password: str = field(repr=False)
-    folder: str = "INBOX"
-    done_folder: str = "Processed"
-    quarantine_folder: str = "Quarantine"
-    idle: bool = True
-    poll_seconds: int = 60
-    timeout_seconds: int = 30
-    # well under the 29 min RFC 2177 limit and typical NAT idle timeouts
-    idle_renew_seconds: int = 540
-    # an extra CA for self-signed servers; the system CAs are trusted either way
-    cafile: str | None = None
-
-
-@dataclass(frozen=True)
-class MaildirSettings:
-    path: str
-    done_folder: str = "Processed"
-    quarantine_folder: str = "Quarantine"
-    poll_seconds: int = 5
 
 
 @dataclass(frozen=True)

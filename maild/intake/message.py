@@ -38,6 +38,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from io import BytesIO
 from typing import Any
 
+from maild.config import ParseLimits as ParseLimits
 from maild.errors import MaildError
 from maild.intake.htmltext import html_to_text
 
@@ -62,17 +63,6 @@ class UnparsableMessage(MaildError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
-
-
-@dataclass(frozen=True)
-class ParseLimits:
-    max_message_bytes: int = 25 * 1024 * 1024
-    max_attachments: int = 100
-    max_attachment_bytes: int = 25 * 1024 * 1024
-    max_parts: int = 1000
-    max_depth: int = 20
-    max_header_bytes: int = 256 * 1024
-    max_text_chars: int = 1_000_000
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,12 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 
+from maild.config import Security as Security
+from maild.config import SmtpSettings as SmtpSettings
 from maild.errors import MaildError
 
 log = logging.getLogger("maild.smtp")
 
-Security = Literal["tls", "starttls", "none"]
 BeforeData = Callable[[], Awaitable[None]]
 Outcome = Literal["sent", "retry", "failed"]
 
@@ -46,18 +47,6 @@ Outcome = Literal["sent", "retry", "failed"]
 _UNSAFE_ADDRESS = re.compile(r"[\x00-\x20<>\x7f]")
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*?)\r?$", re.IGNORECASE | re.MULTILINE)
 _QUIT_TIMEOUT_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class SmtpSettings:
-    host: str
-    port: int
-    security: Security = "starttls"
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    timeout_seconds: int = 30
-    cafile: str | None = None
-    local_hostname: str | None = None
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,25 @@ def sync_filesystem(path: Path) -> None:
         os.close(fd)
 
 
+def storage_owner(path: Path) -> tuple[int, int] | None:
+    """Whom root should give what it creates under ``path``: the folder's owner when that is not root.
+
+    Under ``DynamicUser=`` the storage folder belongs to the service's uid; an
+    admin command run as root (``quarantine retry``, ``time add``) that created a
+    root-owned pack or folder there would leave the service unable to write it.
+    """
+    if os.geteuid() != 0:
+        return None
+    current = path
+    while not current.exists() and current.parent != current:
+        current = current.parent
+    try:
+        st = current.stat()
+    except OSError:
+        return None
+    return None if st.st_uid == 0 else (st.st_uid, st.st_gid)
+
+
 def make_private_dir(path: Path) -> None:
     """``mkdir -p`` where every folder it creates is 0700 (``Path.mkdir`` gives the
     parents the umask's mode): mail must not be readable by other local users.
@@ -93,9 +112,12 @@ def make_private_dir(path: Path) -> None:
         if current.parent == current:
             break
         current = current.parent
+    owner = storage_owner(path) if missing else None
     for folder in reversed(missing):
         with contextlib.suppress(FileExistsError):  # another process made it meanwhile
             folder.mkdir(mode=0o700)
+            if owner is not None:
+                os.chown(folder, *owner)
 
 
 class BlobStore:
@@ -127,6 +149,7 @@ class BlobStore:
                 self._dirs.add(target.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
             try:
+                self._adopt(fd)
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
@@ -196,7 +219,14 @@ class BlobStore:
         name = f"{time.time_ns():019d}-{os.getpid()}.pack"
         fd = os.open(self.packs / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
         fcntl.flock(fd, fcntl.LOCK_EX)  # new and unknown to others until now: never waits
+        self._adopt(fd)
         self._pack, self._pack_end = (name, fd), 0
+
+    def _adopt(self, fd: int) -> None:
+        """A file root creates here belongs to the storage folder's owner (see ``storage_owner``)."""
+        owner = storage_owner(self.root)
+        if owner is not None:
+            os.fchown(fd, *owner)
 
     def _close_pack(self) -> None:
         if self._pack is not None:

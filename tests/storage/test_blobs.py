@@ -135,3 +135,26 @@ def test_a_damaged_loose_blob_is_an_error_too(tmp_path: Path) -> None:
     blobs.path_for(digest).write_bytes(b"quarantined maiL")
     with pytest.raises(BlobMissing, match="damaged"):
         blobs.get(digest)
+
+
+def test_root_gives_what_it_creates_to_the_storage_owner(tmp_path: Path) -> None:
+    """An admin command as root in the service's storage (DynamicUser=) leaves nothing the service cannot write."""
+    if os.geteuid() != 0:
+        pytest.skip("creating files for another uid needs root")
+    import pwd
+
+    service = pwd.getpwnam("nobody")
+    storage = tmp_path / "state"
+    storage.mkdir()
+    os.chown(storage, service.pw_uid, service.pw_gid)
+    store = BlobStore(storage)
+    place = store.append(b"raw mail")
+    digest = store.put(b"quarantined mail")
+    store.close()
+    created = [storage / "blobs", storage / "blobs" / "packs", storage / "blobs" / "packs" / place.pack,
+               store.path_for(digest), store.path_for(digest).parent]
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in created} == {(service.pw_uid, service.pw_gid)}
+
+    mine = tmp_path / "mine"  # a root-owned storage stays root's
+    BlobStore(mine).put(b"x")
+    assert (mine / "blobs").stat().st_uid == 0

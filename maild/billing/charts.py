@@ -375,10 +375,11 @@ def statement_charts(context: Mapping[str, Any], language: str) -> tuple[Chart, 
             parts.append((name, ", ".join(bits)))
         charts.append(Chart(
             key="balance", title=t["balance_title"], kind="barh", unit="minutes", categories=tuple(names),
-            series=(Series(first, tuple(series["allowance"]), SKY),
-                    Series(t["carried_in"], tuple(series["carried_in"]), PURPLE),
-                    Series(t["used"], tuple(series["used"]), BLUE),
-                    Series(last, tuple(series["carried"]), GREEN)),
+            series=tuple(s for s in (
+                Series(first, tuple(series["allowance"]), SKY),
+                Series(t["carried_in"], tuple(series["carried_in"]), PURPLE),
+                Series(t["used"], tuple(series["used"]), BLUE),
+                Series(last, tuple(series["carried"]), GREEN)) if s.name != t["carried_in"] or any(s.values)),
             notes=tuple(notes), alt=t["balance_alt"].format(month=month, parts=_parts(parts)),
         ))
     return tuple(charts)

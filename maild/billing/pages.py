@@ -20,19 +20,21 @@ from typing import Any
 
 from maild.billing.charts import Chart, month_charts, month_summary, statement_charts
 from maild.billing.html import STATEMENT_TEXT, Image, InlineImage, data_uri, png_size, render, text
-from maild.billing.plot import render_png
+from maild.billing.plot import WIDTH_PX, render_png
 
 _CID_SAFE = re.compile(r"[^A-Za-z0-9.-]+")
+# a statement is read in a mail client, often on a phone: narrower charts shrink less there
+MAIL_WIDTH_PX = 600
 
 
 def draw(charts: Sequence[Chart], language: str, *, inline: bool, domain: str = "maild.invalid",
-         tag: str = "") -> tuple[list[Image], list[InlineImage]]:
+         tag: str = "", width_px: int = WIDTH_PX) -> tuple[list[Image], list[InlineImage]]:
     """Each chart drawn once; as data URIs, or as ``cid:`` references plus the parts to attach."""
     images: list[Image] = []
     parts: list[InlineImage] = []
     token = secrets.token_hex(6)
     for chart in charts:
-        png = render_png(chart, language)
+        png = render_png(chart, language, width_px)
         width, height = png_size(png)
         if inline:
             name = _CID_SAFE.sub("-", f"{chart.key}.{tag}.{token}").strip("-.")
@@ -66,7 +68,8 @@ def statement_html(context: Mapping[str, Any], language: str, *, inline: bool = 
     """A customer's statement as HTML, from the context its plain text is rendered from."""
     lang = language if language in STATEMENT_TEXT else "en"
     images, parts = draw(statement_charts(context, lang), lang, inline=inline, domain=domain,
-                         tag=f"statement-{context['month']}-{context.get('customer_id') or ''}")
+                         tag=f"statement-{context['month']}-{context.get('customer_id') or ''}",
+                         width_px=MAIL_WIDTH_PX)
     html = render("statement.html", {**{k: v for k, v in context.items() if not k.startswith("_")},
                                      "lang": lang, "t": STATEMENT_TEXT[lang], "images": images})
     return html, parts

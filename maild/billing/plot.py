@@ -111,11 +111,9 @@ def _horizontal(ax: Axes, chart: Chart, language: str) -> None:
                     label = hours(raw, language) if chart.unit == "minutes" else f"{raw:g}"
                     ax.text(v, y, " " + label, va="center", fontsize=9, color=_TEXT)
             ends = [max(a, b) for a, b in zip(ends, values)]
-    ax.set_yticks(top, [textwrap.fill(_short(c, 48), 24) for c in chart.categories], fontsize=10)
-    for y, note in zip(top, chart.notes):
-        if note:
-            ax.annotate(note, (0, y - 0.42), xytext=(3, 0), textcoords="offset points", fontsize=9,
-                        color="#555555", va="top")
+    notes = list(chart.notes) + [""] * (n - len(chart.notes))
+    ax.set_yticks(top, [textwrap.fill(_short(c, 48), 24) + (f"\n{textwrap.fill(note, 24)}" if note else "")
+                        for c, note in zip(chart.categories, notes)], fontsize=10)
     widest = max(ends) if ends else 0
     ax.set_xlim(0, widest * 1.25 + (1 if widest == 0 else 0))
     ax.grid(axis="x", color="#dddddd", linewidth=0.6)

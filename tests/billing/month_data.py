@@ -149,12 +149,18 @@ class Generated:
     ledger_rows: int
 
 
-def write_files(directory: Path) -> Path:
-    """The config and customers file of the generated month; returns the config's path."""
+def write_files(directory: Path, database_url: str = "") -> Path:
+    """The config and customers file of the generated month; returns the config's path.
+
+    Without ``database_url`` the database is SQLite under the storage path.
+    """
     (directory / "Maildir").mkdir(exist_ok=True)
     (directory / "customers.toml").write_text(CUSTOMERS, encoding="utf-8")
     config = directory / "maild.toml"
-    config.write_text(CONFIG.format(storage=directory / "storage", maildir=directory / "Maildir"), encoding="utf-8")
+    text = CONFIG.format(storage=directory / "storage", maildir=directory / "Maildir")
+    if database_url:
+        text = text.replace("[maildir]", f'[database]\nurl = "{database_url}"\n\n[maildir]', 1)
+    config.write_text(text, encoding="utf-8")
     return config
 
 

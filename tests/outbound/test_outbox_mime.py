@@ -246,3 +246,37 @@ def test_long_ascii_subject_is_folded_at_its_spaces(subject: str) -> None:
     assert subject_lines is not None
     assert all(len(line) <= 78 for line in subject_lines.group(0).split("\r\n"))
     assert parse(raw)["Subject"] == one_line(subject, 900)
+
+
+PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+       b"\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N\x00\x00\x00\x00IEND\xaeB`\x82")
+
+
+def test_html_part_with_inline_images_and_attachments() -> None:
+    """Plain text first, then the HTML with its images related by Content-ID; attachments still mixed in."""
+    import base64
+
+    html = {"body": '<p>Wykres</p><img src="cid:chart.1@firma.pl" alt="Wykres godzin">', "images": [
+        {"cid": "chart.1@firma.pl", "filename": "scopes.png", "content_type": "image/png",
+         "data": base64.b64encode(PNG).decode("ascii")}]}
+    context = {**ACK_CONTEXT, "_headers": {"ticket_ref": "SUP-1", "html": html}}
+    raw = build_mail(pending(context=context), Renderer(TEMPLATES), SENDER, None, NOW)
+    check_wire_form(raw)
+    mail = parse(raw)
+    assert mail.get_content_type() == "multipart/alternative"
+    plain, related = mail.iter_parts()
+    assert plain.get_content_type() == "text/plain" and body_text(mail).strip()
+    assert related.get_content_type() == "multipart/related"
+    page, image = related.iter_parts()
+    assert page.get_content().strip() == html["body"]
+    assert (image["Content-ID"], image.get_content(), image.get_content_disposition()) == (
+        "<chart.1@firma.pl>", PNG, "inline")
+
+
+@pytest.mark.parametrize("cid", ["a b@x", "a@x>\r\nBcc: evil@x", "<a@x>", ""])
+def test_a_malformed_content_id_is_refused_not_written(cid: str) -> None:
+    import base64
+
+    html = {"body": "<p>x</p>", "images": [{"cid": cid, "data": base64.b64encode(PNG).decode("ascii")}]}
+    with pytest.raises(ValueError, match="content id"):
+        build_mail(pending(context={**ACK_CONTEXT, "_headers": {"html": html}}), Renderer(TEMPLATES), SENDER, None, NOW)

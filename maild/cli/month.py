@@ -109,12 +109,11 @@ def mail_context(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
         "sla": [{"customer_name": c["customer_name"], "contract_id": c["contract_id"], "met": c["met"],
                  "due": c["met"] + c["missed"], "missed_refs": c["missed_refs"]}
                 for c in data["sla"]["contracts"] if c["kind"] == "sla"],
-        "_headers": {"from_name": cfg.from_name},
     }
 
 
 def send_month_report(cfg: Config, session: Session, month: str, now: datetime) -> tuple[list[str], list[str]]:
-    """Queue the month's report to each manager once; (queued, already queued) addresses."""
+    """Queue the month's report to each manager once, through the desk; (queued, already queued) addresses."""
     from maild.billing.pages import html_part, month_report_html
 
     desk = TicketDesk(DeskContext.for_config(cfg, ()), session)
@@ -134,8 +133,8 @@ def send_month_report(cfg: Config, session: Session, month: str, now: datetime) 
         context, html = pages[language]
         message_id = desk.queue_mail(
             ticket=None, dedupe_key=key, kind="month_report", template="month_report", language=language,
-            recipients=[manager.email], context=context, html=html, now=now, automatic=True, rate_limited=False,
-            fresh=True,
+            recipients=[manager.email], context=context, html=html, now=now, automatic=True,
+            rate_limited=False, fresh=True,
         )
         (queued if message_id is not None else before).append(manager.email)
     return queued, before

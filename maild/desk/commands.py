@@ -12,6 +12,12 @@ Polish aliases exist for the command names (``#czas``, ``#priorytet``...)
 and scopes (``szkolenie``, ``instalacja``...), since our consultants write
 Polish as often as English.
 
+Each command is one unit, registered once in ``COMMANDS``: its names, its help
+line, how its arguments are parsed and how it is applied (through the
+``TicketDesk``). The "unknown command" reply lists the table. A new command
+is a dataclass with ``apply`` (and ``check`` if it needs the config) plus one
+``register(...)`` call; see the README, "The pipeline".
+
 Durations are whole minutes, parsed with ``Fraction`` so "1,25h" is exactly
 75 and "0.01h" (36 seconds) is refused instead of rounded. A number without
 a unit is refused ("2 what? write 2h or 2m"): "#time 2" was meant as 2 hours
@@ -20,11 +26,16 @@ as often as 2 minutes, and a wrong guess bills the customer.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from fractions import Fraction
-from typing import Literal, TypeAlias, get_args
+from typing import ClassVar, Literal, get_args
 
+from maild.desk.context import DeskContext
+from maild.desk.desk import TicketDesk
 from maild.errors import MaildError
+from maild.storage.models import Ticket
 
 __all__ = [
     "Scope",
@@ -37,6 +48,12 @@ __all__ = [
     "InternalCommand",
     "VerifyCommand",
     "Command",
+    "Applying",
+    "CommandSpec",
+    "COMMANDS",
+    "Malformed",
+    "register",
+    "help_lines",
     "CommandError",
     "ParsedCommands",
     "DurationError",
@@ -55,43 +72,89 @@ MAX_ENTRY_MINUTES = 24 * 60
 
 
 @dataclass(frozen=True)
-class TimeCommand:
+class Applying:
+    """What a command acts with: the desk, the ticket, who wrote it and when."""
+
+    desk: TicketDesk
+    ticket: Ticket
+    actor: str
+    at: datetime  # when the consultant's mail arrived
+    now: datetime
+    source_message_id: str | None
+
+
+class Command:
+    """One consultant command, parsed; subclasses are frozen dataclasses."""
+
+    sets_status: ClassVar[bool] = False  # the mail's own status change is not overridden
+    internal: ClassVar[bool] = False  # the mail is a note for colleagues, not relayed
+
+    def check(self, ctx: DeskContext) -> str | None:
+        """Why this command cannot be applied (what only the config knows), or None."""
+        return None
+
+    def apply(self, run: Applying) -> None:
+        """Change the ticket through the desk."""
+
+
+@dataclass(frozen=True)
+class TimeCommand(Command):
     minutes: int
     scope: Scope | None
     note: str
 
+    def apply(self, run: Applying) -> None:
+        run.desk.book_time(run.ticket, self.minutes, run.actor, self.scope, self.note, run.source_message_id, run.at)
+
 
 @dataclass(frozen=True)
-class StatusCommand:
+class StatusCommand(Command):
     status: TicketStatus
+    sets_status: ClassVar[bool] = True
+
+    def apply(self, run: Applying) -> None:
+        run.desk.set_status(run.ticket, self.status, run.actor, run.at, run.now)
 
 
 @dataclass(frozen=True)
-class AssignCommand:
-    """``who`` as written (address or name); matching it to a consultant is the store's job."""
+class AssignCommand(Command):
+    """``who`` as written (address or name); matched to a consultant by ``check``/``apply``."""
 
     who: str
 
+    def check(self, ctx: DeskContext) -> str | None:
+        if ctx.find_consultant(self.who) is None:
+            return f"no consultant with the e-mail or name {self.who!r}"
+        return None
+
+    def apply(self, run: Applying) -> None:
+        to = run.desk.ctx.find_consultant(self.who)
+        if to is not None:
+            run.desk.assign(run.ticket, to, run.actor, run.at)
+
 
 @dataclass(frozen=True)
-class PriorityCommand:
+class PriorityCommand(Command):
     priority: Priority
     reason: str
 
+    def apply(self, run: Applying) -> None:
+        run.desk.set_priority(run.ticket, self.priority, self.reason, run.actor, run.at)
+
 
 @dataclass(frozen=True)
-class InternalCommand:
+class InternalCommand(Command):
     """The reply is a note for colleagues and must not be relayed to the customer."""
 
+    internal: ClassVar[bool] = True
+
 
 @dataclass(frozen=True)
-class VerifyCommand:
+class VerifyCommand(Command):
     """The consultant vouches for an unverified sender."""
 
-
-Command: TypeAlias = (
-    TimeCommand | StatusCommand | AssignCommand | PriorityCommand | InternalCommand | VerifyCommand
-)
+    def apply(self, run: Applying) -> None:
+        run.desk.verify(run.ticket, run.actor, run.at)
 
 
 @dataclass(frozen=True)
@@ -106,6 +169,17 @@ class ParsedCommands:
     commands: tuple[Command, ...]
     body: str  # the text without the command block: what the customer gets
     errors: tuple[CommandError, ...]
+    # (line number, line) of each command, for an error found when it is checked
+    lines: tuple[tuple[int, str], ...] = field(default=(), compare=False)
+
+    def check(self, ctx: DeskContext) -> tuple[CommandError, ...]:
+        """The parse errors and what the config refuses (an unknown consultant), in line order."""
+        found = list(self.errors)
+        for command, (line_no, line) in zip(self.commands, self.lines):
+            reason = command.check(ctx)
+            if reason is not None:
+                found.append(CommandError(line_no, line, reason))
+        return tuple(sorted(found, key=lambda e: e.line_no))
 
 
 class DurationError(MaildError, ValueError):
@@ -180,15 +254,6 @@ def parse_duration(text: str) -> int:
 
 _COMMAND_LINE = re.compile(r"[ \t]*#(?P<name>[^\W\d_][\w-]*)(?P<args>.*)", re.DOTALL)
 
-_NAMES: dict[str, str] = {
-    "time": "time", "czas": "time",
-    "status": "status",
-    "assign": "assign", "przypisz": "assign",
-    "priority": "priority", "priorytet": "priority",
-    "internal": "internal", "wewnętrzne": "internal", "wewnetrzne": "internal",
-    "verify": "verify", "potwierdź": "verify", "potwierdz": "verify",
-}  # fmt: skip
-
 _SCOPES: dict[str, Scope] = {
     **{scope: scope for scope in get_args(Scope)},
     "konsultacja": "consultation",
@@ -206,16 +271,20 @@ _PRIORITIES: tuple[Priority, ...] = get_args(Priority)
 _MAX_DURATION_WORDS = 4
 
 
-class _Malformed(Exception):
+class Malformed(Exception):
+    """A command line a parser refuses; ``reason`` goes into the error reply."""
+
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
 
+
+
 def _parse_time(args: str) -> TimeCommand:
     words = args.split()
     if not words:
-        raise _Malformed("#time needs a duration, e.g. #time 1h30m installation note")
+        raise Malformed("#time needs a duration, e.g. #time 1h30m installation note")
     first_error: DurationError | None = None
     for count in range(min(_MAX_DURATION_WORDS, len(words)), 0, -1):
         try:
@@ -230,13 +299,13 @@ def _parse_time(args: str) -> TimeCommand:
             rest = rest[1:]
         return TimeCommand(minutes=minutes, scope=scope, note=" ".join(rest))
     assert first_error is not None
-    raise _Malformed(f"#time: {first_error}")
+    raise Malformed(f"#time: {first_error}")
 
 
 def _parse_status(args: str) -> StatusCommand:
     words = args.split()
     if len(words) != 1 or words[0].lower() not in _STATUSES:
-        raise _Malformed(f"#status takes one of: {', '.join(_STATUSES)}")
+        raise Malformed(f"#status takes one of: {', '.join(_STATUSES)}")
     status = _STATUSES[_STATUSES.index(words[0].lower())]
     return StatusCommand(status)
 
@@ -244,7 +313,7 @@ def _parse_status(args: str) -> StatusCommand:
 def _parse_priority(args: str) -> PriorityCommand:
     words = args.split(maxsplit=1)
     if not words or words[0].upper() not in _PRIORITIES:
-        raise _Malformed(
+        raise Malformed(
             f"#priority takes one of {', '.join(_PRIORITIES)} (P1 most urgent), then an optional reason"
         )
     priority = _PRIORITIES[_PRIORITIES.index(words[0].upper())]
@@ -254,30 +323,67 @@ def _parse_priority(args: str) -> PriorityCommand:
 def _parse_assign(args: str) -> AssignCommand:
     who = " ".join(args.split())
     if not who:
-        raise _Malformed("#assign needs a consultant's address or name")
+        raise Malformed("#assign needs a consultant's address or name")
     return AssignCommand(who)
 
 
-def _parse_one(name: str, args: str) -> Command:
-    canonical = _NAMES.get(name.lower())
-    if canonical is None:
-        raise _Malformed(
-            f"unknown command #{name}; known: #time, #status, #assign, #priority, #internal, #verify"
-        )
-    if canonical == "time":
-        return _parse_time(args)
-    if canonical == "status":
-        return _parse_status(args)
-    if canonical == "priority":
-        return _parse_priority(args)
-    if canonical == "assign":
-        return _parse_assign(args)
-    if args.strip():
-        raise _Malformed(f"#{name} takes nothing after it")
-    return InternalCommand() if canonical == "internal" else VerifyCommand()
+def _no_arguments(command: Command) -> Callable[[str, str], Command]:
+    def parse(written: str, args: str) -> Command:
+        if args.strip():
+            raise Malformed(f"#{written} takes nothing after it")
+        return command
+    return parse
 
 
-_SINGLE_USE = (StatusCommand, PriorityCommand, AssignCommand)
+@dataclass(frozen=True)
+class CommandSpec:
+    """One consultant command: its names, its help line, its parser (written name, arguments)."""
+
+    name: str
+    aliases: tuple[str, ...]
+    help: str
+    parse: Callable[[str, str], Command]
+    once: bool = False  # given twice in one mail is an error
+
+
+COMMANDS: dict[str, CommandSpec] = {}
+_BY_NAME: dict[str, CommandSpec] = {}
+
+
+def register(spec: CommandSpec) -> CommandSpec:
+    """Add a command to the table: its names are recognised, its help line listed."""
+    for name in (spec.name, *spec.aliases):
+        if name in _BY_NAME:
+            raise ValueError(f"#{name} is registered twice")
+        _BY_NAME[name] = spec
+    COMMANDS[spec.name] = spec
+    return spec
+
+
+def help_lines() -> list[str]:
+    """One line per command, in table order: for notifications and error replies."""
+    return [spec.help for spec in COMMANDS.values()]
+
+
+register(CommandSpec("time", ("czas",), "#time 1h30m [scope] [note]", lambda _, args: _parse_time(args)))
+register(CommandSpec("status", (), "#status open|waiting|resolved|closed", lambda _, args: _parse_status(args),
+                     once=True))
+register(CommandSpec("assign", ("przypisz",), "#assign <e-mail or name>", lambda _, args: _parse_assign(args),
+                     once=True))
+register(CommandSpec("priority", ("priorytet",), "#priority P1..P4 <reason>", lambda _, args: _parse_priority(args),
+                     once=True))
+register(CommandSpec("internal", ("wewnętrzne", "wewnetrzne"), "#internal", _no_arguments(InternalCommand())))
+register(CommandSpec("verify", ("potwierdź", "potwierdz"), "#verify", _no_arguments(VerifyCommand())))
+
+
+def _parse_one(name: str, args: str) -> tuple[Command, CommandSpec]:
+    spec = _BY_NAME.get(name.lower())
+    if spec is None:
+        known = ", ".join(f"#{n}" for n in COMMANDS)
+        raise Malformed(f"unknown command #{name}; known: {known}")
+    return spec.parse(name, args), spec
+
+
 
 
 def parse_commands(text: str) -> ParsedCommands:
@@ -289,6 +395,7 @@ def parse_commands(text: str) -> ParsedCommands:
     """
     lines = text.split("\n")
     commands: list[Command] = []
+    lines_of: list[tuple[int, str]] = []
     errors: list[CommandError] = []
     body_start = len(lines)
     for index, raw in enumerate(lines):
@@ -300,17 +407,18 @@ def parse_commands(text: str) -> ParsedCommands:
             body_start = index
             break
         try:
-            command = _parse_one(match["name"], match["args"])
-        except _Malformed as error:
+            command, spec = _parse_one(match["name"], match["args"])
+        except Malformed as error:
             errors.append(CommandError(index + 1, line, error.reason))
             continue
-        if isinstance(command, _SINGLE_USE) and any(type(c) is type(command) for c in commands):
+        if spec.once and any(type(c) is type(command) for c in commands):
             errors.append(
                 CommandError(index + 1, line, f"#{match['name']} given twice; keep one")
             )
             continue
         commands.append(command)
+        lines_of.append((index + 1, line))
     if not any(line.strip() for line in lines[:body_start]):
         return ParsedCommands((), text, ())
     body = "\n".join(lines[body_start:])
-    return ParsedCommands(tuple(commands), body, tuple(errors))
+    return ParsedCommands(tuple(commands), body, tuple(errors), tuple(lines_of))

@@ -31,17 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from maild.storage import store
 from maild.storage.blobs import BlobMissing, BlobStore, StorageError
-from maild.desk.commands import (
-    AssignCommand,
-    CommandError,
-    InternalCommand,
-    ParsedCommands,
-    PriorityCommand,
-    StatusCommand,
-    TimeCommand,
-    VerifyCommand,
-    parse_commands,
-)
+from maild.desk.commands import Applying, parse_commands
 from maild.config import Config
 from maild.desk.context import DeskContext
 from maild.desk.desk import TicketDesk
@@ -679,13 +669,7 @@ class Ingestor:
                              now=now, ticket_id=ticket.id, message_row_id=row)
             return "reply", ticket.id
         parsed = parse_commands(new_text)
-        errors = list(parsed.errors)
-        assign_to = None
-        for command in parsed.commands:
-            if isinstance(command, AssignCommand):
-                assign_to = ctx.find_consultant(command.who)
-                if assign_to is None:
-                    errors.append(_assign_error(new_text, command.who))
+        errors = parsed.check(ctx)
         if errors:
             desk.queue_mail(
                 ticket=None, kind="command_error", template="command_error", language=consultant.language,
@@ -699,7 +683,7 @@ class Ingestor:
                              arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id)
             log.info("%s %s -> %s consultant commands rejected: %d errors", mail.source_key, msg.message_id, ref, len(errors))
             return "rejected", ticket.id
-        internal = any(isinstance(c, InternalCommand) for c in parsed.commands)
+        internal = any(c.internal for c in parsed.commands)
         direct = (ctx.support_addresses.isdisjoint(msg.to) and not ctx.support_addresses.isdisjoint(msg.cc))
         row = self._message_row(ticket.id, msg, mail, screening, "consultant", parsed.body, quoted, internal=internal)
         at = mail.arrived_at
@@ -711,7 +695,11 @@ class Ingestor:
                                for a in msg.attachments if not a.inline]
                 desk.relay(ticket, parsed.body, consultant.name, attachments, f"relay:{msg.dedupe_key}"[:400], now)
                 relayed = True
-        status_set = self._apply_commands(ticket, parsed, consultant.email, assign_to, msg, at, now)
+        applying = Applying(desk=desk, ticket=ticket, actor=consultant.email, at=at, now=now,
+                            source_message_id=msg.message_id)
+        for command in parsed.commands:
+            command.apply(applying)
+        status_set = any(c.sets_status for c in parsed.commands)
         if not internal and not status_set and ticket.status in ("new", "open"):
             ticket.status = "waiting"
         ticket.updated_at = now
@@ -721,24 +709,6 @@ class Ingestor:
         log.info("%s %s -> %s consultant %s (%s)", mail.source_key, msg.message_id, ref, consultant.email,
                  "internal" if internal else ("relayed" if relayed else "direct"))
         return "reply", ticket.id
-
-    def _apply_commands(self, ticket: Ticket, parsed: ParsedCommands, actor: str, assign_to: str | None,
-                        msg: InboundMessage, at: datetime, now: datetime) -> bool:
-        desk = self._active.desk
-        status_set = False
-        for command in parsed.commands:
-            if isinstance(command, TimeCommand):
-                desk.book_time(ticket, command.minutes, actor, command.scope, command.note, msg.message_id, at)
-            elif isinstance(command, StatusCommand):
-                desk.set_status(ticket, command.status, actor, at, now)
-                status_set = True
-            elif isinstance(command, AssignCommand) and assign_to:
-                desk.assign(ticket, assign_to, actor, at)
-            elif isinstance(command, PriorityCommand):
-                desk.set_priority(ticket, command.priority, command.reason, actor, at)
-            elif isinstance(command, VerifyCommand):
-                desk.verify(ticket, actor, at)
-        return status_set
 
     # -------------------------------------------------------------- bounces
 
@@ -784,18 +754,8 @@ def _same_content(a: InboundMessage, b: InboundMessage) -> bool:
             == (b.from_addr, b.subject, b.text, b.date_header, [x.sha256 for x in b.attachments]))
 
 
-def _assign_error(text: str, who: str) -> CommandError:
-    """The parser checks the form of ``#assign``; whether the person exists is known only here."""
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.lstrip().startswith("#") and who in line:
-            return CommandError(line_no=number, line=line.strip(), reason=f"no consultant with the e-mail or name {who!r}")
-    return CommandError(line_no=0, line=who, reason=f"no consultant with the e-mail or name {who!r}")
-
-
 def _unit_minutes(contract: Contract | None, default: int) -> int:
     """The occasional billing unit: a contract's own when it sets one, else the configured one."""
     if contract is not None and contract.kind == "occasional" and contract.unit_minutes != DEFAULT_UNIT_MINUTES:
         return contract.unit_minutes
     return default
-
-

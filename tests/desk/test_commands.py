@@ -267,3 +267,27 @@ def test_any_text_parses_without_raising_and_keeps_non_command_lines(text: str) 
     parsed = parse_commands(text)
     assert parsed.body in text
     assert len(parsed.commands) + len(parsed.errors) <= text.count("#")
+
+
+def test_the_command_table_is_the_one_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command registered once is parsed (under each of its names), listed in the help
+    lines and named in the "unknown command" reply; a name taken twice is refused."""
+    from dataclasses import dataclass
+
+    from maild.desk import commands
+
+    monkeypatch.setattr(commands, "COMMANDS", dict(commands.COMMANDS))
+    monkeypatch.setattr(commands, "_BY_NAME", dict(commands._BY_NAME))
+    assert parse_commands("#nope\n").errors[0].reason == (
+        "unknown command #nope; known: #time, #status, #assign, #priority, #internal, #verify")
+
+    @dataclass(frozen=True)
+    class Wave(commands.Command):
+        pass
+
+    commands.register(commands.CommandSpec("wave", ("machaj",), "#wave", lambda _, args: Wave()))
+    assert parse_commands("#machaj\nhi\n").commands == (Wave(),)
+    assert commands.help_lines()[-1] == "#wave"
+    assert parse_commands("#nope\n").errors[0].reason.endswith("#verify, #wave")
+    with pytest.raises(ValueError, match="#czas is registered twice"):
+        commands.register(commands.CommandSpec("clock", ("czas",), "#clock", lambda _, args: Wave()))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from maild.rules.customers import Contract, Customer
@@ -21,17 +21,25 @@ from maild.storage.models import ContractRow, LedgerRow, Ticket
 from maild.billing.reports import contract_from_row
 
 
-def ledger_entries(session: Session, contract_ids: Sequence[str]) -> list[LedgerEntry]:
+def package_draws(session: Session, contract_ids: Sequence[str], at: datetime) -> list[LedgerEntry]:
+    """What each package has given up to ``at``: one entry per package, its minutes summed by the database.
+
+    Balances and the expiring-first split need only these sums; reading every
+    row a customer ever drew (once per batch, for each new ticket's
+    acknowledgement) grew with the history. Overage rows draw on no package.
+    """
     if not contract_ids:
         return []
-    rows = session.scalars(
-        select(LedgerRow).where(LedgerRow.contract_id.in_(contract_ids), LedgerRow.overage.is_(False))
-        .order_by(LedgerRow.id)
+    rows = session.execute(
+        select(LedgerRow.contract_id, func.sum(LedgerRow.minutes))
+        .where(LedgerRow.contract_id.in_(sorted(set(contract_ids))), LedgerRow.overage.is_(False),
+               LedgerRow.booked_at <= at)
+        .group_by(LedgerRow.contract_id).order_by(LedgerRow.contract_id)
     )
     return [
-        LedgerEntry(id=r.id, contract_id=r.contract_id or "", ticket_id=r.ticket_id, minutes=r.minutes,
-                    booked_at=r.booked_at, by=r.by, scope=r.scope, reverses=r.reverses)
-        for r in rows
+        LedgerEntry(id=-n, contract_id=contract_id or "", ticket_id=None, minutes=int(total or 0), booked_at=at,
+                    by="", scope=None)
+        for n, (contract_id, total) in enumerate(rows, start=1)
     ]
 
 
@@ -39,7 +47,7 @@ def prepaid_left_minutes(session: Session, packages: Sequence[Contract], at: dat
     """Minutes left per package at ``at``; expired packages count as 0."""
     if not packages:
         return {}
-    entries = ledger_entries(session, [p.id for p in packages])
+    entries = package_draws(session, [p.id for p in packages], at)
     return {b.contract_id: (0 if b.expired else b.left) for b in prepaid_balances(packages, entries, at, tz)}
 
 
@@ -99,7 +107,7 @@ def book_time(session: Session, ticket: Ticket, contract: Contract | None, custo
         packages = [c for c in (customer.contracts if customer else ()) if c.kind == "prepaid"]
         if all(p.id != contract.id for p in packages):
             packages.append(contract)
-        entries = ledger_entries(session, [p.id for p in packages])
+        entries = package_draws(session, [p.id for p in packages], at)
         before = sum(b.left for b in prepaid_balances(packages, entries, at, tz) if not b.expired)
         for allocation in allocate_prepaid(packages, entries, minutes, at, tz):
             add(allocation.contract_id or contract.id, allocation.minutes, allocation.overage)

@@ -28,7 +28,7 @@ from maild.storage.models import AttachmentRow, Event, LedgerRow, MessageRow, Qu
 from maild.cli.progress import Progress
 from maild.cli import admin, consultants, setup
 from maild.cli.common import UsageError
-from maild.cli.output import iso, local, print_json, print_table, short_local
+from maild.cli.output import iso, local, print_json, print_json_stream, print_table, print_table_stream, short_local
 from maild.rules.prioritise import TIER_NAMES
 
 log = logging.getLogger("maild.cli")
@@ -76,25 +76,61 @@ def ticket_filter(args: argparse.Namespace, now: datetime) -> store.TicketFilter
     )
 
 
+TEXT_LIMIT = 100
+
+
 def cmd_tickets_list(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    """The queue, streamed: text shows the count and the first ``--limit`` (100) tickets; JSON all unless limited.
+
+    ``--after REF`` continues behind REF in queue order, so a script pages
+    through a long queue with ``--limit N --after <last ref of the page>``.
+    """
     now = datetime.now(UTC)
+    where = ticket_filter(args, now)
+    limit = None if args.all else (args.limit if args.limit is not None else (None if args.json else TEXT_LIMIT))
+    prefix = cfg.support.ticket_prefix
     with sessions() as session:
-        tickets = store.list_tickets(session, args.status, ticket_filter(args, now))
-        ranks = store.queue_ranks(session)
-        counts = store.message_counts(session, [t.id for t in tickets])
-        data = [ticket_json(cfg, t, ranks.get(t.id), counts.get(t.id, 0)) for t in tickets]
-    if args.json:
-        print_json(data)
-        return 0
-    tz = ZoneInfo(cfg.calendar.timezone)
-    zone = now.astimezone(tz).tzname()
-    print_table(
-        ["#", "ref", "status", "tier", "P", "customer", f"due {zone}", "subject"],
-        [[d["rank"] or "-", d["ref"], d["status"], d["tier"], d["priority"], d["customer"] or d["requester"],
-          short_local(t.reaction_due, tz, zone), d["subject"]] for t, d in zip(tickets, data)],
-        shrink=((5, 12), (7, 24), (5, 8), (7, 8)), sep=" ",
-    )
+        after = None
+        if args.after is not None:
+            after = store.find_ticket_by_ref(session, args.after, prefix)
+            if after is None:
+                raise UsageError(f"tickets list --after {args.after}: no such ticket")
+        chunks = store.stream_tickets(session, args.status, where, after=after, limit=limit)
+        if args.json:
+            print_json_stream(ticket_json(cfg, x.ticket, x.rank, x.messages) for chunk in chunks for x in chunk)
+            return 0
+        total = store.count_tickets(session, args.status, where)
+        print(f"{total} ticket{'' if total == 1 else 's'}")
+        tz = ZoneInfo(cfg.calendar.timezone)
+        zone = now.astimezone(tz).tzname()
+        shown: list[str] = []
+
+        def rows(chunk: list[store.ListedTicket]) -> list[list[Any]]:
+            out = []
+            for x in chunk:
+                t, ref = x.ticket, store.ticket_ref(prefix, x.ticket.id)
+                shown.append(ref)
+                out.append([x.rank or "-", ref, t.status, TIER_NAMES[t.tier], t.priority,
+                            t.customer_id or t.requester, short_local(t.reaction_due, tz, zone), t.subject])
+            return out
+
+        print_table_stream(
+            ["#", "ref", "status", "tier", "P", "customer", f"due {zone}", "subject"],
+            (rows(chunk) for chunk in chunks), shrink=((5, 12), (7, 24), (5, 8), (7, 8)), sep=" ",
+        )
+    if limit is not None and len(shown) == limit and (after is not None or total > limit):
+        print(f"(the first {limit}; next: --after {shown[-1]}; every ticket: --all)")
     return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def cmd_tickets_show(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
@@ -107,8 +143,7 @@ def cmd_tickets_show(cfg: Config, sessions: sessionmaker[Session], args: argpars
         atts = list(session.scalars(select(AttachmentRow).where(AttachmentRow.message_row_id.in_([r.id for r in rows]))))
         events = list(session.scalars(select(Event).where(Event.ticket_id == ticket.id).order_by(Event.id)))
         ledger = list(session.scalars(select(LedgerRow).where(LedgerRow.ticket_id == ticket.id).order_by(LedgerRow.id)))
-        ranks = store.queue_ranks(session)
-        data = ticket_json(cfg, ticket, ranks.get(ticket.id), len(rows))
+        data = ticket_json(cfg, ticket, store.queue_rank(session, ticket), len(rows))
     by_message: dict[int, list[dict[str, Any]]] = {}
     for a in atts:
         by_message.setdefault(a.message_row_id, []).append(
@@ -291,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--tier", choices=TIER_NAMES, help="only this queue tier")
     tl.add_argument("--overdue", action="store_true", help="only tickets past their reaction deadline, unanswered")
     tl.add_argument("--json", action="store_true")
+    page = tl.add_mutually_exclusive_group()
+    page.add_argument("--limit", type=_positive, metavar="N",
+                      help=f"at most N tickets (text: {TEXT_LIMIT} unless --all; JSON: all unless --limit)")
+    page.add_argument("--all", action="store_true", help="every ticket (text)")
+    tl.add_argument("--after", metavar="REF", help="continue behind REF in queue order (the next page)")
     ts = tickets.add_parser("show", help="one ticket with its thread")
     ts.add_argument("ref")
     ts.add_argument("--json", action="store_true")

@@ -8,7 +8,7 @@ import csv
 import json
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone, tzinfo
 from typing import Any
 
@@ -31,6 +31,20 @@ def local(value: datetime | None, tz: tzinfo, empty: str = "-") -> str:
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")
+
+
+def print_json_stream(items: Iterable[Any]) -> None:
+    """A JSON array written item by item, byte for byte what ``print_json`` writes for the whole list.
+
+    A list of every open ticket never has to exist in memory at once.
+    """
+    out = sys.stdout
+    first = True
+    for item in items:
+        text = json.dumps(item, ensure_ascii=False, indent=2)
+        out.write(("[\n" if first else ",\n") + "\n".join("  " + line for line in text.split("\n")))
+        first = False
+    out.write("[]\n" if first else "\n]\n")
 
 
 def short_local(value: datetime | None, tz: tzinfo, zone: str | None) -> str:
@@ -68,6 +82,28 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
     print(sep.join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
     for row in cells:
         print(sep.join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def print_table_stream(headers: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]], *,
+                       shrink: Sequence[tuple[int, int]] = (), width: int | None = None, sep: str = "  ") -> None:
+    """``print_table`` for rows that come in chunks: the first chunk sets the widths, later cells are cut to them."""
+    widths: list[int] | None = None
+    for rows in chunks:
+        cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+        if widths is None:
+            widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+            if shrink:
+                excess = sum(widths) + len(sep) * (len(widths) - 1) - (width or terminal_width())
+                for i, narrowest in shrink:
+                    cut = min(max(excess, 0), widths[i] - max(len(headers[i]), narrowest))
+                    if cut > 0:
+                        widths[i] -= cut
+                        excess -= cut
+            print(sep.join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+        for row in cells:
+            print(sep.join(fit(c, w).ljust(w) for c, w in zip(row, widths)).rstrip())
+    if widths is None:
+        print(sep.join(headers).rstrip())
 
 
 def print_csv(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -364,7 +364,7 @@ class Daemon:
         now = self.clock()
         cfg = self.config
         with self.sessions() as session, session.begin():
-            health = read_health(session, now)
+            health = read_health(session, now, queue=False)
             current = problems(health, cfg.health.fetch_stale, cfg.health.outbox_stale, self.started_at)
             alerted = _load_alerted(session)
             mails, after = plan_alerts(current, alerted, now)

@@ -7,12 +7,12 @@ Lookups that run once per message take the whole batch at once where they can
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from maild.storage.blobs import BlobMissing, BlobStore, PackedBlob
@@ -349,9 +349,123 @@ def message_counts(session: Session, ticket_ids: Sequence[int]) -> dict[int, int
 
 
 def queue_ranks(session: Session) -> dict[int, int]:
-    """1-based position of every open ticket in the queue."""
+    """1-based position of every open ticket in the queue (reads the whole queue: for tests and small tools)."""
     ids = session.scalars(select(Ticket.id).where(Ticket.status.in_(OPEN_STATUSES)).order_by(*queue_order()))
     return {tid: i for i, tid in enumerate(ids, start=1)}
+
+
+def queue_before(ticket: Ticket) -> ColumnElement[bool]:
+    """Tickets ahead of ``ticket`` in queue order (``queue_order``), as a condition.
+
+    Written out term by term because the order puts a missing deadline last,
+    which a row-value comparison with NULL cannot express.
+    """
+    rest = or_(Ticket.created_at < ticket.created_at,
+               and_(Ticket.created_at == ticket.created_at, Ticket.id < ticket.id))
+    if ticket.reaction_due is None:
+        due = or_(Ticket.reaction_due.is_not(None), and_(Ticket.reaction_due.is_(None), rest))
+    else:
+        due = or_(Ticket.reaction_due < ticket.reaction_due,
+                  and_(Ticket.reaction_due == ticket.reaction_due, rest))
+    return or_(Ticket.tier < ticket.tier,
+               and_(Ticket.tier == ticket.tier,
+                    or_(Ticket.priority < ticket.priority, and_(Ticket.priority == ticket.priority, due))))
+
+
+def queue_after(ticket: Ticket) -> ColumnElement[bool]:
+    """Tickets behind ``ticket`` in queue order: the next page after it (``tickets list --after``)."""
+    rest = or_(Ticket.created_at > ticket.created_at,
+               and_(Ticket.created_at == ticket.created_at, Ticket.id > ticket.id))
+    if ticket.reaction_due is None:
+        due = and_(Ticket.reaction_due.is_(None), rest)
+    else:
+        due = or_(Ticket.reaction_due.is_(None), Ticket.reaction_due > ticket.reaction_due,
+                  and_(Ticket.reaction_due == ticket.reaction_due, rest))
+    return or_(Ticket.tier > ticket.tier,
+               and_(Ticket.tier == ticket.tier,
+                    or_(Ticket.priority > ticket.priority, and_(Ticket.priority == ticket.priority, due))))
+
+
+def queue_rank(session: Session, ticket: Ticket) -> int | None:
+    """The ticket's 1-based place in the queue, counted in the database; None when it is not open."""
+    if ticket.status not in OPEN_STATUSES:
+        return None
+    ahead = session.scalar(select(func.count()).select_from(Ticket)
+                           .where(Ticket.status.in_(OPEN_STATUSES), queue_before(ticket)))
+    return int(ahead or 0) + 1
+
+
+def _listed(status: str | None, where: TicketFilter | None) -> list[Any]:
+    found: list[Any] = []
+    if status is None:
+        found.append(Ticket.status.in_(OPEN_STATUSES))
+    elif status != "all":
+        found.append(Ticket.status == status)
+    if where is not None:
+        found += where.conditions()
+    return found
+
+
+def count_tickets(session: Session, status: str | None = None, where: TicketFilter | None = None) -> int:
+    return int(session.scalar(select(func.count()).select_from(Ticket).where(*_listed(status, where))) or 0)
+
+
+@dataclass(frozen=True)
+class ListedTicket:
+    ticket: Ticket
+    rank: int | None
+    messages: int
+
+
+def stream_tickets(
+    session: Session, status: str | None = None, where: TicketFilter | None = None, *,
+    after: Ticket | None = None, limit: int | None = None, chunk: int = 500,
+) -> Iterator[list[ListedTicket]]:
+    """The list in queue order, ``chunk`` tickets at a time, with queue ranks and message counts.
+
+    Memory stays that of one chunk however long the queue: rows are streamed
+    and each chunk is dropped from the session once yielded. A rank is the
+    place among all open tickets, so a filtered list walks the open queue
+    alongside (one more ordered read of ids only); the plain open list
+    counts its own rows. ``after`` starts behind that ticket (a cursor).
+    """
+    conditions = _listed(status, where)
+    if after is not None:
+        conditions.append(queue_after(after))
+    query = select(Ticket).where(*conditions).order_by(*queue_order())
+    if limit is not None:
+        query = query.limit(limit)
+    ahead = 0
+    if after is not None:
+        ahead = int(session.scalar(select(func.count()).select_from(Ticket).where(
+            Ticket.status.in_(OPEN_STATUSES), or_(queue_before(after), Ticket.id == after.id))) or 0)
+    plain = status is None and (where is None or not where.conditions())
+    open_ids: Iterator[int] | None = None
+    if not plain:
+        open_query = select(Ticket.id).where(Ticket.status.in_(OPEN_STATUSES)).order_by(*queue_order())
+        if after is not None:
+            open_query = open_query.where(queue_after(after))
+        open_ids = iter(session.scalars(open_query.execution_options(yield_per=5000)))
+    position = ahead
+    for part in session.scalars(query.execution_options(yield_per=chunk)).partitions():
+        tickets = list(part)
+        counts = message_counts(session, [t.id for t in tickets])
+        out: list[ListedTicket] = []
+        for ticket in tickets:
+            rank: int | None = None
+            if ticket.status in OPEN_STATUSES:
+                if open_ids is None:
+                    position += 1
+                else:
+                    for tid in open_ids:
+                        position += 1
+                        if tid == ticket.id:
+                            break
+                rank = position
+            out.append(ListedTicket(ticket, rank, counts.get(ticket.id, 0)))
+        yield out
+        for ticket in tickets:
+            session.expunge(ticket)
 
 
 # ---------------------------------------------------------------- outbox

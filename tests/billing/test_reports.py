@@ -12,6 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
+from maild.billing.ledger import LedgerEntry
 from maild.rules.customers import Contract, Customer
 from maild.storage.db import open_database
 from maild.storage.models import ContractRow, CustomerRow, LedgerRow, Ticket
@@ -475,3 +476,28 @@ def test_reports_from_summed_history_equal_reports_from_every_row(lines: list[Le
     assert summed == build_hours_report(month, WARSAW, known, every_row,
                                         {n: i for n, i in infos.items() if n in booked}, 15)
     assert balances == build_balances(known, every_row, now, WARSAW, removed)
+
+
+@settings(max_examples=60, deadline=None)
+@given(boundary_ledgers(), st.integers(0, 100 * 24 * 60))
+def test_prepaid_left_from_summed_draws_equals_every_row(lines: list[LedgerLine], at_minutes: int) -> None:
+    """Ingest asks for a customer's package balances per batch; the database's sums must give every row's answer."""
+    from maild.billing.hours import prepaid_left_minutes
+    from maild.billing.ledger import prepaid_balances
+
+    sessions = _history_db()
+    with sessions() as session, session.begin():
+        session.query(LedgerRow).delete()
+        for x in lines:
+            session.add(LedgerRow(id=x.id, contract_id=x.contract_id, customer_id=x.customer_id,
+                                  ticket_id=x.ticket_id, minutes=x.minutes, overage=x.overage,
+                                  booked_at=x.booked_at, by="ewa@firma.pl", scope=x.scope, reverses=x.reverses))
+            session.flush()
+    moment = START + timedelta(minutes=at_minutes)
+    entries = [LedgerEntry(id=x.id, contract_id=x.contract_id or "", ticket_id=x.ticket_id, minutes=x.minutes,
+                           booked_at=x.booked_at, by="", scope=x.scope) for x in lines if not x.overage]
+    for packages in ((P1, P2), (SMALL,)):
+        with sessions() as session:
+            got = prepaid_left_minutes(session, packages, moment, WARSAW)
+        assert got == {b.contract_id: 0 if b.expired else b.left
+                       for b in prepaid_balances(packages, entries, moment, WARSAW)}

@@ -62,8 +62,9 @@ def test_list_fits_80_columns_in_local_time(capsys: pytest.CaptureFixture[str], 
     monkeypatch.delenv("COLUMNS", raising=False)  # not a terminal: 80
     out = run(capsys, config, "tickets", "list")
     lines = out.splitlines()
-    assert len(lines) == 4 and all(len(line) <= 80 for line in lines), out
-    header = lines[0]
+    assert len(lines) == 5 and all(len(line) <= 80 for line in lines), out
+    assert lines[0] == "3 tickets"
+    header = lines[1]
     assert re.search(r"due (CET|CEST)\b", header), header
     assert "…" in out and "SUP-1" in out and LONG_SUBJECT[:20] in out
     assert "Z " not in out and "T0" not in out and "UTC" not in out  # no raw ISO UTC in text

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
+from maild.errors import MaildError
 from maild.rules.customers import Contract
 
 DEFAULT_LOW_BALANCE_MINUTES = 60
@@ -69,7 +70,7 @@ class Allocation:
     overage: bool
 
 
-class LedgerError(ValueError):
+class LedgerError(MaildError, ValueError):
     """A ledger computation was asked something that has no meaningful answer."""
 
 

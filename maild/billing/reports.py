@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Executable, case, func, literal_column, select
 from sqlalchemy.orm import Session
 
+from maild.errors import MaildError
 from maild.rules.calendar import local_month_bounds
 from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
 from maild.billing.ledger import (
@@ -41,7 +42,7 @@ UNSPECIFIED_SCOPE = "unspecified"
 _INSTANT = timedelta(microseconds=1)
 
 
-class ReportError(ValueError):
+class ReportError(MaildError, ValueError):
     """A report was asked for something it cannot compute (e.g. a month that is not YYYY-MM)."""
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from maild.storage import store
 from maild.config import Config, load_config
-from maild.storage.db import DatabaseError, open_database
+from maild.storage.db import open_database
 from maild.errors import ConfigError, MaildError
 from maild.ops.logs import setup_logging
 from maild.storage.models import AttachmentRow, Event, LedgerRow, MessageRow, QuarantineRow, Ticket
@@ -438,9 +438,6 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"maild: {exc}", file=sys.stderr)
         return 2
-    except DatabaseError as exc:
-        print(f"maild: {exc}", file=sys.stderr)
-        return 1
     except MaildError as exc:
         print(f"maild: {exc}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from maild.errors import MaildError
 from maild.rules.customers import Contract, ContractKind, Customer, normalize_address
 
 log = logging.getLogger("maild.contracts")
@@ -37,7 +38,7 @@ class Resolution:
     fell_back_package: Contract | None = None
 
 
-class DuplicateClaim(ValueError):
+class DuplicateClaim(MaildError, ValueError):
     """Two customers claim the same address or domain; the loader prevents this."""
 
 

@@ -14,7 +14,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +25,7 @@ from maild.rules.assignment import MODES
 from maild.rules.assignment import Mode as AssignmentMode
 from maild.rules.presence import Absence, AbsenceError, parse_weekdays
 from maild.rules.peak import PeakWindow, default_peak_windows, windows_from_config
-from maild.rules.sla import EscalationLevel, EscalationSettings
+from maild.rules.sla import EscalationConfigError, EscalationSettings, escalation_levels
 
 DEFAULT_URGENT_WORDS: tuple[str, ...] = (
     "pilne", "pilny", "pilna", "pilnie", "awaria", "nie działa", "nie dziala", "krytyczn",
@@ -692,23 +692,7 @@ def _stage_error(file: str, key: str, exc: Exception) -> ConfigError:
 
 
 def _escalation(file: str, thresholds: list[Any], recipients: tuple[str, ...]) -> EscalationSettings:
-    if len(thresholds) != len(recipients):
-        raise ConfigError(file, "escalation.recipients", f"needs one entry per threshold ({len(thresholds)})")
-    levels = []
-    previous = 0
-    for i, (t, who) in enumerate(zip(thresholds, recipients)):
-        key = f"escalation.thresholds[{i}]"
-        if isinstance(t, bool) or not isinstance(t, (int, float)):
-            raise ConfigError(file, key, f"must be a fraction like 0.8, not {t!r}")
-        try:
-            permille = Decimal(str(t)) * 1000
-        except InvalidOperation:
-            raise ConfigError(file, key, f"not a number: {t!r}") from None
-        if permille != permille.to_integral_value() or not 0 < permille <= 1000 or permille <= previous:
-            raise ConfigError(file, key, "fractions must rise, each above 0 and at most 1.0, to a thousandth")
-        if who not in ("consultants", "managers", "managers+breach"):
-            raise ConfigError(file, f"escalation.recipients[{i}]",
-                              f"must be consultants, managers or managers+breach, not {who!r}")
-        previous = int(permille)
-        levels.append(EscalationLevel(permille=int(permille), recipients=who))  # type: ignore[arg-type]
-    return EscalationSettings(levels=tuple(levels))
+    try:
+        return escalation_levels(thresholds, recipients)
+    except EscalationConfigError as exc:
+        raise _stage_error(file, "escalation", exc) from None

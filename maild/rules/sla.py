@@ -13,7 +13,7 @@ float.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -72,12 +72,12 @@ class EscalationSettings:
         for index, level in enumerate(self.levels):
             if level.permille <= previous:
                 raise EscalationConfigError(
-                    f"sla.escalation[{index}].at: {level.permille}/1000 must be above the previous level "
+                    f"escalation.thresholds[{index}]: {level.permille}/1000 must be above the previous level "
                     f"({previous}/1000)"
                 )
             if level.recipients not in _RECIPIENTS:
                 raise EscalationConfigError(
-                    f"sla.escalation[{index}].notify: {level.recipients!r} not one of {', '.join(_RECIPIENTS)}"
+                    f"escalation.recipients[{index}]: {level.recipients!r} not one of {', '.join(_RECIPIENTS)}"
                 )
             previous = level.permille
 
@@ -95,23 +95,33 @@ def permille_from_fraction(value: object, where: str = "at") -> int:
     return int(scaled)
 
 
-def escalation_from_config(raw: Sequence[Mapping[str, object]]) -> EscalationSettings:
-    """Parse ``[[sla.escalation]]`` tables: ``{at = 0.8, notify = "managers"}``."""
+def escalation_levels(thresholds: Sequence[object], recipients: Sequence[str]) -> EscalationSettings:
+    """The ``[escalation]`` section's levels: ``thresholds = [0.5, 0.8, 1.0]`` (fractions of the
+    reaction window, rising, at most 1.0, to a thousandth) and one ``recipients`` entry each.
+
+    The one parser of the escalation config; errors name the key
+    (``escalation.thresholds[1]: ...``), which the config loader prefixes with the file.
+    """
+    if len(thresholds) != len(recipients):
+        raise EscalationConfigError(f"escalation.recipients: needs one entry per threshold ({len(thresholds)})")
     levels = []
-    for index, table in enumerate(raw):
-        where = f"sla.escalation[{index}]"
-        unknown = sorted(set(table) - {"at", "notify"})
-        if unknown:
-            raise EscalationConfigError(f"{where}.{unknown[0]}: unknown key")
-        if "at" not in table or "notify" not in table:
-            missing = "at" if "at" not in table else "notify"
-            raise EscalationConfigError(f"{where}.{missing}: required")
-        notify = table["notify"]
-        if notify not in _RECIPIENTS:
-            raise EscalationConfigError(f"{where}.notify: {notify!r} not one of {', '.join(_RECIPIENTS)}")
-        permille = permille_from_fraction(table["at"], f"{where}.at")
-        levels.append(EscalationLevel(permille, notify))  # type: ignore[arg-type]
-    return EscalationSettings(tuple(levels))
+    previous = 0
+    for i, (value, who) in enumerate(zip(thresholds, recipients)):
+        key = f"escalation.thresholds[{i}]"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise EscalationConfigError(f"{key}: must be a fraction like 0.8, not {value!r}")
+        try:
+            permille = Decimal(str(value)) * 1000
+        except InvalidOperation:
+            raise EscalationConfigError(f"{key}: not a number: {value!r}") from None
+        if permille != permille.to_integral_value() or not 0 < permille <= 1000 or permille <= previous:
+            raise EscalationConfigError(f"{key}: fractions must rise, each above 0 and at most 1.0, to a thousandth")
+        if who not in _RECIPIENTS:
+            raise EscalationConfigError(f"escalation.recipients[{i}]: must be consultants, managers or "
+                                        f"managers+breach, not {who!r}")
+        previous = int(permille)
+        levels.append(EscalationLevel(permille=int(permille), recipients=who))  # type: ignore[arg-type]
+    return EscalationSettings(levels=tuple(levels))
 
 
 def _check_clock(clock: str) -> None:

@@ -16,7 +16,7 @@ from maild.rules.sla import (
     EscalationSettings,
     SweepDecision,
     delivery_times,
-    escalation_from_config,
+    escalation_levels,
     permille_from_fraction,
     plan_escalation,
     reaction_due,
@@ -368,33 +368,27 @@ def test_fractions_become_exact_permille(fraction: object, permille: int) -> Non
     assert permille_from_fraction(fraction) == permille
 
 
-def test_escalation_from_config() -> None:
-    parsed = escalation_from_config(
-        [
-            {"at": 0.5, "notify": "consultants"},
-            {"at": 0.8, "notify": "managers"},
-            {"at": 1.0, "notify": "managers+breach"},
-        ]
-    )
+def test_escalation_levels() -> None:
+    parsed = escalation_levels([0.5, 0.8, 1.0], ["consultants", "managers", "managers+breach"])
     assert parsed == DEFAULT
 
 
 @pytest.mark.parametrize(
-    ("raw", "where"),
+    ("thresholds", "recipients", "where"),
     [
-        ([{"at": 0.1234, "notify": "managers"}], r"sla\.escalation\[0\]\.at"),
-        ([{"at": 0, "notify": "managers"}], r"sla\.escalation\[0\]\.at"),
-        ([{"at": "soon", "notify": "managers"}], r"sla\.escalation\[0\]\.at"),
-        ([{"at": True, "notify": "managers"}], r"sla\.escalation\[0\]\.at"),
-        ([{"at": 0.5, "notify": "everyone"}], r"sla\.escalation\[0\]\.notify"),
-        ([{"at": 0.5}], r"sla\.escalation\[0\]\.notify"),
-        ([{"at": 0.5, "notify": "managers", "cc": "x"}], r"sla\.escalation\[0\]\.cc"),
-        ([{"at": 0.8, "notify": "managers"}, {"at": 0.5, "notify": "consultants"}], r"sla\.escalation\[1\]\.at"),
+        ([0.1234], ["managers"], r"escalation\.thresholds\[0\]: fractions must rise"),
+        ([0], ["managers"], r"escalation\.thresholds\[0\]"),
+        (["soon"], ["managers"], r"escalation\.thresholds\[0\]: must be a fraction"),
+        ([True], ["managers"], r"escalation\.thresholds\[0\]"),
+        ([1.25], ["managers"], r"escalation\.thresholds\[0\]: .*at most 1\.0"),
+        ([0.5], ["everyone"], r"escalation\.recipients\[0\]: must be consultants"),
+        ([0.5, 0.8], ["managers"], r"escalation\.recipients: needs one entry per threshold"),
+        ([0.8, 0.5], ["managers", "consultants"], r"escalation\.thresholds\[1\]: fractions must rise"),
     ],
 )
-def test_escalation_config_errors_name_the_level(raw: list[dict[str, object]], where: str) -> None:
+def test_escalation_config_errors_name_the_level(thresholds: list[object], recipients: list[str], where: str) -> None:
     with pytest.raises(EscalationConfigError, match=where):
-        escalation_from_config(raw)
+        escalation_levels(thresholds, recipients)
 
 
 # --- time left ----------------------------------------------------------------------

@@ -121,6 +121,16 @@ class SupportSettings:
 class LedgerSettings:
     low_balance_minutes: int = 60
     occasional_unit_minutes: int = 15
+    # one mail per package that still has hours this many days before it expires
+    expiry_reminder_days: int = 14
+
+
+@dataclass(frozen=True)
+class BillingSettings:
+    """Money on statements: VAT on top of net amounts, and the rate for hours no contract prices."""
+
+    vat_percent: int = 23
+    occasional_hourly_rate_cents: int | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +198,7 @@ class Config:
     health: HealthSettings = field(default_factory=HealthSettings)
     batch_size: int = 500
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    billing: BillingSettings = field(default_factory=BillingSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     assignment: AssignmentSettings = field(default_factory=AssignmentSettings)
 
@@ -302,7 +313,7 @@ class _Section:
 # reported as the correct table's first missing required key.
 TOP_SECTIONS: tuple[str, ...] = (
     "storage", "database", "imap", "maildir", "smtp", "support", "consultants", "calendar", "escalation",
-    "peak", "packages", "limits", "security", "logging", "metrics", "health", "daemon", "notifications", "assignment",
+    "peak", "packages", "billing", "limits", "security", "logging", "metrics", "health", "daemon", "notifications", "assignment",
 )
 TOP_KEYS: tuple[str, ...] = ("customers_file", "templates_dir", "batch_size")
 
@@ -569,8 +580,17 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     ledger = LedgerSettings(
         low_balance_minutes=_minutes(pk, "low_balance_hours", Decimal(1)),
         occasional_unit_minutes=pk.integer("occasional_unit_minutes", 15, 1, 600),
+        expiry_reminder_days=pk.integer("expiry_reminder_days", 14, 0, 366),
     )
     pk.done()
+
+    bl = _Section(file, "billing", top.get("billing", dict, {}))
+    rate_text = bl.get("occasional_hourly_rate", (int, float), None)
+    billing = BillingSettings(
+        vat_percent=bl.integer("vat_percent", 23, 0, 100),
+        occasional_hourly_rate_cents=None if rate_text is None else _grosze(bl, "occasional_hourly_rate", rate_text),
+    )
+    bl.done()
 
     lim = _Section(file, "limits", top.get("limits", dict, {}))
     max_mb = lim.integer("max_message_mb", 25, 1, 2048)
@@ -643,7 +663,16 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         log_format=log_format,  # type: ignore[arg-type]
         metrics_listen=listen, health=health, batch_size=batch_size,
         templates_dir=templates_dir, daemon=daemon, notifications=notifications, assignment=assignment,
+        billing=billing,
     )
+
+
+def _grosze(section: _Section, name: str, value: int | float) -> int:
+    """A money amount as exact grosze: 250.50 -> 25050; more than two decimals is refused."""
+    scaled = Decimal(str(value)) * 100
+    if scaled < 0 or scaled != scaled.to_integral_value():
+        raise section.error(name, f"must be an amount in PLN with at most 2 decimals, not {value!r}")
+    return int(scaled)
 
 
 def _opt_path(section: _Section, name: str, base: Path) -> str | None:

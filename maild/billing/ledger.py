@@ -293,6 +293,13 @@ def amount_cents(minutes: int, hourly_rate_cents: int) -> int:
     return (minutes * hourly_rate_cents + 30) // 60
 
 
+def vat_cents(net_cents: int, percent: int) -> int:
+    """VAT on a net amount, rounded half up to the grosz (symmetric for a credit)."""
+    if net_cents < 0:
+        return -vat_cents(-net_cents, percent)
+    return (net_cents * percent + 50) // 100
+
+
 def crossed_low_balance(
     before_left: int, after_left: int, threshold_minutes: int = DEFAULT_LOW_BALANCE_MINUTES
 ) -> bool:

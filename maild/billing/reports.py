@@ -117,6 +117,9 @@ class ContractHours:
     hourly_rate_cents: int | None
     amount_cents: int | None  # None when minutes are billable but no rate is known
     tickets: tuple[TicketHours, ...]
+    # the sla contract's monthly fee (months it runs) or the package's price (the month it
+    # starts); None when the customers file names no price
+    fee_cents: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,17 @@ class CustomerHours:
 
     @property
     def amount_cents(self) -> int:
+        """The hours billed at an hourly rate (overage, occasional work), net."""
         return sum(c.amount_cents or 0 for c in self.contracts)
+
+    @property
+    def fees_cents(self) -> int:
+        """Monthly fees and package prices of the month, net."""
+        return sum(c.fee_cents or 0 for c in self.contracts)
+
+    @property
+    def net_cents(self) -> int:
+        return self.amount_cents + self.fees_cents
 
 
 @dataclass(frozen=True)
@@ -260,8 +273,13 @@ def build_hours_report(
     tickets: Mapping[int, TicketInfo],
     occasional_unit_minutes: int = DEFAULT_UNIT_MINUTES,
     progress: Callable[[int, int | None], None] | None = None,
+    occasional_rate_cents: int | None = None,
 ) -> HoursReport:
     """The monthly statement of every customer, from the ledger lines booked up to the month's end.
+
+    Hours that no contract prices (a package used up with no hourly rate of its own,
+    time with no contract) are billed at the customer's ``occasional_hourly_rate``,
+    else at ``occasional_rate_cents`` (``[billing] occasional_hourly_rate``).
 
     ``lines`` may include earlier months (sla carry-over needs them); only
     lines booked inside the month are listed. Lines whose contract is not among
@@ -290,7 +308,8 @@ def build_hours_report(
             if not own and not (contract.kind != "occasional" and _active_in(contract, first, last)):
                 continue
             contracts.append(_contract_hours(contract, customer, own, until, tickets, month, tz,
-                                             start, end, occasional_unit_minutes))
+                                             start, end, occasional_unit_minutes,
+                                             _fallback_rate(customer, occasional_rate_cents)))
         if contracts:
             result.append(CustomerHours(customer.id, customer.name, customer.language,
                                         customer.billing_address, tuple(contracts)))
@@ -306,7 +325,8 @@ def build_hours_report(
         for line in own:
             groups[line.contract_id].append(line)
         contracts = [
-            _unknown_contract_hours(contract_id, group, tickets, occasional_unit_minutes)
+            _unknown_contract_hours(contract_id, group, tickets, occasional_unit_minutes,
+                                    _fallback_rate(names.get(customer_id or ""), occasional_rate_cents))
             for contract_id, group in sorted(groups.items(), key=lambda kv: kv[0] or "")
         ]
         known_customer = names.get(customer_id or "")
@@ -349,6 +369,12 @@ def _ticket_hours(
     return tuple(out)
 
 
+def _fallback_rate(customer: Customer | None, default: int | None) -> int | None:
+    if customer is not None and customer.occasional_hourly_rate_cents is not None:
+        return customer.occasional_hourly_rate_cents
+    return default
+
+
 def _contract_hours(
     contract: Contract,
     customer: Customer,
@@ -360,9 +386,11 @@ def _contract_hours(
     start: datetime,
     end: datetime,
     default_unit: int,
+    fallback_rate: int | None = None,
 ) -> ContractHours:
     total = sum(line.minutes for line in own)
-    rate = contract.hourly_rate_cents
+    rate = contract.hourly_rate_cents if contract.hourly_rate_cents is not None else fallback_rate
+    fee: int | None = None
     allowance = carry_in = carry_out = expired = balance_start = balance_end = None
     valid_until = _package_last_day(contract)
     overage = billable = 0
@@ -377,6 +405,8 @@ def _contract_hours(
         else:
             allowance = carry_in = carry_out = expired = 0
         billable = overage
+        if contract.monthly_fee_cents is not None and allowance:
+            fee = contract.monthly_fee_cents
     elif contract.kind == "prepaid":
         packages = [c for c in customer.contracts if c.kind == "prepaid"]
         draws = _entries(line for line in until if not line.overage)
@@ -385,6 +415,8 @@ def _contract_hours(
         balance_start = 0 if before[contract.id].expired else before[contract.id].left
         balance_end = 0 if after[contract.id].expired else after[contract.id].left
         overage = billable = sum(line.minutes for line in own if line.overage)
+        if contract.price_cents is not None and start.astimezone(tz).date() <= contract.start < end.astimezone(tz).date():
+            fee = contract.price_cents
     else:
         unit = _unit(contract, default_unit)
     ticket_rows = _ticket_hours(own, tickets, unit)
@@ -407,21 +439,25 @@ def _contract_hours(
         hourly_rate_cents=rate,
         amount_cents=(amount_cents(billable, rate) if rate is not None else (0 if billable == 0 else None)),
         tickets=ticket_rows,
+        fee_cents=fee,
     )
 
 
 def _unknown_contract_hours(
-    contract_id: str | None, own: Sequence[LedgerLine], tickets: Mapping[int, TicketInfo], unit: int
+    contract_id: str | None, own: Sequence[LedgerLine], tickets: Mapping[int, TicketInfo], unit: int,
+    rate: int | None = None,
 ) -> ContractHours:
-    """Time with no contract to price it: billed per started unit like occasional work, no amount."""
+    """Time with no contract to price it: billed per started unit like occasional work, at the
+    occasional rate (the customer's, else the configured one; no amount when neither is set)."""
     ticket_rows = _ticket_hours(own, tickets, unit)
     billable = sum(t.billable_minutes for t in ticket_rows)
     return ContractHours(
         contract_id=contract_id, kind="occasional", minutes_by_scope=_scopes(own),
         total_minutes=sum(line.minutes for line in own), allowance_minutes=None, carry_in_minutes=None,
         carry_out_minutes=None, expired_minutes=None, balance_start_minutes=None, balance_end_minutes=None,
-        valid_until=None, overage_minutes=0, billable_minutes=billable, hourly_rate_cents=None,
-        amount_cents=0 if billable == 0 else None, tickets=ticket_rows,
+        valid_until=None, overage_minutes=0, billable_minutes=billable, hourly_rate_cents=rate,
+        amount_cents=amount_cents(billable, rate) if rate is not None else (0 if billable == 0 else None),
+        tickets=ticket_rows,
     )
 
 
@@ -692,6 +728,8 @@ def contract_from_row(row: ContractRow, tz: ZoneInfo | None = None) -> Contract:
         valid_until=_date(terms.get("valid_until")),
         target_hours=terms.get("target_hours"),
         unit_minutes=terms.get("unit_minutes", DEFAULT_UNIT_MINUTES),
+        monthly_fee_cents=terms.get("monthly_fee_cents"),
+        price_cents=terms.get("price_cents"),
     )
 
 
@@ -726,6 +764,7 @@ def hours_report(
     session: Session, customers: Sequence[Customer], month: str, tz: ZoneInfo, prefix: str,
     occasional_unit_minutes: int = DEFAULT_UNIT_MINUTES,
     progress: Callable[[int, int | None], None] | None = None,
+    occasional_rate_cents: int | None = None,
 ) -> HoursReport:
     """The month's statement; reads the month's ledger rows and the history summed per contract and month.
 
@@ -735,7 +774,8 @@ def hours_report(
     known, _removed = merge_known_customers(session, customers, tz)
     lines = load_history(session, start, tz) + load_lines(session, since=start, until=end)
     tickets = load_booked_tickets(session, prefix, start, end)
-    return build_hours_report(month, tz, known, lines, tickets, occasional_unit_minutes, progress)
+    return build_hours_report(month, tz, known, lines, tickets, occasional_unit_minutes, progress,
+                              occasional_rate_cents)
 
 
 def contract_balances(

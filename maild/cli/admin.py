@@ -32,6 +32,7 @@ from maild.storage.models import LedgerRow
 from maild.cli.progress import Progress
 from maild.cli.common import Failure, Handler, UsageError
 from maild.cli.output import print_csv, print_json, print_table
+from maild.billing.ledger import vat_cents
 from maild.billing.reports import ContractHours, HoursReport, ReportError, format_money
 
 log = logging.getLogger("maild.cli")
@@ -246,14 +247,21 @@ def _print_hours_table(report: HoursReport) -> None:
 
 
 def statement_context(cfg: Config, report: HoursReport, customer: reports.CustomerHours) -> dict[str, Any]:
-    """What the statement template renders: plain JSON values, stored with the outbox row."""
+    """What the statement template renders: plain JSON values, stored with the outbox row.
+
+    Money is in grosze (``*_cents``), formatted by the template in the mail's language;
+    ``amount`` strings stay for the HTML part's charts.
+    """
+    net = customer.net_cents
+    vat = vat_cents(net, cfg.billing.vat_percent)
     return {
         "month": report.month,
         "timezone": report.timezone,
         "customer_name": customer.name,
         "customer_id": customer.customer_id,
         "total_minutes": customer.total_minutes,
-        "amount": format_money(customer.amount_cents),
+        "amount": format_money(net),
+        "net_cents": net, "vat_cents": vat, "gross_cents": net + vat, "vat_percent": cfg.billing.vat_percent,
         "from_name": cfg.from_name,
         "contracts": [
             {
@@ -263,6 +271,8 @@ def statement_context(cfg: Config, report: HoursReport, customer: reports.Custom
                 "balance_end_minutes": c.balance_end_minutes, "valid_until": _iso_date(c.valid_until),
                 "overage_minutes": c.overage_minutes, "billable_minutes": c.billable_minutes,
                 "amount": None if c.amount_cents is None else format_money(c.amount_cents),
+                "amount_cents": c.amount_cents, "fee_cents": c.fee_cents, "rate_cents": c.hourly_rate_cents,
+                "lapsed_minutes": _lapsed(c, report.month),
                 "scopes": [{"scope": s, "minutes": m} for s, m in c.minutes_by_scope],
                 "tickets": [{"ref": t.ref or "-", "subject": t.subject, "minutes": t.total_minutes}
                             for t in c.tickets],
@@ -271,6 +281,15 @@ def statement_context(cfg: Config, report: HoursReport, customer: reports.Custom
         ],
         "_headers": {"from_name": cfg.from_name},
     }
+
+
+def _lapsed(contract: reports.ContractHours, month: str) -> int:
+    """Minutes of a package that expired by the end of ``month`` unused: then it "wygasł";
+    a package at 0 with nothing lapsed was "wykorzystany" (never both)."""
+    if contract.kind != "prepaid" or contract.valid_until is None or contract.valid_until.isoformat()[:7] > month:
+        return 0
+    drawn = contract.total_minutes - contract.overage_minutes
+    return max((contract.balance_start_minutes or 0) - drawn, 0)
 
 
 def send_statements(cfg: Config, session: Session, report: HoursReport, now: datetime,
@@ -315,7 +334,8 @@ def cmd_report_hours(cfg: Config, sessions: sessionmaker[Session], args: argpars
     customers = _customers(cfg)
     with sessions() as session, Progress(f"hours {month}", "customers") as progress:
         report = reports.hours_report(session, customers, month, tz, cfg.support.ticket_prefix,
-                                      cfg.ledger.occasional_unit_minutes, progress)
+                                      cfg.ledger.occasional_unit_minutes, progress,
+                                      cfg.billing.occasional_hourly_rate_cents)
     if args.json:
         print_json(hours_json(report))
     elif args.csv:

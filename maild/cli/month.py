@@ -49,7 +49,8 @@ def month_report_json(cfg: Config, session: Session, month: str, now: datetime, 
     tz = _tz(cfg)
     customers = _customers(cfg)
     prefix = cfg.support.ticket_prefix
-    hours = reports.hours_report(session, customers, month, tz, prefix, cfg.ledger.occasional_unit_minutes)
+    hours = reports.hours_report(session, customers, month, tz, prefix, cfg.ledger.occasional_unit_minutes,
+                                 occasional_rate_cents=cfg.billing.occasional_hourly_rate_cents)
     sla = reports.sla_report(session, customers, month, tz, prefix, now)
     activity = load_activity(session, month, BusinessCalendar(cfg.calendar), cfg.peak_windows,
                              {c.email: c.name for c in cfg.consultants}, now, language)

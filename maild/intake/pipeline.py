@@ -575,6 +575,10 @@ class Ingestor:
         rate = contract.hourly_rate_cents if contract is not None else None
         if rate is None and spent is not None:
             rate = spent.hourly_rate_cents
+        if rate is None and resolution.customer is not None:
+            rate = resolution.customer.occasional_hourly_rate_cents
+        if rate is None:
+            rate = cfg.billing.occasional_hourly_rate_cents
         # Plain JSON values: the template formats dates, money and durations in the mail's language.
         context: dict[str, Any] = {
             "ref": ctx.ref(ticket.id), "subject": ticket.subject, "from_name": cfg.from_name,

@@ -6,7 +6,7 @@ created on the first run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,8 @@ from sqlalchemy.engine import make_url
 
 from maild.storage.blobs import BlobStore
 from maild.config import Config
-from maild.rules.customers import load_customers
+from maild.rules.customers import Customer, load_customers
+from maild.rules.wording import format_money
 from maild.storage.db import make_engine, migration_state, safe_url
 from maild.errors import MaildError
 from maild.intake.mailbox import ImapSettings, open_source
@@ -63,12 +64,14 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
                               "missed_refs": ["SUP-2"]}]},
     "alert": {"what": "no fetch", "detail": "IMAP down", "since": "2026-01-01T00:00Z", "recovered": False},
     "statement": {"month": "2026-01", "timezone": "Europe/Warsaw", "customer_name": "Acme", "customer_id": "acme",
-                  "total_minutes": 90, "amount": "300,00", "from_name": "Support",
+                  "total_minutes": 90, "amount": "300,00", "from_name": "Support", "net_cents": 30000,
+                  "vat_cents": 6900, "gross_cents": 36900, "vat_percent": 23,
                   "contracts": [{"contract_id": f"c-{kind}", "kind": kind, "total_minutes": 90,
                                  "allowance_minutes": 600, "carry_in_minutes": 0, "carry_out_minutes": 510,
                                  "balance_start_minutes": 240, "balance_end_minutes": 150,
                                  "valid_until": "2026-06-30", "overage_minutes": 15, "billable_minutes": 15,
-                                 "amount": "50,00", "scopes": [{"scope": "consultation", "minutes": 90}],
+                                 "amount": "50,00", "amount_cents": 5000, "fee_cents": 25000, "rate_cents": 20000,
+                                 "lapsed_minutes": 0, "scopes": [{"scope": "consultation", "minutes": 90}],
                                  "tickets": [{"ref": "SUP-1", "subject": "Test", "minutes": 90}]}
                                 for kind in ("sla", "prepaid", "occasional")]},
 }
@@ -109,7 +112,38 @@ def run_checks(cfg: Config) -> int:
     if not cfg.trusted_authserv_id:
         _line(None, "security", "[security] trusted_authserv_id is not set: the From header alone decides a "
               "sender's contract (spoofable)")
+    try:
+        customers = load_customers(cfg.customers_file, cfg.packages)
+    except MaildError:
+        customers = ()
+    for warning in rate_warnings(customers, cfg.billing.occasional_hourly_rate_cents):
+        _line(None, "rates", warning)
     return 0 if ok else 1
+
+
+def rate_warnings(customers: Sequence[Customer], default_rate_cents: int | None) -> list[str]:
+    """Occasional rates that undercut a package: buying hours would cost more than not buying them.
+
+    The rate compared is the one that applies once the packages are used up: the
+    package's own ``hourly_rate``, else the customer's ``occasional_hourly_rate``, else
+    ``[billing] occasional_hourly_rate``.
+    """
+    warnings = []
+    for customer in customers:
+        fallback = customer.occasional_hourly_rate_cents
+        fallback = default_rate_cents if fallback is None else fallback
+        for contract in customer.contracts:
+            if contract.kind != "prepaid" or not contract.price_cents or not contract.package_minutes:
+                continue
+            per_hour = contract.price_cents * 60 // contract.package_minutes
+            rate = contract.hourly_rate_cents if contract.hourly_rate_cents is not None else fallback
+            if rate is None:
+                warnings.append(f"customer {customer.id}: no occasional rate for the hours after package "
+                                f"{contract.id} (set [billing] occasional_hourly_rate or the customer's)")
+            elif rate < per_hour:
+                warnings.append(f"customer {customer.id}: occasional rate {format_money(rate, 'pl')} an hour is "
+                                f"below package {contract.id}'s {format_money(per_hour, 'pl')} an hour")
+    return warnings
 
 
 def _storage(cfg: Config) -> str:

@@ -53,6 +53,10 @@ class Contract:
     target_hours: int | None = None
     # occasional: billed per started unit
     unit_minutes: int = DEFAULT_UNIT_MINUTES
+    # money: an sla contract's fee for each month it runs, a package's price (billed in the
+    # month it starts); net, in grosze
+    monthly_fee_cents: int | None = None
+    price_cents: int | None = None
 
     def active_on(self, day: date) -> bool:
         if day < self.start:
@@ -73,6 +77,9 @@ class Customer:
     domains: tuple[str, ...] = ()  # lower-cased, no leading '@'
     billing_address: str | None = None
     contracts: tuple[Contract, ...] = field(default_factory=tuple)
+    # the rate for hours no contract prices (packages used up, no occasional contract);
+    # None: [billing] occasional_hourly_rate
+    occasional_hourly_rate_cents: int | None = None
     # A consultant the customer prefers: they get the customer's new tickets when present.
     consultant: str | None = None
 
@@ -124,13 +131,14 @@ _LABEL_RE = re.compile(r"^(?!-)[^\s.@<>()\[\],;:\"\\/]+(?<!-)$")
 _LOCAL_FORBIDDEN = re.compile(r"[\s@<>()\[\],;:\"\\]")
 
 _CUSTOMER_KEYS = frozenset(
-    {"id", "name", "language", "addresses", "domains", "billing_address", "contracts", "consultant"}
+    {"id", "name", "language", "addresses", "domains", "billing_address", "contracts", "consultant",
+     "occasional_hourly_rate"}
 )
 _COMMON_CONTRACT_KEYS = frozenset({"id", "kind", "start", "end", "hourly_rate"})
 _KIND_KEYS: Mapping[str, frozenset[str]] = MappingProxyType(
     {
-        "sla": frozenset({"reaction_hours", "reaction_clock", "monthly_hours", "rollover_months"}),
-        "prepaid": frozenset({"hours", "custom_size", "valid_until", "target_hours"}),
+        "sla": frozenset({"reaction_hours", "reaction_clock", "monthly_hours", "rollover_months", "monthly_fee"}),
+        "prepaid": frozenset({"hours", "custom_size", "valid_until", "target_hours", "price"}),
         "occasional": frozenset({"unit_minutes"}),
     }
 )
@@ -379,6 +387,7 @@ def _parse_customer(
         billing_address=billing_address,
         contracts=tuple(contracts),
         consultant=consultant,
+        occasional_hourly_rate_cents=reader.scaled("occasional_hourly_rate", 100, "grosze (at most 2 decimals)"),
     )
 
 
@@ -452,6 +461,7 @@ def _parse_sla(
         reaction_clock=clock,
         monthly_minutes=monthly_minutes,
         rollover_months=reader.integer("rollover_months", 0),
+        monthly_fee_cents=reader.scaled("monthly_fee", 100, "grosze (at most 2 decimals)"),
     )
 
 
@@ -496,6 +506,7 @@ def _parse_prepaid(
         package_minutes=minutes,
         valid_until=valid_until,
         target_hours=reader.integer("target_hours", 1),
+        price_cents=reader.scaled("price", 100, "grosze (at most 2 decimals)"),
     )
 
 

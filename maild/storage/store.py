@@ -558,7 +558,8 @@ def sync_customers(session: Session, customers: Sequence[Customer], now: datetim
 def contract_terms(contract: Any) -> dict[str, Any]:
     terms = {}
     for name in ("hourly_rate_cents", "reaction_hours", "reaction_clock", "monthly_minutes",
-                 "rollover_months", "package_minutes", "valid_until", "target_hours", "unit_minutes"):
+                 "rollover_months", "package_minutes", "valid_until", "target_hours", "unit_minutes",
+                 "monthly_fee_cents", "price_cents"):
         value = getattr(contract, name, None)
         if value is not None:
             terms[name] = value.isoformat() if hasattr(value, "isoformat") else value

@@ -323,12 +323,12 @@ def test_send_queues_each_statement_once(env: Env) -> None:
     acme = next(r for r in rows if r.dedupe_key.endswith("acme"))
     raw = build_mail(acme, renderer, Sender("support@firma.pl", "Support", "maild"), None, NOW)
     mail = message_from_bytes(raw, policy=policy.default)
-    assert mail["Subject"] == "Zestawienie godzin wsparcia 2026-01 - ACME Sp. z o.o."
+    assert mail["Subject"] == "Zestawienie godzin wsparcia za styczeń 2026 dla firmy ACME Sp. z o.o."
     assert (mail["To"], mail["Auto-Submitted"]) == ("faktury@acme.pl", "auto-generated")
     assert "Wsparcie Firma" in mail["From"]
     assert mail.get_content_type() == "multipart/alternative"  # the plain text, and HTML with charts
     body = mail.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
-    assert "100,00 zł" in body and "SUP-1" in body and "2 godz. 30 min" in body
+    assert "Kwota netto:        100,00 zł" in body and "SUP-1" in body and "2 godz. 30 min" in body
     nowak = next(r for r in rows if r.dedupe_key.endswith("nowak"))
     subject, body = renderer.render("statement", "en", {k: v for k, v in nowak.context.items() if k != "_headers"})
     assert "Biuro Nowak" in subject and "Balance at the end:       3 h" in body

@@ -168,14 +168,18 @@ def test_time_lines_draw_packages_warn_once_fall_back_and_bill(
     out = w.cli(capsys, monkeypatch, "report", "hours", "--month", "2026-11", "--send")
     assert "statement 2026-11 for nord queued" in out
     w.run()
-    [sent] = [m for m in w.sink.messages if m.parsed["Subject"].startswith("Support hours statement 2026-11")]
-    assert sent.rcpt_tos == ["kari@nord.no"] and sent.parsed["Subject"] == "Support hours statement 2026-11 - Nord AS"
+    [sent] = [m for m in w.sink.messages if m.parsed["Subject"].startswith("Support hours statement for November")]
+    assert sent.rcpt_tos == ["kari@nord.no"]
+    assert sent.parsed["Subject"] == "Support hours statement for November 2026, Nord AS"
     text = body(sent)
-    assert "Amount to be invoiced: 100,00 PLN net" in text
-    assert "Prepaid hour package nord-b (valid until 2027-03-31)" in text
+    assert "Net amount:         PLN 100.00" in text and "VAT 23%:            PLN 23.00" in text
+    assert "Gross amount:       PLN 123.00" in text
+    assert "Prepaid hour package valid until 31 March 2027" in text and "nord-b" not in text
+    assert "The package has been used up." in text and "expired" not in text
     assert "Beyond the balance:       30 min" in text and "SUP-1" in text
     acme = [m for m in w.sink.messages if m.rcpt_tos == ["faktury@acme.pl"]]
-    assert len(acme) == 1 and "Zestawienie godzin wsparcia 2026-11 - Acme" == acme[0].parsed["Subject"]
+    assert len(acme) == 1 and acme[0].parsed["Subject"] == "Zestawienie godzin wsparcia za listopad 2026 dla firmy Acme"
+    assert "Europe/Warsaw" not in body(acme[0])
     before = len(w.sink.messages)
     out = w.cli(capsys, monkeypatch, "report", "hours", "--month", "2026-11", "--send")
     assert "for nord was already queued; not sent again" in out

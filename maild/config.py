@@ -201,6 +201,9 @@ class Config:
     billing: BillingSettings = field(default_factory=BillingSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     assignment: AssignmentSettings = field(default_factory=AssignmentSettings)
+    # a message still being parsed after this long has its parse worker killed
+    # (the attempt counts; quarantined after three)
+    parse_timeout_seconds: int = 30
 
     @property
     def consultant_emails(self) -> frozenset[str]:
@@ -599,6 +602,7 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         max_attachments=lim.integer("max_attachments", 100, 0),
         max_attachment_bytes=lim.integer("max_attachment_mb", max_mb, 1, 2048) * 1024 * 1024,
     )
+    parse_timeout = lim.integer("parse_timeout_seconds", 30, 1, 3600)
     lim.done()
 
     asg = _Section(file, "assignment", top.get("assignment", dict, {}))
@@ -664,6 +668,7 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         metrics_listen=listen, health=health, batch_size=batch_size,
         templates_dir=templates_dir, daemon=daemon, notifications=notifications, assignment=assignment,
         billing=billing,
+        parse_timeout_seconds=parse_timeout,
     )
 
 

@@ -97,7 +97,11 @@ class MailboxSecurityError(MailboxAuthError):
 class MailSource(Protocol):
     def connect(self) -> None: ...
 
-    def batches(self, max_count: int = 500, max_bytes: int = 32 * 1024 * 1024) -> Iterator[list[FetchedMail]]: ...
+    def batches(self, max_count: int = 500, max_bytes: int = 32 * 1024 * 1024,
+                max_message_bytes: int | None = None) -> Iterator[list[FetchedMail]]:
+        """The waiting mail in batches bounded by count and bytes. Of a mail bigger than
+        ``max_message_bytes`` only that much is read (its ``size`` says how big it is)."""
+        ...
 
     def mark_done(self, mails: Sequence[FetchedMail]) -> None: ...
 
@@ -281,7 +285,8 @@ class ImapSource:
             "uidplus": b"UIDPLUS" in self._caps,
         }
 
-    def batches(self, max_count: int = 500, max_bytes: int = 32 * 1024 * 1024) -> Iterator[list[FetchedMail]]:
+    def batches(self, max_count: int = 500, max_bytes: int = 32 * 1024 * 1024,
+                max_message_bytes: int | None = None) -> Iterator[list[FetchedMail]]:
         self._connected()
         yielded: set[tuple[int, int]] = set()
         with self._guard("select"):
@@ -297,9 +302,12 @@ class ImapSource:
             self.found = len(yielded) + len(pending)
             if not pending:
                 return
-            for batch_uids in plan_batches(pending, max_count, max_bytes):
+            sizes = dict(pending)
+            cap = max_message_bytes or max(sizes.values())
+            for batch_uids in plan_batches([(uid, min(size, cap)) for uid, size in pending], max_count, max_bytes):
                 yielded.update((uidvalidity, uid) for uid in batch_uids)
-                batch = self._fetch(batch_uids, uidvalidity)
+                oversize = {uid: sizes[uid] for uid in batch_uids if sizes[uid] > cap}
+                batch = self._fetch(batch_uids, uidvalidity, oversize, cap)
                 if batch:
                     yield batch
 
@@ -317,9 +325,21 @@ class ImapSource:
                          for uid, item in data.items() if b"RFC822.SIZE" in item)
         return sorted(sizes)
 
-    def _fetch(self, uids: list[int], uidvalidity: int) -> list[FetchedMail]:
+    def _fetch(self, uids: list[int], uidvalidity: int, oversize: dict[int, int] | None = None,
+               cap: int = 0) -> list[FetchedMail]:
+        """Fetch a batch; of an ``oversize`` mail (uid -> RFC822.SIZE) only the first ``cap`` bytes."""
+        oversize = oversize or {}
+        whole = [uid for uid in uids if uid not in oversize]
+        data: dict[int, Any] = {}
         with self._guard("fetch"):
-            data = self._connected().fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
+            if whole:
+                data.update(self._connected().fetch(whole, ["BODY.PEEK[]", "INTERNALDATE"]))
+            if oversize:
+                partial = self._connected().fetch(sorted(oversize), [f"BODY.PEEK[]<0.{cap}>", "INTERNALDATE"])
+                for uid, item in partial.items():
+                    body = next((v for k, v in item.items() if k.startswith(b"BODY[]")), None)
+                    if int(uid) in oversize and body is not None:
+                        data[int(uid)] = {b"BODY[]": body, b"INTERNALDATE": item[b"INTERNALDATE"]}
         wanted = set(uids)
         mails: list[FetchedMail] = []
         for uid in sorted(int(u) for u in data):
@@ -328,11 +348,14 @@ class ImapSource:
             if uid not in wanted or b"BODY[]" not in item:
                 continue
             raw = bytes(item[b"BODY[]"])
+            if uid in oversize:
+                log.warning("IMAP %s: UID %d is %d bytes, over max_message_mb: fetched its first %d",
+                            self._where, uid, oversize[uid], len(raw))
             mails.append(FetchedMail(
                 source_key=f"imap:{uidvalidity}:{uid}",
                 raw=raw,
                 arrived_at=_as_utc(item[b"INTERNALDATE"]),
-                size=len(raw),
+                size=max(len(raw), oversize.get(uid, 0)),
                 uid=uid,
                 uidvalidity=uidvalidity,
             ))
@@ -512,7 +535,8 @@ class MaildirSource:
         found.sort(key=lambda f: (f[0], f[1]))
         return found
 
-    def batches(self, max_count: int = 500, max_bytes: int = 32 * 1024 * 1024) -> Iterator[list[FetchedMail]]:
+    def batches(self, max_count: int = 500, max_bytes: int = 32 * 1024 * 1024,
+                max_message_bytes: int | None = None) -> Iterator[list[FetchedMail]]:
         self.connect()
         yielded: set[str] = set()
         while True:
@@ -521,17 +545,20 @@ class MaildirSource:
             if not pending:
                 return
             by_index = dict(enumerate(pending))
-            for indexes in plan_batches([(i, f[3]) for i, f in by_index.items()], max_count, max_bytes):
+            cap = max_message_bytes or max(f[3] for f in pending)
+            for indexes in plan_batches([(i, min(f[3], cap)) for i, f in by_index.items()], max_count, max_bytes):
                 batch: list[FetchedMail] = []
                 for i in indexes:
                     arrived, unique, path, _size = by_index[i]
                     yielded.add(unique)
                     try:
-                        raw = path.read_bytes()
+                        with path.open("rb") as file:
+                            raw = file.read(cap) if max_message_bytes else file.read()
+                            size = max(len(raw), os.fstat(file.fileno()).st_size)
                     except FileNotFoundError:
                         continue
                     self._paths[unique] = path
-                    batch.append(FetchedMail(f"maildir:{unique}", raw, arrived, len(raw)))
+                    batch.append(FetchedMail(f"maildir:{unique}", raw, arrived, size))
                 maildir_log.info("Maildir %s: fetched batch of %d messages, %d bytes",
                                  self.root, len(batch), sum(m.size for m in batch))
                 if batch:

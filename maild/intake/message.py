@@ -1128,10 +1128,14 @@ def _parse_tree(work: bytes, defects: list[str], notes: list[str]) -> tuple[Mess
         return BytesHeaderParser(policy=_policy.compat32).parsebytes(work), False, None
 
 
-def parse_message(raw: bytes, limits: ParseLimits = ParseLimits()) -> InboundMessage:
-    """Parse one raw message. Never raises except ``UnparsableMessage``."""
+def parse_message(raw: bytes, limits: ParseLimits = ParseLimits(), size: int | None = None) -> InboundMessage:
+    """Parse one raw message. Never raises except ``UnparsableMessage``.
+
+    ``size``: the whole message's size when ``raw`` is only its start (the mailbox
+    fetched no more than ``max_message_bytes`` of a bigger mail).
+    """
     try:
-        return _parse(bytes(raw), limits)
+        return _parse(bytes(raw), limits, size)
     except UnparsableMessage:
         raise
     except (MemoryError, KeyboardInterrupt):
@@ -1178,13 +1182,21 @@ def _second_opinion(raw: bytes, limits: ParseLimits, why: str) -> InboundMessage
     )
 
 
-def _parse(raw: bytes, limits: ParseLimits) -> InboundMessage:
+def _parse(raw: bytes, limits: ParseLimits, size: int | None = None) -> InboundMessage:
     raw_sha = hashlib.sha256(raw).hexdigest()
     notes: list[str] = []
     defects: list[str] = []
     work = raw
     truncated = False
-    if len(raw) > limits.max_message_bytes:
+    whole = max(size or 0, len(raw))
+    if whole > len(raw):
+        truncated = True
+        work = raw[: limits.max_message_bytes]
+        notes.append(
+            f"message ({whole // (1024 * 1024)} MB) over max_message_bytes: only the first "
+            f"{len(raw) // (1024 * 1024)} MB fetched and read, attachments not stored"
+        )
+    elif len(raw) > limits.max_message_bytes:
         truncated = True
         work = raw[: limits.max_message_bytes]
         notes.append(
@@ -1234,7 +1246,7 @@ def _parse(raw: bytes, limits: ParseLimits) -> InboundMessage:
     return InboundMessage(
         message_id=message_id,
         raw_sha256=raw_sha,
-        size=len(raw),
+        size=whole,
         dedupe_key=message_id if message_id else "sha256:" + raw_sha,
         subject=subject,
         from_addr=from_addr,

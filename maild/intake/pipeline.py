@@ -10,22 +10,15 @@ every message on the server for the next try.
 """
 from __future__ import annotations
 
-import copyreg
-import ctypes
-import ctypes.util
 import logging
-import multiprocessing
 import traceback
-import types
-import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,7 +32,8 @@ from maild.intake.lookup import DeskThreadLookup
 from maild.rules.contracts import Resolution, resolve
 from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
 from maild.intake.mailbox import FetchedMail
-from maild.intake.message import InboundMessage, ParseLimits, UnparsableMessage, parse_message
+from maild.intake.message import InboundMessage, UnparsableMessage
+from maild.intake.parsing import GaveUp, ParserCrash, parse_all, parse_one
 from maild.storage.models import Failure, OutboxRow, QuarantineRow, Ticket
 from maild.rules.prioritise import prioritise
 from maild.intake.quoting import split_reply
@@ -49,6 +43,14 @@ from maild.intake.thread import ThreadDecision, ThreadSettings, clean_subject, d
 log = logging.getLogger("maild.pipeline")
 MAX_ATTEMPTS = 3
 UTC = timezone.utc
+
+
+_STARTED = "processing started, not finished (the daemon was killed, crashed or stopped)"
+
+
+def attempt_key(mail: FetchedMail) -> str:
+    """The failures key of a mail before it is parsed (and of one that cannot be)."""
+    return f"raw:{mail.source_key}"
 
 
 class Outcome(Exception):
@@ -68,6 +70,10 @@ class Discard(Outcome):
 class Quarantine(Outcome):
     disposition = "quarantine"
 
+    def __init__(self, reason: str, attempts: int = 1) -> None:
+        super().__init__(reason)
+        self.attempts = attempts
+
 
 class Duplicate(Outcome):
     disposition = "duplicate"
@@ -77,144 +83,6 @@ class _Isolate(Exception):
     """A message failed on the fast path: run the batch again, one savepoint per message."""
 
 
-class _ParserCrash(UnparsableMessage):
-    """The parser itself failed (MemoryError, a bug it let through): counted and
-    retried like any processing failure, quarantined after ``MAX_ATTEMPTS``."""
-
-    def __init__(self, original: Exception | str) -> None:
-        self.original = original if isinstance(original, Exception) else RuntimeError(original)
-        super().__init__(f"parser crashed: {type(self.original).__name__}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Crosses from the parse worker as text: the exception object itself may not pickle.
-        return (type(self), (f"{type(self.original).__name__}: {self.original}",))
-
-
-def parse_one(raw: bytes, limits: ParseLimits) -> InboundMessage | UnparsableMessage:
-    """Parse, turning every failure into a value: one message's bytes are never the batch's problem."""
-    try:
-        msg = parse_message(raw, limits)
-    except UnparsableMessage as exc:
-        return exc
-    except Exception as exc:  # this message's fault, not the batch's: see _ParserCrash
-        return _ParserCrash(exc)
-    try:
-        return replace(msg, reply_split=split_reply(msg.text))
-    except Exception:  # left to the routing stage, where a failure is counted against the message
-        return msg
-
-
-def parse_all(raws: list[bytes], limits: ParseLimits) -> list[InboundMessage | UnparsableMessage]:
-    return [parse_one(raw, limits) for raw in raws]
-
-
-# InboundMessage.headers is a read-only view; it crosses to and from the parse
-# worker as a plain dict.
-def _read_only(items: dict[str, str]) -> types.MappingProxyType[str, str]:
-    return types.MappingProxyType(items)
-
-
-copyreg.pickle(types.MappingProxyType, lambda m: (_read_only, (dict(m),)))
-
-
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-        return trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def return_free_memory() -> None:
-    """Give freed heap back to the system (glibc keeps it otherwise): run after each
-    batch in the daemon and in the parse worker, so neither idles at the size of its
-    biggest batch while the other holds a 25 MB message."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-
-
-class _Deferred(Future[list[InboundMessage | UnparsableMessage]]):
-    """A batch to parse in place, later."""
-
-    def __init__(self, raws: list[bytes]) -> None:
-        super().__init__()
-        self._raws: list[bytes] | None = raws
-
-    def take(self) -> list[bytes]:
-        raws, self._raws = self._raws or [], None
-        return raws
-
-
-class ParseAhead:
-    """Parses the next batch on the other core while this one is being stored.
-
-    Parsing is the largest single cost of ingest and needs nothing but the bytes,
-    so a backlog overlaps it with routing and the database. Small batches (the
-    everyday one or two new mails) are parsed in place: a process hop would only
-    add latency. A worker that dies is replaced, and its batch parsed in place.
-    """
-
-    MIN_BATCH = 50
-    MAX_MESSAGE = 4 * 1024 * 1024
-
-    def __init__(self, limits: ParseLimits) -> None:
-        self.limits = limits
-        self._pool: ProcessPoolExecutor | None = None
-        # batches with a big message submitted and not parsed yet; one dropped unparsed
-        # (the slice ended, the daemon stops) leaves the set with its last reference
-        self._big_pending: weakref.WeakSet[_Deferred] = weakref.WeakSet()
-
-    def submit(self, mails: Sequence[FetchedMail]) -> Future[list[InboundMessage | UnparsableMessage]]:
-        raws = [m.raw for m in mails]
-        if max(map(len, raws), default=0) >= self.MAX_MESSAGE:
-            # A big message is parsed in place (sending its parts back from the worker
-            # would hold two more copies of them), and alone: the worker is stopped,
-            # once it has finished the batch in hand, so that its memory is given
-            # back, and is started again after the big message was parsed.
-            self.close(wait=True)
-            deferred = _Deferred(raws)
-            self._big_pending.add(deferred)
-            return deferred
-        if len(raws) >= self.MIN_BATCH and not self._big_pending:
-            try:
-                if self._pool is None:
-                    self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
-                return self._pool.submit(parse_all, raws, self.limits)
-            except (OSError, RuntimeError) as exc:
-                log.warning("parse worker unavailable (%s); parsing in place", exc)
-                self.close()
-        # Parsed when its result is asked for: after the batch before it was stored
-        # and let go, so a big message is never parsed while that batch is held.
-        return _Deferred(raws)
-
-    def result(self, future: Future[list[InboundMessage | UnparsableMessage]],
-               mails: Sequence[FetchedMail]) -> list[InboundMessage | UnparsableMessage]:
-        if isinstance(future, _Deferred):
-            self._big_pending.discard(future)
-            return parse_all(future.take(), self.limits)
-        try:
-            parsed = future.result()
-        except Exception as exc:  # a dead worker (BrokenProcessPool) or pickling trouble: parse here
-            log.warning("parse worker failed (%s: %s); parsing this batch in place", type(exc).__name__, exc)
-            self.close()
-            return parse_all([m.raw for m in mails], self.limits)
-        if self._pool is not None:
-            try:  # the worker trims what this batch left behind before it idles
-                self._pool.submit(return_free_memory)
-            except RuntimeError:  # shut down meanwhile
-                pass
-        return parsed
-
-    def close(self, wait: bool = False) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=wait, cancel_futures=not wait)
-            self._pool = None
-
-
 @dataclass
 class _Batch:
     """What one batch knows beyond the database: lookups done once for the whole
@@ -222,6 +90,7 @@ class _Batch:
 
     session: Session
     isolated: bool
+    counted: bool
     known: set[str]
     desk: TicketDesk
     lookup: DeskThreadLookup
@@ -288,8 +157,14 @@ class Ingestor:
         return self._batch
 
     def ingest_batch(self, mails: Sequence[FetchedMail],
-                     parsed: Sequence[InboundMessage | UnparsableMessage] | None = None) -> BatchResult:
+                     parsed: Sequence[InboundMessage | UnparsableMessage] | None = None,
+                     counted: bool = False) -> BatchResult:
         """Store a batch in one transaction; return what to move where on the source.
+
+        ``counted``: an attempt of each mail was recorded before it was parsed
+        (``begin_attempts``). The batch's transaction takes it back for every mail
+        whose processing finished here; a parser that crashed, overran its deadline
+        or was killed keeps it (and is not counted twice).
 
         The fast path writes the whole batch in one flush at the end. If any
         message fails, the transaction is rolled back and the batch runs again
@@ -300,15 +175,59 @@ class Ingestor:
         committed; then nothing of it was stored and nothing may be moved.
         """
         if parsed is None:
-            parsed = parse_all([mail.raw for mail in mails], self.ctx.config.limits)
+            parsed = parse_all([mail.raw for mail in mails], self.ctx.config.limits,
+                               [mail.size if mail.size > len(mail.raw) else None for mail in mails])
         try:
-            return self._run_batch(mails, parsed, isolated=False)
+            return self._run_batch(mails, parsed, isolated=False, counted=counted)
         except _Isolate:
             log.info("batch of %d: a message failed; processing them one by one", len(mails))
-            return self._run_batch(mails, parsed, isolated=True)
+            return self._run_batch(mails, parsed, isolated=True, counted=counted)
+
+    # -------------------------------------------------------------- attempts recorded before parsing
+
+    def begin_attempts(self, mails: Sequence[FetchedMail]) -> dict[str, int]:
+        """Attempts of each mail that were started and never finished, by source key; and
+        one more recorded now, before parsing starts, for each mail that has none.
+
+        A mail with some is suspect (the daemon was killed or crashed while it was in
+        hand): the daemon processes it alone, counting its attempt with
+        ``count_attempt``, and after ``MAX_ATTEMPTS`` quarantines it unparsed.
+        """
+        keys = {attempt_key(m): m.source_key for m in mails}
+        now = self.clock()
+        with self.sessions() as session, session.begin():
+            rows: dict[str, int] = {key: attempts for key, attempts in session.execute(
+                select(Failure.key, Failure.attempts).where(Failure.key.in_(list(keys))))}
+            fresh = [key for key in keys if key not in rows]
+            if fresh:
+                session.execute(insert(Failure), [
+                    {"key": key, "attempts": 1, "last_error": _STARTED, "updated_at": now} for key in fresh])
+            zero = [key for key, attempts in rows.items() if attempts < 1]
+            if zero:
+                session.execute(update(Failure).where(Failure.key.in_(zero)).values(attempts=1, updated_at=now))
+        return {keys[key]: attempts for key, attempts in rows.items() if attempts >= 1}
+
+    def count_attempt(self, mail: FetchedMail) -> int:
+        """Record one more attempt of a suspect mail before it is parsed; returns the count."""
+        key = attempt_key(mail)
+        now = self.clock()
+        with self.sessions() as session, session.begin():
+            failure = session.scalar(select(Failure).where(Failure.key == key))
+            if failure is None:
+                failure = Failure(key=key, attempts=0, last_error=_STARTED, updated_at=now)
+                session.add(failure)
+            failure.attempts += 1
+            failure.updated_at = now
+            return failure.attempts
+
+    def release_attempts(self, mails: Sequence[FetchedMail]) -> None:
+        """Take back the attempts recorded by ``begin_attempts`` for mails not processed after all."""
+        with self.sessions() as session, session.begin():
+            session.execute(delete(Failure).where(Failure.key.in_([attempt_key(m) for m in mails]),
+                                                  Failure.last_error == _STARTED))
 
     def _run_batch(self, mails: Sequence[FetchedMail], parsed: Sequence[InboundMessage | UnparsableMessage],
-                   isolated: bool) -> BatchResult:
+                   isolated: bool, counted: bool = False) -> BatchResult:
         result = BatchResult()
         now = self.clock()
         with self.sessions() as session, session.begin(), session.no_autoflush:
@@ -316,11 +235,14 @@ class Ingestor:
             senders = [m.from_addr for m in parsed if isinstance(m, InboundMessage)]
             desk = TicketDesk(self.ctx, session, self.blobs)
             desk.count_recent_automatic(senders, now - timedelta(hours=1))
-            self._batch = _Batch(session=session, isolated=isolated, known=store.known_dedupe_keys(session, keys),
-                                 desk=desk, lookup=DeskThreadLookup(desk))
+            self._batch = _Batch(session=session, isolated=isolated, counted=counted,
+                                 known=store.known_dedupe_keys(session, keys), desk=desk, lookup=DeskThreadLookup(desk))
+            finished: list[str] = []
             for mail, msg in zip(mails, parsed):
                 disposition = self._process_one(session, mail, msg, now)
                 result.count(disposition)
+                if counted and not (disposition == "retry" and isinstance(msg, ParserCrash)):
+                    finished.append(attempt_key(mail))
                 if disposition == "quarantine":
                     result.quarantined.append(mail)
                 elif disposition == "retry":
@@ -329,6 +251,8 @@ class Ingestor:
                     result.done.append(mail)
             try:
                 desk.sync()
+                if finished:
+                    session.execute(delete(Failure).where(Failure.key.in_(finished)))
             except DBAPIError as exc:
                 if isolated or exc.connection_invalidated or isinstance(exc, OperationalError):
                     raise
@@ -344,11 +268,13 @@ class Ingestor:
                      now: datetime) -> str:
         batch = self._active
         msg = parsed if isinstance(parsed, InboundMessage) else None
-        key = msg.dedupe_key if msg else f"raw:{mail.source_key}"
+        key = msg.dedupe_key if msg else attempt_key(mail)
         try:
             with session.begin_nested() if batch.isolated else nullcontext():
-                if isinstance(parsed, _ParserCrash):
+                if isinstance(parsed, ParserCrash):
                     raise parsed.original
+                if isinstance(parsed, GaveUp):
+                    raise Quarantine(parsed.reason, parsed.attempts)
                 if msg is None:
                     raise Quarantine(f"unparsable: {parsed}")
                 if key in batch.seen or key in batch.known:
@@ -371,7 +297,8 @@ class Ingestor:
             if batch.isolated:
                 batch.desk.discard()
             with session.begin_nested() if batch.isolated else nullcontext():
-                self._record_outcome(session, mail, msg, key, outcome, now)
+                self._record_outcome(session, mail, msg, key, outcome, now,
+                                     attempts=outcome.attempts if isinstance(outcome, Quarantine) else 1)
             return outcome.disposition
         except (StorageError, OperationalError):
             raise
@@ -386,7 +313,8 @@ class Ingestor:
             if not batch.isolated:
                 raise _Isolate() from exc
             batch.desk.discard()
-            return self._failed(session, mail, msg, key, exc, now)
+            return self._failed(session, mail, msg, key, exc, now,
+                                counted=batch.counted and isinstance(parsed, ParserCrash))
 
     def _second_copy(self, session: Session, msg: InboundMessage, first_key: str) -> None:
         """A Message-ID seen before: return to go on under the mail's own key
@@ -430,7 +358,9 @@ class Ingestor:
         return None
 
     def _failed(self, session: Session, mail: FetchedMail, msg: InboundMessage | None,
-                key: str, exc: BaseException, now: datetime) -> str:
+                key: str, exc: BaseException, now: datetime, counted: bool = False) -> str:
+        """Count a failed attempt (``counted``: it was recorded before parsing started);
+        "retry", or "quarantine" after ``MAX_ATTEMPTS``."""
         summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:500]
         trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
         with session.begin_nested():
@@ -438,7 +368,8 @@ class Ingestor:
             if failure is None:
                 failure = Failure(key=key, attempts=0, updated_at=now)
                 session.add(failure)
-            failure.attempts += 1
+            if not counted or failure.attempts < 1:
+                failure.attempts += 1
             failure.last_error, failure.updated_at = summary, now
             attempts = failure.attempts
         log.warning("%s %s: processing failed (attempt %d/%d): %s", mail.source_key,

@@ -41,7 +41,8 @@ from maild.ops.metrics import Metrics
 from maild.ops.sd_notify import notify, watchdog_interval
 from maild.outbound.outbox import DrainResult, Outbox, Sender
 from maild.ops.leader import MailboxLock, SqliteRunLock
-from maild.intake.pipeline import Context, Ingestor, ParseAhead, return_free_memory
+from maild.intake.parsing import GaveUp, ParseAhead, ParseWorkerError, return_free_memory
+from maild.intake.pipeline import MAX_ATTEMPTS, Context, Ingestor
 from maild.outbound.render import RenderError, Renderer
 from maild.outbound.smtp import SmtpError
 from maild.desk.desk import TicketDesk, by_language
@@ -55,7 +56,7 @@ UTC = timezone.utc
 # consecutive failed cycles after which the loop no longer counts as healthy
 UNHEALTHY_AFTER = 3
 DRAIN_CHUNK = 1000
-FAULTS = (MailboxError, StorageError, DatabaseError, OperationalError, DBAPIError)
+FAULTS = (MailboxError, StorageError, DatabaseError, OperationalError, DBAPIError, ParseWorkerError)
 
 
 class _Interrupt(Exception):
@@ -146,7 +147,7 @@ class Daemon:
         self._sync_customers(customers)
         self.renderer = load_renderer(config.templates_path)
         self.ingestor = Ingestor(Context.build(config, customers), self.sessions, self.blobs, clock)
-        self.parse_ahead = ParseAhead(config.limits)
+        self.parse_ahead = ParseAhead(config.limits, config.parse_timeout_seconds, heartbeat=_watchdog_ping)
         self.mailbox_lock = MailboxLock(self.sessions.kw["bind"], _mailbox_identity(config))
         self._standby_logged = False
         self.sweeper = Sweeper(self.ingestor.ctx, self.sessions)
@@ -222,29 +223,51 @@ class Daemon:
             log.info("ready: mailbox login succeeded")
         # Batch k+1 is fetched and parsed (on the other core) while batch k is stored.
         pending: tuple[list[FetchedMail], Future[list[InboundMessage | UnparsableMessage]]] | None = None
+        unstored: dict[str, FetchedMail] = {}  # attempts recorded, not stored: taken back if left
         stored_before = self.stored
-        for batch in self.source.batches(max_count=self.config.batch_size, max_bytes=BATCH_BYTES):
-            future = self.parse_ahead.submit(batch)
-            if pending is not None:
-                waiting += self._store_batch(*pending, totals)
+        try:
+            for batch in self.source.batches(max_count=self.config.batch_size, max_bytes=BATCH_BYTES,
+                                             max_message_bytes=self.config.limits.max_message_bytes):
+                # an attempt is recorded before parsing starts, so a kill or a crash counts too
+                prior = self.ingestor.begin_attempts(batch)
+                fresh = [m for m in batch if m.source_key not in prior]
+                unstored.update((m.source_key, m) for m in fresh)
+                stored = False
+                if fresh:
+                    future = self.parse_ahead.submit(fresh)
+                    previous, pending = pending, (fresh, future)
+                    if previous is not None:
+                        waiting += self._store_batch(*previous, totals, unstored)
+                        stored = True
+                for mail in batch:
+                    if mail.source_key in prior:
+                        if pending is not None:
+                            previous, pending = pending, None
+                            waiting += self._store_batch(*previous, totals, unstored)
+                        waiting += self._store_suspect(mail, prior[mail.source_key], totals)
+                        stored = True
+                if not stored:
+                    continue
                 self._report_progress(stored_before)
                 if self._stop:
-                    log.info("stopping after the batch in hand (%d messages committed)", len(pending[0]))
+                    log.info("stopping after the batch in hand (%d messages committed)", sum(totals.values()))
                     return totals
                 if budget_seconds is not None and time.monotonic() - started >= budget_seconds:
                     # the fetched batch stays on the server, unmoved, for the next slice
                     self.more_waiting = True
-                    pending = None
                     log.info("backlog: %d mails stored in this %.0f s slice; sweeping and sending before "
                              "reading on", sum(totals.values()), budget_seconds)
-                    break
-            pending = (batch, future)
-        if pending is not None:
-            waiting += self._store_batch(*pending, totals)
-            self._report_progress(stored_before)
-            if self._stop:
-                log.info("stopping after the batch in hand (%d messages committed)", len(pending[0]))
-                return totals
+                    return totals
+            if pending is not None:
+                previous, pending = pending, None
+                waiting += self._store_batch(*previous, totals, unstored)
+                self._report_progress(stored_before)
+                if self._stop:
+                    log.info("stopping after the batch in hand (%d messages committed)", len(previous[0]))
+                    return totals
+        finally:
+            if unstored:
+                self._release(list(unstored.values()))
         now = self.clock()
         with self.sessions() as session, session.begin():
             store.set_state(session, "last_fetch_at", now.isoformat(), now)
@@ -260,9 +283,11 @@ class Daemon:
         self.on_progress(self.stored, None if left is None else self.stored + left)
 
     def _store_batch(self, batch: list[FetchedMail], future: Future[list[InboundMessage | UnparsableMessage]],
-                     totals: dict[str, int]) -> int:
+                     totals: dict[str, int], unstored: dict[str, FetchedMail] | None = None) -> int:
         """Store one parsed batch and move its mail on the source; returns how many wait for a retry."""
-        result = self.ingestor.ingest_batch(batch, self.parse_ahead.result(future, batch))
+        result = self.ingestor.ingest_batch(batch, self.parse_ahead.result(future, batch), counted=True)
+        for mail in batch:
+            (unstored or {}).pop(mail.source_key, None)
         if result.done:
             self.source.mark_done(result.done)
         if result.quarantined:
@@ -273,6 +298,29 @@ class Daemon:
         notify("WATCHDOG=1")  # a long backlog is progress, not a hang
         return_free_memory()
         return len(result.retry)
+
+    def _store_suspect(self, mail: FetchedMail, attempts: int, totals: dict[str, int]) -> int:
+        """A mail whose processing was started before and never finished (the daemon was
+        killed or crashed with it in hand): processed alone, with nothing else in hand, so
+        that another kill is charged to it only; quarantined unparsed after MAX_ATTEMPTS."""
+        future: Future[list[InboundMessage | UnparsableMessage]]
+        if attempts >= MAX_ATTEMPTS:
+            future = Future()
+            future.set_result([GaveUp(attempts)])
+        else:
+            log.warning("%s: processing started and not finished before (attempts: %d); processing it alone",
+                        mail.source_key, attempts)
+            self.ingestor.count_attempt(mail)
+            future = self.parse_ahead.submit([mail])
+        return self._store_batch([mail], future, totals)
+
+    def _release(self, batch: list[FetchedMail]) -> None:
+        """Take back the attempts recorded for mail fetched and not stored (the slice
+        ended, the daemon stops, a fault): it was not the mail's doing."""
+        try:
+            self.ingestor.release_attempts(batch)
+        except FAULTS as exc:
+            log.warning("could not take back the attempts of %d mails not stored: %s", len(batch), exc)
 
     def cycle(self) -> CycleReport:
         report = CycleReport()
@@ -507,6 +555,11 @@ class Daemon:
             log.warning("connection lost while waiting for mail, reconnecting: %s", exc)
         finally:
             self._waiting = False
+
+
+def _watchdog_ping() -> None:
+    """While a message's parse deadline runs, the loop is waiting, not hung."""
+    notify("WATCHDOG=1")
 
 
 def _load_alerted(session: Session) -> dict[str, datetime]:

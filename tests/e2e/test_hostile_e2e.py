@@ -285,10 +285,10 @@ def test_mail_that_crashes_the_parsers_is_quarantined_and_others_go_on(
 
     real, real_second = message._parse, message._second_opinion
 
-    def explode(raw: bytes, limits: Any) -> Any:
+    def explode(raw: bytes, limits: Any, size: int | None = None) -> Any:
         if b"CRASH-" in raw:
             raise RecursionError("maximum recursion depth exceeded")
-        return real(raw, limits)
+        return real(raw, limits, size)
 
     def explode_too(raw: bytes, limits: Any, why: str) -> Any:
         if b"CRASH-BOTH" in raw:
@@ -314,16 +314,16 @@ def test_mail_that_crashes_the_parsers_is_quarantined_and_others_go_on(
 
 def test_memory_error_in_one_message_retried_then_quarantined(
         env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    import maild.intake.pipeline as pipeline
+    import maild.intake.parsing as parsing
 
-    real = pipeline.parse_message
+    real = parsing.parse_message
 
-    def explode(raw: bytes, limits: Any) -> Any:
+    def explode(raw: bytes, limits: Any, size: int | None = None) -> Any:
         if b"HUGE" in raw:
             raise MemoryError()
-        return real(raw, limits)
+        return real(raw, limits, size)
 
-    monkeypatch.setattr(pipeline, "parse_message", explode)
+    monkeypatch.setattr(parsing, "parse_message", explode)
     env["box"].add(make_mail(subject="HUGE", msgid="<huge@acme.pl>"))
     for i in range(3):
         env["box"].add(make_mail(subject=f"fine {i}", msgid=f"<f{i}@acme.pl>", sender="ola@acme.pl"))
@@ -419,7 +419,15 @@ def _html_links(n: int) -> bytes:
              + "<div>" * 20000 + "</body></html>\r\n").encode())
 
 
+def _html_only(name: str, html: str) -> bytes:
+    return (f"From: jan@acme.pl\r\nTo: support@firma.pl\r\nSubject: {name}\r\nMessage-ID: <{name}@acme.pl>\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + html + "\r\n").encode()
+
+
 PATHOLOGICAL: dict[str, Callable[[], bytes]] = {
+    # issue 12: each stalled the daemon for good (quadratic html_to_text)
+    "html-nested-unclosed-links-1mb": lambda: _html_only("links", '<a href="x">' * 64000 + "y" + "</a>" * 64000),
+    "html-40000-heads": lambda: _html_only("heads", "<head>" * 40000),
     "deep-nesting": lambda: _deep(3000),
     "single-line-50mb": lambda: _one_line_body(50),
     "thousands-of-parts": lambda: _many_parts(5000),
@@ -570,17 +578,17 @@ def test_without_setting_from_decides_and_check_warns(env: dict[str, Any], tmp_p
 def test_hostile_mix_on_imap_poison_in_quarantine_folder_rest_processed(
         tmp_path: Path, imap_account: Any, smtp_sink: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Dovecot: the poison mail ends in the Quarantine folder after 3 cycles, the rest in Processed at once."""
-    import maild.intake.pipeline as pipeline
+    import maild.intake.parsing as parsing
     from tests.e2e.test_operations import imap_table
 
-    real = pipeline.parse_message
+    real = parsing.parse_message
 
-    def explode(raw: bytes, limits: Any) -> Any:
+    def explode(raw: bytes, limits: Any, size: int | None = None) -> Any:
         if b"POISON" in raw:
             raise MemoryError()
-        return real(raw, limits)
+        return real(raw, limits, size)
 
-    monkeypatch.setattr(pipeline, "parse_message", explode)
+    monkeypatch.setattr(parsing, "parse_message", explode)
     config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port)
     poison = make_mail(subject="POISON", msgid="<poison@acme.pl>")
     others = [make_mail(subject="Zwykła sprawa", msgid="<ok@acme.pl>"), dsn("<not-ours@elsewhere>"),

@@ -66,8 +66,11 @@ def test_quarantine_list_and_retry_after_fix(db: str, tmp_path: Path, smtp_sink:
     config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=url)
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
     box.add(make_mail(subject="trigger the bug", msgid="<bug@acme.pl>"))
+    import maild.intake.parsing as parsing
+
     real = pipeline.split_reply
-    monkeypatch.setattr(pipeline, "split_reply", lambda text: (_ for _ in ()).throw(ValueError("parser bug")))
+    for module in (pipeline, parsing):  # the parse worker splits first; the pipeline again when it could not
+        monkeypatch.setattr(module, "split_reply", lambda text: (_ for _ in ()).throw(ValueError("parser bug")))
     for _ in range(pipeline.MAX_ATTEMPTS):
         Daemon(load_config(config)).run_once()
     assert len(box.get_folder("Quarantine")) == 1
@@ -81,7 +84,8 @@ def test_quarantine_list_and_retry_after_fix(db: str, tmp_path: Path, smtp_sink:
     assert cli_main(["--config", str(config), "quarantine", "list", "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert [r["status"] for r in records] == ["retried", "held"]
-    monkeypatch.setattr(pipeline, "split_reply", real)
+    for module in (pipeline, parsing):
+        monkeypatch.setattr(module, "split_reply", real)
     assert cli_main(["--config", str(config), "quarantine", "retry", str(records[1]["id"])]) == 0
     assert cli_main(["--config", str(config), "quarantine", "retry", str(records[1]["id"])]) == 1, "only once"
     daemon = Daemon(load_config(config))

@@ -8,7 +8,7 @@ from maild.intake.message import UnparsableMessage, parse_message
 from tests.helpers import make_mail
 
 
-def broken(raw: bytes, limits: object) -> object:
+def broken(raw: bytes, limits: object, *rest: object) -> object:
     raise ValueError("a parser bug")
 
 

@@ -57,11 +57,11 @@ class ParseWorkerError(MaildError):
     message's; the batch is left on the server and retried with backoff."""
 
 
-class ParseTimeout(Exception):
+class ParseTimeout(MaildError):
     """A message was still being parsed at the deadline; its worker was killed."""
 
 
-class ParseWorkerDied(Exception):
+class ParseWorkerDied(MaildError):
     """The parse worker died while parsing a message (a signal, the OOM killer)."""
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import event, select
@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from maild.billing.hours import book_time, find_contract, prepaid_left_minutes
 from maild.desk.context import DeskContext
 from maild.rules.contracts import Resolution
-from maild.rules.customers import Contract
+from maild.rules.customers import Contract, Customer
 from maild.rules.prioritise import TIER_BY_KIND, UNVERIFIED_TIER, Priority
 from maild.rules.sla import plan_escalation, reaction_due, target_due
 from maild.storage import store
@@ -287,7 +287,9 @@ class TicketDesk:
                 dedupe_key=f"lowbal:{low.customer.id}:{'+'.join(low.package_ids)}:{low.left_minutes <= 0}",
                 automatic=True,
                 context={"ref": ctx.ref(ticket.id), "customer_name": low.customer.name,
-                         "left_minutes": max(low.left_minutes, 0), "threshold_minutes": low.threshold_minutes,
+                         "left_minutes": max(low.left_minutes, 0),
+                         "valid_until": _last_usable_day(low.customer, at.astimezone(ctx.calendar.tz).date()),
+                         "rate_cents": _occasional_rate(low.customer, ctx.config.billing.occasional_hourly_rate_cents),
                          "from_name": ctx.config.from_name},
             )
             ledger_log.info("%s low prepaid balance for %s: %d min left", ctx.ref(ticket.id), low.customer.id,
@@ -399,3 +401,18 @@ def by_language(people: Sequence[Person]) -> list[tuple[str, list[str]]]:
     """Recipients grouped by their language, languages in a stable order: one mail per group."""
     return [(language, [p.email for p in people if p.language == language])
             for language in sorted({p.language for p in people})]
+
+
+def _last_usable_day(customer: Customer, today: date) -> str:
+    """The last day the customer's unexpired packages can be used (ISO), for the low-balance mail."""
+    days = [c.valid_until for c in customer.contracts
+            if c.kind == "prepaid" and c.valid_until is not None and c.start <= today <= c.valid_until]
+    return max(days).isoformat() if days else ""
+
+
+def _occasional_rate(customer: Customer, default: int | None) -> int | None:
+    """The rate after the packages: a package's own, else the customer's, else the configured one."""
+    own = [c.hourly_rate_cents for c in customer.contracts if c.kind == "prepaid" and c.hourly_rate_cents is not None]
+    if own:
+        return own[-1]
+    return customer.occasional_hourly_rate_cents if customer.occasional_hourly_rate_cents is not None else default

@@ -1,4 +1,5 @@
-"""The timer side of the daemon: SLA escalations and closing quiet resolved tickets.
+"""The timer side of the daemon: SLA escalations, closing quiet resolved tickets, and the
+one reminder a customer gets before a package with hours left expires.
 
 It reads only tickets whose indexed ``next_escalation_at`` has come, so its cost
 grows with the tickets that are due, not with the open queue. The due tickets'
@@ -35,6 +36,7 @@ class SweepResult:
     escalations: int = 0
     breaches: int = 0
     closed: int = 0
+    reminders: int = 0
 
 
 class Sweeper:
@@ -57,6 +59,7 @@ class Sweeper:
             for ticket in store.resolved_older_than(session, cutoff):
                 desk.close_quiet(ticket, now)
                 result.closed += 1
+            result.reminders = remind_expiring_packages(desk, now)
         return result
 
     def _escalate(self, desk: TicketDesk, ticket: Ticket, now: datetime, result: SweepResult,
@@ -110,6 +113,49 @@ class Sweeper:
                     ", ".join(p.email for p in people),
                     f" (levels {', '.join(str(s + 1) for s in decision.skipped_levels)} passed while down)"
                     if decision.skipped_levels else "")
+
+
+def remind_expiring_packages(desk: TicketDesk, now: datetime) -> int:
+    """One mail per prepaid package that still has hours and expires within
+    ``[packages] expiry_reminder_days``: how many hours lapse on which day.
+
+    Once per package: the outbox's unique dedupe key (``expiry:<contract>``) holds it
+    across sweeps and restarts. Only packages inside the window are looked at, so
+    a sweep costs nothing for customers without one.
+    """
+    ctx = desk.ctx
+    days = ctx.config.ledger.expiry_reminder_days
+    if days <= 0:
+        return 0
+    today = now.astimezone(ctx.calendar.tz).date()
+    horizon = today + timedelta(days=days)
+    sent = 0
+    for customer in ctx.customers:
+        expiring = [c for c in customer.contracts if c.kind == "prepaid" and c.valid_until is not None
+                    and c.start <= today <= c.valid_until <= horizon and (c.end is None or c.end >= c.valid_until)]
+        recipient = customer.billing_address or next(iter(customer.addresses), None)
+        if not expiring or recipient is None:
+            continue
+        packages = [c for c in customer.contracts if c.kind == "prepaid"]
+        for package in expiring:
+            key = f"expiry:{package.id}"
+            if store.outbox_queued(desk.session, key):
+                continue
+            left = desk.prepaid_left(packages, now).get(package.id, 0)
+            if left <= 0:
+                continue
+            assert package.valid_until is not None
+            queued = desk.queue_mail(
+                ticket=None, kind="expiry_reminder", template="expiry_reminder", language=customer.language,
+                recipients=[recipient], now=now, dedupe_key=key, automatic=True, rate_limited=False, fresh=True,
+                context={"customer_name": customer.name, "left_minutes": left,
+                         "valid_until": package.valid_until.isoformat(), "from_name": ctx.config.from_name},
+            )
+            if queued is not None:
+                sent += 1
+                log.info("package %s of %s expires %s with %d min left: reminder queued", package.id, customer.id,
+                         package.valid_until, left)
+    return sent
 
 
 def _first_texts(session: Session, ticket_ids: Sequence[int]) -> Mapping[int, str]:

@@ -318,3 +318,44 @@ def test_customers_sync_ends_removed_contracts_keeps_history_and_rejects_bad_fil
     w.run()
     with w.daemon.sessions() as session:
         assert session.get(Ticket, 3).contract_id == "acme-occ"  # type: ignore[union-attr]
+
+
+EXPIRING = CUSTOMERS.replace("  valid_until = 2026-12-31\n", "  valid_until = 2026-11-20\n", 1)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_package_with_hours_left_gets_one_expiry_reminder(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, smtp_sink: Any,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else ""
+    # nord-a (4 h) expires on 20 November; [packages] expiry_reminder_days = 14 by default.
+    w = World(tmp_path, smtp_sink, warsaw("2026-11-05 09:00"), customers=EXPIRING, database_url=url)
+    w.run()
+    assert [m for m in w.sink.messages if "expire" in m.parsed["Subject"]] == [], "15 days before: not yet"
+    w.mail(sender="kari@nord.no", subject="Printing question", msgid="<exp1@nord.no>")
+    w.run()
+    consultant_reply(w, warsaw("2026-11-05 10:00"), "SUP-1", "Printing question", "#time 1h30m", "<exp2@firma.pl>")
+    for day in ("2026-11-06 09:00", "2026-11-06 09:05", "2026-11-12 09:00"):
+        w.at(warsaw(day)).run()
+    reminders = [m for m in w.sink.messages if "expire" in m.parsed["Subject"]]
+    assert len(reminders) == 1, "once per package, whatever the number of sweeps"
+    [reminder] = reminders
+    assert reminder.rcpt_tos == ["kari@nord.no"]
+    assert reminder.parsed["Subject"] == "Your prepaid support hours expire on 20 November 2026"
+    text = body(reminder)
+    assert "2 h 30 min left" in text and "lapses at the end of that day" in text and "nord-a" not in text
+    # nord-b (until March 2027) is not due for one; a package with nothing left gets none
+    assert not any("31 March 2027" in m.parsed["Subject"] for m in w.sink.messages)
+
+
+def test_a_used_up_package_gets_no_expiry_reminder(tmp_path: Path, smtp_sink: Any) -> None:
+    w = World(tmp_path, smtp_sink, warsaw("2026-11-05 09:00"), customers=EXPIRING)
+    w.mail(sender="kari@nord.no", subject="Big job", msgid="<big@nord.no>")
+    w.run()
+    consultant_reply(w, warsaw("2026-11-05 10:00"), "SUP-1", "Big job", "#time 8h", "<big2@firma.pl>")  # both packages
+    w.at(warsaw("2026-11-10 09:00")).run()
+    assert [m for m in w.sink.messages if "expire" in m.parsed["Subject"]] == []
+    [used_up] = [m for m in w.sink.messages if "used up" in m.parsed["Subject"]]
+    text = body(used_up)
+    assert "have been used up" in text and "threshold" not in text and "PLN 200.00 net per hour" in text

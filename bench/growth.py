@@ -1,0 +1,325 @@
+#!/usr/bin/env python3
+"""What each command and daemon step costs as the history grows: 0, 100k, 1M mails.
+
+    .venv/bin/python bench/growth.py                          # sizes 0,100000 (~10 min)
+    .venv/bin/python bench/growth.py --sizes 0,100000,1000000  # + 1M mails (~1 h, ~5 GB of disk)
+
+How the database is built (SQLite, one work dir):
+
+1. **Through maild's own ingest**: ``--seed-mails`` (10,000) generated mails
+   (``gen-mail.py``, the backlog benchmark's corpus) are delivered to a Maildir
+   and read by ``Daemon.ingest_all()``, the daemon's own cycle: parsed,
+   threaded, stored with raw mail and attachments in packs, acknowledgements
+   queued. Then every ticket with a contract gets 5-44 minutes booked (one
+   ledger row) and the sla tickets a first response 0-39 h after they opened
+   (one ``UPDATE``), so the reports have hours and reactions to count.
+2. **SQL copies**: to reach N mails, ``INSERT ... SELECT`` copies the seed's
+   rows of every table the ingest wrote (tickets, messages, attachments, intake,
+   events, outbox, ledger), ids offset, Message-IDs and dedupe keys suffixed,
+   every time moved back by the seed's span (10,000 mails are about two months
+   at ~50,000 tickets a year), tickets of copies closed. N mails is the seed
+   times ``N / seed`` copies; the packs are not copied (copies point at the
+   seed's blobs), so "packs per mail" is the seed's.
+
+At each size: a fresh ``--backlog`` (2,000) mails, generated with another
+seed so none is a duplicate, ingested through the same cycle (msg/s), and the
+commands as an operator runs them, each a new process (``python -m maild.cli``;
+wall time and peak RSS from ``/usr/bin/time``): ``report hours`` and ``report
+sla`` for the current month, ``tickets list --json --status all`` (every
+ticket; bytes written), ``tickets list`` (the text page), ``tickets show``,
+``status --json``; and, in process, the daemon's per-cycle health check
+(``read_health(queue=False)``) and the full one ``status`` reads, median of 50.
+Medians of ``--runs`` (3) for the commands (one run of the whole-list JSON).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sqlalchemy import func, select, text  # noqa: E402
+
+from common import BENCH_ROOT, PY, SEED, banner, corpus, customers_toml, nproc  # noqa: E402
+
+UTC = timezone.utc
+ROOT = Path(__file__).resolve().parent.parent
+MAILS_PER_YEAR = 62_000  # ~50,000 tickets a year at the corpus's 0.81 tickets a mail
+# columns holding a row id of a copied table: offset like the ids themselves
+ID_COLUMNS = {"id", "ticket_id", "message_row_id", "linked_to", "reverses"}
+# unique (or looked-up) text keys: suffixed per copy so a copy is never a duplicate
+SUFFIXED = {("intake", "dedupe_key"), ("outbox", "dedupe_key"), ("messages", "message_id"),
+            ("outbox", "message_id")}
+COPIED = ("tickets", "messages", "attachments", "intake", "events", "outbox", "ledger")
+
+
+def write_config(work: Path) -> Path:
+    (work / "Maildir").mkdir(parents=True, exist_ok=True)
+    (work / "customers.toml").write_text(customers_toml(), encoding="utf-8")
+    path = work / "maild.toml"
+    path.write_text(f"""\
+customers_file = "customers.toml"
+
+[storage]
+path = "{work / 'var'}"
+
+[maildir]
+path = "{work / 'Maildir'}"
+
+[smtp]
+host = "127.0.0.1"
+port = 2525
+security = "none"
+from_address = "support@helpdesk.example.com"
+
+[support]
+address = "support@helpdesk.example.com"
+ticket_prefix = "SUP"
+max_auto_replies_per_hour = 1000000
+
+[logging]
+level = "warning"
+
+[[consultants]]
+email = "anna@firma.pl"
+name = "Anna Nowak"
+""", encoding="utf-8")
+    return path
+
+
+def deliver(maildir: Path, source: Path, at: datetime) -> int:
+    """Every .eml of ``source`` into the Maildir, as an MDA delivers (arrival ``at``)."""
+    count = 0
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    for count, eml in enumerate(sorted(source.glob("*.eml")), start=1):
+        name = f"{int(at.timestamp())}.M{count}P{os.getpid()}Q{count}.bench"
+        shutil.copyfile(eml, maildir / "tmp" / name)
+        os.rename(maildir / "tmp" / name, maildir / "new" / name)
+    return count
+
+
+def ingest(config: Path) -> tuple[float, int]:
+    """Read the Maildir through the daemon's own cycle; (seconds, mails stored)."""
+    from maild.config import load_config
+    from maild.ops.daemon import Daemon
+
+    daemon = Daemon(load_config(config))
+    t0 = time.perf_counter()
+    totals = daemon.ingest_all()
+    seconds = time.perf_counter() - t0
+    daemon.parse_ahead.close()
+    daemon.source.close()
+    daemon.sessions.kw["bind"].dispose()
+    return seconds, sum(totals.values())
+
+
+def book_seed(sessions: object) -> None:
+    """Hours on every ticket with a contract, and a first response on the sla ones."""
+    with sessions() as session, session.begin():  # type: ignore[operator]
+        session.execute(text(
+            "INSERT INTO ledger (contract_id, customer_id, ticket_id, minutes, overage, booked_at, \"by\", scope,"
+            " note) SELECT contract_id, customer_id, id, 5 + id % 40, 0, created_at, 'anna@firma.pl',"
+            " 'consultation', '' FROM tickets WHERE contract_id IS NOT NULL"))
+        session.execute(text(
+            "UPDATE tickets SET first_response_at = strftime('%Y-%m-%d %H:%M:%S', created_at, '+' || (id % 40)"
+            " || ' hours') || substr(created_at, 20) WHERE contract_kind = 'sla'"))
+
+
+def copy_rows(sessions: object, copies: range, seed_max: dict[str, int], days: int) -> None:
+    """``INSERT ... SELECT`` of the seed's rows, once per copy: ids offset, keys suffixed, times moved back."""
+    from maild.storage.models import Base
+
+    with sessions() as session:  # type: ignore[operator]
+        for k in copies:
+            with session.begin():
+                for name in COPIED:
+                    table = Base.metadata.tables[name]
+                    cols, exprs = [], []
+                    for column in table.columns:
+                        cols.append(f'"{column.name}"')
+                        if column.name in ID_COLUMNS:
+                            base = "ledger" if column.name == "reverses" else (
+                                "tickets" if column.name in ("ticket_id", "linked_to") else
+                                "messages" if column.name == "message_row_id" else name)
+                            exprs.append(f'"{column.name}" + {k * (seed_max[base] + 1)}')
+                        elif (name, column.name) in SUFFIXED:
+                            exprs.append(f"\"{column.name}\" || '.c{k}'")
+                        elif str(column.type).startswith("DATETIME"):
+                            exprs.append(f"strftime('%Y-%m-%d %H:%M:%S', \"{column.name}\", '-{k * days} days')"
+                                         f" || substr(\"{column.name}\", 20)")
+                        elif name == "tickets" and column.name == "status":
+                            exprs.append("'closed'")
+                        elif name == "outbox" and column.name == "status":
+                            exprs.append("'sent'")
+                        else:
+                            exprs.append(f'"{column.name}"')
+                    session.execute(text(
+                        f"INSERT INTO {name} ({', '.join(cols)}) SELECT {', '.join(exprs)} FROM {name}"
+                        f" WHERE id <= {seed_max[name]}"))
+
+
+def timed_cli(config: Path, *args: str, runs: int) -> tuple[float, float, int]:
+    """(median seconds, median peak RSS MB, bytes written) of ``maild ARGS`` as a new process."""
+    seconds, rss, size = [], [], 0
+    for _ in range(runs):
+        with tempfile.TemporaryFile() as out, tempfile.NamedTemporaryFile("r") as stats:
+            proc = subprocess.run(["/usr/bin/time", "-o", stats.name, "-f", "%e %M", PY, "-m", "maild.cli",
+                                   "--config", str(config), *args], stdout=out, stderr=subprocess.PIPE,
+                                  cwd=ROOT)
+            if proc.returncode != 0:
+                raise SystemExit(f"maild {' '.join(args)} failed: {proc.stderr.decode()[-2000:]}")
+            wall, kb = stats.read().split()[-2:]
+            seconds.append(float(wall))
+            rss.append(int(kb) / 1024)
+            size = out.seek(0, os.SEEK_END)
+    return statistics.median(seconds), statistics.median(rss), size
+
+
+def health_ms(config: Path) -> tuple[float, float]:
+    from maild.config import load_config
+    from maild.ops.health import read_health
+    from maild.storage.db import open_database
+
+    sessions = open_database(load_config(config).database_url)
+    light, full = [], []
+    with sessions() as session:
+        for _ in range(50):
+            now = datetime.now(UTC)
+            t0 = time.perf_counter()
+            read_health(session, now, queue=False)
+            light.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            read_health(session, now)
+            full.append(time.perf_counter() - t0)
+            session.rollback()
+    sessions.kw["bind"].dispose()
+    return statistics.median(light) * 1000, statistics.median(full) * 1000
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="0,100000", help="mails in the database before each measurement")
+    parser.add_argument("--seed-mails", type=int, default=10_000)
+    parser.add_argument("--backlog", type=int, default=2_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the work dir")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    banner(f"growth: sizes {sizes}, seed {args.seed_mails} mails, backlog {args.backlog}")
+
+    from maild.config import load_config
+    from maild.storage.db import open_database
+    from maild.storage.models import MessageRow, Ticket
+
+    work = Path(tempfile.mkdtemp(prefix="growth-", dir=BENCH_ROOT if BENCH_ROOT.exists() else None))
+    config = write_config(work)
+    db_path = work / "var" / "maild.db"
+    rows: list[dict[str, object]] = []
+    stored_mails = 0  # mails that went through ingest (their blobs are in the packs)
+    copied = 0  # copies of the seed made so far
+    seed_max: dict[str, int] = {}
+    span_days = max(1, round(args.seed_mails / MAILS_PER_YEAR * 365))
+    try:
+        for index, size in enumerate(sizes):
+            if size > 0:
+                if not seed_max:
+                    deliver(work / "Maildir", corpus(args.seed_mails, SEED), datetime.now(UTC))
+                    seconds, count = ingest(config)
+                    stored_mails += count
+                    print(f"seed: {count} mails ingested in {seconds:.1f} s ({count / seconds:.0f} msg/s)", flush=True)
+                    sessions = open_database(load_config(config).database_url)
+                    book_seed(sessions)
+                    with sessions() as session:
+                        for name in COPIED:
+                            seed_max[name] = int(session.scalar(text(f"SELECT coalesce(max(id), 0) FROM {name}")))
+                    sessions.kw["bind"].dispose()
+                wanted = max(size // args.seed_mails - 1, 0)
+                if wanted > copied:
+                    sessions = open_database(load_config(config).database_url)
+                    t0 = time.perf_counter()
+                    copy_rows(sessions, range(copied + 1, wanted + 1), seed_max, span_days)
+                    print(f"copied the seed {wanted - copied} times in {time.perf_counter() - t0:.0f} s", flush=True)
+                    sessions.kw["bind"].dispose()
+                    copied = wanted
+            sessions = open_database(load_config(config).database_url)
+            with sessions() as session:
+                tickets = int(session.scalar(select(func.count()).select_from(Ticket)) or 0)
+                messages = int(session.scalar(select(func.count()).select_from(MessageRow)) or 0)
+                ref = session.scalar(select(func.max(Ticket.id)).where(Ticket.status != "closed"))
+            sessions.kw["bind"].dispose()
+            mails = stored_mails + copied * args.seed_mails if size else 0
+            print(f"\n== {mails} mails in the database: {tickets} tickets, {messages} message rows, "
+                  f"database {db_path.stat().st_size / 1e6 if db_path.exists() else 0:.0f} MB", flush=True)
+            month = datetime.now(UTC).strftime("%Y-%m")
+            row: dict[str, object] = {"size": size, "mails": mails, "tickets": tickets, "messages": messages}
+            if True:
+                for key, argv in (("report hours", ("report", "hours", "--month", month, "--json")),
+                                  ("report sla", ("report", "sla", "--month", month, "--json")),
+                                  ("tickets list --json --status all", ("tickets", "list", "--json", "--status",
+                                                                         "all")),
+                                  ("tickets list (text page)", ("tickets", "list")),
+                                  *((("tickets show", ("tickets", "show", f"SUP-{ref}")),) if ref else ()),
+                                  ("status --json", ("status", "--json"))):
+                    row[key] = timed_cli(config, *argv, runs=1 if "--status" in argv else args.runs)
+                    print(f"{key}: {row[key][0]:.2f} s, {row[key][1]:.0f} MB RSS, {row[key][2] / 1e6:.1f} MB out",
+                          flush=True)
+                row["health"] = health_ms(config)
+                print(f"health check per cycle {row['health'][0]:.2f} ms (status's full read "
+                      f"{row['health'][1]:.2f} ms)", flush=True)
+            deliver(work / "Maildir", corpus(args.backlog, SEED + 1 + index), datetime.now(UTC))
+            seconds, count = ingest(config)
+            stored_mails += count
+            row["ingest"] = count / seconds
+            print(f"ingest of a fresh {count}-mail backlog: {count / seconds:.0f} msg/s ({seconds:.1f} s)", flush=True)
+            if mails:
+                row["db_per_mail"] = db_path.stat().st_size / (mails + count)
+                row["packs_per_mail"] = du(work / "var" / "blobs") / stored_mails
+                print(f"database {row['db_per_mail'] / 1e3:.1f} KB/mail, packs {row['packs_per_mail'] / 1e3:.1f}"
+                      f" KB/mail (the seed's and backlogs' blobs only)", flush=True)
+            rows.append(row)
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\nnproc {nproc()}, load {os.getloadavg()[0]:.2f}; medians of {args.runs} runs (commands)")
+    head = ["", *(f"{r['mails']:,} mails" for r in rows)]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    print("| ingest msg/s (fresh backlog) | " + " | ".join(f"{r['ingest']:.0f}" for r in rows) + " |")
+    for key in ("report hours", "report sla", "tickets list --json --status all", "tickets list (text page)",
+                "tickets show", "status --json"):
+        cells = []
+        for r in rows:
+            value = r.get(key)
+            if isinstance(value, tuple):
+                cells.append(f"{value[0]:.2f} s, {value[1]:.0f} MB" + (f", {value[2] / 1e6:.0f} MB out"
+                                                                       if "json --status" in key else ""))
+            else:
+                cells.append("-")
+        print(f"| `{key}` | " + " | ".join(cells) + " |")
+    print("| health check per cycle (status's full read) | " + " | ".join(
+        f"{r['health'][0]:.1f} ms ({r['health'][1]:.1f} ms)" if "health" in r else "-" for r in rows) + " |")
+    print("| database / packs per mail | " + " | ".join(
+        f"{r['db_per_mail'] / 1e3:.1f} KB / {r['packs_per_mail'] / 1e3:.1f} KB" if "db_per_mail" in r else "-"
+        for r in rows) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -134,6 +134,14 @@ class BillingSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """How long closed tickets keep their raw mail and their texts; 0 keeps them forever (the default)."""
+
+    raw_mail_months: int = 0
+    closed_ticket_years: int = 0
+
+
+@dataclass(frozen=True)
 class HealthSettings:
     fetch_stale: timedelta = timedelta(minutes=30)
     outbox_stale: timedelta = timedelta(minutes=30)
@@ -204,6 +212,7 @@ class Config:
     # a message still being parsed after this long has its parse worker killed
     # (the attempt counts; quarantined after three)
     parse_timeout_seconds: int = 30
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     @property
     def consultant_emails(self) -> frozenset[str]:
@@ -317,6 +326,7 @@ class _Section:
 TOP_SECTIONS: tuple[str, ...] = (
     "storage", "database", "imap", "maildir", "smtp", "support", "consultants", "calendar", "escalation",
     "peak", "packages", "billing", "limits", "security", "logging", "metrics", "health", "daemon", "notifications", "assignment",
+    "retention",
 )
 TOP_KEYS: tuple[str, ...] = ("customers_file", "templates_dir", "batch_size")
 
@@ -645,6 +655,13 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     )
     hl.done()
 
+    rt = _Section(file, "retention", top.get("retention", dict, {}))
+    retention = RetentionSettings(
+        raw_mail_months=rt.integer("raw_mail_months", 0, 0, 1200),
+        closed_ticket_years=rt.integer("closed_ticket_years", 0, 0, 100),
+    )
+    rt.done()
+
     dm = _Section(file, "daemon", top.get("daemon", dict, {}))
     retry_min = dm.integer("retry_min_seconds", 1, 1, 3600)
     daemon = DaemonSettings(
@@ -669,6 +686,7 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         templates_dir=templates_dir, daemon=daemon, notifications=notifications, assignment=assignment,
         billing=billing,
         parse_timeout_seconds=parse_timeout,
+        retention=retention,
     )
 
 

@@ -26,7 +26,7 @@ from maild.errors import ConfigError, MaildError
 from maild.ops.logs import setup_logging
 from maild.storage.models import AttachmentRow, Event, LedgerRow, MessageRow, QuarantineRow, Ticket
 from maild.cli.progress import Progress
-from maild.cli import admin, consultants, setup
+from maild.cli import admin, consultants, erasure, setup
 from maild.cli.common import UsageError
 from maild.cli.output import iso, local, print_json, print_json_stream, print_table, print_table_stream, short_local
 from maild.rules.prioritise import TIER_NAMES
@@ -380,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv = storage.add_parser("verify", help="read back every stored mail and attachment; exit 1 if any is "
                                            "missing or damaged")
     sv.add_argument("--json", action="store_true")
+    storage.add_parser("compact", help="rewrite packs that hold erased or expired mail; give the space back")
+    erasure.add_parsers(sub)
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="sub", required=True)
     db.add_parser("upgrade", help="apply pending migrations")
@@ -473,7 +475,10 @@ def dispatch(cfg: Config, args: argparse.Namespace) -> int:
         ("quarantine", "list"): cmd_quarantine_list,
         ("quarantine", "retry"): cmd_quarantine_retry,
         ("storage", "verify"): cmd_storage_verify,
+        ("storage", "compact"): erasure.cmd_storage_compact,
         ("status", None): cmd_status,
+        ("forget", None): erasure.cmd_forget,
+        ("retention", "run"): erasure.cmd_retention_run,
     }
     if command == "consultants":
         try:

@@ -47,6 +47,8 @@ from maild.outbound.render import RenderError, Renderer
 from maild.outbound.smtp import SmtpError
 from maild.desk.desk import TicketDesk, by_language
 from maild.desk.sweeper import Sweeper
+from maild.desk.erasure import apply_retention
+from maild.storage.compact import compact
 
 log = logging.getLogger("maild.daemon")
 # Bytes of mail fetched per batch: with the next batch fetched while this one is
@@ -331,6 +333,7 @@ class Daemon:
         swept = self.sweeper.sweep(self.clock())
         report.escalations, report.closed = swept.escalations, swept.closed
         self.check_health()
+        self.apply_retention()
         report.outbox = self.drain(self.config.daemon.slice_seconds)
         if self.metrics is not None:
             self.metrics.observe_cycle(report.ingested, report.escalations, report.outbox.sent)
@@ -400,6 +403,32 @@ class Daemon:
     def release_run_lock(self) -> None:
         if self.run_lock is not None:
             self.run_lock.release()
+
+    # ------------------------------------------------------------ retention
+
+    def apply_retention(self) -> None:
+        """Once a day, when ``[retention]`` sets a period: drop what is past it, then compact the packs.
+
+        The day is kept in the state table, so restarts do not repeat it; the
+        work is idempotent, so two daemons doing it on the same day change
+        nothing the first did not.
+        """
+        settings = self.config.retention
+        if not (settings.raw_mail_months or settings.closed_ticket_years):
+            return
+        now = self.clock()
+        with self.sessions() as session, session.begin():
+            last = store.get_state(session, "retention_at")
+            if last and now - datetime.fromisoformat(last) < timedelta(days=1):
+                return
+            done = apply_retention(session, self.blobs, now, raw_mail_months=settings.raw_mail_months,
+                                   closed_ticket_years=settings.closed_ticket_years)
+            store.set_state(session, "retention_at", now.isoformat(), now)
+        packs = compact(self.sessions, BlobStore(self.config.storage_path))
+        log.info("retention: raw mail dropped for %d closed tickets, texts removed from %d, %d blobs; "
+                 "packs: %d rewritten, %d deleted, %d bytes freed", done.raw_dropped_tickets,
+                 done.texts_removed_tickets, done.blobs, len(packs.rewritten), len(packs.deleted),
+                 packs.bytes_freed)
 
     # ------------------------------------------------------------ health
 

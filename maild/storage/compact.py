@@ -1,0 +1,155 @@
+"""Dropping blobs nobody refers to any more, and giving their space back: pack compaction.
+
+Retention and ``maild forget`` remove rows; the bytes of the mail and
+attachments they named stay in append-only packs until this rewrites them.
+``drop_unreferenced`` deletes the ``pack_index`` rows (and loose files) of blobs
+no message, attachment or quarantine row names. ``compact`` then rewrites each
+pack with enough dead bytes, online, crash-safe at every step:
+
+1. the live blobs are copied into a new pack, created under an exclusive lock
+   (no writer adopts a locked pack) and synced to disk;
+2. one transaction points their ``pack_index`` rows at the new pack; until it
+   commits every row still names the old pack, intact;
+3. the old pack, now named by no row, is deleted by a later pass, never by
+   the one that emptied it, so a reader that looked a blob up just before the
+   commit can still open it.
+
+A crash after 1 leaves a new pack no row names; after 2 an old one: either is
+an unreferenced pack, which the next pass deletes. The newest pack is never
+touched (it is the one a writer adopts to append to), nor one a writer holds.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from maild.storage.blobs import _PACK_NAME, BlobStore, PackedBlob, sync_filesystem
+from maild.storage.models import AttachmentRow, MessageRow, PackIndex, QuarantineRow
+
+log = logging.getLogger("maild.storage")
+
+# A pack is rewritten once this share of its bytes belongs to no blob.
+DEAD_SHARE = 0.25
+
+
+@dataclass
+class Compaction:
+    rewritten: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+
+
+def referenced(session: Session, hashes: Iterable[str]) -> set[str]:
+    """Which of ``hashes`` a message, attachment or quarantine row still names (checked 500 at a time)."""
+    wanted = sorted(set(hashes))
+    found: set[str] = set()
+    for i in range(0, len(wanted), 500):
+        part = wanted[i:i + 500]
+        found.update(session.scalars(select(MessageRow.raw_sha256).where(MessageRow.raw_sha256.in_(part))))
+        found.update(session.scalars(select(AttachmentRow.sha256).where(AttachmentRow.sha256.in_(part))))
+        found.update(session.scalars(select(QuarantineRow.raw_sha256).where(QuarantineRow.raw_sha256.in_(part))))
+    return found
+
+
+def drop_unreferenced(session: Session, blobs: BlobStore, hashes: Iterable[str]) -> int:
+    """Forget the blobs among ``hashes`` that no row names: their index rows and loose files.
+
+    Run in the transaction that removed the rows, so a blob another mail
+    still carries (the same attachment twice) is kept. The bytes leave the
+    packs when ``compact`` rewrites them.
+    """
+    candidates = set(hashes)
+    dead = sorted(candidates - referenced(session, candidates))
+    for i in range(0, len(dead), 500):
+        session.execute(delete(PackIndex).where(PackIndex.sha256.in_(dead[i:i + 500])))
+    for sha in dead:
+        try:
+            blobs.path_for(sha).unlink(missing_ok=True)
+        except (OSError, ValueError):
+            pass
+    return len(dead)
+
+
+def _try_lock(path: os.PathLike[str] | str) -> int | None:
+    """An fd holding the pack's exclusive lock, or None when a writer holds it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def compact(sessions: sessionmaker[Session], blobs: BlobStore, dead_share: float = DEAD_SHARE) -> Compaction:
+    """Rewrite packs with dead bytes and delete packs no row names (see the module's steps)."""
+    result = Compaction()
+    if not blobs.packs.is_dir():
+        return result
+    names = sorted(e.name for e in os.scandir(blobs.packs) if _PACK_NAME.fullmatch(e.name))
+    for name in names[:-1]:  # never the newest: writers adopt it
+        path = blobs.packs / name
+        fd = _try_lock(path)
+        if fd is None:
+            continue
+        try:
+            size = os.fstat(fd).st_size
+            with sessions() as session:
+                live = [(row.sha256, PackedBlob(row.pack, row.offset, row.length)) for row in session.scalars(
+                    select(PackIndex).where(PackIndex.pack == name).order_by(PackIndex.offset))]
+            live_bytes = sum(where.length for _, where in live)
+            if not live:
+                os.unlink(path)
+                result.deleted.append(name)
+                result.bytes_freed += size
+                log.info("storage: pack %s deleted: no stored mail refers to it (%d bytes)", name, size)
+                continue
+            if size - live_bytes < dead_share * size:
+                continue
+            new_name = _rewrite(sessions, blobs, name, live)
+            result.rewritten.append(name)
+            result.bytes_freed += size - live_bytes
+            log.info("storage: pack %s rewritten as %s: %d of %d bytes kept, %d blobs", name, new_name,
+                     live_bytes, size, len(live))
+        finally:
+            os.close(fd)
+    return result
+
+
+def _rewrite(sessions: sessionmaker[Session], blobs: BlobStore, old: str,
+             live: list[tuple[str, PackedBlob]]) -> str:
+    name = f"{time.time_ns():019d}-{os.getpid()}.pack"
+    fd = os.open(blobs.packs / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # new and unknown to others: never waits; keeps writers off it
+        blobs._adopt(fd)
+        moved: list[tuple[str, int, int]] = []
+        offset = 0
+        for sha, where in live:
+            data = blobs.read(where, sha)  # checked against its sha256 on the way
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            moved.append((sha, offset, len(data)))
+            offset += len(data)
+        os.fsync(fd)
+        sync_filesystem(blobs.packs)
+        _before_commit()
+        with sessions() as session, session.begin():
+            for sha, new_offset, length in moved:
+                session.execute(update(PackIndex).where(PackIndex.sha256 == sha, PackIndex.pack == old)
+                                .values(pack=name, offset=new_offset, length=length))
+    finally:
+        os.close(fd)
+    return name
+
+
+def _before_commit() -> None:
+    """A point where a test stops the rewrite as a crash would: new pack written, index not yet moved."""

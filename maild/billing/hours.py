@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from maild.rules.customers import Contract, Customer
+from maild.rules.kinds import packages_of, rules_of
 from maild.billing.ledger import LedgerEntry, allocate_prepaid, crossed_low_balance, prepaid_balances
 from maild.storage.models import ContractRow, LedgerRow, Ticket
 from maild.billing.reports import contract_from_row
@@ -103,8 +104,8 @@ def book_time(session: Session, ticket: Ticket, contract: Contract | None, custo
         session.add(row)
         booking.rows.append(row)
 
-    if contract is not None and contract.kind == "prepaid":
-        packages = [c for c in (customer.contracts if customer else ()) if c.kind == "prepaid"]
+    if contract is not None and rules_of(contract.kind).packages:
+        packages = packages_of(customer)
         if all(p.id != contract.id for p in packages):
             packages.append(contract)
         entries = package_draws(session, [p.id for p in packages], at)

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from maild.rules.kinds import rules_of
 from maild.rules.calendar import BusinessCalendar
 from maild.storage.models import MessageRow, Ticket
 from maild.rules.peak import PeakWindow
@@ -122,7 +123,7 @@ def reaction_bucket(ticket: MonthTicket, now: datetime) -> str | None:
     A met ticket is placed by the share of its window (created to deadline)
     that the answer took; one with no deadline counts as answered at once.
     """
-    if ticket.contract_kind != "sla":
+    if not rules_of(ticket.contract_kind).reaction_deadline:
         return None
     due, answered = ticket.reaction_due, ticket.first_response_at
     if answered is None:

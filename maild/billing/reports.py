@@ -27,8 +27,11 @@ from sqlalchemy.orm import Session
 from maild.errors import MaildError
 from maild.rules.calendar import local_month_bounds
 from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
+from maild.rules.kinds import contract_from_terms, packages_of, rules_of
 from maild.billing.ledger import (
     LedgerEntry,
+    PackageBalance,
+    SlaMonth,
     amount_cents,
     month_key,
     occasional_billable,
@@ -251,7 +254,7 @@ def _unit(contract: Contract | None, default_unit: int) -> int:
 
 
 def _package_last_day(contract: Contract) -> date | None:
-    if contract.kind != "prepaid":
+    if not rules_of(contract.kind).packages:
         return contract.end
     days = [d for d in (contract.valid_until, contract.end) if d is not None]
     return min(days) if days else None
@@ -305,7 +308,7 @@ def build_hours_report(
         for contract in customer.contracts:
             known.add(contract.id)
             own = by_contract.get(contract.id, [])
-            if not own and not (contract.kind != "occasional" and _active_in(contract, first, last)):
+            if not own and not (not rules_of(contract.kind).billed_per_unit and _active_in(contract, first, last)):
                 continue
             contracts.append(_contract_hours(contract, customer, own, until, tickets, month, tz,
                                              start, end, occasional_unit_minutes,
@@ -395,10 +398,9 @@ def _contract_hours(
     valid_until = _package_last_day(contract)
     overage = billable = 0
     unit: int | None = None
-    if contract.kind == "sla":
-        history = _entries(line for line in until if line.contract_id == contract.id)
-        months = sla_months(contract, history, month, tz)
-        now = months[-1] if months and months[-1].month == month else None
+    rules = rules_of(contract.kind)
+    if rules.monthly_allowance:
+        now = _allowance_month(contract, until, month, tz)
         if now is not None:
             allowance, carry_in, carry_out = now.allowance, now.carry_in, now.carry_out
             expired, overage = now.expired, now.overage
@@ -407,13 +409,9 @@ def _contract_hours(
         billable = overage
         if contract.monthly_fee_cents is not None and allowance:
             fee = contract.monthly_fee_cents
-    elif contract.kind == "prepaid":
-        packages = [c for c in customer.contracts if c.kind == "prepaid"]
-        draws = _entries(line for line in until if not line.overage)
-        before = {b.contract_id: b for b in prepaid_balances(packages, draws, start - _INSTANT, tz)}
-        after = {b.contract_id: b for b in prepaid_balances(packages, draws, end - _INSTANT, tz)}
-        balance_start = 0 if before[contract.id].expired else before[contract.id].left
-        balance_end = 0 if after[contract.id].expired else after[contract.id].left
+    elif rules.packages:
+        balance_start = _left(_packages_at(customer, until, start - _INSTANT, tz)[contract.id])
+        balance_end = _left(_packages_at(customer, until, end - _INSTANT, tz)[contract.id])
         overage = billable = sum(line.minutes for line in own if line.overage)
         if contract.price_cents is not None and start.astimezone(tz).date() <= contract.start < end.astimezone(tz).date():
             fee = contract.price_cents
@@ -464,6 +462,23 @@ def _unknown_contract_hours(
 # ------------------------------------------------------------------ balances (pure)
 
 
+def _allowance_month(contract: Contract, lines: Iterable[LedgerLine], month: str, tz: ZoneInfo) -> SlaMonth | None:
+    """A monthly-allowance contract's standing in ``month`` (None: it did not run then)."""
+    history = _entries(line for line in lines if line.contract_id == contract.id)
+    months = sla_months(contract, history, month, tz)
+    return months[-1] if months and months[-1].month == month else None
+
+
+def _packages_at(customer: Customer, lines: Iterable[LedgerLine], at: datetime, tz: ZoneInfo) -> dict[str, PackageBalance]:
+    """Each of the customer's packages at ``at``, drawn expiring-first."""
+    draws = _entries(line for line in lines if not line.overage)
+    return {b.contract_id: b for b in prepaid_balances(packages_of(customer), draws, at, tz)}
+
+
+def _left(state: PackageBalance) -> int:
+    return 0 if state.expired else state.left
+
+
 def build_balances(
     customers: Sequence[Customer], lines: Sequence[LedgerLine], now: datetime, tz: ZoneInfo,
     removed: frozenset[str] = frozenset(),
@@ -476,28 +491,25 @@ def build_balances(
     today = now.astimezone(tz).date()
     out: list[ContractBalance] = []
     for customer in customers:
-        packages = [c for c in customer.contracts if c.kind == "prepaid"]
-        draws = _entries(line for line in upto if not line.overage)
-        package_state = {b.contract_id: b for b in prepaid_balances(packages, draws, now, tz)}
+        package_state = _packages_at(customer, upto, now, tz)
         for contract in customer.contracts:
             own_month = [line for line in this_month if line.contract_id == contract.id]
             used = sum(line.minutes for line in own_month)
             balance: int | None = None
             carry = overage = 0
             expired = contract.end is not None and today > contract.end
-            if contract.kind == "sla":
-                history = _entries(line for line in upto if line.contract_id == contract.id)
-                months = sla_months(contract, history, month, tz)
-                current = months[-1] if months and months[-1].month == month else None
+            rules = rules_of(contract.kind)
+            if rules.monthly_allowance:
+                current = _allowance_month(contract, upto, month, tz)
                 if current is not None:
                     used, carry, overage = current.used, current.carry_in, current.overage
                     balance = current.carry_in + current.allowance - current.used
                 else:
                     balance = 0
-            elif contract.kind == "prepaid":
+            elif rules.packages:
                 state = package_state[contract.id]
                 expired = state.expired
-                balance = 0 if state.expired else state.left
+                balance = _left(state)
                 overage = sum(line.minutes for line in own_month if line.overage)
             out.append(ContractBalance(
                 customer_id=customer.id, customer_name=customer.name, contract_id=contract.id,
@@ -541,10 +553,9 @@ def build_sla_report(
     for ticket in tickets:
         if not start <= ticket.created_at < end:
             continue
-        if ticket.contract_kind == "sla":
-            groups[("sla", ticket.customer_id, ticket.contract_id)].append(ticket)
-        elif ticket.contract_kind == "prepaid" and ticket.target_due is not None:
-            groups[("prepaid", ticket.customer_id, ticket.contract_id)].append(ticket)
+        rules = rules_of(ticket.contract_kind)
+        if rules.reaction_deadline or rules.target_deadline and ticket.target_due is not None:
+            groups[(rules.name, ticket.customer_id, ticket.contract_id)].append(ticket)
     out = []
     for (kind, customer_id, contract_id), own in sorted(
         groups.items(), key=lambda kv: (kv[0][1] or "", kv[0][2] or "", kv[0][0])
@@ -553,7 +564,7 @@ def build_sla_report(
         reactions: list[int] = []
         missed_refs: list[str] = []
         for ticket in sorted(own, key=lambda t: t.id):
-            due = ticket.reaction_due if kind == "sla" else ticket.target_due
+            due = ticket.reaction_due if rules_of(kind).reaction_deadline else ticket.target_due
             if ticket.first_response_at is not None:
                 reactions.append(int((ticket.first_response_at - ticket.created_at).total_seconds()) // 60)
                 if due is None or ticket.first_response_at <= due:
@@ -704,33 +715,8 @@ def _date(value: Any) -> date | None:
 
 
 def contract_from_row(row: ContractRow, tz: ZoneInfo | None = None) -> Contract:
-    """A contract that left the customers file, rebuilt from the terms last imported.
-
-    Its history stays billable: a statement for a month it ran in must still
-    show it after it was removed from the file. Removing it ended it on the
-    (local) day of the removal: later time on its tickets is still booked
-    against it, as overage, and an sla allowance stops accruing.
-    """
-    terms = row.terms or {}
-    end = row.end
-    if row.removed_at is not None:
-        removed_on = row.removed_at.astimezone(tz or UTC).date()
-        end = removed_on if end is None else min(end, removed_on)
-    return Contract(
-        id=row.id, kind=row.kind,  # type: ignore[arg-type]
-        start=row.start, end=end,
-        hourly_rate_cents=terms.get("hourly_rate_cents"),
-        reaction_hours=terms.get("reaction_hours"),
-        reaction_clock=terms.get("reaction_clock", "calendar"),
-        monthly_minutes=terms.get("monthly_minutes"),
-        rollover_months=terms.get("rollover_months"),
-        package_minutes=terms.get("package_minutes"),
-        valid_until=_date(terms.get("valid_until")),
-        target_hours=terms.get("target_hours"),
-        unit_minutes=terms.get("unit_minutes", DEFAULT_UNIT_MINUTES),
-        monthly_fee_cents=terms.get("monthly_fee_cents"),
-        price_cents=terms.get("price_cents"),
-    )
+    """A contract that left the customers file, from its row (see ``kinds.contract_from_terms``)."""
+    return contract_from_terms(row.id, row.kind, row.start, row.end, row.terms, row.removed_at, tz)
 
 
 def merge_known_customers(

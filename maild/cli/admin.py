@@ -27,6 +27,7 @@ from maild.config import Config
 from maild.desk.context import DeskContext
 from maild.desk.desk import TicketDesk
 from maild.rules.customers import Customer, load_customers
+from maild.rules.kinds import rules_of
 from maild.errors import ConfigError, MaildError
 from maild.storage.models import LedgerRow
 from maild.cli.progress import Progress
@@ -231,10 +232,10 @@ def _print_hours_table(report: HoursReport) -> None:
         print(f"{cu.name} [{cu.customer_id or '-'}]: {_hm(cu.total_minutes)}, to bill {format_money(cu.amount_cents)}")
         for c in cu.contracts:
             extra = []
-            if c.kind == "sla":
+            if rules_of(c.kind).monthly_allowance:
                 extra.append(f"allowance {_hm(c.allowance_minutes)}, carry-over in {_hm(c.carry_in_minutes)}"
                              f" out {_hm(c.carry_out_minutes)}")
-            if c.kind == "prepaid":
+            if rules_of(c.kind).packages:
                 extra.append(f"balance {_hm(c.balance_start_minutes)} -> {_hm(c.balance_end_minutes)}"
                              f", valid until {_iso_date(c.valid_until)}")
             if c.billable_minutes:

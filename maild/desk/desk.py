@@ -29,7 +29,8 @@ from maild.billing.hours import book_time, find_contract, prepaid_left_minutes
 from maild.desk.context import DeskContext
 from maild.rules.contracts import Resolution
 from maild.rules.customers import Contract, Customer
-from maild.rules.prioritise import TIER_BY_KIND, UNVERIFIED_TIER, Priority
+from maild.rules.kinds import TIER_BY_KIND, UNVERIFIED_TIER, promises_reaction, rules_of
+from maild.rules.prioritise import Priority
 from maild.rules.sla import plan_escalation, reaction_due, target_due
 from maild.storage import store
 from maild.storage.blobs import BlobStore
@@ -126,9 +127,10 @@ class TicketDesk:
         """
         contract = resolution.contract
         due = target = None
-        if contract is not None and contract.kind == "sla" and resolution.verified:
+        rules = rules_of(contract.kind) if contract is not None else None
+        if contract is not None and rules is not None and rules.reaction_deadline and resolution.verified:
             due = reaction_due(created_at, contract.reaction_hours or 24, contract.reaction_clock, self.ctx.calendar)
-        if contract is not None and contract.kind == "prepaid" and contract.target_hours:
+        if contract is not None and rules is not None and rules.target_deadline and contract.target_hours:
             target = target_due(created_at, contract.target_hours, contract.reaction_clock, self.ctx.calendar)
         customer = resolution.customer
         ticket = Ticket(
@@ -248,7 +250,7 @@ class TicketDesk:
         ticket.verified = True
         ticket.tier = TIER_BY_KIND.get(ticket.contract_kind, UNVERIFIED_TIER)
         contract = self.ctx.contract(ticket.contract_id)
-        if (contract is not None and contract.kind == "sla" and ticket.reaction_due is None
+        if (contract is not None and promises_reaction(contract) and ticket.reaction_due is None
                 and ticket.first_response_at is None):
             ticket.reaction_due = reaction_due(ticket.created_at, contract.reaction_hours or 24,
                                                contract.reaction_clock, self.ctx.calendar)

@@ -31,6 +31,7 @@ from maild.desk.desk import TicketDesk
 from maild.intake.lookup import DeskThreadLookup
 from maild.rules.contracts import Resolution, resolve
 from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
+from maild.rules.kinds import packages_of, rules_of
 from maild.intake.mailbox import FetchedMail
 from maild.intake.message import InboundMessage, UnparsableMessage
 from maild.intake.parsing import GaveUp, ParserCrash, parse_all, parse_one
@@ -431,7 +432,7 @@ class Ingestor:
         ctx = self.ctx
         day = arrived_at.astimezone(ctx.calendar.tz).date()
         customer = ctx.index.customer_for(msg.from_addr)
-        packages = [c for c in customer.contracts if c.kind == "prepaid"] if customer else []
+        packages = packages_of(customer)
         left = self._active.desk.prepaid_left(packages, arrived_at)
         resolution = resolve(msg.from_addr, ctx.index, day, lambda cid: left.get(cid, 0))
         authserv = ctx.config.trusted_authserv_id
@@ -528,9 +529,8 @@ class Ingestor:
             context["reaction_due"] = ticket.reaction_due.astimezone(UTC).isoformat()
             context["reaction_hours"] = contract.reaction_hours or 24
             context["reaction_clock"] = contract.reaction_clock
-        if contract is not None and contract.kind == "prepaid":
-            packages = [c for c in (resolution.customer.contracts if resolution.customer else ()) if c.kind == "prepaid"]
-            left = desk.prepaid_left(packages, mail.arrived_at)
+        if contract is not None and rules_of(contract.kind).packages:
+            left = desk.prepaid_left(packages_of(resolution.customer), mail.arrived_at)
             context["prepaid_left_minutes"] = left.get(contract.id, 0)
             context["prepaid_valid_until"] = contract.valid_until.isoformat() if contract.valid_until else ""
         # The notice names the peak period the ticket is about, never another active
@@ -691,6 +691,6 @@ def _same_content(a: InboundMessage, b: InboundMessage) -> bool:
 
 def _unit_minutes(contract: Contract | None, default: int) -> int:
     """The occasional billing unit: a contract's own when it sets one, else the configured one."""
-    if contract is not None and contract.kind == "occasional" and contract.unit_minutes != DEFAULT_UNIT_MINUTES:
+    if contract is not None and rules_of(contract.kind).billed_per_unit and contract.unit_minutes != DEFAULT_UNIT_MINUTES:
         return contract.unit_minutes
     return default

@@ -15,11 +15,11 @@ from datetime import date
 from functools import lru_cache
 
 from maild.rules.customers import ContractKind
+from maild.rules.kinds import TIER_BY_KIND as TIER_BY_KIND
+from maild.rules.kinds import TIER_NAMES as TIER_NAMES
+from maild.rules.kinds import UNVERIFIED_TIER as UNVERIFIED_TIER
 from maild.rules.peak import PeakWindow, peak_match
 
-TIER_BY_KIND: dict[str, int] = {"sla": 0, "prepaid": 1, "occasional": 2}
-UNVERIFIED_TIER = 3
-TIER_NAMES = ("sla", "prepaid", "occasional", "unverified")
 PRIORITIES = ("P1", "P2", "P3", "P4")
 
 

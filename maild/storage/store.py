@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from maild.storage.blobs import BlobMissing, BlobStore, PackedBlob
 from maild.rules.customers import Customer
+from maild.rules.kinds import contract_terms
 from maild.storage.models import (
     AttachmentRow,
     ContractRow,
@@ -553,17 +554,6 @@ def sync_customers(session: Session, customers: Sequence[Customer], now: datetim
         .values(active=False)
     )
     return len(seen_contracts), ended
-
-
-def contract_terms(contract: Any) -> dict[str, Any]:
-    terms = {}
-    for name in ("hourly_rate_cents", "reaction_hours", "reaction_clock", "monthly_minutes",
-                 "rollover_months", "package_minutes", "valid_until", "target_hours", "unit_minutes",
-                 "monthly_fee_cents", "price_cents"):
-        value = getattr(contract, name, None)
-        if value is not None:
-            terms[name] = value.isoformat() if hasattr(value, "isoformat") else value
-    return terms
 
 
 # ---------------------------------------------------------------- state

@@ -388,7 +388,7 @@ def test_reports_from_database_rows_including_a_removed_contract(sessions: sessi
 def test_removed_contract_keeps_every_term(contract: Contract) -> None:
     """What the database remembers of a contract that left the file is the contract itself."""
     from maild.billing.reports import contract_from_row
-    from maild.storage.store import contract_terms
+    from maild.rules.kinds import contract_terms
 
     row = ContractRow(id=contract.id, customer_id="c", kind=contract.kind, start=contract.start,
                       end=contract.end, terms=contract_terms(contract), removed_at=None)

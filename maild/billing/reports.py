@@ -710,10 +710,6 @@ def load_booked_tickets(session: Session, prefix: str, since: datetime, until: d
     return _ticket_infos(session, prefix, select(*_TICKET_COLUMNS).where(Ticket.id.in_(booked.scalar_subquery())))
 
 
-def _date(value: Any) -> date | None:
-    return date.fromisoformat(value) if isinstance(value, str) else None
-
-
 def contract_from_row(row: ContractRow, tz: ZoneInfo | None = None) -> Contract:
     """A contract that left the customers file, from its row (see ``kinds.contract_from_terms``)."""
     return contract_from_terms(row.id, row.kind, row.start, row.end, row.terms, row.removed_at, tz)

@@ -408,13 +408,13 @@ def by_language(people: Sequence[Person]) -> list[tuple[str, list[str]]]:
 def _last_usable_day(customer: Customer, today: date) -> str:
     """The last day the customer's unexpired packages can be used (ISO), for the low-balance mail."""
     days = [c.valid_until for c in customer.contracts
-            if c.kind == "prepaid" and c.valid_until is not None and c.start <= today <= c.valid_until]
+            if rules_of(c.kind).packages and c.valid_until is not None and c.start <= today <= c.valid_until]
     return max(days).isoformat() if days else ""
 
 
 def _occasional_rate(customer: Customer, default: int | None) -> int | None:
     """The rate after the packages: a package's own, else the customer's, else the configured one."""
-    own = [c.hourly_rate_cents for c in customer.contracts if c.kind == "prepaid" and c.hourly_rate_cents is not None]
+    own = [c.hourly_rate_cents for c in customer.contracts if rules_of(c.kind).packages and c.hourly_rate_cents is not None]
     if own:
         return own[-1]
     return customer.occasional_hourly_rate_cents if customer.occasional_hourly_rate_cents is not None else default

@@ -25,6 +25,7 @@ from maild.desk.desk import TicketDesk, by_language
 from maild.outbound.render import first_lines
 from maild.storage import store
 from maild.storage.models import MessageRow, Ticket
+from maild.rules.kinds import rules_of
 from maild.rules.sla import plan_escalation, time_left_text
 
 log = logging.getLogger("maild.sla")
@@ -131,12 +132,12 @@ def remind_expiring_packages(desk: TicketDesk, now: datetime) -> int:
     horizon = today + timedelta(days=days)
     sent = 0
     for customer in ctx.customers:
-        expiring = [c for c in customer.contracts if c.kind == "prepaid" and c.valid_until is not None
+        expiring = [c for c in customer.contracts if rules_of(c.kind).packages and c.valid_until is not None
                     and c.start <= today <= c.valid_until <= horizon and (c.end is None or c.end >= c.valid_until)]
         recipient = customer.billing_address or next(iter(customer.addresses), None)
         if not expiring or recipient is None:
             continue
-        packages = [c for c in customer.contracts if c.kind == "prepaid"]
+        packages = [c for c in customer.contracts if rules_of(c.kind).packages]
         for package in expiring:
             key = f"expiry:{package.id}"
             if store.outbox_queued(desk.session, key):

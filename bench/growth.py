@@ -130,28 +130,31 @@ def book_seed(sessions: object) -> None:
             "INSERT INTO ledger (contract_id, customer_id, ticket_id, minutes, overage, booked_at, \"by\", scope,"
             " note) SELECT contract_id, customer_id, id, 5 + id % 40, 0, created_at, 'anna@firma.pl',"
             " 'consultation', '' FROM tickets WHERE contract_id IS NOT NULL"))
+        # the daemon would have delivered them: a real outbox holds minutes of mail, not the history
+        session.execute(text("UPDATE outbox SET status = 'sent', sent_at = created_at WHERE status = 'pending'"))
         session.execute(text(
             "UPDATE tickets SET first_response_at = strftime('%Y-%m-%d %H:%M:%S', created_at, '+' || (id % 40)"
             " || ' hours') || substr(created_at, 20) WHERE contract_kind = 'sla'"))
 
 
 def copy_rows(sessions: object, copies: range, seed_max: dict[str, int], days: int) -> None:
-    """``INSERT ... SELECT`` of the seed's rows, once per copy: ids offset, keys suffixed, times moved back."""
+    """``INSERT ... SELECT`` of the seed's rows, once per copy: ids put past every row there (backlogs
+    included), references moved with them, keys suffixed, times moved back ``days`` per copy."""
     from maild.storage.models import Base
 
+    refers = {"ticket_id": "tickets", "linked_to": "tickets", "message_row_id": "messages", "reverses": "ledger"}
     with sessions() as session:  # type: ignore[operator]
         for k in copies:
             with session.begin():
+                offset = {name: int(session.scalar(text(f"SELECT coalesce(max(id), 0) FROM {name}")))
+                          for name in COPIED}
                 for name in COPIED:
                     table = Base.metadata.tables[name]
                     cols, exprs = [], []
                     for column in table.columns:
                         cols.append(f'"{column.name}"')
                         if column.name in ID_COLUMNS:
-                            base = "ledger" if column.name == "reverses" else (
-                                "tickets" if column.name in ("ticket_id", "linked_to") else
-                                "messages" if column.name == "message_row_id" else name)
-                            exprs.append(f'"{column.name}" + {k * (seed_max[base] + 1)}')
+                            exprs.append(f'"{column.name}" + {offset[refers.get(column.name, name)]}')
                         elif (name, column.name) in SUFFIXED:
                             exprs.append(f"\"{column.name}\" || '.c{k}'")
                         elif str(column.type).startswith("DATETIME"):

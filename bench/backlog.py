@@ -63,8 +63,9 @@ from common import (  # noqa: E402
 )
 from verify import verify  # noqa: E402
 
-# ../shared/bench/ next to the project; PEER_SCRIPT overrides it (e.g. when running from a snapshot)
-PEER = Path(os.environ.get("PEER_SCRIPT", ROOT.parent / "shared" / "bench" / "peer-django-helpdesk.sh"))
+# The peer harness (peer-django-helpdesk.sh of the shared bench folder): --peer-harness PATH, else
+# $PEER_SCRIPT, else ../shared/bench/ beside the checkout. Asked for and missing is an error, never a skip.
+DEFAULT_PEER = ROOT.parent / "shared" / "bench" / "peer-django-helpdesk.sh"
 
 TARGET_INGEST = 1000.0
 TARGET_CYCLE = 500.0
@@ -207,15 +208,23 @@ def summarise(rows: list[dict[str, Any]], label: str) -> dict[str, float]:
     return {"ingest": med(ingest), "cycle": med(cycle), "rss": med(rss)}
 
 
-def run_peer(n: int, runs: int, seed: int) -> float | None:
-    if not PEER.exists():
-        print(f"\n-- peer: {PEER} not found; skipping the side-by-side comparison --")
-        return None
+def peer_script(option: str | None) -> Path:
+    """The harness to run, or exit 2 naming where it was looked for (a clone has no ../shared)."""
+    path = Path(option or os.environ.get("PEER_SCRIPT") or DEFAULT_PEER)
+    if not path.is_file():
+        source = "--peer-harness" if option else ("$PEER_SCRIPT" if os.environ.get("PEER_SCRIPT") else "the default")
+        raise SystemExit(f"backlog.py --peer: no peer harness at {path} ({source}); pass --peer-harness "
+                         "PATH/TO/peer-django-helpdesk.sh or set PEER_SCRIPT (the shared bench folder; "
+                         "run scripts/bootstrap.sh --test first)")
+    return path
+
+
+def run_peer(harness: Path, n: int, runs: int, seed: int) -> float | None:
     work = BENCH_ROOT / f"dh-{n}"
-    print(f"\n-- peer: django-helpdesk get_email, N={n}, {runs} runs ({PEER}; ~25 s per 1,000 mails and run) --",
+    print(f"\n-- peer: django-helpdesk get_email, N={n}, {runs} runs ({harness}; ~25 s per 1,000 mails and run) --",
           flush=True)
     env = {**os.environ, "BENCH_ROOT": str(BENCH_ROOT), "WORK": str(work), "SEED": str(seed)}
-    proc = subprocess.run(["bash", str(PEER), str(n), str(runs)], env=env, cwd=PEER.parent,
+    proc = subprocess.run(["bash", str(harness), str(n), str(runs)], env=env, cwd=harness.parent,
                           capture_output=True, text=True, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(("run ", "median", "text fidelity", "attachments"))]
     for line in lines:
@@ -236,11 +245,14 @@ def main() -> int:
     parser.add_argument("--big", action="store_true", help="also a series with one ~25 MB message in the batch")
     parser.add_argument("--peer", action="store_true", help="side by side with django-helpdesk (shared harness)")
     parser.add_argument("--peer-n", type=int, default=None, help="the peer's N (default: --n)")
+    parser.add_argument("--peer-harness", metavar="PATH", help="peer-django-helpdesk.sh (default: $PEER_SCRIPT, "
+                                                               "else ../shared/bench/ beside the checkout)")
     parser.add_argument("--peer-runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="cProfile the first run -> <work>/cycle.prof")
     parser.add_argument("--no-verify", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work dirs (databases, blobs, logs)")
     args = parser.parse_args()
+    peer = peer_script(args.peer_harness) if args.peer else None  # before minutes of work, not after
 
     banner("maild backlog benchmark")
     BENCH_ROOT.mkdir(parents=True, exist_ok=True)
@@ -267,7 +279,8 @@ def main() -> int:
             else:
                 ours = summarise(series(args, base, dovecot, sink, pg, args.peer_n, args.peer_runs, big=False),
                                  f"maild backlog at the peer's N ({args.db})")
-            peer_rate = run_peer(args.peer_n, args.peer_runs, args.seed)
+            assert peer is not None
+            peer_rate = run_peer(peer, args.peer_n, args.peer_runs, args.seed)
             if peer_rate:
                 print(f"\nside by side, N={args.peer_n}: maild whole cycle {ours['cycle']:.0f} msg/s, ingest "
                       f"{ours['ingest']:.0f} msg/s; django-helpdesk get_email {peer_rate:.1f} msg/s; ratio "

@@ -29,7 +29,7 @@ from maild.desk.desk import TicketDesk
 from maild.rules.customers import Customer, load_customers
 from maild.rules.kinds import rules_of
 from maild.errors import ConfigError, MaildError
-from maild.storage.models import LedgerRow
+from maild.storage.models import LedgerRow, Ticket
 from maild.cli.progress import Progress
 from maild.cli.common import Failure, Handler, UsageError
 from maild.cli.output import print_csv, print_json, print_table
@@ -71,11 +71,21 @@ def _tz(cfg: Config) -> ZoneInfo:
     return ZoneInfo(cfg.calendar.timezone)
 
 
+# Balances are carried month by month up to the month asked for: a month far in
+# the future ("9998-12") kept the command busy for more than ten minutes.
+MONTHS_AHEAD = 12
+
+
 def _month(text: str, tz: ZoneInfo) -> str:
     try:
-        reports.month_bounds(text, tz)
+        start, _ = reports.month_bounds(text, tz)
     except ReportError as exc:
         raise Failure(str(exc), 2) from None
+    today = clock().astimezone(tz)
+    latest = (today.year * 12 + today.month - 1) + MONTHS_AHEAD
+    if start.astimezone(tz).year * 12 + start.astimezone(tz).month - 1 > latest:
+        raise Failure(f"month {text} is more than {MONTHS_AHEAD} months ahead; give a month up to "
+                      f"{latest // 12:04d}-{latest % 12 + 1:02d}", 2)
     return text
 
 
@@ -135,7 +145,10 @@ def cmd_time_add(cfg: Config, sessions: sessionmaker[Session], args: argparse.Na
     ctx = DeskContext.for_config(cfg, customers)
     now = clock()
     with sessions() as session, session.begin():
-        ticket = store.find_ticket_by_ref(session, args.ref, cfg.support.ticket_prefix)
+        number = store.parse_ticket_ref(args.ref, cfg.support.ticket_prefix)
+        if number is None:
+            raise Failure(f"{args.ref!r} is not a ticket reference (write {cfg.support.ticket_prefix}-12)", 2)
+        ticket = session.get(Ticket, number)
         if ticket is None:
             raise Failure(f"no ticket {args.ref}")
         ref = store.ticket_ref(cfg.support.ticket_prefix, ticket.id)

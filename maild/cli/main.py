@@ -36,6 +36,26 @@ UTC = timezone.utc
 DEFAULT_CONFIG = "/etc/maild/maild.toml"
 
 
+def row_id(text: str) -> int:
+    """An argparse type for a record number (quarantine id, ledger entry): a bad or
+    out-of-range one is a usage error (exit 2) before the database sees it."""
+    value = text.strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > 10 or not 1 <= int(value) <= store.MAX_ROW_ID:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a record number (a whole number from 1 to "
+                                         f"{store.MAX_ROW_ID})")
+    return int(value)
+
+
+def ticket_number(cfg: Config, ref: str) -> int:
+    """The ticket number a reference given on the command line names; UsageError when none."""
+    number = store.parse_ticket_ref(ref, cfg.support.ticket_prefix)
+    if number is None:
+        prefix = cfg.support.ticket_prefix
+        raise UsageError(f"{ref!r} is not a ticket reference (write {prefix}-12, {prefix}-<n> with n from 1 to "
+                         f"{store.MAX_ROW_ID})")
+    return number
+
+
 # ------------------------------------------------------------------ tickets
 
 def ticket_json(cfg: Config, t: Ticket, rank: int | None, messages: int) -> dict[str, Any]:
@@ -128,14 +148,14 @@ def _positive(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    if not 1 <= value <= store.MAX_ROW_ID:  # a larger LIMIT overflowed in the database driver
+        raise argparse.ArgumentTypeError(f"must be from 1 to {store.MAX_ROW_ID}, got {value}")
     return value
 
 
 def cmd_tickets_show(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
     with sessions() as session:
-        ticket = store.find_ticket_by_ref(session, args.ref, cfg.support.ticket_prefix)
+        ticket = session.get(Ticket, ticket_number(cfg, args.ref))
         if ticket is None:
             print(f"maild: no ticket {args.ref}", file=sys.stderr)
             return 1
@@ -366,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--scope", choices=["consultation", "installation", "training", "incident", "development"])
     ta.add_argument("--note", default="")
     tr = tm.add_parser("reverse", help="reverse a ledger entry")
-    tr.add_argument("entry", type=int)
+    tr.add_argument("entry", type=row_id)
     tr.add_argument("--reason", required=True)
     tr.add_argument("--by", default="maild-cli")
 
@@ -374,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     ql = q.add_parser("list")
     ql.add_argument("--json", action="store_true")
     qr = q.add_parser("retry", help="process a quarantined mail again")
-    qr.add_argument("id", type=int)
+    qr.add_argument("id", type=row_id)
 
     storage = sub.add_parser("storage", help="the stored mail").add_subparsers(dest="sub", required=True)
     sv = storage.add_parser("verify", help="read back every stored mail and attachment; exit 1 if any is "

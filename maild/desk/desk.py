@@ -94,6 +94,8 @@ class TicketDesk:
 
     def ticket(self, number: int) -> Ticket | None:
         """A ticket, also one opened by this desk and not written yet."""
+        if not 1 <= number <= store.MAX_ROW_ID:  # a tag like [SUP-999999999999]: PostgreSQL refused the query
+            return None
         return self.pending_tickets.get(number) or self.session.get(Ticket, number)
 
     def contract_of(self, ticket: Ticket) -> Contract | None:

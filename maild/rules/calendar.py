@@ -241,6 +241,9 @@ class BusinessCalendar:
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
 
 
+FIRST_YEAR, LAST_YEAR = 1900, 9998
+
+
 def local_month_bounds(month: str, tz: tzinfo | str) -> tuple[datetime, datetime]:
     """UTC instants of the start of local month ``YYYY-MM`` and of the next month.
 
@@ -250,6 +253,10 @@ def local_month_bounds(month: str, tz: tzinfo | str) -> tuple[datetime, datetime
     matched = _MONTH.fullmatch(month)
     if matched is None or not 1 <= int(matched.group(2)) <= 12:
         raise ValueError(f"month must be YYYY-MM, got {month!r}")
+    if not FIRST_YEAR <= int(matched.group(1)) <= LAST_YEAR:
+        # the reports reach into the months around it (carry-over): year 1 or 9999
+        # would leave the range of Python's dates midway
+        raise ValueError(f"month must be between {FIRST_YEAR}-01 and {LAST_YEAR}-12, got {month!r}")
     zone = ZoneInfo(tz) if isinstance(tz, str) else tz
     year, mon = int(matched.group(1)), int(matched.group(2))
     first = date(year, mon, 1)

@@ -571,13 +571,25 @@ def set_state(session: Session, key: str, value: str, now: datetime) -> None:
         row.value, row.updated_at = value, now
 
 
-def find_ticket_by_ref(session: Session, ref: str, prefix: str) -> Ticket | None:
+# Row ids are PostgreSQL INTEGER (SQLite's hold 64 bits): a larger number from the
+# command line must be a usage error, not an OverflowError or DataError in the driver.
+MAX_ROW_ID = 2**31 - 1
+
+
+def parse_ticket_ref(ref: str, prefix: str) -> int | None:
+    """The ticket number in ``SUP-12``, ``[SUP-12]`` or ``12``; None when it cannot name a ticket."""
     text = ref.strip().upper().strip("[]")
     if text.startswith(prefix.upper() + "-"):
         text = text[len(prefix) + 1 :]
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
         return None
-    return session.get(Ticket, int(text))
+    number = int(text)
+    return number if 1 <= number <= MAX_ROW_ID else None
+
+
+def find_ticket_by_ref(session: Session, ref: str, prefix: str) -> Ticket | None:
+    number = parse_ticket_ref(ref, prefix)
+    return None if number is None else session.get(Ticket, number)
 
 
 def tickets_due_for_sweep(session: Session, now: datetime, limit: int = 1000) -> list[Ticket]:

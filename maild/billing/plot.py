@@ -78,7 +78,7 @@ def _vertical(ax: Axes, chart: Chart) -> None:
     alphas = [0.35 if i in chart.muted else 1.0 for i in positions]
     for i in positions:
         ax.bar(i, _scale(chart, series.values[i]), color=colours[i], alpha=alphas[i], width=0.75)
-    labels = [textwrap.fill(c, 14) for c in chart.categories]
+    labels = [textwrap.fill(c, 12) for c in chart.categories]
     ax.set_xticks(positions, labels, fontsize=8 if len(positions) > 12 else 9)
     ax.set_xlim(-0.6, len(positions) - 0.4)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))

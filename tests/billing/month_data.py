@@ -164,8 +164,9 @@ def write_files(directory: Path, database_url: str = "") -> Path:
     return config
 
 
-def generate(sessions: sessionmaker[Session], seed: int = 18) -> Generated:
-    """Tickets from mid-October to the end of November (Warsaw), answered, resolved and booked at random.
+def generate(sessions: sessionmaker[Session], seed: int = 18, history_days: int = 18, scale: int = 1) -> Generated:
+    """Tickets from ``history_days`` before November to its end (Warsaw), answered, resolved and booked
+    at random; 2-9 a working day and 0-2 a weekend day, times ``scale``.
 
     Expects the customers synced (``maild contracts sync``) first.
     """
@@ -173,11 +174,11 @@ def generate(sessions: sessionmaker[Session], seed: int = 18) -> Generated:
     consultants = ["anna@firma.pl", "jan@firma.pl"]
     tickets = answers = rows = 0
     with sessions() as session, session.begin():
-        day = MONTH_START - timedelta(days=18)
+        day = MONTH_START - timedelta(days=history_days)
         number = 0
         while day < MONTH_END:
             weekday = day.astimezone(timezone(timedelta(hours=1))).weekday()
-            for _ in range(rng.randint(0, 2) if weekday >= 5 else rng.randint(2, 9)):
+            for _ in range((rng.randint(0, 2) if weekday >= 5 else rng.randint(2, 9)) * scale):
                 number += 1
                 customer, contract, kind, reaction = rng.choice(CUSTOMER_KINDS)
                 created = day + timedelta(minutes=rng.randint(0, 24 * 60 - 1))
@@ -201,7 +202,6 @@ def generate(sessions: sessionmaker[Session], seed: int = 18) -> Generated:
                     verified=True, tier={"sla": 0, "prepaid": 1, "occasional": 2}[kind],
                 ))
                 tickets += 1
-                session.flush()
                 if answered is not None:
                     who = rng.choice(consultants)
                     if rng.random() < 0.2:  # an internal note first never counts as the answer
@@ -225,6 +225,7 @@ def generate(sessions: sessionmaker[Session], seed: int = 18) -> Generated:
                             scope=rng.choice(SCOPES), note="", source_message_id=None,
                         ))
                         rows += 1
+            session.flush()  # tables in dependency order: a day's tickets before their messages and ledger rows
             day += timedelta(days=1)
     return Generated(tickets=tickets, answers=answers, ledger_rows=rows)
 

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from maild.billing.charts import hours as hours_text
 from maild.billing.charts import month_charts, scope_totals, statement_charts
 from maild.billing.month import REACTION_BUCKETS, MonthTicket, build_backlog, build_reactions
 from maild.billing.reports import TicketInfo, build_sla_report
@@ -99,6 +100,23 @@ def test_chart_data_is_the_json(month: Month) -> None:
     by_name = dict(zip(charts["consultants"].categories, values["consultants"]["tickets answered"]))
     assert by_name == {"Anna Nowak": answered["anna@firma.pl"], "Jan Kowal": answered["jan@firma.pl"],
                        "Maria Boss": 0, "Piotr Szef": 0}
+    # median first response: the first answer (not a note) of each ticket first answered in the month
+    first: dict[int, MessageRow] = {}
+    for m in sorted((m for m in answers if m.role == "consultant"), key=lambda m: m.id):
+        first.setdefault(m.ticket_id or 0, m)
+    created_at = {t.id: t for t in tickets}
+    waits: dict[str, list[int]] = {"anna@firma.pl": [], "jan@firma.pl": []}
+    for ticket_id, m in first.items():
+        ticket = created_at[ticket_id]
+        if ticket.first_response_at is not None and MONTH_START <= ticket.first_response_at < MONTH_END:
+            waits[m.from_addr].append(int((ticket.first_response_at - ticket.created_at).total_seconds()) // 60)
+    for row in data["activity"]["consultants"]:
+        if row["email"] in waits:
+            ordered = sorted(waits[row["email"]])
+            middle = len(ordered) // 2
+            median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) // 2
+            assert (row["first_responses"], row["median_first_response_minutes"]) == (len(ordered), median)
+            assert f"median first response {hours_text(median)}" in charts["consultants"].notes
 
 
 def test_statement_charts_are_the_statement_numbers(month: Month) -> None:

@@ -34,6 +34,7 @@ from maild.cli.progress import Progress
 from maild.cli.common import Failure, Handler, UsageError
 from maild.cli.output import print_csv, print_json, print_table
 from maild.billing.ledger import vat_cents
+from maild.rules.scope import scope_name
 from maild.billing.reports import ContractHours, HoursReport, ReportError, format_money
 
 log = logging.getLogger("maild.cli")
@@ -287,7 +288,8 @@ def statement_context(cfg: Config, report: HoursReport, customer: reports.Custom
                 "amount": None if c.amount_cents is None else format_money(c.amount_cents),
                 "amount_cents": c.amount_cents, "fee_cents": c.fee_cents, "rate_cents": c.hourly_rate_cents,
                 "lapsed_minutes": _lapsed(c, report.month),
-                "scopes": [{"scope": s, "minutes": m} for s, m in c.minutes_by_scope],
+                "scopes": [{"scope": s, "name": scope_name(s, customer.language), "minutes": m}
+                           for s, m in c.minutes_by_scope],
                 "tickets": [{"ref": t.ref or "-", "subject": t.subject, "minutes": t.total_minutes}
                             for t in c.tickets],
             }

@@ -23,6 +23,7 @@ from maild.storage import store
 from maild.config import Config, load_config
 from maild.storage.db import open_database
 from maild.errors import ConfigError, MaildError
+from maild.rules.scope import known_words, parse_scope
 from maild.ops.logs import setup_logging
 from maild.storage.models import AttachmentRow, Event, LedgerRow, MessageRow, QuarantineRow, Ticket
 from maild.cli.progress import Progress
@@ -58,6 +59,14 @@ def ticket_number(cfg: Config, ref: str) -> int:
 
 # ------------------------------------------------------------------ tickets
 
+def _scope_argument(text: str) -> str:
+    """``--scope szkolenie`` or ``--scope training``: the stored key; anything else is bad usage (exit 2)."""
+    scope = parse_scope(text)
+    if scope is None:
+        raise argparse.ArgumentTypeError(f"unknown scope {text!r}; one of {known_words()}")
+    return scope
+
+
 def ticket_json(cfg: Config, t: Ticket, rank: int | None, messages: int) -> dict[str, Any]:
     return {
         "ref": store.ticket_ref(cfg.support.ticket_prefix, t.id),
@@ -71,6 +80,7 @@ def ticket_json(cfg: Config, t: Ticket, rank: int | None, messages: int) -> dict
         "priority": t.priority,
         "rank": rank,
         "peak": t.peak,
+        "scope": t.scope,
         "requester": t.requester,
         "assigned_to": t.assigned_to,
         "created_at": iso(t.created_at),
@@ -383,7 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("ref")
     ta.add_argument("duration", help="e.g. 1h30m, 90m, 1.5h")
     ta.add_argument("--by", required=True, help="consultant e-mail")
-    ta.add_argument("--scope", choices=["consultation", "installation", "training", "incident", "development"])
+    ta.add_argument("--scope", type=_scope_argument, metavar="SCOPE",
+                    help="consultation|installation|training|incident|development, or the Polish name "
+                         "(konsultacja, instalacja, szkolenie, problem, rozwój)")
     ta.add_argument("--note", default="")
     tr = tm.add_parser("reverse", help="reverse a ledger entry")
     tr.add_argument("entry", type=row_id)

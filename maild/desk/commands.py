@@ -35,6 +35,7 @@ from typing import ClassVar, Literal, get_args
 from maild.desk.context import DeskContext
 from maild.desk.desk import TicketDesk
 from maild.errors import MaildError
+from maild.rules.scope import Scope, known_words, parse_scope
 from maild.storage.models import Ticket
 
 __all__ = [
@@ -62,7 +63,6 @@ __all__ = [
     "parse_commands",
 ]
 
-Scope = Literal["consultation", "installation", "training", "incident", "development"]
 TicketStatus = Literal["open", "waiting", "resolved", "closed"]
 Priority = Literal["P1", "P2", "P3", "P4"]
 
@@ -89,9 +89,15 @@ class Command:
     sets_status: ClassVar[bool] = False  # the mail's own status change is not overridden
     internal: ClassVar[bool] = False  # the mail is a note for colleagues, not relayed
 
+    check_code: ClassVar[str] = ""  # names check()'s refusal for the error mail's wording
+
     def check(self, ctx: DeskContext) -> str | None:
         """Why this command cannot be applied (what only the config knows), or None."""
         return None
+
+    def check_params(self) -> tuple[tuple[str, str], ...]:
+        """The values check()'s refusal quotes, for the error mail."""
+        return ()
 
     def apply(self, run: Applying) -> None:
         """Change the ticket through the desk."""
@@ -121,11 +127,15 @@ class AssignCommand(Command):
     """``who`` as written (address or name); matched to a consultant by ``check``/``apply``."""
 
     who: str
+    check_code: ClassVar[str] = "no_consultant"
 
     def check(self, ctx: DeskContext) -> str | None:
         if ctx.find_consultant(self.who) is None:
             return f"no consultant with the e-mail or name {self.who!r}"
         return None
+
+    def check_params(self) -> tuple[tuple[str, str], ...]:
+        return (("who", self.who),)
 
     def apply(self, run: Applying) -> None:
         to = run.desk.ctx.find_consultant(self.who)
@@ -140,6 +150,16 @@ class PriorityCommand(Command):
 
     def apply(self, run: Applying) -> None:
         run.desk.set_priority(run.ticket, self.priority, self.reason, run.actor, run.at)
+
+
+@dataclass(frozen=True)
+class ScopeCommand(Command):
+    """The ticket's scope of work, when the guess from its text was wrong."""
+
+    scope: Scope
+
+    def apply(self, run: Applying) -> None:
+        run.desk.set_scope(run.ticket, self.scope, run.actor, run.at)
 
 
 @dataclass(frozen=True)
@@ -159,9 +179,14 @@ class VerifyCommand(Command):
 
 @dataclass(frozen=True)
 class CommandError:
+    """A command line refused. ``reason`` is English (logs, the intake record); ``code`` and
+    ``params`` let the error mail say it in the consultant's language (templates/*/command_error.txt)."""
+
     line_no: int  # 1-based, in the text given to parse_commands
     line: str
     reason: str
+    code: str = field(default="", compare=False)
+    params: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -178,16 +203,19 @@ class ParsedCommands:
         for command, (line_no, line) in zip(self.commands, self.lines):
             reason = command.check(ctx)
             if reason is not None:
-                found.append(CommandError(line_no, line, reason))
+                found.append(CommandError(line_no, line, reason, command.check_code, command.check_params()))
         return tuple(sorted(found, key=lambda e: e.line_no))
 
 
 class DurationError(MaildError, ValueError):
-    """A duration a consultant wrote that we cannot log; says what was wrong."""
+    """A duration a consultant wrote that we cannot log; says what was wrong (``code``/``params``
+    for the error mail in the consultant's language)."""
 
-    def __init__(self, text: str, reason: str) -> None:
+    def __init__(self, text: str, reason: str, code: str = "", **params: str) -> None:
         self.text = text
         self.reason = reason
+        self.code = code
+        self.params = tuple(sorted(params.items()))
         super().__init__(f"{text!r}: {reason}")
 
 
@@ -220,11 +248,11 @@ def parse_duration(text: str) -> int:
     stripped = text.strip()
     if _BARE_NUMBER.fullmatch(stripped):
         # "#time 2" was booked as 2 minutes when 2 hours were meant: a number needs its unit.
-        raise DurationError(text, f"{stripped} what? write {stripped}h or {stripped}m")
+        raise DurationError(text, f"{stripped} what? write {stripped}h or {stripped}m", "bare_number", number=stripped)
     match = _DURATION.fullmatch(stripped)
     if match is None:
         raise DurationError(
-            text, "not a duration; write e.g. 1h30m, 1h 30m, 90m, 1.5h, 1,5h or 0:45"
+            text, "not a duration; write e.g. 1h30m, 1h 30m, 90m, 1.5h, 1,5h or 0:45", "not_duration"
         )
     groups = match.groupdict()
     if groups["clock_h"] is not None:
@@ -239,29 +267,22 @@ def parse_duration(text: str) -> int:
         total = _number(groups["m"])
     if total.denominator != 1:
         raise DurationError(
-            text, f"that is {float(total):g} minutes; time is logged in whole minutes"
+            text, f"that is {float(total):g} minutes; time is logged in whole minutes", "fraction",
+            minutes=f"{float(total):g}",
         )
     minutes = int(total)
     if minutes <= 0:
-        raise DurationError(text, "a time entry must be at least 1 minute")
+        raise DurationError(text, "a time entry must be at least 1 minute", "zero")
     if minutes > MAX_ENTRY_MINUTES:
         raise DurationError(
             text,
             f"more than {MAX_ENTRY_MINUTES // 60} h in one entry; check the unit or log each day separately",
+            "too_long", hours=str(MAX_ENTRY_MINUTES // 60),
         )
     return minutes
 
 
 _COMMAND_LINE = re.compile(r"[ \t]*#(?P<name>[^\W\d_][\w-]*)(?P<args>.*)", re.DOTALL)
-
-_SCOPES: dict[str, Scope] = {
-    **{scope: scope for scope in get_args(Scope)},
-    "konsultacja": "consultation",
-    "instalacja": "installation",
-    "szkolenie": "training",
-    "incydent": "incident", "awaria": "incident",
-    "rozwój": "development", "rozwoj": "development",
-}  # fmt: skip
 
 _STATUSES: tuple[TicketStatus, ...] = get_args(TicketStatus)
 _PRIORITIES: tuple[Priority, ...] = get_args(Priority)
@@ -272,11 +293,14 @@ _MAX_DURATION_WORDS = 4
 
 
 class Malformed(Exception):
-    """A command line a parser refuses; ``reason`` goes into the error reply."""
+    """A command line a parser refuses; ``reason`` (English) for the record, ``code`` and
+    ``params`` for the error reply in the consultant's language."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, code: str = "", params: tuple[tuple[str, str], ...] = (), **named: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code
+        self.params = params + tuple(sorted(named.items()))
 
 
 
@@ -284,7 +308,7 @@ class Malformed(Exception):
 def _parse_time(args: str) -> TimeCommand:
     words = args.split()
     if not words:
-        raise Malformed("#time needs a duration, e.g. #time 1h30m installation note")
+        raise Malformed("#time needs a duration, e.g. #time 1h30m installation note", "time_needs_duration")
     first_error: DurationError | None = None
     for count in range(min(_MAX_DURATION_WORDS, len(words)), 0, -1):
         try:
@@ -293,19 +317,19 @@ def _parse_time(args: str) -> TimeCommand:
             first_error = error if count == 1 else first_error
             continue
         rest = words[count:]
-        scope: Scope | None = None
-        if rest and rest[0].lower() in _SCOPES:
-            scope = _SCOPES[rest[0].lower()]
+        scope: Scope | None = parse_scope(rest[0]) if rest else None
+        if scope is not None:
             rest = rest[1:]
         return TimeCommand(minutes=minutes, scope=scope, note=" ".join(rest))
     assert first_error is not None
-    raise Malformed(f"#time: {first_error}")
+    raise Malformed(f"#time: {first_error}", first_error.code, first_error.params, text=first_error.text)
 
 
 def _parse_status(args: str) -> StatusCommand:
     words = args.split()
     if len(words) != 1 or words[0].lower() not in _STATUSES:
-        raise Malformed(f"#status takes one of: {', '.join(_STATUSES)}")
+        raise Malformed(f"#status takes one of: {', '.join(_STATUSES)}", "status_choice",
+                        choices="|".join(_STATUSES))
     status = _STATUSES[_STATUSES.index(words[0].lower())]
     return StatusCommand(status)
 
@@ -314,23 +338,32 @@ def _parse_priority(args: str) -> PriorityCommand:
     words = args.split(maxsplit=1)
     if not words or words[0].upper() not in _PRIORITIES:
         raise Malformed(
-            f"#priority takes one of {', '.join(_PRIORITIES)} (P1 most urgent), then an optional reason"
+            f"#priority takes one of {', '.join(_PRIORITIES)} (P1 most urgent), then an optional reason",
+            "priority_choice",
         )
     priority = _PRIORITIES[_PRIORITIES.index(words[0].upper())]
     return PriorityCommand(priority, reason=words[1].strip() if len(words) > 1 else "")
 
 
+def _parse_scope(args: str) -> ScopeCommand:
+    words = args.split()
+    scope = parse_scope(words[0]) if len(words) == 1 else None
+    if scope is None:
+        raise Malformed(f"#scope takes one of: {known_words()}", "scope_choice", choices=known_words())
+    return ScopeCommand(scope)
+
+
 def _parse_assign(args: str) -> AssignCommand:
     who = " ".join(args.split())
     if not who:
-        raise Malformed("#assign needs a consultant's address or name")
+        raise Malformed("#assign needs a consultant's address or name", "assign_needs_who")
     return AssignCommand(who)
 
 
 def _no_arguments(command: Command) -> Callable[[str, str], Command]:
     def parse(written: str, args: str) -> Command:
         if args.strip():
-            raise Malformed(f"#{written} takes nothing after it")
+            raise Malformed(f"#{written} takes nothing after it", "no_arguments", name=written)
         return command
     return parse
 
@@ -372,6 +405,8 @@ register(CommandSpec("assign", ("przypisz",), "#assign <e-mail or name>", lambda
                      once=True))
 register(CommandSpec("priority", ("priorytet",), "#priority P1..P4 <reason>", lambda _, args: _parse_priority(args),
                      once=True))
+register(CommandSpec("scope", ("zakres",), "#scope consultation|installation|training|problem|development",
+                     lambda _, args: _parse_scope(args), once=True))
 register(CommandSpec("internal", ("wewnętrzne", "wewnetrzne"), "#internal", _no_arguments(InternalCommand())))
 register(CommandSpec("verify", ("potwierdź", "potwierdz"), "#verify", _no_arguments(VerifyCommand())))
 
@@ -380,7 +415,7 @@ def _parse_one(name: str, args: str) -> tuple[Command, CommandSpec]:
     spec = _BY_NAME.get(name.lower())
     if spec is None:
         known = ", ".join(f"#{n}" for n in COMMANDS)
-        raise Malformed(f"unknown command #{name}; known: {known}")
+        raise Malformed(f"unknown command #{name}; known: {known}", "unknown_command", name=name, known=known)
     return spec.parse(name, args), spec
 
 
@@ -409,11 +444,12 @@ def parse_commands(text: str) -> ParsedCommands:
         try:
             command, spec = _parse_one(match["name"], match["args"])
         except Malformed as error:
-            errors.append(CommandError(index + 1, line, error.reason))
+            errors.append(CommandError(index + 1, line, error.reason, error.code, error.params))
             continue
         if spec.once and any(type(c) is type(command) for c in commands):
             errors.append(
-                CommandError(index + 1, line, f"#{match['name']} given twice; keep one")
+                CommandError(index + 1, line, f"#{match['name']} given twice; keep one", "twice",
+                             (("name", match["name"]),))
             )
             continue
         commands.append(command)

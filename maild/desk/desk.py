@@ -243,6 +243,13 @@ class TicketDesk:
         ticket.assigned_to = to
         self.add_event(ticket.id, "assigned", at, actor, to=to)
 
+    def set_scope(self, ticket: Ticket, scope: str, actor: str, at: datetime) -> None:
+        """The ticket's scope of work (what its hours are booked as when a #time line names none)."""
+        if ticket.scope == scope:
+            return
+        self.add_event(ticket.id, "scope", at, actor, scope=scope, was=ticket.scope)
+        ticket.scope = scope
+
     def set_priority(self, ticket: Ticket, priority: str, reason: str, actor: str, at: datetime) -> None:
         self.add_event(ticket.id, "priority", at, actor, old=ticket.priority, new=priority, reason=reason)
         ticket.priority = priority

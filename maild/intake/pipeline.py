@@ -32,6 +32,7 @@ from maild.intake.lookup import DeskThreadLookup
 from maild.rules.contracts import Resolution, resolve
 from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
 from maild.rules.kinds import packages_of, rules_of
+from maild.rules.scope import guess_scope
 from maild.intake.mailbox import FetchedMail
 from maild.intake.message import InboundMessage, UnparsableMessage
 from maild.intake.parsing import GaveUp, ParserCrash, parse_all, parse_one
@@ -463,6 +464,9 @@ class Ingestor:
         if language not in ("pl", "en"):
             language = cfg.support.default_language
         reasons = [resolution.reason, *prio.reasons, *decision.reasons, *screening.reasons]
+        scope, clues = guess_scope(msg.subject, new_text)
+        if scope is not None:
+            reasons.append(f"scope {scope} guessed from " + ", ".join(repr(c) for c in clues))
         ticket = desk.open_ticket(
             subject=clean_subject(msg.subject, cfg.support.ticket_prefix) or "(no subject)",
             requester=msg.from_addr, requester_name=msg.from_name, language=language, resolution=resolution,
@@ -474,6 +478,7 @@ class Ingestor:
             # but nobody is paged for promises made before we were running.
             page=now - arrived <= cfg.support.autoreply_max_age,
         )
+        ticket.scope = scope
         row = self._message_row(ticket.id, msg, mail, screening, "consultant" if is_consultant else "customer",
                                 new_text, quoted)
         desk.created(ticket, msg.from_addr)
@@ -610,8 +615,10 @@ class Ingestor:
                 ticket=None, kind="command_error", template="command_error", language=consultant.language,
                 recipients=[consultant.email], now=now, dedupe_key=f"cmderr:{msg.dedupe_key}"[:400],
                 in_reply_to=msg.message_id, automatic=True,
-                context={"ref": ref, "subject": msg.subject,
-                         "errors": [{"line_no": e.line_no, "line": e.line, "reason": e.reason} for e in errors]},
+                # the ticket's own subject: the consultant's "Re: [SUP-1] ..." would repeat the tag
+                context={"ref": ref, "subject": ticket.subject,
+                         "errors": [{"line_no": e.line_no, "line": e.line, "reason": e.reason, "code": e.code,
+                                     "params": dict(e.params)} for e in errors]},
             )
             desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="rejected",
                              reason="; ".join(f"line {e.line_no}: {e.reason}" for e in errors),

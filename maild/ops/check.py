@@ -33,7 +33,9 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
     "escalation": {"ref": "SUP-1", "subject": "Test", "level": 2, "levels": 3, "percent": 80, "skipped": [1],
                    "breach": False, "customer": "Acme", "contract_id": "c-1", "requester": "jan@acme.pl",
                    "due_local": "2026-01-02 10:00", "time_left": "1 h", "excerpt": "Hello", "assigned_to": ""},
-    "command_error": {"ref": "SUP-1", "subject": "Test", "errors": [{"line_no": 1, "line": "#foo", "reason": "?"}]},
+    "command_error": {"ref": "SUP-1", "subject": "Test",
+                      "errors": [{"line_no": 1, "line": "#foo", "reason": "?", "code": "unknown_command",
+                                  "params": {"name": "foo", "known": "#time"}}]},
     "low_balance": {"ref": "SUP-1", "customer_name": "Acme", "left_minutes": 45, "valid_until": "2026-06-30",
                     "rate_cents": 25000, "from_name": "Support"},
     "expiry_reminder": {"customer_name": "Acme", "left_minutes": 180, "valid_until": "2026-06-30",
@@ -73,7 +75,7 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
                                  "balance_start_minutes": 240, "balance_end_minutes": 150,
                                  "valid_until": "2026-06-30", "overage_minutes": 15, "billable_minutes": 15,
                                  "amount": "50,00", "amount_cents": 5000, "fee_cents": 25000, "rate_cents": 20000,
-                                 "lapsed_minutes": 0, "scopes": [{"scope": "consultation", "minutes": 90}],
+                                 "lapsed_minutes": 0, "scopes": [{"scope": "consultation", "name": "konsultacja", "minutes": 90}],
                                  "tickets": [{"ref": "SUP-1", "subject": "Test", "minutes": 90}]}
                                 for kind in ("sla", "prepaid", "occasional")]},
 }

@@ -172,6 +172,16 @@ def test_time_add_books_on_the_tickets_contract(env: Env) -> None:
         "ewa@firma.pl", "training", "szkolenie z JPK", False, NOW)
 
 
+def test_time_add_takes_a_polish_scope_name(env: Env) -> None:
+    code, _, _ = env.run("time", "add", "SUP-1", "1h", "--by", "ewa@firma.pl", "--scope", "szkolenie")
+    assert code == 0
+    (row,) = ledger(env)
+    assert row.scope == "training"
+    with pytest.raises(SystemExit) as refused:  # argparse: usage and the reason on stderr, exit 2
+        env.run("time", "add", "SUP-1", "1h", "--by", "ewa@firma.pl", "--scope", "gotowanie")
+    assert refused.value.code == 2
+
+
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from maild.desk.commands import (
+    ScopeCommand,
     MAX_ENTRY_MINUTES,
     AssignCommand,
     CommandError,
@@ -279,7 +280,7 @@ def test_the_command_table_is_the_one_list(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(commands, "COMMANDS", dict(commands.COMMANDS))
     monkeypatch.setattr(commands, "_BY_NAME", dict(commands._BY_NAME))
     assert parse_commands("#nope\n").errors[0].reason == (
-        "unknown command #nope; known: #time, #status, #assign, #priority, #internal, #verify")
+        "unknown command #nope; known: #time, #status, #assign, #priority, #scope, #internal, #verify")
 
     @dataclass(frozen=True)
     class Wave(commands.Command):
@@ -291,3 +292,26 @@ def test_the_command_table_is_the_one_list(monkeypatch: pytest.MonkeyPatch) -> N
     assert parse_commands("#nope\n").errors[0].reason.endswith("#verify, #wave")
     with pytest.raises(ValueError, match="#czas is registered twice"):
         commands.register(commands.CommandSpec("clock", ("czas",), "#clock", lambda _, args: Wave()))
+
+
+@pytest.mark.parametrize(
+    ("line", "scope"),
+    [("#scope szkolenie", "training"), ("#zakres rozwój", "development"), ("#scope problem", "incident"),
+     ("#scope training", "training")],
+)
+def test_scope_command_takes_either_language(line: str, scope: str) -> None:
+    parsed = parse_commands(f"{line}\nTekst.")
+    assert parsed.errors == ()
+    assert parsed.commands == (ScopeCommand(scope),)  # type: ignore[arg-type]
+
+
+def test_time_scope_in_polish() -> None:
+    parsed = parse_commands("#time 1h szkolenie z JPK\n")
+    assert parsed.commands == (TimeCommand(60, "training", "z JPK"),)
+
+
+def test_errors_carry_a_code_for_the_consultants_language() -> None:
+    parsed = parse_commands("#time 2\n#scope gotowanie\n#status later\n#frobnicate\n")
+    assert [(e.line_no, e.code) for e in parsed.errors] == [
+        (1, "bare_number"), (2, "scope_choice"), (3, "status_choice"), (4, "unknown_command")]
+    assert dict(parsed.errors[0].params)["number"] == "2"

@@ -262,7 +262,10 @@ def test_time_without_unit_is_refused_naming_the_line(
     replies = [m for m in w.sink.messages[before:] if "anna@firma.pl" in m.rcpt_tos]
     assert len(replies) == 1, [m.rcpt_tos for m in w.sink.messages[before:]]
     text = replies[0].parsed.get_body(preferencelist=("plain",)).get_content()
-    assert "#time 2 konsultacja" in text and "2 what? write 2h or 2m" in text, text
+    # Anna reads Polish: the whole mail is Polish, the subject names the tag once
+    assert "#time 2 konsultacja" in text and "2 czego? Napisz 2h (godziny) albo 2m (minuty)." in text, text
+    assert "what" not in text and "write" not in text
+    assert replies[0].parsed["Subject"] == "[SUP-1] Polecenia nie zostały wykonane: Pytanie"
     assert hours(w, capsys, monkeypatch).get("kow-occ", {}).get("total_minutes", 0) == 0
 
 
@@ -359,3 +362,27 @@ def test_a_used_up_package_gets_no_expiry_reminder(tmp_path: Path, smtp_sink: An
     [used_up] = [m for m in w.sink.messages if "used up" in m.parsed["Subject"]]
     text = body(used_up)
     assert "have been used up" in text and "threshold" not in text and "PLN 200.00 net per hour" in text
+
+
+def test_scope_is_guessed_changed_with_scope_and_named_on_the_statement(
+    w: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w.mail(sender="jan@acme.pl", subject="Prośba o szkolenie z modułu Kadry", msgid="<sc1@acme.pl>")
+    w.run()
+    assert w.ticket(1).scope == "training"
+    assert any("scope training guessed" in r for r in w.ticket(1).reasons)
+    shown = w.cli(capsys, monkeypatch, "tickets", "show", "SUP-1", "--json")
+    assert shown["scope"] == "training"
+    consultant_reply(w, T + timedelta(hours=1), "SUP-1", "Prośba o szkolenie z modułu Kadry",
+                     "#zakres rozwój\n#time 1h", "<sc2@firma.pl>")
+    consultant_reply(w, T + timedelta(hours=2), "SUP-1", "Prośba o szkolenie z modułu Kadry",
+                     "#time 30m szkolenie", "<sc3@firma.pl>")
+    assert w.ticket(1).scope == "development"
+    w.at(warsaw("2026-12-01 08:00"))
+    w.cli(capsys, monkeypatch, "report", "hours", "--month", "2026-11", "--send")
+    w.run()
+    [statement] = [m for m in w.sink.messages if m.rcpt_tos == ["faktury@acme.pl"]]
+    text = body(statement)
+    assert "Zakres prac:" in text
+    assert "- rozwój (nowe zastosowania, wydruki, raporty): 1 godz." in text and "- szkolenie: 30 min" in text
+    assert "development" not in text and "training" not in text

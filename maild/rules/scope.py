@@ -1,0 +1,92 @@
+"""Scope of work: the five services of the offer, their Polish and English names, and a guess.
+
+The stored value is the English key (``training``); consultants may write either
+language's name (``#time 1h szkolenie``, ``#scope rozwój``), customers read the name
+in their language on statements. A new ticket gets a scope guessed from its text,
+which a consultant changes with ``#scope`` when the guess is wrong.
+
+Pure: text in, a scope out.
+"""
+from __future__ import annotations
+
+import unicodedata
+from typing import Literal, get_args
+
+Scope = Literal["consultation", "installation", "training", "incident", "development"]
+SCOPES: tuple[Scope, ...] = get_args(Scope)
+UNSPECIFIED = "unspecified"
+
+NAMES: dict[str, dict[str, str]] = {
+    "consultation": {"pl": "konsultacja", "en": "consultation"},
+    "installation": {"pl": "instalacja", "en": "installation"},
+    "training": {"pl": "szkolenie", "en": "training"},
+    "incident": {"pl": "rozwiązanie problemu", "en": "problem"},
+    "development": {"pl": "rozwój (nowe zastosowania, wydruki, raporty)", "en": "development"},
+    UNSPECIFIED: {"pl": "bez określonego zakresu", "en": "not specified"},
+}
+
+# Words a consultant may write for a scope, in either language, with or without Polish letters.
+_ALIASES: dict[str, Scope] = {
+    **{scope: scope for scope in SCOPES},
+    "konsultacja": "consultation",
+    "instalacja": "installation", "install": "installation",
+    "szkolenie": "training",
+    "problem": "incident", "rozwiązanie": "incident", "rozwiazanie": "incident", "incydent": "incident",
+    "awaria": "incident",
+    "rozwój": "development", "rozwoj": "development",
+}
+
+
+def parse_scope(word: str) -> Scope | None:
+    """The scope a consultant's word names (``szkolenie`` -> ``training``), or None."""
+    return _ALIASES.get(word.strip().casefold())
+
+
+def scope_name(scope: str | None, language: str = "pl") -> str:
+    """The scope's name in ``language``; an unknown stored value is shown as it is."""
+    names = NAMES.get(scope or UNSPECIFIED)
+    if names is None:
+        return str(scope)
+    return names["pl" if language.lower().startswith("pl") else "en"]
+
+
+def known_words() -> str:
+    """The names a consultant may write, for an error message."""
+    return ", ".join(f"{NAMES[s]['pl'].split(' (')[0]}/{s}" for s in SCOPES)
+
+
+# Word stems, case- and diacritic-folded, that point at a scope; the scope with most hits wins,
+# ties in the order below (a problem report that mentions a new printout is a problem first).
+_CLUES: tuple[tuple[Scope, tuple[str, ...]], ...] = (
+    ("incident", ("blad", "bledu", "bledy", "awari", "nie dziala", "nie dzialaja", "nie mozna", "nie moge",
+                  "zawiesza", "wywala", "error", "bug", "crash", "not working", "fails", "failed", "broken")),
+    ("installation", ("instalac", "zainstal", "aktualizac", "zaktualiz", "nowa wersj", "nowej wersji", "upgrade",
+                      "install", "update", "migracj")),
+    ("training", ("szkolen", "przeszkol", "instruktaz", "training", "workshop", "warsztat")),
+    ("development", ("nowy wydruk", "nowego wydruku", "wydruk", "raport", "zestawieni", "nowe zastosowan",
+                     "rozbudow", "dodatek", "modyfikacj", "report", "printout", "new feature", "customi")),
+    ("consultation", ("pytanie", "jak ", "czy mozna", "prosze o informacj", "konsultac", "doradz", "question",
+                      "how do", "how to", "advice")),
+)
+
+
+def _fold(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.casefold().replace("ł", "l"))
+    return " ".join("".join(ch for ch in decomposed if not unicodedata.combining(ch)).split())
+
+
+def guess_scope(subject: str, text: str) -> tuple[Scope | None, tuple[str, ...]]:
+    """The scope the mail is most likely about and the clues found; (None, ()) with no clue.
+
+    The subject counts twice: it is what the customer chose to say first.
+    """
+    head = _fold(subject)
+    body = _fold(text[:2000])
+    best: tuple[int, Scope | None, tuple[str, ...]] = (0, None, ())
+    for scope, clues in _CLUES:
+        found = tuple(clue.strip() for clue in clues if clue in head or clue in body)
+        score = sum(2 if clue in head else 1 for clue in clues if clue in head or clue in body)
+        if score > best[0]:
+            best = (score, scope, found)
+    return best[1], best[2]
+

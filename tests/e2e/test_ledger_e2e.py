@@ -134,8 +134,9 @@ def test_time_lines_draw_packages_warn_once_fall_back_and_bill(
         assert [(r.contract_id, r.minutes, r.overage, r.scope) for r in rows] == [
             ("nord-a", 180, False, "consultation"),
             ("nord-a", 60, False, "installation"), ("nord-b", 90, False, "installation"),
-            ("nord-b", 90, False, None),
-            ("nord-b", 30, False, None),
+            # "#time" without a scope books the ticket's scope, guessed from "Printing question"
+            ("nord-b", 90, False, "consultation"),
+            ("nord-b", 30, False, "consultation"),
             ("nord-b", 30, False, "training"), ("nord-a", 30, True, "training"),
         ]
         assert all(type(r.minutes) is int and r.by == "anna@firma.pl" and r.ticket_id == 1 for r in rows)
@@ -161,7 +162,7 @@ def test_time_lines_draw_packages_warn_once_fall_back_and_bill(
     assert (a["total_minutes"], a["overage_minutes"], a["billable_minutes"], a["amount"]) == (270, 30, 30, "100,00")
     assert (a["balance_start_minutes"], a["balance_end_minutes"]) == (240, 0)
     assert (b["total_minutes"], b["balance_start_minutes"], b["balance_end_minutes"]) == (240, 240, 0)
-    assert b["minutes_by_scope"] == {"installation": 90, "training": 30, "unspecified": 120}
+    assert b["minutes_by_scope"] == {"installation": 90, "training": 30, "consultation": 120}
 
     # Statements: queued by the command, sent by the daemon, once per month and customer.
     w.at(warsaw("2026-12-01 08:00"))

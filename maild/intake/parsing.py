@@ -427,9 +427,16 @@ class ParseAhead:
             if self._worker is not None and (self._worker.one_shot or not self._worker.alive()):
                 self._worker.close(kill=True)
                 self._worker = None
-            if self._worker is None:
-                self._worker = _Worker(self.limits)
-            self._worker.send(job.payload())
+            for tries in (1, 2):
+                if self._worker is None:
+                    self._worker = _Worker(self.limits)
+                try:
+                    self._worker.send(job.payload())
+                    break
+                except OSError as exc:  # it died since it was last seen alive (EPIPE)
+                    self._drop_worker(kill=True)
+                    if tries == 2:
+                        raise ParseWorkerError(f"cannot hand a batch to the parse worker: {exc}") from exc
         job.sent_at = time.monotonic()
         self._in_flight = job
 

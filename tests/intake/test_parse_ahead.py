@@ -157,3 +157,18 @@ def test_close_ends_the_worker() -> None:
     assert worker.exit_status is not None
     with pytest.raises(ProcessLookupError):
         os.kill(worker.pid, 0)
+
+
+def test_a_worker_that_died_idle_is_replaced_and_nobody_is_blamed() -> None:
+    ahead = ParseAhead(ParseLimits())
+    try:
+        first = batch("p", 3)
+        assert subjects(ahead.result(ahead.submit(first), first)) == ["p 0", "p 1", "p 2"]
+        worker = ahead._worker
+        assert worker is not None
+        os.kill(worker.pid, signal.SIGKILL)  # the OOM killer, between batches
+        later = batch("q", 3)
+        assert subjects(ahead.result(ahead.submit(later), later)) == ["q 0", "q 1", "q 2"]
+        assert ahead._worker is not None and ahead._worker.pid != worker.pid
+    finally:
+        ahead.close()

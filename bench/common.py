@@ -340,6 +340,7 @@ from_name = "Helpdesk"
 address = "{SUPPORT_ADDRESS}"
 ticket_prefix = "SUP"
 max_auto_replies_per_hour = {ack_limit}
+max_auto_replies_per_domain_per_hour = {ack_limit}
 
 [[consultants]]
 email = "anna@firma.pl"

@@ -85,6 +85,7 @@ from_address = "support@helpdesk.example.com"
 address = "support@helpdesk.example.com"
 ticket_prefix = "SUP"
 max_auto_replies_per_hour = 1000000
+max_auto_replies_per_domain_per_hour = 1000000
 
 [logging]
 level = "warning"

@@ -113,8 +113,16 @@ class SupportSettings:
     reopen_days: int = 7
     close_after_days: int = 7
     max_auto_replies_per_hour: int = 5
+    # plus-addresses of one mailbox (victim+1@, victim+2@) and many mailboxes of one
+    # domain: a forged From must not make us mail a victim or a domain without end
+    max_auto_replies_per_domain_per_hour: int = 30
     autoreply_max_age: timedelta = timedelta(days=3)
     instance_id: str = "maild"
+    # a new ticket's participants (copied on every answer): a customer mail with 998
+    # recipients made the next answer go to 999 addresses
+    max_participants: int = 10
+    # the #time lines of one mail together: 5,000 lines booked 120,000 h
+    max_time_per_mail_minutes: int = 24 * 60
 
 
 @dataclass(frozen=True)
@@ -213,6 +221,12 @@ class Config:
     # (the attempt counts; quarantined after three)
     parse_timeout_seconds: int = 30
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    # a customers file that would remove more than this share of the customers is
+    # refused (a truncated file marked every contract removed); see contracts sync
+    customers_max_removed_percent: int = 20
+    # (key, file) of every password: its own file, or this config for an inline one;
+    # ``secret_warnings`` says which of them others can read
+    secret_files: tuple[tuple[str, Path], ...] = ()
 
     @property
     def consultant_emails(self) -> frozenset[str]:
@@ -328,7 +342,7 @@ TOP_SECTIONS: tuple[str, ...] = (
     "peak", "packages", "billing", "limits", "security", "logging", "metrics", "health", "daemon", "notifications", "assignment",
     "retention",
 )
-TOP_KEYS: tuple[str, ...] = ("customers_file", "templates_dir", "batch_size")
+TOP_KEYS: tuple[str, ...] = ("customers_file", "customers_max_removed_percent", "templates_dir", "batch_size")
 
 
 def _did_you_mean(name: str, choices: set[str] | tuple[str, ...]) -> str:
@@ -508,6 +522,9 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         reopen_days=sup.integer("reopen_days", 7, 0),
         close_after_days=sup.integer("close_after_days", 7, 0),
         max_auto_replies_per_hour=sup.integer("max_auto_replies_per_hour", 5, 0),
+        max_auto_replies_per_domain_per_hour=sup.integer("max_auto_replies_per_domain_per_hour", 30, 0),
+        max_participants=sup.integer("max_participants", 10, 1, 1000),
+        max_time_per_mail_minutes=sup.integer("max_time_per_mail_hours", 24, 1, 24 * 366) * 60,
         autoreply_max_age=timedelta(days=sup.integer("autoreply_max_age_days", 3, 0)),
         instance_id=sup.text("instance_id", "maild"),
     )
@@ -535,6 +552,7 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         c.done()
 
     customers_file = _resolve_path(top.text("customers_file", "customers.toml"), base)
+    customers_max_removed_percent = top.integer("customers_max_removed_percent", 20, 0, 100)
     templates_text = top.text("templates_dir", "")
     templates_dir = _resolve_path(templates_text, base) if templates_text else None
     if templates_dir is not None and not (templates_dir / "en").is_dir():
@@ -678,7 +696,9 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     return Config(
         path=cfg_path, database_url=url, storage_path=storage_path, source=source, smtp=smtp,
         from_address=from_address, from_name=from_name, support=support,
-        consultants=tuple(consultants), customers_file=customers_file, calendar=calendar,
+        consultants=tuple(consultants), customers_file=customers_file,
+        customers_max_removed_percent=customers_max_removed_percent, secret_files=_secret_files(data, base, cfg_path),
+        calendar=calendar,
         escalation=escalation, peak_windows=windows, packages=packages, ledger=ledger,
         limits=limits, trusted_authserv_id=authserv, log_level=log_level,
         log_format=log_format,  # type: ignore[arg-type]
@@ -696,6 +716,37 @@ def _grosze(section: _Section, name: str, value: int | float) -> int:
     if scaled < 0 or scaled != scaled.to_integral_value():
         raise section.error(name, f"must be an amount in PLN with at most 2 decimals, not {value!r}")
     return int(scaled)
+
+
+def _secret_files(data: dict[str, Any], base: Path, cfg_path: Path) -> tuple[tuple[str, Path], ...]:
+    """Where each password the config uses is kept (already checked by ``secret``)."""
+    found: list[tuple[str, Path]] = []
+    for table in ("imap", "smtp"):
+        section = data.get(table)
+        if not isinstance(section, dict):
+            continue
+        if isinstance(section.get("password_file"), str):
+            found.append((f"{table}.password_file", _resolve_path(section["password_file"], base)))
+        elif isinstance(section.get("password"), str):
+            found.append((f"{table}.password", cfg_path))
+    return tuple(found)
+
+
+def secret_warnings(cfg: Config) -> list[str]:
+    """One line per password that users other than its owner can read (as ssh refuses a
+    private key others can read): the password file, or the config holding it inline."""
+    warnings: list[str] = []
+    for key, path in cfg.secret_files:
+        inline = not key.endswith("_file")
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            continue  # an unreadable file was already a config error
+        if mode & 0o077:
+            what = "the password is inline in the config" if inline else "the password file"
+            warnings.append(f"{key}: {what} {path} is readable by others (mode {mode:04o}); chmod 0600 {path}"
+                            + (" or move the password to password_file" if inline else ""))
+    return warnings
 
 
 def _opt_path(section: _Section, name: str, base: Path) -> str | None:

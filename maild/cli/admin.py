@@ -124,8 +124,12 @@ def cmd_contracts_sync(cfg: Config, sessions: sessionmaker[Session], args: argpa
         customers = _customers(cfg)
     except ConfigError as exc:
         raise Failure(f"customers file rejected, database unchanged: {exc}", 2) from None
-    with sessions() as session, session.begin():
-        seen, ended = store.sync_customers(session, customers, clock())
+    limit = None if args.allow_removals else cfg.customers_max_removed_percent
+    try:
+        with sessions() as session, session.begin():
+            seen, ended = store.sync_customers(session, customers, clock(), limit, str(cfg.customers_file))
+    except ConfigError as exc:
+        raise Failure(str(exc), 1) from None
     log.info("customers file %s synced: %d contracts, %d ended", cfg.customers_file, seen, ended)
     print(f"synced {len(customers)} customers, {seen} contracts; {ended} contracts ended")
     return 0

@@ -368,7 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     contracts = sub.add_parser("contracts", help="contracts and balances").add_subparsers(dest="sub", required=True)
     cl = contracts.add_parser("list", help="contracts with hours used and balances")
     cl.add_argument("--json", action="store_true")
-    contracts.add_parser("sync", help="import the customers file into the database")
+    cs = contracts.add_parser("sync", help="import the customers file into the database")
+    cs.add_argument("--allow-removals", action="store_true",
+                    help="accept a file that removes more than customers_max_removed_percent of the customers")
 
     report = sub.add_parser("report", help="monthly reports").add_subparsers(dest="sub", required=True)
     for name, helptext in (("hours", "hours per customer, contract and ticket"), ("sla", "reactions met and missed")):

@@ -200,11 +200,25 @@ class ParsedCommands:
     def check(self, ctx: DeskContext) -> tuple[CommandError, ...]:
         """The parse errors and what the config refuses (an unknown consultant), in line order."""
         found = list(self.errors)
+        cap = ctx.config.support.max_time_per_mail_minutes
+        booked = 0
         for command, (line_no, line) in zip(self.commands, self.lines):
             reason = command.check(ctx)
             if reason is not None:
                 found.append(CommandError(line_no, line, reason, command.check_code, command.check_params()))
+            if isinstance(command, TimeCommand):
+                booked += command.minutes
+                if booked > cap >= booked - command.minutes:  # named once, at the line that crosses it
+                    found.append(CommandError(line_no, line, (
+                        f"the #time lines of one mail may book at most {_hours(cap)} h together "
+                        f"([support] max_time_per_mail_hours); this line brings them past it. "
+                        f"Nothing of this mail was booked; book longer work with 'maild time add'"),
+                        "time_per_mail", (("hours", _hours(cap)),)))
         return tuple(sorted(found, key=lambda e: e.line_no))
+
+
+def _hours(minutes: int) -> str:
+    return f"{minutes // 60}" if minutes % 60 == 0 else f"{minutes / 60:g}"
 
 
 class DurationError(MaildError, ValueError):

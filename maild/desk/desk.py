@@ -70,8 +70,10 @@ class TicketDesk:
         # what this desk created and has not written yet, for a reply in the same batch
         self.pending_tickets: dict[int, Ticket] = {}
         self.pending_ids: dict[str, int] = {}
-        # automatic mails queued per address: the caller seeds it (see ``count_recent_automatic``)
+        # automatic mails queued per rate key (``store.rate_key``) and per domain in the
+        # last hour: the caller seeds them (see ``count_recent_automatic``)
         self.automatic_counts: dict[str, int] = {}
+        self.automatic_domain_counts: dict[str, int] = {}
         # per set of packages, minutes left, until a booking changes them
         self._prepaid_left: dict[tuple[str, ...], dict[str, int]] = {}
         event.listen(session, "before_commit", self._before_commit)
@@ -113,8 +115,24 @@ class TicketDesk:
         return self._prepaid_left[key]
 
     def count_recent_automatic(self, addresses: Sequence[str], since: datetime) -> None:
-        """Seed the per-address count of automatic mail (the acknowledgement rate limit)."""
-        self.automatic_counts = store.recent_automatic_mail(self.session, addresses, since)
+        """Seed the counts of automatic mail per address and per domain (the acknowledgement limits)."""
+        keys = {store.rate_key(a) for a in addresses if a}
+        self.automatic_counts = store.recent_automatic_mail(self.session, keys, since)
+        self.automatic_domain_counts = store.recent_automatic_by_domain(
+            self.session, {store.rate_domain(k) for k in keys}, since)
+
+    def automatic_limit_reached(self, address: str) -> str | None:
+        """Why no more automatic mail may go to ``address`` this hour, or None."""
+        support = self.ctx.config.support
+        key = store.rate_key(address)
+        if self.automatic_counts.get(key, 0) >= support.max_auto_replies_per_hour:
+            return (f"rate limit: {support.max_auto_replies_per_hour} automatic mails an hour to {address} "
+                    f"(its plus-addresses and spellings count as one)")
+        domain = store.rate_domain(key)
+        if self.automatic_domain_counts.get(domain, 0) >= support.max_auto_replies_per_domain_per_hour:
+            return (f"rate limit: {support.max_auto_replies_per_domain_per_hour} automatic mails an hour to "
+                    f"the domain {domain}")
+        return None
 
     # ------------------------------------------------------------ tickets
 
@@ -384,7 +402,7 @@ class TicketDesk:
         }
         if html is not None:
             full_context["_headers"]["html"] = html
-        rate_key = recipients[0] if automatic and rate_limited and recipients else None
+        rate_key = store.rate_key(recipients[0]) if automatic and rate_limited and recipients else None
         self.rows.outbox(
             dedupe_key=dedupe_key, kind=kind, template=template, language=language,
             recipients=[*recipients, *cc], context=full_context, message_id=message_id, now=now,
@@ -392,6 +410,8 @@ class TicketDesk:
         )
         if rate_key:
             self.automatic_counts[rate_key] = self.automatic_counts.get(rate_key, 0) + 1
+            domain = store.rate_domain(rate_key)
+            self.automatic_domain_counts[domain] = self.automatic_domain_counts.get(domain, 0) + 1
         if ticket is not None:  # ticket mail also joins the ticket's thread
             self.add_message(
                 ticket.id, message_id=message_id, direction="out", role="consultant" if kind == "relay" else "system",

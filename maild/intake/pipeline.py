@@ -28,6 +28,7 @@ from maild.desk.commands import Applying, parse_commands
 from maild.config import Config
 from maild.desk.context import DeskContext
 from maild.desk.desk import TicketDesk
+from maild.desk.participants import Joining, screen_participants
 from maild.intake.lookup import DeskThreadLookup
 from maild.rules.contracts import Resolution, resolve
 from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
@@ -426,7 +427,7 @@ class Ingestor:
         if is_consultant and decision.ticket is not None:
             return self._consultant_mail(session, mail, msg, screening, decision, now)
         if decision.ticket is not None:
-            return self._customer_reply(session, mail, msg, screening, decision, now)
+            return self._customer_reply(session, mail, msg, screening, decision, now, resolution)
         return self._new_ticket(session, mail, msg, screening, resolution, decision, is_consultant, now)
 
     def _resolve(self, session: Session, msg: InboundMessage, arrived_at: datetime) -> Resolution:
@@ -467,12 +468,13 @@ class Ingestor:
         scope, clues = guess_scope(msg.subject, new_text)
         if scope is not None:
             reasons.append(f"scope {scope} guessed from " + ", ".join(repr(c) for c in clues))
+        joining = self._joining(msg.from_addr, (msg.from_addr, *msg.cc, *msg.to), (), resolution.customer,
+                                by_consultant=is_consultant)
         ticket = desk.open_ticket(
             subject=clean_subject(msg.subject, cfg.support.ticket_prefix) or "(no subject)",
             requester=msg.from_addr, requester_name=msg.from_name, language=language, resolution=resolution,
             prio=prio, reasons=reasons, created_at=arrived, now=now, linked_to=decision.link_to,
-            participants=(msg.from_addr, *msg.cc, *(a for a in msg.to if a not in ctx.support_addresses)),
-            actor=msg.from_addr,
+            participants=joining.added, actor=msg.from_addr,
             # Mail from before maild watched the mailbox (a mailbox with years of
             # history connected for the first time): its deadline is reported,
             # but nobody is paged for promises made before we were running.
@@ -482,6 +484,7 @@ class Ingestor:
         row = self._message_row(ticket.id, msg, mail, screening, "consultant" if is_consultant else "customer",
                                 new_text, quoted)
         desk.created(ticket, msg.from_addr)
+        self._dropped(ticket, joining, msg, arrived)
         ref = ctx.ref(ticket.id)
         ack = self._acknowledge(session, ticket, msg, screening, resolution, mail, now) if not is_consultant else None
         desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="ticket",
@@ -490,6 +493,27 @@ class Ingestor:
         log.info("%s %s -> %s new ticket (%s, %s%s)%s", mail.source_key, msg.message_id, ref, resolution.kind,
                  prio.priority, "" if resolution.verified else ", unverified", "" if ack else ", no acknowledgement")
         return "ticket", ticket.id
+
+    def _joining(self, sender: str, candidates: Sequence[str], current: Sequence[str], customer: Customer | None,
+                 by_consultant: bool) -> Joining:
+        ctx = self.ctx
+        home: set[str] | None = None
+        if not by_consultant:
+            home = {sender.rpartition("@")[2].casefold()}
+            if customer is not None:
+                home.update(customer.domains)
+                home.update(a.rpartition("@")[2] for a in customer.addresses)
+        return screen_participants(candidates, current=current, limit=ctx.config.support.max_participants,
+                                   home_domains=home, own=ctx.support_addresses,
+                                   consultants=ctx.config.consultant_emails)
+
+    def _dropped(self, ticket: Ticket, joining: Joining, msg: InboundMessage, at: datetime) -> None:
+        if joining.dropped:
+            self._active.desk.add_event(ticket.id, "participants_dropped", at, msg.from_addr,
+                                        addresses=list(joining.dropped[:50]), count=len(joining.dropped),
+                                        reason=joining.reason)
+            log.info("%s -> %s: %d addresses not made participants: %s", msg.message_id, self.ctx.ref(ticket.id),
+                     len(joining.dropped), joining.reason)
 
     def _acknowledge(self, session: Session, ticket: Ticket, msg: InboundMessage, screening: Screening,
                      resolution: Resolution, mail: FetchedMail, now: datetime) -> str | None:
@@ -500,10 +524,9 @@ class Ingestor:
             return None
         if not msg.from_addr or msg.from_addr in ctx.screen.own_addresses:
             return None
-        limit = cfg.support.max_auto_replies_per_hour
-        if desk.automatic_counts.get(msg.from_addr, 0) >= limit:
-            desk.add_event(ticket.id, "ack_suppressed", now,
-                           reasons=[f"rate limit: {limit} automatic mails an hour to {msg.from_addr}"])
+        limited = desk.automatic_limit_reached(msg.from_addr)
+        if limited is not None:
+            desk.add_event(ticket.id, "ack_suppressed", now, reasons=[limited])
             return None
         contract = resolution.contract
         known = resolution.customer is not None
@@ -518,8 +541,8 @@ class Ingestor:
             rate = cfg.billing.occasional_hourly_rate_cents
         # Plain JSON values: the template formats dates, money and durations in the mail's language.
         context: dict[str, Any] = {
-            "ref": ctx.ref(ticket.id), "subject": ticket.subject, "from_name": cfg.from_name,
-            "audience": audience, "contract_kind": resolution.kind if audience == "customer" else "",
+            "ref": ctx.ref(ticket.id), "subject": ack_subject(ticket.subject, audience == "customer"),
+            "from_name": cfg.from_name, "audience": audience, "contract_kind": resolution.kind if audience == "customer" else "",
             "timezone": cfg.calendar.timezone, "reaction_due": "", "reaction_hours": 0, "reaction_clock": "",
             "opens": cfg.calendar.opens.strftime("%H:%M"), "closes": cfg.calendar.closes.strftime("%H:%M"),
             "prepaid_left_minutes": 0, "prepaid_valid_until": "",
@@ -569,12 +592,16 @@ class Ingestor:
         return ticket
 
     def _customer_reply(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
-                        decision: ThreadDecision, now: datetime) -> tuple[str, int | None]:
+                        decision: ThreadDecision, now: datetime, resolution: Resolution) -> tuple[str, int | None]:
         desk = self._active.desk
         ticket = self._load_ticket(decision)
         new_text, quoted = msg.reply_split or split_reply(msg.text)
         row = self._message_row(ticket.id, msg, mail, screening, "customer", new_text, quoted)
-        desk.add_participants(ticket, (msg.from_addr, *msg.cc))
+        if resolution.verified:  # a forged reply (Cc: attacker@...) must not join anyone
+            joining = self._joining(msg.from_addr, (msg.from_addr, *msg.cc), ticket.participants or (),
+                                    resolution.customer, by_consultant=False)
+            desk.add_participants(ticket, joining.added)
+            self._dropped(ticket, joining, msg, mail.arrived_at)
         ref = self.ctx.ref(ticket.id)
         if screening.out_of_office or screening.kind != "human":
             desk.add_event(ticket.id, "automatic_reply", mail.arrived_at, msg.from_addr,
@@ -641,6 +668,10 @@ class Ingestor:
                             source_message_id=msg.message_id)
         for command in parsed.commands:
             command.apply(applying)
+        # a consultant may copy in anyone, of any domain (up to the cap)
+        joining = self._joining(msg.from_addr, (*msg.to, *msg.cc), ticket.participants or (), None, by_consultant=True)
+        desk.add_participants(ticket, joining.added)
+        self._dropped(ticket, joining, msg, at)
         status_set = any(c.sets_status for c in parsed.commands)
         if not internal and not status_set and ticket.status in ("new", "open"):
             ticket.status = "waiting"
@@ -687,6 +718,18 @@ class Ingestor:
                          reason=f"delivery report for {original.kind} {original.message_id}",
                          arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id, message_row_id=row)
         return "bounce", ticket.id
+
+
+# An unverified sender's subject, echoed whole from the support address, is a
+# phishing text delivered to whoever the forged From names.
+ACK_SUBJECT_CHARS = 80
+
+
+def ack_subject(subject: str, verified: bool) -> str:
+    """The subject the acknowledgement quotes: whole for a verified customer, else its first 80 characters."""
+    if verified or len(subject) <= ACK_SUBJECT_CHARS:
+        return subject
+    return subject[:ACK_SUBJECT_CHARS].rstrip() + "…"
 
 
 def _same_content(a: InboundMessage, b: InboundMessage) -> bool:

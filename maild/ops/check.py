@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from maild.storage.blobs import BlobStore
-from maild.config import Config
+from maild.config import Config, secret_warnings
 from maild.rules.customers import Customer, load_customers
 from maild.rules.wording import format_money
 from maild.storage.db import make_engine, migration_state, safe_url
@@ -116,6 +116,13 @@ def run_checks(cfg: Config) -> int:
     if not cfg.trusted_authserv_id:
         _line(None, "security", "[security] trusted_authserv_id is not set: the From header alone decides a "
               "sender's contract (spoofable)")
+        if cfg.consultants:
+            _line(None, "consultants", f"{len(cfg.consultants)} consultants are configured and [security] "
+                  "trusted_authserv_id is not set: our server's DKIM/SPF verdict cannot back a consultant's "
+                  "mail, so only replies to maild's own mail to them count; set it to your receiving "
+                  "server's authserv-id")
+    for warning in secret_warnings(cfg):
+        _line(None, "secrets", warning)
     try:
         customers = load_customers(cfg.customers_file, cfg.packages)
     except MaildError:

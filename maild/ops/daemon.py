@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from maild.storage import store
 from maild.storage.blobs import BlobStore, StorageError
-from maild.config import Config
+from maild.config import Config, secret_warnings
 from maild.rules.customers import Customer, load_customers
 from maild.storage.db import DatabaseError, open_database
 from maild.errors import ConfigError
@@ -143,6 +143,8 @@ class Daemon:
             raise
 
     def _start(self, config: Config, clock: Callable[[], datetime]) -> None:
+        for warning in secret_warnings(config):
+            log.warning("%s", warning)
         self.sessions = open_database(config.database_url)
         self.blobs = BlobStore(config.storage_path)
         customers = self._load_customers()
@@ -180,7 +182,9 @@ class Daemon:
 
     def _sync_customers(self, customers: tuple[Customer, ...]) -> None:
         with self.sessions() as session, session.begin():
-            seen, ended = store.sync_customers(session, customers, self.clock())
+            seen, ended = store.sync_customers(session, customers, self.clock(),
+                                               self.config.customers_max_removed_percent,
+                                               str(self.config.customers_file))
         log.info("customers: %d customers, %d contracts (%d ended)", len(customers), seen, ended)
 
     def reload(self) -> bool:

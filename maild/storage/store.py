@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from maild.errors import ConfigError
 from maild.storage.blobs import BlobMissing, BlobStore, PackedBlob
 from maild.rules.customers import Customer
 from maild.rules.kinds import contract_terms
@@ -275,9 +276,43 @@ def add_participants(ticket: Ticket, addresses: Iterable[str]) -> None:
         ticket.participants = current
 
 
-def recent_automatic_mail(session: Session, addresses: Iterable[str], since: datetime) -> dict[str, int]:
-    """Automatic mails queued to each address since ``since``, for the per-sender limit."""
-    wanted = sorted(set(a for a in addresses if a))
+def rate_key(address: str) -> str:
+    """The key automatic mail to ``address`` is counted under: ``domain/mailbox``,
+    case-folded, without the plus-part. Keyed on the exact address, victim+0@ to
+    victim+19@ got 20 acknowledgements; the domain first lets one index range
+    count a whole domain (``recent_automatic_by_domain``)."""
+    local, at, domain = address.strip().rpartition("@")
+    if not at:
+        local, domain = address.strip(), ""
+    mailbox = local.split("+", 1)[0] or local
+    return f"{domain.casefold()}/{mailbox.casefold()}"
+
+
+def rate_domain(key: str) -> str:
+    return key.split("/", 1)[0]
+
+
+def recent_automatic_by_domain(session: Session, domains: Iterable[str], since: datetime) -> dict[str, int]:
+    """Automatic mails queued to each domain since ``since``, for the per-domain limit."""
+    wanted = sorted(set(d for d in domains if d))
+    counts: dict[str, int] = {}
+    for i in range(0, len(wanted), 100):
+        # "d/" <= key < "d0" ("0" follows "/"): a range of the rate index per domain
+        ranges = [and_(OutboxRow.rate_key >= f"{d}/", OutboxRow.rate_key < f"{d}0") for d in wanted[i : i + 100]]
+        rows = session.execute(
+            select(OutboxRow.rate_key, func.count()).where(
+                or_(*ranges), OutboxRow.automatic.is_(True), OutboxRow.created_at >= since,
+            ).group_by(OutboxRow.rate_key)
+        )
+        for key, count in rows:
+            domain = rate_domain(str(key))
+            counts[domain] = counts.get(domain, 0) + int(count)
+    return counts
+
+
+def recent_automatic_mail(session: Session, keys: Iterable[str], since: datetime) -> dict[str, int]:
+    """Automatic mails queued under each rate key (see ``rate_key``) since ``since``, for the per-sender limit."""
+    wanted = sorted(set(a for a in keys if a))
     counts: dict[str, int] = {}
     for i in range(0, len(wanted), 500):
         rows = session.execute(
@@ -517,12 +552,26 @@ def outbox_stats(session: Session, now: datetime) -> tuple[int, datetime | None]
 
 # ---------------------------------------------------------------- customers
 
-def sync_customers(session: Session, customers: Sequence[Customer], now: datetime) -> tuple[int, int]:
+def sync_customers(session: Session, customers: Sequence[Customer], now: datetime,
+                   max_removed_percent: int | None = None, source: str = "customers file") -> tuple[int, int]:
     """Mirror the customers file into the database; returns (contracts seen, contracts ended).
 
     Contracts are matched by their stable id; one that left the file is marked
     removed, never deleted, so tickets and the ledger keep their history.
+    With ``max_removed_percent``, a file that would deactivate more than that
+    share of the active customers is refused (``ConfigError``, nothing changed):
+    an empty or truncated file once marked every contract removed, and tickets
+    created meanwhile lost their contract for good.
     """
+    if max_removed_percent is not None:
+        active = set(session.scalars(select(CustomerRow.id).where(CustomerRow.active.is_(True))))
+        gone = active - {c.id for c in customers}
+        if active and len(gone) * 100 > max_removed_percent * len(active):
+            raise ConfigError(source, "", (
+                f"would remove {len(gone)} of the {len(active)} customers in the database (more than "
+                f"{max_removed_percent} %, customers_max_removed_percent), e.g. {', '.join(sorted(gone)[:5])}; "
+                "refused, the previous customers are kept. A truncated file? If the removals are "
+                "meant: maild contracts sync --allow-removals"))
     seen_customers: set[str] = set()
     seen_contracts: set[str] = set()
     for customer in customers:

@@ -151,7 +151,9 @@ def test_sync_imports_contracts_and_a_bad_file_changes_nothing(env: Env) -> None
     with env.sessions() as session:
         assert all(r.removed_at is None for r in session.scalars(select(ContractRow)))
     env.customers.write_text(CUSTOMERS.split("[[customers]]\nid = \"globex\"")[0], encoding="utf-8")
-    code, out, _ = env.run("contracts", "sync")
+    code, _, err = env.run("contracts", "sync")  # one customer of three: more than 20 %
+    assert code == 1 and "would remove 1 of the 3 customers" in err
+    code, out, _ = env.run("contracts", "sync", "--allow-removals")
     assert code == 0 and "1 contracts ended" in out
     with env.sessions() as session:
         gone = session.get(ContractRow, "globex-adhoc")

@@ -123,13 +123,24 @@ def test_consultant_relay_goes_to_customer_addresses_on_the_thread(env: dict[str
     daemon = cycle(env)
     relay = [m for m in env["sink"].messages if "Już działamy" in m.parsed.get_body(("plain",)).get_content()]
     assert len(relay) == 1
-    assert sorted(relay[0].rcpt_tos) == ["jan@acme.pl", "ksiegowa@biuro-zewn.pl", "ola@acme.pl"]
+    # an address of another domain joins only when a consultant adds it (issue 12)
+    assert sorted(relay[0].rcpt_tos) == ["jan@acme.pl", "ola@acme.pl"]
     assert relay[0].parsed["To"] == "jan@acme.pl"
     t = ticket(daemon, 1)
     assert (t.assigned_to, t.priority, t.status) == ("anna@firma.pl", "P1", "waiting")
     with daemon.sessions() as session:
         kinds = {e.kind: e.detail for e in session.scalars(select(Event).where(Event.ticket_id == 1))}
     assert kinds["priority"]["reason"] == "produkcja stoi"
+    assert kinds["participants_dropped"]["addresses"] == ["ksiegowa@biuro-zewn.pl"]
+    env["box"].add(make_mail(sender="Anna Nowak <anna@firma.pl>", subject="RE: [SUP-1] Migracja",
+                             msgid="<m3@firma.pl>", headers={"Cc": "ksiegowa@biuro-zewn.pl"},
+                             body="Dołączam księgową.\n"))
+    cycle(env)
+    env["box"].add(make_mail(sender="Anna Nowak <anna@firma.pl>", subject="RE: [SUP-1] Migracja",
+                             msgid="<m4@firma.pl>", body="Gotowe.\n"))
+    cycle(env)
+    [done] = [m for m in env["sink"].messages if "Gotowe" in m.parsed.get_body(("plain",)).get_content()]
+    assert sorted(done.rcpt_tos) == ["jan@acme.pl", "ksiegowa@biuro-zewn.pl", "ola@acme.pl"]
 
 
 def test_direct_mail_with_support_in_cc_is_recorded_not_relayed(env: dict[str, Any],

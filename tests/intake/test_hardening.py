@@ -46,3 +46,108 @@ def test_a_ticket_number_beyond_the_database_in_a_subject_is_a_new_ticket(env: d
     with daemon.sessions() as session:
         assert session.scalars(select(Intake.disposition)).all() == ["ticket"]
         assert session.scalars(select(Ticket.id)).all() == [1]
+
+
+AUTHSERV = '\n[security]\ntrusted_authserv_id = "mx.firma.pl"\n'
+
+
+def passed(domain: str) -> dict[str, str]:
+    return {"Authentication-Results": f"mx.firma.pl; dkim=pass header.d={domain}; spf=pass smtp.mailfrom={domain}"}
+
+
+def failed(domain: str) -> dict[str, str]:
+    return {"Authentication-Results": f"mx.firma.pl; dkim=fail header.d={domain}; spf=fail smtp.mailfrom={domain}"}
+
+
+def test_time_lines_past_the_cap_of_one_mail_book_nothing_and_get_an_error_reply(env: dict[str, Any]) -> None:
+    from maild.storage.models import LedgerRow, OutboxRow
+
+    config = configure(env, extra=AUTHSERV)
+    env["box"].add(make_mail(subject="Awaria", msgid="<t1@acme.pl>", headers=passed("acme.pl")))
+    run(config)
+    body = "#time 1h\n" * 25 + "\nDużo pracy.\n"  # each line valid, 25 h together
+    env["box"].add(make_mail(sender="Anna Nowak <anna@firma.pl>", subject="Re: [SUP-1] Awaria", msgid="<t2@firma.pl>",
+                             body=body, headers={**passed("firma.pl"), "In-Reply-To": "<t1@acme.pl>"}))
+    daemon = run(config)
+    with daemon.sessions() as session:
+        assert session.scalars(select(LedgerRow)).all() == []
+        [error] = session.scalars(select(OutboxRow).where(OutboxRow.kind == "command_error")).all()
+        assert error.recipients == ["anna@firma.pl"]
+        assert session.scalars(select(Intake.disposition).where(Intake.dedupe_key.like("%t2@firma.pl%"))).all() \
+            == ["rejected"]
+    [reply] = [m for m in env["sink"].messages if m.rcpt_tos == ["anna@firma.pl"]]
+    text = reply.parsed.get_body(("plain",)).get_content()
+    assert "24" in text and "#time 1h" in text
+    assert not [m for m in env["sink"].messages if "Dużo pracy" in str(m.parsed)], "nothing relayed"
+
+
+def test_a_new_ticket_takes_at_most_ten_participants_of_the_customers_domain(env: dict[str, Any]) -> None:
+    config = configure(env)
+    cc = ", ".join([f"kolega{i}@acme.pl" for i in range(20)] + [f"obcy{i}@gdzie-indziej.example" for i in range(978)])
+    env["box"].add(make_mail(subject="Wszyscy", msgid="<p1@acme.pl>", headers={"Cc": cc}))
+    daemon = run(config)
+    with daemon.sessions() as session:
+        ticket = session.scalars(select(Ticket)).one()
+        assert len(ticket.participants) == 10
+        assert ticket.participants[0] == "jan@acme.pl"
+        assert all(a.endswith("@acme.pl") for a in ticket.participants)
+    env["box"].add(make_mail(sender="Anna Nowak <anna@firma.pl>", subject="Re: [SUP-1] Wszyscy",
+                             msgid="<p2@firma.pl>", body="Odpowiedź.\n"))
+    run(config)
+    [relay] = [m for m in env["sink"].messages if "Odpowiedź" in m.parsed.get_body(("plain",)).get_content()]
+    assert len(relay.rcpt_tos) == 10
+
+
+def test_an_unverified_reply_adds_no_participant(env: dict[str, Any]) -> None:
+    config = configure(env, extra=AUTHSERV)
+    env["box"].add(make_mail(subject="Faktura", msgid="<u1@acme.pl>", headers=passed("acme.pl")))
+    run(config)
+    # forged: our server says the acme.pl signature failed
+    env["box"].add(make_mail(subject="Re: [SUP-1] Faktura", msgid="<u2@acme.pl>",
+                             headers={**failed("acme.pl"), "Cc": "attacker@acme.pl, evil@zle.example"}))
+    # genuine: a colleague of the same domain joins
+    env["box"].add(make_mail(subject="Re: [SUP-1] Faktura", msgid="<u3@acme.pl>",
+                             headers={**passed("acme.pl"), "Cc": "ola@acme.pl, ktos@zle.example"}))
+    daemon = run(config)
+    with daemon.sessions() as session:
+        ticket = session.scalars(select(Ticket)).one()
+        assert ticket.participants == ["jan@acme.pl", "ola@acme.pl"]
+
+
+def test_the_acknowledgement_limit_counts_plus_addresses_and_case_as_one(env: dict[str, Any]) -> None:
+    config = configure(env)
+    for i in range(20):
+        env["box"].add(make_mail(sender=f"Victim+{i}@Ofiara.example", subject=f"Spam {i}", msgid=f"<v{i}@x>"))
+    run(config)
+    acks = [m for m in env["sink"].messages]
+    assert len(acks) == 5, [m.rcpt_tos for m in acks]
+
+
+def test_the_acknowledgements_to_one_domain_are_capped(env: dict[str, Any]) -> None:
+    config = configure(env, extra="")
+    text = config.read_text(encoding="utf-8").replace('ticket_prefix = "SUP"\n',
+                                                      'ticket_prefix = "SUP"\nmax_auto_replies_per_domain_per_hour = 7\n')
+    config.write_text(text, encoding="utf-8")
+    for i in range(12):
+        env["box"].add(make_mail(sender=f"osoba{i}@duza-firma.example", subject=f"Pytanie {i}", msgid=f"<d{i}@x>"))
+    env["box"].add(make_mail(sender="jan@acme.pl", subject="Inna domena", msgid="<d99@x>"))
+    daemon = run(config)
+    domains = sorted(m.rcpt_tos[0].rpartition("@")[2] for m in env["sink"].messages)
+    assert domains == ["acme.pl"] + ["duza-firma.example"] * 7
+    with daemon.sessions() as session:
+        assert session.scalars(select(Ticket)).all().__len__() == 13, "every mail is still a ticket"
+
+
+def test_an_unverified_senders_acknowledgement_quotes_no_name_and_80_characters(env: dict[str, Any]) -> None:
+    config = configure(env)
+    lure = "Twoje konto zostało zablokowane, zaloguj się na http://bank.zle.example/odblokuj aby je odblokować dziś"
+    env["box"].add(make_mail(sender="Bank Polski Bezpieczeństwo <ofiara@poczta.example>", subject=lure, msgid="<f1@x>"))
+    env["box"].add(make_mail(sender="Jan Kowalski <jan@acme.pl>", subject=lure, msgid="<f2@x>"))
+    run(config)
+    by_rcpt = {m.rcpt_tos[0]: m for m in env["sink"].messages}
+    stranger, customer = by_rcpt["ofiara@poczta.example"], by_rcpt["jan@acme.pl"]
+    raw = stranger.parsed.as_string()
+    assert "Bank Polski" not in raw and "Bezpiecze" not in raw
+    assert lure[:80].rstrip() in stranger.parsed["Subject"] and "odblokować dziś" not in stranger.parsed["Subject"]
+    assert "odblokować dziś" not in stranger.parsed.get_body(("plain",)).get_content()
+    assert customer.parsed["Subject"].endswith(lure), "a known customer's subject is quoted whole"

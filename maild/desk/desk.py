@@ -27,6 +27,8 @@ from sqlalchemy.orm import Session
 
 from maild.billing.hours import book_time, find_contract, prepaid_left_minutes
 from maild.desk.context import DeskContext
+from maild.desk.team import Team
+from maild.rules.assignment import ticket_weight
 from maild.rules.contracts import Resolution
 from maild.rules.customers import Contract, Customer
 from maild.rules.kinds import TIER_BY_KIND, UNVERIFIED_TIER, promises_reaction, rules_of
@@ -76,6 +78,9 @@ class TicketDesk:
         self.automatic_domain_counts: dict[str, int] = {}
         # per set of packages, minutes left, until a booking changes them
         self._prepaid_left: dict[tuple[str, ...], dict[str, int]] = {}
+        # place in the queue of each ticket this desk opened, when it was opened
+        self.queue_places: dict[int, int] = {}
+        self._team: Team | None = None
         event.listen(session, "before_commit", self._before_commit)
 
     # ------------------------------------------------------------ writing
@@ -113,6 +118,13 @@ class TicketDesk:
         if key not in self._prepaid_left:
             self._prepaid_left[key] = prepaid_left_minutes(self.session, packages, at, self.ctx.calendar.tz)
         return self._prepaid_left[key]
+
+    @property
+    def team(self) -> Team:
+        """Presence and load, read once per desk (see ``maild.desk.team``)."""
+        if self._team is None:
+            self._team = Team(self.session, self.ctx.config, self.ctx.calendar)
+        return self._team
 
     def count_recent_automatic(self, addresses: Sequence[str], since: datetime) -> None:
         """Seed the counts of automatic mail per address and per domain (the acknowledgement limits)."""
@@ -170,9 +182,30 @@ class TicketDesk:
             ).next_escalation_at
         store.add_participants(ticket, participants)
         ticket.id = self._ticket_ids.take()
+        self.queue_places[ticket.id] = self.team.note_opened(ticket.tier, ticket.priority)
         self.session.add(ticket)
         self.pending_tickets[ticket.id] = ticket
         return ticket
+
+    def auto_assign(self, ticket: Ticket, at: datetime) -> str | None:
+        """Give a new verified ticket to a present consultant by ``[assignment] mode``.
+
+        A customer's preferred consultant gets it when present; ``#assign`` and
+        ``#take`` later win over this choice. With nobody present the ticket stays
+        unassigned (its notification goes to the managers).
+        """
+        if ticket.assigned_to or not ticket.verified or self.ctx.config.assignment.mode == "none":
+            return None
+        customer = self.ctx.customer(ticket.customer_id)
+        chosen = self.team.choose(at, preferred=customer.consultant if customer else None)
+        if chosen is not None:
+            self.assign(ticket, chosen, "maild", at, why=self.ctx.config.assignment.mode)
+        return chosen
+
+    def reassign_absent(self, at: datetime) -> list[tuple[Ticket, str | None, str]]:
+        """Open tickets of a consultant who is away today go to a present one (same rule)."""
+        return self.team.reassign_absent(
+            at, assign=lambda ticket, to, when, why: self.assign(ticket, to, "maild", when, why=why))
 
     def created(self, ticket: Ticket, actor: str) -> None:
         """The "created" event, once the ticket's first message is in."""
@@ -257,9 +290,17 @@ class TicketDesk:
         ticket.status, ticket.closed_at, ticket.updated_at = "closed", now, now
         self.add_event(ticket.id, "status", now, status="closed", reason="quiet after resolution")
 
-    def assign(self, ticket: Ticket, to: str, actor: str, at: datetime) -> None:
-        ticket.assigned_to = to
-        self.add_event(ticket.id, "assigned", at, actor, to=to)
+    def assign(self, ticket: Ticket, to: str, actor: str, at: datetime, why: str = "") -> None:
+        previous = ticket.assigned_to
+        ticket.assigned_to, ticket.assigned_at = to, at
+        if self._team is not None:
+            self._team.note_assigned(to, at, ticket_weight(ticket.contract_kind, ticket.verified), previous)
+        detail: dict[str, Any] = {"to": to}
+        if previous:
+            detail["from"] = previous
+        if why:
+            detail["why"] = why
+        self.add_event(ticket.id, "assigned", at, actor, **detail)
 
     def set_scope(self, ticket: Ticket, scope: str, actor: str, at: datetime) -> None:
         """The ticket's scope of work (what its hours are booked as when a #time line names none)."""
@@ -283,6 +324,7 @@ class TicketDesk:
                                                contract.reaction_clock, self.ctx.calendar)
             ticket.next_escalation_at = at  # the sweeper plans the escalations from here
         self.add_event(ticket.id, "verified", at, actor, tier=ticket.tier)
+        self.auto_assign(ticket, at)
 
     def record_escalation(self, ticket: Ticket, level: int, skipped: Sequence[int], breach: bool,
                           recipients: Sequence[str], now: datetime) -> bool:

@@ -38,6 +38,7 @@ class SweepResult:
     breaches: int = 0
     closed: int = 0
     reminders: int = 0
+    reassigned: int = 0
 
 
 class Sweeper:
@@ -56,6 +57,9 @@ class Sweeper:
                     for ticket in due:
                         result.examined += 1
                         self._escalate(desk, ticket, now, result, excerpts.get(ticket.id, ""))
+            for ticket, to, was in desk.reassign_absent(now):
+                result.reassigned += 1
+                log.info("%s reassigned from %s to %s (away)", self.ctx.ref(ticket.id), was, to)
             cutoff = now - timedelta(days=self.ctx.config.support.close_after_days)
             for ticket in store.resolved_older_than(session, cutoff):
                 desk.close_quiet(ticket, now)
@@ -81,8 +85,14 @@ class Sweeper:
             return
         level = cfg.escalation.levels[decision.send_level]
         if level.recipients == "consultants":
-            people = [c for c in cfg.consultants if c.email == ticket.assigned_to] or [
-                c for c in cfg.consultants if c.role == "consultant"] or list(cfg.consultants)
+            # The assignee when present, else whoever is present; with nobody at work
+            # (a holiday week) the managers, so that a warning never goes nowhere.
+            assignee = ctx.consultant(ticket.assigned_to) if ticket.assigned_to else None
+            if assignee is not None and (assignee.role == "manager"
+                                         or desk.team.is_present(assignee, desk.team.local_day(now))):
+                people = [assignee]
+            else:
+                people = desk.team.present(now) or list(cfg.managers) or list(cfg.consultants)
         else:
             people = list(cfg.managers) or list(cfg.consultants)
         breach = level.recipients == "managers+breach"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from statistics import median
@@ -59,6 +59,14 @@ class Team:
         self.config = config
         self.calendar = calendar or BusinessCalendar(config.calendar)
         self._absences: dict[str, tuple[Absence, ...]] | None = None
+        # Read once per team (one per batch or sweep) and kept current by what this
+        # team assigns or sees opened: a backlog of new tickets costs a query, not
+        # a query per ticket.
+        self._day_candidates: tuple[date, dict[str, int], dict[str, datetime | None]] | None = None
+        self._queue_counts: dict[tuple[int, str], int] | None = None
+        self._rate: dict[date, float | None] = {}
+        self._overtaking: dict[tuple[date, int, str], float] = {}
+        self._coming: dict[date, list[tuple[date, int]]] = {}
 
     # ------------------------------------------------------------ presence
 
@@ -121,10 +129,24 @@ class Team:
         return out
 
     def candidates(self, at: datetime, exclude: Iterable[str] = ()) -> list[Candidate]:
+        day = self.local_day(at)
+        if self._day_candidates is None or self._day_candidates[0] != day:
+            people = [c.email for c in self.present(at)]
+            self._day_candidates = (day, self.open_load(people), self.last_assigned(people))
+        _, load, last = self._day_candidates
         skip = {e.casefold() for e in exclude}
-        people = [c.email for c in self.present(at) if c.email.casefold() not in skip]
-        load, last = self.open_load(people), self.last_assigned(people)
-        return [Candidate(e, load.get(e, 0), last.get(e)) for e in people]
+        return [Candidate(e, load[e], last[e]) for e in load if e.casefold() not in skip]
+
+    def note_assigned(self, email: str, at: datetime, weight: int, previous: str | None = None) -> None:
+        """Keep the cached loads current after an assignment made through this team's session."""
+        if self._day_candidates is None:
+            return
+        _, load, last = self._day_candidates
+        if email in load:
+            load[email] += weight
+            last[email] = at
+        if previous in load:
+            load[previous] = max(0, load[previous] - weight)
 
     def choose(self, at: datetime, preferred: str | None = None, exclude: Iterable[str] = ()) -> str | None:
         """The present consultant who should get a new ticket now, or None."""
@@ -136,10 +158,13 @@ class Team:
         ticket.assigned_to = assignee
         ticket.assigned_at = at
         ticket.updated_at = at
+        self.note_assigned(assignee, at, ticket_weight(ticket.contract_kind, ticket.verified), previous)
         self.session.add(Event(ticket_id=ticket.id, kind="assigned", at=at, actor=actor,
                                detail={"to": assignee, "from": previous, "why": why}))
 
-    def reassign_absent(self, at: datetime) -> list[tuple[Ticket, str | None, str]]:
+    def reassign_absent(self, at: datetime,
+                        assign: Callable[[Ticket, str, datetime, str], None] | None = None,
+                        ) -> list[tuple[Ticket, str | None, str]]:
         """Open tickets whose assignee is absent today go to a present consultant (same rule).
 
         Returns (ticket, new assignee or None, old assignee). With nobody present a
@@ -164,8 +189,12 @@ class Team:
             new = self.choose(at, exclude=[old])
             if new is None:
                 continue
-            self.assign(ticket, new, at, why=f"{old} is away")
-            self.session.flush()
+            if assign is None:
+                self.assign(ticket, new, at, why=f"{old} is away")
+                self.session.flush()
+            else:
+                assign(ticket, new, at, f"{old} is away")
+                self.note_assigned(new, at, ticket_weight(ticket.contract_kind, ticket.verified), old)
             moved.append((ticket, new, old))
             log.info("ticket %s reassigned from %s to %s: %s is away", ticket.id, old, new, old)
         return moved
@@ -251,10 +280,42 @@ class Team:
 
     def expected_by(self, position: int, at: datetime, rate: float | None = None, *, tier: int | None = None,
                     priority: str = "P3") -> date | None:
-        """When a ticket at ``position`` is likely answered; with its tier, later arrivals that overtake count."""
-        rate = rate if rate is not None else self.handling_rate(at)
-        overtaking = self.overtaking_rate(at, tier, priority) if tier is not None and rate is not None else 0.0
-        return expected_by(position, self.coming_capacity(at), rate, overtaking)
+        """When a ticket at ``position`` is likely answered; with its tier, later arrivals that overtake count.
+
+        The day's rate, overtaking rates and capacity are read once per team and day.
+        """
+        day = self.local_day(at)
+        if rate is None:
+            if day not in self._rate:
+                self._rate[day] = self.handling_rate(at)
+            rate = self._rate[day]
+        if rate is None:
+            return None
+        overtaking = 0.0
+        if tier is not None:
+            key = (day, tier, priority)
+            if key not in self._overtaking:
+                self._overtaking[key] = self.overtaking_rate(at, tier, priority)
+            overtaking = self._overtaking[key]
+        if day not in self._coming:
+            self._coming[day] = self.coming_capacity(at)
+        return expected_by(position, self._coming[day], rate, overtaking)
+
+    def note_opened(self, tier: int, priority: str) -> int:
+        """Count a ticket just opened into the queue; returns its place (1-based).
+
+        The place among open tickets by (tier, priority): a new ticket is the newest of
+        its group, so everyone in its group and above it is ahead. The counts are
+        read once per team and kept current by what it opens.
+        """
+        if self._queue_counts is None:
+            self._queue_counts = {
+                (int(tr), str(pr)): int(n) for tr, pr, n in self.session.execute(
+                    select(Ticket.tier, Ticket.priority, func.count()).where(Ticket.status.in_(OPEN_STATUSES))
+                    .group_by(Ticket.tier, Ticket.priority))}
+        key = (tier, priority)
+        self._queue_counts[key] = self._queue_counts.get(key, 0) + 1
+        return sum(n for k, n in self._queue_counts.items() if k <= key)
 
     # ------------------------------------------------------------ the list
 

@@ -485,6 +485,8 @@ class Ingestor:
                                 new_text, quoted)
         desk.created(ticket, msg.from_addr)
         self._dropped(ticket, joining, msg, arrived)
+        if not is_consultant:
+            desk.auto_assign(ticket, now)
         ref = ctx.ref(ticket.id)
         ack = self._acknowledge(session, ticket, msg, screening, resolution, mail, now) if not is_consultant else None
         desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="ticket",
@@ -548,8 +550,17 @@ class Ingestor:
             "prepaid_left_minutes": 0, "prepaid_valid_until": "",
             "fell_back": resolution.fell_back_why or "", "fell_back_day": "",
             "hourly_rate_cents": rate, "unit_minutes": _unit_minutes(contract, cfg.ledger.occasional_unit_minutes),
-            "peak_label": "",
+            "peak_label": "", "queue_position": 0, "expected_by": "",
         }
+        if audience == "customer" and resolution.kind in ("prepaid", "occasional"):
+            # No promise goes with these kinds: the customer is told where the ticket
+            # stands and, with enough history, the day an answer is likely (an estimate).
+            desk = self._active.desk
+            place = desk.queue_places.get(ticket.id)
+            if place is not None:
+                context["queue_position"] = place
+                likely = desk.team.expected_by(place, now, tier=ticket.tier, priority=ticket.priority)
+                context["expected_by"] = likely.isoformat() if likely else ""
         if spent is not None and resolution.fell_back_why == "expired":
             last = spent.valid_until or spent.end
             context["fell_back_day"] = last.isoformat() if last else ""

@@ -27,7 +27,7 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
             "timezone": "Europe/Warsaw", "reaction_due": "2026-01-02T10:00:00+00:00", "reaction_hours": 24,
             "reaction_clock": "working_days", "opens": "08:00", "closes": "16:00", "prepaid_left_minutes": 90,
             "prepaid_valid_until": "2026-06-30", "fell_back": "", "fell_back_day": "", "hourly_rate_cents": 20000,
-            "unit_minutes": 15, "peak_label": "JPK"},
+            "unit_minutes": 15, "peak_label": "JPK", "queue_position": 4, "expected_by": "2026-12-07"},
     "relay": {"ref": "SUP-1", "subject": "Test", "body": "Answer", "consultant": "Anna"},
     "resolved": {"ref": "SUP-1", "subject": "Test", "requester_name": "Jan", "reopen_days": 7, "from_name": "Support"},
     "escalation": {"ref": "SUP-1", "subject": "Test", "level": 2, "levels": 3, "percent": 80, "skipped": [1],

@@ -21,6 +21,7 @@ from maild.rules.wording import (
     format_money,
     format_month,
     format_percent,
+    format_weekday_date,
     plural,
 )
 
@@ -69,6 +70,7 @@ class Renderer:
         # {{ "2026-12"|month("pl") }}, {{ cents|money("pl") }}, {{ 80|percent("pl") }}
         self.env.filters["plural"] = plural
         self.env.filters["date"] = format_date
+        self.env.filters["weekday_date"] = format_weekday_date
         self.env.filters["deadline"] = lambda value, language, tz: format_deadline(value, tz, language)
         self.env.filters["month"] = format_month
         self.env.filters["money"] = format_money

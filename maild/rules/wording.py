@@ -70,6 +70,15 @@ def format_date(day: date | str, language: str = "pl") -> str:
     return f"{day.day} {_MONTHS_EN[day.month - 1]} {day.year}"
 
 
+def format_weekday_date(day: date | str, language: str = "pl") -> str:
+    """After "do"/"by": "poniedziałku 7.12.2026 r." / "Monday 7 December 2026"."""
+    if isinstance(day, str):
+        day = date.fromisoformat(day[:10])
+    if _lang(language) == "pl":
+        return f"{_WEEKDAYS_PL_GENITIVE[day.weekday()]} {format_date(day, 'pl')}"
+    return f"{_WEEKDAYS_EN[day.weekday()]} {format_date(day, 'en')}"
+
+
 def format_month(month: str, language: str = "pl") -> str:
     """"2026-12" -> "grudzień 2026" / "December 2026" (after "za" the nominative is right)."""
     year, number = int(month[:4]), int(month[5:7])

@@ -1,0 +1,118 @@
+"""Presence and assignment through the real daemon (Maildir, SMTP sink; SQLite and PostgreSQL): issue 15."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from maild.storage.models import Event, Ticket
+from tests.e2e.test_sla_e2e import CUSTOMERS, MORE_PEOPLE, T0, World, body, warsaw
+
+ASSIGN = '\n[assignment]\nmode = "least_loaded"\n'
+# Piotr (English) is away the week of 23 November 2026.
+PIOTR_AWAY = MORE_PEOPLE.replace('language = "en"\n\n[[consultants]]\nemail = "boss',
+                                 'language = "en"\naway = [{ from = 2026-11-23, until = 2026-11-27 }]\n\n'
+                                 '[[consultants]]\nemail = "boss', 1)
+PREFERS_PIOTR = CUSTOMERS.replace('billing_address = "kari@nord.no"\n',
+                                  'billing_address = "kari@nord.no"\nconsultant = "piotr@firma.pl"\n', 1)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("pg_url")) if request.param == "postgresql" else ""
+
+
+def assignees(w: World) -> dict[int, str | None]:
+    with w.daemon.sessions() as s:
+        return {t.id: t.assigned_to for t in s.scalars(select(Ticket).order_by(Ticket.id))}
+
+
+def test_new_tickets_are_spread_over_present_consultants(tmp_path: Path, smtp_sink: Any, url: str) -> None:
+    w = World(tmp_path, smtp_sink, T0, extra=MORE_PEOPLE + ASSIGN, database_url=url)
+    for i in range(4):
+        w.mail(subject=f"Problem {i}", msgid=f"<s{i}@acme.pl>")           # sla: weight 3 each
+    w.run()
+    got = assignees(w)
+    assert sorted(got.values()) == ["anna@firma.pl", "anna@firma.pl", "piotr@firma.pl", "piotr@firma.pl"]
+    assert "boss@firma.pl" not in got.values()                            # managers never auto-assigned
+    with w.daemon.sessions() as s:
+        events = s.scalars(select(Event).where(Event.kind == "assigned")).all()
+        assert len(events) == 4 and all(e.actor == "maild" and e.detail["why"] == "least_loaded" for e in events)
+
+
+def test_preferred_consultant_and_absence(tmp_path: Path, smtp_sink: Any, url: str) -> None:
+    w = World(tmp_path, smtp_sink, T0, customers=PREFERS_PIOTR, extra=PIOTR_AWAY + ASSIGN, database_url=url)
+    w.mail(sender="kari@nord.no", subject="Question", msgid="<k1@nord.no>")
+    w.run()
+    assert assignees(w)[1] == "piotr@firma.pl"                            # preferred and present
+    w.at(warsaw("2026-11-23 09:00"))
+    w.mail(sender="kari@nord.no", subject="Another", msgid="<k2@nord.no>")
+    w.run()
+    got = assignees(w)
+    # Monday of Piotr's week away: his open ticket went to Anna at the sweep, and the new one too
+    assert got == {1: "anna@firma.pl", 2: "anna@firma.pl"}
+    with w.daemon.sessions() as s:
+        moved = s.scalars(select(Event).where(Event.kind == "assigned", Event.ticket_id == 1)
+                          .order_by(Event.id)).all()[-1]
+        assert moved.detail["from"] == "piotr@firma.pl" and "away" in moved.detail["why"]
+
+
+def test_escalation_skips_an_absent_assignee(tmp_path: Path, smtp_sink: Any, url: str) -> None:
+    start = warsaw("2026-11-23 10:00")   # Monday of Piotr's week away
+    w = World(tmp_path, smtp_sink, start, extra=PIOTR_AWAY + '\n[escalation]\noutside_hours = "send"\n'
+              + '\n[assignment]\nmode = "none"\n', database_url=url)
+    w.mail(subject="Faktura", msgid="<e1@acme.pl>")
+    w.run()
+    with w.daemon.sessions() as s, s.begin():
+        ticket = s.get(Ticket, 1)
+        assert ticket is not None and ticket.reaction_due is not None
+        ticket.assigned_to = "piotr@firma.pl"
+        due = ticket.reaction_due
+    # the ticket is his (say, an #assign), but the warning goes to the consultant who is present
+    w.at(due - timedelta(hours=12)).run()
+    w.run()
+    rcpts = [r for r, subject in w.escalations()]
+    assert rcpts and "piotr@firma.pl" not in rcpts and set(rcpts) == {"anna@firma.pl"}
+
+
+def test_ack_tells_place_in_queue_and_estimate(tmp_path: Path, smtp_sink: Any, url: str) -> None:
+    w = World(tmp_path, smtp_sink, T0, extra=MORE_PEOPLE + ASSIGN, database_url=url)
+    w.mail(sender="biuro@kowalski.pl", subject="Pytanie 1", msgid="<o1@kowalski.pl>")
+    w.mail(sender="biuro@kowalski.pl", subject="Pytanie 2", msgid="<o2@kowalski.pl>")
+    w.run()
+    acks = [m for m in w.sink.messages if m.rcpt_tos == ["biuro@kowalski.pl"]]
+    texts = sorted(body(m) for m in acks)
+    assert "Państwa zgłoszenie jest 1. w kolejce." in texts[0] + texts[1]
+    assert "Państwa zgłoszenie jest 2. w kolejce." in texts[0] + texts[1]
+    assert all("Szacujemy" not in t for t in texts)                     # no history: no estimate
+    # a month of history: 40 tickets first-answered, two a working day
+    with w.daemon.sessions() as s, s.begin():
+        n = 100
+        for day in range(1, 31):
+            at = T0 - timedelta(days=day)
+            if at.weekday() >= 5:
+                continue
+            for k in range(2):
+                n += 1
+                s.add(Ticket(id=n, subject="old", status="closed", contract_kind="occasional", verified=True,
+                             tier=2, created_at=at - timedelta(hours=3), updated_at=at, first_response_at=at))
+                s.flush()
+                s.add(Event(ticket_id=n, kind="first_response", at=at, actor="anna@firma.pl", detail={}))
+    w.at(T0 + timedelta(hours=1))
+    w.mail(sender="kari@nord.no", subject="Printing question", msgid="<p3@nord.no>")
+    w.run()
+    [en] = [m for m in w.sink.messages if m.rcpt_tos == ["kari@nord.no"]]
+    text = body(en)
+    # prepaid ranks above the two occasional tickets waiting
+    assert "Your request is number 1 in the queue." in text, text
+    assert "We expect to answer it by Monday 16 November 2026." in text    # 1 answer/consultant/day, 2 present
+    assert "busy period" in text                                        # the VAT/JPK window is on
+    assert "the date depends on the consultants' availability" in text
+    # sla tickets get their deadline, never a place or an estimate
+    w.mail(subject="Awaria", msgid="<s9@acme.pl>")
+    w.run()
+    sla_ack = [m for m in w.sink.messages if m.rcpt_tos == ["jan@acme.pl"]][-1]
+    assert "w kolejce" not in body(sla_ack) and "Szacujemy" not in body(sla_ack)

@@ -25,18 +25,23 @@ as often as 2 minutes, and a wrong guess bills the customer.
 """
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from fractions import Fraction
 from typing import ClassVar, Literal, get_args
 
 from maild.desk.context import DeskContext
 from maild.desk.desk import TicketDesk
+from maild.desk.team import TeamError
 from maild.errors import MaildError
 from maild.rules.scope import Scope, known_words, parse_scope
+from maild.rules.presence import AbsenceError, parse_range
 from maild.storage.models import Ticket
+
+log = logging.getLogger("maild.commands")
 
 __all__ = [
     "Scope",
@@ -48,6 +53,9 @@ __all__ = [
     "PriorityCommand",
     "InternalCommand",
     "VerifyCommand",
+    "AwayCommand",
+    "BackCommand",
+    "PRESENCE_COMMANDS",
     "Command",
     "Applying",
     "CommandSpec",
@@ -306,6 +314,37 @@ _PRIORITIES: tuple[Priority, ...] = get_args(Priority)
 _MAX_DURATION_WORDS = 4
 
 
+@dataclass(frozen=True)
+class AwayCommand(Command):
+    """``#away 2026-12-21..2027-01-03 [note]``: the sender is away those days (inclusive).
+
+    About the sender, not the ticket: usually a mail of its own to the support
+    address (intake answers it with a confirmation); in a ticket reply it is
+    recorded as well.
+    """
+
+    start: date
+    until: date
+    note: str
+
+    def apply(self, run: Applying) -> None:
+        run.desk.team.record_absence(run.actor, self.start, self.until, self.note, run.actor, run.now)
+
+
+@dataclass(frozen=True)
+class BackCommand(Command):
+    """``#back``: the sender's recorded absence ends today."""
+
+    def apply(self, run: Applying) -> None:
+        try:
+            run.desk.team.end_absence(run.actor, run.now, run.actor)
+        except TeamError as exc:
+            log.warning("%s #back not applied: %s", run.actor, exc)
+
+
+PRESENCE_COMMANDS = (AwayCommand, BackCommand)
+
+
 class Malformed(Exception):
     """A command line a parser refuses; ``reason`` (English) for the record, ``code`` and
     ``params`` for the error reply in the consultant's language."""
@@ -317,6 +356,18 @@ class Malformed(Exception):
         self.params = params + tuple(sorted(named.items()))
 
 
+
+
+def _parse_away(args: str) -> AwayCommand:
+    words = args.split(maxsplit=1)
+    if not words:
+        raise Malformed("#away needs the days, e.g. #away 2026-12-21..2027-01-03 (both inclusive)",
+                        "away_needs_days")
+    try:
+        start, until = parse_range(words[0])
+    except AbsenceError as error:
+        raise Malformed(f"#away: {error}", "away_range", text=words[0]) from None
+    return AwayCommand(start, until, words[1].strip() if len(words) > 1 else "")
 
 
 def _parse_time(args: str) -> TimeCommand:
@@ -423,6 +474,9 @@ register(CommandSpec("scope", ("zakres",), "#scope consultation|installation|tra
                      lambda _, args: _parse_scope(args), once=True))
 register(CommandSpec("internal", ("wewnętrzne", "wewnetrzne"), "#internal", _no_arguments(InternalCommand())))
 register(CommandSpec("verify", ("potwierdź", "potwierdz"), "#verify", _no_arguments(VerifyCommand())))
+register(CommandSpec("away", ("nieobecny", "nieobecna", "urlop"), "#away 2026-12-21..2027-01-03 [note]",
+                     lambda _, args: _parse_away(args), once=True))
+register(CommandSpec("back", ("jestem", "powrót", "powrot"), "#back", _no_arguments(BackCommand()), once=True))
 
 
 def _parse_one(name: str, args: str) -> tuple[Command, CommandSpec]:

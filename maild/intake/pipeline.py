@@ -24,11 +24,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from maild.storage import store
 from maild.storage.blobs import BlobMissing, BlobStore, StorageError
-from maild.desk.commands import Applying, parse_commands
+from maild.desk.commands import PRESENCE_COMMANDS, Applying, AwayCommand, BackCommand, parse_commands
 from maild.config import Config
 from maild.desk.context import DeskContext
 from maild.desk.desk import TicketDesk
 from maild.desk.participants import Joining, screen_participants
+from maild.desk.team import TeamError
 from maild.intake.lookup import DeskThreadLookup
 from maild.rules.contracts import Resolution, resolve
 from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
@@ -426,6 +427,10 @@ class Ingestor:
         )
         if is_consultant and decision.ticket is not None:
             return self._consultant_mail(session, mail, msg, screening, decision, now)
+        if is_consultant and not screening.automatic:
+            presence = self._presence_request(mail, msg, now)
+            if presence is not None:
+                return presence
         if decision.ticket is not None:
             return self._customer_reply(session, mail, msg, screening, decision, now, resolution)
         return self._new_ticket(session, mail, msg, screening, resolution, decision, is_consultant, now)
@@ -627,6 +632,63 @@ class Ingestor:
                          ticket_id=ticket.id, message_row_id=row)
         log.info("%s %s -> %s customer reply (%s)", mail.source_key, msg.message_id, ref, decision.rule)
         return "reply", ticket.id
+
+    def _presence_request(self, mail: FetchedMail, msg: InboundMessage, now: datetime) -> tuple[str, None] | None:
+        """A consultant's own mail with ``#away``/``#back`` (and nothing else): about them, not a ticket.
+
+        Answered with a confirmation, or an error naming the line; never a ticket.
+        None when the mail holds no such command (it is then a ticket as before).
+        """
+        new_text, _ = msg.reply_split or split_reply(msg.text)
+        parsed = parse_commands(new_text)
+        if not any(isinstance(c, PRESENCE_COMMANDS) for c in parsed.commands) and not any(
+                e.line.strip().lower().startswith(("#away", "#back")) for e in parsed.errors):
+            return None
+        consultant = self.ctx.consultant(msg.from_addr)
+        assert consultant is not None
+        desk = self._active.desk
+        errors: list[dict[str, Any]] = [
+            {"line_no": e.line_no, "line": e.line, "reason": e.reason, "code": e.code, "params": dict(e.params)}
+            for e in parsed.errors]
+        others = [c for c in parsed.commands if not isinstance(c, PRESENCE_COMMANDS)]
+        if others:
+            errors.append({"line_no": 1, "line": new_text.strip().splitlines()[0][:200], "code": "", "params": {},
+                           "reason": "#away and #back go in a mail of their own; ticket commands in a reply "
+                                     "to the ticket's mail"})
+        done: list[dict[str, str]] = []
+        if not errors:
+            for command in parsed.commands:
+                try:
+                    if isinstance(command, AwayCommand):
+                        desk.team.record_absence(consultant.email, command.start, command.until, command.note,
+                                                 consultant.email, now)
+                        done.append({"what": "away", "start": command.start.isoformat(),
+                                     "until": command.until.isoformat()})
+                    elif isinstance(command, BackCommand):
+                        desk.team.end_absence(consultant.email, now, consultant.email)
+                        done.append({"what": "back", "start": now.astimezone(self.ctx.calendar.tz).date().isoformat(),
+                                     "until": ""})
+                except TeamError as exc:
+                    errors.append({"line_no": 1, "line": new_text.strip().splitlines()[0][:200], "reason": str(exc),
+                                   "code": "", "params": {}})
+        if errors:
+            desk.queue_mail(
+                ticket=None, kind="command_error", template="command_error", language=consultant.language,
+                recipients=[consultant.email], now=now, dedupe_key=f"cmderr:{msg.dedupe_key}"[:400],
+                in_reply_to=msg.message_id, automatic=True,
+                context={"ref": "", "subject": msg.subject, "errors": errors})
+            disposition, reason = "rejected", "; ".join(f"line {e['line_no']}: {e['reason']}" for e in errors)
+        else:
+            desk.queue_mail(
+                ticket=None, kind="presence", template="presence_confirm", language=consultant.language,
+                recipients=[consultant.email], now=now, dedupe_key=f"presence:{msg.dedupe_key}"[:400],
+                in_reply_to=msg.message_id, automatic=True,
+                context={"subject": msg.subject, "done": done})
+            disposition, reason = "command", ", ".join(d["what"] for d in done)
+        desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition=disposition,
+                         reason=reason[:500], arrived_at=mail.arrived_at, now=now)
+        log.info("%s %s -> %s presence %s: %s", mail.source_key, msg.message_id, consultant.email, disposition, reason)
+        return disposition, None
 
     def _consultant_mail(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
                          decision: ThreadDecision, now: datetime) -> tuple[str, int | None]:

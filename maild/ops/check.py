@@ -61,6 +61,8 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
                "breaches": [{"ref": "SUP-1", "customer": "Acme", "subject": "Test", "assigned_to": ""}]},
     "authority_notice": {"ref": "SUP-1", "subject": "Test", "reason": "no proof",
                          "new_ticket_address": "support+t@x.pl"},
+    "presence_confirm": {"subject": "#away", "done": [{"what": "away", "start": "2026-12-21", "until": "2027-01-03"},
+                                                      {"what": "back", "start": "2026-12-07", "until": ""}]},
     "month_report": {"month": "2026-01", "timezone": "Europe/Warsaw", "from_name": "Support",
                      "summary": {"tickets": 3, "sla_met": 1, "sla_due": 2, "breaches": 1, "backlog": 1,
                                  "minutes": 90},

@@ -280,7 +280,7 @@ def test_the_command_table_is_the_one_list(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(commands, "COMMANDS", dict(commands.COMMANDS))
     monkeypatch.setattr(commands, "_BY_NAME", dict(commands._BY_NAME))
     assert parse_commands("#nope\n").errors[0].reason == (
-        "unknown command #nope; known: #time, #status, #assign, #priority, #scope, #internal, #verify")
+        "unknown command #nope; known: #time, #status, #assign, #priority, #scope, #internal, #verify, #away, #back")
 
     @dataclass(frozen=True)
     class Wave(commands.Command):
@@ -289,7 +289,7 @@ def test_the_command_table_is_the_one_list(monkeypatch: pytest.MonkeyPatch) -> N
     commands.register(commands.CommandSpec("wave", ("machaj",), "#wave", lambda _, args: Wave()))
     assert parse_commands("#machaj\nhi\n").commands == (Wave(),)
     assert commands.help_lines()[-1] == "#wave"
-    assert parse_commands("#nope\n").errors[0].reason.endswith("#verify, #wave")
+    assert parse_commands("#nope\n").errors[0].reason.endswith("#back, #wave")
     with pytest.raises(ValueError, match="#czas is registered twice"):
         commands.register(commands.CommandSpec("clock", ("czas",), "#clock", lambda _, args: Wave()))
 
@@ -315,3 +315,19 @@ def test_errors_carry_a_code_for_the_consultants_language() -> None:
     assert [(e.line_no, e.code) for e in parsed.errors] == [
         (1, "bare_number"), (2, "scope_choice"), (3, "status_choice"), (4, "unknown_command")]
     assert dict(parsed.errors[0].params)["number"] == "2"
+
+
+def test_away_and_back_parse() -> None:
+    from datetime import date
+
+    from maild.desk.commands import AwayCommand, BackCommand, help_lines
+
+    parsed = parse_commands("#away 2026-12-21..2027-01-03 urlop\n")
+    assert parsed.commands == (AwayCommand(date(2026, 12, 21), date(2027, 1, 3), "urlop"),)
+    assert parse_commands("#urlop 2026-12-21\n").commands == (AwayCommand(date(2026, 12, 21), date(2026, 12, 21), ""),)
+    assert parse_commands("#back\n").commands == (BackCommand(),)
+    assert "#back" in help_lines()
+    for bad, words in (("#away\n", "needs the days"), ("#away 2026-12-24..2026-12-20\n", "before"),
+                       ("#away jutro\n", "not a date"), ("#back now\n", "nothing")):
+        [error] = parse_commands(bad).errors
+        assert words in error.reason and error.line_no == 1, error

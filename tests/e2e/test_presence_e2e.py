@@ -109,10 +109,37 @@ def test_ack_tells_place_in_queue_and_estimate(tmp_path: Path, smtp_sink: Any, u
     # prepaid ranks above the two occasional tickets waiting
     assert "Your request is number 1 in the queue." in text, text
     assert "We expect to answer it by Monday 16 November 2026." in text    # 1 answer/consultant/day, 2 present
-    assert "busy period" in text                                        # the VAT/JPK window is on
     assert "the date depends on the consultants' availability" in text
     # sla tickets get their deadline, never a place or an estimate
     w.mail(subject="Awaria", msgid="<s9@acme.pl>")
     w.run()
     sla_ack = [m for m in w.sink.messages if m.rcpt_tos == ["jan@acme.pl"]][-1]
     assert "w kolejce" not in body(sla_ack) and "Szacujemy" not in body(sla_ack)
+
+
+def test_away_and_back_by_mail(tmp_path: Path, smtp_sink: Any, url: str) -> None:
+    w = World(tmp_path, smtp_sink, T0, extra=MORE_PEOPLE + ASSIGN, database_url=url)
+    w.mail(sender="Anna <anna@firma.pl>", subject="urlop", msgid="<away1@firma.pl>",
+           body="#away 2026-11-17..2026-11-18 urlop\n")
+    w.run()
+    [confirm] = [m for m in w.sink.messages if m.rcpt_tos == ["anna@firma.pl"]]
+    assert "nieobecność od 17.11.2026 r. do 18.11.2026 r. włącznie" in body(confirm)
+    assert confirm.parsed["In-Reply-To"] == "<away1@firma.pl>"
+    with w.daemon.sessions() as s:
+        assert s.scalars(select(Ticket)).all() == []                      # no ticket for it
+    # on the 17th the new ticket goes to Piotr, not to the absent Anna
+    w.at(warsaw("2026-11-17 09:00"))
+    w.mail(subject="Problem", msgid="<q1@acme.pl>")
+    w.mail(subject="Problem 2", msgid="<q2@acme.pl>")
+    w.run()
+    assert set(assignees(w).values()) == {"piotr@firma.pl"}
+    w.mail(sender="anna@firma.pl", subject="wracam", msgid="<back1@firma.pl>", body="#back\n")
+    w.run()
+    w.mail(subject="Problem 3", msgid="<q3@acme.pl>")
+    w.run()
+    assert assignees(w)[3] == "anna@firma.pl"                            # back, and the least loaded
+    # a bad range is an error naming the line; nothing recorded
+    w.mail(sender="anna@firma.pl", subject="urlop", msgid="<away2@firma.pl>", body="#away 2026-12-24..2026-12-20\n")
+    w.run()
+    error = [m for m in w.sink.messages if m.rcpt_tos == ["anna@firma.pl"]][-1]
+    assert "linia 1: #away 2026-12-24..2026-12-20" in body(error) and "[" not in error.parsed["Subject"]

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.storage import store
+from maild.desk.team import Team
 from maild.config import Config, load_config
 from maild.storage.db import open_database
 from maild.errors import ConfigError, MaildError
@@ -67,7 +68,8 @@ def _scope_argument(text: str) -> str:
     return scope
 
 
-def ticket_json(cfg: Config, t: Ticket, rank: int | None, messages: int) -> dict[str, Any]:
+def ticket_json(cfg: Config, t: Ticket, rank: int | None, messages: int,
+                expected: date | None = None) -> dict[str, Any]:
     return {
         "ref": store.ticket_ref(cfg.support.ticket_prefix, t.id),
         "subject": t.subject,
@@ -79,6 +81,9 @@ def ticket_json(cfg: Config, t: Ticket, rank: int | None, messages: int) -> dict
         "tier": TIER_NAMES[t.tier],
         "priority": t.priority,
         "rank": rank,
+        # the same number under the name the queue estimate uses (issue 15); null when not open
+        "queue_position": rank,
+        "expected_by": expected.isoformat() if expected else None,
         "peak": t.peak,
         "scope": t.scope,
         "requester": t.requester,
@@ -127,7 +132,17 @@ def cmd_tickets_list(cfg: Config, sessions: sessionmaker[Session], args: argpars
                 raise UsageError(f"tickets list --after {args.after}: no such ticket")
         chunks = store.stream_tickets(session, args.status, where, after=after, limit=limit)
         if args.json:
-            print_json_stream(ticket_json(cfg, x.ticket, x.rank, x.messages) for chunk in chunks for x in chunk)
+            team = Team(session, cfg)
+
+            def expected(x: store.ListedTicket) -> date | None:
+                # An estimate for help without a deadline only; an sla ticket has its deadline.
+                t = x.ticket
+                if x.rank is None or not t.verified or t.contract_kind not in ("prepaid", "occasional"):
+                    return None
+                return team.expected_by(x.rank, now, tier=t.tier, priority=t.priority)
+
+            print_json_stream(ticket_json(cfg, x.ticket, x.rank, x.messages, expected(x))
+                              for chunk in chunks for x in chunk)
             return 0
         total = store.count_tickets(session, args.status, where)
         print(f"{total} ticket{'' if total == 1 else 's'}")

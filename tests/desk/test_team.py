@@ -218,3 +218,35 @@ def test_two_daemons_never_move_one_ticket_twice(pg_url: str, tmp_path: Path) ->
         events = s.scalars(select(Event).where(Event.kind == "assigned")).all()
         assert sorted(e.ticket_id for e in events) == list(range(1, 41))
         assert not s.scalars(select(Ticket).where(Ticket.assigned_to == "piotr@firma.pl")).all()
+
+
+def test_tickets_list_json_has_queue_position_and_estimate(world: tuple[Config, sessionmaker[Session]],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from maild.cli.main import main
+
+    cfg, sessions = world
+    now = datetime.now(UTC)
+    with sessions() as s:
+        n = 100
+        for day in range(1, 29):
+            at = now - timedelta(days=day)
+            for _ in range(3):
+                n += 1
+                ticket(s, n, "occasional", status="closed", at=at - timedelta(hours=2)).tier = 2
+                s.add(Event(ticket_id=n, kind="first_response", at=at, actor="anna@firma.pl", detail={}))
+        sla = ticket(s, 1, "sla", at=now - timedelta(hours=1))
+        sla.tier, sla.reaction_due = 0, now + timedelta(hours=5)
+        ticket(s, 2, "prepaid", at=now - timedelta(minutes=30))
+        ticket(s, 3, "occasional", at=now - timedelta(minutes=20)).tier = 2
+        s.commit()
+    capsys.readouterr()
+    assert main(["--config", str(cfg.path), "tickets", "list", "--json"]) == 0
+    rows = {r["ref"]: r for r in json.loads(capsys.readouterr().out)}
+    assert [rows[r]["queue_position"] for r in ("SUP-1", "SUP-2", "SUP-3")] == [1, 2, 3]
+    assert all(rows[r]["queue_position"] == rows[r]["rank"] for r in rows)
+    assert rows["SUP-1"]["expected_by"] is None, rows                  # sla: a deadline, never an estimate
+    assert rows["SUP-2"]["expected_by"] and rows["SUP-3"]["expected_by"], rows
+    prepaid, occasional = (date.fromisoformat(rows[r]["expected_by"]) for r in ("SUP-2", "SUP-3"))
+    assert now.date() <= prepaid <= occasional

@@ -552,6 +552,10 @@ def outbox_stats(session: Session, now: datetime) -> tuple[int, datetime | None]
 
 # ---------------------------------------------------------------- customers
 
+# pg_advisory_xact_lock key held while the customers file is mirrored ("maild-cu").
+CUSTOMER_SYNC_LOCK_KEY = 0x6D61696C642D6375
+
+
 def sync_customers(session: Session, customers: Sequence[Customer], now: datetime,
                    max_removed_percent: int | None = None, source: str = "customers file") -> tuple[int, int]:
     """Mirror the customers file into the database; returns (contracts seen, contracts ended).
@@ -563,6 +567,10 @@ def sync_customers(session: Session, customers: Sequence[Customer], now: datetim
     an empty or truncated file once marked every contract removed, and tickets
     created meanwhile lost their contract for good.
     """
+    if session.get_bind().dialect.name == "postgresql":
+        # Daemons started together each mirror the file: the second waits for the
+        # first's commit and then updates its rows instead of inserting them again.
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CUSTOMER_SYNC_LOCK_KEY})
     if max_removed_percent is not None:
         active = set(session.scalars(select(CustomerRow.id).where(CustomerRow.active.is_(True))))
         gone = active - {c.id for c in customers}

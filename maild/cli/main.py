@@ -260,6 +260,10 @@ def cmd_quarantine_retry(cfg: Config, sessions: sessionmaker[Session], args: arg
     """Process a quarantined mail again, from its stored raw bytes, after a fix.
 
     It gets one attempt: failing again quarantines it anew with the new reason.
+    All or nothing: the record is marked retried (and the old intake record
+    dropped) in the transaction that stores the mail, so a retry that fails
+    midway (storage, database, a broken customers file) changes nothing and can
+    be run again until it succeeds.
     """
     from maild.storage.blobs import BlobStore
     from maild.rules.customers import load_customers
@@ -267,27 +271,35 @@ def cmd_quarantine_retry(cfg: Config, sessions: sessionmaker[Session], args: arg
     from maild.storage.models import Failure, Intake
     from maild.intake.pipeline import MAX_ATTEMPTS, Context, Ingestor
 
-    blobs = BlobStore(cfg.storage_path)
-    now = datetime.now(UTC)
-    with sessions() as session, session.begin():
-        row = session.get(QuarantineRow, args.id)
+    def usable(row: QuarantineRow | None) -> QuarantineRow:
         if row is None:
-            print(f"maild: no quarantine record {args.id}", file=sys.stderr)
-            return 1
+            raise MaildError(f"no quarantine record {args.id}")
         if row.status != "held":
-            print(f"maild: quarantine record {args.id} was already retried", file=sys.stderr)
-            return 1
-        raw = blobs.get(row.raw_sha256)
-        key, arrived = row.key, row.arrived_at or row.created_at
-        for intake in session.scalars(select(Intake).where(Intake.dedupe_key == key, Intake.disposition == "quarantine")):
-            session.delete(intake)
-        failure = session.scalar(select(Failure).where(Failure.key == key))
-        if failure is not None:
-            failure.attempts = MAX_ATTEMPTS - 1
-        row.status, row.retried_at = "retried", now
-    ingestor = Ingestor(Context.build(cfg, load_customers(cfg.customers_file, cfg.packages)), sessions, blobs)
-    mail = FetchedMail(source_key=f"quarantine:{args.id}", raw=raw, arrived_at=arrived, size=len(raw))
-    result = ingestor.ingest_batch([mail])
+            raise MaildError(f"quarantine record {args.id} was already retried")
+        return row
+
+    blobs = BlobStore(cfg.storage_path)
+    try:
+        with sessions() as session:
+            row = usable(session.get(QuarantineRow, args.id))
+            raw = blobs.get(row.raw_sha256)
+            key, arrived = row.key, row.arrived_at or row.created_at
+        ingestor = Ingestor(Context.build(cfg, load_customers(cfg.customers_file, cfg.packages)), sessions, blobs)
+
+        def prepare(session: Session) -> None:
+            held = usable(session.get(QuarantineRow, args.id, with_for_update=True))  # not retried meanwhile
+            for intake in session.scalars(select(Intake).where(Intake.dedupe_key == key,
+                                                               Intake.disposition == "quarantine")):
+                session.delete(intake)
+            failure = session.scalar(select(Failure).where(Failure.key == key))
+            if failure is not None:
+                failure.attempts = MAX_ATTEMPTS - 1
+            held.status, held.retried_at = "retried", datetime.now(UTC)
+
+        mail = FetchedMail(source_key=f"quarantine:{args.id}", raw=raw, arrived_at=arrived, size=len(raw))
+        result = ingestor.ingest_batch([mail], prepare=prepare)
+    finally:
+        blobs.close()
     outcome = ", ".join(f"{k} {v}" for k, v in result.counts.items())
     print(f"quarantine {args.id}: {outcome}")
     return 1 if result.quarantined else 0

@@ -162,7 +162,7 @@ class Ingestor:
 
     def ingest_batch(self, mails: Sequence[FetchedMail],
                      parsed: Sequence[InboundMessage | UnparsableMessage] | None = None,
-                     counted: bool = False) -> BatchResult:
+                     counted: bool = False, prepare: Callable[[Session], None] | None = None) -> BatchResult:
         """Store a batch in one transaction; return what to move where on the source.
 
         ``counted``: an attempt of each mail was recorded before it was parsed
@@ -175,6 +175,9 @@ class Ingestor:
         with a savepoint per message, so the failure is pinned on that message
         alone and the others commit.
 
+        ``prepare`` runs first in the batch's transaction (each time it starts), so
+        what it changes commits with the batch or not at all (``quarantine retry``).
+
         Raises StorageError or a database error when the batch could not be
         committed; then nothing of it was stored and nothing may be moved.
         """
@@ -182,10 +185,10 @@ class Ingestor:
             parsed = parse_all([mail.raw for mail in mails], self.ctx.config.limits,
                                [mail.size if mail.size > len(mail.raw) else None for mail in mails])
         try:
-            return self._run_batch(mails, parsed, isolated=False, counted=counted)
+            return self._run_batch(mails, parsed, isolated=False, counted=counted, prepare=prepare)
         except _Isolate:
             log.info("batch of %d: a message failed; processing them one by one", len(mails))
-            return self._run_batch(mails, parsed, isolated=True, counted=counted)
+            return self._run_batch(mails, parsed, isolated=True, counted=counted, prepare=prepare)
 
     # -------------------------------------------------------------- attempts recorded before parsing
 
@@ -231,10 +234,14 @@ class Ingestor:
                                                   Failure.last_error == _STARTED))
 
     def _run_batch(self, mails: Sequence[FetchedMail], parsed: Sequence[InboundMessage | UnparsableMessage],
-                   isolated: bool, counted: bool = False) -> BatchResult:
+                   isolated: bool, counted: bool = False,
+                   prepare: Callable[[Session], None] | None = None) -> BatchResult:
         result = BatchResult()
         now = self.clock()
         with self.sessions() as session, session.begin(), session.no_autoflush:
+            if prepare is not None:
+                prepare(session)
+                session.flush()
             keys = [m.dedupe_key for m in parsed if isinstance(m, InboundMessage)]
             senders = [m.from_addr for m in parsed if isinstance(m, InboundMessage)]
             desk = TicketDesk(self.ctx, session, self.blobs)

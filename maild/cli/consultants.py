@@ -13,30 +13,29 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from maild.cli.common import Commands, UsageError
 from maild.cli.output import print_json, print_table
 from maild.config import Config
 from maild.desk.team import Team, TeamError
-from maild.errors import MaildError
 
 UTC = timezone.utc
 
 
-class ConsultantsUsageError(MaildError):
+class ConsultantsUsageError(UsageError):
     """A bad date or address on the command line (exit 2)."""
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    group = sub.add_parser("consultants", help="consultants: presence, absences, load").add_subparsers(
-        dest="sub", required=True)
-    ls = group.add_parser("list", help="each consultant: present today, next absence, open tickets, "
-                                       "answers and median first response in the last 30 days")
+def register(commands: Commands) -> None:
+    group = commands.group("consultants", "consultants: presence, absences, load")
+    ls = commands.add_to(group, "list", run, help="each consultant: present today, next absence, open tickets, "
+                                                   "answers and median first response in the last 30 days")
     ls.add_argument("--json", action="store_true")
-    away = group.add_parser("away", help="record an absence (dates inclusive, local time)")
+    away = commands.add_to(group, "away", run, help="record an absence (dates inclusive, local time)")
     away.add_argument("email")
     away.add_argument("--from", dest="start", required=True, metavar="YYYY-MM-DD")
     away.add_argument("--until", required=True, metavar="YYYY-MM-DD")
     away.add_argument("--note", default="")
-    back = group.add_parser("back", help="end a recorded absence from today on")
+    back = commands.add_to(group, "back", run, help="end a recorded absence from today on")
     back.add_argument("email")
 
 

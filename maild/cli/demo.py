@@ -7,6 +7,7 @@ one acknowledgement and the relayed answer.
 """
 from __future__ import annotations
 
+import argparse
 import mailbox
 import shlex
 import socket
@@ -14,14 +15,17 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from maild.cli.common import Commands
+from maild.ops.logs import setup_logging
 
 CUSTOMERS = """\
 [[customers]]
@@ -134,7 +138,7 @@ class _Capture:
         return "250 OK"
 
 
-def run_demo(cli_main: Callable[[list[str]], int], workdir: Path | None = None) -> int:
+def run_demo(cli_main: Callable[[Sequence[str]], int], workdir: Path | None = None) -> int:
     """``cli_main`` is the ``maild`` command the demo runs its commands with."""
     from aiosmtpd.controller import Controller
 
@@ -216,3 +220,13 @@ def _wait_for(capture: _Capture, count: int, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while len(capture.mails) < count and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def register(commands: Commands) -> None:
+    def handler(args: argparse.Namespace) -> int:
+        setup_logging("warning")
+        return run_demo(commands.entry, Path(args.dir) if args.dir else None)
+
+    demo = commands.add("demo", help="a self-contained first look (SQLite, Maildir, in-process SMTP)",
+                        handler=handler, needs="nothing")
+    demo.add_argument("--dir", help="work directory (default: a new temporary one)")

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from maild.cli.common import UsageError
+from maild.cli.common import Commands, UsageError
 from maild.config import Config
 from maild.desk.erasure import apply_retention, forget
 from maild.storage.blobs import BlobStore
@@ -22,15 +22,18 @@ log = logging.getLogger("maild.erasure")
 UTC = timezone.utc
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    fg = sub.add_parser("forget", help="erase a person's or a customer's personal data (GDPR art. 17)")
+def register(commands: Commands) -> None:
+    fg = commands.add("forget", help="erase a person's or a customer's personal data (GDPR art. 17)",
+                      handler=cmd_forget)
     who = fg.add_mutually_exclusive_group(required=True)
     who.add_argument("--address", metavar="EMAIL", help="the person's e-mail address")
     who.add_argument("--customer", metavar="ID", help="the customer's id in the customers file")
     fg.add_argument("--dry-run", action="store_true", help="say what would be erased; change nothing")
-    rt = sub.add_parser("retention", help="the [retention] periods").add_subparsers(dest="sub", required=True)
-    rr = rt.add_parser("run", help="drop what is past its retention period, then compact the packs")
+    rr = commands.add_to(commands.group("retention", "the [retention] periods"), "run", cmd_retention_run,
+                         help="drop what is past its retention period, then compact the packs")
     rr.add_argument("--dry-run", action="store_true", help="say what would be dropped; change nothing")
+    commands.add_to(commands.group("storage", "the stored mail"), "compact", cmd_storage_compact,
+                    help="rewrite packs that hold erased or expired mail; give the space back")
 
 
 def _compact(cfg: Config, sessions: sessionmaker[Session], blobs: BlobStore) -> str:

@@ -28,9 +28,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from maild.billing import reports
 from maild.billing.charts import month_summary
 from maild.billing.month import activity_json, load_activity
-from maild.cli import admin
+from maild.cli import common
 from maild.cli.common import Failure
-from maild.cli.admin import _customers, _month, _tz, hours_json, sla_json
+from maild.cli.common import Commands, customers_of, month_arg, tz_of
+from maild.cli.report import hours_json, sla_json
 from maild.cli.output import iso, print_json
 from maild.config import Config
 from maild.desk.context import DeskContext
@@ -46,8 +47,8 @@ MAX_CATCH_UP = 12  # months one catch-up run sends at most
 
 def month_report_json(cfg: Config, session: Session, month: str, now: datetime, language: str) -> dict[str, Any]:
     """The object ``report month --json`` prints: ``hours`` and ``sla`` are the other reports' JSON, verbatim."""
-    tz = _tz(cfg)
-    customers = _customers(cfg)
+    tz = tz_of(cfg)
+    customers = customers_of(cfg)
     prefix = cfg.support.ticket_prefix
     hours = reports.hours_report(session, customers, month, tz, prefix, cfg.ledger.occasional_unit_minutes,
                                  occasional_rate_cents=cfg.billing.occasional_hourly_rate_cents)
@@ -59,7 +60,7 @@ def month_report_json(cfg: Config, session: Session, month: str, now: datetime, 
 
 
 def previous_month(now: datetime, cfg: Config) -> str:
-    local = now.astimezone(_tz(cfg))
+    local = now.astimezone(tz_of(cfg))
     year, month = (local.year, local.month - 1) if local.month > 1 else (local.year - 1, 12)
     return f"{year:04d}-{month:02d}"
 
@@ -142,8 +143,8 @@ def send_month_report(cfg: Config, session: Session, month: str, now: datetime) 
 
 
 def cmd_report_month(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
-    tz = _tz(cfg)
-    now = admin.clock()
+    tz = tz_of(cfg)
+    now = common.clock()
     language = args.language or (cfg.support.default_language if cfg.support.default_language in ("pl", "en")
                                  else "en")
     if args.month is None and not args.send:
@@ -154,7 +155,7 @@ def cmd_report_month(cfg: Config, sessions: sessionmaker[Session], args: argpars
         raise Failure('report month --send: no manager to send to: add role = "manager" to one of the '
                       "[[consultants]] in " + str(cfg.path), 1)
     if args.month is not None:
-        months = [_month(args.month, tz)]
+        months = [month_arg(args.month, tz)]
     else:
         with sessions() as session:
             months = catch_up_months(session, cfg, now)
@@ -194,3 +195,15 @@ def _print_summary(data: dict[str, Any]) -> None:
     print(f"  open at the end:  {s['backlog']}")
     print(f"  hours booked:     {s['minutes'] // 60}:{s['minutes'] % 60:02d}")
     print("  (--html FILE for the report with its charts, --json for the figures)")
+
+
+def register(commands: Commands) -> None:
+    rm = commands.add_to(commands.group("report", "monthly reports"), "month", cmd_report_month,
+                         help="the month at a glance: SLA, load, backlog, hours, with charts")
+    rm.add_argument("--month", help="YYYY-MM (needed unless --send alone catches up the ended months)")
+    rm.add_argument("--html", metavar="FILE", help="write the report as one self-contained HTML file")
+    rm.add_argument("--json", action="store_true", help="the figures behind every chart")
+    rm.add_argument("--language", choices=["pl", "en"], help="default: [support] default_language")
+    rm.add_argument("--send", action="store_true",
+                    help="mail the report to the managers, once per month (without --month: every ended month "
+                         "not yet sent)")

@@ -1,6 +1,6 @@
 """``maild setup [--root DIR] [--maildir PATH]``: a machine's config, credentials folder and unit.
 
-It runs before any config exists, so ``main`` dispatches it before loading one.
+It runs before any config exists (``needs="nothing"``).
 What it writes and with which modes: ``maild.ops.install``.
 """
 from __future__ import annotations
@@ -9,12 +9,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from maild.cli.common import Commands
 from maild.ops.install import SetupError, installed_maild, next_steps, run_setup
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    p = sub.add_parser("setup", help="write /etc/maild (config, customers, credentials folder) and the systemd "
-                                     "unit; never overwrites a file")
+def register(commands: Commands) -> None:
+    p = commands.add("setup", help="write /etc/maild (config, customers, credentials folder) and the systemd "
+                                   "unit; never overwrites a file", handler=run, needs="nothing")
     p.add_argument("--root", default="/", help="write under this folder instead of / (default: /)")
     p.add_argument("--maildir", metavar="PATH",
                    help="a local Maildir as the mail source (absolute path; the unit gets a ReadWritePaths= "

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from maild.cli import admin
+from maild.cli import common
 from maild.cli.main import main
 from maild.storage.db import open_database
 from tests.billing.month_data import NOW, Generated, Runner, generate, write_files
@@ -28,7 +28,7 @@ class Month:
 def month(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Month]:
     config = write_files(tmp_path)
     clock = {"now": NOW}
-    monkeypatch.setattr(admin, "clock", lambda: clock["now"])
+    monkeypatch.setattr(common, "clock", lambda: clock["now"])
 
     def run(*argv: str, now: datetime | None = None) -> tuple[int, str, str]:
         clock["now"] = now or NOW

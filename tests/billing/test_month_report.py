@@ -121,7 +121,7 @@ def test_chart_data_is_the_json(month: Month) -> None:
 
 def test_statement_charts_are_the_statement_numbers(month: Month) -> None:
     """The statement's charts come from the context its plain text is rendered from."""
-    from maild.cli.admin import statement_context
+    from maild.cli.report import statement_context
     from maild.config import load_config
     from maild.billing import reports
     from maild.rules.customers import load_customers
@@ -281,7 +281,7 @@ def test_month_usage_errors_name_the_problem(month: Month, argv: list[str], mess
 
 def test_daemon_and_cli_start_without_matplotlib() -> None:
     """matplotlib is the report path's alone: the daemon's start-up and memory stay as they were."""
-    probe = ("import sys; import maild.ops.daemon, maild.cli.main, maild.cli.admin, maild.outbound.outbox; "
+    probe = ("import sys; import maild.ops.daemon, maild.cli.main, maild.cli.report, maild.outbound.outbox; "
              "print('matplotlib' in sys.modules); import maild.billing.pages; print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2]).stdout.split()

@@ -21,7 +21,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from maild.cli import admin as commands_cli
+from maild.cli import common
+from maild.cli import report as report_cli
 from maild.storage import db
 from maild.cli.main import main
 from maild.billing.reports import build_hours_report, load_lines, load_tickets, merge_known_customers
@@ -136,7 +137,7 @@ def test_month_reports_with_70000_booked_tickets(backend: str, tmp_path: Path, r
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     url = request.getfixturevalue("pg_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'maild.db'}"
     monkeypatch.setattr(db, "_sqlite_pragmas", _low_variable_limit)
-    monkeypatch.setattr(commands_cli, "clock", lambda: NOW)
+    monkeypatch.setattr(common, "clock", lambda: NOW)
     (tmp_path / "Maildir").mkdir()
     config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=2525, customers=CUSTOMERS,
                           database_url=url)
@@ -161,7 +162,7 @@ def test_month_reports_with_70000_booked_tickets(backend: str, tmp_path: Path, r
         every_ticket = load_tickets(session, "SUP")
     sessions.kw["bind"].dispose()
     assert len({line.ticket_id for line in every_row}) == BOOKED_TICKETS
-    expected = commands_cli.hours_json(build_hours_report("2026-01", WARSAW, known, every_row, every_ticket, 15))
+    expected = report_cli.hours_json(build_hours_report("2026-01", WARSAW, known, every_row, every_ticket, 15))
     assert report == expected
     start, end = datetime(2025, 12, 31, 23, tzinfo=UTC), datetime(2026, 1, 31, 23, tzinfo=UTC)
     in_month = [x for x in every_row if start <= x.booked_at < end]

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from maild.cli import admin as commands_cli
+from maild.cli import common
+from maild.cli import report as report_cli
 from maild.cli.main import main
 from maild.storage.db import open_database
 from maild.storage.models import ContractRow, LedgerRow, OutboxRow, Ticket
@@ -107,7 +108,7 @@ def env(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.
     config = tmp_path / "maild.toml"
     config.write_text(CONFIG.format(storage=storage, maildir=tmp_path / "Maildir"), encoding="utf-8")
     clock = {"now": NOW}
-    monkeypatch.setattr(commands_cli, "clock", lambda: clock["now"])
+    monkeypatch.setattr(common, "clock", lambda: clock["now"])
 
     def run(*argv: str, now: datetime | None = None) -> tuple[int, str, str]:
         clock["now"] = now or NOW
@@ -300,7 +301,7 @@ def test_report_hours_csv_and_table(env: Env) -> None:
     code, out, _ = env.run("report", "hours", "--month", "2026-01", "--csv")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == ",".join(commands_cli.HOURS_CSV)
+    assert lines[0] == ",".join(report_cli.HOURS_CSV)
     assert "2026-01,acme,acme-sla,sla,SUP-1,consultation,150,,,,," in lines
     assert "2026-01,acme,acme-sla,sla,,,150,30,30,0,0,\"100,00\"" in lines
     code, out, _ = env.run("report", "hours", "--month", "2026-01")
@@ -359,4 +360,4 @@ def test_report_sla_json_and_csv(env: Env) -> None:
         "acme", "acme-sla", 1, 1, 0, 0)
     assert (row["median_reaction_minutes"], row["worst_reaction_minutes"]) == (180, 180)
     code, out, _ = env.run("report", "sla", "--month", "2026-01", "--csv")
-    assert out.splitlines() == [",".join(commands_cli.SLA_CSV), "2026-01,acme,acme-sla,1,1,0,0,180,180"]
+    assert out.splitlines() == [",".join(report_cli.SLA_CSV), "2026-01,acme,acme-sla,1,1,0,0,180,180"]

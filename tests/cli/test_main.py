@@ -34,3 +34,29 @@ def test_closed_pipe_ends_quietly(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
         assert "Exception ignored" not in result.stderr, result.stderr
         assert result.returncode in (0, 141), args  # 141: 128 + SIGPIPE, as `yes | head` reports
+
+
+def test_every_command_group_module_is_in_the_parser() -> None:
+    """A module under maild/cli/ with register() is a command group; main builds the parser from GROUPS,
+    and every command it registers has a handler."""
+    import argparse
+    import importlib
+    import pkgutil
+
+    import maild.cli
+    from maild.cli.main import GROUPS, build_parser
+
+    groups = {m for m in (importlib.import_module(f"maild.cli.{info.name}")
+                          for info in pkgutil.iter_modules(maild.cli.__path__) if info.name != "__main__")
+              if hasattr(m, "register")}
+    assert groups == set(GROUPS)
+
+    def leaves(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            return [parser]
+        return [leaf for sub in subs for child in sub.choices.values() for leaf in leaves(child)]
+
+    found = leaves(build_parser())
+    assert len(found) > 20
+    assert all(callable(p.get_default("handler")) and p.get_default("needs") for p in found)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from maild.cli import admin as commands_cli
+from maild.cli import common
 from maild.cli.main import main as cli_main
 from maild.storage.models import ContractRow, LedgerRow, Ticket
 from tests.e2e.test_sla_e2e import World, body, warsaw
@@ -229,7 +229,7 @@ def test_sla_allowance_carry_over_time_add_and_reverse(
         assert first is not None and first.minutes == 240
         reversal = session.scalars(select(LedgerRow).where(LedgerRow.reverses == 1)).one()
         assert (reversal.minutes, reversal.contract_id, reversal.note) == (-240, "acme-sla", "booked on the wrong customer")
-    monkeypatch.setattr(commands_cli, "clock", w.clock)
+    monkeypatch.setattr(common, "clock", w.clock)
     assert cli_main(["--config", str(w.path), "time", "reverse", "1", "--reason", "again"]) == 1
     # Statements are append-only: the credit lands in the month it was booked (November),
     # and October's issued statement does not change.
@@ -308,7 +308,7 @@ def test_customers_sync_ends_removed_contracts_keeps_history_and_rejects_bad_fil
 
     # A broken file is rejected whole; the database and the daemon keep the previous state.
     customers_file.write_text(good.replace('kind = "occasional"', 'kind = "sometimes"'))
-    monkeypatch.setattr(commands_cli, "clock", w.clock)
+    monkeypatch.setattr(common, "clock", w.clock)
     capsys.readouterr()
     assert cli_main(["--config", str(w.path), "contracts", "sync"]) == 2
     assert "customers file rejected, database unchanged" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from maild.cli import admin
+from maild.cli import common
 from maild.cli.main import main
 from maild.storage.db import open_database
 from maild.storage.models import OutboxRow
@@ -17,7 +17,7 @@ from tests.billing.month_data import MONTH, NOW, generate, write_files
 def test_month_report_on_postgresql(pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     config = write_files(tmp_path, database_url=pg_url)
-    monkeypatch.setattr(admin, "clock", lambda: NOW)
+    monkeypatch.setattr(common, "clock", lambda: NOW)
 
     def run(*argv: str) -> tuple[int, str]:
         capsys.readouterr()

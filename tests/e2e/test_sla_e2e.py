@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from maild.cli import admin as commands_cli
+from maild.cli import common
 from maild.cli.main import main as cli_main
 from maild.config import load_config
 from maild.ops.daemon import CycleReport, Daemon
@@ -95,7 +95,7 @@ class World:
             return ticket
 
     def cli(self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
-        monkeypatch.setattr(commands_cli, "clock", self.clock)
+        monkeypatch.setattr(common, "clock", self.clock)
         capsys.readouterr()
         assert cli_main(["--config", str(self.path), *args]) == 0
         out = capsys.readouterr().out

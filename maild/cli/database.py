@@ -1,0 +1,20 @@
+"""``maild db upgrade``: the schema (every command also migrates on first use)."""
+from __future__ import annotations
+
+import argparse
+
+from maild.cli.common import Commands
+from maild.config import Config
+
+
+def cmd_db_upgrade(cfg: Config, args: argparse.Namespace) -> int:
+    from maild.storage.db import make_engine, safe_url, upgrade
+
+    upgrade(make_engine(cfg.database_url))
+    print(f"database {safe_url(cfg.database_url)} is at the latest schema")
+    return 0
+
+
+def register(commands: Commands) -> None:
+    commands.add_to(commands.group("db", "database"), "upgrade", cmd_db_upgrade, help="apply pending migrations",
+                    needs="config")

@@ -275,7 +275,8 @@ class TicketDesk:
                     recipients=[ticket.requester], now=now,
                     dedupe_key=f"resolved:{ticket.id}:{int(at.timestamp())}", automatic=True,
                     context={"ref": self.ctx.ref(ticket.id), "subject": ticket.subject,
-                             "requester_name": ticket.requester_name,
+                             # an unverified sender's name may be a forged lure ("Your bank")
+                             "requester_name": ticket.requester_name if ticket.verified else "",
                              "reopen_days": self.ctx.config.support.reopen_days,
                              "from_name": self.ctx.config.from_name},
                 )

@@ -151,3 +151,21 @@ def test_an_unverified_senders_acknowledgement_quotes_no_name_and_80_characters(
     assert lure[:80].rstrip() in stranger.parsed["Subject"] and "odblokować dziś" not in stranger.parsed["Subject"]
     assert "odblokować dziś" not in stranger.parsed.get_body(("plain",)).get_content()
     assert customer.parsed["Subject"].endswith(lure), "a known customer's subject is quoted whole"
+
+
+def test_the_resolved_mail_to_an_unverified_sender_names_no_one(env: dict[str, Any]) -> None:
+    config = configure(env, extra=AUTHSERV)
+    env["box"].add(make_mail(sender="Bank Polski Bezpieczeństwo <ofiara@poczta.example>", subject="Pytanie",
+                             msgid="<r1@x>"))
+    env["box"].add(make_mail(sender="Jan Kowalski <jan@acme.pl>", subject="Faktura", msgid="<r2@x>",
+                             headers=passed("acme.pl")))
+    run(config)
+    for ref, msgid in (("SUP-1", "<r3@firma.pl>"), ("SUP-2", "<r4@firma.pl>")):
+        env["box"].add(make_mail(sender="Anna Nowak <anna@firma.pl>", subject=f"Re: [{ref}] x", msgid=msgid,
+                                 body="#status resolved\n\nGotowe.\n", headers=passed("firma.pl")))
+    run(config)
+    resolved = {m.rcpt_tos[0]: m.parsed.get_body(("plain",)).get_content() for m in env["sink"].messages
+                if "SUP-" in m.parsed["Subject"] and m.parsed["Auto-Submitted"] and "Gotowe" not in str(m.parsed)
+                and m.parsed["In-Reply-To"] is None}
+    assert "Bank" not in resolved["ofiara@poczta.example"]
+    assert "Jan Kowalski" in resolved["jan@acme.pl"], "a verified customer is still greeted by name"

@@ -445,19 +445,76 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
+    """The whole config, section by section (one small parser each, below), in the order
+    a first error is reported; every key a section does not know is an error (``done``)."""
     file = str(cfg_path)
     base = cfg_path.resolve().parent
     _check_top_level(file, data)
     top = _Section(file, "", data)
+    storage_path = _storage_path(top, file, base)
+    url = _database_url(top, file, storage_path)
+    source = _source(data, top, file, base)
+    smtp, from_address, from_name = _smtp(top, file, base)
+    support = _support(top, file)
+    consultants = _consultants(top, file, support)
+    customers_file = _resolve_path(top.text("customers_file", "customers.toml"), base)
+    customers_max_removed_percent = top.integer("customers_max_removed_percent", 20, 0, 100)
+    templates_text = top.text("templates_dir", "")
+    templates_dir = _resolve_path(templates_text, base) if templates_text else None
+    if templates_dir is not None and not (templates_dir / "en").is_dir():
+        raise top.error("templates_dir", f"{templates_dir} has no en/ folder of templates")
+    calendar = _calendar(top, file)
+    escalation = _escalation_section(top, file)
+    windows = _peak(top, file)
+    packages, ledger = _packages(top, file)
+    billing = _billing(top, file)
+    limits, parse_timeout = _limits(top, file)
+    assignment = _assignment(top, file)
+    notifications = _notifications(top, file, limits)
+    authserv = _security(top, file)
+    log_level, log_format = _logging(top, file)
+    listen = _metrics(top, file)
+    health = _health(top, file)
+    retention = _retention(top, file)
+    daemon = _daemon(top, file)
+    batch_size = top.integer("batch_size", 500, 1, 10000)
+    top.done()
 
+    return Config(
+        path=cfg_path, database_url=url, storage_path=storage_path, source=source, smtp=smtp,
+        from_address=from_address, from_name=from_name, support=support,
+        consultants=tuple(consultants), customers_file=customers_file,
+        customers_max_removed_percent=customers_max_removed_percent, secret_files=_secret_files(data, base, cfg_path),
+        calendar=calendar,
+        escalation=escalation, peak_windows=windows, packages=packages, ledger=ledger,
+        limits=limits, trusted_authserv_id=authserv, log_level=log_level,
+        log_format=log_format,  # type: ignore[arg-type]
+        metrics_listen=listen, health=health, batch_size=batch_size,
+        templates_dir=templates_dir, daemon=daemon, notifications=notifications, assignment=assignment,
+        billing=billing,
+        parse_timeout_seconds=parse_timeout,
+        retention=retention,
+    )
+
+
+# ------------------------------------------------------------------ one parser per section
+
+
+def _storage_path(top: _Section, file: str, base: Path) -> Path:
     storage = _Section(file, "storage", top.get("storage", dict, {}))
     storage_path = _resolve_path(storage.text("path", "/var/lib/maild"), base)
     storage.done()
+    return storage_path
 
+
+def _database_url(top: _Section, file: str, storage_path: Path) -> str:
     database = _Section(file, "database", top.get("database", dict, {}))
     url = database.text("url", "") or f"sqlite:///{storage_path / 'maild.db'}"
     database.done()
+    return url
 
+
+def _source(data: dict[str, Any], top: _Section, file: str, base: Path) -> ImapSettings | MaildirSettings:
     has_imap, has_maildir = "imap" in data, "maildir" in data
     if has_imap == has_maildir:
         raise ConfigError(file, "imap", "configure exactly one source: [imap] or [maildir]")
@@ -492,7 +549,10 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
             poll_seconds=maildir.integer("poll_seconds", 5, 1),
         )
         maildir.done()
+    return source
 
+
+def _smtp(top: _Section, file: str, base: Path) -> tuple[SmtpSettings, str, str]:
     smtp_s = _Section(file, "smtp", top.get("smtp", dict, {}))
     smtp_security = smtp_s.choice("security", ("tls", "starttls", "none"), "starttls")
     username = smtp_s.text("username", None)
@@ -508,7 +568,10 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     from_address = _email(smtp_s, "from_address", smtp_s.text("from_address", required=True))
     from_name = smtp_s.text("from_name", "Support")
     smtp_s.done()
+    return smtp, from_address, from_name
 
+
+def _support(top: _Section, file: str) -> SupportSettings:
     sup = _Section(file, "support", top.get("support", dict))
     prefix = sup.text("ticket_prefix", "SUP")
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,15}", prefix):
@@ -529,7 +592,10 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         instance_id=sup.text("instance_id", "maild"),
     )
     sup.done()
+    return support
 
+
+def _consultants(top: _Section, file: str, support: SupportSettings) -> tuple[Consultant, ...]:
     consultants = []
     raw_consultants = top.get("consultants", list, [])
     seen_emails: set[str] = set()
@@ -545,19 +611,15 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
             email=email,
             name=c.text("name", email),
             role=c.choice("role", ("consultant", "manager"), "consultant"),  # type: ignore[arg-type]
-            language=c.choice("language", ("pl", "en"), language),
+            language=c.choice("language", ("pl", "en"), support.default_language),
             days=_weekdays(c, "days"),
             away=_absences(c, "away"),
         ))
         c.done()
+    return tuple(consultants)
 
-    customers_file = _resolve_path(top.text("customers_file", "customers.toml"), base)
-    customers_max_removed_percent = top.integer("customers_max_removed_percent", 20, 0, 100)
-    templates_text = top.text("templates_dir", "")
-    templates_dir = _resolve_path(templates_text, base) if templates_text else None
-    if templates_dir is not None and not (templates_dir / "en").is_dir():
-        raise top.error("templates_dir", f"{templates_dir} has no en/ folder of templates")
 
+def _calendar(top: _Section, file: str) -> CalendarSettings:
     cal = _Section(file, "calendar", top.get("calendar", dict, {}))
     days = cal.strings("working_days", ("mon", "tue", "wed", "thu", "fri"))
     for i, d in enumerate(days):
@@ -575,14 +637,20 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     )
     cal.done()
     _check_calendar(file, calendar)
+    return calendar
 
+
+def _escalation_section(top: _Section, file: str) -> EscalationSettings:
     esc = _Section(file, "escalation", top.get("escalation", dict, {}))
     thresholds = esc.get("thresholds", list, [0.5, 0.8, 1.0])
     recipients = esc.strings("recipients", ("consultants", "managers", "managers+breach"))
     outside_hours: Literal["hold", "send"] = esc.choice("outside_hours", ("hold", "send"), "hold")  # type: ignore[assignment]
     escalation = replace(_escalation(file, thresholds, recipients), outside_hours=outside_hours)
     esc.done()
+    return escalation
 
+
+def _peak(top: _Section, file: str) -> tuple[PeakWindow, ...]:
     peak = _Section(file, "peak", top.get("peak", dict, {}))
     if peak.flag("enabled", True):
         raw_windows = peak.get("windows", list, None)
@@ -594,7 +662,10 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         peak.seen.add("windows")
         windows = ()
     peak.done()
+    return tuple(windows)
 
+
+def _packages(top: _Section, file: str) -> tuple[PackageSettings, LedgerSettings]:
     pk = _Section(file, "packages", top.get("packages", dict, {}))
     sizes = pk.get("sizes", list, [4, 7, 10, 15])
     validity = pk.get("validity_months", dict, {"4": 3, "7": 4, "10": 6, "15": 12})
@@ -614,7 +685,10 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         expiry_reminder_days=pk.integer("expiry_reminder_days", 14, 0, 366),
     )
     pk.done()
+    return packages, ledger
 
+
+def _billing(top: _Section, file: str) -> BillingSettings:
     bl = _Section(file, "billing", top.get("billing", dict, {}))
     rate_text = bl.get("occasional_hourly_rate", (int, float), None)
     billing = BillingSettings(
@@ -622,7 +696,10 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         occasional_hourly_rate_cents=None if rate_text is None else _grosze(bl, "occasional_hourly_rate", rate_text),
     )
     bl.done()
+    return billing
 
+
+def _limits(top: _Section, file: str) -> tuple[ParseLimits, int]:
     lim = _Section(file, "limits", top.get("limits", dict, {}))
     max_mb = lim.integer("max_message_mb", 25, 1, 2048)
     limits = ParseLimits(
@@ -632,11 +709,17 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     )
     parse_timeout = lim.integer("parse_timeout_seconds", 30, 1, 3600)
     lim.done()
+    return limits, parse_timeout
 
+
+def _assignment(top: _Section, file: str) -> AssignmentSettings:
     asg = _Section(file, "assignment", top.get("assignment", dict, {}))
     assignment = AssignmentSettings(mode=asg.choice("mode", MODES, "least_loaded"))  # type: ignore[arg-type]
     asg.done()
+    return assignment
 
+
+def _notifications(top: _Section, file: str, limits: ParseLimits) -> NotificationSettings:
     nt = _Section(file, "notifications", top.get("notifications", dict, {}))
     digest_text = nt.text("digest_at", "08:00")
     digest_at = _clock(nt, "digest_at", time(8)) if digest_text else None
@@ -650,36 +733,54 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         * 1024 * 1024,
     )
     nt.done()
+    return notifications
 
+
+def _security(top: _Section, file: str) -> str | None:
     sec = _Section(file, "security", top.get("security", dict, {}))
     authserv = sec.text("trusted_authserv_id", "") or None
     sec.done()
+    return authserv
 
+
+def _logging(top: _Section, file: str) -> tuple[str, str]:
     lg = _Section(file, "logging", top.get("logging", dict, {}))
     log_level = lg.choice("level", ("debug", "info", "warning", "error"), "info")
     log_format = lg.choice("format", ("text", "json"), "text")
     lg.done()
+    return log_level, log_format
 
+
+def _metrics(top: _Section, file: str) -> str | None:
     mt = _Section(file, "metrics", top.get("metrics", dict, {}))
     listen = mt.text("listen", "") or None
     if listen is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", listen):
         raise mt.error("listen", f"must be host:port like \"127.0.0.1:9464\", not {listen!r}")
     mt.done()
+    return listen
 
+
+def _health(top: _Section, file: str) -> HealthSettings:
     hl = _Section(file, "health", top.get("health", dict, {}))
     health = HealthSettings(
         fetch_stale=timedelta(minutes=hl.integer("fetch_stale_minutes", 30, 1)),
         outbox_stale=timedelta(minutes=hl.integer("outbox_stale_minutes", 30, 1)),
     )
     hl.done()
+    return health
 
+
+def _retention(top: _Section, file: str) -> RetentionSettings:
     rt = _Section(file, "retention", top.get("retention", dict, {}))
     retention = RetentionSettings(
         raw_mail_months=rt.integer("raw_mail_months", 0, 0, 1200),
         closed_ticket_years=rt.integer("closed_ticket_years", 0, 0, 100),
     )
     rt.done()
+    return retention
 
+
+def _daemon(top: _Section, file: str) -> DaemonSettings:
     dm = _Section(file, "daemon", top.get("daemon", dict, {}))
     retry_min = dm.integer("retry_min_seconds", 1, 1, 3600)
     daemon = DaemonSettings(
@@ -690,24 +791,7 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         smtp_retry_base_seconds=dm.integer("smtp_retry_base_seconds", 30, 1, 3600),
     )
     dm.done()
-    batch_size = top.integer("batch_size", 500, 1, 10000)
-    top.done()
-
-    return Config(
-        path=cfg_path, database_url=url, storage_path=storage_path, source=source, smtp=smtp,
-        from_address=from_address, from_name=from_name, support=support,
-        consultants=tuple(consultants), customers_file=customers_file,
-        customers_max_removed_percent=customers_max_removed_percent, secret_files=_secret_files(data, base, cfg_path),
-        calendar=calendar,
-        escalation=escalation, peak_windows=windows, packages=packages, ledger=ledger,
-        limits=limits, trusted_authserv_id=authserv, log_level=log_level,
-        log_format=log_format,  # type: ignore[arg-type]
-        metrics_listen=listen, health=health, batch_size=batch_size,
-        templates_dir=templates_dir, daemon=daemon, notifications=notifications, assignment=assignment,
-        billing=billing,
-        parse_timeout_seconds=parse_timeout,
-        retention=retention,
-    )
+    return daemon
 
 
 def _grosze(section: _Section, name: str, value: int | float) -> int:

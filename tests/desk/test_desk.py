@@ -1,0 +1,87 @@
+"""TicketDesk against a real database (SQLite and PostgreSQL): what it holds is written
+with the transaction, once, whoever uses it (a batch syncs itself; a command line does not)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from maild.config import Config, load_config
+from maild.desk.context import DeskContext
+from maild.desk.desk import TicketDesk, by_language
+from maild.storage.db import open_database
+from maild.storage.models import Event, MessageRow, OutboxRow, Ticket
+from tests.helpers import maildir_source, write_config
+
+UTC = timezone.utc
+NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Config, sessionmaker[Session]]:
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else ""
+    cfg = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=25, database_url=url))
+    return cfg, open_database(cfg.database_url)
+
+
+def _ticket(session: Session) -> Ticket:
+    t = Ticket(subject="Faktura", status="open", requester="jan@acme.pl", requester_name="Jan", language="pl",
+               contract_kind="occasional", verified=True, tier=2, priority="P3", created_at=NOW, updated_at=NOW,
+               participants=["jan@acme.pl"])
+    session.add(t)
+    session.flush()
+    return t
+
+
+def _count(session: Session, table: type) -> int:
+    return int(session.scalar(select(func.count()).select_from(table)) or 0)
+
+
+def test_what_the_desk_holds_is_written_when_the_transaction_commits(
+        world: tuple[Config, sessionmaker[Session]]) -> None:
+    cfg, sessions = world
+    ctx = DeskContext.for_config(cfg, ())
+    with sessions() as session, session.begin():
+        ticket = _ticket(session)
+        desk = TicketDesk(ctx, session)
+        desk.set_status(ticket, "resolved", "ola@firma.pl", NOW, NOW)  # an event and the "resolved" mail
+        ticket_id = ticket.id
+    with sessions() as session:
+        assert [e.kind for e in session.scalars(select(Event).where(Event.ticket_id == ticket_id))] == ["status"]
+        [row] = session.scalars(select(OutboxRow)).all()
+        assert row.kind == "resolved" and row.recipients == ["jan@acme.pl"] and row.ticket_id == ticket_id
+        # ticket mail joins the ticket's thread
+        [thread] = session.scalars(select(MessageRow).where(MessageRow.ticket_id == ticket_id)).all()
+        assert thread.direction == "out" and thread.message_id == row.message_id
+
+
+def test_a_dedupe_key_queues_once_across_desks_and_a_rollback_leaves_nothing(
+        world: tuple[Config, sessionmaker[Session]]) -> None:
+    cfg, sessions = world
+    ctx = DeskContext.for_config(cfg, ())
+    mail = dict(ticket=None, kind="alert", template="alert", language="pl", recipients=["szef@firma.pl"],
+                context={"what": "x"}, now=NOW, dedupe_key="alert:1", rate_limited=False)
+    with sessions() as session, session.begin():
+        desk = TicketDesk(ctx, session)
+        assert desk.queue_mail(**mail) is not None
+        assert desk.queue_mail(**mail) is None  # the first is seen (held rows are written for the lookup)
+    with sessions() as session, session.begin():
+        assert TicketDesk(ctx, session).queue_mail(**mail) is None
+    with pytest.raises(RuntimeError):
+        with sessions() as session, session.begin():
+            TicketDesk(ctx, session).queue_mail(**{**mail, "dedupe_key": "alert:2"})
+            raise RuntimeError("the caller fails before commit")
+    with sessions() as session:
+        assert [r.dedupe_key for r in session.scalars(select(OutboxRow))] == ["alert:1"]
+        assert session.scalars(select(OutboxRow)).one().rate_key is None
+
+
+def test_recipients_grouped_by_language_once_each() -> None:
+    from maild.config import Consultant
+
+    people = [Consultant("a@x.pl", "A", language="pl"), Consultant("b@x.pl", "B", language="en"),
+              Consultant("c@x.pl", "C", language="pl")]
+    assert by_language(people) == [("en", ["b@x.pl"]), ("pl", ["a@x.pl", "c@x.pl"])]

@@ -15,7 +15,7 @@ what an invoice needs; ``ledger.sla_months`` is given the entries without their
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -639,7 +639,8 @@ def _month_of(column: Any, starts: Sequence[datetime], low: int, high: int) -> A
                 else_=_month_of(column, starts, middle, high))
 
 
-def load_history(session: Session, before: datetime, tz: ZoneInfo) -> list[LedgerLine]:
+def load_history(session: Session, before: datetime, tz: ZoneInfo,
+                 contract_ids: Collection[str] | None = None) -> list[LedgerLine]:
     """The ledger booked before ``before`` as one summed line per contract, overage flag and local month.
 
     A statement needs the past only for balances: an sla contract's carry-over
@@ -649,7 +650,9 @@ def load_history(session: Session, before: datetime, tz: ZoneInfo) -> list[Ledge
     ever booked. Each line is dated at the start of its month and has a
     negative id, so it can never be mistaken for a real entry; reversals count
     where they were booked, as a statement counts them (``sla_months`` is given
-    no ``reverses`` links by the reports).
+    no ``reverses`` links by the reports). ``contract_ids`` limits the sums to
+    the contracts whose past counts (sla and prepaid): occasional time and
+    unknown contracts are reported from the month's own rows only.
     """
     first = session.scalar(select(func.min(LedgerRow.booked_at)).where(LedgerRow.booked_at < before))
     if first is None:
@@ -659,7 +662,8 @@ def load_history(session: Session, before: datetime, tz: ZoneInfo) -> list[Ledge
         select(LedgerRow.contract_id.label("contract_id"), LedgerRow.overage.label("overage"),
                LedgerRow.minutes.label("minutes"),
                _month_of(LedgerRow.booked_at, starts, 0, len(starts)).label("month"))
-        .where(LedgerRow.booked_at < before, LedgerRow.contract_id.is_not(None))
+        .where(LedgerRow.booked_at < before, LedgerRow.contract_id.is_not(None),
+               *([LedgerRow.contract_id.in_(sorted(contract_ids))] if contract_ids is not None else []))
         .subquery()
     )
     query = (
@@ -742,6 +746,12 @@ def merge_known_customers(
     return tuple(merged), removed
 
 
+def _with_past(customers: Sequence[Customer]) -> set[str]:
+    """The contracts whose earlier months a report needs: a monthly allowance (carry-over) or packages (draws)."""
+    return {c.id for customer in customers for c in customer.contracts
+            if rules_of(c.kind).monthly_allowance or rules_of(c.kind).packages}
+
+
 def hours_report(
     session: Session, customers: Sequence[Customer], month: str, tz: ZoneInfo, prefix: str,
     occasional_unit_minutes: int = DEFAULT_UNIT_MINUTES,
@@ -754,7 +764,7 @@ def hours_report(
     """
     start, end = month_bounds(month, tz)
     known, _removed = merge_known_customers(session, customers, tz)
-    lines = load_history(session, start, tz) + load_lines(session, since=start, until=end)
+    lines = load_history(session, start, tz, _with_past(known)) + load_lines(session, since=start, until=end)
     tickets = load_booked_tickets(session, prefix, start, end)
     return build_hours_report(month, tz, known, lines, tickets, occasional_unit_minutes, progress,
                               occasional_rate_cents)
@@ -765,7 +775,8 @@ def contract_balances(
 ) -> list[ContractBalance]:
     start, _ = month_bounds(month_key(now, tz), tz)
     known, removed = merge_known_customers(session, customers, tz)
-    lines = load_history(session, start, tz) + load_lines(session, since=start, until=now + _INSTANT)
+    lines = load_history(session, start, tz, _with_past(known)) + load_lines(session, since=start,
+                                                                             until=now + _INSTANT)
     return build_balances(known, lines, now, tz, removed)
 
 

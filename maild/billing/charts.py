@@ -35,7 +35,7 @@ class Series:
 
 @dataclass(frozen=True)
 class Band:
-    """Categories shaded together (a peak window's days), with the legend's label."""
+    """Categories marked together (a peak window's days), with the legend's label."""
 
     label: str
     indices: tuple[int, ...]
@@ -68,7 +68,7 @@ TEXT: dict[str, dict[str, str]] = {
         "unanswered_missed": "no answer, late", "unanswered_open": "no answer, in time",
         "daily_title": "Tickets per day", "tickets": "tickets",
         "daily_alt": "{total} tickets opened in {month}; busiest day {busiest} ({most}); days off faded{peaks}.",
-        "peak_alt": "; peak periods shaded: {names}",
+        "peak_alt": "; peak periods marked above the bars: {names}",
         "backlog_title": "Open tickets by age at {at}", "backlog_alt": "{total} tickets open at {at}: {parts}.",
         "<1d": "< 1 day", "1-3d": "1-3 days", "3-7d": "3-7 days", "7-30d": "7-30 days", ">30d": "> 30 days",
         "allow_title": "SLA hours against the allowance", "available": "allowance + carried over",
@@ -96,7 +96,7 @@ TEXT: dict[str, dict[str, str]] = {
         "unanswered_missed": "bez odp., po terminie", "unanswered_open": "bez odp., w terminie",
         "daily_title": "Zgłoszenia dziennie", "tickets": "zgłoszenia",
         "daily_alt": "{total} zgłoszeń otwartych w {month}; najwięcej {busiest} ({most}); dni wolne wyblakłe{peaks}.",
-        "peak_alt": "; okresy szczytu zacienione: {names}",
+        "peak_alt": "; okresy szczytu zaznaczone nad słupkami: {names}",
         "backlog_title": "Otwarte zgłoszenia według wieku na {at}",
         "backlog_alt": "{total} zgłoszeń otwartych na {at}: {parts}.",
         "<1d": "< 1 dnia", "1-3d": "1-3 dni", "3-7d": "3-7 dni", "7-30d": "7-30 dni", ">30d": "> 30 dni",

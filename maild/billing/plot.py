@@ -41,7 +41,7 @@ def render_png(chart: Chart, language: str = "en", width_px: int = WIDTH_PX) -> 
         per_row = 0.5 if chart.stacked else 0.3 * max(len(chart.series), 1) + 0.3
         height = min(1.6 + per_row * rows, 14.0)
     else:
-        height = 3.6
+        height = 3.6 + 0.25 * len(chart.bands)
     figure = Figure(figsize=(width_px / DPI, height), dpi=DPI)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
@@ -65,11 +65,6 @@ def render_png(chart: Chart, language: str = "en", width_px: int = WIDTH_PX) -> 
 
 def _vertical(ax: Axes, chart: Chart) -> None:
     positions = list(range(len(chart.categories)))
-    handles = []
-    for band in chart.bands:
-        for i in band.indices:
-            ax.axvspan(i - 0.5, i + 0.5, color=band.colour, alpha=0.22, linewidth=0)
-        handles.append(Patch(facecolor=band.colour, alpha=0.35, label=band.label))
     series = chart.series[0]
     colours = [
         (chart.bar_colours[i] if i < len(chart.bar_colours) and chart.bar_colours[i] else series.colour)
@@ -84,8 +79,25 @@ def _vertical(ax: Axes, chart: Chart) -> None:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(axis="y", color="#dddddd", linewidth=0.6)
     ax.set_axisbelow(True)
-    if handles:
-        ax.legend(handles=handles, fontsize=9, loc="upper left", bbox_to_anchor=(0, -0.12), ncol=1, frameon=False)
+    if chart.bands:
+        _band_strips(ax, chart)
+
+
+def _band_strips(ax: Axes, chart: Chart) -> None:
+    """The peak windows as one strip each above the bars, a block per day: several windows overlap
+    on most days, and shading them all behind the bars left a muddy background nobody could read."""
+    top = max([_scale(chart, v) for v in chart.series[0].values] + [1.0])
+    ticks = [t for t in ax.get_yticks() if 0 <= t <= top]
+    height = top * 0.07
+    handles = []
+    for row, band in enumerate(chart.bands):
+        y = top * 1.06 + row * height * 1.35
+        ax.broken_barh([(i - 0.45, 0.9) for i in sorted(band.indices)], (y, height), facecolors=band.colour,
+                       edgecolor="none")
+        handles.append(Patch(facecolor=band.colour, label=band.label))
+    ax.set_ylim(0, top * 1.06 + len(chart.bands) * height * 1.35)
+    ax.set_yticks(ticks)
+    ax.legend(handles=handles, fontsize=9, loc="upper left", bbox_to_anchor=(0, -0.12), ncol=1, frameon=False)
 
 
 def _horizontal(ax: Axes, chart: Chart, language: str) -> None:

@@ -471,8 +471,10 @@ def _allowance_month(contract: Contract, lines: Iterable[LedgerLine], month: str
 
 def _packages_at(customer: Customer, lines: Iterable[LedgerLine], at: datetime, tz: ZoneInfo) -> dict[str, PackageBalance]:
     """Each of the customer's packages at ``at``, drawn expiring-first."""
-    draws = _entries(line for line in lines if not line.overage)
-    return {b.contract_id: b for b in prepaid_balances(packages_of(customer), draws, at, tz)}
+    packages = packages_of(customer)
+    ids = {p.id for p in packages}
+    draws = _entries(line for line in lines if not line.overage and line.contract_id in ids)
+    return {b.contract_id: b for b in prepaid_balances(packages, draws, at, tz)}
 
 
 def _left(state: PackageBalance) -> int:

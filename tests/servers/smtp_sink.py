@@ -279,7 +279,8 @@ class SmtpSink:
         if self._controller is not None:
             return
         controller = self._make_controller()
-        deadline = time.monotonic() + 5
+        # The stopped server's socket can take seconds to be released on a loaded machine.
+        deadline = time.monotonic() + 30
         while True:
             try:
                 controller.start()

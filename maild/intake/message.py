@@ -875,6 +875,10 @@ _EN_WORDS = frozenset({
     "the", "and", "is", "are", "please", "thanks", "thank", "regards", "hello", "you", "to", "of",
     "we", "have", "with", "for", "this", "that", "it", "not", "can", "will", "our", "your", "be",
     "hi", "dear", "issue", "would", "could", "from",
+    # what a stranger asking for an offer writes ("i", "a" and "do" are Polish words too)
+    "need", "help", "my", "me", "an", "looking", "send", "buy", "price", "pricing", "quote", "offer",
+    "invoice", "invoices", "good", "morning", "best", "kind", "want", "question", "about", "what", "when",
+    "how", "why", "does", "know", "there", "some", "any", "company", "interested", "licence", "license",
 })
 
 

@@ -387,3 +387,16 @@ def test_scope_is_guessed_changed_with_scope_and_named_on_the_statement(
     assert "Zakres prac:" in text
     assert "- rozwój (nowe zastosowania, wydruki, raporty): 1 godz." in text and "- szkolenie: 30 min" in text
     assert "development" not in text and "training" not in text
+
+
+def test_a_prospect_writing_in_english_gets_a_neutral_english_acknowledgement(w: World) -> None:
+    # default_language is "pl"; the text is confidently English, and an unknown sender hears no billing terms
+    w.mail(sender="John Smith <john@prospect.example>", subject="Question",
+           body="Hello, I need help with invoices. Could you send us an offer?\n", msgid="<p1@prospect.example>")
+    w.run()
+    [ack] = [m for m in w.sink.messages if m.rcpt_tos == ["john@prospect.example"]]
+    text = body(ack)
+    assert text.startswith("Hello,\n") or text.startswith("Hello,\r\n"), text
+    assert "A consultant will read your message and get back to you." in text
+    assert "PLN" not in text and "occasional" not in text and "billed" not in text and "John" not in text
+    assert w.ticket(1).language == "en"

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from maild.intake.htmltext import html_to_text
 from maild.intake.message import (
+    guess_language,
     InboundMessage,
     ParseLimits,
     UnparsableMessage,
@@ -438,3 +439,17 @@ def test_raw_8bit_inside_encoded_word() -> None:
     raw = b"From: a@b.pl\r\nSubject: =?utf-8?q?\xc5\x82adny?= =?utf-8?b?\xc5\x82?=\r\n\r\nx"
     msg = parse_message(raw)
     assert msg.subject.startswith("ładny")
+
+
+@pytest.mark.parametrize(
+    ("subject", "text", "language"),
+    [
+        ("Question", "Hello, I need help with invoices.", "en"),
+        ("Request for quote", "Hi, could you send me an offer for the ERP implementation? Thanks", "en"),
+        ("Pytanie", "Dzień dobry, mam pytanie o licencje dla firmy.", "pl"),
+        ("Faktura", "Nie mogę wysłać faktury do KSeF, pilne.", "pl"),
+        ("", "OK", None),
+    ],
+)
+def test_a_strangers_language_is_guessed_from_the_text(subject: str, text: str, language: str | None) -> None:
+    assert guess_language(subject, text) == language

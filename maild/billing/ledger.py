@@ -126,13 +126,27 @@ def sla_months(
     Unused minutes are kept as one lot per month of origin and used oldest
     first, so ``rollover_months = N`` can expire exactly the minutes that are
     more than N months old (with N = 0 nothing carries over). The first month
-    gets the full allowance, whatever day the contract starts. Entries booked
+    gets the full allowance, whatever day the contract starts; with ``opening_month``
+    (a contract maild took over) the months start there, with the stated carry-over. Entries booked
     before the start month count in the start month, so none is dropped. After
     the contract's end month the allowance is 0, whatever was still carried
     expires at the end of the end month, and later bookings are overage.
     """
     own = [entry for entry in entries if entry.contract_id == contract.id]
     first = contract.start.year * 12 + contract.start.month - 1
+    brought_in = 0
+    if contract.opening_month is not None:
+        # maild took the contract over in opening_month: nothing before it is invented,
+        # only the carry-over the customers file states is brought in
+        if _month_index(contract.opening_month) > first:
+            first = _month_index(contract.opening_month)
+            brought_in = contract.opening_carry_over_minutes or 0
+    elif contract.first_seen_month is not None:
+        # no opening stated: the months start when maild first saw the contract (or its
+        # first booking, should the ledger know it earlier), not at a start years back
+        seen = min([_month_index(contract.first_seen_month), *(_month_index(month_key(e.booked_at, tz))
+                                                                for e in entries if e.contract_id == contract.id)])
+        first = max(first, seen)
     last = _month_index(until_month)
     end = None if contract.end is None else contract.end.year * 12 + contract.end.month - 1
     effective = _effective_month(own, tz)
@@ -142,6 +156,8 @@ def sla_months(
         used_by_month[month] = used_by_month.get(month, 0) + entry.minutes
 
     lots: deque[list[int]] = deque()  # [origin month index, minutes], oldest first
+    if brought_in:
+        lots.append([first - 1, brought_in])
     months: list[SlaMonth] = []
     allowance_each = contract.monthly_minutes or 0
     for month in range(first, last + 1):
@@ -220,12 +236,13 @@ def prepaid_balances(
     for package in packages:
         size = package.package_minutes or 0
         last_day = _package_day(package)
+        spent = used[package.id] + (package.used_before_minutes or 0)  # hours used before maild knew it
         balances.append(
             PackageBalance(
                 contract_id=package.id,
                 size=size,
-                used=used[package.id],
-                left=max(size - used[package.id], 0),
+                used=spent,
+                left=max(size - spent, 0),
                 valid_until=last_day,
                 expired=day > last_day,
             )

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from maild.errors import MaildError
 from maild.rules.calendar import local_month_bounds
 from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
-from maild.rules.kinds import contract_from_terms, packages_of, rules_of
+from maild.rules.kinds import contract_from_terms, first_seen_month, packages_of, rules_of
 from maild.billing.ledger import (
     LedgerEntry,
     PackageBalance,
@@ -721,15 +721,31 @@ def contract_from_row(row: ContractRow, tz: ZoneInfo | None = None) -> Contract:
     return contract_from_terms(row.id, row.kind, row.start, row.end, row.terms, row.removed_at, tz)
 
 
+def with_first_seen(contract: Contract, row: ContractRow | None) -> Contract:
+    """An sla contract's months start where maild first saw it, unless the file gives opening_month:
+    a contract started in January and loaded in December has no carry-over for January-November."""
+    if contract.kind != "sla" or row is None:
+        return contract
+    month = first_seen_month(row.terms or {})
+    return replace(contract, first_seen_month=month) if month else contract
+
+
 def merge_known_customers(
     session: Session, customers: Sequence[Customer], tz: ZoneInfo | None = None
 ) -> tuple[tuple[Customer, ...], frozenset[str]]:
     """The customers file plus what the database still remembers; and the ids of removed contracts."""
     in_file = {contract.id for customer in customers for contract in customer.contracts}
     extra: dict[str, list[Contract]] = defaultdict(list)
+    rows: dict[str, ContractRow] = {}
     for row in session.scalars(select(ContractRow).order_by(ContractRow.id)):
+        rows[row.id] = row
         if row.id not in in_file:
             extra[row.customer_id].append(contract_from_row(row, tz))
+    customers = [
+        replace(customer, contracts=tuple(with_first_seen(c, rows.get(c.id)) for c in customer.contracts))
+        if any(c.kind == "sla" for c in customer.contracts) else customer
+        for customer in customers
+    ]
     merged = [
         replace(customer, contracts=customer.contracts + tuple(extra.pop(customer.id, [])))
         if customer.id in extra else customer

@@ -57,6 +57,15 @@ class Contract:
     # month it starts); net, in grosze
     monthly_fee_cents: int | None = None
     price_cents: int | None = None
+    # opening balances of a contract that ran before maild knew it: an sla contract's
+    # carry-over counts from opening_month (YYYY-MM) with opening_carry_over_minutes brought
+    # in; a package has used_before_minutes gone. Without opening_month, carry-over counts
+    # from the month maild first saw the contract (never invented for months before it).
+    opening_month: str | None = None
+    opening_carry_over_minutes: int | None = None
+    used_before_minutes: int | None = None
+    # the month maild first saw the contract (from the database, not the file)
+    first_seen_month: str | None = None
 
     def active_on(self, day: date) -> bool:
         if day < self.start:
@@ -137,8 +146,9 @@ _CUSTOMER_KEYS = frozenset(
 _COMMON_CONTRACT_KEYS = frozenset({"id", "kind", "start", "end", "hourly_rate"})
 _KIND_KEYS: Mapping[str, frozenset[str]] = MappingProxyType(
     {
-        "sla": frozenset({"reaction_hours", "reaction_clock", "monthly_hours", "rollover_months", "monthly_fee"}),
-        "prepaid": frozenset({"hours", "custom_size", "valid_until", "target_hours", "price"}),
+        "sla": frozenset({"reaction_hours", "reaction_clock", "monthly_hours", "rollover_months", "monthly_fee",
+                          "opening_month", "opening_carry_over_hours"}),
+        "prepaid": frozenset({"hours", "custom_size", "valid_until", "target_hours", "price", "used_before_hours"}),
         "occasional": frozenset({"unit_minutes"}),
     }
 )
@@ -449,6 +459,16 @@ def _parse_sla(
     monthly_minutes = reader.scaled("monthly_hours", 60, "minutes")
     if monthly_minutes is None:
         raise reader.fail("monthly_hours", "missing required key")
+    opening_month = None
+    if reader.has("opening_month"):
+        opening_month = reader.string("opening_month")
+        if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", opening_month):
+            raise reader.fail("opening_month", f"must be a month like \"2026-12\", got {opening_month!r}")
+        if opening_month < f"{start.year:04d}-{start.month:02d}":
+            raise reader.fail("opening_month", f"{opening_month} is before the contract's start {start}")
+    opening_carry = reader.scaled("opening_carry_over_hours", 60, "minutes")
+    if opening_carry is not None and opening_month is None:
+        raise reader.fail("opening_carry_over_hours", "needs opening_month: the month the carried-over hours come into")
     return Contract(
         id=contract_id,
         kind="sla",
@@ -462,6 +482,8 @@ def _parse_sla(
         monthly_minutes=monthly_minutes,
         rollover_months=reader.integer("rollover_months", 0),
         monthly_fee_cents=reader.scaled("monthly_fee", 100, "grosze (at most 2 decimals)"),
+        opening_month=opening_month,
+        opening_carry_over_minutes=opening_carry,
     )
 
 
@@ -507,7 +529,15 @@ def _parse_prepaid(
         valid_until=valid_until,
         target_hours=reader.integer("target_hours", 1),
         price_cents=reader.scaled("price", 100, "grosze (at most 2 decimals)"),
+        used_before_minutes=_used_before(reader, minutes),
     )
+
+
+def _used_before(reader: _Reader, package_minutes: int) -> int | None:
+    used = reader.scaled("used_before_hours", 60, "minutes")
+    if used is not None and used > package_minutes:
+        raise reader.fail("used_before_hours", f"more than the package's {package_minutes // 60} h")
+    return used
 
 
 __all__ = [

@@ -64,7 +64,8 @@ def packages_of(customer: Customer | None) -> list[Contract]:
 
 TERM_FIELDS = ("hourly_rate_cents", "reaction_hours", "reaction_clock", "monthly_minutes",
                "rollover_months", "package_minutes", "valid_until", "target_hours", "unit_minutes",
-               "monthly_fee_cents", "price_cents")
+               "monthly_fee_cents", "price_cents", "opening_month", "opening_carry_over_minutes",
+               "used_before_minutes")
 
 
 def contract_terms(contract: Contract) -> dict[str, Any]:
@@ -105,4 +106,14 @@ def contract_from_terms(contract_id: str, kind: str, start: date, end: date | No
         unit_minutes=terms.get("unit_minutes", DEFAULT_UNIT_MINUTES),
         monthly_fee_cents=terms.get("monthly_fee_cents"),
         price_cents=terms.get("price_cents"),
+        opening_month=terms.get("opening_month"),
+        first_seen_month=first_seen_month(terms),
+        opening_carry_over_minutes=terms.get("opening_carry_over_minutes"),
+        used_before_minutes=terms.get("used_before_minutes"),
     )
+
+
+def first_seen_month(terms: dict[str, Any]) -> str | None:
+    """The month maild first saw a contract (``first_seen``, kept in its terms by the sync)."""
+    seen = terms.get("first_seen")
+    return seen[:7] if isinstance(seen, str) else None

@@ -599,7 +599,12 @@ def sync_customers(session: Session, customers: Sequence[Customer], now: datetim
                 crow = ContractRow(id=contract.id)
                 session.add(crow)
             crow.customer_id, crow.kind, crow.start, crow.end = customer.id, contract.kind, contract.start, contract.end
-            crow.terms = contract_terms(contract)
+            # the day maild first saw the contract: an sla carry-over counts from that month,
+            # not from a start years back (rows from before this was kept: the start, as then)
+            seen = (crow.terms or {}).get("first_seen") if crow.terms else None
+            if seen is None:
+                seen = contract.start.isoformat() if crow.synced_at is not None else now.date().isoformat()
+            crow.terms = {**contract_terms(contract), "first_seen": seen}
             crow.removed_at, crow.synced_at = None, now
     ended = 0
     for crow in session.scalars(select(ContractRow).where(ContractRow.removed_at.is_(None))):

@@ -53,8 +53,11 @@ addresses = ["biuro@kowalski.pl"]
 
 
 def write_config(tmp: Path, *, source: str, smtp_port: int, extra: str = "", top: str = "",
-                 customers: str = CUSTOMERS, database_url: str = "") -> Path:
-    """A complete config in ``tmp``; ``source`` is the [imap] or [maildir] table text."""
+                 customers: str = CUSTOMERS, database_url: str = "", notifications: str = "enabled = false") -> Path:
+    """A complete config in ``tmp``; ``source`` is the [imap] or [maildir] table text.
+
+    Consultants' notifications are off unless asked for (``notifications``: the
+    [notifications] table's text): most tests count the mail a customer gets."""
     (tmp / "customers.toml").write_text(customers, encoding="utf-8")
     text = f"""\
 customers_file = "customers.toml"
@@ -88,6 +91,9 @@ role = "consultant"
 email = "szef@firma.pl"
 name = "Szef"
 role = "manager"
+
+[notifications]
+{notifications}
 {extra}
 """
     path = tmp / "maild.toml"
@@ -113,6 +119,23 @@ def make_mail(sender: str = "Jan <jan@acme.pl>", subject: str = "Problem z faktu
         msg[key] = value
     msg.set_content(body)
     return msg.as_bytes()
+
+
+def consultant_to(config_path: Path, email: str = "anna@firma.pl") -> str:
+    """The consultant's personal support address (``support+<token>@...``), as maild
+    shows it in every notification: mail to it proves it is the consultant's."""
+    from maild.config import load_config
+    from maild.desk.notifier import Notifier
+    from maild.rules.calendar import BusinessCalendar
+    from maild.storage.db import open_database
+
+    cfg = load_config(config_path)
+    cfg.storage_path.mkdir(parents=True, exist_ok=True)
+    sessions = open_database(cfg.database_url)
+    notifier = Notifier(cfg, BusinessCalendar(cfg.calendar).tz)
+    notifier.load(sessions)
+    with sessions() as session:
+        return notifier.personal_address(session, email)
 
 
 _deliveries = 0

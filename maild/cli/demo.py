@@ -2,8 +2,9 @@
 
 SQLite, a local Maildir seeded with sample mail, and an in-process SMTP server
 on loopback that captures what maild sends. It runs two cycles: customers write,
-then a consultant answers with ``#time`` and ``#status``; it prints the queue,
-one acknowledgement and the relayed answer.
+then a consultant answers the notification maild sent her, from her mail client
+(quoting it, with ``#time`` and ``#status`` on top); it prints the queue, one
+acknowledgement, the consultant's notification and the relayed answer.
 """
 from __future__ import annotations
 
@@ -116,10 +117,11 @@ SAMPLES: list[tuple[str, str, str, str]] = [
 ]
 
 
-def _mail(sender: str, subject: str, body: str, headers: dict[str, str] | None = None) -> bytes:
+def _mail(sender: str, subject: str, body: str, headers: dict[str, str] | None = None,
+          to: str = "support@consultancy.example") -> bytes:
     msg = EmailMessage()
     msg["From"] = sender
-    msg["To"] = "support@consultancy.example"
+    msg["To"] = to
     msg["Subject"] = subject
     msg["Date"] = format_datetime(datetime.now(timezone.utc))
     msg["Message-ID"] = make_msgid(domain="demo.example")
@@ -172,23 +174,34 @@ def run_demo(cli_main: Callable[[Sequence[str]], int], workdir: Path | None = No
         print(f"\n3. One acknowledgement, as the SMTP server received it (to {', '.join(ack.rcpt_tos)}):\n")
         print(_show(ack))
 
+        notice = next(m for m in capture.mails if "anna@consultancy.example" in m.rcpt_tos and b"[SUP-1]" in m.content)
+        print(f"\n4. Consultant Anna gets the new ticket in her mailbox (to {', '.join(notice.rcpt_tos)}):\n")
+        print(_show(notice))
+
         before = len(capture.mails)
-        box.add(_mail("Anna Nowak <anna@consultancy.example>", "Re: [SUP-1] Pilne: awaria wydruku faktur",
+        note = message_from_bytes(notice.content, policy=policy.default)
+        quoted = "\n".join(f"> {line}" for line in _text(note).splitlines())
+        box.add(_mail("Anna Nowak <anna@consultancy.example>", f"Re: {note['Subject']}",
                       "#time 1h30m incident\n#status resolved\n\nDzień dobry,\nwydruk działa ponownie: "
-                      "poprawiliśmy definicję wzorca faktury.\n\nPozdrawiam\nAnna"))
-        print("\n4. Consultant Anna answers SUP-1 with '#time 1h30m incident' and '#status resolved';"
-              " maild run --once:")
+                      "poprawiliśmy definicję wzorca faktury.\n\nPozdrawiam\nAnna\n\n"
+                      f"W dniu {note['Date']} {note['From']} pisze:\n{quoted}\n",
+                      headers={"In-Reply-To": note["Message-ID"],
+                               "References": f"{note['References'] or ''} {note['Message-ID']}".strip()},
+                      to=str(note["Reply-To"] or "support@consultancy.example")))
+        print("\n5. Anna presses Reply in her mail client, writes '#time 1h30m incident' and '#status resolved'"
+              " above the quoted notification; maild run --once:")
         report = Daemon(config).run_once()
         print(f"   {report.summary()}\n")
         _wait_for(capture, before + 1)
         relay = next(m for m in capture.mails[before:] if b"Auto-Submitted" not in m.content)
-        print(f"5. The customer receives the answer from the support address (to {', '.join(relay.rcpt_tos)}):\n")
+        print("6. The customer receives only her answer, from the support address"
+              f" (to {', '.join(relay.rcpt_tos)}):\n")
         print(_show(relay))
-        print("\n6. The ticket now (maild tickets show SUP-1):\n")
+        print("\n7. The ticket now (maild tickets show SUP-1):\n")
         cli_main(["--config", str(base / "maild.toml"), "tickets", "show", "SUP-1"])
         month = datetime.now(timezone.utc).astimezone(ZoneInfo(config.calendar.timezone)).strftime("%Y-%m")
         page = base / f"report-{month}.html"
-        print(f"\n7. The month at a glance, with charts (maild report month --month {month} --html FILE):")
+        print(f"\n8. The month at a glance, with charts (maild report month --month {month} --html FILE):")
         cli_main(["--config", str(base / "maild.toml"), "report", "month", "--month", month, "--html", str(page)])
         print(f"   open it in a browser: {page.as_uri()}")
         print(f"\nEverything is in {base}: maild.toml, customers.toml, var/maild.db, Maildir/.")
@@ -209,11 +222,16 @@ def _maild_command() -> str:
 def _show(envelope: Any) -> str:
     """The mail as a person reads it: decoded headers and text, not the wire form."""
     msg = message_from_bytes(envelope.content, policy=policy.default)
-    lines = [f"{name}: {msg[name]}" for name in ("From", "To", "Cc", "Subject", "Message-ID", "In-Reply-To",
+    lines = [f"{name}: {msg[name]}" for name in ("From", "To", "Cc", "Reply-To", "Subject", "Message-ID", "In-Reply-To",
                                                   "Auto-Submitted") if msg[name]]
     body = msg.get_body(preferencelist=("plain",))
     text = body.get_content() if body is not None else ""
     return textwrap.indent("\n".join(lines) + "\n\n" + text.strip(), "   | ")
+
+
+def _text(msg: Any) -> str:
+    body = msg.get_body(preferencelist=("plain",))
+    return str(body.get_content()) if body is not None else ""
 
 
 def _wait_for(capture: _Capture, count: int, timeout: float = 5.0) -> None:

@@ -13,10 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from maild.cli.common import Commands, UsageError, ticket_number
 from maild.cli.output import iso, local, print_json, print_json_stream, print_table_stream, short_local
 from maild.config import Config
+from maild.desk.desk import NOTIFY_KINDS
 from maild.desk.team import Team
 from maild.rules.prioritise import TIER_NAMES
 from maild.storage import store
-from maild.storage.models import AttachmentRow, Event, LedgerRow, MessageRow, Ticket
+from maild.storage.models import AttachmentRow, Event, LedgerRow, MessageRow, OutboxRow, Ticket
 
 UTC = timezone.utc
 
@@ -131,6 +132,12 @@ def _positive(text: str) -> int:
     return value
 
 
+def _notify_event(dedupe_key: str) -> str:
+    """The event a notification was for, from its dedupe key ``notify:<event>:...``."""
+    parts = dedupe_key.split(":")
+    return parts[1] if len(parts) > 1 and parts[0] == "notify" else ""
+
+
 def cmd_tickets_show(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
     with sessions() as session:
         ticket = session.get(Ticket, ticket_number(cfg, args.ref))
@@ -141,6 +148,8 @@ def cmd_tickets_show(cfg: Config, sessions: sessionmaker[Session], args: argpars
         atts = list(session.scalars(select(AttachmentRow).where(AttachmentRow.message_row_id.in_([r.id for r in rows]))))
         events = list(session.scalars(select(Event).where(Event.ticket_id == ticket.id).order_by(Event.id)))
         ledger = list(session.scalars(select(LedgerRow).where(LedgerRow.ticket_id == ticket.id).order_by(LedgerRow.id)))
+        told = list(session.scalars(select(OutboxRow).where(OutboxRow.ticket_id == ticket.id,
+                                                            OutboxRow.kind.in_(NOTIFY_KINDS)).order_by(OutboxRow.id)))
         data = ticket_json(cfg, ticket, store.queue_rank(session, ticket), len(rows))
     by_message: dict[int, list[dict[str, Any]]] = {}
     for a in atts:
@@ -160,6 +169,11 @@ def cmd_tickets_show(cfg: Config, sessions: sessionmaker[Session], args: argpars
         {"id": e.id, "minutes": e.minutes, "by": e.by, "scope": e.scope, "booked_at": iso(e.booked_at),
          "contract_id": e.contract_id, "overage": e.overage, "reverses": e.reverses, "note": e.note}
         for e in ledger
+    ]
+    data["notifications"] = [
+        {"to": ", ".join(str(r) for r in n.recipients), "event": _notify_event(n.dedupe_key), "kind": n.kind,
+         "message_id": n.message_id, "queued_at": iso(n.created_at), "sent_at": iso(n.sent_at), "status": n.status}
+        for n in told
     ]
     data["delivery_failures"] = [
         {"at": iso(e.at), **e.detail} for e in events if e.kind == "delivery_failed"

@@ -56,6 +56,8 @@ __all__ = [
     "AwayCommand",
     "BackCommand",
     "PRESENCE_COMMANDS",
+    "TakeCommand",
+    "CustomerCommand",
     "Command",
     "Applying",
     "CommandSpec",
@@ -183,6 +185,29 @@ class VerifyCommand(Command):
 
     def apply(self, run: Applying) -> None:
         run.desk.verify(run.ticket, run.actor, run.at)
+
+
+@dataclass(frozen=True)
+class TakeCommand(Command):
+    """Assign the ticket to whoever sent the mail."""
+
+    def apply(self, run: Applying) -> None:
+        run.desk.assign(run.ticket, run.actor, run.actor, run.at)
+
+
+@dataclass(frozen=True)
+class CustomerCommand(Command):
+    """Open a new ticket on behalf of a customer (id or address as written): a phone
+    call, a conversation. Only in a new mail: intake opens the ticket, so on an
+    existing ticket it is refused (``check``) and never applied."""
+
+    who: str
+    on_ticket: bool = True  # parsed in a reply on a ticket, where it cannot act
+
+    def check(self, ctx: DeskContext) -> str | None:
+        if self.on_ticket:
+            return "#customer opens a new ticket: send it as a new mail to the support address, not as a reply"
+        return None
 
 
 @dataclass(frozen=True)
@@ -425,6 +450,13 @@ def _parse_assign(args: str) -> AssignCommand:
     return AssignCommand(who)
 
 
+def _parse_customer(args: str) -> CustomerCommand:
+    who = " ".join(args.split())
+    if not who:
+        raise Malformed("#customer needs the customer's id or e-mail address")
+    return CustomerCommand(who)
+
+
 def _no_arguments(command: Command) -> Callable[[str, str], Command]:
     def parse(written: str, args: str) -> Command:
         if args.strip():
@@ -477,6 +509,9 @@ register(CommandSpec("verify", ("potwierdź", "potwierdz"), "#verify", _no_argum
 register(CommandSpec("away", ("nieobecny", "nieobecna", "urlop"), "#away 2026-12-21..2027-01-03 [note]",
                      lambda _, args: _parse_away(args), once=True))
 register(CommandSpec("back", ("jestem", "powrót", "powrot"), "#back", _no_arguments(BackCommand()), once=True))
+register(CommandSpec("take", ("biorę", "biore"), "#take", _no_arguments(TakeCommand()), once=True))
+register(CommandSpec("customer", ("klient",), "#customer <id or e-mail> (first line of a new mail)",
+                     lambda _, args: _parse_customer(args), once=True))
 
 
 def _parse_one(name: str, args: str) -> tuple[Command, CommandSpec]:

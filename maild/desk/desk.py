@@ -39,6 +39,13 @@ from maild.storage.blobs import BlobStore
 from maild.storage.models import Escalation, LedgerRow, MessageRow, Ticket
 
 log = logging.getLogger("maild.desk")
+
+NOTIFY_KINDS = ("notify_new", "notify_reply")
+# maild's mail that goes to a consultant and nobody else: a reply that refers to one
+# proves it comes from whoever reads that consultant's mailbox (desk.authority), so
+# none of their Message-IDs may reach a customer
+CONSULTANT_KINDS = frozenset({*NOTIFY_KINDS, "escalation", "digest", "command_error", "authority_notice",
+                              "bounce_notice", "alert"})
 ledger_log = logging.getLogger("maild.ledger")
 
 
@@ -397,7 +404,8 @@ class TicketDesk:
         self.sync()
         thread_ids = list(self.session.scalars(
             select(MessageRow.message_id).where(MessageRow.ticket_id == ticket.id, MessageRow.message_id.is_not(None),
-                                                MessageRow.internal.is_(False)).order_by(MessageRow.id)
+                                                MessageRow.internal.is_(False),
+                                                MessageRow.kind.not_in(CONSULTANT_KINDS)).order_by(MessageRow.id)
         ))
         last_customer = self.session.scalar(
             select(MessageRow.message_id).where(MessageRow.ticket_id == ticket.id, MessageRow.role == "customer",
@@ -416,7 +424,8 @@ class TicketDesk:
                    in_reply_to: str | None = None, references: Sequence[str] = (), automatic: bool = True,
                    rate_limited: bool = True, cc: Sequence[str] = (), from_name: str | None = None,
                    attachments: Sequence[dict[str, Any]] = (), html: dict[str, Any] | None = None,
-                   fresh: bool = False) -> str | None:
+                   fresh: bool = False, internal: bool = False, reply_to: str | None = None,
+                   thread_text: str | None = None) -> str | None:
         """Queue one outgoing mail and, for ticket mail, its row in the thread;
         returns its Message-ID, or None when a mail with this dedupe key exists.
 
@@ -425,7 +434,10 @@ class TicketDesk:
         ``html``: an HTML alternative part with its images (``billing.pages.html_part``).
         ``fresh``: the dedupe key names something created in this transaction (or
         the caller just looked it up), so no lookup is needed (the unique index
-        still guards it).
+        still guards it). ``internal``: its thread row is kept from the customer
+        (a consultant's notification: its Message-ID must never reach the
+        customer's References). ``reply_to``: a Reply-To header. ``thread_text``:
+        what the thread row shows, when not the context's body.
         """
         ctx = self.ctx
         if not fresh:
@@ -445,6 +457,8 @@ class TicketDesk:
         }
         if html is not None:
             full_context["_headers"]["html"] = html
+        if reply_to:
+            full_context["_headers"]["reply_to"] = reply_to
         rate_key = store.rate_key(recipients[0]) if automatic and rate_limited and recipients else None
         self.rows.outbox(
             dedupe_key=dedupe_key, kind=kind, template=template, language=language,
@@ -459,7 +473,8 @@ class TicketDesk:
             self.add_message(
                 ticket.id, message_id=message_id, direction="out", role="consultant" if kind == "relay" else "system",
                 kind=kind, from_addr=ctx.config.from_address, from_name=from_name or ctx.config.from_name,
-                to=recipients, cc=cc, subject="", date=now, text_new=str(context.get("body", ""))[:20000],
+                to=recipients, cc=cc, subject="", date=now, internal=internal,
+                text_new=str(context.get("body", "") if thread_text is None else thread_text)[:20000],
             )
         return message_id
 

@@ -47,8 +47,8 @@ REPLY_MARKER = "## ------ reply above this line / odpowiedz nad tą linią -----
 def present_consultants(consultants: Sequence[Consultant], at: datetime) -> tuple[Consultant, ...]:
     """Consultants at work at ``at``: whoever takes new work by mail.
 
-    Every consultant for now; the availability issue (#15) replaces this one
-    function with absences and working hours.
+    Every consultant: the fallback when no presence is given. Intake passes the
+    team's presence (``desk.team.Team.present``: working days and absences).
     """
     del at
     return tuple(c for c in consultants if c.role == "consultant")
@@ -69,23 +69,26 @@ def _unique(people: Iterable[Consultant]) -> tuple[Consultant, ...]:
 
 
 def new_ticket_recipients(consultants: Sequence[Consultant], assigned_to: str | None, at: datetime,
-                          managers_get_new: bool = False, exclude: str | None = None) -> tuple[Consultant, ...]:
+                          managers_get_new: bool = False, exclude: str | None = None,
+                          present: Sequence[Consultant] | None = None) -> tuple[Consultant, ...]:
     """A new ticket goes to its assignee, else to every present consultant; managers
-    too when configured. ``exclude``: the consultant who opened it themselves."""
+    too when configured. ``exclude``: the consultant who opened it themselves;
+    ``present``: who is at work (the team's presence), else ``present_consultants``."""
     assignee = _by_email(consultants, assigned_to)
-    people = [assignee] if assignee is not None else list(present_consultants(consultants, at))
+    at_work = present_consultants(consultants, at) if present is None else tuple(present)
+    people = [assignee] if assignee is not None else list(at_work)
     if managers_get_new:
         people += [c for c in consultants if c.role == "manager"]
     return _unique(p for p in people if p.email != exclude)
 
 
 def follow_up_recipients(consultants: Sequence[Consultant], assigned_to: str | None,
-                         at: datetime) -> tuple[Consultant, ...]:
+                         at: datetime, present: Sequence[Consultant] | None = None) -> tuple[Consultant, ...]:
     """A customer's follow-up goes to the assignee, or to all present consultants while unassigned."""
     assignee = _by_email(consultants, assigned_to)
     if assignee is not None:
         return (assignee,)
-    return present_consultants(consultants, at)
+    return present_consultants(consultants, at) if present is None else tuple(present)
 
 
 def note_recipients(consultants: Sequence[Consultant], assigned_to: str | None, writers: Iterable[str],
@@ -159,11 +162,17 @@ def header_block(view: TicketView, tz: ZoneInfo, new_ticket_address: str) -> dic
     return {
         "ref": view.ref, "subject": view.subject, "customer": view.customer_name or view.requester,
         "contract_id": view.contract_id, "contract_kind": view.contract_kind, "tier": view.tier_name,
-        "priority": view.priority, "reasons": [r for r in view.reasons if r][:6],
+        "priority": view.priority, "reasons": _priority_reasons(view.reasons),
         "due_local": due, "timezone": tz.key, "minutes_left": view.minutes_left,
         "assigned_to": view.assigned_to or "", "requester": view.requester, "status": view.status,
         "commands": commands_help(), "new_ticket_address": new_ticket_address, "marker": REPLY_MARKER,
     }
+
+
+def _priority_reasons(reasons: Sequence[str]) -> list[str]:
+    """Why the ticket has its priority ("P1: urgent words ..."), short: the header block
+    is read at a glance; the full list is in ``maild tickets show``."""
+    return [r if len(r) <= 100 else r[:99] + "…" for r in reasons if r[:3] in ("P1:", "P2:", "P3:", "P4:")][:2]
 
 
 def cut_at_marker(text: str) -> str:

@@ -24,12 +24,34 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from maild.storage import store
 from maild.storage.blobs import BlobMissing, BlobStore, StorageError
-from maild.desk.commands import PRESENCE_COMMANDS, Applying, AwayCommand, BackCommand, parse_commands
-from maild.config import Config
+from maild.desk.authority import Authority, check_authority
+from maild.billing.hours import prepaid_left_minutes
+from maild.desk.commands import (
+    PRESENCE_COMMANDS,
+    Applying,
+    AwayCommand,
+    BackCommand,
+    Command,
+    CommandError,
+    CustomerCommand,
+    ParsedCommands,
+    parse_commands,
+)
+from maild.config import Config, Consultant
 from maild.desk.context import DeskContext
-from maild.desk.desk import TicketDesk
+from maild.desk.desk import CONSULTANT_KINDS, TicketDesk
+from maild.desk.notifications import (
+    Event as NotifyEvent,
+    NotifyAttachment,
+    cut_at_marker,
+    follow_up_recipients,
+    new_ticket_recipients,
+    note_recipients,
+)
+from maild.desk.notifier import Notifier
 from maild.desk.participants import Joining, screen_participants
-from maild.desk.team import TeamError
+from maild.desk.team import Team, TeamError
+from maild.errors import MaildError
 from maild.intake.lookup import DeskThreadLookup
 from maild.rules.contracts import Resolution, resolve
 from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
@@ -38,7 +60,7 @@ from maild.rules.scope import guess_scope
 from maild.intake.mailbox import FetchedMail
 from maild.intake.message import InboundMessage, UnparsableMessage
 from maild.intake.parsing import GaveUp, ParserCrash, parse_all, parse_one
-from maild.storage.models import Failure, OutboxRow, QuarantineRow, Ticket
+from maild.storage.models import Failure, Intake, MessageRow, OutboxRow, QuarantineRow, Ticket
 from maild.rules.prioritise import prioritise
 from maild.intake.quoting import split_reply
 from maild.intake.screen import Screening, ScreenSettings, screen, sender_authenticated
@@ -101,6 +123,8 @@ class _Batch:
     seen: set[str] = field(default_factory=set)
     first_copies: dict[str, InboundMessage] = field(default_factory=dict)
     recorded: set[str] = field(default_factory=set)
+    minutes_left: dict[str, int | None] = field(default_factory=dict)  # per contract, for notifications
+    team: Team | None = None  # presence, read once per batch when a notification needs it
 
 
 @dataclass
@@ -141,6 +165,30 @@ class Context(DeskContext):
         )
 
 
+class UnknownCustomer(MaildError):
+    """``#customer`` or ``maild tickets open`` named no customer of the customers file."""
+
+    def __init__(self, who: str) -> None:
+        super().__init__(f"no customer with the id or e-mail address {who!r} in the customers file")
+        self.who = who
+
+
+@dataclass(frozen=True)
+class OnBehalf:
+    """A ticket a consultant (or the operator) opens for a customer: a phone call, a conversation."""
+
+    by: str | None  # the consultant, who becomes the assignee
+    requester: str  # the customer's address the acknowledgement goes to ("" when the customer has none)
+    requester_name: str
+    resolution: Resolution
+    body: str
+    commands: tuple[Command, ...] = ()
+    acknowledge: bool = True
+
+
+_NEW_DECISION = ThreadDecision(ticket=None, rule="new", reopen=False, link_to=None, reasons=())
+
+
 class Ingestor:
     def __init__(
         self,
@@ -154,6 +202,17 @@ class Ingestor:
         self.blobs = blobs
         self.clock = clock
         self._batch: _Batch | None = None
+        self._notifier: Notifier | None = None
+        # `maild tickets open` requests, by the dedupe key of the mail that records them
+        self._requests: dict[str, OnBehalf] = {}
+
+    @property
+    def notifier(self) -> Notifier:
+        """Notifications for the current config (rebuilt after a reload, keeping the token secret)."""
+        current = self._notifier
+        if current is None or current.config is not self.ctx.config:
+            current = self._notifier = Notifier(self.ctx.config, self.ctx.calendar.tz).adopt(current)
+        return current
 
     @property
     def _active(self) -> _Batch:
@@ -238,6 +297,8 @@ class Ingestor:
                    prepare: Callable[[Session], None] | None = None) -> BatchResult:
         result = BatchResult()
         now = self.clock()
+        if self.ctx.config.consultants:
+            self.notifier.load(self.sessions)
         with self.sessions() as session, session.begin(), session.no_autoflush:
             if prepare is not None:
                 prepare(session)
@@ -418,6 +479,10 @@ class Ingestor:
 
     def _route(self, session: Session, mail: FetchedMail, msg: InboundMessage, now: datetime) -> tuple[str, int | None]:
         ctx = self.ctx
+        request = self._requests.get(msg.dedupe_key)
+        if request is not None:  # `maild tickets open`: the operator's own request
+            return self._new_ticket(session, mail, msg, Screening("human", False, False, None, ()),
+                                    request.resolution, _NEW_DECISION, False, now, on_behalf=request)
         screening = screen(msg, ctx.screen, mail.arrived_at, now)
         if screening.discard:
             raise Discard(screening.discard)
@@ -440,6 +505,16 @@ class Ingestor:
                 return presence
         if decision.ticket is not None:
             return self._customer_reply(session, mail, msg, screening, decision, now, resolution)
+        if is_consultant:
+            if screening.automatic and screening.kind != "human" or screening.out_of_office:
+                # an out-of-office answering a digest or a notice: never a ticket, never answered
+                raise Discard(f"automatic mail from consultant {msg.from_addr}, about no ticket")
+            on_behalf = self._on_behalf(session, mail, msg, screening, now)
+            if isinstance(on_behalf, tuple):
+                return on_behalf
+            if on_behalf is not None:
+                return self._new_ticket(session, mail, msg, screening, on_behalf.resolution, decision, False, now,
+                                        on_behalf=on_behalf)
         return self._new_ticket(session, mail, msg, screening, resolution, decision, is_consultant, now)
 
     def _resolve(self, session: Session, msg: InboundMessage, arrived_at: datetime) -> Resolution:
@@ -461,12 +536,18 @@ class Ingestor:
 
     def _new_ticket(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
                     resolution: Resolution, decision: ThreadDecision, is_consultant: bool,
-                    now: datetime) -> tuple[str, int | None]:
+                    now: datetime, on_behalf: OnBehalf | None = None) -> tuple[str, int | None]:
         ctx, cfg = self.ctx, self.ctx.config
         desk = self._active.desk
         arrived = mail.arrived_at
         day = arrived.astimezone(ctx.calendar.tz).date()
         new_text, quoted = msg.reply_split or split_reply(msg.text)
+        requester, requester_name = msg.from_addr, msg.from_name
+        participants: tuple[str, ...] = (msg.from_addr, *msg.cc, *(a for a in msg.to if a not in ctx.support_addresses))
+        if on_behalf is not None:
+            new_text, quoted = on_behalf.body, ""
+            requester, requester_name = on_behalf.requester, on_behalf.requester_name
+            participants = (requester,) if requester else ()
         prio = prioritise(
             kind=resolution.kind, verified=resolution.verified, subject=msg.subject, text=new_text,
             automatic=screening.automatic and screening.kind != "human",
@@ -474,6 +555,8 @@ class Ingestor:
         )
         customer = resolution.customer
         language = (customer.language if customer else None) or msg.language or cfg.support.default_language
+        if on_behalf is not None:
+            language = customer.language if customer else cfg.support.default_language
         if language not in ("pl", "en"):
             language = cfg.support.default_language
         reasons = [resolution.reason, *prio.reasons, *decision.reasons, *screening.reasons]
@@ -482,25 +565,42 @@ class Ingestor:
             reasons.append(f"scope {scope} guessed from " + ", ".join(repr(c) for c in clues))
         joining = self._joining(msg.from_addr, (msg.from_addr, *msg.cc, *msg.to), (), resolution.customer,
                                 by_consultant=is_consultant)
+        if on_behalf is not None:
+            reasons.insert(0, f"opened on behalf of the customer by {on_behalf.by or 'the command line'}")
         ticket = desk.open_ticket(
             subject=clean_subject(msg.subject, cfg.support.ticket_prefix) or "(no subject)",
-            requester=msg.from_addr, requester_name=msg.from_name, language=language, resolution=resolution,
+            requester=requester, requester_name=requester_name, language=language, resolution=resolution,
             prio=prio, reasons=reasons, created_at=arrived, now=now, linked_to=decision.link_to,
-            participants=joining.added, actor=msg.from_addr,
+            participants=joining.added if on_behalf is None else participants, actor=msg.from_addr,
             # Mail from before maild watched the mailbox (a mailbox with years of
             # history connected for the first time): its deadline is reported,
             # but nobody is paged for promises made before we were running.
             page=now - arrived <= cfg.support.autoreply_max_age,
         )
         ticket.scope = scope
-        row = self._message_row(ticket.id, msg, mail, screening, "consultant" if is_consultant else "customer",
-                                new_text, quoted)
-        desk.created(ticket, msg.from_addr)
+        row = self._message_row(ticket.id, msg, mail, screening,
+                                "consultant" if is_consultant or on_behalf else "customer", new_text, quoted)
+        desk.created(ticket, msg.from_addr if on_behalf is None else on_behalf.by or "maild")
         self._dropped(ticket, joining, msg, arrived)
-        if not is_consultant:
+        if not is_consultant and on_behalf is None:
             desk.auto_assign(ticket, now)
         ref = ctx.ref(ticket.id)
-        ack = self._acknowledge(session, ticket, msg, screening, resolution, mail, now) if not is_consultant else None
+        ack = None
+        if on_behalf is not None:
+            if on_behalf.by:
+                desk.assign(ticket, on_behalf.by, on_behalf.by, arrived)
+            if on_behalf.acknowledge and requester:
+                ack = self._acknowledge(session, ticket, msg, screening, resolution, mail, now, on_behalf=on_behalf)
+            applying = Applying(desk=desk, ticket=ticket, actor=on_behalf.by or "maild", at=arrived, now=now,
+                                source_message_id=msg.message_id)
+            for command in on_behalf.commands:
+                command.apply(applying)
+        elif not is_consultant:
+            ack = self._acknowledge(session, ticket, msg, screening, resolution, mail, now)
+        if cfg.notifications.new_ticket and (on_behalf is not None or not screening.automatic):
+            people = new_ticket_recipients(cfg.consultants, ticket.assigned_to, arrived,
+                                           cfg.notifications.managers_get_new, present=self._present(arrived))
+            self._notify(ticket, "new", people, msg, new_text, quoted, requester, now)
         desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="ticket",
                          reason="; ".join(reasons[:2]), arrived_at=arrived, now=now,
                          ticket_id=ticket.id, message_row_id=row)
@@ -530,15 +630,17 @@ class Ingestor:
                      len(joining.dropped), joining.reason)
 
     def _acknowledge(self, session: Session, ticket: Ticket, msg: InboundMessage, screening: Screening,
-                     resolution: Resolution, mail: FetchedMail, now: datetime) -> str | None:
+                     resolution: Resolution, mail: FetchedMail, now: datetime,
+                     on_behalf: OnBehalf | None = None) -> str | None:
         ctx, cfg = self.ctx, self.ctx.config
         desk = self._active.desk
         if screening.automatic:
             desk.add_event(ticket.id, "ack_suppressed", now, reasons=list(screening.reasons))
             return None
-        if not msg.from_addr or msg.from_addr in ctx.screen.own_addresses:
+        to = ticket.requester if on_behalf is not None else msg.from_addr
+        if not to or to in ctx.screen.own_addresses:
             return None
-        limited = desk.automatic_limit_reached(msg.from_addr)
+        limited = desk.automatic_limit_reached(to)
         if limited is not None:
             desk.add_event(ticket.id, "ack_suppressed", now, reasons=[limited])
             return None
@@ -562,7 +664,7 @@ class Ingestor:
             "prepaid_left_minutes": 0, "prepaid_valid_until": "",
             "fell_back": resolution.fell_back_why or "", "fell_back_day": "",
             "hourly_rate_cents": rate, "unit_minutes": _unit_minutes(contract, cfg.ledger.occasional_unit_minutes),
-            "peak_label": "", "queue_position": 0, "expected_by": "",
+            "peak_label": "", "queue_position": 0, "expected_by": "", "on_behalf": on_behalf is not None,
         }
         if audience == "customer" and resolution.kind in ("prepaid", "occasional"):
             # No promise goes with these kinds: the customer is told where the ticket
@@ -591,8 +693,8 @@ class Ingestor:
             context["peak_label"] = window.label_for(ticket.language)
         return desk.queue_mail(
             ticket=ticket, kind="ack", template="ack", language=ticket.language,
-            recipients=[msg.from_addr], context=context, now=now, dedupe_key=f"ack:{ticket.id}",
-            in_reply_to=msg.message_id, automatic=True, fresh=True,
+            recipients=[to], context=context, now=now, dedupe_key=f"ack:{ticket.id}",
+            in_reply_to=msg.message_id if on_behalf is None else None, automatic=True, fresh=True,
         )
 
     def _message_row(self, ticket_id: int | None, msg: InboundMessage, mail: FetchedMail, screening: Screening,
@@ -620,11 +722,16 @@ class Ingestor:
         ticket = self._load_ticket(decision)
         new_text, quoted = msg.reply_split or split_reply(msg.text)
         row = self._message_row(ticket.id, msg, mail, screening, "customer", new_text, quoted)
-        if resolution.verified:  # a forged reply (Cc: attacker@...) must not join anyone
+        newcomers = [a for a in (msg.from_addr, *msg.cc) if a and a not in (ticket.participants or [])]
+        proven, why = self._reply_proven(session, msg) if newcomers and resolution.verified else (False, "")
+        if resolution.verified and proven:  # a forged reply (Cc: attacker@...) must not join anyone
             joining = self._joining(msg.from_addr, (msg.from_addr, *msg.cc), ticket.participants or (),
                                     resolution.customer, by_consultant=False)
             desk.add_participants(ticket, joining.added)
             self._dropped(ticket, joining, msg, mail.arrived_at)
+        elif newcomers:
+            desk.add_event(ticket.id, "participants_refused", mail.arrived_at, msg.from_addr,
+                           addresses=newcomers[:20], reason=why or "sender not verified")
         ref = self.ctx.ref(ticket.id)
         if screening.out_of_office or screening.kind != "human":
             desk.add_event(ticket.id, "automatic_reply", mail.arrived_at, msg.from_addr,
@@ -634,6 +741,11 @@ class Ingestor:
         else:
             desk.customer_answered(ticket, mail.arrived_at, msg.from_addr)
         ticket.updated_at = now
+        cfg = self.ctx.config
+        if cfg.notifications.customer_reply and not screening.automatic:
+            people = follow_up_recipients(cfg.consultants, ticket.assigned_to, mail.arrived_at,
+                                          present=self._present(mail.arrived_at))
+            self._notify(ticket, "follow_up", people, msg, new_text, quoted, msg.from_addr, now)
         desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
                          reason=decision.rule, arrived_at=mail.arrived_at, now=now,
                          ticket_id=ticket.id, message_row_id=row)
@@ -708,13 +820,21 @@ class Ingestor:
         consultant = ctx.consultant(msg.from_addr)
         assert consultant is not None
         new_text, quoted = msg.reply_split or split_reply(msg.text)
+        new_text = cut_at_marker(new_text)
         if screening.automatic and screening.kind != "human" or screening.out_of_office:
+            # an out-of-office or auto-reply from the consultant's mailbox, most often to a
+            # notification: a delivery note on the ticket, never relayed, never answered
             row = self._message_row(ticket.id, msg, mail, screening, "consultant", new_text, quoted,
                                     internal=True, notes=["automatic mail from a consultant: not relayed"])
+            desk.add_event(ticket.id, "consultant_autoreply", mail.arrived_at, consultant.email,
+                           reasons=list(screening.reasons)[:5])
             desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
                              reason="consultant automatic mail, not relayed", arrived_at=mail.arrived_at,
                              now=now, ticket_id=ticket.id, message_row_id=row)
             return "reply", ticket.id
+        authority = self._authority(session, msg, consultant.email)
+        if not authority.granted:
+            return self._unproven(mail, msg, screening, ticket, consultant, new_text, quoted, authority, now)
         parsed = parse_commands(new_text)
         errors = parsed.check(ctx)
         if errors:
@@ -733,7 +853,7 @@ class Ingestor:
             log.info("%s %s -> %s consultant commands rejected: %d errors", mail.source_key, msg.message_id, ref, len(errors))
             return "rejected", ticket.id
         internal = any(c.internal for c in parsed.commands)
-        direct = (ctx.support_addresses.isdisjoint(msg.to) and not ctx.support_addresses.isdisjoint(msg.cc))
+        direct = not any(map(self._is_support, msg.to)) and any(map(self._is_support, msg.cc))
         row = self._message_row(ticket.id, msg, mail, screening, "consultant", parsed.body, quoted, internal=internal)
         at = mail.arrived_at
         relayed = False
@@ -756,12 +876,222 @@ class Ingestor:
         if not internal and not status_set and ticket.status in ("new", "open"):
             ticket.status = "waiting"
         ticket.updated_at = now
+        if ctx.config.notifications.enabled:
+            people = note_recipients(ctx.config.consultants, ticket.assigned_to,
+                                     self._consultant_writers(session, ticket.id), consultant.email)
+            self._notify(ticket, "note" if internal else "answer", people, msg, parsed.body, "", consultant.email,
+                         now)
         desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
                          reason="internal note" if internal else ("relayed" if relayed else "recorded (direct mail)"),
                          arrived_at=at, now=now, ticket_id=ticket.id, message_row_id=row)
         log.info("%s %s -> %s consultant %s (%s)", mail.source_key, msg.message_id, ref, consultant.email,
                  "internal" if internal else ("relayed" if relayed else "direct"))
         return "reply", ticket.id
+
+    # -------------------------------------------------------------- authority, notifications, on behalf
+
+    def _authority(self, session: Session, msg: InboundMessage, email: str) -> Authority:
+        """Whether this mail from a consultant's address proves it is theirs (see ``desk.authority``)."""
+        cfg = self.ctx.config
+        authserv = cfg.trusted_authserv_id
+        passed, why = sender_authenticated(msg, authserv, msg.return_path or None) if authserv else (False, "")
+        refs = (*msg.references, *msg.in_reply_to)
+        sent = set() if authserv else self.notifier.sent_to(session, email, refs)
+        return check_authority(authserv_configured=bool(authserv), auth_passed=passed, auth_reason=why,
+                               references=refs, sent_to_consultant=sent, recipients=(*msg.to, *msg.cc),
+                               support_address=cfg.support.address, token=self.notifier.token(session, email))
+
+    def _unproven(self, mail: FetchedMail, msg: InboundMessage, screening: Screening, ticket: Ticket | None,
+                  consultant: Consultant, new_text: str, quoted: str, authority: Authority,
+                  now: datetime) -> tuple[str, int | None]:
+        """A consultant's address without proof: kept as an unverified internal note,
+        nothing applied or relayed, and the consultant told how to answer."""
+        ctx, cfg = self.ctx, self.ctx.config
+        desk = self._active.desk
+        ticket_id = ticket.id if ticket is not None else None
+        row = self._message_row(ticket_id, msg, mail, screening, "consultant", new_text, quoted, internal=True,
+                                notes=[f"unverified consultant mail, not applied, not relayed: {authority.reason}"])
+        if ticket is not None:
+            desk.add_event(ticket.id, "unverified_consultant_mail", mail.arrived_at, consultant.email,
+                           reason=authority.reason, message_id=msg.message_id)
+        if desk.automatic_counts.get(consultant.email, 0) < cfg.support.max_auto_replies_per_hour:
+            desk.queue_mail(
+                ticket=None, kind="authority_notice", template="authority_notice", language=consultant.language,
+                recipients=[consultant.email], now=now, dedupe_key=f"authz:{msg.dedupe_key}"[:400],
+                in_reply_to=msg.message_id, automatic=True, fresh=True,
+                context={"ref": ctx.ref(ticket.id) if ticket is not None else "-", "subject": msg.subject,
+                         "reason": authority.reason,
+                         "new_ticket_address": self.notifier.personal_address(desk.session, consultant.email)},
+            )
+        disposition = "reply" if ticket is not None else "rejected"
+        desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition=disposition,
+                         reason=f"unverified consultant mail: {authority.reason}"[:2000],
+                         arrived_at=mail.arrived_at, now=now, ticket_id=ticket_id, message_row_id=row)
+        log.warning("%s %s -> %s unverified mail from consultant %s, not applied: %s", mail.source_key,
+                    msg.message_id, ctx.ref(ticket_id) if ticket_id else "-", consultant.email, authority.reason)
+        return disposition, ticket_id
+
+    def _reply_proven(self, session: Session, msg: InboundMessage) -> tuple[bool, str]:
+        """Whether a customer's reply may add people to the ticket: our server vouches
+        for its From, or (without one configured) it answers maild's mail to that address."""
+        authserv = self.ctx.config.trusted_authserv_id
+        if authserv:
+            return sender_authenticated(msg, authserv, msg.return_path or None)
+        refs = [r for r in (*msg.references, *msg.in_reply_to) if r][-50:]
+        if refs and msg.from_addr:
+            self._active.desk.sync()
+            for recipients in session.scalars(select(OutboxRow.recipients).where(OutboxRow.message_id.in_(refs))):
+                if msg.from_addr in (recipients or []):
+                    return True, "answers maild's mail to this address"
+        return False, "neither authenticated nor a reply to maild's mail to this address"
+
+    def _is_support(self, address: str) -> bool:
+        """The support address, with or without a plus part (a consultant's personal one)."""
+        if address in self.ctx.support_addresses:
+            return True
+        local, _, domain = address.partition("@")
+        return any(local.startswith(own.split("@")[0] + "+") and domain == own.split("@")[-1]
+                   for own in self.ctx.support_addresses)
+
+    def _present(self, at: datetime) -> list[Consultant]:
+        """Consultants at work at ``at`` (presence, #15), read once per batch."""
+        batch = self._active
+        if batch.team is None:
+            batch.team = Team(batch.session, self.ctx.config, self.ctx.calendar)
+        return batch.team.present(at)
+
+    def _consultant_writers(self, session: Session, ticket_id: int) -> list[str]:
+        return list(session.scalars(
+            select(MessageRow.from_addr).where(MessageRow.ticket_id == ticket_id, MessageRow.role == "consultant",
+                                               MessageRow.direction == "in", MessageRow.internal.is_(False))
+            .distinct()))
+
+    def _notify(self, ticket: Ticket, event: NotifyEvent, people: Sequence[Consultant], msg: InboundMessage,
+                body: str, quoted: str, author: str, now: datetime) -> None:
+        """One notification per consultant for the event this mail is (dedupe key: the mail's own,
+        new in this transaction by construction, so no lookup)."""
+        if not people or not self.ctx.config.notifications.enabled:
+            return
+        batch = self._active
+        attachments = [NotifyAttachment(a.filename, a.content_type, a.size, a.sha256)
+                       for a in msg.attachments if not a.inline]
+        view = self.notifier.view(batch.desk, ticket, now, batch.minutes_left)
+        self.notifier.notify(batch.desk, ticket, event, people, view=view, body=body, trimmed=bool(quoted.strip()),
+                             attachments=attachments, author=author, source=msg.dedupe_key,
+                             root_id=msg.message_id if event == "new" else None, now=now, fresh=True)
+
+    def _on_behalf(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
+                   now: datetime) -> OnBehalf | tuple[str, int | None] | None:
+        """A consultant's new mail (no ticket) with ``#customer``: the ticket to open on the
+        customer's behalf; a disposition when the mail is refused; None without ``#customer``."""
+        ctx = self.ctx
+        desk = self._active.desk
+        new_text, _quoted = msg.reply_split or split_reply(msg.text)
+        new_text = cut_at_marker(new_text)
+        parsed = parse_commands(new_text)
+        wanted = next((c for c in parsed.commands if isinstance(c, CustomerCommand)), None)
+        if wanted is None and not any(e.line.strip().lower().startswith(("#customer", "#klient"))
+                                      for e in parsed.errors):
+            return None
+        consultant = ctx.consultant(msg.from_addr)
+        assert consultant is not None
+        authority = self._authority(session, msg, consultant.email)
+        if not authority.granted:
+            return self._unproven(mail, msg, screening, None, consultant, new_text, "", authority, now)
+        commands = tuple(c for c in parsed.commands if not isinstance(c, CustomerCommand))
+        errors = list(ParsedCommands(commands, parsed.body, parsed.errors,
+                                     tuple(ln for c, ln in zip(parsed.commands, parsed.lines)
+                                           if not isinstance(c, CustomerCommand))).check(ctx))
+        request: OnBehalf | None = None
+        if wanted is not None:
+            try:
+                request = self.on_behalf_request(session, wanted.who, parsed.body, consultant.email,
+                                                 commands=commands, at=mail.arrived_at)
+            except UnknownCustomer as exc:
+                line_no, line = next(ln for c, ln in zip(parsed.commands, parsed.lines) if c is wanted)
+                errors.append(CommandError(line_no, line, str(exc)))
+        if errors or request is None:
+            desk.queue_mail(
+                ticket=None, kind="command_error", template="command_error", language=consultant.language,
+                recipients=[consultant.email], now=now, dedupe_key=f"cmderr:{msg.dedupe_key}"[:400],
+                in_reply_to=msg.message_id, automatic=True, rate_limited=False,
+                context={"ref": "-", "subject": msg.subject,
+                         "errors": [{"line_no": e.line_no, "line": e.line, "reason": e.reason}
+                                    for e in sorted(errors, key=lambda e: e.line_no)]},
+            )
+            desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="rejected",
+                             reason="; ".join(f"line {e.line_no}: {e.reason}" for e in errors)[:2000],
+                             arrived_at=mail.arrived_at, now=now)
+            log.info("%s %s -> - #customer refused: %d errors", mail.source_key, msg.message_id, len(errors))
+            return "rejected", None
+        return request
+
+    def on_behalf_request(self, session: Session, who: str, body: str, by: str | None, *,
+                          commands: Sequence[Command] = (), acknowledge: bool = True,
+                          at: datetime | None = None) -> OnBehalf:
+        """The customer (by id or address) a ticket is opened for, with the contract their
+        own mail would get; raises UnknownCustomer."""
+        ctx = self.ctx
+        who = who.strip()
+        if "@" in who:
+            customer = ctx.index.customer_for(who)
+            requester = who.lower()
+        else:
+            customer = ctx.customer(who)
+            requester = customer.addresses[0] if customer is not None and customer.addresses else ""
+        if customer is None:
+            raise UnknownCustomer(who)
+        at = at or self.clock()
+        day = at.astimezone(ctx.calendar.tz).date()
+        packages = [c for c in customer.contracts if c.kind == "prepaid"]
+        left = prepaid_left_minutes(session, packages, at, ctx.calendar.tz) if packages else {}
+        probe = requester or (f"{customer.id}@{customer.domains[0]}" if customer.domains else "")
+        if probe:
+            resolution = resolve(probe, ctx.index, day, lambda cid: left.get(cid, 0))
+        else:
+            resolution = replace(resolve(f"{customer.id}@invalid.invalid", ctx.index, day, lambda cid: 0),
+                                 customer=customer, verified=True,
+                                 reason=f"customer {customer.id}: no address to resolve a contract by")
+        return OnBehalf(by=by, requester=requester, requester_name=customer.name, resolution=resolution,
+                        body=body, commands=tuple(commands), acknowledge=acknowledge)
+
+    def open_on_behalf(self, who: str, subject: str, body: str, by: str | None, acknowledge: bool = True) -> int:
+        """``maild tickets open``: the ticket a consultant's ``#customer`` mail opens, through
+        the same batch (one transaction, the same rows and outbox mail). The request is
+        recorded as a mail of its own (From the consultant or the support address), so the
+        ticket's thread shows where it came from. Returns the ticket's number."""
+        from email.message import EmailMessage
+        from email.utils import format_datetime
+
+        now = self.clock()
+        cfg = self.ctx.config
+        with self.sessions() as session:
+            request = self.on_behalf_request(session, who, body, by, acknowledge=acknowledge, at=now)
+        mail = EmailMessage()
+        mail["From"] = by or cfg.support.address
+        mail["To"] = cfg.support.address
+        mail["Subject"] = subject
+        mail["Date"] = format_datetime(now)
+        message_id = store.new_message_id(self.ctx.domain, None, "opened")
+        mail["Message-ID"] = f"<{message_id}>"
+        mail.set_content(body or "(opened from the command line)")
+        raw = mail.as_bytes()
+        parsed = parse_one(raw, cfg.limits)
+        if not isinstance(parsed, InboundMessage):
+            raise MaildError(f"the request could not be recorded: {parsed}")
+        request = replace(request, body=body or parsed.text)
+        self._requests[parsed.dedupe_key] = request
+        try:
+            result = self.ingest_batch([FetchedMail(source_key=f"cli:{message_id}", raw=raw, arrived_at=now,
+                                                    size=len(raw))], [parsed])
+        finally:
+            self._requests.pop(parsed.dedupe_key, None)
+        if result.counts.get("ticket") != 1:
+            raise MaildError(f"the ticket was not opened ({result.counts})")
+        with self.sessions() as session:
+            ticket_id = session.scalar(select(Intake.ticket_id).where(Intake.dedupe_key == parsed.dedupe_key))
+        assert ticket_id is not None
+        return int(ticket_id)
 
     # -------------------------------------------------------------- bounces
 
@@ -786,7 +1116,9 @@ class Ingestor:
         recipients = [ticket.assigned_to] if ticket.assigned_to else [
             c.email for c in self.ctx.config.consultants if c.role == "consultant"] or [
             c.email for c in self.ctx.config.consultants]
-        if recipients:
+        if recipients and original.kind not in CONSULTANT_KINDS:
+            # (a consultant's own mailbox refusing their mail is recorded above; telling
+            # them by mail would only bounce again)
             desk.queue_mail(
                 ticket=None, kind="bounce_notice", template="bounce_notice", language="pl",
                 recipients=recipients, now=now, dedupe_key=f"bounce:{original.id}", automatic=True,

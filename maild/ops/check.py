@@ -24,6 +24,7 @@ from maild.outbound.smtp import SmtpSender
 
 SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
     "ack": {"ref": "SUP-1", "subject": "Test", "from_name": "Support", "audience": "customer", "contract_kind": "sla",
+            "on_behalf": True,
             "timezone": "Europe/Warsaw", "reaction_due": "2026-01-02T10:00:00+00:00", "reaction_hours": 24,
             "reaction_clock": "working_days", "opens": "08:00", "closes": "16:00", "prepaid_left_minutes": 90,
             "prepaid_valid_until": "2026-06-30", "fell_back": "", "fell_back_day": "", "hourly_rate_cents": 20000,

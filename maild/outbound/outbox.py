@@ -277,6 +277,8 @@ def _headers(row: MailRow, subject: str, headers: dict[str, Any], sender: Sender
         lines.append(_address_header("To", to))
     if cc:
         lines.append(_address_header("Cc", cc))
+    if headers.get("reply_to"):
+        lines.append(_address_header("Reply-To", [one_line(headers["reply_to"], 320)]))
     lines += [_text_header("Subject", one_line(subject, 900)), f"Date: {format_datetime(now)}",
               f"Message-ID: {message_id}"]
     in_reply_to = _msg_id(one_line(headers["in_reply_to"], 900)) if headers.get("in_reply_to") else None

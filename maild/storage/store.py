@@ -625,6 +625,19 @@ def get_state(session: Session, key: str) -> str | None:
     return None if row is None else row.value
 
 
+def insert_state_once(sessions: Any, key: str, value: str, now: datetime) -> None:
+    """Store ``value`` under ``key`` unless a value is there already (another process
+    may race us to it: the first one wins, in its own transaction)."""
+    table: Any = StateRow.__table__
+    with sessions() as session, session.begin():
+        if session.get_bind().dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            session.execute(pg_insert(table).values(key=key, value=value, updated_at=now).on_conflict_do_nothing())
+        else:
+            session.execute(insert(table).prefix_with("OR IGNORE").values(key=key, value=value, updated_at=now))
+
+
 def set_state(session: Session, key: str, value: str, now: datetime) -> None:
     row = session.get(StateRow, key)
     if row is None:

@@ -18,7 +18,7 @@ from maild.cli.main import main as cli_main
 from maild.config import load_config
 from maild.ops.daemon import Daemon
 from maild.storage.models import Event, Ticket
-from tests.helpers import Clock, deliver, maildir_source, make_mail, write_config
+from tests.helpers import Clock, deliver, maildir_source, consultant_to, make_mail, write_config
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # a Monday
@@ -91,7 +91,7 @@ def test_reopen_within_window_and_new_linked_ticket_after(env: dict[str, Any]) -
     clock = env["clock"]
     env["box"].add(make_mail(sender="jan@acme.pl", subject="Drukarka", msgid="<d1@acme.pl>"))
     cycle(env)
-    env["box"].add(make_mail(sender="anna@firma.pl", subject="Re: [SUP-1] Drukarka", msgid="<d2@firma.pl>",
+    env["box"].add(make_mail(to=consultant_to(env["path"]), sender="anna@firma.pl", subject="Re: [SUP-1] Drukarka", msgid="<d2@firma.pl>",
                              body="#status resolved\n\nGotowe.\n"))
     daemon = cycle(env)
     assert ticket(daemon, 1).status == "resolved"
@@ -102,7 +102,7 @@ def test_reopen_within_window_and_new_linked_ticket_after(env: dict[str, Any]) -
                              body="Znowu nie drukuje.\n"))
     daemon = cycle(env)
     assert ticket(daemon, 1).status == "open"
-    env["box"].add(make_mail(sender="anna@firma.pl", subject="Re: [SUP-1] Drukarka", msgid="<d4@firma.pl>",
+    env["box"].add(make_mail(to=consultant_to(env["path"]), sender="anna@firma.pl", subject="Re: [SUP-1] Drukarka", msgid="<d4@firma.pl>",
                              body="#status resolved\n\nTeraz na pewno.\n"))
     cycle(env)
     clock.now = T0 + timedelta(days=20)
@@ -118,7 +118,7 @@ def test_consultant_relay_goes_to_customer_addresses_on_the_thread(env: dict[str
     env["box"].add(make_mail(sender="Jan <jan@acme.pl>", subject="Migracja", msgid="<m1@acme.pl>",
                              headers={"Cc": "ola@acme.pl, ksiegowa@biuro-zewn.pl, anna@firma.pl"}))
     cycle(env)
-    env["box"].add(make_mail(sender="Anna Nowak <anna@firma.pl>", subject="RE: [SUP-1] Migracja",
+    env["box"].add(make_mail(to=consultant_to(env["path"]), sender="Anna Nowak <anna@firma.pl>", subject="RE: [SUP-1] Migracja",
                              msgid="<m2@firma.pl>", body="#assign Anna Nowak\n#priority P1 produkcja stoi\n\nJuż działamy.\n"))
     daemon = cycle(env)
     relay = [m for m in env["sink"].messages if "Już działamy" in m.parsed.get_body(("plain",)).get_content()]
@@ -147,8 +147,9 @@ def test_direct_mail_with_support_in_cc_is_recorded_not_relayed(env: dict[str, A
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     env["box"].add(make_mail(sender="jan@acme.pl", subject="Licencje", msgid="<l1@acme.pl>"))
     cycle(env)
+    # the consultant writes to the customer directly, with their personal support address in Cc
     env["box"].add(make_mail(sender="anna@firma.pl", subject="Re: [SUP-1] Licencje", msgid="<l2@firma.pl>",
-                             to="jan@acme.pl", headers={"Cc": "support@firma.pl"}, body="Przesyłam klucze.\n"))
+                             to="jan@acme.pl", headers={"Cc": consultant_to(env["path"])}, body="Przesyłam klucze.\n"))
     daemon = cycle(env)
     assert len(env["sink"].messages) == 1, "only the acknowledgement; the customer already has the mail"
     t = ticket(daemon, 1)
@@ -160,9 +161,9 @@ def test_direct_mail_with_support_in_cc_is_recorded_not_relayed(env: dict[str, A
 def test_internal_note_and_consultant_autoreply_are_not_relayed(env: dict[str, Any]) -> None:
     env["box"].add(make_mail(sender="jan@acme.pl", subject="Pytanie", msgid="<i1@acme.pl>"))
     cycle(env)
-    env["box"].add(make_mail(sender="anna@firma.pl", subject="Re: [SUP-1] Pytanie", msgid="<i2@firma.pl>",
+    env["box"].add(make_mail(to=consultant_to(env["path"]), sender="anna@firma.pl", subject="Re: [SUP-1] Pytanie", msgid="<i2@firma.pl>",
                              body="#internal\n\nKlient ma starą wersję, sprawdzić licencję.\n"))
-    env["box"].add(make_mail(sender="anna@firma.pl", subject="Automatic reply: [SUP-1] Pytanie", msgid="<i3@firma.pl>",
+    env["box"].add(make_mail(to=consultant_to(env["path"]), sender="anna@firma.pl", subject="Automatic reply: [SUP-1] Pytanie", msgid="<i3@firma.pl>",
                              body="Jestem na urlopie do poniedziałku.\n", headers={"Auto-Submitted": "auto-replied"}))
     daemon = cycle(env)
     assert len(env["sink"].messages) == 1
@@ -190,7 +191,8 @@ def test_whole_conversation_over_imap(tmp_path: Path, imap_account: Any, smtp_si
     #status, relay received by the customer, and a reopen - over a real Dovecot."""
     source = (f'[imap]\nhost = "127.0.0.1"\nport = {imap_account.port}\nsecurity = "none"\n'
               f'username = "{imap_account.username}"\npassword = "{imap_account.password}"\nidle = false\n')
-    config = load_config(write_config(tmp_path, source=source, smtp_port=smtp_sink.port))
+    path = write_config(tmp_path, source=source, smtp_port=smtp_sink.port)
+    config = load_config(path)
 
     def run() -> Daemon:
         daemon = Daemon(config)
@@ -210,7 +212,7 @@ def test_whole_conversation_over_imap(tmp_path: Path, imap_account: Any, smtp_si
     run()
     assert len(smtp_sink.messages) == 1
     imap_account.append(make_mail(sender="Anna Nowak <anna@firma.pl>", subject="RE: [SUP-1] Błąd księgowania",
-                                  msgid="<w3@firma.pl>",
+                                  msgid="<w3@firma.pl>", to=consultant_to(path),
                                   body="#time 45m consultation\n#status resolved\n\nProszę przeksięgować dokument PK.\n"))
     daemon = run()
     relay, resolved = smtp_sink.wait_for(3)[1:]
@@ -250,9 +252,10 @@ def test_consultant_attachment_reaches_the_customer_and_a_repeated_file_is_store
 
     logo = bytes(range(256)) * 50
 
-    def mail(sender: str, subject: str, msgid: str, body: str, files: dict[str, bytes]) -> bytes:
+    def mail(sender: str, subject: str, msgid: str, body: str, files: dict[str, bytes],
+             to: str = "support@firma.pl") -> bytes:
         msg = EmailMessage()
-        msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = sender, "support@firma.pl", subject, msgid
+        msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = sender, to, subject, msgid
         msg.set_content(body)
         for name, data in files.items():
             msg.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
@@ -262,7 +265,7 @@ def test_consultant_attachment_reaches_the_customer_and_a_repeated_file_is_store
     cycle(env)
     fix = b"patch for the ledger \x00\xff" * 100
     env["box"].add(mail("anna@firma.pl", "RE: [SUP-1] Faktura", "<a2@firma.pl>", "Poprawka w załączniku.",
-                        {"poprawka.bin": fix, "logo.png": logo}))
+                        {"poprawka.bin": fix, "logo.png": logo}, to=consultant_to(env["path"])))
     daemon = cycle(env)
     relay = [m for m in env["sink"].messages if "Poprawka w załączniku" in m.parsed.get_body(("plain",)).get_content()]
     assert len(relay) == 1

@@ -27,7 +27,7 @@ from maild.config import load_config
 from maild.ops.daemon import Daemon
 from maild.storage.models import AttachmentRow, Event, Intake, MessageRow, OutboxRow, PackIndex, QuarantineRow, Ticket
 from maild.rules.prioritise import TIER_BY_KIND, UNVERIFIED_TIER
-from tests.helpers import Clock, maildir_source, make_mail, write_config
+from tests.helpers import Clock, maildir_source, consultant_to, make_mail, write_config
 
 UTC = timezone.utc
 EML = Path(__file__).parents[1] / "data" / "eml"
@@ -162,7 +162,7 @@ def test_out_of_office_on_waiting_ticket_changes_nothing(env: dict[str, Any]) ->
     env["box"].add(make_mail(subject="Błąd w JPK", msgid="<w1@acme.pl>"))
     run(env)
     sink.wait_for(1)
-    env["box"].add(make_mail(sender="Anna Nowak <anna@firma.pl>", subject="Re: [SUP-1] Błąd w JPK",
+    env["box"].add(make_mail(to=consultant_to(env["path"]), sender="Anna Nowak <anna@firma.pl>", subject="Re: [SUP-1] Błąd w JPK",
                              msgid="<w2@firma.pl>", body="Proszę przesłać plik XML.\n"))
     daemon = run(env)
     relay = sink.wait_for(2)[1]
@@ -224,7 +224,7 @@ def test_bounce_of_ack_and_relay_recorded_consultant_told_once(env: dict[str, An
     env["box"].add(make_mail(subject="Problem", msgid="<b1@acme.pl>"))
     run(env)
     ack_id = sink.wait_for(1)[0].parsed["Message-ID"]
-    env["box"].add(make_mail(sender="anna@firma.pl", subject="Re: [SUP-1] Problem", msgid="<b2@firma.pl>",
+    env["box"].add(make_mail(to=consultant_to(env["path"]), sender="anna@firma.pl", subject="Re: [SUP-1] Problem", msgid="<b2@firma.pl>",
                              body="#assign anna@firma.pl\n\nProszę sprawdzić.\n"))
     run(env)
     relay_id = sink.wait_for(2)[1].parsed["Message-ID"]
@@ -511,8 +511,10 @@ def test_spoofed_sla_sender_unverified_until_verify(secure: dict[str, Any]) -> N
     [ack] = sink.wait_for(1)
     body = ack.parsed.get_body(preferencelist=("plain",)).get_content()
     assert "zareagujemy na zgłoszenie do" not in body and "Nie mogliśmy potwierdzić" in body
+    # our own server vouches for the consultant's mail (with trusted_authserv_id set, that is the proof)
     secure["box"].add(make_mail(sender="anna@firma.pl", subject="Re: [SUP-1] Pilne: awaria", msgid="<v1@firma.pl>",
-                                body="#verify\n#internal\nZnam klienta, potwierdzone telefonicznie.\n"))
+                                body="#verify\n#internal\nZnam klienta, potwierdzone telefonicznie.\n",
+                                headers={"Authentication-Results": "mx.firma.pl; dkim=pass header.d=firma.pl"}))
     daemon = run(secure)
     ticket = _ticket(daemon, "spoof@acme.pl")
     assert (ticket.verified, ticket.tier) == (True, TIER_BY_KIND["sla"])

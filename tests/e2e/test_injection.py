@@ -26,7 +26,7 @@ from maild.config import load_config
 from maild.ops.daemon import Daemon
 from maild.storage.models import AttachmentRow, Ticket
 from maild.outbound.render import Renderer
-from tests.helpers import make_mail, maildir_source, write_config
+from tests.helpers import consultant_to, make_mail, maildir_source, write_config
 
 UTC = timezone.utc
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +93,7 @@ def test_crlf_nul_and_long_values_never_reach_outgoing_headers(env: dict[str, An
         assert "\n" not in ticket.requester_name and "\r" not in ticket.requester_name
     # The consultant's answer is relayed under the ticket's (hostile) subject, and a bounce
     # notice quotes it too: the same rules hold for every outgoing mail.
-    env["box"].add(make_mail(sender="anna@firma.pl", subject="Re: [SUP-1] x", msgid="<inj-k@firma.pl>",
+    env["box"].add(make_mail(to=consultant_to(env["path"]), sender="anna@firma.pl", subject="Re: [SUP-1] x", msgid="<inj-k@firma.pl>",
                              body="Odpowiedź.\n"))
     run(env)
     relay = sink.wait_for(3)[2]

@@ -139,7 +139,12 @@ def test_demo_runs_the_whole_flow(tmp_path: Path) -> None:
     assert "SUP-1" in out and "sla" in out and "unverified" in out
     assert "Subject: [SUP-1] Pilne: awaria wydruku faktur" in out
     assert "zareagujemy na zgłoszenie do" in out
-    assert "wydruk działa ponownie" in out and "#time" not in out.split("5. ")[1].split("6. ")[0]
+    notification = out.split("4. ")[1].split("5. ")[0]
+    assert "anna@consultancy.example" in notification and "Reply-To: support@consultancy.example" in notification
+    assert "Nowe zgłoszenie SUP-1" in notification and "od rana nie działa wydruk" in notification
+    relayed = out.split("6. ")[1].split("7. ")[0]
+    assert "wydruk działa ponownie" in relayed and "#time" not in relayed
+    assert "Nowe zgłoszenie" not in relayed and "pisze:" not in relayed, "only the new text reaches the customer"
     assert "time logged 90 min" in out
     assert (tmp_path / "demo" / "var" / "maild.db").exists()
     (page,) = (tmp_path / "demo").glob("report-*.html")

@@ -23,7 +23,7 @@ from maild.cli.main import main as cli_main
 from maild.config import load_config
 from maild.ops.daemon import CycleReport, Daemon
 from maild.storage.models import Escalation, Ticket
-from tests.helpers import CUSTOMERS, Clock, maildir_source, make_mail, write_config
+from tests.helpers import CUSTOMERS, Clock, consultant_to, maildir_source, make_mail, write_config
 
 UTC = timezone.utc
 WARSAW = ZoneInfo("Europe/Warsaw")
@@ -82,6 +82,10 @@ class World:
         return self
 
     def mail(self, **kwargs: Any) -> None:
+        """A mail in the mailbox; a consultant's goes to their personal address (proof it is theirs)."""
+        sender = str(kwargs.get("sender", ""))
+        if "to" not in kwargs and "@firma.pl" in sender:
+            kwargs["to"] = consultant_to(self.path, sender.split("<")[-1].rstrip(">").strip())
         deliver(self.root, make_mail(date=self.clock.now, **kwargs), self.clock.now)
 
     def run(self) -> CycleReport:
@@ -306,7 +310,8 @@ def test_verifying_a_sender_starts_the_clock(tmp_path: Path, smtp_sink: Any) -> 
     assert (ticket.contract_id, ticket.verified, ticket.reaction_due) == ("acme-sla", False, None)
     w.at(T0 + timedelta(hours=1))
     w.mail(sender="anna@firma.pl", subject="Re: [SUP-1] Problem z fakturą", msgid="<v@firma.pl>",
-           body="#internal\n#verify\n\nTo nasz klient.\n")
+           body="#internal\n#verify\n\nTo nasz klient.\n",
+           headers={"Authentication-Results": "mx.firma.pl; dkim=pass header.d=firma.pl"})
     w.run()
     ticket = w.ticket()
     assert ticket.verified and ticket.reaction_due == T0 + timedelta(hours=24)

@@ -21,7 +21,7 @@ from maild.cli.main import main as cli_main
 from maild.config import load_config
 from maild.ops.daemon import Daemon
 from maild.storage.models import AttachmentRow, Event, Intake, LedgerRow, MessageRow, OutboxRow, Ticket
-from tests.helpers import maildir_source, make_mail, write_config
+from tests.helpers import maildir_source, consultant_to, make_mail, write_config
 
 UTC = timezone.utc
 
@@ -147,7 +147,7 @@ def test_conversation_customer_reply_consultant_answer(env: dict[str, Any], caps
     run(env)
     assert len(sink.messages) == 1, "a customer reply gets no second acknowledgement"
     # The consultant answers with commands.
-    env["box"].add(make_mail(sender="Anna Nowak <anna@firma.pl>", subject="Re: [SUP-1] Błąd w JPK",
+    env["box"].add(make_mail(to=consultant_to(env["path"]), sender="Anna Nowak <anna@firma.pl>", subject="Re: [SUP-1] Błąd w JPK",
                              msgid="<k1@firma.pl>",
                              body="#time 1h30m incident\n\nDzień dobry,\nproszę zainstalować poprawkę 2026.1.\n"))
     daemon = run(env)
@@ -184,7 +184,7 @@ def test_bad_consultant_command_changes_nothing_and_explains(env: dict[str, Any]
     env["box"].add(make_mail(subject="Pytanie", msgid="<q1@acme.pl>"))
     run(env)
     sink.wait_for(1)
-    env["box"].add(make_mail(sender="anna@firma.pl", subject="Re: [SUP-1] Pytanie", msgid="<k2@firma.pl>",
+    env["box"].add(make_mail(to=consultant_to(env["path"]), sender="anna@firma.pl", subject="Re: [SUP-1] Pytanie", msgid="<k2@firma.pl>",
                              body="#time abc\n#status resolved\n\nOdpowiedź.\n"))
     daemon = run(env)
     error = sink.wait_for(2)[1]

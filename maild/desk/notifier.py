@@ -1,0 +1,183 @@
+"""Queueing consultants' notifications, and what the authority rule needs from storage.
+
+``notifications`` decides who hears of what; this module turns that into
+outbox rows through the ``TicketDesk``, one per event and consultant, written
+in the event's own transaction (its dedupe key makes it exactly once), and
+answers the two questions about a consultant that need stored state: their
+personal token and the Message-IDs of maild's mail to them.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from maild.billing.hours import prepaid_left_minutes
+from maild.billing.reports import contract_balances
+from maild.config import Config, Consultant
+from maild.desk.authority import TOKEN_SECRET_KEY, consultant_token, token_address
+from maild.desk.commands import help_lines
+from maild.desk.desk import CONSULTANT_KINDS, NOTIFY_KINDS, TicketDesk
+from maild.desk.notifications import (
+    Event,
+    NotifyAttachment,
+    TicketView,
+    dedupe_key,
+    header_block,
+    split_attachments,
+)
+from maild.rules.customers import Contract, Customer
+from maild.rules.prioritise import TIER_NAMES
+from maild.storage import store
+from maild.storage.models import OutboxRow, Ticket
+
+__all__ = ["Notifier", "NOTIFY_KINDS", "CONSULTANT_KINDS", "contract_minutes_left"]
+
+log = logging.getLogger("maild.notify")
+
+
+def contract_minutes_left(session: Session, customer: Customer, contract: Contract, at: datetime,
+                          tz: ZoneInfo) -> int | None:
+    """What a notification shows as left on the contract: an sla's balance (carry-over
+    plus this month's allowance minus use), a package's minutes; None for occasional."""
+    if contract.kind == "prepaid":
+        packages = [c for c in customer.contracts if c.kind == "prepaid"]
+        return prepaid_left_minutes(session, packages, at, tz).get(contract.id, 0)
+    if contract.kind == "sla":
+        for balance in contract_balances(session, [customer], at, tz):
+            if balance.contract_id == contract.id:
+                return balance.balance_minutes
+    return None
+
+
+class Notifier:
+    """Notifications for one config; the token secret is read (or made) once per process."""
+
+    def __init__(self, config: Config, tz: ZoneInfo) -> None:
+        self.config = config
+        self.tz = tz
+        self._secret: bytes | None = None
+        self._tokens: dict[str, str] = {}
+
+    # ------------------------------------------------------------ tokens
+
+    def load(self, sessions: sessionmaker[Session]) -> None:
+        """Read the secret tokens are derived from, creating it on first use in a
+        transaction of its own (before a batch opens its own, which on SQLite holds
+        the only write lock). Two processes creating it at once agree on the first."""
+        if self._secret is not None:
+            return
+        with sessions() as session:
+            value = store.get_state(session, TOKEN_SECRET_KEY)
+        if not value:
+            store.insert_state_once(sessions, TOKEN_SECRET_KEY, secrets.token_hex(32), datetime.now(timezone.utc))
+            with sessions() as session:
+                value = store.get_state(session, TOKEN_SECRET_KEY)
+        assert value
+        self._secret = bytes.fromhex(value)
+
+    def adopt(self, other: Notifier | None) -> Notifier:
+        """Keep another notifier's secret (the config was reloaded)."""
+        if other is not None:
+            self._secret = other._secret
+        return self
+
+    def token(self, session: Session, email: str) -> str:
+        if self._secret is None:
+            value = store.get_state(session, TOKEN_SECRET_KEY)
+            if not value:
+                raise RuntimeError("Notifier.load() must run before tokens are used")
+            self._secret = bytes.fromhex(value)
+        key = email.lower()
+        if key not in self._tokens:
+            self._tokens[key] = consultant_token(self._secret, key)
+        return self._tokens[key]
+
+    def personal_address(self, session: Session, email: str) -> str:
+        """``support+<token>@domain``: the consultant's address for new tickets on a customer's behalf."""
+        return token_address(self.config.support.address, self.token(session, email))
+
+    # ------------------------------------------------------------ what was sent to whom
+
+    @staticmethod
+    def sent_to(session: Session, email: str, message_ids: Iterable[str]) -> set[str]:
+        """Which of ``message_ids`` are maild's mail to ``email`` alone (notifications,
+        escalations, digests, error replies): the references a consultant's reply may prove itself with."""
+        ids = [m for m in dict.fromkeys(message_ids) if m][-50:]
+        if not ids:
+            return set()
+        rows = session.execute(select(OutboxRow.message_id, OutboxRow.recipients, OutboxRow.kind)
+                               .where(OutboxRow.message_id.in_(ids)))
+        wanted = email.lower()
+        return {mid for mid, recipients, kind in rows
+                if kind in CONSULTANT_KINDS and wanted in [str(r).lower() for r in recipients or []]}
+
+    @staticmethod
+    def previous(session: Session, ticket_id: int, email: str, limit: int = 10) -> list[str]:
+        """Message-IDs of the notifications this consultant got on the ticket, oldest first
+        (their client threads the next one under them)."""
+        rows = session.execute(select(OutboxRow.message_id, OutboxRow.recipients)
+                               .where(OutboxRow.ticket_id == ticket_id, OutboxRow.kind.in_(NOTIFY_KINDS))
+                               .order_by(OutboxRow.id))
+        return [mid for mid, recipients in rows if email in (recipients or [])][-limit:]
+
+    # ------------------------------------------------------------ queueing
+
+    def view(self, desk: TicketDesk, ticket: Ticket, at: datetime, cache: dict[str, int | None]) -> TicketView:
+        """The header block's facts; ``cache`` keeps each contract's balance for the batch."""
+        ctx = desk.ctx
+        customer = ctx.customer(ticket.customer_id)
+        contract = ctx.contract(ticket.contract_id)
+        left = None
+        if contract is not None and customer is not None:
+            if contract.id not in cache:
+                cache[contract.id] = contract_minutes_left(desk.session, customer, contract, at, self.tz)
+            left = cache[contract.id]
+        return TicketView(
+            ref=ctx.ref(ticket.id), subject=ticket.subject,
+            customer_name=customer.name if customer else (ticket.requester_name or ""),
+            contract_id=ticket.contract_id or "", contract_kind=ticket.contract_kind,
+            tier_name=TIER_NAMES[ticket.tier], priority=ticket.priority,
+            reasons=tuple(str(r) for r in ticket.reasons or ()), reaction_due=ticket.reaction_due,
+            minutes_left=left, assigned_to=ticket.assigned_to, requester=ticket.requester, status=ticket.status)
+
+    def notify(self, desk: TicketDesk, ticket: Ticket, event: Event, people: Sequence[Consultant], *,
+               view: TicketView, body: str, trimmed: bool, attachments: Sequence[NotifyAttachment],
+               author: str, source: str, root_id: str | None, now: datetime, fresh: bool = False) -> list[str]:
+        """Queue one notification per consultant in ``people``; returns the Message-IDs queued.
+
+        ``source`` names the event for the dedupe key (the inbound mail's key);
+        ``root_id`` is the customer's first Message-ID, under which every
+        consultant's client threads the ticket's notifications.
+        """
+        settings = self.config.notifications
+        if not settings.enabled or not people:
+            return []
+        attached, named = split_attachments(attachments, settings.attach_max_bytes)
+        template = "notify_new" if event == "new" else "notify_reply"
+        from_name = f"{view.customer_name or view.requester} via {self.config.from_name}"
+        commands = help_lines()
+        queued = []
+        for person in people:
+            context = header_block(view, self.tz, self.personal_address(desk.session, person.email))
+            context.update(body=body, trimmed=trimmed, attached=attached, named=named, event=event, author=author,
+                           commands=commands)
+            earlier = [] if event == "new" else self.previous(desk.session, ticket.id, person.email)
+            references = [r for r in (root_id, *earlier) if r]
+            message_id = desk.queue_mail(
+                ticket=ticket, kind=template, template=template, language=person.language,
+                recipients=[person.email], context=context, now=now,
+                dedupe_key=dedupe_key(event, ticket.id, source, person.email),
+                in_reply_to=earlier[-1] if earlier else None, references=references,
+                automatic=True, rate_limited=False, from_name=from_name, attachments=attached, fresh=fresh,
+                internal=True, reply_to=self.config.support.address, thread_text="",
+            )
+            if message_id:
+                queued.append(message_id)
+                log.info("%s %s notified %s (%s)", view.ref, message_id, person.email, event)
+        return queued

@@ -99,6 +99,12 @@ email = "piotr@consultancy.example"
 name = "Piotr Zieliński"
 role = "manager"
 
+# every day a working day, no public holidays: the demo's consultant is at work
+# whenever it runs (new tickets go to the consultants present)
+[calendar]
+working_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+holidays_country = ""
+
 [logging]
 level = "warning"
 """

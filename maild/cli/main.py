@@ -21,6 +21,7 @@ from maild.cli import (
     contracts,
     database,
     demo,
+    desk_cli,
     erasure,
     ledger,
     month,
@@ -38,7 +39,7 @@ from maild.ops.logs import setup_logging
 from maild.storage.db import open_database
 
 DEFAULT_CONFIG = "/etc/maild/maild.toml"
-GROUPS = (service, tickets, contracts, report, month, ledger, quarantine, storage, erasure, database, consultants, setup,
+GROUPS = (service, tickets, desk_cli, contracts, report, month, ledger, quarantine, storage, erasure, database, consultants, setup,
           demo)
 
 

@@ -599,7 +599,7 @@ class Ingestor:
             ack = self._acknowledge(session, ticket, msg, screening, resolution, mail, now)
         if cfg.notifications.new_ticket and (on_behalf is not None or not screening.automatic):
             people = new_ticket_recipients(cfg.consultants, ticket.assigned_to, arrived,
-                                           cfg.notifications.managers_get_new, present=self._present(arrived))
+                                           cfg.notifications.managers_get_new, present=self._present(now))
             self._notify(ticket, "new", people, msg, new_text, quoted, requester, now)
         desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="ticket",
                          reason="; ".join(reasons[:2]), arrived_at=arrived, now=now,
@@ -743,8 +743,7 @@ class Ingestor:
         ticket.updated_at = now
         cfg = self.ctx.config
         if cfg.notifications.customer_reply and not screening.automatic:
-            people = follow_up_recipients(cfg.consultants, ticket.assigned_to, mail.arrived_at,
-                                          present=self._present(mail.arrived_at))
+            people = follow_up_recipients(cfg.consultants, ticket.assigned_to, now, present=self._present(now))
             self._notify(ticket, "follow_up", people, msg, new_text, quoted, msg.from_addr, now)
         desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
                          reason=decision.rule, arrived_at=mail.arrived_at, now=now,
@@ -954,7 +953,8 @@ class Ingestor:
                    for own in self.ctx.support_addresses)
 
     def _present(self, at: datetime) -> list[Consultant]:
-        """Consultants at work at ``at`` (presence, #15), read once per batch."""
+        """Consultants at work at ``at`` (presence, #15: their days, the calendar, absences), read once
+        per batch; intake asks at processing time: who is there to read it now."""
         batch = self._active
         if batch.team is None:
             batch.team = Team(batch.session, self.ctx.config, self.ctx.calendar)

@@ -46,6 +46,8 @@ from maild.intake.pipeline import MAX_ATTEMPTS, Context, Ingestor
 from maild.outbound.render import RenderError, Renderer
 from maild.outbound.smtp import SmtpError
 from maild.desk.desk import TicketDesk, by_language
+from maild.desk.digest import digest_day
+from maild.desk.morning import queue_digests
 from maild.desk.sweeper import Sweeper
 from maild.desk.erasure import apply_retention
 from maild.storage.compact import compact
@@ -336,6 +338,7 @@ class Daemon:
             return report
         swept = self.sweeper.sweep(self.clock())
         report.escalations, report.closed = swept.escalations, swept.closed
+        self.send_digests()
         self.check_health()
         self.apply_retention()
         report.outbox = self.drain(self.config.daemon.slice_seconds)
@@ -433,6 +436,24 @@ class Daemon:
                  "packs: %d rewritten, %d deleted, %d bytes freed", done.raw_dropped_tickets,
                  done.texts_removed_tickets, done.blobs, len(packs.rewritten), len(packs.deleted),
                  packs.bytes_freed)
+
+    # ------------------------------------------------------------ digest
+
+    def send_digests(self) -> None:
+        """The morning digests, once per person and working day (after ``digest_at``; a
+        daemon that was down then catches up now). Outside that window: nothing read."""
+        cfg = self.config
+        now = self.clock()
+        if not cfg.consultants or not cfg.notifications.enabled or cfg.notifications.digest_at is None:
+            return
+        if digest_day(now, cfg.notifications.digest_at, self.ingestor.ctx.calendar) is None:
+            return
+        notifier = self.ingestor.notifier
+        notifier.load(self.sessions)
+        with self.sessions() as session, session.begin():
+            queued = queue_digests(TicketDesk(self.ingestor.ctx, session), notifier, now)
+        if queued:
+            log.info("digests queued: %d", queued)
 
     # ------------------------------------------------------------ health
 

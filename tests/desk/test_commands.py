@@ -280,7 +280,8 @@ def test_the_command_table_is_the_one_list(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(commands, "COMMANDS", dict(commands.COMMANDS))
     monkeypatch.setattr(commands, "_BY_NAME", dict(commands._BY_NAME))
     assert parse_commands("#nope\n").errors[0].reason == (
-        "unknown command #nope; known: #time, #status, #assign, #priority, #scope, #internal, #verify, #away, #back")
+        "unknown command #nope; known: #time, #status, #assign, #priority, #scope, #internal, #verify, #away, #back, "
+        "#take, #customer")
 
     @dataclass(frozen=True)
     class Wave(commands.Command):
@@ -289,7 +290,11 @@ def test_the_command_table_is_the_one_list(monkeypatch: pytest.MonkeyPatch) -> N
     commands.register(commands.CommandSpec("wave", ("machaj",), "#wave", lambda _, args: Wave()))
     assert parse_commands("#machaj\nhi\n").commands == (Wave(),)
     assert commands.help_lines()[-1] == "#wave"
-    assert parse_commands("#nope\n").errors[0].reason.endswith("#back, #wave")
+    assert parse_commands("#nope\n").errors[0].reason.endswith("#customer, #wave")
+    # #take assigns the sender; #customer only opens new tickets, so on a reply it is refused
+    take = parse_commands("#take\n#customer acme\nText")
+    assert [type(c).__name__ for c in take.commands] == ["TakeCommand", "CustomerCommand"]
+    assert take.commands[1].check(None) is not None  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="#czas is registered twice"):
         commands.register(commands.CommandSpec("clock", ("czas",), "#clock", lambda _, args: Wave()))
 

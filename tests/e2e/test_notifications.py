@@ -21,12 +21,15 @@ from tests.helpers import maildir_source, make_mail, write_config
 
 UTC = timezone.utc
 BOB = '\n[[consultants]]\nemail = "bob@firma.pl"\nname = "Bob Kowal"\nrole = "consultant"\nlanguage = "en"\n'
+# every day a working day: the consultants are present whatever day the test runs on
+EVERY_DAY = ('\n[calendar]\nworking_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]\n'
+             'holidays_country = ""\n')
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF\r\n"
 
 
 def _env(tmp: Path, sink: Any, url: str = "", notifications: str = "", extra: str = "") -> dict[str, Any]:
     path = write_config(tmp, source=maildir_source(tmp), smtp_port=sink.port, database_url=url,
-                        notifications=notifications, extra=BOB + extra)
+                        notifications=notifications, extra=BOB + EVERY_DAY + extra)
     return {"path": path, "box": mailbox.Maildir(tmp / "Maildir", create=True), "sink": sink}
 
 

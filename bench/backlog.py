@@ -129,8 +129,13 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: Co
     user, password = dovecot.add_user()
     work = base / f"n{n}-run{i}"
     db_url = pg.fresh_database() if pg else ""
+    # --every-day: every day a working day, so the consultant is present and each new
+    # ticket and follow-up also queues (and the drain sends) a notification, whatever
+    # day the benchmark runs on; without it a weekend run notifies nobody
+    every_day = ('[calendar]\nworking_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]\n'
+                 'holidays_country = ""\n') if args.every_day else ""
     config = write_config(work, imap_port=dovecot.port, user=user, password=password, smtp_port=sink.port,
-                          database_url=db_url)
+                          database_url=db_url, extra=every_day)
     loaded = load_mailbox(mail_dir, dovecot.port, user, password)
     os.sync()
     sink.clear()
@@ -251,6 +256,8 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the first run -> <work>/cycle.prof")
     parser.add_argument("--no-verify", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work dirs (databases, blobs, logs)")
+    parser.add_argument("--every-day", action="store_true",
+                        help="every day a working day: the consultant is present, so notifications are measured")
     args = parser.parse_args()
     peer = peer_script(args.peer_harness) if args.peer else None  # before minutes of work, not after
 

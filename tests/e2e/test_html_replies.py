@@ -17,12 +17,12 @@ from sqlalchemy import select
 from maild.config import load_config
 from maild.ops.daemon import Daemon
 from maild.storage.models import LedgerRow, MessageRow, Ticket
-from tests.helpers import deliver, maildir_source, make_mail, write_config
+from tests.helpers import consultant_to, deliver, maildir_source, make_mail, write_config
 
 
-def _html_reply(html: str, msgid: str) -> bytes:
+def _html_reply(html: str, msgid: str, to: str = "support@firma.pl") -> bytes:
     mail = EmailMessage()
-    mail["From"], mail["To"] = "Anna Nowak <anna@firma.pl>", "support@firma.pl"
+    mail["From"], mail["To"] = "Anna Nowak <anna@firma.pl>", to
     mail["Subject"], mail["Message-ID"] = "Re: [SUP-1] Drukarka", msgid
     mail.set_content(html, subtype="html")
     return mail.as_bytes()
@@ -41,7 +41,7 @@ def test_commands_the_reader_does_not_see_are_not_applied(tmp_path: Path, smtp_s
     box = tmp_path / "Maildir"
     deliver(box, make_mail(sender="jan@acme.pl", subject="Drukarka", msgid="<d1@acme.pl>"), datetime.now(timezone.utc))
     Daemon(load_config(config)).run_once()
-    deliver(box, _html_reply(html, "<d2@firma.pl>"), datetime.now(timezone.utc))
+    deliver(box, _html_reply(html, "<d2@firma.pl>", consultant_to(config)), datetime.now(timezone.utc))
     daemon = Daemon(load_config(config))
     daemon.run_once()
     with daemon.sessions() as session:

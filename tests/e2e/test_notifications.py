@@ -33,9 +33,28 @@ def _env(tmp: Path, sink: Any, url: str = "", notifications: str = "", extra: st
     return {"path": path, "box": mailbox.Maildir(tmp / "Maildir", create=True), "sink": sink}
 
 
-@pytest.fixture
-def env(tmp_path: Path, smtp_sink: Any) -> Iterator[dict[str, Any]]:
-    yield _env(tmp_path, smtp_sink)
+class _Imap:
+    """The test's mailbox on the private Dovecot: ``add`` appends to the INBOX."""
+
+    def __init__(self, account: Any) -> None:
+        self.account = account
+
+    def add(self, raw: bytes) -> None:
+        self.account.append(raw)
+
+
+@pytest.fixture(params=["maildir", "imap"])
+def env(request: pytest.FixtureRequest, tmp_path: Path, smtp_sink: Any) -> Iterator[dict[str, Any]]:
+    """The consultants' loop over a Maildir and over a private Dovecot."""
+    if request.param == "maildir":
+        yield _env(tmp_path, smtp_sink)
+        return
+    from tests.e2e.test_exactly_once import imap_table
+
+    account = request.getfixturevalue("imap_account")
+    path = write_config(tmp_path, source=imap_table(account), smtp_port=smtp_sink.port,
+                        notifications="", extra=BOB + EVERY_DAY)
+    yield {"path": path, "box": _Imap(account), "sink": smtp_sink}
 
 
 def run(env: dict[str, Any]) -> Daemon:

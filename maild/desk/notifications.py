@@ -72,12 +72,12 @@ def new_ticket_recipients(consultants: Sequence[Consultant], assigned_to: str | 
                           managers_get_new: bool = False, exclude: str | None = None,
                           present: Sequence[Consultant] | None = None) -> tuple[Consultant, ...]:
     """A new ticket goes to its assignee, else to every present consultant; managers
-    too when configured. ``exclude``: the consultant who opened it themselves;
+    too when configured, and when nobody is present. ``exclude``: the consultant who opened it themselves;
     ``present``: who is at work (the team's presence), else ``present_consultants``."""
     assignee = _by_email(consultants, assigned_to)
     at_work = present_consultants(consultants, at) if present is None else tuple(present)
     people = [assignee] if assignee is not None else list(at_work)
-    if managers_get_new:
+    if not people or managers_get_new:  # nobody at work to take it: the managers hear of it
         people += [c for c in consultants if c.role == "manager"]
     return _unique(p for p in people if p.email != exclude)
 

@@ -1015,9 +1015,9 @@ class Ingestor:
                 ticket=None, kind="command_error", template="command_error", language=consultant.language,
                 recipients=[consultant.email], now=now, dedupe_key=f"cmderr:{msg.dedupe_key}"[:400],
                 in_reply_to=msg.message_id, automatic=True, rate_limited=False,
-                context={"ref": "-", "subject": msg.subject,
-                         "errors": [{"line_no": e.line_no, "line": e.line, "reason": e.reason}
-                                    for e in sorted(errors, key=lambda e: e.line_no)]},
+                context={"ref": "", "subject": msg.subject,
+                         "errors": [{"line_no": e.line_no, "line": e.line, "reason": e.reason, "code": e.code,
+                                     "params": dict(e.params)} for e in sorted(errors, key=lambda e: e.line_no)]},
             )
             desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="rejected",
                              reason="; ".join(f"line {e.line_no}: {e.reason}" for e in errors)[:2000],

@@ -38,6 +38,9 @@ def test_a_new_ticket_goes_to_its_assignee_or_every_present_consultant() -> None
     assert emails(new_ticket_recipients(TEAM, None, NOW, managers_get_new=True)) == [
         "anna@firma.pl", "bob@firma.pl", "szef@firma.pl"]
     assert emails(new_ticket_recipients(TEAM, "anna@firma.pl", NOW, exclude="anna@firma.pl")) == []
+    # nobody at work (a weekend, everyone away): the managers hear of it
+    assert emails(new_ticket_recipients(TEAM, None, NOW, present=[])) == ["szef@firma.pl"]
+    assert emails(new_ticket_recipients(TEAM, None, NOW, present=[BOB])) == ["bob@firma.pl"]
 
 
 def test_a_follow_up_goes_to_the_assignee_only_while_assigned() -> None:

@@ -83,9 +83,10 @@ def test_four_attacks(mode: str, db: str, request: pytest.FixtureRequest, tmp_pa
     # 3. #verify for a stranger's ticket
     box.add(forged("anna@firma.pl", "Re: [SUP-3] Oferta", "<x3@evil.example>",
                    "#verify\n#priority P1\n#internal\nKnown customer.", sent("anna@firma.pl", "SUP-3")))
-    # 4. the requester adding someone in Cc
+    # 4. the requester adding someone in Cc (an address of the customer's own domain: another
+    #    domain is never added by a customer's mail anyway)
     box.add(forged("jan@acme.pl", "Re: [SUP-2] Faktura", "<x4@evil.example>", "Please copy my colleague.",
-                   sent("jan@acme.pl", "SUP-2", "ack"), headers={"Cc": "attacker@evil.example"}))
+                   sent("jan@acme.pl", "SUP-2", "ack"), headers={"Cc": "intruder@acme.pl"}))
     daemon = run()
     # the consultant's genuine answer on SUP-2 afterwards: who does the customer's thread reach?
     box.add(make_mail(sender="anna@firma.pl", subject="Re: [SUP-2] Faktura", msgid="<real@firma.pl>",
@@ -109,16 +110,16 @@ def test_four_attacks(mode: str, db: str, request: pytest.FixtureRequest, tmp_pa
         assert [a.get_filename() for a in relay.parsed.iter_attachments()] == ["tool.exe"]
         assert t2.status in ("resolved", "waiting") and resolved_mail
         assert t3.verified and t3.priority == "P1"
-        assert "attacker@evil.example" in (t2.participants or [])
+        assert "intruder@acme.pl" in (t2.participants or [])
         assert refused == 0
     else:
         assert booked == 0, "nothing booked"
-        assert t1.status != "closed" and t1.priority != "P4" and t1.assigned_to is None
+        assert t1.status != "closed" and t1.priority != "P4" and t1.assigned_to != "szef@firma.pl"
         assert to_kari == [], "neither the text nor the .exe reached the customer"
         assert t2.resolved_at is None and resolved_mail == [], "the customer got no 'resolved' mail"
         assert not t3.verified and t3.priority != "P1", "the stranger's ticket stays unverified"
-        assert "attacker@evil.example" not in (t2.participants or [])
-        assert not smtp_sink.received_for("attacker@evil.example"), "the attacker is copied on nothing"
+        assert "intruder@acme.pl" not in (t2.participants or [])
+        assert not smtp_sink.received_for("intruder@acme.pl"), "the intruder is copied on nothing"
         assert refused == 3
         notices = [m for m in mails if "Nie zastosowano" in str(m.parsed["Subject"])]
         assert sorted(r for m in notices for r in m.rcpt_tos) == ["anna@firma.pl", "anna@firma.pl", "szef@firma.pl"]

@@ -23,7 +23,9 @@ UTC = timezone.utc
 BOB = '\n[[consultants]]\nemail = "bob@firma.pl"\nname = "Bob Kowal"\nrole = "consultant"\nlanguage = "en"\n'
 # every day a working day: the consultants are present whatever day the test runs on
 EVERY_DAY = ('\n[calendar]\nworking_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]\n'
-             'holidays_country = ""\n')
+             'holidays_country = ""\n'
+             # no automatic assignment: a new ticket goes to every present consultant
+             '\n[assignment]\nmode = "none"\n')
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF\r\n"
 
 

@@ -20,7 +20,9 @@ from tests.helpers import Clock, consultant_to, maildir_source, make_mail, write
 
 UTC = timezone.utc
 EVERY_DAY = ('\n[calendar]\nworking_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]\n'
-             'holidays_country = ""\n')
+             'holidays_country = ""\n'
+             # no automatic assignment: a new ticket goes to every present consultant
+             '\n[assignment]\nmode = "none"\n')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

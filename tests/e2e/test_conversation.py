@@ -132,11 +132,11 @@ def test_consultant_relay_goes_to_customer_addresses_on_the_thread(env: dict[str
         kinds = {e.kind: e.detail for e in session.scalars(select(Event).where(Event.ticket_id == 1))}
     assert kinds["priority"]["reason"] == "produkcja stoi"
     assert kinds["participants_dropped"]["addresses"] == ["ksiegowa@biuro-zewn.pl"]
-    env["box"].add(make_mail(sender="Anna Nowak <anna@firma.pl>", subject="RE: [SUP-1] Migracja",
+    env["box"].add(make_mail(to=consultant_to(env["path"]), sender="Anna Nowak <anna@firma.pl>", subject="RE: [SUP-1] Migracja",
                              msgid="<m3@firma.pl>", headers={"Cc": "ksiegowa@biuro-zewn.pl"},
                              body="Dołączam księgową.\n"))
     cycle(env)
-    env["box"].add(make_mail(sender="Anna Nowak <anna@firma.pl>", subject="RE: [SUP-1] Migracja",
+    env["box"].add(make_mail(to=consultant_to(env["path"]), sender="Anna Nowak <anna@firma.pl>", subject="RE: [SUP-1] Migracja",
                              msgid="<m4@firma.pl>", body="Gotowe.\n"))
     cycle(env)
     [done] = [m for m in env["sink"].messages if "Gotowe" in m.parsed.get_body(("plain",)).get_content()]

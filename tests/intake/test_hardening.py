@@ -13,7 +13,7 @@ from sqlalchemy import select
 from maild.config import load_config
 from maild.ops.daemon import Daemon
 from maild.storage.models import Intake, Ticket
-from tests.helpers import maildir_source, make_mail, write_config
+from tests.helpers import consultant_to, maildir_source, make_mail, write_config
 
 UTC = timezone.utc
 
@@ -92,7 +92,7 @@ def test_a_new_ticket_takes_at_most_ten_participants_of_the_customers_domain(env
         assert ticket.participants[0] == "jan@acme.pl"
         assert all(a.endswith("@acme.pl") for a in ticket.participants)
     env["box"].add(make_mail(sender="Anna Nowak <anna@firma.pl>", subject="Re: [SUP-1] Wszyscy",
-                             msgid="<p2@firma.pl>", body="Odpowiedź.\n"))
+                             msgid="<p2@firma.pl>", body="Odpowiedź.\n", to=consultant_to(config)))
     run(config)
     [relay] = [m for m in env["sink"].messages if "Odpowiedź" in m.parsed.get_body(("plain",)).get_content()]
     assert len(relay.rcpt_tos) == 10

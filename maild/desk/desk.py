@@ -140,15 +140,18 @@ class TicketDesk:
         self.automatic_domain_counts = store.recent_automatic_by_domain(
             self.session, {store.rate_domain(k) for k in keys}, since)
 
-    def automatic_limit_reached(self, address: str) -> str | None:
-        """Why no more automatic mail may go to ``address`` this hour, or None."""
+    def automatic_limit_reached(self, address: str, per_domain: bool = True) -> str | None:
+        """Why no more automatic mail may go to ``address`` this hour, or None.
+
+        ``per_domain``: also the limit per domain; False for a verified customer,
+        whose colleagues may well open dozens of tickets an hour."""
         support = self.ctx.config.support
         key = store.rate_key(address)
         if self.automatic_counts.get(key, 0) >= support.max_auto_replies_per_hour:
             return (f"rate limit: {support.max_auto_replies_per_hour} automatic mails an hour to {address} "
                     f"(its plus-addresses and spellings count as one)")
         domain = store.rate_domain(key)
-        if self.automatic_domain_counts.get(domain, 0) >= support.max_auto_replies_per_domain_per_hour:
+        if per_domain and self.automatic_domain_counts.get(domain, 0) >= support.max_auto_replies_per_domain_per_hour:
             return (f"rate limit: {support.max_auto_replies_per_domain_per_hour} automatic mails an hour to "
                     f"the domain {domain}")
         return None

@@ -640,13 +640,13 @@ class Ingestor:
         to = ticket.requester if on_behalf is not None else msg.from_addr
         if not to or to in ctx.screen.own_addresses:
             return None
-        limited = desk.automatic_limit_reached(to)
+        known = resolution.customer is not None
+        audience = "customer" if known and resolution.verified else ("unverified" if known else "stranger")
+        limited = desk.automatic_limit_reached(to, per_domain=audience != "customer")
         if limited is not None:
             desk.add_event(ticket.id, "ack_suppressed", now, reasons=[limited])
             return None
         contract = resolution.contract
-        known = resolution.customer is not None
-        audience = "customer" if known and resolution.verified else ("unverified" if known else "stranger")
         spent = resolution.fell_back_package
         rate = contract.hourly_rate_cents if contract is not None else None
         if rate is None and spent is not None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 import tomllib
 import unicodedata
+from bisect import bisect_left
+from functools import lru_cache
 from calendar import monthrange
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -206,7 +208,16 @@ def default_peak_windows() -> tuple[PeakWindow, ...]:
 
 
 def active_windows(day: date, windows: Sequence[PeakWindow]) -> tuple[PeakWindow, ...]:
-    """Windows active on local date ``day``, in the order given."""
+    """Windows active on local date ``day``, in the order given.
+
+    Cached per day: a batch of mail arrives on one or two days, and the statutory
+    rules (moved deadlines, last working days) cost a few holiday lookups each.
+    """
+    return _active_on(day, tuple(windows))
+
+
+@lru_cache(maxsize=256)
+def _active_on(day: date, windows: tuple[PeakWindow, ...]) -> tuple[PeakWindow, ...]:
     return tuple(window for window in windows if window.is_active(day))
 
 
@@ -215,11 +226,22 @@ _VOWELS = frozenset("aeiouy")
 _EXACT_UP_TO = 3
 
 
-def _fold(text: str) -> str:
-    if text.isascii():
-        return text.casefold()
-    decomposed = unicodedata.normalize("NFKD", text.casefold().replace("ł", "l"))
+def _strip_marks(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.replace("ł", "l"))
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+# Latin letters with marks (up to U+024F, which holds every Polish letter) folded once, so a
+# 2,000-character mail is one str.translate instead of a Python loop over its characters.
+_LATIN_FOLD = {code: _strip_marks(chr(code)) for code in range(0x80, 0x250) if _strip_marks(chr(code)) != chr(code)}
+
+
+def _fold(text: str) -> str:
+    folded = text.casefold()
+    if folded.isascii():
+        return folded
+    folded = folded.translate(_LATIN_FOLD)
+    return folded if folded.isascii() else _strip_marks(folded)
 
 
 def _tokens(text: str) -> list[str]:
@@ -238,13 +260,37 @@ def _token_matches(topic: str, word: str) -> bool:
     return word.startswith(_token_stem(topic))
 
 
-def _phrase_in(phrase: list[str], words: list[str]) -> bool:
+@lru_cache(maxsize=4096)
+def _topic_tokens(topic: str) -> tuple[str, ...]:
+    return tuple(_tokens(topic))
+
+
+class _Words:
+    """A text's words, for asking "does this topic word occur" in O(log n) instead of a scan."""
+
+    def __init__(self, text: str) -> None:
+        self.words = _tokens(text)
+        self.exact = frozenset(self.words)
+        self.sorted = sorted(self.exact)
+
+    def has(self, topic: str) -> bool:
+        if len(topic) <= _EXACT_UP_TO or topic.isdigit():
+            return topic in self.exact
+        stem = _token_stem(topic)
+        at = bisect_left(self.sorted, stem)
+        return at < len(self.sorted) and self.sorted[at].startswith(stem)
+
+
+def _phrase_in(phrase: tuple[str, ...], words: _Words) -> bool:
     span = len(phrase)
-    if not span:
+    if not span or not all(words.has(topic) for topic in phrase):
         return False
+    if span == 1:
+        return True
+    seq = words.words
     return any(
-        all(_token_matches(topic, words[start + offset]) for offset, topic in enumerate(phrase))
-        for start in range(len(words) - span + 1)
+        all(_token_matches(topic, seq[start + offset]) for offset, topic in enumerate(phrase))
+        for start in range(len(seq) - span + 1)
     )
 
 
@@ -257,10 +303,10 @@ def peak_match(text: str, day: date, windows: Sequence[PeakWindow]) -> PeakMatch
     active = active_windows(day, windows)
     if not active:
         return None
-    words = _tokens(text)
+    words = _Words(text)
     best: PeakMatch | None = None
     for window in active:
-        found = tuple(topic for topic in window.topic_words if _phrase_in(_tokens(topic), words))
+        found = tuple(topic for topic in window.topic_words if _phrase_in(_topic_tokens(topic), words))
         if found and (best is None or len(found) > len(best.words)):
             best = PeakMatch(window.name, found)
     return best

@@ -322,3 +322,25 @@ LABEL = {"pl": "x", "en": "x"}
 def test_config_errors_name_the_window_and_key(raw: list[object], where: str) -> None:
     with pytest.raises(PeakConfigError, match=where):
         windows_from_config(raw)  # type: ignore[arg-type]
+
+
+@given(st.text(max_size=200))
+def test_the_fast_fold_equals_the_general_one(text: str) -> None:
+    from maild.rules.peak import _fold, _strip_marks
+
+    assert _fold(text) == _strip_marks(text.casefold())
+
+
+@given(st.text(alphabet=st.sampled_from("abcdeklłąęśżźćńóVATJPKZUS -_0123456789"), max_size=120),
+       st.dates(min_value=date(2026, 1, 1), max_value=date(2027, 12, 31)))
+def test_the_indexed_topic_match_equals_a_scan(text: str, day: date) -> None:
+    from maild.rules.peak import _phrase_in, _token_matches, _tokens, _topic_tokens, _Words
+
+    words = _Words(text)
+    for window in DEFAULTS:
+        for topic in window.topic_words:
+            phrase = _topic_tokens(topic)
+            scan = any(all(_token_matches(t, words.words[i + k]) for k, t in enumerate(phrase))
+                       for i in range(len(words.words) - len(phrase) + 1))
+            assert _phrase_in(phrase, words) == scan, (topic, text)
+    assert _tokens(text) == words.words

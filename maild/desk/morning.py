@@ -21,7 +21,7 @@ from maild.desk.desk import TicketDesk
 from maild.desk.digest import DigestTicket, breaches_on, digest_day, digest_key, digest_lines, previous_working_day
 from maild.desk.digest_html import digest_html_part
 from maild.desk.notifier import Notifier
-from maild.desk.team import Team
+from maild.desk.team import absences_in_digest
 from maild.rules.prioritise import TIER_NAMES
 from maild.storage import store
 from maild.storage.models import OutboxRow, Ticket
@@ -35,7 +35,10 @@ class Digest:
     """One person's digest: the template context (and what the HTML part shows)."""
 
     def __init__(self, person: Consultant, day: date, everything: bool, rows: list[dict[str, Any]],
-                 breaches: list[dict[str, Any]], previous_day: date, new_ticket_address: str) -> None:
+                 breaches: list[dict[str, Any]], previous_day: date, new_ticket_address: str,
+                 absences: list[dict[str, str]] | None = None, nobody_present: bool = False) -> None:
+        self.absences = absences or []
+        self.nobody_present = nobody_present
         self.person = person
         self.day = day
         self.everything = everything
@@ -48,7 +51,8 @@ class Digest:
     def context(self) -> dict[str, Any]:
         return {"day": self.day.isoformat(), "everything": self.everything, "rows": self.rows,
                 "overdue": sum(1 for r in self.rows if r["overdue"]), "breaches": self.breaches,
-                "previous_day": self.previous_day.isoformat(), "new_ticket_address": self.new_ticket_address}
+                "previous_day": self.previous_day.isoformat(), "new_ticket_address": self.new_ticket_address,
+                "absences": self.absences, "nobody_present": self.nobody_present}
 
 
 def _open_queue(desk: TicketDesk) -> list[DigestTicket]:
@@ -82,14 +86,18 @@ def digest_for(desk: TicketDesk, notifier: Notifier, person: Consultant, day: da
     previous = previous_working_day(day, desk.ctx.calendar)
     rows = digest_lines(tickets, now, who=person.email, everything=everything)
     breaches = breaches_on(_breached(desk, previous), previous, desk.ctx.calendar.tz) if everything else []
+    # Who is away now or within two weeks, and whether anyone is at work today: the
+    # team reads the digest to know who covers for whom.
+    team = desk.team
+    absences = [{"name": c.name, "email": c.email, "from": a.start.isoformat(), "until": a.until.isoformat(),
+                 "note": a.note} for c, a in absences_in_digest(team, now)]
     return Digest(person, day, everything, rows, breaches, previous,
-                  notifier.personal_address(desk.session, person.email))
+                  notifier.personal_address(desk.session, person.email), absences, not team.present(now))
 
 
 def recipients(desk: TicketDesk, now: datetime) -> list[Consultant]:
     """Each present consultant (presence, #15) and every manager."""
-    team = Team(desk.session, desk.ctx.config, desk.ctx.calendar)
-    return [*team.present(now), *desk.ctx.config.managers]
+    return [*desk.team.present(now), *desk.ctx.config.managers]
 
 
 def queue_digest(desk: TicketDesk, digest: Digest, now: datetime, key: str | None = None) -> str | None:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import sessionmaker
 
 from maild.desk.context import DeskContext
 from maild.desk.desk import TicketDesk, by_language
+from maild.desk.notifier import Notifier
 from maild.outbound.render import first_lines
 from maild.storage import store
 from maild.storage.models import MessageRow, Ticket
@@ -42,9 +43,11 @@ class SweepResult:
 
 
 class Sweeper:
-    def __init__(self, ctx: DeskContext, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, ctx: DeskContext, sessions: sessionmaker[Session], notifier: Notifier | None = None) -> None:
         self.ctx = ctx
         self.sessions = sessions
+        # tells a consultant who is handed an absent colleague's ticket
+        self.notifier = notifier
 
     def sweep(self, now: datetime, limit: int = 1000) -> SweepResult:
         result = SweepResult()
@@ -57,9 +60,21 @@ class Sweeper:
                     for ticket in due:
                         result.examined += 1
                         self._escalate(desk, ticket, now, result, excerpts.get(ticket.id, ""))
-            for ticket, to, was in desk.reassign_absent(now):
+            moved = desk.reassign_absent(now)
+            for ticket, to, was in moved:
                 result.reassigned += 1
                 log.info("%s reassigned from %s to %s (away)", self.ctx.ref(ticket.id), was, to)
+            if moved and self.notifier is not None and self.ctx.config.notifications.enabled:
+                self.notifier.load(self.sessions)
+                texts = _first_texts(session, [t.id for t, _, _ in moved])
+                for ticket, to, was in moved:
+                    person = self.ctx.consultant(to) if to else None
+                    if person is None:
+                        continue
+                    view = self.notifier.view(desk, ticket, now, {})
+                    self.notifier.notify(desk, ticket, "new", [person], view=view, body=texts.get(ticket.id, ""),
+                                         trimmed=False, attachments=[], author=was,
+                                         source=f"reassigned:{was}:{now.date().isoformat()}", root_id=None, now=now)
             cutoff = now - timedelta(days=self.ctx.config.support.close_after_days)
             for ticket in store.resolved_older_than(session, cutoff):
                 desk.close_quiet(ticket, now)

@@ -156,7 +156,7 @@ class Daemon:
         self.parse_ahead = ParseAhead(config.limits, config.parse_timeout_seconds, heartbeat=_watchdog_ping)
         self.mailbox_lock = MailboxLock(self.sessions.kw["bind"], _mailbox_identity(config))
         self._standby_logged = False
-        self.sweeper = Sweeper(self.ingestor.ctx, self.sessions)
+        self.sweeper = Sweeper(self.ingestor.ctx, self.sessions, self.ingestor.notifier)
         self.outbox = Outbox(self.sessions, self.renderer, config.smtp,
                              Sender(config.from_address, config.from_name, config.support.instance_id),
                              self.blobs, clock, retry_base=timedelta(seconds=config.daemon.smtp_retry_base_seconds))

@@ -143,3 +143,50 @@ def test_away_and_back_by_mail(tmp_path: Path, smtp_sink: Any, url: str) -> None
     w.run()
     error = [m for m in w.sink.messages if m.rcpt_tos == ["anna@firma.pl"]][-1]
     assert "linia 1: #away 2026-12-24..2026-12-20" in body(error) and "[" not in error.parsed["Subject"]
+
+
+def test_digest_lists_absences_and_says_when_nobody_is_present(tmp_path: Path, smtp_sink: Any) -> None:
+    from maild.cli.main import main as cli_main
+    from maild.config import load_config
+    from maild.ops.daemon import Daemon
+    from tests.helpers import Clock, maildir_source, make_mail, write_config
+
+    path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, notifications="")
+    box = __import__("mailbox").Maildir(tmp_path / "Maildir", create=True)
+    box.add(make_mail(subject="Awaria", msgid="<n1@acme.pl>"))
+    assert cli_main(["--config", str(path), "consultants", "away", "anna@firma.pl",
+                     "--from", "2026-12-07", "--until", "2026-12-09", "--note", "L4"]) == 0
+    clock = Clock(warsaw("2026-12-07 09:00"))
+    Daemon(load_config(path), clock).run_once()
+    digests = [m for m in smtp_sink.messages if "Kolejka" in str(m.parsed["Subject"])]
+    assert [m.rcpt_tos for m in digests] == [["szef@firma.pl"]]        # Anna is away: the manager only
+    text = body(digests[0])
+    assert "Dziś nikt z konsultantów nie jest obecny" in text
+    assert "Anna Nowak <anna@firma.pl>: 7.12.2026 r. - 9.12.2026 r. (L4)" in text
+    # the new ticket went to the manager, unassigned
+    with Daemon(load_config(path), clock).sessions() as s:
+        assert s.get(Ticket, 1).assigned_to is None                   # type: ignore[union-attr]
+
+
+def test_the_new_assignee_hears_of_a_reassigned_ticket(tmp_path: Path, smtp_sink: Any) -> None:
+    from maild.config import load_config
+    from maild.ops.daemon import Daemon
+    from tests.helpers import Clock, maildir_source, make_mail, write_config
+
+    path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, notifications="",
+                        customers=PREFERS_PIOTR, extra=PIOTR_AWAY + ASSIGN)
+    box = __import__("mailbox").Maildir(tmp_path / "Maildir", create=True)
+    box.add(make_mail(sender="kari@nord.no", subject="Printing question", msgid="<r1@nord.no>",
+                      body="The invoice printout is cut off.\n"))
+    clock = Clock(warsaw("2026-11-20 10:00"))          # the Friday before Piotr's week away
+    Daemon(load_config(path), clock).run_once()
+    assert [m.rcpt_tos for m in smtp_sink.messages if "SUP-1" in str(m.parsed["Subject"])
+            and m.rcpt_tos != ["kari@nord.no"]] == [["piotr@firma.pl"]]
+    clock.now = warsaw("2026-11-23 08:30")             # Monday: Piotr is away
+    Daemon(load_config(path), clock).run_once()
+    def to_anna() -> list[Any]:   # her digest aside
+        return [m for m in smtp_sink.messages if m.rcpt_tos == ["anna@firma.pl"] and "SUP-1" in str(m.parsed["Subject"])]
+    [told] = to_anna()
+    assert "The invoice printout is cut off." in body(told)
+    Daemon(load_config(path), clock).run_once()        # once: a second sweep tells nobody again
+    assert len(to_anna()) == 1

@@ -185,11 +185,13 @@ def _read(stream: BinaryIO) -> Any:
 def _worker_main(jobs_fd: int, results_fd: int, progress: _Progress, limits: ParseLimits, parent_pid: int,
                  job: tuple[int, list[bytes], list[int | None]] | None) -> None:
     """The forked worker: parse jobs until the pipe closes (or, given ``job``, that one only)."""
-    for fd in list(_PARENT_FDS):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    # Keep only the worker's own pipes: every other descriptor the fork copied (the
+    # daemon's sockets, a listening metrics port, other workers' pipes) would stay
+    # open as long as this worker lives, holding a port or a connection for it.
+    low, high = sorted((jobs_fd, results_fd))
+    os.closerange(3, low)
+    os.closerange(low + 1, high)
+    os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
     _die_with_parent(parent_pid)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)

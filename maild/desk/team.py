@@ -96,7 +96,9 @@ class Team:
 
     def present(self, at: datetime) -> list[Consultant]:
         """Consultants (not managers) present on ``at``'s local day."""
-        day = self.local_day(at)
+        return self.present_on(self.local_day(at))
+
+    def present_on(self, day: date) -> list[Consultant]:
         return [c for c in self.config.consultants if c.role == "consultant" and self.is_present(c, day)]
 
     # ------------------------------------------------------------ assignment
@@ -243,8 +245,7 @@ class Team:
         for i in range(days):
             day = start + timedelta(days=i)
             if self.calendar.is_business_day(day):
-                out.append((day, sum(1 for c in self.config.consultants
-                                     if c.role == "consultant" and self.is_present(c, day))))
+                out.append((day, len(self.present_on(day))))
         return out
 
     def _first_responses(self, at: datetime) -> list[tuple[str, datetime, datetime]]:
@@ -261,8 +262,7 @@ class Team:
         for i in range(1, HISTORY_DAYS + 1):
             day = today - timedelta(days=i)
             if self.calendar.is_business_day(day):
-                present[day] = sum(1 for c in self.config.consultants
-                                   if c.role == "consultant" and self.is_present(c, day))
+                present[day] = len(self.present_on(day))
         return handling_rate(answered, present)
 
     def overtaking_rate(self, at: datetime, tier: int, priority: str) -> float:

@@ -50,7 +50,7 @@ from maild.desk.notifications import (
 )
 from maild.desk.notifier import Notifier
 from maild.desk.participants import Joining, screen_participants
-from maild.desk.team import Team, TeamError
+from maild.desk.team import TeamError
 from maild.errors import MaildError
 from maild.intake.lookup import DeskThreadLookup
 from maild.rules.contracts import Resolution, resolve
@@ -124,7 +124,6 @@ class _Batch:
     first_copies: dict[str, InboundMessage] = field(default_factory=dict)
     recorded: set[str] = field(default_factory=set)
     minutes_left: dict[str, int | None] = field(default_factory=dict)  # per contract, for notifications
-    team: Team | None = None  # presence, read once per batch when a notification needs it
 
 
 @dataclass
@@ -955,10 +954,7 @@ class Ingestor:
     def _present(self, at: datetime) -> list[Consultant]:
         """Consultants at work at ``at`` (presence, #15: their days, the calendar, absences), read once
         per batch; intake asks at processing time: who is there to read it now."""
-        batch = self._active
-        if batch.team is None:
-            batch.team = Team(batch.session, self.ctx.config, self.ctx.calendar)
-        return batch.team.present(at)
+        return self._active.desk.team.present(at)
 
     def _consultant_writers(self, session: Session, ticket_id: int) -> list[str]:
         return list(session.scalars(

@@ -499,7 +499,7 @@ class Ingestor:
         if is_consultant and decision.ticket is not None:
             return self._consultant_mail(session, mail, msg, screening, decision, now)
         if is_consultant and not screening.automatic:
-            presence = self._presence_request(mail, msg, now)
+            presence = self._presence_request(session, mail, msg, screening, now)
             if presence is not None:
                 return presence
         if decision.ticket is not None:
@@ -750,7 +750,8 @@ class Ingestor:
         log.info("%s %s -> %s customer reply (%s)", mail.source_key, msg.message_id, ref, decision.rule)
         return "reply", ticket.id
 
-    def _presence_request(self, mail: FetchedMail, msg: InboundMessage, now: datetime) -> tuple[str, None] | None:
+    def _presence_request(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
+                          now: datetime) -> tuple[str, int | None] | None:
         """A consultant's own mail with ``#away``/``#back`` (and nothing else): about them, not a ticket.
 
         Answered with a confirmation, or an error naming the line; never a ticket.
@@ -763,6 +764,10 @@ class Ingestor:
             return None
         consultant = self.ctx.consultant(msg.from_addr)
         assert consultant is not None
+        # A forged From must not mark a consultant away (and hand their tickets to others).
+        authority = self._authority(session, msg, consultant.email)
+        if not authority.granted:
+            return self._unproven(mail, msg, screening, None, consultant, new_text, "", authority, now)
         desk = self._active.desk
         errors: list[dict[str, Any]] = [
             {"line_no": e.line_no, "line": e.line, "reason": e.reason, "code": e.code, "params": dict(e.params)}

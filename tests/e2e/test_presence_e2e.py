@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from maild.storage.models import Event, Ticket
+from maild.storage.models import AbsenceRow, Event, Ticket
+from tests.helpers import consultant_to
 from tests.e2e.test_sla_e2e import CUSTOMERS, MORE_PEOPLE, T0, World, body, warsaw
 
 ASSIGN = '\n[assignment]\nmode = "least_loaded"\n'
@@ -119,10 +120,20 @@ def test_ack_tells_place_in_queue_and_estimate(tmp_path: Path, smtp_sink: Any, u
 
 def test_away_and_back_by_mail(tmp_path: Path, smtp_sink: Any, url: str) -> None:
     w = World(tmp_path, smtp_sink, T0, extra=MORE_PEOPLE + ASSIGN, database_url=url)
-    w.mail(sender="Anna <anna@firma.pl>", subject="urlop", msgid="<away1@firma.pl>",
-           body="#away 2026-11-17..2026-11-18 urlop\n")
+    # Anyone can write Anna's address in From: without proof nothing is recorded
+    w.mail(sender="Anna <anna@firma.pl>", subject="urlop", msgid="<forged@evil.example>",
+           body="#away 2026-11-01..2027-11-01\n", to="support@firma.pl")
     w.run()
-    [confirm] = [m for m in w.sink.messages if m.rcpt_tos == ["anna@firma.pl"]]
+    to_anna = [m for m in w.sink.messages if m.rcpt_tos == ["anna@firma.pl"]]
+    assert to_anna and not any("nieobecność" in body(m) for m in to_anna), [m.parsed["Subject"] for m in to_anna]
+    with w.daemon.sessions() as s:
+        assert s.scalars(select(AbsenceRow)).all() == []
+    seen = len(w.sink.messages)
+    mine = consultant_to(w.path)            # her personal address, shown in every notification: proof
+    w.mail(sender="Anna <anna@firma.pl>", subject="urlop", msgid="<away1@firma.pl>",
+           body="#away 2026-11-17..2026-11-18 urlop\n", to=mine)
+    w.run()
+    [confirm] = [m for m in w.sink.messages[seen:] if m.rcpt_tos == ["anna@firma.pl"]]
     assert "nieobecność od 17.11.2026 r. do 18.11.2026 r. włącznie" in body(confirm)
     assert confirm.parsed["In-Reply-To"] == "<away1@firma.pl>"
     with w.daemon.sessions() as s:
@@ -133,13 +144,14 @@ def test_away_and_back_by_mail(tmp_path: Path, smtp_sink: Any, url: str) -> None
     w.mail(subject="Problem 2", msgid="<q2@acme.pl>")
     w.run()
     assert set(assignees(w).values()) == {"piotr@firma.pl"}
-    w.mail(sender="anna@firma.pl", subject="wracam", msgid="<back1@firma.pl>", body="#back\n")
+    w.mail(sender="anna@firma.pl", subject="wracam", msgid="<back1@firma.pl>", body="#back\n", to=mine)
     w.run()
     w.mail(subject="Problem 3", msgid="<q3@acme.pl>")
     w.run()
     assert assignees(w)[3] == "anna@firma.pl"                            # back, and the least loaded
     # a bad range is an error naming the line; nothing recorded
-    w.mail(sender="anna@firma.pl", subject="urlop", msgid="<away2@firma.pl>", body="#away 2026-12-24..2026-12-20\n")
+    w.mail(sender="anna@firma.pl", subject="urlop", msgid="<away2@firma.pl>", body="#away 2026-12-24..2026-12-20\n",
+           to=mine)
     w.run()
     error = [m for m in w.sink.messages if m.rcpt_tos == ["anna@firma.pl"]][-1]
     assert "linia 1: #away 2026-12-24..2026-12-20" in body(error) and "[" not in error.parsed["Subject"]

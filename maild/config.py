@@ -168,6 +168,11 @@ class DaemonSettings:
     retry_min_seconds: int = 1
     retry_max_seconds: int = 60
     smtp_retry_base_seconds: int = 30
+    # On PostgreSQL, how soon another daemon reads the mailbox when its reader is
+    # gone: a standby tries the mailbox lock at least this often, and the lock's
+    # database session is dropped by the server this long after the reader's
+    # host went silent (TCP keepalive), not the kernel's two hours.
+    takeover_seconds: int = 10
 
 
 @dataclass(frozen=True)
@@ -789,6 +794,7 @@ def _daemon(top: _Section, file: str) -> DaemonSettings:
         retry_min_seconds=retry_min,
         retry_max_seconds=dm.integer("retry_max_seconds", 60, retry_min, 3600),
         smtp_retry_base_seconds=dm.integer("smtp_retry_base_seconds", 30, 1, 3600),
+        takeover_seconds=dm.integer("takeover_seconds", 10, 2, 300),
     )
     dm.done()
     return daemon

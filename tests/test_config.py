@@ -57,6 +57,8 @@ def test_minimal_config_defaults(tmp_path: Path) -> None:
     assert isinstance(cfg.source, MaildirSettings)  # type: ignore[attr-defined]
     assert cfg.smtp.port == 25  # type: ignore[attr-defined]
     assert cfg.support.ticket_prefix == "SUP"  # type: ignore[attr-defined]
+    assert cfg.daemon.takeover_seconds == 10  # type: ignore[attr-defined]
+    assert load(tmp_path, BASE + "[daemon]\ntakeover_seconds = 3\n").daemon.takeover_seconds == 3  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -75,6 +77,8 @@ def test_minimal_config_defaults(tmp_path: Path) -> None:
         ("[packages]\nsizes = [4, 5]\n", "packages.validity_months", "5 h"),
         ('[[consultants]]\nemail = "not-an-address"\n', "consultants[0].email", "not an e-mail"),
         ('[[consultants]]\nemail = "support@firma.pl"\n', "consultants[0].email", "support address"),
+        ("[daemon]\ntakeover_seconds = 1\n", "daemon.takeover_seconds", "between 2 and 300"),
+        ("[daemon]\ntakeover_seconds = 301\n", "daemon.takeover_seconds", "between 2 and 300"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, extra: str, key: str, reason: str) -> None:

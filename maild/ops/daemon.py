@@ -154,7 +154,8 @@ class Daemon:
         self.renderer = load_renderer(config.templates_path)
         self.ingestor = Ingestor(Context.build(config, customers), self.sessions, self.blobs, clock)
         self.parse_ahead = ParseAhead(config.limits, config.parse_timeout_seconds, heartbeat=_watchdog_ping)
-        self.mailbox_lock = MailboxLock(self.sessions.kw["bind"], _mailbox_identity(config))
+        self.mailbox_lock = MailboxLock(self.sessions.kw["bind"], _mailbox_identity(config),
+                                        config.daemon.takeover_seconds)
         self._standby_logged = False
         self.sweeper = Sweeper(self.ingestor.ctx, self.sessions, self.ingestor.notifier)
         self.outbox = Outbox(self.sessions, self.renderer, config.smtp,
@@ -222,6 +223,10 @@ class Daemon:
                 log.info("another daemon reads %s; this one sweeps and sends until it can take over",
                          self.mailbox_lock.identity)
                 self._standby_logged = True
+            if not self._ready:
+                # a standby is up and useful (it sends): systemd's Type=notify start must not time out
+                self._ready = True
+                notify("READY=1", "STATUS=standby: another daemon reads the mailbox; sweeping and sending")
             return totals
         self._standby_logged = False
         self.source.connect()
@@ -341,7 +346,10 @@ class Daemon:
         self.send_digests()
         self.check_health()
         self.apply_retention()
-        report.outbox = self.drain(self.config.daemon.slice_seconds)
+        budget = self.config.daemon.slice_seconds
+        if not self.mailbox_lock.reading:  # a standby sends in short turns, so it tries the lock often
+            budget = min(budget, self.config.daemon.takeover_seconds)
+        report.outbox = self.drain(budget)
         if self.metrics is not None:
             self.metrics.observe_cycle(report.ingested, report.escalations, report.outbox.sent)
             with self.sessions() as session:
@@ -542,7 +550,7 @@ class Daemon:
             log.info("recovered after %d failed attempts", self.failures)
         self.failures, self._fault_kind = 0, ""
         notify("WATCHDOG=1", f"STATUS={report.summary()}")
-        if report.ingested:
+        if report.ingested or report.outbox.sent or report.outbox.failed:
             log.info("cycle: %s", report.summary())
         return True
 
@@ -575,9 +583,12 @@ class Daemon:
             log.debug("health check skipped while failing: %s", exc)
 
     def wait_seconds(self) -> float:
-        """How long to wait for mail before the next full cycle: the cycle period,
-        the watchdog's ping interval, or the SMTP backoff, whichever ends first."""
+        """How long to wait for mail before the next full cycle: the cycle period (for a
+        standby, ``takeover_seconds``: its next try of the mailbox lock), the watchdog's
+        ping interval, or the SMTP backoff, whichever ends first."""
         wait = float(self.config.daemon.cycle_seconds)
+        if not self.mailbox_lock.reading:
+            wait = min(wait, self.config.daemon.takeover_seconds)
         ping = watchdog_interval()
         if ping:
             wait = min(wait, ping)

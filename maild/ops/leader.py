@@ -2,8 +2,13 @@
 
 The daemon that holds a PostgreSQL advisory lock, keyed on the mailbox, reads
 the mail; the others sweep and send (rows are claimed with SKIP LOCKED) and
-take over when the holder's database session ends, as it does when the holder
-dies. With SQLite one process at a time reads and sends (``SqliteRunLock``).
+take over when the holder's database session ends. A killed process's socket
+is closed by its kernel, so the server ends the session at once; a host that
+dies (power, kernel panic, a cut cable) closes nothing, and without keepalive
+the server would keep the session, and the lock, for the kernel's two hours
+and more. So the lock's session asks the server to probe the peer after a
+few seconds of silence and drop it within ``[daemon] takeover_seconds``.
+With SQLite one process at a time reads and sends (``SqliteRunLock``).
 """
 from __future__ import annotations
 
@@ -29,14 +34,45 @@ def mailbox_key(identity: str) -> int:
     return int.from_bytes(hashlib.sha256(identity.encode()).digest()[:8], "big", signed=True)
 
 
+def keepalive_settings(takeover_seconds: int) -> dict[str, int]:
+    """Server-side TCP settings for the lock's session: a silent peer is dropped after about
+    ``takeover_seconds`` (probes from half of it; ``tcp_user_timeout`` ends the connection once
+    they go unanswered that long since the peer was last heard, whatever the probe count)."""
+    return {
+        "tcp_keepalives_idle": max(1, takeover_seconds // 2),
+        "tcp_keepalives_interval": max(1, takeover_seconds // 4),
+        "tcp_keepalives_count": 3,
+        "tcp_user_timeout": takeover_seconds * 1000,  # milliseconds
+    }
+
+
 class MailboxLock:
-    def __init__(self, engine: Engine, identity: str) -> None:
+    def __init__(self, engine: Engine, identity: str, takeover_seconds: int = 10) -> None:
         self.engine = engine
         self.identity = identity
         self.key = mailbox_key(identity)
         self.enabled = engine.dialect.name == "postgresql"
+        self.takeover_seconds = takeover_seconds
         self._conn: Connection | None = None
         self._held = False
+
+    @property
+    def reading(self) -> bool:
+        """Whether this daemon read the mailbox at its last try (always, without PostgreSQL)."""
+        return self._held or not self.enabled
+
+    def _session(self, conn: Connection) -> None:
+        """Make the lock's session end soon after its daemon's host goes silent, and never
+        for being idle between cycles (a server's ``idle_session_timeout`` would hand the
+        mailbox to another daemon while this one still reads it)."""
+        settings = keepalive_settings(self.takeover_seconds)
+        version = conn.dialect.server_version_info or (0,)
+        if version < (12,):
+            del settings["tcp_user_timeout"]
+        if version >= (14,):
+            settings["idle_session_timeout"] = 0
+        for name, value in settings.items():
+            conn.execute(text("SELECT set_config(:name, :value, false)"), {"name": name, "value": str(value)})
 
     def acquire(self) -> bool:
         """True when this daemon may read the mailbox now; tries again on every call."""
@@ -48,8 +84,11 @@ class MailboxLock:
                 # The lock lives as long as this database session: keep it out of
                 # the pool, so closing it really ends the session and frees the lock.
                 self._conn.detach()
+                self._session(self._conn)
             if self._held:
                 self._conn.execute(text("SELECT 1"))  # still the same session, so still ours
+                # not left "idle in transaction", which a server's timeout for that would end
+                self._conn.commit()
                 return True
             self._held = bool(self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar())
             self._conn.commit()

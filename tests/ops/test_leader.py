@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import mailbox
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import create_engine, func, select, text
 
 from maild.config import load_config
 from maild.ops.daemon import Daemon
-from maild.ops.leader import mailbox_key
+from maild.ops.leader import MailboxLock, keepalive_settings, mailbox_key
 from maild.storage.models import Ticket
 from tests.helpers import make_mail, maildir_source, write_config
 
@@ -46,3 +49,78 @@ def test_sqlite_needs_no_lock(tmp_path: Path) -> None:
 def test_lock_key_is_per_mailbox() -> None:
     assert mailbox_key("imap://a@h:993/INBOX") != mailbox_key("imap://b@h:993/INBOX")
     assert -(2**63) <= mailbox_key("x") < 2**63
+
+
+def test_keepalive_drops_a_silent_host_within_takeover_seconds() -> None:
+    for seconds in (2, 3, 10, 29, 300):
+        ka = keepalive_settings(seconds)
+        assert ka["tcp_user_timeout"] == seconds * 1000
+        first_probe = ka["tcp_keepalives_idle"] + ka["tcp_keepalives_interval"]
+        assert 1 <= ka["tcp_keepalives_idle"] < seconds and first_probe <= seconds, (seconds, ka)
+
+
+def test_the_lock_session_carries_keepalive_stays_idle_and_outlives_idle_session_timeout(pg_url: str) -> None:
+    """The server probes the lock's peer (a dead host frees the mailbox within about takeover_seconds),
+    the session is never left idle in a transaction, and a server-wide idle_session_timeout
+    shorter than a cycle does not end it (the mailbox would change hands under a live reader)."""
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        database = conn.execute(text("SELECT current_database()")).scalar()
+        conn.execute(text(f'ALTER DATABASE "{database}" SET idle_session_timeout = 1000'))
+        conn.execute(text(f'ALTER DATABASE "{database}" SET idle_in_transaction_session_timeout = 1000'))
+    engine = create_engine(pg_url)
+    lock, other = MailboxLock(engine, "imap://u@h:143/INBOX", 6), MailboxLock(engine, "imap://u@h:143/INBOX", 6)
+    try:
+        assert lock.acquire() and lock.reading
+        assert lock._conn is not None
+        shown = {name: lock._conn.execute(text(f"SHOW {name}")).scalar()
+                 for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count",
+                              "tcp_user_timeout", "idle_session_timeout")}
+        pid = lock._conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        lock._conn.commit()
+        # over TCP the server reports what it set on its socket (a Unix socket would show 0)
+        assert shown == {"tcp_keepalives_idle": "3", "tcp_keepalives_interval": "1", "tcp_keepalives_count": "3",
+                         "tcp_user_timeout": "6000", "idle_session_timeout": "0"}, shown
+        time.sleep(1.6)  # past both server timeouts
+        assert lock.acquire(), "the lock's session outlived the server's idle timeouts"
+        with admin.connect() as conn:
+            state = conn.execute(text("SELECT state FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).scalar()
+        assert state == "idle", state
+        time.sleep(1.6)
+        assert lock.acquire() and not other.acquire() and not other.reading
+    finally:
+        lock.release()
+        other.release()
+        engine.dispose()
+        admin.dispose()
+
+
+def test_a_standby_tries_the_lock_every_takeover_seconds_and_sends_in_turns_that_short(
+        tmp_path: Path, smtp_sink: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a minute's cycle and a 30 s slice, a standby still comes back to the lock within
+    takeover_seconds: its wait and its sending turn are both cut to it."""
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    base = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port,
+                                    database_url=pg_url))
+    config = replace(base, daemon=replace(base.daemon, cycle_seconds=60, slice_seconds=30, takeover_seconds=2))
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(12):
+        box.add(make_mail(msgid=f"<sb{i}@acme.pl>", sender=f"user{i}@acme.pl", subject=f"Sprawa {i}"))
+    reader, standby = Daemon(config), Daemon(config)
+    try:
+        assert reader.ingest_all() == {"ticket": 12}
+        assert reader.wait_seconds() == 60
+        smtp_sink.delay_seconds = 0.5  # 12 acknowledgements: 6 s to send them all
+        started = time.monotonic()
+        report = standby.cycle()
+        took = time.monotonic() - started
+        assert report.ingested == {} and not standby.mailbox_lock.reading
+        assert 1 <= report.outbox.sent < 12 and report.outbox.more_due, report.summary()
+        assert took < 5, f"the standby's sending turn took {took:.1f} s, not about takeover_seconds"
+        assert standby.wait_seconds() == 2
+    finally:
+        smtp_sink.delay_seconds = 0
+        for daemon in (reader, standby):
+            daemon.source.close()
+            daemon.parse_ahead.close()
+            daemon.mailbox_lock.release()

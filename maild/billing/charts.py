@@ -12,11 +12,13 @@ Pure and free of matplotlib: the daemon may import it; drawing is ``plot``.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
+
+from maild.rules.kinds import KindRules, rules_of
 
 Kind = Literal["bar", "barh"]
 
@@ -153,7 +155,7 @@ def _customer_label(customer: Mapping[str, Any]) -> str:
 def sla_chart(report: Mapping[str, Any], language: str) -> Chart:
     """Met, missed and still open per sla contract, from ``sla.contracts`` (kind "sla")."""
     t = text(language)
-    rows = [c for c in report["sla"]["contracts"] if c["kind"] == "sla"]
+    rows = [c for c in report["sla"]["contracts"] if rules_of(c["kind"]).reaction_deadline]
     names = tuple(f"{c['customer_name']} ({c['contract_id'] or '-'})" for c in rows)
     parts = [(n, f"{c['met']} {t['met']}, {c['missed']} {t['missed']}, {c['open']} {t['open']}")
              for n, c in zip(names, rows)]
@@ -215,14 +217,16 @@ def backlog_chart(report: Mapping[str, Any], language: str) -> Chart:
     )
 
 
-def _contracts(report: Mapping[str, Any], kind: str) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
-    return [(cu, c) for cu in report["hours"]["customers"] for c in cu["contracts"] if c["kind"] == kind]
+def _contracts(report: Mapping[str, Any], shown: Callable[[KindRules], bool]
+               ) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """The (customer, contract) rows of the hours report whose kind ``shown`` picks."""
+    return [(cu, c) for cu in report["hours"]["customers"] for c in cu["contracts"] if shown(rules_of(c["kind"]))]
 
 
 def allowance_chart(report: Mapping[str, Any], language: str) -> Chart:
     """Per sla contract: allowance plus carry-in (what was available), used, and carried out."""
     t = text(language)
-    rows = _contracts(report, "sla")
+    rows = _contracts(report, lambda kind: kind.monthly_allowance)
     names = tuple(f"{_customer_label(cu)} ({c['contract_id']})" for cu, c in rows)
     available = tuple((c["allowance_minutes"] or 0) + (c["carry_in_minutes"] or 0) for _, c in rows)
     used = tuple(c["total_minutes"] for _, c in rows)
@@ -239,7 +243,7 @@ def allowance_chart(report: Mapping[str, Any], language: str) -> Chart:
 
 def prepaid_chart(report: Mapping[str, Any], language: str) -> Chart:
     t = text(language)
-    rows = _contracts(report, "prepaid")
+    rows = _contracts(report, lambda kind: kind.packages)
     names = tuple(f"{_customer_label(cu)} ({c['contract_id']})" for cu, c in rows)
     return _prepaid(rows, names, report["month"], language, "prepaid", t["prepaid_title"], t["prepaid_alt"])
 
@@ -311,7 +315,7 @@ def month_charts(report: Mapping[str, Any], language: str) -> tuple[Chart, ...]:
 
 def month_summary(report: Mapping[str, Any]) -> dict[str, int]:
     """The tiles at the top of the month report, added up from the same JSON the sections show."""
-    sla = [c for c in report["sla"]["contracts"] if c["kind"] == "sla"]
+    sla = [c for c in report["sla"]["contracts"] if rules_of(c["kind"]).reaction_deadline]
     customers = report["hours"]["customers"]
     return {
         "tickets": int(report["activity"]["tickets"]),
@@ -340,8 +344,8 @@ def statement_charts(context: Mapping[str, Any], language: str) -> tuple[Chart, 
     totals = scope_totals([{"minutes_by_scope": {s["scope"]: s["minutes"] for s in c["scopes"]}}
                            for c in contracts])
     charts = [_scope_chart(totals, month, language, t["your_scope_title"], "scopes")]
-    sla = [c for c in contracts if c["kind"] == "sla"]
-    prepaid = [c for c in contracts if c["kind"] == "prepaid"]
+    sla = [c for c in contracts if rules_of(c["kind"]).monthly_allowance]
+    prepaid = [c for c in contracts if rules_of(c["kind"]).packages]
     if sla or prepaid:
         names: list[str] = []
         series: dict[str, list[int]] = {k: [] for k in ("allowance", "carried_in", "used", "carried")}

@@ -21,6 +21,7 @@ from typing import Any
 from maild.billing.charts import Chart, month_charts, month_summary, statement_charts
 from maild.billing.html import STATEMENT_TEXT, Image, InlineImage, data_uri, png_size, render, text
 from maild.billing.plot import WIDTH_PX, render_png
+from maild.rules.kinds import rules_of
 
 _CID_SAFE = re.compile(r"[^A-Za-z0-9.-]+")
 # a statement is read in a mail client, often on a phone: narrower charts shrink less there
@@ -57,8 +58,8 @@ def month_report_html(report: Mapping[str, Any], language: str, from_name: str, 
         "lang": language, "t": text(language), "r": report, "from_name": from_name,
         "generated_at": generated_at.strftime("%Y-%m-%d %H:%M"), "summary": month_summary(report),
         "images": {image.key: image for image in images},
-        "sla_rows": [(cu, c) for cu in customers for c in cu["contracts"] if c["kind"] == "sla"],
-        "prepaid_rows": [(cu, c) for cu in customers for c in cu["contracts"] if c["kind"] == "prepaid"],
+        "sla_rows": [(cu, c) for cu in customers for c in cu["contracts"] if rules_of(c["kind"]).monthly_allowance],
+        "prepaid_rows": [(cu, c) for cu in customers for c in cu["contracts"] if rules_of(c["kind"]).packages],
     })
     return html, parts
 

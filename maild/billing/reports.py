@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from maild.errors import MaildError
 from maild.rules.calendar import local_month_bounds
 from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
-from maild.rules.kinds import contract_from_terms, first_seen_month, packages_of, rules_of
+from maild.rules.kinds import FALLBACK_KIND, contract_from_terms, first_seen_month, packages_of, rules_of
 from maild.billing.ledger import (
     LedgerEntry,
     PackageBalance,
@@ -450,7 +450,7 @@ def _unknown_contract_hours(
     ticket_rows = _ticket_hours(own, tickets, unit)
     billable = sum(t.billable_minutes for t in ticket_rows)
     return ContractHours(
-        contract_id=contract_id, kind="occasional", minutes_by_scope=_scopes(own),
+        contract_id=contract_id, kind=FALLBACK_KIND, minutes_by_scope=_scopes(own),
         total_minutes=sum(line.minutes for line in own), allowance_minutes=None, carry_in_minutes=None,
         carry_out_minutes=None, expired_minutes=None, balance_start_minutes=None, balance_end_minutes=None,
         valid_until=None, overage_minutes=0, billable_minutes=billable, hourly_rate_cents=rate,
@@ -724,7 +724,7 @@ def contract_from_row(row: ContractRow, tz: ZoneInfo | None = None) -> Contract:
 def with_first_seen(contract: Contract, row: ContractRow | None) -> Contract:
     """An sla contract's months start where maild first saw it, unless the file gives opening_month:
     a contract started in January and loaded in December has no carry-over for January-November."""
-    if contract.kind != "sla" or row is None:
+    if not rules_of(contract.kind).monthly_allowance or row is None:
         return contract
     month = first_seen_month(row.terms or {})
     return replace(contract, first_seen_month=month) if month else contract
@@ -743,7 +743,7 @@ def merge_known_customers(
             extra[row.customer_id].append(contract_from_row(row, tz))
     customers = [
         replace(customer, contracts=tuple(with_first_seen(c, rows.get(c.id)) for c in customer.contracts))
-        if any(c.kind == "sla" for c in customer.contracts) else customer
+        if any(rules_of(c.kind).monthly_allowance for c in customer.contracts) else customer
         for customer in customers
     ]
     merged = [

@@ -37,6 +37,7 @@ from maild.config import Config
 from maild.desk.context import DeskContext
 from maild.desk.desk import TicketDesk
 from maild.rules.calendar import BusinessCalendar
+from maild.rules.kinds import rules_of
 from maild.storage import store
 from maild.storage.models import OutboxRow
 
@@ -110,7 +111,7 @@ def mail_context(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
         "summary": month_summary(data),
         "sla": [{"customer_name": c["customer_name"], "contract_id": c["contract_id"], "met": c["met"],
                  "due": c["met"] + c["missed"], "missed_refs": c["missed_refs"]}
-                for c in data["sla"]["contracts"] if c["kind"] == "sla"],
+                for c in data["sla"]["contracts"] if rules_of(c["kind"]).reaction_deadline],
     }
 
 

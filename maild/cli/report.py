@@ -147,7 +147,7 @@ def statement_context(cfg: Config, report: HoursReport, customer: reports.Custom
 def _lapsed(contract: reports.ContractHours, month: str) -> int:
     """Minutes of a package that expired by the end of ``month`` unused: then it "wygasł";
     a package at 0 with nothing lapsed was "wykorzystany" (never both)."""
-    if contract.kind != "prepaid" or contract.valid_until is None or contract.valid_until.isoformat()[:7] > month:
+    if not rules_of(contract.kind).packages or contract.valid_until is None or contract.valid_until.isoformat()[:7] > month:
         return 0
     drawn = contract.total_minutes - contract.overage_minutes
     return max((contract.balance_start_minutes or 0) - drawn, 0)
@@ -247,7 +247,7 @@ def cmd_report_sla(cfg: Config, sessions: sessionmaker[Session], args: argparse.
         print(f"SLA reactions {report.month} ({report.timezone})")
         print_table(
             ["customer", "contract", "kind", "tickets", "met", "missed", "open", "median", "worst"],
-            [[c.customer_id or "-", c.contract_id or "-", c.kind if c.kind == "sla" else f"{c.kind} (target)", c.tickets, c.met, c.missed, c.open,
+            [[c.customer_id or "-", c.contract_id or "-", c.kind if rules_of(c.kind).reaction_deadline else f"{c.kind} (target)", c.tickets, c.met, c.missed, c.open,
               hm(c.median_reaction_minutes), hm(c.worst_reaction_minutes)] for c in report.contracts],
         )
     return 0

@@ -15,6 +15,7 @@ from maild.cli.output import iso, local, print_json, print_json_stream, print_ta
 from maild.config import Config
 from maild.desk.desk import NOTIFY_KINDS
 from maild.desk.team import Team
+from maild.rules.kinds import rules_of
 from maild.rules.prioritise import TIER_NAMES
 from maild.storage import store
 from maild.storage.models import AttachmentRow, Event, LedgerRow, MessageRow, OutboxRow, Ticket
@@ -91,7 +92,7 @@ def cmd_tickets_list(cfg: Config, sessions: sessionmaker[Session], args: argpars
             def expected(x: store.ListedTicket) -> date | None:
                 # An estimate for help without a deadline only; an sla ticket has its deadline.
                 t = x.ticket
-                if x.rank is None or not t.verified or t.contract_kind not in ("prepaid", "occasional"):
+                if x.rank is None or not t.verified or rules_of(t.contract_kind).reaction_deadline:
                     return None
                 return team.expected_by(x.rank, now, tier=t.tier, priority=t.priority)
 

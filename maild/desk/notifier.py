@@ -32,6 +32,7 @@ from maild.desk.notifications import (
     split_attachments,
 )
 from maild.rules.customers import Contract, Customer
+from maild.rules.kinds import packages_of, rules_of
 from maild.rules.prioritise import TIER_NAMES
 from maild.storage import store
 from maild.storage.models import OutboxRow, Ticket
@@ -45,10 +46,10 @@ def contract_minutes_left(session: Session, customer: Customer, contract: Contra
                           tz: ZoneInfo) -> int | None:
     """What a notification shows as left on the contract: an sla's balance (carry-over
     plus this month's allowance minus use), a package's minutes; None for occasional."""
-    if contract.kind == "prepaid":
-        packages = [c for c in customer.contracts if c.kind == "prepaid"]
-        return prepaid_left_minutes(session, packages, at, tz).get(contract.id, 0)
-    if contract.kind == "sla":
+    rules = rules_of(contract.kind)
+    if rules.packages:
+        return prepaid_left_minutes(session, packages_of(customer), at, tz).get(contract.id, 0)
+    if rules.monthly_allowance:
         for balance in contract_balances(session, [customer], at, tz):
             if balance.contract_id == contract.id:
                 return balance.balance_minutes

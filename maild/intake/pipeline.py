@@ -665,7 +665,7 @@ class Ingestor:
             "hourly_rate_cents": rate, "unit_minutes": _unit_minutes(contract, cfg.ledger.occasional_unit_minutes),
             "peak_label": "", "queue_position": 0, "expected_by": "", "on_behalf": on_behalf is not None,
         }
-        if audience == "customer" and resolution.kind in ("prepaid", "occasional"):
+        if audience == "customer" and not rules_of(resolution.kind).reaction_deadline:
             # No promise goes with these kinds: the customer is told where the ticket
             # stands and, with enough history, the day an answer is likely (an estimate).
             desk = self._active.desk
@@ -1044,7 +1044,7 @@ class Ingestor:
             raise UnknownCustomer(who)
         at = at or self.clock()
         day = at.astimezone(ctx.calendar.tz).date()
-        packages = [c for c in customer.contracts if c.kind == "prepaid"]
+        packages = packages_of(customer)
         left = prepaid_left_minutes(session, packages, at, ctx.calendar.tz) if packages else {}
         probe = requester or (f"{customer.id}@{customer.domains[0]}" if customer.domains else "")
         if probe:

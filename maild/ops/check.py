@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from maild.storage.blobs import BlobStore
 from maild.config import Config, secret_warnings
 from maild.rules.customers import Customer, load_customers
+from maild.rules.kinds import rules_of
 from maild.rules.wording import format_money
 from maild.storage.db import make_engine, migration_state, safe_url
 from maild.errors import MaildError
@@ -149,7 +150,7 @@ def rate_warnings(customers: Sequence[Customer], default_rate_cents: int | None)
         fallback = customer.occasional_hourly_rate_cents
         fallback = default_rate_cents if fallback is None else fallback
         for contract in customer.contracts:
-            if contract.kind != "prepaid" or not contract.price_cents or not contract.package_minutes:
+            if not rules_of(contract.kind).packages or not contract.price_cents or not contract.package_minutes:
                 continue
             per_hour = contract.price_cents * 60 // contract.package_minutes
             rate = contract.hourly_rate_cents if contract.hourly_rate_cents is not None else fallback

@@ -1,10 +1,10 @@
 """Who gets a new ticket: the least loaded present consultant, or the next in turn.
 
-Load is weighted by what a ticket asks of a consultant: an ``sla`` ticket runs
-against a clock and counts three, a ``prepaid`` one two, an ``occasional`` or
-unverified one one. Ties go to whoever has waited longest since their last
-assignment, so a quiet week spreads work instead of piling it on the first name
-in the config.
+Load is weighted by what a ticket asks of a consultant, its kind's ``weight``
+(``kinds.KINDS``): an ``sla`` ticket runs against a clock and counts three, a
+``prepaid`` one two, an ``occasional`` or unverified one one. Ties go to
+whoever has waited longest since their last assignment, so a quiet week spreads
+work instead of piling it on the first name in the config.
 
 Pure: the desk hands in the present consultants with their loads and gets back
 an address. Managers never reach this function (the caller leaves them out).
@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal
 
-__all__ = ["Candidate", "Mode", "MODES", "TIER_WEIGHTS", "choose_assignee", "ticket_weight"]
+from maild.rules.kinds import rules_of
+
+__all__ = ["Candidate", "Mode", "MODES", "choose_assignee", "ticket_weight"]
 
 Mode = Literal["least_loaded", "round_robin", "none"]
 MODES: tuple[Mode, ...] = ("least_loaded", "round_robin", "none")
-TIER_WEIGHTS: dict[str, int] = {"sla": 3, "prepaid": 2, "occasional": 1}
 _NEVER = datetime.min.replace(tzinfo=timezone.utc)
 
 
@@ -28,7 +29,7 @@ def ticket_weight(contract_kind: str, verified: bool = True) -> int:
     """What one open ticket adds to its assignee's load."""
     if not verified:
         return 1
-    return TIER_WEIGHTS.get(contract_kind, 1)
+    return rules_of(contract_kind).weight
 
 
 @dataclass(frozen=True)

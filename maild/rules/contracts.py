@@ -13,6 +13,7 @@ from datetime import date
 
 from maild.errors import MaildError
 from maild.rules.customers import Contract, ContractKind, Customer, normalize_address
+from maild.rules.kinds import FALLBACK_KIND, expiry_order, in_choice_order, rules_of
 
 log = logging.getLogger("maild.contracts")
 
@@ -21,7 +22,7 @@ log = logging.getLogger("maild.contracts")
 class Resolution:
     """Who wrote and which contract covers it.
 
-    ``kind`` is "occasional" whenever no contract applies, so later stages always
+    ``kind`` is ``FALLBACK_KIND`` (occasional) whenever no contract applies, so later stages always
     have a kind to prioritise and bill by. ``fell_back_from`` names a prepaid
     package that would have applied but is used up or expired, so the
     acknowledgement can tell the customer why this is billed as occasional work.
@@ -91,43 +92,41 @@ def resolve(
 ) -> Resolution:
     """Choose the contract covering mail from ``address`` arriving on ``day``.
 
-    Order: an active sla, then an active, unexpired prepaid package with minutes
-    left (the one expiring first, so hours are not lost to expiry), then an active
-    occasional contract. ``prepaid_left`` maps a contract id to its remaining
-    minutes; it comes from the ledger so this function stays pure.
+    The kinds are tried in their ``choice`` order (``kinds.KINDS``): an active
+    sla, then an active, unexpired prepaid package with minutes left (the one
+    expiring first, so hours are not lost to expiry), then an active occasional
+    contract; each kind's ``usable`` says which of its contracts can take the
+    mail, best first. Once every package kind has been tried, the package that
+    would have applied but is used up or expired is named, so the acknowledgement
+    can say why the work is billed otherwise. ``prepaid_left`` maps a contract id
+    to its remaining minutes; it comes from the ledger so this function stays pure.
     """
     customer, matched = index._match(address)
     if customer is None:
         return Resolution(
             customer=None,
             contract=None,
-            kind="occasional",
+            kind=FALLBACK_KIND,
             verified=False,
-            reason=f"unknown sender {address.strip()!r}: occasional, unverified",
+            reason=f"unknown sender {address.strip()!r}: {FALLBACK_KIND}, unverified",
         )
     prefix = f"{matched} -> customer {customer.id}"
     active = [c for c in customer.contracts if c.active_on(day)]
-
-    slas = sorted(
-        (c for c in active if c.kind == "sla"), key=lambda c: (c.reaction_hours or 0, c.id)
-    )
-    if slas:
-        return _chosen(customer, slas[0], f"{prefix}, contract {slas[0].id} (sla)")
-
-    usable = sorted(
-        (c for c in active if c.kind == "prepaid" and prepaid_left(c.id) > 0),
-        key=_expiry_order,
-    )
-    if usable:
-        return _chosen(customer, usable[0], f"{prefix}, contract {usable[0].id} (prepaid)")
-
-    spent, how, why = _spent_package(customer, day, prepaid_left)
-    occasional = sorted((c for c in active if c.kind == "occasional"), key=lambda c: c.id)
-    if occasional:
-        contract = occasional[0]
-        reason = f"{prefix}, {why}contract {contract.id} (occasional)"
-        return _chosen(customer, contract, reason, spent, how)
-    return _chosen(customer, None, f"{prefix}, {why}no active contract: occasional", spent, how)
+    kinds = in_choice_order()
+    last_package_kind = max((i for i, rules in enumerate(kinds) if rules.packages), default=-1)
+    spent: Contract | None = None
+    how: str | None = None
+    why = ""
+    for i, rules in enumerate(kinds):
+        if i == last_package_kind + 1:
+            spent, how, why = _spent_package(customer, day, prepaid_left)
+        usable = rules.usable([c for c in active if c.kind == rules.name], prepaid_left)
+        if usable:
+            reason = f"{prefix}, {why}contract {usable[0].id} ({rules.name})"
+            return _chosen(customer, usable[0], reason, spent, how)
+    if len(kinds) == last_package_kind + 1:
+        spent, how, why = _spent_package(customer, day, prepaid_left)
+    return _chosen(customer, None, f"{prefix}, {why}no active contract: {FALLBACK_KIND}", spent, how)
 
 
 def _chosen(
@@ -137,17 +136,13 @@ def _chosen(
     return Resolution(
         customer=customer,
         contract=contract,
-        kind="occasional" if contract is None else contract.kind,
+        kind=FALLBACK_KIND if contract is None else contract.kind,
         verified=True,
         reason=reason,
         fell_back_from=spent.id if spent is not None else None,
         fell_back_why=how,
         fell_back_package=spent,
     )
-
-
-def _expiry_order(contract: Contract) -> tuple[date, date, str]:
-    return (contract.valid_until or contract.end or date.max, contract.start, contract.id)
 
 
 def _spent_package(
@@ -158,11 +153,11 @@ def _spent_package(
     Only the latest one is named: the customer needs to know that their hours
     ran out, not a history of every package they ever bought.
     """
-    started = [c for c in customer.contracts if c.kind == "prepaid" and c.start <= day]
+    started = [c for c in customer.contracts if rules_of(c.kind).packages and c.start <= day]
     if not started:
         return None, None, ""
-    package = max(started, key=_expiry_order)
+    package = max(started, key=expiry_order)
     if not package.active_on(day):
         last = package.valid_until if package.valid_until is not None else package.end
-        return package, "expired", f"prepaid {package.id} expired {last}: "
-    return package, "used_up", f"prepaid {package.id} used up: "
+        return package, "expired", f"{package.kind} {package.id} expired {last}: "
+    return package, "used_up", f"{package.kind} {package.id} used up: "

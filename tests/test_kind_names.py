@@ -1,0 +1,64 @@
+"""Kind names are compared in one place: ``maild/rules/kinds.py``.
+
+Everything that differs between contract kinds is an entry of ``kinds.KINDS``;
+the rest of the package asks that table (``rules_of(kind).packages``, ...), so a
+new kind is one entry plus its templates' wording. Read from the source (ast):
+a comparison (``==``, ``!=``, ``in``, ``not in``, ``match``/``case``) with a kind
+name as a string literal anywhere else fails here. Kind names as data (the
+templates, the i18n label tables in ``billing/html.py``, ``ops/check.py``'s
+sample contexts, the ``ContractKind`` Literal) are not comparisons and pass.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import maild
+from maild.rules.records import CONTRACT_KINDS
+
+PACKAGE = Path(maild.__file__).parent
+HOME = PACKAGE / "rules" / "kinds.py"
+
+
+def _names_a_kind(node: ast.AST) -> bool:
+    if isinstance(node, ast.Constant):
+        return node.value in CONTRACT_KINDS
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_names_a_kind(element) for element in node.elts)
+    return False
+
+
+def kind_comparisons(source: str, filename: str) -> list[str]:
+    """``file:line: code`` for every comparison with a kind name literal in ``source``."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Compare) and any(_names_a_kind(n) for n in (node.left, *node.comparators)):
+            found.append(f"{filename}:{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.MatchValue) and _names_a_kind(node.value):
+            found.append(f"{filename}:{node.lineno}: case {ast.unparse(node.value)}")
+    return found
+
+
+def test_no_kind_name_is_compared_outside_the_kind_table() -> None:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path != HOME:
+            found += kind_comparisons(path.read_text(encoding="utf-8"), str(path.relative_to(PACKAGE.parent)))
+    assert found == [], "ask maild.rules.kinds (rules_of(kind).<rule>) instead:\n" + "\n".join(found)
+
+
+def test_the_check_sees_each_form_of_comparison() -> None:
+    source = '''
+if contract.kind == "sla": pass
+if "prepaid" != kind: pass
+if kind in ("prepaid", "occasional"): pass
+if kind not in {"sla"}: pass
+ok = [c for c in contracts if c["kind"] == "occasional"]
+match kind:
+    case "sla": pass
+'''
+    assert sorted(int(line.split(":")[1]) for line in kind_comparisons(source, "x.py")) == [2, 3, 4, 5, 6, 8]
+    # data, not a comparison
+    assert kind_comparisons('LABELS = {"sla": "Service contract"}\nkind: str = "occasional"\n'
+                            'if status == "open": pass\n', "x.py") == []
+

@@ -154,24 +154,16 @@ class Team:
         """The present consultant who should get a new ticket now, or None."""
         return choose_assignee(self.candidates(at, exclude), self.config.assignment.mode, preferred)
 
-    def assign(self, ticket: Ticket, assignee: str, at: datetime, actor: str = "maild", why: str = "auto") -> None:
-        """Give ``ticket`` to ``assignee`` and put it on the ticket's history."""
-        previous = ticket.assigned_to
-        ticket.assigned_to = assignee
-        ticket.assigned_at = at
-        ticket.updated_at = at
-        self.note_assigned(assignee, at, ticket_weight(ticket.contract_kind, ticket.verified), previous)
-        self.session.add(Event(ticket_id=ticket.id, kind="assigned", at=at, actor=actor,
-                               detail={"to": assignee, "from": previous, "why": why}))
-
-    def reassign_absent(self, at: datetime,
-                        assign: Callable[[Ticket, str, datetime, str], None] | None = None,
+    def reassign_absent(self, at: datetime, assign: Callable[[Ticket, str, datetime, str], None],
                         ) -> list[tuple[Ticket, str | None, str]]:
         """Open tickets whose assignee is absent today go to a present consultant (same rule).
 
-        Returns (ticket, new assignee or None, old assignee). With nobody present a
-        ticket stays with its assignee: moving it to nobody would hide it from the
-        digest of the one person who will be back first.
+        ``assign(ticket, to, at, why)`` is the desk's (``TicketDesk.reassign_absent``):
+        a ticket changes hands only through the desk, which writes the event and
+        keeps this team's loads current (``note_assigned``). Returns (ticket, new
+        assignee or None, old assignee). With nobody present a ticket stays with
+        its assignee: moving it to nobody would hide it from the digest of the one
+        person who will be back first.
         """
         day = self.local_day(at)
         absent = [c for c in self.config.consultants
@@ -191,12 +183,7 @@ class Team:
             new = self.choose(at, exclude=[old])
             if new is None:
                 continue
-            if assign is None:
-                self.assign(ticket, new, at, why=f"{old} is away")
-                self.session.flush()
-            else:
-                assign(ticket, new, at, f"{old} is away")
-                self.note_assigned(new, at, ticket_weight(ticket.contract_kind, ticket.verified), old)
+            assign(ticket, new, at, f"{old} is away")
             moved.append((ticket, new, old))
             log.info("ticket %s reassigned from %s to %s: %s is away", ticket.id, old, new, old)
         return moved

@@ -10,6 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.config import Config, load_config
+from maild.desk.context import DeskContext
+from maild.desk.desk import TicketDesk
 from maild.desk.team import Team, TeamError
 from maild.storage.db import open_database
 from maild.storage.models import Event, Ticket
@@ -47,6 +49,11 @@ def ticket(session: Session, n: int, kind: str = "prepaid", assigned: str | None
     session.add(t)
     session.flush()
     return t
+
+
+def desk(session: Session, cfg: Config) -> TicketDesk:
+    """Tickets change hands only through the desk: its team reassigns, its ``assign`` writes."""
+    return TicketDesk(DeskContext.for_config(cfg, []), session)
 
 
 def emails(people: Any) -> list[str]:
@@ -111,9 +118,9 @@ def test_reassignment_at_the_start_of_an_absence(world: tuple[Config, sessionmak
         ticket(s, 1, "sla", "piotr@firma.pl")
         ticket(s, 2, "prepaid", "piotr@firma.pl")
         ticket(s, 3, "prepaid", "piotr@firma.pl", status="resolved")
-        team = Team(s, cfg)
-        assert team.reassign_absent(datetime(2026, 12, 18, 9, tzinfo=UTC)) == []    # not away yet
-        moved = team.reassign_absent(datetime(2026, 12, 21, 9, tzinfo=UTC))
+        mover = desk(s, cfg)
+        assert mover.reassign_absent(datetime(2026, 12, 18, 9, tzinfo=UTC)) == []    # not away yet
+        moved = mover.reassign_absent(datetime(2026, 12, 21, 9, tzinfo=UTC))
         assert sorted((t.id, old) for t, _, old in moved) == [(1, "piotr@firma.pl"), (2, "piotr@firma.pl")]
         assert {new for _, new, _ in moved} <= {"anna@firma.pl", "ola@firma.pl"}
         # the two tickets were spread by load: the sla one to one, the prepaid one to the other
@@ -124,6 +131,20 @@ def test_reassignment_at_the_start_of_an_absence(world: tuple[Config, sessionmak
         events = s.scalars(select(Event).where(Event.kind == "assigned")).all()
         assert sorted(e.ticket_id for e in events) == [1, 2]
         assert all(e.detail["from"] == "piotr@firma.pl" and "away" in e.detail["why"] for e in events)
+
+
+def test_each_reassigned_ticket_adds_its_weight_once(world: tuple[Config, sessionmaker[Session]]) -> None:
+    """Anna starts with a prepaid ticket (2), Ola with none; Piotr's three occasional tickets (1 each)
+    go Ola, Ola (1 < 2), then Anna: a tie at 2 goes to whoever waited longest. Counting each move
+    twice (the team and the desk both noting it) gave Ola, Anna, Ola."""
+    cfg, sessions = world
+    with sessions() as s:
+        ticket(s, 1, "prepaid", "anna@firma.pl")
+        for n in (2, 3, 4):
+            ticket(s, n, "occasional", "piotr@firma.pl")
+        moved = desk(s, cfg).reassign_absent(datetime(2026, 12, 21, 9, tzinfo=UTC))
+        assert [(t.id, new) for t, new, _ in moved] == [
+            (2, "ola@firma.pl"), (3, "ola@firma.pl"), (4, "anna@firma.pl")]
 
 
 def test_estimate_from_the_last_30_days(world: tuple[Config, sessionmaker[Session]]) -> None:
@@ -202,9 +223,9 @@ def test_two_daemons_never_move_one_ticket_twice(pg_url: str, tmp_path: Path) ->
 
     def sweep() -> None:
         with sessions() as s:
-            team = Team(s, cfg)
+            mover = desk(s, cfg)
             barrier.wait()
-            found = team.reassign_absent(at)
+            found = mover.reassign_absent(at)
             s.commit()
             moved.extend(t.id for t, _, _ in found)
 

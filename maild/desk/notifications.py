@@ -18,6 +18,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from maild.config import Consultant
+from maild.desk.commands import help_lines
 
 __all__ = [
     "Event",
@@ -32,7 +33,6 @@ __all__ = [
     "split_attachments",
     "header_block",
     "cut_at_marker",
-    "commands_help",
 ]
 
 Event = Literal["new", "follow_up", "answer", "note"]
@@ -150,11 +150,6 @@ class TicketView:
     status: str
 
 
-def commands_help() -> list[str]:
-    return ["#time 1h30m [scope] [note]", "#status open|waiting|resolved|closed", "#take",
-            "#assign <e-mail or name>", "#priority P1..P4 <reason>", "#internal", "#verify"]
-
-
 def header_block(view: TicketView, tz: ZoneInfo, new_ticket_address: str) -> dict[str, Any]:
     """The template context of the short block at the top of a notification:
     everything a consultant needs to decide what to do without opening the queue."""
@@ -165,7 +160,7 @@ def header_block(view: TicketView, tz: ZoneInfo, new_ticket_address: str) -> dic
         "priority": view.priority, "reasons": _priority_reasons(view.reasons),
         "due_local": due, "timezone": tz.key, "minutes_left": view.minutes_left,
         "assigned_to": view.assigned_to or "", "requester": view.requester, "status": view.status,
-        "commands": commands_help(), "new_ticket_address": new_ticket_address, "marker": REPLY_MARKER,
+        "commands": help_lines(), "new_ticket_address": new_ticket_address, "marker": REPLY_MARKER,
     }
 
 

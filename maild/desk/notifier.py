@@ -21,7 +21,6 @@ from maild.billing.hours import prepaid_left_minutes
 from maild.billing.reports import contract_balances
 from maild.config import Config, Consultant
 from maild.desk.authority import TOKEN_SECRET_KEY, consultant_token, token_address
-from maild.desk.commands import help_lines
 from maild.desk.desk import CONSULTANT_KINDS, NOTIFY_KINDS, TicketDesk
 from maild.desk.notifications import (
     Event,
@@ -162,12 +161,10 @@ class Notifier:
         attached, named = split_attachments(attachments, settings.attach_max_bytes)
         template = "notify_new" if event == "new" else "notify_reply"
         from_name = f"{view.customer_name or view.requester} via {self.config.from_name}"
-        commands = help_lines()
         queued = []
         for person in people:
             context = header_block(view, self.tz, self.personal_address(desk.session, person.email))
-            context.update(body=body, trimmed=trimmed, attached=attached, named=named, event=event, author=author,
-                           commands=commands)
+            context.update(body=body, trimmed=trimmed, attached=attached, named=named, event=event, author=author)
             earlier = [] if event == "new" else self.previous(desk.session, ticket.id, person.email)
             references = [r for r in (root_id, *earlier) if r]
             message_id = desk.queue_mail(

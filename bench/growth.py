@@ -34,6 +34,7 @@ Medians of ``--runs`` (3) for the commands (one run of the whole-list JSON).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -109,19 +110,32 @@ def deliver(maildir: Path, source: Path, at: datetime) -> int:
     return count
 
 
-def ingest(config: Path) -> tuple[float, int]:
-    """Read the Maildir through the daemon's own cycle; (seconds, mails stored)."""
+def ingest(config: Path, profile: Path | None = None) -> tuple[float, float, int]:
+    """Read the Maildir through the daemon's own cycle; (wall seconds, CPU seconds of this process (user+sys;
+    the forked parse worker's are not in it), mails stored). ``profile``: a cProfile of the ingest there."""
     from maild.config import load_config
     from maild.ops.daemon import Daemon
 
     daemon = Daemon(load_config(config))
+    profiler = None
+    if profile is not None:
+        import cProfile
+
+        profiler = cProfile.Profile()
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
     totals = daemon.ingest_all()
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(str(profile))
     seconds = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     daemon.parse_ahead.close()
     daemon.source.close()
     daemon.sessions.kw["bind"].dispose()
-    return seconds, sum(totals.values())
+    return seconds, cpu, sum(totals.values())
 
 
 def book_seed(sessions: object) -> None:
@@ -172,21 +186,25 @@ def copy_rows(sessions: object, copies: range, seed_max: dict[str, int], days: i
                         f" WHERE id <= {seed_max[name]}"))
 
 
-def timed_cli(config: Path, *args: str, runs: int) -> tuple[float, float, int]:
-    """(median seconds, median peak RSS MB, bytes written) of ``maild ARGS`` as a new process."""
-    seconds, rss, size = [], [], 0
+def timed_cli(config: Path, *args: str, runs: int) -> tuple[float, float, int, float, list[str]]:
+    """(median seconds, median peak RSS MB, bytes written, median CPU seconds (user+sys), each run's
+    figures) of ``maild ARGS`` as a new process. A report's first run after an upgrade builds the
+    balance snapshots: ``each run`` keeps it apart from the rest."""
+    seconds, rss, cpu, size, each = [], [], [], 0, []
     for _ in range(runs):
         with tempfile.TemporaryFile() as out, tempfile.NamedTemporaryFile("r") as stats:
-            proc = subprocess.run(["/usr/bin/time", "-o", stats.name, "-f", "%e %M", PY, "-m", "maild.cli",
+            proc = subprocess.run(["/usr/bin/time", "-o", stats.name, "-f", "%e %M %U %S", PY, "-m", "maild.cli",
                                    "--config", str(config), *args], stdout=out, stderr=subprocess.PIPE,
                                   cwd=ROOT)
             if proc.returncode != 0:
                 raise SystemExit(f"maild {' '.join(args)} failed: {proc.stderr.decode()[-2000:]}")
-            wall, kb = stats.read().split()[-2:]
+            wall, kb, user, system = stats.read().split()[-4:]
             seconds.append(float(wall))
             rss.append(int(kb) / 1024)
+            cpu.append(float(user) + float(system))
+            each.append(f"{float(wall):.2f} s wall, {cpu[-1]:.2f} s CPU, {int(kb) / 1024:.0f} MB")
             size = out.seek(0, os.SEEK_END)
-    return statistics.median(seconds), statistics.median(rss), size
+    return statistics.median(seconds), statistics.median(rss), size, statistics.median(cpu), each
 
 
 def health_ms(config: Path) -> tuple[float, float]:
@@ -211,7 +229,10 @@ def health_ms(config: Path) -> tuple[float, float]:
 
 
 def in_process(config: Path) -> dict[str, float]:
-    """The same reads without a new interpreter (seconds, median of 3): what the work costs once started."""
+    """The same reads without a new interpreter (seconds, median of 3): what the work costs once started.
+
+    Each report runs in a transaction that commits, as the CLI's does, so the balance snapshots the
+    first run stores are there for the next; every run's wall and CPU time is printed."""
     from zoneinfo import ZoneInfo
 
     from maild.billing.reports import hours_report, sla_report
@@ -228,25 +249,80 @@ def in_process(config: Path) -> dict[str, float]:
     month = now.astimezone(tz).strftime("%Y-%m")
     sessions = open_database(cfg.database_url)
     timings: dict[str, list[float]] = {"report hours": [], "report sla": [], "tickets show (rank)": []}
+    cpu: dict[str, list[float]] = {key: [] for key in timings}
+
+    def timed(key: str, call: object) -> None:
+        c0, t0 = time.process_time(), time.perf_counter()
+        call()  # type: ignore[operator]
+        timings[key].append(time.perf_counter() - t0)
+        cpu[key].append(time.process_time() - c0)
+
     for _ in range(3):
+        with sessions() as session, session.begin():
+            timed("report hours", lambda: hours_report(session, customers, month, tz, "SUP"))
+        with sessions() as session, session.begin():
+            timed("report sla", lambda: sla_report(session, customers, month, tz, "SUP", now))
         with sessions() as session:
-            t0 = time.perf_counter()
-            hours_report(session, customers, month, tz, "SUP")
-            timings["report hours"].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            sla_report(session, customers, month, tz, "SUP", now)
-            timings["report sla"].append(time.perf_counter() - t0)
             ticket = session.scalar(select(Ticket).where(Ticket.status != "closed").order_by(Ticket.id.desc()))
-            t0 = time.perf_counter()
             if ticket is not None:
-                store.queue_rank(session, ticket)
-            timings["tickets show (rank)"].append(time.perf_counter() - t0)
+                timed("tickets show (rank)", lambda: store.queue_rank(session, ticket))
     sessions.kw["bind"].dispose()
-    return {key: statistics.median(values) for key, values in timings.items()}
+    for key, values in timings.items():
+        print(f"in process, {key}: " + "; ".join(f"{w:.3f} s wall, {c:.3f} s CPU" for w, c in zip(values, cpu[key])),
+              flush=True)
+    return {key: statistics.median(values) for key, values in timings.items() if values}
 
 
 def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+STATE = "growth.json"  # what a work dir holds, for --reuse
+
+
+def measure(work: Path, config: Path, mails: int, backlog_seed: int, args: argparse.Namespace) -> dict[str, object]:
+    """Every command at the database's present size, then a fresh backlog's ingest."""
+    from maild.config import load_config
+    from maild.storage.db import open_database
+    from maild.storage.models import MessageRow, Ticket
+
+    db_path = work / "var" / "maild.db"
+    sessions = open_database(load_config(config).database_url)
+    with sessions() as session:
+        tickets = int(session.scalar(select(func.count()).select_from(Ticket)) or 0)
+        messages = int(session.scalar(select(func.count()).select_from(MessageRow)) or 0)
+        ref = session.scalar(select(func.max(Ticket.id)).where(Ticket.status != "closed"))
+    sessions.kw["bind"].dispose()
+    print(f"\n== {mails} mails in the database: {tickets} tickets, {messages} message rows, "
+          f"database {db_path.stat().st_size / 1e6 if db_path.exists() else 0:.0f} MB, "
+          f"load {os.getloadavg()[0]:.2f}", flush=True)
+    month = datetime.now(UTC).strftime("%Y-%m")
+    row: dict[str, object] = {"mails": mails, "tickets": tickets, "messages": messages}
+    commands: list[tuple[str, tuple[str, ...]]] = [
+        ("report hours", ("report", "hours", "--month", month, "--json")),
+        ("report sla", ("report", "sla", "--month", month, "--json")),
+        ("tickets list --json --status all", ("tickets", "list", "--json", "--status", "all")),
+        ("tickets list (text page)", ("tickets", "list")),
+        *((("tickets show", ("tickets", "show", f"SUP-{ref}")),) if ref else ()),
+        ("status --json", ("status", "--json"))]
+    for key, argv in commands:
+        if args.skip_list and "--status" in argv:
+            continue
+        row[key] = result = timed_cli(config, *argv, runs=1 if "--status" in argv else args.runs)
+        print(f"{key}: {result[0]:.2f} s, {result[3]:.2f} s CPU, {result[1]:.0f} MB RSS, {result[2] / 1e6:.1f} MB out"
+              f" (each run: {'; '.join(result[4])})", flush=True)
+    row["health"] = health_ms(config)
+    row["in_process"] = in_process(config)
+    print("in process: " + ", ".join(f"{k} {v:.3f} s" for k, v in row["in_process"].items()), flush=True)
+    print(f"health check per cycle {row['health'][0]:.2f} ms (status's full read "
+          f"{row['health'][1]:.2f} ms)", flush=True)
+    deliver(work / "Maildir", corpus(args.backlog, backlog_seed), datetime.now(UTC))
+    seconds, cpu, count = ingest(config, work / f"ingest-{mails}.prof" if args.profile_ingest else None)
+    row["ingest"] = count / seconds
+    row["ingest_cpu"] = cpu
+    print(f"ingest of a fresh {count}-mail backlog (seed {backlog_seed}): {count / seconds:.0f} msg/s "
+          f"({seconds:.1f} s wall, {cpu:.1f} s CPU in the main process, load {os.getloadavg()[0]:.2f})", flush=True)
+    return row
 
 
 def main() -> int:
@@ -256,18 +332,45 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=2_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
+    parser.add_argument("--work", type=Path, help="build in this directory (created if missing, kept) instead of a "
+                                                  "temporary one, so that --reuse can measure it again")
+    parser.add_argument("--reuse", type=Path, metavar="DIR",
+                        help="measure a database an earlier --work run built, without building: its migrations run "
+                             "(the commands' own start-up), then every figure once at its size; each run ingests "
+                             "a fresh backlog of another seed (the database grows by --backlog mails a run)")
+    parser.add_argument("--skip-list", action="store_true",
+                        help="leave out tickets list --json --status all (it prints every ticket: 11 min at 1M)")
+    parser.add_argument("--profile-ingest", action="store_true",
+                        help="a cProfile of each backlog ingest in <work>/ingest-<mails>.prof")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    banner(f"growth: sizes {sizes}, seed {args.seed_mails} mails, backlog {args.backlog}")
 
     from maild.config import load_config
     from maild.storage.db import open_database
-    from maild.storage.models import MessageRow, Ticket
 
-    work = Path(tempfile.mkdtemp(prefix="growth-", dir=BENCH_ROOT if BENCH_ROOT.exists() else None))
-    config = write_config(work)
-    db_path = work / "var" / "maild.db"
     rows: list[dict[str, object]] = []
+    if args.reuse is not None:
+        work = args.reuse.resolve()
+        state = json.loads((work / STATE).read_text(encoding="utf-8"))
+        banner(f"growth: reusing {work} ({state['mails']} mails), backlog {args.backlog}")
+        config = work / "maild.toml"
+        state["backlogs"] += 1
+        row = measure(work, config, state["mails"], SEED + 100 + state["backlogs"], args)
+        state["mails"] += args.backlog
+        (work / STATE).write_text(json.dumps(state), encoding="utf-8")
+        rows.append(row)
+        print_table(rows, args)
+        return 0
+
+    banner(f"growth: sizes {sizes}, seed {args.seed_mails} mails, backlog {args.backlog}")
+    if args.work is not None:
+        work = args.work.resolve()
+        if (work / STATE).exists():
+            raise SystemExit(f"{work} holds a built database; measure it with --reuse {work}")
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix="growth-", dir=BENCH_ROOT if BENCH_ROOT.exists() else None))
+    config = write_config(work)
     stored_mails = 0  # mails that went through ingest (their blobs are in the packs)
     copied = 0  # copies of the seed made so far
     seed_max: dict[str, int] = {}
@@ -277,7 +380,7 @@ def main() -> int:
             if size > 0:
                 if not seed_max:
                     deliver(work / "Maildir", corpus(args.seed_mails, SEED), datetime.now(UTC))
-                    seconds, count = ingest(config)
+                    seconds, _cpu, count = ingest(config)
                     stored_mails += count
                     print(f"seed: {count} mails ingested in {seconds:.1f} s ({count / seconds:.0f} msg/s)", flush=True)
                     sessions = open_database(load_config(config).database_url)
@@ -294,62 +397,41 @@ def main() -> int:
                     print(f"copied the seed {wanted - copied} times in {time.perf_counter() - t0:.0f} s", flush=True)
                     sessions.kw["bind"].dispose()
                     copied = wanted
-            sessions = open_database(load_config(config).database_url)
-            with sessions() as session:
-                tickets = int(session.scalar(select(func.count()).select_from(Ticket)) or 0)
-                messages = int(session.scalar(select(func.count()).select_from(MessageRow)) or 0)
-                ref = session.scalar(select(func.max(Ticket.id)).where(Ticket.status != "closed"))
-            sessions.kw["bind"].dispose()
             mails = stored_mails + copied * args.seed_mails if size else 0
-            print(f"\n== {mails} mails in the database: {tickets} tickets, {messages} message rows, "
-                  f"database {db_path.stat().st_size / 1e6 if db_path.exists() else 0:.0f} MB", flush=True)
-            month = datetime.now(UTC).strftime("%Y-%m")
-            row: dict[str, object] = {"size": size, "mails": mails, "tickets": tickets, "messages": messages}
-            if True:
-                for key, argv in (("report hours", ("report", "hours", "--month", month, "--json")),
-                                  ("report sla", ("report", "sla", "--month", month, "--json")),
-                                  ("tickets list --json --status all", ("tickets", "list", "--json", "--status",
-                                                                         "all")),
-                                  ("tickets list (text page)", ("tickets", "list")),
-                                  *((("tickets show", ("tickets", "show", f"SUP-{ref}")),) if ref else ()),
-                                  ("status --json", ("status", "--json"))):
-                    row[key] = timed_cli(config, *argv, runs=1 if "--status" in argv else args.runs)
-                    print(f"{key}: {row[key][0]:.2f} s, {row[key][1]:.0f} MB RSS, {row[key][2] / 1e6:.1f} MB out",
-                          flush=True)
-                row["health"] = health_ms(config)
-                row["in_process"] = in_process(config)
-                print("in process: " + ", ".join(f"{k} {v:.2f} s" for k, v in row["in_process"].items()), flush=True)
-                print(f"health check per cycle {row['health'][0]:.2f} ms (status's full read "
-                      f"{row['health'][1]:.2f} ms)", flush=True)
-            deliver(work / "Maildir", corpus(args.backlog, SEED + 1 + index), datetime.now(UTC))
-            seconds, count = ingest(config)
-            stored_mails += count
-            row["ingest"] = count / seconds
-            print(f"ingest of a fresh {count}-mail backlog: {count / seconds:.0f} msg/s ({seconds:.1f} s)", flush=True)
+            row = measure(work, config, mails, SEED + 1 + index, args)
+            stored_mails += args.backlog
+            db_path = work / "var" / "maild.db"
             if mails:
-                row["db_per_mail"] = db_path.stat().st_size / (mails + count)
+                row["db_per_mail"] = db_path.stat().st_size / (mails + args.backlog)
                 row["packs_per_mail"] = du(work / "var" / "blobs") / stored_mails
                 print(f"database {row['db_per_mail'] / 1e3:.1f} KB/mail, packs {row['packs_per_mail'] / 1e3:.1f}"
                       f" KB/mail (the seed's and backlogs' blobs only)", flush=True)
             rows.append(row)
+            (work / STATE).write_text(json.dumps({"mails": stored_mails + copied * args.seed_mails,
+                                                  "backlogs": 0}), encoding="utf-8")
     finally:
-        if args.keep:
-            print(f"kept {work}")
+        if args.keep or args.work is not None:
+            print(f"kept {work} (measure it again: bench/growth.py --reuse {work})")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    print_table(rows, args)
+    return 0
 
+
+def print_table(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
     print(f"\nnproc {nproc()}, load {os.getloadavg()[0]:.2f}; medians of {args.runs} runs (commands)")
     head = ["", *(f"{r['mails']:,} mails" for r in rows)]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    print("| ingest msg/s (fresh backlog) | " + " | ".join(f"{r['ingest']:.0f}" for r in rows) + " |")
+    print("| ingest msg/s (fresh backlog), main process CPU s | " + " | ".join(
+        f"{r['ingest']:.0f}, {r['ingest_cpu']:.1f} s" for r in rows) + " |")
     for key in ("report hours", "report sla", "tickets list --json --status all", "tickets list (text page)",
                 "tickets show", "status --json"):
         cells = []
         for r in rows:
             value = r.get(key)
             if isinstance(value, tuple):
-                cells.append(f"{value[0]:.2f} s, {value[1]:.0f} MB" + (f", {value[2] / 1e6:.0f} MB out"
+                cells.append(f"{value[0]:.2f} s ({value[3]:.2f} s CPU), {value[1]:.0f} MB" + (f", {value[2] / 1e6:.0f} MB out"
                                                                        if "json --status" in key else ""))
             else:
                 cells.append("-")
@@ -362,7 +444,6 @@ def main() -> int:
     print("| database / packs per mail | " + " | ".join(
         f"{r['db_per_mail'] / 1e3:.1f} KB / {r['packs_per_mail'] / 1e3:.1f} KB" if "db_per_mail" in r else "-"
         for r in rows) + " |")
-    return 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 The arithmetic is ``ledger`` (pure); this module loads the rows it needs,
 writes the new ones and says when the once-only low-balance warning is due
 (the desk queues it), all in the caller's transaction so a ``#time`` line and
-its ticket change commit together.
+its ticket change commit together. A booking deletes its contract's balance
+snapshots of later months in that transaction too (``reports.invalidate_snapshots``).
 """
 from __future__ import annotations
 
@@ -17,38 +18,45 @@ from sqlalchemy.orm import Session
 
 from maild.rules.customers import Contract, Customer
 from maild.rules.kinds import packages_of, rules_of
-from maild.billing.ledger import LedgerEntry, allocate_prepaid, crossed_low_balance, prepaid_balances
+from maild.billing.ledger import LedgerEntry, allocate_prepaid, crossed_low_balance, month_key, prepaid_balances
 from maild.storage.models import ContractRow, LedgerRow, Ticket
-from maild.billing.reports import contract_from_row
+from maild.billing.reports import contract_from_row, invalidate_snapshots, month_bounds, opening_balances
 
 
-def package_draws(session: Session, contract_ids: Sequence[str], at: datetime) -> list[LedgerEntry]:
-    """What each package has given up to ``at``: one entry per package, its minutes summed by the database.
+def package_draws(session: Session, packages: Sequence[Contract], at: datetime, tz: ZoneInfo,
+                  store: bool = False) -> list[LedgerEntry]:
+    """What each package has given up to ``at``: one entry per package.
 
-    Balances and the expiring-first split need only these sums; reading every
-    row a customer ever drew (once per batch, for each new ticket's
-    acknowledgement) grew with the history. Overage rows draw on no package.
+    The draws before ``at``'s month come from the package's balance snapshot
+    (``reports.opening_balances``; ``store``: keep one that had to be computed),
+    the month's own by the database's sum, so a batch's balance lookup reads a
+    month of rows however long the history. Overage rows draw on no package.
     """
-    if not contract_ids:
+    if not packages:
         return []
-    rows = session.execute(
-        select(LedgerRow.contract_id, func.sum(LedgerRow.minutes))
-        .where(LedgerRow.contract_id.in_(sorted(set(contract_ids))), LedgerRow.overage.is_(False),
-               LedgerRow.booked_at <= at)
-        .group_by(LedgerRow.contract_id).order_by(LedgerRow.contract_id)
-    )
+    month = month_key(at, tz)
+    start, _ = month_bounds(month, tz)
+    openings = opening_balances(session, packages, month, tz, store)
+    ids = sorted({p.id for p in packages})
+    in_month: dict[str | None, int] = {
+        contract_id: int(total or 0) for contract_id, total in session.execute(
+            select(LedgerRow.contract_id, func.sum(LedgerRow.minutes))
+            .where(LedgerRow.contract_id.in_(ids), LedgerRow.overage.is_(False), LedgerRow.booked_at >= start,
+                   LedgerRow.booked_at <= at)
+            .group_by(LedgerRow.contract_id))}
     return [
-        LedgerEntry(id=-n, contract_id=contract_id or "", ticket_id=None, minutes=int(total or 0), booked_at=at,
-                    by="", scope=None)
-        for n, (contract_id, total) in enumerate(rows, start=1)
+        LedgerEntry(id=-n, contract_id=contract_id, ticket_id=None, booked_at=at, by="", scope=None,
+                    minutes=openings[contract_id].drawn + in_month.get(contract_id, 0))
+        for n, contract_id in enumerate(ids, start=1)
     ]
 
 
-def prepaid_left_minutes(session: Session, packages: Sequence[Contract], at: datetime, tz: ZoneInfo) -> dict[str, int]:
+def prepaid_left_minutes(session: Session, packages: Sequence[Contract], at: datetime, tz: ZoneInfo,
+                         store: bool = False) -> dict[str, int]:
     """Minutes left per package at ``at``; expired packages count as 0."""
     if not packages:
         return {}
-    entries = package_draws(session, [p.id for p in packages], at)
+    entries = package_draws(session, packages, at, tz, store)
     return {b.contract_id: (0 if b.expired else b.left) for b in prepaid_balances(packages, entries, at, tz)}
 
 
@@ -108,7 +116,7 @@ def book_time(session: Session, ticket: Ticket, contract: Contract | None, custo
         packages = packages_of(customer)
         if all(p.id != contract.id for p in packages):
             packages.append(contract)
-        entries = package_draws(session, [p.id for p in packages], at)
+        entries = package_draws(session, packages, at, tz)
         before = sum(b.left for b in prepaid_balances(packages, entries, at, tz) if not b.expired)
         for allocation in allocate_prepaid(packages, entries, minutes, at, tz):
             add(allocation.contract_id or contract.id, allocation.minutes, allocation.overage)
@@ -121,4 +129,6 @@ def book_time(session: Session, ticket: Ticket, contract: Contract | None, custo
     else:
         add(ticket.contract_id, minutes, False)
     session.flush()
+    for contract_id in sorted({row.contract_id for row in booking.rows if row.contract_id is not None}):
+        invalidate_snapshots(session, contract_id, at, tz)
     return booking

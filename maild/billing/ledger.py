@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
 
 from maild.errors import MaildError
 from maild.rules.customers import Contract
 
 DEFAULT_LOW_BALANCE_MINUTES = 60
+_UTC = timezone.utc
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,15 @@ def _month_text(index: int) -> str:
     return f"{year:04d}-{month0 + 1:02d}"
 
 
+def months_after(first: str, last: str) -> list[str]:
+    """The months after ``first`` up to ``last`` inclusive, e.g. ('2026-11', '2027-01') -> ['2026-12', '2027-01']."""
+    return [_month_text(index) for index in range(_month_index(first) + 1, _month_index(last) + 1)]
+
+
+def previous_month(month: str) -> str:
+    return _month_text(_month_index(month) - 1)
+
+
 def _effective_month(entries: Sequence[LedgerEntry], tz: ZoneInfo) -> dict[int, int]:
     """Entry id -> month index it counts in.
 
@@ -116,6 +126,49 @@ def _effective_month(entries: Sequence[LedgerEntry], tz: ZoneInfo) -> dict[int, 
         if entry.reverses is not None and entry.reverses in booked:
             effective[entry.id] = booked[entry.reverses]
     return effective
+
+
+def _start(contract: Contract, entries: Sequence[LedgerEntry], tz: ZoneInfo) -> tuple[int, int]:
+    """(the first month the contract's balance runs, minutes brought into it): see ``sla_months``."""
+    first = contract.start.year * 12 + contract.start.month - 1
+    brought_in = 0
+    if contract.opening_month is not None:
+        # maild took the contract over in opening_month: nothing before it is invented,
+        # only the carry-over the customers file states is brought in
+        if _month_index(contract.opening_month) > first:
+            first = _month_index(contract.opening_month)
+            brought_in = contract.opening_carry_over_minutes or 0
+    elif contract.first_seen_month is not None:
+        # no opening stated: the months start when maild first saw the contract (or its
+        # first booking, should the ledger know it earlier), not at a start years back
+        seen = min([_month_index(contract.first_seen_month), *(_month_index(month_key(e.booked_at, tz))
+                                                                for e in entries if e.contract_id == contract.id)])
+        first = max(first, seen)
+    return first, brought_in
+
+
+def _one_month(contract: Contract, lots: deque[list[int]], month: int, used: int) -> SlaMonth:
+    """Month ``month`` of an sla contract: its allowance in, ``used`` out, old lots expired (``lots`` changes)."""
+    end = None if contract.end is None else contract.end.year * 12 + contract.end.month - 1
+    carry_in = sum(lot[1] for lot in lots)
+    running = end is None or month <= end
+    allowance = (contract.monthly_minutes or 0) if running else 0
+    if allowance:
+        lots.append([month, allowance])
+    overage = _consume(lots, used) if used >= 0 else 0
+    if used < 0:
+        lots.append([month, -used])
+    expired = 0
+    if end is not None and month >= end:
+        expire_through: int | None = month
+    elif contract.rollover_months is not None:
+        expire_through = month - contract.rollover_months
+    else:
+        expire_through = None
+    while lots and expire_through is not None and lots[0][0] <= expire_through:
+        expired += lots.popleft()[1]
+    return SlaMonth(month=_month_text(month), allowance=allowance, carry_in=carry_in, used=used,
+                    carry_out=sum(lot[1] for lot in lots), overage=overage, expired=expired)
 
 
 def sla_months(
@@ -133,22 +186,8 @@ def sla_months(
     expires at the end of the end month, and later bookings are overage.
     """
     own = [entry for entry in entries if entry.contract_id == contract.id]
-    first = contract.start.year * 12 + contract.start.month - 1
-    brought_in = 0
-    if contract.opening_month is not None:
-        # maild took the contract over in opening_month: nothing before it is invented,
-        # only the carry-over the customers file states is brought in
-        if _month_index(contract.opening_month) > first:
-            first = _month_index(contract.opening_month)
-            brought_in = contract.opening_carry_over_minutes or 0
-    elif contract.first_seen_month is not None:
-        # no opening stated: the months start when maild first saw the contract (or its
-        # first booking, should the ledger know it earlier), not at a start years back
-        seen = min([_month_index(contract.first_seen_month), *(_month_index(month_key(e.booked_at, tz))
-                                                                for e in entries if e.contract_id == contract.id)])
-        first = max(first, seen)
+    first, brought_in = _start(contract, own, tz)
     last = _month_index(until_month)
-    end = None if contract.end is None else contract.end.year * 12 + contract.end.month - 1
     effective = _effective_month(own, tz)
     used_by_month: dict[int, int] = {}
     for entry in own:
@@ -158,39 +197,93 @@ def sla_months(
     lots: deque[list[int]] = deque()  # [origin month index, minutes], oldest first
     if brought_in:
         lots.append([first - 1, brought_in])
-    months: list[SlaMonth] = []
-    allowance_each = contract.monthly_minutes or 0
-    for month in range(first, last + 1):
-        carry_in = sum(lot[1] for lot in lots)
-        running = end is None or month <= end
-        allowance = allowance_each if running else 0
-        if allowance:
-            lots.append([month, allowance])
-        used = used_by_month.get(month, 0)
-        overage = _consume(lots, used) if used >= 0 else 0
-        if used < 0:
-            lots.append([month, -used])
-        expired = 0
-        if end is not None and month >= end:
-            expire_through: int | None = month
-        elif contract.rollover_months is not None:
-            expire_through = month - contract.rollover_months
-        else:
-            expire_through = None
-        while lots and expire_through is not None and lots[0][0] <= expire_through:
-            expired += lots.popleft()[1]
-        months.append(
-            SlaMonth(
-                month=_month_text(month),
-                allowance=allowance,
-                carry_in=carry_in,
-                used=used,
-                carry_out=sum(lot[1] for lot in lots),
-                overage=overage,
-                expired=expired,
-            )
-        )
-    return months
+    return [_one_month(contract, lots, month, used_by_month.get(month, 0)) for month in range(first, last + 1)]
+
+
+@dataclass(frozen=True)
+class SlaState:
+    """All an sla contract's later months need from the months before ``month`` (a balance snapshot).
+
+    Started (``first`` set, before ``month``): the carried minutes as lots by
+    month of origin, oldest first, as they stand when ``month`` begins. Not
+    started yet (``first`` None): ``pending``, the minutes booked before
+    ``month``, which will count in the contract's first month. Entries count in
+    the month they were booked (a statement's rule; reversal links are not
+    followed), so the state is a function of the terms and the entries booked
+    before ``month`` only.
+    """
+
+    month: str
+    first: str | None
+    lots: tuple[tuple[int, int], ...] = ()
+    pending: int = 0
+
+
+def sla_states(contract: Contract, base: SlaState | None, entries: Sequence[LedgerEntry], months: Sequence[str],
+               tz: ZoneInfo) -> list[SlaState]:
+    """The state at the start of each of ``months`` (ascending, each after ``base.month``), from ``base``
+    (None: from nothing) and the contract's entries booked from ``base.month`` on (every one when None).
+
+    ``sla_month`` continues from any of them exactly as ``sla_months`` over every entry would.
+    """
+    begin = None if base is None else _month_index(base.month)
+    own = [(_month_index(month_key(e.booked_at, tz)), e.minutes) for e in entries if e.contract_id == contract.id]
+    if begin is not None:
+        own = [(m, minutes) for m, minutes in own if m >= begin]
+    lots: deque[list[int]] = deque()
+    if base is not None and base.first is not None:
+        first = _month_index(base.first)
+        walked = begin if begin is not None else first
+        lots.extend([origin, minutes] for origin, minutes in base.lots)
+    else:
+        if base is not None and base.pending and begin is not None:
+            own.append((begin - 1, base.pending))
+        first, brought_in = _start(contract, _as_entries(contract, own), tz)
+        walked = first
+        if brought_in:
+            lots.append([first - 1, brought_in])
+    used_by_month: dict[int, int] = {}
+    for month, minutes in own:
+        used_by_month[max(month, first)] = used_by_month.get(max(month, first), 0) + minutes
+    out: list[SlaState] = []
+    for text in months:
+        wanted = _month_index(text)
+        if wanted <= first:
+            out.append(SlaState(month=text, first=None, pending=sum(minutes for m, minutes in own if m < wanted)))
+            continue
+        while walked < wanted:
+            _one_month(contract, lots, walked, used_by_month.get(walked, 0))
+            walked += 1
+        out.append(SlaState(month=text, first=_month_text(first),
+                            lots=tuple((origin, minutes) for origin, minutes in lots)))
+    return out
+
+
+def _as_entries(contract: Contract, months: Sequence[tuple[int, int]]) -> list[LedgerEntry]:
+    """(month index, minutes) as entries dated mid-month, noon UTC: that local month in every time zone."""
+    out = []
+    for n, (month, minutes) in enumerate(months, start=1):
+        year, month0 = divmod(month, 12)
+        out.append(LedgerEntry(id=-n, contract_id=contract.id, ticket_id=None, minutes=minutes,
+                               booked_at=datetime(year, month0 + 1, 15, 12, tzinfo=_UTC), by="", scope=None))
+    return out
+
+
+def sla_month(contract: Contract, state: SlaState, entries: Sequence[LedgerEntry], tz: ZoneInfo) -> SlaMonth | None:
+    """The sla contract's ``state.month``, from the state at its start and the entries booked in it
+    (others are ignored); None when the contract does not run yet (as ``sla_months`` has no such month)."""
+    month = _month_index(state.month)
+    own = [e.minutes for e in entries
+           if e.contract_id == contract.id and _month_index(month_key(e.booked_at, tz)) == month]
+    used = sum(own)
+    if state.first is None:
+        # an entry, even of 0 net minutes, can start a contract's months earlier (first_seen): keep it one
+        history = [(month - 1, state.pending)] if state.pending else []
+        months = sla_months(contract, _as_entries(contract, [*history, *([(month, used)] if own else [])]),
+                            state.month, tz)
+        return months[-1] if months and months[-1].month == state.month else None
+    lots: deque[list[int]] = deque([origin, minutes] for origin, minutes in state.lots)
+    return _one_month(contract, lots, month, used)
 
 
 def _consume(lots: deque[list[int]], minutes: int) -> int:

@@ -14,6 +14,8 @@ what an invoice needs; ``ledger.sla_months`` is given the entries without their
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -21,7 +23,8 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Executable, case, func, literal_column, select
+from sqlalchemy import Executable, case, delete, func, insert, literal_column, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from maild.errors import MaildError
@@ -35,12 +38,18 @@ from maild.billing.ledger import (
     amount_cents,
     month_key,
     occasional_billable,
+    SlaState,
+    months_after,
+    previous_month,
     prepaid_balances,
+    sla_month,
     sla_months,
+    sla_states,
 )
-from maild.storage.models import ContractRow, CustomerRow, LedgerRow, Ticket
+from maild.storage.models import BalanceSnapshot, ContractRow, CustomerRow, LedgerRow, Ticket
 
 UTC = timezone.utc
+log = logging.getLogger("maild.billing")
 UNSPECIFIED_SCOPE = "unspecified"
 _INSTANT = timedelta(microseconds=1)
 
@@ -277,8 +286,12 @@ def build_hours_report(
     occasional_unit_minutes: int = DEFAULT_UNIT_MINUTES,
     progress: Callable[[int, int | None], None] | None = None,
     occasional_rate_cents: int | None = None,
+    openings: Mapping[str, Opening] | None = None,
 ) -> HoursReport:
     """The monthly statement of every customer, from the ledger lines booked up to the month's end.
+
+    With ``openings`` (every sla and prepaid contract's balance as the month
+    begins, ``opening_balances``), ``lines`` need hold only the month's own rows.
 
     Hours that no contract prices (a package used up with no hourly rate of its own,
     time with no contract) are billed at the customer's ``occasional_hourly_rate``,
@@ -295,6 +308,8 @@ def build_hours_report(
     last = (end - _INSTANT).astimezone(tz).date()
     until = [line for line in lines if line.booked_at < end]
     in_month = [line for line in until if line.booked_at >= start]
+    if openings is not None:
+        until = _drawn_lines(openings, start) + in_month
     by_contract: dict[str | None, list[LedgerLine]] = defaultdict(list)
     for line in in_month:
         by_contract[line.contract_id].append(line)
@@ -312,7 +327,8 @@ def build_hours_report(
                 continue
             contracts.append(_contract_hours(contract, customer, own, until, tickets, month, tz,
                                              start, end, occasional_unit_minutes,
-                                             _fallback_rate(customer, occasional_rate_cents)))
+                                             _fallback_rate(customer, occasional_rate_cents),
+                                             None if openings is None else openings.get(contract.id)))
         if contracts:
             result.append(CustomerHours(customer.id, customer.name, customer.language,
                                         customer.billing_address, tuple(contracts)))
@@ -390,6 +406,7 @@ def _contract_hours(
     end: datetime,
     default_unit: int,
     fallback_rate: int | None = None,
+    opening: Opening | None = None,
 ) -> ContractHours:
     total = sum(line.minutes for line in own)
     rate = contract.hourly_rate_cents if contract.hourly_rate_cents is not None else fallback_rate
@@ -400,7 +417,10 @@ def _contract_hours(
     unit: int | None = None
     rules = rules_of(contract.kind)
     if rules.monthly_allowance:
-        now = _allowance_month(contract, until, month, tz)
+        if opening is not None and opening.sla is not None:
+            now = sla_month(contract, opening.sla, _entries(own), tz)
+        else:
+            now = _allowance_month(contract, until, month, tz)
         if now is not None:
             allowance, carry_in, carry_out = now.allowance, now.carry_in, now.carry_out
             expired, overage = now.expired, now.overage
@@ -481,15 +501,39 @@ def _left(state: PackageBalance) -> int:
     return 0 if state.expired else state.left
 
 
+@dataclass(frozen=True)
+class Opening:
+    """A contract's balance as ``month`` begins: all its statement needs from every earlier month.
+
+    ``drawn``: minutes drawn from the package before the month (overage rows
+    draw on none); ``sla``: a monthly-allowance contract's carried lots.
+    """
+
+    month: str
+    drawn: int
+    sla: SlaState | None
+
+
+def _drawn_lines(openings: Mapping[str, Opening], start: datetime) -> list[LedgerLine]:
+    """Each opening's draws as one line just before the month: what a package balance sums."""
+    return [LedgerLine(id=-n, contract_id=contract_id, customer_id=None, ticket_id=None, minutes=opening.drawn,
+                       overage=False, booked_at=start - _INSTANT, scope=None)
+            for n, (contract_id, opening) in enumerate(sorted(openings.items()), start=1) if opening.drawn]
+
+
 def build_balances(
     customers: Sequence[Customer], lines: Sequence[LedgerLine], now: datetime, tz: ZoneInfo,
-    removed: frozenset[str] = frozenset(),
+    removed: frozenset[str] = frozenset(), openings: Mapping[str, Opening] | None = None,
 ) -> list[ContractBalance]:
-    """Every contract's standing at ``now``: used this (local) month, balance, carry-over, overage."""
+    """Every contract's standing at ``now``: used this (local) month, balance, carry-over, overage.
+
+    ``openings`` as for ``build_hours_report``: then ``lines`` need hold only this month's rows."""
     month = month_key(now, tz)
     start, end = month_bounds(month, tz)
     upto = [line for line in lines if line.booked_at <= now]
     this_month = [line for line in upto if line.booked_at >= start]
+    if openings is not None:
+        upto = _drawn_lines(openings, start) + this_month
     today = now.astimezone(tz).date()
     out: list[ContractBalance] = []
     for customer in customers:
@@ -502,7 +546,11 @@ def build_balances(
             expired = contract.end is not None and today > contract.end
             rules = rules_of(contract.kind)
             if rules.monthly_allowance:
-                current = _allowance_month(contract, upto, month, tz)
+                opening = None if openings is None else openings.get(contract.id)
+                if opening is not None and opening.sla is not None:
+                    current = sla_month(contract, opening.sla, _entries(own_month), tz)
+                else:
+                    current = _allowance_month(contract, upto, month, tz)
                 if current is not None:
                     used, carry, overage = current.used, current.carry_in, current.overage
                     balance = current.carry_in + current.allowance - current.used
@@ -642,7 +690,7 @@ def _month_of(column: Any, starts: Sequence[datetime], low: int, high: int) -> A
 
 
 def load_history(session: Session, before: datetime, tz: ZoneInfo,
-                 contract_ids: Collection[str] | None = None) -> list[LedgerLine]:
+                 contract_ids: Collection[str] | None = None, since: datetime | None = None) -> list[LedgerLine]:
     """The ledger booked before ``before`` as one summed line per contract, overage flag and local month.
 
     A statement needs the past only for balances: an sla contract's carry-over
@@ -654,9 +702,11 @@ def load_history(session: Session, before: datetime, tz: ZoneInfo,
     where they were booked, as a statement counts them (``sla_months`` is given
     no ``reverses`` links by the reports). ``contract_ids`` limits the sums to
     the contracts whose past counts (sla and prepaid): occasional time and
-    unknown contracts are reported from the month's own rows only.
+    unknown contracts are reported from the month's own rows only. ``since``
+    (a month's start) leaves out what was booked before it.
     """
-    first = session.scalar(select(func.min(LedgerRow.booked_at)).where(LedgerRow.booked_at < before))
+    bounds = [LedgerRow.booked_at < before, *([LedgerRow.booked_at >= since] if since is not None else [])]
+    first = session.scalar(select(func.min(LedgerRow.booked_at)).where(*bounds))
     if first is None:
         return []
     starts = _month_starts(first, before, tz)
@@ -664,7 +714,7 @@ def load_history(session: Session, before: datetime, tz: ZoneInfo,
         select(LedgerRow.contract_id.label("contract_id"), LedgerRow.overage.label("overage"),
                LedgerRow.minutes.label("minutes"),
                _month_of(LedgerRow.booked_at, starts, 0, len(starts)).label("month"))
-        .where(LedgerRow.booked_at < before, LedgerRow.contract_id.is_not(None),
+        .where(*bounds, LedgerRow.contract_id.is_not(None),
                *([LedgerRow.contract_id.in_(sorted(contract_ids))] if contract_ids is not None else []))
         .subquery()
     )
@@ -764,10 +814,157 @@ def merge_known_customers(
     return tuple(merged), removed
 
 
-def _with_past(customers: Sequence[Customer]) -> set[str]:
+def _with_past(customers: Sequence[Customer]) -> list[Contract]:
     """The contracts whose earlier months a report needs: a monthly allowance (carry-over) or packages (draws)."""
-    return {c.id for customer in customers for c in customer.contracts
-            if rules_of(c.kind).monthly_allowance or rules_of(c.kind).packages}
+    return [c for customer in customers for c in customer.contracts
+            if rules_of(c.kind).monthly_allowance or rules_of(c.kind).packages]
+
+
+# ------------------------------------------------------------------ balance snapshots
+
+
+def terms_key(contract: Contract, tz: ZoneInfo) -> str:
+    """A fingerprint of what an opening balance is computed from besides the ledger: the terms and the zone
+    whose months it counts in. A snapshot under other terms (the customers file changed) is not used."""
+    fields = (tz.key, contract.kind, contract.start.isoformat(), contract.end and contract.end.isoformat(),
+              contract.monthly_minutes, contract.rollover_months, contract.opening_month,
+              contract.opening_carry_over_minutes, contract.first_seen_month)
+    return hashlib.sha256(repr(fields).encode()).hexdigest()
+
+
+def _opening(row: BalanceSnapshot) -> Opening:
+    state = row.state or {}
+    sla = None
+    if "month" in state:
+        sla = SlaState(month=state["month"], first=state.get("first"),
+                       lots=tuple((int(origin), int(minutes)) for origin, minutes in state.get("lots", [])),
+                       pending=int(state.get("pending", 0)))
+    return Opening(month=row.month, drawn=row.drawn_minutes, sla=sla)
+
+
+def _lock_contracts(session: Session, contract_ids: Collection[str]) -> set[str]:
+    """The contracts whose snapshots this transaction may store: on PostgreSQL those it could lock.
+
+    A booking locks its contract's row before it deletes the snapshots after
+    its month (``invalidate_snapshots``); holding the row shared from before
+    the ledger is read until commit means a booking either committed before
+    that read (and is in the sums) or waits and deletes what is stored here.
+    A row a booking holds right now is skipped: its figures are computed, not
+    stored. SQLite needs no lock: a transaction that read before another one
+    committed cannot write (SQLITE_BUSY_SNAPSHOT; ``_store`` then stores nothing).
+    """
+    if not contract_ids:
+        return set()
+    if session.get_bind().dialect.name != "postgresql":
+        return set(contract_ids)
+    query = (select(ContractRow.id).where(ContractRow.id.in_(sorted(contract_ids))).order_by(ContractRow.id)
+             .with_for_update(read=True, skip_locked=True))
+    return set(session.scalars(query))
+
+
+def opening_balances(session: Session, contracts: Sequence[Contract], month: str, tz: ZoneInfo,
+                     store: bool = False) -> dict[str, Opening]:
+    """Each contract's balance as ``month`` begins, from its stored snapshot when there is a valid one.
+
+    Otherwise from its latest valid snapshot before the month plus the ledger
+    summed since (the whole ledger when there is none), as ``load_history``
+    sums it; with ``store`` the snapshot of every month walked through is kept
+    (in the caller's transaction), so the next report of any of those months
+    reads one row per contract.
+    """
+    if not contracts:
+        return {}
+    start, _ = month_bounds(month, tz)
+    keys = {c.id: terms_key(c, tz) for c in contracts}
+    found: dict[str, Opening] = {}
+    for stored in session.scalars(select(BalanceSnapshot).where(BalanceSnapshot.month == month)):
+        if keys.get(stored.contract_id) == stored.terms:
+            found[stored.contract_id] = _opening(stored)
+    missing = [c for c in contracts if c.id not in found]
+    if not missing:
+        return found
+    storable = _lock_contracts(session, [c.id for c in missing]) if store else set()
+    bases: dict[str, Opening | None] = {}
+    for contract in missing:
+        row = session.scalars(
+            select(BalanceSnapshot)
+            .where(BalanceSnapshot.contract_id == contract.id, BalanceSnapshot.month < month,
+                   BalanceSnapshot.terms == keys[contract.id])
+            .order_by(BalanceSnapshot.month.desc()).limit(1)
+        ).first()
+        latest = None if row is None else _opening(row)
+        if latest is not None and rules_of(contract.kind).monthly_allowance and latest.sla is None:
+            latest = None
+        bases[contract.id] = latest
+    groups: dict[str | None, list[Contract]] = defaultdict(list)
+    for contract in missing:
+        latest = bases[contract.id]
+        groups[None if latest is None else latest.month].append(contract)
+    now = datetime.now(UTC)
+    new_rows: list[dict[str, Any]] = []
+    for since_month, group in sorted(groups.items(), key=lambda kv: kv[0] or ""):
+        since = None if since_month is None else month_bounds(since_month, tz)[0]
+        history: dict[str | None, list[LedgerLine]] = defaultdict(list)
+        for line in load_history(session, start, tz, [c.id for c in group], since):
+            history[line.contract_id].append(line)
+        for contract in group:
+            base = bases[contract.id]
+            own = history[contract.id]
+            first = base.month if base is not None else min(
+                [month_key(line.booked_at, tz) for line in own], default=previous_month(month))
+            wanted = months_after(first, month)
+            drawn_by_month: dict[str, int] = defaultdict(int)
+            for line in own:
+                if not line.overage:
+                    drawn_by_month[month_key(line.booked_at, tz)] += line.minutes
+            states: list[SlaState | None] = [None] * len(wanted)
+            if rules_of(contract.kind).monthly_allowance:
+                states = list(sla_states(contract, None if base is None else base.sla, _entries(own), wanted, tz))
+            drawn = 0 if base is None else base.drawn
+            walked = first
+            for text, state in zip(wanted, states):
+                drawn += drawn_by_month.get(walked, 0)
+                walked = text
+                if contract.id in storable:
+                    new_rows.append({"contract_id": contract.id, "month": text, "terms": keys[contract.id],
+                                     "drawn_minutes": drawn, "computed_at": now,
+                                     "state": {} if state is None else {
+                                         "month": state.month, "first": state.first,
+                                         "lots": [list(lot) for lot in state.lots], "pending": state.pending}})
+            found[contract.id] = Opening(month=month, drawn=drawn, sla=states[-1])
+    if new_rows:
+        _store(session, new_rows)
+    return found
+
+
+def _store(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Replace the snapshots of ``rows``' contracts and months; on SQLite, nothing when the ledger changed
+    since this transaction read it (the figures computed stand; the next report stores them)."""
+    spans: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        spans[row["contract_id"]].append(row["month"])
+    try:
+        with session.begin_nested():
+            for contract_id, months in spans.items():
+                session.execute(delete(BalanceSnapshot).where(
+                    BalanceSnapshot.contract_id == contract_id, BalanceSnapshot.month >= min(months),
+                    BalanceSnapshot.month <= max(months)))
+            session.execute(insert(BalanceSnapshot), list(rows))
+    except OperationalError as exc:
+        log.info("balance snapshots not stored: %s", exc.orig)
+
+
+def invalidate_snapshots(session: Session, contract_id: str | None, booked_at: datetime, tz: ZoneInfo) -> None:
+    """A row booked at ``booked_at``: the contract's snapshots of the months after its month are stale; delete
+    them in the booking's transaction (after locking the contract's row on PostgreSQL, see ``_lock_contracts``)."""
+    if contract_id is None:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        # NO KEY UPDATE: waits for a report holding the row shared, not for the foreign-key checks of
+        # transactions inserting tickets or ledger rows of the contract
+        session.execute(select(ContractRow.id).where(ContractRow.id == contract_id).with_for_update(key_share=True))
+    session.execute(delete(BalanceSnapshot).where(BalanceSnapshot.contract_id == contract_id,
+                                                  BalanceSnapshot.month > month_key(booked_at, tz)))
 
 
 def hours_report(
@@ -775,27 +972,31 @@ def hours_report(
     occasional_unit_minutes: int = DEFAULT_UNIT_MINUTES,
     progress: Callable[[int, int | None], None] | None = None,
     occasional_rate_cents: int | None = None,
+    store: bool = False,
 ) -> HoursReport:
-    """The month's statement; reads the month's ledger rows and the history summed per contract and month.
+    """The month's statement; reads the month's ledger rows and each contract's balance as the month
+    begins (``opening_balances``; ``store``: keep what had to be computed, for the caller to commit).
 
     ``progress(customers done, customers)`` for a display.
     """
     start, end = month_bounds(month, tz)
     known, _removed = merge_known_customers(session, customers, tz)
-    lines = load_history(session, start, tz, _with_past(known)) + load_lines(session, since=start, until=end)
+    openings = opening_balances(session, _with_past(known), month, tz, store)
+    lines = load_lines(session, since=start, until=end)
     tickets = load_booked_tickets(session, prefix, start, end)
     return build_hours_report(month, tz, known, lines, tickets, occasional_unit_minutes, progress,
-                              occasional_rate_cents)
+                              occasional_rate_cents, openings)
 
 
 def contract_balances(
     session: Session, customers: Sequence[Customer], now: datetime, tz: ZoneInfo
 ) -> list[ContractBalance]:
-    start, _ = month_bounds(month_key(now, tz), tz)
+    month = month_key(now, tz)
+    start, _ = month_bounds(month, tz)
     known, removed = merge_known_customers(session, customers, tz)
-    lines = load_history(session, start, tz, _with_past(known)) + load_lines(session, since=start,
-                                                                             until=now + _INSTANT)
-    return build_balances(known, lines, now, tz, removed)
+    openings = opening_balances(session, _with_past(known), month, tz)
+    lines = load_lines(session, since=start, until=now + _INSTANT)
+    return build_balances(known, lines, now, tz, removed, openings)
 
 
 def sla_report(session: Session, customers: Sequence[Customer], month: str, tz: ZoneInfo, prefix: str,

@@ -193,10 +193,11 @@ def cmd_report_hours(cfg: Config, sessions: sessionmaker[Session], args: argpars
     tz = tz_of(cfg)
     month = month_arg(args.month, tz)
     customers = customers_of(cfg)
-    with sessions() as session, Progress(f"hours {month}", "customers") as progress:
+    # one transaction that commits: the balance snapshots the report had to compute are kept for the next
+    with sessions() as session, session.begin(), Progress(f"hours {month}", "customers") as progress:
         report = reports.hours_report(session, customers, month, tz, cfg.support.ticket_prefix,
                                       cfg.ledger.occasional_unit_minutes, progress,
-                                      cfg.billing.occasional_hourly_rate_cents)
+                                      cfg.billing.occasional_hourly_rate_cents, store=True)
     if args.json:
         print_json(hours_json(report))
     elif args.csv:

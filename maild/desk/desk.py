@@ -26,6 +26,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from maild.billing.hours import book_time, find_contract, prepaid_left_minutes
+from maild.billing.reports import invalidate_snapshots
 from maild.desk.context import DeskContext
 from maild.desk.team import Team
 from maild.rules.assignment import ticket_weight
@@ -123,7 +124,8 @@ class TicketDesk:
             return {}
         key = tuple(sorted(p.id for p in packages))
         if key not in self._prepaid_left:
-            self._prepaid_left[key] = prepaid_left_minutes(self.session, packages, at, self.ctx.calendar.tz)
+            self._prepaid_left[key] = prepaid_left_minutes(self.session, packages, at, self.ctx.calendar.tz,
+                                                           store=True)
         return self._prepaid_left[key]
 
     @property
@@ -388,6 +390,7 @@ class TicketDesk:
         )
         self.session.add(reversal)
         self.session.flush()
+        invalidate_snapshots(self.session, reversal.contract_id, now, self.ctx.calendar.tz)
         self._prepaid_left.clear()
         if entry.ticket_id is not None:
             self.add_event(entry.ticket_id, "time_reversed", now, by, entry=entry.id, reversal=reversal.id,

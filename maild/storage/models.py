@@ -367,3 +367,24 @@ class Escalation(Base):
     breach: Mapped[bool] = mapped_column(Boolean, default=False)
 
     ticket: Mapped[Ticket] = relationship(lazy="raise_on_sql")
+
+
+class BalanceSnapshot(Base):
+    """What one contract's statement for ``month`` needs from every month before it.
+
+    ``drawn_minutes``: the minutes drawn from a package before the month (its
+    balance at the month's start); ``state``: an sla contract's carried lots
+    (``billing.ledger.SlaState``). ``terms`` fingerprints the contract terms
+    and time zone it was computed under: a changed customers file makes it
+    stale. Booking into a month deletes the contract's snapshots after it,
+    in the booking's transaction; a missing one is computed again.
+    """
+
+    __tablename__ = "balance_snapshots"
+
+    contract_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # YYYY-MM, business time zone
+    terms: Mapped[str] = mapped_column(String(64))
+    drawn_minutes: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    computed_at: Mapped[datetime]

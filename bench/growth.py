@@ -3,6 +3,9 @@
 
     .venv/bin/python bench/growth.py                          # sizes 0,100000 (~10 min)
     .venv/bin/python bench/growth.py --sizes 0,100000,1000000  # + 1M mails (~1 h, ~5 GB of disk)
+    .venv/bin/python bench/growth.py --work DIR --sizes 0,1000000 --skip-list   # build once, keep it in DIR
+    .venv/bin/python bench/growth.py --reuse DIR              # measure DIR again (migrated first), no build
+    .venv/bin/python bench/growth.py --reuse DIR --drop-snapshots   # ... with the first report after an upgrade
 
 How the database is built (SQLite, one work dir):
 
@@ -280,6 +283,18 @@ def du(path: Path) -> int:
 STATE = "growth.json"  # what a work dir holds, for --reuse
 
 
+def drop_snapshots(config: Path) -> None:
+    """Forget the balance snapshots, so that the next report runs as the first one after the upgrade."""
+    from maild.config import load_config
+    from maild.storage.db import open_database
+
+    sessions = open_database(load_config(config).database_url)
+    with sessions() as session, session.begin():
+        session.execute(text("DELETE FROM balance_snapshots"))
+    sessions.kw["bind"].dispose()
+    print("balance snapshots dropped: the next report computes them", flush=True)
+
+
 def measure(work: Path, config: Path, mails: int, backlog_seed: int, args: argparse.Namespace) -> dict[str, object]:
     """Every command at the database's present size, then a fresh backlog's ingest."""
     from maild.config import load_config
@@ -305,6 +320,8 @@ def measure(work: Path, config: Path, mails: int, backlog_seed: int, args: argpa
         ("tickets list (text page)", ("tickets", "list")),
         *((("tickets show", ("tickets", "show", f"SUP-{ref}")),) if ref else ()),
         ("status --json", ("status", "--json"))]
+    if args.drop_snapshots:
+        drop_snapshots(config)
     for key, argv in commands:
         if args.skip_list and "--status" in argv:
             continue
@@ -312,6 +329,8 @@ def measure(work: Path, config: Path, mails: int, backlog_seed: int, args: argpa
         print(f"{key}: {result[0]:.2f} s, {result[3]:.2f} s CPU, {result[1]:.0f} MB RSS, {result[2] / 1e6:.1f} MB out"
               f" (each run: {'; '.join(result[4])})", flush=True)
     row["health"] = health_ms(config)
+    if args.drop_snapshots:
+        drop_snapshots(config)
     row["in_process"] = in_process(config)
     print("in process: " + ", ".join(f"{k} {v:.3f} s" for k, v in row["in_process"].items()), flush=True)
     print(f"health check per cycle {row['health'][0]:.2f} ms (status's full read "
@@ -340,6 +359,9 @@ def main() -> int:
                              "a fresh backlog of another seed (the database grows by --backlog mails a run)")
     parser.add_argument("--skip-list", action="store_true",
                         help="leave out tickets list --json --status all (it prints every ticket: 11 min at 1M)")
+    parser.add_argument("--drop-snapshots", action="store_true",
+                        help="delete the balance snapshots before the commands and again before the in-process "
+                             "reads: each series' first report is then the first after an upgrade")
     parser.add_argument("--profile-ingest", action="store_true",
                         help="a cProfile of each backlog ingest in <work>/ingest-<mails>.prof")
     args = parser.parse_args()

@@ -989,12 +989,14 @@ def hours_report(
 
 
 def contract_balances(
-    session: Session, customers: Sequence[Customer], now: datetime, tz: ZoneInfo
+    session: Session, customers: Sequence[Customer], now: datetime, tz: ZoneInfo, store: bool = False
 ) -> list[ContractBalance]:
+    """Every contract's standing at ``now`` (``build_balances``) from this month's rows and the balances as
+    it began (``store``: keep those that had to be computed, in the caller's transaction)."""
     month = month_key(now, tz)
     start, _ = month_bounds(month, tz)
     known, removed = merge_known_customers(session, customers, tz)
-    openings = opening_balances(session, _with_past(known), month, tz)
+    openings = opening_balances(session, _with_past(known), month, tz, store)
     lines = load_lines(session, since=start, until=now + _INSTANT)
     return build_balances(known, lines, now, tz, removed, openings)
 

@@ -47,9 +47,9 @@ def contract_minutes_left(session: Session, customer: Customer, contract: Contra
     plus this month's allowance minus use), a package's minutes; None for occasional."""
     rules = rules_of(contract.kind)
     if rules.packages:
-        return prepaid_left_minutes(session, packages_of(customer), at, tz).get(contract.id, 0)
+        return prepaid_left_minutes(session, packages_of(customer), at, tz, store=True).get(contract.id, 0)
     if rules.monthly_allowance:
-        for balance in contract_balances(session, [customer], at, tz):
+        for balance in contract_balances(session, [customer], at, tz, store=True):
             if balance.contract_id == contract.id:
                 return balance.balance_minutes
     return None

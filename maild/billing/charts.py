@@ -60,6 +60,21 @@ class Chart:
     bar_colours: tuple[str, ...] = ()  # per category, overriding the series colour ("" keeps it)
 
 
+@dataclass(frozen=True)
+class StatementWords:
+    """What a customer's statement charts say, taken from the statement's words template
+    (``templates/<lang>/statement.html``): no customer-facing word is written here."""
+
+    scopes_title: str
+    scopes_alt: str
+    balance_title: str
+    balance_alt: str
+    series: Mapping[str, str]  # used, allowance, carried_in, carried, start, end
+    scope_names: Mapping[str, str]  # scope key -> its name in the statement's language
+    contracts: tuple[str, ...]  # a label per contract of the context, in its order
+    notes: tuple[str, ...]  # a note per contract ("ważny do 30.11.2026 r.") or ""
+
+
 TEXT: dict[str, dict[str, str]] = {
     "en": {
         "sla_title": "SLA reactions by customer", "met": "met", "missed": "missed", "open": "still open",
@@ -84,9 +99,6 @@ TEXT: dict[str, dict[str, str]] = {
         "cons_title": "Tickets answered per consultant", "answered": "tickets answered",
         "cons_alt": "Per consultant in {month}: {parts}.", "cons_none": "no consultants",
         "median": "median first response {value}",
-        "balance_title": "Your hours and balance", "balance_alt": "Your hours in {month}: {parts}.",
-        "allowance": "monthly allowance", "carried_in": "carried over from before",
-        "your_scope_title": "Your hours by scope",
     },
     "pl": {
         "sla_title": "Reakcje w ramach SLA według klientów", "met": "w terminie", "missed": "po terminie",
@@ -113,9 +125,6 @@ TEXT: dict[str, dict[str, str]] = {
         "cons_title": "Zgłoszenia z odpowiedzią według konsultantów", "answered": "zgłoszenia z odpowiedzią",
         "cons_alt": "Według konsultantów w {month}: {parts}.", "cons_none": "brak konsultantów",
         "median": "mediana pierwszej odpowiedzi {value}",
-        "balance_title": "Państwa godziny i saldo", "balance_alt": "Państwa godziny w {month}: {parts}.",
-        "allowance": "pula miesięczna", "carried_in": "przeniesione z poprzednich miesięcy",
-        "your_scope_title": "Państwa godziny według zakresu",
     },
 }
 
@@ -274,15 +283,17 @@ def scope_totals(contracts: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     return dict(sorted(totals.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _scope_chart(totals: Mapping[str, int], month: str, language: str, title: str, key: str) -> Chart:
+def _scope_chart(totals: Mapping[str, int], month: str, language: str, title: str, key: str,
+                 words: StatementWords | None = None) -> Chart:
+    """Minutes per scope; the statement's words (``words``) or the managers' (``TEXT``)."""
     t = text(language)
-    scopes = SCOPES.get(language, SCOPES["en"])
+    scopes = words.scope_names if words else SCOPES.get(language, SCOPES["en"])
     labels = tuple(scopes.get(s, s) for s in totals)
+    alt = words.scopes_alt if words else t["scope_alt"].format(month=month, parts=_parts(
+        [(label, hours(m, language)) for label, m in zip(labels, totals.values())]) or t["scope_none"])
     return Chart(
         key=key, title=title, kind="barh", unit="minutes", categories=labels,
-        series=(Series(t["used"], tuple(totals.values()), BLUE),),
-        alt=t["scope_alt"].format(month=month, parts=_parts(
-            [(label, hours(m, language)) for label, m in zip(labels, totals.values())]) or t["scope_none"]),
+        series=(Series(words.series["used"] if words else t["used"], tuple(totals.values()), BLUE),), alt=alt,
     )
 
 
@@ -331,59 +342,48 @@ def month_summary(report: Mapping[str, Any]) -> dict[str, int]:
 # ------------------------------------------------------------------ a customer's statement
 
 
-def statement_charts(context: Mapping[str, Any], language: str) -> tuple[Chart, ...]:
+def statement_charts(context: Mapping[str, Any], words: StatementWords) -> tuple[Chart, ...]:
     """The statement's two charts, from the statement's own context (the plain text's numbers).
 
     Hours by scope over the customer's contracts, and the balance: for sla the
     allowance, carry-in, use and carry-out, for each prepaid package its balance
-    at the start and end with the expiry date.
+    at the start and end with the expiry date. Every word is the template's
+    (``words``); a contract is shown by its kind's name, never its id.
     """
-    t = text(language)
+    w = words.series
     month = str(context["month"])
     contracts = context["contracts"]
     totals = scope_totals([{"minutes_by_scope": {s["scope"]: s["minutes"] for s in c["scopes"]}}
                            for c in contracts])
-    charts = [_scope_chart(totals, month, language, t["your_scope_title"], "scopes")]
-    sla = [c for c in contracts if rules_of(c["kind"]).monthly_allowance]
-    prepaid = [c for c in contracts if rules_of(c["kind"]).packages]
+    charts = [_scope_chart(totals, month, "", words.scopes_title, "scopes", words)]
+    sla = [i for i, c in enumerate(contracts) if rules_of(c["kind"]).monthly_allowance]
+    prepaid = [i for i, c in enumerate(contracts) if rules_of(c["kind"]).packages]
     if sla or prepaid:
-        names: list[str] = []
         series: dict[str, list[int]] = {k: [] for k in ("allowance", "carried_in", "used", "carried")}
-        notes: list[str] = []
-        for c in sla:
-            names.append(str(c["contract_id"]))
+        for i in sla:
+            c = contracts[i]
             series["allowance"].append(c["allowance_minutes"] or 0)
             series["carried_in"].append(c["carry_in_minutes"] or 0)
             series["used"].append(c["total_minutes"])
             series["carried"].append(c["carry_out_minutes"] or 0)
-            notes.append("")
-        for c in prepaid:
-            names.append(str(c["contract_id"]))
+        for i in prepaid:
+            c = contracts[i]
             series["allowance"].append(c["balance_start_minutes"] or 0)
             series["carried_in"].append(0)
             series["used"].append(c["total_minutes"])
             series["carried"].append(c["balance_end_minutes"] or 0)
-            notes.append(t["valid"].format(date=c["valid_until"]) if c["valid_until"] else "")
-        first, last = {(True, False): (t["allowance"], t["carried"]), (False, True): (t["start"], t["end"]),
-                       (True, True): (f"{t['allowance']} / {t['start']}", f"{t['carried']} / {t['end']}")}[
+        first, last = {(True, False): (w["allowance"], w["carried"]), (False, True): (w["start"], w["end"]),
+                       (True, True): (f"{w['allowance']} / {w['start']}", f"{w['carried']} / {w['end']}")}[
                            (bool(sla), bool(prepaid))]
-        parts = []
-        for i, name in enumerate(names):
-            bits = [f"{first} {hours(series['allowance'][i], language)}"]
-            if series["carried_in"][i]:
-                bits.append(f"{t['carried_in']} {hours(series['carried_in'][i], language)}")
-            bits += [f"{t['used']} {hours(series['used'][i], language)}",
-                     f"{last} {hours(series['carried'][i], language)}"]
-            if notes[i]:
-                bits.append(notes[i])
-            parts.append((name, ", ".join(bits)))
+        rows = sla + prepaid
         charts.append(Chart(
-            key="balance", title=t["balance_title"], kind="barh", unit="minutes", categories=tuple(names),
+            key="balance", title=words.balance_title, kind="barh", unit="minutes",
+            categories=tuple(words.contracts[i] for i in rows),
             series=tuple(s for s in (
                 Series(first, tuple(series["allowance"]), SKY),
-                Series(t["carried_in"], tuple(series["carried_in"]), PURPLE),
-                Series(t["used"], tuple(series["used"]), BLUE),
-                Series(last, tuple(series["carried"]), GREEN)) if s.name != t["carried_in"] or any(s.values)),
-            notes=tuple(notes), alt=t["balance_alt"].format(month=month, parts=_parts(parts)),
+                Series(w["carried_in"], tuple(series["carried_in"]), PURPLE),
+                Series(w["used"], tuple(series["used"]), BLUE),
+                Series(last, tuple(series["carried"]), GREEN)) if s.name != w["carried_in"] or any(s.values)),
+            notes=tuple(words.notes[i] for i in rows), alt=words.balance_alt,
         ))
     return tuple(charts)

@@ -2,10 +2,15 @@
 
 Jinja2 with autoescape on for every template, in the same sandbox as the mail
 templates: a customer name or subject such as ``"><img onerror=...>`` is text on
-the page, never markup. The templates are maild's own (``billing/html/`` and the
-folders callers name), not the operator's ``templates_dir``: they carry the
-layout the browser tests check (nothing wider than a phone's screen, every
-image with its alt text).
+the page, never markup. The layouts are maild's own (``billing/html/`` and the
+folders callers name), not the operator's ``templates_dir``: they carry what the
+browser tests check (nothing wider than a phone's screen, every image with its
+alt text).
+
+The customer's statement takes every word from ``templates/<lang>/statement.html``
+(a file of macros and labels, looked up in the operator's ``templates_dir`` first),
+so a translator edits templates only; the managers' month report keeps its words
+here (``TEXT``).
 
 Images are given as ``Image`` values whose ``src`` is a ``data:`` URI (a
 self-contained file) or a ``cid:`` reference (a mail's inline part); the
@@ -21,11 +26,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
 
-from maild.billing.charts import hours
+from maild.billing.charts import StatementWords, hours, scope_totals
 from maild.billing.reports import format_money
+from maild.errors import MaildError
+from maild.outbound.render import PACKAGED, add_wording_filters, search_path
 
 HERE = Path(__file__).resolve().parent / "html"
 
@@ -85,6 +93,72 @@ def render(name: str, context: Mapping[str, Any], folders: tuple[Path, ...] = (H
     return environment(folders).get_template(name).render(dict(context))
 
 
+class StatementTemplateError(MaildError):
+    """The statement's words file (``<lang>/statement.html``) is missing or broken; names it."""
+
+
+@lru_cache(maxsize=8)
+def customer_environment(folders: tuple[Path, ...]) -> ImmutableSandboxedEnvironment:
+    """The customer's pages: the layouts here, the words from ``folders`` (the operator's
+    templates, then the packaged ones), with the filters of the mail templates (``|hm("pl")``,
+    ``|money("pl")``, ...) so both parts of a statement format values alike."""
+    env = ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader([str(HERE), *(str(f) for f in folders)]), autoescape=True,
+        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    )
+    add_wording_filters(env)
+    return env
+
+
+def statement_folders(templates: Path | None = None) -> tuple[Path, ...]:
+    """Where a statement's words are looked up: the operator's ``templates_dir``, then the packaged."""
+    return search_path(templates or PACKAGED)
+
+
+def _plain(value: object) -> str:
+    """A macro's output as plain text (for a PNG or an attribute the page escapes again)."""
+    return Markup(str(value)).unescape() if isinstance(value, Markup) else str(value)
+
+
+def statement_words(context: Mapping[str, Any], language: str, folders: tuple[Path, ...]) -> StatementWords:
+    """What the statement's charts say, from ``<lang>/statement.html``: titles, legends,
+    one label and note per contract, and the alt texts with the numbers."""
+    name = f"{language}/statement.html"
+    try:
+        words = customer_environment(folders).get_template(name).module
+        chart: Mapping[str, str] = getattr(words, "chart")
+        contracts = context["contracts"]
+        names = {s["scope"]: s["name"] for c in contracts for s in c["scopes"]}
+        totals = scope_totals([{"minutes_by_scope": {s["scope"]: s["minutes"] for s in c["scopes"]}}
+                               for c in contracts])
+        return StatementWords(
+            scopes_title=_plain(chart["scopes_title"]), balance_title=_plain(chart["balance_title"]),
+            series={k: _plain(chart[k]) for k in ("used", "allowance", "carried_in", "carried", "start", "end")},
+            scope_names=names,
+            contracts=tuple(_plain(getattr(words, "chart_contract")(c)) for c in contracts),
+            notes=tuple(_plain(getattr(words, "chart_note")(c)) for c in contracts),
+            scopes_alt=_plain(getattr(words, "scopes_alt")(
+                context, [{"scope": k, "name": names.get(k, k), "minutes": m} for k, m in totals.items()])),
+            balance_alt=_plain(getattr(words, "balance_alt")(context)),
+        )
+    except (TemplateError, KeyError, AttributeError, TypeError) as exc:
+        raise StatementTemplateError(f"template {name} (under {' or '.join(map(str, folders))}): "
+                                     f"{type(exc).__name__}: {exc}") from None
+
+
+def render_statement(context: Mapping[str, Any], language: str, images: list[Image],
+                     folders: tuple[Path, ...]) -> str:
+    """The statement page: the layout here with the words of ``<lang>/statement.html``."""
+    try:
+        return customer_environment(folders).get_template("statement.html").render(
+            {"s": {k: v for k, v in context.items() if not k.startswith("_")}, "lang": language, "images": images})
+    except TemplateError as exc:
+        raise StatementTemplateError(f"template {language}/statement.html (under "
+                                     f"{' or '.join(map(str, folders))}): {type(exc).__name__}: {exc}") from None
+
+
+# The month report goes to the managers only ([[managers]] in maild.toml), never to a
+# customer: its words stay here, in both languages, next to the layout that uses them.
 TEXT: dict[str, dict[str, str]] = {
     "en": {
         "report_title": "Support in {month}", "generated": "Generated {at} UTC; times in {tz}.",
@@ -125,31 +199,3 @@ TEXT: dict[str, dict[str, str]] = {
 
 def text(language: str) -> dict[str, str]:
     return TEXT.get(language, TEXT["en"])
-
-
-STATEMENT_TEXT: dict[str, dict[str, str]] = {
-    "en": {
-        "title": "Support hours {month}: {customer}",
-        "intro": "The statement of support hours of {customer} for {month}.",
-        "total": "total time", "to_bill": "PLN net to invoice", "sla": "Service contract",
-        "prepaid": "Prepaid hour package (valid until {date})", "occasional": "Occasional help",
-        "allowance": "Monthly allowance", "carry_in": "Carried over from before", "used": "Used this month",
-        "carry_out": "Carried over to next month", "start": "Balance at the start", "end": "Balance at the end",
-        "worked": "Time worked", "overage": "Beyond the balance", "billed": "Billed", "currency": "PLN",
-        "ticket": "Ticket", "subject": "Subject", "time": "Time",
-        "questions": "If you have any questions about this statement, please reply to this message.",
-        "regards": "Kind regards,",
-    },
-    "pl": {
-        "title": "Zestawienie godzin wsparcia {month}: {customer}",
-        "intro": "Zestawienie godzin wsparcia dla firmy {customer} za {month}.",
-        "total": "łączny czas", "to_bill": "zł netto do zafakturowania", "sla": "Umowa serwisowa",
-        "prepaid": "Pakiet godzin (ważny do {date})", "occasional": "Pomoc okazjonalna",
-        "allowance": "Miesięczny limit", "carry_in": "Z poprzednich miesięcy", "used": "Wykorzystane w miesiącu",
-        "carry_out": "Przechodzi na kolejny", "start": "Saldo na początek", "end": "Saldo na koniec",
-        "worked": "Czas pracy", "overage": "Ponad saldo", "billed": "Do rozliczenia", "currency": "zł",
-        "ticket": "Zgłoszenie", "subject": "Temat", "time": "Czas",
-        "questions": "W razie pytań dotyczących zestawienia prosimy odpowiedzieć na tę wiadomość.",
-        "regards": "Z poważaniem",
-    },
-}

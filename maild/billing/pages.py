@@ -16,10 +16,12 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from maild.billing.charts import Chart, month_charts, month_summary, statement_charts
-from maild.billing.html import STATEMENT_TEXT, Image, InlineImage, data_uri, png_size, render, text
+from maild.billing.html import (Image, InlineImage, data_uri, png_size, render, render_statement, statement_folders,
+                                statement_words, text)
 from maild.billing.plot import WIDTH_PX, render_png
 from maild.rules.kinds import rules_of
 
@@ -65,15 +67,19 @@ def month_report_html(report: Mapping[str, Any], language: str, from_name: str, 
 
 
 def statement_html(context: Mapping[str, Any], language: str, *, inline: bool = True,
-                   domain: str = "maild.invalid") -> tuple[str, list[InlineImage]]:
-    """A customer's statement as HTML, from the context its plain text is rendered from."""
-    lang = language if language in STATEMENT_TEXT else "en"
-    images, parts = draw(statement_charts(context, lang), lang, inline=inline, domain=domain,
+                   domain: str = "maild.invalid", templates: Path | None = None) -> tuple[str, list[InlineImage]]:
+    """A customer's statement as HTML, from the context its plain text is rendered from.
+
+    The words come from ``<lang>/statement.html`` in ``templates`` (the operator's
+    ``templates_dir``) or, where that lacks it, the packaged templates.
+    """
+    lang = language if language in ("pl", "en") else "en"
+    folders = statement_folders(templates)
+    words = statement_words(context, lang, folders)
+    images, parts = draw(statement_charts(context, words), lang, inline=inline, domain=domain,
                          tag=f"statement-{context['month']}-{context.get('customer_id') or ''}",
                          width_px=MAIL_WIDTH_PX)
-    html = render("statement.html", {**{k: v for k, v in context.items() if not k.startswith("_")},
-                                     "lang": lang, "t": STATEMENT_TEXT[lang], "images": images})
-    return html, parts
+    return render_statement(context, lang, images, folders), parts
 
 
 def html_part(html: str, parts: Sequence[InlineImage]) -> dict[str, Any]:

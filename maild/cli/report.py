@@ -178,7 +178,8 @@ def send_statements(cfg: Config, session: Session, report: HoursReport, now: dat
         if html:
             from maild.billing.pages import html_part, statement_html
 
-            page, images = statement_html(context, customer.language, inline=True, domain=desk.ctx.domain)
+            page, images = statement_html(context, customer.language, inline=True, domain=desk.ctx.domain,
+                                          templates=cfg.templates_path)
             html_mail = html_part(page, images)
         message_id = desk.queue_mail(
             ticket=None, dedupe_key=key, kind="statement", template="statement", language=customer.language,

@@ -20,7 +20,7 @@ from maild.rules.wording import format_money
 from maild.storage.db import make_engine, migration_state, safe_url
 from maild.errors import MaildError
 from maild.intake.mailbox import ImapSettings, open_source
-from maild.outbound.render import LANGUAGES, Renderer
+from maild.outbound.render import LANGUAGES, Renderer, RenderError
 from maild.outbound.smtp import SmtpSender
 
 SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
@@ -94,6 +94,11 @@ def _line(ok: bool | None, what: str, detail: str) -> bool:
     return ok is not False
 
 
+def _info(what: str, detail: str) -> None:
+    """A fact the operator may want to know that needs no action (never fails the check)."""
+    print(f"info {what}: {' '.join(detail.split())}")
+
+
 def _attempt(what: str, action: Callable[[], str]) -> bool:
     try:
         return _line(True, what, action())
@@ -104,11 +109,43 @@ def _attempt(what: str, action: Callable[[], str]) -> bool:
 
 
 def check_templates(renderer: Renderer) -> str:
+    """Every mail template in both languages, and the statement's HTML words, rendered with
+    sample values: a template that would fail when its mail is due fails here, by name."""
     names = renderer.names()
     for name in names:
         for language in LANGUAGES:
-            renderer.render(name, language, SAMPLE_CONTEXTS.get(name, {}))
-    return f"{len(names)} templates render in {', '.join(LANGUAGES)}"
+            try:
+                renderer.render(name, language, SAMPLE_CONTEXTS.get(name, {}))
+            except RenderError as exc:
+                raise RenderError(f"{exc} (rendered with maild check's sample values; this mail would "
+                                  "fail the same way when it is due)") from None
+    statement_pages = check_statement_html(renderer.path)
+    return f"{len(names)} templates{statement_pages} render in {', '.join(LANGUAGES)}"
+
+
+def check_statement_html(templates: Path) -> str:
+    """The statement's HTML words (``<lang>/statement.html``) with the sample statement, no charts
+    drawn (that needs matplotlib, which ``check`` does not load)."""
+    from maild.billing.html import render_statement, statement_folders, statement_words
+
+    folders = statement_folders(templates)
+    for language in LANGUAGES:
+        try:
+            statement_words(SAMPLE_CONTEXTS["statement"], language, folders)
+            render_statement(SAMPLE_CONTEXTS["statement"], language, [], folders)
+        except MaildError as exc:
+            raise RenderError(f"{exc} (rendered with maild check's sample statement; the statements' "
+                              "HTML part would fail the same way)") from None
+    return " and the statement's HTML part"
+
+
+def not_overridden(renderer: Renderer) -> str | None:
+    """The templates an operator's ``templates_dir`` lacks, which go out in the packaged wording."""
+    missing = renderer.not_overridden()
+    if not missing:
+        return None
+    return (f"{renderer.path} does not override {len(missing)} templates, the packaged wording is used for: "
+            f"{', '.join(missing)} (copy them from the packaged templates to change their wording)")
 
 
 def run_checks(cfg: Config) -> int:
@@ -117,6 +154,9 @@ def run_checks(cfg: Config) -> int:
     ok &= _attempt("storage", lambda: _storage(cfg))
     ok &= _attempt("database", lambda: _database(cfg))
     ok &= _attempt("templates", lambda: check_templates(Renderer(cfg.templates_path)))
+    fallback = not_overridden(Renderer(cfg.templates_path))
+    if fallback:
+        _info("templates_dir", fallback)
     ok &= _attempt("mailbox", lambda: _mailbox(cfg))
     ok &= _attempt("smtp", lambda: asyncio.run(SmtpSender(cfg.smtp).check()))
     if not cfg.trusted_authserv_id:

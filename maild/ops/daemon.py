@@ -109,12 +109,7 @@ def load_renderer(path: Path) -> Renderer:
     and renders each with sample values.
     """
     renderer = Renderer(path)
-    sources: dict[str, str] = {}
-    for file in sorted(path.glob("*/*.txt")):
-        try:
-            sources[f"{file.parent.name}/{file.name}"] = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RenderError(f"template {file}: {exc}") from None
+    sources = renderer.sources()  # the operator's folder over the packaged templates
     renderer.env.loader = DictLoader(sources)
     for name in sources:
         try:

@@ -3,6 +3,11 @@
 A template is ``templates/<lang>/<name>.txt`` with a ``subject`` and a ``body``
 block. The environment is sandboxed and values from mail are data, never
 template code: a subject like ``{{ 7*7 }}`` is printed as written.
+
+An operator's ``templates_dir`` is searched first and the packaged templates
+after it: a folder copied before a release added a template (``notify_new``,
+``expiry_reminder``, ...) keeps working, with the packaged wording for what it
+lacks; ``maild check`` lists those.
 """
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateNotFound
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from maild.errors import MaildError
@@ -26,6 +31,7 @@ from maild.rules.wording import (
 )
 
 LANGUAGES = ("pl", "en")
+PACKAGED = Path(__file__).resolve().parents[1] / "templates"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -50,50 +56,89 @@ def hours_minutes(minutes: int, language: str = "pl") -> str:
     return format_duration(minutes, language)
 
 
+def search_path(templates_path: Path) -> tuple[Path, ...]:
+    """The folders a template is looked up in, first wins: the operator's, then the packaged."""
+    try:
+        same = templates_path.resolve() == PACKAGED.resolve()
+    except OSError:
+        same = False
+    return (templates_path,) if same else (templates_path, PACKAGED)
+
+
+def add_wording_filters(env: Environment) -> None:
+    """The filters every customer-facing template formats values with (text mail and HTML alike)."""
+    env.filters["one_line"] = one_line
+    env.filters["first_lines"] = first_lines
+    env.filters["hm"] = hours_minutes
+    # {{ n|plural("day", "pl") }}, {{ d|date("pl") }}, {{ due|deadline("pl", timezone) }},
+    # {{ "2026-12"|month("pl") }}, {{ cents|money("pl") }}, {{ 80|percent("pl") }}
+    env.filters["plural"] = plural
+    env.filters["date"] = format_date
+    env.filters["weekday_date"] = format_weekday_date
+    env.filters["deadline"] = lambda value, language, tz: format_deadline(value, tz, language)
+    env.filters["month"] = format_month
+    env.filters["money"] = format_money
+    env.filters["percent"] = format_percent
+
+
 class Renderer:
     def __init__(self, templates_path: Path) -> None:
-        from jinja2 import FileSystemLoader
-
         self.path = templates_path
+        self.folders = search_path(templates_path)
         self.env = ImmutableSandboxedEnvironment(
-            loader=FileSystemLoader(str(templates_path)),
+            loader=FileSystemLoader([str(f) for f in self.folders]),
             undefined=StrictUndefined,
             autoescape=lambda name: bool(name and name.endswith(".html")),
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.env.filters["one_line"] = one_line
-        self.env.filters["first_lines"] = first_lines
-        self.env.filters["hm"] = hours_minutes
-        # {{ n|plural("day", "pl") }}, {{ d|date("pl") }}, {{ due|deadline("pl", timezone) }},
-        # {{ "2026-12"|month("pl") }}, {{ cents|money("pl") }}, {{ 80|percent("pl") }}
-        self.env.filters["plural"] = plural
-        self.env.filters["date"] = format_date
-        self.env.filters["weekday_date"] = format_weekday_date
-        self.env.filters["deadline"] = lambda value, language, tz: format_deadline(value, tz, language)
-        self.env.filters["month"] = format_month
-        self.env.filters["money"] = format_money
-        self.env.filters["percent"] = format_percent
+        add_wording_filters(self.env)
 
     def render(self, name: str, language: str, context: dict[str, Any]) -> tuple[str, str]:
         """(subject, body) of template ``name`` in ``language`` (falls back to English)."""
         lang = language if language in LANGUAGES else "en"
+        name = f"{lang}/{name}.txt"
         try:
-            template = self.env.get_template(f"{lang}/{name}.txt")
+            template = self.env.get_template(name)
         except TemplateNotFound:
-            raise RenderError(f"template {lang}/{name}.txt not found under {self.path}") from None
+            raise RenderError(f"template {name} not found under {' or '.join(map(str, self.folders))}") from None
         except TemplateError as exc:
-            raise RenderError(f"template {lang}/{name}.txt: {exc}") from None
+            raise RenderError(f"template {name} in {self.origin(name)}: {exc}") from None
         try:
             ctx = template.new_context(dict(context))
             subject = "".join(template.blocks["subject"](ctx))
             body = "".join(template.blocks["body"](ctx))
         except KeyError as exc:
-            raise RenderError(f"template {lang}/{name}.txt: missing block {exc}") from None
+            raise RenderError(f"template {name} in {self.origin(name)}: missing block {exc}") from None
         except TemplateError as exc:
-            raise RenderError(f"template {lang}/{name}.txt: {exc}") from None
+            raise RenderError(f"template {name} in {self.origin(name)}: {exc}") from None
         return one_line(subject, 900), body.strip() + "\n"
 
     def names(self) -> list[str]:
-        return sorted(p.stem for p in (self.path / "en").glob("*.txt"))
+        """Every mail template, the operator's and the packaged ones."""
+        return sorted({p.stem for folder in self.folders for p in (folder / "en").glob("*.txt")})
+
+    def sources(self) -> dict[str, str]:
+        """``lang/name.txt`` -> its text, each from the first folder that has it (a snapshot)."""
+        found: dict[str, str] = {}
+        for folder in reversed(self.folders):
+            for file in sorted(folder.glob("*/*.txt")):
+                try:
+                    found[f"{file.parent.name}/{file.name}"] = file.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise RenderError(f"template {file}: {exc}") from None
+        return found
+
+    def not_overridden(self) -> list[str]:
+        """The packaged templates the operator's folder lacks (``pl/notify_new.txt``, ...): these
+        mails go out in the packaged wording. Empty when the packaged folder is the one in use."""
+        if len(self.folders) == 1:
+            return []
+        own = {f"{p.parent.name}/{p.name}" for p in self.path.glob("*/*") if p.suffix in (".txt", ".html")}
+        packaged = {f"{p.parent.name}/{p.name}" for p in PACKAGED.glob("*/*") if p.suffix in (".txt", ".html")}
+        return sorted(packaged - own)
+
+    def origin(self, name: str) -> Path:
+        """The folder ``name`` (``pl/ack.txt``) is read from: the operator's when it has one."""
+        return next((f for f in self.folders if (f / name).is_file()), self.folders[-1])

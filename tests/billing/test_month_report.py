@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from maild.billing.charts import hours as hours_text
 from maild.billing.charts import month_charts, scope_totals, statement_charts
+from maild.billing.html import statement_folders, statement_words
 from maild.billing.month import REACTION_BUCKETS, MonthTicket, build_backlog, build_reactions
 from maild.billing.reports import TicketInfo, build_sla_report
 from maild.storage.models import MessageRow, OutboxRow, Ticket
@@ -132,7 +133,8 @@ def test_statement_charts_are_the_statement_numbers(month: Month) -> None:
     hours = cli_json(month, "report", "hours", "--month", MONTH, "--json")
     for customer, expected in zip(report.customers, hours["customers"]):
         context = statement_context(cfg, report, customer)
-        charts = {c.key: c for c in statement_charts(context, customer.language)}
+        words = statement_words(context, customer.language, statement_folders())
+        charts = {c.key: c for c in statement_charts(context, words)}
         used = dict(zip(charts["scopes"].categories, charts["scopes"].series[0].values))
         assert sum(used.values()) == expected["total_minutes"]
         assert list(scope_totals(expected["contracts"]).values()) == list(used.values())
@@ -145,6 +147,9 @@ def test_statement_charts_are_the_statement_numbers(month: Month) -> None:
             assert list(balance.series[-1].values) == ends
             carried_in = [c["carry_in_minutes"] or 0 for c in rows if c["kind"] == "sla"]
             assert len(balance.series) == (4 if any(carried_in) else 3)
+            ids = {c["contract_id"] for c in expected["contracts"]} - {None, ""}
+            assert not any(i in text for i in ids for text in (*balance.categories, balance.alt, balance.title)), \
+                "a customer is shown contract kinds, never contract ids"
         else:
             assert "balance" not in charts
 
@@ -323,4 +328,5 @@ def test_backlog_buckets_hold_every_open_ticket_once(ages: list[int]) -> None:
     assert sum(backlog.values()) == len(ages)
     assert backlog["<1d"] == sum(1 for a in ages if a < 24 * 60)
     assert backlog[">30d"] == sum(1 for a in ages if a >= 30 * 24 * 60)
+
 

@@ -344,7 +344,7 @@ def test_send_queues_each_statement_once(env: Env) -> None:
     assert "Kwota netto:        100,00 zł" in body and "SUP-1" in body and "2 godz. 30 min" in body
     nowak = next(r for r in rows if r.dedupe_key.endswith("nowak"))
     subject, body = renderer.render("statement", "en", {k: v for k, v in nowak.context.items() if k != "_headers"})
-    assert "Biuro Nowak" in subject and "Balance at the end:       3 h" in body
+    assert "Biuro Nowak" in subject and "Balance at the end:         3 h" in body
 
 
 # ------------------------------------------------------------------ report sla

@@ -177,7 +177,7 @@ def test_time_lines_draw_packages_warn_once_fall_back_and_bill(
     assert "Gross amount:       PLN 123.00" in text
     assert "Prepaid hour package valid until 31 March 2027" in text and "nord-b" not in text
     assert "The package has been used up." in text and "expired" not in text
-    assert "Beyond the balance:       30 min" in text and "SUP-1" in text
+    assert "Beyond the balance:         30 min" in text and "SUP-1" in text
     acme = [m for m in w.sink.messages if m.rcpt_tos == ["faktury@acme.pl"]]
     assert len(acme) == 1 and acme[0].parsed["Subject"] == "Zestawienie godzin wsparcia za listopad 2026 dla firmy Acme"
     assert "Europe/Warsaw" not in body(acme[0])

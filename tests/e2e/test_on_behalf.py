@@ -49,7 +49,7 @@ def test_customer_command_opens_a_ticket_on_the_customers_behalf(env: dict[str, 
     mails = sink.wait_for(2)
     by = {m.rcpt_tos[0]: m for m in mails}
     assert set(by) == {"kari@nord.no", "anna@firma.pl"}
-    assert "as discussed with our consultant" in text_of(by["kari@nord.no"])
+    assert "As discussed with our consultant" in text_of(by["kari@nord.no"])
     assert "[SUP-1]" in str(by["anna@firma.pl"].parsed["Subject"]), "the consultant has a mail to answer"
     with daemon.sessions() as session:
         t = session.get(Ticket, 1)

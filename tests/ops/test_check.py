@@ -18,7 +18,7 @@ from tests.servers.common import free_port
 from tests.e2e.test_daemon import imap_table
 
 ROOT = Path(__file__).resolve().parents[2]
-MARKS = ("ok  ", "FAIL", "warn")
+MARKS = ("ok  ", "FAIL", "warn", "info")
 
 
 @pytest.fixture(autouse=True)
@@ -90,6 +90,55 @@ def test_broken_template(tmp_path: Path, imap_account: Any, smtp_sink: Any, monk
     config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port)
     code, lines = check(config, capsys)
     assert code == 1 and lines["templates"].startswith("FAIL") and "pl/ack.txt" in lines["templates"]
+
+
+def test_old_template_copy_is_named_and_passes(tmp_path: Path, imap_account: Any, smtp_sink: Any,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A templates_dir copied before notify_new existed: the packaged one is used, and check says so."""
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    for language in ("pl", "en"):
+        (templates / language / "notify_new.txt").unlink()
+    monkeypatch.setattr(Config, "templates_path", property(lambda self: templates))
+    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port)
+    code, lines = check(config, capsys)
+    assert code == 0, lines
+    assert lines["templates"].startswith("ok") and "statement's HTML part" in lines["templates"]
+    assert lines["templates_dir"].startswith("info") and str(templates) in lines["templates_dir"]
+    assert "en/notify_new.txt, pl/notify_new.txt" in lines["templates_dir"]
+    assert "ack.txt" not in lines["templates_dir"]
+
+
+def test_packaged_templates_need_no_info_line(tmp_path: Path, imap_account: Any, smtp_sink: Any,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port)
+    code, lines = check(config, capsys)
+    assert code == 0 and "templates_dir" not in lines
+
+
+@pytest.mark.parametrize(("name", "old", "new"), [
+    ("pl/ack.txt", "{{ ref }}.", "{{ no_such_value }}."),
+    ("en/statement.html", '{{ s.customer_name }}{% endmacro %}', '{{ s.no_such_value }}{% endmacro %}'),
+])
+def test_template_that_fails_with_sample_values(tmp_path: Path, imap_account: Any, smtp_sink: Any,
+                                                monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                                name: str, old: str, new: str) -> None:
+    """Compiles, but fails when rendered (a variable the mail does not have): FAIL naming the
+    template, its folder and the missing name, before a customer's mail is due."""
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    text = (templates / name).read_text(encoding="utf-8")
+    assert old in text
+    (templates / name).write_text(text.replace(old, new, 1), encoding="utf-8")
+    monkeypatch.setattr(Config, "templates_path", property(lambda self: templates))
+    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port)
+    code, lines = check(config, capsys)
+    assert code == 1, lines
+    failure = lines["templates"]
+    assert failure.startswith("FAIL") and name in failure and "no_such_value" in failure, failure
+    assert str(templates) in failure and "sample" in failure, failure
+    assert all(v.startswith(("ok", "warn", "info")) for k, v in lines.items() if k != "templates"), lines
 
 
 def test_postgres_reachable_then_migrated(tmp_path: Path, imap_account: Any, smtp_sink: Any, pg_url: str,

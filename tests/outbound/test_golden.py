@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from datetime import date, datetime, timezone
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from maild.billing.charts import statement_charts
+from maild.billing.html import Image, render_statement, statement_folders, statement_words
 from maild.billing.reports import LedgerLine, TicketInfo, build_hours_report
 from maild.cli.report import statement_context
 from maild.config import BillingSettings, Config
 from maild.outbound.render import Renderer
 from maild.rules.customers import Contract, Customer
+from maild.rules.peak import default_peak_windows
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "data" / "golden"
@@ -38,14 +43,16 @@ ACK = {"ref": "SUP-12", "subject": "Nie działa wydruk faktury", "from_name": "W
        "fell_back": "", "fell_back_day": "", "hourly_rate_cents": None, "unit_minutes": 15, "peak_label": "",
        "queue_position": 0, "expected_by": ""}
 
+# the packaged window's own label: a change of its wording shows in the golden files too
+VAT_WINDOW = next(w for w in default_peak_windows() if w.name == "vat_jpk")
+
 ACKS: dict[str, dict[str, Any]] = {
     "sla": ACK,
     "sla-business": {**ACK, "reaction_clock": "business", "reaction_hours": 8},
     "sla-calendar": {**ACK, "reaction_clock": "calendar", "reaction_hours": 1},
     "prepaid": {**ACK, "contract_kind": "prepaid", "reaction_due": "", "prepaid_left_minutes": 390,
                 "prepaid_valid_until": "2027-01-31", "queue_position": 4, "expected_by": "2026-12-09",
-                "peak_label": {"pl": "miesięczne rozliczenie VAT / JPK (termin 25.)",
-                               "en": "monthly VAT / JPK filing (due on the 25th)"}},
+                "peak_label": {language: VAT_WINDOW.label_for(language) for language in ("pl", "en")}},
     "occasional": {**ACK, "contract_kind": "occasional", "reaction_due": "", "hourly_rate_cents": 25000,
                    "queue_position": 12, "expected_by": ""},
     "occasional-used-up": {**ACK, "contract_kind": "occasional", "reaction_due": "", "fell_back": "used_up",
@@ -57,25 +64,31 @@ ACKS: dict[str, dict[str, Any]] = {
 }
 
 
+CONTRACTS = {
+    "sla": Contract(id="acme-sla-2026", kind="sla", start=date(2026, 1, 1), monthly_minutes=480,
+                    hourly_rate_cents=25000, monthly_fee_cents=150000, reaction_hours=24),
+    "prepaid": Contract(id="nowak-p1", kind="prepaid", start=date(2026, 11, 1), package_minutes=600,
+                        valid_until=date(2026, 11, 30), price_cents=240000, hourly_rate_cents=28000),
+    "occasional": Contract(id="globex-adhoc", kind="occasional", start=date(2025, 6, 1), hourly_rate_cents=32000),
+}
+STATEMENT_KINDS = ("sla", "prepaid", "occasional", "several")
+
+
 def _statement(kind: str, language: str) -> dict[str, Any]:
-    """A statement context built the way `report hours --send` builds it, for one contract kind."""
-    contract = {
-        "sla": Contract(id="acme-sla-2026", kind="sla", start=date(2026, 1, 1), monthly_minutes=480,
-                        hourly_rate_cents=25000, monthly_fee_cents=150000, reaction_hours=24),
-        "prepaid": Contract(id="nowak-p1", kind="prepaid", start=date(2026, 11, 1), package_minutes=600,
-                            valid_until=date(2026, 11, 30), price_cents=240000, hourly_rate_cents=28000),
-        "occasional": Contract(id="globex-adhoc", kind="occasional", start=date(2025, 6, 1), hourly_rate_cents=32000),
-    }[kind]
+    """A statement context built the way `report hours --send` builds it, for one contract kind
+    ("several": a customer with a service contract and a package, each with a ticket)."""
+    contracts = (CONTRACTS["sla"], CONTRACTS["prepaid"]) if kind == "several" else (CONTRACTS[kind],)
     customer = Customer(id="acme", name="ACME Sp. z o.o.", language=language, billing_address="faktury@acme.pl",
-                        contracts=(contract,))
+                        contracts=contracts)
     booked = datetime(2026, 11, 10, 9, tzinfo=UTC)
+    first, last = contracts[0], contracts[-1]
     lines = [
-        LedgerLine(1, contract.id, "acme", 1, 570 if kind == "sla" else 45, False, booked, "incident"),
-        LedgerLine(2, contract.id, "acme", 2, 90, False, booked, "development"),
+        LedgerLine(1, first.id, "acme", 1, 570 if first.kind == "sla" else 45, False, booked, "incident"),
+        LedgerLine(2, last.id, "acme", 2, 90, False, booked, "development"),
     ]
-    tickets = {n: TicketInfo(id=n, ref=f"SUP-{n}", subject=s, customer_id="acme", contract_id=contract.id,
-                             contract_kind=kind, created_at=booked, reaction_due=None, first_response_at=None)
-               for n, s in ((1, "Nie działa wydruk faktury"), (2, "Nowy raport sprzedaży"))}
+    tickets = {n: TicketInfo(id=n, ref=f"SUP-{n}", subject=s, customer_id="acme", contract_id=c.id,
+                             contract_kind=c.kind, created_at=booked, reaction_due=None, first_response_at=None)
+               for n, s, c in ((1, "Nie działa wydruk faktury", first), (2, "Nowy raport sprzedaży", last))}
     report = build_hours_report("2026-11", WARSAW, (customer,), lines, tickets, 15)
     [hours] = report.customers
     cfg = Config.__new__(Config)
@@ -93,7 +106,7 @@ def _localized(context: dict[str, Any], language: str) -> dict[str, Any]:
 CASES: list[tuple[str, str, dict[str, Any]]] = [
     *(("ack", kind, context) for kind, context in ACKS.items()),
     *(("statement", kind, {"pl": _statement(kind, "pl"), "en": _statement(kind, "en")})
-      for kind in ("sla", "prepaid", "occasional")),
+      for kind in STATEMENT_KINDS),
     ("resolved", "any", {"ref": "SUP-12", "subject": "Nie działa wydruk faktury", "requester_name": "Jan Kowalski",
                          "reopen_days": 7, "from_name": "Wsparcie ERP"}),
     ("relay", "any", {"ref": "SUP-12", "subject": "Nie działa wydruk faktury", "consultant": "Anna Nowak",
@@ -117,25 +130,130 @@ def test_customer_mail_matches_its_reviewed_golden_file(template: str, kind: str
     subject, body = RENDERER.render(template, language, _localized(context, language))
     text = f"Subject: {subject}\n\n{body}"
     path = GOLDEN / f"{template}.{kind}.{language}.txt"
-    if UPDATE or not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        if not UPDATE:
-            pytest.fail(f"{path.relative_to(ROOT)} did not exist; written now: review it and commit it")
-    assert text == path.read_text(encoding="utf-8"), f"differs from {path.relative_to(ROOT)}"
-    # what no customer mail may contain
+    _golden(path, text)
+    assert_reads_right(text, language)
+    if language == "pl" and template != "relay":
+        assert body.startswith("Dzień dobry,\n")
+    if language == "en" and body.startswith("Hello,\n\n"):
+        assert body[len("Hello,\n\n")].isupper(), "an English sentence after the greeting starts with a capital"
+
+
+def assert_reads_right(text: str, language: str) -> None:
+    """What no customer mail may contain, in either part."""
     assert "Europe/" not in text and "Warsaw" not in text
     for contract_id in CONTRACT_IDS:
         assert contract_id not in text
     assert "{{" not in text and "None" not in text
+    assert not re.search(r"\([^()]*\(", text), "parentheses inside parentheses"
     assert ".." not in text, "a date ending in 'r.' then a full stop"
     if language == "pl":
         assert not re.search(r"\d %", text), "Polish writes 80%"
         assert "doraźn" not in text, "the offer's term is pomoc okazjonalna"
-        if template != "relay":
-            assert body.startswith("Dzień dobry,\n")
     else:
         assert "pomoc" not in text and "godz." not in text
+
+
+def _golden(path: Path, text: str) -> None:
+    if UPDATE or not path.exists():
+        path.write_text(text, encoding="utf-8")
+        if not UPDATE:
+            pytest.fail(f"{path.relative_to(ROOT)} did not exist; written now: review it and commit it")
+    assert text == path.read_text(encoding="utf-8"), f"differs from {path.relative_to(ROOT)}"
+
+
+class VisibleText(HTMLParser):
+    """A page's text as a reader sees it: a line per heading, paragraph and table row (cells
+    joined by " | "), and every image's alt text (what a reader without images gets)."""
+
+    BLOCKS = {"h1", "h2", "p", "tr", "figure", "title", "br"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.current: list[str] = []
+        self.skip = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "style":
+            self.skip = True
+        if tag in ("td", "th") and self.current:
+            self.current.append(" | ")
+        if tag == "img":
+            self.lines.append(f"[{dict(attrs).get('alt')}]")
+        if tag == "br":
+            self._flush()
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "style":
+            self.skip = False
+        if tag in self.BLOCKS:
+            self._flush()
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip and data.strip():
+            self.current.append(" ".join(data.split()))
+
+    def _flush(self) -> None:
+        line = "".join(self.current).strip()
+        if line:
+            self.lines.append(line)
+        self.current = []
+
+
+def visible_text(page: str) -> str:
+    parser = VisibleText()
+    parser.feed(page)
+    parser.close()
+    return "\n".join(parser.lines) + "\n"
+
+
+def statement_page(context: dict[str, Any], language: str) -> tuple[str, str]:
+    """The statement's HTML part as ``report hours --send`` renders it, charts not drawn (their
+    ``src`` is a placeholder), and the words drawn into the charts, one line per chart."""
+    folders = statement_folders(None)
+    charts = statement_charts(context, statement_words(context, language, folders))
+    images = [Image(key=c.key, src=f"cid:{c.key}", alt=c.alt, title=c.title, width=600, height=300) for c in charts]
+    page = render_statement(context, language, images, folders)
+    drawn = [f"{c.key}: {c.title} | legend: {', '.join(s.name for s in c.series)} | bars: "
+             f"{', '.join(c.categories)}" + (f" | notes: {', '.join(n for n in c.notes if n)}" if any(c.notes) else "")
+             for c in charts]
+    return page, "\n".join(drawn) + "\n"
+
+
+@pytest.mark.parametrize("kind", STATEMENT_KINDS)
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_statement_html_matches_its_reviewed_golden_file(kind: str, language: str) -> None:
+    """The HTML part (its <main>), what a reader sees of it, and what its charts say."""
+    page, drawn = statement_page(_statement(kind, language), language)
+    main = page[page.index("<main>"):page.index("</main>") + len("</main>")]
+    seen = visible_text(page)
+    _golden(GOLDEN / f"statement_html.{kind}.{language}.html", main + "\n")
+    _golden(GOLDEN / f"statement_html.{kind}.{language}.txt", f"{seen}\nDrawn in the charts:\n{drawn}")
+    assert_reads_right(seen + drawn, language)
+    assert f'<html lang="{language}">' in page
+    first = seen.splitlines()
+    assert first[2] == ("Dzień dobry," if language == "pl" else "Hello,"), first[:3]
+
+
+MONEY = {"pl": re.compile(r"-?\d{1,3}(?: \d{3})*,\d{2} zł"), "en": re.compile(r"-?PLN \d{1,3}(?:,\d{3})*\.\d{2}")}
+
+
+@pytest.mark.parametrize("kind", STATEMENT_KINDS)
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_statement_html_shows_the_figures_of_the_text_statement(kind: str, language: str) -> None:
+    """Net, VAT and gross, fees, rates and amounts: the same figures, as often, in both parts."""
+    context = _statement(kind, language)
+    _, body = RENDERER.render("statement", language, context)
+    seen = visible_text(statement_page(context, language)[0])
+    money = MONEY[language]
+    assert Counter(money.findall(seen)) == Counter(money.findall(body)) != Counter()
+    label = {"pl": ("Kwota netto", "VAT 23%", "Kwota brutto"), "en": ("Net amount", "VAT 23%", "Gross amount")}
+    figures = [context["net_cents"], context["vat_cents"], context["gross_cents"]]
+    assert context["gross_cents"] == context["net_cents"] + context["vat_cents"] > 0
+    for name, cents in zip(label[language], figures):
+        shown = RENDERER.env.filters["money"](cents, language)
+        assert re.search(rf"^{re.escape(name)}:\s+{re.escape(shown)}$", body, re.M), (name, shown)
+        assert f"{name} | {shown}\n" in seen, (name, shown)
 
 
 def test_every_customer_facing_template_has_golden_files() -> None:
@@ -144,3 +262,6 @@ def test_every_customer_facing_template_has_golden_files() -> None:
     for template in customer_facing:
         for language in ("pl", "en"):
             assert list(GOLDEN.glob(f"{template}.*.{language}.txt")), (template, language)
+    for kind in STATEMENT_KINDS:  # the statement's HTML part
+        for language in ("pl", "en"):
+            assert (GOLDEN / f"statement_html.{kind}.{language}.html").exists(), (kind, language)

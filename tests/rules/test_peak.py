@@ -117,6 +117,20 @@ def test_ksef_windows_are_once_only() -> None:
     assert not BY_NAME["ksef_small"].is_active(d("2028-01-01"))
 
 
+@pytest.mark.parametrize(("name", "day"), [
+    ("ksef_large", "2026-02-01"),  # art. 145l: above PLN 200 million of 2024 sales
+    ("ksef", "2026-04-01"),  # art. 145l: everyone else
+    ("ksef_small", "2027-01-01"),  # the day after art. 145m's period (1 April - 31 December 2026) ends
+])
+def test_ksef_windows_surround_the_acts_days(name: str, day: str) -> None:
+    """Each window runs about two weeks either side of its day, and its label names that day."""
+    window = BY_NAME[name]
+    start = d(day)
+    assert all(window.is_active(start + timedelta(days=n)) for n in range(-12, 13))
+    assert not window.is_active(start - timedelta(days=40)) and not window.is_active(start + timedelta(days=40))
+    assert f"{start.day} " in window.label_for("en") and str(start.year) in window.label_for("en")
+
+
 def test_the_issue_days_match_the_vat_window() -> None:
     for day in ("2026-01-26", "2026-04-27", "2026-12-28"):
         assert BY_NAME["vat_jpk"].is_active(d(day)), day

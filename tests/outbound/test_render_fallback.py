@@ -1,0 +1,83 @@
+"""An operator's ``templates_dir`` copied before a release added templates keeps working.
+
+The operator's folder is searched first, the packaged templates after it: what the
+operator changed is used, what their copy lacks comes from the package. The daemon's
+snapshot (``load_renderer``) and the statement's HTML words follow the same order.
+"""
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from maild.billing.html import render_statement, statement_folders, statement_words
+from maild.ops.check import SAMPLE_CONTEXTS
+from maild.ops.daemon import load_renderer
+from maild.outbound.render import PACKAGED, Renderer, RenderError
+
+ROOT = Path(__file__).resolve().parents[2]
+LATER = ("notify_new", "expiry_reminder")  # templates added after an operator's copy
+
+
+@pytest.fixture
+def old_copy(tmp_path: Path) -> Path:
+    """An operator's copy of the templates made before ``LATER`` and the statement's HTML existed,
+    with the Polish acknowledgement reworded."""
+    folder = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", folder)
+    for name in LATER:
+        for language in ("pl", "en"):
+            (folder / language / f"{name}.txt").unlink()
+    for language in ("pl", "en"):
+        (folder / language / "statement.html").unlink()
+    ack = folder / "pl" / "ack.txt"
+    ack.write_text(ack.read_text(encoding="utf-8").replace("Dzień dobry,", "Szanowni Państwo,"), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("make", [Renderer, load_renderer], ids=["renderer", "daemon-snapshot"])
+def test_missing_templates_come_from_the_package(old_copy: Path, make: Callable[[Path], Renderer]) -> None:
+    renderer = make(old_copy)
+    for name in LATER:
+        for language in ("pl", "en"):
+            packaged = Renderer(PACKAGED).render(name, language, SAMPLE_CONTEXTS[name])
+            assert renderer.render(name, language, SAMPLE_CONTEXTS[name]) == packaged
+    # the operator's own wording still wins where they have a template
+    _, body = renderer.render("ack", "pl", SAMPLE_CONTEXTS["ack"])
+    assert body.startswith("Szanowni Państwo,") and "Dzień dobry" not in body
+    assert set(LATER) <= set(renderer.names())
+
+
+def test_without_the_fallback_the_old_copy_fails(old_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The failure the fallback prevents (and the message it would give)."""
+    monkeypatch.setattr("maild.outbound.render.search_path", lambda path: (path,))
+    with pytest.raises(RenderError, match="notify_new.txt not found"):
+        Renderer(old_copy).render("notify_new", "pl", SAMPLE_CONTEXTS["notify_new"])
+
+
+def test_not_overridden_lists_what_the_operator_lacks(old_copy: Path) -> None:
+    missing = Renderer(old_copy).not_overridden()
+    assert missing == sorted(f"{lang}/{name}" for lang in ("pl", "en")
+                             for name in ("expiry_reminder.txt", "notify_new.txt", "statement.html"))
+    assert Renderer(PACKAGED).not_overridden() == []
+    assert Renderer(ROOT / "templates").not_overridden() == []  # the checkout's folder is the packaged one
+
+
+def test_statement_html_words_fall_back_too(old_copy: Path) -> None:
+    context = SAMPLE_CONTEXTS["statement"]
+    folders = statement_folders(old_copy)
+    assert folders == (old_copy, PACKAGED)
+    for language in ("pl", "en"):
+        statement_words(context, language, folders)
+        page = render_statement(context, language, [], folders)
+        assert ("Dzień dobry," in page) == (language == "pl")
+
+
+def test_an_operators_statement_words_win(old_copy: Path) -> None:
+    words = (ROOT / "templates" / "pl" / "statement.html").read_text(encoding="utf-8")
+    (old_copy / "pl" / "statement.html").write_text(words.replace("Z poważaniem,", "Łączymy pozdrowienia,"),
+                                                   encoding="utf-8")
+    page = render_statement(SAMPLE_CONTEXTS["statement"], "pl", [], statement_folders(old_copy))
+    assert "Łączymy pozdrowienia," in page and "Z poważaniem" not in page

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import logging
 import re
 import time
@@ -141,6 +142,11 @@ _MARK_SENT = (
     .where(_OUTBOX.c.id == bindparam("row_id"))
     .values(status="sent", sent_at=bindparam("sent_at"), attempts=_OUTBOX.c.attempts + 1,
             last_error=bindparam("refused"))
+)
+_DROP_IMAGES = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("row_id"))
+    .values(context=bindparam("trimmed", type_=_OUTBOX.c.context.type))
 )
 _PENDING_COLUMNS = tuple(_OUTBOX.c[name] for name in (
     "id", "kind", "ticket_id", "message_id", "recipients", "automatic", "template", "language", "context"))
@@ -331,6 +337,9 @@ def _mime_mail(row: MailRow, subject: str, body: str, headers: dict[str, Any], s
         mime.add_alternative(str(html["body"]), subtype="html", charset="utf-8", cte="quoted-printable")
         html_part = cast(EmailMessage, list(mime.iter_parts())[1])
         for image in html.get("images", []):
+            if "data" not in image:
+                raise ValueError(f"inline image {image.get('cid')} was dropped after the mail was sent; "
+                                 "this mail cannot be built again")
             maintype, _, subtype = str(image.get("content_type", "image/png")).partition("/")
             html_part.add_related(base64.b64decode(image["data"]), maintype=maintype or "image",
                                   subtype=subtype or "png", cid=f"<{_content_id(str(image['cid']))}>",
@@ -343,6 +352,32 @@ def _mime_mail(row: MailRow, subject: str, body: str, headers: dict[str, Any], s
                             subtype=subtype or "octet-stream",
                             filename=one_line(att.get("filename", "attachment"), 200))
     return "\r\n".join(_headers(row, subject, headers, sender, now)).encode("utf-8") + b"\r\n" + mime.as_bytes()
+
+
+def without_image_data(context: dict[str, Any]) -> dict[str, Any] | None:
+    """The context of a sent mail without its inline images' bytes, or None when it has none.
+
+    A statement's or month report's charts ride base64 in the row's context
+    (100-320 KB a row) only until the relay has the mail: the row is the record
+    that it went out, not a copy of it. What stays of each image is its
+    Content-ID, file name, type, size and sha256 (what was sent, checkable).
+    """
+    headers = context.get("_headers")
+    if not isinstance(headers, dict) or not isinstance(headers.get("html"), dict):
+        return None
+    html: dict[str, Any] = headers["html"]
+    images = html.get("images")
+    if not images or not any("data" in image for image in images):
+        return None
+    kept = []
+    for image in images:
+        image = dict(image)
+        data = image.pop("data", None)
+        if data is not None:
+            png = base64.b64decode(data)
+            image.update(size=len(png), sha256=hashlib.sha256(png).hexdigest(), sent_without_data=True)
+        kept.append(image)
+    return {**context, "_headers": {**headers, "html": {**html, "images": kept}}}
 
 
 def _content_id(value: str) -> str:
@@ -534,6 +569,9 @@ class Outbox:
             session.connection().execute(_MARK_SENT, {
                 "row_id": mail.id, "sent_at": self.clock(),
                 "refused": "; ".join(f"{a}: {r}" for a, r in delivery.refused.items())})
+            trimmed = without_image_data(mail.context)
+            if trimmed is not None:  # a statement's or report's charts: not kept once sent
+                session.connection().execute(_DROP_IMAGES, {"row_id": mail.id, "trimmed": trimmed})
             session.commit()
             result.sent += 1
             return

@@ -14,6 +14,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -330,3 +331,45 @@ def test_backlog_buckets_hold_every_open_ticket_once(ages: list[int]) -> None:
     assert backlog[">30d"] == sum(1 for a in ages if a >= 30 * 24 * 60)
 
 
+
+def test_charts_leave_the_outbox_row_once_the_mail_is_sent(month: Month, smtp_sink: Any) -> None:
+    """A statement's or report's PNG charts ride in the row only until the relay has the mail:
+    the customer gets every image, and the sent row keeps each one's sha256 and size, not its bytes."""
+    import base64
+    import dataclasses
+    import hashlib
+    from email import message_from_bytes, policy
+
+    from maild.config import load_config
+    from maild.outbound.outbox import Outbox, Sender
+    from maild.outbound.render import Renderer
+
+    assert month.run("report", "hours", "--month", MONTH, "--send")[0] == 0
+    assert month.run("report", "month", "--month", MONTH, "--send")[0] == 0
+    cfg = load_config(month.config)
+    with month.sessions() as session:
+        queued = {row.id: row.context for row in session.scalars(select(OutboxRow))}
+    images = {i: c["_headers"]["html"]["images"] for i, c in queued.items()}
+    assert all(images.values()) and len(images) == 6
+    outbox = Outbox(month.sessions, Renderer(cfg.templates_path), dataclasses.replace(cfg.smtp, port=smtp_sink.port),
+                    Sender(cfg.from_address, cfg.from_name, "t"), clock=lambda: NOW)
+    assert outbox.drain().sent == 6
+    sent_images = {}
+    for received in smtp_sink.wait_for(6):
+        mail = message_from_bytes(received.data, policy=policy.default)
+        for part in mail.walk():
+            if part["Content-ID"]:
+                sent_images[str(part["Content-ID"]).strip("<>")] = part.get_content()
+    with month.sessions() as session:
+        rows = {row.id: row for row in session.scalars(select(OutboxRow))}
+    for row_id, before in images.items():
+        row = rows[row_id]
+        assert row.status == "sent"
+        after = row.context["_headers"]["html"]["images"]
+        assert len(json.dumps(row.context)) < len(json.dumps(queued[row_id])) - 10_000
+        assert row.context["_headers"]["html"]["body"] == queued[row_id]["_headers"]["html"]["body"]
+        for kept, image in zip(after, before):
+            png = base64.b64decode(image["data"])
+            assert "data" not in kept and kept["cid"] == image["cid"]
+            assert (kept["sha256"], kept["size"]) == (hashlib.sha256(png).hexdigest(), len(png))
+            assert sent_images[image["cid"]] == png  # what went out is what was queued

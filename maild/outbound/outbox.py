@@ -1,9 +1,16 @@
 """Draining the outbox: rows -> rendered mail -> SMTP, with retries and backoff.
 
 A row is marked sent only after the server accepted the mail, and that mark is
-committed before the next mail goes out, so a crash can cause at most one
-resend. Rows are claimed with a short lease (``FOR UPDATE SKIP LOCKED`` on
-PostgreSQL), so several daemons can drain one outbox without sending twice.
+committed before the next mail goes out, so a crash of the daemon can cause at
+most one resend. On PostgreSQL a drain works through a database session of its
+own (``_DrainLine``): its rows are claimed with ``FOR UPDATE SKIP LOCKED`` and
+held by session advisory locks, which the server drops the moment that session
+ends, so several daemons drain one outbox without sending twice and a killed
+daemon's rows are free at once (a time lease kept them for minutes); and its sent
+marks are committed without waiting for the WAL flush (``synchronous_commit =
+off``). The server has such a commit when it answers, so a killed daemon loses
+no mark; only a crash of the database server itself can lose the last marks
+before a flush, bounded by a durable mark every ``DURABLE_EVERY`` mails.
 
 The send path is the daemon's hottest loop after ingest (a backlog after an
 outage means thousands of acknowledgements in one cycle), so it avoids the
@@ -33,7 +40,8 @@ from email.policy import SMTP
 from email.utils import format_datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Connection, Integer, Table, bindparam, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.storage import store
@@ -44,7 +52,6 @@ from maild.outbound.smtp import Delivery, Envelope, SmtpError, SmtpSender, SmtpS
 
 log = logging.getLogger("maild.outbox")
 UTC = timezone.utc
-LEASE = timedelta(minutes=5)
 RETRY_BASE = timedelta(seconds=30)
 RETRY_CAP = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(days=3)
@@ -54,6 +61,13 @@ CLAIM_CHUNK = 200
 SMTP_CONNECTIONS = 2
 PARALLEL_FROM = 20  # due mails from which a drain uses more than one connection
 STALLS_BEFORE_SET_ASIDE = 3  # attempts after which a mail the relay times out on stops holding the queue
+# PostgreSQL: every this many sent marks one is committed durably (waiting for the WAL
+# flush, which also makes every mark before it durable), so a crash of the database
+# server, which loses the marks committed since the last flush, resends at most this many
+DURABLE_EVERY = 100
+# the first key of the two-key advisory locks that hold claimed outbox rows (the second is
+# the row id); the one-key locks (the mailbox lock) are a key space of their own
+OUTBOX_LOCK_CLASS = 0x6D61696C  # "mail"
 
 _OUTBOX = cast(Table, OutboxRow.__table__)
 # a header line SHOULD stay within 78 characters (RFC 5322 2.1.1); folding only
@@ -150,6 +164,65 @@ _DROP_IMAGES = (
 )
 _PENDING_COLUMNS = tuple(_OUTBOX.c[name] for name in (
     "id", "kind", "ticket_id", "message_id", "recipients", "automatic", "template", "language", "context"))
+# outbox rows some drain's session holds in this database now (pg_locks lists the whole cluster)
+_HELD = text(
+    "SELECT objid::integer FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
+    f" AND classid = {OUTBOX_LOCK_CLASS}::oid"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+).columns(objid=Integer)
+
+
+class _DrainLine:
+    """A drain's own PostgreSQL session: it holds the claimed rows and commits the sent marks.
+
+    Autocommit, so a mark is one round trip, and ``synchronous_commit = off``:
+    the commit returns once the server has it in memory, without waiting for the
+    WAL to reach the disk (about a millisecond a mark, most of the drain's time
+    on a disk that flushes slowly). The server keeps such a commit when the
+    daemon dies right after it; what it can lose is a crash of the server itself
+    before the WAL writer flushes (within 3 x ``wal_writer_delay``), which
+    ``Outbox`` bounds by making every ``DURABLE_EVERY``-th mark durable.
+    The settings and locks are undone before the connection goes back to the
+    pool; a connection that failed is thrown away instead (its session, and
+    with it its locks, ends).
+    """
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        bind = sessions.kw["bind"]
+        self.conn: Connection = bind.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            self.conn.exec_driver_sql("SET synchronous_commit = off")
+        except BaseException:
+            self.conn.invalidate()
+            self.conn.close()
+            raise
+        self.marks = 0
+
+    def take(self, ids: list[int]) -> set[int]:
+        """Advisory-lock these rows for this session; returns those it got."""
+        found = self.conn.execute(
+            text("SELECT id FROM unnest(CAST(:ids AS integer[])) AS claimed(id) "
+                 "WHERE pg_try_advisory_lock(:class, id)"),
+            {"ids": ids, "class": OUTBOX_LOCK_CLASS})
+        return {int(row_id) for (row_id,) in found}
+
+    def mark_sent(self, params: dict[str, Any]) -> None:
+        self.conn.execute(_MARK_SENT, params)
+        self.marks += 1
+
+    def release(self) -> None:
+        """Let the claimed rows go (the rest of a chunk the budget cut short is due again)."""
+        self.conn.exec_driver_sql("SELECT pg_advisory_unlock_all()")
+
+    def close(self) -> None:
+        try:
+            if not self.conn.invalidated:
+                self.conn.exec_driver_sql("SELECT pg_advisory_unlock_all()")
+                self.conn.exec_driver_sql("RESET synchronous_commit")
+        except DBAPIError:
+            self.conn.invalidate()
+        finally:
+            self.conn.close()
 
 
 # ------------------------------------------------------------------ composing
@@ -441,11 +514,15 @@ class Outbox:
         deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
         return asyncio.run(self.drain_async(limit, deadline))
 
-    def _claim(self, chunk: int, lease: bool = True) -> list[PendingMail]:
-        """Rows to send now, oldest first, in one SELECT. On PostgreSQL, where several
-        daemons may drain one outbox, they are leased for ``LEASE`` so no other daemon
-        takes them; a crashed daemon's lease simply runs out. SQLite has one daemon per
-        file, so no lease: a restart sends at once what a crash left unsent."""
+    def _claim(self, chunk: int, line: _DrainLine | None = None, peek: bool = False) -> list[PendingMail]:
+        """Rows to send now, oldest first, in one SELECT.
+
+        On PostgreSQL, where several daemons may drain one outbox, rows another
+        drain holds are skipped, and with ``line`` the rows are taken: locked by
+        advisory locks of the drain's own session, which the server drops when
+        that session ends (by ``line.release`` after the chunk, or because the
+        daemon died), so a killed daemon's rows are due again at once. SQLite
+        has one daemon per file: nothing to take. ``peek``: only whether mail is due."""
         now = self.clock()
         query = (
             select(*_PENDING_COLUMNS)
@@ -454,14 +531,18 @@ class Outbox:
             .limit(chunk)
         )
         with self.sessions() as session, session.begin():
-            dialect = session.get_bind().dialect.name
-            if dialect == "postgresql":
+            if session.get_bind().dialect.name != "postgresql":
+                return [PendingMail(**row._mapping) for row in session.execute(query)]
+            # the row locks keep a concurrent claim off these rows until they are
+            # advisory-locked; pg_locks says which rows other drains hold now
+            query = query.where(_OUTBOX.c.id.not_in(_HELD))
+            if not peek:
                 query = query.with_for_update(skip_locked=True)
             rows = [PendingMail(**row._mapping) for row in session.execute(query)]
-            if dialect != "sqlite" and rows and lease:
-                session.execute(update(_OUTBOX).where(_OUTBOX.c.id.in_([r.id for r in rows]))
-                                .values(next_attempt_at=now + LEASE))
-        return rows
+            if line is None or not rows:
+                return rows
+            taken = line.take([row.id for row in rows])
+            return [row for row in rows if row.id in taken]
 
     async def drain_async(self, limit: int = 10000, deadline: float | None = None) -> DrainResult:
         """Send up to ``limit`` due mails over ``self.connections`` SMTP connections
@@ -478,16 +559,25 @@ class Outbox:
         and the relay's work on the other connection. When the relay fails for one
         worker, the others finish the mail they have in hand and take no more,
         and every row not sent is given back in its place in the queue.
+
+        On PostgreSQL the rows are claimed, and the sent marks committed, through
+        the drain's own session (``_DrainLine``), opened once a claim finds mail.
         """
         result = DrainResult()
         gate = asyncio.Lock()
         senders = [SmtpSender(self.smtp) for _ in range(max(1, self.connections))]
+        line: _DrainLine | None = None
         try:
             while result.sent + result.retry + result.failed < limit:
                 if _past(deadline, result):
-                    result.more_due = bool(self._claim(1, lease=False))
+                    result.more_due = bool(self._claim(1, peek=True))
                     break
-                rows = self._claim(min(CLAIM_CHUNK, limit - result.sent - result.retry - result.failed))
+                chunk = min(CLAIM_CHUNK, limit - result.sent - result.retry - result.failed)
+                if line is None and self._postgres():
+                    if not self._claim(1, peek=True):
+                        break
+                    line = _DrainLine(self.sessions)
+                rows = self._claim(chunk, line)
                 if not rows:
                     break
                 queue = deque(rows)
@@ -496,23 +586,31 @@ class Outbox:
                 # a trickle goes over one connection, in exact order; a backlog over all
                 workers = senders if len(rows) >= self.parallel_from else senders[:1]
                 with self.sessions() as session:
-                    await asyncio.gather(*(self._worker(session, smtp, gate, queue, result, unsent, faults, deadline)
+                    await asyncio.gather(*(self._worker(session, line, smtp, gate, queue, result, unsent, faults,
+                                                        deadline)
                                            for smtp in workers))
                 if faults:
                     if isinstance(faults[0], SmtpError):
                         self._release(unsent + [row.id for row in queue])
                     raise faults[0]
+                if line is not None:
+                    line.release()
                 if queue:  # the budget ran out: the rest goes back, due at once, in its place
                     self._release([row.id for row in queue])
                     result.more_due = True
                     break
         finally:
+            if line is not None:
+                line.close()
             for smtp in senders:
                 await smtp.close()
         return result
 
-    async def _worker(self, session: Session, smtp: SmtpSender, gate: asyncio.Lock, queue: deque[PendingMail],
-                      result: DrainResult, unsent: list[int], faults: list[Exception],
+    def _postgres(self) -> bool:
+        return bool(self.sessions.kw["bind"].dialect.name == "postgresql")
+
+    async def _worker(self, session: Session, line: _DrainLine | None, smtp: SmtpSender, gate: asyncio.Lock,
+                      queue: deque[PendingMail], result: DrainResult, unsent: list[int], faults: list[Exception],
                       deadline: float | None = None) -> None:
         """Send from the shared queue until it is empty or any worker met a fault.
 
@@ -523,7 +621,7 @@ class Outbox:
         while queue and not faults and not _past(deadline, result):
             mail = queue.popleft()
             try:
-                await self._send_one(session, smtp, gate, mail, result)
+                await self._send_one(session, line, smtp, gate, mail, result)
             except Exception as exc:  # noqa: BLE001 - raised again by drain_async
                 faults.append(exc)
                 unsent.append(mail.id)
@@ -536,8 +634,8 @@ class Outbox:
             for row in session.scalars(select(OutboxRow).where(OutboxRow.id.in_(ids), OutboxRow.status == "pending")):
                 row.next_attempt_at = min(row.next_attempt_at, now)
 
-    async def _send_one(self, session: Session, smtp: SmtpSender, gate: asyncio.Lock, mail: PendingMail,
-                        result: DrainResult) -> None:
+    async def _send_one(self, session: Session, line: _DrainLine | None, smtp: SmtpSender, gate: asyncio.Lock,
+                        mail: PendingMail, result: DrainResult) -> None:
         """Build, send and settle one mail; the row's new state is committed before returning.
 
         From just before the message data goes out until its outcome is committed
@@ -557,22 +655,30 @@ class Outbox:
         turn = _Turn(gate)
         try:
             delivery = await smtp.send(Envelope(self.sender.address, tuple(mail.recipients), data), turn.take)
-            self._record(session, smtp, mail, delivery, now, result)
+            self._record(session, line, smtp, mail, delivery, now, result)
         finally:
             turn.release()
 
-    def _record(self, session: Session, smtp: SmtpSender, mail: PendingMail, delivery: Delivery, now: datetime,
-                result: DrainResult) -> None:
+    def _record(self, session: Session, line: _DrainLine | None, smtp: SmtpSender, mail: PendingMail,
+                delivery: Delivery, now: datetime, result: DrainResult) -> None:
         """Commit what became of one mail (raises SmtpUnavailable if the relay is gone)."""
         if delivery.outcome == "sent":
             # the hot path: one UPDATE, committed before the next mail goes out
-            session.connection().execute(_MARK_SENT, {
-                "row_id": mail.id, "sent_at": self.clock(),
-                "refused": "; ".join(f"{a}: {r}" for a, r in delivery.refused.items())})
+            params = {"row_id": mail.id, "sent_at": self.clock(),
+                      "refused": "; ".join(f"{a}: {r}" for a, r in delivery.refused.items())}
             trimmed = without_image_data(mail.context)
-            if trimmed is not None:  # a statement's or report's charts: not kept once sent
-                session.connection().execute(_DROP_IMAGES, {"row_id": mail.id, "trimmed": trimmed})
-            session.commit()
+            if trimmed is None and line is not None and line.marks % DURABLE_EVERY != DURABLE_EVERY - 1:
+                line.mark_sent(params)  # the server has it; the WAL flush follows on its own
+            else:
+                # SQLite (WAL, synchronous=NORMAL: no flush per commit either), on
+                # PostgreSQL the durable mark that flushes every mark before it too,
+                # or a mail whose charts leave the row in the mark's transaction
+                session.connection().execute(_MARK_SENT, params)
+                if trimmed is not None:  # a statement's or report's charts: not kept once sent
+                    session.connection().execute(_DROP_IMAGES, {"row_id": mail.id, "trimmed": trimmed})
+                session.commit()
+                if line is not None:
+                    line.marks += 1
             result.sent += 1
             return
         if delivery.outcome == "retry" and not smtp.connected:

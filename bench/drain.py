@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""The outbox drain alone: N generated mails ingested once, then their queued mail sent again and again.
+
+    .venv/bin/python bench/drain.py [--n 2000] [--runs 3] [--db sqlite|postgres] [--every-day] [--profile]
+
+The backlog's own corpus (``gen-mail.py``, same seed) is read once from a
+Maildir by ``Daemon.ingest_all()`` in this process, which queues an
+acknowledgement per new ticket and, with ``--every-day`` or on a working day, a
+notification per new ticket and follow-up (those carry the customer's
+attachments). Then, per run, every outbox row is set back to pending and a child
+process (``python bench/drain.py --child CONFIG``) builds the daemon and times
+``Daemon.drain()`` to the counting sink (aiosmtpd in this process's thread, as in
+``backlog.py``). Each run prints the drain's wall time, mails per second and the
+child's CPU seconds (user+sys), so ideas for the send path can be compared
+without a 10,000-mail ingest each time. PostgreSQL: the private cluster with
+fsync and synchronous_commit on, as ``backlog.py --db postgres``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    BENCH_ROOT, PY, SEED, CountingSink, PrivatePostgres, banner, corpus, med, nproc, spread, write_config)
+
+
+def child(config: str, profile: str | None) -> int:
+    """One drain in a fresh process, as the daemon's cycle runs it (start-up not timed)."""
+    from maild.config import load_config
+    from maild.ops.daemon import Daemon
+
+    daemon = Daemon(load_config(config))
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    t0 = time.perf_counter()
+    result = daemon.drain()
+    wall = time.perf_counter() - t0
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    daemon.source.close()
+    daemon.parse_ahead.close()
+    print(json.dumps({"drain_s": wall, "sent": result.sent, "retry": result.retry, "failed": result.failed,
+                      "cpu_user_s": after.ru_utime - before.ru_utime, "cpu_sys_s": after.ru_stime - before.ru_stime}))
+    return 0
+
+
+def maildir_config(work: Path, smtp_port: int, database_url: str, every_day: bool) -> Path:
+    extra = ('[calendar]\nworking_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]\n'
+             'holidays_country = ""\n') if every_day else ""
+    path = write_config(work, imap_port=1, user="-", password="-", smtp_port=smtp_port, database_url=database_url,
+                        extra=extra)
+    text = re.sub(r"\[imap\]\n(?:[^\[\n][^\n]*\n)*", f'[maildir]\npath = "{work / "Maildir"}"\n\n',
+                  path.read_text(encoding="utf-8"), count=1)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def reset_outbox(url: str) -> int:
+    """Every outbox row pending and due again, as the ingest left it; returns how many."""
+    from sqlalchemy import text
+
+    from maild.storage.db import open_database
+
+    sessions = open_database(url)
+    with sessions() as session, session.begin():
+        count = session.execute(text(
+            "UPDATE outbox SET status = 'pending', attempts = 0, sent_at = NULL, last_error = '', "
+            "next_attempt_at = created_at")).rowcount
+    engine = sessions.kw["bind"]
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE outbox")
+    engine.dispose()
+    return int(count)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--every-day", action="store_true", help="every day a working day: notifications too")
+    parser.add_argument("--profile", action="store_true", help="cProfile the first run's drain, print its top")
+    parser.add_argument("--child", metavar="CONFIG", help=argparse.SUPPRESS)
+    parser.add_argument("--child-profile", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.child_profile)
+
+    banner("maild outbox drain benchmark")
+    mail_dir = corpus(args.n, args.seed)
+    BENCH_ROOT.mkdir(parents=True, exist_ok=True)
+    base = Path(tempfile.mkdtemp(prefix="drain-", dir=BENCH_ROOT))
+    base.chmod(0o755)  # the private PostgreSQL runs as its own user below it
+    sink = CountingSink().start()
+    pg = None
+    try:
+        url = ""
+        if args.db == "postgres":
+            pg = PrivatePostgres(base / "postgres")
+            url = pg.fresh_database()
+            print(f"private {pg.version()} on 127.0.0.1:{pg.server.port} (fsync on, synchronous_commit on)")
+        work = base / "work"
+        config = maildir_config(work, sink.port, url, args.every_day)
+        new = work / "Maildir" / "new"
+        new.mkdir(parents=True)
+        for name in ("cur", "tmp"):
+            (work / "Maildir" / name).mkdir()
+        for eml in sorted(mail_dir.glob("*.eml")):
+            shutil.copyfile(eml, new / eml.name)  # arrival = now: every new ticket is acknowledged
+        db_url = url or f"sqlite:///{work / 'var' / 'maild.db'}"
+        from maild.config import load_config
+        from maild.ops.daemon import Daemon
+
+        t0 = time.perf_counter()
+        daemon = Daemon(load_config(config))
+        daemon.ingest_all()
+        daemon.source.close()
+        daemon.parse_ahead.close()
+        daemon.blobs.close()
+        daemon.release_run_lock()
+        daemon.sessions.kw["bind"].dispose()
+        print(f"ingested {args.n} mails in {time.perf_counter() - t0:.1f} s (not timed below)", flush=True)
+        rows: list[dict[str, Any]] = []
+        for i in range(args.runs):
+            queued = reset_outbox(db_url)
+            sink.clear()
+            cmd = [PY, str(Path(__file__).resolve()), "--child", str(config)]
+            profile = BENCH_ROOT / f"drain-{args.db}.prof"  # kept: python -m pstats
+            if args.profile and i == 0:
+                cmd += ["--child-profile", str(profile)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work, check=False)
+            if proc.returncode != 0:
+                raise SystemExit(f"drain failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+            out = json.loads(proc.stdout.strip().splitlines()[-1])
+            time.sleep(0.2)
+            out["sink"] = sink.count
+            out["rate"] = out["sent"] / out["drain_s"]
+            rows.append(out)
+            print(f"run {i + 1}: {queued} queued, sent {out['sent']} (sink got {out['sink']}, retry {out['retry']}, "
+                  f"failed {out['failed']}) in {out['drain_s']:.2f} s = {out['rate']:.0f} mails/s; drain CPU "
+                  f"{out['cpu_user_s']:.2f}+{out['cpu_sys_s']:.2f} s; load {os.getloadavg()[0]:.1f}", flush=True)
+            if args.profile and i == 0:
+                import pstats
+
+                pstats.Stats(str(profile)).sort_stats("tottime").print_stats(25)
+                print(f"profile kept: {profile}")
+        print(f"\ndrain ({args.db}), N={args.n}, {len(rows)} runs, nproc {nproc()}: "
+              f"{spread([r['rate'] for r in rows], '{:.0f}')} mails/s, "
+              f"{spread([r['drain_s'] for r in rows])} s, CPU user+sys "
+              f"{med([r['cpu_user_s'] + r['cpu_sys_s'] for r in rows]):.2f} s (median)")
+    finally:
+        sink.stop()
+        if pg is not None:
+            pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -155,7 +155,8 @@ class Daemon:
         self.sweeper = Sweeper(self.ingestor.ctx, self.sessions, self.ingestor.notifier)
         self.outbox = Outbox(self.sessions, self.renderer, config.smtp,
                              Sender(config.from_address, config.from_name, config.support.instance_id),
-                             self.blobs, clock, retry_base=timedelta(seconds=config.daemon.smtp_retry_base_seconds))
+                             self.blobs, clock, retry_base=timedelta(seconds=config.daemon.smtp_retry_base_seconds),
+                             hold_seconds=config.daemon.takeover_seconds)
         self.source: MailSource = open_source(config.source)
         self.metrics: Metrics | None = Metrics() if config.metrics_listen else None
         self._stop = False

@@ -177,24 +177,36 @@ class _DrainLine:
 
     Autocommit, so a mark is one round trip, and ``synchronous_commit = off``:
     the commit returns once the server has it in memory, without waiting for the
-    WAL to reach the disk (about a millisecond a mark, most of the drain's time
-    on a disk that flushes slowly). The server keeps such a commit when the
+    WAL to reach the disk (a flush took about 5 ms on the benchmark VM's disk,
+    more than the rest of a mail's work). The server keeps such a commit when the
     daemon dies right after it; what it can lose is a crash of the server itself
     before the WAL writer flushes (within 3 x ``wal_writer_delay``), which
     ``Outbox`` bounds by making every ``DURABLE_EVERY``-th mark durable.
-    The settings and locks are undone before the connection goes back to the
-    pool; a connection that failed is thrown away instead (its session, and
-    with it its locks, ends).
+
+    The session is kept out of the pool, so closing it ends it, and with it its
+    locks and settings. A killed daemon's kernel closes the socket and the
+    server ends the session at once; for a host that dies silently the session
+    asks the server for TCP keepalive, so its rows are free within about
+    ``hold_seconds`` (the daemon's ``takeover_seconds``), not hours.
     """
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        bind = sessions.kw["bind"]
-        self.conn: Connection = bind.connect().execution_options(isolation_level="AUTOCOMMIT")
+    def __init__(self, sessions: sessionmaker[Session], hold_seconds: int) -> None:
+        conn = sessions.kw["bind"].connect()
+        conn.detach()
         try:
-            self.conn.exec_driver_sql("SET synchronous_commit = off")
+            # autocommit at the driver (a detached connection takes no isolation_level option)
+            conn.connection.dbapi_connection.autocommit = True
+            self.conn: Connection = conn
+            settings = {"synchronous_commit": "off", "tcp_keepalives_idle": str(max(1, hold_seconds // 2)),
+                        "tcp_keepalives_interval": str(max(1, hold_seconds // 4)), "tcp_keepalives_count": "3"}
+            if (conn.dialect.server_version_info or (0,)) >= (12,):
+                settings["tcp_user_timeout"] = str(hold_seconds * 1000)
+            self.conn.execute(text("SELECT " + ", ".join(
+                f"set_config(:name{i}, :value{i}, false)" for i in range(len(settings)))),
+                {k: v for i, (name, value) in enumerate(settings.items())
+                 for k, v in ((f"name{i}", name), (f"value{i}", value))})
         except BaseException:
-            self.conn.invalidate()
-            self.conn.close()
+            conn.close()
             raise
         self.marks = 0
 
@@ -216,13 +228,9 @@ class _DrainLine:
 
     def close(self) -> None:
         try:
-            if not self.conn.invalidated:
-                self.conn.exec_driver_sql("SELECT pg_advisory_unlock_all()")
-                self.conn.exec_driver_sql("RESET synchronous_commit")
-        except DBAPIError:
-            self.conn.invalidate()
-        finally:
             self.conn.close()
+        except DBAPIError:
+            pass
 
 
 # ------------------------------------------------------------------ composing
@@ -497,8 +505,11 @@ class _Turn:
 class Outbox:
     def __init__(self, sessions: sessionmaker[Session], renderer: Renderer, smtp: SmtpSettings, sender: Sender,
                  blobs: BlobStore | None = None, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 retry_base: timedelta = RETRY_BASE, connections: int = SMTP_CONNECTIONS) -> None:
+                 retry_base: timedelta = RETRY_BASE, connections: int = SMTP_CONNECTIONS,
+                 hold_seconds: int = 10) -> None:
         self.sessions = sessions
+        # PostgreSQL: how soon the rows a drain holds are free when its host dies silently
+        self.hold_seconds = hold_seconds
         self.connections = connections
         self.parallel_from = PARALLEL_FROM
         self.retry_base = retry_base
@@ -576,7 +587,7 @@ class Outbox:
                 if line is None and self._postgres():
                     if not self._claim(1, peek=True):
                         break
-                    line = _DrainLine(self.sessions)
+                    line = _DrainLine(self.sessions, self.hold_seconds)
                 rows = self._claim(chunk, line)
                 if not rows:
                     break

@@ -285,3 +285,42 @@ def test_mail_the_relay_stalls_on_every_time_is_set_aside_so_the_queue_moves(tmp
     clock.now = stalled.next_attempt_at
     assert daemon.outbox.drain().sent == 1
     assert sorted(m.rcpt_tos[0] for m in smtp_sink.wait_for(2)) == ["jan@acme.pl", "ola@acme.pl"]
+
+
+def test_a_drain_holds_its_rows_from_other_daemons_only_while_it_runs(
+        tmp_path: Path, smtp_sink: Any, monkeypatch: Any, pg_url: str) -> None:
+    """PostgreSQL, several daemons on one outbox: while one drain sends, the rows it claimed
+    are held by its own session's advisory locks, and another daemon's claim skips every one
+    of them (so a row is never sent by two live daemons); once the drain is done none is held."""
+    from maild.outbound.outbox import OUTBOX_LOCK_CLASS
+    from sqlalchemy import text
+
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=pg_url)
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(30):
+        box.add(make_mail(sender=f"jan{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<held{i}@acme.pl>"))
+    daemon = Daemon(load_config(config), Clock(datetime.now(UTC)))
+    daemon.ingest_all()
+    other = Daemon(load_config(config), Clock(datetime.now(UTC)))
+    held_query = text("SELECT objid::integer FROM pg_locks WHERE locktype = 'advisory' AND classid = CAST(:c AS oid) "
+                      "AND objsubid = 2").bindparams(c=OUTBOX_LOCK_CLASS)
+    seen: list[tuple[set[int], set[int]]] = []
+    real_send = SmtpSender.send
+
+    async def watching_send(self: SmtpSender, envelope: Envelope, before_data: BeforeData | None = None) -> Delivery:
+        if not seen:
+            with daemon.sessions() as session:
+                held = set(session.scalars(held_query))
+            seen.append((held, {row.id for row in other.outbox._claim(100, peek=True)}))
+        return await real_send(self, envelope, before_data)
+
+    monkeypatch.setattr(SmtpSender, "send", watching_send)
+    assert daemon.outbox.drain().sent == 30
+    [(held, others)] = seen
+    with daemon.sessions() as session:
+        queued = set(session.scalars(select(OutboxRow.id)))
+        assert set(session.scalars(held_query)) == set(), "nothing held once the drain is done"
+    assert held == queued, "the drain held every row it claimed"
+    assert others == set(), "another daemon finds none of them due"
+    for d in (daemon, other):
+        d.sessions.kw["bind"].dispose()

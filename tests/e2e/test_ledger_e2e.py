@@ -362,7 +362,7 @@ def test_a_used_up_package_gets_no_expiry_reminder(tmp_path: Path, smtp_sink: An
     assert [m for m in w.sink.messages if "expire" in m.parsed["Subject"]] == []
     [used_up] = [m for m in w.sink.messages if "used up" in m.parsed["Subject"]]
     text = body(used_up)
-    assert "have been used up" in text and "threshold" not in text and "PLN 200.00 net per hour" in text
+    assert "has been used up" in text and "threshold" not in text and "PLN 200.00 net per hour" in text
 
 
 def test_scope_is_guessed_changed_with_scope_and_named_on_the_statement(

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from maild.storage.blobs import BlobStore
 from maild.config import Config, secret_warnings
 from maild.rules.customers import Customer, load_customers
-from maild.rules.kinds import rules_of
+from maild.rules.kinds import KINDS, rules_of
 from maild.rules.wording import format_money
 from maild.storage.db import make_engine, migration_state, safe_url
 from maild.errors import MaildError
@@ -83,7 +83,7 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
                                  "amount": "50,00", "amount_cents": 5000, "fee_cents": 25000, "rate_cents": 20000,
                                  "lapsed_minutes": 0, "scopes": [{"scope": "consultation", "name": "konsultacja", "minutes": 90}],
                                  "tickets": [{"ref": "SUP-1", "subject": "Test", "minutes": 90}]}
-                                for kind in ("sla", "prepaid", "occasional")]},
+                                for kind in KINDS]},  # every kind's statement lines are rendered
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date, datetime, timezone
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,13 +20,20 @@ import pytest
 from maild.billing.charts import allowance_chart, month_summary, prepaid_chart, sla_chart
 from maild.billing.reports import LedgerLine, TicketInfo, build_hours_report, build_sla_report
 from maild.cli.report import hours_json, sla_json
+from maild.config import load_config
+from maild.desk.context import DeskContext
+from maild.desk.desk import TicketDesk
 from maild.errors import ConfigError
 from maild.rules.assignment import ticket_weight
 from maild.rules.contracts import CustomerIndex, resolve
 from maild.rules.customers import Contract, PackageSettings, parse_customers
-from maild.rules.kinds import KINDS, TIER_BY_KIND, ContractHead, KindRules, rules_of
+from maild.rules.kinds import KINDS, TIER_BY_KIND, UNVERIFIED_TIER, ContractHead, KindRules, rules_of
 from maild.rules.prioritise import prioritise
 from maild.rules.toml_table import TableReader
+from maild.storage.db import open_database
+from maild.storage.store import sync_customers
+from maild.storage.models import Ticket
+from tests.helpers import maildir_source, write_config
 
 UTC = timezone.utc
 WARSAW = ZoneInfo("Europe/Warsaw")
@@ -115,6 +123,24 @@ def test_its_tickets_get_its_tier_and_weight() -> None:
     assert prio.tier > TIER_BY_KIND["sla"] and prio.tier < TIER_BY_KIND["occasional"]
     assert ticket_weight("retainer") == 2 and ticket_weight("retainer", verified=False) == 1
     assert rules_of("retainer") is RETAINER
+
+
+@pytest.mark.usefixtures("retainer")
+def test_the_desk_gives_a_verified_ticket_its_tier(tmp_path: Path) -> None:
+    """A consultant's #verify: the unverified ticket takes its kind's tier, and no reaction clock."""
+    cfg = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=25))
+    [acme] = parse_customers(customers_file(*ROWS[1:]), "c.toml", PackageSettings())
+    now = datetime(2026, 3, 10, 9, tzinfo=UTC)
+    with open_database(cfg.database_url)() as session, session.begin():
+        sync_customers(session, [acme], now)    # its terms are stored like any kind's
+        ticket = Ticket(subject="Pytanie", status="new", requester="jan@acme.pl", requester_name="Jan", language="pl",
+                        customer_id="acme", contract_id="acme-r", contract_kind="retainer", verified=False,
+                        tier=UNVERIFIED_TIER, priority="P3", created_at=now, updated_at=now,
+                        participants=["jan@acme.pl"])
+        session.add(ticket)
+        session.flush()
+        TicketDesk(DeskContext.for_config(cfg, [acme]), session).verify(ticket, "ola@firma.pl", now)
+        assert (ticket.verified, ticket.tier, ticket.reaction_due) == (True, RETAINER.tier, None)
 
 
 def _at(text: str) -> datetime:

@@ -4,7 +4,8 @@ Everything that differs between contract kinds is an entry of ``kinds.KINDS``;
 the rest of the package asks that table (``rules_of(kind).packages``, ...), so a
 new kind is one entry plus its templates' wording. Read from the source (ast):
 a comparison (``==``, ``!=``, ``in``, ``not in``, ``match``/``case``) with a kind
-name as a string literal anywhere else fails here. Kind names as data (the
+name as a string literal anywhere else fails here, and so does picking one kind's
+entry by its name (``rules_of("sla")``, ``KINDS["prepaid"]``, ``TIER_BY_KIND[...]``). Kind names as data (the
 templates, the i18n label tables in ``billing/html.py``, ``ops/check.py``'s
 sample contexts, the ``ContractKind`` Literal) are not comparisons and pass.
 """
@@ -18,6 +19,7 @@ from maild.rules.records import CONTRACT_KINDS
 
 PACKAGE = Path(maild.__file__).parent
 HOME = PACKAGE / "rules" / "kinds.py"
+TABLES = {"KINDS", "TIER_BY_KIND"}
 
 
 def _names_a_kind(node: ast.AST) -> bool:
@@ -28,6 +30,13 @@ def _names_a_kind(node: ast.AST) -> bool:
     return False
 
 
+def _called(node: ast.AST) -> str:
+    """``rules_of`` for ``rules_of`` and ``kinds.rules_of``."""
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return node.id if isinstance(node, ast.Name) else ""
+
+
 def kind_comparisons(source: str, filename: str) -> list[str]:
     """``file:line: code`` for every comparison with a kind name literal in ``source``."""
     found = []
@@ -36,6 +45,11 @@ def kind_comparisons(source: str, filename: str) -> list[str]:
             found.append(f"{filename}:{node.lineno}: {ast.unparse(node)}")
         elif isinstance(node, ast.MatchValue) and _names_a_kind(node.value):
             found.append(f"{filename}:{node.lineno}: case {ast.unparse(node.value)}")
+        elif (isinstance(node, ast.Call) and _called(node.func) == "rules_of" and node.args
+              and _names_a_kind(node.args[0])):
+            found.append(f"{filename}:{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Subscript) and _called(node.value) in TABLES and _names_a_kind(node.slice):
+            found.append(f"{filename}:{node.lineno}: {ast.unparse(node)}")
     return found
 
 
@@ -56,8 +70,9 @@ if kind not in {"sla"}: pass
 ok = [c for c in contracts if c["kind"] == "occasional"]
 match kind:
     case "sla": pass
+late = rules_of("prepaid").packages or kinds.KINDS["sla"].tier or TIER_BY_KIND["occasional"]
 '''
-    assert sorted(int(line.split(":")[1]) for line in kind_comparisons(source, "x.py")) == [2, 3, 4, 5, 6, 8]
+    assert sorted(int(line.split(":")[1]) for line in kind_comparisons(source, "x.py")) == [2, 3, 4, 5, 6, 8, 9, 9, 9]
     # data, not a comparison
     assert kind_comparisons('LABELS = {"sla": "Service contract"}\nkind: str = "occasional"\n'
                             'if status == "open": pass\n', "x.py") == []

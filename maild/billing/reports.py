@@ -24,7 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Executable, case, delete, func, insert, literal_column, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from maild.errors import MaildError
@@ -938,8 +938,8 @@ def opening_balances(session: Session, contracts: Sequence[Contract], month: str
 
 
 def _store(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Replace the snapshots of ``rows``' contracts and months; on SQLite, nothing when the ledger changed
-    since this transaction read it (the figures computed stand; the next report stores them)."""
+    """Replace the snapshots of ``rows``' contracts and months; nothing when the ledger changed since this
+    transaction read it (SQLite) or another report stored them meanwhile: the figures computed stand."""
     spans: dict[str, list[str]] = defaultdict(list)
     for row in rows:
         spans[row["contract_id"]].append(row["month"])
@@ -950,7 +950,7 @@ def _store(session: Session, rows: Sequence[dict[str, Any]]) -> None:
                     BalanceSnapshot.contract_id == contract_id, BalanceSnapshot.month >= min(months),
                     BalanceSnapshot.month <= max(months)))
             session.execute(insert(BalanceSnapshot), list(rows))
-    except OperationalError as exc:
+    except (OperationalError, IntegrityError) as exc:  # IntegrityError: another report stored them first
         log.info("balance snapshots not stored: %s", exc.orig)
 
 

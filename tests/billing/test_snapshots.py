@@ -12,6 +12,7 @@ reversal through the command line.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
@@ -270,3 +271,50 @@ def test_changed_terms_and_a_removed_contract_make_snapshots_stale(synced: sessi
             got = hours_report(session, customers, "2025-07", WARSAW, "SUP", store=True)
         with synced() as session:
             assert got == _reference(session, customers, "2025-07")
+
+
+def test_a_booking_committed_while_a_report_computes_never_leaves_a_stale_snapshot(
+        synced: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A correction into a closed month commits between the report's read of the ledger and its store.
+
+    SQLite refuses the report's write (its read is older than the commit) and
+    stores nothing; on PostgreSQL the booking waits for the contract row the
+    report holds and then deletes what the report stored. Either way the next
+    report equals the whole ledger's.
+    """
+    from maild.billing import reports
+
+    with synced() as session, session.begin():
+        for n in range(8):
+            session.add(LedgerRow(contract_id="b-sla", customer_id="beta", minutes=200 + n, overage=False,
+                                  booked_at=ORIGIN + timedelta(days=30 * n + 3), by="anna@firma.pl"))
+    original = reports.load_history
+    booking: list[threading.Thread] = []
+
+    def correction() -> None:
+        at = ORIGIN + timedelta(days=200)  # April 2025: b-sla carries without limit
+        with synced() as session, session.begin():
+            session.add(LedgerRow(contract_id="b-sla", customer_id="beta", minutes=333, overage=False,
+                                  booked_at=at, by="anna@firma.pl"))
+            session.flush()
+            invalidate_snapshots(session, "b-sla", at, WARSAW)
+
+    def load_then_book(*args: object, **kwargs: object) -> list[reports.LedgerLine]:
+        lines = original(*args, **kwargs)  # type: ignore[arg-type]
+        if not booking:
+            booking.append(threading.Thread(target=correction))
+            booking[0].start()
+            booking[0].join(timeout=3)  # PostgreSQL: still waiting for the report's lock
+        return lines
+
+    monkeypatch.setattr(reports, "load_history", load_then_book)
+    with synced() as session, session.begin():
+        hours_report(session, _customers(), "2025-06", WARSAW, "SUP", store=True)
+    booking[0].join(timeout=30)
+    assert not booking[0].is_alive()
+    monkeypatch.setattr(reports, "load_history", original)
+    with synced() as session, session.begin():
+        got = hours_report(session, _customers(), "2025-06", WARSAW, "SUP", store=True)
+    with synced() as session:
+        assert got == _reference(session, _customers(), "2025-06")
+        assert any(line.minutes == 333 for line in load_lines(session))

@@ -289,6 +289,7 @@ class OutboxRow(Base):
     __table_args__ = (
         Index("ix_outbox_due", "status", "next_attempt_at"),
         Index("ix_outbox_rate", "rate_key", "created_at"),
+        Index("ix_outbox_created_at", "created_at"),  # the last hour's automatic mail per domain
     )
 
 
@@ -305,6 +306,9 @@ class Event(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     ticket: Mapped[Ticket] = relationship(lazy="raise_on_sql")
+
+    # the team's 30-day handling rate reads one kind of event in a window, not every event ever written
+    __table_args__ = (Index("ix_events_kind_at", "kind", "at"),)
 
 
 class LedgerRow(Base):
@@ -326,6 +330,9 @@ class LedgerRow(Base):
     reverses: Mapped[int | None] = mapped_column(ForeignKey("ledger.id"), unique=True)
 
     ticket: Mapped[Ticket | None] = relationship(lazy="raise_on_sql")
+
+    # a package's draws this month (the balance snapshot holds the months before)
+    __table_args__ = (Index("ix_ledger_contract_booked", "contract_id", "booked_at"),)
 
 
 class StateRow(Base):

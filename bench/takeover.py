@@ -2,7 +2,7 @@
 """Three `maild run` processes on one PostgreSQL and one mailbox; the reader killed (SIGKILL) twice.
 
     .venv/bin/python bench/takeover.py [--n 10000] [--runs 1] [--takeover 10] [--slice 10]
-                                       [--kill-at 0.25,0.55] [--no-reference] [--keep]
+                                       [--kill-at 0.25,0.55] [--kill-in batch[,send]] [--no-reference] [--keep]
 
 Per run: a fresh Dovecot user whose INBOX holds the N generated mails
 (bench/gen-mail.py, loaded untimed as bench/backlog.py does), a fresh database
@@ -12,7 +12,9 @@ For each kill the driver waits until the reader (the daemon whose log says it
 took the mailbox lock) has stored at least that fraction of the backlog and has
 itself sent mail, then for its next "fetched batch" line (it is then storing the
 batch before, with the fetched one parsing on the other core), waits a random
-0.05-0.5 s, and sends SIGKILL. Then the next reader, the same way.
+0.05-0.5 s, and sends SIGKILL. Then the next reader, the same way. With
+``--kill-in send`` a kill comes instead within 0.05 s of the reader logging a
+mail the relay accepted (it is sending: the case for "at most one resend").
 
 Measured, per kill: the takeover, from the kill to the next reader's log line
 "mailbox lock ... taken", to its first "fetched batch", and to the first mail
@@ -374,16 +376,20 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: At
                     raise SystemExit(f"kill {k + 1}: no reader at {fraction:.0%} within {args.timeout} s")
                 time.sleep(0.05)
             assert r is not None
-            # in the middle of a batch: right after the reader logged fetching the next one
+            # in the middle of a batch: right after the reader logged fetching the next one (it
+            # stores the one before); or while it sends: right after it logged a mail accepted
+            where = args.kill_in[min(k, len(args.kill_in) - 1)]
             armed = time.time()
             while True:
                 refresh()
-                if r.after(armed, FETCHED):
+                if r.after(armed, FETCHED if where == "batch" else "") and (
+                        where == "batch" or any(t >= armed and SENT.match(m) for t, m in r.events)):
                     break
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"kill {k + 1}: the reader fetched no batch after {fraction:.0%}")
+                    raise SystemExit(f"kill {k + 1}: the reader did not {'fetch' if where == 'batch' else 'send'} "
+                                     f"after {fraction:.0%}")
                 time.sleep(0.01)
-            time.sleep(rng.uniform(0.05, 0.5))
+            time.sleep(rng.uniform(0.05, 0.5) if where == "batch" else rng.uniform(0.0, 0.05))
             r.workers = children(r.proc.pid)
             killed_at = time.time()
             r.reap(signal.SIGKILL)
@@ -392,7 +398,7 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: At
             if at_kill >= n:
                 raise SystemExit(f"kill {k + 1}: the backlog was read before the kill; lower --kill-at")
             kill: dict[str, Any] = {"kill": k + 1, "daemon": r.number, "stored_at_kill": at_kill,
-                                    "killed_at": killed_at}
+                                    "killed_at": killed_at, "where": where}
             # the takeover: the next lock line, its first fetch, the first mail stored after the kill
             while "stored_s" not in kill or "lock_s" not in kill or "fetch_s" not in kill:
                 refresh()
@@ -469,10 +475,10 @@ def report(row: dict[str, Any], kills: int) -> list[str]:
     """Print a run's table; returns the checks that failed."""
     n = row["n"]
     print(f"\nrun {row['run']}: {n} mails, three daemons, {kills} kills")
-    print("  kill | daemon | stored at kill | next | lock taken (s) | first fetch (s) | first mail stored (s) |"
+    print("  kill (in) | daemon | stored at kill | next | lock taken (s) | first fetch (s) | first mail stored (s) |"
           " processed alone (mails, s)")
     for k in row["kills"]:
-        print(f"  {k['kill']:>4} | {k['daemon']:>6} | {k['stored_at_kill']:>14} | {k['next']:>4} | {k['lock_s']:>14.2f} |"
+        print(f"  {k['kill']:>4} ({k['where']:>5}) | {k['daemon']:>6} | {k['stored_at_kill']:>14} | {k['next']:>4} | {k['lock_s']:>14.2f} |"
               f" {k['fetch_s']:>15.2f} | {k['stored_s']:>21.2f} | {k['alone']:>5}, {k['alone_s']:.1f}")
     print("  daemon | exit | CPU user+sys (s) | mails it sent (sink) | sent per its log")
     for d in sorted(row["sent_by"]):
@@ -526,6 +532,9 @@ def main() -> int:
     parser.add_argument("--slice", type=int, default=10, help="[daemon] slice_seconds")
     parser.add_argument("--kill-at", default="0.25,0.55",
                         help="fractions of the backlog stored before each kill (one kill per value)")
+    parser.add_argument("--kill-in", default="batch",
+                        help="per kill (the last repeats): 'batch' (while it stores a batch) or 'send' "
+                             "(just after it logged a mail the relay accepted)")
     parser.add_argument("--any-reader", dest="reader_sends", action="store_false",
                         help="do not wait for the reader to have sent mail before killing it")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds any one phase may take")
@@ -533,6 +542,9 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work dirs (databases, logs)")
     args = parser.parse_args()
     args.kill_at = [float(x) for x in args.kill_at.split(",") if x.strip()]
+    args.kill_in = [x.strip() for x in args.kill_in.split(",") if x.strip()]
+    if not args.kill_in or set(args.kill_in) - {"batch", "send"}:
+        parser.error("--kill-in takes batch or send, comma-separated")
 
     banner("maild takeover benchmark: three daemons, the reader killed")
     BENCH_ROOT.mkdir(parents=True, exist_ok=True)
@@ -544,7 +556,7 @@ def main() -> int:
     sink = AttributingSink().start()
     pg = PrivatePostgres(base / "postgres")
     print(f"private {pg.version()} on 127.0.0.1:{pg.server.port} (fsync on); {n} mails; takeover_seconds "
-          f"{args.takeover}, slice_seconds {args.slice}, kills at {args.kill_at}", flush=True)
+          f"{args.takeover}, slice_seconds {args.slice}, kills at {args.kill_at} in {args.kill_in}", flush=True)
     rows = []
     failed: list[str] = []
     try:

@@ -74,6 +74,19 @@ def blob_place(session: Session, sha256: str) -> PackedBlob | None:
     return None if row is None else PackedBlob(row.pack, row.offset, row.length)
 
 
+def blob_places(session: Session, digests: Iterable[str]) -> dict[str, PackedBlob]:
+    """Where each of these blobs sits, for those in packs: one SELECT per 500 (the outbox
+    reads a chunk's attachments so, instead of one query per file)."""
+    wanted = sorted(set(digests))
+    found: dict[str, PackedBlob] = {}
+    for i in range(0, len(wanted), 500):
+        for sha, pack, offset, length in session.execute(
+                select(PackIndex.sha256, PackIndex.pack, PackIndex.offset, PackIndex.length)
+                .where(PackIndex.sha256.in_(wanted[i:i + 500]))):
+            found[sha] = PackedBlob(pack, offset, length)
+    return found
+
+
 def blob_stored(session: Session, blobs: BlobStore, sha256: str) -> bool:
     """Whether these bytes were stored before, packed or (before packs, or quarantined) loose."""
     return blob_place(session, sha256) is not None or blobs.path_for(sha256).exists()

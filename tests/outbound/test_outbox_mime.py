@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from maild.storage.blobs import BlobStore
@@ -280,3 +280,56 @@ def test_a_malformed_content_id_is_refused_not_written(cid: str) -> None:
     html = {"body": "<p>x</p>", "images": [{"cid": cid, "data": base64.b64encode(PNG).decode("ascii")}]}
     with pytest.raises(ValueError, match="content id"):
         build_mail(pending(context={**ACK_CONTEXT, "_headers": {"html": html}}), Renderer(TEMPLATES), SENDER, None, NOW)
+
+
+_content_types = st.one_of(
+    st.sampled_from(["application/pdf", "image/png", "text/plain", "application/vnd.ms-excel", "x/y",
+                     "application/octet-stream", "", "pdf", "text/plain; charset=utf-8",
+                     "application/pdf\r\nBcc: evil@example.com", "a/b\nX-Injected: 1", "/", "a/"]),
+    st.text(max_size=40),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(files=st.lists(st.tuples(_text, _content_types, st.binary(max_size=3000)), min_size=1, max_size=3),
+       body=_body)
+@example(files=[('C:\\temp\\"x".pdf', "application/pdf", b"%PDF"), ("=?utf-8?q?y?=.txt", "text/plain", b"y"),
+                ("Zestawienie godzin październik " + "ą" * 80 + ".xlsx", "application/vnd.ms-excel", b"")],
+         body="Dzień dobry\n")
+def test_attachments_composed_directly_read_back_exactly(files: list[tuple[str, str, bytes]], body: str) -> None:
+    """A notification with the customer's files, composed without ``EmailMessage``: every
+    file's name (Polish, emoji, quotes, 300 characters, attempts at a header), type and
+    bytes read back as queued, the body too, and nothing a file name or type holds adds
+    a header or ends one."""
+    store = {sha256(data).hexdigest(): data for _, _, data in files}
+    attachments = [{"sha256": sha256(data).hexdigest(), "content_type": ctype, "filename": name}
+                   for name, ctype, data in files]
+    raw = build_mail(pending(context={"body": body, "_headers": {"ticket_ref": "SUP-1",
+                                                                 "attachments": attachments}}),
+                     _BodyOnly(), SENDER, store.__getitem__, NOW)
+    check_wire_form(raw)
+    mail = parse(raw)
+    assert mail.get_content_type() == "multipart/mixed" and "Bcc" not in mail and "X-Injected" not in mail
+    assert body_text(mail) == normalised(body)
+    found = list(mail.iter_attachments())
+    assert len(found) == len(files)
+    for part, (name, ctype, data) in zip(found, files):
+        assert not part.defects, part.defects
+        assert set(part.keys()) == {"Content-Type", "Content-Transfer-Encoding", "Content-Disposition"}
+        # the parameter as parsed (get_filename() also strips a name's own "<...>")
+        assert part["Content-Disposition"].params["filename"] == (one_line(name, 200) or "attachment")
+        maintype, _, subtype = ctype.partition("/")
+        plain = re.fullmatch(r"[A-Za-z0-9!#$&^_.+-]{1,64}", maintype) and re.fullmatch(
+            r"[A-Za-z0-9!#$&^_.+-]{1,64}", subtype)
+        assert part.get_content_type() == (ctype.lower() if plain else "application/octet-stream")
+        assert part.get_payload(decode=True) == data
+
+
+class _BodyOnly(Renderer):
+    """Subject and body straight from the context: the test is about the MIME structure."""
+
+    def __init__(self) -> None:
+        pass
+
+    def render(self, name: str, language: str, context: dict[str, Any]) -> tuple[str, str]:
+        return "Sprawa", str(context["body"])

@@ -55,7 +55,7 @@ def test_peak_topic_ranks_above_routine_within_the_tier_and_acks_warn(
     busy_en = "This is a busy period"
     busy_pl = "Trwa okres wzmożonej liczby zgłoszeń"
     # the notice names the period the ticket is about, and only that one
-    assert "This is a busy period (monthly VAT / JPK filing (due on the 25th))" in acks["[SUP-3] JPK_V7M export fails"]
+    assert "This is a busy period – monthly VAT / JPK filing (due on the 25th) – so" in acks["[SUP-3] JPK_V7M export fails"]
     assert busy_en not in acks["[SUP-2] Question about printouts"], "a routine topic: no period is named"
     assert busy_pl in acks["[SUP-4] Deklaracja VAT"] and "VAT / JPK" in acks["[SUP-4] Deklaracja VAT"]
     assert busy_pl not in acks["[SUP-5] Zmiana hasła"]

@@ -348,12 +348,37 @@ def _body(text: str) -> tuple[str, bytes]:
     crlf = b"\r\n".join(lines) + b"\r\n"
     if not _UNSAFE_7BIT.search(data) and max(map(len, lines)) <= _FOLD_AT:
         return "7bit", crlf
-    qp = binascii.b2a_qp(crlf, istext=True)
+    qp = _qp_lines_within_76(binascii.b2a_qp(crlf, istext=True))
     if len(qp) <= 2 * (len(data) * 4 // 3 + len(data) // 57 * 2 + 2):
         return "quoted-printable", qp if qp.endswith(b"\r\n") else qp + b"\r\n"
     b64 = b"".join(binascii.b2a_base64(data[i:i + 57], newline=False) + b"\r\n"
                    for i in range(0, len(data), 57))
     return "base64", b64
+
+
+def _qp_lines_within_76(qp: bytes) -> bytes:
+    """Soft-break the lines ``binascii.b2a_qp`` leaves at 77 characters.
+
+    It folds at 76 before it encodes a line's trailing space or tab, so a line
+    of exactly 76 that ends in whitespace comes out as 77 with ``=20``, one more
+    than RFC 2045 allows (found by the MIME property test). A line is cut before
+    an ``=XX`` escape, never inside one.
+    """
+    lines = qp.split(b"\r\n")
+    if all(len(line) <= 76 for line in lines):
+        return qp
+    folded: list[bytes] = []
+    for line in lines:
+        while len(line) > 76:
+            cut = 75
+            if line[cut - 1:cut] == b"=":
+                cut -= 1
+            elif line[cut - 2:cut - 1] == b"=":
+                cut -= 2
+            folded.append(line[:cut] + b"=")
+            line = line[cut:]
+        folded.append(line)
+    return b"\r\n".join(folded)
 
 
 def _headers(row: MailRow, subject: str, headers: dict[str, Any], sender: Sender, now: datetime) -> list[str]:

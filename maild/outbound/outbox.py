@@ -17,9 +17,10 @@ outage means thousands of acknowledgements in one cycle), so it avoids the
 costly general tools where a narrow one is exact: a chunk of due rows is read
 with one Core SELECT, a plain-text mail is composed header line by header line
 (``compose_text_mail``) instead of through ``EmailMessage`` and the header
-registry, and a sent row is marked with one Core UPDATE and a commit. The rare
-paths (render errors, 4xx/5xx, an unreachable relay, mail with attachments)
-keep the ORM and ``EmailMessage``.
+registry, a text mail with attachments likewise (``_mixed_mail``), and a sent
+row is marked with one Core UPDATE and a commit. The rare paths (render errors,
+4xx/5xx, an unreachable relay) keep the ORM, and mail with an HTML part
+(statements, digests) ``EmailMessage``.
 """
 from __future__ import annotations
 

@@ -864,10 +864,13 @@ def _minutes(section: _Section, name: str, default: Decimal) -> int:
 
 
 def _check_calendar(file: str, settings: CalendarSettings) -> None:
-    from maild.rules.calendar import BusinessCalendar, CalendarError
+    """The calendar's own checks; the holiday settings are checked where a calendar is built
+    (``desk.context.DeskContext.for_config``, ``maild check``), so that reading a config does not
+    load every country's holiday tables."""
+    from maild.rules.calendar import CalendarError, check_settings
 
     try:
-        BusinessCalendar(settings)
+        check_settings(settings)
     except CalendarError as exc:
         raise _stage_error(file, "calendar", exc) from None
 

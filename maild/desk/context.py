@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from maild.config import Config, Consultant
-from maild.rules.calendar import BusinessCalendar
+from maild.errors import ConfigError
+from maild.rules.calendar import BusinessCalendar, CalendarError
 from maild.rules.contracts import CustomerIndex
 from maild.rules.customers import Contract, Customer
 from maild.storage import store
@@ -26,8 +27,14 @@ class DeskContext:
 
     @classmethod
     def for_config(cls, config: Config, customers: Sequence[Customer]) -> DeskContext:
-        return cls(config=config, calendar=BusinessCalendar(config.calendar), customers=tuple(customers),
-                   index=CustomerIndex(customers))
+        """Raises ConfigError when the calendar's holiday settings name no country, region or language
+        the ``holidays`` library knows (loading the config checks the rest of the calendar)."""
+        try:
+            calendar = BusinessCalendar(config.calendar)
+        except CalendarError as exc:
+            key, _, reason = str(exc).partition(": ")
+            raise ConfigError(str(config.path), key, reason) from None
+        return cls(config=config, calendar=calendar, customers=tuple(customers), index=CustomerIndex(customers))
 
     @property
     def domain(self) -> str:

@@ -150,6 +150,7 @@ def not_overridden(renderer: Renderer) -> str | None:
 
 def run_checks(cfg: Config) -> int:
     ok = _line(True, "config", str(cfg.path))
+    ok &= _attempt("calendar", lambda: _calendar(cfg))
     ok &= _attempt("customers", lambda: f"{len(load_customers(cfg.customers_file, cfg.packages))} customers in {cfg.customers_file}")
     ok &= _attempt("storage", lambda: _storage(cfg))
     ok &= _attempt("database", lambda: _database(cfg))
@@ -201,6 +202,18 @@ def rate_warnings(customers: Sequence[Customer], default_rate_cents: int | None)
                 warnings.append(f"customer {customer.id}: occasional rate {format_money(rate, 'pl')} an hour is "
                                 f"below package {contract.id}'s {format_money(per_hour, 'pl')} an hour")
     return warnings
+
+
+def _calendar(cfg: Config) -> str:
+    """The holiday settings, which loading the config leaves to whoever builds a calendar."""
+    from maild.rules.calendar import BusinessCalendar
+
+    settings = cfg.calendar
+    BusinessCalendar(settings)
+    holidays = (f"public holidays of {settings.holidays_country}"
+                + (f"-{settings.holidays_subdiv}" if settings.holidays_subdiv else "")
+                if settings.holidays_country else "no public holidays")
+    return f"{settings.timezone}, {settings.opens:%H:%M}-{settings.closes:%H:%M}, {holidays}"
 
 
 def _storage(cfg: Config) -> str:

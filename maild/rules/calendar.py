@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import holidays
-
 from maild.errors import MaildError
 
 log = logging.getLogger("maild.calendar")
@@ -61,6 +59,38 @@ def _require_aware(name: str, value: datetime) -> None:
         raise ValueError(f"{name} must be a tz-aware datetime, got naive {value.isoformat()}")
 
 
+def check_settings(settings: CalendarSettings) -> ZoneInfo:
+    """The settings' own checks, which need no holiday tables: the zone, the hours, the days.
+
+    Loading a config runs these; the holiday settings (country, subdivision,
+    language) are checked where a ``BusinessCalendar`` is built (the daemon,
+    ``maild check``, the reports with deadlines), so a command that only reads
+    the queue does not load the ``holidays`` library's country tables.
+    """
+    try:
+        tz = ZoneInfo(settings.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise CalendarError(f"calendar.timezone: unknown time zone {settings.timezone!r}") from exc
+    if settings.opens.tzinfo is not None or settings.closes.tzinfo is not None:
+        raise CalendarError("calendar.opens/closes: give wall-clock times without a time zone")
+    if settings.closes != _MIDNIGHT and settings.opens >= settings.closes:
+        raise CalendarError(
+            f"calendar.opens: {settings.opens.isoformat('minutes')} is not before "
+            f"calendar.closes {settings.closes.isoformat('minutes')}"
+        )
+    bad_days = [d for d in settings.working_days if not 0 <= d <= 6]
+    if bad_days:
+        raise CalendarError(f"calendar.working_days: {bad_days} are not weekdays 0 (Monday) .. 6 (Sunday)")
+    if not settings.working_days and not settings.open_days:
+        raise CalendarError("calendar.working_days: empty, so support would never be open")
+    clash = sorted(set(settings.closed_days) & set(settings.open_days))
+    if clash:
+        raise CalendarError(
+            f"calendar.open_days: {', '.join(d.isoformat() for d in clash)} also listed in calendar.closed_days"
+        )
+    return tz
+
+
 class BusinessCalendar:
     """Answers "is support open", and adds or measures business time.
 
@@ -70,33 +100,15 @@ class BusinessCalendar:
 
     def __init__(self, settings: CalendarSettings) -> None:
         self.settings = settings
-        try:
-            self.tz: ZoneInfo = ZoneInfo(settings.timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise CalendarError(f"calendar.timezone: unknown time zone {settings.timezone!r}") from exc
-        if settings.opens.tzinfo is not None or settings.closes.tzinfo is not None:
-            raise CalendarError("calendar.opens/closes: give wall-clock times without a time zone")
-        if settings.closes != _MIDNIGHT and settings.opens >= settings.closes:
-            raise CalendarError(
-                f"calendar.opens: {settings.opens.isoformat('minutes')} is not before "
-                f"calendar.closes {settings.closes.isoformat('minutes')}"
-            )
-        bad_days = [d for d in settings.working_days if not 0 <= d <= 6]
-        if bad_days:
-            raise CalendarError(f"calendar.working_days: {bad_days} are not weekdays 0 (Monday) .. 6 (Sunday)")
-        if not settings.working_days and not settings.open_days:
-            raise CalendarError("calendar.working_days: empty, so support would never be open")
-        clash = sorted(set(settings.closed_days) & set(settings.open_days))
-        if clash:
-            raise CalendarError(
-                f"calendar.open_days: {', '.join(d.isoformat() for d in clash)} also listed in calendar.closed_days"
-            )
+        self.tz: ZoneInfo = check_settings(settings)
         self._working_days = frozenset(settings.working_days)
         self._closed_days = frozenset(settings.closed_days)
         self._open_days = frozenset(settings.open_days)
         self._holidays_by_year: dict[int, dict[date, str]] = {}
         self._language: str | None = None
         if settings.holidays_country is not None:
+            import holidays  # (its country tables: a fifth of a command's start-up; see ``check_settings``)
+
             try:
                 probe = holidays.country_holidays(settings.holidays_country, subdiv=settings.holidays_subdiv)
             except NotImplementedError as exc:
@@ -116,6 +128,8 @@ class BusinessCalendar:
             if self.settings.holidays_country is None:
                 cached = {}
             else:
+                import holidays
+
                 found = holidays.country_holidays(
                     self.settings.holidays_country,
                     subdiv=self.settings.holidays_subdiv,

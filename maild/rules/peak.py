@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-import holidays
-
 from maild.errors import MaildError
 
 
@@ -54,6 +52,8 @@ class DaysOff:
             return False
         found = self._by_year.get(day.year)
         if found is None:
+            import holidays  # when a deadline is first moved, not when a config is read
+
             found = frozenset(holidays.country_holidays(self.country, years=day.year))
             self._by_year[day.year] = found
         return day in found

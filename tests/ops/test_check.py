@@ -53,6 +53,19 @@ def test_all_fine_with_a_new_sqlite_database(tmp_path: Path, imap_account: Any, 
     assert not (tmp_path / "var" / "maild.db").exists(), "check creates no database"
 
 
+def test_unknown_holidays_country(tmp_path: Path, imap_account: Any, smtp_sink: Any,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Loading the config leaves the holiday settings to the calendar's builders; check still names them."""
+    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port,
+                          extra='[calendar]\nholidays_country = "XX"\n')
+    code, lines = check(config, capsys)
+    assert code == 1
+    assert lines["calendar"].startswith("FAIL") and "calendar.holidays_country" in lines["calendar"], lines
+    assert lines["templates"].startswith("ok"), lines
+    assert main(["--config", str(config), "run", "--once"]) == 2  # a config error, before any mail is read
+    assert "calendar.holidays_country" in capsys.readouterr().err
+
+
 def test_wrong_imap_password(tmp_path: Path, imap_account: Any, smtp_sink: Any,
                              capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path, source=imap_table(imap_account, password="nie-to-haslo-42"),

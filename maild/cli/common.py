@@ -13,19 +13,18 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timezone
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from maild.billing import reports
-from maild.billing.reports import ReportError, format_money
-from maild.config import Config
 from maild.errors import MaildError
-from maild.rules.customers import Customer, load_customers
-from maild.storage import store
 
-Handler = Callable[[Config, sessionmaker[Session], argparse.Namespace], int]
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from maild.config import Config
+    from maild.rules.customers import Customer
+
+Handler: TypeAlias = "Callable[[Config, sessionmaker[Session], argparse.Namespace], int]"
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Needs = Literal["database", "config", "nothing"]
 UTC = timezone.utc
@@ -83,6 +82,8 @@ clock: Callable[[], datetime] = _utcnow
 def row_id(text: str) -> int:
     """An argparse type for a record number (quarantine id, ledger entry): a bad or
     out-of-range one is a usage error (exit 2) before the database sees it."""
+    from maild.storage import store
+
     value = text.strip()
     if not (value.isascii() and value.isdigit()) or len(value) > 10 or not 1 <= int(value) <= store.MAX_ROW_ID:
         raise argparse.ArgumentTypeError(f"{text!r} is not a record number (a whole number from 1 to "
@@ -92,6 +93,8 @@ def row_id(text: str) -> int:
 
 def ticket_number(cfg: Config, ref: str) -> int:
     """The ticket number a reference given on the command line names; UsageError when none."""
+    from maild.storage import store
+
     number = store.parse_ticket_ref(ref, cfg.support.ticket_prefix)
     if number is None:
         prefix = cfg.support.ticket_prefix
@@ -113,10 +116,14 @@ def hm(minutes: int | None) -> str:
 
 
 def money(cents: int | None) -> str:
+    from maild.billing.reports import format_money
+
     return "-" if cents is None else format_money(cents)
 
 
 def customers_of(cfg: Config) -> tuple[Customer, ...]:
+    from maild.rules.customers import load_customers
+
     return load_customers(cfg.customers_file, cfg.packages)
 
 
@@ -131,6 +138,9 @@ MONTHS_AHEAD = 12
 
 def month_arg(text: str, tz: ZoneInfo) -> str:
     """A --month value (YYYY-MM), at most ``MONTHS_AHEAD`` months ahead; Failure (exit 2) otherwise."""
+    from maild.billing import reports
+    from maild.billing.reports import ReportError
+
     try:
         start, _ = reports.month_bounds(text, tz)
     except ReportError as exc:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import argparse
 from datetime import date, datetime, timezone
-from typing import Any
-
-from sqlalchemy.orm import Session, sessionmaker
+from typing import TYPE_CHECKING, Any
 
 from maild.cli.common import Commands, UsageError
 from maild.cli.output import print_json, print_table
-from maild.config import Config
-from maild.desk.team import Team, TeamError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from maild.config import Config
+    from maild.desk.team import Team
 
 UTC = timezone.utc
 
@@ -47,6 +49,8 @@ def _date(text: str, option: str) -> date:
 
 
 def run(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace, now: datetime | None = None) -> int:
+    from maild.desk.team import Team, TeamError
+
     at = now or datetime.now(UTC)
     try:
         with sessions() as session:

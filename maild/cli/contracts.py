@@ -3,21 +3,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from maild.billing import reports
 from maild.cli import common
 from maild.cli.common import Commands, Failure, customers_of, hm, iso_date, tz_of
 from maild.cli.output import print_json, print_table
-from maild.config import Config
 from maild.errors import ConfigError
-from maild.storage import store
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from maild.config import Config
 
 log = logging.getLogger("maild.cli")
 
 
 def cmd_contracts_list(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from maild.billing import reports
+
     customers = customers_of(cfg)
     with sessions() as session:
         balances = reports.contract_balances(session, customers, common.clock(), tz_of(cfg))
@@ -44,6 +47,8 @@ def cmd_contracts_list(cfg: Config, sessions: sessionmaker[Session], args: argpa
 
 
 def cmd_contracts_sync(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from maild.storage import store
+
     try:
         customers = customers_of(cfg)
     except ConfigError as exc:

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from maild.cli.common import Commands
-from maild.config import Config
+
+if TYPE_CHECKING:
+    from maild.config import Config
 
 
 def cmd_db_upgrade(cfg: Config, args: argparse.Namespace) -> int:

@@ -9,24 +9,14 @@ acknowledgement, the consultant's notification and the relayed answer.
 from __future__ import annotations
 
 import argparse
-import mailbox
-import shlex
-import socket
 import sys
-import tempfile
-import textwrap
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from email import message_from_bytes, policy
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from maild.cli.common import Commands
-from maild.ops.logs import setup_logging
 
 CUSTOMERS = """\
 [[customers]]
@@ -125,6 +115,9 @@ SAMPLES: list[tuple[str, str, str, str]] = [
 
 def _mail(sender: str, subject: str, body: str, headers: dict[str, str] | None = None,
           to: str = "support@consultancy.example") -> bytes:
+    from email.message import EmailMessage
+    from email.utils import format_datetime, make_msgid
+
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = to
@@ -148,6 +141,12 @@ class _Capture:
 
 def run_demo(cli_main: Callable[[Sequence[str]], int], workdir: Path | None = None) -> int:
     """``cli_main`` is the ``maild`` command the demo runs its commands with."""
+    import mailbox
+    import shlex
+    import socket
+    import tempfile
+    from email import message_from_bytes, policy
+
     from aiosmtpd.controller import Controller
 
     from maild.config import load_config
@@ -219,6 +218,8 @@ def run_demo(cli_main: Callable[[Sequence[str]], int], workdir: Path | None = No
 
 def _maild_command() -> str:
     """The hint names the ``maild`` this demo ran from: ``scripts/demo.sh`` puts none on PATH."""
+    import shlex
+
     beside = Path(sys.executable).parent / "maild"
     if beside.exists():
         return shlex.quote(str(beside))
@@ -227,6 +228,9 @@ def _maild_command() -> str:
 
 def _show(envelope: Any) -> str:
     """The mail as a person reads it: decoded headers and text, not the wire form."""
+    import textwrap
+    from email import message_from_bytes, policy
+
     msg = message_from_bytes(envelope.content, policy=policy.default)
     lines = [f"{name}: {msg[name]}" for name in ("From", "To", "Cc", "Reply-To", "Subject", "Message-ID", "In-Reply-To",
                                                   "Auto-Submitted") if msg[name]]
@@ -241,6 +245,8 @@ def _text(msg: Any) -> str:
 
 
 def _wait_for(capture: _Capture, count: int, timeout: float = 5.0) -> None:
+    import time
+
     deadline = time.monotonic() + timeout
     while len(capture.mails) < count and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -248,6 +254,8 @@ def _wait_for(capture: _Capture, count: int, timeout: float = 5.0) -> None:
 
 def register(commands: Commands) -> None:
     def handler(args: argparse.Namespace) -> int:
+        from maild.ops.logs import setup_logging
+
         setup_logging("warning")
         return run_demo(commands.entry, Path(args.dir) if args.dir else None)
 

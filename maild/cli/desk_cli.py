@@ -5,19 +5,14 @@ import argparse
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from maild.config import Config
-from maild.desk.desk import TicketDesk
-from maild.desk.digest import digest_key
-from maild.desk.morning import digest_for, queue_digest, recipients
 from maild.cli.common import Commands, UsageError
-from maild.intake.pipeline import Context, Ingestor, UnknownCustomer
-from maild.outbound.render import Renderer
-from maild.rules.customers import load_customers
-from maild.storage import store
-from maild.storage.blobs import BlobStore
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from maild.config import Config
 
 UTC = timezone.utc
 
@@ -38,6 +33,11 @@ def register(commands: Commands) -> None:
 
 
 def cmd_tickets_open(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from maild.intake.pipeline import Context, Ingestor, UnknownCustomer
+    from maild.rules.customers import load_customers
+    from maild.storage import store
+    from maild.storage.blobs import BlobStore
+
     by = args.by.strip().lower() if args.by else None
     if by is not None and by not in cfg.consultant_emails:
         raise UsageError(f"--by {args.by}: not a consultant in {cfg.path}")
@@ -65,6 +65,14 @@ def cmd_tickets_open(cfg: Config, sessions: sessionmaker[Session], args: argpars
 
 
 def cmd_digest(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from maild.desk.desk import TicketDesk
+    from maild.desk.digest import digest_key
+    from maild.desk.morning import digest_for, queue_digest, recipients
+    from maild.intake.pipeline import Context, Ingestor
+    from maild.outbound.render import Renderer
+    from maild.rules.customers import load_customers
+    from maild.storage.blobs import BlobStore
+
     ctx = Context.build(cfg, load_customers(cfg.customers_file, cfg.packages))
     ingestor = Ingestor(ctx, sessions, BlobStore(cfg.storage_path))
     ingestor.notifier.load(sessions)

@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import logging
 from datetime import datetime, timezone
-
-from sqlalchemy.orm import Session, sessionmaker
+from typing import TYPE_CHECKING
 
 from maild.cli.common import Commands, UsageError
-from maild.config import Config
-from maild.desk.erasure import apply_retention, forget
-from maild.storage.blobs import BlobStore
-from maild.storage.compact import compact
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from maild.config import Config
+    from maild.storage.blobs import BlobStore
 
 log = logging.getLogger("maild.erasure")
 UTC = timezone.utc
@@ -37,12 +38,17 @@ def register(commands: Commands) -> None:
 
 
 def _compact(cfg: Config, sessions: sessionmaker[Session], blobs: BlobStore) -> str:
+    from maild.storage.compact import compact
+
     result = compact(sessions, blobs)
     return (f"packs: {len(result.rewritten)} rewritten, {len(result.deleted)} deleted, "
             f"{result.bytes_freed / 1e6:.1f} MB freed")
 
 
 def cmd_forget(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from maild.desk.erasure import forget
+    from maild.storage.blobs import BlobStore
+
     if args.address is not None and "@" not in args.address:
         raise UsageError(f"forget --address {args.address!r}: not an e-mail address")
     blobs = BlobStore(cfg.storage_path)
@@ -68,6 +74,9 @@ def cmd_forget(cfg: Config, sessions: sessionmaker[Session], args: argparse.Name
 
 
 def cmd_retention_run(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from maild.desk.erasure import apply_retention
+    from maild.storage.blobs import BlobStore
+
     settings = cfg.retention
     if not settings.raw_mail_months and not settings.closed_ticket_years:
         print("retention: no period set in [retention]; nothing is dropped")
@@ -89,5 +98,7 @@ def cmd_retention_run(cfg: Config, sessions: sessionmaker[Session], args: argpar
 
 
 def cmd_storage_compact(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from maild.storage.blobs import BlobStore
+
     print(_compact(cfg, sessions, BlobStore(cfg.storage_path)))
     return 0

@@ -3,24 +3,27 @@ from __future__ import annotations
 
 import argparse
 import logging
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from typing import TYPE_CHECKING
 
 from maild.cli import common
 from maild.cli.common import Commands, Failure, customers_of, hm, row_id
-from maild.config import Config
-from maild.desk.commands import DurationError, parse_duration
-from maild.desk.context import DeskContext
-from maild.desk.desk import TicketDesk
 from maild.rules.scope import known_words, parse_scope
-from maild.storage import store
-from maild.storage.models import LedgerRow, Ticket
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from maild.config import Config
 
 log = logging.getLogger("maild.cli")
 
 
 def cmd_time_add(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from maild.desk.commands import DurationError, parse_duration
+    from maild.desk.context import DeskContext
+    from maild.desk.desk import TicketDesk
+    from maild.storage import store
+    from maild.storage.models import Ticket
+
     by = args.by.strip().lower()
     if by not in cfg.consultant_emails:
         raise Failure(f"{args.by} is not a configured consultant ([[consultants]] in {cfg.path})", 2)
@@ -50,6 +53,12 @@ def cmd_time_add(cfg: Config, sessions: sessionmaker[Session], args: argparse.Na
 
 
 def cmd_time_reverse(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from maild.desk.context import DeskContext
+    from maild.desk.desk import TicketDesk
+    from maild.storage.models import LedgerRow
+
     now = common.clock()
     with sessions() as session, session.begin():
         entry = session.get(LedgerRow, args.entry)

@@ -7,7 +7,10 @@ README, times in ISO-8601 UTC.
 Each command group is a module of its own that registers its commands
 (``register(commands)``, see ``common.Commands``); this module builds the
 parser from ``GROUPS``, loads what a command needs and turns errors into exit
-codes. A new group is a module plus one entry in ``GROUPS``.
+codes. Building the parser imports only the groups' modules, which import what
+a handler needs when it runs (SQLAlchemy, Jinja2, the mail clients), so a
+command starts with its own imports only (``bench/startup.py``;
+``tests/cli/test_startup_imports.py`` holds it). A new group is a module plus one entry in ``GROUPS``.
 """
 from __future__ import annotations
 
@@ -33,10 +36,7 @@ from maild.cli import (
     tickets,
 )
 from maild.cli.common import Commands, Failure, UsageError
-from maild.config import load_config
 from maild.errors import ConfigError, MaildError
-from maild.ops.logs import setup_logging
-from maild.storage.db import open_database
 
 DEFAULT_CONFIG = "/etc/maild/maild.toml"
 GROUPS = (service, tickets, desk_cli, contracts, report, month, ledger, quarantine, storage, erasure, database, consultants, setup,
@@ -46,7 +46,7 @@ GROUPS = (service, tickets, desk_cli, contracts, report, month, ledger, quaranti
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="maild", description="Support mailbox -> prioritised, SLA-clocked ticket queue.")
     p.add_argument("--config", help=f"config file (default: $MAILD_CONFIG or {DEFAULT_CONFIG})")
-    p.add_argument("--version", action="version", version=f"maild {version()}")
+    p.add_argument("--version", action=_Version, help="show the version and exit")
     commands = Commands(p.add_subparsers(dest="command", required=True, metavar="COMMAND"), main)
     for group in GROUPS:
         group.register(commands)
@@ -65,6 +65,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, as a program the signal ended
 
 
+class _Version(argparse.Action):
+    """``--version``; the installed version is looked up only when asked for (a scan of the
+    installed packages' metadata, which every other command would pay for at start-up)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        parser._print_message(f"maild {version()}\n", sys.stdout)  # as argparse's own "version" action
+        parser.exit()
+
+
 def version() -> str:
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as installed
@@ -79,6 +93,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.needs == "nothing":
         return int(args.handler(args))
+    # what a command needs is imported when it runs: ``--version`` and ``--help`` stay instant
+    from maild.config import load_config
+    from maild.ops.logs import setup_logging
+
     path = args.config or os.environ.get("MAILD_CONFIG") or DEFAULT_CONFIG
     try:
         cfg = load_config(path)
@@ -89,6 +107,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.needs == "config":
             return int(args.handler(cfg, args))
+        from maild.storage.db import open_database
+
         return int(args.handler(cfg, open_database(cfg.database_url), args))
     except Failure as exc:
         print(f"maild: {exc.message}", file=sys.stderr)

@@ -17,29 +17,20 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
-
-from maild.billing import reports
-from maild.billing.charts import month_summary
-from maild.billing.month import activity_json, load_activity
 from maild.cli import common
 from maild.cli.common import Failure
 from maild.cli.common import Commands, customers_of, month_arg, tz_of
-from maild.cli.report import hours_json, sla_json
 from maild.cli.output import iso, print_json
-from maild.config import Config
-from maild.desk.context import DeskContext
-from maild.desk.desk import TicketDesk
-from maild.rules.calendar import BusinessCalendar
 from maild.rules.kinds import rules_of
-from maild.storage import store
-from maild.storage.models import OutboxRow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from maild.config import Config
 
 log = logging.getLogger("maild.cli")
 KEY_PREFIX = "month_report:"
@@ -48,6 +39,11 @@ MAX_CATCH_UP = 12  # months one catch-up run sends at most
 
 def month_report_json(cfg: Config, session: Session, month: str, now: datetime, language: str) -> dict[str, Any]:
     """The object ``report month --json`` prints: ``hours`` and ``sla`` are the other reports' JSON, verbatim."""
+    from maild.billing import reports
+    from maild.billing.month import activity_json, load_activity
+    from maild.cli.report import hours_json, sla_json
+    from maild.rules.calendar import BusinessCalendar
+
     tz = tz_of(cfg)
     customers = customers_of(cfg)
     prefix = cfg.support.ticket_prefix
@@ -73,6 +69,10 @@ def _next(month: str) -> str:
 
 def catch_up_months(session: Session, cfg: Config, now: datetime) -> list[str]:
     """The ended months not yet sent: after the last one sent up to last month (at most ``MAX_CATCH_UP``)."""
+    from sqlalchemy import select
+
+    from maild.storage.models import OutboxRow
+
     last = previous_month(now, cfg)
     keys = session.scalars(select(OutboxRow.dedupe_key).where(OutboxRow.dedupe_key.like(f"{KEY_PREFIX}%")))
     sent = sorted({key[len(KEY_PREFIX):len(KEY_PREFIX) + 7] for key in keys})
@@ -88,6 +88,8 @@ def catch_up_months(session: Session, cfg: Config, now: datetime) -> list[str]:
 
 def write_html(path: Path, html: str) -> None:
     """Write the page whole or not at all (a reader never sees half a report)."""
+    import tempfile
+
     try:
         handle, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=path.parent or Path("."))
     except OSError as exc:
@@ -106,6 +108,8 @@ def write_html(path: Path, html: str) -> None:
 
 def mail_context(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
     """What the plain-text part (``month_report.txt``) renders: plain JSON values."""
+    from maild.billing.charts import month_summary
+
     return {
         "month": data["month"], "timezone": data["timezone"], "from_name": cfg.from_name,
         "summary": month_summary(data),
@@ -118,6 +122,9 @@ def mail_context(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
 def send_month_report(cfg: Config, session: Session, month: str, now: datetime) -> tuple[list[str], list[str]]:
     """Queue the month's report to each manager once, through the desk; (queued, already queued) addresses."""
     from maild.billing.pages import html_part, month_report_html
+    from maild.desk.context import DeskContext
+    from maild.desk.desk import TicketDesk
+    from maild.storage import store
 
     desk = TicketDesk(DeskContext.for_config(cfg, ()), session)
     queued: list[str] = []
@@ -189,6 +196,8 @@ def cmd_report_month(cfg: Config, sessions: sessionmaker[Session], args: argpars
 
 
 def _print_summary(data: dict[str, Any]) -> None:
+    from maild.billing.charts import month_summary
+
     s = month_summary(data)
     print(f"Month {data['month']} ({data['timezone']})")
     print(f"  tickets opened:   {s['tickets']}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone, tzinfo
@@ -63,6 +62,8 @@ def fit(text: str, width: int) -> str:
 
 def terminal_width() -> int:
     """The terminal's width; 80 when the output is not a terminal (a pipe, a file, the journal)."""
+    import shutil  # (and its compression modules) only when a table is printed
+
     return shutil.get_terminal_size((80, 24)).columns
 
 

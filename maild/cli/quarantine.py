@@ -4,22 +4,27 @@ from __future__ import annotations
 import argparse
 from datetime import datetime, timezone
 from typing import Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
 from maild.cli.common import Commands, Failure, row_id
 from maild.cli.output import iso, local, print_json, print_table
-from maild.config import Config
 from maild.errors import MaildError
-from maild.rules.customers import load_customers
-from maild.storage.models import QuarantineRow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from maild.config import Config
+    from maild.storage.models import QuarantineRow
 
 UTC = timezone.utc
 
 
 def cmd_quarantine_list(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from maild.storage.models import QuarantineRow
+
     with sessions() as session:
         rows = list(session.scalars(select(QuarantineRow).order_by(QuarantineRow.id)))
     data: list[dict[str, Any]] = [{"id": r.id, "created_at": iso(r.created_at), "status": r.status, "from": r.from_addr,
@@ -49,6 +54,9 @@ def cmd_quarantine_retry(cfg: Config, sessions: sessionmaker[Session], args: arg
     from maild.intake.mailbox import FetchedMail
     from maild.storage.models import Failure, Intake
     from maild.intake.pipeline import MAX_ATTEMPTS, Context, Ingestor
+    from sqlalchemy import select
+
+    from maild.storage.models import QuarantineRow
 
     def usable(row: QuarantineRow | None) -> QuarantineRow:
         if row is None:

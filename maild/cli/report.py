@@ -9,25 +9,30 @@ import argparse
 import logging
 import sys
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from maild.billing import reports
-from maild.billing.ledger import vat_cents
-from maild.billing.reports import ContractHours, HoursReport, format_money
 from maild.cli import common
 from maild.cli.common import Commands, customers_of, hm, iso_date, money, month_arg, tz_of
 from maild.cli.output import print_csv, print_json, print_table
 from maild.cli.progress import Progress
-from maild.config import Config
-from maild.desk.context import DeskContext
-from maild.desk.desk import TicketDesk
 from maild.rules.kinds import rules_of
-from maild.storage import store
 from maild.rules.scope import scope_name
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from maild.billing import reports
+    from maild.billing.reports import ContractHours, HoursReport
+    from maild.config import Config
+
 log = logging.getLogger("maild.cli")
+
+
+def format_money(cents: int) -> str:
+    """``billing.reports.format_money``, imported when a report is printed (not when the parser is built)."""
+    from maild.billing.reports import format_money as formatted
+
+    return formatted(cents)
 
 
 def hours_json(report: HoursReport) -> dict[str, Any]:
@@ -113,6 +118,8 @@ def statement_context(cfg: Config, report: HoursReport, customer: reports.Custom
     ``amount`` strings stay for the HTML part's charts.
     """
     net = customer.net_cents
+    from maild.billing.ledger import vat_cents
+
     vat = vat_cents(net, cfg.billing.vat_percent)
     return {
         "month": report.month,
@@ -163,6 +170,10 @@ def send_statements(cfg: Config, session: Session, report: HoursReport, now: dat
     the plain text kept), drawn here, on the report path, and stored with the
     row: the daemon that sends it only assembles the parts.
     """
+    from maild.desk.context import DeskContext
+    from maild.desk.desk import TicketDesk
+    from maild.storage import store
+
     desk = TicketDesk(DeskContext.for_config(cfg, ()), session)
     queued: list[str] = []
     before: list[str] = []
@@ -191,6 +202,8 @@ def send_statements(cfg: Config, session: Session, report: HoursReport, now: dat
 
 
 def cmd_report_hours(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from maild.billing import reports
+
     tz = tz_of(cfg)
     month = month_arg(args.month, tz)
     customers = customers_of(cfg)
@@ -235,6 +248,8 @@ def sla_json(report: reports.SlaReport) -> dict[str, Any]:
 
 
 def cmd_report_sla(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from maild.billing import reports
+
     tz = tz_of(cfg)
     month = month_arg(args.month, tz)
     customers = customers_of(cfg)

@@ -3,22 +3,23 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-from sqlalchemy.orm import Session, sessionmaker
 
 from maild.cli.common import Commands
 from maild.cli.output import iso, local, print_json
-from maild.cli.progress import Progress
-from maild.config import Config
-from maild.storage import store
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from maild.config import Config
 
 UTC = timezone.utc
 
 
 def cmd_status(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
     from maild.ops.health import read_health
+    from maild.storage import store
 
     now = datetime.now(UTC)
     with sessions() as session:
@@ -61,6 +62,7 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
+    from maild.cli.progress import Progress
     from maild.ops.daemon import Daemon
 
     daemon = Daemon(cfg)

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from maild.cli.common import Commands
-from maild.ops.install import SetupError, installed_maild, next_steps, run_setup
 
 
 def register(commands: Commands) -> None:
@@ -23,6 +22,8 @@ def register(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from maild.ops.install import SetupError, installed_maild, next_steps, run_setup
+
     root = Path(args.root)
     maild_bin = installed_maild()
     try:

@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import argparse
-
-from sqlalchemy.orm import Session, sessionmaker
+from typing import TYPE_CHECKING
 
 from maild.cli.common import Commands
 from maild.cli.output import print_json
 from maild.cli.progress import Progress
-from maild.config import Config
-from maild.storage import store
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from maild.config import Config
 
 
 def cmd_storage_verify(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from maild.storage import store
     from maild.storage.blobs import BlobStore
 
     with sessions() as session, Progress("verifying storage", "blobs") as progress:

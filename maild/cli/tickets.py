@@ -4,27 +4,27 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
 from maild.cli.common import Commands, UsageError, ticket_number
 from maild.cli.output import iso, local, print_json, print_json_stream, print_table_stream, short_local
-from maild.config import Config
-from maild.desk.desk import NOTIFY_KINDS
-from maild.desk.team import Team
-from maild.rules.kinds import rules_of
-from maild.rules.prioritise import TIER_NAMES
-from maild.storage import store
-from maild.storage.models import AttachmentRow, Event, LedgerRow, MessageRow, OutboxRow, Ticket
+from maild.rules.kinds import TIER_NAMES, rules_of
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from maild.config import Config
+    from maild.storage import store
+    from maild.storage.models import Ticket
 
 UTC = timezone.utc
 
 
 def ticket_json(cfg: Config, t: Ticket, rank: int | None, messages: int,
                 expected: date | None = None) -> dict[str, Any]:
+    from maild.storage import store
+
     return {
         "ref": store.ticket_ref(cfg.support.ticket_prefix, t.id),
         "subject": t.subject,
@@ -58,6 +58,8 @@ def ticket_json(cfg: Config, t: Ticket, rank: int | None, messages: int,
 
 def ticket_filter(args: argparse.Namespace, now: datetime) -> store.TicketFilter:
     """``--customer --assigned --tier --overdue``; they combine (and), and with any paging of the list."""
+    from maild.storage import store
+
     return store.TicketFilter(
         customer=getattr(args, "customer", None),
         assigned=getattr(args, "assigned", None),
@@ -75,6 +77,9 @@ def cmd_tickets_list(cfg: Config, sessions: sessionmaker[Session], args: argpars
     ``--after REF`` continues behind REF in queue order, so a script pages
     through a long queue with ``--limit N --after <last ref of the page>``.
     """
+    from maild.desk.team import Team
+    from maild.storage import store
+
     now = datetime.now(UTC)
     where = ticket_filter(args, now)
     limit = None if args.all else (args.limit if args.limit is not None else (None if args.json else TEXT_LIMIT))
@@ -124,6 +129,8 @@ def cmd_tickets_list(cfg: Config, sessions: sessionmaker[Session], args: argpars
 
 
 def _positive(text: str) -> int:
+    from maild.storage import store
+
     try:
         value = int(text)
     except ValueError:
@@ -140,6 +147,12 @@ def _notify_event(dedupe_key: str) -> str:
 
 
 def cmd_tickets_show(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from maild.desk.desk import NOTIFY_KINDS
+    from maild.storage import store
+    from maild.storage.models import AttachmentRow, Event, LedgerRow, MessageRow, OutboxRow, Ticket
+
     with sessions() as session:
         ticket = session.get(Ticket, ticket_number(cfg, args.ref))
         if ticket is None:

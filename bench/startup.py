@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Start-up of every common command: a new ``python -m maild.cli`` process each time.
+
+    python bench/startup.py [--runs 10] [--source imap|maildir] [--importtime]
+
+A fresh config (SQLite, an empty mailbox: a private Dovecot user, or a Maildir
+with ``--source maildir``; a counting SMTP sink), the database migrated by a
+first untimed run; then each command ``--runs`` times, one after the other.
+Per command it prints the median wall time (process start to exit), the median
+CPU time of the process (user+system, from ``wait4``; steadier than wall time
+on a busy machine) and the range, with the machine's load average before and
+after. ``--importtime`` also prints, per command, the ten slowest imports
+(cumulative, ``python -X importtime``) of one extra run and how many modules
+it loaded in all.
+
+``run --once`` on the empty mailbox is the daemon's whole start-up (config,
+database, customers, templates, mailbox login), one cycle that finds nothing,
+and the way out. ``demo`` is timed to its first line of output (the demo's own
+servers and folders are up; the two cycles that follow are the demo itself).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import PY, ROOT, CountingSink, nproc, start_dovecot, write_config  # noqa: E402
+
+TARGET_S = 0.4
+
+
+def commands(month: str) -> list[tuple[str, list[str]]]:
+    return [
+        ("--version", ["--version"]),
+        ("status", ["status"]),
+        ("tickets list", ["tickets", "list"]),
+        ("report hours", ["report", "hours", "--month", month]),
+        ("check", ["check"]),
+        ("run --once (empty mailbox)", ["run", "--once"]),
+    ]
+
+
+def env() -> dict[str, str]:
+    # the checkout's code, not whatever the venv's editable install points at
+    return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": ""}
+
+
+def timed(argv: list[str], cwd: Path, first_line: bool = False) -> tuple[float, float, int]:
+    """(wall s, CPU s user+sys, exit code) of one process; ``first_line``: wall time to its first line of stdout."""
+    t0 = time.perf_counter()
+    child = subprocess.Popen(argv, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert child.stdout is not None
+    wall = None
+    if first_line:
+        child.stdout.readline()
+        wall = time.perf_counter() - t0
+        child.kill()  # the demo's own cycles are not its start-up
+    child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = 0 if first_line else os.waitstatus_to_exitcode(status)
+    if wall is None:
+        wall = time.perf_counter() - t0
+    return wall, usage.ru_utime + usage.ru_stime, child.returncode
+
+
+def importtime(argv: list[str], cwd: Path) -> tuple[int, list[tuple[int, str]]]:
+    """(modules imported, the ten largest cumulative import times in µs) of one run."""
+    proc = subprocess.run([PY, "-X", "importtime", *argv[1:]], cwd=cwd, env=env(), capture_output=True, text=True)
+    rows = []
+    for line in proc.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
+        if m:
+            rows.append((int(m.group(2)), len(m.group(3)), m.group(4)))
+    top = sorted(((cum, name) for cum, depth, name in rows if depth <= 3), reverse=True)[:10]
+    return len(rows), top
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--source", choices=["imap", "maildir"], default="imap")
+    parser.add_argument("--importtime", action="store_true", help="the slowest imports of each command")
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="maild-startup-"))
+    sink = CountingSink().start()
+    dovecot = None
+    try:
+        if args.source == "imap":
+            dovecot = start_dovecot(work / "dovecot")
+            user, password = dovecot.add_user()
+            config = write_config(work / "run", imap_port=dovecot.port, user=user, password=password,
+                                  smtp_port=sink.port)
+        else:
+            config = write_config(work / "run", imap_port=1, user="-", password="-", smtp_port=sink.port)
+            text = config.read_text(encoding="utf-8")
+            text = re.sub(r"\[imap\].*?\n\n", f'[maildir]\npath = "{work / "Maildir"}"\n\n', text, flags=re.S)
+            config.write_text(text, encoding="utf-8")
+            for sub in ("new", "cur", "tmp"):
+                (work / "Maildir" / sub).mkdir(parents=True, exist_ok=True)
+        cli = [PY, "-m", "maild.cli", "--config", str(config)]
+        wall, _, code = timed([*cli, "run", "--once"], work)  # creates and migrates the database
+        if code != 0:
+            raise SystemExit(f"maild run --once failed (exit {code})")
+        month = datetime.now(timezone.utc).strftime("%Y-%m")
+        load_before = os.getloadavg()
+        print(f"maild start-up, {args.runs} runs per command, source {args.source}, nproc {nproc()}, "
+              f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
+        print(f"{'command':<30} {'wall median s':>13} {'(range)':>15} {'CPU median s':>13}  target < {TARGET_S} s")
+        table = [(name, [*cli, *argv], False) for name, argv in commands(month)]
+        demo_dir = work / "demo"
+        table.append(("demo (to its first line)", [PY, "-m", "maild.cli", "demo", "--dir", str(demo_dir)], True))
+        for name, argv, first_line in table:
+            walls, cpus = [], []
+            for _ in range(args.runs):
+                if first_line:
+                    shutil.rmtree(demo_dir, ignore_errors=True)
+                wall, cpu, code = timed(argv, work, first_line)
+                if code not in (0, 1):
+                    raise SystemExit(f"{' '.join(argv)}: exit {code}")
+                walls.append(wall)
+                cpus.append(cpu)
+            w, c = statistics.median(walls), statistics.median(cpus)
+            print(f"{name:<30} {w:>13.3f} {f'({min(walls):.3f}-{max(walls):.3f})':>15} {c:>13.3f}  "
+                  f"{'ok' if w < TARGET_S else 'SLOW'}", flush=True)
+            if args.importtime:
+                if first_line:
+                    shutil.rmtree(demo_dir, ignore_errors=True)
+                count, top = importtime(argv, work)
+                print(f"    {count} modules imported; slowest (cumulative ms): "
+                      + ", ".join(f"{n} {c / 1000:.0f}" for c, n in top))
+        load_after = os.getloadavg()
+        print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+    finally:
+        sink.stop()
+        if dovecot is not None:
+            dovecot.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""A command imports what it uses and nothing else: start-up is mostly imports.
+
+Each case runs the command in a new interpreter (as ``maild`` runs) and reads
+``sys.modules`` when it is done. The figures are ``bench/startup.py``'s; here
+only which libraries were loaded, never how long it took.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import deliver, maildir_source, make_mail, write_config
+from tests.servers.smtp_sink import SmtpSink
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("sqlalchemy", "alembic", "jinja2", "imapclient", "aiosmtplib", "mailparser", "holidays", "matplotlib",
+         "tqdm", "aiosmtpd")
+
+PROBE = """
+import json, sys
+from maild.cli.main import main
+code = None
+try:
+    code = main(json.loads(sys.argv[1]))
+except SystemExit as exc:
+    code = exc.code
+heavy = json.loads(sys.argv[2])
+print(json.dumps({"code": code, "loaded": sorted(m for m in heavy if m in sys.modules)}), file=sys.stderr)
+"""
+
+
+def loaded_by(*argv: str) -> tuple[int, set[str]]:
+    """(exit code, which of HEAVY the command imported)."""
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(list(argv)), json.dumps(HEAVY)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = json.loads(proc.stderr.strip().splitlines()[-1])
+    return int(result["code"] or 0), set(result["loaded"])
+
+
+def test_building_the_parser_imports_no_library() -> None:
+    probe = ("import json, sys; from maild.cli.main import build_parser; build_parser(); "
+             f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert json.loads(out) == []
+
+
+def test_version_and_help_import_no_library() -> None:
+    assert loaded_by("--version") == (0, set())
+    assert loaded_by("--help") == (0, set())
+    assert loaded_by("tickets", "--help") == (0, set())
+
+
+@pytest.fixture()
+def config(tmp_path: Path) -> Path:
+    path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=1)
+    code, _ = loaded_by("--config", str(path), "status")  # creates and migrates the database
+    assert code == 0
+    return path
+
+
+def test_queries_import_the_database_and_nothing_for_mail(config: Path) -> None:
+    """``status``, ``tickets list`` and ``report hours`` read the database: SQLAlchemy, no template engine,
+    no mail client, no migration tool (the schema is at head), no progress bar without a terminal, and
+    no public holiday tables (nothing they show is a deadline computed now)."""
+    month = datetime.now(timezone.utc).strftime("%Y-%m")
+    for argv in (["status"], ["tickets", "list"], ["report", "hours", "--month", month]):
+        code, loaded = loaded_by("--config", str(config), *argv)
+        assert code == 0, argv
+        assert loaded == {"sqlalchemy"}, argv
+
+
+def test_run_once_on_an_empty_mailbox_parses_nothing_and_sends_nothing(config: Path) -> None:
+    """The daemon's start-up and an empty cycle: no mail parser (it loads in the parse worker, with
+    the first mail), no migration tool, no charts, no progress bar without a terminal."""
+    code, loaded = loaded_by("--config", str(config), "run", "--once")
+    assert code == 0
+    assert not loaded & {"alembic", "mailparser", "matplotlib", "tqdm", "aiosmtpd"}
+
+
+def test_run_once_with_mail_still_parses_and_sends(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    """The lazy imports are the ones the work needs: a mail in the Maildir is parsed and answered."""
+    path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)
+    now = datetime.now(timezone.utc)
+    deliver(tmp_path / "Maildir", make_mail(msgid="<lazy-1@acme.pl>", date=now), now)
+    code, loaded = loaded_by("--config", str(path), "run", "--once")
+    assert code == 0
+    assert {"sqlalchemy", "aiosmtplib", "jinja2", "holidays"} <= loaded
+    assert smtp_sink.wait_for(1)

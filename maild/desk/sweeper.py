@@ -67,11 +67,12 @@ class Sweeper:
             if moved and self.notifier is not None and self.ctx.config.notifications.enabled:
                 self.notifier.load(self.sessions)
                 texts = _first_texts(session, [t.id for t, _, _ in moved])
+                balances: dict[str, int | None] = {}
                 for ticket, to, was in moved:
                     person = self.ctx.consultant(to) if to else None
                     if person is None:
                         continue
-                    view = self.notifier.view(desk, ticket, now, {})
+                    view = self.notifier.view(desk, ticket, now, balances)
                     self.notifier.notify(desk, ticket, "new", [person], view=view, body=texts.get(ticket.id, ""),
                                          trimmed=False, attachments=[], author=was,
                                          source=f"reassigned:{was}:{now.date().isoformat()}", root_id=None, now=now)

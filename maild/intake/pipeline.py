@@ -942,7 +942,11 @@ class Ingestor:
             return sender_authenticated(msg, authserv, msg.return_path or None)
         refs = [r for r in (*msg.references, *msg.in_reply_to) if r][-50:]
         if refs and msg.from_addr:
-            self._active.desk.sync()
+            # this batch's own mail (a reply to an acknowledgement queued minutes ago) is still
+            # held by the desk: looked at there, so the batch is not written out for one query
+            held = self._active.desk.rows.outbox_recipients(refs)
+            if any(msg.from_addr in recipients for recipients in held):
+                return True, "answers maild's mail to this address"
             for recipients in session.scalars(select(OutboxRow.recipients).where(OutboxRow.message_id.in_(refs))):
                 if msg.from_addr in (recipients or []):
                     return True, "answers maild's mail to this address"

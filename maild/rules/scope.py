@@ -72,7 +72,9 @@ _CLUES: tuple[tuple[Scope, tuple[str, ...]], ...] = (
 
 def _fold(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text.casefold().replace("ł", "l"))
-    return " ".join("".join(ch for ch in decomposed if not unicodedata.combining(ch)).split())
+    # the marks to drop are looked up once per distinct character, not once per character
+    marks = {ord(ch): None for ch in set(decomposed) if not ch.isascii() and unicodedata.combining(ch)}
+    return " ".join((decomposed.translate(marks) if marks else decomposed).split())
 
 
 def guess_scope(subject: str, text: str) -> tuple[Scope | None, tuple[str, ...]]:

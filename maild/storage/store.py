@@ -252,6 +252,11 @@ class BatchRows:
             "next_attempt_at": now, "last_error": "", "created_at": now, "sent_at": None,
         })
 
+    def outbox_recipients(self, message_ids: Sequence[str]) -> list[list[str]]:
+        """The recipients of each outbox row held (not written yet) with one of these Message-IDs."""
+        wanted = set(message_ids)
+        return [row["recipients"] for row in self._rows[OutboxRow.__table__] if row["message_id"] in wanted]
+
     def write(self) -> None:
         """Insert what is pending, in foreign-key order; the caller flushed the session's tickets."""
         if self._packed:

@@ -1,0 +1,88 @@
+"""Compiled templates are kept between starts, and a broken edit is still refused.
+
+``load_renderer`` with a cache folder loads each template compiled at an earlier
+start when its source (and Jinja2, Python, the environment's settings) are the
+same; anything else is compiled, and only what compiled is kept.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from jinja2 import Environment
+
+from maild.ops.check import SAMPLE_CONTEXTS
+from maild.ops.daemon import load_renderer
+from maild.outbound.render import RenderError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def templates(tmp_path: Path) -> Path:
+    path = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", path)
+    return path
+
+
+def _compiles(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the templates Jinja2 compiles from now on."""
+    compiled: list[str] = []
+    original = Environment.compile
+
+    def counting(self: Environment, source: str, name: str | None = None, *args: object, **kwargs: object) -> object:
+        compiled.append(str(name))
+        return original(self, source, name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Environment, "compile", counting)
+    return compiled
+
+
+def _render_all(templates: Path, cache: Path | None) -> dict[tuple[str, str], tuple[str, str]]:
+    renderer = load_renderer(templates, cache)
+    return {(name, lang): renderer.render(name, lang, SAMPLE_CONTEXTS.get(name, {}))
+            for name in renderer.names() for lang in ("pl", "en")}
+
+
+def test_a_second_start_compiles_nothing_and_renders_the_same(templates: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    plain = _render_all(templates, None)
+    compiled = _compiles(monkeypatch)
+    assert _render_all(templates, cache) == plain
+    assert len(compiled) == len(list(templates.glob("*/*.txt")))  # the first start compiles each once
+    compiled.clear()
+    assert _render_all(templates, cache) == plain
+    assert compiled == []
+
+
+def test_an_edited_template_is_compiled_again_and_a_broken_one_refused(templates: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    load_renderer(templates, cache)
+    ack = templates / "en" / "ack.txt"
+    ack.write_text(ack.read_text(encoding="utf-8").replace("{% block subject %}", "{% block subject %}NEW "),
+                   encoding="utf-8")
+    compiled = _compiles(monkeypatch)
+    renderer = load_renderer(templates, cache)
+    assert compiled == ["en/ack.txt"]
+    assert renderer.render("ack", "en", SAMPLE_CONTEXTS["ack"])[0].startswith("NEW ")
+    ack.write_text("{% block subject %}{{ ref }{% endblock %}{% block body %}{% endblock %}", encoding="utf-8")
+    with pytest.raises(RenderError, match="en/ack.txt"):
+        load_renderer(templates, cache)
+
+
+def test_a_damaged_or_unwritable_cache_only_costs_a_compile(templates: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    plain = _render_all(templates, None)
+    load_renderer(templates, cache)
+    for file in cache.iterdir():
+        file.write_bytes(file.read_bytes()[:40])  # cut short: the magic is there, the code is not
+    compiled = _compiles(monkeypatch)
+    assert _render_all(templates, cache) == plain
+    assert len(compiled) == len(list(templates.glob("*/*.txt")))
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be", encoding="utf-8")
+    assert _render_all(templates, blocked / "templates") == plain

@@ -148,7 +148,8 @@ def deliver(maildir: Path, raw: bytes, at: datetime) -> Path:
     for sub in ("new", "cur", "tmp"):
         (maildir / sub).mkdir(parents=True, exist_ok=True)
     seconds = int(at.timestamp())
-    name = f"{seconds}.M{at.microsecond}P{_deliveries}Q{_deliveries}.test"
+    # zero-padded: mail delivered in the same second is read in name order ("P10" sorted before "P9")
+    name = f"{seconds}.M{at.microsecond:06d}P{_deliveries:08d}Q{_deliveries:08d}.test"
     tmp = maildir / "tmp" / name
     tmp.write_bytes(raw)
     target = maildir / "new" / name

@@ -62,8 +62,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_begin(connection: Any) -> None:
     # A migration takes the write lock up front: two processes starting on a new
     # file would otherwise both find it empty and the second fail on "table exists".
-    immediate = connection.get_execution_options().get("maild_immediate", False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    options = connection.get_execution_options()
+    if options.get("maild_autocommit", False):
+        return  # each statement its own transaction (the outbox's sent marks: one call a mark)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get("maild_immediate", False) else "BEGIN")
 
 
 def make_engine(url: str) -> Engine:

@@ -324,3 +324,37 @@ def test_a_drain_holds_its_rows_from_other_daemons_only_while_it_runs(
     assert others == set(), "another daemon finds none of them due"
     for d in (daemon, other):
         d.sessions.kw["bind"].dispose()
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_refused_and_unrenderable_mail_between_sent_mail_is_recorded(
+        tmp_path: Path, smtp_sink: Any, db: str, request: pytest.FixtureRequest) -> None:
+    """Marks go over the drain's own connection and the rare outcomes through the session: a
+    mail the relay refuses and one that cannot be built (its file is gone), among mail that goes
+    out, are each recorded (on SQLite the session must not write on a read snapshot the marks
+    outdated: "database is locked")."""
+    url = request.getfixturevalue("pg_url") if db == "postgresql" else ""
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=url)
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(8):
+        box.add(make_mail(sender=f"jan{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<mix{i}@acme.pl>"))
+    daemon = Daemon(load_config(config), Clock(datetime.now(UTC)))
+    daemon.ingest_all()
+    daemon.outbox.parallel_from = 100  # one connection, in order
+    with daemon.sessions() as session, session.begin():
+        rows = list(session.scalars(select(OutboxRow).order_by(OutboxRow.id)))
+        # a file that is not in the storage: the chunk's attachments are looked up (a read in
+        # the drain's session before the first mark), then this mail cannot be built
+        headers = {**rows[2].context["_headers"], "attachments": [
+            {"sha256": "0" * 64, "content_type": "application/pdf", "filename": "gone.pdf"}]}
+        rows[2].context = {**rows[2].context, "_headers": headers}
+    smtp_sink.reject_rcpt["jan5@acme.pl"] = 550
+    result = daemon.outbox.drain()
+    assert (result.sent, result.retry, result.failed) == (6, 1, 1)
+    with daemon.sessions() as session:
+        states = {r.recipients[0]: (r.status, r.attempts, r.last_error[:13])
+                  for r in session.scalars(select(OutboxRow))}
+    assert states["jan2@acme.pl"] == ("pending", 0, "cannot render")
+    assert states["jan5@acme.pl"] == ("failed", 1, "550 5.1.1 Mai")
+    assert sum(state == ("sent", 1, "") for state in states.values()) == 6
+    daemon.sessions.kw["bind"].dispose()

@@ -57,9 +57,9 @@ def contract_minutes_left(session: Session, customer: Customer, contract: Contra
 
 def sla_balances(session: Session, customers: Sequence[Customer], at: datetime,
                  tz: ZoneInfo) -> dict[str, int | None]:
-    """Every sla contract's balance at ``at`` (``contract_minutes_left`` for all of them at once)."""
+    """Every sla (monthly allowance) contract's balance at ``at`` (``contract_minutes_left`` for all of them at once)."""
     return {balance.contract_id: balance.balance_minutes
-            for balance in contract_balances(session, customers, at, tz) if balance.kind == "sla"}
+            for balance in contract_balances(session, customers, at, tz) if rules_of(balance.kind).monthly_allowance}
 
 
 class Notifier:
@@ -148,7 +148,7 @@ class Notifier:
         left = None
         if contract is not None and customer is not None:
             if contract.id not in cache:
-                if contract.kind == "sla":
+                if rules_of(contract.kind).monthly_allowance:
                     cache.update(sla_balances(desk.session, ctx.customers, at, self.tz))
                     cache.setdefault(contract.id, None)
                 else:

@@ -833,13 +833,17 @@ def terms_key(contract: Contract, tz: ZoneInfo) -> str:
 
 
 def _opening(row: BalanceSnapshot) -> Opening:
-    state = row.state or {}
+    return _opening_of(row.month, row.drawn_minutes, row.state)
+
+
+def _opening_of(month: str, drawn: int, state: dict[str, Any] | None) -> Opening:
+    state = state or {}
     sla = None
     if "month" in state:
         sla = SlaState(month=state["month"], first=state.get("first"),
                        lots=tuple((int(origin), int(minutes)) for origin, minutes in state.get("lots", [])),
                        pending=int(state.get("pending", 0)))
-    return Opening(month=row.month, drawn=row.drawn_minutes, sla=sla)
+    return Opening(month=month, drawn=drawn, sla=sla)
 
 
 def _lock_contracts(session: Session, contract_ids: Collection[str]) -> set[str]:
@@ -877,9 +881,12 @@ def opening_balances(session: Session, contracts: Sequence[Contract], month: str
     start, _ = month_bounds(month, tz)
     keys = {c.id: terms_key(c, tz) for c in contracts}
     found: dict[str, Opening] = {}
-    for stored in session.scalars(select(BalanceSnapshot).where(BalanceSnapshot.month == month)):
-        if keys.get(stored.contract_id) == stored.terms:
-            found[stored.contract_id] = _opening(stored)
+    exact = select(BalanceSnapshot.contract_id, BalanceSnapshot.terms, BalanceSnapshot.drawn_minutes,
+                   BalanceSnapshot.state).where(
+        BalanceSnapshot.month == month, *([BalanceSnapshot.contract_id.in_(sorted(keys))] if len(keys) <= 500 else []))
+    for contract_id, terms, drawn, state in session.execute(exact):
+        if keys.get(contract_id) == terms:
+            found[contract_id] = _opening_of(month, drawn, state)
     missing = [c for c in contracts if c.id not in found]
     if not missing:
         return found

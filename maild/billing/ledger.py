@@ -207,7 +207,9 @@ class SlaState:
     Started (``first`` set, before ``month``): the carried minutes as lots by
     month of origin, oldest first, as they stand when ``month`` begins. Not
     started yet (``first`` None): ``pending``, the minutes booked before
-    ``month``, which will count in the contract's first month. Entries count in
+    ``month``, which will count in the contract's first month, and ``earliest``,
+    the month of the first of them (None: none), which can start the months
+    earlier (``first_seen_month``), even at 0 net minutes. Entries count in
     the month they were booked (a statement's rule; reversal links are not
     followed), so the state is a function of the terms and the entries booked
     before ``month`` only.
@@ -217,6 +219,7 @@ class SlaState:
     first: str | None
     lots: tuple[tuple[int, int], ...] = ()
     pending: int = 0
+    earliest: int | None = None  # month index
 
 
 def sla_states(contract: Contract, base: SlaState | None, entries: Sequence[LedgerEntry], months: Sequence[str],
@@ -236,8 +239,8 @@ def sla_states(contract: Contract, base: SlaState | None, entries: Sequence[Ledg
         walked = begin if begin is not None else first
         lots.extend([origin, minutes] for origin, minutes in base.lots)
     else:
-        if base is not None and base.pending and begin is not None:
-            own.append((begin - 1, base.pending))
+        if base is not None and base.earliest is not None:
+            own.append((base.earliest, base.pending))
         first, brought_in = _start(contract, _as_entries(contract, own), tz)
         walked = first
         if brought_in:
@@ -249,7 +252,9 @@ def sla_states(contract: Contract, base: SlaState | None, entries: Sequence[Ledg
     for text in months:
         wanted = _month_index(text)
         if wanted <= first:
-            out.append(SlaState(month=text, first=None, pending=sum(minutes for m, minutes in own if m < wanted)))
+            before = [(m, minutes) for m, minutes in own if m < wanted]
+            out.append(SlaState(month=text, first=None, pending=sum(minutes for _, minutes in before),
+                                earliest=min((m for m, _ in before), default=None)))
             continue
         while walked < wanted:
             _one_month(contract, lots, walked, used_by_month.get(walked, 0))
@@ -278,7 +283,7 @@ def sla_month(contract: Contract, state: SlaState, entries: Sequence[LedgerEntry
     used = sum(own)
     if state.first is None:
         # an entry, even of 0 net minutes, can start a contract's months earlier (first_seen): keep it one
-        history = [(month - 1, state.pending)] if state.pending else []
+        history = [(state.earliest, state.pending)] if state.earliest is not None else []
         months = sla_months(contract, _as_entries(contract, [*history, *([(month, used)] if own else [])]),
                             state.month, tz)
         return months[-1] if months and months[-1].month == state.month else None

@@ -826,7 +826,8 @@ def _with_past(customers: Sequence[Customer]) -> list[Contract]:
 def terms_key(contract: Contract, tz: ZoneInfo) -> str:
     """A fingerprint of what an opening balance is computed from besides the ledger: the terms and the zone
     whose months it counts in. A snapshot under other terms (the customers file changed) is not used."""
-    fields = (tz.key, contract.kind, contract.start.isoformat(), contract.end and contract.end.isoformat(),
+    # 2: the state's shape (SlaState.earliest); a snapshot of another shape is stale
+    fields = (2, tz.key, contract.kind, contract.start.isoformat(), contract.end and contract.end.isoformat(),
               contract.monthly_minutes, contract.rollover_months, contract.opening_month,
               contract.opening_carry_over_minutes, contract.first_seen_month)
     return hashlib.sha256(repr(fields).encode()).hexdigest()
@@ -842,7 +843,7 @@ def _opening_of(month: str, drawn: int, state: dict[str, Any] | None) -> Opening
     if "month" in state:
         sla = SlaState(month=state["month"], first=state.get("first"),
                        lots=tuple((int(origin), int(minutes)) for origin, minutes in state.get("lots", [])),
-                       pending=int(state.get("pending", 0)))
+                       pending=int(state.get("pending", 0)), earliest=state.get("earliest"))
     return Opening(month=month, drawn=drawn, sla=sla)
 
 
@@ -937,7 +938,8 @@ def opening_balances(session: Session, contracts: Sequence[Contract], month: str
                                      "drawn_minutes": drawn, "computed_at": now,
                                      "state": {} if state is None else {
                                          "month": state.month, "first": state.first,
-                                         "lots": [list(lot) for lot in state.lots], "pending": state.pending}})
+                                         "lots": [list(lot) for lot in state.lots], "pending": state.pending,
+                                         "earliest": state.earliest}})
             found[contract.id] = Opening(month=month, drawn=drawn, sla=states[-1])
     if new_rows:
         _store(session, new_rows)

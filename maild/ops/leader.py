@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from maild.storage.blobs import make_private_dir
 from maild.errors import MaildError
@@ -94,6 +94,7 @@ class MailboxLock:
             self._conn.commit()
         except DBAPIError as exc:
             log.warning("mailbox lock for %s: database session lost (%s); retrying", self.identity, type(exc).__name__)
+            self._held = False  # nothing to unlock on a lost session
             self.release()
             return False
         if self._held:
@@ -101,7 +102,16 @@ class MailboxLock:
         return self._held
 
     def release(self) -> None:
+        """Give the mailbox up. Unlocked explicitly first: the server frees a closed session's
+        locks only when its backend has exited, a moment after the close returns, and a daemon
+        stopping cleanly lets another take over now, not at its next try."""
         if self._conn is not None:
+            try:
+                if self._held:
+                    self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+                    self._conn.commit()
+            except SQLAlchemyError:
+                pass  # a lost or broken session: closing it ends whatever it holds
             try:
                 self._conn.close()
             except DBAPIError:

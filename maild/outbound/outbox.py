@@ -629,6 +629,10 @@ class Outbox:
         self.sender = sender
         self.blobs = blobs
         self.clock = clock
+        # mail the relay accepted whose sent mark the database did not take (it went away
+        # between the two): marked first thing in the next drain, so a daemon that outlives
+        # a database outage does not send it again
+        self.unmarked: dict[int, dict[str, Any]] = {}
 
     def drain(self, limit: int = 10000, budget_seconds: float | None = None) -> DrainResult:
         """Send up to ``limit`` due mails; with a budget, take no new mail once it is used up
@@ -686,6 +690,7 @@ class Outbox:
         the drain's own session (``_DrainLine``), opened once a claim finds mail.
         """
         result = DrainResult()
+        self._mark_unmarked()
         gate = asyncio.Lock()
         senders = [SmtpSender(self.smtp) for _ in range(max(1, self.connections))]
         line: _DrainLine | _SqliteLine | None = None
@@ -731,6 +736,17 @@ class Outbox:
             for smtp in senders:
                 await smtp.close()
         return result
+
+    def _mark_unmarked(self) -> None:
+        """Record the sends a lost database connection left unrecorded (raises while it is still away)."""
+        if not self.unmarked:
+            return
+        with self.sessions() as session, session.begin():
+            for params in self.unmarked.values():
+                session.connection().execute(_MARK_SENT, params)
+        log.info("outbox: %d mail(s) sent before the database went away marked sent: %s",
+                 len(self.unmarked), ", ".join(str(row_id) for row_id in self.unmarked))
+        self.unmarked.clear()
 
     def _blob_reader(self, session: Session, rows: Sequence[PendingMail]) -> Callable[[str], bytes] | None:
         """Attachments' bytes by sha256 for this chunk's mail: where they sit in the packs is
@@ -809,18 +825,22 @@ class Outbox:
                       "refused": "; ".join(f"{a}: {r}" for a, r in delivery.refused.items())}
             trimmed = without_image_data(mail.context)
             durable = isinstance(line, _DrainLine) and line.marks % DURABLE_EVERY == DURABLE_EVERY - 1
-            if trimmed is None and line is not None and not durable:
-                line.mark_sent(params)  # PostgreSQL: the server has it, the WAL flush follows on its own
-            else:
-                # on PostgreSQL the durable mark that flushes every mark before it too,
-                # or a mail whose charts leave the row in the mark's transaction
-                session.commit()  # SQLite: no stale read snapshot under the write
-                session.connection().execute(_MARK_SENT, params)
-                if trimmed is not None:  # a statement's or report's charts: not kept once sent
-                    session.connection().execute(_DROP_IMAGES, {"row_id": mail.id, "trimmed": trimmed})
-                session.commit()
-                if line is not None:
-                    line.marks += 1
+            try:
+                if trimmed is None and line is not None and not durable:
+                    line.mark_sent(params)  # PostgreSQL: the server has it, the WAL flush follows on its own
+                else:
+                    # on PostgreSQL the durable mark that flushes every mark before it too,
+                    # or a mail whose charts leave the row in the mark's transaction
+                    session.commit()  # SQLite: no stale read snapshot under the write
+                    session.connection().execute(_MARK_SENT, params)
+                    if trimmed is not None:  # a statement's or report's charts: not kept once sent
+                        session.connection().execute(_DROP_IMAGES, {"row_id": mail.id, "trimmed": trimmed})
+                    session.commit()
+                    if line is not None:
+                        line.marks += 1
+            except DBAPIError:
+                self.unmarked[mail.id] = params
+                raise
             result.sent += 1
             return
         if delivery.outcome == "retry" and not smtp.connected:

@@ -71,8 +71,12 @@ def test_three_daemons_reader_killed_twice(tmp_path: Path, imap_account: Any, sm
         total += count
 
     def keep_mail_waiting() -> None:
-        """A fast machine reads the backlog before a kill's moment comes: more mail arrives then."""
-        if stored() >= total - 60 and total < 4 * N:
+        """A fast machine reads the backlog before a kill's moment comes: more mail arrives then.
+
+        Enough waits that the reader never finds the mailbox empty (it would then wait for its
+        next poll, 60 s here, and the kill's moment, a fetch, would not come in time: CI saw
+        that with a 60-mail margin and a 1,200-mail cap)."""
+        if stored() >= total - 200 and total < 12 * N:
             append(100)
 
     append(N)

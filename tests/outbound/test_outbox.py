@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from maild.config import load_config
 from maild.ops.daemon import Daemon
 from maild.storage.models import Event, OutboxRow
+from maild.outbound import outbox as outbox_module
 from maild.outbound.outbox import RETRY_BASE, RETRY_CAP, Outbox, retry_delay
 from maild.outbound.smtp import BeforeData, Delivery, Envelope, SmtpSender, SmtpUnavailable
 from tests.helpers import Clock, maildir_source, make_mail, write_config
@@ -358,3 +359,31 @@ def test_refused_and_unrenderable_mail_between_sent_mail_is_recorded(
     assert states["jan5@acme.pl"] == ("failed", 1, "550 5.1.1 Mai")
     assert sum(state == ("sent", 1, "") for state in states.values()) == 6
     daemon.sessions.kw["bind"].dispose()
+
+
+
+def test_mail_sent_while_the_database_went_away_is_marked_not_sent_again(
+        tmp_path: Path, smtp_sink: Any, monkeypatch: Any) -> None:
+    """The relay took a mail, then its sent mark failed (the database went away between the
+    two): the same daemon, once the database is back, records it sent instead of sending it
+    a second time (a PostgreSQL restart under a running daemon did just that in CI)."""
+    daemon = acknowledgements_queued(tmp_path, smtp_sink, 3, "gone")
+    real_mark = outbox_module._SqliteLine.mark_sent
+    marks: list[int] = []
+
+    def gone_once(line: Any, params: dict[str, Any]) -> None:
+        marks.append(params["row_id"])
+        if len(marks) == 1:
+            raise OperationalError("UPDATE outbox", {}, Exception("server closed the connection unexpectedly"))
+        real_mark(line, params)
+
+    monkeypatch.setattr(outbox_module._SqliteLine, "mark_sent", gone_once)
+    with pytest.raises(OperationalError):
+        daemon.outbox.drain()
+    assert list(daemon.outbox.unmarked) == marks[:1]
+    assert daemon.outbox.drain().sent == 2
+    with daemon.sessions() as session:
+        assert set(session.scalars(select(OutboxRow.status))) == {"sent"}
+    received = [m.parsed["Message-ID"] for m in smtp_sink.wait_for(3)]
+    assert len(received) == 3 and len(set(received)) == 3, "each mail once"
+    assert daemon.outbox.unmarked == {}

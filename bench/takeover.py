@@ -19,8 +19,9 @@ mail the relay accepted (it is sending: the case for "at most one resend").
 Measured, per kill: the takeover, from the kill to the next reader's log line
 "mailbox lock ... taken", to its first "fetched batch", and to the first mail
 the database holds beyond what it held at the kill (polled every 0.1 s); how
-many mails the next reader processed one at a time (the dead reader's batch
-with its attempts recorded). Per run: the time from the start of the three
+many mails the next reader processed one at a time and how many it retried in
+groups (the dead reader's batches with their attempts recorded: retried as a group,
+halved only when a group kills the daemon again). Per run: the time from the start of the three
 processes until every mail is stored and every outbox row sent, and, unless
 --no-reference, the same backlog through one ``maild run --once`` on a fresh
 database for comparison (time and counts). CPU user+sys of each daemon is taken
@@ -79,6 +80,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session  # noqa: E402
 TAKEN = "this daemon reads the mailbox"
 FETCHED = "fetched batch of"
 ALONE = "processing started and not finished before"
+GROUP = re.compile(r": (\d+) mails whose processing started and did not finish before")  # a group retried
 SENT = re.compile(r"^<[^>]+> sent to ")  # maild.smtp's line for each mail the relay accepted
 TARGET_TAKEOVER = 30.0
 _MSGID = re.compile(rb"^Message-ID:[ \t]*<([^>\r\n]*)>", re.IGNORECASE | re.MULTILINE)
@@ -451,9 +453,12 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: At
     by_daemon = Counter(who for _, who in received)
     logged = {d.number: sum(1 for _, msg in d.events if SENT.match(msg)) for d in daemons}
     alone = {d.number: len(d.after(0, ALONE)) for d in daemons}
-    for done in kills:  # how long the next reader took over the dead one's mail, one at a time
-        times = daemons[done["next"]].after(done["killed_at"], ALONE)
+    for done in kills:  # how the next reader took over the dead one's mail: alone, and in groups
+        reader = daemons[done["next"]]
+        times = reader.after(done["killed_at"], ALONE)
+        groups = [(t, int(g[1])) for t, m in reader.events if t >= done["killed_at"] and (g := GROUP.search(m))]
         done["alone"], done["alone_s"] = len(times), (times[-1] - times[0] if times else 0.0)
+        done["groups"], done["grouped"] = len(groups), sum(size for _, size in groups)
     orphans = [w for d in daemons if d.code is not None and d.code < 0 for w in d.workers if Path(f"/proc/{w}").exists()]
     row: dict[str, Any] = {
         "run": i + 1, "n": n, "kills": kills, "drained_s": drained_s, "counts": counts,
@@ -476,10 +481,11 @@ def report(row: dict[str, Any], kills: int) -> list[str]:
     n = row["n"]
     print(f"\nrun {row['run']}: {n} mails, three daemons, {kills} kills")
     print("  kill (in) | daemon | stored at kill | next | lock taken (s) | first fetch (s) | first mail stored (s) |"
-          " processed alone (mails, s)")
+          " processed alone (mails, s) | retried in groups (groups, mails)")
     for k in row["kills"]:
         print(f"  {k['kill']:>4} ({k['where']:>5}) | {k['daemon']:>6} | {k['stored_at_kill']:>14} | {k['next']:>4} | {k['lock_s']:>14.2f} |"
-              f" {k['fetch_s']:>15.2f} | {k['stored_s']:>21.2f} | {k['alone']:>5}, {k['alone_s']:.1f}")
+              f" {k['fetch_s']:>15.2f} | {k['stored_s']:>21.2f} | {k['alone']:>5}, {k['alone_s']:.1f} |"
+              f" {k.get('groups', 0):>3}, {k.get('grouped', 0)}")
     print("  daemon | exit | CPU user+sys (s) | mails it sent (sink) | sent per its log")
     for d in sorted(row["sent_by"]):
         cpu = row["cpu"][d]

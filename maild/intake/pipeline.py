@@ -63,15 +63,12 @@ from maild.intake.parsing import GaveUp, ParserCrash, parse_all, parse_one
 from maild.storage.models import Failure, Intake, MessageRow, OutboxRow, QuarantineRow, Ticket
 from maild.rules.prioritise import prioritise
 from maild.intake.quoting import split_reply
+from maild.intake.suspects import MAX_ATTEMPTS as MAX_ATTEMPTS, STARTED, Suspect
 from maild.intake.screen import Screening, ScreenSettings, screen, sender_authenticated
 from maild.intake.thread import ThreadDecision, ThreadSettings, clean_subject, decide_thread
 
 log = logging.getLogger("maild.pipeline")
-MAX_ATTEMPTS = 3
 UTC = timezone.utc
-
-
-_STARTED = "processing started, not finished (the daemon was killed, crashed or stopped)"
 
 
 def attempt_key(mail: FetchedMail) -> str:
@@ -250,46 +247,60 @@ class Ingestor:
 
     # -------------------------------------------------------------- attempts recorded before parsing
 
-    def begin_attempts(self, mails: Sequence[FetchedMail]) -> dict[str, int]:
-        """Attempts of each mail that were started and never finished, by source key; and
-        one more recorded now, before parsing starts, for each mail that has none.
+    def begin_attempts(self, mails: Sequence[FetchedMail]) -> dict[str, Suspect]:
+        """The mails with an attempt started and never finished, by source key; and one
+        attempt recorded now, before parsing starts, for each mail that has none.
 
-        A mail with some is suspect (the daemon was killed or crashed while it was in
-        hand): the daemon processes it alone, counting its attempt with
-        ``count_attempt``, and after ``MAX_ATTEMPTS`` quarantines it unparsed.
+        A mail with one is suspect (the daemon was killed or crashed while it was in
+        hand): the daemon retries it as ``suspects.plan_retries`` says, recording each
+        try with ``count_attempts`` first.
         """
         keys = {attempt_key(m): m.source_key for m in mails}
         now = self.clock()
         with self.sessions() as session, session.begin():
-            rows: dict[str, int] = {key: attempts for key, attempts in session.execute(
-                select(Failure.key, Failure.attempts).where(Failure.key.in_(list(keys))))}
+            rows = {key: (attempts, last_error) for key, attempts, last_error in session.execute(
+                select(Failure.key, Failure.attempts, Failure.last_error).where(Failure.key.in_(list(keys))))}
             fresh = [key for key in keys if key not in rows]
             if fresh:
                 session.execute(insert(Failure), [
-                    {"key": key, "attempts": 1, "last_error": _STARTED, "updated_at": now} for key in fresh])
-            zero = [key for key, attempts in rows.items() if attempts < 1]
+                    {"key": key, "attempts": 1, "last_error": STARTED, "updated_at": now} for key in fresh])
+            zero = [key for key, (attempts, _) in rows.items() if attempts < 1]
             if zero:
-                session.execute(update(Failure).where(Failure.key.in_(zero)).values(attempts=1, updated_at=now))
-        return {keys[key]: attempts for key, attempts in rows.items() if attempts >= 1}
+                session.execute(update(Failure).where(Failure.key.in_(zero)).values(
+                    attempts=1, last_error=STARTED, updated_at=now))
+        return {keys[key]: Suspect(keys[key], attempts, last_error)
+                for key, (attempts, last_error) in rows.items() if attempts >= 1}
 
-    def count_attempt(self, mail: FetchedMail) -> int:
-        """Record one more attempt of a suspect mail before it is parsed; returns the count."""
-        key = attempt_key(mail)
+    def count_attempts(self, mails: Sequence[FetchedMail], note: str) -> None:
+        """Record one more attempt of each suspect mail before a retry parses it, saying how
+        it is made (``note``: in a group, alone), in one transaction."""
+        keys = [attempt_key(m) for m in mails]
         now = self.clock()
         with self.sessions() as session, session.begin():
-            failure = session.scalar(select(Failure).where(Failure.key == key))
-            if failure is None:
-                failure = Failure(key=key, attempts=0, last_error=_STARTED, updated_at=now)
-                session.add(failure)
-            failure.attempts += 1
-            failure.updated_at = now
-            return failure.attempts
+            known = set(session.scalars(select(Failure.key).where(Failure.key.in_(keys))))
+            if known:
+                session.execute(update(Failure).where(Failure.key.in_(known)).values(
+                    attempts=Failure.attempts + 1, last_error=note, updated_at=now))
+            missing = [key for key in keys if key not in known]
+            if missing:
+                session.execute(insert(Failure), [
+                    {"key": key, "attempts": 1, "last_error": note, "updated_at": now} for key in missing])
+
+    def note_attempts(self, notes: Sequence[tuple[Sequence[FetchedMail], str]]) -> None:
+        """Say how each suspect's next attempt will be made (``last_error``) without counting one."""
+        if not notes:
+            return
+        now = self.clock()
+        with self.sessions() as session, session.begin():
+            for mails, note in notes:
+                session.execute(update(Failure).where(Failure.key.in_([attempt_key(m) for m in mails])).values(
+                    last_error=note, updated_at=now))
 
     def release_attempts(self, mails: Sequence[FetchedMail]) -> None:
         """Take back the attempts recorded by ``begin_attempts`` for mails not processed after all."""
         with self.sessions() as session, session.begin():
             session.execute(delete(Failure).where(Failure.key.in_([attempt_key(m) for m in mails]),
-                                                  Failure.last_error == _STARTED))
+                                                  Failure.last_error == STARTED))
 
     def _run_batch(self, mails: Sequence[FetchedMail], parsed: Sequence[InboundMessage | UnparsableMessage],
                    isolated: bool, counted: bool = False,

@@ -47,7 +47,8 @@ from maild.ops.sd_notify import notify, watchdog_interval
 from maild.outbound.outbox import DrainResult, Outbox, Sender
 from maild.ops.leader import MailboxLock, SqliteRunLock
 from maild.intake.parsing import GaveUp, ParseAhead, ParseWorkerError, return_free_memory
-from maild.intake.pipeline import MAX_ATTEMPTS, Context, Ingestor
+from maild.intake.pipeline import Context, Ingestor
+from maild.intake.suspects import MAX_ATTEMPTS, Retry, plan_retries
 from maild.outbound.render import RenderError, Renderer
 from maild.outbound.smtp import SmtpError
 from maild.desk.desk import TicketDesk, by_language
@@ -294,13 +295,20 @@ class Daemon:
                     if previous is not None:
                         waiting += self._store_batch(*previous, totals, unstored)
                         stored = True
-                for mail in batch:
-                    if mail.source_key in prior:
-                        if pending is not None:
-                            previous, pending = pending, None
-                            waiting += self._store_batch(*previous, totals, unstored)
-                        waiting += self._store_suspect(mail, prior[mail.source_key], totals)
-                        stored = True
+                if prior:
+                    # what a dead daemon had in hand, with nothing else in hand: pending goes first
+                    if pending is not None:
+                        previous, pending = pending, None
+                        waiting += self._store_batch(*previous, totals, unstored)
+                    by_key = {m.source_key: m for m in batch}
+                    steps = plan_retries([prior[m.source_key] for m in batch if m.source_key in prior])
+                    # the halves after the first are queued as groups: a death in the first leaves them whole
+                    self.ingestor.note_attempts([([by_key[key] for key in step.keys], step.queue)
+                                                 for step in steps[1:] if step.queue])
+                    for step in steps:
+                        waiting += self._retry_suspects([by_key[key] for key in step.keys], step,
+                                                        prior[step.keys[0]].attempts, totals)
+                    stored = True
                 if not stored:
                     continue
                 self._report_progress(stored_before)
@@ -354,20 +362,26 @@ class Daemon:
         return_free_memory()
         return len(result.retry)
 
-    def _store_suspect(self, mail: FetchedMail, attempts: int, totals: dict[str, int]) -> int:
-        """A mail whose processing was started before and never finished (the daemon was
-        killed or crashed with it in hand): processed alone, with nothing else in hand, so
-        that another kill is charged to it only; quarantined unparsed after MAX_ATTEMPTS."""
-        future: Future[list[InboundMessage | UnparsableMessage]]
-        if attempts >= MAX_ATTEMPTS:
-            future = Future()
+    def _retry_suspects(self, mails: list[FetchedMail], step: Retry, attempts: int,
+                        totals: dict[str, int]) -> int:
+        """Mail whose processing was started before and never finished (the daemon died
+        with it in hand), processed with nothing else in hand as ``suspects.plan_retries``
+        says: a group retried together, split in halves each time it kills the daemon
+        again, down to one mail, quarantined unparsed after MAX_ATTEMPTS tries alone.
+        ``attempts``: the first mail's tries so far (the one mail's, when given up)."""
+        future: Future[list[InboundMessage | UnparsableMessage]] = Future()
+        if step.give_up:
             future.set_result([GaveUp(attempts)])
+            return self._store_batch(mails, future, totals)
+        if step.alone:
+            log.warning("%s: processing started and not finished before (attempts: %d); processing it alone "
+                        "(alone %d/%d)", mails[0].source_key, attempts, step.alone, MAX_ATTEMPTS)
         else:
-            log.warning("%s: processing started and not finished before (attempts: %d); processing it alone",
-                        mail.source_key, attempts)
-            self.ingestor.count_attempt(mail)
-            future = self.parse_ahead.submit([mail])
-        return self._store_batch([mail], future, totals)
+            log.warning("%s .. %s: %d mails whose processing started and did not finish before (the daemon "
+                        "died with them in hand, attempts: %d); processing them as a group",
+                        mails[0].source_key, mails[-1].source_key, len(mails), attempts)
+        self.ingestor.count_attempts(mails, step.note)
+        return self._store_batch(mails, self.parse_ahead.submit(mails), totals)
 
     def _release(self, batch: list[FetchedMail]) -> None:
         """Take back the attempts recorded for mail fetched and not stored (the slice

@@ -1,7 +1,8 @@
 """One mail never stalls the daemon (issue 12): a parse that hangs is killed at its
 deadline and counted; an attempt is recorded before the parse starts, so a daemon
 killed mid-parse counts too; the parse worker dies with its daemon; after three
-attempts the mail is quarantined and the mail behind it flows.
+attempts (three kills alone, after its group was halved down to it) the mail is
+quarantined and the mail behind it flows.
 
 Real processes, a real Maildir, the SMTP sink; the parser is made to hang by a
 test hook (the real parser with a marker that loops), set before the worker forks.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import mailbox
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +27,7 @@ from sqlalchemy import select
 from maild.config import load_config
 from maild.intake import parsing
 from maild.intake.message import InboundMessage, ParseLimits
+from maild.intake.suspects import MAX_ATTEMPTS, death_bound
 from maild.ops.daemon import Daemon
 from maild.storage.db import open_database
 from maild.storage.models import Failure, Intake, QuarantineRow, Ticket
@@ -113,18 +116,21 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _kill_mid_parse(config: Path, marker: Path) -> tuple[int, float]:
+def _kill_mid_parse(config: Path, marker: Path) -> tuple[int, float] | None:
     """`maild run --once` in a process of its own, SIGKILLed while its worker parses the
-    hanging mail; returns the worker's pid and how long the worker outlived its daemon."""
+    hanging mail; returns the worker's pid and how long the worker outlived its daemon,
+    or None when the run ended by itself (nothing hung: the mail was given up)."""
     marker.unlink(missing_ok=True)
     log = marker.with_suffix(".log")
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         daemon = subprocess.Popen([sys.executable, "-c", _HANGING_RUN, str(config), str(marker)], cwd=ROOT,
                                   env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=out)
     try:
         deadline = time.monotonic() + 60
         while not marker.exists() or not marker.read_text():
-            assert daemon.poll() is None, f"the daemon ended before the parse hung: {log.read_text()[-3000:]}"
+            if daemon.poll() is not None:
+                assert daemon.returncode == 0, f"the daemon failed: {log.read_text()[-3000:]}"
+                return None
             assert time.monotonic() < deadline, "the hanging mail was never parsed"
             time.sleep(0.05)
         worker = int(marker.read_text())
@@ -139,36 +145,56 @@ def _kill_mid_parse(config: Path, marker: Path) -> tuple[int, float]:
     return worker, time.monotonic() - killed
 
 
-@pytest.mark.timeout(240)
+BEHIND = 20
+
+
+@pytest.mark.timeout(300)
 def test_a_daemon_killed_mid_parse_takes_its_worker_along_and_the_attempt_counts(
         tmp_path: Path, smtp_sink: Any) -> None:
-    """Three times the daemon is SIGKILLed (a watchdog, the OOM killer) while its worker
-    parses a mail that hangs: the worker dies with it each time, and each kill counts an
-    attempt, recorded before the parse started; the fourth run quarantines the mail
-    unparsed and the mail behind it becomes tickets."""
+    """The daemon is SIGKILLed (a watchdog, the OOM killer) each time its worker parses a
+    mail that hangs: the worker dies with it each time, and each kill counts an attempt,
+    recorded before the parse started. The mail it had in hand is retried as a group, the
+    group halved on each kill, down to the hanging mail alone; after MAX_ATTEMPTS kills
+    alone it is quarantined unparsed, within ``death_bound`` kills, and the 20 mails
+    fetched with it become tickets, at most 2 of them processed alone (the last halves)
+    where each of them used to be."""
     config = _env(tmp_path, smtp_sink, timeout=3600)  # only the kills end these parses
     _deliver(tmp_path, make_mail(subject="HANG-THE-PARSER", msgid="<poison@acme.pl>"))
-    for i in range(5):
+    for i in range(BEHIND):
         _deliver(tmp_path, make_mail(subject=f"Sprawa {i}", msgid=f"<behind{i}@acme.pl>", sender=f"u{i}@acme.pl"))
     [poison_file] = [p for p in (tmp_path / "Maildir" / "new").iterdir() if HANG in p.read_bytes()]
     poison_key = "raw:maildir:" + poison_file.name
     marker = tmp_path / "worker.pid"
-    for kill in (1, 2, 3):
-        worker, outlived = _kill_mid_parse(config, marker)
+    kills = 0
+    while (killed := _kill_mid_parse(config, marker)) is not None:
+        kills += 1
+        worker, outlived = killed
         assert _gone(worker), f"the parse worker {worker} outlived its daemon by {outlived:.1f} s"
         sessions = open_database(load_config(config).database_url, migrate=False)  # no Daemon: it holds the run lock
         with sessions() as session:
             failures = {f.key: f.attempts for f in session.scalars(select(Failure))}
-            assert failures[poison_key] == kill, failures
-            assert not session.scalars(select(Ticket)).all()
-        print(f"\nkill {kill}: the worker was gone {outlived:.2f} s after its daemon")
+            assert failures[poison_key] == kills, failures
+            assert len(session.scalars(select(QuarantineRow)).all()) == 0
+        sessions.kw["bind"].dispose()
+        print(f"\nkill {kills}: the worker was gone {outlived:.2f} s after its daemon")
+        assert kills <= death_bound(BEHIND + 1), "the hanging mail was not given up within the bound"
+    assert kills >= MAX_ATTEMPTS + 2  # its batch, its group, ..., MAX_ATTEMPTS times alone
+    alone = re.findall(r"(\S+): processing started and not finished before .* processing it alone",
+                       marker.with_suffix(".log").read_text())
+    innocent = {key for key in alone if key != poison_key.removeprefix("raw:")}
+    assert alone.count(poison_key.removeprefix("raw:")) == MAX_ATTEMPTS, alone
+    assert len(innocent) <= 2, alone
+    print(f"{kills} kills; processed alone: the hanging mail {MAX_ATTEMPTS} times, {len(innocent)} of the "
+          f"{BEHIND} innocent mails fetched with it")
     daemon = Daemon(load_config(config))
-    daemon.run_once()  # the hook is not set in this process: a parse would not even hang now
     with daemon.sessions() as session:
         [record] = session.scalars(select(QuarantineRow)).all()
-        assert record.attempts == 3 and "started 3 times and never finished" in record.reason
+        assert record.attempts == kills and f"started {kills} times and never finished" in record.reason
         assert record.key == poison_key
-        assert len(session.scalars(select(Ticket)).all()) == 5
-        assert sorted(i.disposition for i in session.scalars(select(Intake))) == ["ticket"] * 5
+        assert len(session.scalars(select(Ticket)).all()) == BEHIND
+        assert sorted(i.disposition for i in session.scalars(select(Intake))) == ["ticket"] * BEHIND
         assert not session.scalars(select(Failure)).all(), "every finished attempt was taken back"
+    daemon.release_run_lock()
     assert len(mailbox.Maildir(tmp_path / "Maildir").get_folder("Quarantine")) == 1
+    assert not list(mailbox.Maildir(tmp_path / "Maildir").keys()), "the inbox is empty"
+    assert len(smtp_sink.wait_for(BEHIND)) == BEHIND

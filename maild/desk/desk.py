@@ -76,7 +76,7 @@ class TicketDesk:
         self.session = session
         self.blobs = blobs
         self.rows = store.BatchRows(session)
-        self._ticket_ids = store.RowIds(session, Ticket.__tablename__)
+        self._ticket_ids = store.RowIds(session, Ticket.__table__.name)
         # what this desk created and has not written yet, for a reply in the same batch
         self.pending_tickets: dict[int, Ticket] = {}
         self.pending_ids: dict[str, int] = {}

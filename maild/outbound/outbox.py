@@ -72,7 +72,7 @@ DURABLE_EVERY = 100
 # the row id); the one-key locks (the mailbox lock) are a key space of their own
 OUTBOX_LOCK_CLASS = 0x6D61696C  # "mail"
 
-_OUTBOX = cast(Table, OutboxRow.__table__)
+_OUTBOX: Table = OutboxRow.__table__
 # a header line SHOULD stay within 78 characters (RFC 5322 2.1.1); folding only
 # happens at spaces we put there, so unfolding gives the value back exactly
 _FOLD_AT = 78

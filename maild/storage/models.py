@@ -1,82 +1,39 @@
-"""The database schema: tickets, their messages, the outbox, the ledger.
+"""The ORM classes of the schema in ``tables``: what the desk and the daemon change tickets through.
 
-All times are stored as naive UTC (``UtcDateTime`` converts at the boundary), so
-SQLite and PostgreSQL compare them the same way. The raw mail and attachments
-are not here: they live under the storage path (``blobs``); ``pack_index`` says
-where in its packs each one is.
+Each class maps one table of ``tables`` (declarative with an imperative table:
+``__table__``), so the schema is written once and a command that only reads
+can query ``tables`` without importing the ORM; the ``Mapped`` annotations say
+the attributes' types to mypy and must match the columns. The relationships are
+never loaded implicitly (``raise_on_sql``); they tell the unit of work the
+order of inserts.
 """
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    Date,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Text,
-    UniqueConstraint,
-    text,
-)
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, relationship
 
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from maild.storage import tables
+from maild.storage.tables import AWAITING_REACTION, NAMING, UtcDateTime
 
-
-# The condition of the partial index ix_tickets_awaiting_reaction; a query must
-# repeat it for the database to use that index (``health.read_health``).
-AWAITING_REACTION = "status IN ('new', 'open', 'waiting') AND first_response_at IS NULL AND reaction_due IS NOT NULL"
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes in Python, naive UTC in the database."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r} given where UTC is required")
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=timezone.utc)
+__all__ = ["AWAITING_REACTION", "NAMING", "UtcDateTime"]
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UtcDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+    metadata = tables.metadata
 
 
 class CustomerRow(Base):
-    __tablename__ = "customers"
+    __table__ = tables.customers
 
-    id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    name: Mapped[str] = mapped_column(String(300))
-    language: Mapped[str] = mapped_column(String(8), default="pl")
-    addresses: Mapped[list[Any]] = mapped_column(default=list)
-    domains: Mapped[list[Any]] = mapped_column(default=list)
-    billing_address: Mapped[str | None] = mapped_column(String(320))
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    id: Mapped[str]
+    name: Mapped[str]
+    language: Mapped[str]
+    addresses: Mapped[list[Any]]
+    domains: Mapped[list[Any]]
+    billing_address: Mapped[str | None]
+    active: Mapped[bool]
     synced_at: Mapped[datetime | None]
 
 
@@ -87,102 +44,94 @@ class ContractRow(Base):
     so its tickets and ledger keep their history.
     """
 
-    __tablename__ = "contracts"
+    __table__ = tables.contracts
 
-    id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))
-    start: Mapped[date] = mapped_column(Date)
-    end: Mapped[date | None] = mapped_column(Date)
-    terms: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    id: Mapped[str]
+    customer_id: Mapped[str]
+    kind: Mapped[str]
+    start: Mapped[date]
+    end: Mapped[date | None]
+    terms: Mapped[dict[str, Any]]
     removed_at: Mapped[datetime | None]
     synced_at: Mapped[datetime | None]
 
 
 class Ticket(Base):
-    __tablename__ = "tickets"
+    __table__ = tables.tickets
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # the number in the reference
-    subject: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(16), default="new", index=True)
-    requester: Mapped[str] = mapped_column(String(320), default="")
-    requester_name: Mapped[str] = mapped_column(String(300), default="")
-    language: Mapped[str] = mapped_column(String(8), default="pl")
-    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), index=True)
-    contract_id: Mapped[str | None] = mapped_column(ForeignKey("contracts.id"), index=True)
-    contract_kind: Mapped[str] = mapped_column(String(16), default="occasional")
-    verified: Mapped[bool] = mapped_column(Boolean, default=False)
-    tier: Mapped[int] = mapped_column(Integer, default=3)
-    priority: Mapped[str] = mapped_column(String(2), default="P3")
-    peak: Mapped[str | None] = mapped_column(String(64))
-    reasons: Mapped[list[Any]] = mapped_column(default=list)
-    scope: Mapped[str | None] = mapped_column(String(32))
-    assigned_to: Mapped[str | None] = mapped_column(String(320))
+    id: Mapped[int]
+    subject: Mapped[str]
+    status: Mapped[str]
+    requester: Mapped[str]
+    requester_name: Mapped[str]
+    language: Mapped[str]
+    customer_id: Mapped[str | None]
+    contract_id: Mapped[str | None]
+    contract_kind: Mapped[str]
+    verified: Mapped[bool]
+    tier: Mapped[int]
+    priority: Mapped[str]
+    peak: Mapped[str | None]
+    reasons: Mapped[list[Any]]
+    scope: Mapped[str | None]
+    assigned_to: Mapped[str | None]
     # When the current assignee got it: ties in automatic assignment go to whoever waited longest.
     assigned_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(index=True)
+    created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     reaction_due: Mapped[datetime | None]
     target_due: Mapped[datetime | None]
     first_response_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
-    escalation_level: Mapped[int] = mapped_column(Integer, default=0)
-    next_escalation_at: Mapped[datetime | None] = mapped_column(index=True)
+    escalation_level: Mapped[int]
+    next_escalation_at: Mapped[datetime | None]
     breached_at: Mapped[datetime | None]
-    linked_to: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
-    participants: Mapped[list[Any]] = mapped_column(default=list)
+    linked_to: Mapped[int | None]
+    participants: Mapped[list[Any]]
 
     messages: Mapped[list[MessageRow]] = relationship(
         back_populates="ticket", order_by="MessageRow.id", lazy="raise_on_sql"
-    )
-
-    __table_args__ = (
-        Index("ix_tickets_queue", "status", "tier", "priority", "reaction_due", "created_at"),
-        Index("ix_tickets_assignee", "assigned_to", "status"),
-        # open tickets still waiting for a first response, by deadline (status, metrics)
-        Index("ix_tickets_awaiting_reaction", "reaction_due",
-              sqlite_where=text(AWAITING_REACTION), postgresql_where=text(AWAITING_REACTION)),
     )
 
 
 class MessageRow(Base):
     """One mail on a ticket, inbound or outbound."""
 
-    __tablename__ = "messages"
+    __table__ = tables.messages
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
-    message_id: Mapped[str | None] = mapped_column(String(998), index=True)
-    direction: Mapped[str] = mapped_column(String(3))  # in | out
-    role: Mapped[str] = mapped_column(String(16))  # customer | consultant | system
-    kind: Mapped[str] = mapped_column(String(16), default="human")  # human | autoreply | bounce | ...
-    from_addr: Mapped[str] = mapped_column(String(320), default="")
-    from_name: Mapped[str] = mapped_column(String(300), default="")
-    to_addrs: Mapped[list[Any]] = mapped_column(default=list)
-    cc_addrs: Mapped[list[Any]] = mapped_column(default=list)
-    subject: Mapped[str] = mapped_column(Text, default="")
+    id: Mapped[int]
+    ticket_id: Mapped[int | None]
+    message_id: Mapped[str | None]
+    direction: Mapped[str]
+    role: Mapped[str]
+    kind: Mapped[str]
+    from_addr: Mapped[str]
+    from_name: Mapped[str]
+    to_addrs: Mapped[list[Any]]
+    cc_addrs: Mapped[list[Any]]
+    subject: Mapped[str]
     date: Mapped[datetime]
-    text_new: Mapped[str] = mapped_column(Text, default="")
-    text_quoted: Mapped[str] = mapped_column(Text, default="")
-    raw_sha256: Mapped[str | None] = mapped_column(String(64))
-    size: Mapped[int] = mapped_column(BigInteger, default=0)
-    internal: Mapped[bool] = mapped_column(Boolean, default=False)
-    notes: Mapped[list[Any]] = mapped_column(default=list)
+    text_new: Mapped[str]
+    text_quoted: Mapped[str]
+    raw_sha256: Mapped[str | None]
+    size: Mapped[int]
+    internal: Mapped[bool]
+    notes: Mapped[list[Any]]
 
     ticket: Mapped[Ticket | None] = relationship(back_populates="messages")
     attachments: Mapped[list[AttachmentRow]] = relationship(lazy="raise_on_sql")
 
 
 class AttachmentRow(Base):
-    __tablename__ = "attachments"
+    __table__ = tables.attachments
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    message_row_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
-    filename: Mapped[str] = mapped_column(String(255))
-    content_type: Mapped[str] = mapped_column(String(255))
-    size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
+    id: Mapped[int]
+    message_row_id: Mapped[int]
+    filename: Mapped[str]
+    content_type: Mapped[str]
+    size: Mapped[int]
+    sha256: Mapped[str]
 
 
 class PackIndex(Base):
@@ -193,12 +142,12 @@ class PackIndex(Base):
     packs, and quarantined mail, are loose files with no row here.
     """
 
-    __tablename__ = "pack_index"
+    __table__ = tables.pack_index
 
-    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
-    pack: Mapped[str] = mapped_column(String(40))
-    offset: Mapped[int] = mapped_column(BigInteger)
-    length: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str]
+    pack: Mapped[str]
+    offset: Mapped[int]
+    length: Mapped[int]
 
 
 class Intake(Base):
@@ -209,15 +158,15 @@ class Intake(Base):
     changes nothing.
     """
 
-    __tablename__ = "intake"
+    __table__ = tables.intake
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    dedupe_key: Mapped[str] = mapped_column(String(998), unique=True)
-    source_key: Mapped[str] = mapped_column(String(300), index=True)
-    disposition: Mapped[str] = mapped_column(String(16))  # ticket | reply | discard | quarantine | bounce
-    reason: Mapped[str] = mapped_column(Text, default="")
-    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
-    message_row_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    id: Mapped[int]
+    dedupe_key: Mapped[str]
+    source_key: Mapped[str]
+    disposition: Mapped[str]
+    reason: Mapped[str]
+    ticket_id: Mapped[int | None]
+    message_row_id: Mapped[int | None]
     arrived_at: Mapped[datetime]
     processed_at: Mapped[datetime]
 
@@ -230,30 +179,30 @@ class Intake(Base):
 class Failure(Base):
     """Failed processing attempts of one mail, counted across restarts."""
 
-    __tablename__ = "failures"
+    __table__ = tables.failures
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    key: Mapped[str] = mapped_column(String(998), unique=True)  # dedupe key, or raw hash if unparsable
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str] = mapped_column(Text, default="")
+    id: Mapped[int]
+    key: Mapped[str]
+    attempts: Mapped[int]
+    last_error: Mapped[str]
     updated_at: Mapped[datetime]
 
 
 class QuarantineRow(Base):
-    __tablename__ = "quarantine"
+    __table__ = tables.quarantine
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    key: Mapped[str] = mapped_column(String(998), index=True)
-    source_key: Mapped[str] = mapped_column(String(300))
-    raw_sha256: Mapped[str] = mapped_column(String(64))
-    subject: Mapped[str] = mapped_column(Text, default="")
-    from_addr: Mapped[str] = mapped_column(String(320), default="")
-    reason: Mapped[str] = mapped_column(Text)
-    traceback: Mapped[str] = mapped_column(Text, default="")
-    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    id: Mapped[int]
+    key: Mapped[str]
+    source_key: Mapped[str]
+    raw_sha256: Mapped[str]
+    subject: Mapped[str]
+    from_addr: Mapped[str]
+    reason: Mapped[str]
+    traceback: Mapped[str]
+    attempts: Mapped[int]
     arrived_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
-    status: Mapped[str] = mapped_column(String(16), default="held")  # held | retried
+    status: Mapped[str]
     retried_at: Mapped[datetime | None]
 
 
@@ -264,84 +213,72 @@ class OutboxRow(Base):
     fixed at creation so that replies can thread before the mail has left.
     """
 
-    __tablename__ = "outbox"
+    __table__ = tables.outbox
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    dedupe_key: Mapped[str] = mapped_column(String(400), unique=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
-    message_id: Mapped[str] = mapped_column(String(400), index=True)
-    recipients: Mapped[list[Any]] = mapped_column(default=list)
-    rate_key: Mapped[str | None] = mapped_column(String(320))
-    automatic: Mapped[bool] = mapped_column(Boolean, default=True)
-    template: Mapped[str] = mapped_column(String(100))
-    language: Mapped[str] = mapped_column(String(8), default="pl")
-    context: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    id: Mapped[int]
+    dedupe_key: Mapped[str]
+    kind: Mapped[str]
+    ticket_id: Mapped[int | None]
+    message_id: Mapped[str]
+    recipients: Mapped[list[Any]]
+    rate_key: Mapped[str | None]
+    automatic: Mapped[bool]
+    template: Mapped[str]
+    language: Mapped[str]
+    context: Mapped[dict[str, Any]]
+    status: Mapped[str]
+    attempts: Mapped[int]
     next_attempt_at: Mapped[datetime]
-    last_error: Mapped[str] = mapped_column(Text, default="")
+    last_error: Mapped[str]
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
 
     ticket: Mapped[Ticket | None] = relationship(lazy="raise_on_sql")
 
-    __table_args__ = (
-        Index("ix_outbox_due", "status", "next_attempt_at"),
-        Index("ix_outbox_rate", "rate_key", "created_at"),
-        Index("ix_outbox_created_at", "created_at"),  # the last hour's automatic mail per domain
-    )
-
 
 class Event(Base):
     """The ticket's history: status changes, priority, escalations, commands."""
 
-    __tablename__ = "events"
+    __table__ = tables.events
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    id: Mapped[int]
+    ticket_id: Mapped[int]
     at: Mapped[datetime]
-    kind: Mapped[str] = mapped_column(String(32))
-    actor: Mapped[str] = mapped_column(String(320), default="maild")
-    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    kind: Mapped[str]
+    actor: Mapped[str]
+    detail: Mapped[dict[str, Any]]
 
     ticket: Mapped[Ticket] = relationship(lazy="raise_on_sql")
-
-    # the team's 30-day handling rate reads one kind of event in a window, not every event ever written
-    __table_args__ = (Index("ix_events_kind_at", "kind", "at"),)
 
 
 class LedgerRow(Base):
     """Time booked against a contract; never edited, corrected by reversal."""
 
-    __tablename__ = "ledger"
+    __table__ = tables.ledger
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    contract_id: Mapped[str | None] = mapped_column(ForeignKey("contracts.id"), index=True)
-    customer_id: Mapped[str | None] = mapped_column(String(100), index=True)
-    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
-    minutes: Mapped[int] = mapped_column(Integer)
-    overage: Mapped[bool] = mapped_column(Boolean, default=False)
-    booked_at: Mapped[datetime] = mapped_column(index=True)
-    by: Mapped[str] = mapped_column(String(320))
-    scope: Mapped[str | None] = mapped_column(String(32))
-    note: Mapped[str] = mapped_column(Text, default="")
-    source_message_id: Mapped[str | None] = mapped_column(String(998))
-    reverses: Mapped[int | None] = mapped_column(ForeignKey("ledger.id"), unique=True)
+    id: Mapped[int]
+    contract_id: Mapped[str | None]
+    customer_id: Mapped[str | None]
+    ticket_id: Mapped[int | None]
+    minutes: Mapped[int]
+    overage: Mapped[bool]
+    booked_at: Mapped[datetime]
+    by: Mapped[str]
+    scope: Mapped[str | None]
+    note: Mapped[str]
+    source_message_id: Mapped[str | None]
+    reverses: Mapped[int | None]
 
     ticket: Mapped[Ticket | None] = relationship(lazy="raise_on_sql")
-
-    # a package's draws this month (the balance snapshot holds the months before)
-    __table_args__ = (Index("ix_ledger_contract_booked", "contract_id", "booked_at"),)
 
 
 class StateRow(Base):
     """Small facts the daemon keeps between runs (last fetch, alert state)."""
 
-    __tablename__ = "state"
+    __table__ = tables.state
 
-    key: Mapped[str] = mapped_column(String(100), primary_key=True)
-    value: Mapped[str] = mapped_column(Text, default="")
+    key: Mapped[str]
+    value: Mapped[str]
     updated_at: Mapped[datetime]
 
 
@@ -351,27 +288,26 @@ class AbsenceRow(Base):
     Planned absences live in the config file; both count. ``until`` is inclusive.
     """
 
-    __tablename__ = "absences"
+    __table__ = tables.absences
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    consultant: Mapped[str] = mapped_column(String(320), index=True)
-    start: Mapped[date] = mapped_column(Date)
-    until: Mapped[date] = mapped_column(Date)
-    note: Mapped[str] = mapped_column(Text, default="")
+    id: Mapped[int]
+    consultant: Mapped[str]
+    start: Mapped[date]
+    until: Mapped[date]
+    note: Mapped[str]
     created_at: Mapped[datetime]
-    created_by: Mapped[str] = mapped_column(String(320), default="")
+    created_by: Mapped[str]
 
 
 class Escalation(Base):
-    __tablename__ = "escalations"
-    __table_args__ = (UniqueConstraint("ticket_id", "level"),)
+    __table__ = tables.escalations
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
-    level: Mapped[int] = mapped_column(Integer)
+    id: Mapped[int]
+    ticket_id: Mapped[int]
+    level: Mapped[int]
     sent_at: Mapped[datetime]
-    skipped: Mapped[list[Any]] = mapped_column(default=list)
-    breach: Mapped[bool] = mapped_column(Boolean, default=False)
+    skipped: Mapped[list[Any]]
+    breach: Mapped[bool]
 
     ticket: Mapped[Ticket] = relationship(lazy="raise_on_sql")
 
@@ -387,11 +323,11 @@ class BalanceSnapshot(Base):
     in the booking's transaction; a missing one is computed again.
     """
 
-    __tablename__ = "balance_snapshots"
+    __table__ = tables.balance_snapshots
 
-    contract_id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # YYYY-MM, business time zone
-    terms: Mapped[str] = mapped_column(String(64))
-    drawn_minutes: Mapped[int] = mapped_column(Integer, default=0)
-    state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    contract_id: Mapped[str]
+    month: Mapped[str]
+    terms: Mapped[str]
+    drawn_minutes: Mapped[int]
+    state: Mapped[dict[str, Any]]
     computed_at: Mapped[datetime]

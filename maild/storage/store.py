@@ -186,7 +186,7 @@ class BatchRows:
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self.message_ids = RowIds(session, MessageRow.__tablename__, block=256)
+        self.message_ids = RowIds(session, MessageRow.__table__.name, block=256)
         self._rows: dict[Any, list[dict[str, Any]]] = {
             table: [] for table in (MessageRow.__table__, AttachmentRow.__table__, Event.__table__,
                                     Intake.__table__, OutboxRow.__table__)

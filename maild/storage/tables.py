@@ -1,0 +1,340 @@
+"""The database schema as SQLAlchemy Core tables: tickets, their messages, the outbox, the ledger.
+
+The one description of the schema: ``models`` maps its classes onto these
+tables (the ORM, for the desk and the daemon), Alembic's migrations are
+compared with this ``metadata`` (``tests/storage/test_migrations.py``), and a
+command that only reads (``status``, ``tickets list``, the reports) queries
+these tables on a Connection without importing the ORM, which with the 16
+mapped classes is most of such a command's start-up (``bench/startup.py``).
+
+All times are stored as naive UTC (``UtcDateTime`` converts at the boundary), so
+SQLite and PostgreSQL compare them the same way. The raw mail and attachments
+are not here: they live under the storage path (``blobs``); ``pack_index`` says
+where in its packs each one is.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# The condition of the partial index ix_tickets_awaiting_reaction; a query must
+# repeat it for the database to use that index (``health.read_health``).
+AWAITING_REACTION = "status IN ('new', 'open', 'waiting') AND first_response_at IS NULL AND reaction_due IS NOT NULL"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python, naive UTC in the database."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given where UTC is required")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc)
+
+
+metadata = MetaData(naming_convention=NAMING)
+
+
+def _at(name: str, nullable: bool = False, index: bool | None = None) -> Column[datetime]:
+    return Column(name, UtcDateTime(), nullable=nullable, index=index)
+
+
+customers = Table(
+    "customers", metadata,
+    Column("id", String(100), primary_key=True),
+    Column("name", String(300), nullable=False),
+    Column("language", String(8), nullable=False, default="pl"),
+    Column("addresses", JSON, nullable=False, default=list),
+    Column("domains", JSON, nullable=False, default=list),
+    Column("billing_address", String(320)),
+    Column("active", Boolean, nullable=False, default=True),
+    _at("synced_at", nullable=True),
+)
+
+# A contract as last imported from the customers file. A contract removed from
+# the file is ended (``removed_at``), never deleted, so its tickets and ledger
+# keep their history.
+contracts = Table(
+    "contracts", metadata,
+    Column("id", String(100), primary_key=True),
+    Column("customer_id", String(100), ForeignKey("customers.id"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("start", Date, nullable=False),
+    Column("end", Date),
+    Column("terms", JSON, nullable=False, default=dict),
+    _at("removed_at", nullable=True),
+    _at("synced_at", nullable=True),
+)
+
+tickets = Table(
+    "tickets", metadata,
+    Column("id", Integer, primary_key=True),  # the number in the reference
+    Column("subject", Text, nullable=False, default=""),
+    Column("status", String(16), nullable=False, default="new", index=True),
+    Column("requester", String(320), nullable=False, default=""),
+    Column("requester_name", String(300), nullable=False, default=""),
+    Column("language", String(8), nullable=False, default="pl"),
+    Column("customer_id", String(100), ForeignKey("customers.id"), index=True),
+    Column("contract_id", String(100), ForeignKey("contracts.id"), index=True),
+    Column("contract_kind", String(16), nullable=False, default="occasional"),
+    Column("verified", Boolean, nullable=False, default=False),
+    Column("tier", Integer, nullable=False, default=3),
+    Column("priority", String(2), nullable=False, default="P3"),
+    Column("peak", String(64)),
+    Column("reasons", JSON, nullable=False, default=list),
+    Column("scope", String(32)),
+    Column("assigned_to", String(320)),
+    # When the current assignee got it: ties in automatic assignment go to whoever waited longest.
+    _at("assigned_at", nullable=True),
+    _at("created_at", index=True),
+    _at("updated_at"),
+    _at("reaction_due", nullable=True),
+    _at("target_due", nullable=True),
+    _at("first_response_at", nullable=True),
+    _at("resolved_at", nullable=True),
+    _at("closed_at", nullable=True),
+    Column("escalation_level", Integer, nullable=False, default=0),
+    _at("next_escalation_at", nullable=True, index=True),
+    _at("breached_at", nullable=True),
+    Column("linked_to", Integer, ForeignKey("tickets.id")),
+    Column("participants", JSON, nullable=False, default=list),
+    Index("ix_tickets_queue", "status", "tier", "priority", "reaction_due", "created_at"),
+    Index("ix_tickets_assignee", "assigned_to", "status"),
+    # open tickets still waiting for a first response, by deadline (status, metrics)
+    Index("ix_tickets_awaiting_reaction", "reaction_due",
+          sqlite_where=text(AWAITING_REACTION), postgresql_where=text(AWAITING_REACTION)),
+)
+
+# One mail on a ticket, inbound or outbound.
+messages = Table(
+    "messages", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("ticket_id", Integer, ForeignKey("tickets.id"), index=True),
+    Column("message_id", String(998), index=True),
+    Column("direction", String(3), nullable=False),  # in | out
+    Column("role", String(16), nullable=False),  # customer | consultant | system
+    Column("kind", String(16), nullable=False, default="human"),  # human | autoreply | bounce | ...
+    Column("from_addr", String(320), nullable=False, default=""),
+    Column("from_name", String(300), nullable=False, default=""),
+    Column("to_addrs", JSON, nullable=False, default=list),
+    Column("cc_addrs", JSON, nullable=False, default=list),
+    Column("subject", Text, nullable=False, default=""),
+    _at("date"),
+    Column("text_new", Text, nullable=False, default=""),
+    Column("text_quoted", Text, nullable=False, default=""),
+    Column("raw_sha256", String(64)),
+    Column("size", BigInteger, nullable=False, default=0),
+    Column("internal", Boolean, nullable=False, default=False),
+    Column("notes", JSON, nullable=False, default=list),
+)
+
+attachments = Table(
+    "attachments", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_row_id", Integer, ForeignKey("messages.id"), nullable=False, index=True),
+    Column("filename", String(255), nullable=False),
+    Column("content_type", String(255), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+)
+
+# Where a raw mail's or an attachment's bytes sit in the packs under the storage
+# path. Written in the transaction that stores what became of the mail, so a row
+# here always points at bytes already flushed to disk. Blobs stored before packs,
+# and quarantined mail, are loose files with no row here.
+pack_index = Table(
+    "pack_index", metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("pack", String(40), nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("length", BigInteger, nullable=False),
+)
+
+# What became of each mail read from the source: the exactly-once record.
+# ``dedupe_key`` (Message-ID, else the raw bytes' hash) is unique, so reading a
+# message twice, after a crash or a UIDVALIDITY reset, finds this row and
+# changes nothing.
+intake = Table(
+    "intake", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("dedupe_key", String(998), nullable=False, unique=True),
+    Column("source_key", String(300), nullable=False, index=True),
+    Column("disposition", String(16), nullable=False),  # ticket | reply | discard | quarantine | bounce
+    Column("reason", Text, nullable=False, default=""),
+    Column("ticket_id", Integer, ForeignKey("tickets.id")),
+    Column("message_row_id", Integer, ForeignKey("messages.id")),
+    _at("arrived_at"),
+    _at("processed_at"),
+)
+
+# Failed processing attempts of one mail, counted across restarts.
+failures = Table(
+    "failures", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(998), nullable=False, unique=True),  # dedupe key, or raw hash if unparsable
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=False, default=""),
+    _at("updated_at"),
+)
+
+quarantine = Table(
+    "quarantine", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(998), nullable=False, index=True),
+    Column("source_key", String(300), nullable=False),
+    Column("raw_sha256", String(64), nullable=False),
+    Column("subject", Text, nullable=False, default=""),
+    Column("from_addr", String(320), nullable=False, default=""),
+    Column("reason", Text, nullable=False),
+    Column("traceback", Text, nullable=False, default=""),
+    Column("attempts", Integer, nullable=False, default=1),
+    _at("arrived_at", nullable=True),
+    _at("created_at"),
+    Column("status", String(16), nullable=False, default="held"),  # held | retried
+    _at("retried_at", nullable=True),
+)
+
+# A mail to send, written in the same transaction as what caused it. The body is
+# rendered when sending (from ``context``), the Message-ID is fixed at creation
+# so that replies can thread before the mail has left.
+outbox = Table(
+    "outbox", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("dedupe_key", String(400), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("ticket_id", Integer, ForeignKey("tickets.id"), index=True),
+    Column("message_id", String(400), nullable=False, index=True),
+    Column("recipients", JSON, nullable=False, default=list),
+    Column("rate_key", String(320)),
+    Column("automatic", Boolean, nullable=False, default=True),
+    Column("template", String(100), nullable=False),
+    Column("language", String(8), nullable=False, default="pl"),
+    Column("context", JSON, nullable=False, default=dict),
+    Column("status", String(16), nullable=False, default="pending"),  # pending | sent | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    _at("next_attempt_at"),
+    Column("last_error", Text, nullable=False, default=""),
+    _at("created_at"),
+    _at("sent_at", nullable=True),
+    Index("ix_outbox_due", "status", "next_attempt_at"),
+    Index("ix_outbox_rate", "rate_key", "created_at"),
+    Index("ix_outbox_created_at", "created_at"),  # the last hour's automatic mail per domain
+)
+
+# The ticket's history: status changes, priority, escalations, commands.
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("ticket_id", Integer, ForeignKey("tickets.id"), nullable=False, index=True),
+    _at("at"),
+    Column("kind", String(32), nullable=False),
+    Column("actor", String(320), nullable=False, default="maild"),
+    Column("detail", JSON, nullable=False, default=dict),
+    # the team's 30-day handling rate reads one kind of event in a window, not every event ever written
+    Index("ix_events_kind_at", "kind", "at"),
+)
+
+# Time booked against a contract; never edited, corrected by reversal.
+ledger = Table(
+    "ledger", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("contract_id", String(100), ForeignKey("contracts.id"), index=True),
+    Column("customer_id", String(100), index=True),
+    Column("ticket_id", Integer, ForeignKey("tickets.id"), index=True),
+    Column("minutes", Integer, nullable=False),
+    Column("overage", Boolean, nullable=False, default=False),
+    _at("booked_at", index=True),
+    Column("by", String(320), nullable=False),
+    Column("scope", String(32)),
+    Column("note", Text, nullable=False, default=""),
+    Column("source_message_id", String(998)),
+    Column("reverses", Integer, ForeignKey("ledger.id"), unique=True),
+    # a package's draws this month (the balance snapshot holds the months before)
+    Index("ix_ledger_contract_booked", "contract_id", "booked_at"),
+)
+
+# Small facts the daemon keeps between runs (last fetch, alert state).
+state = Table(
+    "state", metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", Text, nullable=False, default=""),
+    _at("updated_at"),
+)
+
+# A consultant's absence recorded at run time (``maild consultants away``,
+# ``#away``). Planned absences live in the config file; both count. ``until``
+# is inclusive.
+absences = Table(
+    "absences", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("consultant", String(320), nullable=False, index=True),
+    Column("start", Date, nullable=False),
+    Column("until", Date, nullable=False),
+    Column("note", Text, nullable=False, default=""),
+    _at("created_at"),
+    Column("created_by", String(320), nullable=False, default=""),
+)
+
+escalations = Table(
+    "escalations", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("ticket_id", Integer, ForeignKey("tickets.id"), nullable=False, index=True),
+    Column("level", Integer, nullable=False),
+    _at("sent_at"),
+    Column("skipped", JSON, nullable=False, default=list),
+    Column("breach", Boolean, nullable=False, default=False),
+    UniqueConstraint("ticket_id", "level"),
+)
+
+# What one contract's statement for ``month`` needs from every month before it.
+# ``drawn_minutes``: the minutes drawn from a package before the month (its
+# balance at the month's start); ``state``: an sla contract's carried lots
+# (``billing.ledger.SlaState``). ``terms`` fingerprints the contract terms and
+# time zone it was computed under: a changed customers file makes it stale.
+# Booking into a month deletes the contract's snapshots after it, in the
+# booking's transaction; a missing one is computed again.
+balance_snapshots = Table(
+    "balance_snapshots", metadata,
+    Column("contract_id", String(100), primary_key=True),
+    Column("month", String(7), primary_key=True),  # YYYY-MM, business time zone
+    Column("terms", String(64), nullable=False),
+    Column("drawn_minutes", Integer, nullable=False, default=0),
+    Column("state", JSON, nullable=False, default=dict),
+    _at("computed_at"),
+)

@@ -37,8 +37,12 @@ KEY_PREFIX = "month_report:"
 MAX_CATCH_UP = 12  # months one catch-up run sends at most
 
 
-def month_report_json(cfg: Config, session: Session, month: str, now: datetime, language: str) -> dict[str, Any]:
-    """The object ``report month --json`` prints: ``hours`` and ``sla`` are the other reports' JSON, verbatim."""
+def month_report_json(cfg: Config, session: Session, month: str, now: datetime, language: str,
+                      store: bool = False) -> dict[str, Any]:
+    """The object ``report month --json`` prints: ``hours`` and ``sla`` are the other reports' JSON, verbatim.
+
+    ``store``: keep the balance snapshots the hours part had to compute (``reports.opening_balances``),
+    for the caller's transaction to commit, as ``report hours`` does: the next report reads them."""
     from maild.billing import reports
     from maild.billing.month import activity_json, load_activity
     from maild.cli.report import hours_json, sla_json
@@ -48,7 +52,7 @@ def month_report_json(cfg: Config, session: Session, month: str, now: datetime, 
     customers = customers_of(cfg)
     prefix = cfg.support.ticket_prefix
     hours = reports.hours_report(session, customers, month, tz, prefix, cfg.ledger.occasional_unit_minutes,
-                                 occasional_rate_cents=cfg.billing.occasional_hourly_rate_cents)
+                                 occasional_rate_cents=cfg.billing.occasional_hourly_rate_cents, store=store)
     sla = reports.sla_report(session, customers, month, tz, prefix, now)
     activity = load_activity(session, month, BusinessCalendar(cfg.calendar), cfg.peak_windows,
                              {c.email: c.name for c in cfg.consultants}, now, language)
@@ -137,7 +141,7 @@ def send_month_report(cfg: Config, session: Session, month: str, now: datetime) 
             continue
         language = manager.language if manager.language in ("pl", "en") else "en"
         if language not in pages:
-            data = month_report_json(cfg, session, month, now, language)
+            data = month_report_json(cfg, session, month, now, language, store=True)
             page, images = month_report_html(data, language, cfg.from_name, now, inline=True, domain=desk.ctx.domain)
             pages[language] = (mail_context(cfg, data), html_part(page, images))
         context, html = pages[language]
@@ -168,8 +172,9 @@ def cmd_report_month(cfg: Config, sessions: sessionmaker[Session], args: argpars
         with sessions() as session:
             months = catch_up_months(session, cfg, now)
     if args.month is not None and (args.json or args.html or not args.send):
-        with sessions() as session:
-            data = month_report_json(cfg, session, months[0], now, language)
+        # one transaction that commits: the balance snapshots the report had to compute are kept for the next
+        with sessions() as session, session.begin():
+            data = month_report_json(cfg, session, months[0], now, language, store=True)
         if args.html:
             from maild.billing.pages import month_report_html
 

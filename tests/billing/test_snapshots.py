@@ -321,3 +321,24 @@ def test_a_booking_committed_while_a_report_computes_never_leaves_a_stale_snapsh
     with synced() as session:
         assert got == _reference(session, _customers(), "2025-06")
         assert any(line.minutes == 333 for line in load_lines(session))
+
+
+def test_report_month_stores_the_snapshots_it_computes_and_the_next_one_reads_them(month: Month) -> None:
+    """``report month`` keeps the balances it had to compute, as ``report hours`` does: the second
+    report of the month gives the same hours with the ledger before the month gone (read from
+    the snapshots, not summed again)."""
+    def hours() -> object:
+        code, out, err = month.run("report", "month", "--month", MONTH, "--json")
+        assert code == 0, err
+        return json.loads(out)["hours"]
+
+    with month.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(BalanceSnapshot)) == 0
+    first = hours()
+    with month.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(BalanceSnapshot).where(
+            BalanceSnapshot.month == MONTH)) > 0
+    with month.sessions() as session, session.begin():
+        before = month_bounds(MONTH, WARSAW)[0]
+        assert session.execute(delete(LedgerRow).where(LedgerRow.booked_at < before)).rowcount > 0
+    assert hours() == first

@@ -234,7 +234,8 @@ class TicketDesk:
         """A message on a ticket (or, ``ticket_id`` None, on none); returns its row id.
 
         Attachments are packed once per content: the same file again (a logo in
-        every signature) only gets another row.
+        every signature) only gets another row. Whether each was packed before is
+        one query for the message's attachments, not one per file.
         """
         rows = self.rows
         row_id = rows.message(
@@ -243,9 +244,13 @@ class TicketDesk:
             text_new=text_new, text_quoted=text_quoted, raw_sha256=raw_sha256, size=size, internal=internal,
             notes=notes,
         )
+        unpacked = [att.sha256 for att in attachments if not rows.is_packed(att.sha256)]
+        with self.session.no_autoflush:  # the index is written with the batch's rows, never through the ORM
+            earlier = store.blob_places(self.session, unpacked) if unpacked else {}
         for att in attachments:
             assert self.blobs is not None, "a desk that stores attachments needs the blob store"
-            if not rows.is_packed(att.sha256) and not store.blob_stored(self.session, self.blobs, att.sha256):
+            if (not rows.is_packed(att.sha256) and att.sha256 not in earlier
+                    and not self.blobs.path_for(att.sha256).exists()):
                 rows.packed(att.sha256, self.blobs.append(att.data))
             rows.attachment(message_row_id=row_id, filename=att.filename, content_type=att.content_type,
                             size=att.size, sha256=att.sha256)

@@ -2,18 +2,21 @@
 with the transaction, once, whoever uses it (a batch syncs itself; a command line does not)."""
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.config import Config, load_config
 from maild.desk.context import DeskContext
 from maild.desk.desk import TicketDesk, by_language
+from maild.storage.blobs import BlobStore
 from maild.storage.db import open_database
-from maild.storage.models import Event, MessageRow, OutboxRow, Ticket
+from maild.storage.models import AttachmentRow, Event, MessageRow, OutboxRow, PackIndex, Ticket
 from tests.helpers import maildir_source, write_config
 
 UTC = timezone.utc
@@ -77,6 +80,57 @@ def test_a_dedupe_key_queues_once_across_desks_and_a_rollback_leaves_nothing(
     with sessions() as session:
         assert [r.dedupe_key for r in session.scalars(select(OutboxRow))] == ["alert:1"]
         assert session.scalars(select(OutboxRow)).one().rate_key is None
+
+
+@dataclass(frozen=True)
+class _File:
+    filename: str
+    data: bytes
+    content_type: str = "text/plain"
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def _message(desk: TicketDesk, files: list[_File]) -> int:
+    return desk.add_message(None, message_id=None, direction="in", role="customer", kind="mail",
+                            from_addr="jan@acme.pl", from_name="Jan", to=["pomoc@firma.pl"], cc=[],
+                            subject="Pliki", date=NOW, text_new="w załączniku", attachments=files)
+
+
+def test_a_messages_attachments_are_looked_up_in_the_pack_index_with_one_query(
+        world: tuple[Config, sessionmaker[Session]], tmp_path: Path) -> None:
+    """Seven attachments, three packed by an earlier message and one twice: one SELECT of the pack
+    index for all of them (it was one per file), and each content packed once."""
+    cfg, sessions = world
+    ctx = DeskContext.for_config(cfg, ())
+    blobs = BlobStore(tmp_path / "desk-blobs", durable=False)
+    files = [_File(f"f{i}.txt", f"plik {i}".encode()) for i in range(6)]
+    with sessions() as session, session.begin():
+        _message(TicketDesk(ctx, session, blobs), files[:3])
+    statements: list[str] = []
+    engine = sessions.kw["bind"]
+
+    def seen(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with sessions() as session, session.begin():
+            _message(TicketDesk(ctx, session, blobs), [*files, files[4]])
+            lookups = [s for s in statements if "pack_index" in s and s.lstrip().upper().startswith("SELECT")]
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert len(lookups) == 1, lookups
+    with sessions() as session:
+        assert _count(session, PackIndex) == 6
+        assert _count(session, AttachmentRow) == 3 + 7
+    blobs.close()
 
 
 def test_recipients_grouped_by_language_once_each() -> None:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from maild.rules.kinds import KindRules, rules_of
+from maild.rules.wording import format_duration
 
 Kind = Literal["bar", "barh"]
 
@@ -140,14 +141,17 @@ def text(language: str) -> dict[str, str]:
     return TEXT.get(language, TEXT["en"])
 
 
+def value_label(chart: Chart, raw: float, language: str) -> str:
+    """The figure written at the end of a bar: hours as the statement's tables write them, else the count."""
+    return hours(raw, language) if chart.unit == "minutes" else f"{raw:g}"
+
+
 def hours(minutes: int | float | None, language: str = "en") -> str:
-    """Minutes as ``12:05 h`` (en) or ``12:05 godz.`` (pl); the charts' and the HTML's one format."""
+    """Minutes as ``12 h 5 min`` (en) or ``12 godz. 5 min`` (pl): the templates' ``hm`` filter
+    (``wording.format_duration``), so a chart's label reads as the statement's table beside it."""
     if minutes is None:
         return "-"
-    value = int(minutes)
-    sign = "-" if value < 0 else ""
-    h, m = divmod(abs(value), 60)
-    return f"{sign}{h}:{m:02d} " + ("godz." if language == "pl" else "h")
+    return format_duration(int(minutes), language)
 
 
 def _parts(items: Sequence[tuple[str, str]]) -> str:

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from maild.billing.charts import Chart, hours  # noqa: E402
+from maild.billing.charts import Chart, value_label  # noqa: E402
 
 WIDTH_PX = 720
 DPI = 100
@@ -120,8 +120,7 @@ def _horizontal(ax: Axes, chart: Chart, language: str) -> None:
             ax.barh(offsets, values, height=height * 0.92, color=s.colour, label=s.name)
             for y, v, raw in zip(offsets, values, s.values):
                 if raw:
-                    label = hours(raw, language) if chart.unit == "minutes" else f"{raw:g}"
-                    ax.text(v, y, " " + label, va="center", fontsize=9, color=_TEXT)
+                    ax.text(v, y, " " + value_label(chart, raw, language), va="center", fontsize=9, color=_TEXT)
             ends = [max(a, b) for a, b in zip(ends, values)]
     notes = list(chart.notes) + [""] * (n - len(chart.notes))
     ax.set_yticks(top, [textwrap.fill(_short(c, 48), 24) + (f"\n{textwrap.fill(note, 24)}" if note else "")

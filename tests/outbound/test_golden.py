@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from maild.billing.charts import statement_charts
+from maild.billing.charts import statement_charts, value_label
 from maild.billing.html import Image, render_statement, statement_folders, statement_words
 from maild.billing.reports import LedgerLine, TicketInfo, build_hours_report
 from maild.cli.report import statement_context
@@ -216,6 +216,7 @@ def statement_page(context: dict[str, Any], language: str) -> tuple[str, str]:
     page = render_statement(context, language, images, folders)
     drawn = [f"{c.key}: {c.title} | legend: {', '.join(s.name for s in c.series)} | bars: "
              f"{', '.join(c.categories)}" + (f" | notes: {', '.join(n for n in c.notes if n)}" if any(c.notes) else "")
+             + f" | values: {'; '.join(', '.join(value_label(c, v, language) for v in s.values if v) for s in c.series)}"
              for c in charts]
     return page, "\n".join(drawn) + "\n"
 

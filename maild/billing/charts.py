@@ -258,7 +258,8 @@ def prepaid_chart(report: Mapping[str, Any], language: str) -> Chart:
     t = text(language)
     rows = _contracts(report, lambda kind: kind.packages)
     names = tuple(f"{_customer_label(cu)} ({c['contract_id']})" for cu, c in rows)
-    return _prepaid(rows, names, report["month"], language, "prepaid", t["prepaid_title"], t["prepaid_alt"])
+    return _prepaid(rows, names, report["month"], language, key="prepaid", title=t["prepaid_title"],
+                    alt=t["prepaid_alt"])
 
 
 def _prepaid(rows: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], names: tuple[str, ...], month: str,

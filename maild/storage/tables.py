@@ -36,6 +36,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+from maild.rules.kinds import FALLBACK_KIND
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -112,7 +114,7 @@ tickets = Table(
     Column("language", String(8), nullable=False, default="pl"),
     Column("customer_id", String(100), ForeignKey("customers.id"), index=True),
     Column("contract_id", String(100), ForeignKey("contracts.id"), index=True),
-    Column("contract_kind", String(16), nullable=False, default="occasional"),
+    Column("contract_kind", String(16), nullable=False, default=FALLBACK_KIND),
     Column("verified", Boolean, nullable=False, default=False),
     Column("tier", Integer, nullable=False, default=3),
     Column("priority", String(2), nullable=False, default="P3"),

@@ -19,6 +19,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -163,9 +164,30 @@ def load_mailbox(directory: Path, port: int, user: str, password: str, *, now: b
 # ---------------------------------------------------------------- private servers
 
 def start_dovecot(directory: Path) -> Any:
+    """The test suite's private Dovecot in ``directory``.
+
+    Its auth process runs as the unprivileged ``dovecot`` user and opens the
+    passwd-file below ``directory``, so every folder above must be searchable by
+    others. A work folder from ``tempfile.mkdtemp`` is 0700: the login then fails
+    with "[UNAVAILABLE] Temporary authentication failure" (its log: "missing +x
+    perm"). The test fixture's Dovecot directory is itself the mkdtemp folder,
+    which it makes 0755; a benchmark's sits one level further down. A folder of
+    the benchmark's own (under the temp dir or BENCH_ROOT) is made searchable,
+    any other one is named.
+    """
     from tests.servers.dovecot import DovecotServer
 
     directory.mkdir(parents=True, exist_ok=True)
+    own = (Path(tempfile.gettempdir()).resolve(), BENCH_ROOT.resolve())
+    for folder in directory.resolve().parents:
+        mode = folder.stat().st_mode
+        if mode & 0o001:
+            continue
+        if any(root in folder.parents for root in own):
+            folder.chmod(mode | 0o011)
+        else:
+            raise RuntimeError(f"Dovecot's auth process (user dovecot) cannot reach {directory}: "
+                               f"{folder} is not searchable by others; chmod o+x it or use another folder")
     server = DovecotServer(directory)
     server.start()
     return server

@@ -142,6 +142,7 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: Co
     cmd = [PY, str(BENCH / "cycle.py"), str(config)]
     if args.profile and i == 0:
         cmd += ["--profile", str(work / "cycle.prof")]
+    sink_cpu0, pg_cpu0 = sink.cpu_seconds(), (pg.cpu_seconds() if pg else 0.0)
     with (work / "maild.log").open("w") as log:
         t0 = time.monotonic()
         child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=work)
@@ -155,11 +156,13 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: Co
         raise SystemExit(f"maild cycle failed (exit {proc.returncode}):\n{tail}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     time.sleep(0.2)  # the sink thread may still be recording the last mail
+    sink_cpu, pg_cpu = sink.cpu_seconds() - sink_cpu0, (pg.cpu_seconds() - pg_cpu0) if pg else 0.0
     row: dict[str, Any] = {
         "run": i + 1, "n": n, "wall_s": wall, **out, "sink": sink.count,
         "ingest_rate": n / out["ingest_s"], "cycle_rate": n / wall,
         "rss_mb": out["vm_hwm_kb"] / 1024, "loaded": loaded,
         "pss_mb": sampler.peak_pss_kb / 1024, "rss_all_mb": sampler.peak_rss_kb / 1024,
+        "sink_cpu_s": sink_cpu, "pg_cpu_s": pg_cpu,
     }
     if check:
         row["verify"] = verify(config, mail_dir)
@@ -167,7 +170,9 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: Co
     print(f"run {i + 1}: start-up {out['startup_s']:.2f} s, ingest {out['ingest_s']:.2f} s "
           f"({row['ingest_rate']:.0f} msg/s), sweep {out['sweep_s']:.2f} s, drain {out['drain_s']:.2f} s "
           f"(sent {out['sent']}, sink got {sink.count}); whole cycle {wall:.2f} s ({row['cycle_rate']:.0f} msg/s); "
-          f"peak RSS {row['rss_mb']:.0f} MB (PSS with worker {row['pss_mb']:.0f}); CPU {out['cpu_user_s']:.1f}+{out['cpu_sys_s']:.1f} s; GC {out['gc_collections']} runs {out['gc_s']:.2f} s; [{counts}]",
+          f"peak RSS {row['rss_mb']:.0f} MB (PSS with worker {row['pss_mb']:.0f}); CPU {out['cpu_user_s']:.1f}+{out['cpu_sys_s']:.1f} s "
+          f"(ingest {out.get('cpu_ingest_s', 0):.1f}, drain {out.get('cpu_drain_s', 0):.1f}; its children {out.get('children_cpu_s', 0):.1f}; "
+          f"sink {sink_cpu:.1f}; postgres {pg_cpu:.1f}); sent while reading {out.get('sent_while_reading', 0)}; GC {out['gc_collections']} runs {out['gc_s']:.2f} s; [{counts}]",
           flush=True)
     if not args.keep:
         for sub in ("var",):

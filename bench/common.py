@@ -193,6 +193,18 @@ def start_dovecot(directory: Path) -> Any:
     return server
 
 
+def task_cpu_seconds(stat: str, children: bool = False) -> float:
+    """utime+stime (and with ``children`` the reaped children's cutime+cstime) of a /proc stat file."""
+    try:
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class PrivatePostgres:
     """The test suite's private cluster, but with default durability (fsync, synchronous_commit on).
 
@@ -221,6 +233,23 @@ class PrivatePostgres:
         self.server.execute_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         self.server.execute_admin(f"CREATE DATABASE {name}")
         return str(self.server.url(name))
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the whole server so far: the postmaster with its reaped
+        backends, plus the backends alive now."""
+        try:
+            master = int((self.server.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        total = task_cpu_seconds(f"/proc/{master}/stat", children=True)
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == master:
+                total += task_cpu_seconds(str(stat))
+        return total
 
     def version(self) -> str:
         out = subprocess.run([str(self.server.bindir / "postgres"), "--version"], capture_output=True, text=True, check=False)
@@ -288,6 +317,12 @@ class CountingSink:
     def start(self) -> CountingSink:
         self._controller.start()
         return self
+
+    def cpu_seconds(self) -> float:
+        """User+sys CPU seconds of the sink's thread so far (aiosmtpd's loop), from /proc."""
+        thread = getattr(self._controller, "_thread", None)
+        tid = getattr(thread, "native_id", None)
+        return 0.0 if tid is None else task_cpu_seconds(f"/proc/self/task/{tid}/stat")
 
     def stop(self) -> None:
         self._controller.stop()

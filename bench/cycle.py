@@ -61,24 +61,33 @@ def main() -> int:
     setup_logging(cfg.log_level, cfg.log_format)
     daemon = Daemon(cfg)
     t_init = time.perf_counter()
+    cpu_init = time.process_time()
     try:
         ingested = daemon.ingest_all()
         t_ingest = time.perf_counter()
+        cpu_ingest = time.process_time()
         swept = daemon.sweeper.sweep(daemon.clock())
         t_sweep = time.perf_counter()
-        drained = daemon.drain()
+        drained = daemon.drain()  # stops the courier (if any) first, then sends the rest itself
         t_drain = time.perf_counter()
+        sent_while_reading = getattr(daemon, "sent_while_reading", None)
+        cpu_drain = time.process_time()
     finally:
         daemon.source.close()
+        daemon.parse_ahead.close()  # waited for: its CPU counts in RUSAGE_CHILDREN
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(args.profile)
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    early = sent_while_reading.sent if sent_while_reading is not None else 0
     print(json.dumps({
         "startup_s": t_init - T0, "ingest_s": t_ingest - t_init, "sweep_s": t_sweep - t_ingest,
         "drain_s": t_drain - t_sweep, "total_s": t_drain - T0, "ingested": ingested,
-        "escalations": swept.escalations, "sent": drained.sent, "retry": drained.retry, "failed": drained.failed,
+        "escalations": swept.escalations, "sent": drained.sent + early, "sent_while_reading": early, "retry": drained.retry, "failed": drained.failed,
         "vm_hwm_kb": vm_hwm_kb(), "gc_collections": collections["n"], "gc_s": collections["s"], "cpu_user_s": usage.ru_utime, "cpu_sys_s": usage.ru_stime,
+        "cpu_ingest_s": cpu_ingest - cpu_init, "cpu_drain_s": cpu_drain - cpu_ingest,
+        "children_cpu_s": children.ru_utime + children.ru_stime,
     }))
     return 0
 

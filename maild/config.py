@@ -173,6 +173,10 @@ class DaemonSettings:
     # database session is dropped by the server this long after the reader's
     # host went silent (TCP keepalive), not the kernel's two hours.
     takeover_seconds: int = 10
+    # While a backlog is read, a forked courier sends the committed outbox rows
+    # (maild/outbound/courier.py), so the cycle takes about the longer of reading and
+    # sending instead of their sum; on PostgreSQL only (SQLite has one writer at a time).
+    send_while_reading: bool = True
 
 
 @dataclass(frozen=True)
@@ -795,6 +799,7 @@ def _daemon(top: _Section, file: str) -> DaemonSettings:
         retry_max_seconds=dm.integer("retry_max_seconds", 60, retry_min, 3600),
         smtp_retry_base_seconds=dm.integer("smtp_retry_base_seconds", 30, 1, 3600),
         takeover_seconds=dm.integer("takeover_seconds", 10, 2, 300),
+        send_while_reading=dm.flag("send_while_reading", True),
     )
     dm.done()
     return daemon

@@ -44,6 +44,7 @@ from maild.intake.mailbox import FetchedMail, ImapSettings, MailboxAuthError, Ma
 from maild.intake.message import InboundMessage, UnparsableMessage
 from maild.ops.metrics import Metrics
 from maild.ops.sd_notify import notify, watchdog_interval
+from maild.outbound.courier import Courier, CourierError
 from maild.outbound.outbox import DrainResult, Outbox, Sender
 from maild.ops.leader import MailboxLock, SqliteRunLock
 from maild.intake.parsing import GaveUp, ParseAhead, ParseWorkerError, return_free_memory
@@ -204,6 +205,8 @@ class Daemon:
                              Sender(config.from_address, config.from_name, config.support.instance_id),
                              self.blobs, clock, retry_base=timedelta(seconds=config.daemon.smtp_retry_base_seconds),
                              hold_seconds=config.daemon.takeover_seconds)
+        self.courier = Courier(self.outbox)
+        self.sent_while_reading = DrainResult()  # the courier's mail, not yet in a cycle's report
         self.source: MailSource = open_source(config.source)
         self.metrics: Metrics | None = Metrics() if config.metrics_listen else None
         self._stop = False
@@ -293,6 +296,7 @@ class Daemon:
                     future = self.parse_ahead.submit(fresh)
                     previous, pending = pending, (fresh, future)
                     if previous is not None:
+                        self._start_courier()  # a second batch: a backlog, worth sending while reading
                         waiting += self._store_batch(*previous, totals, unstored)
                         stored = True
                 if prior:
@@ -358,6 +362,7 @@ class Daemon:
         for key, value in result.counts.items():
             totals[key] = totals.get(key, 0) + value
         self.stored += len(batch)
+        self.courier.poke()  # the batch's outbox rows are committed
         notify("WATCHDOG=1")  # a long backlog is progress, not a hang
         return_free_memory()
         return len(result.retry)
@@ -383,6 +388,37 @@ class Daemon:
         self.ingestor.count_attempts(mails, step.note)
         return self._store_batch(mails, self.parse_ahead.submit(mails), totals)
 
+    def _start_courier(self) -> None:
+        """Send the outbox from a forked courier while the backlog is read (PostgreSQL, unless
+        ``send_while_reading`` is off or the relay is being backed off)."""
+        if (self.courier.running or not self.config.daemon.send_while_reading or not self.outbox.postgres
+                or time.monotonic() < self._smtp_next):
+            return
+        try:
+            self.courier.start()
+        except CourierError as exc:
+            log.warning("outbox: %s; sending after reading instead", exc)
+
+    def _stop_courier(self) -> None:
+        """Stop the courier after the mail in hand and count what it did as this cycle's
+        (before the daemon sends itself, and on the way out)."""
+        if not self.courier.running:
+            return
+        report = self.courier.stop()
+        sent = report.sent
+        self.sent_while_reading.sent += sent.sent
+        self.sent_while_reading.retry += sent.retry
+        self.sent_while_reading.failed += sent.failed
+        self.sent_while_reading.errors.extend(sent.errors)
+        if report.relay_error is not None:
+            self._relay_failed(report.relay_error, self.sent_while_reading)
+        elif sent.sent and self._smtp_failures:
+            self._relay_usable()
+        if report.fault is not None:
+            log.warning("outbox: sending while reading stopped early (the mail stays queued): %s", report.fault)
+        if sent.sent:
+            log.info("outbox: %d mails sent while reading", sent.sent)
+
     def _release(self, batch: list[FetchedMail]) -> None:
         """Take back the attempts recorded for mail fetched and not stored (the slice
         ended, the daemon stops, a fault): it was not the mail's doing."""
@@ -405,7 +441,17 @@ class Daemon:
         budget = self.config.daemon.slice_seconds
         if not self.mailbox_lock.reading:  # a standby sends in short turns, so it tries the lock often
             budget = min(budget, self.config.daemon.takeover_seconds)
-        report.outbox = self.drain(budget)
+        if self.courier.running and report.more_waiting and not self.courier.ended():
+            # the courier sends while the rest of the backlog is read: no turn of sending
+            # that would keep the mailbox waiting
+            report.outbox = DrainResult()
+        else:
+            report.outbox = self.drain(budget)
+        report.outbox.sent += self.sent_while_reading.sent
+        report.outbox.retry += self.sent_while_reading.retry
+        report.outbox.failed += self.sent_while_reading.failed
+        report.outbox.errors[:0] = self.sent_while_reading.errors
+        self.sent_while_reading = DrainResult()
         if self.metrics is not None:
             self.metrics.observe_cycle(report.ingested, report.escalations, report.outbox.sent)
             with self.sessions() as session:
@@ -420,6 +466,7 @@ class Daemon:
         order, and nothing is tried before the backoff has passed.
         """
         total = DrainResult()
+        self._stop_courier()  # one process at a time sends
         if time.monotonic() < self._smtp_next:
             return total
         deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
@@ -428,18 +475,10 @@ class Daemon:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 part = self.outbox.drain(limit=DRAIN_CHUNK, budget_seconds=left)
             except SmtpError as exc:
-                self._smtp_failures += 1
-                delay = backoff(self._smtp_failures, self.config.daemon.retry_min_seconds,
-                                self.config.daemon.retry_max_seconds)
-                self._smtp_next = time.monotonic() + delay
-                level = logging.ERROR if self._smtp_failures == 1 else logging.INFO
-                log.log(level, "outbox: SMTP unusable (attempt %d), mail stays queued, retrying in %.0f s: %s",
-                        self._smtp_failures, delay, exc)
-                total.errors.append(str(exc))
+                self._relay_failed(str(exc), total)
                 return total
             if self._smtp_failures:
-                log.info("outbox: SMTP relay usable again after %d failed attempts", self._smtp_failures)
-                self._smtp_failures, self._smtp_next = 0, 0.0
+                self._relay_usable()
             total.sent += part.sent
             total.retry += part.retry
             total.failed += part.failed
@@ -453,6 +492,21 @@ class Daemon:
                 break
         return total
 
+    def _relay_failed(self, error: str, total: DrainResult) -> None:
+        """The relay cannot be used: back it off as a whole (the mail stays queued, in order)."""
+        self._smtp_failures += 1
+        delay = backoff(self._smtp_failures, self.config.daemon.retry_min_seconds,
+                        self.config.daemon.retry_max_seconds)
+        self._smtp_next = time.monotonic() + delay
+        level = logging.ERROR if self._smtp_failures == 1 else logging.INFO
+        log.log(level, "outbox: SMTP unusable (attempt %d), mail stays queued, retrying in %.0f s: %s",
+                self._smtp_failures, delay, error)
+        total.errors.append(error)
+
+    def _relay_usable(self) -> None:
+        log.info("outbox: SMTP relay usable again after %d failed attempts", self._smtp_failures)
+        self._smtp_failures, self._smtp_next = 0, 0.0
+
     def run_once(self) -> CycleReport:
         """Cycles until the mailbox is read empty (a backlog takes several slices)."""
         report = CycleReport()
@@ -463,6 +517,7 @@ class Daemon:
                 if not (part.more_waiting or part.outbox.more_due) or self._stop:
                     break
         finally:
+            self._stop_courier()
             self.source.close()
             self.parse_ahead.close()
             self.blobs.close()
@@ -581,6 +636,7 @@ class Daemon:
                                         self.config.daemon.retry_max_seconds))
         finally:
             notify("STOPPING=1", "STATUS=stopping")
+            self._stop_courier()
             self.source.close()
             self.parse_ahead.close()
             self.blobs.close()

@@ -633,6 +633,15 @@ class Outbox:
         # between the two): marked first thing in the next drain, so a daemon that outlives
         # a database outage does not send it again
         self.unmarked: dict[int, dict[str, Any]] = {}
+        # asked between mails: true when whoever runs this drain wants it to end after the
+        # mail in hand (the courier's daemon stopping it); the rest of the chunk goes back
+        self.stop_requested: Callable[[], bool] | None = None
+        # asked when nothing is due: blocks until more may be (the courier's daemon committed
+        # a batch) and says whether to look again; None ends the drain there, as it always did
+        self.wait_for_more: Callable[[], bool] | None = None
+
+    def _time_up(self, deadline: float | None, done: DrainResult) -> bool:
+        return _past(deadline, done) or (self.stop_requested is not None and self.stop_requested())
 
     def drain(self, limit: int = 10000, budget_seconds: float | None = None) -> DrainResult:
         """Send up to ``limit`` due mails; with a budget, take no new mail once it is used up
@@ -696,16 +705,20 @@ class Outbox:
         line: _DrainLine | _SqliteLine | None = None
         try:
             while result.sent + result.retry + result.failed < limit:
-                if _past(deadline, result):
+                if self._time_up(deadline, result):
                     result.more_due = bool(self._claim(1, peek=True))
                     break
                 chunk = min(CLAIM_CHUNK, limit - result.sent - result.retry - result.failed)
-                if line is None and self._postgres():
+                if line is None and self.postgres:
                     if not self._claim(1, peek=True):
+                        if self.wait_for_more is not None and self.wait_for_more():
+                            continue
                         break
                     line = _DrainLine(self.sessions, self.hold_seconds)
                 rows = self._claim(chunk, line if isinstance(line, _DrainLine) else None)
                 if not rows:
+                    if self.wait_for_more is not None and self.wait_for_more():
+                        continue
                     break
                 if line is None:
                     line = _SqliteLine(self.sessions)
@@ -765,7 +778,8 @@ class Outbox:
 
         return read
 
-    def _postgres(self) -> bool:
+    @property
+    def postgres(self) -> bool:
         return bool(self.sessions.kw["bind"].dialect.name == "postgresql")
 
     async def _worker(self, session: Session, line: _DrainLine | _SqliteLine | None, read_blob: Callable[[str], bytes] | None,
@@ -777,7 +791,7 @@ class Outbox:
         to raise once every worker has finished the mail it has in hand: raising at
         once would leave the other worker's mail half sent and unrecorded.
         """
-        while queue and not faults and not _past(deadline, result):
+        while queue and not faults and not self._time_up(deadline, result):
             mail = queue.popleft()
             try:
                 await self._send_one(session, line, read_blob, smtp, gate, mail, result)

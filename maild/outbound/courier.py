@@ -1,0 +1,247 @@
+"""Sending while the mailbox is read: the outbox drained by a forked process.
+
+A backlog used to be worked in turns: a slice of reading (the main process
+stores, the parse worker parses), then a slice of sending (the main process
+renders and sends, and spends half of that time waiting for the relay's
+answers). The outbox waited while mail was read, and the reader while mail was
+sent, so the whole cycle took the sum of the two. The courier is a copy of the
+daemon forked when a reading slice finds a backlog: it drains committed outbox
+rows (``Outbox.drain``, the same code and the same guarantees) while the main
+process goes on storing, on its own interpreter (a thread would share the main
+process's lock with the storing and wait for it at every answer of the relay).
+
+Why the guarantees hold:
+
+* **Each mail once, at most one resent per kill.** While the courier runs the
+  daemon itself sends nothing (``Daemon.drain`` stops the courier first), so
+  one process at a time has a mail in flight, and the courier marks each mail
+  sent before the next one's data goes out, as any drain does. The kernel kills
+  the courier when the daemon dies (``PR_SET_PDEATHSIG``), so a ``kill -9`` of
+  the daemon leaves at most the courier's one mail unmarked.
+* **Several daemons.** On PostgreSQL the courier claims rows like any drain:
+  ``FOR UPDATE SKIP LOCKED`` and advisory locks of its own database session,
+  which the server drops when the courier dies.
+* **SIGTERM.** The courier ignores the stop signals (systemd sends them to the
+  whole unit): the daemon stops it, and it finishes the mail in hand first.
+* **An unreachable relay** ends the courier's sending; the daemon hears of it
+  (``CourierReport.relay_error``) and backs the relay off as after its own drain.
+
+After the fork the courier opens database connections of its own: the
+daemon's, copied by the fork, are never used, closed or finalised here (their
+pool is kept referenced until ``os._exit``), so the daemon's sessions, its
+mailbox lock among them, are untouched.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import pickle
+import select
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from maild.outbound.outbox import DrainResult, Outbox
+from maild.outbound.smtp import SmtpError
+
+log = logging.getLogger("maild.courier")
+
+CHUNK = 1_000_000  # mails per Outbox.drain call: in effect one drain, kept open until the courier is stopped
+IDLE_POLL_SECONDS = 1.0  # how long an idle courier waits for a poke before it looks at the outbox again
+_PR_SET_PDEATHSIG = 1
+_STOP = b"s"
+_POKE = b"p"
+# the pools of the daemon's connections, inherited by the fork: kept referenced so that
+# nothing in the courier ever closes or finalises them (os._exit runs no finaliser)
+_INHERITED: list[Any] = []
+
+
+@dataclass
+class CourierReport:
+    """What a courier did: its drains' sums, a relay fault that ended it, and the
+    mails the relay took whose sent marks the database refused (``Outbox.unmarked``)."""
+
+    sent: DrainResult = field(default_factory=DrainResult)
+    relay_error: str | None = None
+    fault: str | None = None  # anything else that ended it (the database went away, ...)
+    unmarked: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+class CourierError(Exception):
+    """The courier could not be started (fork failed)."""
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+class _Control:
+    """The courier's end of the daemon's control pipe: pokes (new rows were committed)
+    and the stop request, read without blocking between mails."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.stopping = False
+        self.poked = False
+        os.set_blocking(fd, False)
+
+    def read(self) -> None:
+        try:
+            data = os.read(self.fd, 4096)
+        except BlockingIOError:
+            return
+        if not data or _STOP in data:  # EOF: the daemon is gone or closed the pipe
+            self.stopping = True
+        if _POKE in data:
+            self.poked = True
+
+    def should_stop(self) -> bool:
+        if not self.stopping:
+            self.read()
+        return self.stopping
+
+    def wait(self, timeout: float) -> None:
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN | select.POLLHUP)
+        if poller.poll(int(timeout * 1000)):
+            self.read()
+
+
+def _courier_main(outbox: Outbox, control_fd: int, report_fd: int) -> None:
+    engine = outbox.sessions.kw["bind"]
+    _INHERITED.append(engine.pool)
+    engine.dispose(close=False)  # new connections of its own from here on
+    control = _Control(control_fd)
+    outbox.stop_requested = control.should_stop
+
+    def wait_for_more() -> bool:
+        """Nothing due: wait for the daemon's next batch (or a second), keeping the drain's
+        database session and SMTP connections open for it."""
+        if not control.poked and not control.should_stop():
+            control.wait(IDLE_POLL_SECONDS)
+        control.poked = False
+        return not control.should_stop()
+
+    outbox.wait_for_more = wait_for_more
+    report = CourierReport()
+    try:
+        while not control.should_stop():
+            part = outbox.drain(limit=CHUNK)
+            report.sent.sent += part.sent
+            report.sent.retry += part.retry
+            report.sent.failed += part.failed
+            report.sent.errors.extend(part.errors[:20 - len(report.sent.errors)])
+    except SmtpError as exc:
+        report.relay_error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - reported to the daemon, which carries on without the courier
+        report.fault = f"{type(exc).__name__}: {exc}"
+    report.unmarked = dict(outbox.unmarked)
+    with open(report_fd, "wb", closefd=False) as out:
+        pickle.dump(report, out, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class Courier:
+    """The daemon's handle on one forked courier: ``start``, ``poke``, ``stop``."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.pid: int | None = None
+        self._status: int | None = None  # the exit status, once reaped
+        self._control: int | None = None
+        self._report: int | None = None
+        self.started_at = 0.0
+
+    @property
+    def running(self) -> bool:
+        """Started and not yet stopped (it may have ended by itself: ``ended``)."""
+        return self.pid is not None
+
+    def ended(self) -> bool:
+        """Whether the courier has exited on its own (the relay went away, a fault): its
+        report waits in the pipe for ``stop``."""
+        if self.pid is None:
+            return False
+        if self._status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == 0:
+                return False
+            self._status = status
+        return True
+
+    def start(self) -> None:
+        """Fork the courier; the mails the daemon knows were taken but not marked go with it."""
+        if self.pid is not None:
+            return
+        control_r, control_w = os.pipe()
+        report_r, report_w = os.pipe()
+        parent = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            for fd in (control_r, control_w, report_r, report_w):
+                os.close(fd)
+            raise CourierError(f"cannot start the courier: {exc}") from exc
+        if pid == 0:  # the courier; never returns into the caller
+            code = 0
+            try:
+                os.close(control_w)
+                os.close(report_r)
+                _die_with_parent(parent)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_IGN)
+                _courier_main(self.outbox, control_r, report_w)
+            except BaseException:  # nothing may escape into a copy of the daemon's stack
+                code = 70
+            finally:
+                os._exit(code)
+        os.close(control_r)
+        os.close(report_w)
+        self.pid, self._control, self._report, self._status = pid, control_w, report_r, None
+        self.outbox.unmarked.clear()  # the courier marks them first, or reports them back
+        self.started_at = time.monotonic()
+        log.debug("courier %d started", pid)
+
+    def poke(self) -> None:
+        """New outbox rows were committed: an idle courier looks at once."""
+        if self._control is None:
+            return
+        try:
+            os.write(self._control, _POKE)
+        except (BlockingIOError, BrokenPipeError):  # a full pipe has pokes enough; a dead courier is found at stop
+            pass
+
+    def stop(self) -> CourierReport:
+        """Ask the courier to stop after the mail in hand, wait for it and return its report."""
+        if self.pid is None:
+            return CourierReport()
+        pid, control, report_fd = self.pid, self._control, self._report
+        self.pid = self._control = self._report = None
+        assert control is not None and report_fd is not None
+        try:
+            os.write(control, _STOP)
+        except BrokenPipeError:
+            pass
+        os.close(control)
+        try:
+            with open(report_fd, "rb") as stream:
+                report: CourierReport = pickle.load(stream)
+        except (EOFError, OSError, pickle.UnpicklingError) as exc:
+            report = CourierReport(fault=f"the courier ended without a report: {exc}")
+        status = self._status
+        if status is None:
+            _, status = os.waitpid(pid, 0)
+        if status and report.fault is None:
+            report.fault = f"the courier exited with status {status}"
+        self.outbox.unmarked.update(report.unmarked)
+        log.debug("courier %d stopped after %.1f s: %d sent", pid, time.monotonic() - self.started_at,
+                  report.sent.sent)
+        return report

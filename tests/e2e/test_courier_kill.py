@@ -1,0 +1,127 @@
+"""kill -9 while mail is sent *and* read (PostgreSQL): a real ``maild run --once`` reads a
+400-mail backlog 20 at a time while its courier (a forked process) sends the acknowledgements,
+and is killed three times in the middle of that. The courier dies with its daemon (no process
+of a killed daemon lives on), and in the end every acknowledgement reached the relay, none more
+than once beyond the one mail each kill may leave accepted by the relay and not yet marked sent.
+"""
+from __future__ import annotations
+
+import mailbox
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from maild.storage.db import open_database
+from maild.storage.models import OutboxRow
+from tests.helpers import maildir_source, make_mail, write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+N = 400
+
+
+def children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found.update(int(p) for p in task.read_text().split())
+        except OSError:
+            pass
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigkill_while_the_courier_sends_during_reading(tmp_path: Path, smtp_sink: Any, pg_url: str) -> None:
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=pg_url,
+                          top="batch_size = 20")
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(N):
+        box.add(make_mail(sender=f"user{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<ck{i}@acme.pl>"))
+    smtp_sink.delay_seconds = 0.01  # reading outpaces sending: the kills land with both under way
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    rng = random.Random(20261206)
+    kills = 0
+    while kills < 3:
+        before = len(smtp_sink.messages)
+        proc = subprocess.Popen([sys.executable, "-m", "maild.cli", "--config", str(config), "run", "--once"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        kill_at = before + rng.randint(5, 30)
+        deadline = time.monotonic() + 120
+        forked: set[int] = set()
+        while len(smtp_sink.messages) < kill_at:
+            assert proc.poll() is None, "the run ended before its kill: " + proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the courier never sent that far"
+            forked |= children(proc.pid)
+            time.sleep(0.002)
+        forked |= children(proc.pid)
+        left = len(list(box.iterkeys()))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert left > 0, "killed after the reading had ended: the test proves nothing"
+        assert len(forked) >= 2, "the parse worker and the courier were running"
+        end = time.monotonic() + 5
+        while any(alive(pid) for pid in forked) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not any(alive(pid) for pid in forked), "a process of the killed daemon lives on"
+        kills += 1
+    smtp_sink.delay_seconds = 0
+    proc = subprocess.run([sys.executable, "-m", "maild.cli", "--config", str(config), "run", "--once"],
+                          env=env, capture_output=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+
+    sessions = open_database(pg_url)
+    with sessions() as session:
+        rows = session.execute(select(OutboxRow.message_id, OutboxRow.status)).all()
+    sessions.kw["bind"].dispose()
+    assert len(rows) == N and {status for _, status in rows} == {"sent"}
+    received = Counter(str(m.parsed["Message-ID"]).strip("<>") for m in smtp_sink.messages)
+    assert set(received) == {message_id for message_id, _ in rows}, "every queued mail reached the relay"
+    resends = sum(n - 1 for n in received.values())
+    assert resends <= kills, f"{resends} mails sent twice after {kills} kills"
+
+
+def test_sigterm_while_the_courier_sends_stops_cleanly_and_resends_nothing(tmp_path: Path, smtp_sink: Any,
+                                                                           pg_url: str) -> None:
+    """systemd's SIGTERM goes to the whole unit, the courier too: it ignores it, and the daemon
+    stops it after the mail in hand, so a clean stop leaves no mail accepted and unmarked."""
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=pg_url,
+                          top="batch_size = 20")
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(200):
+        box.add(make_mail(sender=f"user{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<ct{i}@acme.pl>"))
+    smtp_sink.delay_seconds = 0.01
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "maild.cli", "--config", str(config), "run"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    forked: set[int] = set()
+    while len(smtp_sink.messages) < 10:
+        assert proc.poll() is None and time.monotonic() < deadline
+        forked |= children(proc.pid)
+        time.sleep(0.002)
+    assert len(list(box.iterkeys())) > 0, "the signal must land while the backlog is read"
+    os.killpg(proc.pid, signal.SIGTERM)  # as systemd does: every process of the unit
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
+    assert b"mails sent while reading" in err
+    assert not any(alive(pid) for pid in forked), "the courier ended with its daemon"
+    smtp_sink.delay_seconds = 0
+    done = subprocess.run([sys.executable, "-m", "maild.cli", "--config", str(config), "run", "--once"],
+                          env=env, capture_output=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    received = Counter(str(m.parsed["Message-ID"]).strip("<>") for m in smtp_sink.messages)
+    assert len(received) == 200 and max(received.values()) == 1, "every mail once: nothing resent"

@@ -1,0 +1,177 @@
+"""The courier: the outbox sent by a forked process while the mailbox is read (PostgreSQL)."""
+from __future__ import annotations
+
+import mailbox
+import os
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, text
+
+from maild.config import load_config
+from maild.ops.daemon import Daemon
+from maild.outbound.courier import Courier, CourierReport
+from maild.storage.models import OutboxRow
+from tests.helpers import maildir_source, make_mail, write_config
+
+
+def backlog(tmp_path: Path, sink: Any, url: str, n: int, send_while_reading: bool = True) -> Daemon:
+    """A daemon over a Maildir of ``n`` new requests, read 10 at a time."""
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=sink.port, database_url=url,
+                          top="batch_size = 10")
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(n):
+        box.add(make_mail(sender=f"user{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<courier{i}@acme.pl>"))
+    cfg = load_config(config)
+    return Daemon(replace(cfg, daemon=replace(cfg.daemon, send_while_reading=send_while_reading)))
+
+
+def queued(tmp_path: Path, sink: Any, url: str, n: int) -> Daemon:
+    """The backlog read with nothing sent: ``n`` acknowledgements queued for a courier of the test's own."""
+    daemon = backlog(tmp_path, sink, url, n, send_while_reading=False)
+    daemon.ingest_all()
+    assert pending(daemon) == n and sink.messages == []
+    return daemon
+
+
+def pending(daemon: Daemon) -> int:
+    with daemon.sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(OutboxRow).where(OutboxRow.status == "pending"))
+                   or 0)
+
+
+def test_the_backlog_is_acknowledged_while_it_is_read_each_mail_once(tmp_path: Path, smtp_sink: Any,
+                                                                        pg_url: str) -> None:
+    n = 120
+    daemon = backlog(tmp_path, smtp_sink, pg_url, n)
+    smtp_sink.delay_seconds = 0.005  # a relay that takes a moment, so reading and sending overlap for sure
+    reports: list[CourierReport] = []
+    stop = daemon.courier.stop
+
+    def record() -> CourierReport:
+        reports.append(stop())
+        return reports[-1]
+
+    daemon.courier.stop = record  # type: ignore[method-assign]
+    ingested = daemon.ingest_all()
+    assert sum(ingested.values()) == n
+    assert daemon.courier.running and len(smtp_sink.messages) > 0, "mail went out while the backlog was read"
+    drained = daemon.drain()  # the daemon sends itself: the courier is stopped first
+    assert not daemon.courier.running
+    assert len(reports) == 1 and reports[0].fault is None and reports[0].relay_error is None
+    early = reports[0].sent.sent
+    assert early > 0 and daemon.sent_while_reading.sent == early
+    assert drained.sent == n - early and pending(daemon) == 0
+    received = Counter(m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(n))
+    assert len(received) == n and max(received.values()) == 1
+
+
+def test_the_courier_sends_on_through_the_reading_slices(tmp_path: Path, smtp_sink: Any, pg_url: str) -> None:
+    """A backlog read in slices: while mail is left to read, the daemon reads on and leaves the
+    sending to the courier (no turn of sending keeps the mailbox waiting); the last cycle stops
+    the courier and sends what is left itself. Each cycle's report counts the courier's mail."""
+    n = 60
+    daemon = backlog(tmp_path, smtp_sink, pg_url, n)
+    daemon.config = replace(daemon.config, daemon=replace(daemon.config.daemon, slice_seconds=0))
+    smtp_sink.delay_seconds = 0.005
+    first = daemon.cycle()
+    assert first.more_waiting and first.outbox.sent == 0 and daemon.courier.running
+    report = daemon.run_once()
+    assert not daemon.courier.running and pending(daemon) == 0
+    assert first.outbox.sent + report.outbox.sent == n
+    received = Counter(m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(n))
+    assert len(received) == n and max(received.values()) == 1
+
+
+def test_without_send_while_reading_the_outbox_waits_for_the_reading(tmp_path: Path, smtp_sink: Any,
+                                                                      pg_url: str) -> None:
+    daemon = queued(tmp_path, smtp_sink, pg_url, 40)
+    assert daemon.sent_while_reading.sent == 0
+
+
+def test_the_daemons_own_sessions_survive_the_courier(tmp_path: Path, smtp_sink: Any, pg_url: str) -> None:
+    """The fork copies the daemon's open database connections; the courier never uses,
+    closes or finalises them, so the daemon's sessions (its mailbox lock among them)
+    are the same server sessions after the courier has come and gone."""
+    daemon = queued(tmp_path, smtp_sink, pg_url, 20)
+    assert daemon.mailbox_lock.acquire()
+    held = daemon.mailbox_lock._conn
+    assert held is not None
+    lock_pid = held.execute(text("SELECT pg_backend_pid()")).scalar()
+    pooled = daemon.sessions.kw["bind"].connect()  # one checked out, and one idle in the pool
+    pooled_pid = pooled.execute(text("SELECT pg_backend_pid()")).scalar()
+    with daemon.sessions() as session:
+        idle_pid = session.execute(text("SELECT pg_backend_pid()")).scalar()
+    courier = Courier(daemon.outbox)
+    courier.start()
+    courier.poke()
+    deadline = time.monotonic() + 20
+    while pending(daemon) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    report = courier.stop()
+    assert report.sent.sent == 20 and report.fault is None and pending(daemon) == 0
+    assert held.execute(text("SELECT pg_backend_pid()")).scalar() == lock_pid
+    assert pooled.execute(text("SELECT pg_backend_pid()")).scalar() == pooled_pid
+    with daemon.sessions() as session:
+        assert session.execute(text("SELECT pg_backend_pid()")).scalar() == idle_pid
+    with daemon.sessions() as session:  # the lock is still the daemon's: the server lists it for its session
+        holders = session.execute(text(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted")).scalars().all()
+    assert lock_pid in holders
+    pooled.close()
+    daemon.mailbox_lock.release()
+
+
+def test_a_stopped_courier_finishes_the_mail_in_hand_and_gives_the_rest_back(tmp_path: Path, smtp_sink: Any,
+                                                                            pg_url: str) -> None:
+    daemon = queued(tmp_path, smtp_sink, pg_url, 30)
+    smtp_sink.delay_seconds = 0.1
+    courier = Courier(daemon.outbox)
+    courier.start()
+    deadline = time.monotonic() + 20
+    while len(smtp_sink.messages) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    report = courier.stop()
+    assert report.fault is None
+    sent = len(smtp_sink.messages)
+    assert 3 <= report.sent.sent == sent < 30, "stopped mid-outbox, every mail it sent marked"
+    assert pending(daemon) == 30 - sent
+    smtp_sink.delay_seconds = 0
+    assert daemon.drain().sent == 30 - sent  # the rows it had claimed are due again at once
+    received = Counter(m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(30))
+    assert len(received) == 30 and max(received.values()) == 1
+
+
+def test_a_relay_away_ends_the_courier_and_is_backed_off(tmp_path: Path, smtp_sink: Any, pg_url: str) -> None:
+    daemon = backlog(tmp_path, smtp_sink, pg_url, 30)
+    smtp_sink.stop()
+    ingested = daemon.ingest_all()
+    assert sum(ingested.values()) == 30
+    deadline = time.monotonic() + 20
+    while not daemon.courier.ended():
+        assert time.monotonic() < deadline, "the courier ends when the relay is away"
+        time.sleep(0.05)
+    assert daemon.drain().sent == 0
+    assert daemon._smtp_failures == 1 and daemon._smtp_next > time.monotonic(), "the relay is backed off"
+    assert daemon.sent_while_reading.errors, "the relay's fault is in the cycle's report"
+    assert pending(daemon) == 30
+    assert daemon.drain().sent == 0, "nothing is tried while the backoff runs"
+    smtp_sink.start()
+    daemon._smtp_next = 0.0
+    assert daemon.drain().sent == 30 and daemon._smtp_failures == 0
+
+
+def test_a_courier_that_dies_is_reported_and_its_mail_stays_queued(tmp_path: Path, smtp_sink: Any,
+                                                                  pg_url: str) -> None:
+    daemon = queued(tmp_path, smtp_sink, pg_url, 20)
+    smtp_sink.stop()  # nothing goes out: the courier retries its connection until killed
+    courier = Courier(daemon.outbox)
+    courier.start()
+    assert courier.pid is not None
+    os.kill(courier.pid, 9)
+    report = courier.stop()
+    assert report.fault is not None and report.sent.sent == 0
+    assert pending(daemon) == 20

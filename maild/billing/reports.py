@@ -4,7 +4,9 @@ The arithmetic is ``ledger`` (pure); this module gathers the rows a report
 needs, groups them by customer, contract and ticket, and returns frozen values
 the CLI prints and the statement template renders. The ``build_*`` functions are
 pure over plain data, so the figures can be tested without a database; the
-``load_*`` functions read the session.
+``load_*`` functions read the database (a Connection, or the caller's
+Session: the tables in SQLAlchemy Core, so ``report hours`` and ``report sla``
+never load the ORM).
 
 Statements are append-only: an entry counts in the month it was booked, and a
 reversal booked in February corrects February, not January. An issued
@@ -20,12 +22,11 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Executable, case, delete, func, insert, literal_column, select
+from sqlalchemy import Executable, Row, case, delete, func, insert, literal_column, select
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
 
 from maild.errors import MaildError
 from maild.rules.calendar import local_month_bounds
@@ -46,7 +47,13 @@ from maild.billing.ledger import (
     sla_months,
     sla_states,
 )
-from maild.storage.models import BalanceSnapshot, ContractRow, CustomerRow, LedgerRow, Ticket
+from maild.storage.queries import Reader, dialect_name
+from maild.storage.tables import balance_snapshots, ledger, tickets
+from maild.storage.tables import contracts as contract_rows
+from maild.storage.tables import customers as customer_rows
+
+if TYPE_CHECKING:
+    from maild.storage.models import ContractRow
 
 UTC = timezone.utc
 log = logging.getLogger("maild.billing")
@@ -641,11 +648,11 @@ def build_sla_report(
 # ------------------------------------------------------------------ loading from the database
 
 
-_LINE_COLUMNS = (LedgerRow.id, LedgerRow.contract_id, LedgerRow.customer_id, LedgerRow.ticket_id,
-                 LedgerRow.minutes, LedgerRow.overage, LedgerRow.booked_at, LedgerRow.scope, LedgerRow.reverses)
+_LINE_COLUMNS = (ledger.c.id, ledger.c.contract_id, ledger.c.customer_id, ledger.c.ticket_id,
+                 ledger.c.minutes, ledger.c.overage, ledger.c.booked_at, ledger.c.scope, ledger.c.reverses)
 
 
-def _lines(session: Session, query: Executable) -> list[LedgerLine]:
+def _lines(session: Reader, query: Executable) -> list[LedgerLine]:
     return [
         LedgerLine(id=r.id, contract_id=r.contract_id, customer_id=r.customer_id, ticket_id=r.ticket_id,
                    minutes=r.minutes, overage=r.overage, booked_at=r.booked_at, scope=r.scope, reverses=r.reverses)
@@ -653,13 +660,13 @@ def _lines(session: Session, query: Executable) -> list[LedgerLine]:
     ]
 
 
-def load_lines(session: Session, since: datetime | None = None, until: datetime | None = None) -> list[LedgerLine]:
+def load_lines(session: Reader, since: datetime | None = None, until: datetime | None = None) -> list[LedgerLine]:
     """The ledger rows booked in ``[since, until)`` as plain values (all of them when unbounded)."""
-    query = select(*_LINE_COLUMNS).order_by(LedgerRow.id)
+    query = select(*_LINE_COLUMNS).order_by(ledger.c.id)
     if since is not None:
-        query = query.where(LedgerRow.booked_at >= since)
+        query = query.where(ledger.c.booked_at >= since)
     if until is not None:
-        query = query.where(LedgerRow.booked_at < until)
+        query = query.where(ledger.c.booked_at < until)
     return _lines(session, query)
 
 
@@ -689,7 +696,7 @@ def _month_of(column: Any, starts: Sequence[datetime], low: int, high: int) -> A
                 else_=_month_of(column, starts, middle, high))
 
 
-def load_history(session: Session, before: datetime, tz: ZoneInfo,
+def load_history(session: Reader, before: datetime, tz: ZoneInfo,
                  contract_ids: Collection[str] | None = None, since: datetime | None = None) -> list[LedgerLine]:
     """The ledger booked before ``before`` as one summed line per contract, overage flag and local month.
 
@@ -705,17 +712,17 @@ def load_history(session: Session, before: datetime, tz: ZoneInfo,
     unknown contracts are reported from the month's own rows only. ``since``
     (a month's start) leaves out what was booked before it.
     """
-    bounds = [LedgerRow.booked_at < before, *([LedgerRow.booked_at >= since] if since is not None else [])]
-    first = session.scalar(select(func.min(LedgerRow.booked_at)).where(*bounds))
+    bounds = [ledger.c.booked_at < before, *([ledger.c.booked_at >= since] if since is not None else [])]
+    first = session.scalar(select(func.min(ledger.c.booked_at)).where(*bounds))
     if first is None:
         return []
     starts = _month_starts(first, before, tz)
     rows = (
-        select(LedgerRow.contract_id.label("contract_id"), LedgerRow.overage.label("overage"),
-               LedgerRow.minutes.label("minutes"),
-               _month_of(LedgerRow.booked_at, starts, 0, len(starts)).label("month"))
-        .where(*bounds, LedgerRow.contract_id.is_not(None),
-               *([LedgerRow.contract_id.in_(sorted(contract_ids))] if contract_ids is not None else []))
+        select(ledger.c.contract_id.label("contract_id"), ledger.c.overage.label("overage"),
+               ledger.c.minutes.label("minutes"),
+               _month_of(ledger.c.booked_at, starts, 0, len(starts)).label("month"))
+        .where(*bounds, ledger.c.contract_id.is_not(None),
+               *([ledger.c.contract_id.in_(sorted(contract_ids))] if contract_ids is not None else []))
         .subquery()
     )
     query = (
@@ -731,7 +738,7 @@ def load_history(session: Session, before: datetime, tz: ZoneInfo,
     return out
 
 
-def _ticket_infos(session: Session, prefix: str, query: Executable) -> dict[int, TicketInfo]:
+def _ticket_infos(session: Reader, prefix: str, query: Executable) -> dict[int, TicketInfo]:
     return {
         t.id: TicketInfo(id=t.id, ref=f"{prefix}-{t.id}", subject=t.subject, customer_id=t.customer_id,
                          contract_id=t.contract_id, contract_kind=t.contract_kind, created_at=t.created_at,
@@ -741,37 +748,37 @@ def _ticket_infos(session: Session, prefix: str, query: Executable) -> dict[int,
     }
 
 
-_TICKET_COLUMNS = (Ticket.id, Ticket.subject, Ticket.customer_id, Ticket.contract_id, Ticket.contract_kind,
-                   Ticket.created_at, Ticket.reaction_due, Ticket.first_response_at, Ticket.target_due)
+_TICKET_COLUMNS = (tickets.c.id, tickets.c.subject, tickets.c.customer_id, tickets.c.contract_id, tickets.c.contract_kind,
+                   tickets.c.created_at, tickets.c.reaction_due, tickets.c.first_response_at, tickets.c.target_due)
 
 
-def load_tickets(session: Session, prefix: str, created_from: datetime | None = None,
+def load_tickets(session: Reader, prefix: str, created_from: datetime | None = None,
                  created_to: datetime | None = None) -> dict[int, TicketInfo]:
     query = select(*_TICKET_COLUMNS)
     if created_from is not None:
-        query = query.where(Ticket.created_at >= created_from)
+        query = query.where(tickets.c.created_at >= created_from)
     if created_to is not None:
-        query = query.where(Ticket.created_at < created_to)
+        query = query.where(tickets.c.created_at < created_to)
     return _ticket_infos(session, prefix, query)
 
 
-def load_booked_tickets(session: Session, prefix: str, since: datetime, until: datetime) -> dict[int, TicketInfo]:
+def load_booked_tickets(session: Reader, prefix: str, since: datetime, until: datetime) -> dict[int, TicketInfo]:
     """The tickets with time booked in ``[since, until)``, found by a join rather than a list of ids.
 
     An ``IN (...)`` of every booked ticket binds a parameter per ticket and
     fails past the driver's limit (65,535 on PostgreSQL) after about a year.
     """
-    booked = select(LedgerRow.ticket_id).where(LedgerRow.booked_at >= since, LedgerRow.booked_at < until,
-                                               LedgerRow.ticket_id.is_not(None))
-    return _ticket_infos(session, prefix, select(*_TICKET_COLUMNS).where(Ticket.id.in_(booked.scalar_subquery())))
+    booked = select(ledger.c.ticket_id).where(ledger.c.booked_at >= since, ledger.c.booked_at < until,
+                                               ledger.c.ticket_id.is_not(None))
+    return _ticket_infos(session, prefix, select(*_TICKET_COLUMNS).where(tickets.c.id.in_(booked.scalar_subquery())))
 
 
-def contract_from_row(row: ContractRow, tz: ZoneInfo | None = None) -> Contract:
+def contract_from_row(row: ContractRow | Row[Any], tz: ZoneInfo | None = None) -> Contract:
     """A contract that left the customers file, from its row (see ``kinds.contract_from_terms``)."""
     return contract_from_terms(row.id, row.kind, row.start, row.end, row.terms, row.removed_at, tz)
 
 
-def with_first_seen(contract: Contract, row: ContractRow | None) -> Contract:
+def with_first_seen(contract: Contract, row: Row[Any] | None) -> Contract:
     """An sla contract's months start where maild first saw it, unless the file gives opening_month:
     a contract started in January and loaded in December has no carry-over for January-November."""
     if not rules_of(contract.kind).monthly_allowance or row is None:
@@ -781,13 +788,13 @@ def with_first_seen(contract: Contract, row: ContractRow | None) -> Contract:
 
 
 def merge_known_customers(
-    session: Session, customers: Sequence[Customer], tz: ZoneInfo | None = None
+    session: Reader, customers: Sequence[Customer], tz: ZoneInfo | None = None
 ) -> tuple[tuple[Customer, ...], frozenset[str]]:
     """The customers file plus what the database still remembers; and the ids of removed contracts."""
     in_file = {contract.id for customer in customers for contract in customer.contracts}
     extra: dict[str, list[Contract]] = defaultdict(list)
-    rows: dict[str, ContractRow] = {}
-    for row in session.scalars(select(ContractRow).order_by(ContractRow.id)):
+    rows: dict[str, Row[Any]] = {}
+    for row in session.execute(select(contract_rows).order_by(contract_rows.c.id)):
         rows[row.id] = row
         if row.id not in in_file:
             extra[row.customer_id].append(contract_from_row(row, tz))
@@ -802,7 +809,7 @@ def merge_known_customers(
         for customer in customers
     ]
     for customer_id, contracts in sorted(extra.items()):
-        owner = session.get(CustomerRow, customer_id)
+        owner = session.execute(select(customer_rows).where(customer_rows.c.id == customer_id)).first()
         merged.append(Customer(
             id=customer_id, name=owner.name if owner else customer_id,
             language=owner.language if owner else "pl",
@@ -833,7 +840,7 @@ def terms_key(contract: Contract, tz: ZoneInfo) -> str:
     return hashlib.sha256(repr(fields).encode()).hexdigest()
 
 
-def _opening(row: BalanceSnapshot) -> Opening:
+def _opening(row: Row[Any]) -> Opening:
     return _opening_of(row.month, row.drawn_minutes, row.state)
 
 
@@ -847,7 +854,7 @@ def _opening_of(month: str, drawn: int, state: dict[str, Any] | None) -> Opening
     return Opening(month=month, drawn=drawn, sla=sla)
 
 
-def _lock_contracts(session: Session, contract_ids: Collection[str]) -> set[str]:
+def _lock_contracts(session: Reader, contract_ids: Collection[str]) -> set[str]:
     """The contracts whose snapshots this transaction may store: on PostgreSQL those it could lock.
 
     A booking locks its contract's row before it deletes the snapshots after
@@ -860,14 +867,14 @@ def _lock_contracts(session: Session, contract_ids: Collection[str]) -> set[str]
     """
     if not contract_ids:
         return set()
-    if session.get_bind().dialect.name != "postgresql":
+    if dialect_name(session) != "postgresql":
         return set(contract_ids)
-    query = (select(ContractRow.id).where(ContractRow.id.in_(sorted(contract_ids))).order_by(ContractRow.id)
+    query = (select(contract_rows.c.id).where(contract_rows.c.id.in_(sorted(contract_ids))).order_by(contract_rows.c.id)
              .with_for_update(read=True, skip_locked=True))
     return set(session.scalars(query))
 
 
-def opening_balances(session: Session, contracts: Sequence[Contract], month: str, tz: ZoneInfo,
+def opening_balances(session: Reader, contracts: Sequence[Contract], month: str, tz: ZoneInfo,
                      store: bool = False) -> dict[str, Opening]:
     """Each contract's balance as ``month`` begins, from its stored snapshot when there is a valid one.
 
@@ -882,9 +889,9 @@ def opening_balances(session: Session, contracts: Sequence[Contract], month: str
     start, _ = month_bounds(month, tz)
     keys = {c.id: terms_key(c, tz) for c in contracts}
     found: dict[str, Opening] = {}
-    exact = select(BalanceSnapshot.contract_id, BalanceSnapshot.terms, BalanceSnapshot.drawn_minutes,
-                   BalanceSnapshot.state).where(
-        BalanceSnapshot.month == month, *([BalanceSnapshot.contract_id.in_(sorted(keys))] if len(keys) <= 500 else []))
+    exact = select(balance_snapshots.c.contract_id, balance_snapshots.c.terms, balance_snapshots.c.drawn_minutes,
+                   balance_snapshots.c.state).where(
+        balance_snapshots.c.month == month, *([balance_snapshots.c.contract_id.in_(sorted(keys))] if len(keys) <= 500 else []))
     for contract_id, terms, drawn, state in session.execute(exact):
         if keys.get(contract_id) == terms:
             found[contract_id] = _opening_of(month, drawn, state)
@@ -894,11 +901,11 @@ def opening_balances(session: Session, contracts: Sequence[Contract], month: str
     storable = _lock_contracts(session, [c.id for c in missing]) if store else set()
     bases: dict[str, Opening | None] = {}
     for contract in missing:
-        row = session.scalars(
-            select(BalanceSnapshot)
-            .where(BalanceSnapshot.contract_id == contract.id, BalanceSnapshot.month < month,
-                   BalanceSnapshot.terms == keys[contract.id])
-            .order_by(BalanceSnapshot.month.desc()).limit(1)
+        row = session.execute(
+            select(balance_snapshots)
+            .where(balance_snapshots.c.contract_id == contract.id, balance_snapshots.c.month < month,
+                   balance_snapshots.c.terms == keys[contract.id])
+            .order_by(balance_snapshots.c.month.desc()).limit(1)
         ).first()
         latest = None if row is None else _opening(row)
         if latest is not None and rules_of(contract.kind).monthly_allowance and latest.sla is None:
@@ -946,7 +953,7 @@ def opening_balances(session: Session, contracts: Sequence[Contract], month: str
     return found
 
 
-def _store(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+def _store(session: Reader, rows: Sequence[dict[str, Any]]) -> None:
     """Replace the snapshots of ``rows``' contracts and months; nothing when the ledger changed since this
     transaction read it (SQLite) or another report stored them meanwhile: the figures computed stand."""
     spans: dict[str, list[str]] = defaultdict(list)
@@ -955,29 +962,29 @@ def _store(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     try:
         with session.begin_nested():
             for contract_id, months in spans.items():
-                session.execute(delete(BalanceSnapshot).where(
-                    BalanceSnapshot.contract_id == contract_id, BalanceSnapshot.month >= min(months),
-                    BalanceSnapshot.month <= max(months)))
-            session.execute(insert(BalanceSnapshot), list(rows))
+                session.execute(delete(balance_snapshots).where(
+                    balance_snapshots.c.contract_id == contract_id, balance_snapshots.c.month >= min(months),
+                    balance_snapshots.c.month <= max(months)))
+            session.execute(insert(balance_snapshots), list(rows))
     except (OperationalError, IntegrityError) as exc:  # IntegrityError: another report stored them first
         log.info("balance snapshots not stored: %s", exc.orig)
 
 
-def invalidate_snapshots(session: Session, contract_id: str | None, booked_at: datetime, tz: ZoneInfo) -> None:
+def invalidate_snapshots(session: Reader, contract_id: str | None, booked_at: datetime, tz: ZoneInfo) -> None:
     """A row booked at ``booked_at``: the contract's snapshots of the months after its month are stale; delete
     them in the booking's transaction (after locking the contract's row on PostgreSQL, see ``_lock_contracts``)."""
     if contract_id is None:
         return
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         # NO KEY UPDATE: waits for a report holding the row shared, not for the foreign-key checks of
         # transactions inserting tickets or ledger rows of the contract
-        session.execute(select(ContractRow.id).where(ContractRow.id == contract_id).with_for_update(key_share=True))
-    session.execute(delete(BalanceSnapshot).where(BalanceSnapshot.contract_id == contract_id,
-                                                  BalanceSnapshot.month > month_key(booked_at, tz)))
+        session.execute(select(contract_rows.c.id).where(contract_rows.c.id == contract_id).with_for_update(key_share=True))
+    session.execute(delete(balance_snapshots).where(balance_snapshots.c.contract_id == contract_id,
+                                                  balance_snapshots.c.month > month_key(booked_at, tz)))
 
 
 def hours_report(
-    session: Session, customers: Sequence[Customer], month: str, tz: ZoneInfo, prefix: str,
+    session: Reader, customers: Sequence[Customer], month: str, tz: ZoneInfo, prefix: str,
     occasional_unit_minutes: int = DEFAULT_UNIT_MINUTES,
     progress: Callable[[int, int | None], None] | None = None,
     occasional_rate_cents: int | None = None,
@@ -998,7 +1005,7 @@ def hours_report(
 
 
 def contract_balances(
-    session: Session, customers: Sequence[Customer], now: datetime, tz: ZoneInfo, store: bool = False
+    session: Reader, customers: Sequence[Customer], now: datetime, tz: ZoneInfo, store: bool = False
 ) -> list[ContractBalance]:
     """Every contract's standing at ``now`` (``build_balances``) from this month's rows and the balances as
     it began (``store``: keep those that had to be computed, in the caller's transaction)."""
@@ -1010,11 +1017,11 @@ def contract_balances(
     return build_balances(known, lines, now, tz, removed, openings)
 
 
-def sla_report(session: Session, customers: Sequence[Customer], month: str, tz: ZoneInfo, prefix: str,
+def sla_report(session: Reader, customers: Sequence[Customer], month: str, tz: ZoneInfo, prefix: str,
                now: datetime) -> SlaReport:
     start, end = month_bounds(month, tz)
     names = {c.id: c.name for c in customers}
-    for row in session.scalars(select(CustomerRow)):
+    for row in session.execute(select(customer_rows.c.id, customer_rows.c.name)):
         names.setdefault(row.id, row.name)
     tickets = load_tickets(session, prefix, created_from=start, created_to=end)
     return build_sla_report(month, tz, list(tickets.values()), names, now)

@@ -5,8 +5,11 @@ A command group is one module under ``maild/cli/`` with ``register(commands)``;
 ``main.GROUPS`` lists the modules. ``commands.add`` adds a top-level command,
 ``commands.group`` a command with subcommands (shared: two modules may add to
 ``report``), ``commands.add_to`` one subcommand. ``needs`` says what the handler
-is given: ``"database"`` (config, sessions, args), ``"config"`` (config, args)
-or ``"nothing"`` (args; for commands that run before a config exists).
+is given: ``"database"`` (config, ORM sessions, args), ``"engine"`` (config, the
+SQLAlchemy Engine, args: a command that reads through ``storage.queries`` and
+``storage.tables`` and never loads the ORM, a third of its start-up),
+``"config"`` (config, args) or ``"nothing"`` (args; for commands that run before
+a config exists).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ if TYPE_CHECKING:
 
 Handler: TypeAlias = "Callable[[Config, sessionmaker[Session], argparse.Namespace], int]"
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-Needs = Literal["database", "config", "nothing"]
+Needs = Literal["database", "engine", "config", "nothing"]
 UTC = timezone.utc
 
 
@@ -82,24 +85,24 @@ clock: Callable[[], datetime] = _utcnow
 def row_id(text: str) -> int:
     """An argparse type for a record number (quarantine id, ledger entry): a bad or
     out-of-range one is a usage error (exit 2) before the database sees it."""
-    from maild.storage import store
+    from maild.storage.queries import MAX_ROW_ID
 
     value = text.strip()
-    if not (value.isascii() and value.isdigit()) or len(value) > 10 or not 1 <= int(value) <= store.MAX_ROW_ID:
+    if not (value.isascii() and value.isdigit()) or len(value) > 10 or not 1 <= int(value) <= MAX_ROW_ID:
         raise argparse.ArgumentTypeError(f"{text!r} is not a record number (a whole number from 1 to "
-                                         f"{store.MAX_ROW_ID})")
+                                         f"{MAX_ROW_ID})")
     return int(value)
 
 
 def ticket_number(cfg: Config, ref: str) -> int:
     """The ticket number a reference given on the command line names; UsageError when none."""
-    from maild.storage import store
+    from maild.storage.queries import MAX_ROW_ID, parse_ticket_ref
 
-    number = store.parse_ticket_ref(ref, cfg.support.ticket_prefix)
+    number = parse_ticket_ref(ref, cfg.support.ticket_prefix)
     if number is None:
         prefix = cfg.support.ticket_prefix
         raise UsageError(f"{ref!r} is not a ticket reference (write {prefix}-12, {prefix}-<n> with n from 1 to "
-                         f"{store.MAX_ROW_ID})")
+                         f"{MAX_ROW_ID})")
     return number
 
 

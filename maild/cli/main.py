@@ -107,6 +107,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.needs == "config":
             return int(args.handler(cfg, args))
+        if args.needs == "engine":
+            from maild.storage.db import open_engine
+
+            return int(args.handler(cfg, open_engine(cfg.database_url), args))
         from maild.storage.db import open_database
 
         return int(args.handler(cfg, open_database(cfg.database_url), args))

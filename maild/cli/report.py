@@ -19,7 +19,8 @@ from maild.rules.kinds import rules_of
 from maild.rules.scope import scope_name
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
 
     from maild.billing import reports
     from maild.billing.reports import ContractHours, HoursReport
@@ -201,15 +202,16 @@ def send_statements(cfg: Config, session: Session, report: HoursReport, now: dat
     return queued, before
 
 
-def cmd_report_hours(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+def cmd_report_hours(cfg: Config, engine: Engine, args: argparse.Namespace) -> int:
+    """The month's hours; read on a Connection (no ORM), ``--send`` queues the statements through the desk."""
     from maild.billing import reports
 
     tz = tz_of(cfg)
     month = month_arg(args.month, tz)
     customers = customers_of(cfg)
     # one transaction that commits: the balance snapshots the report had to compute are kept for the next
-    with sessions() as session, session.begin(), Progress(f"hours {month}", "customers") as progress:
-        report = reports.hours_report(session, customers, month, tz, cfg.support.ticket_prefix,
+    with engine.begin() as conn, Progress(f"hours {month}", "customers") as progress:
+        report = reports.hours_report(conn, customers, month, tz, cfg.support.ticket_prefix,
                                       cfg.ledger.occasional_unit_minutes, progress,
                                       cfg.billing.occasional_hourly_rate_cents, store=True)
     if args.json:
@@ -219,7 +221,9 @@ def cmd_report_hours(cfg: Config, sessions: sessionmaker[Session], args: argpars
     else:
         _print_hours_table(report)
     if getattr(args, "send", False):
-        with sessions() as session, session.begin():
+        from maild.storage.db import sessions_for
+
+        with sessions_for(engine)() as session, session.begin():
             queued, before = send_statements(cfg, session, report, common.clock())
         out = sys.stderr if (args.json or args.csv) else sys.stdout
         for customer_id in queued:
@@ -247,14 +251,14 @@ def sla_json(report: reports.SlaReport) -> dict[str, Any]:
     ]}
 
 
-def cmd_report_sla(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+def cmd_report_sla(cfg: Config, engine: Engine, args: argparse.Namespace) -> int:
     from maild.billing import reports
 
     tz = tz_of(cfg)
     month = month_arg(args.month, tz)
     customers = customers_of(cfg)
-    with sessions() as session:
-        report = reports.sla_report(session, customers, month, tz, cfg.support.ticket_prefix, common.clock())
+    with engine.connect() as conn:
+        report = reports.sla_report(conn, customers, month, tz, cfg.support.ticket_prefix, common.clock())
     data = sla_json(report)["contracts"]
     if args.json:
         print_json(sla_json(report))
@@ -274,7 +278,7 @@ def register(commands: Commands) -> None:
     report = commands.group("report", "monthly reports")
     for name, helptext, handler in (("hours", "hours per customer, contract and ticket", cmd_report_hours),
                                     ("sla", "reactions met and missed", cmd_report_sla)):
-        r = commands.add_to(report, name, handler, help=helptext)
+        r = commands.add_to(report, name, handler, help=helptext, needs="engine")
         r.add_argument("--month", required=True, help="YYYY-MM")
         fmt = r.add_mutually_exclusive_group()
         fmt.add_argument("--json", action="store_true")

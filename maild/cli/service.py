@@ -10,20 +10,20 @@ from maild.cli.common import Commands
 from maild.cli.output import iso, local, print_json
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from sqlalchemy import Engine
 
     from maild.config import Config
 
 UTC = timezone.utc
 
 
-def cmd_status(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+def cmd_status(cfg: Config, engine: Engine, args: argparse.Namespace) -> int:
     from maild.ops.health import read_health
-    from maild.storage import store
+    from maild.storage import queries
 
     now = datetime.now(UTC)
-    with sessions() as session:
-        health = read_health(session, now)
+    with engine.connect() as conn:
+        health = read_health(conn, now)
     prefix = cfg.support.ticket_prefix
     age = health.oldest_unsent_age
     data: dict[str, Any] = {
@@ -35,7 +35,7 @@ def cmd_status(cfg: Config, sessions: sessionmaker[Session], args: argparse.Name
         "oldest_unsent_age_seconds": None if age is None else int(age.total_seconds()),
         "quarantined": health.quarantined,
         "open_tickets": health.open_tickets,
-        "nearest_due": [{"ref": store.ticket_ref(prefix, tid), "reaction_due": iso(due),
+        "nearest_due": [{"ref": queries.ticket_ref(prefix, tid), "reaction_due": iso(due),
                          "seconds_left": int((due - now).total_seconds())} for tid, due in health.nearest_due],
     }
     if args.json:
@@ -80,5 +80,6 @@ def register(commands: Commands) -> None:
     run.add_argument("--once", action="store_true", help="one cycle (ingest, sweep, send), then exit")
     commands.add("check", help="validate the config and reach every server it names", handler=cmd_check,
                  needs="config")
-    status = commands.add("status", help="health: fetch, outbox, quarantine, nearest breach", handler=cmd_status)
+    status = commands.add("status", help="health: fetch, outbox, quarantine, nearest breach", handler=cmd_status,
+                          needs="engine")
     status.add_argument("--json", action="store_true")

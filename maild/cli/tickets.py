@@ -12,21 +12,22 @@ from maild.cli.output import iso, local, print_json, print_json_stream, print_ta
 from maild.rules.kinds import TIER_NAMES, rules_of
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from sqlalchemy import Engine, Row
+    from sqlalchemy.orm import Session
 
     from maild.config import Config
-    from maild.storage import store
-    from maild.storage.models import Ticket
+    from maild.storage import queries
 
 UTC = timezone.utc
 
 
-def ticket_json(cfg: Config, t: Ticket, rank: int | None, messages: int,
+def ticket_json(cfg: Config, t: Row[Any], rank: int | None, messages: int,
                 expected: date | None = None) -> dict[str, Any]:
-    from maild.storage import store
+    """A ticket's JSON (``tickets list --json``, ``tickets show --json``) from its row in ``tables.tickets``."""
+    from maild.storage.queries import ticket_ref
 
     return {
-        "ref": store.ticket_ref(cfg.support.ticket_prefix, t.id),
+        "ref": ticket_ref(cfg.support.ticket_prefix, t.id),
         "subject": t.subject,
         "status": t.status,
         "customer": t.customer_id,
@@ -50,17 +51,17 @@ def ticket_json(cfg: Config, t: Ticket, rank: int | None, messages: int,
         "resolved_at": iso(t.resolved_at),
         "escalation_level": t.escalation_level,
         "breached": t.breached_at is not None,
-        "linked_to": store.ticket_ref(cfg.support.ticket_prefix, t.linked_to) if t.linked_to else None,
+        "linked_to": ticket_ref(cfg.support.ticket_prefix, t.linked_to) if t.linked_to else None,
         "messages": messages,
         "reasons": list(t.reasons or []),
     }
 
 
-def ticket_filter(args: argparse.Namespace, now: datetime) -> store.TicketFilter:
+def ticket_filter(args: argparse.Namespace, now: datetime) -> queries.TicketFilter:
     """``--customer --assigned --tier --overdue``; they combine (and), and with any paging of the list."""
-    from maild.storage import store
+    from maild.storage import queries
 
-    return store.TicketFilter(
+    return queries.TicketFilter(
         customer=getattr(args, "customer", None),
         assigned=getattr(args, "assigned", None),
         tier=TIER_NAMES.index(args.tier) if getattr(args, "tier", None) else None,
@@ -71,49 +72,42 @@ def ticket_filter(args: argparse.Namespace, now: datetime) -> store.TicketFilter
 TEXT_LIMIT = 100
 
 
-def cmd_tickets_list(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+def cmd_tickets_list(cfg: Config, engine: Engine, args: argparse.Namespace) -> int:
     """The queue, streamed: text shows the count and the first ``--limit`` (100) tickets; JSON all unless limited.
 
     ``--after REF`` continues behind REF in queue order, so a script pages
     through a long queue with ``--limit N --after <last ref of the page>``.
+    The text list reads on a Connection (``storage.queries``, no ORM); the JSON
+    one through a session, which the team's estimate (``desk.team``) needs.
     """
-    from maild.desk.team import Team
-    from maild.storage import store
+    from maild.storage import queries
 
     now = datetime.now(UTC)
     where = ticket_filter(args, now)
     limit = None if args.all else (args.limit if args.limit is not None else (None if args.json else TEXT_LIMIT))
     prefix = cfg.support.ticket_prefix
-    with sessions() as session:
+    if args.json:
+        from maild.storage.db import sessions_for
+
+        with sessions_for(engine)() as session:
+            return _list_json(cfg, session, args, where, limit, now)
+    with engine.connect() as conn:
         after = None
         if args.after is not None:
-            after = store.find_ticket_by_ref(session, args.after, prefix)
+            after = queries.find_ticket_by_ref(conn, args.after, prefix)
             if after is None:
                 raise UsageError(f"tickets list --after {args.after}: no such ticket")
-        chunks = store.stream_tickets(session, args.status, where, after=after, limit=limit)
-        if args.json:
-            team = Team(session, cfg)
-
-            def expected(x: store.ListedTicket) -> date | None:
-                # An estimate for help without a deadline only; an sla ticket has its deadline.
-                t = x.ticket
-                if x.rank is None or not t.verified or rules_of(t.contract_kind).reaction_deadline:
-                    return None
-                return team.expected_by(x.rank, now, tier=t.tier, priority=t.priority)
-
-            print_json_stream(ticket_json(cfg, x.ticket, x.rank, x.messages, expected(x))
-                              for chunk in chunks for x in chunk)
-            return 0
-        total = store.count_tickets(session, args.status, where)
+        chunks = queries.stream_tickets(conn, args.status, where, after=after, limit=limit)
+        total = queries.count_tickets(conn, args.status, where)
         print(f"{total} ticket{'' if total == 1 else 's'}")
         tz = ZoneInfo(cfg.calendar.timezone)
         zone = now.astimezone(tz).tzname()
         shown: list[str] = []
 
-        def rows(chunk: list[store.ListedTicket]) -> list[list[Any]]:
+        def rows(chunk: list[queries.ListedTicket]) -> list[list[Any]]:
             out = []
             for x in chunk:
-                t, ref = x.ticket, store.ticket_ref(prefix, x.ticket.id)
+                t, ref = x.ticket, queries.ticket_ref(prefix, x.ticket.id)
                 shown.append(ref)
                 out.append([x.rank or "-", ref, t.status, TIER_NAMES[t.tier], t.priority,
                             t.customer_id or t.requester, short_local(t.reaction_due, tz, zone), t.subject])
@@ -128,15 +122,40 @@ def cmd_tickets_list(cfg: Config, sessions: sessionmaker[Session], args: argpars
     return 0
 
 
+def _list_json(cfg: Config, session: Session, args: argparse.Namespace, where: queries.TicketFilter,
+               limit: int | None, now: datetime) -> int:
+    """``tickets list --json``: every ticket's JSON, with the team's estimate for help without a deadline."""
+    from maild.desk.team import Team
+    from maild.storage import queries
+
+    after = None
+    if args.after is not None:
+        after = queries.find_ticket_by_ref(session, args.after, cfg.support.ticket_prefix)
+        if after is None:
+            raise UsageError(f"tickets list --after {args.after}: no such ticket")
+    chunks = queries.stream_tickets(session, args.status, where, after=after, limit=limit)
+    team = Team(session, cfg)
+
+    def expected(x: queries.ListedTicket) -> date | None:
+        # An estimate for help without a deadline only; an sla ticket has its deadline.
+        t = x.ticket
+        if x.rank is None or not t.verified or rules_of(t.contract_kind).reaction_deadline:
+            return None
+        return team.expected_by(x.rank, now, tier=t.tier, priority=t.priority)
+
+    print_json_stream(ticket_json(cfg, x.ticket, x.rank, x.messages, expected(x)) for chunk in chunks for x in chunk)
+    return 0
+
+
 def _positive(text: str) -> int:
-    from maild.storage import store
+    from maild.storage.queries import MAX_ROW_ID
 
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= store.MAX_ROW_ID:  # a larger LIMIT overflowed in the database driver
-        raise argparse.ArgumentTypeError(f"must be from 1 to {store.MAX_ROW_ID}, got {value}")
+    if not 1 <= value <= MAX_ROW_ID:  # a larger LIMIT overflowed in the database driver
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_ROW_ID}, got {value}")
     return value
 
 
@@ -146,29 +165,29 @@ def _notify_event(dedupe_key: str) -> str:
     return parts[1] if len(parts) > 1 and parts[0] == "notify" else ""
 
 
-def cmd_tickets_show(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+def cmd_tickets_show(cfg: Config, engine: Engine, args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from maild.desk.desk import NOTIFY_KINDS
-    from maild.storage import store
-    from maild.storage.models import AttachmentRow, Event, LedgerRow, MessageRow, OutboxRow, Ticket
+    from maild.storage import queries
+    from maild.storage.tables import attachments, events, ledger, messages, outbox
 
-    with sessions() as session:
-        ticket = session.get(Ticket, ticket_number(cfg, args.ref))
+    with engine.connect() as conn:
+        ticket = queries.find_ticket(conn, ticket_number(cfg, args.ref))
         if ticket is None:
             print(f"maild: no ticket {args.ref}", file=sys.stderr)
             return 1
-        rows = list(session.scalars(select(MessageRow).where(MessageRow.ticket_id == ticket.id).order_by(MessageRow.id)))
-        atts = list(session.scalars(select(AttachmentRow).where(AttachmentRow.message_row_id.in_([r.id for r in rows]))))
-        events = list(session.scalars(select(Event).where(Event.ticket_id == ticket.id).order_by(Event.id)))
-        ledger = list(session.scalars(select(LedgerRow).where(LedgerRow.ticket_id == ticket.id).order_by(LedgerRow.id)))
-        told = list(session.scalars(select(OutboxRow).where(OutboxRow.ticket_id == ticket.id,
-                                                            OutboxRow.kind.in_(NOTIFY_KINDS)).order_by(OutboxRow.id)))
-        data = ticket_json(cfg, ticket, store.queue_rank(session, ticket), len(rows))
+        m, a, e, led, o = messages.c, attachments.c, events.c, ledger.c, outbox.c
+        rows = list(conn.execute(select(messages).where(m.ticket_id == ticket.id).order_by(m.id)))
+        atts = list(conn.execute(select(attachments).where(a.message_row_id.in_([r.id for r in rows]))))
+        history = list(conn.execute(select(events).where(e.ticket_id == ticket.id).order_by(e.id)))
+        booked = list(conn.execute(select(ledger).where(led.ticket_id == ticket.id).order_by(led.id)))
+        told = list(conn.execute(select(outbox).where(o.ticket_id == ticket.id, o.kind.in_(queries.NOTIFY_KINDS))
+                                 .order_by(o.id)))
+        data = ticket_json(cfg, ticket, queries.queue_rank(conn, ticket), len(rows))
     by_message: dict[int, list[dict[str, Any]]] = {}
-    for a in atts:
-        by_message.setdefault(a.message_row_id, []).append(
-            {"filename": a.filename, "content_type": a.content_type, "size": a.size, "sha256": a.sha256})
+    for att in atts:
+        by_message.setdefault(att.message_row_id, []).append(
+            {"filename": att.filename, "content_type": att.content_type, "size": att.size, "sha256": att.sha256})
     data["messages"] = [
         {
             "message_id": r.message_id, "direction": r.direction, "role": r.role, "kind": r.kind,
@@ -178,11 +197,11 @@ def cmd_tickets_show(cfg: Config, sessions: sessionmaker[Session], args: argpars
         }
         for r in rows
     ]
-    data["time_logged_minutes"] = sum(e.minutes for e in ledger)
+    data["time_logged_minutes"] = sum(b.minutes for b in booked)
     data["time_entries"] = [
-        {"id": e.id, "minutes": e.minutes, "by": e.by, "scope": e.scope, "booked_at": iso(e.booked_at),
-         "contract_id": e.contract_id, "overage": e.overage, "reverses": e.reverses, "note": e.note}
-        for e in ledger
+        {"id": b.id, "minutes": b.minutes, "by": b.by, "scope": b.scope, "booked_at": iso(b.booked_at),
+         "contract_id": b.contract_id, "overage": b.overage, "reverses": b.reverses, "note": b.note}
+        for b in booked
     ]
     data["notifications"] = [
         {"to": ", ".join(str(r) for r in n.recipients), "event": _notify_event(n.dedupe_key), "kind": n.kind,
@@ -190,9 +209,9 @@ def cmd_tickets_show(cfg: Config, sessions: sessionmaker[Session], args: argpars
         for n in told
     ]
     data["delivery_failures"] = [
-        {"at": iso(e.at), **e.detail} for e in events if e.kind == "delivery_failed"
+        {"at": iso(h.at), **h.detail} for h in history if h.kind == "delivery_failed"
     ]
-    data["events"] = [{"at": iso(e.at), "kind": e.kind, "actor": e.actor, **e.detail} for e in events]
+    data["events"] = [{"at": iso(h.at), "kind": h.kind, "actor": h.actor, **h.detail} for h in history]
     if args.json:
         print_json(data)
         return 0
@@ -221,7 +240,7 @@ def cmd_tickets_show(cfg: Config, sessions: sessionmaker[Session], args: argpars
 
 def register(commands: Commands) -> None:
     tickets = commands.group("tickets", "the ticket queue")
-    tl = commands.add_to(tickets, "list", cmd_tickets_list, help="tickets in queue order")
+    tl = commands.add_to(tickets, "list", cmd_tickets_list, help="tickets in queue order", needs="engine")
     tl.add_argument("--status", choices=["new", "open", "waiting", "resolved", "closed", "all"])
     tl.add_argument("--customer", metavar="ID", help="only this customer's tickets (its id in the customers file)")
     tl.add_argument("--assigned", metavar="EMAIL", help="only tickets assigned to this consultant; 'none': nobody's")
@@ -233,6 +252,6 @@ def register(commands: Commands) -> None:
                       help=f"at most N tickets (text: {TEXT_LIMIT} unless --all; JSON: all unless --limit)")
     page.add_argument("--all", action="store_true", help="every ticket (text)")
     tl.add_argument("--after", metavar="REF", help="continue behind REF in queue order (the next page)")
-    ts = commands.add_to(tickets, "show", cmd_tickets_show, help="one ticket with its thread")
+    ts = commands.add_to(tickets, "show", cmd_tickets_show, help="one ticket with its thread", needs="engine")
     ts.add_argument("ref")
     ts.add_argument("--json", action="store_true")

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Integer, TextualSelect, func, select, text
-from sqlalchemy.orm import Session
 
-from maild.storage import store
-from maild.storage.models import AWAITING_REACTION, QuarantineRow, Ticket, UtcDateTime
+from maild.storage import queries
+from maild.storage.queries import Reader, dialect_name
+from maild.storage.tables import AWAITING_REACTION, UtcDateTime, quarantine, tickets
 
 
 @dataclass(frozen=True)
@@ -47,25 +47,26 @@ def _nearest_due(dialect: str) -> TextualSelect:
     ).columns(id=Integer, reaction_due=UtcDateTime)
 
 
-def read_health(session: Session, now: datetime, nearest: int = 5, queue: bool = True) -> Health:
+def read_health(db: Reader, now: datetime, nearest: int = 5, queue: bool = True) -> Health:
     """The figures of ``maild status``; ``queue=False`` reads only what the alerts need.
 
     The daemon checks for alerts every cycle, and the alert rule looks at the
     last fetch and the outbox only: counting the open tickets and the held
     quarantine there cost a scan that grew with the queue (0.3 s a cycle with
     800,000 open tickets). Without ``queue`` those figures are 0 and empty.
+    ``db``: the daemon's session, or ``status``'s Connection (no ORM loaded).
     """
-    last = store.get_state(session, "last_fetch_at")
-    waiting = store.get_state(session, "mail_waiting")
-    depth, oldest = store.outbox_stats(session, now)
+    last = queries.get_state(db, "last_fetch_at")
+    waiting = queries.get_state(db, "mail_waiting")
+    depth, oldest = queries.outbox_stats(db, now)
     quarantined = open_count = 0
     due: list[Any] = []
     if queue:
-        quarantined = int(session.scalar(
-            select(func.count()).select_from(QuarantineRow).where(QuarantineRow.status == "held")) or 0)
-        open_count = int(session.scalar(
-            select(func.count()).select_from(Ticket).where(Ticket.status.in_(store.OPEN_STATUSES))) or 0)
-        due = list(session.execute(_nearest_due(session.get_bind().dialect.name), {"n": nearest}).all())
+        quarantined = int(db.scalar(
+            select(func.count()).select_from(quarantine).where(quarantine.c.status == "held")) or 0)
+        open_count = int(db.scalar(
+            select(func.count()).select_from(tickets).where(tickets.c.status.in_(queries.OPEN_STATUSES))) or 0)
+        due = list(db.execute(_nearest_due(dialect_name(db)), {"n": nearest}).all())
     return Health(
         now=now, last_fetch_at=datetime.fromisoformat(last) if last else None, outbox_depth=depth,
         oldest_unsent=oldest, quarantined=quarantined, open_tickets=open_count,

@@ -10,20 +10,18 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
 from maild.errors import MaildError
 from maild.storage.blobs import make_private_dir
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
+    from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("maild.db")
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -131,7 +129,12 @@ def upgrade(engine: Engine) -> None:
             command.upgrade(cfg, "head")
 
 
-def open_database(url: str, migrate: bool = True) -> sessionmaker[Session]:
+def open_engine(url: str, migrate: bool = True) -> Engine:
+    """The engine of a database at the schema's head (migrated first unless ``migrate`` is false).
+
+    What a command that only reads needs (``tables`` and ``queries`` on its
+    connections): no ORM is imported on the way.
+    """
     engine = make_engine(url)
     try:
         if migrate:
@@ -141,4 +144,15 @@ def open_database(url: str, migrate: bool = True) -> sessionmaker[Session]:
                 upgrade(engine)
     except OperationalError as exc:
         raise DatabaseError(f"database {safe_url(url)}: {exc.orig}") from None
+    return engine
+
+
+def sessions_for(engine: Engine) -> sessionmaker[Session]:
+    """ORM sessions on ``engine``, as ``open_database`` makes them (objects stay readable after commit)."""
+    from sqlalchemy.orm import sessionmaker
+
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def open_database(url: str, migrate: bool = True) -> sessionmaker[Session]:
+    return sessions_for(open_engine(url, migrate))

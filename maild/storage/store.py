@@ -19,6 +19,24 @@ from maild.errors import ConfigError
 from maild.storage.blobs import BlobMissing, BlobStore, PackedBlob
 from maild.rules.customers import Customer
 from maild.rules.kinds import contract_terms
+# the reads without the ORM live in queries; re-exported for the callers that know them here
+from maild.storage.queries import (
+    MAX_ROW_ID as MAX_ROW_ID,
+    OPEN_STATUSES as OPEN_STATUSES,
+    ListedTicket as ListedTicket,
+    TicketFilter as TicketFilter,
+    count_tickets as count_tickets,
+    get_state as get_state,
+    message_counts as message_counts,
+    outbox_stats as outbox_stats,
+    parse_ticket_ref as parse_ticket_ref,
+    queue_after as queue_after,
+    queue_before as queue_before,
+    queue_order as queue_order,
+    queue_rank as queue_rank,
+    stream_tickets as stream_tickets,
+    ticket_ref as ticket_ref,
+)
 from maild.storage.models import (
     AttachmentRow,
     ContractRow,
@@ -32,13 +50,6 @@ from maild.storage.models import (
     StateRow,
     Ticket,
 )
-
-OPEN_STATUSES = ("new", "open", "waiting")
-
-
-def ticket_ref(prefix: str, number: int) -> str:
-    return f"{prefix}-{number}"
-
 
 def new_message_id(domain: str, ticket_id: int | None, kind: str) -> str:
     """Our own Message-ID (without <>), unique and recognisable as ours."""
@@ -347,43 +358,6 @@ def recent_automatic_mail(session: Session, keys: Iterable[str], since: datetime
     return counts
 
 
-def queue_order() -> tuple[Any, ...]:
-    return (
-        Ticket.tier, Ticket.priority,
-        Ticket.reaction_due.is_(None), Ticket.reaction_due, Ticket.created_at, Ticket.id,
-    )
-
-
-@dataclass(frozen=True)
-class TicketFilter:
-    """What ``tickets list`` narrows the queue to; every field set must hold (and).
-
-    ``assigned`` is a consultant's address, or ``"none"`` for tickets nobody has;
-    ``tier`` is the tier's number (``prioritise.TIER_NAMES``); ``overdue_at``:
-    the reaction deadline passed before this moment without a first response.
-    """
-
-    customer: str | None = None
-    assigned: str | None = None
-    tier: int | None = None
-    overdue_at: datetime | None = None
-
-    def conditions(self) -> list[Any]:
-        """SQL conditions on ``Ticket``, to add to any ticket query (a page, a count, the whole list)."""
-        found: list[Any] = []
-        if self.customer is not None:
-            found.append(Ticket.customer_id == self.customer)
-        if self.assigned is not None:
-            found.append(Ticket.assigned_to.is_(None) if self.assigned == "none"
-                         else func.lower(Ticket.assigned_to) == self.assigned.lower())
-        if self.tier is not None:
-            found.append(Ticket.tier == self.tier)
-        if self.overdue_at is not None:
-            found += [Ticket.reaction_due.is_not(None), Ticket.reaction_due < self.overdue_at,
-                      Ticket.first_response_at.is_(None)]
-        return found
-
-
 def list_tickets(session: Session, status: str | None = None, where: TicketFilter | None = None) -> list[Ticket]:
     query = select(Ticket)
     if status is None:
@@ -395,135 +369,10 @@ def list_tickets(session: Session, status: str | None = None, where: TicketFilte
     return list(session.scalars(query.order_by(*queue_order())))
 
 
-def message_counts(session: Session, ticket_ids: Sequence[int]) -> dict[int, int]:
-    counts: dict[int, int] = {}
-    for i in range(0, len(ticket_ids), 500):
-        rows = session.execute(
-            select(MessageRow.ticket_id, func.count()).where(MessageRow.ticket_id.in_(ticket_ids[i : i + 500]))
-            .group_by(MessageRow.ticket_id)
-        )
-        counts.update({int(t): int(c) for t, c in rows if t is not None})
-    return counts
-
-
 def queue_ranks(session: Session) -> dict[int, int]:
     """1-based position of every open ticket in the queue (reads the whole queue: for tests and small tools)."""
     ids = session.scalars(select(Ticket.id).where(Ticket.status.in_(OPEN_STATUSES)).order_by(*queue_order()))
     return {tid: i for i, tid in enumerate(ids, start=1)}
-
-
-def queue_before(ticket: Ticket) -> ColumnElement[bool]:
-    """Tickets ahead of ``ticket`` in queue order (``queue_order``), as a condition.
-
-    Written out term by term because the order puts a missing deadline last,
-    which a row-value comparison with NULL cannot express.
-    """
-    rest = or_(Ticket.created_at < ticket.created_at,
-               and_(Ticket.created_at == ticket.created_at, Ticket.id < ticket.id))
-    if ticket.reaction_due is None:
-        due = or_(Ticket.reaction_due.is_not(None), and_(Ticket.reaction_due.is_(None), rest))
-    else:
-        due = or_(Ticket.reaction_due < ticket.reaction_due,
-                  and_(Ticket.reaction_due == ticket.reaction_due, rest))
-    return or_(Ticket.tier < ticket.tier,
-               and_(Ticket.tier == ticket.tier,
-                    or_(Ticket.priority < ticket.priority, and_(Ticket.priority == ticket.priority, due))))
-
-
-def queue_after(ticket: Ticket) -> ColumnElement[bool]:
-    """Tickets behind ``ticket`` in queue order: the next page after it (``tickets list --after``)."""
-    rest = or_(Ticket.created_at > ticket.created_at,
-               and_(Ticket.created_at == ticket.created_at, Ticket.id > ticket.id))
-    if ticket.reaction_due is None:
-        due = and_(Ticket.reaction_due.is_(None), rest)
-    else:
-        due = or_(Ticket.reaction_due.is_(None), Ticket.reaction_due > ticket.reaction_due,
-                  and_(Ticket.reaction_due == ticket.reaction_due, rest))
-    return or_(Ticket.tier > ticket.tier,
-               and_(Ticket.tier == ticket.tier,
-                    or_(Ticket.priority > ticket.priority, and_(Ticket.priority == ticket.priority, due))))
-
-
-def queue_rank(session: Session, ticket: Ticket) -> int | None:
-    """The ticket's 1-based place in the queue, counted in the database; None when it is not open."""
-    if ticket.status not in OPEN_STATUSES:
-        return None
-    ahead = session.scalar(select(func.count()).select_from(Ticket)
-                           .where(Ticket.status.in_(OPEN_STATUSES), queue_before(ticket)))
-    return int(ahead or 0) + 1
-
-
-def _listed(status: str | None, where: TicketFilter | None) -> list[Any]:
-    found: list[Any] = []
-    if status is None:
-        found.append(Ticket.status.in_(OPEN_STATUSES))
-    elif status != "all":
-        found.append(Ticket.status == status)
-    if where is not None:
-        found += where.conditions()
-    return found
-
-
-def count_tickets(session: Session, status: str | None = None, where: TicketFilter | None = None) -> int:
-    return int(session.scalar(select(func.count()).select_from(Ticket).where(*_listed(status, where))) or 0)
-
-
-@dataclass(frozen=True)
-class ListedTicket:
-    ticket: Ticket
-    rank: int | None
-    messages: int
-
-
-def stream_tickets(
-    session: Session, status: str | None = None, where: TicketFilter | None = None, *,
-    after: Ticket | None = None, limit: int | None = None, chunk: int = 500,
-) -> Iterator[list[ListedTicket]]:
-    """The list in queue order, ``chunk`` tickets at a time, with queue ranks and message counts.
-
-    Memory stays that of one chunk however long the queue: rows are streamed
-    and each chunk is dropped from the session once yielded. A rank is the
-    place among all open tickets, so a filtered list walks the open queue
-    alongside (one more ordered read of ids only); the plain open list
-    counts its own rows. ``after`` starts behind that ticket (a cursor).
-    """
-    conditions = _listed(status, where)
-    if after is not None:
-        conditions.append(queue_after(after))
-    query = select(Ticket).where(*conditions).order_by(*queue_order())
-    if limit is not None:
-        query = query.limit(limit)
-    ahead = 0
-    if after is not None:
-        ahead = int(session.scalar(select(func.count()).select_from(Ticket).where(
-            Ticket.status.in_(OPEN_STATUSES), or_(queue_before(after), Ticket.id == after.id))) or 0)
-    plain = status is None and (where is None or not where.conditions())
-    open_ids: Iterator[int] | None = None
-    if not plain:
-        open_query = select(Ticket.id).where(Ticket.status.in_(OPEN_STATUSES)).order_by(*queue_order())
-        if after is not None:
-            open_query = open_query.where(queue_after(after))
-        open_ids = iter(session.scalars(open_query.execution_options(yield_per=5000)))
-    position = ahead
-    for part in session.scalars(query.execution_options(yield_per=chunk)).partitions():
-        tickets = list(part)
-        counts = message_counts(session, [t.id for t in tickets])
-        out: list[ListedTicket] = []
-        for ticket in tickets:
-            rank: int | None = None
-            if ticket.status in OPEN_STATUSES:
-                if open_ids is None:
-                    position += 1
-                else:
-                    for tid in open_ids:
-                        position += 1
-                        if tid == ticket.id:
-                            break
-                rank = position
-            out.append(ListedTicket(ticket, rank, counts.get(ticket.id, 0)))
-        yield out
-        for ticket in tickets:
-            session.expunge(ticket)
 
 
 # ---------------------------------------------------------------- outbox
@@ -563,13 +412,6 @@ def enqueue(
 
 def outbox_queued(session: Session, dedupe_key: str) -> bool:
     return session.scalar(select(OutboxRow.id).where(OutboxRow.dedupe_key == dedupe_key)) is not None
-
-
-def outbox_stats(session: Session, now: datetime) -> tuple[int, datetime | None]:
-    depth, oldest = session.execute(
-        select(func.count(), func.min(OutboxRow.created_at)).where(OutboxRow.status == "pending")
-    ).one()
-    return int(depth or 0), oldest
 
 
 # ---------------------------------------------------------------- customers
@@ -647,11 +489,6 @@ def sync_customers(session: Session, customers: Sequence[Customer], now: datetim
 
 # ---------------------------------------------------------------- state
 
-def get_state(session: Session, key: str) -> str | None:
-    row = session.get(StateRow, key)
-    return None if row is None else row.value
-
-
 def insert_state_once(sessions: Any, key: str, value: str, now: datetime) -> None:
     """Store ``value`` under ``key`` unless a value is there already (another process
     may race us to it: the first one wins, in its own transaction)."""
@@ -671,27 +508,6 @@ def set_state(session: Session, key: str, value: str, now: datetime) -> None:
         session.add(StateRow(key=key, value=value, updated_at=now))
     else:
         row.value, row.updated_at = value, now
-
-
-# Row ids are PostgreSQL INTEGER (SQLite's hold 64 bits): a larger number from the
-# command line must be a usage error, not an OverflowError or DataError in the driver.
-MAX_ROW_ID = 2**31 - 1
-
-
-def parse_ticket_ref(ref: str, prefix: str) -> int | None:
-    """The ticket number in ``SUP-12``, ``[SUP-12]`` or ``12``; None when it cannot name a ticket."""
-    text = ref.strip().upper().strip("[]")
-    if text.startswith(prefix.upper() + "-"):
-        text = text[len(prefix) + 1 :]
-    if not (text.isascii() and text.isdigit()) or len(text) > 10:
-        return None
-    number = int(text)
-    return number if 1 <= number <= MAX_ROW_ID else None
-
-
-def find_ticket_by_ref(session: Session, ref: str, prefix: str) -> Ticket | None:
-    number = parse_ticket_ref(ref, prefix)
-    return None if number is None else session.get(Ticket, number)
 
 
 def tickets_due_for_sweep(session: Session, now: datetime, limit: int = 1000) -> list[Ticket]:

@@ -18,7 +18,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.cli.main import main as cli_main
-from maild.storage import store
+from maild.storage import queries, store
 from maild.storage.db import open_database
 from maild.storage.models import Ticket
 from tests.helpers import maildir_source, write_config
@@ -64,23 +64,27 @@ def test_rank_and_cursor_follow_the_queue_order(backend: str, tmp_path: Path,
     open_order = [r["id"] for r in ordered if r["status"] in store.OPEN_STATUSES]
     with sessions() as session:
         assert store.queue_ranks(session) == {tid: i for i, tid in enumerate(open_order, start=1)}
-        for row in rows[:60]:
-            ticket = session.get(Ticket, row["id"])
-            assert ticket is not None
-            expected = open_order.index(row["id"]) + 1 if row["id"] in open_order else None
-            assert store.queue_rank(session, ticket) == expected, row
-            behind = [r["id"] for r in ordered[ordered.index(row) + 1:]]
-            got = [x.ticket.id for chunk in store.stream_tickets(session, "all", after=ticket, chunk=7)
-                   for x in chunk]
-            assert got == behind, row
-        # the plain open list and a filtered one give the same ranks as the whole queue
-        listed = [(x.ticket.id, x.rank) for chunk in store.stream_tickets(session, chunk=11) for x in chunk]
-        assert listed == [(tid, i) for i, tid in enumerate(open_order, start=1)]
-        tier2 = [(x.ticket.id, x.rank) for chunk in store.stream_tickets(
-            session, "all", store.TicketFilter(tier=2), chunk=5) for x in chunk]
-        assert tier2 == [(r["id"], open_order.index(r["id"]) + 1 if r["id"] in open_order else None)
-                         for r in ordered if r["tier"] == 2]
-    sessions.kw["bind"].dispose()
+    engine = sessions.kw["bind"]
+    # the daemon's way (a session, ORM tickets as cursors) and the CLI's (a Connection, Core rows)
+    with sessions() as session, engine.connect() as conn:
+        for db in (session, conn):
+            for row in rows[:60]:
+                ticket = session.get(Ticket, row["id"]) if db is session else queries.find_ticket(conn, row["id"])
+                assert ticket is not None
+                expected = open_order.index(row["id"]) + 1 if row["id"] in open_order else None
+                assert store.queue_rank(db, ticket) == expected, row
+                behind = [r["id"] for r in ordered[ordered.index(row) + 1:]]
+                got = [x.ticket.id for chunk in store.stream_tickets(db, "all", after=ticket, chunk=7)
+                       for x in chunk]
+                assert got == behind, row
+            # the plain open list and a filtered one give the same ranks as the whole queue
+            listed = [(x.ticket.id, x.rank) for chunk in store.stream_tickets(db, chunk=11) for x in chunk]
+            assert listed == [(tid, i) for i, tid in enumerate(open_order, start=1)]
+            tier2 = [(x.ticket.id, x.rank) for chunk in store.stream_tickets(
+                db, "all", store.TicketFilter(tier=2), chunk=5) for x in chunk]
+            assert tier2 == [(r["id"], open_order.index(r["id"]) + 1 if r["id"] in open_order else None)
+                             for r in ordered if r["tier"] == 2]
+    engine.dispose()
 
 
 def test_list_pages_through_the_queue(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -1,0 +1,254 @@
+"""Reads of the queue, the outbox and the state table in SQLAlchemy Core: what the read-only commands need.
+
+``status``, ``tickets list|show`` and the reports read through these on a
+Connection and never import the ORM (with the 16 mapped classes, ``import
+sqlalchemy.orm`` and the mapping were most of such a command's start-up). Every
+function also takes a Session (the daemon and the desk call the same ones inside
+their transactions; ``Session.execute`` flushes pending objects first, as its
+ORM queries do). Rows come back as SQLAlchemy ``Row`` objects, whose attributes
+are the table's column names, so code written for a ``models.Ticket`` reads
+one the same way. ``store`` re-exports what its callers used from there.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+from sqlalchemy import ColumnElement, Connection, Row, and_, func, or_, select
+
+from maild.storage.tables import outbox, state, tickets
+from maild.storage.tables import messages as message_rows
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+Reader: TypeAlias = "Connection | Session"
+
+OPEN_STATUSES = ("new", "open", "waiting")
+# the outbox kinds of the consultants' notifications about a ticket (``desk.desk`` queues them,
+# ``tickets show`` lists them)
+NOTIFY_KINDS = ("notify_new", "notify_reply")
+
+# Row ids are PostgreSQL INTEGER (SQLite's hold 64 bits): a larger number from the
+# command line must be a usage error, not an OverflowError or DataError in the driver.
+MAX_ROW_ID = 2**31 - 1
+
+
+def dialect_name(db: Reader) -> str:
+    return db.dialect.name if isinstance(db, Connection) else db.get_bind().dialect.name
+
+
+def ticket_ref(prefix: str, number: int) -> str:
+    return f"{prefix}-{number}"
+
+
+def parse_ticket_ref(ref: str, prefix: str) -> int | None:
+    """The ticket number in ``SUP-12``, ``[SUP-12]`` or ``12``; None when it cannot name a ticket."""
+    text = ref.strip().upper().strip("[]")
+    if text.startswith(prefix.upper() + "-"):
+        text = text[len(prefix) + 1 :]
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
+        return None
+    number = int(text)
+    return number if 1 <= number <= MAX_ROW_ID else None
+
+
+# ---------------------------------------------------------------- state and outbox
+
+def get_state(db: Reader, key: str) -> str | None:
+    value = db.scalar(select(state.c.value).where(state.c.key == key))
+    return None if value is None else str(value)
+
+
+def outbox_stats(db: Reader, now: datetime) -> tuple[int, datetime | None]:
+    depth, oldest = db.execute(
+        select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.status == "pending")
+    ).one()
+    return int(depth or 0), oldest
+
+
+# ---------------------------------------------------------------- the queue
+
+class QueuePlace(Protocol):
+    """What places a ticket in the queue: a ``models.Ticket`` or a row of ``tables.tickets``."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def tier(self) -> int: ...
+    @property
+    def priority(self) -> str: ...
+    @property
+    def reaction_due(self) -> datetime | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+T = tickets.c
+
+
+def queue_order() -> tuple[Any, ...]:
+    return (T.tier, T.priority, T.reaction_due.is_(None), T.reaction_due, T.created_at, T.id)
+
+
+@dataclass(frozen=True)
+class TicketFilter:
+    """What ``tickets list`` narrows the queue to; every field set must hold (and).
+
+    ``assigned`` is a consultant's address, or ``"none"`` for tickets nobody has;
+    ``tier`` is the tier's number (``prioritise.TIER_NAMES``); ``overdue_at``:
+    the reaction deadline passed before this moment without a first response.
+    """
+
+    customer: str | None = None
+    assigned: str | None = None
+    tier: int | None = None
+    overdue_at: datetime | None = None
+
+    def conditions(self) -> list[Any]:
+        """SQL conditions on the tickets table, to add to any ticket query (a page, a count, the whole list)."""
+        found: list[Any] = []
+        if self.customer is not None:
+            found.append(T.customer_id == self.customer)
+        if self.assigned is not None:
+            found.append(T.assigned_to.is_(None) if self.assigned == "none"
+                         else func.lower(T.assigned_to) == self.assigned.lower())
+        if self.tier is not None:
+            found.append(T.tier == self.tier)
+        if self.overdue_at is not None:
+            found += [T.reaction_due.is_not(None), T.reaction_due < self.overdue_at, T.first_response_at.is_(None)]
+        return found
+
+
+def queue_before(ticket: QueuePlace) -> ColumnElement[bool]:
+    """Tickets ahead of ``ticket`` in queue order (``queue_order``), as a condition.
+
+    Written out term by term because the order puts a missing deadline last,
+    which a row-value comparison with NULL cannot express.
+    """
+    rest = or_(T.created_at < ticket.created_at, and_(T.created_at == ticket.created_at, T.id < ticket.id))
+    if ticket.reaction_due is None:
+        due = or_(T.reaction_due.is_not(None), and_(T.reaction_due.is_(None), rest))
+    else:
+        due = or_(T.reaction_due < ticket.reaction_due, and_(T.reaction_due == ticket.reaction_due, rest))
+    return or_(T.tier < ticket.tier,
+               and_(T.tier == ticket.tier,
+                    or_(T.priority < ticket.priority, and_(T.priority == ticket.priority, due))))
+
+
+def queue_after(ticket: QueuePlace) -> ColumnElement[bool]:
+    """Tickets behind ``ticket`` in queue order: the next page after it (``tickets list --after``)."""
+    rest = or_(T.created_at > ticket.created_at, and_(T.created_at == ticket.created_at, T.id > ticket.id))
+    if ticket.reaction_due is None:
+        due = and_(T.reaction_due.is_(None), rest)
+    else:
+        due = or_(T.reaction_due.is_(None), T.reaction_due > ticket.reaction_due,
+                  and_(T.reaction_due == ticket.reaction_due, rest))
+    return or_(T.tier > ticket.tier,
+               and_(T.tier == ticket.tier,
+                    or_(T.priority > ticket.priority, and_(T.priority == ticket.priority, due))))
+
+
+def queue_rank(db: Reader, ticket: QueuePlace) -> int | None:
+    """The ticket's 1-based place in the queue, counted in the database; None when it is not open."""
+    if ticket.status not in OPEN_STATUSES:
+        return None
+    ahead = db.scalar(select(func.count()).select_from(tickets)
+                      .where(T.status.in_(OPEN_STATUSES), queue_before(ticket)))
+    return int(ahead or 0) + 1
+
+
+def find_ticket(db: Reader, number: int) -> Row[Any] | None:
+    """The ticket's row (every column), or None."""
+    return db.execute(select(tickets).where(T.id == number)).first()
+
+
+def find_ticket_by_ref(db: Reader, ref: str, prefix: str) -> Row[Any] | None:
+    number = parse_ticket_ref(ref, prefix)
+    return None if number is None else find_ticket(db, number)
+
+
+def message_counts(db: Reader, ticket_ids: Sequence[int]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    m = message_rows.c
+    for i in range(0, len(ticket_ids), 500):
+        rows = db.execute(
+            select(m.ticket_id, func.count()).where(m.ticket_id.in_(ticket_ids[i : i + 500])).group_by(m.ticket_id)
+        )
+        counts.update({int(t): int(c) for t, c in rows if t is not None})
+    return counts
+
+
+def listed(status: str | None, where: TicketFilter | None) -> list[Any]:
+    """The conditions of a ``tickets list``: open tickets unless ``status`` says which ("all": every one)."""
+    found: list[Any] = []
+    if status is None:
+        found.append(T.status.in_(OPEN_STATUSES))
+    elif status != "all":
+        found.append(T.status == status)
+    if where is not None:
+        found += where.conditions()
+    return found
+
+
+def count_tickets(db: Reader, status: str | None = None, where: TicketFilter | None = None) -> int:
+    return int(db.scalar(select(func.count()).select_from(tickets).where(*listed(status, where))) or 0)
+
+
+@dataclass(frozen=True)
+class ListedTicket:
+    ticket: Row[Any]  # a row of tables.tickets
+    rank: int | None
+    messages: int
+
+
+def stream_tickets(
+    db: Reader, status: str | None = None, where: TicketFilter | None = None, *,
+    after: QueuePlace | None = None, limit: int | None = None, chunk: int = 500,
+) -> Iterator[list[ListedTicket]]:
+    """The list in queue order, ``chunk`` tickets at a time, with queue ranks and message counts.
+
+    Memory stays that of one chunk however long the queue: rows are streamed
+    (``yield_per``) and only one chunk is held. A rank is the place among all
+    open tickets, so a filtered list walks the open queue alongside (one more
+    ordered read of ids only); the plain open list counts its own rows.
+    ``after`` starts behind that ticket (a cursor).
+    """
+    conditions = listed(status, where)
+    if after is not None:
+        conditions.append(queue_after(after))
+    query = select(tickets).where(*conditions).order_by(*queue_order())
+    if limit is not None:
+        query = query.limit(limit)
+    ahead = 0
+    if after is not None:
+        ahead = int(db.scalar(select(func.count()).select_from(tickets).where(
+            T.status.in_(OPEN_STATUSES), or_(queue_before(after), T.id == after.id))) or 0)
+    plain = status is None and (where is None or not where.conditions())
+    open_ids: Iterator[int] | None = None
+    if not plain:
+        open_query = select(T.id).where(T.status.in_(OPEN_STATUSES)).order_by(*queue_order())
+        if after is not None:
+            open_query = open_query.where(queue_after(after))
+        open_ids = iter(db.scalars(open_query, execution_options={"yield_per": 5000}))
+    position = ahead
+    for part in db.execute(query, execution_options={"yield_per": chunk}).partitions():
+        counts = message_counts(db, [t.id for t in part])
+        out: list[ListedTicket] = []
+        for ticket in part:
+            rank: int | None = None
+            if ticket.status in OPEN_STATUSES:
+                if open_ids is None:
+                    position += 1
+                else:
+                    for tid in open_ids:
+                        position += 1
+                        if tid == ticket.id:
+                            break
+                rank = position
+            out.append(ListedTicket(ticket, rank, counts.get(ticket.id, 0)))
+        yield out

@@ -256,7 +256,8 @@ outbox = Table(
     _at("sent_at", nullable=True),
     Index("ix_outbox_due", "status", "next_attempt_at"),
     Index("ix_outbox_rate", "rate_key", "created_at"),
-    Index("ix_outbox_created_at", "created_at"),  # the last hour's automatic mail per domain
+    # the last hour's automatic mail per domain, from the index alone (migration 0007)
+    Index("ix_outbox_recent_automatic", "created_at", "automatic", "rate_key"),
 )
 
 # The ticket's history: status changes, priority, escalations, commands.

@@ -346,3 +346,46 @@ def test_next_opening_is_open_and_nothing_open_is_skipped(cal: BusinessCalendar,
     assert opening >= at
     assert cal.is_open(opening)
     assert cal.business_minutes_between(at, opening) == 0
+
+
+_LAZY = """
+import json, sys
+from maild.rules.calendar import BusinessCalendar, CalendarSettings
+country, subdiv = sys.argv[1], sys.argv[2] or None
+cal = BusinessCalendar(CalendarSettings(holidays_country=country, holidays_subdiv=subdiv))
+found = {str(d): n for y in (2025, 2026, 2027) for d, n in cal._holidays(y).items()}
+print(json.dumps([found, sum(m.startswith("holidays.countries.") for m in sys.modules)]))
+"""
+_LIBRARY = """
+import json, sys
+import holidays
+country, subdiv = sys.argv[1], sys.argv[2] or None
+language = holidays.country_holidays(country, subdiv=subdiv).default_language
+found = {str(d): n for y in (2025, 2026, 2027)
+         for d, n in holidays.country_holidays(country, subdiv=subdiv, years=y, language=language).items()}
+print(json.dumps([found, sum(m.startswith("holidays.countries.") for m in sys.modules)]))
+"""
+
+
+@pytest.mark.parametrize(("country", "subdiv"), [("PL", ""), ("DE", "BY"), ("AX", "")])
+def test_a_calendar_loads_its_own_country_table_only_and_finds_the_same_holidays(country: str, subdiv: str) -> None:
+    """``holidays_library`` skips the library's package ``__init__``, which imports every country: the
+    calendar (the daemon's, ``check``'s) loads one or two country modules (Åland's borrows Finland's) and
+    finds exactly the holidays the library finds its own way, which loads all of them."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+
+    def run(code: str) -> tuple[dict[str, str], int]:
+        out = subprocess.run([sys.executable, "-c", code, country, subdiv], capture_output=True, text=True,
+                             check=True, cwd=root).stdout
+        found, modules = json.loads(out)
+        return found, modules
+
+    lazy, lazy_modules = run(_LAZY)
+    library, library_modules = run(_LIBRARY)
+    assert lazy == library and len(lazy) >= 20
+    assert lazy_modules <= 2 < 200 < library_modules

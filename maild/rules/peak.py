@@ -213,7 +213,22 @@ def active_windows(day: date, windows: Sequence[PeakWindow]) -> tuple[PeakWindow
     Cached per day: a batch of mail arrives on one or two days, and the statutory
     rules (moved deadlines, last working days) cost a few holiday lookups each.
     """
+    if isinstance(windows, tuple):
+        # the config's own tuple, asked for every new ticket: found by identity, not by hashing
+        # every window's rules and words again (a tenth of a ticket's prioritising)
+        hit = _ACTIVE_BY_IDENTITY.get((id(windows), day))
+        if hit is not None and hit[0] is windows:
+            return hit[1]
+        found = _active_on(day, windows)
+        if len(_ACTIVE_BY_IDENTITY) >= 256:
+            _ACTIVE_BY_IDENTITY.clear()
+        # the tuple is kept with its answer, so its id cannot be reused while the entry lives
+        _ACTIVE_BY_IDENTITY[(id(windows), day)] = (windows, found)
+        return found
     return _active_on(day, tuple(windows))
+
+
+_ACTIVE_BY_IDENTITY: dict[tuple[int, date], tuple[tuple[PeakWindow, ...], tuple[PeakWindow, ...]]] = {}
 
 
 @lru_cache(maxsize=256)
@@ -236,12 +251,28 @@ def _strip_marks(text: str) -> str:
 _LATIN_FOLD = {code: _strip_marks(chr(code)) for code in range(0x80, 0x250) if _strip_marks(chr(code)) != chr(code)}
 
 
+# Every other character, folded once when first seen. NFKD decomposes character by
+# character and only reorders the marks it puts after a letter, which are all dropped, so
+# folding each character alone gives the whole text's fold (typographic quotes and dashes
+# left a Polish mail non-ASCII, and it was decomposed whole, a Python step per character).
+_OTHER_FOLD: dict[int, str] = {}
+_OTHER_FOLD_MAX = 20_000
+
+
 def _fold(text: str) -> str:
     folded = text.casefold()
     if folded.isascii():
         return folded
     folded = folded.translate(_LATIN_FOLD)
-    return folded if folded.isascii() else _strip_marks(folded)
+    if folded.isascii():
+        return folded
+    table = _OTHER_FOLD
+    new = {ch for ch in set(folded) if not ch.isascii() and ord(ch) not in table}
+    if len(table) + len(new) > _OTHER_FOLD_MAX:  # a flood of distinct characters: not kept
+        table = dict(table)
+    for ch in new:
+        table[ord(ch)] = _strip_marks(ch)
+    return folded.translate(table)
 
 
 def _tokens(text: str) -> list[str]:

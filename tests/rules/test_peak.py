@@ -358,3 +358,39 @@ def test_the_indexed_topic_match_equals_a_scan(text: str, day: date) -> None:
                        for i in range(len(words.words) - len(phrase) + 1))
             assert _phrase_in(phrase, words) == scan, (topic, text)
     assert _tokens(text) == words.words
+
+
+# Marks written apart from their letter, compatibility forms (ligatures, fractions, full-width
+# letters), typographic quotes and dashes, Polish letters: the per-character fold's hard cases.
+_FOLD_ALPHABET = "aAeEoOlLzZ łŁąĄęĘśŚżŻźŹćĆńŃóÓ„”“–—…«»ﬁﬂ½²ＡＢａ\u0301\u0328\u0307\u0323İıßẞǅΣσς한글日本"
+
+
+@given(st.text(alphabet=st.sampled_from(_FOLD_ALPHABET), max_size=200))
+def test_the_per_character_fold_equals_folding_the_whole_text(text: str) -> None:
+    from maild.rules.peak import _fold, _strip_marks
+
+    assert _fold(text) == _strip_marks(text.casefold())
+
+
+@given(st.lists(st.text(alphabet=st.sampled_from(_FOLD_ALPHABET), max_size=40), max_size=5))
+def test_the_fold_without_room_to_keep_characters_is_the_same(texts: list[str]) -> None:
+    from maild.rules import peak
+
+    saved = peak._OTHER_FOLD_MAX, peak._OTHER_FOLD
+    peak._OTHER_FOLD_MAX, peak._OTHER_FOLD = 0, {}  # full: what each text needs is folded and not kept
+    try:
+        for text in texts:
+            assert peak._fold(text) == peak._strip_marks(text.casefold())
+        assert peak._OTHER_FOLD == {}
+    finally:
+        peak._OTHER_FOLD_MAX, peak._OTHER_FOLD = saved
+
+
+@given(st.dates(min_value=date(2025, 12, 1), max_value=date(2028, 1, 31)))
+def test_active_windows_of_the_same_tuple_are_those_of_a_fresh_copy(day: date) -> None:
+    from maild.rules.peak import _active_on
+
+    first = active_windows(day, DEFAULTS)
+    assert first == active_windows(day, DEFAULTS) == active_windows(day, list(DEFAULTS))
+    assert first == tuple(w for w in DEFAULTS if w.is_active(day))
+    assert active_windows(day, DEFAULTS[:2]) == _active_on(day, DEFAULTS[:2])

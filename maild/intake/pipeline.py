@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -121,6 +121,9 @@ class _Batch:
     first_copies: dict[str, InboundMessage] = field(default_factory=dict)
     recorded: set[str] = field(default_factory=set)
     minutes_left: dict[str, int | None] = field(default_factory=dict)  # per contract, for notifications
+    # the recipients of the outbox rows stored before the batch that its mail refers to, by Message-ID
+    # (None: asked of the database per mail, as with a savepoint per message)
+    stored_recipients: dict[str, list[list[str]]] | None = None
 
 
 @dataclass
@@ -310,15 +313,21 @@ class Ingestor:
         if self.ctx.config.consultants:
             self.notifier.load(self.sessions)
         with self.sessions() as session, session.begin(), session.no_autoflush:
+            desk = TicketDesk(self.ctx, session, self.blobs)
+            desk.hold_ticket_numbers()
             if prepare is not None:
                 prepare(session)
                 session.flush()
             keys = [m.dedupe_key for m in parsed if isinstance(m, InboundMessage)]
             senders = [m.from_addr for m in parsed if isinstance(m, InboundMessage)]
-            desk = TicketDesk(self.ctx, session, self.blobs)
             desk.count_recent_automatic(senders, now - timedelta(hours=1))
             self._batch = _Batch(session=session, isolated=isolated, counted=counted,
                                  known=store.known_dedupe_keys(session, keys), desk=desk, lookup=DeskThreadLookup(desk))
+            # what the batch's mail refers to, looked up once for the batch instead of once per reply
+            refs = {r for m in parsed if isinstance(m, InboundMessage) for r in (*m.references, *m.in_reply_to) if r}
+            self._batch.lookup.prefetch(refs)
+            if not isolated:
+                self._batch.stored_recipients = store.outbox_recipients_by_message_id(session, refs)
             finished: list[str] = []
             for mail, msg in zip(mails, parsed):
                 disposition = self._process_one(session, mail, msg, now)
@@ -958,7 +967,15 @@ class Ingestor:
             held = self._active.desk.rows.outbox_recipients(refs)
             if any(msg.from_addr in recipients for recipients in held):
                 return True, "answers maild's mail to this address"
-            for recipients in session.scalars(select(OutboxRow.recipients).where(OutboxRow.message_id.in_(refs))):
+            stored = self._active.stored_recipients
+            if stored is None:
+                found: Iterable[list[str] | None] = session.scalars(
+                    select(OutboxRow.recipients).where(OutboxRow.message_id.in_(refs)))
+            else:  # stored before the batch, or written by it since
+                queued = self._active.desk.rows.queued_recipients
+                found = [*(r for ref in refs for r in stored.get(ref, ())),
+                         *(queued[ref] for ref in refs if ref in queued)]
+            for recipients in found:
                 if msg.from_addr in (recipients or []):
                     return True, "answers maild's mail to this address"
         return False, "neither authenticated nor a reply to maild's mail to this address"

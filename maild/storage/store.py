@@ -156,9 +156,9 @@ class RowIds:
     A batch's rows are written together at its end, and rows refer to each
     other (a message's attachments, an intake row's message) before that.
     PostgreSQL draws from the table's sequence, ``block`` ids per round trip
-    (safe with several writers; a block's unused ids are a gap, so ticket
-    numbers take one at a time); SQLite, one writer per file, counts up from
-    max(id).
+    (safe with several writers; a block's unused ids are a gap), or, for ticket
+    numbers, counts up under a lock (``hold``); SQLite, one writer per file,
+    counts up from max(id).
     """
 
     def __init__(self, session: Session, table: str, block: int = 1) -> None:
@@ -168,8 +168,35 @@ class RowIds:
         self.postgres = session.get_bind().dialect.name == "postgresql"
         self._next: int | None = None
         self._reserved: list[int] = []
+        self._held = False  # PostgreSQL: ``hold`` took the table's numbering lock
+        self._settled = 0  # the last id the sequence was told of (``settle``)
+
+    def hold(self, lock_key: int) -> None:
+        """PostgreSQL: take the transaction's lock on this table's numbers (every writer that
+        numbers the table through ``hold`` takes it, in its transaction before any other lock, so
+        two never wait on each other), then number one after the other from one ``nextval``: one
+        round trip per transaction instead of one per row, and no gap (``settle`` tells the
+        sequence before the commit). Where it is not held, ``take`` draws from the sequence."""
+        if not self.postgres or self._held:
+            return
+        self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key})
+        self._held = True
+
+    def settle(self) -> None:
+        """Set the sequence to the last id handed out under ``hold`` (before the commit)."""
+        if self._held and self._next is not None and self._next - 1 > self._settled:
+            self._settled = self._next - 1
+            self.session.execute(text("SELECT setval(pg_get_serial_sequence(:table, 'id'), :last)"),
+                                 {"table": self.table, "last": self._settled})
 
     def take(self) -> int:
+        if self.postgres and self._held:
+            if self._next is None:
+                self._next = self._settled = int(self.session.scalar(
+                    text("SELECT nextval(pg_get_serial_sequence(:table, 'id'))"), {"table": self.table}))
+            number = self._next
+            self._next += 1
+            return number
         if self.postgres:
             if not self._reserved:
                 self._reserved = list(self.session.scalars(
@@ -203,6 +230,8 @@ class BatchRows:
                                     Intake.__table__, OutboxRow.__table__)
         }
         self._packed: dict[str, dict[str, Any]] = {}
+        # the recipients of every outbox row queued here, written or not, by Message-ID
+        self.queued_recipients: dict[str, list[str]] = {}
         index: Any = PackIndex.__table__
         if session.get_bind().dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -262,6 +291,7 @@ class BatchRows:
             "language": language, "context": context, "status": "pending", "attempts": 0,
             "next_attempt_at": now, "last_error": "", "created_at": now, "sent_at": None,
         })
+        self.queued_recipients[message_id] = list(recipients)
 
     def outbox_recipients(self, message_ids: Sequence[str]) -> list[list[str]]:
         """The recipients of each outbox row held (not written yet) with one of these Message-IDs."""
@@ -284,8 +314,21 @@ class BatchRows:
         The pack index stays: the bytes are in the pack whatever became of the
         mail, as a loose file stayed when blobs were stored that way.
         """
+        for row in self._rows[OutboxRow.__table__]:
+            self.queued_recipients.pop(row["message_id"], None)
         for rows in self._rows.values():
             rows.clear()
+
+
+def outbox_recipients_by_message_id(session: Session, message_ids: Iterable[str]) -> dict[str, list[list[str]]]:
+    """The recipients of each outbox row with one of these Message-IDs (one SELECT per 500)."""
+    wanted = sorted({m for m in message_ids if m})
+    found: dict[str, list[list[str]]] = {}
+    for i in range(0, len(wanted), 500):
+        for message_id, recipients in session.execute(
+                select(OutboxRow.message_id, OutboxRow.recipients).where(OutboxRow.message_id.in_(wanted[i:i + 500]))):
+            found.setdefault(message_id, []).append(list(recipients or []))
+    return found
 
 
 # ---------------------------------------------------------------- tickets and messages

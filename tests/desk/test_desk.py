@@ -139,3 +139,78 @@ def test_recipients_grouped_by_language_once_each() -> None:
     people = [Consultant("a@x.pl", "A", language="pl"), Consultant("b@x.pl", "B", language="en"),
               Consultant("c@x.pl", "C", language="pl")]
     assert by_language(people) == [("en", ["b@x.pl"]), ("pl", ["a@x.pl", "c@x.pl"])]
+
+
+def _nextval_counter(sessions: sessionmaker[Session]) -> list[str]:
+    from sqlalchemy import event
+
+    seen: list[str] = []
+    event.listen(sessions.kw["bind"], "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: seen.append(statement) if "nextval" in statement else None)
+    return seen
+
+
+def _numbered(session: Session, number: int) -> None:
+    session.add(Ticket(id=number, subject=f"t{number}", status="open", requester="jan@acme.pl", requester_name="",
+                       language="pl", contract_kind="occasional", verified=True, tier=2, priority="P3",
+                       created_at=NOW, updated_at=NOW, participants=[]))
+
+
+def test_ticket_numbers_held_follow_each_other_and_the_sequence_goes_on_after_them(
+        world: tuple[Config, sessionmaker[Session]]) -> None:
+    from maild.desk.desk import TICKET_NUMBERS_LOCK_KEY
+    from maild.storage.store import RowIds
+
+    cfg, sessions = world
+    with sessions() as session, session.begin():
+        _ticket(session)  # 1, from the sequence (PostgreSQL) or max(id)
+    nextvals = _nextval_counter(sessions)
+    with sessions() as session, session.begin():
+        ids = RowIds(session, "tickets")
+        ids.hold(TICKET_NUMBERS_LOCK_KEY)
+        numbers = [ids.take() for _ in range(5)]
+        for number in numbers:
+            _numbered(session, number)
+        ids.settle()
+    assert numbers == [2, 3, 4, 5, 6]
+    # one round trip to the sequence for the five, not one each
+    assert len(nextvals) == (1 if sessions.kw["bind"].dialect.name == "postgresql" else 0)
+    with sessions() as session, session.begin():
+        assert _ticket(session).id == 7  # whoever draws from the sequence next
+
+
+def test_a_second_transaction_numbering_tickets_waits_for_the_first(pg_url: str, tmp_path: Path) -> None:
+    import threading
+
+    from maild.desk.desk import TICKET_NUMBERS_LOCK_KEY
+    from maild.storage.store import RowIds
+
+    sessions = open_database(pg_url)
+    got: list[int] = []
+    held = threading.Event()
+
+    def second() -> None:
+        with sessions() as session, session.begin():
+            ids = RowIds(session, "tickets")
+            ids.hold(TICKET_NUMBERS_LOCK_KEY)
+            held.set()
+            got.extend(ids.take() for _ in range(2))
+            for number in got:
+                _numbered(session, number)
+            ids.settle()
+
+    with sessions() as session, session.begin():
+        ids = RowIds(session, "tickets")
+        ids.hold(TICKET_NUMBERS_LOCK_KEY)
+        first = [ids.take() for _ in range(3)]
+        for number in first:
+            _numbered(session, number)
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not held.wait(0.5), "the second transaction took the lock while the first held it"
+        ids.settle()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert first == [1, 2, 3] and got == [4, 5]
+    with sessions() as session:
+        assert sorted(session.scalars(select(Ticket.id))) == [1, 2, 3, 4, 5]

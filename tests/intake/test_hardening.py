@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import mailbox
+import re
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -169,3 +170,49 @@ def test_the_resolved_mail_to_an_unverified_sender_names_no_one(env: dict[str, A
                 if "SUP-" in m.parsed["Subject"] and m.parsed["Auto-Submitted"] and "Gotowe" not in str(m.parsed)
                 and m.parsed["In-Reply-To"] is None}
     assert "Bank" not in resolved["ofiara@poczta.example"] and "jan@acme.pl" in resolved
+
+
+def test_replies_in_one_batch_find_their_tickets_and_prove_themselves_by_what_was_sent(env: dict[str, Any]) -> None:
+    """The batch looks up what its mail refers to once (``DeskThreadLookup.prefetch``, the stored
+    outbox rows): a reply joins the highest ticket it refers to, and adds a Cc only when it answers
+    maild's mail to its sender."""
+    from maild.storage.models import Event, OutboxRow
+
+    config = configure(env)
+    env["box"].add(make_mail(subject="Faktura", msgid="<a1@acme.pl>"))
+    run(config)
+    env["box"].add(make_mail(subject="Umowa", msgid="<a2@acme.pl>"))
+    daemon = run(config)
+    with daemon.sessions() as session:
+        ack1 = session.scalars(select(OutboxRow.message_id).where(OutboxRow.ticket_id == 1)).one()
+    env["box"].add(make_mail(subject="Pytanie", msgid="<r1@acme.pl>", headers={
+        "In-Reply-To": "<a2@acme.pl>", "References": "<a1@acme.pl> <a2@acme.pl>", "Cc": "ola@acme.pl"}))
+    env["box"].add(make_mail(subject="Dziękuję", msgid="<r2@acme.pl>", headers={
+        "In-Reply-To": f"<{ack1}>", "Cc": "ola@acme.pl"}))
+    env["box"].add(make_mail(sender="ewa@acme.pl", subject="Ja też", msgid="<r3@acme.pl>", headers={
+        "In-Reply-To": f"<{ack1}>", "Cc": "kasia@acme.pl"}))
+    env["box"].add(make_mail(subject="Nowe", msgid="<r4@acme.pl>", headers={"In-Reply-To": "<nope@acme.pl>"}))
+    from sqlalchemy import event
+
+    daemon = Daemon(load_config(config))
+    lookups: list[str] = []  # by Message-ID, of stored messages and outbox rows
+    event.listen(daemon.sessions.kw["bind"], "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: lookups.append(statement.split("FROM")[1].split()[0])
+                 if re.search(r"\.message_id IN", statement) else None)
+    daemon.run_once()
+    assert sorted(lookups) == ["messages", "outbox"], "one of each for the batch, none per reply"
+    with daemon.sessions() as session:
+        by_key = {i.dedupe_key: (i.disposition, i.ticket_id) for i in session.scalars(select(Intake))}
+        assert by_key["r1@acme.pl"] == ("reply", 2)
+        assert by_key["r2@acme.pl"] == ("reply", 1)
+        assert by_key["r3@acme.pl"] == ("reply", 1)
+        assert by_key["r4@acme.pl"] == ("ticket", 3)
+        t1, t2 = session.get(Ticket, 1), session.get(Ticket, 2)
+        assert t1 is not None and t2 is not None
+        assert t1.participants == ["jan@acme.pl", "ola@acme.pl"]  # r2 answers the acknowledgement to jan
+        assert t2.participants == ["jan@acme.pl"]  # r1 refers only to the customer's own mail
+        refused = {(e.ticket_id, tuple(e.detail["addresses"])) for e in session.scalars(
+            select(Event).where(Event.kind == "participants_refused"))}
+        assert refused == {(2, ("ola@acme.pl",)), (1, ("ewa@acme.pl", "kasia@acme.pl"))}
+        t3 = session.get(Ticket, 3)
+        assert t3 is not None and any("none of 1 referenced Message-IDs is ours" in r for r in t3.reasons)

@@ -368,3 +368,29 @@ def test_storage_verify_reads_back_every_blob_and_names_the_mail_whose_bytes_are
     report = json.loads(capsys.readouterr().out)
     assert report["checked"] == 4 and len(report["problems"]) == 4
     assert any(p.startswith("quarantined mail ") and "damaged" in p for p in report["problems"])
+
+
+def test_ticket_numbers_follow_each_other_across_batches_and_the_command_line(
+        env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlalchemy import event
+
+    path = write_config(env["tmp"], source=maildir_source(env["tmp"]), smtp_port=env["sink"].port,
+                        database_url=load_config(env["path"]).database_url, top="batch_size = 2")
+    for i in range(5):
+        env["box"].add(make_mail(sender=f"jan{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<n{i}@acme.pl>"))
+    daemon = Daemon(load_config(path))
+    nextvals: list[str] = []  # of the tickets' sequence
+    event.listen(daemon.sessions.kw["bind"], "before_cursor_execute",
+                 lambda conn, cursor, statement, parameters, *rest: nextvals.append(statement)
+                 if "nextval" in statement and (parameters or {}).get("table") == "tickets" else None)
+    daemon.run_once()
+    # PostgreSQL: a batch (of 2) draws from the ticket sequence once, not once per ticket
+    assert len(nextvals) == (3 if daemon.sessions.kw["bind"].dialect.name == "postgresql" else 0)
+    assert cli_main(["--config", str(path), "tickets", "open", "--customer", "jan@acme.pl", "--subject", "Telefon",
+                     "--no-ack"]) == 0
+    env["box"].add(make_mail(sender="ola@acme.pl", subject="Jeszcze jedna", msgid="<n9@acme.pl>"))
+    Daemon(load_config(path)).run_once()
+    with daemon.sessions() as session:
+        assert list(session.scalars(select(Ticket.subject).order_by(Ticket.id))) == [
+            "Sprawa 0", "Sprawa 1", "Sprawa 2", "Sprawa 3", "Sprawa 4", "Telefon", "Jeszcze jedna"]
+        assert list(session.scalars(select(Ticket.id).order_by(Ticket.id))) == [1, 2, 3, 4, 5, 6, 7]

@@ -135,12 +135,15 @@ class Notifier:
 
     # ------------------------------------------------------------ queueing
 
-    def view(self, desk: TicketDesk, ticket: Ticket, at: datetime, cache: dict[str, int | None]) -> TicketView:
+    def view(self, desk: TicketDesk, ticket: Ticket, at: datetime, cache: dict[str, int | None],
+             customers: Sequence[Customer] = ()) -> TicketView:
         """The header block's facts; ``cache`` keeps each contract's balance for the batch.
 
         The first sla contract asked for fills in every sla contract's balance: the
         month's ledger is read once per batch, not once per contract (a backlog
-        touches dozens of customers, and each read was a scan of the month).
+        touches dozens of customers, and each read was a scan of the month). The first
+        package asked for likewise fills in the packages of ``customers`` (the batch's
+        senders): each package's balance is its own draws, whoever else is asked with it.
         """
         ctx = desk.ctx
         customer = ctx.customer(ticket.customer_id)
@@ -148,9 +151,18 @@ class Notifier:
         left = None
         if contract is not None and customer is not None:
             if contract.id not in cache:
-                if rules_of(contract.kind).monthly_allowance:
+                rules = rules_of(contract.kind)
+                if rules.monthly_allowance:
                     cache.update(sla_balances(desk.session, ctx.customers, at, self.tz))
                     cache.setdefault(contract.id, None)
+                elif rules.packages:
+                    owners = {c.id: c for c in (*customers, customer)}
+                    packages = [p for c in owners.values() for p in packages_of(c) if p.id not in cache]
+                    found = prepaid_left_minutes(desk.session, packages, at, self.tz, store=True)
+                    own = {p.id for p in packages_of(customer)}
+                    cache[contract.id] = found.get(contract.id, 0) if contract.id in own else 0
+                    for package in packages:
+                        cache.setdefault(package.id, found.get(package.id, 0))
                 else:
                     cache[contract.id] = contract_minutes_left(desk.session, customer, contract, at, self.tz)
             left = cache[contract.id]

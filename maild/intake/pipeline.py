@@ -124,6 +124,7 @@ class _Batch:
     # the recipients of the outbox rows stored before the batch that its mail refers to, by Message-ID
     # (None: asked of the database per mail, as with a savepoint per message)
     stored_recipients: dict[str, list[list[str]]] | None = None
+    customers: list[Customer] = field(default_factory=list)  # the senders' customers, for the balances
 
 
 @dataclass
@@ -326,6 +327,8 @@ class Ingestor:
             # what the batch's mail refers to, looked up once for the batch instead of once per reply
             refs = {r for m in parsed if isinstance(m, InboundMessage) for r in (*m.references, *m.in_reply_to) if r}
             self._batch.lookup.prefetch(refs)
+            found = (self.ctx.index.customer_for(m.from_addr) for m in parsed if isinstance(m, InboundMessage))
+            self._batch.customers = list({c.id: c for c in found if c is not None}.values())
             if not isolated:
                 self._batch.stored_recipients = store.outbox_recipients_by_message_id(session, refs)
             finished: list[str] = []
@@ -1008,7 +1011,7 @@ class Ingestor:
         batch = self._active
         attachments = [NotifyAttachment(a.filename, a.content_type, a.size, a.sha256)
                        for a in msg.attachments if not a.inline]
-        view = self.notifier.view(batch.desk, ticket, now, batch.minutes_left)
+        view = self.notifier.view(batch.desk, ticket, now, batch.minutes_left, batch.customers)
         self.notifier.notify(batch.desk, ticket, event, people, view=view, body=body, trimmed=bool(quoted.strip()),
                              attachments=attachments, author=author, source=msg.dedupe_key,
                              root_id=msg.message_id if event == "new" else None, now=now, fresh=True)

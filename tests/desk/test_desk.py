@@ -214,3 +214,100 @@ def test_a_second_transaction_numbering_tickets_waits_for_the_first(pg_url: str,
     assert first == [1, 2, 3] and got == [4, 5]
     with sessions() as session:
         assert sorted(session.scalars(select(Ticket.id))) == [1, 2, 3, 4, 5]
+
+
+PACKAGE_CUSTOMERS = """\
+[[customers]]
+id = "nord"
+name = "Nord AS"
+addresses = ["kari@nord.no"]
+  [[customers.contracts]]
+  id = "nord-p4"
+  kind = "prepaid"
+  start = 2020-01-01
+  hours = 4
+  valid_until = 2099-12-31
+  hourly_rate = 200
+
+[[customers]]
+id = "baltic"
+name = "Baltic"
+domains = ["baltic.pl"]
+  [[customers.contracts]]
+  id = "baltic-old"
+  kind = "prepaid"
+  start = 2020-01-01
+  hours = 10
+  valid_until = 2026-06-30
+  hourly_rate = 200
+  [[customers.contracts]]
+  id = "baltic-new"
+  kind = "prepaid"
+  start = 2026-01-01
+  hours = 15
+  valid_until = 2099-12-31
+  hourly_rate = 200
+
+[[customers]]
+id = "acme"
+name = "Acme"
+domains = ["acme.pl"]
+  [[customers.contracts]]
+  id = "acme-sla"
+  kind = "sla"
+  start = 2020-01-01
+  reaction_hours = 24
+  monthly_hours = 10
+  hourly_rate = 200
+"""
+
+
+@pytest.mark.parametrize("asked_first", ["nord-p4", "baltic-new", "baltic-old"])
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_the_batch_balances_of_packages_are_each_customers_own(
+        request: pytest.FixtureRequest, tmp_path: Path, asked_first: str, db: str) -> None:
+    """A notification's balance of a package, filled in for every sender's packages at once, is
+    what that package's own customer's balance says (``contract_minutes_left``)."""
+    from datetime import timedelta
+
+    from maild.desk.notifier import Notifier, contract_minutes_left
+    from maild.rules.customers import load_customers
+    from maild.storage import store
+    from maild.storage.models import LedgerRow
+
+    url = request.getfixturevalue("pg_url") if db == "postgresql" else ""
+    cfg = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=25, database_url=url,
+                                   customers=PACKAGE_CUSTOMERS))
+    sessions = open_database(cfg.database_url)
+    customers = load_customers(cfg.customers_file, cfg.packages)
+    ctx = DeskContext.for_config(cfg, customers)
+    booked = [("nord-p4", "nord", 90, False, -40), ("nord-p4", "nord", 30, False, -2), ("nord-p4", "nord", 45, True, -1),
+              ("baltic-old", "baltic", 500, False, -200), ("baltic-new", "baltic", 120, False, -3),
+              ("baltic-new", "baltic", 60, False, 1),  # after the moment asked about: not counted
+              ("acme-sla", "acme", 30, False, -5)]
+    with sessions() as session, session.begin():
+        store.sync_customers(session, customers, NOW)
+        session.flush()
+        for contract_id, customer_id, minutes, overage, days in booked:
+            session.add(LedgerRow(contract_id=contract_id, customer_id=customer_id, minutes=minutes, overage=overage,
+                                  booked_at=NOW + timedelta(days=days), by="anna@firma.pl", scope=None, note=""))
+    expected = {}
+    with sessions() as session:
+        for customer in customers:
+            for contract in customer.contracts:
+                expected[contract.id] = contract_minutes_left(session, customer, contract, NOW, ctx.calendar.tz)
+    assert expected["nord-p4"] == 240 - 120 and expected["baltic-new"] == 900 - 120 and expected["baltic-old"] == 0
+    notifier = Notifier(cfg, ctx.calendar.tz)
+    with sessions() as session, session.begin():
+        desk = TicketDesk(ctx, session)
+        cache: dict[str, int | None] = {}
+        order = [asked_first, *(c for c in ("nord-p4", "baltic-new", "baltic-old", "acme-sla") if c != asked_first)]
+        for number, contract_id in enumerate(order, start=1):
+            contract = ctx.contract(contract_id)
+            assert contract is not None
+            owner = next(c for c in customers if contract in c.contracts)
+            ticket = Ticket(id=number, subject="x", status="new", requester="", requester_name="", language="pl",
+                            customer_id=owner.id, contract_id=contract_id, contract_kind=contract.kind, verified=True,
+                            tier=1, priority="P3", reasons=[], created_at=NOW, updated_at=NOW, participants=[])
+            view = notifier.view(desk, ticket, NOW, cache, customers)
+            assert view.minutes_left == expected[contract_id], contract_id

@@ -80,16 +80,27 @@ def _next_non_blank(lines: list[str], start: int) -> int | None:
     return None
 
 
+# Every marker pattern needs one of these in the line, so a body line without them (most lines)
+# is not run through the patterns: an attribution and a header line a colon, the "Original
+# Message" line three dashes, the rule twenty underscores.
+_COLON = ":"
+_DASHES = "---"
+_UNDERSCORES = "_" * 20
+
+
 def _attribution_length(lines: list[str], index: int) -> tuple[int, bool]:
     """How many lines (0, 1 or 2) an attribution at ``index`` spans, and whether it is dated."""
     line = lines[index]
     if not _short(line) or not line.strip():
         return 0, False
-    if _ATTRIBUTION.match(line):
+    colon = _COLON in line
+    if colon and _ATTRIBUTION.match(line):
         return 1, _DATED.search(line) is not None
     if index + 1 >= len(lines):
         return 0, False
     following = lines[index + 1]
+    if not (colon or _COLON in following):
+        return 0, False
     if not following.strip() or not _short(following) or _QUOTED.match(following):
         return 0, False
     if not (_ATTRIBUTION_OPENER.match(line) or _DATED.search(line)):
@@ -101,7 +112,7 @@ def _attribution_length(lines: list[str], index: int) -> tuple[int, bool]:
 
 
 def _is_header_block(lines: list[str], index: int) -> bool:
-    if not _short(lines[index]) or not _HEADER_FROM.match(lines[index]):
+    if not _short(lines[index]) or _COLON not in lines[index] or not _HEADER_FROM.match(lines[index]):
         return False
     sent = subject = False
     for line in lines[index + 1 : index + 1 + _HEADER_BLOCK_LINES]:
@@ -118,9 +129,9 @@ def _starts_unquoted_history(lines: list[str], index: int) -> bool:
     line = lines[index]
     if not _short(line):
         return False
-    if _ORIGINAL_MESSAGE.fullmatch(line):
+    if _DASHES in line and _ORIGINAL_MESSAGE.fullmatch(line):
         return True
-    if _RULE.fullmatch(line):
+    if _UNDERSCORES in line and _RULE.fullmatch(line):
         following = _next_non_blank(lines, index + 1)
         return following is not None and _HEADER_FROM.match(lines[following]) is not None
     return _is_header_block(lines, index)

@@ -262,3 +262,30 @@ def test_every_line_is_kept_in_one_part_or_the_other(text: str) -> None:
     kept = [line for line in (got_new + "\n" + history).split("\n") if line.strip()]
     original = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
     assert sorted(kept) == sorted(original)
+
+
+_MARKER_LINES = [
+    "On Mon, 1 Jan 2024 at 10:00, Jan Kowalski <jan@acme.pl> wrote:", "On Monday Jan", "wrote:",
+    "W dniu 2024-01-01 o 10:00, Jan pisze:", "Jan Kowalski napisał(a):", "Dnia 1.01.2024 Jan", "napisał:",
+    "Am 01.01.2024 schrieb Hans:", "-----Original Message-----", "----- Oryginalna wiadomość -----",
+    "From: Jan <jan@acme.pl>", "*Od:* Jan", "Sent: Monday", "Wysłano: poniedziałek", "Subject: Faktura",
+    "Temat: x", "To: support", "_" * 32, "> quoted", ">> deeper", "", " ", "\r", "Dzień dobry,", "-- ",
+    "Pozdrawiam", "12:30", "2024", "a: b", "x" * 450 + " wrote:",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_MARKER_LINES),
+                          st.text(alphabet=st.sampled_from(list("> :-_onwrteOdFmSuj1:2Ąż\r")), max_size=30)),
+                max_size=30))
+def test_the_patterns_run_only_on_lines_that_can_match_them(lines: list[str]) -> None:
+    """A line without a colon, three dashes or twenty underscores is not run through the marker
+    patterns; the split is the one every pattern on every line gives."""
+    text = "\n".join(lines)
+    fast = split_reply(text)
+    saved = quoting._COLON, quoting._DASHES, quoting._UNDERSCORES
+    quoting._COLON = quoting._DASHES = quoting._UNDERSCORES = ""  # "" is in every line: no line skipped
+    try:
+        assert fast == split_reply(text)
+    finally:
+        quoting._COLON, quoting._DASHES, quoting._UNDERSCORES = saved

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from maild.billing.hours import book_time, find_contract, prepaid_left_minutes
+from maild.billing.hours import MonthDraws, book_time, find_contract, prepaid_left_minutes
 from maild.billing.reports import invalidate_snapshots
 from maild.desk.context import DeskContext
 from maild.desk.team import Team
@@ -88,6 +88,10 @@ class TicketDesk:
         self.automatic_domain_counts: dict[str, int] = {}
         # per set of packages, minutes left, until a booking changes them
         self._prepaid_left: dict[tuple[str, ...], dict[str, int]] = {}
+        # packages whose draws are read together with the first asked for (an ingest batch's
+        # senders'), and what was read
+        self.prepaid_hint: list[Contract] = []
+        self._month_draws: MonthDraws | None = None
         # place in the queue of each ticket this desk opened, when it was opened
         self.queue_places: dict[int, int] = {}
         self._team: Team | None = None
@@ -130,13 +134,23 @@ class TicketDesk:
                              self.ctx.calendar.tz)
 
     def prepaid_left(self, packages: Sequence[Contract], at: datetime) -> dict[str, int]:
-        """Minutes left per package, read once per desk: only a booking changes them."""
+        """Minutes left per package, read once per desk: only a booking changes them. With a
+        ``prepaid_hint``, the draws of all those packages are read at the first question
+        (``MonthDraws``), and each set's minutes at its own moment computed from them."""
         if not packages:
             return {}
         key = tuple(sorted(p.id for p in packages))
         if key not in self._prepaid_left:
-            self._prepaid_left[key] = prepaid_left_minutes(self.session, packages, at, self.ctx.calendar.tz,
-                                                           store=True)
+            tz = self.ctx.calendar.tz
+            if self.prepaid_hint:
+                draws = self._month_draws
+                if draws is None or not draws.covers(packages, at, tz):
+                    wanted = {p.id: p for p in (*self.prepaid_hint, *packages)}
+                    draws = self._month_draws = MonthDraws.load(self.session, list(wanted.values()), at, tz,
+                                                                 store=True)
+                self._prepaid_left[key] = draws.left_minutes(packages, at, tz)
+            else:
+                self._prepaid_left[key] = prepaid_left_minutes(self.session, packages, at, tz, store=True)
         return self._prepaid_left[key]
 
     @property
@@ -379,6 +393,7 @@ class TicketDesk:
         booking = book_time(self.session, ticket, self.contract_of(ticket), customer, minutes, by, scope, note,
                             source_message_id, at, ctx.calendar.tz, ctx.config.ledger.low_balance_minutes)
         self._prepaid_left.clear()
+        self._month_draws = None
         low = booking.low_balance
         if low is not None:
             self.queue_mail(
@@ -408,6 +423,7 @@ class TicketDesk:
         self.session.flush()
         invalidate_snapshots(self.session, reversal.contract_id, now, self.ctx.calendar.tz)
         self._prepaid_left.clear()
+        self._month_draws = None
         if entry.ticket_id is not None:
             self.add_event(entry.ticket_id, "time_reversed", now, by, entry=entry.id, reversal=reversal.id,
                            minutes=-entry.minutes, reason=reason[:500])

@@ -6,8 +6,10 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import strategies as st
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -311,3 +313,62 @@ def test_the_batch_balances_of_packages_are_each_customers_own(
                             tier=1, priority="P3", reasons=[], created_at=NOW, updated_at=NOW, participants=[])
             view = notifier.view(desk, ticket, NOW, cache, customers)
             assert view.minutes_left == expected[contract_id], contract_id
+
+
+def _package_world(tmp_path: Path, url: str = "") -> tuple[Config, sessionmaker[Session], tuple[Any, ...]]:
+    from maild.rules.customers import load_customers
+    from maild.storage import store
+
+    cfg = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=25, database_url=url,
+                                   customers=PACKAGE_CUSTOMERS))
+    sessions = open_database(cfg.database_url)
+    customers = load_customers(cfg.customers_file, cfg.packages)
+    with sessions() as session, session.begin():
+        store.sync_customers(session, customers, NOW)
+    return cfg, sessions, customers
+
+
+_BOOKINGS = st.lists(st.tuples(st.sampled_from(["nord-p4", "baltic-old", "baltic-new"]), st.integers(1, 400),
+                               st.booleans(), st.integers(-90 * 24 * 60, 25 * 24 * 60)), max_size=12)
+_MOMENTS = st.lists(st.integers(-7 * 24 * 60, 25 * 24 * 60), min_size=1, max_size=4)
+
+
+def test_the_month_s_draws_read_once_give_every_package_s_balance_at_every_moment(tmp_path: Path) -> None:
+    """``MonthDraws`` (a batch's packages read at once) against ``prepaid_left_minutes`` (a read per
+    question): the same minutes for each customer's packages and for all of them, at any moment of the
+    month, whatever was booked before, in or after it (overage rows draw on none)."""
+    from datetime import timedelta
+
+    from hypothesis import given, settings
+
+    from maild.billing.hours import MonthDraws, prepaid_left_minutes
+    from maild.rules.kinds import packages_of
+    from maild.storage.models import LedgerRow
+
+    cfg, sessions, customers = _package_world(tmp_path)
+    tz = DeskContext.for_config(cfg, customers).calendar.tz
+    owners = {p.id: c.id for c in customers for p in packages_of(c)}
+    sets = [packages_of(c) for c in customers if packages_of(c)]
+    every = [p for ps in sets for p in ps]
+
+    @settings(max_examples=60, deadline=None)
+    @given(_BOOKINGS, _MOMENTS)
+    def check(bookings: list[tuple[str, int, bool, int]], moments: list[int]) -> None:
+        with sessions() as session:
+            session.begin()
+            for contract_id, minutes, overage, offset in bookings:
+                session.add(LedgerRow(contract_id=contract_id, customer_id=owners[contract_id], minutes=minutes,
+                                      overage=overage, booked_at=NOW + timedelta(minutes=offset),
+                                      by="anna@firma.pl", scope=None, note=""))
+            session.flush()
+            draws = MonthDraws.load(session, every, NOW, tz, store=True)
+            for offset in moments:
+                at = NOW + timedelta(minutes=offset)
+                if not draws.covers(every, at, tz):
+                    assert at.astimezone(tz).month != NOW.astimezone(tz).month
+                    continue
+                for packages in (*sets, every):
+                    assert draws.left_minutes(packages, at, tz) == prepaid_left_minutes(session, packages, at, tz)
+            session.rollback()
+
+    check()

@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Literal, Protocol
 
 __all__ = [
@@ -105,6 +106,7 @@ def ticket_tag(prefix: str, number: int) -> str:
     return f"[{prefix}-{number}]"
 
 
+@lru_cache(maxsize=16)  # a pattern per configured prefix, not one built per subject
 def _tag_re(prefix: str) -> re.Pattern[str]:
     # re.ASCII: under Unicode case folding "ſ" would match "s" and Arabic-Indic
     # digits would count as a ticket number; neither is our tag.
@@ -148,13 +150,15 @@ def clean_subject(subject: str, prefix: str) -> str:
     return text
 
 
+@lru_cache(maxsize=16)
+def _plus_re(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"(?:{re.escape(prefix)}-)?([0-9]{{1,{_MAX_NUMBER_DIGITS}}})", re.IGNORECASE | re.ASCII)
+
+
 def _plus_numbers(
     recipients: Sequence[str], settings: ThreadSettings
 ) -> Iterator[tuple[str, int]]:
-    plus_detail = re.compile(
-        rf"(?:{re.escape(settings.ticket_prefix)}-)?([0-9]{{1,{_MAX_NUMBER_DIGITS}}})",
-        re.IGNORECASE | re.ASCII,
-    )
+    plus_detail = _plus_re(settings.ticket_prefix)
     for recipient in recipients:
         address = recipient.strip().lower()
         local, at, domain = address.rpartition("@")

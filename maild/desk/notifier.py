@@ -57,9 +57,11 @@ def contract_minutes_left(session: Session, customer: Customer, contract: Contra
 
 def sla_balances(session: Session, customers: Sequence[Customer], at: datetime,
                  tz: ZoneInfo) -> dict[str, int | None]:
-    """Every sla (monthly allowance) contract's balance at ``at`` (``contract_minutes_left`` for all of them at once)."""
+    """Every sla (monthly allowance) contract's balance at ``at`` (``contract_minutes_left`` for all of them at once,
+    storing the snapshots it had to compute as that does, so the next batch reads them instead of the history)."""
     return {balance.contract_id: balance.balance_minutes
-            for balance in contract_balances(session, customers, at, tz) if rules_of(balance.kind).monthly_allowance}
+            for balance in contract_balances(session, customers, at, tz, store=True)
+            if rules_of(balance.kind).monthly_allowance}
 
 
 class Notifier:

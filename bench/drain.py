@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,9 @@ def main() -> int:
         from maild.ops.daemon import Daemon
 
         t0 = time.perf_counter()
-        daemon = Daemon(load_config(config))
+        cfg = load_config(config)
+        # every row stays queued for the timed drains: no courier sending while this ingest reads
+        daemon = Daemon(replace(cfg, daemon=replace(cfg.daemon, send_while_reading=False)))
         daemon.ingest_all()
         daemon.source.close()
         daemon.parse_ahead.close()

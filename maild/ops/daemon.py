@@ -250,6 +250,7 @@ class Daemon:
                       type(exc).__name__, exc)
             return False
         self.ingestor.ctx = self.sweeper.ctx = Context.build(self.config, customers)
+        self._stop_courier()  # it renders with the templates it was forked with; the next one has the new
         self.renderer = renderer
         self.outbox.renderer = renderer
         log.info("reloaded customers and templates")

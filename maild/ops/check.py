@@ -20,7 +20,7 @@ from maild.rules.wording import format_money
 from maild.storage.db import make_engine, migration_state, safe_url
 from maild.errors import MaildError
 from maild.intake.mailbox import ImapSettings, open_source
-from maild.outbound.render import LANGUAGES, Renderer, RenderError
+from maild.outbound.render import LANGUAGES, CompiledTemplates, Renderer, RenderError, cache_folder
 from maild.outbound.smtp import SmtpSender
 
 SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
@@ -123,6 +123,18 @@ def check_templates(renderer: Renderer) -> str:
     return f"{len(names)} templates{statement_pages} render in {', '.join(LANGUAGES)}"
 
 
+def compiled_renderer(cfg: Config) -> Renderer:
+    """The templates as the daemon loads them (a snapshot of the files), with the compiled copies the
+    daemon keeps read where they match the sources (``CompiledTemplates``, never written here):
+    compiling the 32 templates was a third of ``check``. Every template is still rendered."""
+    from jinja2 import DictLoader
+
+    renderer = Renderer(cfg.templates_path)
+    renderer.env.loader = DictLoader(renderer.sources())
+    renderer.env.bytecode_cache = CompiledTemplates(cache_folder(cfg.storage_path), renderer.env, write=False)
+    return renderer
+
+
 def check_statement_html(templates: Path) -> str:
     """The statement's HTML words (``<lang>/statement.html``) with the sample statement, no charts
     drawn (that needs matplotlib, which ``check`` does not load)."""
@@ -154,7 +166,7 @@ def run_checks(cfg: Config) -> int:
     ok &= _attempt("customers", lambda: f"{len(load_customers(cfg.customers_file, cfg.packages))} customers in {cfg.customers_file}")
     ok &= _attempt("storage", lambda: _storage(cfg))
     ok &= _attempt("database", lambda: _database(cfg))
-    ok &= _attempt("templates", lambda: check_templates(Renderer(cfg.templates_path)))
+    ok &= _attempt("templates", lambda: check_templates(compiled_renderer(cfg)))
     fallback = not_overridden(Renderer(cfg.templates_path))
     if fallback:
         _info("templates_dir", fallback)

@@ -13,12 +13,9 @@ that keeps failing stops feeding the watchdog, so systemd restarts it.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import logging
-import pickle
 import signal
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -27,14 +24,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import FrameType
 
-from jinja2 import DictLoader, Environment, TemplateError
-from jinja2 import __version__ as jinja2_version
-from jinja2.bccache import Bucket, FileSystemBytecodeCache
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from maild.storage import store
-from maild.storage.blobs import BlobStore, StorageError, make_private_dir
+from maild.storage.blobs import BlobStore, StorageError
 from maild.config import Config, secret_warnings
 from maild.rules.customers import Customer, load_customers
 from maild.storage.db import DatabaseError, open_database
@@ -50,7 +44,8 @@ from maild.ops.leader import MailboxLock, SqliteRunLock
 from maild.intake.parsing import GaveUp, ParseAhead, ParseWorkerError, return_free_memory
 from maild.intake.pipeline import Context, Ingestor
 from maild.intake.suspects import MAX_ATTEMPTS, Retry, plan_retries
-from maild.outbound.render import RenderError, Renderer
+from maild.outbound.render import CompiledTemplates as CompiledTemplates
+from maild.outbound.render import RenderError, cache_folder, load_renderer
 from maild.outbound.smtp import SmtpError
 from maild.desk.desk import TicketDesk, by_language
 from maild.desk.digest import digest_day
@@ -105,69 +100,6 @@ def backoff(failures: int, minimum: float, maximum: float) -> float:
     if failures < 1:
         return 0.0
     return float(min(maximum, minimum * 2 ** min(failures - 1, 30)))
-
-
-class CompiledTemplates(FileSystemBytecodeCache):
-    """Compiled templates kept between starts (``<storage>/cache/templates``).
-
-    Compiling the 32 templates was a fifth of ``run --once``'s start-up; a
-    template whose source, Jinja2, Python and environment settings are those it
-    was compiled with is loaded instead (Jinja2 checks a checksum of the source,
-    salted here with the rest). Only a template that compiled is ever stored, so
-    a broken edit is still refused at start and on reload. A cache that cannot be
-    read or written is passed over: templates are then compiled as before.
-    """
-
-    def __init__(self, directory: Path, env: Environment) -> None:
-        make_private_dir(directory)
-        super().__init__(str(directory), "%s.j2c")
-        self._salt = repr((jinja2_version, sys.version_info[:3], type(env).__qualname__, env.trim_blocks,
-                           env.lstrip_blocks, env.keep_trailing_newline, env.block_start_string,
-                           env.variable_start_string, env.comment_start_string, env.line_statement_prefix,
-                           env.newline_sequence, sorted(env.filters), sorted(env.tests)))
-
-    def get_source_checksum(self, source: str) -> str:
-        return hashlib.sha256(f"{self._salt}\0{source}".encode()).hexdigest()
-
-    def load_bytecode(self, bucket: Bucket) -> None:
-        try:
-            super().load_bytecode(bucket)
-        except (OSError, ValueError, EOFError, TypeError, pickle.UnpicklingError) as exc:  # damaged: compile anew
-            log.debug("template cache %s: %s", bucket.key, exc)
-            bucket.reset()
-
-    def dump_bytecode(self, bucket: Bucket) -> None:
-        try:
-            super().dump_bytecode(bucket)
-        except OSError as exc:  # a full or read-only disk costs the next start a compile, nothing more
-            log.debug("template cache %s not written: %s", bucket.key, exc)
-
-
-def load_renderer(path: Path, cache: Path | None = None) -> Renderer:
-    """A renderer over a snapshot of the templates, each one compiled.
-
-    Jinja2 would re-read a changed file by itself; reading them all once makes a
-    SIGHUP the only moment templates change, and a broken edit (a syntax error, a
-    missing subject or body block) is refused whole. ``maild check`` goes further
-    and renders each with sample values. ``cache``: a folder for ``CompiledTemplates``.
-    """
-    renderer = Renderer(path)
-    sources = renderer.sources()  # the operator's folder over the packaged templates
-    renderer.env.loader = DictLoader(sources)
-    if cache is not None:
-        try:
-            renderer.env.bytecode_cache = CompiledTemplates(cache, renderer.env)
-        except (OSError, StorageError) as exc:
-            log.warning("templates are compiled at each start: no cache folder %s: %s", cache, exc)
-    for name in sources:
-        try:
-            template = renderer.env.get_template(name)
-        except TemplateError as exc:
-            raise RenderError(f"template {name}: {exc}") from None
-        missing = {"subject", "body"} - set(template.blocks)
-        if missing:
-            raise RenderError(f"template {name}: no {' or '.join(sorted(missing))} block")
-    return renderer
 
 
 class Daemon:
@@ -753,7 +685,7 @@ def _load_alerted(session: Session) -> dict[str, datetime]:
 
 
 def _template_cache(config: Config) -> Path:
-    return config.storage_path / "cache" / "templates"
+    return cache_folder(config.storage_path)
 
 
 def _mailbox_identity(config: Config) -> str:

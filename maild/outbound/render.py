@@ -11,14 +11,21 @@ lacks; ``maild check`` lists those.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
+import pickle
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
+from jinja2 import DictLoader, Environment, FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
+from jinja2 import __version__ as jinja2_version
+from jinja2.bccache import Bucket, FileSystemBytecodeCache
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from maild.errors import MaildError
+from maild.storage.blobs import StorageError, make_private_dir
 from maild.rules.wording import (
     format_date,
     format_deadline,
@@ -30,6 +37,7 @@ from maild.rules.wording import (
     plural,
 )
 
+log = logging.getLogger("maild.render")
 LANGUAGES = ("pl", "en")
 PACKAGED = Path(__file__).resolve().parents[1] / "templates"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -142,3 +150,77 @@ class Renderer:
     def origin(self, name: str) -> Path:
         """The folder ``name`` (``pl/ack.txt``) is read from: the operator's when it has one."""
         return next((f for f in self.folders if (f / name).is_file()), self.folders[-1])
+
+
+def cache_folder(storage_path: Path) -> Path:
+    """Where the daemon keeps its compiled templates (``CompiledTemplates``)."""
+    return storage_path / "cache" / "templates"
+
+
+class CompiledTemplates(FileSystemBytecodeCache):
+    """Compiled templates kept between starts (``<storage>/cache/templates``, ``cache_folder``).
+
+    Compiling the 32 templates was a fifth of ``run --once``'s start-up; a
+    template whose source, Jinja2, Python and environment settings are those it
+    was compiled with is loaded instead (Jinja2 checks a checksum of the source,
+    salted here with the rest). Only a template that compiled is ever stored, so
+    a broken edit is still refused at start and on reload. A cache that cannot be
+    read or written is passed over: templates are then compiled as before.
+    ``write=False`` (``maild check``) only reads what the daemon stored: a check
+    run as another user (root) must not leave files the daemon cannot read.
+    """
+
+    def __init__(self, directory: Path, env: Environment, write: bool = True) -> None:
+        if write:
+            make_private_dir(directory)
+        self._write = write
+        super().__init__(str(directory), "%s.j2c")
+        self._salt = repr((jinja2_version, sys.version_info[:3], type(env).__qualname__, env.trim_blocks,
+                           env.lstrip_blocks, env.keep_trailing_newline, env.block_start_string,
+                           env.variable_start_string, env.comment_start_string, env.line_statement_prefix,
+                           env.newline_sequence, sorted(env.filters), sorted(env.tests)))
+
+    def get_source_checksum(self, source: str) -> str:
+        return hashlib.sha256(f"{self._salt}\0{source}".encode()).hexdigest()
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except (OSError, ValueError, EOFError, TypeError, pickle.UnpicklingError) as exc:  # damaged: compile anew
+            log.debug("template cache %s: %s", bucket.key, exc)
+            bucket.reset()
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        if not self._write:
+            return
+        try:
+            super().dump_bytecode(bucket)
+        except OSError as exc:  # a full or read-only disk costs the next start a compile, nothing more
+            log.debug("template cache %s not written: %s", bucket.key, exc)
+
+
+def load_renderer(path: Path, cache: Path | None = None) -> Renderer:
+    """A renderer over a snapshot of the templates, each one compiled.
+
+    Jinja2 would re-read a changed file by itself; reading them all once makes a
+    SIGHUP the only moment templates change, and a broken edit (a syntax error, a
+    missing subject or body block) is refused whole. ``maild check`` goes further
+    and renders each with sample values. ``cache``: a folder for ``CompiledTemplates``.
+    """
+    renderer = Renderer(path)
+    sources = renderer.sources()  # the operator's folder over the packaged templates
+    renderer.env.loader = DictLoader(sources)
+    if cache is not None:
+        try:
+            renderer.env.bytecode_cache = CompiledTemplates(cache, renderer.env)
+        except (OSError, StorageError) as exc:
+            log.warning("templates are compiled at each start: no cache folder %s: %s", cache, exc)
+    for name in sources:
+        try:
+            template = renderer.env.get_template(name)
+        except TemplateError as exc:
+            raise RenderError(f"template {name}: {exc}") from None
+        missing = {"subject", "body"} - set(template.blocks)
+        if missing:
+            raise RenderError(f"template {name}: no {' or '.join(sorted(missing))} block")
+    return renderer

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jinja2 import Environment
@@ -86,3 +87,26 @@ def test_a_damaged_or_unwritable_cache_only_costs_a_compile(templates: Path, tmp
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the cache folder should be", encoding="utf-8")
     assert _render_all(templates, blocked / "templates") == plain
+
+
+def test_check_reads_what_the_daemon_compiled_and_writes_nothing(templates: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``maild check`` renders every template from the daemon's compiled copies (no compile after a
+    daemon start), compiles what has none, and leaves the cache folder as it found it: run as root, it
+    must not create files the daemon's user cannot read."""
+    from types import SimpleNamespace
+
+    from maild.ops.check import check_templates, compiled_renderer
+    from maild.outbound.render import cache_folder
+
+    cfg: Any = SimpleNamespace(templates_path=templates, storage_path=tmp_path / "var")
+    compiled = _compiles(monkeypatch)
+    assert "templates" in check_templates(compiled_renderer(cfg))
+    assert len(compiled) >= len(list(templates.glob("*/*.txt")))  # before any daemon: compiled, as before
+    assert not (tmp_path / "var").exists()
+    load_renderer(templates, cache_folder(cfg.storage_path))  # a daemon starts
+    stored = sorted(p.name for p in cache_folder(cfg.storage_path).iterdir())
+    compiled.clear()
+    assert "templates" in check_templates(compiled_renderer(cfg))
+    assert [name for name in compiled if name.endswith(".txt")] == []
+    assert sorted(p.name for p in cache_folder(cfg.storage_path).iterdir()) == stored

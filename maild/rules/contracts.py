@@ -43,6 +43,9 @@ class DuplicateClaim(MaildError, ValueError):
     """Two customers claim the same address or domain; the loader prevents this."""
 
 
+_MATCHED_KEPT = 10_000
+
+
 class CustomerIndex:
     """Address and domain lookups, built once per customers reload.
 
@@ -59,6 +62,9 @@ class CustomerIndex:
                 self._add(self._by_address, address.lower(), customer)
             for domain in customer.domains:
                 self._add(self._by_domain, domain.lower().removeprefix("@"), customer)
+        # answers by the address as given: a batch asks for each sender three times (its customer,
+        # its packages' customer, the resolution), and a backlog holds the same senders again and again
+        self._matched: dict[str, tuple[Customer | None, str]] = {}
 
     @staticmethod
     def _add(table: dict[str, Customer], key: str, customer: Customer) -> None:
@@ -72,6 +78,14 @@ class CustomerIndex:
         return self._match(address)[0]
 
     def _match(self, address: str) -> tuple[Customer | None, str]:
+        found = self._matched.get(address)
+        if found is None:
+            if len(self._matched) >= _MATCHED_KEPT:
+                self._matched.clear()
+            found = self._matched[address] = self._match_now(address)
+        return found
+
+    def _match_now(self, address: str) -> tuple[Customer | None, str]:
         normal = normalize_address(address)
         if normal is None:
             return None, ""

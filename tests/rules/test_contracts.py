@@ -159,3 +159,25 @@ def test_choice_order_holds_on_any_day(day: date, left_p1: int, left_p2: int) ->
         expected = contracts[3] if contracts[3].active_on(day) else None
     assert result.contract == expected
     assert result.kind == (expected.kind if expected else "occasional")
+
+
+_ADDRESS_PARTS = st.sampled_from(["jan", "JAN", "ola", "a+b", "x", "", " ", "<", ">", "@", ".", "acme", "pl",
+                                  "krakow", "Acme", "ACME", "acme.pl.", "ąę", "..", "-"])
+
+
+@given(st.lists(st.lists(_ADDRESS_PARTS, max_size=6).map("".join), max_size=30), st.booleans())
+def test_remembered_lookups_answer_as_a_fresh_lookup(addresses: list[str], full: bool) -> None:
+    """The index keeps its answer per address as given (a batch asks for a sender three times);
+    each answer, asked again, with the memory cleared when full, is the one a fresh lookup gives."""
+    import maild.rules.contracts as contracts
+
+    index = CustomerIndex([ACME, SUBSIDIARY, JAN])
+    saved = contracts._MATCHED_KEPT
+    contracts._MATCHED_KEPT = 2 if full else saved
+    try:
+        for address in addresses + addresses:
+            assert index._match(address) == index._match_now(address)
+            assert index.customer_for(address) is index._match_now(address)[0]
+        assert len(index._matched) <= contracts._MATCHED_KEPT
+    finally:
+        contracts._MATCHED_KEPT = saved

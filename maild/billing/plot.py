@@ -36,6 +36,13 @@ def _scale(chart: Chart, value: float) -> float:
 
 def render_png(chart: Chart, language: str = "en", width_px: int = WIDTH_PX) -> bytes:
     """The chart as PNG bytes, ``width_px`` wide; height grows with the number of bars."""
+    out = io.BytesIO()
+    draw(chart, language, width_px).savefig(out, format="png", dpi=DPI, metadata={"Software": None})
+    return out.getvalue()
+
+
+def draw(chart: Chart, language: str = "en", width_px: int = WIDTH_PX) -> Figure:
+    """The chart's figure, laid out (``render_png`` saves it)."""
     rows = max(len(chart.categories), 1)
     if chart.kind == "barh":
         per_row = 0.5 if chart.stacked else 0.3 * max(len(chart.series), 1) + 0.3
@@ -58,9 +65,7 @@ def render_png(chart: Chart, language: str = "en", width_px: int = WIDTH_PX) -> 
     else:
         _horizontal(ax, chart, language)
     figure.tight_layout()
-    out = io.BytesIO()
-    figure.savefig(out, format="png", dpi=DPI, metadata={"Software": None})
-    return out.getvalue()
+    return figure
 
 
 def _vertical(ax: Axes, chart: Chart) -> None:
@@ -132,7 +137,10 @@ def _horizontal(ax: Axes, chart: Chart, language: str) -> None:
     if chart.unit != "minutes":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if k > 1:
-        ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(0, -0.1), ncol=min(k, 2), frameon=False)
+        # two columns of 720 px: a longer name ("na następny miesiąc / saldo końcowe") ran off the image
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(handles, [textwrap.fill(label, 32) for label in labels], fontsize=9, loc="upper left",
+                  bbox_to_anchor=(0, -0.1), ncol=min(k, 2), frameon=False)
 
 
 def _short(label: str, limit: int = 34) -> str:

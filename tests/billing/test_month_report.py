@@ -373,3 +373,23 @@ def test_charts_leave_the_outbox_row_once_the_mail_is_sent(month: Month, smtp_si
             assert "data" not in kept and kept["cid"] == image["cid"]
             assert (kept["sha256"], kept["size"]) == (hashlib.sha256(png).hexdigest(), len(png))
             assert sent_images[image["cid"]] == png  # what went out is what was queued
+
+
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_a_statement_charts_legend_stays_inside_the_image(language: str) -> None:
+    """The balance chart's legend has two columns; "na następny miesiąc / saldo końcowe" ran
+    past the 720 px image's right edge until long names were wrapped."""
+    from maild.billing.charts import statement_charts
+    from maild.billing.html import statement_folders, statement_words
+    from maild.billing.plot import draw
+    from tests.outbound.test_golden import _statement
+
+    context = _statement("several", language)
+    for chart in statement_charts(context, statement_words(context, language, statement_folders(None))):
+        figure = draw(chart, language)
+        renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+        width, height = figure.bbox.width, figure.bbox.height
+        for legend in figure.axes[0].get_children():
+            if type(legend).__name__ == "Legend":
+                box = legend.get_window_extent(renderer)
+                assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height, (chart.key, box)

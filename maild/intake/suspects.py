@@ -21,9 +21,11 @@ suspects are narrowed down only as far as deaths make necessary:
 The bound: a mail that kills the daemon every time is quarantined after at most
 ``death_bound(B) = 1 + ceil(log2 B) + MAX_ATTEMPTS`` deaths with it in hand, B the
 number of mail in a fetched batch (``batch_size``: 13 deaths for the default 500,
-4 for a mail fetched alone). Innocent mail in its batch is stored with a group
-that does not hold it (or by the survivors of the last split); nothing is
-quarantined without having died alone ``MAX_ATTEMPTS`` times.
+4 for a mail fetched alone). Innocent mail fetched with it is stored with the
+first group or half that does not hold it; of it, only the other halves of the
+last splits (two mails at most) are ever processed alone, and nothing is given
+up unparsed before ``MAX_ATTEMPTS`` tries of its own, alone, never finished
+(``tests/intake/test_suspects.py`` holds a model of the ingest loop to this).
 
 Where a mail stands is kept in its ``failures`` row (the attempt recorded before
 each try): ``attempts`` counts the tries never finished, ``last_error`` says how

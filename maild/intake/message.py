@@ -926,6 +926,23 @@ def _all(msg: Message, name: str) -> list[str]:
     return [value for key, value in _raw_items(msg) if key.lower() == name]
 
 
+class _Fields:
+    """A message's header fields by lower-cased name, in order: ``_first`` and ``_all`` of many
+    names from one pass over the fields instead of one pass (and copy) per name."""
+
+    def __init__(self, msg: Message) -> None:
+        self._by_name: dict[str, list[str]] = {}
+        for key, value in _raw_items(msg):
+            self._by_name.setdefault(key.lower(), []).append(value)
+
+    def first(self, name: str) -> str | None:
+        found = self._by_name.get(name.lower())
+        return found[0] if found else None
+
+    def all(self, name: str) -> list[str]:
+        return list(self._by_name.get(name.lower(), ()))
+
+
 _ANGLE = re.compile(r"<([^<>]*)>")
 
 
@@ -1218,9 +1235,10 @@ def _parse(raw: bytes, limits: ParseLimits, size: int | None = None) -> InboundM
         _part_defects(walk, msg)
     walk.blobs = blobs = None  # decoded parts are in walk.attachments; let the raw spans go
 
-    message_id = normalise_message_id(_first(msg, "message-id"))
-    subject = _one_line(decode_header_words(_first(msg, "subject") or ""), _SUBJECT_CAP)
-    from_pairs = _addresses(_all(msg, "from"))
+    fields = _Fields(msg)
+    message_id = normalise_message_id(fields.first("message-id"))
+    subject = _one_line(decode_header_words(fields.first("subject") or ""), _SUBJECT_CAP)
+    from_pairs = _addresses(fields.all("from"))
     from_name, from_addr = from_pairs[0] if from_pairs else ("", "")
     from_name = _one_line(decode_header_words(from_name), _NAME_CAP)
 
@@ -1255,13 +1273,13 @@ def _parse(raw: bytes, limits: ParseLimits, size: int | None = None) -> InboundM
         subject=subject,
         from_addr=from_addr,
         from_name=from_name,
-        reply_to=tuple(a for _, a in _addresses(_all(msg, "reply-to"))),
-        to=tuple(a for _, a in _addresses(_all(msg, "to"))),
-        cc=tuple(a for _, a in _addresses(_all(msg, "cc"))),
+        reply_to=tuple(a for _, a in _addresses(fields.all("reply-to"))),
+        to=tuple(a for _, a in _addresses(fields.all("to"))),
+        cc=tuple(a for _, a in _addresses(fields.all("cc"))),
         return_path=return_path,
-        date_header=_date(_first(msg, "date")),
-        in_reply_to=_ids(" ".join(_all(msg, "in-reply-to")), _MAX_IDS),
-        references=_ids(" ".join(_all(msg, "references")), _MAX_IDS),
+        date_header=_date(fields.first("date")),
+        in_reply_to=_ids(" ".join(fields.all("in-reply-to")), _MAX_IDS),
+        references=_ids(" ".join(fields.all("references")), _MAX_IDS),
         headers=_kept_headers(msg),
         content_type=content_type,
         text=text,

@@ -481,3 +481,25 @@ def test_raw_8bit_inside_encoded_word() -> None:
 )
 def test_a_strangers_language_is_guessed_from_the_text(subject: str, text: str, language: str | None) -> None:
     assert guess_language(subject, text) == language
+
+
+_FIELD_NAMES = ["From", "FROM", "to", "To", "Cc", "CC", "Reply-To", "Subject", "subject", "Date", "Message-ID",
+                "Message-Id", "In-Reply-To", "References", "X-Other", "Return-Path"]
+
+
+@given(st.lists(st.tuples(st.sampled_from(_FIELD_NAMES),
+                          st.binary(max_size=30).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b" "))),
+                max_size=20))
+def test_the_fields_read_once_are_those_read_one_name_at_a_time(fields: list[tuple[str, bytes]]) -> None:
+    """``_Fields`` (every field in one pass) gives ``_first`` and ``_all`` of every name, 8-bit values too."""
+    import email
+    from email import policy as email_policy
+
+    from maild.intake.message import _all, _Fields, _first
+
+    raw = b"".join(name.encode() + b": " + value + b"\r\n" for name, value in fields) + b"\r\nbody\r\n"
+    msg = email.message_from_bytes(raw, policy=email_policy.compat32)
+    read = _Fields(msg)
+    for name in {n.lower() for n in _FIELD_NAMES} | {"absent"}:
+        assert read.first(name) == _first(msg, name)
+        assert read.all(name) == _all(msg, name)

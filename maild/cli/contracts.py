@@ -11,6 +11,7 @@ from maild.cli.output import print_json, print_table
 from maild.errors import ConfigError
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
     from maild.config import Config
@@ -18,12 +19,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("maild.cli")
 
 
-def cmd_contracts_list(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+def cmd_contracts_list(cfg: Config, engine: Engine, args: argparse.Namespace) -> int:
     from maild.billing import reports
 
     customers = customers_of(cfg)
-    with sessions() as session:
-        balances = reports.contract_balances(session, customers, common.clock(), tz_of(cfg))
+    with engine.connect() as conn:
+        balances = reports.contract_balances(conn, customers, common.clock(), tz_of(cfg))
     data = [
         {
             "customer": b.customer_id, "customer_name": b.customer_name, "contract_id": b.contract_id,
@@ -66,7 +67,8 @@ def cmd_contracts_sync(cfg: Config, sessions: sessionmaker[Session], args: argpa
 
 def register(commands: Commands) -> None:
     contracts = commands.group("contracts", "contracts and balances")
-    cl = commands.add_to(contracts, "list", cmd_contracts_list, help="contracts with hours used and balances")
+    cl = commands.add_to(contracts, "list", cmd_contracts_list, help="contracts with hours used and balances",
+                         needs="engine")
     cl.add_argument("--json", action="store_true")
     cs = commands.add_to(contracts, "sync", cmd_contracts_sync, help="import the customers file into the database")
     cs.add_argument("--allow-removals", action="store_true",

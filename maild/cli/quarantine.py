@@ -12,6 +12,7 @@ from maild.cli.output import iso, local, print_json, print_table
 from maild.errors import MaildError
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
     from maild.config import Config
@@ -20,13 +21,13 @@ if TYPE_CHECKING:
 UTC = timezone.utc
 
 
-def cmd_quarantine_list(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+def cmd_quarantine_list(cfg: Config, engine: Engine, args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from maild.storage.models import QuarantineRow
+    from maild.storage.tables import quarantine
 
-    with sessions() as session:
-        rows = list(session.scalars(select(QuarantineRow).order_by(QuarantineRow.id)))
+    with engine.connect() as conn:
+        rows = list(conn.execute(select(quarantine).order_by(quarantine.c.id)))
     data: list[dict[str, Any]] = [{"id": r.id, "created_at": iso(r.created_at), "status": r.status, "from": r.from_addr,
              "subject": r.subject, "reason": r.reason, "attempts": r.attempts, "source_key": r.source_key,
              "raw_sha256": r.raw_sha256} for r in rows]
@@ -94,7 +95,7 @@ def cmd_quarantine_retry(cfg: Config, sessions: sessionmaker[Session], args: arg
 
 def register(commands: Commands) -> None:
     q = commands.group("quarantine", "mail that could not be processed")
-    ql = commands.add_to(q, "list", cmd_quarantine_list)
+    ql = commands.add_to(q, "list", cmd_quarantine_list, needs="engine")
     ql.add_argument("--json", action="store_true")
     qr = commands.add_to(q, "retry", cmd_quarantine_retry, help="process a quarantined mail again")
     qr.add_argument("id", type=row_id)

@@ -64,7 +64,8 @@ def config(tmp_path: Path) -> Path:
 
 
 def test_queries_import_the_database_and_nothing_for_mail(config: Path) -> None:
-    """``status``, ``tickets list|show`` and ``report hours|sla`` read the database: SQLAlchemy Core and
+    """``status``, ``tickets list|show``, ``report hours|sla``, ``contracts list`` and ``quarantine list``
+    read the database: SQLAlchemy Core and
     nothing else, not its ORM (they read ``storage.tables`` on a Connection; the ORM and the mapped classes
     were a third of their start-up), no template engine, no mail client, no migration tool (the schema is
     at head), no progress bar without a terminal, and no public holiday tables (nothing they show is a
@@ -74,7 +75,8 @@ def test_queries_import_the_database_and_nothing_for_mail(config: Path) -> None:
     assert code == 0
     month = datetime.now(timezone.utc).strftime("%Y-%m")
     for argv in (["status"], ["tickets", "list"], ["tickets", "show", "SUP-1"],
-                 ["report", "hours", "--month", month], ["report", "sla", "--month", month]):
+                 ["report", "hours", "--month", month], ["report", "sla", "--month", month],
+                 ["contracts", "list"], ["quarantine", "list"]):
         code, loaded = loaded_by("--config", str(config), *argv)
         assert code == 0, argv
         assert loaded == {"sqlalchemy"}, argv

@@ -125,9 +125,9 @@ class MemorySampler(threading.Thread):
 
 
 def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: CountingSink,
-            pg: PrivatePostgres | None, mail_dir: Path, n: int, check: bool) -> dict[str, Any]:
+            pg: PrivatePostgres | None, mail_dir: Path, n: int, check: bool, turns: bool = False) -> dict[str, Any]:
     user, password = dovecot.add_user()
-    work = base / f"n{n}-run{i}"
+    work = base / f"n{n}-run{i}{'-turns' if turns else ''}"
     db_url = pg.fresh_database() if pg else ""
     # --every-day: every day a working day, so the consultant is present and each new
     # ticket and follow-up also queues (and the drain sends) a notification, whatever
@@ -135,7 +135,8 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: Co
     every_day = ('[calendar]\nworking_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]\n'
                  'holidays_country = ""\n') if args.every_day else ""
     config = write_config(work, imap_port=dovecot.port, user=user, password=password, smtp_port=sink.port,
-                          database_url=db_url, extra=every_day)
+                          database_url=db_url,
+                          extra=every_day + ("[daemon]\nsend_while_reading = false\n" if turns else ""))
     loaded = load_mailbox(mail_dir, dovecot.port, user, password)
     os.sync()
     sink.clear()
@@ -167,7 +168,7 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: Co
     if check:
         row["verify"] = verify(config, mail_dir)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(out["ingested"].items()))
-    print(f"run {i + 1}: start-up {out['startup_s']:.2f} s, ingest {out['ingest_s']:.2f} s "
+    print(f"run {i + 1}{' (turns)' if turns else ''}: start-up {out['startup_s']:.2f} s, ingest {out['ingest_s']:.2f} s "
           f"({row['ingest_rate']:.0f} msg/s), sweep {out['sweep_s']:.2f} s, drain {out['drain_s']:.2f} s "
           f"(sent {out['sent']}, sink got {sink.count}); whole cycle {wall:.2f} s ({row['cycle_rate']:.0f} msg/s); "
           f"peak RSS {row['rss_mb']:.0f} MB (PSS with worker {row['pss_mb']:.0f}); CPU {out['cpu_user_s']:.1f}+{out['cpu_sys_s']:.1f} s "
@@ -185,6 +186,13 @@ def series(args: argparse.Namespace, base: Path, dovecot: Any, sink: CountingSin
     mail_dir = big_corpus(n, args.seed) if big else corpus(n, args.seed)
     count = len(list(mail_dir.glob("*.eml")))
     print(f"\n-- maild backlog: {count} mails ({mail_dir.name}), {runs} runs, database {args.db} --", flush=True)
+    if args.turns:  # each run twice, back to back: reading and sending taking turns, then with the courier
+        rows = []
+        for i in range(runs):
+            rows.append(one_run(i, args, base, dovecot, sink, pg, mail_dir, count, check=False, turns=True))
+            rows.append(one_run(i, args, base, dovecot, sink, pg, mail_dir, count,
+                                check=(i == 0 and not args.no_verify)))
+        return rows
     return [one_run(i, args, base, dovecot, sink, pg, mail_dir, count, check=(i == 0 and not args.no_verify))
             for i in range(runs)]
 
@@ -203,6 +211,10 @@ def summarise(rows: list[dict[str, Any]], label: str) -> dict[str, float]:
     print(f"  peak RSS: {spread(rss, '{:.0f}')} MB  (target < {TARGET_RSS_MB:.0f}); main process, VmHWM")
     print(f"  with the parse worker, sampled every 50 ms: peak PSS {spread([r['pss_mb'] for r in rows], '{:.0f}')} MB, "
           f"peak RSS summed {spread([r['rss_all_mb'] for r in rows], '{:.0f}')} MB (shared pages counted twice)")
+    print(f"  CPU s (median): maild {med([r['cpu_user_s'] + r['cpu_sys_s'] for r in rows]):.1f} (ingest "
+          f"{med([r.get('cpu_ingest_s', 0) for r in rows]):.1f}, drain {med([r.get('cpu_drain_s', 0) for r in rows]):.1f}), "
+          f"its children {med([r.get('children_cpu_s', 0) for r in rows]):.1f}, sink {med([r['sink_cpu_s'] for r in rows]):.1f}, "
+          f"postgres {med([r['pg_cpu_s'] for r in rows]):.1f}; sent while reading {med([r.get('sent_while_reading', 0) for r in rows]):.0f}")
     print(f"  acknowledgements sent {rows[0]['sent']}, sink received {rows[0]['sink']}; outcomes {rows[0]['ingested']}")
     check = rows[0].get("verify")
     if check:
@@ -260,6 +272,9 @@ def main() -> int:
     parser.add_argument("--peer-runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="cProfile the first run -> <work>/cycle.prof")
     parser.add_argument("--no-verify", action="store_true")
+    parser.add_argument("--turns", action="store_true",
+                        help="each run also with [daemon] send_while_reading = false, just before it "
+                             "(reading and sending taking turns, as before the courier)")
     parser.add_argument("--keep", action="store_true", help="keep the work dirs (databases, blobs, logs)")
     parser.add_argument("--every-day", action="store_true",
                         help="every day a working day: the consultant is present, so notifications are measured")
@@ -279,6 +294,9 @@ def main() -> int:
             pg = PrivatePostgres(base / "postgres")
             print(f"private {pg.version()} on 127.0.0.1:{pg.server.port} (fsync on, synchronous_commit on)")
         rows = series(args, base, dovecot, sink, pg, args.n, args.runs, big=False)
+        if args.turns:
+            summarise(rows[0::2], f"maild backlog ({args.db}), send_while_reading = false (turns)")
+            rows = rows[1::2]
         summary["main"] = summarise(rows, f"maild backlog ({args.db})")
         if args.big:
             rows_big = series(args, base, dovecot, sink, pg, args.n, args.runs, big=True)

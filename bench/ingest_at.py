@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""One fresh backlog's ingest into a kept database (or an empty one), split into user/sys CPU and I/O.
+
+    .venv/bin/python bench/ingest_at.py --reuse /work/wt/growth-1m      # a growth.py --work dir: +2,000 mails
+    .venv/bin/python bench/ingest_at.py --empty                         # a new empty database, same code
+    .venv/bin/python bench/ingest_at.py --empty --pragma cache_size=-2000  # extra PRAGMAs on every connection
+
+The inner loop of ``growth.py``'s ingest figure, without its commands and
+reports (~30 s at 1M instead of ~4 min): the same Maildir delivery and
+``Daemon.ingest_all()`` (``growth.ingest``), the same seeds (``--reuse`` counts
+its backlogs in the work dir's growth.json like ``growth.py --reuse``, so the
+two never ingest the same mail twice), and the acknowledgements marked sent
+afterwards. Prints the main process's user and sys CPU seconds (the forked parse
+worker's are not in them), blocks read and written, and the database's mail count.
+``--pragma`` adds PRAGMAs to every SQLite connection after maild's own (to
+measure one before changing ``storage/db.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import BENCH_ROOT, SEED, corpus  # noqa: E402
+from growth import STATE, deliver, mark_sent, write_config  # noqa: E402
+
+
+def age_last_hour(config: Path) -> None:
+    """Earlier backlogs' mail moved back a day: each backlog's per-domain limit reads every automatic mail of the
+    last hour (``store.recent_automatic_by_domain``), so back-to-back runs would measure the hour's volume, not the
+    history's size."""
+    from sqlalchemy import text
+
+    from maild.config import load_config
+    from maild.storage.db import open_database
+
+    sessions = open_database(load_config(config).database_url)
+    with sessions() as session, session.begin():
+        moved = session.execute(text(
+            "UPDATE outbox SET created_at = datetime(created_at, '-1 day') || substr(created_at, 20),"
+            " sent_at = datetime(sent_at, '-1 day') || substr(sent_at, 20) WHERE created_at >= :since"),
+            {"since": (datetime.now(timezone.utc) - timedelta(hours=2)).strftime("%Y-%m-%d %H:%M:%S")}).rowcount
+    sessions.kw["bind"].dispose()
+    print(f"moved {moved} outbox rows of the last two hours back a day", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--reuse", type=Path, metavar="DIR", help="a database growth.py --work built")
+    where.add_argument("--empty", action="store_true", help="a new empty database (deleted afterwards)")
+    parser.add_argument("--backlog", type=int, default=2_000)
+    parser.add_argument("--pragma", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--keep-hour", action="store_true",
+                        help="leave earlier backlogs' mail in the last hour (see below); by default it is moved back a "
+                             "day first, so that the hour holds only this backlog's, as in an empty database")
+    parser.add_argument("--parse-timeout", type=int, metavar="SECONDS",
+                        help="the parse deadline (under valgrind the forked parse worker needs minutes)")
+    args = parser.parse_args()
+
+    if args.pragma:
+        from sqlalchemy import Engine, event
+
+        def extra(dbapi_connection: Any, _record: Any) -> None:
+            if type(dbapi_connection).__module__.startswith("sqlite3"):
+                for pragma in args.pragma:
+                    dbapi_connection.execute(f"PRAGMA {pragma}")
+
+        event.listen(Engine, "connect", extra)
+
+    from maild.config import load_config
+    from maild.ops.daemon import Daemon
+
+    if args.reuse is not None:
+        work = args.reuse.resolve()
+        state = json.loads((work / STATE).read_text(encoding="utf-8"))
+        state["backlogs"] += 1
+        seed, mails = SEED + 100 + state["backlogs"], state["mails"]
+    else:
+        work = Path(tempfile.mkdtemp(prefix="ingest-at-", dir=BENCH_ROOT if BENCH_ROOT.exists() else None))
+        write_config(work)
+        seed, mails = SEED + 1, 0
+    config = work / "maild.toml"
+    try:
+        if args.reuse is not None and not args.keep_hour:
+            age_last_hour(config)
+        deliver(work / "Maildir", corpus(args.backlog, seed), datetime.now(timezone.utc))
+        settings = load_config(config)
+        if args.parse_timeout:
+            settings = dataclasses.replace(settings, parse_timeout_seconds=args.parse_timeout)
+        daemon = Daemon(settings)
+        os.getpgrp()  # valgrind --tool=callgrind --zero-before=os_getpgrp --dump-before=os_getloadavg: the ingest alone
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        count = sum(daemon.ingest_all().values())
+        seconds = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        load = os.getloadavg()[0]
+        daemon.parse_ahead.close()
+        daemon.source.close()
+        daemon.sessions.kw["bind"].dispose()
+        mark_sent(config)
+        if args.reuse is not None:
+            state["mails"] += args.backlog
+            (work / STATE).write_text(json.dumps(state), encoding="utf-8")
+    finally:
+        if args.reuse is None:
+            shutil.rmtree(work, ignore_errors=True)
+    user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+    print(f"{mails:,} mails before | seed {seed} | {count} stored | {count / seconds:.0f} msg/s, {seconds:.2f} s wall"
+          f" | CPU {user + system:.2f} s = {user:.2f} user + {system:.2f} sys | blocks in {r1.ru_inblock - r0.ru_inblock}"
+          f" out {r1.ru_oublock - r0.ru_oublock} | majflt {r1.ru_majflt - r0.ru_majflt}"
+          f" | pragmas {args.pragma or '-'} | load {load:.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -76,3 +76,24 @@ def test_the_per_domain_count_is_an_index_only_scan_on_postgresql(pg_url: str) -
         plan = " | ".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, params))
     engine.dispose()
     assert "Index Only Scan using ix_outbox_recent_automatic" in plan, plan
+
+
+def test_the_open_queue_is_counted_off_the_queue_index(tmp_path: Path) -> None:
+    """Each batch's first new ticket counts the open queue per (tier, priority) for its place in it: grouped by
+    status first, in ix_tickets_queue's order, SQLite counts the index range as it reads it, where grouping by
+    (tier, priority) alone sorted every open ticket into a temporary B-tree per batch (58,000 open: 17 -> 7 ms)."""
+    (tmp_path / "Maildir").mkdir()
+    config = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=2525))
+    sessions = open_database(f"sqlite:///{tmp_path / 'maild.db'}")
+    engine = sessions.kw["bind"]
+    statements: list[tuple[str, Any]] = []
+    with sessions() as session:
+        event.listen(engine, "before_cursor_execute",
+                     lambda conn, cursor, statement, params, context, many: statements.append((statement, params)))
+        Team(session, config).note_opened(1, "P2")
+    [(statement, params)] = [(s, p) for s, p in statements if "FROM tickets" in s]
+    with engine.connect() as conn:
+        plan = " | ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
+    engine.dispose()
+    assert "COVERING INDEX ix_tickets_queue" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan

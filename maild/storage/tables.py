@@ -196,7 +196,8 @@ intake = Table(
     "intake", metadata,
     Column("id", Integer, primary_key=True),
     Column("dedupe_key", String(998), nullable=False, unique=True),
-    Column("source_key", String(300), nullable=False, index=True),
+    # where the mail was read (``imap:UIDVALIDITY:UID``, ``maildir:NAME``): shown, never looked up (0008 dropped its index)
+    Column("source_key", String(300), nullable=False),
     Column("disposition", String(16), nullable=False),  # ticket | reply | discard | quarantine | bounce
     Column("reason", Text, nullable=False, default=""),
     Column("ticket_id", Integer, ForeignKey("tickets.id")),

@@ -40,6 +40,7 @@ import os
 import pickle
 import select
 import signal
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,7 +117,23 @@ class _Control:
             self.read()
 
 
+def _close_inherited_pipes(keep: tuple[int, ...]) -> None:
+    """Close every pipe the fork copied but ours and stdin/out/err: the daemon's ends of its
+    parse worker's pipes above all, whose reader must see them close when the daemon closes
+    them, not when the courier ends."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd < 3 or fd in keep:
+            continue
+        try:
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                os.close(fd)
+        except OSError:  # the directory's own descriptor, gone by now
+            pass
+
+
 def _courier_main(outbox: Outbox, control_fd: int, report_fd: int) -> None:
+    _close_inherited_pipes((control_fd, report_fd))
     engine = outbox.sessions.kw["bind"]
     _INHERITED.append(engine.pool)
     engine.dispose(close=False)  # new connections of its own from here on

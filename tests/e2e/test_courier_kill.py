@@ -1,6 +1,6 @@
 """kill -9 while mail is sent *and* read (PostgreSQL): a real ``maild run --once`` reads a
-400-mail backlog 20 at a time while its courier (a forked process) sends the acknowledgements,
-and is killed three times in the middle of that. The courier dies with its daemon (no process
+backlog 20 at a time while its courier (a forked process) sends the acknowledgements, and is
+killed three times in the middle of that (150 more mails arrive before each run). The courier dies with its daemon (no process
 of a killed daemon lives on), and in the end every acknowledgement reached the relay, none more
 than once beyond the one mail each kill may leave accepted by the relay and not yet marked sent.
 """
@@ -24,7 +24,7 @@ from maild.storage.models import OutboxRow
 from tests.helpers import maildir_source, make_mail, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
-N = 400
+ROUND = 150
 
 
 def children(pid: int) -> set[int]:
@@ -49,17 +49,17 @@ def test_sigkill_while_the_courier_sends_during_reading(tmp_path: Path, smtp_sin
     config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=pg_url,
                           top="batch_size = 20")
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
-    for i in range(N):
-        box.add(make_mail(sender=f"user{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<ck{i}@acme.pl>"))
     smtp_sink.delay_seconds = 0.01  # reading outpaces sending: the kills land with both under way
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     rng = random.Random(20261206)
     kills = 0
     while kills < 3:
+        for i in range(kills * ROUND, (kills + 1) * ROUND):
+            box.add(make_mail(sender=f"user{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<ck{i}@acme.pl>"))
         before = len(smtp_sink.messages)
         proc = subprocess.Popen([sys.executable, "-m", "maild.cli", "--config", str(config), "run", "--once"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        kill_at = before + rng.randint(5, 30)
+        kill_at = before + rng.randint(3, 15)
         deadline = time.monotonic() + 120
         forked: set[int] = set()
         while len(smtp_sink.messages) < kill_at:
@@ -87,7 +87,7 @@ def test_sigkill_while_the_courier_sends_during_reading(tmp_path: Path, smtp_sin
     with sessions() as session:
         rows = session.execute(select(OutboxRow.message_id, OutboxRow.status)).all()
     sessions.kw["bind"].dispose()
-    assert len(rows) == N and {status for _, status in rows} == {"sent"}
+    assert len(rows) == 3 * ROUND and {status for _, status in rows} == {"sent"}
     received = Counter(str(m.parsed["Message-ID"]).strip("<>") for m in smtp_sink.messages)
     assert set(received) == {message_id for message_id, _ in rows}, "every queued mail reached the relay"
     resends = sum(n - 1 for n in received.values())

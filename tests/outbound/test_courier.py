@@ -175,3 +175,22 @@ def test_a_courier_that_dies_is_reported_and_its_mail_stays_queued(tmp_path: Pat
     report = courier.stop()
     assert report.fault is not None and report.sent.sent == 0
     assert pending(daemon) == 20
+
+
+def test_the_courier_keeps_no_copy_of_the_daemons_pipes(tmp_path: Path, smtp_sink: Any, pg_url: str) -> None:
+    """A pipe the daemon holds (its parse worker's) reads as closed once the daemon closes its
+    end, also while a courier forked after it runs."""
+    daemon = queued(tmp_path, smtp_sink, pg_url, 5)
+    read_end, write_end = os.pipe()
+    courier = Courier(daemon.outbox)
+    courier.start()
+    try:
+        deadline = time.monotonic() + 20
+        while pending(daemon) and time.monotonic() < deadline:  # the courier is well under way
+            time.sleep(0.05)
+        os.close(write_end)
+        os.set_blocking(read_end, False)
+        assert os.read(read_end, 1) == b"", "end of file: no other process holds the write end"
+    finally:
+        os.close(read_end)
+        courier.stop()

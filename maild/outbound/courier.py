@@ -45,6 +45,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from maild.errors import MaildError
 from maild.outbound.outbox import DrainResult, Outbox
 from maild.outbound.smtp import SmtpError
 
@@ -71,7 +72,7 @@ class CourierReport:
     unmarked: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
-class CourierError(Exception):
+class CourierError(MaildError):
     """The courier could not be started (fork failed)."""
 
 

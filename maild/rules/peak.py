@@ -52,9 +52,9 @@ class DaysOff:
             return False
         found = self._by_year.get(day.year)
         if found is None:
-            import holidays  # when a deadline is first moved, not when a config is read
+            from maild.rules.calendar import holidays_library  # when a deadline is first moved
 
-            found = frozenset(holidays.country_holidays(self.country, years=day.year))
+            found = frozenset(holidays_library().country_holidays(self.country, years=day.year))
             self._by_year[day.year] = found
         return day in found
 

@@ -389,3 +389,19 @@ def test_a_calendar_loads_its_own_country_table_only_and_finds_the_same_holidays
     library, library_modules = run(_LIBRARY)
     assert lazy == library and len(lazy) >= 20
     assert lazy_modules <= 2 < 200 < library_modules
+
+
+def test_the_statutory_days_off_load_one_country_table_too() -> None:
+    """``peak.DaysOff`` (a tax deadline moved past a holiday) goes through ``holidays_library`` as well:
+    when it is the first to ask, the country package is not imported whole either."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import json, sys; from datetime import date; from maild.rules.peak import DaysOff; "
+            "off = DaysOff('PL'); print(json.dumps([off.is_off(date(2026, 11, 11)), off.is_off(date(2026, 11, 12)), "
+            "sum(m.startswith('holidays.countries.') for m in sys.modules)]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2]).stdout
+    assert json.loads(out) == [True, False, 1]

@@ -45,6 +45,8 @@ def commands(month: str) -> list[tuple[str, list[str]]]:
         ("status", ["status"]),
         ("tickets list", ["tickets", "list"]),
         ("report hours", ["report", "hours", "--month", month]),
+        ("report sla", ["report", "sla", "--month", month]),
+        ("contracts list", ["contracts", "list"]),
         ("check", ["check"]),
         ("run --once (empty mailbox)", ["run", "--once"]),
     ]

@@ -102,11 +102,22 @@ def _socket_inode(local_port: int, remote_port: int) -> str | None:
     return None
 
 
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in task.read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
 class AttributingSink:
     """aiosmtpd on loopback counting each Message-ID and which daemon process sent it.
 
     The sender of a connection is found once per connection: the client's
-    socket inode from /proc/net/tcp, then the daemon whose /proc/PID/fd holds it.
+    socket inode from /proc/net/tcp, then the daemon whose /proc/PID/fd holds it
+    (or one of its children's: the courier that sends while the daemon reads).
     """
 
     def __init__(self) -> None:
@@ -141,7 +152,10 @@ class AttributingSink:
         inode = _socket_inode(int(peer[1]), self.port)
         if inode is not None:
             target = f"socket:[{inode}]"
-            for pid, number in self.pids.items():
+            # a daemon's own descriptors, or its children's: its courier sends while it reads
+            holders = [(pid, number) for daemon, number in self.pids.items()
+                       for pid in (daemon, *_children(daemon))]
+            for pid, number in holders:
                 try:
                     fds = os.listdir(f"/proc/{pid}/fd")
                 except OSError:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -108,15 +109,18 @@ def main() -> int:
     banner(f"per-domain count over {args.recent} rows in the last hour and {args.old} older, {args.db}")
     work = Path(tempfile.mkdtemp(prefix="maild-domain-count-"))
     work.chmod(0o755)  # the private PostgreSQL runs as its own user below it
-    if args.db == "sqlite":
-        measure(f"sqlite:///{work / 'maild.db'}", args.recent, args.old)
-        return 0
-    pg = PrivatePostgres(work / "pg")
     try:
-        measure(pg.fresh_database(), args.recent, args.old)
+        if args.db == "sqlite":
+            measure(f"sqlite:///{work / 'maild.db'}", args.recent, args.old)
+            return 0
+        pg = PrivatePostgres(work / "pg")
+        try:
+            measure(pg.fresh_database(), args.recent, args.old)
+        finally:
+            pg.stop()
+        return 0
     finally:
-        pg.stop()
-    return 0
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,41 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import BENCH_ROOT, SEED, corpus  # noqa: E402
-from growth import STATE, deliver, mark_sent, write_config  # noqa: E402
-
-
-def age_last_hour(config: Path) -> None:
-    """Earlier backlogs' mail moved back a day: each backlog's per-domain limit reads every automatic mail of the
-    last hour (``store.recent_automatic_by_domain``), so back-to-back runs would measure the hour's volume, not the
-    history's size."""
-    from sqlalchemy import text
-
-    from maild.config import load_config
-    from maild.storage.db import open_database
-
-    sessions = open_database(load_config(config).database_url)
-    with sessions() as session, session.begin():
-        moved = session.execute(text(
-            "UPDATE outbox SET created_at = datetime(created_at, '-1 day') || substr(created_at, 20),"
-            " sent_at = datetime(sent_at, '-1 day') || substr(sent_at, 20) WHERE created_at >= :since"),
-            {"since": (datetime.now(timezone.utc) - timedelta(hours=2)).strftime("%Y-%m-%d %H:%M:%S")}).rowcount
-    sessions.kw["bind"].dispose()
-    print(f"moved {moved} outbox rows of the last two hours back a day", flush=True)
-
-
-def close_backlog(config: Path, since: datetime) -> None:
-    """The backlog's tickets closed once measured, as the desk would have answered them: each batch counts the open
-    queue (``Team.note_opened``), so without this every run would measure a queue 1,600 tickets longer."""
-    from sqlalchemy import text
-
-    from maild.config import load_config
-    from maild.storage.db import open_database
-
-    sessions = open_database(load_config(config).database_url)
-    with sessions() as session, session.begin():
-        session.execute(text("UPDATE tickets SET status = 'closed', closed_at = updated_at WHERE created_at >= :since"
-                             " AND status != 'closed'"), {"since": since.strftime("%Y-%m-%d %H:%M:%S")})
-    sessions.kw["bind"].dispose()
+from growth import STATE, age_last_hour, close_backlog, deliver, mark_sent, write_config  # noqa: E402
 
 
 def main() -> int:

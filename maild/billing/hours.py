@@ -54,36 +54,50 @@ def package_draws(session: Session, packages: Sequence[Contract], at: datetime, 
 @dataclass(frozen=True)
 class MonthDraws:
     """Packages' draws in one month, read once (``load``): what ``prepaid_left_minutes`` gives at any
-    moment of that month, for any of those packages, without asking the database again.
+    moment of that month from the moment it was read on (``since``), for any of those packages,
+    without asking the database again.
 
     An ingest batch asks for each sender's packages at its first mail's arrival, a moment of its
-    own; this reads the snapshots and the month's rows of all the batch's packages in two queries
-    instead of two per customer. A booking changes the rows: load again.
+    own; this reads the snapshots and the month's draws of all the batch's packages in three queries
+    instead of two per customer. The rows booked before ``since`` are summed by the database (a
+    batch's mail arrives in order, after nearly all of the month's bookings: a row per package, not
+    the month's every booking, 3,244 rows a batch in bench/growth.py's month); an earlier moment is
+    not covered and the desk reads again. A booking changes the rows: load again.
     """
 
     month: str
-    openings: dict[str, int]  # per package: drawn before the month
-    booked: dict[str, list[tuple[datetime, int]]]  # per package: the month's rows drawing on it
+    since: datetime  # the moment it was read for: covers this and later moments of the month
+    openings: dict[str, int]  # per package: drawn before the month and in it before ``since``
+    booked: dict[str, list[tuple[datetime, int]]]  # per package: the month's rows from ``since`` on
 
     @classmethod
     def load(cls, session: Session, packages: Sequence[Contract], at: datetime, tz: ZoneInfo,
              store: bool = False) -> MonthDraws:
-        """The draws of ``packages`` in ``at``'s month (``store`` as in ``package_draws``)."""
+        """The draws of ``packages`` in ``at``'s month, from ``at`` on (``store`` as in ``package_draws``)."""
         month = month_key(at, tz)
         start, _ = month_bounds(month, tz)
         openings = opening_balances(session, packages, month, tz, store)
         ids = sorted({p.id for p in packages})
+        drawn = {contract_id: openings[contract_id].drawn for contract_id in ids}
         booked: dict[str, list[tuple[datetime, int]]] = {contract_id: [] for contract_id in ids}
         for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for contract_id, minutes in session.execute(
+                    select(LedgerRow.contract_id, func.sum(LedgerRow.minutes))
+                    .where(LedgerRow.contract_id.in_(chunk), LedgerRow.overage.is_(False),
+                           LedgerRow.booked_at >= start, LedgerRow.booked_at < at)
+                    .group_by(LedgerRow.contract_id)):
+                drawn[str(contract_id)] += int(minutes or 0)
             for contract_id, booked_at, minutes in session.execute(
                     select(LedgerRow.contract_id, LedgerRow.booked_at, LedgerRow.minutes)
-                    .where(LedgerRow.contract_id.in_(ids[i:i + 500]), LedgerRow.overage.is_(False),
-                           LedgerRow.booked_at >= start)):
+                    .where(LedgerRow.contract_id.in_(chunk), LedgerRow.overage.is_(False),
+                           LedgerRow.booked_at >= max(start, at))):
                 booked[str(contract_id)].append((booked_at, int(minutes)))
-        return cls(month, {contract_id: openings[contract_id].drawn for contract_id in ids}, booked)
+        return cls(month, at, drawn, booked)
 
     def covers(self, packages: Sequence[Contract], at: datetime, tz: ZoneInfo) -> bool:
-        return month_key(at, tz) == self.month and all(p.id in self.openings for p in packages)
+        return (month_key(at, tz) == self.month and at >= self.since
+                and all(p.id in self.openings for p in packages))
 
     def left_minutes(self, packages: Sequence[Contract], at: datetime, tz: ZoneInfo) -> dict[str, int]:
         """``prepaid_left_minutes(session, packages, at, tz)`` for packages and a moment ``covers`` holds."""

@@ -5,15 +5,21 @@ writes the new ones and says when the once-only low-balance warning is due
 (the desk queues it), all in the caller's transaction so a ``#time`` line and
 its ticket change commit together. A booking deletes its contract's balance
 snapshots of later months in that transaction too (``reports.invalidate_snapshots``).
+
+On PostgreSQL a booking first locks all its customer's contract rows in one
+statement, in id order (``lock_booking_contracts``): bookings of one customer
+take turns, so two never draw the same unused minutes, and no two transactions
+can hold parts of one customer's rows while each waits for the rest (a batch
+books many ``#time`` lines in one transaction, ``maild time add`` one).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from maild.rules.customers import Contract, Customer
@@ -152,6 +158,26 @@ class Booking:
     low_balance: LowBalance | None = None
 
 
+def lock_booking_contracts(session: Session, customer_id: str | None, contract_ids: Collection[str]) -> None:
+    """PostgreSQL: lock every contract row of the customer (and ``contract_ids``) until commit, in id order.
+
+    Taken before the balances are read: a concurrent booking's rows are
+    committed and counted, or that booking waits. Always the customer's whole
+    set, whatever this booking will draw from: a transaction that booked for the
+    customer before holds all of it, one that did not holds none of it, so a
+    transaction that waits here holds nothing another one waiting here wants
+    (``SELECT ... ORDER BY id FOR NO KEY UPDATE`` locks the rows in sorted order).
+    NO KEY UPDATE, as ``invalidate_snapshots``: the foreign-key checks of ticket
+    and ledger inserts do not wait. SQLite runs one writer at a time.
+    """
+    if session.get_bind().dialect.name != "postgresql" or (customer_id is None and not contract_ids):
+        return
+    owned = ContractRow.customer_id == customer_id if customer_id is not None else None
+    listed = ContractRow.id.in_(sorted(contract_ids)) if contract_ids else None
+    where = or_(*(c for c in (owned, listed) if c is not None))
+    session.execute(select(ContractRow.id).where(where).order_by(ContractRow.id).with_for_update(key_share=True)).all()
+
+
 def book_time(session: Session, ticket: Ticket, contract: Contract | None, customer: Customer | None, minutes: int,
               by: str, scope: str | None, note: str, source_message_id: str | None, at: datetime, tz: ZoneInfo,
               low_balance_minutes: int) -> Booking:
@@ -164,6 +190,9 @@ def book_time(session: Session, ticket: Ticket, contract: Contract | None, custo
     caller's to send.
     """
     booking = Booking(rows=[])
+    packages = packages_of(customer) if contract is not None and rules_of(contract.kind).packages else []
+    lock_booking_contracts(session, ticket.customer_id, {
+        *(p.id for p in packages), *(c for c in (ticket.contract_id, contract.id if contract else None) if c is not None)})
 
     def add(contract_id: str | None, part: int, overage: bool) -> None:
         row = LedgerRow(contract_id=contract_id, customer_id=ticket.customer_id, ticket_id=ticket.id,
@@ -173,7 +202,6 @@ def book_time(session: Session, ticket: Ticket, contract: Contract | None, custo
         booking.rows.append(row)
 
     if contract is not None and rules_of(contract.kind).packages:
-        packages = packages_of(customer)
         if all(p.id != contract.id for p in packages):
             packages.append(contract)
         entries = package_draws(session, packages, at, tz)

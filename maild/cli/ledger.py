@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from maild.cli import common
 from maild.cli.common import Commands, Failure, customers_of, hm, row_id
@@ -15,6 +16,39 @@ if TYPE_CHECKING:
     from maild.config import Config
 
 log = logging.getLogger("maild.cli")
+
+T = TypeVar("T")
+
+# how often a booking's transaction is run when PostgreSQL aborts it for a deadlock or a
+# serialization failure (bookings lock in one order, so this is a safety net, not a path)
+BOOKING_ATTEMPTS = 4
+# SQLSTATEs whose transaction may simply run again: deadlock_detected, serialization_failure
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def retrying(what: str, transaction: Callable[[], T], attempts: int = BOOKING_ATTEMPTS) -> T:
+    """Run ``transaction`` (one whole transaction, rolled back when it raises) again when the
+    database aborted it as a deadlock victim or for a serialization failure, ``attempts`` times
+    in all with a short random pause; then the command fails saying nothing was stored."""
+    import random
+    import time
+
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return transaction()
+        except DBAPIError as exc:
+            state = getattr(exc.orig, "sqlstate", None)
+            if state not in RETRYABLE_SQLSTATES:
+                raise
+            if attempt == attempts:
+                raise Failure(f"{what}: the database aborted it {attempts} times as conflicting with "
+                              f"other transactions (SQLSTATE {state}); nothing was stored, run it again") from None
+            log.warning("%s: aborted by the database (SQLSTATE %s), attempt %d/%d; running it again",
+                        what, state, attempt, attempts)
+            time.sleep(random.uniform(0.01, 0.05) * attempt)
+    raise AssertionError("unreachable")
 
 
 def cmd_time_add(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
@@ -34,16 +68,20 @@ def cmd_time_add(cfg: Config, sessions: sessionmaker[Session], args: argparse.Na
     customers = customers_of(cfg)
     ctx = DeskContext.for_config(cfg, customers)
     now = common.clock()
-    with sessions() as session, session.begin():
-        number = store.parse_ticket_ref(args.ref, cfg.support.ticket_prefix)
-        if number is None:
-            raise Failure(f"{args.ref!r} is not a ticket reference (write {cfg.support.ticket_prefix}-12)", 2)
-        ticket = session.get(Ticket, number)
-        if ticket is None:
-            raise Failure(f"no ticket {args.ref}")
-        ref = store.ticket_ref(cfg.support.ticket_prefix, ticket.id)
-        rows = TicketDesk(ctx, session).book_time(ticket, minutes, by, args.scope, args.note or "", None, now)
-        booked = [(r.id, r.contract_id, r.minutes, r.overage) for r in rows]
+    number = store.parse_ticket_ref(args.ref, cfg.support.ticket_prefix)
+    if number is None:
+        raise Failure(f"{args.ref!r} is not a ticket reference (write {cfg.support.ticket_prefix}-12)", 2)
+
+    def book() -> tuple[str, list[tuple[int, str | None, int, bool]]]:
+        with sessions() as session, session.begin():
+            ticket = session.get(Ticket, number)
+            if ticket is None:
+                raise Failure(f"no ticket {args.ref}")
+            rows = TicketDesk(ctx, session).book_time(ticket, minutes, by, args.scope, args.note or "", None, now)
+            return (store.ticket_ref(cfg.support.ticket_prefix, ticket.id),
+                    [(r.id, r.contract_id, r.minutes, r.overage) for r in rows])
+
+    ref, booked = retrying(f"time add {args.ref}", book)
     log.info("%s: %d min booked by %s from the command line, entries %s", ref, minutes, by,
              ",".join(str(b[0]) for b in booked))
     for entry_id, contract_id, part, overage in booked:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -209,6 +210,46 @@ def test_prepaid_crossing_zero_becomes_overage(env: Env) -> None:
     code, out, _ = env.run("contracts", "list", "--json")
     prepaid = next(c for c in json.loads(out) if c["contract_id"] == "nowak-p")
     assert (prepaid["balance_minutes"], prepaid["used_minutes_month"], prepaid["overage_minutes"]) == (0, 300, 60)
+
+
+def _aborted_first(monkeypatch: pytest.MonkeyPatch, times: int) -> list[int]:
+    """The desk's booking writes its rows, then PostgreSQL's deadlock verdict arrives (``times`` times)."""
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    from maild.desk.desk import TicketDesk
+
+    calls: list[int] = []
+    original = TicketDesk.book_time
+
+    def book_time(self: TicketDesk, *args: Any, **kwargs: Any) -> list[LedgerRow]:
+        rows = original(self, *args, **kwargs)
+        calls.append(len(rows))
+        if len(calls) <= times:
+            raise OperationalError("SELECT ... FOR NO KEY UPDATE", {}, psycopg.errors.DeadlockDetected("deadlock detected"))
+        return rows
+
+    monkeypatch.setattr(TicketDesk, "book_time", book_time)
+    return calls
+
+
+def test_time_add_runs_its_transaction_again_when_the_database_picks_it_as_a_deadlock_victim(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _aborted_first(monkeypatch, 2)
+    code, out, err = env.run("time", "add", "SUP-2", "3h", "--by", "ewa@firma.pl")
+    assert (code, len(calls)) == (0, 3), err
+    assert "SQLSTATE 40P01" in err and "attempt 2/4" in err
+    (row,) = ledger(env)  # the aborted attempts' rows were rolled back
+    assert (row.minutes, row.overage) == (180, False) and f"entry {row.id}:" in out
+
+
+def test_time_add_gives_up_after_its_attempts_with_a_message_and_nothing_booked(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _aborted_first(monkeypatch, 99)
+    code, out, err = env.run("time", "add", "SUP-2", "3h", "--by", "ewa@firma.pl")
+    assert (code, len(calls), out) == (1, 4, "")
+    assert "aborted it 4 times" in err and "nothing was stored" in err and "Traceback" not in err
+    assert ledger(env) == []
 
 
 def test_reverse_once_and_never_a_reversal(env: Env) -> None:

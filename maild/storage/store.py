@@ -401,17 +401,6 @@ def recent_automatic_mail(session: Session, keys: Iterable[str], since: datetime
     return counts
 
 
-def list_tickets(session: Session, status: str | None = None, where: TicketFilter | None = None) -> list[Ticket]:
-    query = select(Ticket)
-    if status is None:
-        query = query.where(Ticket.status.in_(OPEN_STATUSES))
-    elif status != "all":
-        query = query.where(Ticket.status == status)
-    if where is not None:
-        query = query.where(*where.conditions())
-    return list(session.scalars(query.order_by(*queue_order())))
-
-
 def queue_ranks(session: Session) -> dict[int, int]:
     """1-based position of every open ticket in the queue (reads the whole queue: for tests and small tools)."""
     ids = session.scalars(select(Ticket.id).where(Ticket.status.in_(OPEN_STATUSES)).order_by(*queue_order()))

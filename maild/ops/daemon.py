@@ -84,10 +84,7 @@ class CycleReport:
         self.outbox.more_due = other.outbox.more_due
         self.escalations += other.escalations
         self.closed += other.closed
-        self.outbox.sent += other.outbox.sent
-        self.outbox.retry += other.outbox.retry
-        self.outbox.failed += other.outbox.failed
-        self.outbox.errors.extend(other.outbox.errors)
+        self.outbox.add(other.outbox)
 
     def summary(self) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.ingested.items())) or "no mail"
@@ -339,10 +336,7 @@ class Daemon:
             return
         report = self.courier.stop()
         sent = report.sent
-        self.sent_while_reading.sent += sent.sent
-        self.sent_while_reading.retry += sent.retry
-        self.sent_while_reading.failed += sent.failed
-        self.sent_while_reading.errors.extend(sent.errors)
+        self.sent_while_reading.add(sent)
         if report.relay_error is not None:
             self._relay_failed(report.relay_error, self.sent_while_reading)
         elif sent.sent and self._smtp_failures:
@@ -377,14 +371,12 @@ class Daemon:
         if self.courier.running and report.more_waiting and not self.courier.ended():
             # the courier sends while the rest of the backlog is read: no turn of sending
             # that would keep the mailbox waiting
-            report.outbox = DrainResult()
+            drained = DrainResult()
         else:
-            report.outbox = self.drain(budget)
-        report.outbox.sent += self.sent_while_reading.sent
-        report.outbox.retry += self.sent_while_reading.retry
-        report.outbox.failed += self.sent_while_reading.failed
-        report.outbox.errors[:0] = self.sent_while_reading.errors
-        self.sent_while_reading = DrainResult()
+            drained = self.drain(budget)
+        report.outbox, self.sent_while_reading = self.sent_while_reading, DrainResult()
+        report.outbox.add(drained)
+        report.outbox.more_due = drained.more_due
         if self.metrics is not None:
             self.metrics.observe_cycle(report.ingested, report.escalations, report.outbox.sent)
             with self.sessions() as session:
@@ -412,10 +404,7 @@ class Daemon:
                 return total
             if self._smtp_failures:
                 self._relay_usable()
-            total.sent += part.sent
-            total.retry += part.retry
-            total.failed += part.failed
-            total.errors.extend(part.errors)
+            total.add(part)
             if part.more_due:
                 total.more_due = True
                 log.info("outbox: %d mails sent in this %.0f s slice, more due; reading the mailbox before "

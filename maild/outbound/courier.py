@@ -154,10 +154,8 @@ def _courier_main(outbox: Outbox, control_fd: int, report_fd: int) -> None:
     try:
         while not control.should_stop():
             part = outbox.drain(limit=CHUNK)
-            report.sent.sent += part.sent
-            report.sent.retry += part.retry
-            report.sent.failed += part.failed
-            report.sent.errors.extend(part.errors[:20 - len(report.sent.errors)])
+            report.sent.add(part)
+            del report.sent.errors[20:]  # the report goes through a pipe: the first errors say enough
     except SmtpError as exc:
         report.relay_error = str(exc)
     except Exception as exc:  # noqa: BLE001 - reported to the daemon, which carries on without the courier

@@ -114,6 +114,13 @@ class DrainResult:
     errors: list[str] = field(default_factory=list)
     more_due: bool = False  # the time budget ran out with mail still due
 
+    def add(self, other: DrainResult) -> None:
+        """Count ``other``'s mail and errors in this result; ``more_due`` stays this one's."""
+        self.sent += other.sent
+        self.retry += other.retry
+        self.failed += other.failed
+        self.errors.extend(other.errors)
+
 
 def _past(deadline: float | None, done: DrainResult) -> bool:
     """Whether a drain's time is up; never before its first mail, so every slice makes progress."""

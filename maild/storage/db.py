@@ -78,6 +78,9 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
+    if parsed.get_backend_name() == "postgresql":
+        from maild.storage.tables import for_postgresql
+        for_postgresql()
     return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True)
 
 

@@ -18,8 +18,9 @@ from tests.helpers import deliver, maildir_source, make_mail, write_config
 from tests.servers.smtp_sink import SmtpSink
 
 ROOT = Path(__file__).resolve().parents[2]
+# sqlalchemy.dialects.postgresql: on SQLite too, were its options passed as Index keywords (tables.for_postgresql)
 HEAVY = ("sqlalchemy", "sqlalchemy.orm", "alembic", "jinja2", "imapclient", "aiosmtplib", "mailparser", "holidays",
-         "matplotlib", "tqdm", "aiosmtpd")
+         "matplotlib", "tqdm", "aiosmtpd", "sqlalchemy.dialects.postgresql")
 
 PROBE = """
 import json, sys

@@ -11,9 +11,10 @@ if TYPE_CHECKING:
 
 
 def cmd_db_upgrade(cfg: Config, args: argparse.Namespace) -> int:
-    from maild.storage.db import make_engine, safe_url, upgrade
+    """At the head already, the one-row revision read answers: Alembic (0.09 s of imports) is not loaded."""
+    from maild.storage.db import open_engine, safe_url
 
-    upgrade(make_engine(cfg.database_url))
+    open_engine(cfg.database_url).dispose()
     print(f"database {safe_url(cfg.database_url)} is at the latest schema")
     return 0
 

@@ -109,3 +109,14 @@ def test_run_once_with_mail_still_parses_and_sends(tmp_path: Path, smtp_sink: Sm
     assert code == 0
     assert {"sqlalchemy", "aiosmtplib", "jinja2", "holidays"} <= loaded
     assert smtp_sink.wait_for(1)
+
+
+def test_db_upgrade_loads_alembic_only_when_there_is_a_migration_to_run(tmp_path: Path) -> None:
+    """On a new database the migrations run; at the head the revision row answers."""
+    path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=1)
+    code, loaded = loaded_by("--config", str(path), "db", "upgrade")
+    assert code == 0
+    assert "alembic" in loaded  # a new file: every migration ran
+    code, loaded = loaded_by("--config", str(path), "db", "upgrade")
+    assert code == 0
+    assert "alembic" not in loaded

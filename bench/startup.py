@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start-up of every common command: a new ``python -m maild.cli`` process each time.
 
-    python bench/startup.py [--runs 10] [--source imap|maildir] [--importtime]
+    python bench/startup.py [--runs 10] [--source imap|maildir] [--importtime] [--all]
 
 A fresh config (SQLite, an empty mailbox: a private Dovecot user, or a Maildir
 with ``--source maildir``; a counting SMTP sink), the database migrated by a
@@ -52,6 +52,29 @@ def commands(month: str) -> list[tuple[str, list[str]]]:
     ]
 
 
+def every_other_command(month: str) -> list[tuple[str, list[str]]]:
+    """``--all``: the rest of the CLI, on the same database with one open ticket (SUP-1).
+
+    The writing ones change it a little each run (a quarter of an hour booked on
+    SUP-1, an absence ended); the erasures run with ``--dry-run``.
+    """
+    return [
+        ("tickets list --json", ["tickets", "list", "--json"]),
+        ("tickets show", ["tickets", "show", "SUP-1"]),
+        ("report month", ["report", "month", "--month", month]),
+        ("quarantine list", ["quarantine", "list"]),
+        ("consultants list", ["consultants", "list"]),
+        ("consultants back", ["consultants", "back", "anna@firma.pl"]),
+        ("contracts sync", ["contracts", "sync"]),
+        ("time add", ["time", "add", "--by", "anna@firma.pl", "SUP-1", "15m"]),
+        ("digest", ["digest"]),
+        ("forget --dry-run", ["forget", "--address", "nobody@example.com", "--dry-run"]),
+        ("retention run --dry-run", ["retention", "run", "--dry-run"]),
+        ("storage verify", ["storage", "verify"]),
+        ("db upgrade (at the head)", ["db", "upgrade"]),
+    ]
+
+
 def env() -> dict[str, str]:
     # the checkout's code, not whatever the venv's editable install points at
     return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": ""}
@@ -92,6 +115,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--source", choices=["imap", "maildir"], default="imap")
     parser.add_argument("--importtime", action="store_true", help="the slowest imports of each command")
+    parser.add_argument("--all", action="store_true", help="every other command too (a ticket is opened first)")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
 
@@ -121,6 +145,12 @@ def main() -> int:
               f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
         print(f"{'command':<30} {'wall median s':>13} {'(range)':>15} {'CPU median s':>13}  target < {TARGET_S} s")
         table = [(name, [*cli, *argv], False) for name, argv in commands(month)]
+        if args.all:
+            opened = subprocess.run([*cli, "tickets", "open", "--customer", "kowalski-transport", "--subject",
+                                     "Start-up", "--no-ack"], cwd=work, env=env(), capture_output=True, text=True)
+            if opened.returncode != 0:
+                raise SystemExit(f"maild tickets open failed: {opened.stderr.strip()}")
+            table += [(name, [*cli, *argv], False) for name, argv in every_other_command(month)]
         demo_dir = work / "demo"
         table.append(("demo (to its first line)", [PY, "-m", "maild.cli", "demo", "--dir", str(demo_dir)], True))
         for name, argv, first_line in table:

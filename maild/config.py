@@ -41,7 +41,7 @@ Security = Literal["tls", "starttls", "none"]
 
 
 # The settings of the mail source, the parser and the relay live here, not in
-# their modules, so loading the config imports neither imapclient nor aiosmtplib.
+# their modules, so loading the config imports neither imapclient nor the SMTP client.
 
 @dataclass(frozen=True)
 class ImapSettings:

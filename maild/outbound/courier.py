@@ -15,7 +15,7 @@ Why the guarantees hold:
 * **Each mail once, at most one resent per kill.** While the courier runs the
   daemon itself sends nothing (``Daemon.drain`` stops the courier first), so
   one process at a time has a mail in flight, and the courier marks each mail
-  sent before the next one's data goes out, as any drain does. The kernel kills
+  sent before the next one's final "." goes out, as any drain does. The kernel kills
   the courier when the daemon dies (``PR_SET_PDEATHSIG``), so a ``kill -9`` of
   the daemon leaves at most the courier's one mail unmarked.
 * **Several daemons.** On PostgreSQL the courier claims rows like any drain:

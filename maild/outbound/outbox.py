@@ -602,7 +602,7 @@ def build_mail(row: MailRow, renderer: Renderer, sender: Sender, read_blob: Call
 
 
 class _Turn:
-    """One mail's hold on the drain's gate: taken just before its data goes out
+    """One mail's hold on the drain's gate: taken just before its final "." goes out
     (perhaps asked for twice, when the connection was re-opened), released once."""
 
     def __init__(self, gate: asyncio.Lock) -> None:
@@ -694,11 +694,12 @@ class Outbox:
         leaves oldest first (give or take the one in flight on the other
         connection). Each marks its mail sent and commits before taking the next;
         the commits cannot interleave (one thread, nothing awaited between a
-        statement and its commit), so all workers share one session. The message
-        data goes out over one connection at a time, from the DATA command to the
-        commit of its outcome (``_send_one``), so a crash still resends at most
-        one mail; what overlaps is building the next mail, MAIL FROM and RCPT TO,
-        and the relay's work on the other connection. When the relay fails for one
+        statement and its commit), so all workers share one session. A message's
+        end (its final ".", before which the relay cannot have accepted it) goes
+        out over one connection at a time, and that connection holds the turn
+        until the outcome is committed (``_send_one``), so a crash still resends at
+        most one mail; what overlaps is building the next mail, MAIL FROM, RCPT
+        TO, DATA and the message itself, and the relay's work on the other connection. When the relay fails for one
         worker, the others finish the mail they have in hand and take no more,
         and every row not sent is given back in its place in the queue.
 
@@ -818,10 +819,10 @@ class Outbox:
                         smtp: SmtpSender, gate: asyncio.Lock, mail: PendingMail, result: DrainResult) -> None:
         """Build, send and settle one mail; the row's new state is committed before returning.
 
-        From just before the message data goes out until its outcome is committed
-        the mail holds ``gate``, so of several connections only one at a time can
-        have a mail the relay accepted and the database does not know of yet: a
-        crash still resends at most one mail.
+        From just before the message's final "." goes out until its outcome is
+        committed the mail holds ``gate``, so of several connections only one at a
+        time can have a mail the relay accepted and the database does not know of
+        yet: a crash still resends at most one mail.
         """
         now = self.clock()
         try:

@@ -19,8 +19,8 @@ from tests.servers.smtp_sink import SmtpSink
 
 ROOT = Path(__file__).resolve().parents[2]
 # sqlalchemy.dialects.postgresql: on SQLite too, were its options passed as Index keywords (tables.for_postgresql)
-HEAVY = ("sqlalchemy", "sqlalchemy.orm", "alembic", "jinja2", "imapclient", "aiosmtplib", "mailparser", "holidays",
-         "matplotlib", "tqdm", "aiosmtpd", "sqlalchemy.dialects.postgresql")
+HEAVY = ("sqlalchemy", "sqlalchemy.orm", "alembic", "jinja2", "imapclient", "maild.outbound.smtp", "mailparser",
+         "holidays", "matplotlib", "tqdm", "aiosmtpd", "sqlalchemy.dialects.postgresql")
 
 PROBE = """
 import json, sys
@@ -107,7 +107,7 @@ def test_run_once_with_mail_still_parses_and_sends(tmp_path: Path, smtp_sink: Sm
     deliver(tmp_path / "Maildir", make_mail(msgid="<lazy-1@acme.pl>", date=now), now)
     code, loaded = loaded_by("--config", str(path), "run", "--once")
     assert code == 0
-    assert {"sqlalchemy", "aiosmtplib", "jinja2", "holidays"} <= loaded
+    assert {"sqlalchemy", "maild.outbound.smtp", "jinja2", "holidays"} <= loaded
     assert smtp_sink.wait_for(1)
 
 

@@ -10,7 +10,9 @@ mail fail temporarily or permanently (at DATA, or at RCPT with `fail_at`),
 recipients unanswered after DATA (a relay that hangs on one mail), `delay_seconds`
 slows every mail down, and `stop()` / `start()` take the server
 away and bring it back on the same port, dropping open client connections as a
-crashed or restarted MTA would.
+crashed or restarted MTA would. Made with ``pipelining=True`` the sink offers
+PIPELINING (RFC 2920) in its EHLO, as Postfix and Exim do (aiosmtpd reads
+pipelined commands in turn either way); ``auth_mechanisms`` narrows what AUTH offers.
 """
 from __future__ import annotations
 
@@ -101,6 +103,22 @@ class _Handler:
     def __init__(self, sink: SmtpSink) -> None:
         self._sink = sink
 
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self._sink.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        code = self._sink.reject_mail
+        if code is not None:
+            return _REPLY_TEXT.get(code, f"{code} Sender rejected (test sink)")
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(
         self,
         server: SMTP,
@@ -110,6 +128,8 @@ class _Handler:
         rcpt_options: list[str],
     ) -> str:
         sink = self._sink
+        reader = getattr(server, "_reader", None)  # what had arrived behind this RCPT (pipelined commands)
+        sink.buffered_at_rcpt.append(bytes(getattr(reader, "_buffer", b"")))
         code = sink.reject_rcpt.get(address.lower())
         if code is not None:
             return _REPLY_TEXT.get(code, f"{code} Recipient rejected (test sink)")
@@ -152,8 +172,14 @@ class SmtpSink:
         tls: Tls | None = None,
         certfile: str | None = None,
         keyfile: str | None = None,
+        pipelining: bool = False,
+        auth_mechanisms: tuple[str, ...] | None = None,
     ) -> None:
         self.host = "127.0.0.1"
+        self.pipelining = pipelining
+        self.auth_mechanisms = auth_mechanisms
+        self.reject_mail: int | None = None
+        self.buffered_at_rcpt: list[bytes] = []
         self.port = free_port()
         self.mode: Mode = "accept"
         self.fail_at: Literal["data", "rcpt"] = "data"
@@ -260,6 +286,9 @@ class SmtpSink:
                 auth_required=True,
                 auth_require_tls=False,
             )
+            if self.auth_mechanisms is not None:
+                kwargs["auth_exclude_mechanism"] = [m for m in ("LOGIN", "PLAIN")
+                                                    if m not in self.auth_mechanisms]
 
         class _Controller(Controller):
             def factory(self) -> SMTP:
@@ -345,12 +374,14 @@ def smtp_sink_factory(request: pytest.FixtureRequest) -> Iterator[SinkFactory]:
     sinks: list[SmtpSink] = []
 
     def make(
-        *, require_auth: tuple[str, str] | None = None, tls: Tls | None = None
+        *, require_auth: tuple[str, str] | None = None, tls: Tls | None = None, pipelining: bool = False,
+        auth_mechanisms: tuple[str, ...] | None = None,
     ) -> SmtpSink:
         certfile = keyfile = None
         if tls is not None:
             certfile, keyfile = request.getfixturevalue("smtp_sink_cert")
-        sink = SmtpSink(require_auth=require_auth, tls=tls, certfile=certfile, keyfile=keyfile)
+        sink = SmtpSink(require_auth=require_auth, tls=tls, certfile=certfile, keyfile=keyfile,
+                        pipelining=pipelining, auth_mechanisms=auth_mechanisms)
         sinks.append(sink)
         sink.start()
         return sink

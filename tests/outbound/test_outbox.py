@@ -387,3 +387,46 @@ def test_mail_sent_while_the_database_went_away_is_marked_not_sent_again(
     received = [m.parsed["Message-ID"] for m in smtp_sink.wait_for(3)]
     assert len(received) == 3 and len(set(received)) == 3, "each mail once"
     assert daemon.outbox.unmarked == {}
+
+
+def test_a_postgres_mark_whose_session_died_is_remembered_and_not_sent_again(
+        tmp_path: Path, smtp_sink: Any, monkeypatch: Any, pg_url: str) -> None:
+    """PostgreSQL: the sent mark goes on the driver's own cursor; when the drain's session
+    dies between the relay's "250" and the mark (its backend terminated, as a server
+    restart would), the error comes as SQLAlchemy's OperationalError, the mail is kept in
+    the unmarked memory, and the next drain marks it instead of sending it again."""
+    from maild.outbound.outbox import OUTBOX_LOCK_CLASS
+    from sqlalchemy import text
+
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=pg_url)
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(4):
+        box.add(make_mail(sender=f"jan{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<rawmark{i}@acme.pl>"))
+    daemon = Daemon(load_config(config), Clock(datetime.now(UTC)))
+    daemon.ingest_all()
+    real_send = SmtpSender.send
+    sent: list[str] = []
+
+    async def line_dies_after_the_second(self: SmtpSender, envelope: Envelope,
+                                         before_end: BeforeData | None = None) -> Delivery:
+        delivery = await real_send(self, envelope, before_end)
+        sent.append(envelope.recipients[0])
+        if len(sent) == 2:
+            with daemon.sessions() as session, session.begin():
+                session.execute(text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND classid = CAST(:c AS oid) AND objsubid = 2").bindparams(c=OUTBOX_LOCK_CLASS))
+        return delivery
+
+    monkeypatch.setattr(SmtpSender, "send", line_dies_after_the_second)
+    with pytest.raises(OperationalError):
+        daemon.outbox.drain()
+    monkeypatch.undo()
+    assert len(daemon.outbox.unmarked) == 1
+    assert daemon.outbox.drain().sent == 2
+    with daemon.sessions() as session:
+        assert set(session.scalars(select(OutboxRow.status))) == {"sent"}
+    received = [m.parsed["Message-ID"] for m in smtp_sink.wait_for(4)]
+    assert len(received) == 4 and len(set(received)) == 4, "each mail once"
+    assert daemon.outbox.unmarked == {}
+    daemon.sessions.kw["bind"].dispose()

@@ -113,7 +113,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return int(args.handler(cfg, open_engine(cfg.database_url), args))
         from maild.storage.db import open_database
 
-        return int(args.handler(cfg, open_database(cfg.database_url), args))
+        # a command's transaction must not fail for the daemon's commit between its read and its write
+        return int(args.handler(cfg, open_database(cfg.database_url, take_the_write_lock=True), args))
     except Failure as exc:
         print(f"maild: {exc.message}", file=sys.stderr)
         return exc.code

@@ -150,12 +150,23 @@ def open_engine(url: str, migrate: bool = True) -> Engine:
     return engine
 
 
-def sessions_for(engine: Engine) -> sessionmaker[Session]:
-    """ORM sessions on ``engine``, as ``open_database`` makes them (objects stay readable after commit)."""
+def sessions_for(engine: Engine, take_the_write_lock: bool = False) -> sessionmaker[Session]:
+    """ORM sessions on ``engine``, as ``open_database`` makes them (objects stay readable after commit).
+
+    ``take_the_write_lock``: on SQLite each transaction begins IMMEDIATE, waiting
+    its turn behind the daemon's batch (the busy timeout), instead of reading from
+    a snapshot that the daemon's next commit makes stale: SQLite refuses such a
+    transaction's first write at once ("database is locked", SQLITE_BUSY_SNAPSHOT;
+    the busy timeout does not apply to it). For the command line, whose
+    transactions are short and one at a time; the daemon's own stages keep
+    deferred transactions (several of its sessions are open at once).
+    """
     from sqlalchemy.orm import sessionmaker
 
+    if take_the_write_lock and engine.dialect.name == "sqlite":
+        engine = engine.execution_options(maild_immediate=True)
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def open_database(url: str, migrate: bool = True) -> sessionmaker[Session]:
-    return sessions_for(open_engine(url, migrate))
+def open_database(url: str, migrate: bool = True, take_the_write_lock: bool = False) -> sessionmaker[Session]:
+    return sessions_for(open_engine(url, migrate), take_the_write_lock)

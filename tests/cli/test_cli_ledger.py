@@ -252,6 +252,38 @@ def test_time_add_gives_up_after_its_attempts_with_a_message_and_nothing_booked(
     assert ledger(env) == []
 
 
+def test_time_add_waits_for_the_daemons_write_instead_of_failing_on_it(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite: a command's transaction reads, the daemon commits a batch, the command writes. From
+    a deferred transaction's snapshot SQLite refuses that write at once ("database is locked", no
+    busy wait), and the operator got a traceback. The command's transaction now holds the write
+    lock from its BEGIN: the daemon's commit waits for it (here: gives up after 0.2 s) instead."""
+    import sqlite3
+
+    from maild.desk.desk import TicketDesk
+
+    original = TicketDesk.book_time
+    daemon: list[str] = []
+
+    def book_time(self: TicketDesk, *args: Any, **kwargs: Any) -> list[LedgerRow]:
+        # between the command's read of the ticket and its booking, the daemon commits
+        other = sqlite3.connect(env.config.parent / "storage" / "maild.db", timeout=0.2, isolation_level=None)
+        try:
+            other.execute("UPDATE tickets SET updated_at = updated_at WHERE id = 3")
+            daemon.append("committed")
+        except sqlite3.OperationalError as exc:
+            daemon.append(str(exc))
+        finally:
+            other.close()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TicketDesk, "book_time", book_time)
+    code, out, err = env.run("time", "add", "SUP-2", "3h", "--by", "ewa@firma.pl")
+    assert (code, daemon) == (0, ["database is locked"]), err
+    (row,) = ledger(env)
+    assert row.minutes == 180 and f"entry {row.id}:" in out
+
+
 def test_reverse_once_and_never_a_reversal(env: Env) -> None:
     env.run("time", "add", "SUP-1", "90m", "--by", "ewa@firma.pl", "--scope", "incident")
     (entry,) = ledger(env)

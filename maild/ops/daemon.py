@@ -31,7 +31,7 @@ from maild.storage import store
 from maild.storage.blobs import BlobStore, StorageError
 from maild.config import Config, secret_warnings
 from maild.rules.customers import Customer, load_customers
-from maild.storage.db import DatabaseError, open_database
+from maild.storage.db import DatabaseError, WalCheckpointer, open_database
 from maild.errors import ConfigError
 from maild.ops.health import ALERT_NAMES, plan_alerts, problems, read_health
 from maild.intake.mailbox import FetchedMail, ImapSettings, MailboxAuthError, MailboxError, MailSource, open_source
@@ -119,7 +119,9 @@ class Daemon:
     def _start(self, config: Config, clock: Callable[[], datetime]) -> None:
         for warning in secret_warnings(config):
             log.warning("%s", warning)
-        self.sessions = open_database(config.database_url)
+        self.sessions = open_database(config.database_url, background_checkpoints=True)
+        # SQLite: the WAL is copied into the database off the batch's thread (storage.db.WalCheckpointer)
+        self.checkpoints = WalCheckpointer.for_engine(self.sessions.kw["bind"])
         self.blobs = BlobStore(config.storage_path)
         customers = self._load_customers()
         self._sync_customers(customers)
@@ -283,6 +285,8 @@ class Daemon:
                      totals: dict[str, int], unstored: dict[str, FetchedMail] | None = None) -> int:
         """Store one parsed batch and move its mail on the source; returns how many wait for a retry."""
         result = self.ingestor.ingest_batch(batch, self.parse_ahead.result(future, batch), counted=True)
+        if self.checkpoints is not None:
+            self.checkpoints.kick()
         for mail in batch:
             (unstored or {}).pop(mail.source_key, None)
         if result.done:
@@ -443,10 +447,15 @@ class Daemon:
             self.source.close()
             self.parse_ahead.close()
             self.blobs.close()
+            self.close_checkpoints()
             self.mailbox_lock.release()
             self.release_run_lock()
         log.info("cycle done: %s", report.summary())
         return report
+
+    def close_checkpoints(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.close()
 
     def release_run_lock(self) -> None:
         if self.run_lock is not None:
@@ -562,6 +571,7 @@ class Daemon:
             self.source.close()
             self.parse_ahead.close()
             self.blobs.close()
+            self.close_checkpoints()
             self.mailbox_lock.release()
             self.release_run_lock()
             if self.metrics is not None:

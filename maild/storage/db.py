@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,13 @@ def safe_url(url: str) -> str:
         return "<invalid database url>"
 
 
+# The daemon's connections leave the WAL's checkpoints to a thread of its own
+# (``WalCheckpointer``): at this many WAL pages (64 MB) a committing connection
+# checkpoints itself again (SQLite's own auto-checkpoint), which bounds the WAL
+# and starts it over, whatever the thread does.
+WAL_FALLBACK_PAGES = 16384
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # pysqlite opens transactions only before DML, so DDL (a migration) would
     # autocommit statement by statement and a crash could leave half a schema.
@@ -57,6 +65,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _checkpoint_fallback(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={WAL_FALLBACK_PAGES}")
+
+
 def _sqlite_begin(connection: Any) -> None:
     # A migration takes the write lock up front: two processes starting on a new
     # file would otherwise both find it empty and the second fail on "table exists".
@@ -66,7 +78,9 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get("maild_immediate", False) else "BEGIN")
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, background_checkpoints: bool = False) -> Engine:
+    """``background_checkpoints``: the connections checkpoint only past ``WAL_FALLBACK_PAGES``
+    (for the daemon, whose ``WalCheckpointer`` does it off the committing thread)."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -76,6 +90,8 @@ def make_engine(url: str) -> Engine:
             create_private(Path(parsed.database))
         engine = create_engine(parsed, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
+        if background_checkpoints:
+            event.listen(engine, "connect", _checkpoint_fallback)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     if parsed.get_backend_name() == "postgresql":
@@ -132,13 +148,13 @@ def upgrade(engine: Engine) -> None:
             command.upgrade(cfg, "head")
 
 
-def open_engine(url: str, migrate: bool = True) -> Engine:
+def open_engine(url: str, migrate: bool = True, background_checkpoints: bool = False) -> Engine:
     """The engine of a database at the schema's head (migrated first unless ``migrate`` is false).
 
     What a command that only reads needs (``tables`` and ``queries`` on its
     connections): no ORM is imported on the way.
     """
-    engine = make_engine(url)
+    engine = make_engine(url, background_checkpoints)
     try:
         if migrate:
             current, head = migration_state(engine)
@@ -168,5 +184,120 @@ def sessions_for(engine: Engine, take_the_write_lock: bool = False) -> sessionma
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def open_database(url: str, migrate: bool = True, take_the_write_lock: bool = False) -> sessionmaker[Session]:
-    return sessions_for(open_engine(url, migrate), take_the_write_lock)
+def open_database(url: str, migrate: bool = True, take_the_write_lock: bool = False,
+                  background_checkpoints: bool = False) -> sessionmaker[Session]:
+    return sessions_for(open_engine(url, migrate, background_checkpoints), take_the_write_lock)
+
+
+class WalCheckpointer:
+    """Copies a SQLite database's WAL into the database file from a thread of its own.
+
+    By default the connection whose commit takes the WAL past 1,000 pages runs the
+    checkpoint itself: it reads each page it logged back from the WAL, writes it
+    into the database file and waits for two fsyncs, inside the daemon's batch.
+    At a million mails that is half of what ingest spends more than on an empty
+    database (each mail dirties a leaf of several random-key indexes: bench/README
+    "Ingest at 1M, seventh session"). Here the daemon's connections leave it to
+    this thread (``open_database(background_checkpoints=True)``), which runs a
+    PASSIVE checkpoint (never blocking a reader or the writer) after each batch's
+    commit (``kick``); SQLite releases the GIL meanwhile. The thread starts at a
+    kick and ends after ``idle_seconds`` without one (one last pass first), so an
+    idle daemon holds no thread and no connection for it.
+
+    The bound: a WAL starts over from its beginning only when a writer begins
+    with every frame copied, which the thread, a commit behind, rarely sees. The
+    connections' own auto-checkpoint at ``WAL_FALLBACK_PAGES`` stays: the commit
+    that takes the WAL past it copies what the thread has not (little, or all of
+    it should the thread have failed), and the next transaction starts the WAL
+    over. A crash loses nothing: committed frames in the WAL are replayed by the
+    next opener, whichever process it is.
+    """
+
+    def __init__(self, database: Path, idle_seconds: float = 5.0) -> None:
+        self.database = database
+        self.idle_seconds = idle_seconds
+        self.wal_pages = 0  # the WAL's frames at the end of the last pass
+        self.copied_pages = 0  # of which copied into the database file
+        self.passes = 0
+        self._wanted = 0  # passes someone waits for (``settle``)
+        self._kicked = threading.Event()
+        self._passed = threading.Condition()  # also guards _running and the thread's start and end
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> WalCheckpointer | None:
+        """A checkpointer for a SQLite file's engine; None for PostgreSQL or an in-memory database."""
+        url = engine.url
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return None
+        return cls(Path(url.database))
+
+    def kick(self) -> None:
+        """A transaction was committed: copy its pages now (starting the thread if it ended)."""
+        with self._passed:
+            self._kicked.set()
+            if not self._running:
+                self._running = True
+                self._thread = threading.Thread(target=self._run, name="maild-wal-checkpoint", daemon=True)
+                self._thread.start()
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait for a pass that starts after this call: what was committed before is then copied."""
+        with self._passed:
+            target = self.passes + (2 if self._running else 1)  # a pass under way may predate the last commit
+            self._wanted = max(self._wanted, target)
+            self.kick()
+            self._passed.wait_for(lambda: self.passes >= target or not self._running, timeout)
+
+    def close(self) -> None:
+        """Wait for a pass under way (a kick's pass is then skipped) and end the thread."""
+        with self._passed:
+            self._running = False
+            thread, self._thread = self._thread, None
+            self._kicked.set()
+        if thread is not None:
+            thread.join(timeout=60)
+
+    def _pass(self, conn: Any) -> tuple[int, int]:
+        """One PASSIVE checkpoint: (pages in the WAL, pages of them copied into the database)."""
+        _busy, pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return max(int(pages), 0), max(int(copied), 0)
+
+    def _run(self) -> None:
+        import sqlite3
+
+        try:
+            conn = sqlite3.connect(self.database, timeout=30, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            log.warning("database %s: WAL checkpoints left to the committing connections: %s", self.database, exc)
+            with self._passed:
+                self._running = False
+                self._passed.notify_all()
+            return
+        try:
+            idle = False
+            while True:
+                kicked = self._kicked.wait(self.idle_seconds)
+                with self._passed:
+                    self._kicked.clear()
+                    if not self._running or (idle and not kicked):
+                        self._running = False
+                        return
+                pages, copied = self._pass(conn)
+                idle = not kicked
+                with self._passed:
+                    self.wal_pages, self.copied_pages = pages, copied
+                    self.passes += 1
+                    if self.passes < self._wanted:
+                        self._kicked.set()
+                    self._passed.notify_all()
+        except sqlite3.Error as exc:
+            log.warning("database %s: WAL checkpoint failed, left to the committing connections: %s",
+                        self.database, exc)
+            with self._passed:
+                self._running = False
+        finally:
+            conn.close()
+            with self._passed:
+                self._passed.notify_all()

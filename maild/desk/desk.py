@@ -163,9 +163,7 @@ class TicketDesk:
     def count_recent_automatic(self, addresses: Sequence[str], since: datetime) -> None:
         """Seed the counts of automatic mail per address and per domain (the acknowledgement limits)."""
         keys = {store.rate_key(a) for a in addresses if a}
-        self.automatic_counts = store.recent_automatic_mail(self.session, keys, since)
-        self.automatic_domain_counts = store.recent_automatic_by_domain(
-            self.session, {store.rate_domain(k) for k in keys}, since)
+        self.automatic_counts, self.automatic_domain_counts = store.recent_automatic(self.session, keys, since)
 
     def automatic_limit_reached(self, address: str, per_domain: bool = True) -> str | None:
         """Why no more automatic mail may go to ``address`` this hour, or None.

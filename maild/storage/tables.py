@@ -256,8 +256,8 @@ outbox = Table(
     _at("created_at"),
     _at("sent_at", nullable=True),
     Index("ix_outbox_due", "status", "next_attempt_at"),
-    Index("ix_outbox_rate", "rate_key", "created_at"),
-    # the last hour's automatic mail per domain, from the index alone (migration 0007)
+    # the last hour's automatic mail per sender and per domain, from the index alone (migration 0007; the
+    # rate limits). 0009 dropped ix_outbox_rate (rate_key, created_at): a random key per mail at 1M mails
     Index("ix_outbox_recent_automatic", "created_at", "automatic", "rate_key"),
 )
 

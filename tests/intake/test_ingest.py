@@ -134,6 +134,18 @@ def test_acknowledgement_rate_limit_per_sender(env: dict[str, Any]) -> None:
     assert len(env["sink"].received_for("jan@acme.pl")) == 5
 
 
+def test_the_per_sender_limit_counts_the_acknowledgements_of_earlier_cycles(env: dict[str, Any]) -> None:
+    """The second cycle starts from the database's count of the last hour (read through the
+    outbox's time index since 0009 dropped the index by rate key), not from zero."""
+    for i in range(3):
+        env["box"].add(make_mail(subject=f"Sprawa {i}", msgid=f"<e{i}@acme.pl>"))
+    run(env)
+    for i in range(3, 7):
+        env["box"].add(make_mail(subject=f"Sprawa {i}", msgid=f"<e{i}@acme.pl>"))
+    run(env)
+    assert len(env["sink"].received_for("jan@acme.pl")) == 5
+
+
 def test_conversation_customer_reply_consultant_answer(env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     sink = env["sink"]
     env["box"].add(make_mail(subject="Błąd w JPK", msgid="<c1@acme.pl>"))

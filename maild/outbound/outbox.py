@@ -295,6 +295,10 @@ class _SqliteLine:
 
 def _fold(name: str, words: Sequence[str], sep: str = " ") -> str:
     """``Name: w1<sep>w2...``, with CRLF + space before a word that would pass 78 columns."""
+    if words:
+        whole = f"{name}: {sep.join(words)}"
+        if len(whole) <= _FOLD_AT:  # most headers: nothing to fold
+            return whole
     out: list[str] = []
     line = f"{name}:"
     for i, word in enumerate(words):
@@ -418,7 +422,7 @@ def _qp_lines_within_76(qp: bytes) -> bytes:
     an ``=XX`` escape, never inside one.
     """
     lines = qp.split(b"\r\n")
-    if all(len(line) <= 76 for line in lines):
+    if max(map(len, lines)) <= 76:
         return qp
     folded: list[bytes] = []
     for line in lines:
@@ -569,6 +573,14 @@ def _filename_param(filename: str) -> str:
     return ";\r\n ".join(f"filename*{i}*={piece}" for i, piece in enumerate(pieces))
 
 
+def _base64_lines(data: bytes) -> bytes:
+    """Base64 in CRLF-ended lines of 76 characters, as ``base64.encodebytes`` writes them
+    (with CRLF for LF), from one encoding and slices: ``encodebytes`` encodes 57 bytes at
+    a time in Python, a fifth of a notification's CPU for a 100 KB attachment."""
+    encoded = binascii.b2a_base64(data, newline=False)
+    return b"".join([encoded[i:i + 76] + b"\r\n" for i in range(0, len(encoded), 76)])
+
+
 def _mixed_mail(row: MailRow, subject: str, body: str, headers: dict[str, Any], sender: Sender,
                 read_blob: Callable[[str], bytes], now: datetime) -> bytes:
     """A text mail with attachments (a consultant's notification carrying the customer's
@@ -588,7 +600,7 @@ def _mixed_mail(row: MailRow, subject: str, body: str, headers: dict[str, Any], 
         if not (_MIME_TOKEN.fullmatch(maintype) and _MIME_TOKEN.fullmatch(subtype)):
             maintype, subtype = "application", "octet-stream"
         name = _filename_param(one_line(att.get("filename", "attachment"), 200) or "attachment")
-        data = base64.encodebytes(read_blob(att["sha256"])).replace(b"\n", b"\r\n")
+        data = _base64_lines(read_blob(att["sha256"]))
         parts.append(f"Content-Type: {maintype}/{subtype}\r\nContent-Transfer-Encoding: base64\r\n"
                      f"Content-Disposition: attachment;\r\n {name}\r\n\r\n".encode("ascii") + data)
     while True:

@@ -49,7 +49,11 @@ class RenderError(MaildError):
 
 def one_line(value: object, limit: int = 200) -> str:
     """Text safe for a header or a single display line: no CR/LF/NUL, capped."""
-    text = _CONTROL.sub(" ", str(value).replace("\r", " ").replace("\n", " "))
+    text = str(value)
+    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        # no control character and no whitespace but single inner spaces: already one line
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+    text = _CONTROL.sub(" ", text.replace("\r", " ").replace("\n", " "))
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -173,7 +173,7 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: Co
           f"(sent {out['sent']}, sink got {sink.count}); whole cycle {wall:.2f} s ({row['cycle_rate']:.0f} msg/s); "
           f"peak RSS {row['rss_mb']:.0f} MB (PSS with worker {row['pss_mb']:.0f}); CPU {out['cpu_user_s']:.1f}+{out['cpu_sys_s']:.1f} s "
           f"(ingest {out.get('cpu_ingest_s', 0):.1f}, drain {out.get('cpu_drain_s', 0):.1f}; its children {out.get('children_cpu_s', 0):.1f}; "
-          f"sink {sink_cpu:.1f}; postgres {pg_cpu:.1f}); sent while reading {out.get('sent_while_reading', 0)}; GC {out['gc_collections']} runs {out['gc_s']:.2f} s; [{counts}]",
+          f"sink {sink_cpu:.1f}; postgres {pg_cpu:.1f}); sent while reading {out.get('sent_while_reading', 0)}, by a second courier after it {out.get('sent_by_second_courier', 0)}; GC {out['gc_collections']} runs {out['gc_s']:.2f} s; [{counts}]",
           flush=True)
     if not args.keep:
         for sub in ("var",):

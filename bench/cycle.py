@@ -68,7 +68,7 @@ def main() -> int:
         cpu_ingest = time.process_time()
         swept = daemon.sweeper.sweep(daemon.clock())
         t_sweep = time.perf_counter()
-        drained = daemon.drain()  # stops the courier (if any) first, then sends the rest itself
+        drained = daemon.drain()  # the couriers (if any) send the rest and end, then the daemon sends what is left
         t_drain = time.perf_counter()
         sent_while_reading = getattr(daemon, "sent_while_reading", None)
         cpu_drain = time.process_time()
@@ -80,11 +80,12 @@ def main() -> int:
         profiler.dump_stats(args.profile)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    early = sent_while_reading.sent if sent_while_reading is not None else 0
+    second = getattr(daemon, "sent_after_reading", 0)  # the second courier's, after the reading
+    early = sent_while_reading.sent - second if sent_while_reading is not None else 0
     print(json.dumps({
         "startup_s": t_init - T0, "ingest_s": t_ingest - t_init, "sweep_s": t_sweep - t_ingest,
         "drain_s": t_drain - t_sweep, "total_s": t_drain - T0, "ingested": ingested,
-        "escalations": swept.escalations, "sent": drained.sent + early, "sent_while_reading": early, "retry": drained.retry, "failed": drained.failed,
+        "escalations": swept.escalations, "sent": drained.sent + early + second, "sent_while_reading": early, "sent_by_second_courier": second, "retry": drained.retry, "failed": drained.failed,
         "vm_hwm_kb": vm_hwm_kb(), "gc_collections": collections["n"], "gc_s": collections["s"], "cpu_user_s": usage.ru_utime, "cpu_sys_s": usage.ru_stime,
         "cpu_ingest_s": cpu_ingest - cpu_init, "cpu_drain_s": cpu_drain - cpu_ingest,
         "children_cpu_s": children.ru_utime + children.ru_stime,

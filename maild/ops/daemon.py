@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -137,7 +138,11 @@ class Daemon:
                              self.blobs, clock, retry_base=timedelta(seconds=config.daemon.smtp_retry_base_seconds),
                              hold_seconds=config.daemon.takeover_seconds)
         self.courier = Courier(self.outbox)
-        self.sent_while_reading = DrainResult()  # the courier's mail, not yet in a cycle's report
+        # after the reading, a second courier sends the rest of a backlog beside the first
+        self.second_courier = Courier(self.outbox)
+        self._turn_file: IO[bytes] | None = None  # its lock is the couriers' shared turn (made with the first)
+        self.sent_after_reading = 0  # of the couriers' mail, what the second courier sent (benchmarks report it)
+        self.sent_while_reading = DrainResult()  # the couriers' mail, not yet in a cycle's report
         self.source: MailSource = open_source(config.source)
         self.metrics: Metrics | None = Metrics() if config.metrics_listen else None
         self._stop = False
@@ -328,27 +333,62 @@ class Daemon:
         if (self.courier.running or not self.config.daemon.send_while_reading or not self.outbox.postgres
                 or time.monotonic() < self._smtp_next):
             return
+        if self._turn_file is None:
+            import tempfile
+
+            self._turn_file = tempfile.TemporaryFile(prefix="maild-couriers-")  # unlinked: only its lock is used
+        self.courier.turn_fd = self.second_courier.turn_fd = self._turn_file.fileno()
         try:
             self.courier.start()
         except CourierError as exc:
             log.warning("outbox: %s; sending after reading instead", exc)
 
-    def _stop_courier(self) -> None:
-        """Stop the courier after the mail in hand and count what it did as this cycle's
-        (before the daemon sends itself, and on the way out)."""
-        if not self.courier.running:
+    def _send_with_two_couriers(self, deadline: float | None) -> None:
+        """The reading has ended with mail still due and the courier sending: a second courier
+        joins it, both send what is due and end, while this process waits.
+
+        One process sending the rest of a backlog takes turns with the relay (render and
+        send, wait for the answer, mark), which leaves a core idle; two couriers keep both
+        busy. Their shared turn (``Outbox.turn_lock``) keeps one mail at a time between its
+        final "." and its mark. The daemon itself sends nothing meanwhile, so a kill -9 of
+        the daemon, whose kernel kills both couriers (``PR_SET_PDEATHSIG``), still leaves at
+        most one mail accepted and unmarked. A stop (SIGTERM) or the slice's budget ends
+        the wait: both stop after the mail in hand, and the rest is the daemon's to send.
+        """
+        if (not self.courier.running or self.courier.ended() or self._stop
+                or time.monotonic() < self._smtp_next):
             return
-        report = self.courier.stop()
-        sent = report.sent
-        self.sent_while_reading.add(sent)
-        if report.relay_error is not None:
-            self._relay_failed(report.relay_error, self.sent_while_reading)
-        elif sent.sent and self._smtp_failures:
-            self._relay_usable()
-        if report.fault is not None:
-            log.warning("outbox: sending while reading stopped early (the mail stays queued): %s", report.fault)
-        if sent.sent:
-            log.info("outbox: %d mails sent while reading", sent.sent)
+        try:
+            self.second_courier.start()
+        except CourierError as exc:
+            log.warning("outbox: %s; the daemon sends the rest itself", exc)
+            return
+        self.courier.finish()
+        self.second_courier.finish()
+        while not self._stop and (deadline is None or time.monotonic() < deadline):
+            if self.courier.ended() and self.second_courier.ended():
+                break
+            time.sleep(0.02)
+
+    def _stop_courier(self) -> None:
+        """Stop the couriers after the mail in hand and count what they did as this cycle's
+        (before the daemon sends itself, and on the way out)."""
+        for courier, when in ((self.courier, "while reading"), (self.second_courier, "after reading by a second courier")):
+            if not courier.running:
+                continue
+            report = courier.stop()
+            sent = report.sent
+            self.sent_while_reading.add(sent)
+            if report.relay_error is not None:
+                self._relay_failed(report.relay_error, self.sent_while_reading)
+            elif sent.sent and self._smtp_failures:
+                self._relay_usable()
+            if report.fault is not None:
+                log.warning("outbox: sending %s stopped early (the mail stays queued): %s", when, report.fault)
+            if sent.sent:
+                log.info("outbox: %d mails sent %s", sent.sent, when)
+                if courier is self.second_courier:
+                    self.sent_after_reading += sent.sent
 
     def _release(self, batch: list[FetchedMail]) -> None:
         """Take back the attempts recorded for mail fetched and not stored (the slice
@@ -395,10 +435,11 @@ class Daemon:
         order, and nothing is tried before the backoff has passed.
         """
         total = DrainResult()
-        self._stop_courier()  # one process at a time sends
+        deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
+        self._send_with_two_couriers(deadline)
+        self._stop_courier()  # the daemon sends only while no courier does
         if time.monotonic() < self._smtp_next:
             return total
-        deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
         while not self._stop:
             try:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -12,12 +12,20 @@ process's lock with the storing and wait for it at every answer of the relay).
 
 Why the guarantees hold:
 
-* **Each mail once, at most one resent per kill.** While the courier runs the
-  daemon itself sends nothing (``Daemon.drain`` stops the courier first), so
-  one process at a time has a mail in flight, and the courier marks each mail
-  sent before the next one's final "." goes out, as any drain does. The kernel kills
-  the courier when the daemon dies (``PR_SET_PDEATHSIG``), so a ``kill -9`` of
-  the daemon leaves at most the courier's one mail unmarked.
+* **Each mail once, at most one resent per kill.** While a courier runs the
+  daemon itself sends nothing (``Daemon.drain`` lets the couriers finish or stops
+  them first), and the courier marks each mail sent before the next one's final
+  "." goes out, as any drain does. When the reading has ended with mail still
+  due, a second courier joins the first (``Daemon._send_with_two_couriers``):
+  the two take one turn between them (``Outbox.turn_lock``, the POSIX record lock
+  of a file both hold, owned per process and dropped by the kernel when its
+  holder dies) from a mail's final "." to its committed mark, so of the two only
+  one at a time can have a mail the relay accepted and the database does not know.
+  The kernel kills the couriers when the daemon dies (``PR_SET_PDEATHSIG``), so a
+  ``kill -9`` of the daemon leaves at most one mail unmarked: the daemon holds no
+  turn, and when a courier dies holding it, the kill that ends it was sent to
+  the other courier in the same step of the daemon's exit, before the dying
+  courier's own exit (after it has torn down its memory) lets the turn go.
 * **Several daemons.** On PostgreSQL the courier claims rows like any drain:
   ``FOR UPDATE SKIP LOCKED`` and advisory locks of its own database session,
   which the server drops when the courier dies.
@@ -52,10 +60,14 @@ from maild.outbound.smtp import SmtpError
 log = logging.getLogger("maild.courier")
 
 CHUNK = 1_000_000  # mails per Outbox.drain call: in effect one drain, kept open until the courier is stopped
+# rows a courier claims at a time: two couriers sending the rest of a backlog end within
+# a chunk of each other (one claims the last rows while the other finds none and ends)
+CLAIM_CHUNK = 50
 IDLE_POLL_SECONDS = 1.0  # how long an idle courier waits for a poke before it looks at the outbox again
 _PR_SET_PDEATHSIG = 1
 _STOP = b"s"
 _POKE = b"p"
+_FINISH = b"f"  # send what is due, then end (no waiting for the next batch)
 # the pools of the daemon's connections, inherited by the fork: kept referenced so that
 # nothing in the courier ever closes or finalises them (os._exit runs no finaliser)
 _INHERITED: list[Any] = []
@@ -94,6 +106,7 @@ class _Control:
         self.fd = fd
         self.stopping = False
         self.poked = False
+        self.finishing = False
         os.set_blocking(fd, False)
 
     def read(self) -> None:
@@ -105,6 +118,8 @@ class _Control:
             self.stopping = True
         if _POKE in data:
             self.poked = True
+        if _FINISH in data:
+            self.finishing = True
 
     def should_stop(self) -> bool:
         if not self.stopping:
@@ -133,8 +148,10 @@ def _close_inherited_pipes(keep: tuple[int, ...]) -> None:
             pass
 
 
-def _courier_main(outbox: Outbox, control_fd: int, report_fd: int) -> None:
+def _courier_main(outbox: Outbox, control_fd: int, report_fd: int, turn_fd: int | None) -> None:
     _close_inherited_pipes((control_fd, report_fd))
+    outbox.turn_lock = turn_fd
+    outbox.claim_chunk = CLAIM_CHUNK
     engine = outbox.sessions.kw["bind"]
     _INHERITED.append(engine.pool)
     engine.dispose(close=False)  # new connections of its own from here on
@@ -143,7 +160,11 @@ def _courier_main(outbox: Outbox, control_fd: int, report_fd: int) -> None:
 
     def wait_for_more() -> bool:
         """Nothing due: wait for the daemon's next batch (or a second), keeping the drain's
-        database session and SMTP connections open for it."""
+        database session and SMTP connections open for it. Once asked to finish: nothing
+        due is the end."""
+        control.read()
+        if control.finishing:
+            return False
         if not control.poked and not control.should_stop():
             control.wait(IDLE_POLL_SECONDS)
         control.poked = False
@@ -156,6 +177,8 @@ def _courier_main(outbox: Outbox, control_fd: int, report_fd: int) -> None:
             part = outbox.drain(limit=CHUNK)
             report.sent.add(part)
             del report.sent.errors[20:]  # the report goes through a pipe: the first errors say enough
+            if control.finishing:
+                break
     except SmtpError as exc:
         report.relay_error = str(exc)
     except Exception as exc:  # noqa: BLE001 - reported to the daemon, which carries on without the courier
@@ -168,8 +191,9 @@ def _courier_main(outbox: Outbox, control_fd: int, report_fd: int) -> None:
 class Courier:
     """The daemon's handle on one forked courier: ``start``, ``poke``, ``stop``."""
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, turn_fd: int | None = None) -> None:
         self.outbox = outbox
+        self.turn_fd = turn_fd  # the couriers' shared turn (a file all of them hold; ``Outbox.turn_lock``)
         self.pid: int | None = None
         self._status: int | None = None  # the exit status, once reaped
         self._control: int | None = None
@@ -214,7 +238,7 @@ class Courier:
                 _die_with_parent(parent)
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_IGN)
-                _courier_main(self.outbox, control_r, report_w)
+                _courier_main(self.outbox, control_r, report_w, self.turn_fd)
             except BaseException:  # nothing may escape into a copy of the daemon's stack
                 code = 70
             finally:
@@ -233,6 +257,15 @@ class Courier:
         try:
             os.write(self._control, _POKE)
         except (BlockingIOError, BrokenPipeError):  # a full pipe has pokes enough; a dead courier is found at stop
+            pass
+
+    def finish(self) -> None:
+        """Ask the courier to send what is due and then end (``ended`` says when)."""
+        if self._control is None:
+            return
+        try:
+            os.write(self._control, _FINISH)
+        except (BlockingIOError, BrokenPipeError):
             pass
 
     def stop(self) -> CourierReport:

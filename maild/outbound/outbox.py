@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import fcntl
 import hashlib
 import logging
 import re
@@ -636,19 +637,34 @@ def build_mail(row: MailRow, renderer: Renderer, sender: Sender, read_blob: Call
 
 class _Turn:
     """One mail's hold on the drain's gate: taken just before its final "." goes out
-    (perhaps asked for twice, when the connection was re-opened), released once."""
+    (perhaps asked for twice, when the connection was re-opened), released once.
 
-    def __init__(self, gate: asyncio.Lock) -> None:
+    ``shared``: the descriptor of a file the daemon's couriers all hold; its POSIX
+    record lock (``lockf``, owned per process) is taken under the gate, so of the
+    couriers sending at once too only one has a mail between its "." and its mark.
+    The wait blocks the event loop, for at most the other courier's one reply and mark.
+    """
+
+    def __init__(self, gate: asyncio.Lock, shared: int | None = None) -> None:
         self.gate = gate
+        self.shared = shared
         self.held = False
 
     async def take(self) -> None:
         if not self.held:
             await self.gate.acquire()
+            if self.shared is not None:
+                try:
+                    fcntl.lockf(self.shared, fcntl.LOCK_EX)
+                except BaseException:
+                    self.gate.release()
+                    raise
             self.held = True
 
     def release(self) -> None:
         if self.held:
+            if self.shared is not None:
+                fcntl.lockf(self.shared, fcntl.LOCK_UN)
             self.gate.release()
             self.held = False
 
@@ -676,6 +692,9 @@ class Outbox:
         # asked between mails: true when whoever runs this drain wants it to end after the
         # mail in hand (the courier's daemon stopping it); the rest of the chunk goes back
         self.stop_requested: Callable[[], bool] | None = None
+        # the daemon's couriers' shared turn (``_Turn``): set in each courier, None in the daemon
+        self.turn_lock: int | None = None
+        self.claim_chunk = CLAIM_CHUNK
         # asked when nothing is due: blocks until more may be (the courier's daemon committed
         # a batch) and says whether to look again; None ends the drain there, as it always did
         self.wait_for_more: Callable[[], bool] | None = None
@@ -749,7 +768,7 @@ class Outbox:
                 if self._time_up(deadline, result):
                     result.more_due = bool(self._claim(1, peek=True))
                     break
-                chunk = min(CLAIM_CHUNK, limit - result.sent - result.retry - result.failed)
+                chunk = min(self.claim_chunk, limit - result.sent - result.retry - result.failed)
                 if line is None and self.postgres:
                     if not self._claim(1, peek=True):
                         if self.wait_for_more is not None and self.wait_for_more():
@@ -864,7 +883,7 @@ class Outbox:
             reason = f"cannot render: {exc}"
             self._settle(session, mail.id, lambda row: self._retry(row, now, reason, result))
             return
-        turn = _Turn(gate)
+        turn = _Turn(gate, self.turn_lock)
         try:
             delivery = await smtp.send(Envelope(self.sender.address, tuple(mail.recipients), data), turn.take)
             self._record(session, line, smtp, mail, delivery, now, result)

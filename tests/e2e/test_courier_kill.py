@@ -130,3 +130,51 @@ def test_sigterm_while_the_courier_sends_stops_cleanly_and_resends_nothing(tmp_p
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
     received = Counter(str(m.parsed["Message-ID"]).strip("<>") for m in smtp_sink.messages)
     assert len(received) == 200 and max(received.values()) == 1, "every mail once: nothing resent"
+
+
+def test_sigkill_while_two_couriers_send_after_reading(tmp_path: Path, smtp_sink: Any, pg_url: str) -> None:
+    """The reading has ended and two couriers send the rest of the backlog when the daemon is
+    killed: both die with it, and over three such kills no more mails are resent than kills
+    (the couriers' shared turn keeps one mail at a time between its "." and its mark)."""
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=pg_url,
+                          top="batch_size = 100")
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    smtp_sink.delay_seconds = 0.01  # the reading ends long before the sending
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    rng = random.Random(20261207)
+    kills = 0
+    for kills in range(1, 4):
+        for i in range((kills - 1) * ROUND, kills * ROUND):
+            box.add(make_mail(sender=f"user{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<tc{i}@acme.pl>"))
+        proc = subprocess.Popen([sys.executable, "-m", "maild.cli", "--config", str(config), "run", "--once"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        forked: set[int] = set()
+        while len(forked) < 3 or len(list(box.iterkeys())) > 0:  # the parse worker and two couriers
+            assert proc.poll() is None, "the run ended before its kill: " + proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "two couriers never sent at once"
+            forked |= children(proc.pid)
+            time.sleep(0.002)
+        kill_at = len(smtp_sink.messages) + rng.randint(3, 15)
+        while len(smtp_sink.messages) < kill_at:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        end = time.monotonic() + 5
+        while any(alive(pid) for pid in forked) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not any(alive(pid) for pid in forked), "a process of the killed daemon lives on"
+    smtp_sink.delay_seconds = 0
+    proc = subprocess.run([sys.executable, "-m", "maild.cli", "--config", str(config), "run", "--once"],
+                          env=env, capture_output=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    sessions = open_database(pg_url)
+    with sessions() as session:
+        rows = session.execute(select(OutboxRow.message_id, OutboxRow.status)).all()
+    sessions.kw["bind"].dispose()
+    assert len(rows) == kills * ROUND and {status for _, status in rows} == {"sent"}
+    received = Counter(str(m.parsed["Message-ID"]).strip("<>") for m in smtp_sink.messages)
+    assert set(received) == {message_id for message_id, _ in rows}, "every queued mail reached the relay"
+    resends = sum(n - 1 for n in received.values())
+    assert resends <= kills, f"{resends} mails sent twice after {kills} kills"

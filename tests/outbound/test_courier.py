@@ -49,22 +49,29 @@ def test_the_backlog_is_acknowledged_while_it_is_read_each_mail_once(tmp_path: P
     daemon = backlog(tmp_path, smtp_sink, pg_url, n)
     smtp_sink.delay_seconds = 0.005  # a relay that takes a moment, so reading and sending overlap for sure
     reports: list[CourierReport] = []
-    stop = daemon.courier.stop
 
-    def record() -> CourierReport:
-        reports.append(stop())
-        return reports[-1]
+    def recording(courier: Courier) -> None:
+        stop = courier.stop
 
-    daemon.courier.stop = record  # type: ignore[method-assign]
+        def record() -> CourierReport:
+            reports.append(stop())
+            return reports[-1]
+
+        courier.stop = record  # type: ignore[method-assign]
+
+    recording(daemon.courier)
+    recording(daemon.second_courier)
     ingested = daemon.ingest_all()
     assert sum(ingested.values()) == n
     assert daemon.courier.running and len(smtp_sink.messages) > 0, "mail went out while the backlog was read"
-    drained = daemon.drain()  # the daemon sends itself: the courier is stopped first
-    assert not daemon.courier.running
-    assert len(reports) == 1 and reports[0].fault is None and reports[0].relay_error is None
-    early = reports[0].sent.sent
-    assert early > 0 and daemon.sent_while_reading.sent == early
-    assert drained.sent == n - early and pending(daemon) == 0
+    assert not daemon.second_courier.running
+    drained = daemon.drain()  # a second courier joins the first, both send what is due and end
+    assert not daemon.courier.running and not daemon.second_courier.running
+    assert len(reports) == 2 and all(r.fault is None and r.relay_error is None for r in reports)
+    first, second = reports[0].sent.sent, reports[1].sent.sent
+    assert first > 0 and second > 0, "both couriers sent"
+    assert daemon.sent_while_reading.sent == first + second and daemon.sent_after_reading == second
+    assert drained.sent == n - first - second and pending(daemon) == 0
     received = Counter(m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(n))
     assert len(received) == n and max(received.values()) == 1
 
@@ -194,3 +201,45 @@ def test_the_courier_keeps_no_copy_of_the_daemons_pipes(tmp_path: Path, smtp_sin
     finally:
         os.close(read_end)
         courier.stop()
+
+
+def test_two_couriers_send_the_rest_taking_one_turn_between_a_final_dot_and_its_mark(
+        tmp_path: Path, smtp_sink: Any, pg_url: str, monkeypatch: Any) -> None:
+    """After the reading, a second courier joins the first and both send the rest of the
+    backlog; of the two, only one at a time holds a mail between its final "." and its
+    committed mark (the at-most-one-resend window), checked by each process writing a line
+    to one file when it takes and when it gives up that turn."""
+    from maild.outbound import outbox as outbox_module
+
+    journal = tmp_path / "turns.log"
+    real_take, real_release = outbox_module._Turn.take, outbox_module._Turn.release
+
+    async def take(turn: Any) -> None:
+        held = turn.held
+        await real_take(turn)
+        if not held:
+            with open(journal, "a") as out:
+                out.write(f"{os.getpid()} in\n")
+
+    def release(turn: Any) -> None:
+        if turn.held:
+            with open(journal, "a") as out:
+                out.write(f"{os.getpid()} out\n")
+        real_release(turn)
+
+    monkeypatch.setattr(outbox_module._Turn, "take", take)
+    monkeypatch.setattr(outbox_module._Turn, "release", release)
+    n = 150
+    daemon = backlog(tmp_path, smtp_sink, pg_url, n)
+    smtp_sink.delay_seconds = 0.01
+    daemon.ingest_all()
+    assert daemon.courier.running and pending(daemon) > 40, "much is left when the reading ends"
+    assert daemon.drain().sent == 0, "the couriers sent it all"
+    assert pending(daemon) == 0 and daemon.sent_after_reading > 0
+    received = Counter(m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(n))
+    assert len(received) == n and max(received.values()) == 1
+    events = [line.split() for line in journal.read_text().splitlines()]
+    assert len(events) == 2 * n
+    assert len({pid for pid, _ in events}) == 2, "two processes sent"
+    for (pid_in, taken), (pid_out, given) in zip(events[0::2], events[1::2]):
+        assert (taken, given) == ("in", "out") and pid_in == pid_out, "one turn at a time across the couriers"

@@ -52,7 +52,12 @@ def main() -> int:
     parser.add_argument("--parse-timeout", type=int, metavar="SECONDS",
                         help="the parse deadline (under valgrind the forked parse worker needs minutes)")
     parser.add_argument("--profile", type=Path, metavar="FILE", help="a cProfile of the ingest into FILE")
+    parser.add_argument("--keep-wal", type=Path, metavar="FILE",
+                        help="no checkpoint during the ingest (no WAL thread, wal_autocheckpoint=0); the WAL copied to "
+                             "FILE after it (and with --empty the database to FILE.db) for bench/wal_pages.py")
     args = parser.parse_args()
+    if args.keep_wal is not None:
+        args.pragma.append("wal_autocheckpoint=0")
 
     if args.pragma:
         from sqlalchemy import Engine, event
@@ -86,6 +91,8 @@ def main() -> int:
         if args.parse_timeout:
             settings = dataclasses.replace(settings, parse_timeout_seconds=args.parse_timeout)
         daemon = Daemon(settings)
+        if args.keep_wal is not None:
+            daemon.checkpoints = None
         os.getpgrp()  # valgrind --tool=callgrind --zero-before=os_getpgrp --dump-before=os_getloadavg: the ingest alone
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         m0 = resource.getrusage(resource.RUSAGE_THREAD)
@@ -100,6 +107,8 @@ def main() -> int:
             count = sum(daemon.ingest_all().values())
         seconds = time.perf_counter() - t0
         m1 = resource.getrusage(resource.RUSAGE_THREAD)
+        if args.keep_wal is not None:
+            shutil.copyfile(work / "var" / "maild.db-wal", args.keep_wal)
         checkpoints = getattr(daemon, "checkpoints", None)  # (None before the seventh session's thread)
         if checkpoints is not None:
             checkpoints.settle()  # the last batch's pages copied: their CPU counts below
@@ -110,6 +119,8 @@ def main() -> int:
             checkpoints.close()
         daemon.source.close()
         daemon.sessions.kw["bind"].dispose()
+        if args.keep_wal is not None and args.reuse is None:
+            shutil.copyfile(work / "var" / "maild.db", args.keep_wal.with_name(args.keep_wal.name + ".db"))
         mark_sent(config)
         if args.reuse is not None:
             close_backlog(config, started)

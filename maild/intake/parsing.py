@@ -44,17 +44,13 @@ from typing import Any, BinaryIO
 
 from maild.errors import MaildError
 from maild.intake.mailbox import FetchedMail
+from maild.intake.faults import ParseWorkerError as ParseWorkerError
 from maild.intake.message import InboundMessage, ParseLimits, UnparsableMessage, parse_message
 from maild.intake.quoting import split_reply
 
 log = logging.getLogger("maild.parse")
 
 Parsed = InboundMessage | UnparsableMessage
-
-
-class ParseWorkerError(MaildError):
-    """No parse worker could be started (fork failed): the machine's trouble, not a
-    message's; the batch is left on the server and retried with backoff."""
 
 
 class ParseTimeout(MaildError):

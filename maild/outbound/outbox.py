@@ -35,7 +35,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.charset import Charset
 from email.message import EmailMessage
@@ -52,6 +52,7 @@ from maild.storage import store
 from maild.storage.blobs import BlobStore, StorageError
 from maild.storage.models import OutboxRow
 from maild.storage.tables import UtcDateTime
+from maild.outbound.drained import DrainResult as DrainResult
 from maild.outbound.render import RenderError, Renderer, one_line
 from maild.outbound.smtp import Delivery, Envelope, SmtpError, SmtpSender, SmtpSettings, SmtpUnavailable
 
@@ -106,22 +107,6 @@ class Sender:
     address: str
     name: str
     instance_id: str
-
-
-@dataclass
-class DrainResult:
-    sent: int = 0
-    retry: int = 0
-    failed: int = 0
-    errors: list[str] = field(default_factory=list)
-    more_due: bool = False  # the time budget ran out with mail still due
-
-    def add(self, other: DrainResult) -> None:
-        """Count ``other``'s mail and errors in this result; ``more_due`` stays this one's."""
-        self.sent += other.sent
-        self.retry += other.retry
-        self.failed += other.failed
-        self.errors.extend(other.errors)
 
 
 def _past(deadline: float | None, done: DrainResult) -> bool:

@@ -15,7 +15,19 @@ from maild.errors import ConfigError
 from maild.rules.calendar import BusinessCalendar, CalendarError
 from maild.rules.contracts import CustomerIndex
 from maild.rules.customers import Contract, Customer
-from maild.storage import store
+from maild.storage.holiday_file import HolidayFile, holidays_file
+from maild.storage.queries import ticket_ref
+
+
+def business_calendar(config: Config, write: bool = True) -> BusinessCalendar:
+    """The configured calendar, its holidays kept under the storage folder (``storage.holiday_file``;
+    ``write=False``: only read there). Raises ConfigError when the holiday settings name no country,
+    region or language the ``holidays`` library knows (loading the config checks the rest)."""
+    try:
+        return BusinessCalendar(config.calendar, HolidayFile(holidays_file(config.storage_path), write=write))
+    except CalendarError as exc:
+        key, _, reason = str(exc).partition(": ")
+        raise ConfigError(str(config.path), key, reason) from None
 
 
 @dataclass
@@ -27,14 +39,9 @@ class DeskContext:
 
     @classmethod
     def for_config(cls, config: Config, customers: Sequence[Customer]) -> DeskContext:
-        """Raises ConfigError when the calendar's holiday settings name no country, region or language
-        the ``holidays`` library knows (loading the config checks the rest of the calendar)."""
-        try:
-            calendar = BusinessCalendar(config.calendar)
-        except CalendarError as exc:
-            key, _, reason = str(exc).partition(": ")
-            raise ConfigError(str(config.path), key, reason) from None
-        return cls(config=config, calendar=calendar, customers=tuple(customers), index=CustomerIndex(customers))
+        """Raises ConfigError as ``business_calendar`` does."""
+        return cls(config=config, calendar=business_calendar(config), customers=tuple(customers),
+                   index=CustomerIndex(customers))
 
     @property
     def domain(self) -> str:
@@ -46,7 +53,7 @@ class DeskContext:
         return frozenset({self.config.support.address, self.config.from_address})
 
     def ref(self, ticket_id: int) -> str:
-        return store.ticket_ref(self.config.support.ticket_prefix, ticket_id)
+        return ticket_ref(self.config.support.ticket_prefix, ticket_id)
 
     @cached_property
     def _contracts(self) -> dict[str, Contract]:

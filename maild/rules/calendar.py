@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from types import ModuleType
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from maild.errors import MaildError
@@ -117,14 +118,44 @@ def holidays_library() -> ModuleType:
     return holidays
 
 
+class HolidayTables(Protocol):
+    """Where a calendar keeps the holidays it had the library compute, between processes.
+
+    ``load`` gives back what ``save`` stored under the same key, or None. The key
+    names the country, subdivision, language setting and the library's version,
+    so an entry holds exactly what the library answered for those settings.
+    """
+
+    def load(self, key: str) -> dict[str, Any] | None: ...
+
+    def save(self, key: str, entry: dict[str, Any]) -> None: ...
+
+
+def holidays_version() -> str:
+    """The installed ``holidays`` library's version, read from its metadata (the library is not imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("holidays")
+    except PackageNotFoundError:
+        return "?"
+
+
 class BusinessCalendar:
     """Answers "is support open", and adds or measures business time.
 
     Business time is the union of one interval per business day, computed in UTC from
     the local opening and closing wall-clock times of that date.
+
+    ``tables``: kept holidays (``HolidayTables``). Importing the ``holidays`` library
+    and its country table cost 0.22 G instructions of every daemon start and ``maild
+    check`` before any year was computed; with an entry kept for these settings and
+    this version of the library, its settings were checked by the library when the
+    entry was made and its years are read back, and the library is loaded only for a
+    year not kept yet (which is then kept too).
     """
 
-    def __init__(self, settings: CalendarSettings) -> None:
+    def __init__(self, settings: CalendarSettings, tables: HolidayTables | None = None) -> None:
         self.settings = settings
         self.tz: ZoneInfo = check_settings(settings)
         self._working_days = frozenset(settings.working_days)
@@ -132,6 +163,13 @@ class BusinessCalendar:
         self._open_days = frozenset(settings.open_days)
         self._holidays_by_year: dict[int, dict[date, str]] = {}
         self._language: str | None = None
+        self._tables = tables
+        self._key = ""
+        if settings.holidays_country is not None and tables is not None:
+            self._key = "|".join((settings.holidays_country, settings.holidays_subdiv or "",
+                                  settings.holidays_language or "", holidays_version()))
+            if self._read_kept(tables.load(self._key)):
+                return
         if settings.holidays_country is not None:
             holidays = holidays_library()
             try:
@@ -146,6 +184,31 @@ class BusinessCalendar:
                     f"{', '.join(probe.supported_languages)}"
                 )
             self._language = language
+            self._keep()
+
+    def _read_kept(self, entry: dict[str, Any] | None) -> bool:
+        """Take the kept language and years; False when there is no usable entry."""
+        if not isinstance(entry, dict):
+            return False
+        try:
+            language, years = entry["language"], entry["years"]
+            by_year = {int(year): {date.fromisoformat(day): str(name) for day, name in days.items()}
+                       for year, days in years.items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return False
+        if language is not None and not isinstance(language, str):
+            return False
+        self._language, self._holidays_by_year = language, by_year
+        return True
+
+    def _keep(self) -> None:
+        if self._tables is None or not self._key:
+            return
+        self._tables.save(self._key, {
+            "language": self._language,
+            "years": {str(year): {day.isoformat(): name for day, name in sorted(days.items())}
+                      for year, days in sorted(self._holidays_by_year.items())},
+        })
 
     def _holidays(self, year: int) -> dict[date, str]:
         cached = self._holidays_by_year.get(year)
@@ -161,6 +224,8 @@ class BusinessCalendar:
                 )
                 cached = dict(found.items())
             self._holidays_by_year[year] = cached
+            if self.settings.holidays_country is not None:
+                self._keep()
         return cached
 
     def holiday_name(self, d: date) -> str | None:

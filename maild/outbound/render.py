@@ -25,6 +25,10 @@ from jinja2.bccache import Bucket, FileSystemBytecodeCache
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from maild.errors import MaildError
+from maild.outbound.template_files import PACKAGED as PACKAGED
+from maild.outbound.template_files import TemplateFileError, mark_compiled, read_sources
+from maild.outbound.template_files import cache_folder as cache_folder
+from maild.outbound.template_files import search_path as search_path
 from maild.storage.blobs import StorageError, make_private_dir
 from maild.rules.wording import (
     format_date,
@@ -39,7 +43,6 @@ from maild.rules.wording import (
 
 log = logging.getLogger("maild.render")
 LANGUAGES = ("pl", "en")
-PACKAGED = Path(__file__).resolve().parents[1] / "templates"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -66,15 +69,6 @@ def first_lines(text: str, lines: int = 6, width: int = 400) -> str:
 def hours_minutes(minutes: int, language: str = "pl") -> str:
     """A duration without zero parts (``45 min``, ``8 godz.``, ``1 h 30 min``)."""
     return format_duration(minutes, language)
-
-
-def search_path(templates_path: Path) -> tuple[Path, ...]:
-    """The folders a template is looked up in, first wins: the operator's, then the packaged."""
-    try:
-        same = templates_path.resolve() == PACKAGED.resolve()
-    except OSError:
-        same = False
-    return (templates_path,) if same else (templates_path, PACKAGED)
 
 
 def add_wording_filters(env: Environment) -> None:
@@ -133,14 +127,10 @@ class Renderer:
 
     def sources(self) -> dict[str, str]:
         """``lang/name.txt`` -> its text, each from the first folder that has it (a snapshot)."""
-        found: dict[str, str] = {}
-        for folder in reversed(self.folders):
-            for file in sorted(folder.glob("*/*.txt")):
-                try:
-                    found[f"{file.parent.name}/{file.name}"] = file.read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError) as exc:
-                    raise RenderError(f"template {file}: {exc}") from None
-        return found
+        try:
+            return read_sources(self.folders)
+        except TemplateFileError as exc:
+            raise RenderError(str(exc)) from None
 
     def not_overridden(self) -> list[str]:
         """The packaged templates the operator's folder lacks (``pl/notify_new.txt``, ...): these
@@ -154,11 +144,6 @@ class Renderer:
     def origin(self, name: str) -> Path:
         """The folder ``name`` (``pl/ack.txt``) is read from: the operator's when it has one."""
         return next((f for f in self.folders if (f / name).is_file()), self.folders[-1])
-
-
-def cache_folder(storage_path: Path) -> Path:
-    """Where the daemon keeps its compiled templates (``CompiledTemplates``)."""
-    return storage_path / "cache" / "templates"
 
 
 class CompiledTemplates(FileSystemBytecodeCache):
@@ -203,22 +188,26 @@ class CompiledTemplates(FileSystemBytecodeCache):
             log.debug("template cache %s not written: %s", bucket.key, exc)
 
 
-def load_renderer(path: Path, cache: Path | None = None) -> Renderer:
+def load_renderer(path: Path, cache: Path | None = None, sources: dict[str, str] | None = None) -> Renderer:
     """A renderer over a snapshot of the templates, each one compiled.
 
     Jinja2 would re-read a changed file by itself; reading them all once makes a
     SIGHUP the only moment templates change, and a broken edit (a syntax error, a
     missing subject or body block) is refused whole. ``maild check`` goes further
-    and renders each with sample values. ``cache``: a folder for ``CompiledTemplates``.
+    and renders each with sample values. ``cache``: a folder for ``CompiledTemplates``,
+    where the snapshot is then marked compiled (``template_files.compiled_before``).
+    ``sources``: the snapshot, when it was read before (``template_files.read_sources``).
     """
     renderer = Renderer(path)
-    sources = renderer.sources()  # the operator's folder over the packaged templates
+    if sources is None:
+        sources = renderer.sources()  # the operator's folder over the packaged templates
     renderer.env.loader = DictLoader(sources)
     if cache is not None:
         try:
             renderer.env.bytecode_cache = CompiledTemplates(cache, renderer.env)
         except (OSError, StorageError) as exc:
             log.warning("templates are compiled at each start: no cache folder %s: %s", cache, exc)
+            cache = None
     for name in sources:
         try:
             template = renderer.env.get_template(name)
@@ -227,4 +216,6 @@ def load_renderer(path: Path, cache: Path | None = None) -> Renderer:
         missing = {"subject", "body"} - set(template.blocks)
         if missing:
             raise RenderError(f"template {name}: no {' or '.join(sorted(missing))} block")
+    if cache is not None:
+        mark_compiled(cache, sources)
     return renderer

@@ -14,7 +14,7 @@ import pytest
 from jinja2 import Environment
 
 from maild.ops.check import SAMPLE_CONTEXTS
-from maild.ops.daemon import load_renderer
+from maild.outbound.render import load_renderer
 from maild.outbound.render import RenderError
 
 ROOT = Path(__file__).resolve().parents[2]

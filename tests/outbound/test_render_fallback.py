@@ -14,7 +14,7 @@ import pytest
 
 from maild.billing.html import render_statement, statement_folders, statement_words
 from maild.ops.check import SAMPLE_CONTEXTS
-from maild.ops.daemon import load_renderer
+from maild.outbound.render import load_renderer
 from maild.outbound.render import PACKAGED, Renderer, RenderError
 
 ROOT = Path(__file__).resolve().parents[2]

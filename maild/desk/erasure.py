@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import String, cast, delete, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
+from maild.storage import store
 from maild.storage.blobs import BlobStore
 from maild.storage.compact import drop_unreferenced
 from maild.storage.models import (
@@ -166,6 +167,7 @@ def forget(session: Session, blobs: BlobStore, now: datetime, *, address: str | 
         row = session.get(CustomerRow, customer)
         assert row is not None
         row.name, row.addresses, row.domains, row.billing_address = ERASED, [], [], None
+        store.forget_customers_sync(session)  # the next start writes the file's customers again, as before
     session.flush()
     done.blobs = drop_unreferenced(session, blobs, hashes - {""})
     return done

@@ -11,13 +11,15 @@ one the same way. ``store`` re-exports what its callers used from there.
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Row, and_, func, insert, or_, select, update
 
+from maild.storage.db import SCHEMA_HEAD
 from maild.storage.tables import outbox, state, tickets
 from maild.storage.tables import messages as message_rows
 
@@ -60,6 +62,40 @@ def parse_ticket_ref(ref: str, prefix: str) -> int | None:
 def get_state(db: Reader, key: str) -> str | None:
     value = db.scalar(select(state.c.value).where(state.c.key == key))
     return None if value is None else str(value)
+
+
+# the state key of the customers file's digest at its last mirror into the database (``store.sync_customers``)
+CUSTOMERS_SYNCED = "customers_synced"
+# bump when ``store.sync_customers`` writes the rows of the same customers differently
+CUSTOMERS_SYNC_VERSION = 1
+
+
+def customers_digest(customers: Sequence[Any]) -> str:
+    """A digest of the customers and contracts a file yielded (their frozen dataclasses' repr: every
+    field, in order), of the schema they are written to and of the way they are written: equal
+    digests mean a sync would write the rows as they are."""
+    text = f"{CUSTOMERS_SYNC_VERSION}\0{SCHEMA_HEAD}\0{customers!r}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def customers_unchanged(db: Reader, customers: Sequence[Any]) -> bool:
+    """Whether the database holds these customers as ``store.sync_customers`` last wrote them (the
+    daemon's start skips the sync then: it wrote every customer and contract row through the ORM)."""
+    return get_state(db, CUSTOMERS_SYNCED) == customers_digest(customers)
+
+
+def put_state(db: Connection, key: str, value: str, now: datetime) -> None:
+    """``store.set_state`` on a Connection: the daemon's idle cycle records its fetch without the ORM."""
+    found = db.execute(update(state).where(state.c.key == key).values(value=value, updated_at=now))
+    if not found.rowcount:
+        db.execute(insert(state).values(key=key, value=value, updated_at=now))
+
+
+def outbox_due(db: Reader, now: datetime) -> bool:
+    """Whether any mail is due to be sent (the outbox's claim, on its index): the daemon loads the
+    outbox, its SMTP client and the templates only then."""
+    query = select(outbox.c.id).where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now).limit(1)
+    return db.scalar(query) is not None
 
 
 def outbox_stats(db: Reader, now: datetime) -> tuple[int, datetime | None]:

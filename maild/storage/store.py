@@ -25,7 +25,10 @@ from maild.storage.queries import (
     OPEN_STATUSES as OPEN_STATUSES,
     ListedTicket as ListedTicket,
     TicketFilter as TicketFilter,
+    CUSTOMERS_SYNCED as CUSTOMERS_SYNCED,
     count_tickets as count_tickets,
+    customers_digest as customers_digest,
+    customers_unchanged as customers_unchanged,
     get_state as get_state,
     message_counts as message_counts,
     outbox_stats as outbox_stats,
@@ -524,7 +527,15 @@ def sync_customers(session: Session, customers: Sequence[Customer], now: datetim
         update(CustomerRow).where(CustomerRow.id.not_in(seen_customers) if seen_customers else CustomerRow.id.is_not(None))
         .values(active=False)
     )
+    set_state(session, CUSTOMERS_SYNCED, customers_digest(customers), now)
     return len(seen_contracts), ended
+
+
+def forget_customers_sync(session: Session) -> None:
+    """The customer rows were changed outside a sync (an erasure): the next start syncs them again."""
+    row = session.get(StateRow, CUSTOMERS_SYNCED)
+    if row is not None:
+        session.delete(row)
 
 
 # ---------------------------------------------------------------- state

@@ -21,39 +21,42 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import Session
 
-from maild.storage import store
-from maild.storage.blobs import BlobStore, StorageError
 from maild.config import Config, secret_warnings
-from maild.rules.customers import Customer, load_customers
-from maild.storage.db import DatabaseError, WalCheckpointer, open_database
+from maild.desk import idle
+from maild.desk.context import business_calendar
 from maild.errors import ConfigError
-from maild.ops.health import ALERT_NAMES, plan_alerts, problems, read_health
+from maild.intake.faults import ParseWorkerError
 from maild.intake.mailbox import FetchedMail, ImapSettings, MailboxAuthError, MailboxError, MailSource, open_source
-from maild.intake.message import InboundMessage, UnparsableMessage
-from maild.ops.metrics import Metrics
-from maild.ops.sd_notify import notify, watchdog_interval
-from maild.outbound.courier import Courier, CourierError
-from maild.outbound.outbox import DrainResult, Outbox, Sender
-from maild.ops.leader import MailboxLock, SqliteRunLock
-from maild.intake.parsing import GaveUp, ParseAhead, ParseWorkerError, return_free_memory
-from maild.intake.pipeline import Context, Ingestor
 from maild.intake.suspects import MAX_ATTEMPTS, Retry, plan_retries
-from maild.outbound.render import CompiledTemplates as CompiledTemplates
-from maild.outbound.render import RenderError, cache_folder, load_renderer
-from maild.outbound.smtp import SmtpError
-from maild.desk.desk import TicketDesk, by_language
-from maild.desk.digest import digest_day
-from maild.desk.morning import queue_digests
-from maild.desk.sweeper import Sweeper
-from maild.desk.erasure import apply_retention
-from maild.storage.compact import compact
+from maild.ops.health import ALERT_NAMES, AlertMail, plan_alerts, problems, read_health
+from maild.ops.leader import MailboxLock, SqliteRunLock
+from maild.ops.sd_notify import notify, watchdog_interval
+from maild.outbound.drained import DrainResult
+from maild.outbound.template_files import TemplateFileError, cache_folder, compiled_before, read_sources, search_path
+from maild.rules.customers import Customer, load_customers
+from maild.storage import queries
+from maild.storage.blobs import BlobStore, StorageError
+from maild.storage.db import DatabaseError, WalCheckpointer, open_engine, sessions_for
+
+if TYPE_CHECKING:  # loaded with the work that needs them, not at start (``Daemon``'s lazy parts)
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from maild.intake.message import InboundMessage, UnparsableMessage
+    from maild.intake.parsing import ParseAhead
+    from maild.intake.pipeline import Ingestor
+    from maild.desk.sweeper import Sweeper
+    from maild.ops.metrics import Metrics
+    from maild.outbound.courier import Courier
+    from maild.outbound.outbox import Outbox
+    from maild.outbound.render import Renderer
 
 log = logging.getLogger("maild.daemon")
 # Bytes of mail fetched per batch: with the next batch fetched while this one is
@@ -118,33 +121,32 @@ class Daemon:
             raise
 
     def _start(self, config: Config, clock: Callable[[], datetime]) -> None:
+        """What every start needs: the database, the customers, the calendar's and the templates'
+        checks, the mailbox. The rest (the ORM, the intake pipeline, the desk, the outbox, Jinja2)
+        is built with the first work that needs it (the ``cached_property`` parts below): a cycle
+        with nothing to read, sweep or send asks the database in Core whether there is (``desk.idle``)."""
         for warning in secret_warnings(config):
             log.warning("%s", warning)
-        self.sessions = open_database(config.database_url, background_checkpoints=True)
+        self.engine = open_engine(config.database_url, background_checkpoints=True)
         # SQLite: the WAL is copied into the database off the batch's thread (storage.db.WalCheckpointer)
-        self.checkpoints = WalCheckpointer.for_engine(self.sessions.kw["bind"])
+        self.checkpoints = WalCheckpointer.for_engine(self.engine)
         self.blobs = BlobStore(config.storage_path)
-        customers = self._load_customers()
-        self._sync_customers(customers)
-        self.renderer = load_renderer(config.templates_path, _template_cache(config))
-        self.ingestor = Ingestor(Context.build(config, customers), self.sessions, self.blobs, clock)
-        self.parse_ahead = ParseAhead(config.limits, config.parse_timeout_seconds, heartbeat=_watchdog_ping)
-        self.mailbox_lock = MailboxLock(self.sessions.kw["bind"], _mailbox_identity(config),
-                                        config.daemon.takeover_seconds)
+        self.customers = self._load_customers()
+        self._sync_customers(self.customers)
+        # the holiday settings are checked at start (kept holidays: without the library)
+        self.calendar = business_calendar(config)
+        self.templates = self._read_templates()
+        self.mailbox_lock = MailboxLock(self.engine, _mailbox_identity(config), config.daemon.takeover_seconds)
         self._standby_logged = False
-        self.sweeper = Sweeper(self.ingestor.ctx, self.sessions, self.ingestor.notifier)
-        self.outbox = Outbox(self.sessions, self.renderer, config.smtp,
-                             Sender(config.from_address, config.from_name, config.support.instance_id),
-                             self.blobs, clock, retry_base=timedelta(seconds=config.daemon.smtp_retry_base_seconds),
-                             hold_seconds=config.daemon.takeover_seconds)
-        self.courier = Courier(self.outbox)
-        # after the reading, a second courier sends the rest of a backlog beside the first
-        self.second_courier = Courier(self.outbox)
         self._turn_file: IO[bytes] | None = None  # its lock is the couriers' shared turn (made with the first)
         self.sent_after_reading = 0  # of the couriers' mail, what the second courier sent (benchmarks report it)
         self.sent_while_reading = DrainResult()  # the couriers' mail, not yet in a cycle's report
         self.source: MailSource = open_source(config.source)
-        self.metrics: Metrics | None = Metrics() if config.metrics_listen else None
+        self.metrics: Metrics | None = None
+        if config.metrics_listen:
+            from maild.ops.metrics import Metrics
+
+            self.metrics = Metrics()
         self._stop = False
         self._reload = False
         self.more_waiting = False
@@ -160,20 +162,103 @@ class Daemon:
         self._smtp_next = 0.0  # monotonic time before which the relay is left alone
         _tune_garbage_collector()
 
+    # ------------------------------------------------------------ the parts built with the first work
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return sessions_for(self.engine)
+
+    @cached_property
+    def renderer(self) -> Renderer:
+        from maild.outbound.render import load_renderer
+
+        return load_renderer(self.config.templates_path, _template_cache(self.config), self.templates)
+
+    @cached_property
+    def ingestor(self) -> Ingestor:
+        from maild.intake.pipeline import Context, Ingestor
+
+        return Ingestor(Context.build(self.config, self.customers), self.sessions, self.blobs, self.clock)
+
+    @cached_property
+    def parse_ahead(self) -> ParseAhead:
+        from maild.intake.parsing import ParseAhead
+
+        return ParseAhead(self.config.limits, self.config.parse_timeout_seconds, heartbeat=_watchdog_ping)
+
+    @cached_property
+    def sweeper(self) -> Sweeper:
+        from maild.desk.sweeper import Sweeper
+
+        return Sweeper(self.ingestor.ctx, self.sessions, self.ingestor.notifier)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        from maild.outbound.outbox import Outbox, Sender
+
+        config = self.config
+        return Outbox(self.sessions, self.renderer, config.smtp,
+                      Sender(config.from_address, config.from_name, config.support.instance_id),
+                      self.blobs, self.clock, retry_base=timedelta(seconds=config.daemon.smtp_retry_base_seconds),
+                      hold_seconds=config.daemon.takeover_seconds)
+
+    @cached_property
+    def courier(self) -> Courier:
+        from maild.outbound.courier import Courier
+
+        return Courier(self.outbox)
+
+    @cached_property
+    def second_courier(self) -> Courier:
+        """After the reading, a second courier sends the rest of a backlog beside the first."""
+        from maild.outbound.courier import Courier
+
+        return Courier(self.outbox)
+
+    def _built(self, part: str) -> bool:
+        """Whether a lazy part exists (was needed by work, or set by a test)."""
+        return part in self.__dict__
+
     # ------------------------------------------------------------ customers and templates
 
     def _load_customers(self) -> tuple[Customer, ...]:
         return load_customers(self.config.customers_file, self.config.packages)
 
     def _sync_customers(self, customers: tuple[Customer, ...]) -> None:
+        """Mirror the customers file into the database, unless it holds them as they are (the digest
+        ``store.sync_customers`` kept): that sync wrote every customer and contract row at each start."""
+        with self.engine.connect() as conn:
+            if queries.customers_unchanged(conn, customers):
+                log.info("customers: %d customers, unchanged since their last sync", len(customers))
+                return
+        from maild.storage import store
+
         with self.sessions() as session, session.begin():
             seen, ended = store.sync_customers(session, customers, self.clock(),
                                                self.config.customers_max_removed_percent,
                                                str(self.config.customers_file))
         log.info("customers: %d customers, %d contracts (%d ended)", len(customers), seen, ended)
 
+    def _read_templates(self) -> dict[str, str]:
+        """The templates' snapshot; compiled now (a broken edit refuses the start) unless this very
+        snapshot compiled before (``template_files.compiled_before``), then with the first mail."""
+        try:
+            sources = read_sources(search_path(self.config.templates_path))
+        except TemplateFileError as exc:
+            from maild.outbound.render import RenderError
+
+            raise RenderError(str(exc)) from None
+        self.__dict__.pop("renderer", None)
+        if not compiled_before(_template_cache(self.config), sources):
+            from maild.outbound.render import load_renderer
+
+            self.renderer = load_renderer(self.config.templates_path, _template_cache(self.config), sources)
+        return sources
+
     def reload(self) -> bool:
         """Re-read the customers file and templates; anything bad keeps the old state."""
+        from maild.outbound.render import RenderError, load_renderer
+
         try:
             customers = self._load_customers()
             renderer = load_renderer(self.config.templates_path, _template_cache(self.config))
@@ -185,10 +270,17 @@ class Daemon:
             log.error("reload failed, keeping the previous customers and templates: %s: %s",
                       type(exc).__name__, exc)
             return False
-        self.ingestor.ctx = self.sweeper.ctx = Context.build(self.config, customers)
+        self.customers = customers
+        if self._built("ingestor"):
+            from maild.intake.pipeline import Context
+
+            self.ingestor.ctx = Context.build(self.config, customers)
+            if self._built("sweeper"):
+                self.sweeper.ctx = self.ingestor.ctx
         self._stop_courier()  # it renders with the templates it was forked with; the next one has the new
         self.renderer = renderer
-        self.outbox.renderer = renderer
+        if self._built("outbox"):
+            self.outbox.renderer = renderer
         log.info("reloaded customers and templates")
         return True
 
@@ -273,9 +365,9 @@ class Daemon:
             if unstored:
                 self._release(list(unstored.values()))
         now = self.clock()
-        with self.sessions() as session, session.begin():
-            store.set_state(session, "last_fetch_at", now.isoformat(), now)
-            store.set_state(session, "mail_waiting", str(waiting), now)
+        with self.engine.begin() as conn:
+            queries.put_state(conn, "last_fetch_at", now.isoformat(), now)
+            queries.put_state(conn, "mail_waiting", str(waiting), now)
         return totals
 
     def _report_progress(self, stored_before: int) -> None:
@@ -289,6 +381,8 @@ class Daemon:
     def _store_batch(self, batch: list[FetchedMail], future: Future[list[InboundMessage | UnparsableMessage]],
                      totals: dict[str, int], unstored: dict[str, FetchedMail] | None = None) -> int:
         """Store one parsed batch and move its mail on the source; returns how many wait for a retry."""
+        from maild.intake.parsing import return_free_memory
+
         result = self.ingestor.ingest_batch(batch, self.parse_ahead.result(future, batch), counted=True)
         if self.checkpoints is not None:
             self.checkpoints.kick()
@@ -313,6 +407,8 @@ class Daemon:
         says: a group retried together, split in halves each time it kills the daemon
         again, down to one mail, quarantined unparsed after MAX_ATTEMPTS tries alone.
         ``attempts``: the first mail's tries so far (the one mail's, when given up)."""
+        from maild.intake.parsing import GaveUp
+
         future: Future[list[InboundMessage | UnparsableMessage]] = Future()
         if step.give_up:
             future.set_result([GaveUp(attempts)])
@@ -330,9 +426,11 @@ class Daemon:
     def _start_courier(self) -> None:
         """Send the outbox from a forked courier while the backlog is read (PostgreSQL, unless
         ``send_while_reading`` is off or the relay is being backed off)."""
-        if (self.courier.running or not self.config.daemon.send_while_reading or not self.outbox.postgres
-                or time.monotonic() < self._smtp_next):
+        if (not self.config.daemon.send_while_reading or self.engine.dialect.name != "postgresql"
+                or time.monotonic() < self._smtp_next or self.courier.running):
             return
+        from maild.outbound.courier import CourierError
+
         if self._turn_file is None:
             import tempfile
 
@@ -355,9 +453,11 @@ class Daemon:
         most one mail accepted and unmarked. A stop (SIGTERM) or the slice's budget ends
         the wait: both stop after the mail in hand, and the rest is the daemon's to send.
         """
-        if (not self.courier.running or self.courier.ended() or self._stop
+        if (not self._built("courier") or not self.courier.running or self.courier.ended() or self._stop
                 or time.monotonic() < self._smtp_next):
             return
+        from maild.outbound.courier import CourierError
+
         try:
             self.second_courier.start()
         except CourierError as exc:
@@ -373,7 +473,10 @@ class Daemon:
     def _stop_courier(self) -> None:
         """Stop the couriers after the mail in hand and count what they did as this cycle's
         (before the daemon sends itself, and on the way out)."""
-        for courier, when in ((self.courier, "while reading"), (self.second_courier, "after reading by a second courier")):
+        for part, when in (("courier", "while reading"), ("second_courier", "after reading by a second courier")):
+            if not self._built(part):
+                continue
+            courier: Courier = getattr(self, part)
             if not courier.running:
                 continue
             report = courier.stop()
@@ -398,21 +501,31 @@ class Daemon:
         except FAULTS as exc:
             log.warning("could not take back the attempts of %d mails not stored: %s", len(batch), exc)
 
+    def sweep(self) -> tuple[int, int]:
+        """The sweep (escalations, closing, reassigning, reminders): (escalations, closed). Before the
+        desk is loaded, only when the database says it has something to do (``idle.sweep_has_work``)."""
+        now = self.clock()
+        if not self._built("sweeper"):
+            with self.engine.connect() as conn:
+                if not idle.sweep_has_work(conn, self.config, self.customers, self.calendar, now):
+                    return 0, 0
+        swept = self.sweeper.sweep(now)
+        return swept.escalations, swept.closed
+
     def cycle(self) -> CycleReport:
         report = CycleReport()
         report.ingested = self.ingest_all(self.config.daemon.slice_seconds)
         report.more_waiting = self.more_waiting
         if self._stop:
             return report
-        swept = self.sweeper.sweep(self.clock())
-        report.escalations, report.closed = swept.escalations, swept.closed
+        report.escalations, report.closed = self.sweep()
         self.send_digests()
         self.check_health()
         self.apply_retention()
         budget = self.config.daemon.slice_seconds
         if not self.mailbox_lock.reading:  # a standby sends in short turns, so it tries the lock often
             budget = min(budget, self.config.daemon.takeover_seconds)
-        if self.courier.running and report.more_waiting and not self.courier.ended():
+        if self._built("courier") and self.courier.running and report.more_waiting and not self.courier.ended():
             # the courier sends while the rest of the backlog is read: no turn of sending
             # that would keep the mailbox waiting
             drained = DrainResult()
@@ -440,6 +553,12 @@ class Daemon:
         self._stop_courier()  # the daemon sends only while no courier does
         if time.monotonic() < self._smtp_next:
             return total
+        if not self._built("outbox"):
+            with self.engine.connect() as conn:
+                if not queries.outbox_due(conn, self.clock()):
+                    return total  # nothing due: the outbox, its SMTP client and the templates stay unloaded
+        from maild.outbound.smtp import SmtpError
+
         while not self._stop:
             try:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -486,7 +605,8 @@ class Daemon:
         finally:
             self._stop_courier()
             self.source.close()
-            self.parse_ahead.close()
+            if self._built("parse_ahead"):
+                self.parse_ahead.close()
             self.blobs.close()
             self.close_checkpoints()
             self.mailbox_lock.release()
@@ -514,6 +634,10 @@ class Daemon:
         settings = self.config.retention
         if not (settings.raw_mail_months or settings.closed_ticket_years):
             return
+        from maild.desk.erasure import apply_retention
+        from maild.storage import store
+        from maild.storage.compact import compact
+
         now = self.clock()
         with self.sessions() as session, session.begin():
             last = store.get_state(session, "retention_at")
@@ -537,8 +661,12 @@ class Daemon:
         now = self.clock()
         if not cfg.consultants or not cfg.notifications.enabled or cfg.notifications.digest_at is None:
             return
-        if digest_day(now, cfg.notifications.digest_at, self.ingestor.ctx.calendar) is None:
-            return
+        with self.engine.connect() as conn:
+            if not idle.digests_due(conn, cfg, self.calendar, now):
+                return
+        from maild.desk.desk import TicketDesk
+        from maild.desk.morning import queue_digests
+
         notifier = self.ingestor.notifier
         notifier.load(self.sessions)
         with self.sessions() as session, session.begin():
@@ -556,11 +684,15 @@ class Daemon:
         """
         now = self.clock()
         cfg = self.config
+        with self.engine.connect() as conn:  # most cycles: nothing to alert, read without the ORM
+            mails, _ = self._plan_alerts(conn, now)
+        if not mails:
+            return
+        from maild.desk.desk import TicketDesk, by_language
+        from maild.storage import store
+
         with self.sessions() as session, session.begin():
-            health = read_health(session, now, queue=False)
-            current = problems(health, cfg.health.fetch_stale, cfg.health.outbox_stale, self.started_at)
-            alerted = _load_alerted(session)
-            mails, after = plan_alerts(current, alerted, now)
+            mails, after = self._plan_alerts(session.connection(), now)
             if not mails:
                 return
             people = list(cfg.managers) or list(cfg.consultants)
@@ -579,6 +711,12 @@ class Daemon:
                         now=now, automatic=True, rate_limited=False,
                     )
             store.set_state(session, "alerts", json.dumps({k: v.isoformat() for k, v in after.items()}), now)
+
+    def _plan_alerts(self, db: Connection, now: datetime) -> tuple[list[AlertMail], dict[str, datetime]]:
+        cfg = self.config
+        health = read_health(db, now, queue=False)
+        current = problems(health, cfg.health.fetch_stale, cfg.health.outbox_stale, self.started_at)
+        return plan_alerts(current, _load_alerted(db), now)
 
     # ------------------------------------------------------------ the loop
 
@@ -610,7 +748,8 @@ class Daemon:
             notify("STOPPING=1", "STATUS=stopping")
             self._stop_courier()
             self.source.close()
-            self.parse_ahead.close()
+            if self._built("parse_ahead"):
+                self.parse_ahead.close()
             self.blobs.close()
             self.close_checkpoints()
             self.mailbox_lock.release()
@@ -712,8 +851,8 @@ def _watchdog_ping() -> None:
     notify("WATCHDOG=1")
 
 
-def _load_alerted(session: Session) -> dict[str, datetime]:
-    raw = store.get_state(session, "alerts")
+def _load_alerted(db: Connection) -> dict[str, datetime]:
+    raw = queries.get_state(db, "alerts")
     if not raw:
         return {}
     try:

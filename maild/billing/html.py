@@ -31,9 +31,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
 from maild.billing.charts import StatementWords, hours, scope_totals
-from maild.billing.reports import format_money
 from maild.errors import MaildError
-from maild.outbound.render import PACKAGED, add_wording_filters, search_path
+from maild.outbound.render import PACKAGED, CompiledTemplates, add_wording_filters, search_path
+from maild.storage.blobs import StorageError
+from maild.rules.wording import format_amount
 
 HERE = Path(__file__).resolve().parent / "html"
 
@@ -84,7 +85,7 @@ def environment(folders: tuple[Path, ...] = (HERE,)) -> ImmutableSandboxedEnviro
         trim_blocks=True, lstrip_blocks=True,
     )
     env.filters["hours"] = hours
-    env.filters["money"] = format_money
+    env.filters["money"] = format_amount
     env.filters["percent"] = percent
     return env
 
@@ -108,6 +109,24 @@ def customer_environment(folders: tuple[Path, ...]) -> ImmutableSandboxedEnviron
     )
     add_wording_filters(env)
     return env
+
+
+def statement_cache(storage_path: Path) -> Path:
+    """Where the statement's compiled templates are kept (``keep_compiled``): a folder of their own,
+    as their environment escapes everything and the mail templates' only ``.html``."""
+    return storage_path / "cache" / "statement"
+
+
+def keep_compiled(folders: tuple[Path, ...], cache: Path, write: bool) -> None:
+    """Compile the statement's templates under ``folders`` once and keep them in ``cache``
+    (``CompiledTemplates``: a template is loaded from there only when its source, Jinja2, Python
+    and the environment are those it was compiled with). Compiling the layout and the words of
+    both languages was a fifth of ``maild check``. ``write=False``: only read what is there."""
+    env = customer_environment(folders)
+    try:
+        env.bytecode_cache = CompiledTemplates(cache, env, write=write)
+    except (OSError, StorageError):
+        pass  # compiled each time, as before
 
 
 def statement_folders(templates: Path | None = None) -> tuple[Path, ...]:

@@ -236,13 +236,6 @@ def month_bounds(month: str, tz: ZoneInfo) -> tuple[datetime, datetime]:
         raise ReportError(str(exc)) from None
 
 
-def format_money(cents: int) -> str:
-    """Grosze as Polish invoices write them: ``12345`` -> ``"123,45"``."""
-    sign = "-" if cents < 0 else ""
-    whole, part = divmod(abs(cents), 100)
-    return f"{sign}{whole},{part:02d}"
-
-
 def _entries(lines: Iterable[LedgerLine]) -> list[LedgerEntry]:
     return [
         LedgerEntry(id=line.id, contract_id=line.contract_id or "", ticket_id=line.ticket_id,

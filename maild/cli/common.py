@@ -119,9 +119,9 @@ def hm(minutes: int | None) -> str:
 
 
 def money(cents: int | None) -> str:
-    from maild.billing.reports import format_money
+    from maild.rules.wording import format_amount
 
-    return "-" if cents is None else format_money(cents)
+    return "-" if cents is None else format_amount(cents)
 
 
 def customers_of(cfg: Config) -> tuple[Customer, ...]:

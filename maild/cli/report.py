@@ -30,10 +30,10 @@ log = logging.getLogger("maild.cli")
 
 
 def format_money(cents: int) -> str:
-    """``billing.reports.format_money``, imported when a report is printed (not when the parser is built)."""
-    from maild.billing.reports import format_money as formatted
+    """``rules.wording.format_amount``, imported when a report is printed (not when the parser is built)."""
+    from maild.rules.wording import format_amount
 
-    return formatted(cents)
+    return format_amount(cents)
 
 
 def hours_json(report: HoursReport) -> dict[str, Any]:

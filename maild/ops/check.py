@@ -6,6 +6,7 @@ created on the first run.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,10 @@ def _attempt(what: str, action: Callable[[], str]) -> bool:
         return _line(False, what, f"{type(exc).__name__}: {exc}")
 
 
-def check_templates(renderer: Renderer) -> str:
+def check_templates(renderer: Renderer, storage_path: Path | None = None) -> str:
     """Every mail template in both languages, and the statement's HTML words, rendered with
-    sample values: a template that would fail when its mail is due fails here, by name."""
+    sample values: a template that would fail when its mail is due fails here, by name.
+    ``storage_path``: where the statement's compiled templates are kept (``check_statement_html``)."""
     names = renderer.names()
     for name in names:
         for language in LANGUAGES:
@@ -119,7 +121,7 @@ def check_templates(renderer: Renderer) -> str:
             except RenderError as exc:
                 raise RenderError(f"{exc} (rendered with maild check's sample values; this mail would "
                                   "fail the same way when it is due)") from None
-    statement_pages = check_statement_html(renderer.path)
+    statement_pages = check_statement_html(renderer.path, storage_path)
     return f"{len(names)} templates{statement_pages} render in {', '.join(LANGUAGES)}"
 
 
@@ -135,12 +137,16 @@ def compiled_renderer(cfg: Config) -> Renderer:
     return renderer
 
 
-def check_statement_html(templates: Path) -> str:
+def check_statement_html(templates: Path, storage_path: Path | None = None) -> str:
     """The statement's HTML words (``<lang>/statement.html``) with the sample statement, no charts
-    drawn (that needs matplotlib, which ``check`` does not load)."""
-    from maild.billing.html import render_statement, statement_folders, statement_words
+    drawn (that needs matplotlib, which ``check`` does not load). With ``storage_path`` the compiled
+    templates are kept there (``billing.html.keep_compiled``), written only when the storage folder
+    is this user's: a check run as root leaves no file the daemon could not replace."""
+    from maild.billing.html import keep_compiled, render_statement, statement_cache, statement_folders, statement_words
 
     folders = statement_folders(templates)
+    if storage_path is not None:
+        keep_compiled(folders, statement_cache(storage_path), write=_owned(storage_path))
     for language in LANGUAGES:
         try:
             statement_words(SAMPLE_CONTEXTS["statement"], language, folders)
@@ -149,6 +155,13 @@ def check_statement_html(templates: Path) -> str:
             raise RenderError(f"{exc} (rendered with maild check's sample statement; the statements' "
                               "HTML part would fail the same way)") from None
     return " and the statement's HTML part"
+
+
+def _owned(path: Path) -> bool:
+    try:
+        return path.stat().st_uid == os.geteuid()
+    except OSError:
+        return False
 
 
 def not_overridden(renderer: Renderer) -> str | None:
@@ -166,7 +179,7 @@ def run_checks(cfg: Config) -> int:
     ok &= _attempt("customers", lambda: f"{len(load_customers(cfg.customers_file, cfg.packages))} customers in {cfg.customers_file}")
     ok &= _attempt("storage", lambda: _storage(cfg))
     ok &= _attempt("database", lambda: _database(cfg))
-    ok &= _attempt("templates", lambda: check_templates(compiled_renderer(cfg)))
+    ok &= _attempt("templates", lambda: check_templates(compiled_renderer(cfg), cfg.storage_path))
     fallback = not_overridden(Renderer(cfg.templates_path))
     if fallback:
         _info("templates_dir", fallback)
@@ -219,9 +232,12 @@ def rate_warnings(customers: Sequence[Customer], default_rate_cents: int | None)
 def _calendar(cfg: Config) -> str:
     """The holiday settings, which loading the config leaves to whoever builds a calendar."""
     from maild.rules.calendar import BusinessCalendar
+    from maild.storage.holiday_file import HolidayFile, holidays_file
 
     settings = cfg.calendar
-    BusinessCalendar(settings)
+    # the holidays the daemon kept for these settings and this version of the library were the
+    # library's answer to them (read only: a check run as root leaves no file behind)
+    BusinessCalendar(settings, HolidayFile(holidays_file(cfg.storage_path), write=False))
     holidays = (f"public holidays of {settings.holidays_country}"
                 + (f"-{settings.holidays_subdiv}" if settings.holidays_subdiv else "")
                 if settings.holidays_country else "no public holidays")

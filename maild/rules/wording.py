@@ -136,6 +136,13 @@ def _group(whole: int, separator: str) -> str:
     return separator.join(reversed(groups))
 
 
+def format_amount(cents: int) -> str:
+    """Grosze as Polish invoices write them: ``12345`` -> ``"123,45"`` (the reports' figures)."""
+    sign = "-" if cents < 0 else ""
+    whole, part = divmod(abs(cents), 100)
+    return f"{sign}{whole},{part:02d}"
+
+
 def format_money(cents: int, language: str = "pl") -> str:
     """Grosze as a customer reads them: 1 250,00 zł / PLN 1,250.00."""
     sign = "-" if cents < 0 else ""

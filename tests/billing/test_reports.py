@@ -16,6 +16,7 @@ from maild.billing.ledger import LedgerEntry
 from maild.rules.customers import Contract, Customer
 from maild.storage.db import open_database
 from maild.storage.models import ContractRow, CustomerRow, LedgerRow, Ticket
+from maild.rules.wording import format_amount as format_money
 from maild.billing.reports import (
     HoursReport,
     LedgerLine,
@@ -25,7 +26,6 @@ from maild.billing.reports import (
     build_hours_report,
     build_sla_report,
     contract_balances,
-    format_money,
     hours_report,
     sla_report,
 )

@@ -28,9 +28,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from imapclient import IMAPClient
-from imapclient.exceptions import LoginError
-
 from maild.config import ImapSettings as ImapSettings
 from maild.config import MaildirSettings as MaildirSettings
 from maild.errors import MaildError
@@ -195,6 +192,8 @@ class ImapSource:
     @contextlib.contextmanager
     def _guard(self, operation: str) -> Iterator[None]:
         """Translate library and socket failures into the three outcomes the daemon acts on."""
+        from imapclient.exceptions import LoginError  # loaded with the first IMAP source, not by a Maildir's
+
         try:
             yield
         except MailboxError:
@@ -245,6 +244,8 @@ class ImapSource:
         s = self.settings
         if s.security == "none" and not _is_loopback(s.host):
             log.warning("IMAP %s: security = none, the password crosses the network in clear", self._where)
+        from imapclient import IMAPClient
+
         with self._guard("connect"):
             client = IMAPClient(
                 s.host, s.port, ssl=s.security == "tls",

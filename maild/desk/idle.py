@@ -5,8 +5,8 @@ the templates): a cycle of ``run --once`` that finds nothing to do then costs
 a few indexed reads instead of that start-up, a third of the command. Each
 answer errs on the side of work: ``True`` whenever the desk's own rule might
 act (``sweeper.Sweeper.sweep``, ``morning.queue_digests``), and then the desk
-decides as before. A ``False`` must never hide work; ``tests/ops/test_idle.py``
-holds each rule to the desk's on the same database.
+decides as before. A ``False`` must never hide work: ``tests/ops/test_idle.py``
+has a fresh daemon do each kind of work, and fails when a rule here misses it.
 """
 from __future__ import annotations
 

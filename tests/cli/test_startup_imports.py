@@ -100,6 +100,45 @@ def test_run_once_on_an_empty_mailbox_parses_nothing_and_sends_nothing(config: P
     assert not loaded & {"alembic", "mailparser", "matplotlib", "tqdm", "aiosmtpd"}
 
 
+# what an idle cycle has no use for: the ORM and the desk, the intake pipeline and the mail parser,
+# the templates, the outbox and its SMTP client, the holiday tables (kept), IMAP on a Maildir
+IDLE_UNUSED = ("sqlalchemy.orm", "jinja2", "holidays", "imapclient", "aiosmtplib", "mailparser", "alembic",
+               "maild.storage.models", "maild.intake.pipeline", "maild.intake.message", "maild.intake.parsing",
+               "maild.desk.desk", "maild.desk.sweeper", "maild.outbound.outbox", "maild.outbound.render")
+
+
+def modules_loaded(names: tuple[str, ...], *argv: str) -> tuple[int, set[str]]:
+    """(exit code, which of ``names`` the command imported)."""
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(list(argv)), json.dumps(names)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = json.loads(proc.stderr.strip().splitlines()[-1])
+    return int(result["code"] or 0), set(result["loaded"])
+
+
+def test_an_idle_run_once_loads_nothing_for_work_it_has_not(config: Path) -> None:
+    """After the first start (which syncs the customers, compiles the templates, keeps the holidays),
+    ``run --once`` with nothing in the mailbox, nothing due in the outbox and nothing for the sweep
+    asks the database in Core and loads none of the parts that would do the work."""
+    code, _ = loaded_by("--config", str(config), "run", "--once")
+    assert code == 0
+    code, loaded = modules_loaded(IDLE_UNUSED, "--config", str(config), "run", "--once")
+    assert code == 0
+    assert loaded == set()
+
+
+def test_check_loads_what_it_checks_and_not_the_desk(config: Path) -> None:
+    """``check`` renders every template and reaches every server: Jinja2, SQLAlchemy Core and the SMTP
+    client, but no ORM, no intake pipeline, no reports (the statement's words need none), no IMAP
+    client for a Maildir, and no holiday tables once the daemon kept them."""
+    code, _ = loaded_by("--config", str(config), "run", "--once")
+    assert code == 0
+    names = ("sqlalchemy", "jinja2", "aiosmtplib", "sqlalchemy.orm", "holidays", "imapclient", "mailparser",
+             "matplotlib", "maild.storage.models", "maild.intake.pipeline", "maild.billing.reports")
+    code, loaded = modules_loaded(names, "--config", str(config), "check")
+    assert code == 1  # the SMTP port (1) refuses; everything else is checked
+    assert loaded == {"sqlalchemy", "jinja2", "aiosmtplib"}
+
+
 def test_run_once_with_mail_still_parses_and_sends(tmp_path: Path, smtp_sink: SmtpSink) -> None:
     """The lazy imports are the ones the work needs: a mail in the Maildir is parsed and answered."""
     path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -405,3 +406,45 @@ def test_the_statutory_days_off_load_one_country_table_too() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2]).stdout
     assert json.loads(out) == [True, False, 1]
+
+
+def test_kept_holidays_answer_as_the_library_did_without_loading_it(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A calendar keeps the years it computed (``HolidayFile``); the next one, in a new process, reads
+    them back and never loads the library, and a year not kept yet is computed and kept too."""
+    from maild.rules import calendar as module
+    from maild.storage.holiday_file import HolidayFile
+
+    kept = tmp_path / "cache" / "holidays.json"
+    settings = CalendarSettings(holidays_country="PL", holidays_language="en_US")
+    first = BusinessCalendar(settings, HolidayFile(kept))
+    days = [date(2026, 1, 1) + timedelta(days=i) for i in range(365)]
+    answers = [(first.is_business_day(d), first.holiday_name(d)) for d in days]
+    assert answers[0] == (False, "New Year's Day")
+
+    def no_library() -> None:
+        raise AssertionError("the holidays library was loaded")
+
+    monkeypatch.setattr(module, "holidays_library", no_library)
+    second = BusinessCalendar(settings, HolidayFile(kept))
+    assert [(second.is_business_day(d), second.holiday_name(d)) for d in days] == answers
+    with pytest.raises(AssertionError, match="loaded"):
+        second.is_business_day(date(2027, 1, 1))  # not kept: the library's to compute
+    monkeypatch.undo()
+    assert not BusinessCalendar(settings, HolidayFile(kept)).is_business_day(date(2027, 1, 1))
+    assert '"2027"' in kept.read_text(encoding="utf-8")
+    # other settings are another entry: Polish names, computed by the library
+    polish = BusinessCalendar(CalendarSettings(holidays_country="PL"), HolidayFile(kept))
+    assert polish.holiday_name(date(2026, 1, 1)) == "Nowy Rok"
+
+
+def test_bad_holiday_settings_are_refused_with_kept_holidays_too(tmp_path: Path) -> None:
+    from maild.storage.holiday_file import HolidayFile
+
+    kept = HolidayFile(tmp_path / "holidays.json")
+    with pytest.raises(CalendarError, match="holidays_country"):
+        BusinessCalendar(CalendarSettings(holidays_country="XX"), kept)
+    assert not (tmp_path / "holidays.json").exists()  # nothing kept for settings the library refused
+    (tmp_path / "holidays.json").write_text("{not json", encoding="utf-8")  # damaged: computed as before
+    assert BusinessCalendar(CalendarSettings(), HolidayFile(tmp_path / "holidays.json")).holiday_name(
+        date(2026, 5, 3)) == "Święto Narodowe Trzeciego Maja"

@@ -17,6 +17,14 @@ it loaded in all.
 database, customers, templates, mailbox login), one cycle that finds nothing,
 and the way out. ``demo`` is timed to its first line of output (the demo's own
 servers and folders are up; the two cycles that follow are the demo itself).
+
+``--work N`` (default 20, 0: none; Maildir only) also times ``run --once`` with
+work waiting, the cost of a start that has something to do: ``N`` generated
+mails were stored with the relay refusing (``N`` tickets, their acknowledgements
+due in the outbox), every open ticket's next escalation set due, and before each
+run the storage folder (database, caches) is put back as it was then, so each
+run sends the acknowledgements and escalates every ticket. That row measures the
+work as much as the start-up: the start-up target is the idle rows'.
 """
 from __future__ import annotations
 
@@ -29,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -110,12 +118,46 @@ def importtime(argv: list[str], cwd: Path) -> tuple[int, list[tuple[int, str]]]:
     return len(rows), top
 
 
+def prepare_work(work: Path, config: Path, n: int) -> Path:
+    """Store ``n`` generated mails with the relay refused, set every open ticket's escalation due, and
+    keep a copy of the storage folder as it is then (the database and the caches); returns the copy."""
+    import sqlite3
+
+    from common import corpus
+
+    source = corpus(n)
+    now = datetime.now(timezone.utc)
+    for i, eml in enumerate(sorted(source.glob("*.eml"))[:n]):
+        name = f"{int(now.timestamp())}.M{i}P{os.getpid()}.startup"
+        shutil.copyfile(eml, work / "Maildir" / "tmp" / name)
+        os.rename(work / "Maildir" / "tmp" / name, work / "Maildir" / "new" / name)
+    refused = config.with_name("refused.toml")
+    refused.write_text(re.sub(r"(\[smtp\][^\[]*?port = )\d+", r"\g<1>1", config.read_text(encoding="utf-8")),
+                       encoding="utf-8")
+    _, _, code = timed([PY, "-m", "maild.cli", "--config", str(refused), "run", "--once"], work)
+    if code != 0:
+        raise SystemExit(f"storing the mail for the run with work: exit {code}")
+    db = sqlite3.connect(work / "run" / "var" / "maild.db")
+    with db:
+        due = (now.replace(microsecond=0) - timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S.000000")
+        tickets = db.execute("UPDATE tickets SET next_escalation_at = ? WHERE status IN ('new', 'open', 'waiting') "
+                             "AND reaction_due IS NOT NULL", (due,)).rowcount
+        pending = db.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0]
+    db.close()
+    print(f"run --once with work: {pending} mails due in the outbox, {tickets} open tickets with an "
+          f"escalation due (from {n} mails)")
+    saved = work / "var-with-work"
+    shutil.copytree(work / "run" / "var", saved)
+    return saved
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--source", choices=["imap", "maildir"], default="imap")
     parser.add_argument("--importtime", action="store_true", help="the slowest imports of each command")
     parser.add_argument("--all", action="store_true", help="every other command too (a ticket is opened first)")
+    parser.add_argument("--work", type=int, default=20, help="mails for the run --once with work (0: none)")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
 
@@ -172,13 +214,30 @@ def main() -> int:
                 count, top = importtime(argv, work)
                 print(f"    {count} modules imported; slowest (cumulative ms): "
                       + ", ".join(f"{n} {c / 1000:.0f}" for c, n in top))
+        if args.work and args.source == "maildir":
+            walls, cpus = [], []
+            saved = prepare_work(work, config, args.work)
+            for _ in range(args.runs):
+                shutil.rmtree(work / "run" / "var")
+                shutil.copytree(saved, work / "run" / "var")
+                wall, cpu, code = timed([*cli, "run", "--once"], work)
+                if code != 0:
+                    raise SystemExit(f"run --once with work: exit {code}")
+                walls.append(wall)
+                cpus.append(cpu)
+            name = f"run --once ({args.work} due, work)"
+            w, c = statistics.median(walls), statistics.median(cpus)
+            print(f"{name:<30} {w:>13.3f} {f'({min(walls):.3f}-{max(walls):.3f})':>15} {c:>13.3f}  "
+                  "(start-up and work)", flush=True)
         load_after = os.getloadavg()
         print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     finally:
         sink.stop()
         if dovecot is not None:
             dovecot.stop()
-        if not args.keep:
+        if args.keep:
+            print(f"kept {work} (config run/maild.toml; var-with-work: the storage folder with work waiting)")
+        else:
             shutil.rmtree(work, ignore_errors=True)
     return 0
 

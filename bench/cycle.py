@@ -30,6 +30,28 @@ def vm_hwm_kb() -> int:
     return 0
 
 
+def profile_couriers(path: str) -> None:
+    """Each courier (forked, ended by os._exit) profiles itself in CPU time into <path>.courier-<pid>."""
+    import cProfile
+    import os
+
+    from maild.outbound import courier
+
+    real = courier._courier_main
+
+    def profiled(*args: object, **kwargs: object) -> None:
+        sys.setprofile(None)  # the daemon's profiler, copied by the fork, stops here
+        profiler = cProfile.Profile(time.process_time)
+        profiler.enable()
+        try:
+            real(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            profiler.disable()
+            profiler.dump_stats(f"{path}.courier-{os.getpid()}")
+
+    courier._courier_main = profiled  # type: ignore[assignment]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("config")
@@ -43,6 +65,9 @@ def main() -> int:
         profiler.enable()
     from maild.config import load_config
     from maild.ops.daemon import Daemon
+
+    if args.profile:
+        profile_couriers(args.profile)
     from maild.ops.logs import setup_logging
 
     import gc

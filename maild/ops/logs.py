@@ -45,6 +45,14 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
+    """One handler on the "maild" logger. Neither format names the source line, thread or
+    process, so a record is made without looking them up (the logging module's documented
+    switches): a stack walk and three lookups per line, a sixth of the daemon's cost per
+    sent mail's log line (bench/README.md, seventh session)."""
+    logging._srcfile = None  # no findCaller: no file, line or function
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger("maild")

@@ -424,6 +424,19 @@ def _qp_lines_within_76(qp: bytes) -> bytes:
     return b"\r\n".join(folded)
 
 
+_DATE: list[tuple[datetime, str]] = []  # the last Date header and the second it is for
+
+
+def _date(now: datetime) -> str:
+    """``format_datetime(now)``, which is the same for every mail of one second."""
+    second = now.replace(microsecond=0)
+    if _DATE and _DATE[0][0] == second:
+        return _DATE[0][1]
+    text = format_datetime(second)
+    _DATE[:] = [(second, text)]
+    return text
+
+
 def _headers(row: MailRow, subject: str, headers: dict[str, Any], sender: Sender, now: datetime) -> list[str]:
     """The header lines every outgoing mail carries, in one order, each CRLF-free but for folding."""
     cc = [a for a in headers.get("cc", []) if a]
@@ -438,7 +451,7 @@ def _headers(row: MailRow, subject: str, headers: dict[str, Any], sender: Sender
         lines.append(_address_header("Cc", cc))
     if headers.get("reply_to"):
         lines.append(_address_header("Reply-To", [one_line(headers["reply_to"], 320)]))
-    lines += [_text_header("Subject", one_line(subject, 900)), f"Date: {format_datetime(now)}",
+    lines += [_text_header("Subject", one_line(subject, 900)), f"Date: {_date(now)}",
               f"Message-ID: {message_id}"]
     in_reply_to = _msg_id(one_line(headers["in_reply_to"], 900)) if headers.get("in_reply_to") else None
     if in_reply_to:
@@ -870,7 +883,8 @@ class Outbox:
             return
         turn = _Turn(gate, self.turn_lock)
         try:
-            delivery = await smtp.send(Envelope(self.sender.address, tuple(mail.recipients), data), turn.take)
+            delivery = await smtp.send(Envelope(self.sender.address, tuple(mail.recipients), data,
+                                                f"<{mail.message_id}>"), turn.take)
             self._record(session, line, smtp, mail, delivery, now, result)
         finally:
             turn.release()

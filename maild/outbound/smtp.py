@@ -63,6 +63,7 @@ class Envelope:
     mail_from: str
     recipients: tuple[str, ...]
     message: bytes
+    message_id: str | None = None  # for the log line; else read from the message's header
 
 
 @dataclass(frozen=True)
@@ -633,7 +634,7 @@ class SmtpSender:
             log.log(
                 level,
                 "%s %s to %d recipient(s)%s via %s: %s",
-                _message_id(envelope.message),
+                envelope.message_id or _message_id(envelope.message),
                 delivery.outcome,
                 len(envelope.recipients),
                 f", {len(delivery.refused)} refused" if delivery.refused else "",

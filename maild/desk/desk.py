@@ -253,8 +253,12 @@ class TicketDesk:
                     from_addr: str, from_name: str, to: Sequence[str], cc: Sequence[str], subject: str,
                     date: datetime, text_new: str, text_quoted: str = "", raw_sha256: str | None = None,
                     size: int = 0, internal: bool = False, notes: Sequence[str] = (),
-                    attachments: Sequence[StoredFile] = ()) -> int:
+                    attachments: Sequence[StoredFile] = (), reused_id: bool = False) -> int:
         """A message on a ticket (or, ``ticket_id`` None, on none); returns its row id.
+
+        ``reused_id``: an inbound mail kept under ``dup:<sha256>`` because another stored
+        mail has its Message-ID; threading finds it in messages, where every other inbound
+        mail is found through intake (``tables.MESSAGE_ID_LOOKUP``).
 
         Attachments are packed once per content: the same file again (a logo in
         every signature) only gets another row. Whether each was packed before is
@@ -265,7 +269,7 @@ class TicketDesk:
             ticket_id=ticket_id, message_id=message_id, direction=direction, role=role, kind=kind,
             from_addr=from_addr, from_name=from_name, to_addrs=to, cc_addrs=cc, subject=subject, date=date,
             text_new=text_new, text_quoted=text_quoted, raw_sha256=raw_sha256, size=size, internal=internal,
-            notes=notes,
+            notes=notes, reused_id=reused_id,
         )
         unpacked = [att.sha256 for att in attachments if not rows.is_packed(att.sha256)]
         with self.session.no_autoflush:  # the index is written with the batch's rows, never through the ORM

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import func, select
-
 from maild.desk.desk import TicketDesk
 from maild.intake.thread import TicketFacts
-from maild.storage.models import MessageRow, Ticket
+from maild.storage import store
+from maild.storage.models import Ticket
 
 
 def _facts(ticket: Ticket) -> TicketFacts:
@@ -32,16 +31,9 @@ class DeskThreadLookup:
         """Look up every Message-ID the batch's mail refers to at once (one query per 500), instead
         of one query per reply. What the batch itself writes is the desk's ``pending_ids``, which
         ``by_message_ids`` asks first; a mail refers only to mail sent before it was fetched."""
-        wanted = sorted({m for m in message_ids if m} - self._looked_up)
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i:i + 500]
-            for mid, tid in self.desk.session.execute(
-                    select(MessageRow.message_id, func.max(MessageRow.ticket_id))
-                    .where(MessageRow.message_id.in_(chunk), MessageRow.ticket_id.is_not(None))
-                    .group_by(MessageRow.message_id)):
-                if mid is not None and tid is not None:
-                    self._stored[mid] = int(tid)
-            self._looked_up.update(chunk)
+        wanted = {m for m in message_ids if m} - self._looked_up
+        self._stored.update(store.tickets_by_message_id(self.desk.session, wanted))
+        self._looked_up.update(wanted)
 
     def by_number(self, number: int) -> TicketFacts | None:
         ticket = self.desk.ticket(number)
@@ -57,12 +49,5 @@ class DeskThreadLookup:
         if self._looked_up.issuperset(ids):
             stored = [self._stored[m] for m in ids if m in self._stored]
             return self.by_number(max(stored)) if stored else None
-        ticket_id = self.desk.session.scalar(
-            select(MessageRow.ticket_id)
-            .where(MessageRow.message_id.in_(ids), MessageRow.ticket_id.is_not(None))
-            .order_by(MessageRow.ticket_id.desc())
-            .limit(1)
-        )
-        if ticket_id is None:
-            return None
-        return self.by_number(ticket_id)
+        stored = list(store.tickets_by_message_id(self.desk.session, ids).values())
+        return self.by_number(max(stored)) if stored else None

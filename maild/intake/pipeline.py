@@ -69,6 +69,8 @@ from maild.intake.thread import ThreadDecision, ThreadSettings, clean_subject, d
 
 log = logging.getLogger("maild.pipeline")
 UTC = timezone.utc
+# the dedupe key of a mail whose Message-ID another stored mail already has, before its raw bytes' sha256
+SECOND_COPY = "dup:"
 
 
 def attempt_key(mail: FetchedMail) -> str:
@@ -373,7 +375,7 @@ class Ingestor:
                 if msg is None:
                     raise Quarantine(f"unparsable: {parsed}")
                 if key in batch.seen or key in batch.known:
-                    first_key, key = key, f"dup:{msg.raw_sha256}"
+                    first_key, key = key, f"{SECOND_COPY}{msg.raw_sha256}"
                     self._second_copy(session, msg, first_key)
                     msg = replace(msg, dedupe_key=key)
                 batch.seen.add(key)
@@ -422,7 +424,7 @@ class Ingestor:
         dropped.
         """
         batch = self._active
-        own_key = f"dup:{msg.raw_sha256}"
+        own_key = f"{SECOND_COPY}{msg.raw_sha256}"
         first = batch.first_copies.get(first_key)
         stored = {first.raw_sha256} if first is not None else set()
         if first_key in batch.known and msg.message_id:
@@ -728,7 +730,7 @@ class Ingestor:
             from_addr=msg.from_addr, from_name=msg.from_name, to=msg.to, cc=msg.cc,
             subject=msg.subject, date=mail.arrived_at, text_new=new_text, text_quoted=quoted,
             raw_sha256=msg.raw_sha256, size=msg.size, internal=internal, notes=[*msg.notes, *notes],
-            attachments=msg.attachments,
+            attachments=msg.attachments, reused_id=msg.dedupe_key.startswith(SECOND_COPY),
         )
 
     # -------------------------------------------------------------- replies

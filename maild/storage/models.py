@@ -118,6 +118,7 @@ class MessageRow(Base):
     size: Mapped[int]
     internal: Mapped[bool]
     notes: Mapped[list[Any]]
+    reused_id: Mapped[bool]
 
     ticket: Mapped[Ticket | None] = relationship(back_populates="messages")
     attachments: Mapped[list[AttachmentRow]] = relationship(lazy="raise_on_sql")

@@ -53,6 +53,7 @@ from maild.storage.models import (
     StateRow,
     Ticket,
 )
+from maild.storage.tables import MESSAGE_ID_LOOKUP
 
 def new_message_id(domain: str, ticket_id: int | None, kind: str) -> str:
     """Our own Message-ID (without <>), unique and recognisable as ours."""
@@ -75,11 +76,39 @@ def intake_recorded(session: Session, dedupe_key: str) -> bool:
     return session.scalar(select(Intake.id).where(Intake.dedupe_key == dedupe_key)) is not None
 
 
+def _looked_up() -> ColumnElement[bool]:
+    """The condition of ``ix_messages_message_id_lookup``, as the index has it (see ``tables.MESSAGE_ID_LOOKUP``)."""
+    return text(f"({MESSAGE_ID_LOOKUP})")  # type: ignore[return-value]
+
+
 def inbound_copies(session: Session, message_id: str) -> set[str]:
-    """sha256 of the raw bytes of each stored inbound mail with this Message-ID."""
-    return {sha for sha in session.scalars(
-        select(MessageRow.raw_sha256).where(MessageRow.message_id == message_id, MessageRow.direction == "in")
-    ) if sha}
+    """sha256 of the raw bytes of each stored inbound mail with this Message-ID: the first
+    (intake's row under the Message-ID) and those kept under ``dup:<sha256>`` (``reused_id``)."""
+    first = (select(MessageRow.raw_sha256).join(Intake, Intake.message_row_id == MessageRow.id)
+             .where(Intake.dedupe_key == message_id, MessageRow.direction == "in"))
+    others = select(MessageRow.raw_sha256).where(MessageRow.message_id == message_id, MessageRow.direction == "in",
+                                                 _looked_up())
+    return {sha for sha in session.scalars(first.union_all(others)) if sha}
+
+
+def tickets_by_message_id(session: Session, message_ids: Iterable[str]) -> dict[str, int]:
+    """The highest ticket holding a stored mail with each of these Message-IDs (threading), one read per 500.
+
+    maild's own mail and inbound mail under a reused Message-ID through the
+    messages' partial index; every other inbound mail through intake's dedupe
+    key, which is its Message-ID (``tables.MESSAGE_ID_LOOKUP``)."""
+    wanted = sorted({m for m in message_ids if m})
+    found: dict[str, int] = {}
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i:i + 500]
+        own = (select(MessageRow.message_id, MessageRow.ticket_id)
+               .where(MessageRow.message_id.in_(chunk), MessageRow.ticket_id.is_not(None), _looked_up()))
+        inbound = (select(Intake.dedupe_key, MessageRow.ticket_id).join(MessageRow, MessageRow.id == Intake.message_row_id)
+                   .where(Intake.dedupe_key.in_(chunk), MessageRow.ticket_id.is_not(None)))
+        for mid, tid in session.execute(own.union_all(inbound)):
+            if mid is not None and tid is not None:
+                found[str(mid)] = max(found.get(str(mid), 0), int(tid))
+    return found
 
 
 def blob_place(session: Session, sha256: str) -> PackedBlob | None:
@@ -256,14 +285,14 @@ class BatchRows:
     def message(self, *, ticket_id: int | None, message_id: str | None, direction: str, role: str, kind: str,
                 from_addr: str, from_name: str, to_addrs: Sequence[str], cc_addrs: Sequence[str], subject: str,
                 date: datetime, text_new: str, text_quoted: str = "", raw_sha256: str | None = None, size: int = 0,
-                internal: bool = False, notes: Sequence[str] = ()) -> int:
+                internal: bool = False, notes: Sequence[str] = (), reused_id: bool = False) -> int:
         row_id = self.message_ids.take()
         self._rows[MessageRow.__table__].append({
             "id": row_id, "ticket_id": ticket_id, "message_id": message_id, "direction": direction, "role": role,
             "kind": kind, "from_addr": from_addr, "from_name": from_name, "to_addrs": list(to_addrs),
             "cc_addrs": list(cc_addrs), "subject": subject, "date": date, "text_new": text_new,
             "text_quoted": text_quoted, "raw_sha256": raw_sha256, "size": size, "internal": internal,
-            "notes": list(notes),
+            "notes": list(notes), "reused_id": reused_id,
         })
         return row_id
 

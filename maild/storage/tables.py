@@ -31,6 +31,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -49,6 +50,13 @@ NAMING = {
 # The condition of the partial index ix_tickets_awaiting_reaction; a query must
 # repeat it for the database to use that index (``health.read_health``).
 AWAITING_REACTION = "status IN ('new', 'open', 'waiting') AND first_response_at IS NULL AND reaction_due IS NOT NULL"
+# The messages whose Message-ID threading looks up in ``messages`` (ix_messages_message_id_lookup, 0010):
+# maild's own mail (outbound; its Message-IDs begin with the ticket number, so new ones land next to each
+# other) and an inbound mail that reused a Message-ID another stored mail has. Every other inbound mail is
+# found through intake's dedupe key, the same text (``store.tickets_by_message_id``): indexing it here too
+# cost a random leaf page per mail at a million mails. A query must carry this condition as it is written
+# (in parentheses) for SQLite and PostgreSQL to use the index.
+MESSAGE_ID_LOOKUP = "direction = 'out' OR reused_id"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -148,7 +156,7 @@ messages = Table(
     "messages", metadata,
     Column("id", Integer, primary_key=True),
     Column("ticket_id", Integer, ForeignKey("tickets.id"), index=True),
-    Column("message_id", String(998), index=True),
+    Column("message_id", String(998)),
     Column("direction", String(3), nullable=False),  # in | out
     Column("role", String(16), nullable=False),  # customer | consultant | system
     Column("kind", String(16), nullable=False, default="human"),  # human | autoreply | bounce | ...
@@ -164,6 +172,9 @@ messages = Table(
     Column("size", BigInteger, nullable=False, default=0),
     Column("internal", Boolean, nullable=False, default=False),
     Column("notes", JSON, nullable=False, default=list),
+    # an inbound mail kept under ``dup:<sha256>`` because another stored mail has its Message-ID
+    Column("reused_id", Boolean, nullable=False, default=False, server_default=false()),
+    Index("ix_messages_message_id_lookup", "message_id", sqlite_where=text(MESSAGE_ID_LOOKUP)),
 )
 
 attachments = Table(
@@ -356,3 +367,6 @@ def for_postgresql() -> None:
     for index in tickets.indexes:
         if index.name == "ix_tickets_awaiting_reaction":
             index.dialect_options["postgresql"]["where"] = text(AWAITING_REACTION)
+    for index in messages.indexes:
+        if index.name == "ix_messages_message_id_lookup":
+            index.dialect_options["postgresql"]["where"] = text(MESSAGE_ID_LOOKUP)

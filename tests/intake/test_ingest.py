@@ -308,6 +308,42 @@ def test_reused_message_id_with_other_content_is_a_mail_of_its_own(env: dict[str
     assert len(env["sink"].messages) == 2
 
 
+def test_a_reply_to_the_customers_own_mail_finds_its_ticket_through_intake(env: dict[str, Any]) -> None:
+    """An inbound mail's Message-ID is looked up through intake's dedupe key since 0010 (messages index
+    only maild's own and reused ones): a later cycle's reply that names only that mail joins its ticket."""
+    env["box"].add(make_mail(subject="Drukarka nie drukuje", msgid="<own1@acme.pl>"))
+    run(env)
+    env["box"].add(make_mail(subject="Jeszcze jedno", msgid="<own2@acme.pl>", body="Toner też się kończy.\n",
+                             headers={"In-Reply-To": "<own1@acme.pl>"}))
+    daemon = run(env)
+    with daemon.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Ticket)) == 1
+        assert session.scalars(select(MessageRow.ticket_id).where(MessageRow.message_id == "own2@acme.pl")).one() == 1
+
+
+def test_a_reply_to_a_reused_message_id_finds_the_latest_mail_under_it(env: dict[str, Any]) -> None:
+    """The second mail under a reused Message-ID is kept under dup:<sha256>, not under the Message-ID in
+    intake: it is marked (``reused_id``) and found in messages, so a reply to that Message-ID joins the
+    latest ticket, as before 0010 (without the mark it would join the first one)."""
+    env["box"].add(make_mail(msgid="<same@webform.acme.pl>", subject="Faktura nie drukuje się"))
+    run(env)
+    env["box"].add(make_mail(msgid="<same@webform.acme.pl>", subject="Błąd przy zamknięciu miesiąca",
+                             body="Zamknięcie miesiąca kończy się błędem.\n"))
+    run(env)
+    env["box"].add(make_mail(subject="Uzupełnienie", msgid="<r1@acme.pl>", body="Zrzut ekranu w załączeniu.\n",
+                             headers={"In-Reply-To": "<same@webform.acme.pl>"}))
+    daemon = run(env)
+    with daemon.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Ticket)) == 2
+        marks = session.execute(select(MessageRow.ticket_id, MessageRow.reused_id)
+                                .where(MessageRow.message_id == "same@webform.acme.pl").order_by(MessageRow.id)).all()
+        assert [tuple(m) for m in marks] == [(1, False), (2, True)]
+        assert session.scalars(select(MessageRow.ticket_id).where(MessageRow.message_id == "r1@acme.pl")).one() == 2
+        assert store.inbound_copies(session, "same@webform.acme.pl") == set(
+            session.scalars(select(MessageRow.raw_sha256).where(MessageRow.direction == "in",
+                                                                MessageRow.message_id == "same@webform.acme.pl")))
+
+
 def test_message_rows_keep_raw_and_attachments(env: dict[str, Any]) -> None:
     from email.message import EmailMessage
 

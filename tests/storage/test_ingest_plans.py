@@ -97,3 +97,29 @@ def test_the_open_queue_is_counted_off_the_queue_index(tmp_path: Path) -> None:
     engine.dispose()
     assert "COVERING INDEX ix_tickets_queue" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
+
+
+def test_message_ids_are_looked_up_through_the_partial_index_and_intake(tmp_path: Path) -> None:
+    """Threading's and the second copy's lookups by Message-ID (0010): maild's own and reused Message-IDs in
+    ix_messages_message_id_lookup (the query carries its condition), every other inbound one through intake's
+    dedupe key; neither reads the messages table whole."""
+    sessions = open_database(f"sqlite:///{tmp_path / 'maild.db'}")
+    engine = sessions.kw["bind"]
+    statements: list[tuple[str, Any]] = []
+    with sessions() as session:
+        event.listen(engine, "before_cursor_execute",
+                     lambda conn, cursor, statement, params, context, many: statements.append((statement, params)))
+        assert store.tickets_by_message_id(session, ["a@acme.pl", "maild.t1.ack.x@h"]) == {}
+        assert store.inbound_copies(session, "a@acme.pl") == set()
+    recorded = list(statements)
+    plans: list[str] = []
+    with engine.connect() as conn:
+        for statement, params in recorded:
+            if "messages" in statement:
+                plans.append(" | ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
+                                                                                 params)))
+    engine.dispose()
+    assert len(plans) == 2, plans
+    for plan in plans:
+        assert "ix_messages_message_id_lookup" in plan and "sqlite_autoindex_intake_1" in plan, plan
+        assert "SCAN messages" not in plan and "SCAN intake" not in plan, plan

@@ -50,3 +50,60 @@ def test_the_partial_index_keeps_its_condition_on_both_databases(tmp_path: pytes
         with engine.connect() as conn:
             assert "first_response_at IS NULL" in conn.execute(text(catalog)).scalar_one(), url
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_0010_marks_the_mail_stored_under_a_reused_message_id(backend: str, tmp_path: pytest.TempPathFactory,
+                                                              request: pytest.FixtureRequest) -> None:
+    """0010 drops the index of every message's Message-ID for one of maild's own and reused ones: a mail
+    stored before it under ``dup:<sha256>`` (another mail had its Message-ID) must come out marked, or
+    threading would no longer find it by that Message-ID; the first mail is found through intake."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from maild.storage.db import alembic_config
+
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else f"sqlite:///{tmp_path}/m.db"
+    engine = make_engine(url)
+    cfg = alembic_config(engine)
+    with engine.connect() as conn, conn.begin():
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0009")
+    message = ("INSERT INTO messages (id, message_id, direction, role, kind, from_addr, from_name, to_addrs, cc_addrs,"
+               " subject, date, text_new, text_quoted, size, internal, notes)"
+               " VALUES (:id, :mid, :dir, 'customer', 'human', '', '', '[]', '[]', '', '2026-12-01 10:00:00', '', '',"
+               " 0, FALSE, '[]')")
+    intake = ("INSERT INTO intake (dedupe_key, source_key, disposition, reason, message_row_id, arrived_at,"
+              " processed_at) VALUES (:key, 'maildir:x', 'ticket', '', :row, '2026-12-01 10:00:00',"
+              " '2026-12-01 10:00:00')")
+    with engine.begin() as conn:
+        for row, mid, direction in ((1, "same@acme.pl", "in"), (2, "same@acme.pl", "in"), (3, "maild.t1.ack.x@h", "out")):
+            conn.execute(text(message), {"id": row, "mid": mid, "dir": direction})
+        conn.execute(text(intake), {"key": "same@acme.pl", "row": 1})
+        conn.execute(text(intake), {"key": "dup:" + "ab" * 32, "row": 2})
+    upgrade(engine)
+    with engine.connect() as conn:
+        marks = conn.execute(text("SELECT id, reused_id FROM messages ORDER BY id")).all()
+    engine.dispose()
+    assert [(int(i), bool(r)) for i, r in marks] == [(1, False), (2, True), (3, False)]
+
+
+def test_the_message_id_index_keeps_its_condition_on_both_databases(tmp_path: pytest.TempPathFactory,
+                                                                    pg_url: str) -> None:
+    """ix_messages_message_id_lookup is partial (maild's own mail and reused Message-IDs) in the migrated
+    database and in the schema compiled for it, on SQLite and PostgreSQL (see the test above this one's)."""
+    from sqlalchemy import text
+    from sqlalchemy.schema import CreateIndex
+
+    from maild.storage.tables import messages
+
+    index = next(i for i in messages.indexes if i.name == "ix_messages_message_id_lookup")
+    for url, catalog in ((f"sqlite:///{tmp_path}/m.db",
+                          "SELECT sql FROM sqlite_master WHERE name = 'ix_messages_message_id_lookup'"),
+                         (pg_url, "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_messages_message_id_lookup'")):
+        engine = make_engine(url)
+        upgrade(engine)
+        assert "reused_id" in str(CreateIndex(index).compile(dialect=engine.dialect)), url
+        with engine.connect() as conn:
+            assert "reused_id" in conn.execute(text(catalog)).scalar_one(), url
+        engine.dispose()

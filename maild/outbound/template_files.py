@@ -15,13 +15,15 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from maild.errors import MaildError
+
 PACKAGED = Path(__file__).resolve().parents[1] / "templates"
 _RENDER = Path(__file__).with_name("render.py")
 VERIFIED = "verified"
 
 
-class TemplateFileError(Exception):
-    """A template file cannot be read (``render.RenderError`` says so to the operator)."""
+class TemplateFileError(MaildError):
+    """A template file cannot be read; names the file (``render.RenderError`` says so to the operator)."""
 
 
 def cache_folder(storage_path: Path) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -199,8 +200,11 @@ class WalCheckpointer:
     database (each mail dirties a leaf of several random-key indexes: bench/README
     "Ingest at 1M, seventh session"). Here the daemon's connections leave it to
     this thread (``open_database(background_checkpoints=True)``), which runs a
-    PASSIVE checkpoint (never blocking a reader or the writer) after each batch's
-    commit (``kick``); SQLite releases the GIL meanwhile. The thread starts at a
+    PASSIVE checkpoint (never blocking a reader or the writer) after a batch's
+    commit (``kick``), at most one every ``min_interval`` seconds: a pass copies
+    each page once however many batches changed it since the last (a table's and
+    a time-ordered index's last pages change in every batch), and syncs twice
+    whatever it copies. SQLite releases the GIL meanwhile. The thread starts at a
     kick and ends after ``idle_seconds`` without one (one last pass first), so an
     idle daemon holds no thread and no connection for it.
 
@@ -213,14 +217,17 @@ class WalCheckpointer:
     next opener, whichever process it is.
     """
 
-    def __init__(self, database: Path, idle_seconds: float = 5.0) -> None:
+    def __init__(self, database: Path, idle_seconds: float = 5.0, min_interval: float = 1.0) -> None:
         self.database = database
         self.idle_seconds = idle_seconds
+        self.min_interval = min_interval
         self.wal_pages = 0  # the WAL's frames at the end of the last pass
         self.copied_pages = 0  # of which copied into the database file
         self.passes = 0
         self._wanted = 0  # passes someone waits for (``settle``)
         self._kicked = threading.Event()
+        self._hurry = threading.Event()  # settle or close: no waiting out min_interval
+        self._last_pass = float("-inf")  # time.monotonic() of the last pass's start
         self._passed = threading.Condition()  # also guards _running and the thread's start and end
         self._running = False
         self._thread: threading.Thread | None = None
@@ -247,6 +254,7 @@ class WalCheckpointer:
         with self._passed:
             target = self.passes + (2 if self._running else 1)  # a pass under way may predate the last commit
             self._wanted = max(self._wanted, target)
+            self._hurry.set()
             self.kick()
             self._passed.wait_for(lambda: self.passes >= target or not self._running, timeout)
 
@@ -255,6 +263,7 @@ class WalCheckpointer:
         with self._passed:
             self._running = False
             thread, self._thread = self._thread, None
+            self._hurry.set()
             self._kicked.set()
         if thread is not None:
             thread.join(timeout=60)
@@ -284,6 +293,16 @@ class WalCheckpointer:
                     if not self._running or (idle and not kicked):
                         self._running = False
                         return
+                # commits of the next batches join this pass until min_interval after the last one
+                self._hurry.wait(self._last_pass + self.min_interval - time.monotonic())
+                with self._passed:
+                    if not self._running:
+                        self._running = False
+                        return
+                    if self.passes + 1 >= self._wanted:
+                        self._hurry.clear()
+                    self._kicked.clear()
+                self._last_pass = time.monotonic()
                 pages, copied = self._pass(conn)
                 idle = not kicked
                 with self._passed:

@@ -115,3 +115,27 @@ def test_committed_rows_survive_a_wal_never_copied(tmp_path: Path) -> None:
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (500,)
     finally:
         conn.close()
+
+
+def test_commits_within_min_interval_share_one_pass_and_settle_does_not_wait(tmp_path: Path) -> None:
+    """A pass copies each page once however many commits changed it: commits closer together than
+    ``min_interval`` wait for one pass (a table's last page, changed by each, is copied once), and
+    ``settle`` (the benchmark, the end of a run) does not wait the interval out."""
+    path = tmp_path / "d.db"
+    engine = _engine(path)
+    checkpoints = WalCheckpointer(path, min_interval=30)
+    _write(engine, 5)
+    checkpoints.kick()
+    time.sleep(0.3)  # the first pass (none before it) is under way or done
+    first = checkpoints.passes
+    for _ in range(5):
+        _write(engine, 5)
+        checkpoints.kick()
+        time.sleep(0.05)
+    assert checkpoints.passes == first, "five commits inside the interval: no pass of their own yet"
+    started = time.monotonic()
+    checkpoints.settle()
+    assert time.monotonic() - started < 10, "settle waited out min_interval"
+    assert checkpoints.passes >= first + 1 and checkpoints.copied_pages == checkpoints.wal_pages
+    checkpoints.close()
+    engine.dispose()

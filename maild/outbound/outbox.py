@@ -62,6 +62,7 @@ RETRY_BASE = timedelta(seconds=30)
 RETRY_CAP = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(days=3)
 CLAIM_CHUNK = 200
+CLAIM_TRIES = 5  # claims in a row that found rows and lost them all to another drain before one counts as empty
 # SMTP connections a drain uses at once: while the relay works on one mail, maild
 # builds and sends the next on the other
 SMTP_CONNECTIONS = 2
@@ -722,19 +723,26 @@ class Outbox:
             .order_by(_OUTBOX.c.created_at, _OUTBOX.c.id)
             .limit(chunk)
         )
-        with self.sessions() as session, session.begin():
-            if session.get_bind().dialect.name != "postgresql":
+        if not self.postgres:
+            with self.sessions() as session, session.begin():
                 return [PendingMail(**row._mapping) for row in session.execute(query)]
-            # the row locks keep a concurrent claim off these rows until they are
-            # advisory-locked; pg_locks says which rows other drains hold now
-            query = query.where(_OUTBOX.c.id.not_in(_HELD))
-            if not peek:
-                query = query.with_for_update(skip_locked=True)
-            rows = [PendingMail(**row._mapping) for row in session.execute(query)]
-            if line is None or not rows:
-                return rows
-            taken = line.take([row.id for row in rows])
-            return [row for row in rows if row.id in taken]
+        # the row locks keep a concurrent claim off these rows until they are
+        # advisory-locked; pg_locks says which rows other drains hold now
+        query = query.where(_OUTBOX.c.id.not_in(_HELD))
+        if not peek:
+            query = query.with_for_update(skip_locked=True)
+        for _ in range(CLAIM_TRIES):
+            with self.sessions() as session, session.begin():
+                rows = [PendingMail(**row._mapping) for row in session.execute(query)]
+                if line is None or not rows:
+                    return rows
+                taken = line.take([row.id for row in rows])
+            if taken:
+                return [row for row in rows if row.id in taken]
+            # another drain advisory-locked every row found after this SELECT read pg_locks and
+            # before it locked them (its claim had just committed): the next look sees them held.
+            # Not "nothing due", which would end a courier that was asked to finish.
+        return []
 
     async def drain_async(self, limit: int = 10000, deadline: float | None = None) -> DrainResult:
         """Send up to ``limit`` due mails over ``self.connections`` SMTP connections

@@ -430,3 +430,28 @@ def test_a_postgres_mark_whose_session_died_is_remembered_and_not_sent_again(
     assert len(received) == 4 and len(set(received)) == 4, "each mail once"
     assert daemon.outbox.unmarked == {}
     daemon.sessions.kw["bind"].dispose()
+
+
+def test_a_claim_that_loses_its_rows_to_another_drain_looks_again(
+        tmp_path: Path, smtp_sink: Any, monkeypatch: Any, pg_url: str) -> None:
+    """PostgreSQL: another drain can advisory-lock the rows a claim found between the claim's
+    read of pg_locks and its row locks; that claim then takes none. It looks again rather than
+    reporting nothing due, which would end a courier asked to finish with mail still queued."""
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=pg_url)
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(6):
+        box.add(make_mail(sender=f"jan{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<lost-race{i}@acme.pl>"))
+    daemon = Daemon(load_config(config), Clock(datetime.now(UTC)))
+    daemon.ingest_all()
+    real_take = outbox_module._DrainLine.take
+    takes: list[int] = []
+
+    def loses_the_first_race(line: Any, ids: list[int]) -> set[int]:
+        takes.append(len(ids))
+        return set() if len(takes) == 1 else real_take(line, ids)
+
+    monkeypatch.setattr(outbox_module._DrainLine, "take", loses_the_first_race)
+    daemon.outbox.wait_for_more = lambda: False  # as a courier asked to finish: nothing due ends it
+    assert daemon.outbox.drain().sent == 6
+    assert takes[:2] == [6, 6]
+    daemon.sessions.kw["bind"].dispose()

@@ -60,9 +60,11 @@ from maild.outbound.smtp import SmtpError
 log = logging.getLogger("maild.courier")
 
 CHUNK = 1_000_000  # mails per Outbox.drain call: in effect one drain, kept open until the courier is stopped
-# rows a courier claims at a time: two couriers sending the rest of a backlog end within
-# a chunk of each other (one claims the last rows while the other finds none and ends)
-CLAIM_CHUNK = 50
+# rows a courier claims at a time, as any drain (outbox.CLAIM_CHUNK): two couriers sending the
+# rest of a backlog end within a chunk of each other. Smaller chunks even out that end, but
+# each claim sorts the pending rows on the server: 50 cost the server 2 s more CPU per 15,460
+# mails than 200 (bench/README.md, seventh session)
+CLAIM_CHUNK = 200
 IDLE_POLL_SECONDS = 1.0  # how long an idle courier waits for a poke before it looks at the outbox again
 _PR_SET_PDEATHSIG = 1
 _STOP = b"s"

@@ -103,7 +103,7 @@ async def bare_client(port: int, n: int, sink: int, pipelined: bool) -> None:
 def marks(n: int) -> None:
     from sqlalchemy import text
 
-    from maild.outbound.outbox import _DrainLine
+    from maild.outbound.outbox import _MARK_SENT, _DrainLine
     from maild.storage.db import open_database
 
     work = Path(tempfile.mkdtemp(prefix="send-parts-"))
@@ -117,17 +117,21 @@ def marks(n: int) -> None:
                 "INSERT INTO outbox (kind, ticket_id, message_id, recipients, automatic, template, language, context,"
                 " status, attempts, created_at, next_attempt_at, dedupe_key, last_error) SELECT 'ack', NULL,"
                 " 'm' || g || '@x', '[\"a@b.c\"]', true, 'ack', 'pl', '{}', 'pending', 0, now(), now(), 'k' || g, ''"
-                " FROM generate_series(1, :n) g"), {"n": 2 * n})
+                " FROM generate_series(1, :n) g"), {"n": 3 * n})
             ids = [row[0] for row in conn.execute(text("SELECT id FROM outbox ORDER BY id"))]
         line = _DrainLine(sessions, 10)
         now = datetime.now(timezone.utc)
         cursor = line.conn.connection.dbapi_connection.cursor()
         raw = ("UPDATE outbox SET status = 'sent', sent_at = %s, attempts = outbox.attempts + 1, last_error = %s"
                " WHERE outbox.id = %s")
-        for label, part in (("SQLAlchemy Core (_DrainLine.mark_sent)", ids[:n]), ("raw psycopg cursor", ids[n:])):
+        for label, part in (("SQLAlchemy Core (until the seventh session)", ids[:n]),
+                            ("_DrainLine.mark_sent (psycopg cursor, SQLAlchemy's errors)", ids[n:2 * n]),
+                            ("raw psycopg cursor", ids[2 * n:])):
             cpu, wall, server = time.process_time(), time.perf_counter(), pg.cpu_seconds()
             for row_id in part:
                 if label.startswith("SQL"):
+                    line.conn.execute(_MARK_SENT, {"row_id": row_id, "sent_at": now, "refused": ""})
+                elif label.startswith("_Drain"):
                     line.mark_sent({"row_id": row_id, "sent_at": now, "refused": ""})
                 else:
                     cursor.execute(raw, (now, "", row_id))

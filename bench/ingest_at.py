@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import BENCH_ROOT, SEED, corpus  # noqa: E402
-from growth import STATE, age_last_hour, close_backlog, deliver, mark_sent, write_config  # noqa: E402
+from growth import STATE, age_backlog, age_last_hour, close_backlog, deliver, mark_sent, write_config  # noqa: E402
 
 
 def main() -> int:
@@ -124,6 +124,7 @@ def main() -> int:
         mark_sent(config)
         if args.reuse is not None:
             close_backlog(config, started)
+            age_backlog(config, "created_at >= :since", {"since": started.strftime("%Y-%m-%d %H:%M:%S")})
             state["mails"] += args.backlog
             (work / STATE).write_text(json.dumps(state), encoding="utf-8")
     finally:

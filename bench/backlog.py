@@ -272,9 +272,6 @@ def main() -> int:
     parser.add_argument("--peer-runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="cProfile the first run -> <work>/cycle.prof")
     parser.add_argument("--no-verify", action="store_true")
-    parser.add_argument("--sink-pipelining", action="store_true",
-                        help="the sink offers PIPELINING (RFC 2920), as Postfix and Exim do; maild then sends "
-                             "MAIL, RCPT and DATA in one write")
     parser.add_argument("--turns", action="store_true",
                         help="each run also with [daemon] send_while_reading = false, just before it "
                              "(reading and sending taking turns, as before the courier)")
@@ -289,9 +286,7 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="backlog-", dir=BENCH_ROOT))
     base.chmod(0o755)  # Dovecot's unprivileged auth process reads the passwd-file below it
     dovecot = start_dovecot(base / "dovecot")
-    sink = CountingSink(pipelining=args.sink_pipelining).start()
-    if args.sink_pipelining:
-        print("the sink offers PIPELINING (RFC 2920)")
+    sink = CountingSink().start()
     pg = None
     summary: dict[str, Any] = {}
     try:

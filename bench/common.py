@@ -279,9 +279,7 @@ class CountingSink:
     worth measuring, and it runs in the benchmark process, not in maild's.
     """
 
-    def __init__(self, pipelining: bool = False) -> None:
-        """``pipelining``: offer PIPELINING (RFC 2920) in EHLO, as Postfix and Exim do; aiosmtpd
-        reads pipelined commands in turn either way, so only what the client may do changes."""
+    def __init__(self) -> None:
         from tests.servers.common import free_port
 
         self.host = "127.0.0.1"
@@ -291,13 +289,6 @@ class CountingSink:
         sink = self
 
         class Handler:
-            async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
-                                  responses: list[str]) -> list[str]:
-                session.host_name = hostname
-                if pipelining:
-                    responses.insert(-1, "250-PIPELINING")
-                return responses
-
             async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
                 data = envelope.original_content or b""
                 head = data.split(b"\r\n\r\n", 1)[0]

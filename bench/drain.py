@@ -102,7 +102,6 @@ def main() -> int:
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--every-day", action="store_true", help="every day a working day: notifications too")
     parser.add_argument("--profile", action="store_true", help="cProfile the first run's drain, print its top")
-    parser.add_argument("--sink-pipelining", action="store_true", help="the sink offers PIPELINING (RFC 2920)")
     parser.add_argument("--processes", type=int, default=1,
                         help="drains at once, each in a process of its own (PostgreSQL: rows split as between daemons)")
     parser.add_argument("--child", metavar="CONFIG", help=argparse.SUPPRESS)
@@ -116,7 +115,7 @@ def main() -> int:
     BENCH_ROOT.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="drain-", dir=BENCH_ROOT))
     base.chmod(0o755)  # the private PostgreSQL runs as its own user below it
-    sink = CountingSink(pipelining=args.sink_pipelining).start()
+    sink = CountingSink().start()
     pg = None
     try:
         url = ""

@@ -6,20 +6,17 @@
 Each part timed on its own, in CPU seconds per mail (``time.process_time`` for
 this process, ``/proc/<pid>/stat`` for the others):
 
-* ``SmtpSender.send`` (maild's client: MAIL, RCPT, DATA, the data) to an
-  aiosmtpd sink (``python -m aiosmtpd -n -c aiosmtpd.handlers.Sink``) in a
-  process of its own, so client and sink CPU are apart; then the same against a
-  sink that offers PIPELINING (``sink_handlers.PipeliningSink``), where maild
-  sends MAIL, RCPT and DATA in one write;
+* ``SmtpSender.send`` (maild's client, aiosmtplib: MAIL, RCPT, DATA, the data)
+  to an aiosmtpd sink (``python -m aiosmtpd -n -c aiosmtpd.handlers.Sink``) in a
+  process of its own, so client and sink CPU are apart;
 * a bare asyncio-stream client on the same sink, in lockstep and with MAIL,
   RCPT and DATA in one write (RFC 2920 PIPELINING: aiosmtpd does not advertise
   it but reads pipelined commands in turn), to see what pipelining would save;
 * the sent mark on a private PostgreSQL (fsync on): ``_DrainLine.mark_sent``
   (SQLAlchemy Core) against the same UPDATE on the raw psycopg cursor, with the
   server's CPU;
-* the DATA preparation (line ends, dot stuffing): maild's ``wire_data``, and
-  aiosmtplib's regexes (maild's client until the seventh session) when that
-  package is installed.
+* the DATA preparation (line ends, dot stuffing): aiosmtplib's regexes, against
+  two ``bytes.replace`` calls doing the same.
 """
 from __future__ import annotations
 
@@ -146,27 +143,21 @@ def marks(n: int) -> None:
 
 
 def regexes() -> None:
-    from maild.outbound.smtp import wire_data
-
-    try:
-        from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
-    except ImportError:
-        PERIOD_REGEX = normalize_message_line_endings = None
+    from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
     for size in (1500, 3000, 60000):
         message = b"Line of a mail body with some text in it, Zg\xc5\x82oszenie.\r\n" * (size // 55)
         rounds = 2000
         cpu = time.process_time()
         for _ in range(rounds):
-            wire_data(message)
-        ours = (time.process_time() - cpu) / rounds * 1e6
-        theirs = ""
-        if PERIOD_REGEX is not None:
-            cpu = time.process_time()
-            for _ in range(rounds):
-                PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message))
-            theirs = f", aiosmtplib's regexes {(time.process_time() - cpu) / rounds * 1e6:.1f} us"
-        print(f"  DATA preparation, {len(message)} bytes: wire_data {ours:.1f} us{theirs}")
+            PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message))
+        theirs = (time.process_time() - cpu) / rounds * 1e6
+        cpu = time.process_time()
+        for _ in range(rounds):
+            message.replace(b"\r\n", b"\n").replace(b"\n.", b"\n..").replace(b"\n", b"\r\n")
+        plain = (time.process_time() - cpu) / rounds * 1e6
+        print(f"  DATA preparation, {len(message)} bytes: aiosmtplib's regexes {theirs:.1f} us, "
+              f"bytes.replace {plain:.1f} us")
 
 
 def main() -> int:
@@ -175,16 +166,12 @@ def main() -> int:
     args = parser.parse_args()
     banner("what one sent mail costs, part by part")
     logging.disable(logging.INFO)  # maild logs a line per mail; the daemon's log handler is not what is measured
-    port, port2 = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")])}
+    port = free_port()
     sink = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
                              "-c", "aiosmtpd.handlers.Sink"])
-    piped = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port2}",
-                              "-c", "sink_handlers.PipeliningSink"], env=env)
     try:
         deadline = time.monotonic() + 10
-        for p in (port, port2):
+        for p in (port,):
             while True:
                 try:
                     socket.create_connection(("127.0.0.1", p), timeout=1).close()
@@ -195,11 +182,10 @@ def main() -> int:
                     time.sleep(0.1)
         for _ in range(2):
             asyncio.run(maild_client(port, args.n, sink.pid))
-            asyncio.run(maild_client(port2, args.n, piped.pid, " to a sink offering PIPELINING"))
             asyncio.run(bare_client(port, args.n, sink.pid, pipelined=False))
             asyncio.run(bare_client(port, args.n, sink.pid, pipelined=True))
     finally:
-        for proc in (sink, piped):
+        for proc in (sink,):
             proc.terminate()
             proc.wait()
     marks(args.n // 2)

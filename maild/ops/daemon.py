@@ -448,7 +448,7 @@ class Daemon:
         One process sending the rest of a backlog takes turns with the relay (render and
         send, wait for the answer, mark), which leaves a core idle; two couriers keep both
         busy. Their shared turn (``Outbox.turn_lock``) keeps one mail at a time between its
-        final "." and its mark. The daemon itself sends nothing meanwhile, so a kill -9 of
+        data going out (the DATA command) and its mark. The daemon itself sends nothing meanwhile, so a kill -9 of
         the daemon, whose kernel kills both couriers (``PR_SET_PDEATHSIG``), still leaves at
         most one mail accepted and unmarked. A stop (SIGTERM) or the slice's budget ends
         the wait: both stop after the mail in hand, and the rest is the daemon's to send.

@@ -14,12 +14,12 @@ Why the guarantees hold:
 
 * **Each mail once, at most one resent per kill.** While a courier runs the
   daemon itself sends nothing (``Daemon.drain`` lets the couriers finish or stops
-  them first), and the courier marks each mail sent before the next one's final
-  "." goes out, as any drain does. When the reading has ended with mail still
+  them first), and the courier marks each mail sent before the next one's data
+  goes out, as any drain does. When the reading has ended with mail still
   due, a second courier joins the first (``Daemon._send_with_two_couriers``):
   the two take one turn between them (``Outbox.turn_lock``, the POSIX record lock
   of a file both hold, owned per process and dropped by the kernel when its
-  holder dies) from a mail's final "." to its committed mark, so of the two only
+  holder dies) from a mail's DATA command to its committed mark, so of the two only
   one at a time can have a mail the relay accepted and the database does not know.
   The kernel kills the couriers when the daemon dies (``PR_SET_PDEATHSIG``), so a
   ``kill -9`` of the daemon leaves at most one mail unmarked: the daemon holds no

@@ -65,17 +65,18 @@ def cmd_tickets_open(cfg: Config, sessions: sessionmaker[Session], args: argpars
 
 
 def cmd_digest(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from maild.desk.context import DeskContext
     from maild.desk.desk import TicketDesk
     from maild.desk.digest import digest_key
     from maild.desk.morning import digest_for, queue_digest, recipients
-    from maild.intake.pipeline import Context, Ingestor
+    from maild.desk.notifier import Notifier
     from maild.outbound.render import Renderer
     from maild.rules.customers import load_customers
-    from maild.storage.blobs import BlobStore
 
-    ctx = Context.build(cfg, load_customers(cfg.customers_file, cfg.packages))
-    ingestor = Ingestor(ctx, sessions, BlobStore(cfg.storage_path))
-    ingestor.notifier.load(sessions)
+    # the desk's context: the digest reads tickets, it screens and threads no mail (no intake pipeline)
+    ctx = DeskContext.for_config(cfg, load_customers(cfg.customers_file, cfg.packages))
+    notifier = Notifier(cfg, ctx.calendar.tz)
+    notifier.load(sessions)
     now = datetime.now(UTC)
     day = now.astimezone(ctx.calendar.tz).date()
     renderer = Renderer(cfg.templates_path)
@@ -90,7 +91,7 @@ def cmd_digest(cfg: Config, sessions: sessionmaker[Session], args: argparse.Name
         else:
             people = recipients(desk, now)
         for person in people:
-            digest = digest_for(desk, ingestor.notifier, person, day, now)
+            digest = digest_for(desk, notifier, person, day, now)
             if args.send:
                 queue_digest(desk, digest, now, key=f"{digest_key(person.email, day)}:on-demand:{now.isoformat()}")
                 print(f"digest for {person.email} queued ({len(digest.rows)} tickets)")

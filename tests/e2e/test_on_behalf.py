@@ -148,3 +148,9 @@ def test_digest_on_working_days_after_digest_at_once_with_catch_up(tmp_path: Pat
     printed = capsys.readouterr().out
     assert "To: szef@firma.pl" in printed and "SUP-1" in printed and "SUP-2" in printed
     assert cli_main(["--config", str(path), "digest", "--to", "nobody@firma.pl"]) == 2
+    sent = len(smtp_sink.messages)
+    assert cli_main(["--config", str(path), "digest", "--to", "anna@firma.pl", "--send"]) == 0
+    assert "digest for anna@firma.pl queued" in capsys.readouterr().out
+    cycle()  # the daemon sends what the command queued
+    (again,) = [m for m in smtp_sink.messages[sent:] if "Kolejka" in str(m.parsed["Subject"])]
+    assert again.rcpt_tos == ["anna@firma.pl"] and "SUP-1" in text_of(again)

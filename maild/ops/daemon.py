@@ -434,8 +434,12 @@ class Daemon:
         if self._turn_file is None:
             import tempfile
 
-            self._turn_file = tempfile.TemporaryFile(prefix="maild-couriers-")  # unlinked: only its lock is used
-        self.courier.turn_fd = self.second_courier.turn_fd = self._turn_file.fileno()
+            try:
+                self._turn_file = tempfile.TemporaryFile(prefix="maild-couriers-")  # unlinked: only its lock is used
+            except OSError as exc:  # no temporary folder: one courier, which needs no shared turn
+                log.warning("outbox: no file for the couriers' turn (%s); one courier only", exc)
+        fd = None if self._turn_file is None else self._turn_file.fileno()
+        self.courier.turn_fd = self.second_courier.turn_fd = fd
         try:
             self.courier.start()
         except CourierError as exc:
@@ -454,7 +458,7 @@ class Daemon:
         the wait: both stop after the mail in hand, and the rest is the daemon's to send.
         """
         if (not self._built("courier") or not self.courier.running or self.courier.ended() or self._stop
-                or time.monotonic() < self._smtp_next):
+                or self.courier.turn_fd is None or time.monotonic() < self._smtp_next):
             return
         from maild.outbound.courier import CourierError
 

@@ -243,3 +243,25 @@ def test_two_couriers_send_the_rest_taking_one_turn_between_a_final_dot_and_its_
     assert len({pid for pid, _ in events}) == 2, "two processes sent"
     for (pid_in, taken), (pid_out, given) in zip(events[0::2], events[1::2]):
         assert (taken, given) == ("in", "out") and pid_in == pid_out, "one turn at a time across the couriers"
+
+
+def test_without_a_file_for_the_shared_turn_one_courier_sends_and_the_daemon_the_rest(
+        tmp_path: Path, smtp_sink: Any, pg_url: str, monkeypatch: Any) -> None:
+    """No temporary file to lock (a read-only system): the courier still sends while the backlog
+    is read, no second courier joins it (two would have no shared turn), the daemon sends the rest."""
+    import tempfile
+
+    def no_temporary_folder(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", no_temporary_folder)
+    n = 60
+    daemon = backlog(tmp_path, smtp_sink, pg_url, n)
+    smtp_sink.delay_seconds = 0.01
+    daemon.ingest_all()
+    assert daemon.courier.running and daemon.courier.turn_fd is None
+    drained = daemon.drain()
+    assert daemon.sent_after_reading == 0 and not daemon.second_courier.running
+    assert drained.sent + daemon.sent_while_reading.sent == n and pending(daemon) == 0
+    received = Counter(m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(n))
+    assert len(received) == n and max(received.values()) == 1

@@ -47,6 +47,24 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _finish_and_count(config: Path, env: dict[str, str], pg_url: str, smtp_sink: Any, kills: int) -> None:
+    """A last ``run --once`` sends what the kills left; then every queued mail reached the relay, each
+    sent and marked, and no more mails went twice than there were kills."""
+    smtp_sink.delay_seconds = 0
+    proc = subprocess.run([sys.executable, "-m", "maild.cli", "--config", str(config), "run", "--once"],
+                          env=env, capture_output=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    sessions = open_database(pg_url)
+    with sessions() as session:
+        rows = session.execute(select(OutboxRow.message_id, OutboxRow.status)).all()
+    sessions.kw["bind"].dispose()
+    assert len(rows) == kills * ROUND and {status for _, status in rows} == {"sent"}
+    received = Counter(str(m.parsed["Message-ID"]).strip("<>") for m in smtp_sink.messages)
+    assert set(received) == {message_id for message_id, _ in rows}, "every queued mail reached the relay"
+    resends = sum(n - 1 for n in received.values())
+    assert resends <= kills, f"{resends} mails sent twice after {kills} kills"
+
+
 def test_sigkill_while_the_courier_sends_during_reading(tmp_path: Path, smtp_sink: Any, pg_url: str) -> None:
     config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=pg_url,
                           top="batch_size = 20")
@@ -83,20 +101,7 @@ def test_sigkill_while_the_courier_sends_during_reading(tmp_path: Path, smtp_sin
             time.sleep(0.05)
         assert not any(alive(pid) for pid in forked), "a process of the killed daemon lives on"
         kills += 1
-    smtp_sink.delay_seconds = 0
-    proc = subprocess.run([sys.executable, "-m", "maild.cli", "--config", str(config), "run", "--once"],
-                          env=env, capture_output=True, timeout=180, check=False)
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
-
-    sessions = open_database(pg_url)
-    with sessions() as session:
-        rows = session.execute(select(OutboxRow.message_id, OutboxRow.status)).all()
-    sessions.kw["bind"].dispose()
-    assert len(rows) == kills * ROUND and {status for _, status in rows} == {"sent"}
-    received = Counter(str(m.parsed["Message-ID"]).strip("<>") for m in smtp_sink.messages)
-    assert set(received) == {message_id for message_id, _ in rows}, "every queued mail reached the relay"
-    resends = sum(n - 1 for n in received.values())
-    assert resends <= kills, f"{resends} mails sent twice after {kills} kills"
+    _finish_and_count(config, env, pg_url, smtp_sink, kills)
 
 
 def test_sigterm_while_the_courier_sends_stops_cleanly_and_resends_nothing(tmp_path: Path, smtp_sink: Any,
@@ -165,16 +170,4 @@ def test_sigkill_while_two_couriers_send_after_reading(tmp_path: Path, smtp_sink
         while any(alive(pid) for pid in forked) and time.monotonic() < end:
             time.sleep(0.05)
         assert not any(alive(pid) for pid in forked), "a process of the killed daemon lives on"
-    smtp_sink.delay_seconds = 0
-    proc = subprocess.run([sys.executable, "-m", "maild.cli", "--config", str(config), "run", "--once"],
-                          env=env, capture_output=True, timeout=180, check=False)
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
-    sessions = open_database(pg_url)
-    with sessions() as session:
-        rows = session.execute(select(OutboxRow.message_id, OutboxRow.status)).all()
-    sessions.kw["bind"].dispose()
-    assert len(rows) == kills * ROUND and {status for _, status in rows} == {"sent"}
-    received = Counter(str(m.parsed["Message-ID"]).strip("<>") for m in smtp_sink.messages)
-    assert set(received) == {message_id for message_id, _ in rows}, "every queued mail reached the relay"
-    resends = sum(n - 1 for n in received.values())
-    assert resends <= kills, f"{resends} mails sent twice after {kills} kills"
+    _finish_and_count(config, env, pg_url, smtp_sink, kills)

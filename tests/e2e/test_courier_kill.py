@@ -26,6 +26,10 @@ from tests.helpers import maildir_source, make_mail, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUND = 300
+# the SIGTERM test's backlog: long enough to be still reading after the first ten mails went out on a
+# loaded machine (with 200, one run beside a CI run failed before its SIGTERM, most likely because the
+# reading had ended, and left its daemon running)
+SIGTERM_BACKLOG = 500
 MAX_KILLS = 8
 
 
@@ -111,21 +115,26 @@ def test_sigterm_while_the_courier_sends_stops_cleanly_and_resends_nothing(tmp_p
     config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=pg_url,
                           top="batch_size = 20")
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
-    for i in range(200):
+    for i in range(SIGTERM_BACKLOG):
         box.add(make_mail(sender=f"user{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<ct{i}@acme.pl>"))
     smtp_sink.delay_seconds = 0.01
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "maild.cli", "--config", str(config), "run"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 120
-    forked: set[int] = set()
-    while len(smtp_sink.messages) < 10:
-        assert proc.poll() is None and time.monotonic() < deadline
-        forked |= children(proc.pid)
-        time.sleep(0.002)
-    assert len(list(box.iterkeys())) > 0, "the signal must land while the backlog is read"
-    os.killpg(proc.pid, signal.SIGTERM)  # as systemd does: every process of the unit
-    _, err = proc.communicate(timeout=30)
+    try:
+        deadline = time.monotonic() + 120
+        forked: set[int] = set()
+        while len(smtp_sink.messages) < 10:
+            assert proc.poll() is None and time.monotonic() < deadline
+            forked |= children(proc.pid)
+            time.sleep(0.002)
+        assert len(list(box.iterkeys())) > 0, "the signal must land while the backlog is read"
+        os.killpg(proc.pid, signal.SIGTERM)  # as systemd does: every process of the unit
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:  # a failed step above must not leave the daemon running after the test
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
     assert b"mails sent while reading" in err
     assert not any(alive(pid) for pid in forked), "the courier ended with its daemon"
@@ -134,7 +143,7 @@ def test_sigterm_while_the_courier_sends_stops_cleanly_and_resends_nothing(tmp_p
                           env=env, capture_output=True, timeout=180, check=False)
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
     received = Counter(str(m.parsed["Message-ID"]).strip("<>") for m in smtp_sink.messages)
-    assert len(received) == 200 and max(received.values()) == 1, "every mail once: nothing resent"
+    assert len(received) == SIGTERM_BACKLOG and max(received.values()) == 1, "every mail once: nothing resent"
 
 
 def test_sigkill_while_two_couriers_send_after_reading(tmp_path: Path, smtp_sink: Any, pg_url: str) -> None:

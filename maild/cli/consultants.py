@@ -49,12 +49,13 @@ def _date(text: str, option: str) -> date:
 
 
 def run(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace, now: datetime | None = None) -> int:
+    from maild.desk.context import business_calendar
     from maild.desk.team import Team, TeamError
 
     at = now or datetime.now(UTC)
     try:
         with sessions() as session:
-            team = Team(session, cfg)
+            team = Team(session, cfg, business_calendar(cfg, write=False))  # the daemon's kept holidays
             if args.sub == "away":
                 start, until = _date(args.start, "--from"), _date(args.until, "--until")
                 if until < start:

@@ -46,7 +46,7 @@ def month_report_json(cfg: Config, session: Session, month: str, now: datetime, 
     from maild.billing import reports
     from maild.billing.month import activity_json, load_activity
     from maild.cli.report import hours_json, sla_json
-    from maild.rules.calendar import BusinessCalendar
+    from maild.desk.context import business_calendar
 
     tz = tz_of(cfg)
     customers = customers_of(cfg)
@@ -54,7 +54,7 @@ def month_report_json(cfg: Config, session: Session, month: str, now: datetime, 
     hours = reports.hours_report(session, customers, month, tz, prefix, cfg.ledger.occasional_unit_minutes,
                                  occasional_rate_cents=cfg.billing.occasional_hourly_rate_cents, store=store)
     sla = reports.sla_report(session, customers, month, tz, prefix, now)
-    activity = load_activity(session, month, BusinessCalendar(cfg.calendar), cfg.peak_windows,
+    activity = load_activity(session, month, business_calendar(cfg, write=False), cfg.peak_windows,
                              {c.email: c.name for c in cfg.consultants}, now, language)
     return {"month": month, "timezone": tz.key, "generated_at": iso(now), "language": language,
             "hours": hours_json(hours), "sla": sla_json(sla), "activity": activity_json(activity)}

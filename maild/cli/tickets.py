@@ -125,6 +125,7 @@ def cmd_tickets_list(cfg: Config, engine: Engine, args: argparse.Namespace) -> i
 def _list_json(cfg: Config, session: Session, args: argparse.Namespace, where: queries.TicketFilter,
                limit: int | None, now: datetime) -> int:
     """``tickets list --json``: every ticket's JSON, with the team's estimate for help without a deadline."""
+    from maild.desk.context import business_calendar
     from maild.desk.team import Team
     from maild.storage import queries
 
@@ -134,7 +135,7 @@ def _list_json(cfg: Config, session: Session, args: argparse.Namespace, where: q
         if after is None:
             raise UsageError(f"tickets list --after {args.after}: no such ticket")
     chunks = queries.stream_tickets(session, args.status, where, after=after, limit=limit)
-    team = Team(session, cfg)
+    team = Team(session, cfg, business_calendar(cfg, write=False))  # the daemon's kept holidays, read only
 
     def expected(x: queries.ListedTicket) -> date | None:
         # An estimate for help without a deadline only; an sla ticket has its deadline.

@@ -159,3 +159,16 @@ def test_db_upgrade_loads_alembic_only_when_there_is_a_migration_to_run(tmp_path
     code, loaded = loaded_by("--config", str(path), "db", "upgrade")
     assert code == 0
     assert "alembic" not in loaded
+
+
+def test_commands_that_read_presence_use_the_daemons_kept_holidays(config: Path) -> None:
+    """``consultants list`` and ``tickets list --json`` (the team's estimate) build a calendar: from
+    the holidays the daemon kept (read only), not from the library, once a daemon ran. (``report
+    month`` reads its calendar the same way; its peak rules still ask the library for statutory
+    days off.)"""
+    code, _ = loaded_by("--config", str(config), "run", "--once")  # keeps this year's holidays
+    assert code == 0
+    for argv in (["consultants", "list"], ["tickets", "list", "--json"]):
+        code, loaded = loaded_by("--config", str(config), *argv)
+        assert code == 0, argv
+        assert "holidays" not in loaded, argv

@@ -452,8 +452,9 @@ class Daemon:
         One process sending the rest of a backlog takes turns with the relay (render and
         send, wait for the answer, mark), which leaves a core idle; two couriers keep both
         busy. Their shared turn (``Outbox.turn_lock``) keeps one mail at a time between its
-        data going out (the DATA command) and its mark. The daemon itself sends nothing meanwhile, so a kill -9 of
-        the daemon, whose kernel kills both couriers (``PR_SET_PDEATHSIG``), still leaves at
+        data going out (the DATA command) and its mark. The daemon itself sends nothing
+        meanwhile, so a kill -9 of the daemon, whose kernel kills both couriers
+        (``PR_SET_PDEATHSIG``), still leaves at
         most one mail accepted and unmarked. A stop (SIGTERM) or the slice's budget ends
         the wait: both stop after the mail in hand, and the rest is the daemon's to send.
         """
@@ -607,16 +608,21 @@ class Daemon:
                 if not (part.more_waiting or part.outbox.more_due) or self._stop:
                     break
         finally:
-            self._stop_courier()
-            self.source.close()
-            if self._built("parse_ahead"):
-                self.parse_ahead.close()
-            self.blobs.close()
-            self.close_checkpoints()
-            self.mailbox_lock.release()
-            self.release_run_lock()
+            self._let_go()
         log.info("cycle done: %s", report.summary())
         return report
+
+    def _let_go(self) -> None:
+        """What the daemon holds, given back on its way out (``run_once`` and ``run``): the couriers
+        after the mail in hand, the mailbox, the parse worker, the packs, the WAL thread, the locks."""
+        self._stop_courier()
+        self.source.close()
+        if self._built("parse_ahead"):
+            self.parse_ahead.close()
+        self.blobs.close()
+        self.close_checkpoints()
+        self.mailbox_lock.release()
+        self.release_run_lock()
 
     def close_checkpoints(self) -> None:
         if self.checkpoints is not None:
@@ -750,14 +756,7 @@ class Daemon:
                                         self.config.daemon.retry_max_seconds))
         finally:
             notify("STOPPING=1", "STATUS=stopping")
-            self._stop_courier()
-            self.source.close()
-            if self._built("parse_ahead"):
-                self.parse_ahead.close()
-            self.blobs.close()
-            self.close_checkpoints()
-            self.mailbox_lock.release()
-            self.release_run_lock()
+            self._let_go()
             if self.metrics is not None:
                 self.metrics.close()
         log.info("stopped")

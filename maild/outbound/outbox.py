@@ -640,7 +640,7 @@ class _Turn:
 
     ``shared``: the descriptor of a file the daemon's couriers all hold; its POSIX
     record lock (``lockf``, owned per process) is taken under the gate, so of the
-    couriers sending at once too only one has a mail between its "." and its mark.
+    couriers sending at once too only one has a mail between its DATA and its mark.
     The wait blocks the event loop, for at most the other courier's one reply and mark.
     """
 

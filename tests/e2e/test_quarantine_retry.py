@@ -7,7 +7,6 @@ the quarantine. Now the record changes in the transaction that stores the mail.
 from __future__ import annotations
 
 import json
-import logging
 import mailbox
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,7 @@ from maild.storage.models import Intake, QuarantineRow, Ticket
 from tests.helpers import make_mail, maildir_source, write_config
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Any:
-    logger = logging.getLogger("maild")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])

@@ -4,7 +4,6 @@ One line per check; exit 0 when all is well, 1 naming the failing part.
 """
 from __future__ import annotations
 
-import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MARKS = ("ok  ", "FAIL", "warn", "info")
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Any:
-    logger = logging.getLogger("maild")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def check(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, str]]:

@@ -1,7 +1,6 @@
 """`maild check` and `maild run` on secrets others can read, and on consultants without a trusted authserv-id."""
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -12,12 +11,7 @@ from maild.cli.main import main
 from tests.helpers import maildir_source, write_config
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Any:
-    logger = logging.getLogger("maild")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def warnings(config: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, list[str]]:

@@ -37,12 +37,7 @@ addresses = ["biuro@extra{i}.pl"]
 """ for i in range(2))  # with CUSTOMERS: 5 customers
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Any:
-    logger = logging.getLogger("maild")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

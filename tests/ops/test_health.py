@@ -4,7 +4,6 @@ endpoint scraped over loopback."""
 from __future__ import annotations
 
 import json
-import logging
 import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -128,15 +127,6 @@ def test_outbox_alert_waits_for_smtp_then_recovered(tmp_path: Path, imap_account
 
 
 # ---------------------------------------------------------------- status and metrics
-
-
-@pytest.fixture
-def restore_logging() -> Any:
-    """main() points the maild logger at this test's captured stderr; put it back after."""
-    logger = logging.getLogger("maild")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
 def test_status_json_after_a_cycle(tmp_path: Path, imap_account: Any, smtp_sink: Any,

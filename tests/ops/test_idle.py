@@ -9,7 +9,6 @@ nothing to do built none of those parts.
 """
 from __future__ import annotations
 
-import logging
 import mailbox
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -48,12 +47,7 @@ def built(daemon: Daemon) -> set[str]:
     return {part for part in LAZY if part in daemon.__dict__}
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Any:
-    logger = logging.getLogger("maild")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

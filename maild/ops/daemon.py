@@ -655,7 +655,7 @@ class Daemon:
                 return
             done = apply_retention(session, self.blobs, now, raw_mail_months=settings.raw_mail_months,
                                    closed_ticket_years=settings.closed_ticket_years)
-            store.set_state(session, "retention_at", now.isoformat(), now)
+            store.put_state(session.connection(), "retention_at", now.isoformat(), now)
         packs = compact(self.sessions, BlobStore(self.config.storage_path))
         log.info("retention: raw mail dropped for %d closed tickets, texts removed from %d, %d blobs; "
                  "packs: %d rewritten, %d deleted, %d bytes freed", done.raw_dropped_tickets,
@@ -720,7 +720,7 @@ class Daemon:
                                  "since": mail.since.isoformat(timespec="minutes"), "recovered": mail.recovered},
                         now=now, automatic=True, rate_limited=False,
                     )
-            store.set_state(session, "alerts", json.dumps({k: v.isoformat() for k, v in after.items()}), now)
+            store.put_state(session.connection(), "alerts", json.dumps({k: v.isoformat() for k, v in after.items()}), now)
 
     def _plan_alerts(self, db: Connection, now: datetime) -> tuple[list[AlertMail], dict[str, datetime]]:
         cfg = self.config

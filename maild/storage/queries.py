@@ -85,7 +85,8 @@ def customers_unchanged(db: Reader, customers: Sequence[Any]) -> bool:
 
 
 def put_state(db: Connection, key: str, value: str, now: datetime) -> None:
-    """``store.set_state`` on a Connection: the daemon's idle cycle records its fetch without the ORM."""
+    """The one write of a state row, on a Connection (an ORM caller passes ``session.connection()``):
+    the daemon's idle cycle records its fetch without loading the ORM."""
     found = db.execute(update(state).where(state.c.key == key).values(value=value, updated_at=now))
     if not found.rowcount:
         db.execute(insert(state).values(key=key, value=value, updated_at=now))

@@ -30,6 +30,7 @@ from maild.storage.queries import (
     customers_digest as customers_digest,
     customers_unchanged as customers_unchanged,
     get_state as get_state,
+    put_state as put_state,
     message_counts as message_counts,
     outbox_stats as outbox_stats,
     parse_ticket_ref as parse_ticket_ref,
@@ -556,7 +557,7 @@ def sync_customers(session: Session, customers: Sequence[Customer], now: datetim
         update(CustomerRow).where(CustomerRow.id.not_in(seen_customers) if seen_customers else CustomerRow.id.is_not(None))
         .values(active=False)
     )
-    set_state(session, CUSTOMERS_SYNCED, customers_digest(customers), now)
+    put_state(session.connection(), CUSTOMERS_SYNCED, customers_digest(customers), now)
     return len(seen_contracts), ended
 
 
@@ -580,14 +581,6 @@ def insert_state_once(sessions: Any, key: str, value: str, now: datetime) -> Non
             session.execute(pg_insert(table).values(key=key, value=value, updated_at=now).on_conflict_do_nothing())
         else:
             session.execute(insert(table).prefix_with("OR IGNORE").values(key=key, value=value, updated_at=now))
-
-
-def set_state(session: Session, key: str, value: str, now: datetime) -> None:
-    row = session.get(StateRow, key)
-    if row is None:
-        session.add(StateRow(key=key, value=value, updated_at=now))
-    else:
-        row.value, row.updated_at = value, now
 
 
 def tickets_due_for_sweep(session: Session, now: datetime, limit: int = 1000) -> list[Ticket]:

@@ -35,6 +35,7 @@ from maild.cli import (
     storage,
     tickets,
 )
+from maild import installed_version
 from maild.cli.common import Commands, Failure, UsageError
 from maild.errors import ConfigError, MaildError
 
@@ -80,13 +81,7 @@ class _Version(argparse.Action):
 
 
 def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed
-
-    try:
-        return installed("maild")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
+    return installed_version("maild", missing="unknown (not installed)")
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

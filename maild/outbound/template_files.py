@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from maild import installed_version
 from maild.errors import MaildError
 
 PACKAGED = Path(__file__).resolve().parents[1] / "templates"
@@ -53,11 +53,7 @@ def read_sources(folders: tuple[Path, ...]) -> dict[str, str]:
 
 
 def sources_digest(sources: dict[str, str]) -> str:
-    try:
-        jinja = version("jinja2")
-    except PackageNotFoundError:
-        jinja = "?"
-    digest = hashlib.sha256(f"{jinja}\0{sys.version_info[:3]}\0".encode())
+    digest = hashlib.sha256(f"{installed_version('jinja2')}\0{sys.version_info[:3]}\0".encode())
     digest.update(_RENDER.read_bytes())
     for name in sorted(sources):
         digest.update(f"\0{name}\0{sources[name]}".encode())

@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from maild import installed_version
 from maild.errors import MaildError
 
 log = logging.getLogger("maild.calendar")
@@ -133,12 +134,7 @@ class HolidayTables(Protocol):
 
 def holidays_version() -> str:
     """The installed ``holidays`` library's version, read from its metadata (the library is not imported)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("holidays")
-    except PackageNotFoundError:
-        return "?"
+    return installed_version("holidays")
 
 
 class BusinessCalendar:

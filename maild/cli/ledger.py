@@ -98,18 +98,23 @@ def cmd_time_reverse(cfg: Config, sessions: sessionmaker[Session], args: argpars
     from maild.storage.models import LedgerRow
 
     now = common.clock()
-    with sessions() as session, session.begin():
-        entry = session.get(LedgerRow, args.entry)
-        if entry is None:
-            raise Failure(f"no ledger entry {args.entry}")
-        if entry.reverses is not None:
-            raise Failure(f"entry {entry.id} is itself a reversal of entry {entry.reverses}; "
-                          f"book the time again with 'maild time add' instead")
-        earlier = session.scalar(select(LedgerRow.id).where(LedgerRow.reverses == entry.id))
-        if earlier is not None:
-            raise Failure(f"entry {entry.id} was already reversed by entry {earlier}")
-        reversal = TicketDesk(DeskContext.for_config(cfg, ()), session).reverse_time(entry, args.by, args.reason, now)
-        result = (reversal.id, entry.id, reversal.minutes)
+    ctx = DeskContext.for_config(cfg, ())
+
+    def reverse() -> tuple[int, int, int]:
+        with sessions() as session, session.begin():
+            entry = session.get(LedgerRow, args.entry)
+            if entry is None:
+                raise Failure(f"no ledger entry {args.entry}")
+            if entry.reverses is not None:
+                raise Failure(f"entry {entry.id} is itself a reversal of entry {entry.reverses}; "
+                              f"book the time again with 'maild time add' instead")
+            earlier = session.scalar(select(LedgerRow.id).where(LedgerRow.reverses == entry.id))
+            if earlier is not None:
+                raise Failure(f"entry {entry.id} was already reversed by entry {earlier}")
+            reversal = TicketDesk(ctx, session).reverse_time(entry, args.by, args.reason, now)
+            return reversal.id, entry.id, reversal.minutes
+
+    result = retrying(f"time reverse {args.entry}", reverse)
     log.info("ledger entry %d reversed by entry %d (%d min) by %s", result[1], result[0], result[2], args.by)
     print(f"entry {result[0]}: reverses entry {result[1]} ({hm(result[2])})")
     return 0

@@ -212,24 +212,25 @@ def test_prepaid_crossing_zero_becomes_overage(env: Env) -> None:
     assert (prepaid["balance_minutes"], prepaid["used_minutes_month"], prepaid["overage_minutes"]) == (0, 300, 60)
 
 
-def _aborted_first(monkeypatch: pytest.MonkeyPatch, times: int) -> list[int]:
-    """The desk's booking writes its rows, then PostgreSQL's deadlock verdict arrives (``times`` times)."""
+def _aborted_first(monkeypatch: pytest.MonkeyPatch, times: int, method: str = "book_time") -> list[int]:
+    """The desk's booking (or reversal) writes its rows, then PostgreSQL's deadlock verdict arrives
+    (``times`` times)."""
     import psycopg
     from sqlalchemy.exc import OperationalError
 
     from maild.desk.desk import TicketDesk
 
     calls: list[int] = []
-    original = TicketDesk.book_time
+    original = getattr(TicketDesk, method)
 
-    def book_time(self: TicketDesk, *args: Any, **kwargs: Any) -> list[LedgerRow]:
-        rows = original(self, *args, **kwargs)
-        calls.append(len(rows))
+    def aborted(self: TicketDesk, *args: Any, **kwargs: Any) -> Any:
+        written = original(self, *args, **kwargs)
+        calls.append(1)
         if len(calls) <= times:
             raise OperationalError("SELECT ... FOR NO KEY UPDATE", {}, psycopg.errors.DeadlockDetected("deadlock detected"))
-        return rows
+        return written
 
-    monkeypatch.setattr(TicketDesk, "book_time", book_time)
+    monkeypatch.setattr(TicketDesk, method, aborted)
     return calls
 
 
@@ -302,6 +303,18 @@ def test_reverse_once_and_never_a_reversal(env: Env) -> None:
     code, _, err = env.run("time", "reverse", "999", "--reason", "x")
     assert code == 1 and "no ledger entry 999" in err
     assert len(ledger(env)) == 2
+
+
+def test_time_reverse_runs_its_transaction_again_when_the_database_picks_it_as_a_deadlock_victim(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env.run("time", "add", "SUP-2", "3h", "--by", "ewa@firma.pl")
+    (entry,) = ledger(env)
+    calls = _aborted_first(monkeypatch, 2, "reverse_time")
+    code, out, err = env.run("time", "reverse", str(entry.id), "--reason", "wrong ticket")
+    assert (code, len(calls)) == (0, 3), err
+    assert "SQLSTATE 40P01" in err and "attempt 2/4" in err
+    original, reversal = ledger(env)  # one reversal: the aborted attempts' rows were rolled back
+    assert (reversal.minutes, reversal.reverses) == (-180, entry.id) and f"entry {reversal.id}:" in out
 
 
 def test_reversing_an_overage_entry_keeps_the_flag(env: Env) -> None:

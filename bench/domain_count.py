@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The per-domain acknowledgement count (``store.recent_automatic_by_domain``) over a busy hour.
+"""The per-domain acknowledgement count (``store.recent_automatic``) over a busy hour.
 
     .venv/bin/python bench/domain_count.py [--recent 15000] [--old 200000] [--db sqlite|postgres]
 
@@ -75,10 +75,10 @@ def measure(url: str, recent: int, old: int) -> None:
     def run(label: str) -> dict[str, int]:
         analyze()
         with sessions() as session:
-            store.recent_automatic_by_domain(session, domains, since)
+            store.recent_automatic(session, (), since, domains)[1]
             wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(10):
-                got = store.recent_automatic_by_domain(session, domains, since)
+                got = store.recent_automatic(session, (), since, domains)[1]
             wall, cpu = (time.perf_counter() - wall) / 10, (time.process_time() - cpu) / 10
         statements: list[str] = []
         print(f"  {label}: {wall * 1000:.1f} ms wall, {cpu * 1000:.1f} ms CPU per call; {sum(got.values())} counted")

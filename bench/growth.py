@@ -306,7 +306,7 @@ def mark_sent(config: Path) -> None:
 
 def age_last_hour(config: Path) -> None:
     """Earlier backlogs' mail moved back a day: each backlog's per-domain limit reads every automatic mail of the
-    last hour (``store.recent_automatic_by_domain``), so back-to-back runs would measure the hour's volume, not the
+    last hour (``store.recent_automatic``), so back-to-back runs would measure the hour's volume, not the
     history's size."""
     from sqlalchemy import text
 

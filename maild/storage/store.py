@@ -385,7 +385,7 @@ def rate_key(address: str) -> str:
     """The key automatic mail to ``address`` is counted under: ``domain/mailbox``,
     case-folded, without the plus-part. Keyed on the exact address, victim+0@ to
     victim+19@ got 20 acknowledgements; the domain first lets one index range
-    count a whole domain (``recent_automatic_by_domain``)."""
+    count a whole domain (``recent_automatic``)."""
     local, at, domain = address.strip().rpartition("@")
     if not at:
         local, domain = address.strip(), ""
@@ -413,20 +413,12 @@ def _recent_automatic_keys(session: Session, since: datetime) -> Iterator[tuple[
         yield (str(rate) if rate else ""), int(count)
 
 
-def recent_automatic_by_domain(session: Session, domains: Iterable[str], since: datetime) -> dict[str, int]:
-    """Automatic mails queued to each domain since ``since``, for the per-domain limit.
-
-    A range of a rate-key index per domain ("d/" <= key < "d0") could not bound
-    the time as well, and read every acknowledgement ever sent to the domain.
-    """
-    return recent_automatic(session, (), since, domains)[1]
-
-
 def recent_automatic(session: Session, keys: Iterable[str], since: datetime,
                      domains: Iterable[str] = ()) -> tuple[dict[str, int], dict[str, int]]:
     """Automatic mails queued since ``since`` under each rate key (see ``rate_key``; the
     per-sender limit) and to each domain (the per-domain limit): ``domains`` and those
-    of ``keys``. One read of the last hour's mail for both."""
+    of ``keys``. One read of the last hour's mail for both: a range of a rate-key index per domain
+    ("d/" <= key < "d0") could not bound the time, and read every mail ever sent to the domain."""
     wanted = set(k for k in keys if k)
     domains_wanted = set(d for d in (*(rate_domain(k) for k in wanted), *domains) if d)
     per_key: dict[str, int] = {}

@@ -38,7 +38,7 @@ def test_ingest_reads_windows_of_history_through_their_indexes(tmp_path: Path) -
     with sessions() as session:
         event.listen(engine, "before_cursor_execute",
                      lambda conn, cursor, statement, params, context, many: statements.append((statement, params)))
-        store.recent_automatic_by_domain(session, {"acme.pl", "nord.no"}, NOW - timedelta(hours=1))
+        store.recent_automatic(session, (), NOW - timedelta(hours=1), {"acme.pl", "nord.no"})[1]
         Team(session, config).handling_rate(NOW)
         package_draws(session, [package], NOW, ZoneInfo("Europe/Warsaw"))
     plans: list[tuple[str, str]] = []
@@ -68,7 +68,7 @@ def test_the_per_domain_count_is_an_index_only_scan_on_postgresql(pg_url: str) -
     with sessions() as session:
         event.listen(engine, "before_cursor_execute",
                      lambda conn, cursor, statement, params, context, many: statements.append((statement, params)))
-        store.recent_automatic_by_domain(session, {"acme.pl"}, NOW - timedelta(hours=1))
+        store.recent_automatic(session, (), NOW - timedelta(hours=1), {"acme.pl"})[1]
     [(statement, params)] = [(s, p) for s, p in statements if "rate_key" in s]
     with engine.connect() as conn:
         conn.exec_driver_sql("SET enable_seqscan = off")

@@ -38,7 +38,7 @@ def test_counts_per_key_and_domain_match_a_count_by_hand(
                 next_attempt_at=at, last_error="", created_at=at))
     with sessions() as session:
         per_key, per_domain = store.recent_automatic(session, keys, SINCE, domains)
-        by_domain = store.recent_automatic_by_domain(session, domains, SINCE)
+        by_domain = store.recent_automatic(session, (), SINCE, domains)[1]
     sessions.kw["bind"].dispose()
     counted = [key for key, automatic, minutes in outbox if automatic and minutes >= 0 and key]
     wanted_keys = {k for k in keys if k}

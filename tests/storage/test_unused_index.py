@@ -96,7 +96,7 @@ def test_no_statement_reads_the_dropped_indexes(tmp_path: Path, capsys: pytest.C
             assert main(["--config", str(path), *argv]) == 0, argv
         sessions = open_database(config.database_url)
         with sessions() as session:
-            store.recent_automatic_by_domain(session, {"acme.pl"}, now - timedelta(hours=1))
+            store.recent_automatic(session, (), now - timedelta(hours=1), {"acme.pl"})[1]
             Team(session, config).handling_rate(now)
             Team(session, config).note_opened(1, "P3")
             package_draws(session, [Contract(id="p", kind="prepaid", start=date(2026, 1, 1), package_minutes=600)],

@@ -18,17 +18,19 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session
 
 from maild.rules.kinds import rules_of
 from maild.rules.calendar import BusinessCalendar
-from maild.storage.models import MessageRow, Ticket
-from maild.rules.peak import PeakWindow
+from maild.storage.tables import messages, tickets as ticket_rows
+from maild.rules.peak import POLISH_DAYS_OFF, DaysOff, PeakWindow, days_off_kept_by
 from maild.billing.reports import _median, month_bounds
+
+if TYPE_CHECKING:
+    from maild.storage.queries import Reader
 
 # how much of the reaction window the first answer used; then the misses and the still open
 REACTION_BUCKETS = ("0-25%", "25-50%", "50-75%", "75-100%", "late", "unanswered_missed", "unanswered_open")
@@ -103,14 +105,15 @@ def month_days(month: str, tz: ZoneInfo) -> list[date]:
 
 
 def build_days(month: str, tz: ZoneInfo, created: Iterable[datetime], calendar: BusinessCalendar,
-               windows: Sequence[PeakWindow]) -> tuple[DayCount, ...]:
-    """Tickets opened on each local day of the month, with whether it was a working day and its peaks."""
+               windows: Sequence[PeakWindow], off: DaysOff = POLISH_DAYS_OFF) -> tuple[DayCount, ...]:
+    """Tickets opened on each local day of the month, with whether it was a working day and its peaks
+    (``off``: the statutory days off that move the windows' deadlines)."""
     counts: dict[date, int] = defaultdict(int)
     for at in created:
         counts[at.astimezone(tz).date()] += 1
     return tuple(
         DayCount(day=d, tickets=counts.get(d, 0), working=calendar.is_business_day(d),
-                 peaks=tuple(w.name for w in windows if w.is_active(d)))
+                 peaks=tuple(w.name for w in windows if w.is_active(d, off)))
         for d in month_days(month, tz)
     )
 
@@ -209,7 +212,7 @@ def activity_json(activity: MonthActivity) -> dict[str, Any]:
 # ------------------------------------------------------------------ loading
 
 
-def load_activity(session: Session, month: str, calendar: BusinessCalendar, windows: Sequence[PeakWindow],
+def load_activity(session: Reader, month: str, calendar: BusinessCalendar, windows: Sequence[PeakWindow],
                   consultants: Mapping[str, str], now: datetime, language: str = "en") -> MonthActivity:
     """The month's activity, read with queries bounded by the month (and the backlog open at its end).
 
@@ -217,49 +220,51 @@ def load_activity(session: Session, month: str, calendar: BusinessCalendar, wind
     running month the backlog is taken now rather than at the month's end.
     """
     tz = calendar.tz
+    T, M = ticket_rows.c, messages.c
     start, end = month_bounds(month, tz)
     tickets = [
         MonthTicket(id=r.id, customer_id=r.customer_id, contract_kind=r.contract_kind, created_at=r.created_at,
                     reaction_due=r.reaction_due, first_response_at=r.first_response_at)
         for r in session.execute(
-            select(Ticket.id, Ticket.customer_id, Ticket.contract_kind, Ticket.created_at, Ticket.reaction_due,
-                   Ticket.first_response_at).where(Ticket.created_at >= start, Ticket.created_at < end))
+            select(T.id, T.customer_id, T.contract_kind, T.created_at, T.reaction_due,
+                   T.first_response_at).where(T.created_at >= start, T.created_at < end))
     ]
     backlog_at = min(end, now)
     still_open = session.scalars(
-        select(Ticket.created_at).where(
-            Ticket.created_at < backlog_at,
-            or_(Ticket.resolved_at.is_(None), Ticket.resolved_at >= backlog_at),
-            or_(Ticket.closed_at.is_(None), Ticket.closed_at >= backlog_at),
+        select(T.created_at).where(
+            T.created_at < backlog_at,
+            or_(T.resolved_at.is_(None), T.resolved_at >= backlog_at),
+            or_(T.closed_at.is_(None), T.closed_at >= backlog_at),
             # a ticket closed or resolved without a stamp (an import) has no place in the backlog
-            or_(Ticket.status.in_(("new", "open", "waiting")),
-                and_(Ticket.resolved_at.is_not(None), Ticket.resolved_at >= backlog_at),
-                and_(Ticket.closed_at.is_not(None), Ticket.closed_at >= backlog_at)),
+            or_(T.status.in_(("new", "open", "waiting")),
+                and_(T.resolved_at.is_not(None), T.resolved_at >= backlog_at),
+                and_(T.closed_at.is_not(None), T.closed_at >= backlog_at)),
         )
     )
     open_created = list(still_open)
     answer_rows = session.execute(
-        select(MessageRow.ticket_id, MessageRow.from_addr, MessageRow.date).where(
-            MessageRow.role == "consultant", MessageRow.internal.is_(False), MessageRow.ticket_id.is_not(None),
-            MessageRow.date >= start, MessageRow.date < end)
+        select(M.ticket_id, M.from_addr, M.date).where(
+            M.role == "consultant", M.internal.is_(False), M.ticket_id.is_not(None),
+            M.date >= start, M.date < end)
     )
     answers = [Answer(ticket_id=r.ticket_id, consultant=r.from_addr.casefold(), at=r.date) for r in answer_rows]
     firsts_due = session.execute(
-        select(Ticket.id, Ticket.created_at).where(Ticket.first_response_at >= start, Ticket.first_response_at < end)
+        select(T.id, T.created_at).where(T.first_response_at >= start, T.first_response_at < end)
     )
     created = {r.id: r.created_at for r in firsts_due}
     first_answers: dict[int, Answer] = {}
     rows = session.execute(
-        select(MessageRow.ticket_id, MessageRow.from_addr, Ticket.first_response_at)
-        .join(Ticket, Ticket.id == MessageRow.ticket_id)
-        .where(Ticket.first_response_at >= start, Ticket.first_response_at < end,
-               MessageRow.role == "consultant", MessageRow.internal.is_(False))
-        .order_by(MessageRow.ticket_id, MessageRow.id)
+        select(M.ticket_id, M.from_addr, T.first_response_at)
+        .join(ticket_rows, T.id == M.ticket_id)
+        .where(T.first_response_at >= start, T.first_response_at < end,
+               M.role == "consultant", M.internal.is_(False))
+        .order_by(M.ticket_id, M.id)
     )
     for r in rows:
         if r.ticket_id not in first_answers:
             first_answers[r.ticket_id] = Answer(r.ticket_id, r.from_addr.casefold(), r.first_response_at)
-    days = build_days(month, tz, (t.created_at for t in tickets), calendar, windows)
+    days = build_days(month, tz, (t.created_at for t in tickets), calendar, windows,
+                      days_off_kept_by(calendar))
     active = {name for d in days for name in d.peaks}
     return MonthActivity(
         month=month, timezone=tz.key, days=days,

@@ -28,16 +28,18 @@ from maild.cli.output import iso, print_json
 from maild.rules.kinds import rules_of
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
 
     from maild.config import Config
+    from maild.storage.queries import Reader
 
 log = logging.getLogger("maild.cli")
 KEY_PREFIX = "month_report:"
 MAX_CATCH_UP = 12  # months one catch-up run sends at most
 
 
-def month_report_json(cfg: Config, session: Session, month: str, now: datetime, language: str,
+def month_report_json(cfg: Config, session: Reader, month: str, now: datetime, language: str,
                       store: bool = False) -> dict[str, Any]:
     """The object ``report month --json`` prints: ``hours`` and ``sla`` are the other reports' JSON, verbatim.
 
@@ -71,14 +73,14 @@ def _next(month: str) -> str:
     return f"{year + number // 12:04d}-{number % 12 + 1:02d}"
 
 
-def catch_up_months(session: Session, cfg: Config, now: datetime) -> list[str]:
+def catch_up_months(session: Reader, cfg: Config, now: datetime) -> list[str]:
     """The ended months not yet sent: after the last one sent up to last month (at most ``MAX_CATCH_UP``)."""
     from sqlalchemy import select
 
-    from maild.storage.models import OutboxRow
+    from maild.storage.tables import outbox
 
     last = previous_month(now, cfg)
-    keys = session.scalars(select(OutboxRow.dedupe_key).where(OutboxRow.dedupe_key.like(f"{KEY_PREFIX}%")))
+    keys = session.scalars(select(outbox.c.dedupe_key).where(outbox.c.dedupe_key.like(f"{KEY_PREFIX}%")))
     sent = sorted({key[len(KEY_PREFIX):len(KEY_PREFIX) + 7] for key in keys})
     if not sent:
         return [last]
@@ -154,7 +156,9 @@ def send_month_report(cfg: Config, session: Session, month: str, now: datetime) 
     return queued, before
 
 
-def cmd_report_month(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+def cmd_report_month(cfg: Config, engine: Engine, args: argparse.Namespace) -> int:
+    """The report is read on a Connection (no ORM: ``tables``, as ``report hours``); ``--send`` queues
+    the mail through the desk's ORM session."""
     tz = tz_of(cfg)
     now = common.clock()
     language = args.language or (cfg.support.default_language if cfg.support.default_language in ("pl", "en")
@@ -169,12 +173,13 @@ def cmd_report_month(cfg: Config, sessions: sessionmaker[Session], args: argpars
     if args.month is not None:
         months = [month_arg(args.month, tz)]
     else:
-        with sessions() as session:
-            months = catch_up_months(session, cfg, now)
+        with engine.connect() as conn:
+            months = catch_up_months(conn, cfg, now)
     if args.month is not None and (args.json or args.html or not args.send):
         # one transaction that commits: the balance snapshots the report had to compute are kept for the next
-        with sessions() as session, session.begin():
-            data = month_report_json(cfg, session, months[0], now, language, store=True)
+        # (on SQLite it begins IMMEDIATE, as the command line's sessions do: ``db.sessions_for``)
+        with engine.execution_options(maild_immediate=True).begin() as conn:
+            data = month_report_json(cfg, conn, months[0], now, language, store=True)
         if args.html:
             from maild.billing.pages import month_report_html
 
@@ -189,6 +194,9 @@ def cmd_report_month(cfg: Config, sessions: sessionmaker[Session], args: argpars
         out = sys.stderr if args.json else sys.stdout
         if not months:
             print(f"report month: every ended month up to {previous_month(now, cfg)} was already sent", file=out)
+        from maild.storage.db import sessions_for
+
+        sessions = sessions_for(engine, take_the_write_lock=True)
         for month in months:
             with sessions() as session, session.begin():
                 queued, before = send_month_report(cfg, session, month, now)
@@ -214,7 +222,7 @@ def _print_summary(data: dict[str, Any]) -> None:
 
 def register(commands: Commands) -> None:
     rm = commands.add_to(commands.group("report", "monthly reports"), "month", cmd_report_month,
-                         help="the month at a glance: SLA, load, backlog, hours, with charts")
+                         help="the month at a glance: SLA, load, backlog, hours, with charts", needs="engine")
     rm.add_argument("--month", help="YYYY-MM (needed unless --send alone catches up the ended months)")
     rm.add_argument("--html", metavar="FILE", help="write the report as one self-contained HTML file")
     rm.add_argument("--json", action="store_true", help="the figures behind every chart")

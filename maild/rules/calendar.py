@@ -224,6 +224,10 @@ class BusinessCalendar:
                 self._keep()
         return cached
 
+    def public_holidays(self, year: int) -> frozenset[date]:
+        """The configured country's public holidays of ``year`` (not the closed or open days)."""
+        return frozenset(self._holidays(year))
+
     def holiday_name(self, d: date) -> str | None:
         """Name of the public holiday on ``d`` (for "we are closed for ..." texts)."""
         return self._holidays(d.year).get(d)

@@ -20,12 +20,16 @@ import unicodedata
 from bisect import bisect_left
 from functools import lru_cache
 from calendar import monthrange
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from maild.errors import MaildError
+
+if TYPE_CHECKING:
+    from maild.rules.calendar import BusinessCalendar
 
 
 class PeakConfigError(MaildError, ValueError):
@@ -39,10 +43,15 @@ class DaysOff:
     Sunday or public holiday moves to the next day that is none of them; the civil
     code (art. 115 k.c.) says the same for other deadlines. This is the state's
     calendar, not the consultancy's: its ``closed_days`` move no tax deadline.
+
+    ``holidays``: the country's public holidays of a year, from somewhere other than
+    the library (``days_off_kept_by``); by default the library computes them.
     """
 
-    def __init__(self, country: str | None = "PL") -> None:
+    def __init__(self, country: str | None = "PL",
+                 holidays: Callable[[int], Collection[date]] | None = None) -> None:
         self.country = country
+        self._holidays = holidays
         self._by_year: dict[int, frozenset[date]] = {}
 
     def is_off(self, day: date) -> bool:
@@ -52,9 +61,12 @@ class DaysOff:
             return False
         found = self._by_year.get(day.year)
         if found is None:
-            from maild.rules.calendar import holidays_library  # when a deadline is first moved
+            if self._holidays is not None:
+                found = frozenset(self._holidays(day.year))
+            else:
+                from maild.rules.calendar import holidays_library  # when a deadline is first moved
 
-            found = frozenset(holidays_library().country_holidays(self.country, years=day.year))
+                found = frozenset(holidays_library().country_holidays(self.country, years=day.year))
             self._by_year[day.year] = found
         return day in found
 
@@ -69,9 +81,39 @@ _DAY = timedelta(days=1)
 POLISH_DAYS_OFF = DaysOff("PL")
 
 
+def days_off_kept_by(calendar: BusinessCalendar) -> DaysOff:
+    """Poland's statutory days off with the holidays ``calendar`` holds, when it is Poland's
+    national calendar (no region: the same days in any of its languages): a calendar built on
+    the daemon's kept holidays (``desk.context.business_calendar``) answers without loading
+    the library for a year it kept. For any other calendar, ``POLISH_DAYS_OFF``."""
+    settings = calendar.settings
+    if settings.holidays_country == "PL" and not settings.holidays_subdiv:
+        return DaysOff("PL", calendar.public_holidays)
+    return POLISH_DAYS_OFF
+
+
 def _month_day(year: int, month: int, day: int) -> date:
     """``day`` of the month, or the month's last day when the month is shorter (31 -> 30 April)."""
     return date(year, month, min(day, monthrange(year, month)[1]))
+
+
+def _within(first: date, last: date, day: date, moves: bool, off: DaysOff) -> bool:
+    """``first <= day <= (off.moved(last) if moves else last)``, asking ``off`` only about the days
+    from ``last`` to ``day`` and from the latest back: the moved end reaches ``day`` exactly when
+    every day from ``last`` to the day before ``day`` is off. So a window of another year that ended
+    months before ``day`` costs one question about the day before ``day``, not that year's holidays."""
+    if day < first:
+        return False
+    if day <= last:
+        return True
+    if not moves:
+        return False
+    before = day - _DAY
+    while before >= last:
+        if not off.is_off(before):
+            return False
+        before -= _DAY
+    return True
 
 
 def _previous_month(day: date) -> tuple[int, int]:
@@ -93,11 +135,7 @@ class MonthlyDays:
 
     def contains(self, day: date, off: DaysOff = POLISH_DAYS_OFF) -> bool:
         for year, month in ((day.year, day.month), _previous_month(day)):
-            start = _month_day(year, month, self.first)
-            end = _month_day(year, month, self.last)
-            if self.moves:
-                end = off.moved(end)
-            if start <= day <= end:
+            if _within(_month_day(year, month, self.first), _month_day(year, month, self.last), day, self.moves, off):
                 return True
         return False
 
@@ -145,11 +183,8 @@ class YearlyRange:
     def contains(self, day: date, off: DaysOff = POLISH_DAYS_OFF) -> bool:
         wraps = self.start > self.end
         for year in (day.year, day.year - 1):
-            first = _month_day(year, *self.start)
-            last = _month_day(year + 1 if wraps else year, *self.end)
-            if self.moves:
-                last = off.moved(last)
-            if first <= day <= last:
+            if _within(_month_day(year, *self.start), _month_day(year + 1 if wraps else year, *self.end), day,
+                       self.moves, off):
                 return True
         return False
 
@@ -163,8 +198,7 @@ class DatedRange:
     moves: bool = False
 
     def contains(self, day: date, off: DaysOff = POLISH_DAYS_OFF) -> bool:
-        last = off.moved(self.end) if self.moves else self.end
-        return self.start <= day <= last
+        return _within(self.start, self.end, day, self.moves, off)
 
 
 PeakRule = MonthlyDays | LastDaysOfMonth | LastWorkingDaysOfMonth | YearlyRange | DatedRange

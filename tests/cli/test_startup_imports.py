@@ -164,11 +164,44 @@ def test_db_upgrade_loads_alembic_only_when_there_is_a_migration_to_run(tmp_path
 def test_commands_that_read_presence_use_the_daemons_kept_holidays(config: Path) -> None:
     """``consultants list`` and ``tickets list --json`` (the team's estimate) build a calendar: from
     the holidays the daemon kept (read only), not from the library, once a daemon ran. (``report
-    month`` reads its calendar the same way; its peak rules still ask the library for statutory
-    days off.)"""
+    month``: the next test.)"""
     code, _ = loaded_by("--config", str(config), "run", "--once")  # keeps this year's holidays
     assert code == 0
     for argv in (["consultants", "list"], ["tickets", "list", "--json"]):
         code, loaded = loaded_by("--config", str(config), *argv)
         assert code == 0, argv
         assert "holidays" not in loaded, argv
+
+
+def test_report_month_reads_in_core_with_the_kept_holidays(config: Path) -> None:
+    """``report month`` reads the month on a Connection (``tables``, as ``report hours``): no ORM and
+    no mapped classes; its calendar and the peak windows' statutory days off come from the holidays
+    kept by whoever computed a deadline, so the library is not loaded either (June: every day it asks
+    about is in this year, which was kept). Printed and as JSON."""
+    # a ticket on an sla contract: its deadline is computed, and this year's holidays kept with it
+    code, _ = loaded_by("--config", str(config), "tickets", "open", "--customer", "acme", "--subject", "Drukarka",
+                        "--no-ack")
+    assert code == 0
+    year = datetime.now(timezone.utc).year
+    kept = json.loads((config.parent / "var" / "cache" / "holidays.json").read_text(encoding="utf-8"))
+    assert str(year) in {kept_year for entry in kept.values() for kept_year in entry["years"]}
+    names = ("sqlalchemy.orm", "maild.storage.models", "holidays", "maild.desk.desk", "alembic")
+    for extra in ([], ["--json"]):
+        code, loaded = modules_loaded(names, "--config", str(config), "report", "month", "--month", f"{year}-06",
+                                      *extra)
+        assert code == 0, extra
+        assert loaded == set(), extra
+
+
+def test_time_add_books_through_the_desk_without_the_mail_commands(config: Path) -> None:
+    """``time add`` books through the ``TicketDesk`` (the ORM, the desk), and parses its duration with
+    ``rules.duration``: not the module of the commands consultants write in mail, nor templates,
+    holidays (kept) or the intake pipeline."""
+    code, _ = loaded_by("--config", str(config), "tickets", "open", "--customer", "acme", "--subject", "Drukarka",
+                        "--no-ack")
+    assert code == 0
+    names = ("maild.desk.desk", "sqlalchemy.orm", "maild.desk.commands", "jinja2", "holidays",
+             "maild.intake.pipeline", "maild.outbound.render", "alembic")
+    code, loaded = modules_loaded(names, "--config", str(config), "time", "add", "--by", "anna@firma.pl", "SUP-1", "15m")
+    assert code == 0
+    assert loaded == {"maild.desk.desk", "sqlalchemy.orm"}

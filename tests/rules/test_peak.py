@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -21,6 +22,7 @@ from maild.rules.peak import (
     PeakWindow,
     YearlyRange,
     active_windows,
+    days_off_kept_by,
     default_peak_windows,
     peak_match,
     windows_from_config,
@@ -159,6 +161,30 @@ def test_a_window_ends_exactly_on_the_moved_deadline(day: date) -> None:
     rule = MonthlyDays(18, 25)
     deadline = POLISH_DAYS_OFF.moved(date(day.year, day.month, 25))
     assert rule.contains(deadline) and not rule.contains(deadline + timedelta(days=1))
+
+
+def _on(year: int, month_day: tuple[int, int]) -> date:
+    month, day = month_day
+    return date(year, month, min(day, monthrange(year, month)[1]))
+
+
+@given(st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1)),
+       st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1)), st.integers(0, 400), st.booleans())
+def test_a_range_holds_what_its_moved_end_holds(day: date, first: date, length: int, moves: bool) -> None:
+    """The ranges find whether the moved end reaches a day from the days before it (asking no other
+    year's holidays for a range that ended long before): the same answer as moving the end itself."""
+    last = first + timedelta(days=length)
+    end = POLISH_DAYS_OFF.moved(last) if moves else last
+    once = DatedRange(first, last, moves)
+    assert once.contains(day) == (first <= day <= end)
+    assert once.contains(end) and not once.contains(end + timedelta(days=1))
+    start_md, end_md = (first.month, first.day), (last.month, last.day)
+    wraps = start_md > end_md
+    expected = False
+    for year in (day.year, day.year - 1):
+        deadline = _on(year + 1 if wraps else year, end_md)
+        expected |= _on(year, start_md) <= day <= (POLISH_DAYS_OFF.moved(deadline) if moves else deadline)
+    assert YearlyRange(start_md, end_md, moves).contains(day) == expected
 
 
 @given(st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1)), st.integers(1, 10))
@@ -394,3 +420,35 @@ def test_active_windows_of_the_same_tuple_are_those_of_a_fresh_copy(day: date) -
     assert first == active_windows(day, DEFAULTS) == active_windows(day, list(DEFAULTS))
     assert first == tuple(w for w in DEFAULTS if w.is_active(day))
     assert active_windows(day, DEFAULTS[:2]) == _active_on(day, DEFAULTS[:2])
+
+
+def test_the_days_off_of_kept_holidays_are_the_librarys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``days_off_kept_by`` (``report month``'s peak days): a Polish national calendar on the daemon's
+    kept holidays moves every deadline as the library's days off do, in any holiday language, without
+    loading the library for a kept year; a region's or another country's calendar is not taken for
+    Poland's statutory days off."""
+    from maild.rules import calendar as module
+    from maild.rules.calendar import BusinessCalendar, CalendarSettings
+    from maild.storage.holiday_file import HolidayFile
+
+    kept = tmp_path / "holidays.json"
+    days = [date(2025, 12, 1) + timedelta(days=i) for i in range(2 * 365)]
+    library_off = [POLISH_DAYS_OFF.is_off(d) for d in days]
+    library_active = [[w.is_active(d) for w in DEFAULTS] for d in days]
+    for settings in (CalendarSettings(), CalendarSettings(holidays_language="en_US")):
+        for year in (2025, 2026, 2027, 2028):  # kept as the daemon keeps them (a yearly deadline looks ahead)
+            BusinessCalendar(settings, HolidayFile(kept)).public_holidays(year)
+
+        def no_library() -> None:
+            raise AssertionError("the holidays library was loaded")
+
+        monkeypatch.setattr(module, "holidays_library", no_library)
+        off = days_off_kept_by(BusinessCalendar(settings, HolidayFile(kept, write=False)))
+        assert off is not POLISH_DAYS_OFF
+        assert [off.is_off(d) for d in days] == library_off
+        assert [[w.is_active(d, off) for w in DEFAULTS] for d in days] == library_active
+        monkeypatch.undo()
+    assert off.is_off(date(2026, 11, 11)) and not off.is_off(date(2026, 11, 12))
+    for other in (CalendarSettings(holidays_country="DE"), CalendarSettings(holidays_country=None),
+                  CalendarSettings(holidays_country="DE", holidays_subdiv="BY")):
+        assert days_off_kept_by(BusinessCalendar(other)) is POLISH_DAYS_OFF

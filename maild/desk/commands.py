@@ -18,10 +18,7 @@ line, how its arguments are parsed and how it is applied (through the
 is a dataclass with ``apply`` (and ``check`` if it needs the config) plus one
 ``register(...)`` call; see the README, "The pipeline".
 
-Durations are whole minutes, parsed with ``Fraction`` so "1,25h" is exactly
-75 and "0.01h" (36 seconds) is refused instead of rounded. A number without
-a unit is refused ("2 what? write 2h or 2m"): "#time 2" was meant as 2 hours
-as often as 2 minutes, and a wrong guess bills the customer.
+Durations are whole minutes (``rules.duration``).
 """
 from __future__ import annotations
 
@@ -30,13 +27,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from fractions import Fraction
 from typing import ClassVar, Literal, get_args
 
 from maild.desk.context import DeskContext
 from maild.desk.desk import TicketDesk
 from maild.desk.team import TeamError
-from maild.errors import MaildError
+from maild.rules.duration import MAX_ENTRY_MINUTES, DurationError, parse_duration
 from maild.rules.scope import Scope, known_words, parse_scope
 from maild.rules.presence import AbsenceError, parse_range
 from maild.storage.models import Ticket
@@ -76,9 +72,6 @@ __all__ = [
 TicketStatus = Literal["open", "waiting", "resolved", "closed"]
 Priority = Literal["P1", "P2", "P3", "P4"]
 
-# One entry longer than a day is almost always a wrong unit ("90h" for "90m");
-# multi-day work is logged day by day, which also keeps monthly statements right.
-MAX_ENTRY_MINUTES = 24 * 60
 
 
 @dataclass(frozen=True)
@@ -254,81 +247,6 @@ def _hours(minutes: int) -> str:
     return f"{minutes // 60}" if minutes % 60 == 0 else f"{minutes / 60:g}"
 
 
-class DurationError(MaildError, ValueError):
-    """A duration a consultant wrote that we cannot log; says what was wrong (``code``/``params``
-    for the error mail in the consultant's language)."""
-
-    def __init__(self, text: str, reason: str, code: str = "", **params: str) -> None:
-        self.text = text
-        self.reason = reason
-        self.code = code
-        self.params = tuple(sorted(params.items()))
-        super().__init__(f"{text!r}: {reason}")
-
-
-_NUM = r"[0-9]{1,6}(?:[.,][0-9]{1,6})?"
-_HOURS_UNIT = r"(?:h|hr|hrs|hours?|godz\.?|godzin[ay]?|g)"
-_MINUTES_UNIT = r"(?:m|min\.?|mins|minutes?|minut[ay]?)"
-_DURATION = re.compile(
-    rf"""
-    (?:
-        (?P<clock_h>[0-9]{{1,4}}):(?P<clock_m>[0-5][0-9])            # 1:30
-      | (?P<h>{_NUM})\s*{_HOURS_UNIT}
-        (?: (?P<h_bare_m>[0-5]?[0-9])                                 # 1h30
-          | \s*(?P<h_m>{_NUM})\s*{_MINUTES_UNIT} )?                  # 1h 30m
-      | (?P<m>{_NUM})\s*{_MINUTES_UNIT}                              # 90m
-    )
-    """,
-    re.IGNORECASE | re.ASCII | re.VERBOSE,
-)
-
-
-_BARE_NUMBER = re.compile(_NUM, re.ASCII)
-
-
-def _number(text: str) -> Fraction:
-    return Fraction(text.replace(",", "."))
-
-
-def parse_duration(text: str) -> int:
-    """Whole minutes in ``text``; raises ``DurationError`` with a reason a consultant understands."""
-    stripped = text.strip()
-    if _BARE_NUMBER.fullmatch(stripped):
-        # "#time 2" was booked as 2 minutes when 2 hours were meant: a number needs its unit.
-        raise DurationError(text, f"{stripped} what? write {stripped}h or {stripped}m", "bare_number", number=stripped)
-    match = _DURATION.fullmatch(stripped)
-    if match is None:
-        raise DurationError(
-            text, "not a duration; write e.g. 1h30m, 1h 30m, 90m, 1.5h, 1,5h or 0:45", "not_duration"
-        )
-    groups = match.groupdict()
-    if groups["clock_h"] is not None:
-        total = Fraction(int(groups["clock_h"]) * 60 + int(groups["clock_m"]))
-    elif groups["h"] is not None:
-        total = _number(groups["h"]) * 60
-        if groups["h_bare_m"] is not None:
-            total += int(groups["h_bare_m"])
-        elif groups["h_m"] is not None:
-            total += _number(groups["h_m"])
-    else:
-        total = _number(groups["m"])
-    if total.denominator != 1:
-        raise DurationError(
-            text, f"that is {float(total):g} minutes; time is logged in whole minutes", "fraction",
-            minutes=f"{float(total):g}",
-        )
-    minutes = int(total)
-    if minutes <= 0:
-        raise DurationError(text, "a time entry must be at least 1 minute", "zero")
-    if minutes > MAX_ENTRY_MINUTES:
-        raise DurationError(
-            text,
-            f"more than {MAX_ENTRY_MINUTES // 60} h in one entry; check the unit or log each day separately",
-            "too_long", hours=str(MAX_ENTRY_MINUTES // 60),
-        )
-    return minutes
-
-
 _COMMAND_LINE = re.compile(r"[ \t]*#(?P<name>[^\W\d_][\w-]*)(?P<args>.*)", re.DOTALL)
 
 _STATUSES: tuple[TicketStatus, ...] = get_args(TicketStatus)
@@ -379,8 +297,6 @@ class Malformed(Exception):
         self.reason = reason
         self.code = code
         self.params = params + tuple(sorted(named.items()))
-
-
 
 
 def _parse_away(args: str) -> AwayCommand:
@@ -520,8 +436,6 @@ def _parse_one(name: str, args: str) -> tuple[Command, CommandSpec]:
         known = ", ".join(f"#{n}" for n in COMMANDS)
         raise Malformed(f"unknown command #{name}; known: {known}", "unknown_command", name=name, known=known)
     return spec.parse(name, args), spec
-
-
 
 
 def parse_commands(text: str) -> ParsedCommands:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
 from maild.config import load_config
@@ -387,6 +387,40 @@ def test_mail_sent_while_the_database_went_away_is_marked_not_sent_again(
     received = [m.parsed["Message-ID"] for m in smtp_sink.wait_for(3)]
     assert len(received) == 3 and len(set(received)) == 3, "each mail once"
     assert daemon.outbox.unmarked == {}
+
+
+def test_the_sqlite_mark_on_the_drivers_cursor_stores_what_sqlalchemy_stores_and_raises_its_errors(
+        tmp_path: Path, smtp_sink: Any) -> None:
+    """SQLite's sent mark goes to the driver's cursor: the row reads back through the ORM as
+    a mark through SQLAlchemy leaves it (the same ``sent_at`` text, to the microsecond), and
+    a driver error (the database locked by another writer) comes as SQLAlchemy's
+    OperationalError, which the unmarked-mail memory catches."""
+    import sqlite3
+
+    daemon = acknowledgements_queued(tmp_path, smtp_sink, 1, "rawsqlite")
+    with daemon.sessions() as session:
+        row_id = session.scalars(select(OutboxRow.id)).one()
+    at = datetime(2026, 12, 6, 10, 11, 12, 345678, tzinfo=UTC)
+    line = outbox_module._SqliteLine(daemon.sessions)
+    try:
+        line.mark_sent({"row_id": row_id, "sent_at": at, "refused": "x@acme.pl: 450 later"})
+        with daemon.sessions() as session:
+            row = session.get(OutboxRow, row_id)
+            assert row is not None
+            assert (row.status, row.sent_at, row.attempts, row.last_error) == ("sent", at, 1, "x@acme.pl: 450 later")
+            stored = session.execute(text("SELECT sent_at FROM outbox")).scalar_one()
+        assert stored == "2026-12-06 10:11:12.345678"
+        blocker = sqlite3.connect(daemon.engine.url.database, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            line._dbapi.execute("PRAGMA busy_timeout=50")
+            with pytest.raises(OperationalError, match="locked"):
+                line.mark_sent({"row_id": row_id, "sent_at": at, "refused": ""})
+        finally:
+            blocker.close()
+    finally:
+        line.close()
+    daemon.sessions.kw["bind"].dispose()
 
 
 def test_a_postgres_mark_whose_session_died_is_remembered_and_not_sent_again(

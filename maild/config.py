@@ -175,7 +175,8 @@ class DaemonSettings:
     takeover_seconds: int = 10
     # While a backlog is read, a forked courier sends the committed outbox rows
     # (maild/outbound/courier.py), so the cycle takes about the longer of reading and
-    # sending instead of their sum; on PostgreSQL only (SQLite has one writer at a time).
+    # sending instead of their sum; on PostgreSQL (SQLite has one writer at a time: there two couriers
+    # send what a reading left due, from outbound.courier.SQLITE_COURIERS_FROM mails).
     send_while_reading: bool = True
 
 

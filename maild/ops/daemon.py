@@ -27,6 +27,7 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING
 
 from sqlalchemy import Connection
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from maild.config import Config, secret_warnings
@@ -139,7 +140,7 @@ class Daemon:
         self.mailbox_lock = MailboxLock(self.engine, _mailbox_identity(config), config.daemon.takeover_seconds)
         self._standby_logged = False
         self._turn_file: IO[bytes] | None = None  # its lock is the couriers' shared turn (made with the first)
-        self.sent_after_reading = 0  # of the couriers' mail, what the second courier sent (benchmarks report it)
+        self.sent_after_reading = 0  # of the couriers' mail, what those started after the reading sent (benchmarks)
         self.sent_while_reading = DrainResult()  # the couriers' mail, not yet in a cycle's report
         self.source: MailSource = open_source(config.source)
         self.metrics: Metrics | None = None
@@ -431,6 +432,14 @@ class Daemon:
             return
         from maild.outbound.courier import CourierError
 
+        self.courier.turn_fd = self.second_courier.turn_fd = self._turn_fd()
+        try:
+            self.courier.start()
+        except CourierError as exc:
+            log.warning("outbox: %s; sending after reading instead", exc)
+
+    def _turn_fd(self) -> int | None:
+        """The couriers' shared turn: a file they all hold, made with the first courier."""
         if self._turn_file is None:
             import tempfile
 
@@ -438,52 +447,97 @@ class Daemon:
                 self._turn_file = tempfile.TemporaryFile(prefix="maild-couriers-")  # unlinked: only its lock is used
             except OSError as exc:  # no temporary folder: one courier, which needs no shared turn
                 log.warning("outbox: no file for the couriers' turn (%s); one courier only", exc)
-        fd = None if self._turn_file is None else self._turn_file.fileno()
-        self.courier.turn_fd = self.second_courier.turn_fd = fd
+        return None if self._turn_file is None else self._turn_file.fileno()
+
+    def _start_sqlite_couriers(self) -> bool:
+        """SQLite, the reading ended: two couriers for a backlog of due mail, each with its half
+        of the rows (``Outbox.partition``) and the shared turn; False when the daemon sends itself."""
+        if not self.config.daemon.send_while_reading:
+            return False
+        if not self._built("outbox"):
+            with self.engine.connect() as conn:
+                if not queries.outbox_due(conn, self.clock()):
+                    return False  # an idle cycle: the outbox, its SMTP client and the templates stay unloaded
+        from maild.outbound.courier import SQLITE_COURIERS_FROM, CourierError
+
+        if self.courier.running or not self.outbox.due_at_least(SQLITE_COURIERS_FROM):
+            return False
+        fd = self._turn_fd()
+        pool = self.engine.pool
+        if fd is None or (isinstance(pool, QueuePool) and pool.checkedout()):
+            return False
+        # SQLite's library state (its locks' bookkeeping, the WAL index's mapping) must not be
+        # carried into a fork: every connection of this process is closed first, the WAL
+        # thread's too (the next stored batch starts it again)
+        self.close_checkpoints()
+        self.engine.dispose()
+        for k, courier in enumerate((self.courier, self.second_courier)):
+            courier.turn_fd, courier.partition, courier.after_reading = fd, (k, 2), True
         try:
             self.courier.start()
         except CourierError as exc:
-            log.warning("outbox: %s; sending after reading instead", exc)
-
-    def _send_with_two_couriers(self, deadline: float | None) -> None:
-        """The reading has ended with mail still due and the courier sending: a second courier
-        joins it, both send what is due and end, while this process waits.
-
-        One process sending the rest of a backlog takes turns with the relay (render and
-        send, wait for the answer, mark), which leaves a core idle; two couriers keep both
-        busy. Their shared turn (``Outbox.turn_lock``) keeps one mail at a time between its
-        data going out (the DATA command) and its mark. The daemon itself sends nothing
-        meanwhile, so a kill -9 of the daemon, whose kernel kills both couriers
-        (``PR_SET_PDEATHSIG``), still leaves at
-        most one mail accepted and unmarked. A stop (SIGTERM) or the slice's budget ends
-        the wait: both stop after the mail in hand, and the rest is the daemon's to send.
-        """
-        if (not self._built("courier") or not self.courier.running or self.courier.ended() or self._stop
-                or self.courier.turn_fd is None or time.monotonic() < self._smtp_next):
-            return
-        from maild.outbound.courier import CourierError
-
+            log.warning("outbox: %s; the daemon sends itself", exc)
+            return False
         try:
             self.second_courier.start()
-        except CourierError as exc:
-            log.warning("outbox: %s; the daemon sends the rest itself", exc)
+        except CourierError as exc:  # the first sends its half; the daemon the rest once it has ended
+            log.warning("outbox: %s; one courier sends half, the daemon the rest", exc)
+            self.courier.finish()
+            return True
+        return True
+
+    def _send_with_two_couriers(self, deadline: float | None) -> None:
+        """The reading has ended with mail still due: two couriers send it and end, while this
+        process waits. On PostgreSQL the courier that sent while the mailbox was read goes on
+        and a second joins it; on SQLite (no courier while reading: one writer at a time) two
+        start now when at least ``SQLITE_COURIERS_FROM`` mails are due, each with its half of
+        the rows.
+
+        One process sending the rest of a backlog takes turns with the relay (render and
+        send, wait for the answer, mark), and the building of one mail holds up the next
+        step of the other connection's conversation: the relay and the daemon seldom work at
+        once. Two couriers keep both cores busy. Their shared turn (``Outbox.turn_lock``)
+        keeps one mail at a time between its data going out (the DATA command) and its mark.
+        The daemon itself sends nothing meanwhile, so a kill -9 of the daemon, whose kernel
+        kills both couriers (``PR_SET_PDEATHSIG``), still leaves at most one mail accepted
+        and unmarked. A stop (SIGTERM) or the slice's budget ends the wait: both stop after
+        the mail in hand, and the rest is the daemon's to send.
+        """
+        if self._stop or time.monotonic() < self._smtp_next:
             return
+        if self.engine.dialect.name == "sqlite":
+            if not self._start_sqlite_couriers():
+                return
+        else:
+            if (not self._built("courier") or not self.courier.running or self.courier.ended()
+                    or self.courier.turn_fd is None):
+                return
+            from maild.outbound.courier import CourierError
+
+            try:
+                self.second_courier.after_reading = True
+                self.second_courier.start()
+            except CourierError as exc:
+                log.warning("outbox: %s; the daemon sends the rest itself", exc)
+                return
         self.courier.finish()
         self.second_courier.finish()
         while not self._stop and (deadline is None or time.monotonic() < deadline):
-            if self.courier.ended() and self.second_courier.ended():
+            if self.courier.ended() and (self.second_courier.ended() or not self.second_courier.running):
                 break
             time.sleep(0.02)
 
     def _stop_courier(self) -> None:
         """Stop the couriers after the mail in hand and count what they did as this cycle's
         (before the daemon sends itself, and on the way out)."""
-        for part, when in (("courier", "while reading"), ("second_courier", "after reading by a second courier")):
+        for part in ("courier", "second_courier"):
             if not self._built(part):
                 continue
             courier: Courier = getattr(self, part)
             if not courier.running:
                 continue
+            when = ("after reading by a second courier" if part == "second_courier" else "after reading by a courier"
+                    ) if courier.after_reading else "while reading"
             report = courier.stop()
             sent = report.sent
             self.sent_while_reading.add(sent)
@@ -495,7 +549,7 @@ class Daemon:
                 log.warning("outbox: sending %s stopped early (the mail stays queued): %s", when, report.fault)
             if sent.sent:
                 log.info("outbox: %d mails sent %s", sent.sent, when)
-                if courier is self.second_courier:
+                if courier.after_reading:
                     self.sent_after_reading += sent.sent
 
     def _release(self, batch: list[FetchedMail]) -> None:

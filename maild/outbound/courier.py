@@ -26,6 +26,13 @@ Why the guarantees hold:
   turn, and when a courier dies holding it, the kill that ends it was sent to
   the other courier in the same step of the daemon's exit, before the dying
   courier's own exit (after it has torn down its memory) lets the turn go.
+* **SQLite.** One daemon per file, and no courier while it reads (the batches'
+  commits and the marks would take turns at SQLite's one writer). When the
+  reading ends with at least ``SQLITE_COURIERS_FROM`` mails due, two couriers
+  send them, as on PostgreSQL after the reading, with the same shared turn;
+  each claims only its half of the rows (``Outbox.partition``: ids even or
+  odd), so no row is claimed twice without row locks. Their marks never
+  contend: each is written inside the turn.
 * **Several daemons.** On PostgreSQL the courier claims rows like any drain:
   ``FOR UPDATE SKIP LOCKED`` and advisory locks of its own database session,
   which the server drops when the courier dies.
@@ -65,6 +72,9 @@ CHUNK = 1_000_000  # mails per Outbox.drain call: in effect one drain, kept open
 # each claim sorts the pending rows on the server: 50 cost the server 2 s more CPU per 15,460
 # mails than 200 (bench/README.md, seventh session)
 CLAIM_CHUNK = 200
+# SQLite: due mails from which the reading's end hands the sending to two couriers (a fork each
+# and a connection of their own: not worth it for a few mails, which keep the daemon's exact order)
+SQLITE_COURIERS_FROM = 200
 IDLE_POLL_SECONDS = 1.0  # how long an idle courier waits for a poke before it looks at the outbox again
 _PR_SET_PDEATHSIG = 1
 _STOP = b"s"
@@ -150,9 +160,11 @@ def _close_inherited_pipes(keep: tuple[int, ...]) -> None:
             pass
 
 
-def _courier_main(outbox: Outbox, control_fd: int, report_fd: int, turn_fd: int | None) -> None:
+def _courier_main(outbox: Outbox, control_fd: int, report_fd: int, turn_fd: int | None,
+                  partition: tuple[int, int] | None = None) -> None:
     _close_inherited_pipes((control_fd, report_fd))
     outbox.turn_lock = turn_fd
+    outbox.partition = partition
     outbox.claim_chunk = CLAIM_CHUNK
     engine = outbox.sessions.kw["bind"]
     _INHERITED.append(engine.pool)
@@ -196,6 +208,9 @@ class Courier:
     def __init__(self, outbox: Outbox, turn_fd: int | None = None) -> None:
         self.outbox = outbox
         self.turn_fd = turn_fd  # the couriers' shared turn (a file all of them hold; ``Outbox.turn_lock``)
+        # SQLite: the rows this courier claims, (k, n): ids k modulo n (``Outbox.partition``)
+        self.partition: tuple[int, int] | None = None
+        self.after_reading = False  # started once the reading had ended (what it sends is counted so)
         self.pid: int | None = None
         self._status: int | None = None  # the exit status, once reaped
         self._control: int | None = None
@@ -240,7 +255,7 @@ class Courier:
                 _die_with_parent(parent)
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_IGN)
-                _courier_main(self.outbox, control_r, report_w, self.turn_fd)
+                _courier_main(self.outbox, control_r, report_w, self.turn_fd, self.partition)
             except BaseException:  # nothing may escape into a copy of the daemon's stack
                 code = 70
             finally:

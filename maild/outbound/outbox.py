@@ -44,7 +44,7 @@ from email.utils import format_datetime
 from typing import Any, Protocol, cast
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Integer, Table, bindparam, select, text, update
+from sqlalchemy import Connection, Integer, Table, bindparam, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -171,6 +171,11 @@ _DROP_IMAGES = (
     .where(_OUTBOX.c.id == bindparam("row_id"))
     .values(context=bindparam("trimmed", type_=_OUTBOX.c.context.type))
 )
+# a read-then-write transaction of the rare paths (``_settle``, ``_release``) takes SQLite's write
+# lock at its BEGIN: with two couriers marking, a deferred one could read, see the other's mark
+# commit, and be refused its write on the outdated snapshot (SQLITE_BUSY_SNAPSHOT, which no
+# busy timeout waits out); PostgreSQL ignores the option
+_WRITE_FIRST = {"maild_immediate": True}
 _PENDING_COLUMNS = tuple(_OUTBOX.c[name] for name in (
     "id", "kind", "ticket_id", "message_id", "recipients", "automatic", "template", "language", "context"))
 # outbox rows some drain's session holds in this database now (pg_locks lists the whole cluster)
@@ -720,6 +725,10 @@ class Outbox:
         # the daemon's couriers' shared turn (``_Turn``): set in each courier, None in the daemon
         self.turn_lock: int | None = None
         self.claim_chunk = CLAIM_CHUNK
+        # SQLite's couriers after the reading (``Daemon._send_with_two_couriers``): (k, n), this
+        # drain claims only the rows whose id is k modulo n, so two couriers never claim one row
+        # (SQLite has no row locks to skip; one daemon per file, and its couriers split the rows)
+        self.partition: tuple[int, int] | None = None
         # asked when nothing is due: blocks until more may be (the courier's daemon committed
         # a batch) and says whether to look again; None ends the drain there, as it always did
         self.wait_for_more: Callable[[], bool] | None = None
@@ -750,6 +759,9 @@ class Outbox:
             .limit(chunk)
         )
         if not self.postgres:
+            if self.partition is not None:
+                k, n = self.partition
+                query = query.where(_OUTBOX.c.id % n == k)
             with self.sessions() as session, session.begin():
                 return [PendingMail(**row._mapping) for row in session.execute(query)]
         # the row locks keep a concurrent claim off these rows until they are
@@ -769,6 +781,13 @@ class Outbox:
             # before it locked them (its claim had just committed): the next look sees them held.
             # Not "nothing due", which would end a courier that was asked to finish.
         return []
+
+    def due_at_least(self, count: int) -> bool:
+        """Whether at least ``count`` mails are due now (one indexed read of at most ``count`` ids)."""
+        due = (select(_OUTBOX.c.id).where(_OUTBOX.c.status == "pending", _OUTBOX.c.next_attempt_at <= self.clock())
+               .limit(count).subquery())
+        with self.sessions() as session, session.begin():
+            return int(session.scalar(select(func.count()).select_from(due)) or 0) >= count
 
     async def drain_async(self, limit: int = 10000, deadline: float | None = None) -> DrainResult:
         """Send up to ``limit`` due mails over ``self.connections`` SMTP connections
@@ -896,6 +915,7 @@ class Outbox:
         whole, and rows that all stay due keep going out oldest first."""
         now = self.clock()
         with self.sessions() as session, session.begin():
+            session.connection(execution_options=_WRITE_FIRST)
             for row in session.scalars(select(OutboxRow).where(OutboxRow.id.in_(ids), OutboxRow.status == "pending")):
                 row.next_attempt_at = min(row.next_attempt_at, now)
 
@@ -991,6 +1011,7 @@ class Outbox:
     def _settle(session: Session, row_id: int, change: Callable[[OutboxRow], None]) -> None:
         """The rare outcomes (retry, failure) through the ORM, committed at once."""
         session.commit()  # a fresh transaction: SQLite refuses a write on a read snapshot the line outdated
+        session.connection(execution_options=_WRITE_FIRST)
         row = session.get(OutboxRow, row_id)
         if row is not None:
             change(row)

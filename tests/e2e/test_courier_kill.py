@@ -1,4 +1,4 @@
-"""kill -9 while mail is sent *and* read (PostgreSQL): a real ``maild run --once`` reads a
+"""kill -9 while mail is sent *and* read (PostgreSQL), and while two couriers send after the reading (both databases): a real ``maild run --once`` reads a
 backlog 20 at a time while its courier (a forked process) sends the acknowledgements, and is
 killed until three kills have landed in the middle of that (300 more mails arrive before each run;
 a kill that comes after the reading ended is not counted, up to 8 kills in all). The courier dies with its daemon (no process
@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from maild.config import load_config
 from maild.storage.db import open_database
 from maild.storage.models import OutboxRow
 from tests.helpers import maildir_source, make_mail, write_config
@@ -150,8 +151,19 @@ def test_sigkill_while_two_couriers_send_after_reading(tmp_path: Path, smtp_sink
     """The reading has ended and two couriers send the rest of the backlog when the daemon is
     killed: both die with it, and over three such kills no more mails are resent than kills
     (the couriers' shared turn keeps one mail at a time between its "." and its mark)."""
-    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=pg_url,
+    _two_couriers_killed_three_times(tmp_path, smtp_sink, pg_url)
+
+
+def test_sigkill_while_two_sqlite_couriers_send_after_reading(tmp_path: Path, smtp_sink: Any) -> None:
+    """The same on SQLite, where the two couriers start when the reading has ended (300 mails
+    due, over ``SQLITE_COURIERS_FROM``), each sending its half of the rows."""
+    _two_couriers_killed_three_times(tmp_path, smtp_sink, "")
+
+
+def _two_couriers_killed_three_times(tmp_path: Path, smtp_sink: Any, url: str) -> None:
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=url,
                           top="batch_size = 100")
+    url = url or load_config(config).database_url
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
     smtp_sink.delay_seconds = 0.01  # the reading ends long before the sending
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -179,4 +191,4 @@ def test_sigkill_while_two_couriers_send_after_reading(tmp_path: Path, smtp_sink
         while any(alive(pid) for pid in forked) and time.monotonic() < end:
             time.sleep(0.05)
         assert not any(alive(pid) for pid in forked), "a process of the killed daemon lives on"
-    _finish_and_count(config, env, pg_url, smtp_sink, kills)
+    _finish_and_count(config, env, url, smtp_sink, kills)

@@ -265,3 +265,104 @@ def test_without_a_file_for_the_shared_turn_one_courier_sends_and_the_daemon_the
     assert drained.sent + daemon.sent_while_reading.sent == n and pending(daemon) == 0
     received = Counter(m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(n))
     assert len(received) == n and max(received.values()) == 1
+
+
+def _journal_turns(monkeypatch: Any, journal: Path) -> None:
+    """Each process writes "<pid> in <row id>" when its mail takes the couriers' turn, "<pid> out" when it gives it up."""
+    from maild.outbound import outbox as outbox_module
+
+    real_take, real_release, real_send_one = (outbox_module._Turn.take, outbox_module._Turn.release,
+                                              outbox_module.Outbox._send_one)
+    in_hand: dict[int, int] = {}
+
+    async def send_one(outbox: Any, session: Any, line: Any, read_blob: Any, smtp: Any, gate: Any, mail: Any,
+                       result: Any) -> None:
+        in_hand[id(gate)] = mail.id
+        await real_send_one(outbox, session, line, read_blob, smtp, gate, mail, result)
+
+    async def take(turn: Any) -> None:
+        held = turn.held
+        await real_take(turn)
+        if not held:
+            with open(journal, "a") as out:
+                out.write(f"{os.getpid()} in\n")
+
+    def release(turn: Any) -> None:
+        if turn.held:
+            with open(journal, "a") as out:
+                out.write(f"{os.getpid()} out\n")
+        real_release(turn)
+
+    monkeypatch.setattr(outbox_module._Turn, "take", take)
+    monkeypatch.setattr(outbox_module._Turn, "release", release)
+    monkeypatch.setattr(outbox_module.Outbox, "_send_one", send_one)
+
+
+def test_sqlite_two_couriers_send_a_backlog_after_the_reading_each_row_by_one(
+        tmp_path: Path, smtp_sink: Any, monkeypatch: Any) -> None:
+    """SQLite: no courier while the mailbox is read; once it is read with at least
+    SQLITE_COURIERS_FROM mails due, two couriers send them, each claiming only its half of the
+    rows (ids even / odd: no row locks to skip on SQLite), one turn at a time across the two
+    between a mail's DATA and its committed mark, each mail once, and the daemon's own SQLite
+    connections closed before the fork (none of SQLite's state is carried into a courier)."""
+    from maild.outbound import outbox as outbox_module
+    from maild.outbound.courier import SQLITE_COURIERS_FROM
+
+    journal = tmp_path / "turns.log"
+    _journal_turns(monkeypatch, journal)
+    claimed = tmp_path / "claims.log"
+    real_claim = outbox_module.Outbox._claim
+
+    def claim(outbox: Any, chunk: int, line: Any = None, peek: bool = False) -> Any:
+        rows = real_claim(outbox, chunk, line, peek)
+        if not peek:
+            with open(claimed, "a") as out:
+                out.writelines(f"{os.getpid()} {row.id}\n" for row in rows)
+        return rows
+
+    monkeypatch.setattr(outbox_module.Outbox, "_claim", claim)
+    n = SQLITE_COURIERS_FROM + 20
+    daemon = backlog(tmp_path, smtp_sink, "", n)
+    assert daemon.engine.dialect.name == "sqlite"
+    daemon.ingest_all()
+    assert not daemon.courier.running and smtp_sink.messages == [], "nothing sent while reading"
+    before_fork = daemon.engine
+    assert daemon.drain().sent == 0, "the couriers sent it all"
+    assert pending(daemon) == 0 and daemon.sent_after_reading == n
+    assert daemon.engine is before_fork and daemon.checkpoints is not None
+    received = Counter(m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(n))
+    assert len(received) == n and max(received.values()) == 1
+    claims = [line.split() for line in claimed.read_text().splitlines()]
+    by_pid: dict[str, set[int]] = {}
+    for pid, row_id in claims:
+        by_pid.setdefault(pid, set()).add(int(row_id) % 2)
+    assert str(os.getpid()) not in by_pid and len(by_pid) == 2, "two couriers claimed, the daemon none"
+    assert sorted(tuple(parities) for parities in by_pid.values()) == [(0,), (1,)], "each its own half"
+    assert len(claims) == n, "no row claimed twice"
+    events = [line.split() for line in journal.read_text().splitlines()]
+    assert len(events) == 2 * n and len({pid for pid, _ in events}) == 2
+    for (pid_in, taken), (pid_out, given) in zip(events[0::2], events[1::2]):
+        assert (taken, given) == ("in", "out") and pid_in == pid_out, "one turn at a time across the couriers"
+
+
+def test_sqlite_two_couriers_record_refusals_beside_each_others_marks(tmp_path: Path, smtp_sink: Any) -> None:
+    """SQLite, two couriers: a mail the relay refuses (4xx: retried later, 5xx: failed) is
+    recorded by a read-then-write transaction while the other courier commits marks; it
+    takes the write lock at its BEGIN, so it never meets SQLite's refusal of a write on an
+    outdated snapshot, and every row ends sent, failed or due later, each mail once."""
+    from maild.outbound.courier import SQLITE_COURIERS_FROM
+
+    n = SQLITE_COURIERS_FROM + 40
+    daemon = backlog(tmp_path, smtp_sink, "", n)
+    smtp_sink.reject_rcpt = {f"user{i}@acme.pl": (450 if i % 2 else 550) for i in range(0, n, 7)}
+    daemon.ingest_all()
+    drained = daemon.drain()
+    refused = len(smtp_sink.reject_rcpt)
+    assert drained.sent == 0 and daemon.sent_after_reading == n - refused
+    assert daemon.sent_while_reading.retry + daemon.sent_while_reading.failed == refused
+    with daemon.sessions() as session:
+        states = Counter(session.scalars(select(OutboxRow.status)))
+    failed = sum(1 for code in smtp_sink.reject_rcpt.values() if code == 550)
+    assert states == {"sent": n - refused, "failed": failed, "pending": refused - failed}
+    received = Counter(m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(n - refused))
+    assert len(received) == n - refused and max(received.values()) == 1

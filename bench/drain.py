@@ -55,6 +55,7 @@ def child(config: str, profile: str | None) -> int:
         # CPU time: waiting on the sink is not maild's cost; wall time (--profile-wall) shows the waits
         profiler = cProfile.Profile(time.perf_counter if os.environ.get("DRAIN_PROFILE_WALL") else time.process_time)
         profiler.enable()
+    os.getpgrp()  # valgrind --tool=callgrind --zero-before=os_getpgrp --dump-before=os_getloadavg: the drain alone
     t0 = time.perf_counter()
     result = daemon.drain()  # two couriers send a backlog (SQLite: from outbox's SQLITE_COURIERS_FROM due mails)
     result.sent += getattr(daemon, "sent_after_reading", 0)
@@ -62,6 +63,7 @@ def child(config: str, profile: str | None) -> int:
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile)
+    os.getloadavg()
     after = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the couriers, reaped by the drain
     daemon.source.close()
@@ -114,6 +116,9 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the first run's drain, print its top")
     parser.add_argument("--profile-wall", action="store_true",
                         help="with --profile: the profile in wall time (where the drain waits), not CPU time")
+    parser.add_argument("--callgrind", metavar="OUT",
+                        help="run the first drain under callgrind: OUT.<pid> per process, the drain's instructions "
+                             "in the daemon's part 1 file (Ir; `callgrind_annotate`), each courier's in its own")
     parser.add_argument("--one-process", action="store_true",
                         help="send_while_reading = false: no couriers, the daemon's process sends every mail "
                              "(on SQLite two couriers send a backlog of 200 or more otherwise)")
@@ -174,6 +179,9 @@ def main() -> int:
             profile = BENCH_ROOT / f"drain-{args.db}.prof"  # kept: python -m pstats
             if args.profile and i == 0:
                 cmd += ["--child-profile", str(profile)]
+            if args.callgrind and i == 0:  # instructions of the drain alone (its couriers' in files of their own)
+                cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={args.callgrind}.%p",
+                       "--zero-before=os_getpgrp", "--dump-before=os_getloadavg", *cmd]
             t0 = time.perf_counter()
             procs = [subprocess.Popen(cmd if k == 0 else cmd[:4], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True, cwd=work) for k in range(args.processes)]

@@ -15,7 +15,7 @@ from maild.cli.common import Commands, UsageError
 from maild.cli.output import print_json, print_table
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from sqlalchemy import Engine
 
     from maild.config import Config
     from maild.desk.team import Team
@@ -30,14 +30,15 @@ class ConsultantsUsageError(UsageError):
 def register(commands: Commands) -> None:
     group = commands.group("consultants", "consultants: presence, absences, load")
     ls = commands.add_to(group, "list", run, help="each consultant: present today, next absence, open tickets, "
-                                                   "answers and median first response in the last 30 days")
+                                                   "answers and median first response in the last 30 days",
+                         needs="engine")
     ls.add_argument("--json", action="store_true")
-    away = commands.add_to(group, "away", run, help="record an absence (dates inclusive, local time)")
+    away = commands.add_to(group, "away", run, help="record an absence (dates inclusive, local time)", needs="engine")
     away.add_argument("email")
     away.add_argument("--from", dest="start", required=True, metavar="YYYY-MM-DD")
     away.add_argument("--until", required=True, metavar="YYYY-MM-DD")
     away.add_argument("--note", default="")
-    back = commands.add_to(group, "back", run, help="end a recorded absence from today on")
+    back = commands.add_to(group, "back", run, help="end a recorded absence from today on", needs="engine")
     back.add_argument("email")
 
 
@@ -48,28 +49,32 @@ def _date(text: str, option: str) -> date:
         raise ConsultantsUsageError(f"{option} {text!r}: give a date as YYYY-MM-DD") from None
 
 
-def run(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace, now: datetime | None = None) -> int:
+def run(cfg: Config, engine: Engine, args: argparse.Namespace, now: datetime | None = None) -> int:
+    """On a Connection: the team reads and writes ``tables`` in Core (no ORM); a change is one
+    transaction, begun IMMEDIATE on SQLite as the command line's sessions are (``db.sessions_for``)."""
     from maild.desk.context import business_calendar
     from maild.desk.team import Team, TeamError
 
     at = now or datetime.now(UTC)
+    calendar = business_calendar(cfg, write=False)  # the daemon's kept holidays
     try:
-        with sessions() as session:
-            team = Team(session, cfg, business_calendar(cfg, write=False))  # the daemon's kept holidays
-            if args.sub == "away":
-                start, until = _date(args.start, "--from"), _date(args.until, "--until")
-                if until < start:
-                    raise ConsultantsUsageError(f"--until {until.isoformat()} is before --from {start.isoformat()}")
+        if args.sub == "away":
+            start, until = _date(args.start, "--from"), _date(args.until, "--until")
+            if until < start:
+                raise ConsultantsUsageError(f"--until {until.isoformat()} is before --from {start.isoformat()}")
+            with engine.execution_options(maild_immediate=True).begin() as conn:
+                team = Team(conn, cfg, calendar)
                 team.record_absence(args.email, start, until, args.note, "maild-cli", at)
-                session.commit()
-                print(f"{team.consultant(args.email).email} away {start.isoformat()}..{until.isoformat()}")
-                return 0
-            if args.sub == "back":
+            print(f"{team.consultant(args.email).email} away {start.isoformat()}..{until.isoformat()}")
+            return 0
+        if args.sub == "back":
+            with engine.execution_options(maild_immediate=True).begin() as conn:
+                team = Team(conn, cfg, calendar)
                 ended = team.end_absence(args.email, at, "maild-cli")
-                session.commit()
-                print(f"{team.consultant(args.email).email} back ({ended} recorded absence(s) ended)")
-                return 0
-            return _list(team, at, args.json)
+            print(f"{team.consultant(args.email).email} back ({ended} recorded absence(s) ended)")
+            return 0
+        with engine.connect() as conn:
+            return _list(Team(conn, cfg, calendar), at, args.json)
     except TeamError as exc:
         raise ConsultantsUsageError(str(exc)) from exc
 

@@ -12,8 +12,7 @@ from maild.cli.output import iso, local, print_json, print_json_stream, print_ta
 from maild.rules.kinds import TIER_NAMES, rules_of
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine, Row
-    from sqlalchemy.orm import Session
+    from sqlalchemy import Connection, Engine, Row
 
     from maild.config import Config
     from maild.storage import queries
@@ -77,8 +76,8 @@ def cmd_tickets_list(cfg: Config, engine: Engine, args: argparse.Namespace) -> i
 
     ``--after REF`` continues behind REF in queue order, so a script pages
     through a long queue with ``--limit N --after <last ref of the page>``.
-    The text list reads on a Connection (``storage.queries``, no ORM); the JSON
-    one through a session, which the team's estimate (``desk.team``) needs.
+    Both read on a Connection (``storage.queries``, no ORM), the JSON one with the
+    team's estimate (``desk.team``, in Core too).
     """
     from maild.storage import queries
 
@@ -87,10 +86,8 @@ def cmd_tickets_list(cfg: Config, engine: Engine, args: argparse.Namespace) -> i
     limit = None if args.all else (args.limit if args.limit is not None else (None if args.json else TEXT_LIMIT))
     prefix = cfg.support.ticket_prefix
     if args.json:
-        from maild.storage.db import sessions_for
-
-        with sessions_for(engine)() as session:
-            return _list_json(cfg, session, args, where, limit, now)
+        with engine.connect() as conn:
+            return _list_json(cfg, conn, args, where, limit, now)
     with engine.connect() as conn:
         after = None
         if args.after is not None:
@@ -122,7 +119,7 @@ def cmd_tickets_list(cfg: Config, engine: Engine, args: argparse.Namespace) -> i
     return 0
 
 
-def _list_json(cfg: Config, session: Session, args: argparse.Namespace, where: queries.TicketFilter,
+def _list_json(cfg: Config, session: Connection, args: argparse.Namespace, where: queries.TicketFilter,
                limit: int | None, now: datetime) -> int:
     """``tickets list --json``: every ticket's JSON, with the team's estimate for help without a deadline."""
     from maild.desk.context import business_calendar

@@ -14,10 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from statistics import median
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import CursorResult, and_, delete, func, insert, or_, select, update
 
 from maild.config import Config, Consultant
 from maild.errors import MaildError
@@ -25,8 +24,12 @@ from maild.rules.assignment import Candidate, choose_assignee, ticket_weight
 from maild.rules.calendar import BusinessCalendar
 from maild.rules.estimate import expected_by, handling_rate
 from maild.rules.presence import Absence, covering, is_present, next_absence
-from maild.storage.models import AbsenceRow, Event, Ticket
-from maild.storage.store import OPEN_STATUSES
+from maild.storage.queries import OPEN_STATUSES, Reader, dialect_name
+from maild.storage.tables import absences as absence_rows
+from maild.storage.tables import events, tickets
+
+if TYPE_CHECKING:
+    from maild.storage.models import Ticket
 
 __all__ = ["Team", "TeamError", "MemberStats"]
 
@@ -52,9 +55,14 @@ class MemberStats:
 
 
 class Team:
-    """Presence and assignment for one database session."""
+    """Presence and assignment for one database session.
 
-    def __init__(self, session: Session, config: Config, calendar: BusinessCalendar | None = None) -> None:
+    It reads and writes ``tables`` in Core, so a command that only reads presence and load
+    (``consultants``, ``tickets list --json``, ``digest``) runs it on a Connection without the
+    ORM; only ``reassign_absent`` (the sweep's, through the desk) loads tickets as ORM objects.
+    """
+
+    def __init__(self, session: Reader, config: Config, calendar: BusinessCalendar | None = None) -> None:
         self.session = session
         self.config = config
         self.calendar = calendar or BusinessCalendar(config.calendar)
@@ -84,7 +92,7 @@ class Team:
         """Every consultant's absences, from the config and the database together."""
         if self._absences is None:
             found: dict[str, list[Absence]] = {c.email: list(c.away) for c in self.config.consultants}
-            for row in self.session.scalars(select(AbsenceRow).order_by(AbsenceRow.start)):
+            for row in self.session.execute(select(absence_rows).order_by(absence_rows.c.start)):
                 found.setdefault(row.consultant, []).append(
                     Absence(row.start, row.until, row.note, "database"))
             self._absences = {k: tuple(v) for k, v in found.items()}
@@ -110,9 +118,9 @@ class Team:
         if not wanted:
             return load
         rows = self.session.execute(
-            select(Ticket.assigned_to, Ticket.contract_kind, Ticket.verified, func.count())
-            .where(Ticket.assigned_to.in_(wanted), Ticket.status.in_(OPEN_STATUSES))
-            .group_by(Ticket.assigned_to, Ticket.contract_kind, Ticket.verified))
+            select(tickets.c.assigned_to, tickets.c.contract_kind, tickets.c.verified, func.count())
+            .where(tickets.c.assigned_to.in_(wanted), tickets.c.status.in_(OPEN_STATUSES))
+            .group_by(tickets.c.assigned_to, tickets.c.contract_kind, tickets.c.verified))
         for who, kind, verified, n in rows:
             if who is not None:
                 load[who] = load.get(who, 0) + ticket_weight(kind, bool(verified)) * int(n)
@@ -123,8 +131,8 @@ class Team:
         out: dict[str, datetime | None] = {e: None for e in wanted}
         if wanted:
             rows = self.session.execute(
-                select(Ticket.assigned_to, func.max(Ticket.assigned_at))
-                .where(Ticket.assigned_to.in_(wanted)).group_by(Ticket.assigned_to))
+                select(tickets.c.assigned_to, func.max(tickets.c.assigned_at))
+                .where(tickets.c.assigned_to.in_(wanted)).group_by(tickets.c.assigned_to))
             for who, at in rows:
                 if who is not None:
                     out[who] = at
@@ -172,9 +180,11 @@ class Team:
         moved: list[tuple[Ticket, str | None, str]] = []
         if not absent:
             return moved
+        from maild.storage.models import Ticket  # the desk changes them as ORM objects
+
         query = (select(Ticket).where(Ticket.assigned_to.in_([c.email for c in absent]),
                                       Ticket.status.in_(OPEN_STATUSES)).order_by(Ticket.tier, Ticket.id))
-        if self.session.get_bind().dialect.name == "postgresql":
+        if dialect_name(self.session) == "postgresql":
             # Several daemons sweep one database: a ticket another one is moving is left to it.
             query = query.with_for_update(skip_locked=True, of=Ticket)
         tickets = self.session.scalars(query).all()
@@ -190,16 +200,14 @@ class Team:
 
     # ------------------------------------------------------------ absences recorded at run time
 
-    def record_absence(self, email: str, start: date, until: date, note: str, by: str, at: datetime) -> AbsenceRow:
+    def record_absence(self, email: str, start: date, until: date, note: str, by: str, at: datetime) -> None:
         consultant = self.consultant(email)
         if until < start:
             raise TeamError(f"the absence ends {until.isoformat()} before it starts {start.isoformat()}")
-        row = AbsenceRow(consultant=consultant.email, start=start, until=until, note=note,
-                         created_at=at, created_by=by)
-        self.session.add(row)
+        self.session.execute(insert(absence_rows).values(consultant=consultant.email, start=start, until=until,
+                                                         note=note, created_at=at, created_by=by))
         self._absences = None
         log.info("%s away %s..%s recorded by %s", consultant.email, start.isoformat(), until.isoformat(), by)
-        return row
 
     def end_absence(self, email: str, at: datetime, by: str) -> int:
         """``back``: recorded absences covering today end yesterday; later ones are dropped.
@@ -210,11 +218,12 @@ class Team:
         consultant = self.consultant(email)
         today = self.local_day(at)
         from_config = covering(consultant.away, today)
+        A = absence_rows.c
         dropped: CursorResult[Any] = self.session.execute(  # type: ignore[assignment]
-            delete(AbsenceRow).where(AbsenceRow.consultant == consultant.email, AbsenceRow.start >= today))
+            delete(absence_rows).where(A.consultant == consultant.email, A.start >= today))
         cut: CursorResult[Any] = self.session.execute(  # type: ignore[assignment]
-            update(AbsenceRow).where(AbsenceRow.consultant == consultant.email, AbsenceRow.start < today,
-                                     AbsenceRow.until >= today).values(until=today - timedelta(days=1)))
+            update(absence_rows).where(A.consultant == consultant.email, A.start < today,
+                                       A.until >= today).values(until=today - timedelta(days=1)))
         changed = (dropped.rowcount or 0) + (cut.rowcount or 0)
         self._absences = None
         if from_config is not None and not changed:
@@ -238,8 +247,8 @@ class Team:
     def _first_responses(self, at: datetime) -> list[tuple[str, datetime, datetime]]:
         since = at - timedelta(days=HISTORY_DAYS)
         rows = self.session.execute(
-            select(Event.actor, Event.at, Ticket.created_at).join(Ticket, Ticket.id == Event.ticket_id)
-            .where(Event.kind == "first_response", Event.at >= since, Event.at < at))
+            select(events.c.actor, events.c.at, tickets.c.created_at).join(tickets, tickets.c.id == events.c.ticket_id)
+            .where(events.c.kind == "first_response", events.c.at >= since, events.c.at < at))
         return [(actor, when, created) for actor, when, created in rows]
 
     def handling_rate(self, at: datetime) -> float | None:
@@ -260,9 +269,9 @@ class Team:
         if not days:
             return 0.0
         ahead = self.session.scalar(
-            select(func.count()).select_from(Ticket).where(
-                Ticket.created_at >= since, Ticket.created_at < at,
-                or_(Ticket.tier < tier, and_(Ticket.tier == tier, Ticket.priority < priority)))) or 0
+            select(func.count()).select_from(tickets).where(
+                tickets.c.created_at >= since, tickets.c.created_at < at,
+                or_(tickets.c.tier < tier, and_(tickets.c.tier == tier, tickets.c.priority < priority)))) or 0
         return int(ahead) / days
 
     def expected_by(self, position: int, at: datetime, rate: float | None = None, *, tier: int | None = None,
@@ -300,8 +309,8 @@ class Team:
             # index instead of every open ticket being sorted into a temporary B-tree (58,000 open: 17 -> 7 ms)
             counts: dict[tuple[int, str], int] = {}
             for _status, tr, pr, n in self.session.execute(
-                    select(Ticket.status, Ticket.tier, Ticket.priority, func.count())
-                    .where(Ticket.status.in_(OPEN_STATUSES)).group_by(Ticket.status, Ticket.tier, Ticket.priority)):
+                    select(tickets.c.status, tickets.c.tier, tickets.c.priority, func.count())
+                    .where(tickets.c.status.in_(OPEN_STATUSES)).group_by(tickets.c.status, tickets.c.tier, tickets.c.priority)):
                 counts[(int(tr), str(pr))] = counts.get((int(tr), str(pr)), 0) + int(n)
             self._queue_counts = counts
         key = (tier, priority)
@@ -315,9 +324,9 @@ class Team:
         emails = [c.email for c in self.config.consultants]
         open_counts: dict[str, int] = {e: 0 for e in emails}
         for who, n in self.session.execute(
-                select(Ticket.assigned_to, func.count()).where(Ticket.assigned_to.in_(emails),
-                                                                Ticket.status.in_(OPEN_STATUSES))
-                .group_by(Ticket.assigned_to)):
+                select(tickets.c.assigned_to, func.count()).where(tickets.c.assigned_to.in_(emails),
+                                                                tickets.c.status.in_(OPEN_STATUSES))
+                .group_by(tickets.c.assigned_to)):
             if who is not None:
                 open_counts[who] = int(n)
         waits: dict[str, list[float]] = defaultdict(list)

@@ -84,12 +84,26 @@ def test_queries_import_the_database_and_nothing_for_mail(config: Path) -> None:
 
 
 def test_commands_that_change_tickets_still_load_the_orm(config: Path) -> None:
-    """The other side of the line above: the desk changes tickets through the ORM (a command that
-    writes, or ``tickets list --json`` with the team's estimate), so the lazy import is where it is
-    needed, not lost."""
-    code, loaded = loaded_by("--config", str(config), "tickets", "list", "--json")
+    """The other side of the line above: the desk changes tickets through the ORM (``tickets open``
+    through the intake pipeline, ``time add`` below), so the lazy import is where it is needed, not
+    lost."""
+    code, loaded = loaded_by("--config", str(config), "tickets", "open", "--customer", "acme", "--subject", "Toner",
+                             "--no-ack")
     assert code == 0
     assert "sqlalchemy.orm" in loaded
+
+
+def test_presence_and_the_estimate_read_in_core(config: Path) -> None:
+    """``consultants list|away|back`` and ``tickets list --json`` (the team's estimate) run the team
+    (``desk.team``) on a Connection: its reads and its absences are ``tables`` in Core, so neither
+    the ORM nor the mapped classes load (they were a third of these commands' start-up)."""
+    names = ("sqlalchemy.orm", "maild.storage.models", "maild.desk.desk", "maild.storage.store", "jinja2")
+    for argv in (["tickets", "list", "--json"], ["consultants", "list"], ["consultants", "list", "--json"],
+                 ["consultants", "away", "anna@firma.pl", "--from", "2030-01-07", "--until", "2030-01-08"],
+                 ["consultants", "back", "anna@firma.pl"]):
+        code, loaded = modules_loaded(names, "--config", str(config), *argv)
+        assert code == 0, argv
+        assert loaded == set(), argv
 
 
 def test_run_once_on_an_empty_mailbox_parses_nothing_and_sends_nothing(config: Path) -> None:

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 from maild.cli.common import Commands, UsageError
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
-    from maild.config import Config
+    from maild.config import Config, Consultant
 
 UTC = timezone.utc
 
@@ -27,7 +28,7 @@ def register(commands: Commands) -> None:
     to.add_argument("--body-file", metavar="FILE", help="the request's text (UTF-8); '-' reads stdin")
     to.add_argument("--no-ack", action="store_true", help="do not send the customer an acknowledgement")
 
-    dg = commands.add("digest", "today's digest: print it, or --send it now", cmd_digest)
+    dg = commands.add("digest", "today's digest: print it, or --send it now", cmd_digest, needs="engine")
     dg.add_argument("--to", metavar="EMAIL", help="one consultant or manager (default: everyone who gets one)")
     dg.add_argument("--send", action="store_true", help="queue it for sending (maild run sends it)")
 
@@ -64,38 +65,49 @@ def cmd_tickets_open(cfg: Config, sessions: sessionmaker[Session], args: argpars
     return 0
 
 
-def cmd_digest(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+def cmd_digest(cfg: Config, engine: Engine, args: argparse.Namespace) -> int:
+    """Printed, the digest is read on a Connection (``morning.QueueReader``: no ORM); ``--send``
+    queues it through the desk in one transaction."""
     from maild.desk.context import DeskContext
-    from maild.desk.desk import TicketDesk
     from maild.desk.digest import digest_key
-    from maild.desk.morning import digest_for, queue_digest, recipients
+    from maild.desk.morning import QueueReader, QueueView, digest_for, queue_digest, recipients
     from maild.desk.notifier import Notifier
-    from maild.outbound.render import Renderer
     from maild.rules.customers import load_customers
 
     # the desk's context: the digest reads tickets, it screens and threads no mail (no intake pipeline)
     ctx = DeskContext.for_config(cfg, load_customers(cfg.customers_file, cfg.packages))
     notifier = Notifier(cfg, ctx.calendar.tz)
-    notifier.load(sessions)
+    notifier.load(engine.connect)
     now = datetime.now(UTC)
     day = now.astimezone(ctx.calendar.tz).date()
+    chosen: list[Consultant] = []
+    if args.to:
+        wanted = args.to.strip().lower()
+        chosen = [c for c in cfg.consultants if c.email == wanted][:1]
+        if not chosen:
+            raise UsageError(f"--to {args.to}: not a consultant or manager in {cfg.path}")
+
+    def people(view: QueueView) -> list[Consultant]:
+        return chosen or recipients(view, now)
+
+    if args.send:
+        from maild.desk.desk import TicketDesk
+        from maild.storage.db import sessions_for
+
+        with sessions_for(engine, take_the_write_lock=True)() as session, session.begin():
+            desk = TicketDesk(ctx, session)
+            for someone in people(desk):
+                digest = digest_for(desk, notifier, someone, day, now)
+                queue_digest(desk, digest, now, key=f"{digest_key(someone.email, day)}:on-demand:{now.isoformat()}")
+                print(f"digest for {someone.email} queued ({len(digest.rows)} tickets)")
+        return 0
+    from maild.outbound.render import Renderer
+
     renderer = Renderer(cfg.templates_path)
-    with sessions() as session, session.begin():
-        desk = TicketDesk(ctx, session)
-        if args.to:
-            wanted = args.to.strip().lower()
-            person = next((c for c in cfg.consultants if c.email == wanted), None)
-            if person is None:
-                raise UsageError(f"--to {args.to}: not a consultant or manager in {cfg.path}")
-            people = [person]
-        else:
-            people = recipients(desk, now)
-        for person in people:
-            digest = digest_for(desk, notifier, person, day, now)
-            if args.send:
-                queue_digest(desk, digest, now, key=f"{digest_key(person.email, day)}:on-demand:{now.isoformat()}")
-                print(f"digest for {person.email} queued ({len(digest.rows)} tickets)")
-            else:
-                subject, body = renderer.render("digest", person.language, digest.context)
-                print(f"To: {person.email}\nSubject: {subject}\n\n{body}")
+    with engine.connect() as conn:
+        view = QueueReader(ctx, conn)
+        for someone in people(view):
+            digest = digest_for(view, notifier, someone, day, now)
+            subject, body = renderer.render("digest", someone.language, digest.context)
+            print(f"To: {someone.email}\nSubject: {subject}\n\n{body}")
     return 0

@@ -38,15 +38,10 @@ from maild.rules.sla import plan_escalation, reaction_due, target_due
 from maild.storage import store
 from maild.storage.blobs import BlobStore
 from maild.storage.models import Escalation, LedgerRow, MessageRow, Ticket
+from maild.storage.queries import CONSULTANT_KINDS as CONSULTANT_KINDS
+from maild.storage.queries import NOTIFY_KINDS as NOTIFY_KINDS
 
 log = logging.getLogger("maild.desk")
-
-NOTIFY_KINDS = ("notify_new", "notify_reply")
-# maild's mail that goes to a consultant and nobody else: a reply that refers to one
-# proves it comes from whoever reads that consultant's mailbox (desk.authority), so
-# none of their Message-IDs may reach a customer
-CONSULTANT_KINDS = frozenset({*NOTIFY_KINDS, "escalation", "digest", "command_error", "authority_notice",
-                              "bounce_notice", "alert"})
 ledger_log = logging.getLogger("maild.ledger")
 # pg_advisory_xact_lock key of a transaction that numbers new tickets ("maild-tk", see ``hold_ticket_numbers``)
 TICKET_NUMBERS_LOCK_KEY = 0x6D61696C642D746B

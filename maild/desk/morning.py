@@ -6,27 +6,33 @@ queue and the previous working day's breaches) and queues the mails through the
 ``TicketDesk``. The dedupe key ``digest:<email>:<day>`` makes it once per person
 and day across restarts and several daemons; the daemon asks every cycle, so a
 daemon that was down at ``digest_at`` sends the day's digest when it starts.
+
+What a digest lists is read in Core (``tables``) from a ``QueueView``: the desk
+in the daemon, or a ``QueueReader`` on a Connection for ``maild digest``, which
+prints it without loading the ORM.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Row, select
 
 from maild.config import Consultant
-from maild.desk.desk import TicketDesk
+from maild.desk.context import DeskContext
 from maild.desk.digest import DigestTicket, breaches_on, digest_day, digest_key, digest_lines, previous_working_day
-from maild.desk.digest_html import digest_html_part
 from maild.desk.notifier import Notifier
-from maild.desk.team import absences_in_digest
+from maild.desk.team import Team, absences_in_digest
 from maild.rules.prioritise import TIER_NAMES
-from maild.storage import store
-from maild.storage.models import OutboxRow, Ticket
+from maild.storage.queries import OPEN_STATUSES, Reader, queue_order
+from maild.storage.tables import outbox, tickets
 
-__all__ = ["Digest", "queue_digests", "digest_for"]
+if TYPE_CHECKING:
+    from maild.desk.desk import TicketDesk
+
+__all__ = ["Digest", "QueueReader", "QueueView", "queue_digests", "digest_for"]
 
 log = logging.getLogger("maild.digest")
 
@@ -55,30 +61,48 @@ class Digest:
                 "absences": self.absences, "nobody_present": self.nobody_present}
 
 
-def _open_queue(desk: TicketDesk) -> list[DigestTicket]:
-    ctx = desk.ctx
-    tickets = desk.session.scalars(select(Ticket).where(Ticket.status.in_(store.OPEN_STATUSES))
-                                   .order_by(*store.queue_order()))
-    return [_digest_ticket(desk, t) for t in tickets]
+class QueueView(Protocol):
+    """What a digest is read from: the ``TicketDesk`` is one."""
+
+    @property
+    def ctx(self) -> DeskContext: ...
+    @property
+    def session(self) -> Reader: ...
+    @property
+    def team(self) -> Team: ...
 
 
-def _digest_ticket(desk: TicketDesk, t: Ticket) -> DigestTicket:
+class QueueReader:
+    """A ``QueueView`` on a Connection: the digest read without the desk (``maild digest``)."""
+
+    def __init__(self, ctx: DeskContext, connection: Connection) -> None:
+        self.ctx = ctx
+        self.session = connection
+        self.team = Team(connection, ctx.config, ctx.calendar)
+
+
+def _open_queue(desk: QueueView) -> list[DigestTicket]:
+    rows = desk.session.execute(select(tickets).where(tickets.c.status.in_(OPEN_STATUSES)).order_by(*queue_order()))
+    return [_digest_ticket(desk, t) for t in rows]
+
+
+def _digest_ticket(desk: QueueView, t: Row[Any]) -> DigestTicket:
     customer = desk.ctx.customer(t.customer_id)
     return DigestTicket(ref=desk.ctx.ref(t.id), subject=t.subject, customer=customer.name if customer else t.requester,
                         tier=TIER_NAMES[t.tier], priority=t.priority, status=t.status, assigned_to=t.assigned_to,
                         created_at=t.created_at, reaction_due=t.reaction_due, breached_at=t.breached_at)
 
 
-def _breached(desk: TicketDesk, day: date) -> list[DigestTicket]:
+def _breached(desk: QueueView, day: date) -> list[DigestTicket]:
     tz = desk.ctx.calendar.tz
     start = datetime.combine(day, time(0), tz)
     end = start + timedelta(days=1)
-    tickets = desk.session.scalars(select(Ticket).where(Ticket.breached_at >= start, Ticket.breached_at < end)
-                                   .order_by(Ticket.id))
-    return [_digest_ticket(desk, t) for t in tickets]
+    T = tickets.c
+    rows = desk.session.execute(select(tickets).where(T.breached_at >= start, T.breached_at < end).order_by(T.id))
+    return [_digest_ticket(desk, t) for t in rows]
 
 
-def digest_for(desk: TicketDesk, notifier: Notifier, person: Consultant, day: date, now: datetime,
+def digest_for(desk: QueueView, notifier: Notifier, person: Consultant, day: date, now: datetime,
                queue: Sequence[DigestTicket] | None = None) -> Digest:
     """What ``person``'s digest for ``day`` lists at ``now``."""
     everything = person.role == "manager"
@@ -95,13 +119,15 @@ def digest_for(desk: TicketDesk, notifier: Notifier, person: Consultant, day: da
                   notifier.personal_address(desk.session, person.email), absences, not team.present(now))
 
 
-def recipients(desk: TicketDesk, now: datetime) -> list[Consultant]:
+def recipients(desk: QueueView, now: datetime) -> list[Consultant]:
     """Each present consultant (presence, #15) and every manager."""
     return [*desk.team.present(now), *desk.ctx.config.managers]
 
 
 def queue_digest(desk: TicketDesk, digest: Digest, now: datetime, key: str | None = None) -> str | None:
     """Queue one digest mail (plain text and an HTML part); None when its key was queued before."""
+    from maild.desk.digest_html import digest_html_part  # Jinja2's HTML templates: only for the mail
+
     person = digest.person
     html = digest_html_part(digest.rows, language=person.language, day=digest.day.isoformat(),
                             everything=digest.everything, breaches=digest.breaches,
@@ -125,7 +151,7 @@ def queue_digests(desk: TicketDesk, notifier: Notifier, now: datetime) -> int:
     keys = {digest_key(p.email, day): p for p in people}
     if not keys:
         return 0
-    done = set(desk.session.scalars(select(OutboxRow.dedupe_key).where(OutboxRow.dedupe_key.in_(list(keys)))))
+    done = set(desk.session.scalars(select(outbox.c.dedupe_key).where(outbox.c.dedupe_key.in_(list(keys)))))
     todo = [p for k, p in keys.items() if k not in done]
     if not todo:
         return 0

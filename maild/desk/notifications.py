@@ -18,7 +18,6 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from maild.config import Consultant
-from maild.desk.commands import help_lines
 
 __all__ = [
     "Event",
@@ -153,6 +152,8 @@ class TicketView:
 def header_block(view: TicketView, tz: ZoneInfo, new_ticket_address: str) -> dict[str, Any]:
     """The template context of the short block at the top of a notification:
     everything a consultant needs to decide what to do without opening the queue."""
+    from maild.desk.commands import help_lines  # the commands' table (and the desk): a notification's only
+
     due = view.reaction_due.astimezone(tz).strftime("%Y-%m-%d %H:%M") if view.reaction_due else ""
     return {
         "ref": view.ref, "subject": view.subject, "customer": view.customer_name or view.requester,

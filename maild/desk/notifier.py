@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
-from maild.billing.hours import prepaid_left_minutes
-from maild.billing.reports import contract_balances
 from maild.config import Config, Consultant
 from maild.desk.authority import TOKEN_SECRET_KEY, consultant_token, token_address
-from maild.desk.desk import CONSULTANT_KINDS, NOTIFY_KINDS, TicketDesk
 from maild.desk.notifications import (
     Event,
     NotifyAttachment,
@@ -33,8 +31,14 @@ from maild.desk.notifications import (
 from maild.rules.customers import Contract, Customer
 from maild.rules.kinds import packages_of, rules_of
 from maild.rules.prioritise import TIER_NAMES
-from maild.storage import store
-from maild.storage.models import OutboxRow, Ticket
+from maild.storage.queries import CONSULTANT_KINDS, NOTIFY_KINDS, Reader, get_state, insert_state_once
+from maild.storage.tables import outbox
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from maild.desk.desk import TicketDesk
+    from maild.storage.models import Ticket
 
 __all__ = ["Notifier", "NOTIFY_KINDS", "CONSULTANT_KINDS", "contract_minutes_left"]
 
@@ -45,6 +49,9 @@ def contract_minutes_left(session: Session, customer: Customer, contract: Contra
                           tz: ZoneInfo) -> int | None:
     """What a notification shows as left on the contract: an sla's balance (carry-over
     plus this month's allowance minus use), a package's minutes; None for occasional."""
+    from maild.billing.hours import prepaid_left_minutes
+    from maild.billing.reports import contract_balances
+
     rules = rules_of(contract.kind)
     if rules.packages:
         return prepaid_left_minutes(session, packages_of(customer), at, tz, store=True).get(contract.id, 0)
@@ -59,6 +66,8 @@ def sla_balances(session: Session, customers: Sequence[Customer], at: datetime,
                  tz: ZoneInfo) -> dict[str, int | None]:
     """Every sla (monthly allowance) contract's balance at ``at`` (``contract_minutes_left`` for all of them at once,
     storing the snapshots it had to compute as that does, so the next batch reads them instead of the history)."""
+    from maild.billing.reports import contract_balances
+
     return {balance.contract_id: balance.balance_minutes
             for balance in contract_balances(session, customers, at, tz, store=True)
             if rules_of(balance.kind).monthly_allowance}
@@ -75,18 +84,20 @@ class Notifier:
 
     # ------------------------------------------------------------ tokens
 
-    def load(self, sessions: sessionmaker[Session]) -> None:
+    def load(self, sessions: Callable[[], AbstractContextManager[Reader]]) -> None:
         """Read the secret tokens are derived from, creating it on first use in a
         transaction of its own (before a batch opens its own, which on SQLite holds
-        the only write lock). Two processes creating it at once agree on the first."""
+        the only write lock). Two processes creating it at once agree on the first.
+        ``sessions``: ORM sessions, or ``engine.connect`` for a caller in Core."""
         if self._secret is not None:
             return
         with sessions() as session:
-            value = store.get_state(session, TOKEN_SECRET_KEY)
+            value = get_state(session, TOKEN_SECRET_KEY)
         if not value:
-            store.insert_state_once(sessions, TOKEN_SECRET_KEY, secrets.token_hex(32), datetime.now(timezone.utc))
+            with sessions() as session, session.begin():
+                insert_state_once(session, TOKEN_SECRET_KEY, secrets.token_hex(32), datetime.now(timezone.utc))
             with sessions() as session:
-                value = store.get_state(session, TOKEN_SECRET_KEY)
+                value = get_state(session, TOKEN_SECRET_KEY)
         assert value
         self._secret = bytes.fromhex(value)
 
@@ -96,9 +107,9 @@ class Notifier:
             self._secret = other._secret
         return self
 
-    def token(self, session: Session, email: str) -> str:
+    def token(self, session: Reader, email: str) -> str:
         if self._secret is None:
-            value = store.get_state(session, TOKEN_SECRET_KEY)
+            value = get_state(session, TOKEN_SECRET_KEY)
             if not value:
                 raise RuntimeError("Notifier.load() must run before tokens are used")
             self._secret = bytes.fromhex(value)
@@ -107,32 +118,32 @@ class Notifier:
             self._tokens[key] = consultant_token(self._secret, key)
         return self._tokens[key]
 
-    def personal_address(self, session: Session, email: str) -> str:
+    def personal_address(self, session: Reader, email: str) -> str:
         """``support+<token>@domain``: the consultant's address for new tickets on a customer's behalf."""
         return token_address(self.config.support.address, self.token(session, email))
 
     # ------------------------------------------------------------ what was sent to whom
 
     @staticmethod
-    def sent_to(session: Session, email: str, message_ids: Iterable[str]) -> set[str]:
+    def sent_to(session: Reader, email: str, message_ids: Iterable[str]) -> set[str]:
         """Which of ``message_ids`` are maild's mail to ``email`` alone (notifications,
         escalations, digests, error replies): the references a consultant's reply may prove itself with."""
         ids = [m for m in dict.fromkeys(message_ids) if m][-50:]
         if not ids:
             return set()
-        rows = session.execute(select(OutboxRow.message_id, OutboxRow.recipients, OutboxRow.kind)
-                               .where(OutboxRow.message_id.in_(ids)))
+        o = outbox.c
+        rows = session.execute(select(o.message_id, o.recipients, o.kind).where(o.message_id.in_(ids)))
         wanted = email.lower()
         return {mid for mid, recipients, kind in rows
                 if kind in CONSULTANT_KINDS and wanted in [str(r).lower() for r in recipients or []]}
 
     @staticmethod
-    def previous(session: Session, ticket_id: int, email: str, limit: int = 10) -> list[str]:
+    def previous(session: Reader, ticket_id: int, email: str, limit: int = 10) -> list[str]:
         """Message-IDs of the notifications this consultant got on the ticket, oldest first
         (their client threads the next one under them)."""
-        rows = session.execute(select(OutboxRow.message_id, OutboxRow.recipients)
-                               .where(OutboxRow.ticket_id == ticket_id, OutboxRow.kind.in_(NOTIFY_KINDS))
-                               .order_by(OutboxRow.id))
+        o = outbox.c
+        rows = session.execute(select(o.message_id, o.recipients)
+                               .where(o.ticket_id == ticket_id, o.kind.in_(NOTIFY_KINDS)).order_by(o.id))
         return [mid for mid, recipients in rows if email in (recipients or [])][-limit:]
 
     # ------------------------------------------------------------ queueing
@@ -158,6 +169,8 @@ class Notifier:
                     cache.update(sla_balances(desk.session, ctx.customers, at, self.tz))
                     cache.setdefault(contract.id, None)
                 elif rules.packages:
+                    from maild.billing.hours import prepaid_left_minutes
+
                     owners = {c.id: c for c in (*customers, customer)}
                     packages = [p for c in owners.values() for p in packages_of(c) if p.id not in cache]
                     found = prepaid_left_minutes(desk.session, packages, at, self.tz, store=True)

@@ -32,6 +32,11 @@ OPEN_STATUSES = ("new", "open", "waiting")
 # the outbox kinds of the consultants' notifications about a ticket (``desk.desk`` queues them,
 # ``tickets show`` lists them)
 NOTIFY_KINDS = ("notify_new", "notify_reply")
+# maild's mail that goes to a consultant and nobody else: a reply that refers to one
+# proves it comes from whoever reads that consultant's mailbox (desk.authority), so
+# none of their Message-IDs may reach a customer
+CONSULTANT_KINDS = frozenset({*NOTIFY_KINDS, "escalation", "digest", "command_error", "authority_notice",
+                              "bounce_notice", "alert"})
 
 # Row ids are PostgreSQL INTEGER (SQLite's hold 64 bits): a larger number from the
 # command line must be a usage error, not an OverflowError or DataError in the driver.
@@ -90,6 +95,17 @@ def put_state(db: Connection, key: str, value: str, now: datetime) -> None:
     found = db.execute(update(state).where(state.c.key == key).values(value=value, updated_at=now))
     if not found.rowcount:
         db.execute(insert(state).values(key=key, value=value, updated_at=now))
+
+
+def insert_state_once(db: Reader, key: str, value: str, now: datetime) -> None:
+    """Store ``value`` under ``key`` unless a value is there already (another process may race
+    us to it: the first one wins). In the caller's transaction, on a Connection or a Session."""
+    if dialect_name(db) == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        db.execute(pg_insert(state).values(key=key, value=value, updated_at=now).on_conflict_do_nothing())
+    else:
+        db.execute(insert(state).prefix_with("OR IGNORE").values(key=key, value=value, updated_at=now))
 
 
 def outbox_due(db: Reader, now: datetime) -> bool:

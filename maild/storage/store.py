@@ -561,18 +561,7 @@ def forget_customers_sync(session: Session) -> None:
 
 
 # ---------------------------------------------------------------- state
-
-def insert_state_once(sessions: Any, key: str, value: str, now: datetime) -> None:
-    """Store ``value`` under ``key`` unless a value is there already (another process
-    may race us to it: the first one wins, in its own transaction)."""
-    table: Any = StateRow.__table__
-    with sessions() as session, session.begin():
-        if session.get_bind().dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            session.execute(pg_insert(table).values(key=key, value=value, updated_at=now).on_conflict_do_nothing())
-        else:
-            session.execute(insert(table).prefix_with("OR IGNORE").values(key=key, value=value, updated_at=now))
+# (``queries.get_state``, ``put_state`` and ``insert_state_once``: on a Connection or a Session)
 
 
 def tickets_due_for_sweep(session: Session, now: datetime, limit: int = 1000) -> list[Ticket]:

@@ -219,3 +219,21 @@ def test_time_add_books_through_the_desk_without_the_mail_commands(config: Path)
     code, loaded = modules_loaded(names, "--config", str(config), "time", "add", "--by", "anna@firma.pl", "SUP-1", "15m")
     assert code == 0
     assert loaded == {"maild.desk.desk", "sqlalchemy.orm"}
+
+
+def test_the_printed_digest_reads_in_core_and_sending_goes_through_the_desk(config: Path) -> None:
+    """``maild digest`` prints what the morning digest would list, read on a Connection
+    (``morning.QueueReader``): no ORM, mapped classes, desk, mail commands or HTML statement
+    templates (the digest's HTML part is only for the mail). ``--send`` queues it through the desk."""
+    code, _ = loaded_by("--config", str(config), "tickets", "open", "--customer", "acme", "--subject", "Drukarka",
+                        "--no-ack")
+    assert code == 0
+    names = ("sqlalchemy.orm", "maild.storage.models", "maild.desk.desk", "maild.storage.store",
+             "maild.desk.commands", "maild.billing.html", "maild.desk.digest_html", "holidays")
+    for argv in (["digest"], ["digest", "--to", "anna@firma.pl"]):
+        code, loaded = modules_loaded(names, "--config", str(config), *argv)
+        assert code == 0, argv
+        assert loaded == set(), argv
+    code, loaded = modules_loaded(names, "--config", str(config), "digest", "--send")
+    assert code == 0
+    assert {"sqlalchemy.orm", "maild.desk.desk", "maild.desk.digest_html"} <= loaded

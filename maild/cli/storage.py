@@ -9,17 +9,18 @@ from maild.cli.output import print_json
 from maild.cli.progress import Progress
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from sqlalchemy import Engine
 
     from maild.config import Config
 
 
-def cmd_storage_verify(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
-    from maild.storage import store
+def cmd_storage_verify(cfg: Config, engine: Engine, args: argparse.Namespace) -> int:
+    """Reads the rows on a Connection (``storage.audit``: no ORM)."""
+    from maild.storage.audit import audit_blobs
     from maild.storage.blobs import BlobStore
 
-    with sessions() as session, Progress("verifying storage", "blobs") as progress:
-        audit = store.audit_blobs(session, BlobStore(cfg.storage_path), progress)
+    with engine.connect() as conn, Progress("verifying storage", "blobs") as progress:
+        audit = audit_blobs(conn, BlobStore(cfg.storage_path), progress)
     if args.json:
         print_json({"checked": audit.checked, "problems": audit.problems})
     else:
@@ -32,5 +33,6 @@ def cmd_storage_verify(cfg: Config, sessions: sessionmaker[Session], args: argpa
 
 def register(commands: Commands) -> None:
     sv = commands.add_to(commands.group("storage", "the stored mail"), "verify", cmd_storage_verify,
-                         help="read back every stored mail and attachment; exit 1 if any is missing or damaged")
+                         help="read back every stored mail and attachment; exit 1 if any is missing or damaged",
+                         needs="engine")
     sv.add_argument("--json", action="store_true")

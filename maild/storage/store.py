@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +15,7 @@ from sqlalchemy import ColumnElement, and_, func, insert, or_, select, text, upd
 from sqlalchemy.orm import Session
 
 from maild.errors import ConfigError
-from maild.storage.blobs import BlobMissing, BlobStore, PackedBlob
+from maild.storage.blobs import BlobStore, PackedBlob
 from maild.rules.customers import Customer
 from maild.rules.kinds import contract_terms
 # the reads without the ORM live in queries; re-exported for the callers that know them here
@@ -50,7 +49,6 @@ from maild.storage.models import (
     MessageRow,
     OutboxRow,
     PackIndex,
-    QuarantineRow,
     StateRow,
     Ticket,
 )
@@ -140,47 +138,6 @@ def read_blob(session: Session, blobs: BlobStore, sha256: str) -> bytes:
     """Stored bytes (a raw mail, an attachment), from their pack or else their loose file."""
     where = blob_place(session, sha256)
     return blobs.get(sha256) if where is None else blobs.read(where, sha256)
-
-
-@dataclass
-class StorageAudit:
-    """What ``audit_blobs`` found: how many blobs it read, and each one it could not."""
-
-    checked: int = 0
-    problems: list[str] = field(default_factory=list)
-
-
-def audit_blobs(session: Session, blobs: BlobStore,
-                progress: Callable[[int, int | None], None] | None = None) -> StorageAudit:
-    """Read back every blob a row refers to (raw mail, attachments, quarantined mail)
-    and check it against its sha256: after a disk incident or a restore, this says
-    which mail, if any, is gone, before a customer or a retry finds out."""
-    wanted: dict[str, str] = {}
-    for message_id, ticket_id, sha in session.execute(
-            select(MessageRow.message_id, MessageRow.ticket_id, MessageRow.raw_sha256)
-            .where(MessageRow.raw_sha256.is_not(None)).order_by(MessageRow.id)):
-        wanted.setdefault(str(sha), f"raw mail <{message_id}>" + (f" (ticket {ticket_id})" if ticket_id else ""))
-    for filename, sha, message_id in session.execute(
-            select(AttachmentRow.filename, AttachmentRow.sha256, MessageRow.message_id)
-            .join(MessageRow, AttachmentRow.message_row_id == MessageRow.id).order_by(AttachmentRow.id)):
-        wanted.setdefault(sha, f"attachment {filename!r} of <{message_id}>")
-    for quarantine_id, sha in session.execute(select(QuarantineRow.id, QuarantineRow.raw_sha256)):
-        wanted.setdefault(sha, f"quarantined mail {quarantine_id}")
-    places = {row.sha256: PackedBlob(row.pack, row.offset, row.length) for row in session.scalars(select(PackIndex))}
-    audit = StorageAudit()
-    # pack by pack, front to back: one pass over each file
-    for sha in sorted(wanted, key=lambda h: (places[h].pack, places[h].offset) if h in places else ("~", 0)):
-        audit.checked += 1
-        if progress is not None:
-            progress(audit.checked, len(wanted))
-        try:  # both reads check the bytes against their sha256
-            if sha in places:
-                blobs.read(places[sha], sha)
-            else:
-                blobs.get(sha)
-        except BlobMissing as exc:
-            audit.problems.append(f"{wanted[sha]}: {exc}")
-    return audit
 
 
 class RowIds:

@@ -237,3 +237,11 @@ def test_the_printed_digest_reads_in_core_and_sending_goes_through_the_desk(conf
     code, loaded = modules_loaded(names, "--config", str(config), "digest", "--send")
     assert code == 0
     assert {"sqlalchemy.orm", "maild.desk.desk", "maild.desk.digest_html"} <= loaded
+
+
+def test_storage_verify_reads_in_core(config: Path) -> None:
+    """``storage verify`` reads the rows that name blobs on a Connection (``storage.audit``): no ORM."""
+    names = ("sqlalchemy.orm", "maild.storage.models", "maild.storage.store")
+    code, loaded = modules_loaded(names, "--config", str(config), "storage", "verify")
+    assert code == 0
+    assert loaded == set()

@@ -59,7 +59,7 @@ def verify(config: Path, mail_dir: Path) -> dict[str, Any]:
 
     from maild.storage.blobs import BlobMissing, BlobStore
     from maild.config import load_config
-    from maild.storage.store import read_blob
+    from maild.storage.store import raw_mail, read_blob
 
     cfg = load_config(config)
     engine = create_engine(cfg.database_url)
@@ -97,7 +97,7 @@ def verify(config: Path, mail_dir: Path) -> dict[str, Any]:
         ticket_of[mid] = row.ticket_id
         raw = (mail_dir / entry["file"]).read_bytes()
         try:
-            problem = "" if read_blob(session, blobs, row.raw_sha256) == _as_appended(raw) else "other bytes"
+            problem = "" if raw_mail(session, blobs, row.id) == _as_appended(raw) else "other bytes"
         except BlobMissing as exc:
             problem = str(exc)
         if problem:

@@ -79,7 +79,7 @@ def _erase_messages(session: Session, message_ids: Sequence[int], hashes: set[st
         session.execute(delete(AttachmentRow).where(AttachmentRow.message_row_id.in_(part)))
         session.execute(update(MessageRow).where(MessageRow.id.in_(part)).values(
             from_addr="", from_name="", to_addrs=[], cc_addrs=[], subject="", text_new="", text_quoted="",
-            raw_sha256=None, notes=[]))
+            raw_sha256=None, raw_pack=None, raw_offset=None, raw_length=None, notes=[]))
     return len(message_ids), attachments
 
 
@@ -209,7 +209,8 @@ def apply_retention(session: Session, blobs: BlobStore, now: datetime, *, raw_ma
                 hashes.update(s for s in session.scalars(select(MessageRow.raw_sha256).where(
                     MessageRow.id.in_(chunk), MessageRow.raw_sha256.is_not(None))) if s)
                 session.execute(delete(AttachmentRow).where(AttachmentRow.message_row_id.in_(chunk)))
-                session.execute(update(MessageRow).where(MessageRow.id.in_(chunk)).values(raw_sha256=None))
+                session.execute(update(MessageRow).where(MessageRow.id.in_(chunk)).values(
+                    raw_sha256=None, raw_pack=None, raw_offset=None, raw_length=None))
         done.raw_dropped_tickets = len(tickets)
     if closed_ticket_years > 0:
         cutoff = now - timedelta(days=round(closed_ticket_years * 365.25))

@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.storage import store
-from maild.storage.blobs import BlobMissing, BlobStore, StorageError
+from maild.storage.blobs import BlobMissing, BlobStore, PackedBlob, StorageError
 from maild.desk.authority import Authority, check_authority
 from maild.billing.hours import prepaid_left_minutes
 from maild.desk.commands import (
@@ -336,7 +336,11 @@ class Ingestor:
                 self._batch.stored_recipients = store.outbox_recipients_by_message_id(session, refs)
             finished: list[str] = []
             for mail, msg in zip(mails, parsed):
-                disposition = self._process_one(session, mail, msg, now)
+                try:
+                    disposition = self._process_one(session, mail, msg, now)
+                finally:
+                    if isinstance(msg, InboundMessage):
+                        desk.rows.raw_settled(msg.raw_sha256)
                 result.count(disposition)
                 if counted and not (disposition == "retry" and isinstance(msg, ParserCrash)):
                     finished.append(attempt_key(mail))
@@ -380,7 +384,7 @@ class Ingestor:
                     msg = replace(msg, dedupe_key=key)
                 batch.seen.add(key)
                 batch.first_copies.setdefault(key, msg)
-                batch.desk.rows.packed(msg.raw_sha256, self.blobs.append(mail.raw))
+                batch.desk.rows.raw_packed(msg.raw_sha256, self.blobs.append(mail.raw))
                 disposition, _ticket_id = self._route(session, mail, msg, now)
                 if batch.isolated:
                     batch.desk.sync()
@@ -424,11 +428,13 @@ class Ingestor:
         dropped.
         """
         batch = self._active
+        if first_key == f"sha256:{msg.raw_sha256}":  # no Message-ID: the key is these very bytes' hash
+            raise Duplicate(f"already read ({first_key})")
         own_key = f"{SECOND_COPY}{msg.raw_sha256}"
         first = batch.first_copies.get(first_key)
-        stored = {first.raw_sha256} if first is not None else set()
+        stored: dict[str, PackedBlob | None] = {first.raw_sha256: None} if first is not None else {}
         if first_key in batch.known and msg.message_id:
-            stored |= store.inbound_copies(session, msg.message_id)
+            stored.update(store.inbound_copies(session, msg.message_id))
         if own_key in batch.seen or msg.raw_sha256 in stored or store.intake_recorded(session, own_key):
             raise Duplicate(f"already stored ({first_key})")
         if first is None:
@@ -443,10 +449,10 @@ class Ingestor:
         log.warning("%s: Message-ID already used by %s; kept as a mail of its own", msg.message_id,
                     "a mail with other content" if first is not None else "a mail not kept")
 
-    def _stored_copy(self, session: Session, shas: set[str]) -> InboundMessage | None:
-        for sha in sorted(shas):
+    def _stored_copy(self, session: Session, copies: dict[str, PackedBlob | None]) -> InboundMessage | None:
+        for sha in sorted(copies):
             try:
-                stored = parse_one(store.read_blob(session, self.blobs, sha), self.ctx.config.limits)
+                stored = parse_one(store.read_blob(session, self.blobs, sha, copies[sha]), self.ctx.config.limits)
             except BlobMissing as exc:
                 log.warning("%s", exc)
                 continue

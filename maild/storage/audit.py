@@ -29,9 +29,15 @@ def audit_blobs(db: Connection, blobs: BlobStore,
     which mail, if any, is gone, before a customer or a retry finds out."""
     m, a, q = messages.c, attachments.c, quarantine.c
     wanted: dict[str, str] = {}
-    for message_id, ticket_id, sha in db.execute(
-            select(m.message_id, m.ticket_id, m.raw_sha256).where(m.raw_sha256.is_not(None)).order_by(m.id)):
-        wanted.setdefault(str(sha), f"raw mail <{message_id}>" + (f" (ticket {ticket_id})" if ticket_id else ""))
+    placed: dict[tuple[str, PackedBlob], str] = {}  # raw mail its message row places (0011), by (sha256, place)
+    for message_id, ticket_id, sha, pack, offset, length in db.execute(
+            select(m.message_id, m.ticket_id, m.raw_sha256, m.raw_pack, m.raw_offset, m.raw_length)
+            .where(m.raw_sha256.is_not(None)).order_by(m.id)):
+        what = f"raw mail <{message_id}>" + (f" (ticket {ticket_id})" if ticket_id else "")
+        if pack is None or offset is None or length is None:
+            wanted.setdefault(str(sha), what)
+        else:
+            placed.setdefault((str(sha), PackedBlob(pack, offset, length)), what)
     for filename, sha, message_id in db.execute(
             select(a.filename, a.sha256, m.message_id)
             .join(messages, a.message_row_id == m.id).order_by(a.id)):
@@ -39,17 +45,20 @@ def audit_blobs(db: Connection, blobs: BlobStore,
     for quarantine_id, sha in db.execute(select(q.id, q.raw_sha256)):
         wanted.setdefault(sha, f"quarantined mail {quarantine_id}")
     places = {row.sha256: PackedBlob(row.pack, row.offset, row.length) for row in db.execute(select(pack_index))}
+    # (sha256, its place or None for a loose file, what it is), pack by pack, front to back: one pass over each file
+    todo = [(sha, places.get(sha), what) for sha, what in wanted.items()]
+    todo += [(sha, where, what) for (sha, where), what in placed.items()]
+    todo.sort(key=lambda t: (t[1].pack, t[1].offset) if t[1] is not None else ("~", 0))
     audit = StorageAudit()
-    # pack by pack, front to back: one pass over each file
-    for sha in sorted(wanted, key=lambda h: (places[h].pack, places[h].offset) if h in places else ("~", 0)):
+    for sha, where, what in todo:
         audit.checked += 1
         if progress is not None:
-            progress(audit.checked, len(wanted))
+            progress(audit.checked, len(todo))
         try:  # both reads check the bytes against their sha256
-            if sha in places:
-                blobs.read(places[sha], sha)
+            if where is not None:
+                blobs.read(where, sha)
             else:
                 blobs.get(sha)
         except BlobMissing as exc:
-            audit.problems.append(f"{wanted[sha]}: {exc}")
+            audit.problems.append(f"{what}: {exc}")
     return audit

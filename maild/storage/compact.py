@@ -3,13 +3,16 @@
 Retention and ``maild forget`` remove rows; the bytes of the mail and
 attachments they named stay in append-only packs until this rewrites them.
 ``drop_unreferenced`` deletes the ``pack_index`` rows (and loose files) of blobs
-no message, attachment or quarantine row names. ``compact`` then rewrites each
-pack with enough dead bytes, online, crash-safe at every step:
+no message, attachment or quarantine row names; a raw mail its message row
+places (``messages.raw_pack``, since 0011) is dead once that row lets go of it.
+``compact`` then rewrites each pack with enough dead bytes, online, crash-safe
+at every step:
 
 1. the live blobs are copied into a new pack, created under an exclusive lock
    (no writer adopts a locked pack) and synced to disk;
-2. one transaction points their ``pack_index`` rows at the new pack; until it
-   commits every row still names the old pack, intact;
+2. one transaction points their ``pack_index`` rows, and the message rows that
+   place raw mail there, at the new pack; until it commits every row still
+   names the old pack, intact;
 3. the old pack, now named by no row, is deleted by a later pass, never by
    the one that emptied it, so a reader that looked a blob up just before the
    commit can still open it.
@@ -102,9 +105,8 @@ def compact(sessions: sessionmaker[Session], blobs: BlobStore, dead_share: float
         try:
             size = os.fstat(fd).st_size
             with sessions() as session:
-                live = [(row.sha256, PackedBlob(row.pack, row.offset, row.length)) for row in session.scalars(
-                    select(PackIndex).where(PackIndex.pack == name).order_by(PackIndex.offset))]
-            live_bytes = sum(where.length for _, where in live)
+                live = _live(session, name)
+            live_bytes = sum(length for _, length in {(where.offset, where.length) for _, where, _ in live})
             if not live:
                 os.unlink(path)
                 result.deleted.append(name)
@@ -123,29 +125,54 @@ def compact(sessions: sessionmaker[Session], blobs: BlobStore, dead_share: float
     return result
 
 
-def _rewrite(sessions: sessionmaker[Session], blobs: BlobStore, old: str,
-             live: list[tuple[str, PackedBlob]]) -> str:
+# a live blob of a pack: (sha256, where, the message row that places it, or None for its pack_index row)
+Live = tuple[str, PackedBlob, int | None]
+
+
+def _live(session: Session, name: str) -> list[Live]:
+    """The blobs of pack ``name`` a row names, in the pack's order: pack_index's (attachments, raw mail
+    no message places, rows from before 0011) and the raw mail message rows place (``ix_messages_raw_pack``)."""
+    live: list[Live] = [(row.sha256, PackedBlob(row.pack, row.offset, row.length), None) for row in session.scalars(
+        select(PackIndex).where(PackIndex.pack == name))]
+    live += [(str(sha), PackedBlob(name, offset, length), row_id)
+             for row_id, sha, offset, length in session.execute(
+                 select(MessageRow.id, MessageRow.raw_sha256, MessageRow.raw_offset, MessageRow.raw_length)
+                 .where(MessageRow.raw_pack == name))
+             if sha is not None and offset is not None and length is not None]
+    live.sort(key=lambda blob: blob[1].offset)
+    return live
+
+
+def _rewrite(sessions: sessionmaker[Session], blobs: BlobStore, old: str, live: list[Live]) -> str:
     name = f"{time.time_ns():019d}-{os.getpid()}.pack"
     fd = os.open(blobs.packs / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # new and unknown to others: never waits; keeps writers off it
         blobs._adopt(fd)
-        moved: list[tuple[str, int, int]] = []
+        moved: list[tuple[str, int, int, int | None]] = []
+        copied: dict[tuple[int, int], int] = {}  # old (offset, length) -> new offset: bytes two rows name, copied once
         offset = 0
-        for sha, where in live:
-            data = blobs.read(where, sha)  # checked against its sha256 on the way
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            moved.append((sha, offset, len(data)))
-            offset += len(data)
+        for sha, where, row_id in live:
+            new_offset = copied.get((where.offset, where.length))
+            if new_offset is None:
+                data = blobs.read(where, sha)  # checked against its sha256 on the way
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                new_offset = copied[(where.offset, where.length)] = offset
+                offset += len(data)
+            moved.append((sha, new_offset, where.length, row_id))
         os.fsync(fd)
         sync_filesystem(blobs.packs)
         _before_commit()
         with sessions() as session, session.begin():
-            for sha, new_offset, length in moved:
-                session.execute(update(PackIndex).where(PackIndex.sha256 == sha, PackIndex.pack == old)
-                                .values(pack=name, offset=new_offset, length=length))
+            for sha, new_offset, length, row_id in moved:
+                if row_id is None:
+                    session.execute(update(PackIndex).where(PackIndex.sha256 == sha, PackIndex.pack == old)
+                                    .values(pack=name, offset=new_offset, length=length))
+                else:
+                    session.execute(update(MessageRow).where(MessageRow.id == row_id, MessageRow.raw_pack == old)
+                                    .values(raw_pack=name, raw_offset=new_offset, raw_length=length))
     finally:
         os.close(fd)
     return name

@@ -119,6 +119,9 @@ class MessageRow(Base):
     internal: Mapped[bool]
     notes: Mapped[list[Any]]
     reused_id: Mapped[bool]
+    raw_pack: Mapped[str | None]
+    raw_offset: Mapped[int | None]
+    raw_length: Mapped[int | None]
 
     ticket: Mapped[Ticket | None] = relationship(back_populates="messages")
     attachments: Mapped[list[AttachmentRow]] = relationship(lazy="raise_on_sql")

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, and_, func, insert, or_, select, text, upd
 from sqlalchemy.orm import Session
 
 from maild.errors import ConfigError
-from maild.storage.blobs import BlobStore, PackedBlob
+from maild.storage.blobs import BlobMissing, BlobStore, PackedBlob
 from maild.rules.customers import Customer
 from maild.rules.kinds import contract_terms
 # the reads without the ORM live in queries; re-exported for the callers that know them here
@@ -80,14 +80,20 @@ def _looked_up() -> ColumnElement[bool]:
     return text(f"({MESSAGE_ID_LOOKUP})")  # type: ignore[return-value]
 
 
-def inbound_copies(session: Session, message_id: str) -> set[str]:
-    """sha256 of the raw bytes of each stored inbound mail with this Message-ID: the first
-    (intake's row under the Message-ID) and those kept under ``dup:<sha256>`` (``reused_id``)."""
-    first = (select(MessageRow.raw_sha256).join(Intake, Intake.message_row_id == MessageRow.id)
+def inbound_copies(session: Session, message_id: str) -> dict[str, PackedBlob | None]:
+    """Each stored inbound mail with this Message-ID, by the sha256 of its raw bytes: the first
+    (intake's row under the Message-ID) and those kept under ``dup:<sha256>`` (``reused_id``),
+    with the place its message row gives (None: found by hash, ``read_blob``)."""
+    columns = (MessageRow.raw_sha256, MessageRow.raw_pack, MessageRow.raw_offset, MessageRow.raw_length)
+    first = (select(*columns).join(Intake, Intake.message_row_id == MessageRow.id)
              .where(Intake.dedupe_key == message_id, MessageRow.direction == "in"))
-    others = select(MessageRow.raw_sha256).where(MessageRow.message_id == message_id, MessageRow.direction == "in",
-                                                 _looked_up())
-    return {sha for sha in session.scalars(first.union_all(others)) if sha}
+    others = select(*columns).where(MessageRow.message_id == message_id, MessageRow.direction == "in", _looked_up())
+    return {sha: _place(pack, offset, length) for sha, pack, offset, length in session.execute(first.union_all(others))
+            if sha}
+
+
+def _place(pack: str | None, offset: int | None, length: int | None) -> PackedBlob | None:
+    return None if pack is None or offset is None or length is None else PackedBlob(pack, int(offset), int(length))
 
 
 def tickets_by_message_id(session: Session, message_ids: Iterable[str]) -> dict[str, int]:
@@ -134,10 +140,22 @@ def blob_stored(session: Session, blobs: BlobStore, sha256: str) -> bool:
     return blob_place(session, sha256) is not None or blobs.path_for(sha256).exists()
 
 
-def read_blob(session: Session, blobs: BlobStore, sha256: str) -> bytes:
-    """Stored bytes (a raw mail, an attachment), from their pack or else their loose file."""
-    where = blob_place(session, sha256)
+def read_blob(session: Session, blobs: BlobStore, sha256: str, where: PackedBlob | None = None) -> bytes:
+    """Stored bytes (an attachment, a raw mail), from ``where`` (a message row's place of its raw
+    mail), else their pack found by hash, else their loose file."""
+    if where is None:
+        where = blob_place(session, sha256)
     return blobs.get(sha256) if where is None else blobs.read(where, sha256)
+
+
+def raw_mail(session: Session, blobs: BlobStore, message_row_id: int) -> bytes:
+    """A stored message's raw mail: at the place its row gives (mail stored since 0011), else found
+    by its sha256. BlobMissing when the row keeps none (erased, retention) or the bytes are gone."""
+    row = session.execute(select(MessageRow.raw_sha256, MessageRow.raw_pack, MessageRow.raw_offset,
+                                 MessageRow.raw_length).where(MessageRow.id == message_row_id)).one_or_none()
+    if row is None or not row[0]:
+        raise BlobMissing(f"storage {blobs.root}: message {message_row_id} keeps no raw mail")
+    return read_blob(session, blobs, row[0], _place(row[1], row[2], row[3]))
 
 
 class RowIds:
@@ -220,6 +238,11 @@ class BatchRows:
                                     Intake.__table__, OutboxRow.__table__)
         }
         self._packed: dict[str, dict[str, Any]] = {}
+        # raw mail appended in this batch and not settled yet (``raw_packed``), the message row that placed each,
+        # and the message rows an intake row names
+        self._raw: dict[str, PackedBlob] = {}
+        self._placed: dict[str, int] = {}
+        self._linked: set[int] = set()
         # the recipients of every outbox row queued here, written or not, by Message-ID
         self.queued_recipients: dict[str, list[str]] = {}
         index: Any = PackIndex.__table__
@@ -240,17 +263,37 @@ class BatchRows:
         """Whether these bytes were packed in this batch and are not written yet."""
         return sha256 in self._packed
 
+    def raw_packed(self, sha256: str, where: PackedBlob) -> None:
+        """A raw mail just appended to a pack: a message row made for it (``message`` with this
+        ``raw_sha256``) carries the place; ``raw_settled`` indexes it by hash if none did."""
+        self._raw.setdefault(sha256, where)
+
+    def raw_settled(self, sha256: str) -> None:
+        """The mail is dealt with: its raw bytes go to pack_index unless the message row its intake
+        row names placed them. A second copy of a mail finds the first's bytes through that intake
+        row (``inbound_copies``); any other mail's (a discarded one has no message row, a rejected
+        consultant command a row its intake row does not name) only by hash (``blob_stored``)."""
+        where = self._raw.pop(sha256, None)
+        row_id = self._placed.pop(sha256, None)
+        if where is not None and (row_id is None or row_id not in self._linked):
+            self.packed(sha256, where)
+
     def message(self, *, ticket_id: int | None, message_id: str | None, direction: str, role: str, kind: str,
                 from_addr: str, from_name: str, to_addrs: Sequence[str], cc_addrs: Sequence[str], subject: str,
                 date: datetime, text_new: str, text_quoted: str = "", raw_sha256: str | None = None, size: int = 0,
                 internal: bool = False, notes: Sequence[str] = (), reused_id: bool = False) -> int:
         row_id = self.message_ids.take()
+        place = self._raw.get(raw_sha256) if raw_sha256 else None
+        if place is not None:
+            self._placed.setdefault(str(raw_sha256), row_id)
         self._rows[MessageRow.__table__].append({
             "id": row_id, "ticket_id": ticket_id, "message_id": message_id, "direction": direction, "role": role,
             "kind": kind, "from_addr": from_addr, "from_name": from_name, "to_addrs": list(to_addrs),
             "cc_addrs": list(cc_addrs), "subject": subject, "date": date, "text_new": text_new,
             "text_quoted": text_quoted, "raw_sha256": raw_sha256, "size": size, "internal": internal,
             "notes": list(notes), "reused_id": reused_id,
+            "raw_pack": place.pack if place else None, "raw_offset": place.offset if place else None,
+            "raw_length": place.length if place else None,
         })
         return row_id
 
@@ -266,6 +309,8 @@ class BatchRows:
 
     def intake(self, *, dedupe_key: str, source_key: str, disposition: str, reason: str, arrived_at: datetime,
                now: datetime, ticket_id: int | None = None, message_row_id: int | None = None) -> None:
+        if message_row_id is not None:
+            self._linked.add(message_row_id)
         self._rows[Intake.__table__].append({
             "dedupe_key": dedupe_key, "source_key": source_key, "disposition": disposition, "reason": reason,
             "ticket_id": ticket_id, "message_row_id": message_row_id, "arrived_at": arrived_at,
@@ -302,10 +347,16 @@ class BatchRows:
         """Forget what is pending: the savepoint it belonged to was rolled back.
 
         The pack index stays: the bytes are in the pack whatever became of the
-        mail, as a loose file stayed when blobs were stored that way.
+        mail, as a loose file stayed when blobs were stored that way. A raw
+        mail whose message row is dropped here is indexed when it settles.
         """
         for row in self._rows[OutboxRow.__table__]:
             self.queued_recipients.pop(row["message_id"], None)
+        for row in self._rows[MessageRow.__table__]:
+            if row["raw_pack"] is not None and self._placed.get(row["raw_sha256"]) == row["id"]:
+                del self._placed[row["raw_sha256"]]
+        for row in self._rows[Intake.__table__]:
+            self._linked.discard(row["message_row_id"])
         for rows in self._rows.values():
             rows.clear()
 

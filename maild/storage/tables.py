@@ -57,6 +57,8 @@ AWAITING_REACTION = "status IN ('new', 'open', 'waiting') AND first_response_at 
 # cost a random leaf page per mail at a million mails. A query must carry this condition as it is written
 # (in parentheses) for SQLite and PostgreSQL to use the index.
 MESSAGE_ID_LOOKUP = "direction = 'out' OR reused_id"
+# The messages whose raw mail sits in a pack at the place the row names (0011; ix_messages_raw_pack).
+RAW_PLACED = "raw_pack IS NOT NULL"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -121,7 +123,9 @@ tickets = Table(
     Column("requester_name", String(300), nullable=False, default=""),
     Column("language", String(8), nullable=False, default="pl"),
     Column("customer_id", String(100), ForeignKey("customers.id"), index=True),
-    Column("contract_id", String(100), ForeignKey("contracts.id"), index=True),
+    # not indexed (0011 dropped ix_tickets_contract_id): no statement reads tickets by contract, and each
+    # new ticket wrote a leaf per contract per batch into it (~310 WAL pages per 2,000 mails at 1M)
+    Column("contract_id", String(100), ForeignKey("contracts.id")),
     Column("contract_kind", String(16), nullable=False, default=FALLBACK_KIND),
     Column("verified", Boolean, nullable=False, default=False),
     Column("tier", Integer, nullable=False, default=3),
@@ -174,7 +178,15 @@ messages = Table(
     Column("notes", JSON, nullable=False, default=list),
     # an inbound mail kept under ``dup:<sha256>`` because another stored mail has its Message-ID
     Column("reused_id", Boolean, nullable=False, default=False, server_default=false()),
+    # Where the raw mail (``raw_sha256``) sits in the packs, for mail stored since 0011: found through
+    # its message, not through pack_index's sha256 key, a random key per mail (a leaf page of a
+    # million-row B-tree written per mail). NULL: the place is in pack_index (or a loose file).
+    Column("raw_pack", String(40)),
+    Column("raw_offset", BigInteger),
+    Column("raw_length", BigInteger),
     Index("ix_messages_message_id_lookup", "message_id", sqlite_where=text(MESSAGE_ID_LOOKUP)),
+    # a pack's raw mail, for compaction; appended in (pack, offset) order as mail arrives
+    Index("ix_messages_raw_pack", "raw_pack", "raw_offset", sqlite_where=text(RAW_PLACED)),
 )
 
 attachments = Table(
@@ -187,10 +199,12 @@ attachments = Table(
     Column("sha256", String(64), nullable=False),
 )
 
-# Where a raw mail's or an attachment's bytes sit in the packs under the storage
-# path. Written in the transaction that stores what became of the mail, so a row
-# here always points at bytes already flushed to disk. Blobs stored before packs,
-# and quarantined mail, are loose files with no row here.
+# Where an attachment's bytes (and a raw mail's that no message row places: a
+# discarded mail, mail stored before 0011) sit in the packs under the storage
+# path, found by their sha256: an attachment is packed once per content. Written
+# in the transaction that stores what became of the mail, so a row here always
+# points at bytes already flushed to disk. Blobs stored before packs, and
+# quarantined mail, are loose files with no row here.
 pack_index = Table(
     "pack_index", metadata,
     Column("sha256", String(64), primary_key=True),
@@ -370,3 +384,5 @@ def for_postgresql() -> None:
     for index in messages.indexes:
         if index.name == "ix_messages_message_id_lookup":
             index.dialect_options["postgresql"]["where"] = text(MESSAGE_ID_LOOKUP)
+        elif index.name == "ix_messages_raw_pack":
+            index.dialect_options["postgresql"]["where"] = text(RAW_PLACED)

@@ -219,6 +219,58 @@ def test_compaction_survives_a_crash_before_the_index_moves(tmp_path: Path,
     assert not any(b"second, erased" in (blobs.packs / name).read_bytes() for name in left)
 
 
+def test_compaction_moves_the_raw_mail_a_message_row_places(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Since 0011 a stored mail's raw bytes are named by its message row, not by pack_index: compaction keeps
+    them live, copies them with the indexed blobs, and moves the row's place in the same transaction; until
+    that commits (a crash after the copy) the row still names the old pack, intact."""
+    import hashlib
+
+    from maild.storage.store import raw_mail
+
+    sessions, blobs, stored = _store(tmp_path)
+    packs = sorted(p.name for p in blobs.packs.iterdir())
+    raw = b"From: jan@acme.pl\r\nSubject: placed\r\n\r\n" + b"body " * 500
+    blobs._pack = None
+    blobs._start_pack()
+    assert blobs._pack is not None and blobs._pack[0] == packs[1], "the newest pack takes the append"
+    blobs.close()
+    # put the raw mail into the older pack A, as if it had been appended there before B was started
+    path_a = blobs.packs / packs[0]
+    offset = path_a.stat().st_size
+    with open(path_a, "ab") as pack:
+        pack.write(raw)
+    sha = hashlib.sha256(raw).hexdigest()
+    with sessions() as session, session.begin():
+        session.add(MessageRow(id=7, direction="in", role="customer", kind="human", subject="placed",
+                               date=datetime.now(UTC), raw_sha256=sha, raw_pack=packs[0], raw_offset=offset,
+                               raw_length=len(raw)))
+        session.query(PackIndex).filter(PackIndex.sha256 == stored[1][0]).delete()
+
+    def crash() -> None:
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(compact_module, "_before_commit", crash)
+    with pytest.raises(KeyboardInterrupt):
+        compact(sessions, blobs)
+    with sessions() as session:
+        assert raw_mail(session, blobs, 7) == raw  # still at the old place, intact
+    monkeypatch.undo()
+    assert compact(sessions, blobs).rewritten == [packs[0]]
+    with sessions() as session:
+        row = session.get(MessageRow, 7)
+        assert row is not None and row.raw_pack not in (None, packs[0])
+        assert raw_mail(session, blobs, 7) == raw
+    _read_all(sessions, blobs, [stored[0], stored[2], stored[3]])
+    for _ in range(3):
+        compact(sessions, blobs)
+    left = sorted(p.name for p in blobs.packs.iterdir())
+    assert packs[0] not in left
+    assert not any(b"second, erased" in (blobs.packs / name).read_bytes() for name in left)
+    with sessions() as session:
+        assert raw_mail(session, blobs, 7) == raw
+
+
 def test_the_daemon_applies_retention_once_a_day(desk: tuple[Path, Daemon]) -> None:
     config, _ = desk
     config.write_text(config.read_text() + "\n[retention]\nraw_mail_months = 6\n")

@@ -93,7 +93,9 @@ def test_quarantine_list_and_retry_after_fix(db: str, tmp_path: Path, smtp_sink:
         ticket = session.scalars(select(Ticket)).one()
         assert ticket.subject == "trigger the bug"
         row = session.scalars(select(MessageRow).where(MessageRow.direction == "in")).one()
-        assert session.scalar(select(func.count()).select_from(PackIndex)) == 1
+        assert session.scalar(select(func.count()).select_from(PackIndex)) == 1  # the failed attempts' bytes
+        assert row.raw_pack is not None, "the retry's bytes are placed by its message row"
+        assert b"Subject: trigger the bug" in store.raw_mail(session, daemon.blobs, row.id)
         assert b"Subject: trigger the bug" in store.read_blob(session, daemon.blobs, row.raw_sha256 or "")
     daemon.run_once()
     assert [m.parsed["Subject"] for m in smtp_sink.wait_for(1)] == ["[SUP-1] trigger the bug"]

@@ -43,7 +43,7 @@ def _check(daemon: Daemon, raw: bytes, payload: bytes) -> None:
         assert not session.scalars(select(AttachmentRow).where(AttachmentRow.message_row_id == row.id)).all()
         assert hashlib.sha256(payload).hexdigest() not in set(session.scalars(select(PackIndex.sha256)))
         assert row.raw_sha256 is not None
-        kept = store.read_blob(session, daemon.blobs, row.raw_sha256)
+        kept = store.raw_mail(session, daemon.blobs, row.id)
     assert 0 < len(kept) <= MB, f"kept {len(kept)} bytes of the mail: only what was fetched"
     assert raw.replace(b"\r\n", b"\n").startswith(kept.replace(b"\r\n", b"\n")[:1000])
 

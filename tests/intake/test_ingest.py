@@ -90,6 +90,61 @@ def test_same_message_twice_changes_nothing(env: dict[str, Any]) -> None:
     assert len(env["sink"].messages) == 1
 
 
+def test_a_mail_without_message_id_read_again_changes_nothing(env: dict[str, Any]) -> None:
+    """Its dedupe key is its bytes' hash, and its message row places the bytes (no pack_index row since
+    0011): read again after a crash before the move or a UIDVALIDITY reset, it is the same mail."""
+    raw = make_mail(msgid=None, subject="Bez Message-ID")
+    env["box"].add(raw)
+    run(env)
+    env["box"].add(raw)
+    daemon = run(env)
+    with daemon.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Ticket)) == 1
+        assert session.scalar(select(func.count()).select_from(Intake)) == 1
+        assert session.scalar(select(func.count()).select_from(MessageRow).where(MessageRow.direction == "in")) == 1
+    assert len(env["sink"].wait_for(1)) == 1 and len(env["sink"].messages) == 1
+
+
+def test_raw_mail_is_placed_by_its_message_row_and_attachments_and_discards_by_hash(env: dict[str, Any]) -> None:
+    """0011: a kept mail's raw bytes are found through its message row, with no pack_index row (a random
+    key per mail); an attachment is packed once per content and found by hash, and so is the raw mail of a
+    discarded mail (no message row): the same bytes read again are known by that hash, not stored twice."""
+    from email.message import EmailMessage
+
+    from maild.storage.models import PackIndex
+
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = "jan@acme.pl", "support@firma.pl", "Skan", "<p1@acme.pl>"
+    msg.set_content("W załączeniu skan.")
+    msg.add_attachment(b"%PDF skan " * 50, maintype="application", subtype="pdf", filename="skan.pdf")
+    kept = msg.as_bytes(policy=policy.SMTP)
+    back = make_mail(msgid="<back@firma.pl>", subject="[SUP-9] odbite", headers={"X-Maild-Origin": "maild"})
+    env["box"].add(kept)
+    env["box"].add(back)
+    daemon = run(env)
+    with daemon.sessions() as session:
+        row = session.scalars(select(MessageRow).where(MessageRow.direction == "in")).one()
+        indexed = set(session.scalars(select(PackIndex.sha256)))
+        [att] = session.scalars(select(AttachmentRow)).all()
+        discarded = session.scalars(select(Intake).where(Intake.dedupe_key == "back@firma.pl")).one()
+        assert discarded.disposition == "discard" and discarded.message_row_id is None
+        assert row.raw_pack is not None and row.raw_length == len(kept)
+        assert row.raw_sha256 not in indexed, "a kept mail's raw bytes are placed by its row, not indexed by hash"
+        assert att.sha256 in indexed
+        assert len(indexed) == 2, "the attachment and the discarded mail"
+        assert store.raw_mail(session, daemon.blobs, row.id) == kept
+        assert store.read_blob(session, daemon.blobs, att.sha256) == b"%PDF skan " * 50
+    env["box"].add(back)  # read again: found by hash, nothing new
+    env["box"].add(kept)
+    daemon = run(env)
+    with daemon.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Intake)) == 2
+        assert session.scalar(select(func.count()).select_from(Ticket)) == 1
+        assert session.scalar(select(func.count()).select_from(PackIndex)) == 2
+    capsys_free = cli_main(["--config", str(env["path"]), "storage", "verify"])
+    assert capsys_free == 0
+
+
 def test_queue_order_by_tier_then_urgency(env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     env["box"].add(make_mail(sender="x@unknown.pl", subject="Pilne! kto to?", msgid="<u@x>"))
     env["box"].add(make_mail(sender="biuro@kowalski.pl", subject="Pytanie", msgid="<o@x>"))
@@ -339,9 +394,13 @@ def test_a_reply_to_a_reused_message_id_finds_the_latest_mail_under_it(env: dict
                                 .where(MessageRow.message_id == "same@webform.acme.pl").order_by(MessageRow.id)).all()
         assert [tuple(m) for m in marks] == [(1, False), (2, True)]
         assert session.scalars(select(MessageRow.ticket_id).where(MessageRow.message_id == "r1@acme.pl")).one() == 2
-        assert store.inbound_copies(session, "same@webform.acme.pl") == set(
-            session.scalars(select(MessageRow.raw_sha256).where(MessageRow.direction == "in",
-                                                                MessageRow.message_id == "same@webform.acme.pl")))
+        copies = store.inbound_copies(session, "same@webform.acme.pl")
+        rows = session.execute(select(MessageRow.id, MessageRow.raw_sha256).where(
+            MessageRow.direction == "in", MessageRow.message_id == "same@webform.acme.pl")).all()
+        assert set(copies) == {sha for _, sha in rows}
+        for row_id, sha in rows:  # each at its message row's place (0011)
+            assert copies[sha] is not None and daemon.blobs.read(copies[sha], sha) == store.raw_mail(
+                session, daemon.blobs, row_id)
 
 
 def test_message_rows_keep_raw_and_attachments(env: dict[str, Any]) -> None:
@@ -360,7 +419,7 @@ def test_message_rows_keep_raw_and_attachments(env: dict[str, Any]) -> None:
     with daemon.sessions() as session:
         row = session.scalars(select(MessageRow).where(MessageRow.direction == "in")).one()
         assert row.subject == "Zażółć gęślą jaźń"
-        assert store.read_blob(session, daemon.blobs, row.raw_sha256 or "") == raw
+        assert store.raw_mail(session, daemon.blobs, row.id) == raw
         assert not daemon.blobs.path_for(row.raw_sha256 or "").exists(), "raw mail is packed, not a file of its own"
         [att] = session.scalars(select(AttachmentRow)).all()
         assert att.filename == "raport płac.bin"
@@ -396,6 +455,18 @@ def test_storage_verify_reads_back_every_blob_and_names_the_mail_whose_bytes_are
     out = capsys.readouterr().out
     assert "attachment 'skan.pdf' of <scan@acme.pl>" in out and "damaged" in out
     assert "3 blobs read back" in out and "1 missing or damaged" in out
+
+    with daemon.sessions() as session:  # a raw mail is read at the place its message row gives (0011)
+        row = session.scalars(select(MessageRow).where(MessageRow.message_id == "plain@acme.pl")).one()
+        assert row.raw_pack is not None and row.raw_offset is not None
+    raw_pack = daemon.config.storage_path / "blobs" / "packs" / row.raw_pack
+    data = bytearray(raw_pack.read_bytes())
+    data[row.raw_offset + 3] ^= 0xFF
+    raw_pack.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert cli_main(["--config", str(env["path"]), "storage", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert "raw mail <plain@acme.pl> (ticket " in out and "2 missing or damaged" in out, out
 
     pack.unlink()
     capsys.readouterr()

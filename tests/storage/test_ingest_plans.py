@@ -110,7 +110,7 @@ def test_message_ids_are_looked_up_through_the_partial_index_and_intake(tmp_path
         event.listen(engine, "before_cursor_execute",
                      lambda conn, cursor, statement, params, context, many: statements.append((statement, params)))
         assert store.tickets_by_message_id(session, ["a@acme.pl", "maild.t1.ack.x@h"]) == {}
-        assert store.inbound_copies(session, "a@acme.pl") == set()
+        assert store.inbound_copies(session, "a@acme.pl") == {}
     recorded = list(statements)
     plans: list[str] = []
     with engine.connect() as conn:

@@ -33,6 +33,7 @@ def test_postgres_migrations_match_the_models(pg_url: str) -> None:
 @pytest.mark.parametrize(("table", "index", "condition"), [
     ("tickets", "ix_tickets_awaiting_reaction", "first_response_at IS NULL"),
     ("messages", "ix_messages_message_id_lookup", "reused_id"),
+    ("messages", "ix_messages_raw_pack", "raw_pack IS NOT NULL"),
 ])
 def test_partial_indexes_keep_their_condition_on_both_databases(tmp_path: pytest.TempPathFactory, pg_url: str,
                                                                table: str, index: str, condition: str) -> None:
@@ -89,3 +90,38 @@ def test_0010_marks_the_mail_stored_under_a_reused_message_id(backend: str, tmp_
         marks = conn.execute(text("SELECT id, reused_id FROM messages ORDER BY id")).all()
     engine.dispose()
     assert [(int(i), bool(r)) for i, r in marks] == [(1, False), (2, True), (3, False)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_0011_down_gives_pack_index_back_the_places_message_rows_held(backend: str, tmp_path: pytest.TempPathFactory,
+                                                                      request: pytest.FixtureRequest) -> None:
+    """Since 0011 a stored mail's raw bytes are placed by its message row, with no pack_index row; going back
+    to 0010, whose code finds every raw mail by hash, must index each of them there (once per sha256, the
+    first row's place), and leave the rows pack_index already had as they were."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from maild.storage.db import alembic_config
+
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else f"sqlite:///{tmp_path}/m.db"
+    engine = make_engine(url)
+    upgrade(engine)
+    message = ("INSERT INTO messages (id, message_id, direction, role, kind, from_addr, from_name, to_addrs, cc_addrs,"
+               " subject, date, text_new, text_quoted, size, internal, notes, raw_sha256, raw_pack, raw_offset,"
+               " raw_length) VALUES (:id, :id, 'in', 'customer', 'human', '', '', '[]', '[]', '',"
+               " '2026-12-01 10:00:00', '', '', 0, FALSE, '[]', :sha, :pack, :offset, 10)")
+    a, b, old = "a" * 64, "b" * 64, "c" * 64
+    with engine.begin() as conn:
+        for row, sha, pack, offset in ((1, a, "p1.pack", 0), (2, a, "p2.pack", 50), (3, b, "p1.pack", 10),
+                                       (4, old, None, None)):
+            conn.execute(text(message), {"id": row, "sha": sha, "pack": pack, "offset": offset})
+        conn.execute(text('INSERT INTO pack_index (sha256, pack, "offset", length) VALUES (:sha, \'p0.pack\', 7, 10)'),
+                     {"sha": old})
+    cfg = alembic_config(engine)
+    with engine.connect() as conn, conn.begin():
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0010")
+    with engine.connect() as conn:
+        rows = conn.execute(text('SELECT sha256, pack, "offset" FROM pack_index ORDER BY sha256')).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [(a, "p1.pack", 0), (b, "p1.pack", 10), (old, "p0.pack", 7)]

@@ -1,4 +1,4 @@
-"""The indexes migrations 0008, 0009 and 0010 dropped are read by no query (SQLite's plans, with each index put back).
+"""The indexes migrations 0008, 0009, 0010 and 0011 dropped are read by no query (SQLite's plans, with each index put back).
 
 Every ingested mail writes an intake row, and each index on a table ingest
 writes costs an insert into one more B-tree, at a million mails a page read
@@ -31,7 +31,8 @@ from maild.storage.db import open_database
 from tests.helpers import deliver, maildir_source, make_mail, write_config
 
 DROPPED = {"ix_intake_source_key": "CREATE INDEX ix_intake_source_key ON intake (source_key)",
-           "ix_outbox_rate": "CREATE INDEX ix_outbox_rate ON outbox (rate_key, created_at)"}
+           "ix_outbox_rate": "CREATE INDEX ix_outbox_rate ON outbox (rate_key, created_at)",
+           "ix_tickets_contract_id": "CREATE INDEX ix_tickets_contract_id ON tickets (contract_id)"}
 # 0010 replaced the index of every message's Message-ID by a partial one (tables.MESSAGE_ID_LOOKUP): put back, the
 # full index would serve the lookups as well as the partial one, so SQLite may pick it; what must hold is that
 # without it no statement reads messages whole
@@ -59,6 +60,8 @@ def _explain(db: Path, statements: list[tuple[str, Any]], put_back: bool = True)
         probe = conn.execute("EXPLAIN QUERY PLAN SELECT count(*) FROM outbox WHERE rate_key IN ('a/b', 'c/d')"
                              " AND created_at >= '2026' GROUP BY rate_key").fetchall()
         assert "ix_outbox_rate" in str(probe), probe
+        probe = conn.execute("EXPLAIN QUERY PLAN SELECT id FROM tickets WHERE contract_id = 'acme-sla'").fetchall()
+        assert "ix_tickets_contract_id" in str(probe), probe
         return plans
     finally:
         conn.close()

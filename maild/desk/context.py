@@ -15,6 +15,7 @@ from maild.errors import ConfigError
 from maild.rules.calendar import BusinessCalendar, CalendarError
 from maild.rules.contracts import CustomerIndex
 from maild.rules.customers import Contract, Customer
+from maild.rules.peak import DaysOff, days_off_kept_by
 from maild.storage.holiday_file import HolidayFile, holidays_file
 from maild.storage.queries import ticket_ref
 
@@ -46,6 +47,13 @@ class DeskContext:
     @property
     def domain(self) -> str:
         return self.config.support.address.rsplit("@", 1)[1]
+
+    @cached_property
+    def days_off(self) -> DaysOff:
+        """The statutory days off that move the peak windows' deadlines, from the calendar's kept holidays
+        (``peak.days_off_kept_by``): asked of the library in every process, they made each daemon start's
+        first new ticket load it (~0.05 s) when the calendar had read every holiday from the kept file."""
+        return days_off_kept_by(self.calendar)
 
     @cached_property
     def support_addresses(self) -> frozenset[str]:

@@ -583,6 +583,7 @@ class Ingestor:
             kind=resolution.kind, verified=resolution.verified, subject=msg.subject, text=new_text,
             automatic=screening.automatic and screening.kind != "human",
             urgent_words=cfg.support.urgent_words, peak_windows=cfg.peak_windows, day=day,
+            days_off=self.ctx.days_off,
         )
         customer = resolution.customer
         language = (customer.language if customer else None) or msg.language or cfg.support.default_language

@@ -241,8 +241,8 @@ def default_peak_windows() -> tuple[PeakWindow, ...]:
     return windows_from_config(data["windows"])
 
 
-def active_windows(day: date, windows: Sequence[PeakWindow]) -> tuple[PeakWindow, ...]:
-    """Windows active on local date ``day``, in the order given.
+def active_windows(day: date, windows: Sequence[PeakWindow], off: DaysOff = POLISH_DAYS_OFF) -> tuple[PeakWindow, ...]:
+    """Windows active on local date ``day``, in the order given; ``off`` moves their deadlines.
 
     Cached per day: a batch of mail arrives on one or two days, and the statutory
     rules (moved deadlines, last working days) cost a few holiday lookups each.
@@ -250,24 +250,25 @@ def active_windows(day: date, windows: Sequence[PeakWindow]) -> tuple[PeakWindow
     if isinstance(windows, tuple):
         # the config's own tuple, asked for every new ticket: found by identity, not by hashing
         # every window's rules and words again (a tenth of a ticket's prioritising)
-        hit = _ACTIVE_BY_IDENTITY.get((id(windows), day))
-        if hit is not None and hit[0] is windows:
-            return hit[1]
-        found = _active_on(day, windows)
+        hit = _ACTIVE_BY_IDENTITY.get((id(windows), id(off), day))
+        if hit is not None and hit[0] is windows and hit[1] is off:
+            return hit[2]
+        found = _active_on(day, windows, off)
         if len(_ACTIVE_BY_IDENTITY) >= 256:
             _ACTIVE_BY_IDENTITY.clear()
-        # the tuple is kept with its answer, so its id cannot be reused while the entry lives
-        _ACTIVE_BY_IDENTITY[(id(windows), day)] = (windows, found)
+        # the tuple and days off are kept with their answer, so their ids cannot be reused while the entry lives
+        _ACTIVE_BY_IDENTITY[(id(windows), id(off), day)] = (windows, off, found)
         return found
-    return _active_on(day, tuple(windows))
+    return _active_on(day, tuple(windows), off)
 
 
-_ACTIVE_BY_IDENTITY: dict[tuple[int, date], tuple[tuple[PeakWindow, ...], tuple[PeakWindow, ...]]] = {}
+_ACTIVE_BY_IDENTITY: dict[tuple[int, int, date],
+                          tuple[tuple[PeakWindow, ...], DaysOff, tuple[PeakWindow, ...]]] = {}
 
 
 @lru_cache(maxsize=256)
-def _active_on(day: date, windows: tuple[PeakWindow, ...]) -> tuple[PeakWindow, ...]:
-    return tuple(window for window in windows if window.is_active(day))
+def _active_on(day: date, windows: tuple[PeakWindow, ...], off: DaysOff = POLISH_DAYS_OFF) -> tuple[PeakWindow, ...]:
+    return tuple(window for window in windows if window.is_active(day, off))
 
 
 _TOKEN = re.compile(r"[^\W\d_]+|\d+")
@@ -359,13 +360,13 @@ def _phrase_in(phrase: tuple[str, ...], words: _Words) -> bool:
     )
 
 
-def peak_match(text: str, day: date, windows: Sequence[PeakWindow]) -> PeakMatch | None:
+def peak_match(text: str, day: date, windows: Sequence[PeakWindow], off: DaysOff = POLISH_DAYS_OFF) -> PeakMatch | None:
     """The active window whose topic words appear in ``text`` (pass subject and body).
 
     When several active windows match, the one with most distinct topic words wins;
-    ties go to the earlier window.
+    ties go to the earlier window. ``off``: the days off that move the windows' deadlines.
     """
-    active = active_windows(day, windows)
+    active = active_windows(day, windows, off)
     if not active:
         return None
     words = _Words(text)

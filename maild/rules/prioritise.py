@@ -18,7 +18,7 @@ from maild.rules.customers import ContractKind
 from maild.rules.kinds import TIER_BY_KIND as TIER_BY_KIND
 from maild.rules.kinds import TIER_NAMES as TIER_NAMES
 from maild.rules.kinds import UNVERIFIED_TIER as UNVERIFIED_TIER
-from maild.rules.peak import PeakWindow, peak_match
+from maild.rules.peak import POLISH_DAYS_OFF, DaysOff, PeakWindow, peak_match
 
 PRIORITIES = ("P1", "P2", "P3", "P4")
 
@@ -56,6 +56,7 @@ def prioritise(
     urgent_words: tuple[str, ...],
     peak_windows: Sequence[PeakWindow],
     day: date,
+    days_off: DaysOff = POLISH_DAYS_OFF,
 ) -> Priority:
     reasons: list[str] = []
     if verified:
@@ -68,7 +69,7 @@ def prioritise(
     # without letting a long quoted history full of old words decide.
     head = subject + "\n" + text[:2000]
     found = urgent_words_in(head, urgent_words)
-    peak = peak_match(head, day, peak_windows)
+    peak = peak_match(head, day, peak_windows, days_off)
     if automatic:
         priority = "P4"
         reasons.append("P4: automatic mail")

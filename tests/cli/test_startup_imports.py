@@ -164,6 +164,22 @@ def test_run_once_with_mail_still_parses_and_sends(tmp_path: Path, smtp_sink: Sm
     assert smtp_sink.wait_for(1)
 
 
+def test_run_once_with_mail_after_the_first_start_ranks_tickets_without_the_holidays_library(
+        tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    """A new ticket's peak ranking moves the windows' deadlines with the calendar's kept holidays
+    (``DeskContext.days_off``): once a daemon kept them, the next start's mail loads no library."""
+    path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)
+    now = datetime.now(timezone.utc)
+    deliver(tmp_path / "Maildir", make_mail(msgid="<kept-1@acme.pl>", date=now), now)
+    code, loaded = loaded_by("--config", str(path), "run", "--once")
+    assert code == 0 and "holidays" in loaded  # the first start computes and keeps them
+    deliver(tmp_path / "Maildir", make_mail(msgid="<kept-2@acme.pl>", subject="Deklaracja VAT", date=now), now)
+    code, loaded = loaded_by("--config", str(path), "run", "--once")
+    assert code == 0
+    assert "holidays" not in loaded
+    assert smtp_sink.wait_for(2)
+
+
 def test_db_upgrade_loads_alembic_only_when_there_is_a_migration_to_run(tmp_path: Path) -> None:
     """On a new database the migrations run; at the head the revision row answers."""
     path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=1)

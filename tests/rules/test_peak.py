@@ -14,6 +14,7 @@ from maild.rules.peak import (
     DEFAULT_WINDOWS_FILE,
     POLISH_DAYS_OFF,
     DatedRange,
+    DaysOff,
     LastDaysOfMonth,
     LastWorkingDaysOfMonth,
     MonthlyDays,
@@ -420,6 +421,8 @@ def test_active_windows_of_the_same_tuple_are_those_of_a_fresh_copy(day: date) -
     assert first == active_windows(day, DEFAULTS) == active_windows(day, list(DEFAULTS))
     assert first == tuple(w for w in DEFAULTS if w.is_active(day))
     assert active_windows(day, DEFAULTS[:2]) == _active_on(day, DEFAULTS[:2])
+    weekends_only = DaysOff(None)  # the days off are part of the answer: another set is asked again
+    assert active_windows(day, DEFAULTS, weekends_only) == tuple(w for w in DEFAULTS if w.is_active(day, weekends_only))
 
 
 def test_the_days_off_of_kept_holidays_are_the_librarys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

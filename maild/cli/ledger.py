@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 from maild.cli import common
 from maild.cli.common import Commands, Failure, customers_of, hm, row_id
-from maild.rules.duration import DurationError, parse_duration
 from maild.rules.scope import known_words, parse_scope
 
 if TYPE_CHECKING:
@@ -53,6 +52,7 @@ def retrying(what: str, transaction: Callable[[], T], attempts: int = BOOKING_AT
 
 
 def cmd_time_add(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
+    from maild.rules.duration import DurationError, parse_duration
     from maild.desk.context import DeskContext
     from maild.desk.desk import TicketDesk
     from maild.storage import store

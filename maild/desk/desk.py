@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
@@ -28,7 +28,6 @@ from sqlalchemy.orm import Session
 from maild.billing.hours import MonthDraws, book_time, find_contract, prepaid_left_minutes
 from maild.billing.reports import invalidate_snapshots
 from maild.desk.context import DeskContext
-from maild.desk.team import Team
 from maild.rules.assignment import ticket_weight
 from maild.rules.contracts import Resolution
 from maild.rules.customers import Contract, Customer
@@ -40,6 +39,9 @@ from maild.storage.blobs import BlobStore
 from maild.storage.models import Escalation, LedgerRow, MessageRow, Ticket
 from maild.storage.queries import CONSULTANT_KINDS as CONSULTANT_KINDS
 from maild.storage.queries import NOTIFY_KINDS as NOTIFY_KINDS
+
+if TYPE_CHECKING:
+    from maild.desk.team import Team
 
 log = logging.getLogger("maild.desk")
 ledger_log = logging.getLogger("maild.ledger")
@@ -152,6 +154,8 @@ class TicketDesk:
     def team(self) -> Team:
         """Presence and load, read once per desk (see ``maild.desk.team``)."""
         if self._team is None:
+            from maild.desk.team import Team  # presence and the estimate: not every desk asks (time add)
+
             self._team = Team(self.session, self.ctx.config, self.ctx.calendar)
         return self._team
 

@@ -225,12 +225,12 @@ def test_report_month_reads_in_core_with_the_kept_holidays(config: Path) -> None
 
 def test_time_add_books_through_the_desk_without_the_mail_commands(config: Path) -> None:
     """``time add`` books through the ``TicketDesk`` (the ORM, the desk), and parses its duration with
-    ``rules.duration``: not the module of the commands consultants write in mail, nor templates,
-    holidays (kept) or the intake pipeline."""
+    ``rules.duration``: not the module of the commands consultants write in mail, nor the team
+    (presence: the booking does not ask), templates, holidays (kept) or the intake pipeline."""
     code, _ = loaded_by("--config", str(config), "tickets", "open", "--customer", "acme", "--subject", "Drukarka",
                         "--no-ack")
     assert code == 0
-    names = ("maild.desk.desk", "sqlalchemy.orm", "maild.desk.commands", "jinja2", "holidays",
+    names = ("maild.desk.desk", "sqlalchemy.orm", "maild.desk.commands", "maild.desk.team", "jinja2", "holidays",
              "maild.intake.pipeline", "maild.outbound.render", "alembic")
     code, loaded = modules_loaded(names, "--config", str(config), "time", "add", "--by", "anna@firma.pl", "SUP-1", "15m")
     assert code == 0

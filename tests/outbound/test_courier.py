@@ -44,10 +44,14 @@ def pending(daemon: Daemon) -> int:
 
 
 def test_the_backlog_is_acknowledged_while_it_is_read_each_mail_once(tmp_path: Path, smtp_sink: Any,
-                                                                        pg_url: str) -> None:
+                                                                        pg_url: str, monkeypatch: Any) -> None:
     n = 120
     daemon = backlog(tmp_path, smtp_sink, pg_url, n)
-    smtp_sink.delay_seconds = 0.005  # a relay that takes a moment, so reading and sending overlap for sure
+    # a relay that takes a moment, so reading and sending overlap for sure and mail is left when the
+    # reading ends (at 5 ms a mail the first courier sometimes sent all 120 while they were read);
+    # claims of 10, so the first courier cannot hold all of the rest when the second one starts
+    smtp_sink.delay_seconds = 0.02
+    monkeypatch.setattr("maild.outbound.courier.CLAIM_CHUNK", 10)
     reports: list[CourierReport] = []
 
     def recording(courier: Courier) -> None:
@@ -229,6 +233,9 @@ def test_two_couriers_send_the_rest_taking_one_turn_between_a_final_dot_and_its_
 
     monkeypatch.setattr(outbox_module._Turn, "take", take)
     monkeypatch.setattr(outbox_module._Turn, "release", release)
+    # claims of 10: with 200 the first courier could claim all that was left just before the second
+    # one started, which then sent nothing
+    monkeypatch.setattr("maild.outbound.courier.CLAIM_CHUNK", 10)
     n = 150
     daemon = backlog(tmp_path, smtp_sink, pg_url, n)
     smtp_sink.delay_seconds = 0.01

@@ -41,7 +41,7 @@ from email.charset import Charset
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
-from typing import Any, Protocol, cast
+from typing import Any, NoReturn, Protocol, cast
 from urllib.parse import quote
 
 from sqlalchemy import Connection, Integer, Table, bindparam, func, select, text, update
@@ -186,6 +186,19 @@ _HELD = text(
 ).columns(objid=Integer)
 
 
+def _raise_as_sqlalchemy(exc: Exception, conn: Connection, dbapi: Any, cursor: Any, statement: str,
+                         values: tuple[Any, ...]) -> NoReturn:
+    """A sent mark written on the driver's cursor failed: raise what the session would have raised
+    (SQLAlchemy's ``OperationalError`` for a lost server, ...), which the unmarked-mail memory and
+    the daemon's fault handling catch; anything that is not the driver's error goes on as it is."""
+    dialect = conn.dialect
+    if not isinstance(exc, dialect.loaded_dbapi.Error):
+        raise exc
+    raise DBAPIError.instance(
+        statement, values, exc, dialect.loaded_dbapi.Error, dialect=dialect,
+        connection_invalidated=dialect.is_disconnect(exc, dbapi, cursor)) from exc
+
+
 class _DrainLine:
     """A drain's own PostgreSQL session: it holds the claimed rows and commits the sent marks.
 
@@ -242,12 +255,7 @@ class _DrainLine:
         try:
             self._cursor.execute(_MARK_SENT_PG, values, prepare=True)
         except Exception as exc:
-            dialect = self.conn.dialect
-            if not isinstance(exc, dialect.loaded_dbapi.Error):
-                raise
-            raise DBAPIError.instance(
-                _MARK_SENT_PG, values, exc, dialect.loaded_dbapi.Error, dialect=dialect,
-                connection_invalidated=dialect.is_disconnect(exc, self._dbapi, self._cursor)) from exc
+            _raise_as_sqlalchemy(exc, self.conn, self._dbapi, self._cursor, _MARK_SENT_PG, values)
         self.marks += 1
 
     def release(self) -> None:
@@ -290,12 +298,7 @@ class _SqliteLine:
         try:
             self._cursor.execute(_MARK_SENT_SQLITE, values)
         except Exception as exc:
-            dialect = self.conn.dialect
-            if not isinstance(exc, dialect.loaded_dbapi.Error):
-                raise
-            raise DBAPIError.instance(
-                _MARK_SENT_SQLITE, values, exc, dialect.loaded_dbapi.Error, dialect=dialect,
-                connection_invalidated=dialect.is_disconnect(exc, self._dbapi, self._cursor)) from exc
+            _raise_as_sqlalchemy(exc, self.conn, self._dbapi, self._cursor, _MARK_SENT_SQLITE, values)
         self.marks += 1
 
     def release(self) -> None:

@@ -213,26 +213,8 @@ def test_two_couriers_send_the_rest_taking_one_turn_between_a_final_dot_and_its_
     backlog; of the two, only one at a time holds a mail between its final "." and its
     committed mark (the at-most-one-resend window), checked by each process writing a line
     to one file when it takes and when it gives up that turn."""
-    from maild.outbound import outbox as outbox_module
-
     journal = tmp_path / "turns.log"
-    real_take, real_release = outbox_module._Turn.take, outbox_module._Turn.release
-
-    async def take(turn: Any) -> None:
-        held = turn.held
-        await real_take(turn)
-        if not held:
-            with open(journal, "a") as out:
-                out.write(f"{os.getpid()} in\n")
-
-    def release(turn: Any) -> None:
-        if turn.held:
-            with open(journal, "a") as out:
-                out.write(f"{os.getpid()} out\n")
-        real_release(turn)
-
-    monkeypatch.setattr(outbox_module._Turn, "take", take)
-    monkeypatch.setattr(outbox_module._Turn, "release", release)
+    _journal_turns(monkeypatch, journal)
     # claims of 10: with 200 the first courier could claim all that was left just before the second
     # one started, which then sent nothing
     monkeypatch.setattr("maild.outbound.courier.CLAIM_CHUNK", 10)
@@ -275,17 +257,11 @@ def test_without_a_file_for_the_shared_turn_one_courier_sends_and_the_daemon_the
 
 
 def _journal_turns(monkeypatch: Any, journal: Path) -> None:
-    """Each process writes "<pid> in <row id>" when its mail takes the couriers' turn, "<pid> out" when it gives it up."""
+    """Each process writes "<pid> in" to ``journal`` when its mail takes the couriers' turn and
+    "<pid> out" when it gives it up."""
     from maild.outbound import outbox as outbox_module
 
-    real_take, real_release, real_send_one = (outbox_module._Turn.take, outbox_module._Turn.release,
-                                              outbox_module.Outbox._send_one)
-    in_hand: dict[int, int] = {}
-
-    async def send_one(outbox: Any, session: Any, line: Any, read_blob: Any, smtp: Any, gate: Any, mail: Any,
-                       result: Any) -> None:
-        in_hand[id(gate)] = mail.id
-        await real_send_one(outbox, session, line, read_blob, smtp, gate, mail, result)
+    real_take, real_release = outbox_module._Turn.take, outbox_module._Turn.release
 
     async def take(turn: Any) -> None:
         held = turn.held
@@ -302,7 +278,6 @@ def _journal_turns(monkeypatch: Any, journal: Path) -> None:
 
     monkeypatch.setattr(outbox_module._Turn, "take", take)
     monkeypatch.setattr(outbox_module._Turn, "release", release)
-    monkeypatch.setattr(outbox_module.Outbox, "_send_one", send_one)
 
 
 def test_sqlite_two_couriers_send_a_backlog_after_the_reading_each_row_by_one(

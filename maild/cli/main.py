@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``maild`` script; a reader that stops early (``| head``) ends the command quietly."""
+    _skip_the_collection_at_exit()
     try:
         return _main(argv)
     except BrokenPipeError:
@@ -64,6 +65,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return 141  # 128 + SIGPIPE, as a program the signal ended
+
+
+_EXIT_HOOKED = False
+
+
+def _skip_the_collection_at_exit() -> None:
+    """At exit the interpreter runs one more garbage collection over every object still alive: a
+    command's modules, classes, mapped tables and parser, 50-75 ms of a 0.25-0.4 s command
+    (bench/README, eighth session). An ending process needs none of it. maild closes what it
+    holds itself (``with`` blocks, the daemon's ``_let_go``), logging flushes its handlers in its
+    own exit hook, and Python does not promise finalizers at exit anyway. ``gc.freeze`` in an
+    exit hook takes those objects out of that last collection's sight."""
+    global _EXIT_HOOKED
+    if not _EXIT_HOOKED:
+        import atexit
+        import gc
+
+        atexit.register(gc.freeze)
+        _EXIT_HOOKED = True
 
 
 class _Version(argparse.Action):

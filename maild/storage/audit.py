@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, select
 
-from maild.storage.blobs import BlobMissing, BlobStore, PackedBlob
+from maild.storage.blobs import BlobMissing, BlobStore, PackedBlob, row_place
 from maild.storage.tables import attachments, messages, pack_index, quarantine
 
 
@@ -34,10 +34,11 @@ def audit_blobs(db: Connection, blobs: BlobStore,
             select(m.message_id, m.ticket_id, m.raw_sha256, m.raw_pack, m.raw_offset, m.raw_length)
             .where(m.raw_sha256.is_not(None)).order_by(m.id)):
         what = f"raw mail <{message_id}>" + (f" (ticket {ticket_id})" if ticket_id else "")
-        if pack is None or offset is None or length is None:
+        where = row_place(pack, offset, length)
+        if where is None:
             wanted.setdefault(str(sha), what)
         else:
-            placed.setdefault((str(sha), PackedBlob(pack, offset, length)), what)
+            placed.setdefault((str(sha), where), what)
     for filename, sha, message_id in db.execute(
             select(a.filename, a.sha256, m.message_id)
             .join(messages, a.message_row_id == m.id).order_by(a.id)):

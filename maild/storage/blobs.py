@@ -54,6 +54,12 @@ class PackedBlob:
     length: int
 
 
+def row_place(pack: str | None, offset: int | None, length: int | None) -> PackedBlob | None:
+    """The place a message row gives its raw mail (0011's three columns); None when it gives none
+    (mail stored before 0011, or mail found by hash through pack_index)."""
+    return None if pack is None or offset is None or length is None else PackedBlob(pack, int(offset), int(length))
+
+
 _libc: ctypes.CDLL | None = None
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, and_, func, insert, or_, select, text, upd
 from sqlalchemy.orm import Session
 
 from maild.errors import ConfigError
-from maild.storage.blobs import BlobMissing, BlobStore, PackedBlob
+from maild.storage.blobs import BlobMissing, BlobStore, PackedBlob, row_place
 from maild.rules.customers import Customer
 from maild.rules.kinds import contract_terms
 # the reads without the ORM live in queries; re-exported for the callers that know them here
@@ -88,12 +88,8 @@ def inbound_copies(session: Session, message_id: str) -> dict[str, PackedBlob | 
     first = (select(*columns).join(Intake, Intake.message_row_id == MessageRow.id)
              .where(Intake.dedupe_key == message_id, MessageRow.direction == "in"))
     others = select(*columns).where(MessageRow.message_id == message_id, MessageRow.direction == "in", _looked_up())
-    return {sha: _place(pack, offset, length) for sha, pack, offset, length in session.execute(first.union_all(others))
+    return {sha: row_place(pack, offset, length) for sha, pack, offset, length in session.execute(first.union_all(others))
             if sha}
-
-
-def _place(pack: str | None, offset: int | None, length: int | None) -> PackedBlob | None:
-    return None if pack is None or offset is None or length is None else PackedBlob(pack, int(offset), int(length))
 
 
 def tickets_by_message_id(session: Session, message_ids: Iterable[str]) -> dict[str, int]:
@@ -155,7 +151,7 @@ def raw_mail(session: Session, blobs: BlobStore, message_row_id: int) -> bytes:
                                  MessageRow.raw_length).where(MessageRow.id == message_row_id)).one_or_none()
     if row is None or not row[0]:
         raise BlobMissing(f"storage {blobs.root}: message {message_row_id} keeps no raw mail")
-    return read_blob(session, blobs, row[0], _place(row[1], row[2], row[3]))
+    return read_blob(session, blobs, row[0], row_place(row[1], row[2], row[3]))
 
 
 class RowIds:

@@ -37,6 +37,7 @@ from maild.rules.wording import (
     format_money,
     format_month,
     format_percent,
+    format_status,
     format_weekday_date,
     plural,
 )
@@ -77,7 +78,7 @@ def add_wording_filters(env: Environment) -> None:
     env.filters["first_lines"] = first_lines
     env.filters["hm"] = hours_minutes
     # {{ n|plural("day", "pl") }}, {{ d|date("pl") }}, {{ due|deadline("pl", timezone) }},
-    # {{ "2026-12"|month("pl") }}, {{ cents|money("pl") }}, {{ 80|percent("pl") }}
+    # {{ "2026-12"|month("pl") }}, {{ cents|money("pl") }}, {{ 80|percent("pl") }}, {{ "waiting"|status("pl") }}
     env.filters["plural"] = plural
     env.filters["date"] = format_date
     env.filters["weekday_date"] = format_weekday_date
@@ -85,6 +86,7 @@ def add_wording_filters(env: Environment) -> None:
     env.filters["month"] = format_month
     env.filters["money"] = format_money
     env.filters["percent"] = format_percent
+    env.filters["status"] = format_status
 
 
 class Renderer:

@@ -152,6 +152,17 @@ def format_money(cents: int, language: str = "pl") -> str:
     return f"{sign}PLN {_group(whole, ',')}.{part:02d}"
 
 
+# A ticket's status as a consultant reads it in a mail. The English words are the
+# ``#status`` command's own keywords; Polish mail names them in Polish.
+_STATUSES_PL = {"new": "nowe", "open": "otwarte", "waiting": "czeka na klienta", "resolved": "rozwiązane",
+                "closed": "zamknięte"}
+
+
+def format_status(status: str, language: str = "pl") -> str:
+    """``waiting`` -> ``czeka na klienta``; a status this module does not know reads as stored."""
+    return _STATUSES_PL.get(status, status) if _lang(language) == "pl" else status
+
+
 def format_percent(value: int, language: str = "pl") -> str:
     """80% in both languages (Polish typography here writes it without a space too)."""
     return f"{value}%"

@@ -94,3 +94,16 @@ def test_digest_mail_is_multipart_alternative() -> None:
     plain, html = mail.get_payload()  # type: ignore[misc]
     assert plain.get_content_type() == "text/plain" and "SUP-1" in plain.get_content()
     assert html.get_content_type() == "text/html" and '<tr class="overdue">' in html.get_content()
+
+
+def test_a_polish_digest_names_the_statuses_in_polish_in_both_parts() -> None:
+    rows = [{**row, "status": status} for row, status in zip(digest_rows(), ("new", "open", "waiting", "open", "new"))]
+    context = {"day": "2026-12-04", "rows": rows, "overdue": 1, "everything": True, "breaches": [],
+               "previous_day": "2026-12-03", "new_ticket_address": "support+abc@firma.pl"}
+    _, text = Renderer(TEMPLATES).render("digest", "pl", context)
+    html = render_digest_html(rows, language="pl", day="2026-12-04", everything=True)
+    for part in (text, html):
+        assert "czeka na klienta" in part and "otwarte" in part and "nowe" in part
+        assert not any(f" {word} " in part or f"· {word}<" in part for word in ("new", "open", "waiting"))
+    english = render_digest_html(rows, language="en", day="2026-12-04", everything=True)
+    assert "· waiting<" in english and "czeka" not in english

@@ -14,6 +14,7 @@ from maild.rules.wording import (
     format_money,
     format_month,
     format_percent,
+    format_status,
     plural,
     polish_plural_form,
 )
@@ -136,3 +137,10 @@ def test_money_reads_back_to_the_grosze(cents: int) -> None:
 
 def test_percent_has_no_space() -> None:
     assert format_percent(80, "pl") == "80%"
+
+
+def test_a_status_reads_polish_in_polish_mail_and_as_the_command_keyword_in_english() -> None:
+    assert [format_status(s, "pl") for s in ("new", "open", "waiting", "resolved", "closed")] == [
+        "nowe", "otwarte", "czeka na klienta", "rozwiązane", "zamknięte"]
+    assert [format_status(s, "en") for s in ("new", "waiting")] == ["new", "waiting"]
+    assert format_status("merged", "pl") == "merged"  # unknown: as stored, never an error in a mail

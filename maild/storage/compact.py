@@ -50,12 +50,19 @@ class Compaction:
 
 
 def referenced(session: Session, hashes: Iterable[str]) -> set[str]:
-    """Which of ``hashes`` a message, attachment or quarantine row still names (checked 500 at a time)."""
+    """Which of ``hashes`` a row still finds by hash: an attachment, a quarantined mail, or a message row
+    that does not place its raw mail (checked 500 at a time).
+
+    A message row that places its raw mail (``raw_pack``, since 0011) reads it there, never through
+    pack_index or a loose file, so it keeps neither alive; the rows that do are those in the partial
+    index ``ix_messages_raw_by_hash``, which the query's condition lets SQLite and PostgreSQL use
+    instead of reading every message ever stored."""
     wanted = sorted(set(hashes))
     found: set[str] = set()
     for i in range(0, len(wanted), 500):
         part = wanted[i:i + 500]
-        found.update(session.scalars(select(MessageRow.raw_sha256).where(MessageRow.raw_sha256.in_(part))))
+        found.update(session.scalars(select(MessageRow.raw_sha256).where(
+            MessageRow.raw_sha256.in_(part), MessageRow.raw_pack.is_(None), MessageRow.raw_sha256.is_not(None))))
         found.update(session.scalars(select(AttachmentRow.sha256).where(AttachmentRow.sha256.in_(part))))
         found.update(session.scalars(select(QuarantineRow.raw_sha256).where(QuarantineRow.raw_sha256.in_(part))))
     return found

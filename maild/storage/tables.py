@@ -59,6 +59,10 @@ AWAITING_REACTION = "status IN ('new', 'open', 'waiting') AND first_response_at 
 MESSAGE_ID_LOOKUP = "direction = 'out' OR reused_id"
 # The messages whose raw mail sits in a pack at the place the row names (0011; ix_messages_raw_pack).
 RAW_PLACED = "raw_pack IS NOT NULL"
+# The messages whose raw mail is found by hash in pack_index (stored before 0011, or a row no batch placed): what
+# keeps a pack_index row alive when retention or ``forget`` asks (0012, ix_messages_raw_by_hash). Mail stored since
+# 0011 is placed, so ingest writes no entry into this index.
+RAW_BY_HASH = "raw_pack IS NULL AND raw_sha256 IS NOT NULL"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -187,6 +191,7 @@ messages = Table(
     Index("ix_messages_message_id_lookup", "message_id", sqlite_where=text(MESSAGE_ID_LOOKUP)),
     # a pack's raw mail, for compaction; appended in (pack, offset) order as mail arrives
     Index("ix_messages_raw_pack", "raw_pack", "raw_offset", sqlite_where=text(RAW_PLACED)),
+    Index("ix_messages_raw_by_hash", "raw_sha256", sqlite_where=text(RAW_BY_HASH)),
 )
 
 attachments = Table(
@@ -211,6 +216,8 @@ pack_index = Table(
     Column("pack", String(40), nullable=False),
     Column("offset", BigInteger, nullable=False),
     Column("length", BigInteger, nullable=False),
+    # a pack's blobs, for compaction (0012); an ingest appends to the newest pack, so its keys land together
+    Index("ix_pack_index_pack", "pack", "offset"),
 )
 
 # What became of each mail read from the source: the exactly-once record.
@@ -386,3 +393,5 @@ def for_postgresql() -> None:
             index.dialect_options["postgresql"]["where"] = text(MESSAGE_ID_LOOKUP)
         elif index.name == "ix_messages_raw_pack":
             index.dialect_options["postgresql"]["where"] = text(RAW_PLACED)
+        elif index.name == "ix_messages_raw_by_hash":
+            index.dialect_options["postgresql"]["where"] = text(RAW_BY_HASH)

@@ -67,6 +67,32 @@ SUFFIXED = {("intake", "dedupe_key"), ("outbox", "dedupe_key"), ("messages", "me
 COPIED = ("tickets", "messages", "attachments", "intake", "events", "outbox", "ledger")
 
 
+def next_backlog_seed(work: Path, state: dict[str, int], backlog: int) -> int:
+    """The next ``--reuse`` backlog's seed (``state["backlogs"]`` counts on): one whose mail this database
+    has never read. A seed a run outside this count ingested (a profiler's or an ``ingest_at.py`` run on a
+    copy, say) would store duplicates only and time nothing: its first mails' Message-IDs are looked up in
+    intake, and a seed that finds any is passed over, saying so."""
+    import sqlite3
+    from email.parser import BytesHeaderParser
+
+    database = sqlite3.connect(f"file:{work / 'var' / 'maild.db'}?mode=ro", uri=True)
+    try:
+        while True:
+            state["backlogs"] += 1
+            seed = SEED + 100 + state["backlogs"]
+            mails = sorted(corpus(backlog, seed).glob("*.eml"))[:20]
+            ids = [str(BytesHeaderParser().parsebytes(m.read_bytes()).get("Message-ID", "")).strip().strip("<>")
+                   for m in mails]
+            known = database.execute(f"SELECT count(*) FROM intake WHERE dedupe_key IN ({','.join('?' * len(ids))})",
+                                     ids).fetchone()[0]
+            if not known:
+                return seed
+            print(f"backlog seed {seed} (run {state['backlogs']}): {known} of its first {len(ids)} mails are in "
+                  f"this database already; the next seed", flush=True)
+    finally:
+        database.close()
+
+
 def write_config(work: Path) -> Path:
     (work / "Maildir").mkdir(parents=True, exist_ok=True)
     (work / "customers.toml").write_text(customers_toml(), encoding="utf-8")
@@ -485,8 +511,7 @@ def main() -> int:
         state = json.loads((work / STATE).read_text(encoding="utf-8"))
         banner(f"growth: reusing {work} ({state['mails']} mails), backlog {args.backlog}")
         config = work / "maild.toml"
-        state["backlogs"] += 1
-        row = measure(work, config, state["mails"], SEED + 100 + state["backlogs"], args)
+        row = measure(work, config, state["mails"], next_backlog_seed(work, state, args.backlog), args)
         state["mails"] += args.backlog
         (work / STATE).write_text(json.dumps(state), encoding="utf-8")
         rows.append(row)

@@ -46,6 +46,7 @@ from growth import (  # noqa: E402
     close_backlog,
     deliver,
     mark_sent,
+    next_backlog_seed,
     warm,
     write_config,
 )
@@ -90,8 +91,7 @@ def main() -> int:
     if args.reuse is not None:
         work = args.reuse.resolve()
         state = json.loads((work / STATE).read_text(encoding="utf-8"))
-        state["backlogs"] += 1
-        seed, mails = SEED + 100 + state["backlogs"], state["mails"]
+        seed, mails = next_backlog_seed(work, state, args.backlog), state["mails"]
     else:
         work = Path(tempfile.mkdtemp(prefix="ingest-at-", dir=BENCH_ROOT if BENCH_ROOT.exists() else None))
         write_config(work)

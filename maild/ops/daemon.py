@@ -497,7 +497,8 @@ class Daemon:
         send, wait for the answer, mark), and the building of one mail holds up the next
         step of the other connection's conversation: the relay and the daemon seldom work at
         once. Two couriers keep both cores busy. Their shared turn (``Outbox.turn_lock``)
-        keeps one mail at a time between its data going out (the DATA command) and its mark.
+        keeps one mail at a time between its final "." and its mark; DATA and the message
+        go out before it, beside the other courier's turn.
         The daemon itself sends nothing meanwhile, so a kill -9 of the daemon, whose kernel
         kills both couriers (``PR_SET_PDEATHSIG``), still leaves at most one mail accepted
         and unmarked. A stop (SIGTERM) or the slice's budget ends the wait: both stop after

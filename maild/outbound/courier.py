@@ -19,8 +19,10 @@ Why the guarantees hold:
   due, a second courier joins the first (``Daemon._send_with_two_couriers``):
   the two take one turn between them (``Outbox.turn_lock``, the POSIX record lock
   of a file both hold, owned per process and dropped by the kernel when its
-  holder dies) from a mail's DATA command to its committed mark, so of the two only
-  one at a time can have a mail the relay accepted and the database does not know.
+  holder dies) from a mail's final "." to its committed mark (DATA and the message
+  itself go out before it: until the "." the relay cannot accept the mail), so of the
+  two only one at a time can have a mail the relay accepted and the database does not
+  know, while the other builds, addresses and writes its next one.
   The kernel kills the couriers when the daemon dies (``PR_SET_PDEATHSIG``), so a
   ``kill -9`` of the daemon leaves at most one mail unmarked: the daemon holds no
   turn, and when a courier dies holding it, the kill that ends it was sent to

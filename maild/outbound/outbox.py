@@ -669,12 +669,14 @@ def build_mail(row: MailRow, renderer: Renderer, sender: Sender, read_blob: Call
 
 
 class _Turn:
-    """One mail's hold on the drain's gate: taken just before its data goes out (DATA)
-    (perhaps asked for twice, when the connection was re-opened), released once.
+    """One mail's hold on the drain's gate: taken once the message is written and before
+    its final "." (``SmtpSender.send``'s ``before_dot``; until the "." the relay cannot
+    have accepted it), perhaps asked for twice when the connection was re-opened,
+    released once the outcome is committed.
 
     ``shared``: the descriptor of a file the daemon's couriers all hold; its POSIX
     record lock (``lockf``, owned per process) is taken under the gate, so of the
-    couriers sending at once too only one has a mail between its DATA and its mark.
+    couriers sending at once too only one has a mail between its final "." and its mark.
     The wait blocks the event loop, for at most the other courier's one reply and mark.
     """
 
@@ -801,11 +803,11 @@ class Outbox:
         connection). Each marks its mail sent and commits before taking the next;
         the commits cannot interleave (one thread, nothing awaited between a
         statement and its commit), so all workers share one session. A message's
-        data (from the DATA command on) goes out over one connection at a time, and
-        that connection holds the turn until the outcome is committed
-        (``_send_one``), so a crash still resends at most one mail; what overlaps is
-        building the next mail, MAIL FROM and RCPT TO, and the relay's work on the
-        other connection. When the relay fails for one
+        final "." goes out over one connection at a time, and that connection holds
+        the turn until the outcome is committed (``_send_one``), so a crash still
+        resends at most one mail; what overlaps is building the next mail, MAIL FROM,
+        RCPT TO, DATA and the message itself, and the relay's work on the other
+        connection. When the relay fails for one
         worker, the others finish the mail they have in hand and take no more,
         and every row not sent is given back in its place in the queue.
 
@@ -926,8 +928,8 @@ class Outbox:
                         smtp: SmtpSender, gate: asyncio.Lock, mail: PendingMail, result: DrainResult) -> None:
         """Build, send and settle one mail; the row's new state is committed before returning.
 
-        From just before the message's data goes out (DATA) until its outcome is
-        committed the mail holds ``gate``, so of several connections only one at a
+        From its final "." (the message itself is written before) until its outcome
+        is committed the mail holds ``gate``, so of several connections only one at a
         time can have a mail the relay accepted and the database does not know of
         yet: a crash still resends at most one mail.
         """

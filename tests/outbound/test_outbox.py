@@ -18,7 +18,7 @@ from maild.ops.daemon import Daemon
 from maild.storage.models import Event, OutboxRow
 from maild.outbound import outbox as outbox_module
 from maild.outbound.outbox import RETRY_BASE, RETRY_CAP, Outbox, retry_delay
-from maild.outbound.smtp import BeforeData, Delivery, Envelope, SmtpSender, SmtpUnavailable
+from maild.outbound.smtp import BeforeDot, Delivery, Envelope, SmtpSender, SmtpUnavailable
 from tests.helpers import Clock, maildir_source, make_mail, write_config
 
 UTC = timezone.utc
@@ -118,16 +118,16 @@ def test_each_sent_mark_is_committed_before_the_next_mail_goes_out(
 
     data_phase: list[tuple[str, dict[str, tuple[str, int, bool]]]] = []
 
-    async def watching_send(self: SmtpSender, envelope: Envelope, before_data: BeforeData | None = None) -> Delivery:
+    async def watching_send(self: SmtpSender, envelope: Envelope, before_dot: BeforeDot | None = None) -> Delivery:
         found = re.search(rb"\r\nMessage-ID: <([^>]*)>", envelope.message)
-        assert found is not None and before_data is not None
+        assert found is not None and before_dot is not None
         handed.append((id(self), found.group(1).decode(), states()))
 
-        async def watching_before_data() -> None:
-            await before_data()
+        async def watching_before_dot() -> None:
+            await before_dot()
             data_phase.append((found.group(1).decode(), states()))
 
-        return await real_send(self, envelope, watching_before_data)
+        return await real_send(self, envelope, watching_before_dot)
 
     monkeypatch.setattr(SmtpSender, "send", watching_send)
     assert daemon.outbox.drain().sent == 6
@@ -178,12 +178,12 @@ def test_relay_lost_mid_backlog_gives_every_unsent_mail_back_in_order(
     calls = 0
 
     async def relay_dies_at_the_fifth(self: SmtpSender, envelope: Envelope,
-                                      before_data: BeforeData | None = None) -> Delivery:
+                                      before_dot: BeforeDot | None = None) -> Delivery:
         nonlocal calls
         calls += 1
         if calls == 5:
             smtp_sink.stop()
-        return await real_send(self, envelope, before_data)
+        return await real_send(self, envelope, before_dot)
 
     monkeypatch.setattr(SmtpSender, "send", relay_dies_at_the_fifth)
     with pytest.raises(SmtpUnavailable):
@@ -308,12 +308,12 @@ def test_a_drain_holds_its_rows_from_other_daemons_only_while_it_runs(
     seen: list[tuple[set[int], set[int]]] = []
     real_send = SmtpSender.send
 
-    async def watching_send(self: SmtpSender, envelope: Envelope, before_data: BeforeData | None = None) -> Delivery:
+    async def watching_send(self: SmtpSender, envelope: Envelope, before_dot: BeforeDot | None = None) -> Delivery:
         if not seen:
             with daemon.sessions() as session:
                 held = set(session.scalars(held_query))
             seen.append((held, {row.id for row in other.outbox._claim(100, peek=True)}))
-        return await real_send(self, envelope, before_data)
+        return await real_send(self, envelope, before_dot)
 
     monkeypatch.setattr(SmtpSender, "send", watching_send)
     assert daemon.outbox.drain().sent == 30
@@ -442,7 +442,7 @@ def test_a_postgres_mark_whose_session_died_is_remembered_and_not_sent_again(
     sent: list[str] = []
 
     async def line_dies_after_the_second(self: SmtpSender, envelope: Envelope,
-                                         before_end: BeforeData | None = None) -> Delivery:
+                                         before_end: BeforeDot | None = None) -> Delivery:
         delivery = await real_send(self, envelope, before_end)
         sent.append(envelope.recipients[0])
         if len(sent) == 2:

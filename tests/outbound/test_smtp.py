@@ -7,18 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import pytest
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from hypothesis import given
+from hypothesis import strategies as st
 
 from maild.outbound.smtp import (
+    BeforeDot,
     Delivery,
     Envelope,
     SmtpAuthError,
     SmtpError,
     SmtpSender,
     SmtpSettings,
+    wire_data,
 )
 from tests.servers.smtp_sink import SinkFactory, SmtpSink
 
@@ -352,21 +357,21 @@ def test_log_line_names_message_id_and_count_but_no_body_or_secret(
     assert "dot-stuffing" not in caplog.text
 
 
-def test_before_data_runs_after_the_recipients_and_before_the_message(smtp_sink: SmtpSink) -> None:
-    """The outbox's hook for "only one connection at a time has data in flight": it is
-    awaited once the server took a recipient and before the message goes out, and
-    not at all when every recipient was refused (nothing will be sent)."""
+def test_before_dot_is_not_awaited_when_every_recipient_is_refused(smtp_sink: SmtpSink) -> None:
+    """The outbox's hook for "only one connection at a time has a mail the relay may have
+    accepted": awaited once per mail that goes out, before the relay has it, and not at all
+    when every recipient was refused (nothing will be sent)."""
     smtp_sink.reject_rcpt = {"gone@example.test": 550}
     seen: list[int] = []
 
-    async def before_data() -> None:
+    async def before_dot() -> None:
         seen.append(len(smtp_sink.messages))
 
     async def scenario() -> list[Delivery]:
         async with SmtpSender(settings_for(smtp_sink)) as sender:
-            refused = await sender.send(envelope("gone@example.test"), before_data)
-            first = await sender.send(envelope("a@example.test", "gone@example.test"), before_data)
-            second = await sender.send(envelope("b@example.test"), before_data)
+            refused = await sender.send(envelope("gone@example.test"), before_dot)
+            first = await sender.send(envelope("a@example.test", "gone@example.test"), before_dot)
+            second = await sender.send(envelope("b@example.test"), before_dot)
             return [refused, first, second]
 
     outcomes = [d.outcome for d in run(scenario())]
@@ -520,3 +525,222 @@ def test_mail_and_rcpt_lines_are_aiosmtplibs_own() -> None:
         [line for line in theirs_lines if line[:4] in (b"MAIL", b"RCPT")]
     assert b"RCPT TO:<jan@acme.pl>\r\n" in ours_lines  # the parser's rewrite, kept
     assert sum(line.startswith(b"MAIL FROM:<support@example.test> SMTPUTF8") for line in ours_lines) == 2
+
+
+class _Recorder:
+    """A loopback relay that keeps every byte each connection sent it, to compare what
+    maild and aiosmtplib itself put on the wire and to see what had arrived when.
+
+    ``after_dot``: the replies to each message's final "." in turn (then 250); "drop"
+    closes the connection when a message's first line arrives, before its "."."""
+
+    def __init__(self, after_dot: Sequence[str] = ()) -> None:
+        self.streams: list[bytearray] = []
+        self.after_dot = list(after_dot)
+        self.dots = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> _Recorder:
+        self.server = await asyncio.start_server(self._session, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stream = bytearray()
+        self.streams.append(stream)
+        writer.write(b"220 recorder ESMTP\r\n")
+        in_data = False
+        while line := await reader.readline():
+            stream.extend(line)
+            if in_data:
+                if self.after_dot[:1] == ["drop"]:
+                    self.after_dot.pop(0)
+                    break
+                if line == b".\r\n":
+                    in_data = False
+                    self.dots += 1
+                    reply = self.after_dot.pop(0) if self.after_dot else "250 queued"
+                    writer.write(reply.encode() + b"\r\n")
+                    if reply.startswith("421"):
+                        await writer.drain()
+                        break
+                continue
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(b"250-recorder\r\n250-SIZE 100000000\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
+            elif verb == b"DATA":
+                in_data = True
+                writer.write(b"354 go on\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                await writer.drain()
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+
+def _recorder_settings(port: int) -> SmtpSettings:
+    return SmtpSettings(host="127.0.0.1", port=port, security="none", timeout_seconds=5, local_hostname="maild.test")
+
+
+# messages whose line ends and leading dots aiosmtplib's data() rewrites
+AWKWARD = [
+    MESSAGE,
+    b".starts with a dot\n..two\r\n.\r\nlone dot line above\rbare CR\r\r\nno final line end",
+    "Zażółć gęślą jaźń\n.\n".encode(),
+    b"",
+    b".",
+    b"\r",
+    b"\n.\n",
+]
+
+
+def test_the_data_phase_on_the_wire_is_aiosmtplibs_own() -> None:
+    """Every byte of a conversation, DATA phase included, is what aiosmtplib's own
+    ``mail``/``rcpt``/``data`` write, for messages with bare LF and CR, leading dots, a lone
+    "." line, no final line end, 8-bit text, an empty one: DATA, the message (``wire_data``)
+    and its "." only split in time, never in bytes."""
+    import aiosmtplib
+
+    async def conversation(ours: bool) -> bytes:
+        async with _Recorder() as relay:
+            if ours:
+                async with SmtpSender(_recorder_settings(relay.port)) as sender:
+                    for message in AWKWARD:
+                        delivery = await sender.send(Envelope("support@example.test", ("a@example.test",), message))
+                        assert delivery.outcome == "sent", delivery
+            else:
+                client = aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.port, local_hostname="maild.test",
+                                         start_tls=False)
+                await client.connect()
+                await client.ehlo()
+                for message in AWKWARD:
+                    options = [f"SIZE={len(message)}"] + ([] if message.isascii() else ["BODY=8BITMIME"])
+                    await client.mail("support@example.test", options=options)
+                    await client.rcpt("a@example.test")
+                    await client.data(message)
+                await client.quit()
+            assert relay.dots == len(AWKWARD)
+            [stream] = relay.streams
+            return bytes(stream)
+
+    ours, theirs = asyncio.run(conversation(True)), asyncio.run(conversation(False))
+    assert ours.count(b"\r\nDATA\r\n") == len(AWKWARD)
+    assert ours == theirs
+
+
+_WIRE_PIECES = st.sampled_from([b"\r", b"\n", b"\r\n", b".", b"..", b"a", b" ", b"\xc5\xbc", b"\r\n.\r\n"])
+
+
+@given(st.lists(_WIRE_PIECES | st.binary(max_size=8), max_size=30).map(b"".join))
+def test_wire_data_is_what_aiosmtplib_writes_for_any_bytes(message: bytes) -> None:
+    """``wire_data`` against aiosmtplib's own preparation in ``execute_data_command``:
+    ``normalize_message_line_endings`` and then ``PERIOD_REGEX``, for any bytes."""
+    assert wire_data(message) == PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message))
+
+
+def test_before_dot_comes_with_the_whole_message_on_the_wire_and_its_dot_held_back() -> None:
+    """The outbox's turn is taken in ``before_dot``: by then the relay has read the DATA
+    command and the whole message, and not the final "." (until which it cannot accept
+    the mail); the "." and its reply follow the hook."""
+    seen: list[tuple[bool, int]] = []
+
+    async def scenario() -> None:
+        async with _Recorder() as relay:
+
+            async def before_dot() -> None:
+                expected = b"DATA\r\n" + wire_data(AWKWARD[1])
+                for _ in range(500):  # the relay's reads run on this loop
+                    if relay.streams and relay.streams[0].endswith(expected):
+                        break
+                    await asyncio.sleep(0.01)
+                seen.append((relay.streams[0].endswith(expected), relay.dots))
+
+            async with SmtpSender(_recorder_settings(relay.port)) as sender:
+                delivery = await sender.send(Envelope("support@example.test", ("a@example.test",), AWKWARD[1]),
+                                             before_dot)
+            assert delivery.outcome == "sent" and relay.dots == 1
+
+    asyncio.run(scenario())
+    assert seen == [(True, 0)], "the message had arrived whole, its final dot had not"
+
+
+def test_replies_after_the_final_dot_4xx_5xx_and_421() -> None:
+    """What the relay answers after the "." maps as ``data()``'s SMTPDataError did: 4xx retry
+    and 5xx failed on the same connection (after RSET), 421 retry with the connection
+    closed, the next mail on a new one."""
+
+    async def scenario() -> tuple[list[Delivery], int, bool]:
+        async with _Recorder(after_dot=["451 4.3.0 later", "554 5.6.0 no", "421 4.3.2 closing"]) as relay:
+            async with SmtpSender(_recorder_settings(relay.port)) as sender:
+                out = [await sender.send(envelope("a@example.test"))]
+                out.append(await sender.send(envelope("a@example.test")))
+                out.append(await sender.send(envelope("a@example.test")))
+                closed = not sender.connected
+                out.append(await sender.send(envelope("a@example.test")))
+            return out, len(relay.streams), closed
+
+    (later, no, closing, last), connections, closed = asyncio.run(scenario())
+    assert (later.outcome, later.reply) == ("retry", "451 4.3.0 later")
+    assert (no.outcome, no.reply) == ("failed", "554 5.6.0 no")
+    assert (closing.outcome, closing.reply, closed) == ("retry", "421 4.3.2 closing", True)
+    assert last.outcome == "sent" and connections == 2
+
+
+def test_relay_gone_mid_message_is_sent_again_on_a_new_connection() -> None:
+    """A relay that closes the connection while the message comes in, before its ".", has
+    not accepted the mail: on a kept connection the sender reconnects once and sends it
+    whole; on a fresh one the mail is a retry, the relay noted unreachable."""
+
+    async def scenario() -> tuple[Delivery, Delivery, Delivery, bool, list[bytes]]:
+        async with _Recorder(after_dot=["250 first"]) as relay:
+            async with SmtpSender(_recorder_settings(relay.port)) as sender:
+                first = await sender.send(envelope("a@example.test"))
+                relay.after_dot = ["drop"]
+                again = await sender.send(envelope("b@example.test"))
+            async with SmtpSender(_recorder_settings(relay.port)) as sender:
+                relay.after_dot = ["drop"]
+                fresh = await sender.send(envelope("c@example.test"))
+                connected = sender.connected
+            return first, again, fresh, connected, [bytes(s) for s in relay.streams]
+
+    first, again, fresh, connected, streams = asyncio.run(scenario())
+    assert (first.outcome, again.outcome, again.reply) == ("sent", "sent", "250 queued")
+    assert (fresh.outcome, connected) == ("retry", False)
+    assert "lost" in fresh.reply or "EOF" in fresh.reply or "Connection" in fresh.reply, fresh.reply
+    assert len(streams) == 3
+    assert streams[1].endswith(b"RCPT TO:<b@example.test>\r\n" + b"DATA\r\n" + wire_data(MESSAGE) + b".\r\n" +
+                               b"QUIT\r\n"), "the whole mail on the second connection"
+
+
+def test_a_25_mb_message_goes_out_whole() -> None:
+    """A message of SIZE's usual limit (25 MB, base64 lines) written before the turn: far more
+    than the socket takes at once, the transport keeps the rest and sends it on; the relay
+    gets every byte and one "."."""
+    line = b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n"
+    big = MESSAGE + line * (25_000_000 // len(line))
+    calls: list[int] = []
+
+    async def scenario() -> tuple[Delivery, bytes]:
+        async with _Recorder() as relay:
+            async def before_dot() -> None:
+                calls.append(relay.dots)
+
+            async with SmtpSender(_recorder_settings(relay.port)) as sender:
+                delivery = await sender.send(Envelope("support@example.test", ("a@example.test",), big), before_dot)
+            return delivery, bytes(relay.streams[0])
+
+    delivery, stream = asyncio.run(scenario())
+    assert delivery.outcome == "sent" and calls == [0]
+    assert stream.endswith(b"DATA\r\n" + wire_data(big) + b".\r\nQUIT\r\n")

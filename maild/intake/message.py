@@ -36,11 +36,14 @@ from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser, HeaderParser
 from email.utils import getaddresses, parsedate_to_datetime
 from io import BytesIO
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from maild.config import ParseLimits as ParseLimits
 from maild.errors import MaildError
 from maild.intake.htmltext import html_to_text
+
+if TYPE_CHECKING:
+    from maild.intake.facts import MailFacts
 
 __all__ = [
     "Attachment",
@@ -117,6 +120,8 @@ class InboundMessage:
     # (new text, quoted history), when whoever parsed the message also split it
     # (the pipeline does so in its parse worker, off the critical path).
     reply_split: tuple[str, str] | None = None
+    # what the stages read in its words, found with the split (``intake.facts``)
+    facts: MailFacts | None = None
 
 
 # --------------------------------------------------------------------------

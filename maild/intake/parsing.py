@@ -44,6 +44,7 @@ from typing import Any, BinaryIO
 
 from maild.errors import MaildError
 from maild.intake.mailbox import FetchedMail
+from maild.intake.facts import ReadingRules, mail_facts
 from maild.intake.faults import ParseWorkerError as ParseWorkerError
 from maild.intake.message import InboundMessage, ParseLimits, UnparsableMessage, parse_message
 from maild.intake.quoting import split_reply
@@ -88,8 +89,13 @@ class GaveUp(UnparsableMessage):
         return (type(self), (self.attempts,))
 
 
-def parse_one(raw: bytes, limits: ParseLimits, size: int | None = None) -> Parsed:
-    """Parse, turning every failure into a value: one message's bytes are never the batch's problem."""
+def parse_one(raw: bytes, limits: ParseLimits, size: int | None = None, rules: ReadingRules | None = None) -> Parsed:
+    """Parse, turning every failure into a value: one message's bytes are never the batch's problem.
+
+    The text is split into new text and quoted history too, and with ``rules`` the
+    stages' facts are found (``intake.facts``): the parse worker does both for the
+    process that stores the batch.
+    """
     try:
         msg = parse_message(raw, limits, size)
     except UnparsableMessage as exc:
@@ -97,13 +103,19 @@ def parse_one(raw: bytes, limits: ParseLimits, size: int | None = None) -> Parse
     except Exception as exc:  # this message's fault, not the batch's: see ParserCrash
         return ParserCrash(exc)
     try:
-        return replace(msg, reply_split=split_reply(msg.text))
+        split = split_reply(msg.text)
     except Exception:  # left to the routing stage, where a failure is counted against the message
         return msg
+    try:
+        facts = mail_facts(msg.subject, msg.text, split[0], msg.headers, rules) if rules is not None else None
+    except Exception:  # found again by the stages, where a failure is counted against the message
+        facts = None
+    return replace(msg, reply_split=split, facts=facts)
 
 
-def parse_all(raws: Sequence[bytes], limits: ParseLimits, sizes: Sequence[int | None] = ()) -> list[Parsed]:
-    return [parse_one(raw, limits, sizes[i] if i < len(sizes) else None) for i, raw in enumerate(raws)]
+def parse_all(raws: Sequence[bytes], limits: ParseLimits, sizes: Sequence[int | None] = (),
+              rules: ReadingRules | None = None) -> list[Parsed]:
+    return [parse_one(raw, limits, sizes[i] if i < len(sizes) else None, rules) for i, raw in enumerate(raws)]
 
 
 # InboundMessage.headers is a read-only view; it crosses to and from the parse
@@ -179,7 +191,7 @@ def _read(stream: BinaryIO) -> Any:
 
 
 def _worker_main(jobs_fd: int, results_fd: int, progress: _Progress, limits: ParseLimits, parent_pid: int,
-                 job: tuple[int, list[bytes], list[int | None]] | None) -> None:
+                 job: tuple[int, list[bytes], list[int | None]] | None, rules: ReadingRules | None = None) -> None:
     """The forked worker: parse jobs until the pipe closes (or, given ``job``, that one only)."""
     # Keep only the worker's own pipes: every other descriptor the fork copied (the
     # daemon's sockets, a listening metrics port, other workers' pipes) would stay
@@ -207,7 +219,7 @@ def _worker_main(jobs_fd: int, results_fd: int, progress: _Progress, limits: Par
             if os.getppid() != parent_pid:
                 return
             progress.set(job_id, index, time.monotonic())
-            results.append(parse_one(raw, limits, sizes[index]))
+            results.append(parse_one(raw, limits, sizes[index], rules))
         progress.set(job_id, len(raws), 0.0)
         _write(results_fd, (job_id, results))
         del results, raws, job
@@ -220,7 +232,8 @@ def _worker_main(jobs_fd: int, results_fd: int, progress: _Progress, limits: Par
 class _Worker:
     """One forked worker process and the parent's ends of its pipes."""
 
-    def __init__(self, limits: ParseLimits, job: tuple[int, list[bytes], list[int | None]] | None = None) -> None:
+    def __init__(self, limits: ParseLimits, job: tuple[int, list[bytes], list[int | None]] | None = None,
+                 rules: ReadingRules | None = None) -> None:
         self.progress = _Progress()
         jobs_r, jobs_w = os.pipe()
         results_r, results_w = os.pipe()
@@ -237,7 +250,7 @@ class _Worker:
             try:
                 os.close(jobs_w)
                 os.close(results_r)
-                _worker_main(jobs_r, results_w, self.progress, limits, parent_pid, job)
+                _worker_main(jobs_r, results_w, self.progress, limits, parent_pid, job, rules)
             except BaseException:  # nothing may escape into a copy of the daemon's stack
                 code = 70
             finally:
@@ -348,8 +361,9 @@ class ParseAhead:
     MAX_MESSAGE = 4 * 1024 * 1024
 
     def __init__(self, limits: ParseLimits, deadline_seconds: float = 30.0,
-                 heartbeat: Callable[[], None] | None = None) -> None:
+                 heartbeat: Callable[[], None] | None = None, rules: ReadingRules | None = None) -> None:
         self.limits = limits
+        self.rules = rules
         self.deadline = deadline_seconds
         self.heartbeat = heartbeat
         self._worker: _Worker | None = None
@@ -420,14 +434,14 @@ class ParseAhead:
             # regular worker is stopped so that its memory is given back
             if self._worker is not None:
                 self._worker.close(kill=True)
-            self._worker = _Worker(self.limits, job.payload())
+            self._worker = _Worker(self.limits, job.payload(), self.rules)
         else:
             if self._worker is not None and (self._worker.one_shot or not self._worker.alive()):
                 self._worker.close(kill=True)
                 self._worker = None
             for tries in (1, 2):
                 if self._worker is None:
-                    self._worker = _Worker(self.limits)
+                    self._worker = _Worker(self.limits, rules=self.rules)
                 try:
                     self._worker.send(job.payload())
                     break

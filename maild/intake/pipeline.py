@@ -57,6 +57,7 @@ from maild.rules.contracts import Resolution, resolve
 from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
 from maild.rules.kinds import packages_of, rules_of
 from maild.rules.scope import guess_scope
+from maild.intake.facts import ReadingRules
 from maild.intake.mailbox import FetchedMail
 from maild.intake.message import InboundMessage, UnparsableMessage
 from maild.intake.parsing import GaveUp, ParserCrash, parse_all, parse_one
@@ -147,6 +148,7 @@ class Context(DeskContext):
 
     screen: ScreenSettings
     thread: ThreadSettings
+    reading: ReadingRules  # the words the parse worker found each mail's facts with
 
     @classmethod
     def build(cls, config: Config, customers: Sequence[Customer]) -> Context:
@@ -164,6 +166,7 @@ class Context(DeskContext):
                 support_addresses=desk.support_addresses,
                 reopen_window=timedelta(days=support.reopen_days),
             ),
+            reading=ReadingRules.of(config),
         )
 
 
@@ -579,11 +582,13 @@ class Ingestor:
             new_text, quoted = on_behalf.body, ""
             requester, requester_name = on_behalf.requester, on_behalf.requester_name
             participants = (requester,) if requester else ()
+        # the parse worker's facts are of the mail's own new text, not of an operator's body
+        facts = msg.facts.for_rules(ctx.reading) if msg.facts is not None and on_behalf is None else None
         prio = prioritise(
             kind=resolution.kind, verified=resolution.verified, subject=msg.subject, text=new_text,
             automatic=screening.automatic and screening.kind != "human",
             urgent_words=cfg.support.urgent_words, peak_windows=cfg.peak_windows, day=day,
-            days_off=self.ctx.days_off,
+            days_off=self.ctx.days_off, signals=facts.signals if facts is not None else None,
         )
         customer = resolution.customer
         language = (customer.language if customer else None) or msg.language or cfg.support.default_language
@@ -592,7 +597,7 @@ class Ingestor:
         if language not in ("pl", "en"):
             language = cfg.support.default_language
         reasons = [resolution.reason, *prio.reasons, *decision.reasons, *screening.reasons]
-        scope, clues = guess_scope(msg.subject, new_text)
+        scope, clues = (facts.scope, facts.clues) if facts is not None else guess_scope(msg.subject, new_text)
         if scope is not None:
             reasons.append(f"scope {scope} guessed from " + ", ".join(repr(c) for c in clues))
         joining = self._joining(msg.from_addr, (msg.from_addr, *msg.cc, *msg.to), (), resolution.customer,

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from maild.intake.facts import TextFlags, auto_submitted, text_flags
 from maild.intake.message import InboundMessage
 
-__all__ = ["ScreenSettings", "Screening", "screen", "sender_authenticated"]
+__all__ = ["ScreenSettings", "Screening", "TextFlags", "screen", "sender_authenticated", "text_flags"]
 
 Kind = Literal["human", "autoreply", "bounce", "list", "own"]
 
@@ -45,26 +46,6 @@ class Screening:
 
 
 _DAEMON_LOCALPARTS = frozenset({"mailer-daemon", "postmaster", "post_master", "mail-daemon", "mailerdaemon"})
-_OOO_SUBJECT = re.compile(
-    r"^\W*(?:out of (?:the )?office|automatic reply|automatische antwort|auto(?:matic)?[ -]?reply|"
-    r"auto[ -]?respon[a-z]*|auto:|automatyczna odpowied[źz]|odpowied[źz] automatyczna|"
-    r"nieobecno[śs][ćc]|abwesenheit|i am out of the office|away from (?:the )?office|"
-    r"vacation reply|urlaub|r[ée]ponse automatique|absence)"
-    r"|\(automatic response\)|\bis out of the office\b|\bout of office autoreply\b",
-    re.IGNORECASE,
-)
-_OOO_BODY = re.compile(
-    r"out of (?:the )?office|on (?:annual )?(?:leave|vacation|holiday)|away (?:from|until)|"
-    r"currently away|nieobecn|urlop|abwesend|im urlaub|returning (?:on|to the office)",
-    re.IGNORECASE,
-)
-_CHALLENGE_BODY = re.compile(
-    r"added to the recipient's allowed list|this account is protected by|"
-    r"you are now authorized to post|authorization required to post|add yourself to my guest list|"
-    r"your (?:message|email) (?:has been|was) (?:waitlisted|held pending)|"
-    r"verify (?:that )?you are a (?:real )?(?:person|human)|please confirm (?:that )?you sent",
-    re.IGNORECASE,
-)
 # "weak-autoreply" (Precedence bulk/junk, X-Auto-Response-Suppress) ranks
 # below list headers: list software and notification senders set both.
 _KIND_ORDER: tuple[Kind, ...] = ("own", "bounce", "autoreply", "list")
@@ -78,6 +59,7 @@ def _domain(addr: str) -> str:
 def screen(msg: InboundMessage, settings: ScreenSettings, arrived_at: datetime, now: datetime) -> Screening:
     """Classify one message; ``arrived_at`` and ``now`` are passed in, never read."""
     headers = msg.headers
+    flags = msg.facts.flags if msg.facts is not None else text_flags(msg.subject, msg.text, headers)
     reasons: list[str] = []
     kinds: set[str] = set()
     ooo = False
@@ -107,13 +89,12 @@ def screen(msg: InboundMessage, settings: ScreenSettings, arrived_at: datetime, 
         reasons.append("Return-Path: <> (null sender)")
         kinds.add("autoreply")
 
-    auto_submitted = headers.get("auto-submitted")
-    if auto_submitted is not None:
-        value = auto_submitted.split(";", 1)[0].strip().lower()
+    value = auto_submitted(headers)
+    if value is not None:
         if value != "no":
             reasons.append(f"Auto-Submitted: {value[:40]}")
             kinds.add("autoreply")
-            if value == "auto-replied" and (_OOO_SUBJECT.search(msg.subject) or _OOO_BODY.search(msg.text[:3000])):
+            if value == "auto-replied" and (flags.ooo_subject or flags.ooo_body):
                 ooo = True
     for name in ("x-autoreply", "x-autorespond"):
         if name in headers:
@@ -146,11 +127,11 @@ def screen(msg: InboundMessage, settings: ScreenSettings, arrived_at: datetime, 
     if is_list:
         kinds.add("list")
 
-    if _OOO_SUBJECT.search(msg.subject):
+    if flags.ooo_subject:
         reasons.append("out-of-office subject")
         kinds.add("autoreply")
         ooo = True
-    if _CHALLENGE_BODY.search(msg.text[:5000]):
+    if flags.challenge:
         reasons.append("challenge/response text")
         kinds.add("autoreply")
 

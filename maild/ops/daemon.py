@@ -183,9 +183,11 @@ class Daemon:
 
     @cached_property
     def parse_ahead(self) -> ParseAhead:
+        from maild.intake.facts import ReadingRules
         from maild.intake.parsing import ParseAhead
 
-        return ParseAhead(self.config.limits, self.config.parse_timeout_seconds, heartbeat=_watchdog_ping)
+        return ParseAhead(self.config.limits, self.config.parse_timeout_seconds, heartbeat=_watchdog_ping,
+                          rules=ReadingRules.of(self.config))
 
     @cached_property
     def sweeper(self) -> Sweeper:

@@ -294,7 +294,8 @@ _OTHER_FOLD: dict[int, str] = {}
 _OTHER_FOLD_MAX = 20_000
 
 
-def _fold(text: str) -> str:
+def fold_marks(text: str) -> str:
+    """``text`` case-folded, Polish ł as l, every letter's marks dropped (NFKD without combining marks)."""
     folded = text.casefold()
     if folded.isascii():
         return folded
@@ -310,8 +311,11 @@ def _fold(text: str) -> str:
     return folded.translate(table)
 
 
+_fold = fold_marks
+
+
 def _tokens(text: str) -> list[str]:
-    return _TOKEN.findall(_fold(text))
+    return _TOKEN.findall(fold_marks(text))
 
 
 def _token_stem(token: str) -> str:
@@ -351,13 +355,74 @@ def _phrase_in(phrase: tuple[str, ...], words: _Words) -> bool:
     span = len(phrase)
     if not span or not all(words.has(topic) for topic in phrase):
         return False
-    if span == 1:
-        return True
-    seq = words.words
+    return span == 1 or _in_sequence(phrase, words.words)
+
+
+def _in_sequence(phrase: tuple[str, ...], seq: Sequence[str]) -> bool:
+    span = len(phrase)
     return any(
         all(_token_matches(topic, seq[start + offset]) for offset, topic in enumerate(phrase))
         for start in range(len(seq) - span + 1)
     )
+
+
+class _TopicIndex:
+    """The windows' topic words by what a text's word must be or start with to hold them
+    (``peak_topics_in``): one pass over a text's distinct words finds every topic word, where
+    ``_Words.has`` would search the text once per topic word of every window."""
+
+    def __init__(self, windows: Sequence[PeakWindow]) -> None:
+        self.topics = tuple(dict.fromkeys((topic, _topic_tokens(topic))
+                                          for window in windows for topic in window.topic_words))
+        self.exact: frozenset[str] = frozenset(
+            token for _, tokens in self.topics for token in tokens if len(token) <= _EXACT_UP_TO or token.isdigit())
+        stems: dict[str, set[str]] = {}
+        for _, tokens in self.topics:
+            for token in tokens:
+                if token not in self.exact:
+                    stems.setdefault(_token_stem(token), set()).add(token)
+        self.stems = {stem: frozenset(tokens) for stem, tokens in stems.items()}
+        self.lengths = sorted({len(stem) for stem in stems})
+        # every stem is 3 letters or more (``_token_stem`` cuts one letter off 4 or more): a word
+        # starting with none of their first three letters holds none of them
+        self.starts = frozenset(stem[:3] for stem in stems)
+
+    def found_in(self, text: str) -> frozenset[str]:
+        seq = _tokens(text)
+        held: set[str] = set()  # the topic tokens ``_Words(text).has`` says yes to
+        exact, stems, lengths, starts = self.exact, self.stems, self.lengths, self.starts
+        for word in set(seq):
+            if word in exact:
+                held.add(word)
+            if word[:3] not in starts:
+                continue
+            for length in lengths:
+                if length > len(word):
+                    break
+                tokens = stems.get(word[:length])
+                if tokens is not None:
+                    held.update(tokens)
+        if not held:
+            return frozenset()
+        return frozenset(topic for topic, tokens in self.topics
+                         if tokens and all(token in held for token in tokens)
+                         and (len(tokens) == 1 or _in_sequence(tokens, seq)))
+
+
+_INDEX_BY_IDENTITY: dict[int, tuple[tuple[PeakWindow, ...], _TopicIndex]] = {}
+
+
+def _topic_index(windows: Sequence[PeakWindow]) -> _TopicIndex:
+    if not isinstance(windows, tuple):
+        return _TopicIndex(windows)
+    hit = _INDEX_BY_IDENTITY.get(id(windows))
+    if hit is not None and hit[0] is windows:
+        return hit[1]
+    if len(_INDEX_BY_IDENTITY) >= 16:
+        _INDEX_BY_IDENTITY.clear()
+    index = _TopicIndex(windows)
+    _INDEX_BY_IDENTITY[id(windows)] = (windows, index)  # the tuple is kept: its id is not reused meanwhile
+    return index
 
 
 def peak_match(text: str, day: date, windows: Sequence[PeakWindow], off: DaysOff = POLISH_DAYS_OFF) -> PeakMatch | None:
@@ -373,6 +438,27 @@ def peak_match(text: str, day: date, windows: Sequence[PeakWindow], off: DaysOff
     best: PeakMatch | None = None
     for window in active:
         found = tuple(topic for topic in window.topic_words if _phrase_in(_topic_tokens(topic), words))
+        if found and (best is None or len(found) > len(best.words)):
+            best = PeakMatch(window.name, found)
+    return best
+
+
+def peak_topics_in(text: str, windows: Sequence[PeakWindow]) -> frozenset[str]:
+    """Every topic word of ``windows`` that ``text`` holds, whatever the day.
+
+    What ``peak_match`` reads in a text, found once for any day's active windows: the
+    parse worker finds it for each mail, off the process that stores the batch, and
+    ``peak_match_topics`` picks the day's window from it.
+    """
+    return _topic_index(windows).found_in(text)
+
+
+def peak_match_topics(topics: Collection[str], day: date, windows: Sequence[PeakWindow],
+                      off: DaysOff = POLISH_DAYS_OFF) -> PeakMatch | None:
+    """``peak_match`` of a text whose topic words (``peak_topics_in`` over ``windows``) are ``topics``."""
+    best: PeakMatch | None = None
+    for window in active_windows(day, windows, off):
+        found = tuple(topic for topic in window.topic_words if topic in topics)
         if found and (best is None or len(found) > len(best.words)):
             best = PeakMatch(window.name, found)
     return best

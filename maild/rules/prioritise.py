@@ -18,7 +18,7 @@ from maild.rules.customers import ContractKind
 from maild.rules.kinds import TIER_BY_KIND as TIER_BY_KIND
 from maild.rules.kinds import TIER_NAMES as TIER_NAMES
 from maild.rules.kinds import UNVERIFIED_TIER as UNVERIFIED_TIER
-from maild.rules.peak import POLISH_DAYS_OFF, DaysOff, PeakWindow, peak_match
+from maild.rules.peak import POLISH_DAYS_OFF, DaysOff, PeakWindow, peak_match, peak_match_topics, peak_topics_in
 
 PRIORITIES = ("P1", "P2", "P3", "P4")
 
@@ -29,6 +29,29 @@ class Priority:
     priority: str
     peak: str | None
     reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TextSignals:
+    """What prioritising reads in a new ticket's subject and text, whatever its day and contract:
+    the urgent words found and the peak windows' topic words found (``text_signals``)."""
+
+    urgent: tuple[str, ...]
+    peak_topics: frozenset[str]
+
+
+def _head(subject: str, text: str) -> str:
+    # The subject says most; the body's first lines are enough to spot urgency
+    # without letting a long quoted history full of old words decide.
+    return subject + "\n" + text[:2000]
+
+
+def text_signals(subject: str, text: str, urgent_words: tuple[str, ...],
+                 peak_windows: Sequence[PeakWindow]) -> TextSignals:
+    """The text's part of ``prioritise``, found once per mail (the parse worker does it, off the
+    process that stores the batch); ``prioritise(signals=...)`` decides the same from it."""
+    head = _head(subject, text)
+    return TextSignals(urgent_words_in(head, urgent_words), peak_topics_in(head, peak_windows))
 
 
 @lru_cache(maxsize=16)
@@ -57,7 +80,10 @@ def prioritise(
     peak_windows: Sequence[PeakWindow],
     day: date,
     days_off: DaysOff = POLISH_DAYS_OFF,
+    signals: TextSignals | None = None,
 ) -> Priority:
+    """The ticket's tier, priority and peak window. ``signals``: ``text_signals`` of this very
+    ``subject`` and ``text`` with these ``urgent_words`` and ``peak_windows``, found before."""
     reasons: list[str] = []
     if verified:
         tier = TIER_BY_KIND[kind]
@@ -65,11 +91,13 @@ def prioritise(
     else:
         tier = UNVERIFIED_TIER
         reasons.append("tier unverified: sender not verified as a customer")
-    # The subject says most; the body's first lines are enough to spot urgency
-    # without letting a long quoted history full of old words decide.
-    head = subject + "\n" + text[:2000]
-    found = urgent_words_in(head, urgent_words)
-    peak = peak_match(head, day, peak_windows, days_off)
+    if signals is None:
+        head = _head(subject, text)
+        found = urgent_words_in(head, urgent_words)
+        peak = peak_match(head, day, peak_windows, days_off)
+    else:
+        found = signals.urgent
+        peak = peak_match_topics(signals.peak_topics, day, peak_windows, days_off)
     if automatic:
         priority = "P4"
         reasons.append("P4: automatic mail")

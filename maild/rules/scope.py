@@ -9,8 +9,9 @@ Pure: text in, a scope out.
 """
 from __future__ import annotations
 
-import unicodedata
 from typing import Literal, get_args
+
+from maild.rules.peak import fold_marks
 
 Scope = Literal["consultation", "installation", "training", "incident", "development"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)
@@ -71,10 +72,9 @@ _CLUES: tuple[tuple[Scope, tuple[str, ...]], ...] = (
 
 
 def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text.casefold().replace("ł", "l"))
-    # the marks to drop are looked up once per distinct character, not once per character
-    marks = {ord(ch): None for ch in set(decomposed) if not ch.isascii() and unicodedata.combining(ch)}
-    return " ".join((decomposed.translate(marks) if marks else decomposed).split())
+    # case and marks folded as the peak windows' topic words are (a table per character, not
+    # NFKD over the whole text: the marks it would reorder are all dropped), blanks made single
+    return " ".join(fold_marks(text).split())
 
 
 def guess_scope(subject: str, text: str) -> tuple[Scope | None, tuple[str, ...]]:
@@ -86,9 +86,17 @@ def guess_scope(subject: str, text: str) -> tuple[Scope | None, tuple[str, ...]]
     body = _fold(text[:2000])
     best: tuple[int, Scope | None, tuple[str, ...]] = (0, None, ())
     for scope, clues in _CLUES:
-        found = tuple(clue.strip() for clue in clues if clue in head or clue in body)
-        score = sum(2 if clue in head else 1 for clue in clues if clue in head or clue in body)
+        found: list[str] = []
+        score = 0
+        for clue in clues:
+            if clue in head:
+                score += 2
+            elif clue in body:
+                score += 1
+            else:
+                continue
+            found.append(clue.strip())
         if score > best[0]:
-            best = (score, scope, found)
+            best = (score, scope, tuple(found))
     return best[1], best[2]
 

@@ -455,3 +455,23 @@ def test_the_days_off_of_kept_holidays_are_the_librarys(tmp_path: Path, monkeypa
     for other in (CalendarSettings(holidays_country="DE"), CalendarSettings(holidays_country=None),
                   CalendarSettings(holidays_country="DE", holidays_subdiv="BY")):
         assert days_off_kept_by(BusinessCalendar(other)) is POLISH_DAYS_OFF
+
+
+_TOPIC_TEXT = st.lists(
+    st.one_of(st.sampled_from([topic for window in DEFAULTS for topic in window.topic_words]),
+              st.text(alphabet=st.sampled_from("abcdeklłąęśżźćńóyVATJPKZUSPIT -_,.0123456789\n"), max_size=12)),
+    max_size=12).map(" ".join)
+
+
+@given(_TOPIC_TEXT, st.dates(min_value=date(2026, 1, 1), max_value=date(2027, 12, 31)))
+def test_the_topic_words_found_once_match_as_the_text_does(text: str, day: date) -> None:
+    """The parse worker finds a mail's topic words of every window (``peak_topics_in``, one pass
+    over its words) and the day's window is picked from them: the same as matching the text."""
+    from maild.rules.peak import _phrase_in, _topic_tokens, _Words, peak_match_topics, peak_topics_in
+
+    found = peak_topics_in(text, DEFAULTS)
+    words = _Words(text)
+    assert found == {topic for window in DEFAULTS for topic in window.topic_words
+                     if _phrase_in(_topic_tokens(topic), words)}
+    assert peak_match_topics(found, day, DEFAULTS) == peak_match(text, day, DEFAULTS)
+    assert peak_topics_in(text, list(DEFAULTS)) == found  # not the config's tuple: an index of its own

@@ -57,3 +57,38 @@ def test_the_guess_is_a_known_scope_or_none(subject: str, text: str) -> None:
     found, clues = guess_scope(subject, text)
     assert found is None or found in SCOPES
     assert (found is None) == (clues == ())
+
+
+def _fold_nfkd(text: str) -> str:
+    """The scope guess's fold as it was written first: NFKD over the whole text, marks dropped."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFKD", text.casefold().replace("ł", "l"))
+    return " ".join("".join(ch for ch in decomposed if not unicodedata.combining(ch)).split())
+
+
+_SCOPE_ALPHABET = "aAeEoOlLzZ łŁąĄęĘśŚżŻźŹćĆńŃóÓ„”“–—…«»ﬁﬂ½²ＡＢａ\u0301\u0328\u0307\u0323İıßẞǅΣσς\t\n\u00a0\u2003"
+
+
+@given(st.text(alphabet=st.sampled_from(_SCOPE_ALPHABET), max_size=200))
+def test_the_fold_by_table_equals_nfkd_over_the_whole_text(text: str) -> None:
+    from maild.rules.scope import _fold
+
+    assert _fold(text) == _fold_nfkd(text)
+
+
+@given(st.lists(st.one_of(st.sampled_from(["BŁĄD", "nie działa", "Szkolenie", "raport", "jak to", "Jak ",
+                                           "update", "pytanie", "awaria", "wydruku"]),
+                          st.text(alphabet=st.sampled_from(_SCOPE_ALPHABET), max_size=8)), max_size=10),
+       st.lists(st.sampled_from(["błąd", "instalacja", "how to", "report"]), max_size=3))
+def test_the_guess_counts_the_subject_twice_and_keeps_the_clues_in_order(body: list[str], subject: list[str]) -> None:
+    from maild.rules.scope import _CLUES
+
+    head, text = _fold_nfkd(" ".join(subject)), _fold_nfkd(" ".join(body)[:2000])
+    best: tuple[int, str | None, tuple[str, ...]] = (0, None, ())
+    for scope, clues in _CLUES:
+        hits = [clue for clue in clues if clue in head or clue in text]
+        score = sum(2 if clue in head else 1 for clue in hits)
+        if score > best[0]:
+            best = (score, scope, tuple(clue.strip() for clue in hits))
+    assert guess_scope(" ".join(subject), " ".join(body)) == (best[1], best[2])

@@ -1,0 +1,128 @@
+"""The stages' facts found in the parse worker (``intake.facts``): on every mail of the
+corpus they decide what the stages decide from the text themselves; the worker sends
+them with each parsed mail; facts found with other words than the daemon's are found again."""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from maild.config import DEFAULT_URGENT_WORDS, load_config
+from maild.intake.facts import MailFacts, ReadingRules, mail_facts
+from maild.intake.mailbox import FetchedMail
+from maild.intake.message import InboundMessage, ParseLimits
+from maild.intake.parsing import ParseAhead, parse_one
+from maild.intake.screen import ScreenSettings, screen
+from maild.ops.daemon import Daemon
+from maild.rules.peak import default_peak_windows
+from maild.rules.prioritise import TextSignals, prioritise
+from maild.rules.scope import guess_scope
+from maild.storage.models import Ticket
+from tests.helpers import make_mail, maildir_source, write_config
+
+UTC = timezone.utc
+DATA = Path(__file__).parents[1] / "data"
+RULES = ReadingRules(tuple(w.casefold() for w in DEFAULT_URGENT_WORDS), default_peak_windows())
+# days with other peak windows active (payroll; ZUS, KSeF, year end; VAT, ZUS, PIT in January)
+DAYS = (date(2026, 12, 6), date(2026, 12, 15), date(2027, 1, 20), date(2027, 3, 30))
+
+
+def _corpus() -> list[bytes]:
+    paths = [p for p in sorted((DATA / "corpus" / "mail").rglob("*")) if p.is_file()]
+    return [p.read_bytes() for p in (*paths, *sorted((DATA / "eml").glob("*.eml")))]
+
+
+def test_the_workers_facts_decide_as_the_stages_do_on_every_mail_of_the_corpus() -> None:
+    settings = ScreenSettings(own_addresses=frozenset({"support@firma.pl"}))
+    now = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    with_facts = 0
+    for raw in _corpus():
+        msg = parse_one(raw, ParseLimits(), rules=RULES)
+        if not isinstance(msg, InboundMessage):
+            continue
+        assert msg.facts is not None and msg.reply_split is not None, msg.subject
+        with_facts += 1
+        bare = replace(msg, facts=None)
+        for arrived in (now, now - timedelta(days=5)):
+            assert screen(msg, settings, arrived, now) == screen(bare, settings, arrived, now)
+        new_text = msg.reply_split[0]
+        assert (msg.facts.scope, msg.facts.clues) == guess_scope(msg.subject, new_text)
+        for day in DAYS:
+            for automatic in (False, True):
+                asked = dict(kind="prepaid", verified=True, subject=msg.subject, text=new_text, automatic=automatic,
+                             urgent_words=RULES.urgent_words, peak_windows=RULES.peak_windows, day=day)
+                assert prioritise(**asked, signals=msg.facts.signals) == prioritise(**asked)  # type: ignore[arg-type]
+    assert with_facts > 100
+
+
+@given(st.text(max_size=300), st.text(max_size=80),
+       st.sampled_from([None, "auto-replied", "Auto-Replied; x", "no", "auto-generated"]))
+def test_out_of_office_and_challenge_words_found_once_screen_the_same(text: str, subject: str,
+                                                                      submitted: str | None) -> None:
+    headers = {"auto-submitted": submitted} if submitted is not None else {}
+    raw = make_mail(subject="x", body="x\n", headers={"Auto-Submitted": submitted} if submitted else None)
+    msg = parse_one(raw, ParseLimits())
+    assert isinstance(msg, InboundMessage)
+    msg = replace(msg, subject=subject, text=text, headers=headers)
+    facts = mail_facts(subject, text, text, headers, RULES)
+    settings = ScreenSettings(own_addresses=frozenset({"support@firma.pl"}))
+    now = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    assert screen(replace(msg, facts=facts), settings, now, now) == screen(msg, settings, now, now)
+
+
+def test_the_parse_worker_sends_each_mails_facts() -> None:
+    now = datetime.now(UTC)
+    raws = [make_mail(subject="PILNE: awaria", body="Nie działa wydruk JPK.\n", msgid="<f1@acme.pl>"),
+            make_mail(subject="Out of office", body="I am on annual leave.\n", msgid="<f2@acme.pl>",
+                      headers={"Auto-Submitted": "auto-replied"})]
+    mails = [FetchedMail(f"f:{i}", raw, now, len(raw)) for i, raw in enumerate(raws)]
+    ahead = ParseAhead(ParseLimits(), rules=RULES)
+    try:
+        parsed = ahead.result(ahead.submit(mails), mails)
+    finally:
+        ahead.close()
+    for msg in parsed:
+        assert isinstance(msg, InboundMessage) and msg.reply_split is not None
+        assert msg.facts == mail_facts(msg.subject, msg.text, msg.reply_split[0], msg.headers, RULES)
+    first, second = parsed
+    assert isinstance(first, InboundMessage) and isinstance(second, InboundMessage)
+    assert first.facts is not None and first.facts.signals.urgent == ("pilne", "awaria", "nie działa")
+    assert first.facts.signals.peak_topics == {"JPK"} and first.facts.scope == "incident"
+    assert second.facts is not None and second.facts.flags.ooo_subject and second.facts.flags.ooo_body
+    plain = ParseAhead(ParseLimits())  # no rules: parsed and split, the facts left to the stages
+    try:
+        assert all(isinstance(m, InboundMessage) and m.facts is None for m in plain.result(plain.submit(mails), mails))
+    finally:
+        plain.close()
+
+
+def test_facts_found_with_other_words_are_found_again(tmp_path: Path, smtp_sink: object) -> None:
+    """The pipeline takes a mail's urgent words from the worker's facts when they were found
+    with the daemon's own words, and looks again when they were not."""
+    path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)  # type: ignore[attr-defined]
+    daemon = Daemon(load_config(path))
+    try:
+        now = datetime.now(UTC)
+        raws = [make_mail(subject="Faktura", body="Zwykła sprawa.\n", msgid=f"<o{i}@acme.pl>") for i in range(2)]
+        mails = [FetchedMail(f"o:{i}", raw, now, len(raw)) for i, raw in enumerate(raws)]
+        rules = daemon.ingestor.ctx.reading
+        other = ReadingRules(("zwykła",), rules.peak_windows)
+        parsed = []
+        for mail, words in zip(mails, (rules, other)):
+            msg = parse_one(mail.raw, ParseLimits(), rules=words)
+            assert isinstance(msg, InboundMessage) and msg.facts is not None
+            # the worker's word for it: "pilne" (with the daemon's words: taken as found)
+            forged = replace(msg.facts, signals=TextSignals(("pilne",), frozenset()))
+            parsed.append(replace(msg, facts=forged))
+        daemon.ingestor.ingest_batch(mails, parsed)
+        with daemon.sessions() as session:
+            rows = session.execute(select(Ticket.subject, Ticket.priority).order_by(Ticket.id)).all()
+        assert [priority for _, priority in rows] == ["P1", "P3"]
+        assert isinstance(parsed[1].facts, MailFacts) and parsed[1].facts.for_rules(rules) is None
+    finally:
+        daemon.parse_ahead.close()
+        daemon.source.close()

@@ -95,9 +95,10 @@ class MailSource(Protocol):
     def connect(self) -> None: ...
 
     def batches(self, max_count: int = 500, max_bytes: int = 32 * 1024 * 1024,
-                max_message_bytes: int | None = None) -> Iterator[list[FetchedMail]]:
+                max_message_bytes: int | None = None, first_count: int | None = None) -> Iterator[list[FetchedMail]]:
         """The waiting mail in batches bounded by count and bytes. Of a mail bigger than
-        ``max_message_bytes`` only that much is read (its ``size`` says how big it is)."""
+        ``max_message_bytes`` only that much is read (its ``size`` says how big it is).
+        ``first_count``: the first batches grow from that many (``plan_batches``)."""
         ...
 
     def mark_done(self, mails: Sequence[FetchedMail]) -> None: ...
@@ -111,21 +112,25 @@ class MailSource(Protocol):
     def close(self) -> None: ...
 
 
-def plan_batches(sizes: Sequence[tuple[int, int]], max_count: int, max_bytes: int) -> list[list[int]]:
+def plan_batches(sizes: Sequence[tuple[int, int]], max_count: int, max_bytes: int,
+                 first_count: int | None = None) -> list[list[int]]:
     """Split (id, size) pairs, in order, into batches bounded by count and total bytes.
 
     A message larger than max_bytes alone still forms a batch: refusing it would
-    leave it in the folder forever.
+    leave it in the folder forever. ``first_count``: the first batch holds at most
+    that many, each next one twice as many as the one before, up to ``max_count``.
     """
-    if max_count < 1 or max_bytes < 1:
-        raise ValueError("max_count and max_bytes must be positive")
+    if max_count < 1 or max_bytes < 1 or (first_count is not None and first_count < 1):
+        raise ValueError("max_count, max_bytes and first_count must be positive")
     batches: list[list[int]] = []
     current: list[int] = []
     total = 0
+    cap = max_count if first_count is None else min(first_count, max_count)
     for ident, size in sizes:
-        if current and (len(current) >= max_count or total + size > max_bytes):
+        if current and (len(current) >= cap or total + size > max_bytes):
             batches.append(current)
             current, total = [], 0
+            cap = min(cap * 2, max_count)
         current.append(ident)
         total += size
     if current:
@@ -287,7 +292,7 @@ class ImapSource:
         }
 
     def batches(self, max_count: int = 500, max_bytes: int = 32 * 1024 * 1024,
-                max_message_bytes: int | None = None) -> Iterator[list[FetchedMail]]:
+                max_message_bytes: int | None = None, first_count: int | None = None) -> Iterator[list[FetchedMail]]:
         self._connected()
         yielded: set[tuple[int, int]] = set()
         with self._guard("select"):
@@ -305,7 +310,9 @@ class ImapSource:
                 return
             sizes = dict(pending)
             cap = max_message_bytes or max(sizes.values())
-            for batch_uids in plan_batches([(uid, min(size, cap)) for uid, size in pending], max_count, max_bytes):
+            plan = plan_batches([(uid, min(size, cap)) for uid, size in pending], max_count, max_bytes, first_count)
+            first_count = None  # mail that came in meanwhile: in full batches
+            for batch_uids in plan:
                 yielded.update((uidvalidity, uid) for uid in batch_uids)
                 oversize = {uid: sizes[uid] for uid in batch_uids if sizes[uid] > cap}
                 batch = self._fetch(batch_uids, uidvalidity, oversize, cap)
@@ -537,7 +544,7 @@ class MaildirSource:
         return found
 
     def batches(self, max_count: int = 500, max_bytes: int = 32 * 1024 * 1024,
-                max_message_bytes: int | None = None) -> Iterator[list[FetchedMail]]:
+                max_message_bytes: int | None = None, first_count: int | None = None) -> Iterator[list[FetchedMail]]:
         self.connect()
         yielded: set[str] = set()
         while True:
@@ -547,7 +554,9 @@ class MaildirSource:
                 return
             by_index = dict(enumerate(pending))
             cap = max_message_bytes or max(f[3] for f in pending)
-            for indexes in plan_batches([(i, min(f[3], cap)) for i, f in by_index.items()], max_count, max_bytes):
+            plan = plan_batches([(i, min(f[3], cap)) for i, f in by_index.items()], max_count, max_bytes, first_count)
+            first_count = None  # mail that came in meanwhile: in full batches
+            for indexes in plan:
                 batch: list[FetchedMail] = []
                 for i in indexes:
                     arrived, unique, path, _size = by_index[i]

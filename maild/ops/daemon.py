@@ -63,6 +63,9 @@ log = logging.getLogger("maild.daemon")
 # Bytes of mail fetched per batch: with the next batch fetched while this one is
 # stored, a 25 MB message plus its neighbours must stay well inside a small VM.
 BATCH_BYTES = 6 * 1024 * 1024
+# The first batch of a reading is parsed while the main process has nothing to store: it
+# holds this many mails, each next one twice as many, up to ``batch_size`` (64, 128, 256, 500).
+FIRST_BATCH = 64
 UTC = timezone.utc
 # consecutive failed cycles after which the loop no longer counts as healthy
 UNHEALTHY_AFTER = 3
@@ -318,7 +321,8 @@ class Daemon:
         stored_before = self.stored
         try:
             for batch in self.source.batches(max_count=self.config.batch_size, max_bytes=BATCH_BYTES,
-                                             max_message_bytes=self.config.limits.max_message_bytes):
+                                             max_message_bytes=self.config.limits.max_message_bytes,
+                                             first_count=FIRST_BATCH):
                 # an attempt is recorded before parsing starts, so a kill or a crash counts too
                 prior = self.ingestor.begin_attempts(batch)
                 fresh = [m for m in batch if m.source_key not in prior]

@@ -1,8 +1,10 @@
 """The stages' facts found in the parse worker (``intake.facts``): on every mail of the
 corpus they decide what the stages decide from the text themselves; the worker sends
-them with each parsed mail; facts found with other words than the daemon's are found again."""
+them with each parsed mail; facts found with other words than the daemon's are found
+again; and the reading's first batches are small, so the worker starts at once."""
 from __future__ import annotations
 
+import mailbox
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -13,11 +15,11 @@ from sqlalchemy import select
 
 from maild.config import DEFAULT_URGENT_WORDS, load_config
 from maild.intake.facts import MailFacts, ReadingRules, mail_facts
-from maild.intake.mailbox import FetchedMail
+from maild.intake.mailbox import FetchedMail, MaildirSource, plan_batches
 from maild.intake.message import InboundMessage, ParseLimits
 from maild.intake.parsing import ParseAhead, parse_one
 from maild.intake.screen import ScreenSettings, screen
-from maild.ops.daemon import Daemon
+from maild.ops.daemon import FIRST_BATCH, Daemon
 from maild.rules.peak import default_peak_windows
 from maild.rules.prioritise import TextSignals, prioritise
 from maild.rules.scope import guess_scope
@@ -126,3 +128,32 @@ def test_facts_found_with_other_words_are_found_again(tmp_path: Path, smtp_sink:
     finally:
         daemon.parse_ahead.close()
         daemon.source.close()
+
+
+@given(st.lists(st.integers(min_value=1, max_value=5000), max_size=80), st.integers(min_value=1, max_value=40),
+       st.integers(min_value=1, max_value=12000), st.integers(min_value=1, max_value=50))
+def test_the_first_batches_grow_from_the_first_count(sizes: list[int], max_count: int, max_bytes: int,
+                                                     first: int) -> None:
+    batches = plan_batches(list(enumerate(sizes)), max_count, max_bytes, first)
+    assert [i for b in batches for i in b] == list(range(len(sizes)))
+    cap = min(first, max_count)
+    for b in batches:
+        assert 1 <= len(b) <= cap
+        assert len(b) == 1 or sum(sizes[i] for i in b) <= max_bytes
+        cap = min(cap * 2, max_count)
+    if max_bytes >= 5000 * max_count and batches:  # the count alone bounds them: each as big as allowed
+        assert len(batches[0]) == min(first, max_count, len(sizes))
+
+
+def test_a_reading_starts_with_a_small_batch(tmp_path: Path) -> None:
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(FIRST_BATCH * 4):
+        box.add(make_mail(msgid=f"<r{i}@acme.pl>"))
+    from maild.config import MaildirSettings
+
+    source = MaildirSource(MaildirSettings(path=str(tmp_path / "Maildir")))
+    try:
+        sizes = [len(b) for b in source.batches(max_count=500, first_count=FIRST_BATCH)]
+    finally:
+        source.close()
+    assert sizes == [FIRST_BATCH, 2 * FIRST_BATCH, FIRST_BATCH]

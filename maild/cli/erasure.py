@@ -37,10 +37,10 @@ def register(commands: Commands) -> None:
                     help="rewrite packs that hold erased or expired mail; give the space back")
 
 
-def _compact(cfg: Config, sessions: sessionmaker[Session], blobs: BlobStore) -> str:
+def _compact(cfg: Config, sessions: sessionmaker[Session], blobs: BlobStore, everything: bool = False) -> str:
     from maild.storage.compact import compact
 
-    result = compact(sessions, blobs)
+    result = compact(sessions, blobs, everything=everything)
     return (f"packs: {len(result.rewritten)} rewritten, {len(result.deleted)} deleted, "
             f"{result.bytes_freed / 1e6:.1f} MB freed")
 
@@ -100,5 +100,5 @@ def cmd_retention_run(cfg: Config, sessions: sessionmaker[Session], args: argpar
 def cmd_storage_compact(cfg: Config, sessions: sessionmaker[Session], args: argparse.Namespace) -> int:
     from maild.storage.blobs import BlobStore
 
-    print(_compact(cfg, sessions, BlobStore(cfg.storage_path)))
+    print(_compact(cfg, sessions, BlobStore(cfg.storage_path), everything=True))
     return 0

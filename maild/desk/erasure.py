@@ -17,13 +17,15 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import String, cast, delete, func, or_, select, true, update
+from sqlalchemy import String, cast, delete, func, or_, select, text, true, update
 from sqlalchemy.orm import Session
 
 from maild.storage import store
 from maild.storage.blobs import BlobStore
-from maild.storage.compact import drop_unreferenced
+from maild.storage.compact import drop_unreferenced, places_let_go
+from maild.storage.tables import CLOSED
 from maild.storage.models import (
     AttachmentRow,
     CustomerRow,
@@ -77,6 +79,7 @@ def _erase_messages(session: Session, message_ids: Sequence[int], hashes: set[st
         hashes.update(s for s in session.scalars(select(MessageRow.raw_sha256).where(
             MessageRow.id.in_(part), MessageRow.raw_sha256.is_not(None))) if s)
         session.execute(delete(AttachmentRow).where(AttachmentRow.message_row_id.in_(part)))
+        places_let_go(session, part)
         session.execute(update(MessageRow).where(MessageRow.id.in_(part)).values(
             from_addr="", from_name="", to_addrs=[], cc_addrs=[], subject="", text_new="", text_quoted="",
             raw_sha256=None, raw_pack=None, raw_offset=None, raw_length=None, notes=[]))
@@ -181,6 +184,31 @@ class Retention:
     blobs: int = 0
 
 
+# How far each period has been applied: the cutoff of the last run (state table, ISO time).
+RAW_DONE_THROUGH = "retention_raw_through"
+TEXTS_DONE_THROUGH = "retention_texts_through"
+# A run looks again at tickets closed this long before the last run's cutoff: a ticket is closed at
+# the time its closing mail arrived (``closed_at``), which may be days before the mail was read.
+LOOK_BACK = timedelta(days=62)
+
+
+def _past(session: Session, key: str, cutoff: datetime, now: datetime, *conditions: Any) -> list[int]:
+    """The closed tickets before ``cutoff`` that match ``conditions`` and that no earlier run (its cutoff
+    under ``key``) has seen, oldest first: a search of ``ix_tickets_closed`` from the last cutoff less
+    ``LOOK_BACK``, so a day's run reads that day's closings, not every ticket ever closed. The first
+    run reads from the start. A shorter period moves the cutoff on and the run covers the gap; a
+    longer one moves it back, and the kept cutoff stays until time passes it (what lay between is gone)."""
+    # the index's own condition, as text: a bound 'closed' would not match the partial index
+    where = [text(CLOSED), Ticket.closed_at < cutoff, *conditions]
+    done = store.get_state(session, key)
+    if done is not None:
+        where.append(Ticket.closed_at >= datetime.fromisoformat(done) - LOOK_BACK)
+    tickets = list(session.scalars(select(Ticket.id).where(*where).order_by(Ticket.closed_at)))
+    if done is None or datetime.fromisoformat(done) < cutoff:
+        store.put_state(session.connection(), key, cutoff.isoformat(), now)
+    return tickets
+
+
 def apply_retention(session: Session, blobs: BlobStore, now: datetime, *, raw_mail_months: int,
                     closed_ticket_years: int, batch: int = 500) -> Retention:
     """Drop what the retention periods say is past keeping (0: keep forever), in the caller's transaction.
@@ -188,16 +216,16 @@ def apply_retention(session: Session, blobs: BlobStore, now: datetime, *, raw_ma
     ``raw_mail_months``: the raw mail and attachments of tickets closed that
     long ago (the texts stay readable on the ticket). ``closed_ticket_years``:
     also the texts, subjects and addresses of tickets closed that long ago; the
-    ticket's numbers and its ledger rows stay.
+    ticket's numbers and its ledger rows stay. Each period remembers how far it
+    has been applied (``_past``), so the daily run costs that day's closings.
     """
     done = Retention()
     hashes: set[str] = set()
     if raw_mail_months > 0:
         cutoff = now - timedelta(days=round(raw_mail_months * 30.44))
-        tickets = list(session.scalars(select(Ticket.id).where(
-            Ticket.status == "closed", Ticket.closed_at < cutoff,
-            Ticket.id.in_(select(MessageRow.ticket_id).where(MessageRow.raw_sha256.is_not(None))
-                          .scalar_subquery()))))
+        holds_raw = select(MessageRow.id).where(MessageRow.ticket_id == Ticket.id,
+                                                MessageRow.raw_sha256.is_not(None)).exists()
+        tickets = _past(session, RAW_DONE_THROUGH, cutoff, now, holds_raw)
         for i in range(0, len(tickets), batch):
             part = tickets[i:i + batch]
             ids = list(session.scalars(select(MessageRow.id).where(MessageRow.ticket_id.in_(part))))
@@ -209,13 +237,13 @@ def apply_retention(session: Session, blobs: BlobStore, now: datetime, *, raw_ma
                 hashes.update(s for s in session.scalars(select(MessageRow.raw_sha256).where(
                     MessageRow.id.in_(chunk), MessageRow.raw_sha256.is_not(None))) if s)
                 session.execute(delete(AttachmentRow).where(AttachmentRow.message_row_id.in_(chunk)))
+                places_let_go(session, chunk)
                 session.execute(update(MessageRow).where(MessageRow.id.in_(chunk)).values(
                     raw_sha256=None, raw_pack=None, raw_offset=None, raw_length=None))
         done.raw_dropped_tickets = len(tickets)
     if closed_ticket_years > 0:
         cutoff = now - timedelta(days=round(closed_ticket_years * 365.25))
-        tickets = list(session.scalars(select(Ticket.id).where(
-            Ticket.status == "closed", Ticket.closed_at < cutoff, Ticket.subject != ERASED)))
+        tickets = _past(session, TEXTS_DONE_THROUGH, cutoff, now, Ticket.subject != ERASED)
         erased = Erasure()
         _erase_tickets(session, tickets, now, erased, hashes)
         done.texts_removed_tickets = len(tickets)

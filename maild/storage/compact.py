@@ -24,17 +24,20 @@ touched (it is the one a writer adopts to append to), nor one a writer holds.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.storage.blobs import _PACK_NAME, BlobStore, PackedBlob, sync_filesystem
 from maild.storage.models import AttachmentRow, MessageRow, PackIndex, QuarantineRow
+from maild.storage.queries import get_state, put_state
 
 log = logging.getLogger("maild.storage")
 
@@ -77,14 +80,50 @@ def drop_unreferenced(session: Session, blobs: BlobStore, hashes: Iterable[str])
     """
     candidates = set(hashes)
     dead = sorted(candidates - referenced(session, candidates))
+    packs: set[str] = set()
     for i in range(0, len(dead), 500):
+        packs.update(session.scalars(select(PackIndex.pack).where(PackIndex.sha256.in_(dead[i:i + 500])).distinct()))
         session.execute(delete(PackIndex).where(PackIndex.sha256.in_(dead[i:i + 500])))
+    note_dead_bytes(session, packs)
     for sha in dead:
         try:
             blobs.path_for(sha).unlink(missing_ok=True)
         except (OSError, ValueError):
             pass
     return len(dead)
+
+
+# The packs that have lost blobs since compaction last looked at them (state table, a JSON list):
+# a daily pass rewrites what retention or ``forget`` let go of without listing every pack's blobs.
+PACKS_TO_COMPACT = "packs_to_compact"
+
+
+def note_dead_bytes(session: Session, packs: Iterable[str]) -> None:
+    """Remember, in the caller's transaction, that ``packs`` hold bytes no row names any more, so the
+    next ``compact`` weighs them even if the process stops before it runs."""
+    wanted = {p for p in packs if p}
+    if not wanted:
+        return
+    kept = get_state(session, PACKS_TO_COMPACT)
+    known = set(json.loads(kept)) if kept else set()
+    if not wanted <= known:
+        put_state(session.connection(), PACKS_TO_COMPACT, json.dumps(sorted(known | wanted)), datetime.now(UTC))
+
+
+def places_let_go(session: Session, message_ids: Iterable[int]) -> None:
+    """The message rows ``message_ids`` are about to give up their raw mail's place: note their packs."""
+    ids = list(message_ids)
+    packs: set[str] = set()
+    for i in range(0, len(ids), 500):
+        packs.update(p for p in session.scalars(select(MessageRow.raw_pack).where(
+            MessageRow.id.in_(ids[i:i + 500]), MessageRow.raw_pack.is_not(None)).distinct()) if p)
+    note_dead_bytes(session, packs)
+
+
+def _named(session: Session, name: str) -> bool:
+    """Does any row name a blob in pack ``name``? Two index searches (``ix_pack_index_pack``, ``ix_messages_raw_pack``)."""
+    return (session.scalar(select(PackIndex.sha256).where(PackIndex.pack == name).limit(1)) is not None
+            or session.scalar(select(MessageRow.id).where(MessageRow.raw_pack == name).limit(1)) is not None)
 
 
 def _try_lock(path: os.PathLike[str] | str) -> int | None:
@@ -98,11 +137,22 @@ def _try_lock(path: os.PathLike[str] | str) -> int | None:
     return fd
 
 
-def compact(sessions: sessionmaker[Session], blobs: BlobStore, dead_share: float = DEAD_SHARE) -> Compaction:
-    """Rewrite packs with dead bytes and delete packs no row names (see the module's steps)."""
+def compact(sessions: sessionmaker[Session], blobs: BlobStore, dead_share: float = DEAD_SHARE,
+            everything: bool = False) -> Compaction:
+    """Rewrite packs with dead bytes and delete packs no row names (see the module's steps).
+
+    By default only the packs noted as having lost blobs (``note_dead_bytes``) are weighed, blob by
+    blob; every other pack is only asked whether a row still names it (two index searches), so the
+    daemon's daily pass after retention costs what retention let go of, not every blob ever stored.
+    ``everything`` weighs every pack (``maild storage compact``).
+    """
     result = Compaction()
     if not blobs.packs.is_dir():
         return result
+    with sessions() as session:
+        kept = get_state(session, PACKS_TO_COMPACT)
+    noted = set(json.loads(kept)) if kept else set()
+    weighed: set[str] = set()
     names = sorted(e.name for e in os.scandir(blobs.packs) if _PACK_NAME.fullmatch(e.name))
     for name in names[:-1]:  # never the newest: writers adopt it
         path = blobs.packs / name
@@ -112,7 +162,10 @@ def compact(sessions: sessionmaker[Session], blobs: BlobStore, dead_share: float
         try:
             size = os.fstat(fd).st_size
             with sessions() as session:
+                if not (everything or name in noted) and _named(session, name):
+                    continue
                 live = _live(session, name)
+            weighed.add(name)
             live_bytes = sum(length for _, length in {(where.offset, where.length) for _, where, _ in live})
             if not live:
                 os.unlink(path)
@@ -129,7 +182,20 @@ def compact(sessions: sessionmaker[Session], blobs: BlobStore, dead_share: float
                      live_bytes, size, len(live))
         finally:
             os.close(fd)
+    _weighed(sessions, weighed | (noted - set(names)))  # and the noted packs a pass deleted before
     return result
+
+
+def _weighed(sessions: sessionmaker[Session], names: set[str]) -> None:
+    """Take the packs this pass weighed off the noted list (another process may have noted more since)."""
+    if not names:
+        return
+    with sessions() as session, session.begin():
+        kept = get_state(session, PACKS_TO_COMPACT)
+        if kept is None:
+            return
+        left = set(json.loads(kept)) - names
+        put_state(session.connection(), PACKS_TO_COMPACT, json.dumps(sorted(left)), datetime.now(UTC))
 
 
 # a live blob of a pack: (sha256, where, the message row that places it, or None for its pack_index row)

@@ -59,6 +59,8 @@ AWAITING_REACTION = "status IN ('new', 'open', 'waiting') AND first_response_at 
 MESSAGE_ID_LOOKUP = "direction = 'out' OR reused_id"
 # The messages whose raw mail sits in a pack at the place the row names (0011; ix_messages_raw_pack).
 RAW_PLACED = "raw_pack IS NOT NULL"
+# The closed tickets, by closing time (0013, ix_tickets_closed): retention's periods run from ``closed_at``.
+CLOSED = "status = 'closed'"
 # The messages whose raw mail is found by hash in pack_index (stored before 0011, or a row no batch placed): what
 # keeps a pack_index row alive when retention or ``forget`` asks (0012, ix_messages_raw_by_hash). Mail stored since
 # 0011 is placed, so ingest writes no entry into this index.
@@ -157,6 +159,9 @@ tickets = Table(
     # open tickets still waiting for a first response, by deadline (status, metrics);
     # PostgreSQL's condition is added by ``for_postgresql``
     Index("ix_tickets_awaiting_reaction", "reaction_due", sqlite_where=text(AWAITING_REACTION)),
+    # retention's closed tickets by closing time (0013); a ticket enters when it closes, at the end of the range.
+    # ``status`` leads so that SQLite, seeing ``status = 'closed'``, takes this index over ix_tickets_status
+    Index("ix_tickets_closed", "status", "closed_at", sqlite_where=text(CLOSED)),
 )
 
 # One mail on a ticket, inbound or outbound.
@@ -388,6 +393,8 @@ def for_postgresql() -> None:
     for index in tickets.indexes:
         if index.name == "ix_tickets_awaiting_reaction":
             index.dialect_options["postgresql"]["where"] = text(AWAITING_REACTION)
+        elif index.name == "ix_tickets_closed":
+            index.dialect_options["postgresql"]["where"] = text(CLOSED)
     for index in messages.indexes:
         if index.name == "ix_messages_message_id_lookup":
             index.dialect_options["postgresql"]["where"] = text(MESSAGE_ID_LOOKUP)

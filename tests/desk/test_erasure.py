@@ -24,7 +24,7 @@ from maild.ops.daemon import Daemon
 from maild.storage import blobs as blobs_module
 from maild.storage import compact as compact_module
 from maild.storage.blobs import BlobStore
-from maild.storage.compact import compact
+from maild.storage.compact import compact, drop_unreferenced
 from maild.storage.db import open_database
 from maild.storage.models import AttachmentRow, LedgerRow, MessageRow, PackIndex, Ticket
 from tests.helpers import Clock, deliver, maildir_source, write_config
@@ -146,10 +146,10 @@ def test_retention_drops_raw_mail_then_texts_of_old_closed_tickets(
         assert session.scalar(select(Ticket.subject).where(Ticket.id == 1)) == "Umowa"
         assert session.scalar(select(MessageRow.text_new).where(MessageRow.ticket_id == 1)).startswith("Mój PESEL")
     assert not _packs_hold(storage, ATTACHMENT[:40])
-    with daemon.sessions() as session, session.begin():
-        session.execute(update(Ticket).where(Ticket.id == 1).values(closed_at=long_ago - timedelta(days=800)))
+    # a shorter period: the run covers the tickets closed between the old cutoff and the new one
+    config.write_text(text.replace("closed_ticket_years = 2", "closed_ticket_years = 1"))
     code, out = run(capsys, config, "retention", "run")
-    assert "texts removed from 1" in out, out
+    assert "raw mail dropped for 0 closed tickets, texts removed from 1" in out, out
     with daemon.sessions() as session:
         assert session.scalar(select(Ticket.subject).where(Ticket.id == 1)) == "(erased)"
         assert session.scalar(select(Ticket.subject).where(Ticket.id == 2)) == "Report"
@@ -195,8 +195,8 @@ def test_compaction_survives_a_crash_before_the_index_moves(tmp_path: Path,
     sessions, blobs, stored = _store(tmp_path)
     packs = sorted(p.name for p in blobs.packs.iterdir())
     assert len(packs) == 2
-    with sessions() as session, session.begin():
-        session.query(PackIndex).filter(PackIndex.sha256 == stored[1][0]).delete()
+    with sessions() as session, session.begin():  # as retention and forget let go of a blob
+        assert drop_unreferenced(session, blobs, [stored[1][0]]) == 1
     live = [stored[0], stored[2], stored[3]]
 
     def crash() -> None:
@@ -245,7 +245,7 @@ def test_compaction_moves_the_raw_mail_a_message_row_places(tmp_path: Path,
         session.add(MessageRow(id=7, direction="in", role="customer", kind="human", subject="placed",
                                date=datetime.now(UTC), raw_sha256=sha, raw_pack=packs[0], raw_offset=offset,
                                raw_length=len(raw)))
-        session.query(PackIndex).filter(PackIndex.sha256 == stored[1][0]).delete()
+        assert drop_unreferenced(session, blobs, [stored[1][0]]) == 1
 
     def crash() -> None:
         raise KeyboardInterrupt("power cut")
@@ -283,8 +283,9 @@ def test_the_daemon_applies_retention_once_a_day(desk: tuple[Path, Daemon]) -> N
     with daemon.sessions() as session, session.begin():
         assert session.scalar(select(MessageRow.raw_sha256).where(MessageRow.ticket_id == 1,
                                                                   MessageRow.direction == "in")) is None
+        # closed half a day short of the six months (183 days) at this run: past them at the next
         session.execute(update(Ticket).where(Ticket.id == 2).values(
-            status="closed", closed_at=clock() - timedelta(days=400)))
+            status="closed", closed_at=clock() - timedelta(days=183) + timedelta(hours=12)))
     clock.advance(hours=23)
     daemon.apply_retention()
     with daemon.sessions() as session:

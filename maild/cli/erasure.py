@@ -87,11 +87,12 @@ def cmd_retention_run(cfg: Config, sessions: sessionmaker[Session], args: argpar
                                closed_ticket_years=settings.closed_ticket_years)
         if args.dry_run:
             session.rollback()
+    if args.dry_run:
+        print(f"retention --dry-run: would drop the raw mail of {done.raw_dropped_tickets} closed tickets and the "
+              f"texts of {done.texts_removed_tickets}: {done.attachments} attachments, {done.blobs} stored blobs")
+        return 0
     text = (f"raw mail dropped for {done.raw_dropped_tickets} closed tickets, texts removed from "
             f"{done.texts_removed_tickets}, {done.attachments} attachments, {done.blobs} stored blobs")
-    if args.dry_run:
-        print(f"retention --dry-run: would drop {text}")
-        return 0
     log.info("retention: %s", text)
     print(f"retention: {text}; {_compact(cfg, sessions, blobs)}")
     return 0

@@ -140,6 +140,12 @@ def test_retention_drops_raw_mail_then_texts_of_old_closed_tickets(
     long_ago = datetime.now(UTC) - timedelta(days=400)
     with daemon.sessions() as session, session.begin():
         session.execute(update(Ticket).where(Ticket.id == 1).values(status="closed", closed_at=long_ago))
+    code, out = run(capsys, config, "retention", "run", "--dry-run")
+    assert code == 0 and "would drop the raw mail of 1 closed tickets and the texts of 0: 1 attachments" in out, out
+    assert _packs_hold(storage, ATTACHMENT[:40]), "a dry run changes nothing"
+    with daemon.sessions() as session:
+        assert session.scalar(select(MessageRow.raw_sha256).where(MessageRow.ticket_id == 1,
+                                                                  MessageRow.direction == "in")) is not None
     code, out = run(capsys, config, "retention", "run")
     assert code == 0 and "raw mail dropped for 1 closed tickets, texts removed from 0" in out, out
     with daemon.sessions() as session:

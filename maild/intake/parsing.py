@@ -118,6 +118,10 @@ def parse_all(raws: Sequence[bytes], limits: ParseLimits, sizes: Sequence[int | 
     return [parse_one(raw, limits, sizes[i] if i < len(sizes) else None, rules) for i, raw in enumerate(raws)]
 
 
+# (job id, raw mails, their sizes on the server, whether to find their facts)
+JobPayload = tuple[int, list[bytes], list[int | None], bool]
+
+
 # InboundMessage.headers is a read-only view; it crosses to and from the parse
 # worker as a plain dict.
 def _read_only(items: dict[str, str]) -> types.MappingProxyType[str, str]:
@@ -191,7 +195,7 @@ def _read(stream: BinaryIO) -> Any:
 
 
 def _worker_main(jobs_fd: int, results_fd: int, progress: _Progress, limits: ParseLimits, parent_pid: int,
-                 job: tuple[int, list[bytes], list[int | None]] | None, rules: ReadingRules | None = None) -> None:
+                 job: JobPayload | None, rules: ReadingRules | None = None) -> None:
     """The forked worker: parse jobs until the pipe closes (or, given ``job``, that one only)."""
     # Keep only the worker's own pipes: every other descriptor the fork copied (the
     # daemon's sockets, a listening metrics port, other workers' pipes) would stay
@@ -213,13 +217,14 @@ def _worker_main(jobs_fd: int, results_fd: int, progress: _Progress, limits: Par
                 return
             if job is None:
                 return
-        job_id, raws, sizes = job
+        job_id, raws, sizes, with_facts = job
+        found_with = rules if with_facts else None
         results: list[Parsed] = []
         for index, raw in enumerate(raws):
             if os.getppid() != parent_pid:
                 return
             progress.set(job_id, index, time.monotonic())
-            results.append(parse_one(raw, limits, sizes[index], rules))
+            results.append(parse_one(raw, limits, sizes[index], found_with))
         progress.set(job_id, len(raws), 0.0)
         _write(results_fd, (job_id, results))
         del results, raws, job
@@ -232,7 +237,7 @@ def _worker_main(jobs_fd: int, results_fd: int, progress: _Progress, limits: Par
 class _Worker:
     """One forked worker process and the parent's ends of its pipes."""
 
-    def __init__(self, limits: ParseLimits, job: tuple[int, list[bytes], list[int | None]] | None = None,
+    def __init__(self, limits: ParseLimits, job: JobPayload | None = None,
                  rules: ReadingRules | None = None) -> None:
         self.progress = _Progress()
         jobs_r, jobs_w = os.pipe()
@@ -265,7 +270,7 @@ class _Worker:
         self.exit_status: int | None = None
         _PARENT_FDS.update((jobs_w, results_r))
 
-    def send(self, job: tuple[int, list[bytes], list[int | None]]) -> None:
+    def send(self, job: JobPayload) -> None:
         assert self.jobs_fd is not None
         _write(self.jobs_fd, job)
 
@@ -326,9 +331,9 @@ class _Job(Future[list[Parsed]]):
         self.sent_at = 0.0
         self.lost_workers = 0
 
-    def payload(self) -> tuple[int, list[bytes], list[int | None]]:
+    def payload(self, with_facts: bool) -> JobPayload:
         assert self.raws is not None
-        return self.id, [self.raws[i] for i in self.todo], [self.sizes[i] for i in self.todo]
+        return self.id, [self.raws[i] for i in self.todo], [self.sizes[i] for i in self.todo], with_facts
 
     def finish(self, results: list[Parsed]) -> None:
         for index, parsed in zip(self.todo, results):
@@ -364,6 +369,11 @@ class ParseAhead:
                  heartbeat: Callable[[], None] | None = None, rules: ReadingRules | None = None) -> None:
         self.limits = limits
         self.rules = rules
+        # The worker finds the mails' facts (``rules``) while it keeps ahead of the main process:
+        # a batch not parsed yet when its result is asked for means the main process waits, so
+        # the next batch is parsed without them (the stages find them themselves) until a batch
+        # is ready when asked for again. Either way the stages decide the same (``intake.facts``).
+        self._facts = rules is not None
         self.deadline = deadline_seconds
         self.heartbeat = heartbeat
         self._worker: _Worker | None = None
@@ -388,6 +398,7 @@ class ParseAhead:
         worker is a ``ParserCrash``. Raises ParseWorkerError when no worker can be started."""
         if not isinstance(future, _Job):
             return future.result()
+        self._facts = self.rules is not None and self._ready(future)
         while not future.done():
             if self._in_flight is None:
                 head = self._next_job()
@@ -409,6 +420,13 @@ class ParseAhead:
         self._queue.clear()
 
     # ------------------------------------------------------------ internals
+
+    def _ready(self, job: _Job) -> bool:
+        """Whether ``job`` is parsed (its results wait in the pipe, or were read)."""
+        if job.done():
+            return True
+        worker = self._worker
+        return self._in_flight is job and worker is not None and worker.wait_readable(0)
 
     def _next_job(self) -> _Job | None:
         """The oldest batch still wanted; one dropped unasked (the slice ended) is skipped."""
@@ -434,7 +452,7 @@ class ParseAhead:
             # regular worker is stopped so that its memory is given back
             if self._worker is not None:
                 self._worker.close(kill=True)
-            self._worker = _Worker(self.limits, job.payload(), self.rules)
+            self._worker = _Worker(self.limits, job.payload(self._facts), self.rules)
         else:
             if self._worker is not None and (self._worker.one_shot or not self._worker.alive()):
                 self._worker.close(kill=True)
@@ -443,7 +461,7 @@ class ParseAhead:
                 if self._worker is None:
                     self._worker = _Worker(self.limits, rules=self.rules)
                 try:
-                    self._worker.send(job.payload())
+                    self._worker.send(job.payload(self._facts))
                     break
                 except OSError as exc:  # it died since it was last seen alive (EPIPE)
                     self._drop_worker(kill=True)

@@ -1,19 +1,23 @@
 """The stages' facts found in the parse worker (``intake.facts``): on every mail of the
-corpus they decide what the stages decide from the text themselves; the worker sends
-them with each parsed mail; facts found with other words than the daemon's are found
-again; and the reading's first batches are small, so the worker starts at once."""
+corpus they decide what the stages decide from the text themselves; the worker sends them
+with each parsed mail while it keeps ahead of the main process; facts found with other words
+than the daemon's are found again; and the reading's first batches are small, so the worker
+starts at once."""
 from __future__ import annotations
 
 import mailbox
+import time
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 
 from maild.config import DEFAULT_URGENT_WORDS, load_config
+from maild.intake import parsing
 from maild.intake.facts import MailFacts, ReadingRules, mail_facts
 from maild.intake.mailbox import FetchedMail, MaildirSource, plan_batches
 from maild.intake.message import InboundMessage, ParseLimits
@@ -157,3 +161,35 @@ def test_a_reading_starts_with_a_small_batch(tmp_path: Path) -> None:
     finally:
         source.close()
     assert sizes == [FIRST_BATCH, 2 * FIRST_BATCH, FIRST_BATCH]
+
+
+def test_the_worker_leaves_the_facts_to_the_stages_while_the_main_process_waits(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch not parsed when its result is asked for (the main process waits: the worker
+    bounds the reading) sends the next one without facts; a batch ready when asked brings them back."""
+    real = parsing.parse_message
+
+    def slow(raw: bytes, limits: ParseLimits = ParseLimits(), size: int | None = None) -> InboundMessage:
+        if b"slow-one" in raw:
+            time.sleep(0.5)
+        return real(raw, limits, size)
+
+    monkeypatch.setattr(parsing, "parse_message", slow)  # before the fork: the worker has it
+    now = datetime.now(UTC)
+
+    def batch(tag: str, subject: str) -> list[FetchedMail]:
+        raws = [make_mail(subject=subject, msgid=f"<{tag}{i}@acme.pl>") for i in range(3)]
+        return [FetchedMail(f"{tag}:{i}", raw, now, len(raw)) for i, raw in enumerate(raws)]
+
+    a, b, c = batch("a", "slow-one pilne"), batch("b", "pilne"), batch("c", "pilne")
+    ahead = ParseAhead(ParseLimits(), rules=RULES)
+    try:
+        first, second = ahead.submit(a), ahead.submit(b)
+        with_a = ahead.result(first, a)  # asked at once: the main process waits for it
+        time.sleep(1.0)  # the main process stores a while the worker parses b
+        with_b = ahead.result(second, b)  # ready when asked
+        with_c = ahead.result(ahead.submit(c), c)
+    finally:
+        ahead.close()
+    has = [[isinstance(m, InboundMessage) and m.facts is not None for m in parsed] for parsed in (with_a, with_b, with_c)]
+    assert has == [[True] * 3, [False] * 3, [True] * 3]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The outbox drain alone: N generated mails ingested once, then their queued mail sent again and again.
 
-    .venv/bin/python bench/drain.py [--n 2000] [--runs 3] [--db sqlite|postgres] [--every-day] [--profile]
+    .venv/bin/python bench/drain.py [--n 2000] [--runs 3] [--db sqlite|postgres] [--every-day] [--profile] [--turns]
 
 The backlog's own corpus (``gen-mail.py``, same seed) is read once from a
 Maildir by ``Daemon.ingest_all()`` in this process, which queues an
@@ -46,6 +46,8 @@ def child(config: str, profile: str | None) -> int:
     if os.environ.get("DRAIN_ONE_PROCESS"):  # --one-process: the daemon sends it all itself, as before couriers
         cfg = replace(cfg, daemon=replace(cfg.daemon, send_while_reading=False))
     daemon = Daemon(cfg)
+    if os.environ.get("DRAIN_TURN_LOG"):
+        _log_turns(os.environ["DRAIN_TURN_LOG"])
     before = resource.getrusage(resource.RUSAGE_SELF)
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     profiler = None
@@ -74,6 +76,42 @@ def child(config: str, profile: str | None) -> int:
                       "couriers_cpu_s": children.ru_utime + children.ru_stime - before_children.ru_utime
                       - before_children.ru_stime, "by_couriers": getattr(daemon, "sent_after_reading", 0)}))
     return 0
+
+
+def _log_turns(path: str) -> None:
+    """--turns: each process (the couriers are forks) appends "<pid> <taken> <given up>" per
+    mail (CLOCK_MONOTONIC, one clock for all processes) when it gives the one-mail turn up."""
+    from maild.outbound import outbox
+
+    real_take, real_release = outbox._Turn.take, outbox._Turn.release
+    taken: dict[int, float] = {}
+
+    async def take(turn: Any) -> None:
+        held = turn.held
+        await real_take(turn)
+        if not held:
+            taken[id(turn)] = time.monotonic()
+
+    def release(turn: Any) -> None:
+        if turn.held:
+            given = time.monotonic()
+            with open(path, "a") as out:
+                out.write(f"{os.getpid()} {taken.pop(id(turn))} {given}\n")
+        real_release(turn)
+
+    outbox._Turn.take = take  # type: ignore[method-assign,assignment]
+    outbox._Turn.release = release  # type: ignore[method-assign,assignment]
+
+
+def turns_held(path: Path, wall: float) -> str:
+    """What the turns' log says: a hold's median and 90th percentile, and the share of the
+    drain's wall time some mail held the turn (the part no two connections or couriers overlap)."""
+    holds = sorted(float(given) - float(taken) for _, taken, given in
+                   (line.split() for line in path.read_text().splitlines()))
+    if not holds:
+        return "no turn taken"
+    return (f"turn held {1000 * holds[len(holds) // 2]:.2f} ms median, {1000 * holds[len(holds) * 9 // 10]:.2f} ms "
+            f"p90 ({len(holds)} turns, {sum(holds):.2f} s = {100 * sum(holds) / wall:.0f} % of the drain)")
 
 
 def maildir_config(work: Path, smtp_port: int, database_url: str, every_day: bool) -> Path:
@@ -124,6 +162,9 @@ def main() -> int:
                              "(on SQLite two couriers send a backlog of 200 or more otherwise)")
     parser.add_argument("--processes", type=int, default=1,
                         help="drains at once, each in a process of its own (PostgreSQL: rows split as between daemons)")
+    parser.add_argument("--turns", action="store_true",
+                        help="log each mail's hold of the one-mail turn (slows the drain a little): median, p90, "
+                             "and the share of the drain some mail held it")
     parser.add_argument("--child", metavar="CONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--child-profile", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -182,6 +223,9 @@ def main() -> int:
             if args.callgrind and i == 0:  # instructions of the drain alone (its couriers' in files of their own)
                 cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={args.callgrind}.%p",
                        "--zero-before=os_getpgrp", "--dump-before=os_getloadavg", *cmd]
+            turn_log = base / f"turns-{i}.log"
+            if args.turns:
+                os.environ["DRAIN_TURN_LOG"] = str(turn_log)  # read by the child
             t0 = time.perf_counter()
             procs = [subprocess.Popen(cmd if k == 0 else cmd[:4], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True, cwd=work) for k in range(args.processes)]
@@ -205,6 +249,8 @@ def main() -> int:
                   f"{out['cpu_user_s']:.2f}+{out['cpu_sys_s']:.2f} s (couriers {out.get('couriers_cpu_s', 0):.2f} s, "
                   f"{out.get('by_couriers', 0)} mails; {1000 * (out['cpu_user_s'] + out['cpu_sys_s']) / max(out['sent'], 1):.3f} ms a mail); "
                   f"sink CPU {out['sink_cpu_s']:.2f} s; load {os.getloadavg()[0]:.1f}", flush=True)
+            if args.turns:
+                print(f"  {turns_held(turn_log, out['drain_s'])}", flush=True)
             if args.profile and i == 0:
                 import pstats
 

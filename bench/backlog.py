@@ -137,6 +137,10 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: Co
     config = write_config(work, imap_port=dovecot.port, user=user, password=password, smtp_port=sink.port,
                           database_url=db_url,
                           extra=every_day + ("[daemon]\nsend_while_reading = false\n" if turns else ""))
+    if args.migrated:
+        # as the peer's harness copies a database migrated beforehand into each run: not timed
+        subprocess.run([PY, "-m", "maild.cli", "--config", str(config), "db", "upgrade"], check=True,
+                       stdout=subprocess.DEVNULL, cwd=work, env={**os.environ, "PYTHONPATH": str(BENCH.parent)})
     loaded = load_mailbox(mail_dir, dovecot.port, user, password)
     os.sync()
     sink.clear()
@@ -276,6 +280,9 @@ def main() -> int:
                         help="each run also with [daemon] send_while_reading = false, just before it "
                              "(reading and sending taking turns, as before the courier)")
     parser.add_argument("--keep", action="store_true", help="keep the work dirs (databases, blobs, logs)")
+    parser.add_argument("--migrated", action="store_true",
+                        help="each run's new database migrated before the clock starts, as the peer's harness does "
+                             "(without it the timed start-up migrates it: a new installation's first start)")
     parser.add_argument("--every-day", action="store_true",
                         help="every day a working day: the consultant is present, so notifications are measured")
     args = parser.parse_args()

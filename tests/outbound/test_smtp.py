@@ -452,81 +452,6 @@ def test_silent_relay_times_out_as_retry_and_drops_the_connection(smtp_sink: Smt
     assert fast.outcome == "sent"
 
 
-async def _command_lines(send: Callable[[int], Awaitable[None]]) -> list[bytes]:
-    """The command lines a client writes to a relay that accepts everything (loopback, this loop)."""
-    lines: list[bytes] = []
-
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 recorder ESMTP\r\n")
-        in_data = False
-        while line := await reader.readline():
-            if in_data:
-                if line == b".\r\n":
-                    in_data = False
-                    writer.write(b"250 queued\r\n")
-                continue
-            lines.append(line)
-            verb = line[:4].upper()
-            if verb == b"EHLO":
-                writer.write(b"250-recorder\r\n250-SIZE 100000000\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
-            elif verb == b"DATA":
-                in_data = True
-                writer.write(b"354 go on\r\n")
-            elif verb == b"QUIT":
-                writer.write(b"221 bye\r\n")
-                await writer.drain()
-                break
-            else:
-                writer.write(b"250 ok\r\n")
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(session, "127.0.0.1", 0)
-    try:
-        await send(server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
-        await server.wait_closed()
-    return lines
-
-
-def test_mail_and_rcpt_lines_are_aiosmtplibs_own() -> None:
-    """MAIL and RCPT go through aiosmtplib's execute_command with its own address quoting
-    done once per address (``_quoted``): the lines on the wire are the ones its ``mail`` and
-    ``rcpt`` write, for plain addresses, one its parser rewrites (a comment), a non-ASCII
-    one (SMTPUTF8), and a second mail to the same addresses (the cached quoting)."""
-    import aiosmtplib
-
-    recipients = ("customer@example.test", "jan(biuro)@acme.pl", "zoë@przykład.pl")
-    message = MESSAGE.replace(b"Hello", "Dzień dobry".encode())
-
-    async def ours(port: int) -> None:
-        settings = SmtpSettings(host="127.0.0.1", port=port, security="none", timeout_seconds=5,
-                                local_hostname="maild.test")
-        async with SmtpSender(settings) as sender:
-            for _ in range(2):
-                assert (await sender.send(Envelope("support@example.test", recipients, message))).outcome == "sent"
-
-    async def theirs(port: int) -> None:
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, local_hostname="maild.test", start_tls=False)
-        await client.connect()
-        await client.ehlo()
-        for _ in range(2):
-            await client.mail("support@example.test", options=["SMTPUTF8", f"SIZE={len(message)}", "BODY=8BITMIME"],
-                              encoding="utf-8")
-            for address in recipients:
-                await client.rcpt(address, encoding="utf-8")
-            await client.data(message)
-        await client.quit()
-
-    ours_lines = asyncio.run(_command_lines(ours))
-    theirs_lines = asyncio.run(_command_lines(theirs))
-    assert [line for line in ours_lines if line[:4] in (b"MAIL", b"RCPT")] == \
-        [line for line in theirs_lines if line[:4] in (b"MAIL", b"RCPT")]
-    assert b"RCPT TO:<jan@acme.pl>\r\n" in ours_lines  # the parser's rewrite, kept
-    assert sum(line.startswith(b"MAIL FROM:<support@example.test> SMTPUTF8") for line in ours_lines) == 2
-
-
 class _Recorder:
     """A loopback relay that keeps every byte each connection sent it, to compare what
     maild and aiosmtplib itself put on the wire and to see what had arrived when.
@@ -536,6 +461,7 @@ class _Recorder:
 
     def __init__(self, after_dot: Sequence[str] = ()) -> None:
         self.streams: list[bytearray] = []
+        self.commands: list[bytes] = []  # every connection's command lines, outside DATA
         self.after_dot = list(after_dot)
         self.dots = 0
         self.server: asyncio.Server | None = None
@@ -574,6 +500,7 @@ class _Recorder:
                         await writer.drain()
                         break
                 continue
+            self.commands.append(line)
             verb = line[:4].upper()
             if verb == b"EHLO":
                 writer.write(b"250-recorder\r\n250-SIZE 100000000\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
@@ -588,6 +515,50 @@ class _Recorder:
                 writer.write(b"250 ok\r\n")
             await writer.drain()
         writer.close()
+
+
+async def _command_lines(send: Callable[[int], Awaitable[None]]) -> list[bytes]:
+    """The command lines a client writes to a relay that accepts everything (loopback, this loop)."""
+    async with _Recorder() as relay:
+        await send(relay.port)
+    return relay.commands
+
+
+def test_mail_and_rcpt_lines_are_aiosmtplibs_own() -> None:
+    """MAIL and RCPT go through aiosmtplib's execute_command with its own address quoting
+    done once per address (``_quoted``): the lines on the wire are the ones its ``mail`` and
+    ``rcpt`` write, for plain addresses, one its parser rewrites (a comment), a non-ASCII
+    one (SMTPUTF8), and a second mail to the same addresses (the cached quoting)."""
+    import aiosmtplib
+
+    recipients = ("customer@example.test", "jan(biuro)@acme.pl", "zoë@przykład.pl")
+    message = MESSAGE.replace(b"Hello", "Dzień dobry".encode())
+
+    async def ours(port: int) -> None:
+        settings = SmtpSettings(host="127.0.0.1", port=port, security="none", timeout_seconds=5,
+                                local_hostname="maild.test")
+        async with SmtpSender(settings) as sender:
+            for _ in range(2):
+                assert (await sender.send(Envelope("support@example.test", recipients, message))).outcome == "sent"
+
+    async def theirs(port: int) -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, local_hostname="maild.test", start_tls=False)
+        await client.connect()
+        await client.ehlo()
+        for _ in range(2):
+            await client.mail("support@example.test", options=["SMTPUTF8", f"SIZE={len(message)}", "BODY=8BITMIME"],
+                              encoding="utf-8")
+            for address in recipients:
+                await client.rcpt(address, encoding="utf-8")
+            await client.data(message)
+        await client.quit()
+
+    ours_lines = asyncio.run(_command_lines(ours))
+    theirs_lines = asyncio.run(_command_lines(theirs))
+    assert [line for line in ours_lines if line[:4] in (b"MAIL", b"RCPT")] == \
+        [line for line in theirs_lines if line[:4] in (b"MAIL", b"RCPT")]
+    assert b"RCPT TO:<jan@acme.pl>\r\n" in ours_lines  # the parser's rewrite, kept
+    assert sum(line.startswith(b"MAIL FROM:<support@example.test> SMTPUTF8") for line in ours_lines) == 2
 
 
 def _recorder_settings(port: int) -> SmtpSettings:

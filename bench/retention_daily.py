@@ -9,7 +9,8 @@ deleted afterwards; the packs are not copied and not touched). Each run is
 it, then what compaction does before it rewrites anything: it decides which
 packs to weigh. Before 0013 every pack's blobs were listed (``compact._live``);
 since, the packs retention noted are listed and every other pack is asked
-whether a row names it (``compact._named``). Packs are never rewritten here.
+whether a row names it (``compact._named``); a database without the list yet (its
+first pass since 0013) weighs every pack once. Packs are never rewritten here.
 Prints seconds (wall and this process's CPU) per step.
 """
 from __future__ import annotations
@@ -84,7 +85,7 @@ def main() -> int:
 
             def decide() -> object:
                 with sessions() as session:
-                    if hasattr(compact, "_named"):
+                    if hasattr(compact, "_named") and noted_text is not None:
                         weighed = [n for n in packs if n in noted or not compact._named(session, n)]
                         return sum(len(compact._live(session, n)) for n in weighed), len(weighed)
                     return sum(len(compact._live(session, n)) for n in packs), len(packs)

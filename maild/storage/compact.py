@@ -144,7 +144,8 @@ def compact(sessions: sessionmaker[Session], blobs: BlobStore, dead_share: float
     By default only the packs noted as having lost blobs (``note_dead_bytes``) are weighed, blob by
     blob; every other pack is only asked whether a row still names it (two index searches), so the
     daemon's daily pass after retention costs what retention let go of, not every blob ever stored.
-    ``everything`` weighs every pack (``maild storage compact``).
+    ``everything`` weighs every pack (``maild storage compact``), as does the first pass of a database
+    that has no list yet (upgraded to 0013: what retention let go of before was never noted).
     """
     result = Compaction()
     if not blobs.packs.is_dir():
@@ -152,6 +153,9 @@ def compact(sessions: sessionmaker[Session], blobs: BlobStore, dead_share: float
     with sessions() as session:
         kept = get_state(session, PACKS_TO_COMPACT)
     noted = set(json.loads(kept)) if kept else set()
+    # no list yet: the first pass since 0013, and what was let go of before it was never noted
+    first = kept is None
+    everything = everything or first
     weighed: set[str] = set()
     names = sorted(e.name for e in os.scandir(blobs.packs) if _PACK_NAME.fullmatch(e.name))
     for name in names[:-1]:  # never the newest: writers adopt it
@@ -182,19 +186,20 @@ def compact(sessions: sessionmaker[Session], blobs: BlobStore, dead_share: float
                      live_bytes, size, len(live))
         finally:
             os.close(fd)
-    _weighed(sessions, weighed | (noted - set(names)))  # and the noted packs a pass deleted before
+    _weighed(sessions, weighed | (noted - set(names)), first)  # and the noted packs a pass deleted before
     return result
 
 
-def _weighed(sessions: sessionmaker[Session], names: set[str]) -> None:
-    """Take the packs this pass weighed off the noted list (another process may have noted more since)."""
-    if not names:
+def _weighed(sessions: sessionmaker[Session], names: set[str], first: bool) -> None:
+    """Take the packs this pass weighed off the noted list (another process may have noted more since);
+    after the ``first`` pass, start the list."""
+    if not names and not first:
         return
     with sessions() as session, session.begin():
         kept = get_state(session, PACKS_TO_COMPACT)
-        if kept is None:
+        if kept is None and not first:
             return
-        left = set(json.loads(kept)) - names
+        left = (set(json.loads(kept)) if kept else set()) - names
         put_state(session.connection(), PACKS_TO_COMPACT, json.dumps(sorted(left)), datetime.now(UTC))
 
 

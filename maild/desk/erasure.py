@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from maild.storage import store
 from maild.storage.blobs import BlobStore
-from maild.storage.compact import drop_unreferenced, places_let_go
+from maild.storage.compact import drop_unreferenced, note_dead_bytes
 from maild.storage.tables import CLOSED
 from maild.storage.models import (
     AttachmentRow,
@@ -67,23 +67,34 @@ class Erasure:
                 + (", the customer's names and addresses" if self.customer else ""))
 
 
-def _erase_messages(session: Session, message_ids: Sequence[int], hashes: set[str]) -> tuple[int, int]:
-    """Blank the messages' personal fields; drop their attachments. Returns (messages, attachments)."""
+def _drop_bytes(session: Session, message_ids: Sequence[int], hashes: set[str], **blank: Any) -> int:
+    """Let the messages go of their raw mail and attachments (500 at a time): their hashes go into
+    ``hashes`` for ``drop_unreferenced``, the packs that held their places are noted for compaction.
+    ``blank``: more of the messages' columns to set in the same UPDATE. Returns the attachments dropped."""
     attachments = 0
+    packs: set[str] = set()
     for i in range(0, len(message_ids), 500):
         part = list(message_ids[i:i + 500])
-        for sha, raw in session.execute(select(AttachmentRow.sha256, AttachmentRow.message_row_id)
-                                        .where(AttachmentRow.message_row_id.in_(part))):
+        for sha in session.scalars(select(AttachmentRow.sha256).where(AttachmentRow.message_row_id.in_(part))):
             hashes.add(sha)
             attachments += 1
-        hashes.update(s for s in session.scalars(select(MessageRow.raw_sha256).where(
-            MessageRow.id.in_(part), MessageRow.raw_sha256.is_not(None))) if s)
+        for raw, pack in session.execute(select(MessageRow.raw_sha256, MessageRow.raw_pack).where(
+                MessageRow.id.in_(part), MessageRow.raw_sha256.is_not(None))):
+            if raw:
+                hashes.add(raw)
+            if pack:
+                packs.add(pack)
         session.execute(delete(AttachmentRow).where(AttachmentRow.message_row_id.in_(part)))
-        places_let_go(session, part)
         session.execute(update(MessageRow).where(MessageRow.id.in_(part)).values(
-            from_addr="", from_name="", to_addrs=[], cc_addrs=[], subject="", text_new="", text_quoted="",
-            raw_sha256=None, raw_pack=None, raw_offset=None, raw_length=None, notes=[]))
-    return len(message_ids), attachments
+            raw_sha256=None, raw_pack=None, raw_offset=None, raw_length=None, **blank))
+    note_dead_bytes(session, packs)
+    return attachments
+
+
+def _erase_messages(session: Session, message_ids: Sequence[int], hashes: set[str]) -> tuple[int, int]:
+    """Blank the messages' personal fields; drop their attachments. Returns (messages, attachments)."""
+    return len(message_ids), _drop_bytes(session, message_ids, hashes, from_addr="", from_name="", to_addrs=[],
+                                         cc_addrs=[], subject="", text_new="", text_quoted="", notes=[])
 
 
 def _erase_tickets(session: Session, ticket_ids: Sequence[int], now: datetime, done: Erasure,
@@ -229,17 +240,7 @@ def apply_retention(session: Session, blobs: BlobStore, now: datetime, *, raw_ma
         for i in range(0, len(tickets), batch):
             part = tickets[i:i + batch]
             ids = list(session.scalars(select(MessageRow.id).where(MessageRow.ticket_id.in_(part))))
-            for j in range(0, len(ids), 500):
-                chunk = ids[j:j + 500]
-                for sha in session.scalars(select(AttachmentRow.sha256).where(AttachmentRow.message_row_id.in_(chunk))):
-                    hashes.add(sha)
-                    done.attachments += 1
-                hashes.update(s for s in session.scalars(select(MessageRow.raw_sha256).where(
-                    MessageRow.id.in_(chunk), MessageRow.raw_sha256.is_not(None))) if s)
-                session.execute(delete(AttachmentRow).where(AttachmentRow.message_row_id.in_(chunk)))
-                places_let_go(session, chunk)
-                session.execute(update(MessageRow).where(MessageRow.id.in_(chunk)).values(
-                    raw_sha256=None, raw_pack=None, raw_offset=None, raw_length=None))
+            done.attachments += _drop_bytes(session, ids, hashes)
         done.raw_dropped_tickets = len(tickets)
     if closed_ticket_years > 0:
         cutoff = now - timedelta(days=round(closed_ticket_years * 365.25))

@@ -98,26 +98,21 @@ def drop_unreferenced(session: Session, blobs: BlobStore, hashes: Iterable[str])
 PACKS_TO_COMPACT = "packs_to_compact"
 
 
+def _noted(session: Session) -> set[str] | None:
+    """The packs noted as having lost blobs; None before the first pass since 0013 started the list."""
+    kept = get_state(session, PACKS_TO_COMPACT)
+    return None if kept is None else set(json.loads(kept))
+
+
 def note_dead_bytes(session: Session, packs: Iterable[str]) -> None:
     """Remember, in the caller's transaction, that ``packs`` hold bytes no row names any more, so the
     next ``compact`` weighs them even if the process stops before it runs."""
     wanted = {p for p in packs if p}
     if not wanted:
         return
-    kept = get_state(session, PACKS_TO_COMPACT)
-    known = set(json.loads(kept)) if kept else set()
+    known = _noted(session) or set()
     if not wanted <= known:
         put_state(session.connection(), PACKS_TO_COMPACT, json.dumps(sorted(known | wanted)), datetime.now(UTC))
-
-
-def places_let_go(session: Session, message_ids: Iterable[int]) -> None:
-    """The message rows ``message_ids`` are about to give up their raw mail's place: note their packs."""
-    ids = list(message_ids)
-    packs: set[str] = set()
-    for i in range(0, len(ids), 500):
-        packs.update(p for p in session.scalars(select(MessageRow.raw_pack).where(
-            MessageRow.id.in_(ids[i:i + 500]), MessageRow.raw_pack.is_not(None)).distinct()) if p)
-    note_dead_bytes(session, packs)
 
 
 def _named(session: Session, name: str) -> bool:
@@ -151,10 +146,10 @@ def compact(sessions: sessionmaker[Session], blobs: BlobStore, dead_share: float
     if not blobs.packs.is_dir():
         return result
     with sessions() as session:
-        kept = get_state(session, PACKS_TO_COMPACT)
-    noted = set(json.loads(kept)) if kept else set()
+        listed = _noted(session)
     # no list yet: the first pass since 0013, and what was let go of before it was never noted
-    first = kept is None
+    first = listed is None
+    noted = listed or set()
     everything = everything or first
     weighed: set[str] = set()
     names = sorted(e.name for e in os.scandir(blobs.packs) if _PACK_NAME.fullmatch(e.name))
@@ -196,10 +191,10 @@ def _weighed(sessions: sessionmaker[Session], names: set[str], first: bool) -> N
     if not names and not first:
         return
     with sessions() as session, session.begin():
-        kept = get_state(session, PACKS_TO_COMPACT)
-        if kept is None and not first:
+        listed = _noted(session)
+        if listed is None and not first:
             return
-        left = (set(json.loads(kept)) if kept else set()) - names
+        left = (listed or set()) - names
         put_state(session.connection(), PACKS_TO_COMPACT, json.dumps(sorted(left)), datetime.now(UTC))
 
 

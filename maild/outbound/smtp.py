@@ -38,6 +38,7 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 from aiosmtplib.email import quote_address
+from aiosmtplib.protocol import LINE_ENDINGS_REGEX
 
 from maild.config import Security as Security
 from maild.config import SmtpSettings as SmtpSettings
@@ -51,8 +52,6 @@ Outcome = Literal["sent", "retry", "failed"]
 # Addresses go verbatim into MAIL FROM / RCPT TO; anything that could end the
 # command line or the <...> bracket is refused before it reaches the wire.
 _UNSAFE_ADDRESS = re.compile(r"[\x00-\x20<>\x7f]")
-# aiosmtplib's LINE_ENDINGS_REGEX: a CRLF, a bare LF or a bare CR is one line end
-_LINE_ENDS = re.compile(rb"(?:\r\n|\n|\r(?!\n))")
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*?)\r?$", re.IGNORECASE | re.MULTILINE)
 _QUIT_TIMEOUT_SECONDS = 5.0
 
@@ -148,7 +147,7 @@ def wire_data(message: bytes) -> bytes:
     456 us for 60 KB, bench/README.md seventh session)."""
     crlf = message.count(b"\r\n")
     if crlf != message.count(b"\n") or crlf != message.count(b"\r"):
-        message = _LINE_ENDS.sub(b"\r\n", message)
+        message = LINE_ENDINGS_REGEX.sub(b"\r\n", message)  # aiosmtplib's own: CRLF, bare LF or bare CR
     if message.startswith(b"."):
         message = b"." + message
     if b"\n." in message:

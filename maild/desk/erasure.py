@@ -211,11 +211,12 @@ def _past(session: Session, key: str, cutoff: datetime, now: datetime, *conditio
     longer one moves it back, and the kept cutoff stays until time passes it (what lay between is gone)."""
     # the index's own condition, as text: a bound 'closed' would not match the partial index
     where = [text(CLOSED), Ticket.closed_at < cutoff, *conditions]
-    done = store.get_state(session, key)
+    kept = store.get_state(session, key)
+    done = None if kept is None else datetime.fromisoformat(kept)
     if done is not None:
-        where.append(Ticket.closed_at >= datetime.fromisoformat(done) - LOOK_BACK)
+        where.append(Ticket.closed_at >= done - LOOK_BACK)
     tickets = list(session.scalars(select(Ticket.id).where(*where).order_by(Ticket.closed_at)))
-    if done is None or datetime.fromisoformat(done) < cutoff:
+    if done is None or done < cutoff:
         store.put_state(session.connection(), key, cutoff.isoformat(), now)
     return tickets
 

@@ -77,12 +77,16 @@ def test_new_mail_becomes_ticket_with_acknowledgement(env: dict[str, Any], capsy
     assert not list(env["box"].keys()), "processed mail must leave the inbox"
 
 
-def test_same_message_twice_changes_nothing(env: dict[str, Any]) -> None:
-    raw = make_mail(msgid="<dup@acme.pl>")
+def _read_twice(env: dict[str, Any], raw: bytes) -> Daemon:
+    """The same bytes delivered and read, then delivered and read again; the second run's daemon."""
     env["box"].add(raw)
     run(env)
     env["box"].add(raw)
-    daemon = run(env)
+    return run(env)
+
+
+def test_same_message_twice_changes_nothing(env: dict[str, Any]) -> None:
+    daemon = _read_twice(env, make_mail(msgid="<dup@acme.pl>"))
     with daemon.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Ticket)) == 1
         assert session.scalar(select(func.count()).select_from(OutboxRow)) == 1
@@ -93,11 +97,7 @@ def test_same_message_twice_changes_nothing(env: dict[str, Any]) -> None:
 def test_a_mail_without_message_id_read_again_changes_nothing(env: dict[str, Any]) -> None:
     """Its dedupe key is its bytes' hash, and its message row places the bytes (no pack_index row since
     0011): read again after a crash before the move or a UIDVALIDITY reset, it is the same mail."""
-    raw = make_mail(msgid=None, subject="Bez Message-ID")
-    env["box"].add(raw)
-    run(env)
-    env["box"].add(raw)
-    daemon = run(env)
+    daemon = _read_twice(env, make_mail(msgid=None, subject="Bez Message-ID"))
     with daemon.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Ticket)) == 1
         assert session.scalar(select(func.count()).select_from(Intake)) == 1

@@ -50,6 +50,7 @@ from common import (  # noqa: E402
     ROOT,
     SEED,
     CountingSink,
+    PostfixSink,
     PrivatePostgres,
     banner,
     big_corpus,
@@ -59,6 +60,7 @@ from common import (  # noqa: E402
     nproc,
     spread,
     start_dovecot,
+    start_sink,
     write_config,
 )
 from verify import verify  # noqa: E402
@@ -124,7 +126,7 @@ class MemorySampler(threading.Thread):
             self.peak_rss_kb = max(self.peak_rss_kb, rss)
 
 
-def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: CountingSink,
+def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: CountingSink | PostfixSink,
             pg: PrivatePostgres | None, mail_dir: Path, n: int, check: bool, turns: bool = False) -> dict[str, Any]:
     user, password = dovecot.add_user()
     work = base / f"n{n}-run{i}{'-turns' if turns else ''}"
@@ -185,11 +187,11 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: Co
     return row
 
 
-def series(args: argparse.Namespace, base: Path, dovecot: Any, sink: CountingSink, pg: PrivatePostgres | None,
+def series(args: argparse.Namespace, base: Path, dovecot: Any, sink: CountingSink | PostfixSink, pg: PrivatePostgres | None,
            n: int, runs: int, big: bool) -> list[dict[str, Any]]:
     mail_dir = big_corpus(n, args.seed) if big else corpus(n, args.seed)
     count = len(list(mail_dir.glob("*.eml")))
-    print(f"\n-- maild backlog: {count} mails ({mail_dir.name}), {runs} runs, database {args.db} --", flush=True)
+    print(f"\n-- maild backlog: {count} mails ({mail_dir.name}), {runs} runs, database {args.db}, sink {args.sink} --", flush=True)
     if args.turns:  # each run twice, back to back: reading and sending taking turns, then with the courier
         rows = []
         for i in range(runs):
@@ -285,6 +287,9 @@ def main() -> int:
                              "(without it the timed start-up migrates it: a new installation's first start)")
     parser.add_argument("--every-day", action="store_true",
                         help="every day a working day: the consultant is present, so notifications are measured")
+    parser.add_argument("--sink", choices=("aiosmtpd", "postfix"), default="aiosmtpd",
+                        help="the relay: aiosmtpd in this process's thread (default), or Postfix's smtp-sink, "
+                             "a C test server (apt-get install postfix), whose CPU per mail is a fraction of it")
     args = parser.parse_args()
     peer = peer_script(args.peer_harness) if args.peer else None  # before minutes of work, not after
 
@@ -293,7 +298,7 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="backlog-", dir=BENCH_ROOT))
     base.chmod(0o755)  # Dovecot's unprivileged auth process reads the passwd-file below it
     dovecot = start_dovecot(base / "dovecot")
-    sink = CountingSink().start()
+    sink = start_sink(args.sink)
     pg = None
     summary: dict[str, Any] = {}
     try:

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian machine for maild: a venv with the package and, with
-# --test, the servers the test suite starts privately (Dovecot, PostgreSQL).
+# --test, the servers the test suite starts privately (Dovecot, PostgreSQL);
+# --bench, those and Postfix's smtp-sink for `bench/backlog.py --sink postfix`.
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+want_test=0 want_bench=0
+case "${1:-}" in
+    --test) want_test=1 ;;
+    --bench) want_test=1 want_bench=1 ;;
+esac
 
 apt_install() {
     local missing=()
@@ -48,6 +52,14 @@ fi
 
 if [ "$want_test" = 1 ]; then
     apt_install dovecot-imapd postgresql openssl chromium chromium-driver fonts-dejavu-core
+fi
+if [ "$want_bench" = 1 ]; then
+    # smtp-sink comes with Postfix; "No configuration" writes no main.cf, so no mail server is set up
+    echo "postfix postfix/main_mailer_type select No configuration" | \
+        { [ "$(id -u)" -ne 0 ] && sudo debconf-set-selections || debconf-set-selections; }
+    apt_install postfix
+fi
+if [ "$want_test" = 1 ]; then
     stamp=.venv/.installed-test
     extras=".[test]"
 else

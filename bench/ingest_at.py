@@ -6,7 +6,8 @@
     .venv/bin/python bench/ingest_at.py --empty --pragma cache_size=-2000  # extra PRAGMAs on every connection
 
 The inner loop of ``growth.py``'s ingest figure, without its commands and
-reports (~30 s at 1M instead of ~4 min): the same Maildir delivery and
+reports (~30 s at 1M instead of ~4 min): the same Maildir delivery (a fresh Maildir each run), the database read
+into the OS page cache first (``--cold-page-cache``: not), and
 ``Daemon.ingest_all()`` (``growth.ingest``), the same seeds (``--reuse`` counts
 its backlogs in the work dir's growth.json like ``growth.py --reuse``, so the
 two never ingest the same mail twice), and the acknowledgements marked sent
@@ -46,6 +47,7 @@ from growth import (  # noqa: E402
     close_backlog,
     deliver,
     mark_sent,
+    read_into_page_cache,
     next_backlog_seed,
     warm,
     write_config,
@@ -58,6 +60,10 @@ def main() -> int:
     where.add_argument("--reuse", type=Path, metavar="DIR", help="a database growth.py --work built")
     where.add_argument("--empty", action="store_true", help="a new empty database (deleted afterwards)")
     parser.add_argument("--backlog", type=int, default=2_000)
+    parser.add_argument("--cold-page-cache", action="store_true",
+                        help="leave the database file where the OS page cache has it; by default it is read once "
+                             "before the measure (growth.read_into_page_cache), as an empty database is there by "
+                             "construction")
     parser.add_argument("--pragma", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--keep-hour", action="store_true",
                         help="leave earlier backlogs' mail in the last hour (see below); by default it is moved back a "
@@ -102,6 +108,8 @@ def main() -> int:
             age_last_hour(config)
         started = datetime.now(timezone.utc)
         deliver(work / "Maildir", corpus(args.backlog, seed), started)
+        if not args.cold_page_cache:
+            read_into_page_cache(work / "var" / "maild.db")
         settings = load_config(config)
         if args.parse_timeout:
             settings = dataclasses.replace(settings, parse_timeout_seconds=args.parse_timeout)

@@ -210,9 +210,13 @@ class PrivatePostgres:
 
     The test fixture turns fsync off because crash durability is not what the
     tests check; a throughput figure must pay for it like a deployment does.
+    ``statements``: pg_stat_statements loaded (with planning times and I/O timing),
+    for ``bench/pg_statements.py``; its bookkeeping costs the server a little CPU per
+    statement, so the throughput benchmarks leave it off. ``explain_ms``: auto_explain
+    logs the plan of each statement slower than that (``postgres.log``).
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, statements: bool = False, explain_ms: float | None = None) -> None:
         from tests.servers.postgres import PostgresServer, _find_bindir
 
         bindir = _find_bindir()
@@ -221,11 +225,58 @@ class PrivatePostgres:
         directory.mkdir(parents=True, exist_ok=True)
         self.server = PostgresServer(directory, bindir)
         self.server.init()
+        self.statements = statements
         with (self.server.data / "postgresql.conf").open("a") as conf:
             conf.write("\n# benchmark: deployment durability\nfsync = on\nsynchronous_commit = on\n"
                        "full_page_writes = on\nshared_buffers = 128MB\n")
+            if statements:
+                conf.write(f"shared_preload_libraries = 'pg_stat_statements{', auto_explain' if explain_ms else ''}'\n"
+                           "pg_stat_statements.track = all\npg_stat_statements.track_planning = on\n"
+                           "pg_stat_statements.max = 5000\ntrack_io_timing = on\n")
+                if explain_ms:  # each statement slower than this logs its plan with its run's figures
+                    conf.write(f"auto_explain.log_min_duration = '{explain_ms}ms'\nauto_explain.log_analyze = on\n"
+                               "auto_explain.log_buffers = on\nauto_explain.log_nested_statements = on\n")
         self.server.start()
+        if statements:
+            self.server.execute_admin("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         self._count = 0
+
+    def reset_statements(self, database: str) -> None:
+        """pg_stat_statements, the shared WAL/bgwriter counters and ``database``'s table and index
+        counters start from zero."""
+        import psycopg
+
+        self.server.execute_admin("SELECT pg_stat_statements_reset(); SELECT pg_stat_reset_shared('wal'); "
+                                  "SELECT pg_stat_reset_shared('bgwriter')")
+        conninfo = self.server.conninfo.replace("dbname=postgres", f"dbname={database}")
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("SELECT pg_stat_reset()")
+
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        """Rows of an admin query (on the ``postgres`` database) as dicts."""
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(self.server.conninfo, autocommit=True, connect_timeout=10, row_factory=dict_row) as conn:
+            return list(conn.execute(sql).fetchall())
+
+    def processes(self) -> dict[int, str]:
+        """The server's processes now: pid -> its title (``postgres: walwriter``,
+        ``postgres: postgres maild_bench_1 127.0.0.1(40312) idle``), the postmaster included."""
+        try:
+            master = int((self.server.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return {}
+        found = {master: "postmaster"}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == master:
+                    found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                        "utf-8", "replace").strip()
+            except (OSError, ValueError, IndexError):
+                continue
+        return found
 
     def fresh_database(self) -> str:
         self._count += 1

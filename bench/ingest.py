@@ -167,7 +167,8 @@ def profile_worker(out: Path) -> None:
     parsing._worker_main = profiled  # type: ignore[assignment]
 
 
-def run_once(source: Path, work: Path, database_url: str, profile: bool, sql: bool) -> dict[str, Any]:
+def run_once(source: Path, work: Path, database_url: str, profile: bool, sql: bool,
+             pg: PrivatePostgres | None = None) -> dict[str, Any]:
     from maild.config import load_config
     from maild.ops.daemon import Daemon
 
@@ -188,6 +189,7 @@ def run_once(source: Path, work: Path, database_url: str, profile: bool, sql: bo
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if counter is not None:
         counter.on = True
+    server0 = pg.cpu_seconds() if pg is not None else 0.0
     cpu0, t0 = time.process_time(), time.perf_counter()
     if profiler is not None:
         profiler.enable()
@@ -196,6 +198,7 @@ def run_once(source: Path, work: Path, database_url: str, profile: bool, sql: bo
         profiler.disable()
         profiler.dump_stats(str(work / "main.prof"))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    server = pg.cpu_seconds() - server0 if pg is not None else 0.0
     if counter is not None:
         counter.on = False
     worker_proc = daemon.parse_ahead._worker
@@ -211,7 +214,7 @@ def run_once(source: Path, work: Path, database_url: str, profile: bool, sql: bo
         daemon.run_lock.release()
     stored = sum(totals.values())
     assert stored == n, f"stored {stored} of {n}: {totals}"
-    return {"n": n, "wall": wall, "cpu": cpu, "worker": worker, "totals": totals, "sql": counter}
+    return {"n": n, "wall": wall, "cpu": cpu, "worker": worker, "server": server, "totals": totals, "sql": counter}
 
 
 def main() -> int:
@@ -235,12 +238,14 @@ def main() -> int:
         for i in range(args.runs):
             url = pg.fresh_database() if pg is not None else ""
             first = i == 0
-            r = run_once(source, root / f"run{i}", url, args.profile and first, args.sql and first)
+            r = run_once(source, root / f"run{i}", url, args.profile and first, args.sql and first, pg)
             results.append(r)
             load = os.getloadavg()[0]
             print(f"run {i + 1}: {r['n']} mails in {r['wall']:.2f} s ({r['n'] / r['wall']:.0f} msg/s); CPU main "
                   f"{r['cpu']:.2f} s ({1000 * r['cpu'] / r['n']:.2f} ms/mail), worker {r['worker']:.2f} s "
-                  f"({1000 * r['worker'] / r['n']:.2f} ms/mail); load {load:.1f}; {r['totals']}", flush=True)
+                  f"({1000 * r['worker'] / r['n']:.2f} ms/mail)"
+                  + (f", PostgreSQL {r['server']:.2f} s ({1000 * r['server'] / r['n']:.2f} ms/mail)" if pg else "")
+                  + f"; load {load:.1f}; {r['totals']}", flush=True)
             counter = r["sql"]
             if counter is not None:
                 total = sum(counter.statements.values())
@@ -251,7 +256,8 @@ def main() -> int:
         if len(results) > 1:
             print(f"median of {len(results)}: wall {statistics.median(r['wall'] for r in results):.2f} s, "
                   f"CPU main {statistics.median(r['cpu'] for r in results):.2f} s, "
-                  f"worker {statistics.median(r['worker'] for r in results):.2f} s")
+                  f"worker {statistics.median(r['worker'] for r in results):.2f} s"
+                  + (f", PostgreSQL {statistics.median(r['server'] for r in results):.2f} s" if pg else ""))
         if args.profile:
             print(f"profiles: {root / 'run0' / 'main.prof'} {root / 'run0' / 'worker.prof'}")
     finally:

@@ -31,7 +31,14 @@ from maild.desk.notifications import (
 from maild.rules.customers import Contract, Customer
 from maild.rules.kinds import packages_of, rules_of
 from maild.rules.prioritise import TIER_NAMES
-from maild.storage.queries import CONSULTANT_KINDS, NOTIFY_KINDS, Reader, get_state, insert_state_once
+from maild.storage.queries import (
+    CONSULTANT_KINDS,
+    NOTIFY_KINDS,
+    Reader,
+    get_state,
+    insert_state_once,
+    own_message_ids,
+)
 from maild.storage.tables import outbox
 
 if TYPE_CHECKING:
@@ -128,7 +135,7 @@ class Notifier:
     def sent_to(session: Reader, email: str, message_ids: Iterable[str]) -> set[str]:
         """Which of ``message_ids`` are maild's mail to ``email`` alone (notifications,
         escalations, digests, error replies): the references a consultant's reply may prove itself with."""
-        ids = [m for m in dict.fromkeys(message_ids) if m][-50:]
+        ids = own_message_ids(dict.fromkeys(message_ids))[-50:]  # only maild's own can be in the outbox
         if not ids:
             return set()
         o = outbox.c

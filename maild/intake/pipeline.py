@@ -987,8 +987,9 @@ class Ingestor:
                 return True, "answers maild's mail to this address"
             stored = self._active.stored_recipients
             if stored is None:
+                own = store.own_message_ids(refs)
                 found: Iterable[list[str] | None] = session.scalars(
-                    select(OutboxRow.recipients).where(OutboxRow.message_id.in_(refs)))
+                    select(OutboxRow.recipients).where(OutboxRow.message_id.in_(own))) if own else ()
             else:  # stored before the batch, or written by it since
                 queued = self._active.desk.rows.queued_recipients
                 found = [*(r for ref in refs for r in stored.get(ref, ())),

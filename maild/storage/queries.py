@@ -12,7 +12,7 @@ one the same way. ``store`` re-exports what its callers used from there.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
@@ -37,6 +37,19 @@ NOTIFY_KINDS = ("notify_new", "notify_reply")
 # none of their Message-IDs may reach a customer
 CONSULTANT_KINDS = frozenset({*NOTIFY_KINDS, "escalation", "digest", "command_error", "authority_notice",
                               "bounce_notice", "alert"})
+
+# What every Message-ID maild makes begins with (``store.new_message_id``, the only maker of an outbox
+# row's): a reference without it names no outbox row.
+OWN_MESSAGE_ID_PREFIX = "maild."
+
+
+def own_message_ids(message_ids: Iterable[str]) -> list[str]:
+    """Those of ``message_ids`` that can be maild's own, in their order: all a lookup in the outbox
+    needs to ask for. A batch's mail refers mostly to the customers' own Message-IDs; asked for
+    with them, PostgreSQL read the whole outbox per batch while its statistics were missing (a
+    new database's first minute; bench/README "PostgreSQL's statements, tenth session")."""
+    return [m for m in message_ids if m and m.startswith(OWN_MESSAGE_ID_PREFIX)]
+
 
 # Row ids are PostgreSQL INTEGER (SQLite's hold 64 bits): a larger number from the
 # command line must be a usage error, not an OverflowError or DataError in the driver.

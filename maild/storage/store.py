@@ -21,6 +21,8 @@ from maild.rules.kinds import contract_terms
 # the reads without the ORM live in queries; re-exported for the callers that know them here
 from maild.storage.queries import (
     MAX_ROW_ID as MAX_ROW_ID,
+    OWN_MESSAGE_ID_PREFIX as OWN_MESSAGE_ID_PREFIX,
+    own_message_ids as own_message_ids,
     OPEN_STATUSES as OPEN_STATUSES,
     ListedTicket as ListedTicket,
     TicketFilter as TicketFilter,
@@ -57,7 +59,7 @@ from maild.storage.tables import MESSAGE_ID_LOOKUP
 def new_message_id(domain: str, ticket_id: int | None, kind: str) -> str:
     """Our own Message-ID (without <>), unique and recognisable as ours."""
     ticket = f"t{ticket_id}." if ticket_id is not None else ""
-    return f"maild.{ticket}{kind}.{secrets.token_hex(8)}@{domain}"
+    return f"{OWN_MESSAGE_ID_PREFIX}{ticket}{kind}.{secrets.token_hex(8)}@{domain}"
 
 
 # ---------------------------------------------------------------- intake
@@ -358,8 +360,9 @@ class BatchRows:
 
 
 def outbox_recipients_by_message_id(session: Session, message_ids: Iterable[str]) -> dict[str, list[list[str]]]:
-    """The recipients of each outbox row with one of these Message-IDs (one SELECT per 500)."""
-    wanted = sorted({m for m in message_ids if m})
+    """The recipients of each outbox row with one of these Message-IDs (one SELECT per 500 of
+    them that can be maild's own, none when none can)."""
+    wanted = sorted(set(own_message_ids(message_ids)))
     found: dict[str, list[list[str]]] = {}
     for i in range(0, len(wanted), 500):
         for message_id, recipients in session.execute(

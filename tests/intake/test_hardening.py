@@ -216,3 +216,44 @@ def test_replies_in_one_batch_find_their_tickets_and_prove_themselves_by_what_wa
         assert refused == {(2, ("ola@acme.pl",)), (1, ("ewa@acme.pl", "kasia@acme.pl"))}
         t3 = session.get(Ticket, 3)
         assert t3 is not None and any("none of 1 referenced Message-IDs is ours" in r for r in t3.reasons)
+
+
+def test_a_reply_to_our_acknowledgement_is_proven_and_only_our_message_ids_are_looked_up(env: dict[str, Any]) -> None:
+    """Without a trusted server, a customer's reply proves itself by answering maild's mail to its sender:
+    its colleague in Cc joins. The outbox holds only maild's own Message-IDs, so a batch asks it for
+    those alone: a batch whose mail refers only to the customers' own asks it nothing (on PostgreSQL each
+    such lookup read the whole outbox while a new database had no statistics)."""
+    from sqlalchemy import event
+
+    from maild.storage.models import OutboxRow
+
+    config = configure(env)
+    env["box"].add(make_mail(subject="Drukarka", msgid="<a1@acme.pl>"))
+    daemon = run(config)
+    with daemon.sessions() as session:
+        [ack] = session.scalars(select(OutboxRow.message_id).where(OutboxRow.recipients.is_not(None),
+                                                                   OutboxRow.kind == "ack")).all()
+    assert ack.startswith("maild.")
+
+    def lookups(mails: list[bytes]) -> list[Any]:
+        for raw in mails:
+            env["box"].add(raw)
+        daemon = Daemon(load_config(config), lambda: datetime.now(UTC))
+        seen: list[Any] = []
+        event.listen(daemon.engine, "before_cursor_execute",
+                     lambda conn, cursor, statement, params, context, many: seen.append(params)
+                     if re.search(r"FROM outbox\s+WHERE outbox.message_id IN", statement) else None)
+        daemon.run_once()
+        return seen
+
+    # the customers' own references only: the outbox is not asked
+    assert lookups([make_mail(subject="Re: Drukarka", msgid="<a2@acme.pl>",
+                              headers={"In-Reply-To": "<a1@acme.pl>", "References": "<a0@acme.pl> <a1@acme.pl>"})]) == []
+    # a reply to our acknowledgement, with a colleague in Cc and the customer's own mail among its references
+    [params] = lookups([make_mail(subject="Re: [SUP-1] Drukarka", msgid="<a3@acme.pl>",
+                                  headers={"In-Reply-To": f"<{ack}>", "References": f"<a1@acme.pl> <{ack}>",
+                                           "Cc": "ola@acme.pl"})])
+    values = list(params.values()) if isinstance(params, dict) else list(params)
+    assert ack in values and "a1@acme.pl" not in values, values
+    with daemon.sessions() as session:
+        assert session.scalars(select(Ticket.participants)).one() == ["jan@acme.pl", "ola@acme.pl"]

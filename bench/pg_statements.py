@@ -42,7 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import backlog  # noqa: E402
-from common import BENCH_ROOT, SEED, PrivatePostgres, banner, corpus, start_dovecot, start_sink  # noqa: E402
+from common import BENCH_ROOT, SEED, PrivatePostgres, banner, corpus, spread, start_dovecot, start_sink  # noqa: E402
 from common import task_cpu_seconds  # noqa: E402
 
 _PORT = re.compile(r"127\.0\.0\.1\((\d+)\)")
@@ -170,16 +170,20 @@ def _one_line(query: str, width: int) -> str:
     return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
+def cpu_line(n: int, server_cpu: float, roles: dict[str, tuple[float, int]]) -> str:
+    return (f"  server CPU {server_cpu:.2f} s ({1000 * server_cpu / n:.3f} ms a mail read); by process (sampled): "
+            + ", ".join(f"{k} {v:.2f} ({count})" for k, (v, count) in sorted(roles.items(), key=lambda kv: -kv[1][0])
+                        if v >= 0.005)
+            + f"; not sampled {server_cpu - sum(v for v, _ in roles.values()):.2f} (processes in parentheses)")
+
+
 def report(pg: PrivatePostgres, db: str, n: int, server_cpu: float, roles: dict[str, tuple[float, int]], top: int,
            width: int) -> None:
     rows = grouped(pg.query(STATEMENTS.format(db=db)))
     total_exec = sum(r["total_exec_time"] for r in rows)
     total_plan = sum(r["total_plan_time"] for r in rows)
     calls = sum(r["calls"] for r in rows)
-    print(f"  server CPU {server_cpu:.2f} s ({1000 * server_cpu / n:.3f} ms a mail read); by process (sampled): "
-          + ", ".join(f"{k} {v:.2f} ({count})" for k, (v, count) in sorted(roles.items(), key=lambda kv: -kv[1][0])
-                      if v >= 0.005)
-          + f"; not sampled {server_cpu - sum(v for v, _ in roles.values()):.2f} (processes in parentheses)")
+    print(cpu_line(n, server_cpu, roles))
     print(f"  statements: {calls} calls ({calls / n:.2f} a mail read), execution {total_exec / 1000:.2f} s, "
           f"planning {total_plan / 1000:.2f} s, {len(rows)} statements ({sum(r['shapes'] for r in rows)} shapes); "
           "a foreign key's check (SELECT 1 FROM ONLY ... FOR KEY SHARE) is timed on its own and within its INSERT")
@@ -223,7 +227,8 @@ def _in_db(pg: PrivatePostgres, db: str, sql: str) -> list[dict[str, Any]]:
 
     conninfo = pg.server.conninfo.replace("dbname=postgres", f"dbname={db}")
     with psycopg.connect(conninfo, autocommit=True, connect_timeout=10, row_factory=dict_row) as conn:
-        return list(conn.execute(sql).fetchall())
+        cursor = conn.execute(sql)
+        return list(cursor.fetchall()) if cursor.description else []
 
 
 def plans(logfile: Path, start: int) -> None:
@@ -254,6 +259,14 @@ def main() -> int:
     parser.add_argument("--every-day", action="store_true", help="as backlog.py --every-day")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--width", type=int, default=110, help="characters of each statement shown")
+    parser.add_argument("--before", action="append", default=[], metavar="SQL",
+                        help="run this in each new database once migrated, before the cycle (a what-if: "
+                             "DROP INDEX ..., ALTER TABLE ...); may be given more than once")
+    parser.add_argument("--alternate", action="store_true",
+                        help="--before in every other run only (runs 2, 4, ...), the medians of both halves compared")
+    parser.add_argument("--statements", choices=("on", "off"), default="on",
+                        help="off: no pg_stat_statements (its own cost out of the server's CPU); the "
+                             "server's CPU by process is still printed")
     parser.add_argument("--explain", type=float, metavar="MS",
                         help="auto_explain: print the plan of each statement slower than MS ms (one per statement)")
     args = parser.parse_args()
@@ -265,32 +278,53 @@ def main() -> int:
     base.chmod(0o755)
     dovecot = start_dovecot(base / "dovecot")
     sink = start_sink(args.sink)
-    pg = PrivatePostgres(base / "postgres", statements=True, explain_ms=args.explain)
+    pg = PrivatePostgres(base / "postgres", statements=args.statements == "on", explain_ms=args.explain)
     mail_dir = corpus(args.n, args.seed)
     count = len(list(mail_dir.glob("*.eml")))
     load_mailbox = backlog.load_mailbox
     sampler: list[ServerSampler] = []
+    run_no = [0]
 
     def loaded_then_reset(*a: Any, **kw: Any) -> str:
         """backlog.one_run loads the mailbox right before starting the timed child: the counters start here."""
         out = load_mailbox(*a, **kw)
-        pg.reset_statements(f"maild_bench_{pg._count}")
+        db = f"maild_bench_{pg._count}"
+        if not args.alternate or run_no[0] % 2 == 1:
+            for sql in args.before:
+                _in_db(pg, db, sql)
+        if pg.statements:
+            pg.reset_statements(db)
         sampler.append(ServerSampler(pg))
         return out
 
     backlog.load_mailbox = loaded_then_reset  # type: ignore[assignment]
     try:
+        rows: list[dict[str, Any]] = []
         for i in range(args.runs):
+            run_no[0] = i
             sampler.clear()
             log_from = pg.server.logfile.stat().st_size
             row = backlog.one_run(i, run_args, base, dovecot, sink, pg, mail_dir, count, check=False)
             sampler[0].stop()
+            rows.append(row)
             db = f"maild_bench_{pg._count}"
-            print(f"\nrun {i + 1}: {count} mails read, {row['sent']} sent; whole cycle {row['cycle_rate']:.0f} msg/s "
-                  f"(with pg_stat_statements' own cost); load average {os.getloadavg()[0]:.1f}")
-            report(pg, db, count, row["pg_cpu_s"], sampler[0].by_role(), args.top, args.width)
+            print(f"\nrun {i + 1}: {count} mails read, {row['sent']} sent; whole cycle {row['cycle_rate']:.0f} msg/s"
+                  f"{' (with pg_stat_statements own cost)' if pg.statements else ''}; CPU maild main "
+                  f"{row['cpu_user_s'] + row['cpu_sys_s']:.2f} s, its children {row.get('children_cpu_s', 0):.2f} s; "
+                  f"load average {os.getloadavg()[0]:.1f}")
+            if pg.statements:
+                report(pg, db, count, row["pg_cpu_s"], sampler[0].by_role(), args.top, args.width)
+            else:
+                print(cpu_line(count, row["pg_cpu_s"], sampler[0].by_role()))
             if args.explain:
                 plans(pg.server.logfile, log_from)
+        halves = {"as migrated": rows[0::2], "with --before": rows[1::2]} if args.alternate else {"all runs": rows}
+        for label, part in halves.items():
+            if len(part) > 1 or args.alternate:
+                print(f"\nmedian of {len(part)} ({label}): server CPU {spread([r['pg_cpu_s'] for r in part])} s, "
+                      f"maild main {spread([r['cpu_user_s'] + r['cpu_sys_s'] for r in part])} s, its children "
+                      f"{spread([r.get('children_cpu_s', 0) for r in part])} s, whole cycle "
+                      f"{spread([r['cycle_rate'] for r in part], '{:.0f}')} msg/s")
     finally:
         backlog.load_mailbox = load_mailbox  # type: ignore[assignment]
         sink.stop()

@@ -29,6 +29,7 @@ from aiosmtplib import (
     SMTPAuthenticationError,
     SMTPDataError,
     SMTPException,
+    SMTPReadTimeoutError,
     SMTPRecipientRefused,
     SMTPResponse,
     SMTPResponseException,
@@ -170,6 +171,50 @@ def _invalid_envelope(envelope: Envelope) -> str | None:
         if not address or _UNSAFE_ADDRESS.search(address):
             return f"unsafe recipient address {address!r}"
     return None
+
+
+class _Replies:
+    """A mail's commands through aiosmtplib's ``execute_command``, each reply awaited under the
+    mail's ``asyncio.timeout``, which ends the wait once a reply is ``timeout`` seconds late.
+
+    ``execute_command`` with its own timeout awaits each reply through ``asyncio.wait_for``: a
+    future, a timer and a callback per reply, and an extra turn of the event loop before the
+    reply is seen (four replies a mail). Here a command only notes when it was sent; one timer
+    per mail looks when it is due whether the reply awaited then was asked for ``timeout``
+    seconds ago, and sets itself again for when it would be if not. The limit is the same, per
+    reply; a reply that does not come in time raises what aiosmtplib raises
+    (``SMTPReadTimeoutError``, ``_mail_rcpt_data``), and the connection is dropped, as
+    aiosmtplib closes it then. Between ``idle()`` and the next command (the wait for
+    the outbox's turn before the final ".") no reply is awaited and nothing times out."""
+
+    __slots__ = ("client", "_deadline", "_timeout", "_loop", "_since", "_timer")
+
+    def __init__(self, client: aiosmtplib.SMTP, deadline: asyncio.Timeout, timeout: float) -> None:
+        self.client = client
+        self._deadline = deadline
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._since: float | None = None  # when the command whose reply is awaited was sent
+        self._timer = self._loop.call_at(self._loop.time() + timeout, self._check)
+
+    def command(self, *args: bytes) -> Awaitable[SMTPResponse]:
+        self._since = self._loop.time()
+        return self.client.execute_command(*args, timeout=None)
+
+    def idle(self) -> None:
+        """No reply is awaited until the next command: nothing times out meanwhile."""
+        self._since = None
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        due = now + self._timeout if self._since is None else self._since + self._timeout
+        if due <= now:
+            self._deadline.reschedule(now)  # asyncio.timeout cancels the wait and raises TimeoutError
+        else:
+            self._timer = self._loop.call_at(due, self._check)
+
+    def close(self) -> None:
+        self._timer.cancel()
 
 
 class SmtpSender:
@@ -396,36 +441,54 @@ class SmtpSender:
         if client.supports_extension("8bitmime") and not envelope.message.isascii():
             options.append("BODY=8BITMIME")
 
+        try:
+            async with asyncio.timeout(None) as deadline:
+                replies = _Replies(client, deadline, self._settings.timeout_seconds)
+                try:
+                    return await self._conversation(replies, envelope, encoding, options, before_dot)
+                finally:
+                    replies.close()
+        except TimeoutError as exc:
+            if isinstance(exc, SMTPTimeoutError):
+                raise
+            # the words aiosmtplib's own reply timeout raises, for the outbox row and the log
+            raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
+
+    async def _conversation(self, replies: _Replies, envelope: Envelope, encoding: str, options: list[str],
+                            before_dot: BeforeDot | None) -> Delivery:
+        client = replies.client
         # SMTP.mail and SMTP.rcpt, their address quoted once (``_quoted``): the same
         # commands through aiosmtplib's own execute_command, the same errors
-        response = await client.execute_command(b"MAIL", b"FROM:" + _quoted(envelope.mail_from).encode(encoding),
-                                                *(option.encode("ascii") for option in options))
+        response = await replies.command(b"MAIL", b"FROM:" + _quoted(envelope.mail_from).encode(encoding),
+                                         *(option.encode("ascii") for option in options))
         if response.code != SMTPStatus.completed:
             raise SMTPSenderRefused(response.code, response.message, envelope.mail_from)
         refused: dict[str, str] = {}
         for address in envelope.recipients:
-            response = await client.execute_command(b"RCPT", b"TO:" + _quoted(address).encode(encoding))
+            response = await replies.command(b"RCPT", b"TO:" + _quoted(address).encode(encoding))
             if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
                 if response.code == 421:
                     raise SMTPRecipientRefused(response.code, response.message, address)
                 refused[address] = _reply(response.code, response.message)
         if len(refused) == len(envelope.recipients):
+            replies.idle()  # RSET has aiosmtplib's own timeout
             await self._reset(client)
             # one temporary refusal makes the whole mail worth another try
             temporary = [r for r in refused.values() if not r.startswith("5")]
             if temporary:
                 return Delivery("retry", temporary[0], refused)
             return Delivery("failed", next(iter(refused.values())), refused)
-        response = await self._data(client, envelope.message, before_dot)
+        response = await self._data(replies, envelope.message, before_dot)
         return Delivery("sent", _reply(response.code, response.message), refused)
 
     @staticmethod
-    async def _data(client: aiosmtplib.SMTP, message: bytes, before_dot: BeforeDot | None) -> SMTPResponse:
+    async def _data(replies: _Replies, message: bytes, before_dot: BeforeDot | None) -> SMTPResponse:
         """SMTP.data() in two steps, through aiosmtplib's public surfaces: DATA and its 354
         (``execute_command``), the message as ``data()`` would write it (``wire_data``) on
         the client's protocol, then ``before_dot``, then the final "." and its reply
-        (``execute_command`` again: its command lock, reply pairing, timeout, and the
-        connection closed on a lost connection, a timeout or a 421, as ``data()`` does).
+        (``execute_command`` again: its command lock, reply pairing, and the connection
+        closed on a lost connection or a 421, as ``data()`` does; the reply's timeout
+        is ``_Replies``').
 
         ``data()`` writes the message and its "." in one call; split, the relay's
         handling of the message comes after ``before_dot``, and the outbox's turn
@@ -433,19 +496,22 @@ class SmtpSender:
         is it in ``data()``): the transport sends what the socket takes and keeps
         the rest, which goes out while ``before_dot`` waits or before the "."; the
         "."'s reply timeout covers that rest, as ``data()``'s covers the whole message.
-        A relay that drops the connection before the "." has not accepted the
-        mail: the write or the "." raises SMTPServerDisconnected (retried once on
-        a new connection, as any lost connection)."""
-        start = await client.execute_command(b"DATA")
+        ``before_dot`` itself (the wait for the turn) is not the relay's to answer
+        and has no timeout. A relay that drops the connection before the "." has not
+        accepted the mail: the write or the "." raises SMTPServerDisconnected (retried
+        once on a new connection, as any lost connection)."""
+        start = await replies.command(b"DATA")
         if start.code != SMTPStatus.start_input:
             raise SMTPDataError(start.code, start.message)
+        client = replies.client
         protocol = client.protocol
         if protocol is None:
             raise SMTPServerDisconnected("Connection lost")
         protocol.write(wire_data(message))
         if before_dot is not None:
+            replies.idle()
             await before_dot()
-        response = await client.execute_command(b".")
+        response = await replies.command(b".")
         if response.code != SMTPStatus.completed:
             raise SMTPDataError(response.code, response.message)
         return response

@@ -452,15 +452,47 @@ def test_silent_relay_times_out_as_retry_and_drops_the_connection(smtp_sink: Smt
     assert fast.outcome == "sent"
 
 
+def test_the_reply_timeout_is_per_reply_and_not_over_the_wait_for_the_turn() -> None:
+    """``timeout_seconds`` bounds each reply, as aiosmtplib's own per-command timeout did: four
+    replies each near the limit, and a wait for the outbox's turn longer than it, still send the
+    mail; a "." answered later than the limit after the turn is a timeout (retry, the connection
+    dropped, aiosmtplib's words), and the next mail goes out on a new connection."""
+    limit = 0.3
+
+    async def scenario() -> tuple[Delivery, Delivery, bool, Delivery, _Recorder]:
+        async with _Recorder(pause=0.3 * limit, dot_pauses=[0.0, 1.2 * limit]) as relay:
+            async with SmtpSender(SmtpSettings(host="127.0.0.1", port=relay.port, security="none",
+                                               timeout_seconds=limit)) as sender:  # type: ignore[arg-type]
+                async def slow_turn() -> None:
+                    await asyncio.sleep(1.3 * limit)
+
+                patient = await sender.send(envelope(), slow_turn)
+                late = await sender.send(envelope(), slow_turn)
+                connected = sender.connected
+                again = await sender.send(envelope())
+        return patient, late, connected, again, relay
+
+    patient, late, connected, again, relay = run(scenario())
+
+    assert patient.outcome == "sent"
+    assert (late.outcome, late.timed_out, connected) == ("retry", True, False)
+    assert late.reply.endswith("Timed out waiting for server response")
+    assert again.outcome == "sent" and len(relay.streams) == 2
+
+
 class _Recorder:
     """A loopback relay that keeps every byte each connection sent it, to compare what
     maild and aiosmtplib itself put on the wire and to see what had arrived when.
 
     ``after_dot``: the replies to each message's final "." in turn (then 250); "drop"
-    closes the connection when a message's first line arrives, before its "."."""
+    closes the connection when a message's first line arrives, before its ".".
+    ``pause``: seconds before each reply to MAIL, RCPT, DATA and a "."; ``dot_pauses``: more
+    seconds before the replies to the first "."s in turn (a relay slow to take a message)."""
 
-    def __init__(self, after_dot: Sequence[str] = ()) -> None:
+    def __init__(self, after_dot: Sequence[str] = (), pause: float = 0.0, dot_pauses: Sequence[float] = ()) -> None:
         self.streams: list[bytearray] = []
+        self.pause = pause
+        self.dot_pauses = list(dot_pauses)
         self.commands: list[bytes] = []  # every connection's command lines, outside DATA
         self.after_dot = list(after_dot)
         self.dots = 0
@@ -495,6 +527,7 @@ class _Recorder:
                     in_data = False
                     self.dots += 1
                     reply = self.after_dot.pop(0) if self.after_dot else "250 queued"
+                    await asyncio.sleep(self.pause + (self.dot_pauses.pop(0) if self.dot_pauses else 0.0))
                     writer.write(reply.encode() + b"\r\n")
                     if reply.startswith("421"):
                         await writer.drain()
@@ -502,6 +535,8 @@ class _Recorder:
                 continue
             self.commands.append(line)
             verb = line[:4].upper()
+            if verb in (b"MAIL", b"RCPT", b"DATA"):
+                await asyncio.sleep(self.pause)
             if verb == b"EHLO":
                 writer.write(b"250-recorder\r\n250-SIZE 100000000\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
             elif verb == b"DATA":

@@ -28,6 +28,7 @@ import asyncio
 import base64
 import binascii
 import fcntl
+import functools
 import hashlib
 import logging
 import re
@@ -472,18 +473,49 @@ def _date(now: datetime) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=1024)
+def _from_line(display: str, address: str) -> str:
+    """The From line for a display name as queued (or the sender's name) and our address: the
+    same few pairs for every mail of a drain, so composed once each."""
+    return _from_header(one_line(display, 100), address)
+
+
+@functools.lru_cache(maxsize=4096)
+def _addresses_line(name: str, addresses: tuple[str, ...]) -> str:
+    """``_address_header`` once per list: a backlog's mail goes to a few hundred customers.
+    An unsafe address raises each time (a raised call is not kept)."""
+    return _address_header(name, addresses)
+
+
+@functools.lru_cache(maxsize=256)
+def _constant_lines(instance_id: str, language: str) -> tuple[str, str | None]:
+    """X-Maild-Origin and Content-Language (None for a malformed tag): one per daemon and language."""
+    return (_text_header("X-Maild-Origin", one_line(instance_id, 100)),
+            f"Content-Language: {language}" if _LANGUAGE_TAG.fullmatch(language) else None)
+
+
+def _automatic_lines(kind: str) -> tuple[str, ...]:
+    return ("Auto-Submitted: " + ("auto-replied" if kind in ("ack", "command_error") else "auto-generated"),
+            "X-Auto-Response-Suppress: All",
+            "Precedence: " + ("auto_reply" if kind == "ack" else "bulk"))
+
+
 def _headers(row: MailRow, subject: str, headers: dict[str, Any], sender: Sender, now: datetime) -> list[str]:
-    """The header lines every outgoing mail carries, in one order, each CRLF-free but for folding."""
-    cc = [a for a in headers.get("cc", []) if a]
-    to = [a for a in row.recipients if a not in cc]
+    """The header lines every outgoing mail carries, in one order, each CRLF-free but for folding.
+
+    What is the same for many mails (From, the recipients' lists, X-Maild-Origin,
+    Content-Language) is composed once per value (``_from_line``, ``_addresses_line``,
+    ``_constant_lines``), by the same functions, so the lines are the same."""
+    cc = [a for a in headers.get("cc", ()) if a]
+    to = [a for a in row.recipients if a not in cc] if cc else row.recipients
     message_id = _msg_id(row.message_id)
     if message_id is None:
         raise ValueError(f"malformed message id {row.message_id!r}")
-    lines = [_from_header(one_line(headers.get("from_name") or sender.name, 100), sender.address)]
+    lines = [_from_line(headers.get("from_name") or sender.name, sender.address)]
     if to:
-        lines.append(_address_header("To", to))
+        lines.append(_addresses_line("To", tuple(to)))
     if cc:
-        lines.append(_address_header("Cc", cc))
+        lines.append(_addresses_line("Cc", tuple(cc)))
     if headers.get("reply_to"):
         lines.append(_address_header("Reply-To", [one_line(headers["reply_to"], 320)]))
     lines += [_text_header("Subject", one_line(subject, 900)), f"Date: {_date(now)}",
@@ -491,18 +523,19 @@ def _headers(row: MailRow, subject: str, headers: dict[str, Any], sender: Sender
     in_reply_to = _msg_id(one_line(headers["in_reply_to"], 900)) if headers.get("in_reply_to") else None
     if in_reply_to:
         lines.append(f"In-Reply-To: {in_reply_to}")
-    refs = [ref for ref in (_msg_id(one_line(r, 900)) for r in headers.get("references", []) if r) if ref]
-    if refs:
-        lines.append("References: " + "\r\n ".join(refs))
+    references = headers.get("references")
+    if references:
+        refs = [ref for ref in (_msg_id(one_line(r, 900)) for r in references if r) if ref]
+        if refs:
+            lines.append("References: " + "\r\n ".join(refs))
     if row.automatic:
-        lines.append("Auto-Submitted: " + ("auto-replied" if row.kind in ("ack", "command_error") else "auto-generated"))
-        lines.append("X-Auto-Response-Suppress: All")
-        lines.append("Precedence: " + ("auto_reply" if row.kind == "ack" else "bulk"))
-    lines.append(_text_header("X-Maild-Origin", one_line(sender.instance_id, 100)))
+        lines += _automatic_lines(row.kind)
+    origin, language = _constant_lines(sender.instance_id, row.language)
+    lines.append(origin)
     if headers.get("ticket_ref"):
         lines.append(_text_header("X-Maild-Ticket", one_line(headers["ticket_ref"], 100)))
-    if _LANGUAGE_TAG.fullmatch(row.language):
-        lines.append(f"Content-Language: {row.language}")
+    if language is not None:
+        lines.append(language)
     return lines
 
 

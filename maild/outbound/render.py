@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jinja2 import DictLoader, Environment, FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
+from jinja2 import (DictLoader, Environment, FileSystemLoader, StrictUndefined, Template, TemplateError,
+                    TemplateNotFound)
 from jinja2 import __version__ as jinja2_version
 from jinja2.bccache import Bucket, FileSystemBytecodeCache
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -102,6 +103,9 @@ class Renderer:
             lstrip_blocks=True,
         )
         add_wording_filters(self.env)
+        # each template's globals as one plain dict (``render``), made at its first mail (maild sets
+        # the environment's globals here and never changes them)
+        self._globals: dict[str, tuple[Template, dict[str, Any]]] = {}
 
     def render(self, name: str, language: str, context: dict[str, Any]) -> tuple[str, str]:
         """(subject, body) of template ``name`` in ``language`` (falls back to English)."""
@@ -113,8 +117,13 @@ class Renderer:
             raise RenderError(f"template {name} not found under {' or '.join(map(str, self.folders))}") from None
         except TemplateError as exc:
             raise RenderError(f"template {name} in {self.origin(name)}: {exc}") from None
+        known = self._globals.get(name)
+        if known is None or known[0] is not template:  # a template loaded anew has globals of its own
+            known = self._globals[name] = (template, dict(template.globals))
         try:
-            ctx = template.new_context(dict(context))
+            # the context as Jinja2 makes it unshared (its globals, then the values over them), from
+            # the globals flattened once: unshared, it reads a ChainMap of them into a new dict per mail
+            ctx = template.new_context({**known[1], **context}, shared=True)
             subject = "".join(template.blocks["subject"](ctx))
             body = "".join(template.blocks["body"](ctx))
         except KeyError as exc:

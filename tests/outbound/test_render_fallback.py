@@ -81,3 +81,21 @@ def test_an_operators_statement_words_win(old_copy: Path) -> None:
                                                    encoding="utf-8")
     page = render_statement(SAMPLE_CONTEXTS["statement"], "pl", [], statement_folders(old_copy))
     assert "Łączymy pozdrowienia," in page and "Z poważaniem" not in page
+
+
+def test_a_template_sees_jinjas_globals_and_a_value_of_the_same_name_wins(tmp_path: Path) -> None:
+    """``Renderer.render`` makes the context from each template's globals flattened once and
+    the mail's values over them, as Jinja2's unshared context does: the globals are there,
+    and a value named like one shadows it for that mail only."""
+    for language in ("pl", "en"):
+        (tmp_path / language).mkdir()
+        (tmp_path / language / "probe.txt").write_text(
+            "{% block subject %}{{ subject }}{% endblock %}"
+            "{% block body %}{{ range(3)|list }} {{ joiner is defined }} {{ namespace }}{% endblock %}",
+            encoding="utf-8")
+    renderer = load_renderer(tmp_path)
+    jinjas = "[0, 1, 2] True <class 'jinja2.utils.Namespace'>\n"
+    assert renderer.render("probe", "pl", {"subject": "A"}) == ("A", jinjas)
+    assert renderer.render("probe", "pl", {"subject": "B", "namespace": "mine"}) == ("B", "[0, 1, 2] True mine\n")
+    assert renderer.render("probe", "pl", {"subject": "C"}) == ("C", jinjas)
+    assert renderer.render("probe", "en", {"subject": "D", "namespace": 7}) == ("D", "[0, 1, 2] True 7\n")

@@ -77,6 +77,10 @@ class Envelope:
     recipients: tuple[str, ...]
     message: bytes
     message_id: str | None = None  # for the log line; else read from the message's header
+    # the message as it goes on the wire, ``wire_data(message)``, when the caller has it: the
+    # outbox knows it of the text mail it composes (``outbox._wire_form``), and a 100 KB
+    # attachment's mail is not searched three times over for what cannot be in it
+    wire: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -478,17 +482,17 @@ class SmtpSender:
             if temporary:
                 return Delivery("retry", temporary[0], refused)
             return Delivery("failed", next(iter(refused.values())), refused)
-        response = await self._data(replies, envelope.message, before_dot)
+        response = await self._data(replies, envelope, before_dot)
         return Delivery("sent", _reply(response.code, response.message), refused)
 
     @staticmethod
-    async def _data(replies: _Replies, message: bytes, before_dot: BeforeDot | None) -> SMTPResponse:
+    async def _data(replies: _Replies, envelope: Envelope, before_dot: BeforeDot | None) -> SMTPResponse:
         """SMTP.data() in two steps, through aiosmtplib's public surfaces: DATA and its 354
-        (``execute_command``), the message as ``data()`` would write it (``wire_data``) on
-        the client's protocol, then ``before_dot``, then the final "." and its reply
-        (``execute_command`` again: its command lock, reply pairing, and the connection
-        closed on a lost connection or a 421, as ``data()`` does; the reply's timeout
-        is ``_Replies``').
+        (``execute_command``), the message as ``data()`` would write it (``wire_data``, or
+        ``envelope.wire`` when the caller has it) on the client's protocol, then
+        ``before_dot``, then the final "." and its reply (``execute_command`` again: its
+        command lock, reply pairing, and the connection closed on a lost connection or a
+        421, as ``data()`` does; the reply's timeout is ``_Replies``').
 
         ``data()`` writes the message and its "." in one call; split, the relay's
         handling of the message comes after ``before_dot``, and the outbox's turn
@@ -507,7 +511,7 @@ class SmtpSender:
         protocol = client.protocol
         if protocol is None:
             raise SMTPServerDisconnected("Connection lost")
-        protocol.write(wire_data(message))
+        protocol.write(envelope.wire if envelope.wire is not None else wire_data(envelope.message))
         if before_dot is not None:
             replies.idle()
             await before_dot()

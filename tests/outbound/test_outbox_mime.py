@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from maild.storage.blobs import BlobStore
-from maild.outbound.outbox import PendingMail, Sender, build_mail, compose_text_mail
+from maild.outbound.outbox import PendingMail, Sender, _composed, _text_mail, build_mail, compose_text_mail
+from maild.outbound.smtp import wire_data
 from maild.ops.check import SAMPLE_CONTEXTS
 from maild.outbound.render import Renderer, one_line
 
@@ -74,6 +75,12 @@ def check_wire_form(raw: bytes) -> None:
         assert line[:1] in (b" ", b"\t") or re.match(rb"[!-9;-~]+: ", line), line
 
 
+def check_own_wire_form(raw: bytes, wire: bytes | None) -> None:
+    """The wire form the outbox hands the sender with a mail it composed (``Envelope.wire``)
+    is exactly what aiosmtplib's DATA makes of the mail (``wire_data``)."""
+    assert wire is not None and wire == wire_data(raw)
+
+
 def normalised(text: str) -> str:
     text = re.sub(r"\r\n?", "\n", text)
     return text if text.endswith("\n") else text + "\n"
@@ -101,6 +108,9 @@ def body_text(mail: EmailMessage) -> str:
 def test_subject_name_and_body_read_back_exactly(subject: str, name: str, body: str) -> None:
     raw = compose_text_mail(pending(), subject, body, {"from_name": name}, SENDER, NOW)
     check_wire_form(raw)
+    own, wire = _text_mail(pending(), subject, body, {"from_name": name}, SENDER, NOW)
+    assert own == raw
+    check_own_wire_form(raw, wire)
     mail = parse(raw)
     assert {k.lower() for k in mail.keys()} == EXPECTED_HEADERS
     assert len(mail.keys()) == len(EXPECTED_HEADERS), "every header once"
@@ -127,6 +137,7 @@ def test_nothing_from_a_customer_adds_a_header(ticket: str, origin: str, in_repl
     headers = {"ticket_ref": ticket, "in_reply_to": in_reply_to, "references": references}
     raw = compose_text_mail(pending(), "Temat", "Treść\n", headers, Sender(SENDER.address, "S", origin), NOW)
     check_wire_form(raw)
+    assert _text_mail(pending(), "Temat", "Treść\n", headers, Sender(SENDER.address, "S", origin), NOW) == (raw, raw)
     mail = parse(raw)
     optional = {"x-maild-ticket", "in-reply-to", "references"}
     assert EXPECTED_HEADERS <= {k.lower() for k in mail.keys()} <= EXPECTED_HEADERS | optional
@@ -204,6 +215,20 @@ def test_body_encoding_is_7bit_safe(body: str, cte: str) -> None:
 def test_a_dot_line_and_from_line_survive() -> None:
     body = "a\n.\n..\nFrom here\n.\n"
     assert body_text(parse(compose_text_mail(pending(), "t", body, {}, SENDER, NOW))) == body
+
+
+@pytest.mark.parametrize(("body", "own"), [
+    (".first line\n", False), ("a\n.b\n", False), ("zażółć\n.x\n", False),  # 7bit, quoted-printable
+    ("x" * 69 + "ą.\n", False),  # a soft break before the "."
+    ("\u0105" * 80 + "\n.x\n", True),  # base64: no "." at all
+    ("ok\n", True), ("a" * 200, True),
+])
+def test_a_mail_is_its_own_wire_form_but_for_dot_lines(body: str, own: bool) -> None:
+    """A line of the body starting with "." (in 7bit, quoted-printable or after a soft break) is
+    doubled on the wire; a mail without one goes out as it is."""
+    raw, wire = _text_mail(pending(), "t", body, {}, SENDER, NOW)
+    assert (wire is raw) is own
+    check_own_wire_form(raw, wire)
 
 
 def test_build_mail_renders_the_template(tmp_path: Path) -> None:
@@ -306,10 +331,11 @@ def test_attachments_composed_directly_read_back_exactly(files: list[tuple[str, 
     store = {sha256(data).hexdigest(): data for _, _, data in files}
     attachments = [{"sha256": sha256(data).hexdigest(), "content_type": ctype, "filename": name}
                    for name, ctype, data in files]
-    raw = build_mail(pending(context={"body": body, "_headers": {"ticket_ref": "SUP-1",
-                                                                 "attachments": attachments}}),
-                     _BodyOnly(), SENDER, store.__getitem__, NOW)
+    raw, wire = _composed(pending(context={"body": body, "_headers": {"ticket_ref": "SUP-1",
+                                                                      "attachments": attachments}}),
+                          _BodyOnly(), SENDER, store.__getitem__, NOW)
     check_wire_form(raw)
+    check_own_wire_form(raw, wire)
     mail = parse(raw)
     assert mail.get_content_type() == "multipart/mixed" and "Bcc" not in mail and "X-Injected" not in mail
     assert body_text(mail) == normalised(body)

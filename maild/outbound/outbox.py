@@ -158,11 +158,13 @@ _MARK_SENT = (
     .values(status="sent", sent_at=bindparam("sent_at"), attempts=_OUTBOX.c.attempts + 1,
             last_error=bindparam("refused"))
 )
-# the same mark as the drain line sends it on PostgreSQL: on psycopg's own cursor, prepared
-# once per session (SQLAlchemy's execute path cost 58-65 us of client CPU a mark, this 16 us;
-# bench/send_parts.py); ``_DrainLine.mark_sent`` keeps SQLAlchemy's error types
-_MARK_SENT_PG = (f"UPDATE {_OUTBOX.name} SET status = 'sent', sent_at = %s, attempts = attempts + 1,"
-                 " last_error = %s WHERE id = %s")
+# the same mark as the drain line sends it on PostgreSQL: prepared once per session and run through
+# psycopg's libpq interface (``PGconn.exec_prepared``): SQLAlchemy's execute path cost 58-65 us of
+# client CPU a mark, psycopg's cursor with prepare=True 26-38 us, this 12-22 us (bench/README.md,
+# tenth session); ``_DrainLine.mark_sent`` keeps SQLAlchemy's error types
+_MARK_SENT_PG = (f"UPDATE {_OUTBOX.name} SET status = 'sent', sent_at = $1, attempts = attempts + 1,"
+                 " last_error = $2 WHERE id = $3")
+_MARK_SENT_PG_NAME = b"maild_mark_sent"
 # and on SQLite's (``_SqliteLine``): qmark parameters, the driver's autocommit
 _MARK_SENT_SQLITE = (f"UPDATE {_OUTBOX.name} SET status = 'sent', sent_at = ?, attempts = attempts + 1,"
                      " last_error = ? WHERE id = ?")
@@ -235,6 +237,16 @@ class _DrainLine:
                  for k, v in ((f"name{i}", name), (f"value{i}", value))})
             self._dbapi = conn.connection.dbapi_connection
             self._cursor = self._dbapi.cursor()
+            from psycopg import OperationalError
+            from psycopg.errors import error_from_result
+            from psycopg.pq import ConnStatus, ExecStatus
+
+            self._pgconn = self._dbapi.pgconn
+            self._encoding: str = self._dbapi.info.encoding
+            self._refused_by_server = error_from_result
+            self._lost, self._bad = OperationalError, ConnStatus.BAD
+            self._done = ExecStatus.COMMAND_OK
+            self._prepared = False
         except BaseException:
             conn.close()
             raise
@@ -249,15 +261,32 @@ class _DrainLine:
         return {int(row_id) for (row_id,) in found}
 
     def mark_sent(self, params: dict[str, Any]) -> None:
-        """``_MARK_SENT`` on the driver's cursor; a driver error is raised as SQLAlchemy's
-        (``OperationalError`` for a lost server, ...), as the session would raise it, which
-        the unmarked-mail memory and the daemon's fault handling catch."""
-        values = (_SENT_AT.process_bind_param(params["sent_at"], self.conn.dialect), params["refused"], params["row_id"])
+        """``_MARK_SENT`` as one prepared statement on psycopg's connection to the server: its
+        values as the server's text input (``sent_at`` naive UTC through the column's own type,
+        the ISO form PostgreSQL reads to the microsecond). A statement the server refuses is
+        raised as psycopg raises it (``psycopg.errors.error_from_result``; a lost server as its
+        ``OperationalError``), and any driver error
+        as SQLAlchemy's (``OperationalError`` for a lost server, ...), as the session would raise
+        it, which the unmarked-mail memory and the daemon's fault handling catch."""
+        sent_at = cast(datetime, _SENT_AT.process_bind_param(params["sent_at"], self.conn.dialect))
+        values = (sent_at.isoformat(" ").encode("ascii"), str(params["refused"]).encode(self._encoding),
+                  b"%d" % params["row_id"])
         try:
-            self._cursor.execute(_MARK_SENT_PG, values, prepare=True)
+            if not self._prepared:
+                self._check(self._pgconn.prepare(_MARK_SENT_PG_NAME, _MARK_SENT_PG.encode("ascii")))
+                self._prepared = True
+            self._check(self._pgconn.exec_prepared(_MARK_SENT_PG_NAME, values))
         except Exception as exc:
             _raise_as_sqlalchemy(exc, self.conn, self._dbapi, self._cursor, _MARK_SENT_PG, values)
         self.marks += 1
+
+    def _check(self, result: Any) -> None:
+        if result.status != self._done:
+            if self._pgconn.status == self._bad:
+                # the server is gone (libpq keeps the last of its results, "server closed the
+                # connection"): OperationalError, as psycopg's own execute raises then
+                raise self._lost(result.get_error_message(self._encoding))
+            raise self._refused_by_server(result, encoding=self._encoding)
 
     def release(self) -> None:
         """Let the claimed rows go (the rest of a chunk the budget cut short is due again)."""

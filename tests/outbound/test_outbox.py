@@ -423,6 +423,57 @@ def test_the_sqlite_mark_on_the_drivers_cursor_stores_what_sqlalchemy_stores_and
     daemon.sessions.kw["bind"].dispose()
 
 
+def test_the_postgres_mark_stores_what_sqlalchemy_stores_and_raises_its_errors(pg_url: str) -> None:
+    """PostgreSQL's sent mark is one prepared statement on psycopg's libpq connection: rows read
+    back through the ORM as a mark through SQLAlchemy leaves them (``sent_at`` to the
+    microsecond, a non-ASCII refusal, attempts counted), the statement is prepared once for
+    many marks, and a statement the server refuses (a row locked past the session's
+    lock_timeout) comes as SQLAlchemy's OperationalError, which the unmarked-mail memory
+    catches; the line goes on marking after it."""
+    from maild.storage.db import open_database
+
+    sessions = open_database(pg_url)
+    engine = sessions.kw["bind"]
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO outbox (kind, ticket_id, message_id, recipients, automatic, template, language, context,"
+            " status, attempts, created_at, next_attempt_at, dedupe_key, last_error) SELECT 'ack', NULL,"
+            " 'm' || g || '@x', '[\"a@b.c\"]', true, 'ack', 'pl', '{}', 'pending', 0, now(), now(), 'k' || g, ''"
+            " FROM generate_series(1, 3) g"))
+    with sessions() as session:
+        ids = list(session.scalars(select(OutboxRow.id).order_by(OutboxRow.id)))
+    at = datetime(2026, 12, 6, 10, 11, 12, 345678, tzinfo=UTC)
+    line = outbox_module._DrainLine(sessions, 10)
+    try:
+        line.mark_sent({"row_id": ids[0], "sent_at": at, "refused": "żaneta@acme.pl: 450 później"})
+        line.mark_sent({"row_id": ids[1], "sent_at": at.replace(microsecond=0), "refused": ""})
+        with sessions() as session:
+            first, second, third = (session.get(OutboxRow, row_id) for row_id in ids)
+            assert first is not None and second is not None and third is not None
+            assert (first.status, first.sent_at, first.attempts, first.last_error) == (
+                "sent", at, 1, "żaneta@acme.pl: 450 później")
+            assert (second.status, second.sent_at, second.attempts, second.last_error) == (
+                "sent", at.replace(microsecond=0), 1, "")
+            assert third.status == "pending"
+            prepared = session.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar_one()
+        assert line.marks == 2
+        with engine.connect() as blocker:
+            blocker.execute(text("SELECT id FROM outbox WHERE id = :i FOR UPDATE"), {"i": ids[2]})
+            line.conn.exec_driver_sql("SET lock_timeout = '50ms'")
+            with pytest.raises(OperationalError, match="lock"):
+                line.mark_sent({"row_id": ids[2], "sent_at": at, "refused": ""})
+            blocker.rollback()
+        line.mark_sent({"row_id": ids[2], "sent_at": at, "refused": ""})
+        names = line.conn.exec_driver_sql("SELECT name FROM pg_prepared_statements").scalars().all()
+        assert names.count("maild_mark_sent") == 1, names
+    finally:
+        line.close()
+    with sessions() as session:
+        assert session.get(OutboxRow, ids[2]).status == "sent"  # type: ignore[union-attr]
+    assert prepared == 0  # another session: the statement is the line's own
+    engine.dispose()
+
+
 def test_a_postgres_mark_whose_session_died_is_remembered_and_not_sent_again(
         tmp_path: Path, smtp_sink: Any, monkeypatch: Any, pg_url: str) -> None:
     """PostgreSQL: the sent mark goes on the driver's own cursor; when the drain's session

@@ -29,11 +29,14 @@ class DeskThreadLookup:
 
     def prefetch(self, message_ids: Iterable[str]) -> None:
         """Look up every Message-ID the batch's mail refers to at once (one query per 500), instead
-        of one query per reply. What the batch itself writes is the desk's ``pending_ids``, which
+        of one query per reply, and load the tickets found (one query per 500, instead of one per
+        reply's ticket). What the batch itself writes is the desk's ``pending_ids``, which
         ``by_message_ids`` asks first; a mail refers only to mail sent before it was fetched."""
         wanted = {m for m in message_ids if m} - self._looked_up
-        self._stored.update(store.tickets_by_message_id(self.desk.session, wanted))
+        found = store.tickets_by_message_id(self.desk.session, wanted)
+        self._stored.update(found)
         self._looked_up.update(wanted)
+        self.desk.load_tickets(found.values())
 
     def by_number(self, number: int) -> TicketFacts | None:
         ticket = self.desk.ticket(number)

@@ -335,6 +335,7 @@ class Ingestor:
             found = (self.ctx.index.customer_for(m.from_addr) for m in parsed if isinstance(m, InboundMessage))
             self._batch.customers = list({c.id: c for c in found if c is not None}.values())
             desk.prepaid_hint = [p for c in self._batch.customers for p in packages_of(c)]
+            desk.know_blob_places(a.sha256 for m in parsed if isinstance(m, InboundMessage) for a in m.attachments)
             if not isolated:
                 self._batch.stored_recipients = store.outbox_recipients_by_message_id(session, refs)
             finished: list[str] = []

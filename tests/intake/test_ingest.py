@@ -145,6 +145,46 @@ def test_raw_mail_is_placed_by_its_message_row_and_attachments_and_discards_by_h
     assert capsys_free == 0
 
 
+def test_a_batch_asks_where_its_attachments_were_packed_once_and_packs_a_known_file_no_more(env: dict[str, Any]) -> None:
+    """Whether each attachment was packed before is one question for the whole batch (it was one per mail
+    with attachments, a round trip each on PostgreSQL); a file packed by an earlier batch is found there and
+    only gets another row, one new to the batch is packed once however many of its mails carry it."""
+    from email.message import EmailMessage
+    from hashlib import sha256
+
+    from sqlalchemy import event
+
+    from maild.storage.models import PackIndex
+
+    logo, scan = bytes(range(256)) * 40, b"%PDF skan " * 60
+
+    def mail(msgid: str, files: dict[str, bytes]) -> bytes:
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = "jan@acme.pl", "support@firma.pl", msgid, msgid
+        msg.set_content("W załączeniu.")
+        for name, data in files.items():
+            msg.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
+        return msg.as_bytes(policy=policy.SMTP)
+
+    env["box"].add(mail("<f1@acme.pl>", {"logo.png": logo}))
+    run(env)
+    for i in range(2, 6):
+        env["box"].add(mail(f"<f{i}@acme.pl>", {"logo.png": logo, "skan.pdf": scan}))
+    daemon = Daemon(load_config(env["path"]), lambda: datetime.now(UTC))
+    asked: list[str] = []
+    event.listen(daemon.engine, "before_cursor_execute", lambda conn, cursor, statement, params, context, many:
+                 asked.append(statement) if "FROM pack_index" in statement else None)
+    daemon.run_once()
+    assert len(asked) == 1, asked
+    with daemon.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(AttachmentRow)) == 9
+        packed = set(session.scalars(select(PackIndex.sha256)))
+        assert {sha256(logo).hexdigest(), sha256(scan).hexdigest()} <= packed
+        assert store.read_blob(session, daemon.blobs, sha256(scan).hexdigest()) == scan
+    packs = b"".join(f.read_bytes() for f in (env["tmp"] / "var").rglob("*") if f.is_file() and "pack" in f.name)
+    assert packs.count(logo) == 1 and packs.count(scan) == 1
+
+
 def test_queue_order_by_tier_then_urgency(env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     env["box"].add(make_mail(sender="x@unknown.pl", subject="Pilne! kto to?", msgid="<u@x>"))
     env["box"].add(make_mail(sender="biuro@kowalski.pl", subject="Pytanie", msgid="<o@x>"))

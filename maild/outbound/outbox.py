@@ -36,7 +36,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from email.charset import Charset
 from email.message import EmailMessage
@@ -179,8 +179,8 @@ _DROP_IMAGES = (
 # commit, and be refused its write on the outdated snapshot (SQLITE_BUSY_SNAPSHOT, which no
 # busy timeout waits out); PostgreSQL ignores the option
 _WRITE_FIRST = {"maild_immediate": True}
-_PENDING_COLUMNS = tuple(_OUTBOX.c[name] for name in (
-    "id", "kind", "ticket_id", "message_id", "recipients", "automatic", "template", "language", "context"))
+# PendingMail's fields in their order: a claimed row is built from the row's values as they come
+_PENDING_COLUMNS = tuple(_OUTBOX.c[field.name] for field in fields(PendingMail))
 # outbox rows some drain's session holds in this database now (pg_locks lists the whole cluster)
 _HELD = text(
     "SELECT objid::integer FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
@@ -861,7 +861,7 @@ class Outbox:
                 k, n = self.partition
                 query = query.where(_OUTBOX.c.id % n == k)
             with self.sessions() as session, session.begin():
-                return [PendingMail(**row._mapping) for row in session.execute(query)]
+                return [PendingMail(*row) for row in session.execute(query)]
         # the row locks keep a concurrent claim off these rows until they are
         # advisory-locked; pg_locks says which rows other drains hold now
         query = query.where(_OUTBOX.c.id.not_in(_HELD))
@@ -869,7 +869,7 @@ class Outbox:
             query = query.with_for_update(skip_locked=True)
         for _ in range(CLAIM_TRIES):
             with self.sessions() as session, session.begin():
-                rows = [PendingMail(**row._mapping) for row in session.execute(query)]
+                rows = [PendingMail(*row) for row in session.execute(query)]
                 if line is None or not rows:
                     return rows
                 taken = line.take([row.id for row in rows])

@@ -12,9 +12,10 @@ this process, ``/proc/<pid>/stat`` for the others):
 * a bare asyncio-stream client on the same sink, in lockstep and with MAIL,
   RCPT and DATA in one write (RFC 2920 PIPELINING: aiosmtpd does not advertise
   it but reads pipelined commands in turn), to see what pipelining would save;
-* the sent mark on a private PostgreSQL (fsync on): ``_DrainLine.mark_sent``
-  (SQLAlchemy Core) against the same UPDATE on the raw psycopg cursor, with the
-  server's CPU;
+* the sent mark on a private PostgreSQL (fsync on): the UPDATE through SQLAlchemy
+  Core (until the seventh session), on psycopg's cursor prepared (until the tenth),
+  ``_DrainLine.mark_sent`` (prepared once, run through psycopg's libpq interface)
+  and the raw psycopg cursor, with the server's CPU;
 * the DATA preparation (line ends, dot stuffing): aiosmtplib's regexes (what its
   ``data()`` runs), against ``maild.outbound.smtp.wire_data`` (the same bytes; since
   the ninth session SmtpSender sends DATA, the message and its "." apart).
@@ -115,27 +116,33 @@ def marks(n: int) -> None:
                 "INSERT INTO outbox (kind, ticket_id, message_id, recipients, automatic, template, language, context,"
                 " status, attempts, created_at, next_attempt_at, dedupe_key, last_error) SELECT 'ack', NULL,"
                 " 'm' || g || '@x', '[\"a@b.c\"]', true, 'ack', 'pl', '{}', 'pending', 0, now(), now(), 'k' || g, ''"
-                " FROM generate_series(1, :n) g"), {"n": 3 * n})
+                " FROM generate_series(1, :n) g"), {"n": 4 * n})
             ids = [row[0] for row in conn.execute(text("SELECT id FROM outbox ORDER BY id"))]
         line = _DrainLine(sessions, 10)
         now = datetime.now(timezone.utc)
         cursor = line.conn.connection.dbapi_connection.cursor()
         raw = ("UPDATE outbox SET status = 'sent', sent_at = %s, attempts = outbox.attempts + 1, last_error = %s"
                " WHERE outbox.id = %s")
-        for label, part in (("SQLAlchemy Core (until the seventh session)", ids[:n]),
-                            ("_DrainLine.mark_sent (psycopg cursor, SQLAlchemy's errors)", ids[n:2 * n]),
-                            ("raw psycopg cursor", ids[2 * n:])):
-            cpu, wall, server = time.process_time(), time.perf_counter(), pg.cpu_seconds()
-            for row_id in part:
-                if label.startswith("SQL"):
-                    line.conn.execute(_MARK_SENT, {"row_id": row_id, "sent_at": now, "refused": ""})
-                elif label.startswith("_Drain"):
-                    line.mark_sent({"row_id": row_id, "sent_at": now, "refused": ""})
-                else:
-                    cursor.execute(raw, (now, "", row_id))
-            print(f"  sent mark, {label}: client CPU {(time.process_time() - cpu) / n * 1e6:.0f} us, "
-                  f"wall {(time.perf_counter() - wall) / n * 1e6:.0f} us, server CPU "
-                  f"{(pg.cpu_seconds() - server) / n * 1e6:.0f} us")
+        naive = now.replace(tzinfo=None)
+        labels = ("SQLAlchemy Core (until the seventh session)", "psycopg cursor, prepare=True (until the tenth session)",
+                  "_DrainLine.mark_sent (prepared, psycopg's libpq interface)", "raw psycopg cursor")
+        half = n // 2
+        for rnd in range(2):  # each way twice, the order reversed the second time (a later mark costs the server more)
+            for k, label in (enumerate(labels) if rnd == 0 else reversed(list(enumerate(labels)))):
+                part = ids[(2 * k + rnd) * half:(2 * k + rnd + 1) * half]
+                cpu, wall, server = time.process_time(), time.perf_counter(), pg.cpu_seconds()
+                for row_id in part:
+                    if label.startswith("SQL"):
+                        line.conn.execute(_MARK_SENT, {"row_id": row_id, "sent_at": now, "refused": ""})
+                    elif label.startswith("psycopg"):
+                        cursor.execute(raw, (naive, "", row_id), prepare=True)
+                    elif label.startswith("_Drain"):
+                        line.mark_sent({"row_id": row_id, "sent_at": now, "refused": ""})
+                    else:
+                        cursor.execute(raw, (now, "", row_id))
+                print(f"  sent mark, {label}: client CPU {(time.process_time() - cpu) / half * 1e6:.0f} us, "
+                      f"wall {(time.perf_counter() - wall) / half * 1e6:.0f} us, server CPU "
+                      f"{(pg.cpu_seconds() - server) / half * 1e6:.0f} us")
         line.close()
         engine.dispose()
     finally:

@@ -160,7 +160,7 @@ _MARK_SENT = (
 )
 # the same mark as the drain line sends it on PostgreSQL: prepared once per session and run through
 # psycopg's libpq interface (``PGconn.exec_prepared``): SQLAlchemy's execute path cost 58-65 us of
-# client CPU a mark, psycopg's cursor with prepare=True 26-38 us, this 12-22 us (bench/README.md,
+# client CPU a mark, psycopg's cursor with prepare=True 21-26 us, this 12-14 us (bench/README.md,
 # tenth session); ``_DrainLine.mark_sent`` keeps SQLAlchemy's error types
 _MARK_SENT_PG = (f"UPDATE {_OUTBOX.name} SET status = 'sent', sent_at = $1, attempts = attempts + 1,"
                  " last_error = $2 WHERE id = $3")

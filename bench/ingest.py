@@ -20,7 +20,9 @@ acknowledgement).
 With two cores shared by others, the CPU seconds and the statement counts are
 the figures to compare between two trees; the wall time is the load's.
 ``--sql`` counts what reaches the driver (statements, the rows of an
-executemany, commits): each statement is a round trip on PostgreSQL.
+executemany, commits): each statement is a round trip on PostgreSQL. There a
+batch's appended rows and its attempts go by COPY (``store.copy_rows``), which
+SQLAlchemy's events, and so this count, do not see.
 ``--profile`` writes ``main.prof`` and ``worker.prof`` under the work folder
 (kept; printed), timed in CPU seconds (``process_time``), so that neither the
 load nor waiting for the other process shows as cost.

@@ -257,6 +257,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--sink", choices=("aiosmtpd", "postfix"), default="postfix")
     parser.add_argument("--every-day", action="store_true", help="as backlog.py --every-day")
+    parser.add_argument("--restarted", action="store_true",
+                        help="as backlog.py --restarted: one untimed run on the empty mailbox first (the counters are "
+                             "reset after it, once the mailbox is loaded)")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--width", type=int, default=110, help="characters of each statement shown")
     parser.add_argument("--before", action="append", default=[], metavar="SQL",
@@ -271,7 +274,8 @@ def main() -> int:
                         help="auto_explain: print the plan of each statement slower than MS ms (one per statement)")
     args = parser.parse_args()
     # backlog.one_run's options: a migrated database, no check against the corpus
-    run_args = argparse.Namespace(every_day=args.every_day, migrated=True, profile=False, keep=False, sink=args.sink)
+    run_args = argparse.Namespace(every_day=args.every_day, migrated=True, restarted=args.restarted, profile=False,
+                                  keep=False, sink=args.sink)
     banner(f"PostgreSQL's statements in the whole cycle: {args.n} mails, {args.runs} runs, sink {args.sink}")
     BENCH_ROOT.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="pgstat-", dir=BENCH_ROOT))

@@ -65,6 +65,10 @@ CLOSED = "status = 'closed'"
 # keeps a pack_index row alive when retention or ``forget`` asks (0012, ix_messages_raw_by_hash). Mail stored since
 # 0011 is placed, so ingest writes no entry into this index.
 RAW_BY_HASH = "raw_pack IS NULL AND raw_sha256 IS NOT NULL"
+# The mail still to send, in the order the outbox sends it (0014, ix_outbox_pending_order): a claim takes the oldest
+# 200 due rows, which ix_outbox_due (status, next_attempt_at) cannot give in (created_at, id) order, so each claim
+# sorted every pending row. A row leaves the index when it is marked sent or failed.
+OUTBOX_PENDING = "status = 'pending'"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -296,6 +300,8 @@ outbox = Table(
     # the last hour's automatic mail per sender and per domain, from the index alone (migration 0007; the
     # rate limits). 0009 dropped ix_outbox_rate (rate_key, created_at): a random key per mail at 1M mails
     Index("ix_outbox_recent_automatic", "created_at", "automatic", "rate_key"),
+    # the claim's order among the pending rows (0014); PostgreSQL's condition is added by ``for_postgresql``
+    Index("ix_outbox_pending_order", "created_at", "id", sqlite_where=text(OUTBOX_PENDING)),
 )
 
 # The ticket's history: status changes, priority, escalations, commands.
@@ -402,3 +408,6 @@ def for_postgresql() -> None:
             index.dialect_options["postgresql"]["where"] = text(RAW_PLACED)
         elif index.name == "ix_messages_raw_by_hash":
             index.dialect_options["postgresql"]["where"] = text(RAW_BY_HASH)
+    for index in outbox.indexes:
+        if index.name == "ix_outbox_pending_order":
+            index.dialect_options["postgresql"]["where"] = text(OUTBOX_PENDING)

@@ -540,3 +540,51 @@ def test_a_claim_that_loses_its_rows_to_another_drain_looks_again(
     assert daemon.outbox.drain().sent == 6
     assert takes[:2] == [6, 6]
     daemon.sessions.kw["bind"].dispose()
+
+
+@pytest.mark.parametrize("analyzed", [True, False], ids=["with-statistics", "new-database"])
+def test_a_postgres_claim_reads_its_oldest_pending_rows_in_the_index_order(pg_url: str, analyzed: bool) -> None:
+    """A claim's SELECT (the oldest due rows, ``FOR UPDATE SKIP LOCKED``) walks the pending rows
+    in its own order through ``ix_outbox_pending_order`` (0014) and stops at its limit: no sort
+    of every pending row, with 5,000 pending and as many sent, and also in a new database
+    before any statistics (a cycle's first claims)."""
+    from sqlalchemy import event
+
+    from maild.outbound.outbox import Sender
+    from maild.config import SmtpSettings
+    from maild.storage.db import open_database
+
+    sessions = open_database(pg_url)
+    engine = sessions.kw["bind"]
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO outbox (kind, ticket_id, message_id, recipients, automatic, template, language, context,"
+            " status, attempts, created_at, next_attempt_at, dedupe_key, last_error) SELECT 'ack', NULL,"
+            " 'm' || g || '@x', '[\"a@b.c\"]', true, 'ack', 'pl', '{}',"
+            " CASE WHEN g <= 5000 THEN 'sent' ELSE 'pending' END, 0,"
+            " now() - interval '1 day' + g * interval '1 second', now() - interval '1 day', 'k' || g, ''"
+            " FROM generate_series(1, 10000) g"))
+    if analyzed:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("ANALYZE outbox")
+    box = Outbox(sessions, None, SmtpSettings(host="127.0.0.1", port=1, security="none"),  # type: ignore[arg-type]
+                 Sender("a@b.c", "A", "i"))
+    seen: list[tuple[str, Any]] = []
+
+    def keep(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        seen.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        rows = box._claim(200)
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+    assert [row.message_id for row in rows] == [f"m{g}@x" for g in range(5001, 5201)]
+    *before, (statement, params) = seen  # the claim's transaction as it ran, its SELECT explained
+    assert "FOR UPDATE SKIP LOCKED" in statement
+    with engine.begin() as conn:
+        for earlier, values in before:
+            conn.exec_driver_sql(earlier, values)
+        plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + statement, params))
+    assert "ix_outbox_pending_order" in plan and "Sort" not in plan, plan
+    engine.dispose()

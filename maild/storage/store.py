@@ -384,7 +384,7 @@ def copy_rows(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> N
     columns = list(rows[0])
     connection = session.connection()
     dialect = connection.dialect
-    processors = [table.c[name].type._cached_bind_processor(dialect) for name in columns]
+    processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns]
     statement = f"COPY {table.name} ({', '.join(dialect.identifier_preparer.quote(c) for c in columns)}) FROM STDIN"
     raw = cast(psycopg.Connection[Any], connection.connection.dbapi_connection)
     try:

@@ -423,6 +423,17 @@ def test_the_sqlite_mark_on_the_drivers_cursor_stores_what_sqlalchemy_stores_and
     daemon.sessions.kw["bind"].dispose()
 
 
+
+def _generated_outbox_rows(engine: Any, count: int, status: str = "'pending'",
+                           created_at: str = "now()", next_attempt_at: str = "now()") -> None:
+    """``count`` acknowledgement rows made by the server (``g`` numbers them in the SQL given)."""
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO outbox (kind, ticket_id, message_id, recipients, automatic, template, language, context,"
+            " status, attempts, created_at, next_attempt_at, dedupe_key, last_error) SELECT 'ack', NULL,"
+            f" 'm' || g || '@x', '[\"a@b.c\"]', true, 'ack', 'pl', '{{}}', {status}, 0, {created_at},"
+            f" {next_attempt_at}, 'k' || g, '' FROM generate_series(1, :n) g"), {"n": count})
+
 def test_the_postgres_mark_stores_what_sqlalchemy_stores_and_raises_its_errors(pg_url: str) -> None:
     """PostgreSQL's sent mark is one prepared statement on psycopg's libpq connection: rows read
     back through the ORM as a mark through SQLAlchemy leaves them (``sent_at`` to the
@@ -434,12 +445,7 @@ def test_the_postgres_mark_stores_what_sqlalchemy_stores_and_raises_its_errors(p
 
     sessions = open_database(pg_url)
     engine = sessions.kw["bind"]
-    with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO outbox (kind, ticket_id, message_id, recipients, automatic, template, language, context,"
-            " status, attempts, created_at, next_attempt_at, dedupe_key, last_error) SELECT 'ack', NULL,"
-            " 'm' || g || '@x', '[\"a@b.c\"]', true, 'ack', 'pl', '{}', 'pending', 0, now(), now(), 'k' || g, ''"
-            " FROM generate_series(1, 3) g"))
+    _generated_outbox_rows(engine, 3)
     with sessions() as session:
         ids = list(session.scalars(select(OutboxRow.id).order_by(OutboxRow.id)))
     at = datetime(2026, 12, 6, 10, 11, 12, 345678, tzinfo=UTC)
@@ -556,14 +562,9 @@ def test_a_postgres_claim_reads_its_oldest_pending_rows_in_the_index_order(pg_ur
 
     sessions = open_database(pg_url)
     engine = sessions.kw["bind"]
-    with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO outbox (kind, ticket_id, message_id, recipients, automatic, template, language, context,"
-            " status, attempts, created_at, next_attempt_at, dedupe_key, last_error) SELECT 'ack', NULL,"
-            " 'm' || g || '@x', '[\"a@b.c\"]', true, 'ack', 'pl', '{}',"
-            " CASE WHEN g <= 5000 THEN 'sent' ELSE 'pending' END, 0,"
-            " now() - interval '1 day' + g * interval '1 second', now() - interval '1 day', 'k' || g, ''"
-            " FROM generate_series(1, 10000) g"))
+    _generated_outbox_rows(engine, 10_000, status="CASE WHEN g <= 5000 THEN 'sent' ELSE 'pending' END",
+                           created_at="now() - interval '1 day' + g * interval '1 second'",
+                           next_attempt_at="now() - interval '1 day'")
     if analyzed:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("ANALYZE outbox")

@@ -271,10 +271,8 @@ class Ingestor:
                 select(Failure.key, Failure.attempts, Failure.last_error).where(Failure.key.in_(list(keys))))}
             fresh = [{"key": key, "attempts": 1, "last_error": STARTED, "updated_at": now}
                      for key in keys if key not in rows]
-            if fresh and session.get_bind().dialect.name == "postgresql":  # a row per mail: one COPY
-                store.copy_rows(session, Failure.__table__, fresh)
-            elif fresh:
-                session.execute(insert(Failure), fresh)
+            if fresh:  # a row per mail: one COPY on PostgreSQL
+                store.append_rows(session, Failure.__table__, fresh)
             zero = [key for key, (attempts, _) in rows.items() if attempts < 1]
             if zero:
                 session.execute(update(Failure).where(Failure.key.in_(zero)).values(

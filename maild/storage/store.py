@@ -244,8 +244,6 @@ class BatchRows:
         # the recipients of every outbox row queued here, written or not, by Message-ID
         self.queued_recipients: dict[str, list[str]] = {}
         index: Any = PackIndex.__table__
-        # PostgreSQL: the rows go in by COPY (``copy_rows``)
-        self._copy = session.get_bind().dialect.name == "postgresql"
         if session.get_bind().dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -340,10 +338,7 @@ class BatchRows:
             self._packed.clear()
         for table, rows in self._rows.items():
             if rows:
-                if self._copy:
-                    copy_rows(self.session, table, rows)
-                else:
-                    self.session.execute(insert(table), rows)
+                append_rows(self.session, table, rows)
                 rows.clear()
 
     def discard(self) -> None:
@@ -362,6 +357,15 @@ class BatchRows:
             self._linked.discard(row["message_row_id"])
         for rows in self._rows.values():
             rows.clear()
+
+
+def append_rows(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` (dicts with the same keys) into ``table`` in the session's transaction:
+    one COPY on PostgreSQL (``copy_rows``), an executemany INSERT on SQLite."""
+    if session.get_bind().dialect.name == "postgresql":
+        copy_rows(session, table, rows)
+    else:
+        session.execute(insert(table), rows)
 
 
 def copy_rows(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> None:

@@ -91,10 +91,9 @@ class TicketDesk:
         # senders'), and what was read
         self.prepaid_hint: list[Contract] = []
         self._month_draws: MonthDraws | None = None
-        # where the batch's attachments were packed before it, read for all of them at once
-        # (``know_blob_places``); a file not asked for there is asked for when its message is stored
-        self._blob_places: dict[str, PackedBlob] = {}
-        self._blob_places_asked: set[str] = set()
+        # where the batch's attachments were packed before it (None: nowhere), read for all of them at
+        # once (``know_blob_places``); a file not asked for there is asked for when its message is stored
+        self._blob_places: dict[str, PackedBlob | None] = {}
         # place in the queue of each ticket this desk opened, when it was opened
         self.queue_places: dict[int, int] = {}
         self._team: Team | None = None
@@ -285,8 +284,8 @@ class TicketDesk:
             notes=notes, reused_id=reused_id,
         )
         unpacked = [att.sha256 for att in attachments if not rows.is_packed(att.sha256)]
-        earlier = {sha: self._blob_places[sha] for sha in unpacked if sha in self._blob_places}
-        unknown = [sha for sha in unpacked if sha not in self._blob_places_asked]
+        earlier = {sha: place for sha in unpacked if (place := self._blob_places.get(sha)) is not None}
+        unknown = [sha for sha in unpacked if sha not in self._blob_places]
         if unknown:
             with self.session.no_autoflush:  # the index is written with the batch's rows, never through the ORM
                 earlier.update(store.blob_places(self.session, unknown))
@@ -305,12 +304,11 @@ class TicketDesk:
         """Read where each of these files (a batch's attachments) was packed before, in one query per
         500, for ``add_message``: it asked once per message with attachments (a round trip for one
         mail in ten of the backlog benchmark's). What this desk packs itself it knows (``BatchRows``)."""
-        wanted = set(digests) - self._blob_places_asked
+        wanted = set(digests).difference(self._blob_places)
         if wanted:
             with self.session.no_autoflush:
                 found = store.blob_places(self.session, wanted)
-            self._blob_places.update(found)
-            self._blob_places_asked |= wanted
+            self._blob_places.update((sha, found.get(sha)) for sha in wanted)
 
     def add_event(self, ticket_id: int, kind: str, at: datetime, actor: str = "maild", **detail: Any) -> None:
         self.rows.event(ticket_id, kind, at, actor, detail)

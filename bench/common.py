@@ -386,8 +386,8 @@ class PostfixSink:
     maild: in a whole cycle of 15,460 mails that is a fifth of every party's CPU.
     A production relay is Postfix or the like, usually on another host; this one
     costs a small part of that. It appends each mail to one dump file (``-D``), so
-    the count and the Message-IDs are read from the file, as the aiosmtpd sink's are
-    from memory; ``clear`` starts counting at the file's current end.
+    the count is read from the file, as the aiosmtpd sink's is from memory; ``clear``
+    starts counting at the file's current end.
     """
 
     BINARY = "/usr/sbin/smtp-sink"
@@ -432,10 +432,6 @@ class PostfixSink:
     @property
     def count(self) -> int:
         return self._mails().count(b"\nX-Client-Addr: ")
-
-    def message_ids(self) -> list[str]:
-        return [m.decode("ascii", "replace") for m in re.findall(rb"\nMessage-ID:[ \t]*(<[^>\r\n]*>)",
-                                                                   self._mails(), re.IGNORECASE)]
 
     def clear(self) -> None:
         self._from = self.dump.stat().st_size if self.dump.exists() else 0

@@ -390,6 +390,7 @@ class CommandSpec:
     help: str
     parse: Callable[[str, str], Command]
     once: bool = False  # given twice in one mail is an error
+    help_pl: str = ""  # the help line in a Polish notification, where its words are not the command's own
 
 
 COMMANDS: dict[str, CommandSpec] = {}
@@ -406,28 +407,32 @@ def register(spec: CommandSpec) -> CommandSpec:
     return spec
 
 
-def help_lines() -> list[str]:
-    """One line per command, in table order: for notifications and error replies."""
-    return [spec.help for spec in COMMANDS.values()]
+def help_lines(language: str = "en") -> list[str]:
+    """One line per command, in table order, in the notification's ``language``: the command
+    names and their fixed values stay as they are written, the placeholders and notes are
+    translated."""
+    return [(spec.help_pl or spec.help) if language == "pl" else spec.help for spec in COMMANDS.values()]
 
 
-register(CommandSpec("time", ("czas",), "#time 1h30m [scope] [note]", lambda _, args: _parse_time(args)))
+register(CommandSpec("time", ("czas",), "#time 1h30m [scope] [note]", lambda _, args: _parse_time(args),
+                     help_pl="#time 1h30m [zakres] [notatka]"))
 register(CommandSpec("status", (), "#status open|waiting|resolved|closed", lambda _, args: _parse_status(args),
                      once=True))
 register(CommandSpec("assign", ("przypisz",), "#assign <e-mail or name>", lambda _, args: _parse_assign(args),
-                     once=True))
+                     once=True, help_pl="#assign <e-mail lub imię>"))
 register(CommandSpec("priority", ("priorytet",), "#priority P1..P4 <reason>", lambda _, args: _parse_priority(args),
-                     once=True))
+                     once=True, help_pl="#priority P1..P4 <powód>"))
 register(CommandSpec("scope", ("zakres",), "#scope consultation|installation|training|problem|development",
                      lambda _, args: _parse_scope(args), once=True))
 register(CommandSpec("internal", ("wewnętrzne", "wewnetrzne"), "#internal", _no_arguments(InternalCommand())))
 register(CommandSpec("verify", ("potwierdź", "potwierdz"), "#verify", _no_arguments(VerifyCommand())))
 register(CommandSpec("away", ("nieobecny", "nieobecna", "urlop"), "#away 2026-12-21..2027-01-03 [note]",
-                     lambda _, args: _parse_away(args), once=True))
+                     lambda _, args: _parse_away(args), once=True, help_pl="#away 2026-12-21..2027-01-03 [notatka]"))
 register(CommandSpec("back", ("jestem", "powrót", "powrot"), "#back", _no_arguments(BackCommand()), once=True))
 register(CommandSpec("take", ("biorę", "biore"), "#take", _no_arguments(TakeCommand()), once=True))
 register(CommandSpec("customer", ("klient",), "#customer <id or e-mail> (first line of a new mail)",
-                     lambda _, args: _parse_customer(args), once=True))
+                     lambda _, args: _parse_customer(args), once=True,
+                     help_pl="#customer <id lub e-mail> (w pierwszej linii nowej wiadomości)"))
 
 
 def _parse_one(name: str, args: str) -> tuple[Command, CommandSpec]:

@@ -149,9 +149,10 @@ class TicketView:
     status: str
 
 
-def header_block(view: TicketView, tz: ZoneInfo, new_ticket_address: str) -> dict[str, Any]:
+def header_block(view: TicketView, tz: ZoneInfo, new_ticket_address: str, language: str = "en") -> dict[str, Any]:
     """The template context of the short block at the top of a notification:
-    everything a consultant needs to decide what to do without opening the queue."""
+    everything a consultant needs to decide what to do without opening the queue
+    (the commands' help in the notification's ``language``)."""
     from maild.desk.commands import help_lines  # the commands' table (and the desk): a notification's only
 
     due = view.reaction_due.astimezone(tz).strftime("%Y-%m-%d %H:%M") if view.reaction_due else ""
@@ -161,7 +162,7 @@ def header_block(view: TicketView, tz: ZoneInfo, new_ticket_address: str) -> dic
         "priority": view.priority, "reasons": _priority_reasons(view.reasons),
         "due_local": due, "timezone": tz.key, "minutes_left": view.minutes_left,
         "assigned_to": view.assigned_to or "", "requester": view.requester, "status": view.status,
-        "commands": help_lines(), "new_ticket_address": new_ticket_address, "marker": REPLY_MARKER,
+        "commands": help_lines(language), "new_ticket_address": new_ticket_address, "marker": REPLY_MARKER,
     }
 
 

@@ -213,7 +213,8 @@ class Notifier:
         from_name = f"{view.customer_name or view.requester} via {self.config.from_name}"
         queued = []
         for person in people:
-            context = header_block(view, self.tz, self.personal_address(desk.session, person.email))
+            context = header_block(view, self.tz, self.personal_address(desk.session, person.email),
+                                   person.language)
             context.update(body=body, trimmed=trimmed, attached=attached, named=named, event=event, author=author)
             earlier = [] if event == "new" else self.previous(desk.session, ticket.id, person.email)
             references = [r for r in (root_id, *earlier) if r]

@@ -125,6 +125,11 @@ def test_the_consultants_loop_by_mail(env: dict[str, Any], capsys: pytest.Captur
         assert "support+" in body, "the consultant's own address for on-behalf tickets"
     assert "New ticket SUP-1" in text_of(notes["bob@firma.pl"]), "Bob's language is English"
     assert "Nowe zgłoszenie SUP-1" in text_of(notes["anna@firma.pl"])
+    # the commands' help in each one's language: the command names as they are written, the rest translated
+    assert "#assign <e-mail lub imię>" in text_of(notes["anna@firma.pl"])
+    assert "#customer <id lub e-mail> (w pierwszej linii nowej wiadomości)" in text_of(notes["anna@firma.pl"])
+    assert "e-mail or name" not in text_of(notes["anna@firma.pl"])
+    assert "#assign <e-mail or name>" in text_of(notes["bob@firma.pl"])
 
     # Anna presses Reply in Thunderbird: #take, her answer, the notification quoted below
     box.add(thunderbird_reply(notes["anna@firma.pl"], "Anna Nowak <anna@firma.pl>",

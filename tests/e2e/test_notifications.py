@@ -130,6 +130,9 @@ def test_the_consultants_loop_by_mail(env: dict[str, Any], capsys: pytest.Captur
     assert "#customer <id lub e-mail> (w pierwszej linii nowej wiadomości)" in text_of(notes["anna@firma.pl"])
     assert "e-mail or name" not in text_of(notes["anna@firma.pl"])
     assert "#assign <e-mail or name>" in text_of(notes["bob@firma.pl"])
+    # the contract's balance is named as one, not "left" beside the deadline (read as the time to react)
+    assert "\r\n  Saldo:      10 godz." in text_of(notes["anna@firma.pl"]), text_of(notes["anna@firma.pl"])
+    assert "\r\n  Balance:   10 h" in text_of(notes["bob@firma.pl"]), text_of(notes["bob@firma.pl"])
 
     # Anna presses Reply in Thunderbird: #take, her answer, the notification quoted below
     box.add(thunderbird_reply(notes["anna@firma.pl"], "Anna Nowak <anna@firma.pl>",

@@ -33,6 +33,7 @@ from maild.rules.contracts import Resolution
 from maild.rules.customers import Contract, Customer
 from maild.rules.kinds import TIER_BY_KIND, UNVERIFIED_TIER, promises_reaction, rules_of
 from maild.rules.prioritise import Priority
+from maild.rules.reasons import OLD_MAIL
 from maild.rules.sla import plan_escalation, reaction_due, target_due
 from maild.storage import store
 from maild.storage.blobs import BlobStore, PackedBlob
@@ -220,7 +221,7 @@ class TicketDesk:
             reaction_due=due, target_due=target, escalation_level=0, linked_to=linked_to, participants=[],
         )
         if due is not None and not page:
-            reasons.append("old mail: reaction deadline recorded, no escalation")
+            reasons.append(OLD_MAIL)
         elif due is not None:
             ticket.next_escalation_at = plan_escalation(
                 created_at=created_at, due=due, clock=contract.reaction_clock if contract else "calendar",

@@ -18,6 +18,8 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from maild.config import Consultant
+from maild.rules.peak import PeakWindow
+from maild.rules.reasons import for_reader
 
 __all__ = [
     "Event",
@@ -149,27 +151,54 @@ class TicketView:
     status: str
 
 
-def header_block(view: TicketView, tz: ZoneInfo, new_ticket_address: str, language: str = "en") -> dict[str, Any]:
+def header_block(view: TicketView, tz: ZoneInfo, new_ticket_address: str, language: str = "en",
+                 peak_windows: Sequence[PeakWindow] = ()) -> dict[str, Any]:
     """The template context of the short block at the top of a notification:
     everything a consultant needs to decide what to do without opening the queue
-    (the commands' help in the notification's ``language``)."""
+    (the commands' help and the priority's reasons in the notification's ``language``;
+    ``peak_windows``: the configured ones, whose labels name a peak period)."""
     from maild.desk.commands import help_lines  # the commands' table (and the desk): a notification's only
 
     due = view.reaction_due.astimezone(tz).strftime("%Y-%m-%d %H:%M") if view.reaction_due else ""
     return {
         "ref": view.ref, "subject": view.subject, "customer": view.customer_name or view.requester,
         "contract_id": view.contract_id, "contract_kind": view.contract_kind, "tier": view.tier_name,
-        "priority": view.priority, "reasons": _priority_reasons(view.reasons),
+        "priority": view.priority, "reasons": _priority_reasons(view, language, peak_windows),
         "due_local": due, "timezone": tz.key, "minutes_left": view.minutes_left,
         "assigned_to": view.assigned_to or "", "requester": view.requester, "status": view.status,
         "commands": help_lines(language), "new_ticket_address": new_ticket_address, "marker": REPLY_MARKER,
     }
 
 
-def _priority_reasons(reasons: Sequence[str]) -> list[str]:
-    """Why the ticket has its priority ("P1: urgent words ..."), short: the header block
-    is read at a glance; the full list is in ``maild tickets show``."""
-    return [r if len(r) <= 100 else r[:99] + "…" for r in reasons if r[:3] in ("P1:", "P2:", "P3:", "P4:")][:2]
+def _priority_reasons(view: TicketView, language: str, peak_windows: Sequence[PeakWindow]) -> list[str]:
+    """Why the ticket has its priority, in ``language`` and short ("w wiadomości pilne słowa:
+    „awaria”" after "sla P1 - "): the header block is read at a glance; the full list is in
+    ``maild tickets show``.
+
+    Only the lines of the ticket's present priority, without their "P1: " (the line shows the
+    priority just before): after a consultant's ``#priority`` the stored line explains the
+    priority maild gave, which no longer holds (a ticket opened on a customer's behalf with
+    ``#priority P1`` read "P1 - P3: routine")."""
+    own = view.priority + ":"
+    lines = [_worded(r, language, peak_windows)[len(own):].strip() for r in view.reasons if r.startswith(own)]
+    return [r if len(r) <= 96 else r[:95] + "…" for r in lines if r][:2]
+
+
+# A backlog's notifications repeat a few reasons ("P3: routine" in most): each is worded once per
+# language and windows (the config's tuple, known by identity: hashing every window per call costs more).
+_WORDED: dict[tuple[str, str, int], tuple[Sequence[PeakWindow], str]] = {}
+
+
+def _worded(text: str, language: str, peak_windows: Sequence[PeakWindow]) -> str:
+    key = (text, language, id(peak_windows))
+    hit = _WORDED.get(key)
+    if hit is not None and hit[0] is peak_windows:
+        return hit[1]
+    worded = for_reader(text, language, peak_windows)
+    if len(_WORDED) >= 4096:
+        _WORDED.clear()
+    _WORDED[key] = (peak_windows, worded)
+    return worded
 
 
 def cut_at_marker(text: str) -> str:

@@ -214,7 +214,7 @@ class Notifier:
         queued = []
         for person in people:
             context = header_block(view, self.tz, self.personal_address(desk.session, person.email),
-                                   person.language)
+                                   person.language, self.config.peak_windows)
             context.update(body=body, trimmed=trimmed, attached=attached, named=named, event=event, author=author)
             earlier = [] if event == "new" else self.previous(desk.session, ticket.id, person.email)
             references = [r for r in (root_id, *earlier) if r]

@@ -5,6 +5,9 @@ before ``occasional``, unverified senders last; nothing inside a ticket can move
 it across tiers. Within a tier the priority orders: urgent words (P1), a topic
 of an active peak period (P2), the rest (P3), automatic mail (P4); then the
 earlier deadline, then age.
+
+The reasons are stored as English text made by ``maild.rules.reasons`` (which also
+reads them back and words them in the reader's language); never written here by hand.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from maild.rules.kinds import TIER_BY_KIND as TIER_BY_KIND
 from maild.rules.kinds import TIER_NAMES as TIER_NAMES
 from maild.rules.kinds import UNVERIFIED_TIER as UNVERIFIED_TIER
 from maild.rules.peak import POLISH_DAYS_OFF, DaysOff, PeakWindow, peak_match, peak_match_topics, peak_topics_in
+from maild.rules.reasons import AUTOMATIC, ROUTINE, UNVERIFIED, peak_reason, tier_reason, urgent_reason
 
 PRIORITIES = ("P1", "P2", "P3", "P4")
 
@@ -87,10 +91,10 @@ def prioritise(
     reasons: list[str] = []
     if verified:
         tier = TIER_BY_KIND[kind]
-        reasons.append(f"tier {TIER_NAMES[tier]}: {kind} contract")
+        reasons.append(tier_reason(TIER_NAMES[tier], kind))
     else:
         tier = UNVERIFIED_TIER
-        reasons.append("tier unverified: sender not verified as a customer")
+        reasons.append(UNVERIFIED)
     if signals is None:
         head = _head(subject, text)
         found = urgent_words_in(head, urgent_words)
@@ -100,14 +104,14 @@ def prioritise(
         peak = peak_match_topics(signals.peak_topics, day, peak_windows, days_off)
     if automatic:
         priority = "P4"
-        reasons.append("P4: automatic mail")
+        reasons.append(AUTOMATIC)
     elif found:
         priority = "P1"
-        reasons.append("P1: urgent words " + ", ".join(repr(w) for w in found))
+        reasons.append(urgent_reason(found))
     elif peak is not None:
         priority = "P2"
-        reasons.append(f"P2: peak period {peak.window}, topic " + ", ".join(repr(w) for w in peak.words))
+        reasons.append(peak_reason(peak.window, peak.words))
     else:
         priority = "P3"
-        reasons.append("P3: routine")
+        reasons.append(ROUTINE)
     return Priority(tier=tier, priority=priority, peak=peak.window if peak else None, reasons=tuple(reasons))

@@ -20,6 +20,7 @@ from maild.desk.notifications import (
     note_recipients,
     split_attachments,
 )
+from maild.rules.peak import default_peak_windows
 
 NOW = datetime(2026, 12, 7, 9, tzinfo=timezone.utc)
 ANNA = Consultant("anna@firma.pl", "Anna")
@@ -81,6 +82,36 @@ def test_the_header_block_shows_the_deadline_in_local_time() -> None:
     assert block["due_local"] == "2026-07-01 12:00"
     assert block["customer"] == "Acme" and block["minutes_left"] == 90
     assert "#take" in block["commands"] and block["new_ticket_address"] == "support+tok@firma.pl"
+
+
+def _view(priority: str, *reasons: str) -> TicketView:
+    return TicketView(ref="SUP-7", subject="JPK", customer_name="Acme", contract_id="acme-sla",
+                      contract_kind="sla", tier_name="sla", priority=priority,
+                      reasons=("known customer acme (sla)", "tier sla: sla contract", *reasons),
+                      reaction_due=None, minutes_left=90, assigned_to=None, requester="jan@acme.pl", status="new")
+
+
+def test_the_header_block_gives_the_prioritys_reason_in_the_consultants_language() -> None:
+    warsaw, windows = ZoneInfo("Europe/Warsaw"), default_peak_windows()
+    urgent = _view("P1", "P1: urgent words 'pilne', 'awaria'")
+    assert header_block(urgent, warsaw, "a", "pl", windows)["reasons"] == [
+        "w wiadomości pilne słowa: „pilne”, „awaria”"]
+    assert header_block(urgent, warsaw, "a", "en", windows)["reasons"] == ["urgent words: “pilne”, “awaria”"]
+    peak = _view("P2", "P2: peak period year_end, topic 'zamknięcie roku'")
+    assert header_block(peak, warsaw, "a", "pl", windows)["reasons"] == [
+        "temat „zamknięcie roku” w okresie szczytu: zamknięcie roku"]
+    assert header_block(peak, warsaw, "a", "en", windows)["reasons"] == [
+        "topic “zamknięcie roku” in a peak period: year-end closing"]
+    assert header_block(_view("P3", "P3: routine"), warsaw, "a", "pl", windows)["reasons"] == ["zwykła sprawa"]
+    # a long period's label is cut, the topic is not
+    [vat] = header_block(_view("P2", "P2: peak period zus, topic 'ZUS', 'składka'"), warsaw, "a", "pl",
+                         windows)["reasons"]
+    assert vat.startswith("temat „ZUS”, „składka” w okresie szczytu: deklaracje") and len(vat) == 96
+    # a consultant's #priority P1 on a ticket maild ranked P3: maild's P3 line no longer explains it
+    assert header_block(_view("P1", "P3: routine"), warsaw, "a", "pl", windows)["reasons"] == []
+    # a consultant's own words read as written
+    assert header_block(_view("P1", "P1: produkcja stoi"), warsaw, "a", "en", windows)["reasons"] == [
+        "produkcja stoi"]
 
 
 def test_cut_at_marker_keeps_only_what_the_consultant_wrote() -> None:

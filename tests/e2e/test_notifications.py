@@ -133,6 +133,10 @@ def test_the_consultants_loop_by_mail(env: dict[str, Any], capsys: pytest.Captur
     # the contract's balance is named as one, not "left" beside the deadline (read as the time to react)
     assert "\r\n  Saldo:      10 godz." in text_of(notes["anna@firma.pl"]), text_of(notes["anna@firma.pl"])
     assert "\r\n  Balance:   10 h" in text_of(notes["bob@firma.pl"]), text_of(notes["bob@firma.pl"])
+    # why the ticket is P1, in each one's language (stored as English, worded when the mail is made)
+    assert "Kolejka:    sla P1 - w wiadomości pilne słowa: „awaria”, „nie działa”\r\n" in text_of(
+        notes["anna@firma.pl"]), text_of(notes["anna@firma.pl"])
+    assert "Queue:     sla P1 - urgent words: “awaria”, “nie działa”\r\n" in text_of(notes["bob@firma.pl"])
 
     # Anna presses Reply in Thunderbird: #take, her answer, the notification quoted below
     box.add(thunderbird_reply(notes["anna@firma.pl"], "Anna Nowak <anna@firma.pl>",

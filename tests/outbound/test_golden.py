@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from dataclasses import replace
 from datetime import date, datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,6 +23,7 @@ from maild.billing.html import Image, render_statement, statement_folders, state
 from maild.billing.reports import LedgerLine, TicketInfo, build_hours_report
 from maild.cli.report import statement_context
 from maild.config import BillingSettings, Config
+from maild.desk.notifications import TicketView, header_block
 from maild.outbound.render import Renderer
 from maild.rules.customers import Contract, Customer
 from maild.rules.peak import default_peak_windows
@@ -159,6 +161,37 @@ def _golden(path: Path, text: str) -> None:
         if not UPDATE:
             pytest.fail(f"{path.relative_to(ROOT)} did not exist; written now: review it and commit it")
     assert text == path.read_text(encoding="utf-8"), f"differs from {path.relative_to(ROOT)}"
+
+
+# A consultant's notification of a new ticket: the ticket's reasons as every version stored them
+# (English), the header block worded in the consultant's language.
+NOTIFY_VIEW = TicketView(
+    ref="SUP-12", subject="Nie działa wydruk faktury", customer_name="Acme", contract_id="acme-sla-2026",
+    contract_kind="sla", tier_name="sla", priority="P1", reasons=(), minutes_left=390, assigned_to=None,
+    reaction_due=datetime(2026, 12, 7, 14, 59, tzinfo=UTC), requester="jan@acme.pl", status="new")
+NOTIFY_REASONS = {
+    "p1": ("P1", "P1: urgent words 'nie działa', 'pilne'"),
+    "p2": ("P2", "P2: peak period vat_jpk, topic 'JPK'"),
+    "p3": ("P3", "P3: routine"),
+    "p4": ("P4", "P4: automatic mail"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOTIFY_REASONS))
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_consultant_notification_matches_its_reviewed_golden_file(case: str, language: str) -> None:
+    priority, reason = NOTIFY_REASONS[case]
+    view = replace(NOTIFY_VIEW, priority=priority,
+                   reasons=("known customer acme (sla)", "tier sla: sla contract", reason, "no ticket matched: new ticket"))
+    context = header_block(view, WARSAW, "support+k7q2@firma.pl", language, default_peak_windows())
+    context.update(body="Wydruk faktury nie działa od rana.\n", trimmed=False, attached=[], named=[], event="new",
+                   author="jan@acme.pl")
+    subject, body = RENDERER.render("notify_new", language, context)
+    _golden(GOLDEN / f"notify_new.{case}.{language}.txt", f"Subject: {subject}\n\n{body}")
+    queue = next(line for line in body.splitlines() if line.startswith(("  Kolejka:", "  Queue:")))
+    assert queue.count(priority) == 1 and " - " in queue, "the priority, then its reason"
+    if language == "pl":
+        assert not re.search(r"urgent|routine|automatic|peak|topic|words", queue), queue
 
 
 class VisibleText(HTMLParser):

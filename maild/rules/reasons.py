@@ -1,0 +1,199 @@
+"""Why a ticket has its queue place: the reasons as the ticket stores them, and as a reader reads them.
+
+A ticket keeps its reasons as English text in its JSON ``reasons`` column, and
+``maild tickets show [--json]`` prints them as stored. Every earlier version stored
+these same texts, so the stored text is the format: this module makes it
+(``prioritise`` and the desk call the makers below, never an f-string of their own),
+reads it back (``parse``) and words it for a reader in Polish or English
+(``for_reader``) when a notification is rendered, in the consultant's language.
+
+Why text in the column and not codes: the tickets of every earlier version must
+read the same in Polish as new ones, with no migration rewriting millions of rows,
+and ``tickets show --json`` must stay what scripts already read. Parsing our own
+few formats back is exact (``tests/rules/test_reasons.py`` proves that every reason
+``prioritise`` can make parses back to itself and is worded in both languages, so a
+new reason without a wording fails there). Text this module does not recognise (a
+consultant's own words, another module's reason) reads as written.
+
+Pure: text in, text out; the peak windows' labels are passed in.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from maild.rules.peak import PeakWindow
+
+ReasonCode = Literal["tier", "unverified", "automatic", "urgent", "peak", "routine", "old_mail"]
+REASON_CODES: tuple[ReasonCode, ...] = ("tier", "unverified", "automatic", "urgent", "peak", "routine", "old_mail")
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One reason with its parameters: ``tier``/``kind`` for ``tier``, ``words`` for ``urgent``
+    (the urgent words found) and ``peak`` (the window's topic words found), ``window`` (its name)."""
+
+    code: ReasonCode
+    tier: str = ""
+    kind: str = ""
+    window: str = ""
+    words: tuple[str, ...] = ()
+
+    @property
+    def stored(self) -> str:
+        """The English text the ticket stores (and every earlier version stored)."""
+        code = self.code
+        if code == "tier":
+            return tier_reason(self.tier, self.kind)
+        if code == "urgent":
+            return urgent_reason(self.words)
+        if code == "peak":
+            return peak_reason(self.window, self.words)
+        return _FIXED_TEXT[code]
+
+
+# The makers: what prioritise stores (plain strings, no Reason built: it runs once per mail).
+def tier_reason(tier: str, kind: str) -> str:
+    return f"tier {tier}: {kind} contract"
+
+
+def urgent_reason(words: Sequence[str]) -> str:
+    return _URGENT + _quoted_list(words)
+
+
+def peak_reason(window: str, words: Sequence[str]) -> str:
+    return f"{_PEAK}{window}{_TOPIC}{_quoted_list(words)}"
+
+
+UNVERIFIED = "tier unverified: sender not verified as a customer"
+AUTOMATIC = "P4: automatic mail"
+ROUTINE = "P3: routine"
+# The desk's: a mail from before maild watched the mailbox (its deadline pages nobody).
+OLD_MAIL = "old mail: reaction deadline recorded, no escalation"
+_URGENT = "P1: urgent words "
+_PEAK = "P2: peak period "
+_TOPIC = ", topic "
+_FIXED_TEXT: dict[ReasonCode, str] = {
+    "unverified": UNVERIFIED, "automatic": AUTOMATIC, "routine": ROUTINE, "old_mail": OLD_MAIL}
+_FIXED: dict[str, Reason] = {text: Reason(code) for code, text in _FIXED_TEXT.items()}
+_TIER = re.compile(r"tier (\S+): (\S+) contract")
+# one Python string literal as repr() writes it
+_LITERAL = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""", re.DOTALL)
+
+
+def _quoted_list(words: Sequence[str]) -> str:
+    return ", ".join(repr(w) for w in words)
+
+
+def _words(text: str) -> tuple[str, ...] | None:
+    """The words of ``_quoted_list``'s text, or None when ``text`` is not exactly such a list."""
+    words: list[str] = []
+    at = 0
+    while True:
+        found = _LITERAL.match(text, at)
+        if found is None:
+            return None
+        literal = found.group(0)
+        if "\\" in literal:  # an escape: Python reads it back (the round trip below checks the spelling)
+            try:
+                word = ast.literal_eval(literal)
+            except (ValueError, SyntaxError):
+                return None
+            if not isinstance(word, str):
+                return None
+            words.append(word)
+        else:
+            words.append(literal[1:-1])
+        at = found.end()
+        if at == len(text):
+            break
+        if not text.startswith(", ", at):
+            return None
+        at += 2
+    # repr() writes one spelling per word: anything else was not written by us
+    return tuple(words) if _quoted_list(words) == text else None
+
+
+def parse(text: str) -> Reason | None:
+    """The reason a stored text says, or None for text this module did not make."""
+    fixed = _FIXED.get(text)
+    if fixed is not None:
+        return fixed
+    if text.startswith(_URGENT):
+        words = _words(text[len(_URGENT):])
+        return Reason("urgent", words=words) if words else None
+    if text.startswith(_PEAK):
+        rest = text[len(_PEAK):]
+        # the window is named before the first ", topic " that a list of our quoted words follows
+        at = rest.find(_TOPIC)
+        while at >= 0:
+            words = _words(rest[at + len(_TOPIC):])
+            if words:
+                return Reason("peak", window=rest[:at], words=words)
+            at = rest.find(_TOPIC, at + 1)
+        return None
+    tier = _TIER.fullmatch(text)
+    if tier is not None:
+        return Reason("tier", tier=tier.group(1), kind=tier.group(2))
+    return None
+
+
+def _lang(language: str) -> str:
+    return "pl" if language.lower().startswith("pl") else "en"
+
+
+def _quotes(words: Sequence[str], language: str) -> str:
+    # Polish quotes open low („), English ones high (“)
+    if language == "pl":
+        return ", ".join(f"„{w}”" for w in words)
+    return ", ".join(f"“{w}”" for w in words)
+
+
+def _window_label(name: str, windows: Sequence[PeakWindow], language: str) -> str:
+    """The window's label in ``language``; its name when the window is no longer configured."""
+    for window in windows:
+        if window.name == name:
+            return window.label_for(language)
+    return name
+
+
+def word(reason: Reason, language: str, windows: Sequence[PeakWindow] = ()) -> str:
+    """``reason`` as a reader of ``language`` reads it (Polish, anything else English)."""
+    lang = _lang(language)
+    code = reason.code
+    if code == "urgent":
+        one = len(reason.words) == 1
+        if lang == "pl":
+            return f"P1: w wiadomości {'pilne słowo' if one else 'pilne słowa'}: {_quotes(reason.words, lang)}"
+        return f"P1: {'urgent word' if one else 'urgent words'}: {_quotes(reason.words, lang)}"
+    if code == "peak":
+        # the topic first: a long period's label may be cut short in a header line, the topic never
+        label = _window_label(reason.window, windows, lang)
+        if lang == "pl":
+            return f"P2: temat {_quotes(reason.words, lang)} w okresie szczytu: {label}"
+        return f"P2: topic {_quotes(reason.words, lang)} in a peak period: {label}"
+    if code == "tier":
+        if lang == "pl":
+            return f"kolejka {reason.tier}: umowa {reason.kind}"
+        return f"tier {reason.tier}: {reason.kind} contract"
+    return _FIXED_WORDING[code][lang]
+
+
+_FIXED_WORDING: dict[str, dict[str, str]] = {
+    "unverified": {"pl": "kolejka unverified: nadawca nie jest potwierdzonym klientem",
+                   "en": "tier unverified: sender not verified as a customer"},
+    "automatic": {"pl": "P4: wiadomość automatyczna", "en": "P4: automatic mail"},
+    "routine": {"pl": "P3: zwykła sprawa", "en": "P3: routine"},
+    "old_mail": {"pl": "stara wiadomość: termin reakcji odnotowany, bez eskalacji",
+                 "en": "old mail: reaction deadline recorded, no escalation"},
+}
+
+
+def for_reader(text: str, language: str, windows: Sequence[PeakWindow] = ()) -> str:
+    """A stored reason as a reader of ``language`` reads it; text this module did not make
+    (a consultant's own words) as written."""
+    reason = parse(text)
+    return text if reason is None else word(reason, language, windows)

@@ -589,7 +589,8 @@ class Daemon:
         self.check_health()
         self.apply_retention()
         budget = self.config.daemon.slice_seconds
-        if not self.mailbox_lock.reading:  # a standby sends in short turns, so it tries the lock often
+        standby = not self.mailbox_lock.reading
+        if standby:  # it also tries the lock between its mails; a turn ends by takeover_seconds at the latest
             budget = min(budget, self.config.daemon.takeover_seconds)
         if self._built("courier") and self.courier.running and report.more_waiting and not self.courier.ended():
             # the courier sends while the rest of the backlog is read: no turn of sending
@@ -597,6 +598,8 @@ class Daemon:
             drained = DrainResult()
         else:
             drained = self.drain(budget)
+        if standby and self.mailbox_lock.reading:
+            report.more_waiting = True  # taken over while sending: the mailbox is read now, not after a wait
         report.outbox, self.sent_while_reading = self.sent_while_reading, DrainResult()
         report.outbox.add(drained)
         report.outbox.more_due = drained.more_due
@@ -625,16 +628,31 @@ class Daemon:
                     return total  # nothing due: the outbox, its SMTP client and the templates stay unloaded
         from maild.outbound.smtp import SmtpError
 
+        # a standby tries the mailbox lock between its mails and ends its turn once it has it;
+        # set for this drain only, so no forked courier inherits the lock's connection with it
+        standby = not self.mailbox_lock.reading
+        self.outbox.stop_requested = self.mailbox_lock.taken_while_sending if standby else None
+        try:
+            self._drain_chunks(total, deadline, budget_seconds, standby)
+        except SmtpError as exc:
+            self._relay_failed(str(exc), total)
+        finally:
+            self.outbox.stop_requested = None
+        return total
+
+    def _drain_chunks(self, total: DrainResult, deadline: float | None, budget_seconds: float | None,
+                      standby: bool) -> None:
         while not self._stop:
-            try:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                part = self.outbox.drain(limit=DRAIN_CHUNK, budget_seconds=left)
-            except SmtpError as exc:
-                self._relay_failed(str(exc), total)
-                return total
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            part = self.outbox.drain(limit=DRAIN_CHUNK, budget_seconds=left)
             if self._smtp_failures:
                 self._relay_usable()
             total.add(part)
+            if standby and self.mailbox_lock.reading:
+                total.more_due = part.more_due
+                log.info("outbox: %d mails sent, then the mailbox lock came free: reading the mailbox now",
+                         total.sent)
+                break
             if part.more_due:
                 total.more_due = True
                 log.info("outbox: %d mails sent in this %.0f s slice, more due; reading the mailbox before "
@@ -642,7 +660,6 @@ class Daemon:
                 break
             if part.sent + part.retry + part.failed < DRAIN_CHUNK:
                 break
-        return total
 
     def _relay_failed(self, error: str, total: DrainResult) -> None:
         """The relay cannot be used: back it off as a whole (the mail stays queued, in order)."""

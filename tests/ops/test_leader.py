@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import mailbox
+import threading
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -115,12 +117,74 @@ def test_a_standby_tries_the_lock_every_takeover_seconds_and_sends_in_turns_that
         report = standby.cycle()
         took = time.monotonic() - started
         assert report.ingested == {} and not standby.mailbox_lock.reading
-        assert 1 <= report.outbox.sent < 16 and report.outbox.more_due, report.summary()
+        assert 1 <= report.outbox.sent < 30 and report.outbox.more_due, report.summary()
         assert took < 6, f"the standby's sending turn took {took:.1f} s, not about takeover_seconds"
         assert standby.wait_seconds() == 2
+        # it tried the lock between its mails too, and left it to the live reader
+        assert standby.mailbox_lock.tries_while_sending >= 2 and reader.mailbox_lock.reading
     finally:
         smtp_sink.delay_seconds = 0
         for daemon in (reader, standby):
             daemon.source.close()
             daemon.parse_ahead.close()
             daemon.mailbox_lock.release()
+
+
+def test_a_standby_takes_the_lock_between_two_mails_of_its_sending_turn(
+        tmp_path: Path, smtp_sink: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader's session ends (what kill -9 does) while a standby sends a backlog over a slow
+    relay in a 10 s turn, on both its SMTP connections: the standby takes the mailbox within a
+    lock try and the mails in hand, not at the end of its turn, and reads it in its next cycle;
+    no mail goes out twice."""
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    base = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port,
+                                    database_url=pg_url))
+    config = replace(base, daemon=replace(base.daemon, cycle_seconds=60, slice_seconds=30, takeover_seconds=10))
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(30):
+        box.add(make_mail(msgid=f"<tk{i}@acme.pl>", sender=f"user{i}@acme.pl", subject=f"Sprawa {i}"))
+    reader, standby = Daemon(config), Daemon(config)
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    killed: list[float] = []
+    try:
+        assert reader.ingest_all() == {"ticket": 30}
+        assert reader.mailbox_lock._conn is not None
+        pid = reader.mailbox_lock._conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        reader.mailbox_lock._conn.commit()
+        smtp_sink.delay_seconds = 0.5  # two connections for 30 mails: 7.5 s to send them all
+
+        def kill_the_readers_session() -> None:
+            with admin.connect() as conn:
+                assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+            killed.append(time.monotonic())
+
+        timer = threading.Timer(1.5, kill_the_readers_session)
+        timer.start()
+        report = standby.cycle()
+        returned = time.monotonic()
+        timer.join()
+        assert report.ingested == {} and standby.mailbox_lock.reading, report.summary()
+        assert 1 <= report.outbox.sent < 30 and report.outbox.more_due, report.summary()
+        assert report.more_waiting, "the mailbox just taken over is read at once, not after a wait"
+        took = returned - killed[0]
+        # a try every 0.25 s and the mails in hand (0.5 s at this relay); the turn had 4.5 s more
+        assert took < 2.5, f"the standby went on sending {took:.1f} s after the reader's session ended"
+        assert standby.mailbox_lock.tries_while_sending >= 2
+        smtp_sink.delay_seconds = 0
+        box.add(make_mail(msgid="<tk-after@acme.pl>", sender="late@acme.pl", subject="Po przejęciu"))
+        after = standby.cycle()
+        assert after.ingested == {"ticket": 1} and len(box) == 0
+        while after.more_waiting or after.outbox.more_due:
+            after = standby.cycle()
+        with standby.sessions() as session:
+            assert session.scalar(select(func.count()).select_from(Ticket)) == 31
+        received = Counter(str(m.parsed["Message-ID"]) for m in smtp_sink.messages)
+        assert len(received) >= 31 and max(received.values()) == 1, received.most_common(3)
+        assert reader.mailbox_lock.tries_while_sending == 0, "a reader never asks"
+    finally:
+        smtp_sink.delay_seconds = 0
+        for daemon in (reader, standby):
+            daemon.source.close()
+            daemon.parse_ahead.close()
+            daemon.mailbox_lock.release()
+        admin.dispose()

@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/takeover.py [--n 10000] [--runs 1] [--takeover 10] [--slice 10]
                                        [--kill-at 0.25,0.55] [--kill-in batch[,send]] [--no-reference] [--keep]
+                                       [--code DIR]
 
 Per run: a fresh Dovecot user whose INBOX holds the N generated mails
 (bench/gen-mail.py, loaded untimed as bench/backlog.py does), a fresh database
@@ -20,7 +21,9 @@ Measured, per kill: the takeover, from the kill to the next reader's log line
 "mailbox lock ... taken", to its first "fetched batch", and to the first mail
 the database holds beyond what it held at the kill (polled every 0.1 s); how
 many mails the next reader processed one at a time and how many it retried in
-groups (the dead reader's batches with their attempts recorded: retried as a group,
+groups; whether the next reader was sending when the kill came (its log shows a mail
+the relay accepted in the half second before the kill: it was in a sending turn,
+where it tries the lock between its mails, not between its cycles) (the dead reader's batches with their attempts recorded: retried as a group,
 halved only when a group kills the daemon again). Per run: the time from the start of the three
 processes until every mail is stored and every outbox row sent, and, unless
 --no-reference, the same backlog through one ``maild run --once`` on a fresh
@@ -36,6 +39,9 @@ than once) at most one per kill; every daemon sent mail (the sink finds the
 process behind each SMTP connection through /proc/net/tcp and the daemons'
 file descriptors; each daemon's log lines "<Message-ID> sent to ..." are counted too);
 the parse worker of each killed daemon is gone.
+
+``--code DIR``: the daemons run the maild of another checkout (its root on their
+PYTHONPATH), so old and new code are measured by the same harness, back to back.
 """
 from __future__ import annotations
 
@@ -245,9 +251,9 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def start_daemon(number: int, config: Path, work: Path) -> DaemonProc:
+def start_daemon(number: int, config: Path, work: Path, code: Path = ROOT) -> DaemonProc:
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(code)
     log = work / f"daemon{number}.log"
     with log.open("wb") as err:
         proc = subprocess.Popen([PY, "-m", "maild.cli", "--config", str(config), "run"], env=env, cwd=work,
@@ -310,7 +316,7 @@ def reference(args: argparse.Namespace, base: Path, dovecot: Any, sink: Attribut
                           database_url=url, extra=daemon_table(args))
     load_mailbox(mail_dir, dovecot.port, user, password)
     sink.clear()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(args.code)}
     t0 = time.monotonic()
     with (work / "maild.log").open("wb") as err:
         proc = subprocess.Popen([PY, "-m", "maild.cli", "--config", str(config), "run", "--once"], env=env, cwd=work,
@@ -355,7 +361,7 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: At
     kills: list[dict[str, Any]] = []
     t0 = time.time()
     try:
-        daemons = [start_daemon(k, config, work) for k in range(3)]
+        daemons = [start_daemon(k, config, work, args.code) for k in range(3)]
         sink.pids = {d.proc.pid: d.number for d in daemons}
         db = Database(url)
 
@@ -428,12 +434,15 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: At
                     fetched = daemons[kill["next"]].after(killed_at, FETCHED)
                     if fetched:
                         kill["fetch_s"] = fetched[0] - killed_at
+                        kill["was_sending"] = any(killed_at - 0.5 <= t < killed_at and SENT.match(m)
+                                                  for t, m in daemons[kill["next"]].events)
                 if time.time() - killed_at > args.timeout:
                     raise SystemExit(f"kill {k + 1}: no takeover within {args.timeout} s: {kill}")
                 time.sleep(0.02)
             kills.append(kill)
             print(f"  kill {k + 1}: daemon {r.number} (pid {r.proc.pid}) at {at_kill} stored; daemon "
-                  f"{kill['next']} took the lock after {kill['lock_s']:.2f} s, fetched after {kill['fetch_s']:.2f} s, "
+                  f"{kill['next']} ({'sending' if kill['was_sending'] else 'not sending'} at the kill) took the lock "
+                  f"after {kill['lock_s']:.2f} s, fetched after {kill['fetch_s']:.2f} s, "
                   f"first mail stored after {kill['stored_s']:.2f} s", flush=True)
         # drained: every mail stored, every outbox row sent
         deadline = time.monotonic() + args.timeout * 4
@@ -468,9 +477,9 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: At
     logged = {d.number: sum(1 for _, msg in d.events if SENT.match(msg)) for d in daemons}
     alone = {d.number: len(d.after(0, ALONE)) for d in daemons}
     for done in kills:  # how the next reader took over the dead one's mail: alone, and in groups
-        reader = daemons[done["next"]]
-        times = reader.after(done["killed_at"], ALONE)
-        groups = [(t, int(g[1])) for t, m in reader.events if t >= done["killed_at"] and (g := GROUP.search(m))]
+        taker = daemons[done["next"]]
+        times = taker.after(done["killed_at"], ALONE)
+        groups = [(t, int(g[1])) for t, m in taker.events if t >= done["killed_at"] and (g := GROUP.search(m))]
         done["alone"], done["alone_s"] = len(times), (times[-1] - times[0] if times else 0.0)
         done["groups"], done["grouped"] = len(groups), sum(size for _, size in groups)
     orphans = [w for d in daemons if d.code is not None and d.code < 0 for w in d.workers if Path(f"/proc/{w}").exists()]
@@ -494,10 +503,10 @@ def report(row: dict[str, Any], kills: int) -> list[str]:
     """Print a run's table; returns the checks that failed."""
     n = row["n"]
     print(f"\nrun {row['run']}: {n} mails, three daemons, {kills} kills")
-    print("  kill (in) | daemon | stored at kill | next | lock taken (s) | first fetch (s) | first mail stored (s) |"
+    print("  kill (in) | daemon | stored at kill | next (sending?) | lock taken (s) | first fetch (s) | first mail stored (s) |"
           " processed alone (mails, s) | retried in groups (groups, mails)")
     for k in row["kills"]:
-        print(f"  {k['kill']:>4} ({k['where']:>5}) | {k['daemon']:>6} | {k['stored_at_kill']:>14} | {k['next']:>4} | {k['lock_s']:>14.2f} |"
+        print(f"  {k['kill']:>4} ({k['where']:>5}) | {k['daemon']:>6} | {k['stored_at_kill']:>14} | {k['next']:>4} ({'yes' if k['was_sending'] else 'no':>3}) | {k['lock_s']:>14.2f} |"
               f" {k['fetch_s']:>15.2f} | {k['stored_s']:>21.2f} | {k['alone']:>5}, {k['alone_s']:.1f} |"
               f" {k.get('groups', 0):>3}, {k.get('grouped', 0)}")
     print("  daemon | exit | CPU user+sys (s) | mails it sent (sink) | sent per its log")
@@ -565,6 +574,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds any one phase may take")
     parser.add_argument("--no-reference", action="store_true", help="skip the single-daemon run")
     parser.add_argument("--keep", action="store_true", help="keep the work dirs (databases, logs)")
+    parser.add_argument("--code", type=Path, default=ROOT,
+                        help="the checkout whose maild the daemons run (default: this one)")
     args = parser.parse_args()
     args.kill_at = [float(x) for x in args.kill_at.split(",") if x.strip()]
     args.kill_in = [x.strip() for x in args.kill_in.split(",") if x.strip()]
@@ -581,7 +592,8 @@ def main() -> int:
     sink = AttributingSink().start()
     pg = PrivatePostgres(base / "postgres")
     print(f"private {pg.version()} on 127.0.0.1:{pg.server.port} (fsync on); {n} mails; takeover_seconds "
-          f"{args.takeover}, slice_seconds {args.slice}, kills at {args.kill_at} in {args.kill_in}", flush=True)
+          f"{args.takeover}, slice_seconds {args.slice}, kills at {args.kill_at} in {args.kill_in}; maild from "
+          f"{args.code}", flush=True)
     rows = []
     failed: list[str] = []
     try:
@@ -600,7 +612,8 @@ def main() -> int:
     kills = [k for r in rows for k in r["kills"]]
     print(f"\nsummary, {len(rows)} runs, {len(kills)} kills, N={n}, takeover_seconds {args.takeover}, "
           f"load average now {os.getloadavg()[0]:.1f}:")
-    print(f"  takeover to the lock      {spread([k['lock_s'] for k in kills])} s")
+    print(f"  takeover to the lock      {spread([k['lock_s'] for k in kills])} s; the next reader was sending at "
+          f"{sum(1 for k in kills if k['was_sending'])} of {len(kills)} kills")
     print(f"  takeover to a fetch       {spread([k['fetch_s'] for k in kills])} s  (target < {TARGET_TAKEOVER:.0f})")
     print(f"  takeover to a stored mail {spread([k['stored_s'] for k in kills])} s")
     print(f"  drained after             {spread([r['drained_s'] for r in rows], '{:.1f}')} s"

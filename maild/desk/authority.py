@@ -27,18 +27,26 @@ import hmac
 import base64
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["Authority", "consultant_token", "token_address", "token_in", "check_authority", "TOKEN_SECRET_KEY"]
+__all__ = ["Authority", "AuthorityCode", "consultant_token", "token_address", "token_in", "check_authority", "TOKEN_SECRET_KEY"]
 
 # the key of the state row holding the secret the tokens are derived from
 TOKEN_SECRET_KEY = "consultant_token_secret"
 _TOKEN_CHARS = 16  # base32, 80 bits
 
 
+# Which proof decided: the consultant's notice words it in their language (templates/*/authority_notice.txt),
+# ``reason`` keeps the English line for the log, the event and the intake row.
+AuthorityCode = Literal["authenticated", "not_authenticated", "answers_our_mail", "personal_address", "no_proof"]
+
+
 @dataclass(frozen=True)
 class Authority:
     granted: bool
     reason: str
+    code: AuthorityCode
+    detail: str = ""  # our server's verdict (the Authentication-Results summary), or the Message-ID answered
 
 
 def consultant_token(secret: bytes, email: str) -> str:
@@ -74,12 +82,13 @@ def check_authority(*, authserv_configured: bool, auth_passed: bool, auth_reason
     """
     if authserv_configured:
         if auth_passed:
-            return Authority(True, f"authenticated by our server: {auth_reason}")
-        return Authority(False, f"not authenticated by our server ({auth_reason}); nothing else counts")
+            return Authority(True, f"authenticated by our server: {auth_reason}", "authenticated", auth_reason)
+        return Authority(False, f"not authenticated by our server ({auth_reason}); nothing else counts",
+                         "not_authenticated", auth_reason)
     for ref in references:
         if ref and ref in sent_to_consultant:
-            return Authority(True, f"answers maild's mail <{ref}> to this consultant")
+            return Authority(True, f"answers maild's mail <{ref}> to this consultant", "answers_our_mail", ref)
     if token and token_in(recipients, support_address, token):
-        return Authority(True, "sent to the consultant's personal address")
+        return Authority(True, "sent to the consultant's personal address", "personal_address")
     return Authority(False, "no proof: neither a reply to maild's mail to this consultant "
-                            "nor the consultant's personal address")
+                            "nor the consultant's personal address", "no_proof")

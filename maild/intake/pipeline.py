@@ -962,7 +962,7 @@ class Ingestor:
                 recipients=[consultant.email], now=now, dedupe_key=f"authz:{msg.dedupe_key}"[:400],
                 in_reply_to=msg.message_id, automatic=True, fresh=True,
                 context={"ref": ctx.ref(ticket.id) if ticket is not None else "-", "subject": msg.subject,
-                         "reason": authority.reason,
+                         "reason": authority.reason, "reason_code": authority.code, "detail": authority.detail,
                          "new_ticket_address": self.notifier.personal_address(desk.session, consultant.email)},
             )
         disposition = "reply" if ticket is not None else "rejected"

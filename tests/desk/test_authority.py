@@ -52,3 +52,19 @@ def test_token_in_needs_the_exact_address() -> None:
     token = consultant_token(SECRET, "anna@firma.pl")
     assert token_in([f"support+{token}@firma.pl"], SUPPORT, token)
     assert not token_in([f"support+{token}x@firma.pl", f"support+{token}@other.pl"], SUPPORT, token)
+
+
+def test_the_verdict_names_its_proof_for_the_consultants_notice() -> None:
+    """The notice words the verdict's code in the consultant's language; ``reason`` stays the English log line."""
+    def verdict(configured: bool, passed: bool, refs: list[str], sent: set[str],
+                recipients: list[str]) -> tuple[bool, str, str]:
+        found = check_authority(authserv_configured=configured, auth_passed=passed, auth_reason="dkim=fail",
+                                references=refs, sent_to_consultant=sent, recipients=recipients,
+                                support_address=SUPPORT, token=consultant_token(SECRET, "anna@firma.pl"))
+        return found.granted, found.code, found.detail
+    anna = token_address(SUPPORT, consultant_token(SECRET, "anna@firma.pl"))
+    assert verdict(True, False, ["<n1@x>"], {"<n1@x>"}, [anna]) == (False, "not_authenticated", "dkim=fail")
+    assert verdict(True, True, [], set(), [SUPPORT]) == (True, "authenticated", "dkim=fail")
+    assert verdict(False, False, ["<n1@x>"], {"<n1@x>"}, [SUPPORT]) == (True, "answers_our_mail", "<n1@x>")
+    assert verdict(False, False, [], set(), [anna]) == (True, "personal_address", "")
+    assert verdict(False, False, ["<other@x>"], {"<n1@x>"}, [SUPPORT]) == (False, "no_proof", "")

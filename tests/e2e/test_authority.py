@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from maild.config import load_config
 from maild.ops.daemon import Daemon
 from maild.storage.models import Event, LedgerRow, Ticket
-from tests.e2e.test_notifications import EVERY_DAY, with_file
+from tests.e2e.test_notifications import EVERY_DAY, text_of, with_file
 from tests.helpers import consultant_to, maildir_source, make_mail, write_config
 
 UTC = timezone.utc
@@ -123,5 +123,11 @@ def test_four_attacks(mode: str, db: str, request: pytest.FixtureRequest, tmp_pa
         assert refused == 3
         notices = [m for m in mails if "Nie zastosowano" in str(m.parsed["Subject"])]
         assert sorted(r for m in notices for r in m.rcpt_tos) == ["anna@firma.pl", "anna@firma.pl", "szef@firma.pl"]
+        # why, in the consultant's language (Polish here): which proof was missing, never maild's English log line
+        why = ("nasz serwer pocztowy nie potwierdził nadawcy (mx.firma.pl: " if authserv
+               else "nic nie potwierdza, że wiadomość jest od Ciebie")
+        for notice in notices:
+            assert f"Powód: {why}" in text_of(notice), text_of(notice)
+            assert "no proof" not in text_of(notice) and "not authenticated" not in text_of(notice)
     # the genuine answer reached the customer in every case
     assert any(b"Poprawiona faktura" in m.data for m in smtp_sink.received_for("jan@acme.pl"))

@@ -120,6 +120,9 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
                                         "from_name": "Wsparcie ERP"}),
     ("expiry_reminder", "prepaid", {"customer_name": "Biuro Rachunkowe Nowak", "left_minutes": 150,
                                     "valid_until": "2026-12-31", "from_name": "Wsparcie ERP"}),
+    # whole hours: "3 godz." ends the sentence without a second full stop
+    ("expiry_reminder", "prepaid-hours", {"customer_name": "Biuro Rachunkowe Nowak", "left_minutes": 180,
+                                          "valid_until": "2026-12-31", "from_name": "Wsparcie ERP"}),
 ]
 
 

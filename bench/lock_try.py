@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What one try of the mailbox lock costs a standby while it sends (``MailboxLock.taken_while_sending``).
 
-    .venv/bin/python bench/lock_try.py [--tries 5000] [--runs 3]
+    .venv/bin/python bench/lock_try.py [--tries 5000] [--wait 10] [--runs 3]
 
 A private PostgreSQL (bench/common.py), one session holding the mailbox lock
 (the reader), and a standby's ``MailboxLock`` on the same key trying it
@@ -11,6 +11,11 @@ the standby process's CPU (user+sys, ``time.process_time``), and the CPU of its
 server backend (``/proc/<backend pid>/stat``, utime+stime, in clock ticks over
 all tries). A standby tries at most every ``TRY_WHILE_SENDING_SECONDS`` while it
 sends, so its cost per second of sending is the per-try figures times 1 / that.
+
+Then an idle standby's wait (``MailboxLock.wait_for`` in steps of
+``WAIT_STEP_SECONDS``, as ``Daemon._wait_for_lock`` waits between cycles) for
+``--wait`` seconds while the reader holds the lock: the CPU it and its backend
+spend per second of waiting.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from common import BENCH_ROOT, PrivatePostgres, banner, med, spread  # noqa: E40
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from maild.ops.leader import TRY_WHILE_SENDING_SECONDS, MailboxLock  # noqa: E402
+from maild.ops.leader import TRY_WHILE_SENDING_SECONDS, WAIT_STEP_SECONDS, MailboxLock  # noqa: E402
 
 
 def backend_cpu(pid: int) -> float:
@@ -37,7 +42,7 @@ def backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_run(url: str, tries: int) -> tuple[float, float, float]:
+def one_run(url: str, tries: int, wait: float) -> tuple[float, float, float, float, float]:
     engine = create_engine(url)
     identity = "imap://bench@127.0.0.1:143/INBOX"
     reader, standby = MailboxLock(engine, identity), MailboxLock(engine, identity)
@@ -52,16 +57,23 @@ def one_run(url: str, tries: int) -> tuple[float, float, float]:
             if standby.acquire():
                 raise SystemExit("the standby took a held lock")
         wall, cpu, server = time.perf_counter() - wall0, time.process_time() - cpu0, backend_cpu(pid) - server0
+        server0, cpu0, wall0 = backend_cpu(pid), time.process_time(), time.perf_counter()
+        while time.perf_counter() - wall0 < wait:
+            if standby.wait_for(WAIT_STEP_SECONDS):
+                raise SystemExit("the standby took a held lock")
+        waited = time.perf_counter() - wall0
+        wait_cpu, wait_server = (time.process_time() - cpu0) / waited, (backend_cpu(pid) - server0) / waited
     finally:
         standby.release()
         reader.release()
         engine.dispose()
-    return wall / tries, cpu / tries, server / tries
+    return wall / tries, cpu / tries, server / tries, wait_cpu, wait_server
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tries", type=int, default=5000)
+    parser.add_argument("--wait", type=float, default=10.0, help="seconds of an idle standby's wait")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     banner("maild: the cost of one mailbox-lock try (a standby, while it sends)")
@@ -72,10 +84,11 @@ def main() -> int:
     rows = []
     try:
         for i in range(args.runs):
-            wall, cpu, server = one_run(pg.fresh_database(), args.tries)
-            rows.append((wall, cpu, server))
+            wall, cpu, server, wait_cpu, wait_server = one_run(pg.fresh_database(), args.tries, args.wait)
+            rows.append((wall, cpu, server, wait_cpu, wait_server))
             print(f"run {i + 1}: {args.tries} tries, per try: wall {wall * 1e6:.0f} µs, standby CPU "
-                  f"{cpu * 1e6:.0f} µs, server backend CPU {server * 1e6:.0f} µs", flush=True)
+                  f"{cpu * 1e6:.0f} µs, server backend CPU {server * 1e6:.0f} µs; waiting {args.wait:.0f} s: "
+                  f"standby CPU {wait_cpu * 1e3:.2f} ms/s, backend {wait_server * 1e3:.2f} ms/s", flush=True)
     finally:
         pg.stop()
         shutil.rmtree(base, ignore_errors=True)
@@ -85,7 +98,9 @@ def main() -> int:
     print(f"\nmedian per try: wall {spread([r[0] * 1e6 for r in rows], '{:.0f}')} µs, standby CPU "
           f"{spread([r[1] * 1e6 for r in rows], '{:.0f}')} µs, server CPU {spread([r[2] * 1e6 for r in rows], '{:.0f}')} µs;"
           f" at one try every {TRY_WHILE_SENDING_SECONDS} s while sending: {(cpu + server) * per_second * 1e3:.2f} ms "
-          f"of CPU per second of sending; load average {os.getloadavg()[0]:.2f}")
+          f"of CPU per second of sending; an idle standby's wait, per second: standby "
+          f"{spread([r[3] * 1e3 for r in rows])} ms, backend {spread([r[4] * 1e3 for r in rows])} ms of CPU; "
+          f"load average {os.getloadavg()[0]:.2f}")
     return 0
 
 

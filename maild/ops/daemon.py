@@ -38,7 +38,7 @@ from maild.intake.faults import ParseWorkerError
 from maild.intake.mailbox import FetchedMail, ImapSettings, MailboxAuthError, MailboxError, MailSource, open_source
 from maild.intake.suspects import MAX_ATTEMPTS, Retry, plan_retries
 from maild.ops.health import ALERT_NAMES, AlertMail, plan_alerts, problems, read_health
-from maild.ops.leader import MailboxLock, SqliteRunLock
+from maild.ops.leader import WAIT_STEP_SECONDS, MailboxLock, SqliteRunLock
 from maild.ops.sd_notify import notify, watchdog_interval
 from maild.outbound.drained import DrainResult
 from maild.outbound.template_files import TemplateFileError, cache_folder, compiled_before, read_sources, search_path
@@ -889,8 +889,8 @@ class Daemon:
 
     def wait_seconds(self) -> float:
         """How long to wait for mail before the next full cycle: the cycle period (for a
-        standby, ``takeover_seconds``: its next try of the mailbox lock), the watchdog's
-        ping interval, or the SMTP backoff, whichever ends first."""
+        standby, ``takeover_seconds``, waiting for the mailbox lock: its sweep and sending come
+        that often), the watchdog's ping interval, or the SMTP backoff, whichever ends first."""
         wait = float(self.config.daemon.cycle_seconds)
         if not self.mailbox_lock.reading:
             wait = min(wait, self.config.daemon.takeover_seconds)
@@ -915,6 +915,9 @@ class Daemon:
     def _wait(self, timeout: float) -> None:
         if self._stop or self._reload:
             return
+        if not self.mailbox_lock.reading:
+            self._wait_for_lock(timeout)
+            return
         self._waiting = True
         try:
             self.source.wait_for_mail(timeout)
@@ -925,6 +928,16 @@ class Daemon:
             log.warning("connection lost while waiting for mail, reconnecting: %s", exc)
         finally:
             self._waiting = False
+
+    def _wait_for_lock(self, timeout: float) -> None:
+        """A standby waits for the mailbox lock, not for mail it would not read: the server
+        hands it the lock the moment the reader's session ends (``MailboxLock.wait_for``).
+        In steps, between which its signals are heard (they only set flags meanwhile)."""
+        deadline = time.monotonic() + timeout
+        while not self._stop and not self._reload:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.mailbox_lock.wait_for(min(WAIT_STEP_SECONDS, left)):
+                return
 
 
 def _watchdog_ping() -> None:

@@ -27,6 +27,9 @@ from maild.storage.blobs import make_private_dir
 from maild.errors import MaildError
 
 log = logging.getLogger("maild.daemon")
+LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock wait that ran out its lock_timeout
+# An idle standby waits for the mailbox lock in steps this long (it hears its signals between them)
+WAIT_STEP_SECONDS = 1.0
 # A standby that sends tries the mailbox lock at most this often, between two mails: a takeover
 # then waits this long plus the mail in hand, not the rest of the standby's sending turn.
 TRY_WHILE_SENDING_SECONDS = 0.25
@@ -79,17 +82,21 @@ class MailboxLock:
         for name, value in settings.items():
             conn.execute(text("SELECT set_config(:name, :value, false)"), {"name": name, "value": str(value)})
 
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self.engine.connect()
+            # The lock lives as long as this database session: keep it out of
+            # the pool, so closing it really ends the session and frees the lock.
+            self._conn.detach()
+            self._session(self._conn)
+        return self._conn
+
     def acquire(self) -> bool:
         """True when this daemon may read the mailbox now; tries again on every call."""
         if not self.enabled:
             return True
         try:
-            if self._conn is None:
-                self._conn = self.engine.connect()
-                # The lock lives as long as this database session: keep it out of
-                # the pool, so closing it really ends the session and frees the lock.
-                self._conn.detach()
-                self._session(self._conn)
+            self._conn = self._connection()
             if self._held:
                 self._conn.execute(text("SELECT 1"))  # still the same session, so still ours
                 # not left "idle in transaction", which a server's timeout for that would end
@@ -126,6 +133,45 @@ class MailboxLock:
         self._next_try = now + TRY_WHILE_SENDING_SECONDS
         self.tries_while_sending += 1
         return self.acquire()
+
+    def wait_for(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the lock (an idle standby, between its cycles); True once held.
+
+        The standby queues for the lock in the server (``pg_advisory_lock`` under a
+        transaction-local ``lock_timeout``), which grants it the moment the holder's session
+        ends: an idle standby takes over at once, where one that tried every
+        ``takeover_seconds`` left the mailbox unread for up to that long (4-7 s of the takeovers
+        measured in bench/takeover.py). Nothing is asked meanwhile; the caller waits in steps
+        of a second or so to hear its signals. A lost session waits out the step and says
+        False (the next call connects again)."""
+        if not self.enabled or self._held:
+            return True
+        started, had_session = time.monotonic(), self._conn is not None
+        try:
+            conn = self._connection()
+            # for this wait only: a server-wide statement_timeout must not end it as a fault
+            conn.execute(text("SELECT set_config('lock_timeout', :ms, true), set_config('statement_timeout', '0', true)"),
+                         {"ms": f"{max(1, int(seconds * 1000))}ms"})
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+            self._held = True
+            conn.commit()
+        except DBAPIError as exc:
+            if self._conn is not None and LOCK_NOT_AVAILABLE in (getattr(exc.orig, "sqlstate", None),
+                                                                 getattr(exc.orig, "pgcode", None)):
+                try:
+                    self._conn.rollback()  # the wait timed out: the lock is held by a live reader
+                    return False
+                except DBAPIError:
+                    pass
+            # once when the session is lost; a database that stays away is the cycle's fault to report
+            log.log(logging.WARNING if had_session else logging.DEBUG, "mailbox lock for %s: database session "
+                    "lost (%s); retrying", self.identity, type(exc).__name__)
+            self._held = False
+            self.release()
+            time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+            return False
+        log.info("mailbox lock for %s taken: this daemon reads the mailbox", self.identity)
+        return True
 
     def release(self) -> None:
         """Give the mailbox up. Unlocked explicitly first: the server frees a closed session's

@@ -188,3 +188,56 @@ def test_a_standby_takes_the_lock_between_two_mails_of_its_sending_turn(
             daemon.parse_ahead.close()
             daemon.mailbox_lock.release()
         admin.dispose()
+
+
+def test_an_idle_standby_waits_for_the_lock_and_takes_it_the_moment_the_reader_dies(
+        tmp_path: Path, smtp_sink: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between its cycles a standby queues for the lock in the server: while the reader lives
+    its wait lasts what ``wait_seconds`` says; when the reader's session ends (kill -9) the
+    standby holds the lock at once, not at its next try takeover_seconds later; a stop (SIGTERM
+    sets the flag) ends the wait within a step."""
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    base = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port,
+                                    database_url=pg_url))
+    config = replace(base, daemon=replace(base.daemon, cycle_seconds=60, takeover_seconds=10))
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    reader, standby, third = Daemon(config), Daemon(config), Daemon(config)
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    killed: list[float] = []
+    try:
+        assert reader.ingest_all() == {} and reader.mailbox_lock.reading
+        assert standby.ingest_all() == {} and not standby.mailbox_lock.reading
+        assert standby.wait_seconds() == 10
+        started = time.monotonic()
+        standby._wait(1.5)
+        assert 1.4 <= time.monotonic() - started < 3 and not standby.mailbox_lock.reading
+        assert reader.mailbox_lock._conn is not None
+        pid = reader.mailbox_lock._conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        reader.mailbox_lock._conn.commit()
+
+        def kill_the_readers_session() -> None:
+            with admin.connect() as conn:
+                assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+            killed.append(time.monotonic())
+
+        timer = threading.Timer(1.0, kill_the_readers_session)
+        timer.start()
+        standby._wait(standby.wait_seconds())
+        returned = time.monotonic()
+        timer.join()
+        assert standby.mailbox_lock.reading and returned - killed[0] < 0.8, returned - killed[0]
+        box.add(make_mail(msgid="<idle-takeover@acme.pl>"))
+        assert standby.ingest_all() == {"ticket": 1} and len(box) == 0
+        # the third waits on the new reader; a stop ends its wait within a step, not after 10 s
+        assert third.ingest_all() == {} and not third.mailbox_lock.reading
+        stopper = threading.Timer(0.5, lambda: setattr(third, "_stop", True))
+        stopper.start()
+        started = time.monotonic()
+        third._wait(third.wait_seconds())
+        stopper.join()
+        assert time.monotonic() - started < 2.5 and not third.mailbox_lock.reading
+    finally:
+        for daemon in (reader, standby, third):
+            daemon.source.close()
+            daemon.mailbox_lock.release()
+        admin.dispose()

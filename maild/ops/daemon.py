@@ -795,7 +795,8 @@ class Daemon:
                         ticket=None, dedupe_key=f"{mail.dedupe_key}:{language}", kind="alert", template="alert",
                         language=language, recipients=recipients,
                         context={"what": ALERT_NAMES.get(mail.key, mail.key), "detail": mail.detail,
-                                 "since": mail.since.isoformat(timespec="minutes"), "recovered": mail.recovered},
+                                 "since": mail.since.isoformat(timespec="minutes"), "recovered": mail.recovered,
+                                 "key": mail.key, "figures": dict(mail.figures)},
                         now=now, automatic=True, rate_limited=False,
                     )
             store.put_state(session.connection(), "alerts", json.dumps({k: v.isoformat() for k, v in after.items()}), now)

@@ -7,9 +7,10 @@ alert and, later, one recovery mail, across restarts too.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Integer, TextualSelect, func, select, text
 
@@ -75,21 +76,36 @@ def read_health(db: Reader, now: datetime, nearest: int = 5, queue: bool = True)
     )
 
 
-def problems(health: Health, fetch_stale: timedelta, outbox_stale: timedelta, started_at: datetime) -> dict[str, str]:
-    """Current problems by key, each with a sentence for the alert mail."""
-    found: dict[str, str] = {}
+@dataclass(frozen=True)
+class Problem:
+    """A current problem: its English sentence (the log's, and the English alert's) and its
+    figures, from which a Polish alert words it (templates/pl/alert.txt)."""
+
+    text: str
+    figures: Mapping[str, Any] = field(default_factory=dict)
+
+
+def problems(health: Health, fetch_stale: timedelta, outbox_stale: timedelta,
+             started_at: datetime) -> dict[str, Problem]:
+    """Current problems by key, each with a sentence and figures for the alert mail."""
+    found: dict[str, Problem] = {}
     since = health.last_fetch_at or started_at
     if health.now - since > fetch_stale:
-        found["fetch"] = (f"no successful mailbox fetch since {since.isoformat(timespec='minutes')}"
-                          f" (limit {int(fetch_stale.total_seconds() // 60)} min)")
+        last, limit = since.isoformat(timespec="minutes"), int(fetch_stale.total_seconds() // 60)
+        found["fetch"] = Problem(f"no successful mailbox fetch since {last} (limit {limit} min)",
+                                 {"last": last, "limit": limit})
     age = health.oldest_unsent_age
     if age is not None and age > outbox_stale:
-        found["outbox"] = (f"{health.outbox_depth} mails unsent, the oldest for {int(age.total_seconds() // 60)} min"
-                           f" (limit {int(outbox_stale.total_seconds() // 60)} min)")
+        oldest, limit = int(age.total_seconds() // 60), int(outbox_stale.total_seconds() // 60)
+        found["outbox"] = Problem(f"{health.outbox_depth} mails unsent, the oldest for {oldest} min (limit {limit} min)",
+                                  {"unsent": health.outbox_depth, "oldest": oldest, "limit": limit})
     return found
 
 
-def alert_transitions(current: dict[str, str], alerted: set[str]) -> tuple[dict[str, str], set[str]]:
+P = TypeVar("P")
+
+
+def alert_transitions(current: Mapping[str, P], alerted: set[str]) -> tuple[dict[str, P], set[str]]:
     """(new alerts to send, recoveries to send)."""
     new = {key: text for key, text in current.items() if key not in alerted}
     recovered = {key for key in alerted if key not in current}
@@ -105,6 +121,7 @@ class AlertMail:
     recovered: bool
     detail: str
     since: datetime
+    figures: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def dedupe_key(self) -> str:
@@ -113,11 +130,12 @@ class AlertMail:
         return f"{kind}:{self.key}:{self.since.isoformat()}"
 
 
-def plan_alerts(current: dict[str, str], alerted: dict[str, datetime],
+def plan_alerts(current: Mapping[str, Problem | str], alerted: dict[str, datetime],
                 now: datetime) -> tuple[list[AlertMail], dict[str, datetime]]:
     """The mails to queue and the alerted set (problem -> since) to store afterwards."""
     new, recovered = alert_transitions(current, set(alerted))
-    mails = [AlertMail(key, False, text, now) for key, text in sorted(new.items())]
+    mails = [AlertMail(key, False, p.text, now, p.figures) if isinstance(p, Problem) else AlertMail(key, False, p, now)
+             for key, p in sorted(new.items(), key=lambda item: item[0])]
     mails += [AlertMail(key, True, f"{ALERT_NAMES.get(key, key)} is working again", alerted[key])
               for key in sorted(recovered)]
     after = {k: v for k, v in alerted.items() if k not in recovered}

@@ -85,14 +85,16 @@ def test_fetch_alert_once_then_recovered_once(tmp_path: Path, imap_account: Any,
         assert not daemon.turn()
     finally:
         server.start()
-    assert alerts(smtp_sink) == ["maild ALARM: mailbox fetch"], "one alert, in the manager's language"
+    assert alerts(smtp_sink) == ["maild ALARM: pobieranie poczty"], "one alert, in the manager's language"
     assert smtp_sink.messages[0].rcpt_tos == ["szef@firma.pl"]
-    assert "no successful mailbox fetch since 2026-03-02T09:00" in smtp_sink.messages[0].parsed.get_content()
+    body = smtp_sink.messages[0].parsed.get_content()
+    assert "Ostatnie udane pobranie poczty ze skrzynki: 2026-03-02T09:00" in body and "(limit: 30 min)" in body, body
+    assert "mailbox" not in body and "successful" not in body, "the manager's language throughout"
     clock.advance(minutes=1)
     assert daemon.turn()
     smtp_sink.wait_for(2)
     assert daemon.turn()
-    assert alerts(smtp_sink) == ["maild ALARM: mailbox fetch", "maild działa ponownie: mailbox fetch"]
+    assert alerts(smtp_sink) == ["maild ALARM: pobieranie poczty", "maild działa ponownie: pobieranie poczty"]
     # the alerted set is in the database: a new daemon repeats nothing
     again = Daemon(load_config(config), clock)
     clock.advance(minutes=5)
@@ -119,7 +121,8 @@ def test_outbox_alert_waits_for_smtp_then_recovered(tmp_path: Path, imap_account
     assert daemon.turn()
     assert daemon.turn()
     subjects = [str(m.parsed["Subject"]) for m in smtp_sink.wait_for(3)]
-    assert subjects[1:] == ["maild ALARM: outgoing mail", "maild działa ponownie: outgoing mail"]
+    assert subjects[1:] == ["maild ALARM: wysyłka poczty", "maild działa ponownie: wysyłka poczty"]
+    assert "Niewysłane wiadomości: 1; najstarsza czeka od 31 min (limit: 30 min)." in smtp_sink.messages[1].parsed.get_content()
     assert "[SUP-1]" in subjects[0] or "SUP-1" in subjects[0]
     assert daemon.turn()
     assert len(smtp_sink.messages) == 3

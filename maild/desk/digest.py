@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 
+from maild.rules.wording import format_duration, plural
+
 __all__ = ["DigestTicket", "digest_day", "digest_lines", "previous_working_day", "digest_key", "age_text",
            "left_text"]
 
@@ -64,23 +66,30 @@ def digest_key(email: str, day: date) -> str:
     return f"digest:{email}:{day.isoformat()}"
 
 
-def age_text(seconds: float) -> str:
+def age_text(seconds: float, language: str = "en") -> str:
+    """"2d 3h" / "1h 05m"; in Polish "2 dni 3 godz." / "1 godz. 5 min" (a Polish consultant read "2d 3h")."""
     minutes = max(0, int(seconds // 60))
     days, rest = divmod(minutes, 24 * 60)
     hours = rest // 60
+    if language.lower().startswith("pl"):
+        if days:
+            return f"{plural(days, 'day', 'pl')} {hours} godz." if hours else plural(days, "day", "pl")
+        return format_duration(rest, "pl")
     return f"{days}d {hours}h" if days else f"{hours}h {rest % 60:02d}m"
 
 
-def left_text(seconds: float) -> str:
-    text = age_text(abs(seconds))
-    return f"-{text}" if seconds < 0 else text
+def left_text(seconds: float, language: str = "en") -> str:
+    """The time left, "-" before the time overdue; in Polish without it: the digest's
+    "PO TERMINIE" / "pozostało" before it already says which."""
+    text = age_text(abs(seconds), language)
+    return f"-{text}" if seconds < 0 and not language.lower().startswith("pl") else text
 
 
 def digest_lines(tickets: Sequence[DigestTicket], now: datetime, *, who: str | None,
-                 everything: bool) -> list[dict[str, Any]]:
+                 everything: bool, language: str = "en") -> list[dict[str, Any]]:
     """The digest's rows for one person: their tickets and the unassigned ones
     (``everything``: the whole queue, for managers), overdue first, else in the
-    queue order given."""
+    queue order given; ages and times left in ``language``."""
     chosen = [t for t in tickets if everything or t.assigned_to is None
               or (who is not None and t.assigned_to.lower() == who.lower())]
     overdue = [t for t in chosen if t.reaction_due is not None and t.reaction_due <= now]
@@ -90,8 +99,8 @@ def digest_lines(tickets: Sequence[DigestTicket], now: datetime, *, who: str | N
         left = (t.reaction_due - now).total_seconds() if t.reaction_due is not None else None
         rows.append({
             "ref": t.ref, "subject": t.subject, "customer": t.customer, "tier": t.tier, "priority": t.priority,
-            "status": t.status, "assigned_to": t.assigned_to or "", "age": age_text((now - t.created_at).total_seconds()),
-            "left": left_text(left) if left is not None else "", "overdue": left is not None and left <= 0,
+            "status": t.status, "assigned_to": t.assigned_to or "", "age": age_text((now - t.created_at).total_seconds(), language),
+            "left": left_text(left, language) if left is not None else "", "overdue": left is not None and left <= 0,
             "seconds_left": None if left is None else int(left),
             "mine": bool(who and t.assigned_to and t.assigned_to.lower() == who.lower()),
         })

@@ -108,7 +108,7 @@ def digest_for(desk: QueueView, notifier: Notifier, person: Consultant, day: dat
     everything = person.role == "manager"
     tickets = list(queue) if queue is not None else _open_queue(desk)
     previous = previous_working_day(day, desk.ctx.calendar)
-    rows = digest_lines(tickets, now, who=person.email, everything=everything)
+    rows = digest_lines(tickets, now, who=person.email, everything=everything, language=person.language)
     breaches = breaches_on(_breached(desk, previous), previous, desk.ctx.calendar.tz) if everything else []
     # Who is away now or within two weeks, and whether anyone is at work today: the
     # team reads the digest to know who covers for whom.

@@ -51,3 +51,26 @@ def test_rows_are_mine_and_unassigned_overdue_first_in_queue_order(given_tickets
     assert [r["ref"] for r in rows if not r["overdue"]] == in_order
     everything = digest_lines(given_tickets, NOW, who="szef@firma.pl", everything=True)
     assert len(everything) == len(given_tickets)
+
+
+def test_a_polish_digest_gives_ages_and_times_left_in_polish_units() -> None:
+    """A Polish consultant read "wiek 2d 3h" and "PO TERMINIE -1h 30m"."""
+    from pathlib import Path
+
+    from maild.outbound.render import Renderer
+
+    queue = [DigestTicket("SUP-1", "Awaria", "Acme", "sla", "P1", "open", None, NOW - timedelta(days=2, hours=3),
+                          NOW - timedelta(hours=1, minutes=30), None),
+             DigestTicket("SUP-2", "Pytanie", "Acme", "sla", "P3", "open", None, NOW - timedelta(minutes=45),
+                          NOW + timedelta(hours=3), None)]
+    polish = digest_lines(queue, NOW, who="anna@firma.pl", everything=False, language="pl")
+    assert [(r["age"], r["left"], r["overdue"]) for r in polish] == [
+        ("2 dni 3 godz.", "1 godz. 30 min", True), ("45 min", "3 godz.", False)]
+    assert [r["seconds_left"] for r in polish] == [-5400, 10800], "the HTML part's colours read these"
+    english = digest_lines(queue, NOW, who="anna@firma.pl", everything=False)
+    assert [(r["age"], r["left"]) for r in english] == [("2d 3h", "-1h 30m"), ("0h 45m", "3h 00m")]
+    _, body = Renderer(Path(__file__).resolve().parents[2] / "templates").render(
+        "digest", "pl", {"day": "2026-12-07", "rows": polish, "overdue": 1, "everything": False, "breaches": [],
+                         "previous_day": "2026-12-04", "new_ticket_address": "support+t@firma.pl"})
+    assert "SUP-1  sla P1  otwarte  wiek 2 dni 3 godz.  PO TERMINIE 1 godz. 30 min  (nieprzypisane)" in body, body
+    assert "wiek 45 min  pozostało 3 godz." in body, body

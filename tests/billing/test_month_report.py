@@ -271,6 +271,13 @@ def test_month_report_goes_to_each_manager_once_and_catches_up(month: Month) -> 
     languages = {r.recipients[0]: r.language for r in rows}
     assert languages == {"szef@firma.pl": "pl", "boss@firma.pl": "en"}
     assert all(r.context["_headers"]["html"]["images"] for r in rows)
+    # the Polish manager reads the month and the time zone in Polish ("za 2026-12 (czas według strefy Europe/Warsaw)")
+    from maild.outbound.render import Renderer
+
+    [szef] = [r for r in rows if r.recipients == ["szef@firma.pl"] and r.dedupe_key.endswith(f"2026-12:{r.recipients[0]}")]
+    subject, body = Renderer(Path(__file__).resolve().parents[2] / "templates").render(
+        "month_report", "pl", {k: v for k, v in szef.context.items() if not k.startswith("_")})
+    assert subject == "Raport wsparcia za grudzień 2026" and "raport wsparcia za grudzień 2026 (czas polski)" in body
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -35,10 +35,12 @@ from maild.rules.wording import (
     format_date,
     format_deadline,
     format_duration,
+    format_kind,
     format_money,
     format_month,
     format_percent,
     format_status,
+    format_tier,
     format_weekday_date,
     plural,
 )
@@ -88,6 +90,8 @@ def add_wording_filters(env: Environment) -> None:
     env.filters["money"] = format_money
     env.filters["percent"] = format_percent
     env.filters["status"] = format_status
+    env.filters["kind"] = format_kind  # {{ "prepaid"|kind("pl") }}, {{ "unverified"|tier("pl") }}
+    env.filters["tier"] = format_tier
 
 
 class Renderer:

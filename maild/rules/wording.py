@@ -166,3 +166,20 @@ def format_status(status: str, language: str = "pl") -> str:
 def format_percent(value: int, language: str = "pl") -> str:
     """80% in both languages (Polish typography here writes it without a space too)."""
     return f"{value}%"
+
+
+# A contract's kind and a queue tier as a consultant reads them in a Polish mail. The English
+# names are the customers file's (a tier is named after its first kind, the last one
+# "unverified"); the statements name the kinds the same way ("Umowa serwisowa", ...).
+_KINDS_PL = {"sla": "umowa serwisowa", "prepaid": "pakiet godzin", "occasional": "pomoc okazjonalna"}
+_TIERS_PL = {"sla": "SLA", "prepaid": "pakiet", "occasional": "okazjonalne", "unverified": "niezweryfikowane"}
+
+
+def format_kind(kind: str, language: str = "pl") -> str:
+    """``prepaid`` -> ``pakiet godzin``; a kind this module does not know reads as stored."""
+    return _KINDS_PL.get(kind, kind) if _lang(language) == "pl" else kind
+
+
+def format_tier(tier: str, language: str = "pl") -> str:
+    """``unverified`` -> ``niezweryfikowane`` (the queue line: "Kolejka: pakiet P2")."""
+    return _TIERS_PL.get(tier, tier) if _lang(language) == "pl" else tier

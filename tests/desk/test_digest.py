@@ -72,5 +72,5 @@ def test_a_polish_digest_gives_ages_and_times_left_in_polish_units() -> None:
     _, body = Renderer(Path(__file__).resolve().parents[2] / "templates").render(
         "digest", "pl", {"day": "2026-12-07", "rows": polish, "overdue": 1, "everything": False, "breaches": [],
                          "previous_day": "2026-12-04", "new_ticket_address": "support+t@firma.pl"})
-    assert "SUP-1  sla P1  otwarte  wiek 2 dni 3 godz.  PO TERMINIE 1 godz. 30 min  (nieprzypisane)" in body, body
+    assert "SUP-1  SLA P1  otwarte  wiek 2 dni 3 godz.  PO TERMINIE 1 godz. 30 min  (nieprzypisane)" in body, body
     assert "wiek 45 min  pozostało 3 godz." in body, body

@@ -107,3 +107,18 @@ def test_a_polish_digest_names_the_statuses_in_polish_in_both_parts() -> None:
         assert not any(f" {word} " in part or f"· {word}<" in part for word in ("new", "open", "waiting"))
     english = render_digest_html(rows, language="en", day="2026-12-04", everything=True)
     assert "· waiting<" in english and "czeka" not in english
+
+
+
+def test_a_polish_digest_names_the_tiers_in_polish_in_both_parts() -> None:
+    tiers = ("sla", "prepaid", "occasional", "unverified", "prepaid")
+    rows = [{**row, "tier": tier} for row, tier in zip(digest_rows(), tiers)]
+    context = {"day": "2026-12-04", "rows": rows, "overdue": 1, "everything": True, "breaches": [],
+               "previous_day": "2026-12-03", "new_ticket_address": "support+abc@firma.pl"}
+    _, text = Renderer(TEMPLATES).render("digest", "pl", context)
+    html = render_digest_html(rows, language="pl", day="2026-12-04", everything=True)
+    for part in (text, html):
+        assert all(word in part for word in ("SLA P1", "pakiet P1", "okazjonalne P1", "niezweryfikowane P1")), part
+        assert not any(word in part for word in ("prepaid", "occasional", "unverified"))
+    english = render_digest_html(rows, language="en", day="2026-12-04", everything=True)
+    assert "prepaid P1" in english and "pakiet" not in english

@@ -134,9 +134,12 @@ def test_the_consultants_loop_by_mail(env: dict[str, Any], capsys: pytest.Captur
     assert "\r\n  Saldo:      10 godz." in text_of(notes["anna@firma.pl"]), text_of(notes["anna@firma.pl"])
     assert "\r\n  Balance:   10 h" in text_of(notes["bob@firma.pl"]), text_of(notes["bob@firma.pl"])
     # why the ticket is P1, in each one's language (stored as English, worded when the mail is made)
-    assert "Kolejka:    sla P1 - w wiadomości pilne słowa: „awaria”, „nie działa”\r\n" in text_of(
+    assert "Kolejka:    SLA P1 - w wiadomości pilne słowa: „awaria”, „nie działa”\r\n" in text_of(
         notes["anna@firma.pl"]), text_of(notes["anna@firma.pl"])
     assert "Queue:     sla P1 - urgent words: “awaria”, “nie działa”\r\n" in text_of(notes["bob@firma.pl"])
+    # the contract's kind and the tier in Polish words too (the customers file's names are English)
+    assert "Umowa:      acme-sla (umowa serwisowa)\r\n" in text_of(notes["anna@firma.pl"])
+    assert "Contract:  acme-sla (sla)\r\n" in text_of(notes["bob@firma.pl"])
 
     # Anna presses Reply in Thunderbird: #take, her answer, the notification quoted below
     box.add(thunderbird_reply(notes["anna@firma.pl"], "Anna Nowak <anna@firma.pl>",

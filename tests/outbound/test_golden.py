@@ -177,6 +177,7 @@ NOTIFY_REASONS = {
     "p2": ("P2", "P2: peak period vat_jpk, topic 'JPK'"),
     "p3": ("P3", "P3: routine"),
     "p4": ("P4", "P4: automatic mail"),
+    "unverified": ("P3", "P3: routine"),
 }
 
 
@@ -186,6 +187,9 @@ def test_consultant_notification_matches_its_reviewed_golden_file(case: str, lan
     priority, reason = NOTIFY_REASONS[case]
     view = replace(NOTIFY_VIEW, priority=priority,
                    reasons=("known customer acme (sla)", "tier sla: sla contract", reason, "no ticket matched: new ticket"))
+    if case == "unverified":  # a stranger: no contract, billed as occasional work, the last tier
+        view = replace(view, contract_id="", contract_kind="occasional", tier_name="unverified", minutes_left=None,
+                       reaction_due=None, customer_name="")
     context = header_block(view, WARSAW, "support+k7q2@firma.pl", language, default_peak_windows())
     context.update(body="Wydruk faktury nie działa od rana.\n", trimmed=False, attached=[], named=[], event="new",
                    author="jan@acme.pl")
@@ -194,7 +198,7 @@ def test_consultant_notification_matches_its_reviewed_golden_file(case: str, lan
     queue = next(line for line in body.splitlines() if line.startswith(("  Kolejka:", "  Queue:")))
     assert queue.count(priority) == 1 and " - " in queue, "the priority, then its reason"
     if language == "pl":
-        assert not re.search(r"urgent|routine|automatic|peak|topic|words", queue), queue
+        assert not re.search(r"urgent|routine|automatic|peak|topic|words|unverified|occasional", body), body
 
 
 class VisibleText(HTMLParser):

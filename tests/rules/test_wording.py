@@ -144,3 +144,19 @@ def test_a_status_reads_polish_in_polish_mail_and_as_the_command_keyword_in_engl
         "nowe", "otwarte", "czeka na klienta", "rozwiązane", "zamknięte"]
     assert [format_status(s, "en") for s in ("new", "waiting")] == ["new", "waiting"]
     assert format_status("merged", "pl") == "merged"  # unknown: as stored, never an error in a mail
+
+
+def test_every_kind_and_tier_has_a_polish_name() -> None:
+    """A Polish consultant's notification and digest name the contract's kind and the queue tier in
+    Polish ("Umowa: acme (pakiet godzin)", "Kolejka: niezweryfikowane P3"); a new kind without its
+    Polish name fails here."""
+    from maild.rules.kinds import TIER_NAMES
+    from maild.rules.records import CONTRACT_KINDS
+    from maild.rules.wording import format_kind, format_tier
+
+    for kind in CONTRACT_KINDS:
+        assert format_kind(kind, "pl") != kind and format_kind(kind, "en") == kind
+    for tier in TIER_NAMES:
+        assert format_tier(tier, "pl") != tier and format_tier(tier, "en") == tier
+    assert format_kind("prepaid", "pl") == "pakiet godzin" and format_tier("unverified", "pl") == "niezweryfikowane"
+    assert format_kind("custom", "pl") == "custom", "a kind this module does not know reads as stored"

@@ -2,6 +2,7 @@
 """What one try of the mailbox lock costs a standby while it sends (``MailboxLock.taken_while_sending``).
 
     .venv/bin/python bench/lock_try.py [--tries 5000] [--wait 10] [--runs 3]
+    .venv/bin/python bench/lock_try.py --idle-daemons 60 [--code DIR[,DIR...]] [--runs 2]
 
 A private PostgreSQL (bench/common.py), one session holding the mailbox lock
 (the reader), and a standby's ``MailboxLock`` on the same key trying it
@@ -16,6 +17,11 @@ Then an idle standby's wait (``MailboxLock.wait_for`` in steps of
 ``WAIT_STEP_SECONDS``, as ``Daemon._wait_for_lock`` waits between cycles) for
 ``--wait`` seconds while the reader holds the lock: the CPU it and its backend
 spend per second of waiting.
+
+``--idle-daemons S``: three ``maild run`` processes on one PostgreSQL and one
+empty IMAP mailbox (a private Dovecot) for S seconds, then SIGTERM: the CPU
+(user+sys, wait4) of the reader and of each standby, per checkout of ``--code``
+(alternating, ``--runs`` times): what an idle standby costs with each version.
 """
 from __future__ import annotations
 
@@ -70,11 +76,54 @@ def one_run(url: str, tries: int, wait: float) -> tuple[float, float, float, flo
     return wall / tries, cpu / tries, server / tries, wait_cpu, wait_server
 
 
+def idle_daemons(seconds: float, codes: list[Path], runs: int, base: Path, pg: PrivatePostgres) -> None:
+    import subprocess
+
+    from common import PY, start_dovecot, write_config
+    from tests.servers.common import free_port
+
+    dovecot = start_dovecot(base / "dovecot")
+    try:
+        for run in range(runs):
+            for code in codes:
+                user, password = dovecot.add_user()
+                work = base / f"idle-{run}-{codes.index(code)}"
+                config = write_config(work, imap_port=dovecot.port, user=user, password=password,
+                                      smtp_port=free_port(), database_url=pg.fresh_database(),
+                                      extra="\n[daemon]\ntakeover_seconds = 10\n")
+                env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+                env["PYTHONPATH"] = str(code)
+                procs = []
+                for k in range(3):
+                    with (work / f"daemon{k}.log").open("wb") as err:
+                        procs.append(subprocess.Popen([PY, "-m", "maild.cli", "--config", str(config), "run"],
+                                                      env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=err))
+                    time.sleep(2.0 if k == 0 else 0.0)  # the first migrates the database and takes the lock
+                time.sleep(seconds)
+                cpu = []
+                for proc in procs:
+                    proc.send_signal(15)
+                    _, _status, usage = os.wait4(proc.pid, 0)
+                    cpu.append(usage.ru_utime + usage.ru_stime)
+                logs = [(work / f"daemon{k}.log").read_text(errors="replace") for k in range(3)]
+                reader = next((k for k in range(3) if "this daemon reads the mailbox" in logs[k]), -1)
+                standbys = [f"{cpu[k]:.2f}" for k in range(3) if k != reader]
+                print(f"run {run + 1}, {code}: {seconds:.0f} s idle; CPU of the reader (daemon {reader}) "
+                      f"{cpu[reader]:.2f} s, of the standbys {', '.join(standbys)} s; load average "
+                      f"{os.getloadavg()[0]:.2f}", flush=True)
+    finally:
+        dovecot.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tries", type=int, default=5000)
     parser.add_argument("--wait", type=float, default=10.0, help="seconds of an idle standby's wait")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--idle-daemons", type=float, default=0.0,
+                        help="instead: three idle `maild run` for this many seconds, their CPU")
+    parser.add_argument("--code", default=str(Path(__file__).resolve().parent.parent),
+                        help="with --idle-daemons: checkouts whose maild runs, comma-separated")
     args = parser.parse_args()
     banner("maild: the cost of one mailbox-lock try (a standby, while it sends)")
     BENCH_ROOT.mkdir(parents=True, exist_ok=True)
@@ -82,6 +131,14 @@ def main() -> int:
     base.chmod(0o755)  # the server may run as another user (tests/servers/postgres.py)
     pg = PrivatePostgres(base / "postgres")
     rows = []
+    if args.idle_daemons:
+        base.chmod(0o755)
+        try:
+            idle_daemons(args.idle_daemons, [Path(c) for c in args.code.split(",")], args.runs, base, pg)
+        finally:
+            pg.stop()
+            shutil.rmtree(base, ignore_errors=True)
+        return 0
     try:
         for i in range(args.runs):
             wall, cpu, server, wait_cpu, wait_server = one_run(pg.fresh_database(), args.tries, args.wait)

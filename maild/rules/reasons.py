@@ -22,8 +22,8 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from functools import cache
+from typing import Literal, NamedTuple
 
 from maild.rules.peak import PeakWindow
 
@@ -31,8 +31,7 @@ ReasonCode = Literal["tier", "unverified", "automatic", "urgent", "peak", "routi
 REASON_CODES: tuple[ReasonCode, ...] = ("tier", "unverified", "automatic", "urgent", "peak", "routine", "old_mail")
 
 
-@dataclass(frozen=True)
-class Reason:
+class Reason(NamedTuple):
     """One reason with its parameters: ``tier``/``kind`` for ``tier``, ``words`` for ``urgent``
     (the urgent words found) and ``peak`` (the window's topic words found), ``window`` (its name)."""
 
@@ -79,9 +78,14 @@ _TOPIC = ", topic "
 _FIXED_TEXT: dict[ReasonCode, str] = {
     "unverified": UNVERIFIED, "automatic": AUTOMATIC, "routine": ROUTINE, "old_mail": OLD_MAIL}
 _FIXED: dict[str, Reason] = {text: Reason(code) for code, text in _FIXED_TEXT.items()}
-_TIER = re.compile(r"tier (\S+): (\S+) contract")
-# one Python string literal as repr() writes it
-_LITERAL = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""", re.DOTALL)
+
+
+@cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(a tier's line, one Python string literal as repr() writes it): compiled at the first
+    notification, not when the daemon starts (prioritise imports this module)."""
+    return (re.compile(r"tier (\S+): (\S+) contract"),
+            re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""", re.DOTALL))
 
 
 def _quoted_list(words: Sequence[str]) -> str:
@@ -92,8 +96,9 @@ def _words(text: str) -> tuple[str, ...] | None:
     """The words of ``_quoted_list``'s text, or None when ``text`` is not exactly such a list."""
     words: list[str] = []
     at = 0
+    literal_pattern = _patterns()[1]
     while True:
-        found = _LITERAL.match(text, at)
+        found = literal_pattern.match(text, at)
         if found is None:
             return None
         literal = found.group(0)
@@ -135,7 +140,7 @@ def parse(text: str) -> Reason | None:
                 return Reason("peak", window=rest[:at], words=words)
             at = rest.find(_TOPIC, at + 1)
         return None
-    tier = _TIER.fullmatch(text)
+    tier = _patterns()[0].fullmatch(text)
     if tier is not None:
         return Reason("tier", tier=tier.group(1), kind=tier.group(2))
     return None

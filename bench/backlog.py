@@ -183,7 +183,9 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: Co
           f"(sent {out['sent']}, sink got {sink.count}); whole cycle {wall:.2f} s ({row['cycle_rate']:.0f} msg/s); "
           f"peak RSS {row['rss_mb']:.0f} MB (PSS with worker {row['pss_mb']:.0f}); CPU {out['cpu_user_s']:.1f}+{out['cpu_sys_s']:.1f} s "
           f"(ingest {out.get('cpu_ingest_s', 0):.1f}, drain {out.get('cpu_drain_s', 0):.1f}; its children {out.get('children_cpu_s', 0):.1f}; "
-          f"sink {sink_cpu:.1f}; postgres {pg_cpu:.1f}); sent while reading {out.get('sent_while_reading', 0)}, by a second courier after it {out.get('sent_by_second_courier', 0)}; GC {out['gc_collections']} runs {out['gc_s']:.2f} s; [{counts}]",
+          f"sink {sink_cpu:.1f}; postgres {pg_cpu:.1f}); sent while reading {out.get('sent_while_reading', 0)}, by a second courier after it {out.get('sent_by_second_courier', 0)}; "
+          f"main's BEGIN IMMEDIATE {out.get('write_lock_waits', 0)} x, {out.get('write_lock_wait_s', 0) * 1000:.0f} ms, longest {out.get('write_lock_wait_max_s', 0) * 1000:.1f} ms; "
+          f"main's write gate {out.get('gate_waits', 0)} x, {out.get('gate_wait_s', 0) * 1000:.0f} ms, longest {out.get('gate_wait_max_s', 0) * 1000:.1f} ms; GC {out['gc_collections']} runs {out['gc_s']:.2f} s; [{counts}]",
           flush=True)
     if not args.keep:
         for sub in ("var",):
@@ -225,6 +227,12 @@ def summarise(rows: list[dict[str, Any]], label: str) -> dict[str, float]:
           f"{med([r.get('cpu_ingest_s', 0) for r in rows]):.1f}, drain {med([r.get('cpu_drain_s', 0) for r in rows]):.1f}), "
           f"its children {med([r.get('children_cpu_s', 0) for r in rows]):.1f}, sink {med([r['sink_cpu_s'] for r in rows]):.1f}, "
           f"postgres {med([r['pg_cpu_s'] for r in rows]):.1f}; sent while reading {med([r.get('sent_while_reading', 0) for r in rows]):.0f}")
+    if any(r.get("write_lock_waits") for r in rows):
+        print(f"  SQLite, the main process's BEGIN IMMEDIATE (median): {med([r['write_lock_waits'] for r in rows]):.0f} x, "
+              f"{med([r['write_lock_wait_s'] for r in rows]) * 1000:.0f} ms in all, longest "
+              f"{med([r['write_lock_wait_max_s'] for r in rows]) * 1000:.1f} ms; waiting for the write gate "
+              f"{med([r.get('gate_waits', 0) for r in rows]):.0f} x, {med([r.get('gate_wait_s', 0) for r in rows]) * 1000:.0f} ms, "
+              f"longest {med([r.get('gate_wait_max_s', 0) for r in rows]) * 1000:.1f} ms")
     print(f"  acknowledgements sent {rows[0]['sent']}, sink received {rows[0]['sink']}; outcomes {rows[0]['ingested']}")
     check = rows[0].get("verify")
     if check:

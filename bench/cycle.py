@@ -52,6 +52,44 @@ def profile_couriers(path: str) -> None:
     courier._courier_main = profiled  # type: ignore[assignment]
 
 
+def time_write_lock_waits(daemon: object) -> dict[str, float]:
+    """SQLite: the main process's time in ``BEGIN IMMEDIATE`` (its wait for the write lock, which
+    a courier's sent mark may hold while the backlog is read): count, sum and longest."""
+    import os
+
+    from sqlalchemy import event
+
+    waits = {"n": 0, "s": 0.0, "max": 0.0}
+    engine = daemon.engine  # type: ignore[attr-defined]
+    if engine.dialect.name != "sqlite":
+        return waits
+    main_pid = os.getpid()
+
+    def before(conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.startswith("BEGIN IMMEDIATE") and os.getpid() == main_pid:
+            conn.info["maild_bench_begin"] = time.perf_counter()  # type: ignore[attr-defined]
+
+    def after(conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        started = conn.info.pop("maild_bench_begin", None)  # type: ignore[attr-defined]
+        if started is not None:
+            took = time.perf_counter() - started
+            waits["n"] += 1
+            waits["s"] += took
+            waits["max"] = max(waits["max"], took)
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    return waits
+
+
+def gate_waits(daemon: object) -> dict[str, float]:
+    """SQLite: the main process's waits for the write gate a courier takes around each mark."""
+    waits = getattr(daemon, "gate_waits", None)
+    if waits is None:
+        return {}
+    return {"gate_waits": waits.count, "gate_wait_s": waits.seconds, "gate_wait_max_s": waits.longest}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("config")
@@ -85,6 +123,7 @@ def main() -> int:
     cfg = load_config(args.config)
     setup_logging(cfg.log_level, cfg.log_format)
     daemon = Daemon(cfg)
+    lock_waits = time_write_lock_waits(daemon)
     t_init = time.perf_counter()
     cpu_init = time.process_time()
     try:
@@ -114,6 +153,8 @@ def main() -> int:
         "vm_hwm_kb": vm_hwm_kb(), "gc_collections": collections["n"], "gc_s": collections["s"], "cpu_user_s": usage.ru_utime, "cpu_sys_s": usage.ru_stime,
         "cpu_ingest_s": cpu_ingest - cpu_init, "cpu_drain_s": cpu_drain - cpu_ingest,
         "children_cpu_s": children.ru_utime + children.ru_stime,
+        "write_lock_waits": lock_waits["n"], "write_lock_wait_s": lock_waits["s"],
+        "write_lock_wait_max_s": lock_waits["max"], **gate_waits(daemon),
     }))
     return 0
 

@@ -17,8 +17,9 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
@@ -75,6 +76,20 @@ FAULTS = (MailboxError, StorageError, DatabaseError, OperationalError, DBAPIErro
 
 class _Interrupt(Exception):
     """Raised from a signal handler only while the loop is idle-waiting."""
+
+
+@dataclass
+class WriteGateWaits:
+    """The daemon's waits for the SQLite write gate while a courier sends (``Daemon._write_gate``)."""
+
+    count: int = 0
+    seconds: float = 0.0
+    longest: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.seconds += seconds
+        self.longest = max(self.longest, seconds)
 
 
 @dataclass
@@ -143,6 +158,10 @@ class Daemon:
         self.mailbox_lock = MailboxLock(self.engine, _mailbox_identity(config), config.daemon.takeover_seconds)
         self._standby_logged = False
         self._turn_file: IO[bytes] | None = None  # its lock is the couriers' shared turn (made with the first)
+        # SQLite: its lock is held by the daemon while it stores a batch and by a courier sending
+        # while the backlog is read around each mark (``Outbox.write_gate``); made with that courier
+        self._gate_file: IO[bytes] | None = None
+        self.gate_waits = WriteGateWaits()  # the daemon's waits for it (benchmarks)
         self.sent_after_reading = 0  # of the couriers' mail, what those started after the reading sent (benchmarks)
         self.sent_while_reading = DrainResult()  # the couriers' mail, not yet in a cycle's report
         self.source: MailSource = open_source(config.source)
@@ -371,6 +390,7 @@ class Daemon:
         finally:
             if unstored:
                 self._release(list(unstored.values()))
+            self._stop_sqlite_courier()
         now = self.clock()
         with self.engine.begin() as conn:
             queries.put_state(conn, "last_fetch_at", now.isoformat(), now)
@@ -390,7 +410,9 @@ class Daemon:
         """Store one parsed batch and move its mail on the source; returns how many wait for a retry."""
         from maild.intake.parsing import return_free_memory
 
-        result = self.ingestor.ingest_batch(batch, self.parse_ahead.result(future, batch), counted=True)
+        parsed = self.parse_ahead.result(future, batch)
+        with self._write_gate():
+            result = self.ingestor.ingest_batch(batch, parsed, counted=True)
         if self.checkpoints is not None:
             self.checkpoints.kick()
         for mail in batch:
@@ -431,18 +453,82 @@ class Daemon:
         return self._store_batch(mails, self.parse_ahead.submit(mails), totals)
 
     def _start_courier(self) -> None:
-        """Send the outbox from a forked courier while the backlog is read (PostgreSQL, unless
-        ``send_while_reading`` is off or the relay is being backed off)."""
-        if (not self.config.daemon.send_while_reading or self.engine.dialect.name != "postgresql"
-                or time.monotonic() < self._smtp_next or self.courier.running):
+        """Send the outbox from a forked courier while the backlog is read (unless
+        ``send_while_reading`` is off or the relay is being backed off).
+
+        SQLite (a database file): the courier's sent marks and the daemon's batches take
+        turns at the one write lock. From here on the ingestor's transactions take it at
+        their BEGIN (``BEGIN IMMEDIATE``), waiting out a courier's mark (one UPDATE, its own
+        transaction) within the busy timeout: a transaction that read first and wrote after
+        a mark was committed would be refused at once (SQLITE_BUSY_SNAPSHOT, "database is
+        locked", which no busy timeout waits out). The courier ends with the reading
+        (``_stop_sqlite_courier``), before the cycle's other steps write in transactions
+        of their own. As before the couriers after the reading, every SQLite connection of
+        this process and the WAL thread's are closed before the fork: none of SQLite's
+        state (its locks' bookkeeping, the WAL index's mapping) is carried into it."""
+        if (not self.config.daemon.send_while_reading or time.monotonic() < self._smtp_next
+                or self.courier.running):
             return
         from maild.outbound.courier import CourierError
 
+        sqlite = self.engine.dialect.name == "sqlite"
+        if sqlite:
+            pool = self.engine.pool
+            if self.checkpoints is None or (isinstance(pool, QueuePool) and pool.checkedout()):
+                return  # an in-memory database (tests) or a connection in use: no fork
+            self.ingestor.sessions = sessions_for(self.engine, take_the_write_lock=True)
+            self.close_checkpoints()  # the next stored batch starts it again
+            self.engine.dispose()
         self.courier.turn_fd = self.second_courier.turn_fd = self._turn_fd()
+        self.courier.partition, self.courier.after_reading = None, False
+        self.courier.write_gate = self._gate_fd() if sqlite else None
         try:
             self.courier.start()
         except CourierError as exc:
             log.warning("outbox: %s; sending after reading instead", exc)
+
+    def _gate_fd(self) -> int | None:
+        """SQLite: the file whose lock the daemon and a courier sending while it reads take
+        around their writes (``_write_gate``); None without a temporary folder (the busy timeout
+        alone then hands the write lock over)."""
+        if self._gate_file is None:
+            import tempfile
+
+            try:
+                self._gate_file = tempfile.TemporaryFile(prefix="maild-writes-")
+            except OSError as exc:
+                log.warning("outbox: no file for the write gate (%s); the busy timeout alone", exc)
+        return None if self._gate_file is None else self._gate_file.fileno()
+
+    @contextmanager
+    def _write_gate(self) -> Iterator[None]:
+        """Store a batch holding the write gate while a SQLite courier sends: its marks wait in
+        the kernel for the batch's commit and go at once (``Outbox.write_gate``), and the batch
+        waits at most for one mark, one UPDATE (``gate_waits`` sums those waits)."""
+        courier = self.__dict__.get("courier")
+        fd = courier.write_gate if courier is not None and courier.running else None
+        if fd is None:
+            yield
+            return
+        import fcntl
+
+        started = time.perf_counter()
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        self.gate_waits.add(time.perf_counter() - started)
+        try:
+            yield
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+
+    def _stop_sqlite_courier(self) -> None:
+        """SQLite: the reading has ended (or its slice, or a fault cut it short): the courier that
+        sent while it went on stops after the mail in hand, before the cycle's other steps
+        (sweep, digests, health) write in deferred transactions its marks would outdate. The
+        rest is sent by two couriers with a half of the rows each (``_start_sqlite_couriers``)
+        or by the daemon; a courier that went on beside a second one would claim rows of
+        that one's half."""
+        if self.engine.dialect.name == "sqlite" and self._built("courier") and self.courier.running:
+            self._stop_courier()
 
     def _turn_fd(self) -> int | None:
         """The couriers' shared turn: a file they all hold, made with the first courier."""
@@ -479,6 +565,7 @@ class Daemon:
         self.engine.dispose()
         for k, courier in enumerate((self.courier, self.second_courier)):
             courier.turn_fd, courier.partition, courier.after_reading = fd, (k, 2), True
+            courier.write_gate = None  # the daemon stores nothing meanwhile; their marks are in the turn
         try:
             self.courier.start()
         except CourierError as exc:

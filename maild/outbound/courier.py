@@ -163,10 +163,11 @@ def _close_inherited_pipes(keep: tuple[int, ...]) -> None:
 
 
 def _courier_main(outbox: Outbox, control_fd: int, report_fd: int, turn_fd: int | None,
-                  partition: tuple[int, int] | None = None) -> None:
+                  partition: tuple[int, int] | None = None, write_gate: int | None = None) -> None:
     _close_inherited_pipes((control_fd, report_fd))
     outbox.turn_lock = turn_fd
     outbox.partition = partition
+    outbox.write_gate = write_gate
     outbox.claim_chunk = CLAIM_CHUNK
     engine = outbox.sessions.kw["bind"]
     _INHERITED.append(engine.pool)
@@ -212,6 +213,9 @@ class Courier:
         self.turn_fd = turn_fd  # the couriers' shared turn (a file all of them hold; ``Outbox.turn_lock``)
         # SQLite: the rows this courier claims, (k, n): ids k modulo n (``Outbox.partition``)
         self.partition: tuple[int, int] | None = None
+        # SQLite, sending while the backlog is stored: the file whose lock the daemon holds while it
+        # stores a batch and the courier around each mark (``Outbox.write_gate``)
+        self.write_gate: int | None = None
         self.after_reading = False  # started once the reading had ended (what it sends is counted so)
         self.pid: int | None = None
         self._status: int | None = None  # the exit status, once reaped
@@ -257,7 +261,7 @@ class Courier:
                 _die_with_parent(parent)
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_IGN)
-                _courier_main(self.outbox, control_r, report_w, self.turn_fd, self.partition)
+                _courier_main(self.outbox, control_r, report_w, self.turn_fd, self.partition, self.write_gate)
             except BaseException:  # nothing may escape into a copy of the daemon's stack
                 code = 70
             finally:

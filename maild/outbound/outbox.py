@@ -317,9 +317,16 @@ class _SqliteLine:
     (the cached compiled statement, its parameters and result) cost about as much CPU as
     SQLite's own work on the UPDATE; ``sent_at`` is bound through the column's own type,
     so the stored text is what SQLAlchemy writes, and a driver error is raised as
-    SQLAlchemy's, as the session would raise it."""
+    SQLAlchemy's, as the session would raise it.
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    ``gate``: a courier sending while its daemon stores the backlog (``Outbox.write_gate``)
+    takes this file's POSIX lock around each mark, as the daemon does around each stored
+    batch: a mark held up by a batch waits in the kernel and goes the moment the batch is
+    committed, instead of in SQLite's busy handler, whose sleeps grow to 100 ms and
+    would keep missing the short gaps between back-to-back batches."""
+
+    def __init__(self, sessions: sessionmaker[Session], gate: int | None = None) -> None:
+        self.gate = gate
         self.conn: Connection = sessions.kw["bind"].connect().execution_options(maild_autocommit=True)
         dialect = self.conn.dialect
         bind = _OUTBOX.c.sent_at.type.dialect_impl(dialect).bind_processor(dialect)
@@ -330,10 +337,15 @@ class _SqliteLine:
 
     def mark_sent(self, params: dict[str, Any]) -> None:
         values = (self._sent_at(params["sent_at"]), params["refused"], params["row_id"])
+        if self.gate is not None:
+            fcntl.lockf(self.gate, fcntl.LOCK_EX)
         try:
             self._cursor.execute(_MARK_SENT_SQLITE, values)
         except Exception as exc:
             _raise_as_sqlalchemy(exc, self.conn, self._dbapi, self._cursor, _MARK_SENT_SQLITE, values)
+        finally:
+            if self.gate is not None:
+                fcntl.lockf(self.gate, fcntl.LOCK_UN)
         self.marks += 1
 
     def release(self) -> None:
@@ -832,6 +844,9 @@ class Outbox:
         # drain claims only the rows whose id is k modulo n, so two couriers never claim one row
         # (SQLite has no row locks to skip; one daemon per file, and its couriers split the rows)
         self.partition: tuple[int, int] | None = None
+        # SQLite, a courier sending while its daemon stores the backlog: the descriptor of a file whose
+        # POSIX lock the daemon holds while it stores a batch and this drain around each mark (``_SqliteLine``)
+        self.write_gate: int | None = None
         # asked when nothing is due: blocks until more may be (the courier's daemon committed
         # a batch) and says whether to look again; None ends the drain there, as it always did
         self.wait_for_more: Callable[[], bool] | None = None
@@ -936,7 +951,7 @@ class Outbox:
                         continue
                     break
                 if line is None:
-                    line = _SqliteLine(self.sessions)
+                    line = _SqliteLine(self.sessions, self.write_gate)
                 queue = deque(rows)
                 unsent: list[int] = []
                 faults: list[Exception] = []

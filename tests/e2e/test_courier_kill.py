@@ -1,4 +1,4 @@
-"""kill -9 while mail is sent *and* read (PostgreSQL), and while two couriers send after the reading (both databases): a real ``maild run --once`` reads a
+"""kill -9 while mail is sent *and* read, and while two couriers send after the reading (both databases): a real ``maild run --once`` reads a
 backlog 20 at a time while its courier (a forked process) sends the acknowledgements, and is
 killed until three kills have landed in the middle of that (300 more mails arrive before each run;
 a kill that comes after the reading ended is not counted, up to 8 kills in all). The courier dies with its daemon (no process
@@ -52,14 +52,14 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _finish_and_count(config: Path, env: dict[str, str], pg_url: str, smtp_sink: Any, kills: int) -> None:
+def _finish_and_count(config: Path, env: dict[str, str], url: str, smtp_sink: Any, kills: int) -> None:
     """A last ``run --once`` sends what the kills left; then every queued mail reached the relay, each
     sent and marked, and no more mails went twice than there were kills."""
     smtp_sink.delay_seconds = 0
     proc = subprocess.run([sys.executable, "-m", "maild.cli", "--config", str(config), "run", "--once"],
                           env=env, capture_output=True, timeout=180, check=False)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
-    sessions = open_database(pg_url)
+    sessions = open_database(url or load_config(config).database_url)
     with sessions() as session:
         rows = session.execute(select(OutboxRow.message_id, OutboxRow.status)).all()
     sessions.kw["bind"].dispose()
@@ -71,7 +71,18 @@ def _finish_and_count(config: Path, env: dict[str, str], pg_url: str, smtp_sink:
 
 
 def test_sigkill_while_the_courier_sends_during_reading(tmp_path: Path, smtp_sink: Any, pg_url: str) -> None:
-    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=pg_url,
+    _killed_while_the_courier_sends_during_reading(tmp_path, smtp_sink, pg_url)
+
+
+def test_sigkill_while_the_sqlite_courier_sends_during_reading(tmp_path: Path, smtp_sink: Any) -> None:
+    """The same on SQLite, where the courier's sent marks and the daemon's batches take turns at
+    the file's one write lock: the batches are never refused (each run ends only by its kill),
+    and each kill leaves at most one mail accepted by the relay and not marked."""
+    _killed_while_the_courier_sends_during_reading(tmp_path, smtp_sink, "")
+
+
+def _killed_while_the_courier_sends_during_reading(tmp_path: Path, smtp_sink: Any, url: str) -> None:
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=url,
                           top="batch_size = 20")
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
     smtp_sink.delay_seconds = 0.01  # reading outpaces sending: the kills land with both under way
@@ -106,14 +117,23 @@ def test_sigkill_while_the_courier_sends_during_reading(tmp_path: Path, smtp_sin
             time.sleep(0.05)
         assert not any(alive(pid) for pid in forked), "a process of the killed daemon lives on"
         kills += 1
-    _finish_and_count(config, env, pg_url, smtp_sink, kills)
+    _finish_and_count(config, env, url, smtp_sink, kills)
 
 
 def test_sigterm_while_the_courier_sends_stops_cleanly_and_resends_nothing(tmp_path: Path, smtp_sink: Any,
                                                                            pg_url: str) -> None:
     """systemd's SIGTERM goes to the whole unit, the courier too: it ignores it, and the daemon
     stops it after the mail in hand, so a clean stop leaves no mail accepted and unmarked."""
-    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=pg_url,
+    _stopped_while_the_courier_sends(tmp_path, smtp_sink, pg_url)
+
+
+def test_sigterm_while_the_sqlite_courier_sends_stops_cleanly_and_resends_nothing(tmp_path: Path,
+                                                                                  smtp_sink: Any) -> None:
+    _stopped_while_the_courier_sends(tmp_path, smtp_sink, "")
+
+
+def _stopped_while_the_courier_sends(tmp_path: Path, smtp_sink: Any, url: str) -> None:
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=url,
                           top="batch_size = 20")
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
     for i in range(SIGTERM_BACKLOG):

@@ -1,4 +1,5 @@
-"""The courier: the outbox sent by a forked process while the mailbox is read (PostgreSQL)."""
+"""The courier: the outbox sent by a forked process while the mailbox is read (PostgreSQL and a
+SQLite file), and the two couriers that send the rest once it is read."""
 from __future__ import annotations
 
 import mailbox
@@ -34,6 +35,12 @@ def queued(tmp_path: Path, sink: Any, url: str, n: int) -> Daemon:
     daemon = backlog(tmp_path, sink, url, n, send_while_reading=False)
     daemon.ingest_all()
     assert pending(daemon) == n and sink.messages == []
+    return daemon
+
+
+def sending_after_reading(daemon: Daemon) -> Daemon:
+    """The daemon of ``queued``, with ``send_while_reading`` on again for the sending after the reading."""
+    daemon.config = replace(daemon.config, daemon=replace(daemon.config.daemon, send_while_reading=True))
     return daemon
 
 
@@ -322,11 +329,12 @@ def _check_turns(journal: Path, mails: int) -> int:
 
 def test_sqlite_two_couriers_send_a_backlog_after_the_reading_each_row_by_one(
         tmp_path: Path, smtp_sink: Any, monkeypatch: Any) -> None:
-    """SQLite: no courier while the mailbox is read; once it is read with at least
-    SQLITE_COURIERS_FROM mails due, two couriers send them, each claiming only its half of the
-    rows (ids even / odd: no row locks to skip on SQLite), one turn at a time across the two
-    between a mail's final "." and its committed mark (its message written before), each mail once, and the daemon's own SQLite
-    connections closed before the fork (none of SQLite's state is carried into a courier)."""
+    """SQLite: once the mailbox is read with at least SQLITE_COURIERS_FROM mails due, two
+    couriers send them, each claiming only its half of the rows (ids even / odd: no row locks
+    to skip on SQLite), one turn at a time across the two between a mail's final "." and its
+    committed mark (its message written before), each mail once, and the daemon's own SQLite
+    connections closed before the fork (none of SQLite's state is carried into a courier).
+    The backlog is read with nothing sent here (``queued``), so every row is theirs to claim."""
     from maild.outbound import outbox as outbox_module
     from maild.outbound.courier import SQLITE_COURIERS_FROM
 
@@ -344,10 +352,8 @@ def test_sqlite_two_couriers_send_a_backlog_after_the_reading_each_row_by_one(
 
     monkeypatch.setattr(outbox_module.Outbox, "_claim", claim)
     n = SQLITE_COURIERS_FROM + 20
-    daemon = backlog(tmp_path, smtp_sink, "", n)
+    daemon = sending_after_reading(queued(tmp_path, smtp_sink, "", n))
     assert daemon.engine.dialect.name == "sqlite"
-    daemon.ingest_all()
-    assert not daemon.courier.running and smtp_sink.messages == [], "nothing sent while reading"
     before_fork = daemon.engine
     assert daemon.drain().sent == 0, "the couriers sent it all"
     assert pending(daemon) == 0 and daemon.sent_after_reading == n
@@ -372,9 +378,8 @@ def test_sqlite_two_couriers_record_refusals_beside_each_others_marks(tmp_path: 
     from maild.outbound.courier import SQLITE_COURIERS_FROM
 
     n = SQLITE_COURIERS_FROM + 40
-    daemon = backlog(tmp_path, smtp_sink, "", n)
     smtp_sink.reject_rcpt = {f"user{i}@acme.pl": (450 if i % 2 else 550) for i in range(0, n, 7)}
-    daemon.ingest_all()
+    daemon = sending_after_reading(queued(tmp_path, smtp_sink, "", n))
     drained = daemon.drain()
     refused = len(smtp_sink.reject_rcpt)
     assert drained.sent == 0 and daemon.sent_after_reading == n - refused
@@ -385,3 +390,87 @@ def test_sqlite_two_couriers_record_refusals_beside_each_others_marks(tmp_path: 
     assert states == {"sent": n - refused, "failed": failed, "pending": refused - failed}
     received = Counter(m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(n - refused))
     assert len(received) == n - refused and max(received.values()) == 1
+
+
+def test_sqlite_the_backlog_is_acknowledged_while_it_is_read_each_mail_once(
+        tmp_path: Path, smtp_sink: Any, monkeypatch: Any) -> None:
+    """SQLite, as on PostgreSQL: a courier forked at the second batch sends while the backlog is
+    read, marking each mail in the same file while the daemon commits its batches; it stops
+    with the reading (before the sweep's and the other steps' transactions), and two
+    couriers, each with its half of the rows, send the rest. Every batch is stored (none
+    refused "database is locked"), every mail goes out once, and the daemon's connections
+    and WAL thread were closed before the fork."""
+    from maild.outbound.courier import SQLITE_COURIERS_FROM
+
+    forks: list[tuple[int, bool]] = []  # (connections checked in, WAL thread running) at each fork
+    real_start = Courier.start
+
+    def start(courier: Courier) -> None:
+        pool = daemon.engine.pool
+        forks.append((pool.checkedin(), daemon.checkpoints is not None and daemon.checkpoints._running))
+        real_start(courier)
+
+    monkeypatch.setattr(Courier, "start", start)
+    monkeypatch.setattr("maild.outbound.courier.CLAIM_CHUNK", 10)
+    n = SQLITE_COURIERS_FROM + 120
+    daemon = backlog(tmp_path, smtp_sink, "", n)
+    assert daemon.engine.dialect.name == "sqlite"
+    smtp_sink.delay_seconds = 0.005  # the reading outpaces the sending: mail is left for the couriers after it
+    ingested = daemon.ingest_all()
+    assert ingested == {"ticket": n}, "every batch stored"
+    early = daemon.sent_while_reading.sent
+    assert early > 0, "mail went out while the backlog was read"
+    assert not daemon.courier.running, "the courier ended with the reading"
+    assert daemon.ingestor.sessions.kw["bind"].get_execution_options().get("maild_immediate"), \
+        "the batches take the write lock at their BEGIN"
+    assert pending(daemon) >= SQLITE_COURIERS_FROM, "enough left for two couriers"
+    drained = daemon.drain()
+    assert drained.sent == 0 and daemon.sent_after_reading == n - early and pending(daemon) == 0
+    assert forks == [(0, False)] * 3, "no SQLite connection or WAL thread of the daemon at any fork"
+    received = Counter(m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(n))
+    assert len(received) == n and max(received.values()) == 1
+
+
+def test_sqlite_a_batch_that_read_before_a_couriers_mark_still_writes(
+        tmp_path: Path, smtp_sink: Any, monkeypatch: Any) -> None:
+    """Once a courier sends while the backlog is read, a batch's transaction takes SQLite's write
+    lock at its BEGIN: a mark committed between the batch's first read and its first write
+    would otherwise leave it writing on an outdated snapshot, which SQLite refuses at once
+    ("database is locked", SQLITE_BUSY_SNAPSHOT; no busy timeout waits it out). Here another
+    connection writes right after each batch's first read, as a courier's mark may; it waits
+    for the batch's commit, and every batch is stored."""
+    import sqlite3
+    import threading
+
+    from maild.intake import pipeline
+
+    daemon = backlog(tmp_path, smtp_sink, "", 60)
+    database = daemon.engine.url.database
+    assert database
+    writers: list[threading.Thread] = []
+    outcomes: list[str] = []
+    real_known = pipeline.store.known_dedupe_keys
+
+    def mark(n: int) -> None:
+        conn = sqlite3.connect(database, timeout=30, isolation_level=None)
+        try:
+            conn.execute("INSERT INTO state (key, value, updated_at) VALUES (?, '', '2026-12-06 00:00:00')",
+                         (f"probe{n}",))
+            outcomes.append("committed")
+        finally:
+            conn.close()
+
+    def known_then_a_mark(session: Any, keys: Any) -> Any:
+        found = real_known(session, keys)  # the batch has read: its snapshot is taken
+        writer = threading.Thread(target=mark, args=(len(writers),))
+        writers.append(writer)
+        writer.start()
+        writer.join(0.2)  # a mark that is not held up commits now, inside the batch's transaction
+        return found
+
+    monkeypatch.setattr(pipeline.store, "known_dedupe_keys", known_then_a_mark)
+    ingested = daemon.ingest_all()
+    for writer in writers:
+        writer.join(30)
+    assert ingested == {"ticket": 60}, "every batch stored, none refused"
+    assert len(outcomes) == len(writers) >= 5

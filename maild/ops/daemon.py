@@ -582,9 +582,9 @@ class Daemon:
     def _send_with_two_couriers(self, deadline: float | None) -> None:
         """The reading has ended with mail still due: two couriers send it and end, while this
         process waits. On PostgreSQL the courier that sent while the mailbox was read goes on
-        and a second joins it; on SQLite (no courier while reading: one writer at a time) two
-        start now when at least ``SQLITE_COURIERS_FROM`` mails are due, each with its half of
-        the rows.
+        and a second joins it; on SQLite (the courier that sent while reading stopped with the
+        reading: it claimed every row, and the two must split them) two start now when at
+        least ``SQLITE_COURIERS_FROM`` mails are due, each with its half of the rows.
 
         One process sending the rest of a backlog takes turns with the relay (render and
         send, wait for the answer, mark), and the building of one mail holds up the next

@@ -28,13 +28,21 @@ Why the guarantees hold:
   turn, and when a courier dies holding it, the kill that ends it was sent to
   the other courier in the same step of the daemon's exit, before the dying
   courier's own exit (after it has torn down its memory) lets the turn go.
-* **SQLite.** One daemon per file, and no courier while it reads (the batches'
-  commits and the marks would take turns at SQLite's one writer). When the
-  reading ends with at least ``SQLITE_COURIERS_FROM`` mails due, two couriers
-  send them, as on PostgreSQL after the reading, with the same shared turn;
-  each claims only its half of the rows (``Outbox.partition``: ids even or
-  odd), so no row is claimed twice without row locks. Their marks never
-  contend: each is written inside the turn.
+* **SQLite.** One daemon per file. Its courier while it reads is alone (it
+  claims every due row) and marks each mail in the same file while the daemon
+  commits its batches: the two take turns at SQLite's one writer. A batch then
+  takes the write lock at its BEGIN (a mark committed between its first read and
+  its first write would get it refused, SQLITE_BUSY_SNAPSHOT), and the write
+  gate (``Outbox.write_gate``: a file's POSIX lock the daemon holds while it
+  stores a batch, the courier around each mark) lets a held-up mark go the
+  moment the batch commits. The courier stops with the reading
+  (``Daemon._stop_sqlite_courier``), before the cycle's other steps write.
+  When the reading ends with at least ``SQLITE_COURIERS_FROM`` mails due, two
+  couriers send them, as on PostgreSQL after the reading, with the same shared
+  turn; each claims only its half of the rows (``Outbox.partition``: ids even
+  or odd), so no row is claimed twice without row locks. Their marks never
+  contend: each is written inside the turn. Before each fork every SQLite
+  connection of the daemon and its WAL thread's are closed.
 * **Several daemons.** On PostgreSQL the courier claims rows like any drain:
   ``FOR UPDATE SKIP LOCKED`` and advisory locks of its own database session,
   which the server drops when the courier dies.

@@ -474,3 +474,21 @@ def test_sqlite_a_batch_that_read_before_a_couriers_mark_still_writes(
         writer.join(30)
     assert ingested == {"ticket": 60}, "every batch stored, none refused"
     assert len(outcomes) == len(writers) >= 5
+
+
+def test_sqlite_a_backlog_read_in_slices_is_sent_each_mail_once(tmp_path: Path, smtp_sink: Any) -> None:
+    """SQLite, a backlog read in slices: each slice's courier stops with the slice, before the
+    sweep and the cycle's other steps write (their deferred transactions would meet its marks),
+    and the next slice forks another; every mail goes out once, and each cycle's report counts
+    what the couriers sent."""
+    n = 60
+    daemon = backlog(tmp_path, smtp_sink, "", n)
+    daemon.config = replace(daemon.config, daemon=replace(daemon.config.daemon, slice_seconds=0))
+    smtp_sink.delay_seconds = 0.005
+    first = daemon.cycle()
+    assert first.more_waiting and not daemon.courier.running, "the courier ended with the slice"
+    report = daemon.run_once()
+    assert not daemon.courier.running and pending(daemon) == 0
+    assert first.outbox.sent + report.outbox.sent == n
+    received = Counter(m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(n))
+    assert len(received) == n and max(received.values()) == 1

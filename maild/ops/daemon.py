@@ -469,7 +469,7 @@ class Daemon:
         if (not self.config.daemon.send_while_reading or time.monotonic() < self._smtp_next
                 or self.courier.running):
             return
-        from maild.outbound.courier import CourierError
+        from maild.outbound.courier import READING_NICENESS, CourierError
 
         sqlite = self.engine.dialect.name == "sqlite"
         if sqlite:
@@ -482,6 +482,7 @@ class Daemon:
         self.courier.turn_fd = self.second_courier.turn_fd = self._turn_fd()
         self.courier.partition, self.courier.after_reading = None, False
         self.courier.write_gate = self._gate_fd() if sqlite else None
+        self.courier.niceness = READING_NICENESS if sqlite else 0  # on what the reading leaves idle
         try:
             self.courier.start()
         except CourierError as exc:
@@ -566,6 +567,7 @@ class Daemon:
         for k, courier in enumerate((self.courier, self.second_courier)):
             courier.turn_fd, courier.partition, courier.after_reading = fd, (k, 2), True
             courier.write_gate = None  # the daemon stores nothing meanwhile; their marks are in the turn
+            courier.niceness = 0
         try:
             self.courier.start()
         except CourierError as exc:

@@ -85,6 +85,11 @@ CLAIM_CHUNK = 200
 # SQLite: due mails from which the reading's end hands the sending to two couriers (a fork each
 # and a connection of their own: not worth it for a few mails, which keep the daemon's exact order)
 SQLITE_COURIERS_FROM = 200
+# SQLite: the niceness of the courier that sends while the backlog is read. The reading (the daemon
+# and its parse worker) is the cycle's critical path; at the same priority the courier took its CPU
+# from it on a busy machine (10,000 mails: the reading 34 % longer, the whole cycle no shorter). At
+# 10 it runs on what the reading leaves idle, and what it could not send goes after the reading
+READING_NICENESS = 10
 IDLE_POLL_SECONDS = 1.0  # how long an idle courier waits for a poke before it looks at the outbox again
 _PR_SET_PDEATHSIG = 1
 _STOP = b"s"
@@ -225,6 +230,7 @@ class Courier:
         # stores a batch and the courier around each mark (``Outbox.write_gate``)
         self.write_gate: int | None = None
         self.after_reading = False  # started once the reading had ended (what it sends is counted so)
+        self.niceness = 0  # added to the daemon's (``os.nice``) in the forked courier
         self.pid: int | None = None
         self._status: int | None = None  # the exit status, once reaped
         self._control: int | None = None
@@ -267,6 +273,8 @@ class Courier:
                 os.close(control_w)
                 os.close(report_r)
                 _die_with_parent(parent)
+                if self.niceness:
+                    os.nice(self.niceness)
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_IGN)
                 _courier_main(self.outbox, control_r, report_w, self.turn_fd, self.partition, self.write_gate)

@@ -400,7 +400,7 @@ def test_sqlite_the_backlog_is_acknowledged_while_it_is_read_each_mail_once(
     couriers, each with its half of the rows, send the rest. Every batch is stored (none
     refused "database is locked"), every mail goes out once, and the daemon's connections
     and WAL thread were closed before the fork."""
-    from maild.outbound.courier import SQLITE_COURIERS_FROM
+    from maild.outbound.courier import READING_NICENESS, SQLITE_COURIERS_FROM
 
     forks: list[tuple[int, bool]] = []  # (connections checked in, WAL thread running) at each fork
     real_start = Courier.start
@@ -412,6 +412,17 @@ def test_sqlite_the_backlog_is_acknowledged_while_it_is_read_each_mail_once(
 
     monkeypatch.setattr(Courier, "start", start)
     monkeypatch.setattr("maild.outbound.courier.CLAIM_CHUNK", 10)
+    from maild.outbound import outbox as outbox_module
+
+    niceness = tmp_path / "niceness.log"  # "<pid> <niceness> <after_reading>" at each claim
+    real_claim = outbox_module.Outbox._claim
+
+    def claim(outbox: Any, chunk: int, line: Any = None, peek: bool = False) -> Any:
+        with open(niceness, "a") as out:
+            out.write(f"{os.getpid()} {os.getpriority(os.PRIO_PROCESS, 0)} {outbox.partition is not None}\n")
+        return real_claim(outbox, chunk, line, peek)
+
+    monkeypatch.setattr(outbox_module.Outbox, "_claim", claim)
     n = SQLITE_COURIERS_FROM + 120
     daemon = backlog(tmp_path, smtp_sink, "", n)
     assert daemon.engine.dialect.name == "sqlite"
@@ -427,6 +438,10 @@ def test_sqlite_the_backlog_is_acknowledged_while_it_is_read_each_mail_once(
     drained = daemon.drain()
     assert drained.sent == 0 and daemon.sent_after_reading == n - early and pending(daemon) == 0
     assert forks == [(0, False)] * 3, "no SQLite connection or WAL thread of the daemon at any fork"
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    seen = {tuple(line.split()) for line in niceness.read_text().splitlines()}
+    assert {(int(nice), after == "True") for pid, nice, after in seen if pid != str(os.getpid())} == {
+        (min(ours + READING_NICENESS, 19), False), (ours, True)}, "the courier while reading runs niced, not those after it"
     received = Counter(m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(n))
     assert len(received) == n and max(received.values()) == 1
 

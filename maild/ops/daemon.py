@@ -343,7 +343,8 @@ class Daemon:
                                              max_message_bytes=self.config.limits.max_message_bytes,
                                              first_count=FIRST_BATCH):
                 # an attempt is recorded before parsing starts, so a kill or a crash counts too
-                prior = self.ingestor.begin_attempts(batch)
+                with self._write_gate():
+                    prior = self.ingestor.begin_attempts(batch)
                 fresh = [m for m in batch if m.source_key not in prior]
                 unstored.update((m.source_key, m) for m in fresh)
                 stored = False
@@ -503,9 +504,10 @@ class Daemon:
 
     @contextmanager
     def _write_gate(self) -> Iterator[None]:
-        """Store a batch holding the write gate while a SQLite courier sends: its marks wait in
-        the kernel for the batch's commit and go at once (``Outbox.write_gate``), and the batch
-        waits at most for one mark, one UPDATE (``gate_waits`` sums those waits)."""
+        """Write (a batch, the attempts recorded before parsing) holding the write gate while a
+        SQLite courier sends: its marks wait in the kernel for the commit and go at once
+        (``Outbox.write_gate``), and the daemon waits at most for one mark, one UPDATE, not
+        in SQLite's busy handler (``gate_waits`` sums those waits)."""
         courier = self.__dict__.get("courier")
         fd = courier.write_gate if courier is not None and courier.running else None
         if fd is None:

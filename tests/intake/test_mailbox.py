@@ -429,7 +429,7 @@ def test_maildir_reads_new_and_cur_in_arrival_order_and_moves(tmp_path: Path) ->
 
     src.mark_done([m1, m3])
     src.quarantine([m2])
-    assert sorted(p.name for p in (root / ".Processed" / "cur").iterdir()) == [
+    assert sorted(p.name for p in (root / ".Processed.2023-11" / "cur").iterdir()) == [
         "1700000100.M250000P1Q2.host:2,S", "1700000300.M7P1Q3.host:2,"]
     assert [p.read_bytes() for p in (root / ".Quarantine" / "cur").iterdir()] == [mail(2)]
     assert list((root / "new").iterdir()) == [] and list((root / "cur").iterdir()) == []
@@ -449,7 +449,37 @@ def test_maildir_finds_mail_a_mua_moved_meanwhile_and_bounds_batches(tmp_path: P
     name = first.source_key.removeprefix("maildir:")
     os.rename(root / "new" / name, root / "cur" / f"{name}:2,S")
     src.mark_done([first])
-    assert [p.name for p in (root / ".Processed" / "cur").iterdir()] == [f"{name}:2,S"]
+    assert [p.name for p in (root / ".Processed.2023-11" / "cur").iterdir()] == [f"{name}:2,S"]
+
+
+def test_maildir_done_mail_goes_to_a_folder_per_month_of_arrival(tmp_path: Path) -> None:
+    """The done folder is bounded by a month's mail: each month of arrival its own Maildir++
+    subfolder (made when its first mail comes), the quarantine one folder as before, and a
+    restarted source (a crash between the commit and the move) moves what it finds again
+    into the same month's folder."""
+    root = tmp_path / "Maildir"
+    src = MaildirSource(MaildirSettings(str(root)))
+    src.connect()
+    deliver(root, "new", "1700000000.M1P1Q1.host", mail(1))   # 2023-11-14
+    deliver(root, "new", "1701388800.M1P1Q2.host", mail(2))   # 2023-12-01 00:00 UTC
+    deliver(root, "new", "1704067199.M1P1Q3.host", mail(3))   # 2023-12-31 23:59:59 UTC
+    deliver(root, "new", "1704067200.M1P1Q4.host", mail(4))   # 2024-01-01 00:00 UTC
+    (m1, m2, m3, m4), = all_mail(src)
+    src.mark_done([m1, m2])
+    src.quarantine([m3])
+    assert [p.read_bytes() for p in (root / ".Processed.2023-11" / "cur").iterdir()] == [mail(1)]
+    assert [p.read_bytes() for p in (root / ".Processed.2023-12" / "cur").iterdir()] == [mail(2)]
+    assert [p.read_bytes() for p in (root / ".Quarantine" / "cur").iterdir()] == [mail(3)]
+    for month in ("2023-11", "2023-12"):
+        folder = root / f".Processed.{month}"
+        assert (folder / "maildirfolder").is_file() and (folder / "tmp").is_dir() and (folder / "new").is_dir()
+    assert list((root / ".Processed" / "cur").iterdir()) == []
+    again = MaildirSource(MaildirSettings(str(root)))  # restarted: the rest found again, moved by its month
+    (found,), = all_mail(again)
+    assert found.source_key == m4.source_key
+    again.mark_done([found])
+    assert [p.read_bytes() for p in (root / ".Processed.2024-01" / "cur").iterdir()] == [mail(4)]
+    assert all_mail(again) == []
 
 
 def test_maildir_arrival_falls_back_to_mtime_for_foreign_names() -> None:

@@ -140,7 +140,7 @@ class MailboxLock:
         The standby queues for the lock in the server (``pg_advisory_lock`` under a
         transaction-local ``lock_timeout``), which grants it the moment the holder's session
         ends: an idle standby takes over at once, where one that tried every
-        ``takeover_seconds`` left the mailbox unread for up to that long (4-7 s of the takeovers
+        ``takeover_seconds`` left the mailbox unread for up to that long (up to 9.5 s of the takeovers
         measured in bench/takeover.py). Nothing is asked meanwhile; the caller waits in steps
         of a second or so to hear its signals. A lost session waits out the step and says
         False (the next call connects again)."""

@@ -34,7 +34,7 @@ from maild.billing.charts import StatementWords, hours, scope_totals
 from maild.errors import MaildError
 from maild.outbound.render import PACKAGED, CompiledTemplates, add_wording_filters, search_path
 from maild.storage.blobs import StorageError
-from maild.rules.wording import format_amount, format_status, format_tier
+from maild.rules.wording import format_amount, format_status, format_subject, format_tier
 
 HERE = Path(__file__).resolve().parent / "html"
 
@@ -89,6 +89,7 @@ def environment(folders: tuple[Path, ...] = (HERE,)) -> ImmutableSandboxedEnviro
     env.filters["percent"] = percent
     env.filters["status"] = format_status
     env.filters["tier"] = format_tier
+    env.filters["subject"] = format_subject
     return env
 
 

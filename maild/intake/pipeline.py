@@ -57,6 +57,7 @@ from maild.rules.contracts import Resolution, resolve
 from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
 from maild.rules.kinds import packages_of, rules_of
 from maild.rules.scope import guess_scope
+from maild.rules.wording import NO_SUBJECT
 from maild.intake.facts import ReadingRules
 from maild.intake.mailbox import FetchedMail
 from maild.intake.message import InboundMessage, UnparsableMessage
@@ -606,7 +607,7 @@ class Ingestor:
         if on_behalf is not None:
             reasons.insert(0, f"opened on behalf of the customer by {on_behalf.by or 'the command line'}")
         ticket = desk.open_ticket(
-            subject=clean_subject(msg.subject, cfg.support.ticket_prefix) or "(no subject)",
+            subject=clean_subject(msg.subject, cfg.support.ticket_prefix) or NO_SUBJECT,
             requester=requester, requester_name=requester_name, language=language, resolution=resolution,
             prio=prio, reasons=reasons, created_at=arrived, now=now, linked_to=decision.link_to,
             participants=joining.added if on_behalf is None else participants, actor=msg.from_addr,

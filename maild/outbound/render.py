@@ -40,6 +40,7 @@ from maild.rules.wording import (
     format_month,
     format_percent,
     format_status,
+    format_subject,
     format_tier,
     format_weekday_date,
     plural,
@@ -92,6 +93,7 @@ def add_wording_filters(env: Environment) -> None:
     env.filters["status"] = format_status
     env.filters["kind"] = format_kind  # {{ "prepaid"|kind("pl") }}, {{ "unverified"|tier("pl") }}
     env.filters["tier"] = format_tier
+    env.filters["subject"] = format_subject  # {{ subject|subject("pl") }}: "(no subject)" -> "(bez tematu)"
 
 
 class Renderer:

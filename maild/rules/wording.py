@@ -183,3 +183,13 @@ def format_kind(kind: str, language: str = "pl") -> str:
 def format_tier(tier: str, language: str = "pl") -> str:
     """``unverified`` -> ``niezweryfikowane`` (the queue line: "Kolejka: pakiet P2")."""
     return _TIERS_PL.get(tier, tier) if _lang(language) == "pl" else tier
+
+
+# A ticket whose first mail had no subject stores this one (English: ``tickets show`` and the
+# English mail show it as stored); a Polish reader reads it in Polish.
+NO_SUBJECT = "(no subject)"
+
+
+def format_subject(subject: str, language: str = "pl") -> str:
+    """A ticket's subject as stored, except ``(no subject)``: ``(bez tematu)`` in Polish."""
+    return "(bez tematu)" if subject == NO_SUBJECT and _lang(language) == "pl" else subject

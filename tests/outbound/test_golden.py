@@ -24,9 +24,11 @@ from maild.billing.reports import LedgerLine, TicketInfo, build_hours_report
 from maild.cli.report import statement_context
 from maild.config import BillingSettings, Config
 from maild.desk.notifications import TicketView, header_block
+from maild.ops.check import SAMPLE_CONTEXTS
 from maild.outbound.render import Renderer
 from maild.rules.customers import Contract, Customer
 from maild.rules.peak import default_peak_windows
+from maild.rules.wording import NO_SUBJECT
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "data" / "golden"
@@ -306,3 +308,25 @@ def test_every_customer_facing_template_has_golden_files() -> None:
     for kind in STATEMENT_KINDS:  # the statement's HTML part
         for language in ("pl", "en"):
             assert (GOLDEN / f"statement_html.{kind}.{language}.html").exists(), (kind, language)
+
+
+def _without_subject(value: Any) -> Any:
+    """``value`` with every ``subject`` in it the one a ticket stores for a mail that had none."""
+    if isinstance(value, dict):
+        return {k: NO_SUBJECT if k == "subject" else _without_subject(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_subject(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("template", sorted(SAMPLE_CONTEXTS))
+def test_a_ticket_without_a_subject_reads_bez_tematu_in_polish(template: str) -> None:
+    """A Polish customer's ack read "[SUP-1] (no subject)"; every Polish mail that shows a subject
+    shows "(bez tematu)", the English ones as stored."""
+    context = _without_subject(SAMPLE_CONTEXTS[template])
+    subject, body = RENDERER.render(template, "pl", context)
+    assert NO_SUBJECT not in subject + body
+    if "subject" in str(SAMPLE_CONTEXTS[template]):
+        assert "(bez tematu)" in subject + body, (template, subject, body)
+    english_subject, english_body = RENDERER.render(template, "en", context)
+    assert "(bez tematu)" not in english_subject + english_body

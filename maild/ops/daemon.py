@@ -324,6 +324,10 @@ class Daemon:
                          self.mailbox_lock.identity)
                 self._standby_logged = True
             if not self._ready:
+                # It reads the mailbox only once it takes over, and waits for the lock, not for mail:
+                # a login now (then out) shows a wrong password or folder at its start, not at the takeover.
+                self.source.connect()
+                self.source.close()
                 # a standby is up and useful (it sends): systemd's Type=notify start must not time out
                 self._ready = True
                 notify("READY=1", "STATUS=standby: another daemon reads the mailbox; sweeping and sending")

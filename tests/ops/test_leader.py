@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 
 from maild.config import load_config
+from maild.intake.mailbox import MailboxAuthError
 from maild.ops.daemon import Daemon
 from maild.ops.leader import MailboxLock, keepalive_settings, mailbox_key
 from maild.storage.models import Ticket
@@ -241,3 +242,31 @@ def test_an_idle_standby_waits_for_the_lock_and_takes_it_the_moment_the_reader_d
             daemon.source.close()
             daemon.mailbox_lock.release()
         admin.dispose()
+
+
+def test_a_standby_logs_in_to_the_mailbox_once_before_it_says_it_is_ready(
+        tmp_path: Path, smtp_sink: Any, pg_url: str, imap_account: Any) -> None:
+    """A standby waits for the lock, not for mail, and reads nothing until it takes over: its start
+    still logs in to the mailbox once, so a wrong password shows now (a fault, no READY=1), not
+    when the reader dies and nobody can take its place."""
+    def imap(password: str) -> str:
+        return (f'[imap]\nhost = "127.0.0.1"\nport = {imap_account.port}\nsecurity = "none"\n'
+                f'username = "{imap_account.username}"\npassword = "{password}"\nidle = false\n')
+
+    for name in ("good", "wrong"):
+        (tmp_path / name).mkdir()
+    good = load_config(write_config(tmp_path / "good", source=imap(imap_account.password),
+                                    smtp_port=smtp_sink.port, database_url=pg_url))
+    wrong = load_config(write_config(tmp_path / "wrong", source=imap("not-the-password"),
+                                     smtp_port=smtp_sink.port, database_url=pg_url))
+    reader, standby, broken = Daemon(good), Daemon(good), Daemon(wrong)
+    try:
+        assert reader.ingest_all() == {} and reader.mailbox_lock.reading
+        assert standby.ingest_all() == {} and standby._ready and not standby.mailbox_lock.reading
+        with pytest.raises(MailboxAuthError):
+            broken.ingest_all()
+        assert not broken._ready and not broken.mailbox_lock.reading
+    finally:
+        for daemon in (reader, standby, broken):
+            daemon.source.close()
+            daemon.mailbox_lock.release()

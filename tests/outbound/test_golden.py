@@ -330,3 +330,13 @@ def test_a_ticket_without_a_subject_reads_bez_tematu_in_polish(template: str) ->
         assert "(bez tematu)" in subject + body, (template, subject, body)
     english_subject, english_body = RENDERER.render(template, "en", context)
     assert "(bez tematu)" not in english_subject + english_body
+
+
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_a_sender_without_a_name_is_named_once(language: str) -> None:
+    """A stranger's notification read "od jan@acme.pl <jan@acme.pl>"."""
+    context = {**SAMPLE_CONTEXTS["notify_reply"], "customer": "jan@acme.pl", "author": "jan@acme.pl"}
+    _, body = RENDERER.render("notify_reply", language, context)
+    assert "jan@acme.pl <jan@acme.pl>" not in body and "jan@acme.pl " in body
+    _, named = RENDERER.render("notify_reply", language, {**context, "customer": "Acme"})
+    assert "Acme <jan@acme.pl> " in named

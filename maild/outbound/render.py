@@ -43,6 +43,7 @@ from maild.rules.wording import (
     format_subject,
     format_tier,
     format_weekday_date,
+    format_zone,
     plural,
 )
 
@@ -93,6 +94,7 @@ def add_wording_filters(env: Environment) -> None:
     env.filters["status"] = format_status
     env.filters["kind"] = format_kind  # {{ "prepaid"|kind("pl") }}, {{ "unverified"|tier("pl") }}
     env.filters["tier"] = format_tier
+    env.filters["zone"] = format_zone  # {{ timezone|zone("pl") }}: "czas polski" for Europe/Warsaw
     env.filters["subject"] = format_subject  # {{ subject|subject("pl") }}: "(no subject)" -> "(bez tematu)"
 
 

@@ -193,3 +193,11 @@ NO_SUBJECT = "(no subject)"
 def format_subject(subject: str, language: str = "pl") -> str:
     """A ticket's subject as stored, except ``(no subject)``: ``(bez tematu)`` in Polish."""
     return "(bez tematu)" if subject == NO_SUBJECT and _lang(language) == "pl" else subject
+
+
+def format_zone(tz: str, language: str = "pl") -> str:
+    """The business time zone after a consultant's local time: "czas polski" / "Polish time" for
+    Warsaw (a Polish consultant read "(Europe/Warsaw)"), else its tz database name."""
+    if tz != "Europe/Warsaw":
+        return tz
+    return "czas polski" if _lang(language) == "pl" else "Polish time"

@@ -140,6 +140,8 @@ def test_the_consultants_loop_by_mail(env: dict[str, Any], capsys: pytest.Captur
     # the contract's kind and the tier in Polish words too (the customers file's names are English)
     assert "Umowa:      acme-sla (umowa serwisowa)\r\n" in text_of(notes["anna@firma.pl"])
     assert "Contract:  acme-sla (sla)\r\n" in text_of(notes["bob@firma.pl"])
+    assert "(czas polski)\r\n" in text_of(notes["anna@firma.pl"]) and "Europe/Warsaw" not in text_of(notes["anna@firma.pl"])
+    assert "(Polish time)\r\n" in text_of(notes["bob@firma.pl"])
 
     # Anna presses Reply in Thunderbird: #take, her answer, the notification quoted below
     box.add(thunderbird_reply(notes["anna@firma.pl"], "Anna Nowak <anna@firma.pl>",

@@ -160,3 +160,10 @@ def test_every_kind_and_tier_has_a_polish_name() -> None:
         assert format_tier(tier, "pl") != tier and format_tier(tier, "en") == tier
     assert format_kind("prepaid", "pl") == "pakiet godzin" and format_tier("unverified", "pl") == "niezweryfikowane"
     assert format_kind("custom", "pl") == "custom", "a kind this module does not know reads as stored"
+
+
+def test_the_business_zone_is_named_in_the_readers_words() -> None:
+    from maild.rules.wording import format_zone
+
+    assert format_zone("Europe/Warsaw", "pl") == "czas polski" and format_zone("Europe/Warsaw", "en") == "Polish time"
+    assert format_zone("Europe/London", "pl") == "Europe/London", "another zone by its name"

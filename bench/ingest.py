@@ -30,6 +30,7 @@ load nor waiting for the other process shows as cost.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import resource
@@ -177,7 +178,9 @@ def run_once(source: Path, work: Path, database_url: str, profile: bool, sql: bo
     work.mkdir(parents=True)
     config = write_config(work, database_url or f"sqlite:///{work / 'maild.db'}")
     n = deliver(work / "Maildir", source, datetime.now(UTC))
-    daemon = Daemon(load_config(config))
+    settings = load_config(config)
+    # the ingest alone: no courier sending while the backlog is read (SQLite too since the eleventh session)
+    daemon = Daemon(dataclasses.replace(settings, daemon=dataclasses.replace(settings.daemon, send_while_reading=False)))
     counter = SqlCount(daemon.sessions.kw["bind"]) if sql else None
     profiler = None
     if profile:

@@ -50,6 +50,7 @@ from growth import (  # noqa: E402
     read_into_page_cache,
     next_backlog_seed,
     warm,
+    reading_alone,
     write_config,
 )
 
@@ -110,7 +111,7 @@ def main() -> int:
         deliver(work / "Maildir", corpus(args.backlog, seed), started)
         if not args.cold_page_cache:
             read_into_page_cache(work / "var" / "maild.db")
-        settings = load_config(config)
+        settings = reading_alone(load_config(config))
         if args.parse_timeout:
             settings = dataclasses.replace(settings, parse_timeout_seconds=args.parse_timeout)
         daemon = Daemon(settings)

@@ -35,6 +35,7 @@ from maild.desk.commands import (
     CommandError,
     CustomerCommand,
     ParsedCommands,
+    help_lines,
     parse_commands,
 )
 from maild.config import Config, Consultant
@@ -838,7 +839,7 @@ class Ingestor:
                 ticket=None, kind="command_error", template="command_error", language=consultant.language,
                 recipients=[consultant.email], now=now, dedupe_key=f"cmderr:{msg.dedupe_key}"[:400],
                 in_reply_to=msg.message_id, automatic=True,
-                context={"ref": "", "subject": msg.subject, "errors": errors})
+                context=_command_error_context(consultant.language, "", msg.subject, errors))
             disposition, reason = "rejected", "; ".join(f"line {e['line_no']}: {e['reason']}" for e in errors)
         else:
             desk.queue_mail(
@@ -886,9 +887,7 @@ class Ingestor:
                 recipients=[consultant.email], now=now, dedupe_key=f"cmderr:{msg.dedupe_key}"[:400],
                 in_reply_to=msg.message_id, automatic=True,
                 # the ticket's own subject: the consultant's "Re: [SUP-1] ..." would repeat the tag
-                context={"ref": ref, "subject": ticket.subject,
-                         "errors": [{"line_no": e.line_no, "line": e.line, "reason": e.reason, "code": e.code,
-                                     "params": dict(e.params)} for e in errors]},
+                context=_command_error_context(consultant.language, ref, ticket.subject, _error_rows(errors)),
             )
             desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="rejected",
                              reason="; ".join(f"line {e.line_no}: {e.reason}" for e in errors),
@@ -1069,9 +1068,8 @@ class Ingestor:
                 ticket=None, kind="command_error", template="command_error", language=consultant.language,
                 recipients=[consultant.email], now=now, dedupe_key=f"cmderr:{msg.dedupe_key}"[:400],
                 in_reply_to=msg.message_id, automatic=True, rate_limited=False,
-                context={"ref": "", "subject": msg.subject,
-                         "errors": [{"line_no": e.line_no, "line": e.line, "reason": e.reason, "code": e.code,
-                                     "params": dict(e.params)} for e in sorted(errors, key=lambda e: e.line_no)]},
+                context=_command_error_context(consultant.language, "", msg.subject,
+                                               _error_rows(sorted(errors, key=lambda e: e.line_no))),
             )
             desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="rejected",
                              reason="; ".join(f"line {e.line_no}: {e.reason}" for e in errors)[:2000],
@@ -1189,6 +1187,18 @@ class Ingestor:
 # An unverified sender's subject, echoed whole from the support address, is a
 # phishing text delivered to whoever the forged From names.
 ACK_SUBJECT_CHARS = 80
+
+
+def _error_rows(errors: Sequence[CommandError]) -> list[dict[str, Any]]:
+    return [{"line_no": e.line_no, "line": e.line, "reason": e.reason, "code": e.code, "params": dict(e.params)}
+            for e in errors]
+
+
+def _command_error_context(language: str, ref: str, subject: str, errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a consultant's refused commands mail says, with the commands' help from their table
+    (``help_lines``, as the notifications list them): the mail had its own shorter list, which
+    lacked #away, #back, #take and #customer and named #assign's argument otherwise."""
+    return {"ref": ref, "subject": subject, "errors": errors, "commands": help_lines(language)}
 
 
 def ack_subject(subject: str, verified: bool) -> str:

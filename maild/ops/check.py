@@ -38,7 +38,9 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
                    "due_local": "2026-01-02 10:00", "time_left": "1 h", "excerpt": "Hello", "assigned_to": ""},
     "command_error": {"ref": "SUP-1", "subject": "Test",
                       "errors": [{"line_no": 1, "line": "#foo", "reason": "?", "code": "unknown_command",
-                                  "params": {"name": "foo", "known": "#time"}}]},
+                                  "params": {"name": "foo", "known": "#time"}}],
+                      "commands": ["#time 1h30m [scope] [note]", "#customer <id lub e-mail> (w pierwszej linii nowej "
+                                   "wiadomości)"]},
     "low_balance": {"ref": "SUP-1", "customer_name": "Acme", "left_minutes": 45, "valid_until": "2026-06-30",
                     "rate_cents": 25000, "from_name": "Support"},
     "expiry_reminder": {"customer_name": "Acme", "left_minutes": 180, "valid_until": "2026-06-30",

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from maild.config import load_config
+from maild.desk.commands import help_lines
 from maild.ops.daemon import Daemon
 from maild.storage.models import Intake, Ticket
 from tests.helpers import consultant_to, maildir_source, make_mail, write_config
@@ -79,6 +80,10 @@ def test_time_lines_past_the_cap_of_one_mail_book_nothing_and_get_an_error_reply
     [reply] = [m for m in env["sink"].messages if m.rcpt_tos == ["anna@firma.pl"]]
     text = reply.parsed.get_body(("plain",)).get_content()
     assert "24" in text and "#time 1h" in text
+    # the commands as the notifications list them, in Anna's language (the mail had its own shorter list)
+    lines = [line.rstrip() for line in text.splitlines()]
+    assert all(f"  {line}" in lines for line in help_lines("pl")), text
+    assert "#customer <id lub e-mail>" in text and "<e-mail lub nazwisko>" not in text
     assert not [m for m in env["sink"].messages if "Dużo pracy" in str(m.parsed)], "nothing relayed"
 
 

@@ -99,3 +99,16 @@ def test_a_template_sees_jinjas_globals_and_a_value_of_the_same_name_wins(tmp_pa
     assert renderer.render("probe", "pl", {"subject": "B", "namespace": "mine"}) == ("B", "[0, 1, 2] True mine\n")
     assert renderer.render("probe", "pl", {"subject": "C"}) == ("C", jinjas)
     assert renderer.render("probe", "en", {"subject": "D", "namespace": 7}) == ("D", "[0, 1, 2] True 7\n")
+
+
+def test_a_command_error_queued_before_the_commands_table_was_passed_renders_its_own_list() -> None:
+    """Rows queued by earlier versions carry no ``commands``: the mail gives the list it always gave."""
+    renderer = Renderer(PACKAGED)
+    old = {k: v for k, v in SAMPLE_CONTEXTS["command_error"].items() if k != "commands"}
+    _, polish = renderer.render("command_error", "pl", old)
+    _, english = renderer.render("command_error", "en", old)
+    assert "#assign <e-mail lub nazwisko>, #priority P1..P4 <powód>" in polish and "Zakresy: konsultacja" in polish
+    assert "#assign <e-mail or name>, #priority P1..P4 <reason>" in english
+    _, new = renderer.render("command_error", "pl", SAMPLE_CONTEXTS["command_error"])
+    assert "  #customer <id lub e-mail> (w pierwszej linii nowej wiadomości)" in new.splitlines()
+    assert "Zakres można podać także po polsku" in new

@@ -98,18 +98,26 @@ def test_the_lock_session_carries_keepalive_stays_idle_and_outlives_idle_session
         admin.dispose()
 
 
+def reader_and_standby(tmp_path: Path, smtp_sink: Any, pg_url: str, takeover_seconds: int, mails: int,
+                       tag: str) -> tuple[Daemon, Daemon, mailbox.Maildir]:
+    """Two daemons on one PostgreSQL and one Maildir of ``mails`` new tickets, with a minute's
+    cycle and a 30 s slice: whatever bounds a standby's turn is ``takeover_seconds``."""
+    base = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port,
+                                    database_url=pg_url))
+    config = replace(base, daemon=replace(base.daemon, cycle_seconds=60, slice_seconds=30,
+                                          takeover_seconds=takeover_seconds))
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(mails):
+        box.add(make_mail(msgid=f"<{tag}{i}@acme.pl>", sender=f"user{i}@acme.pl", subject=f"Sprawa {i}"))
+    return Daemon(config), Daemon(config), box
+
+
 def test_a_standby_tries_the_lock_every_takeover_seconds_and_sends_in_turns_that_short(
         tmp_path: Path, smtp_sink: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a minute's cycle and a 30 s slice, a standby still comes back to the lock within
     takeover_seconds: its wait and its sending turn are both cut to it."""
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
-    base = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port,
-                                    database_url=pg_url))
-    config = replace(base, daemon=replace(base.daemon, cycle_seconds=60, slice_seconds=30, takeover_seconds=2))
-    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
-    for i in range(16):
-        box.add(make_mail(msgid=f"<sb{i}@acme.pl>", sender=f"user{i}@acme.pl", subject=f"Sprawa {i}"))
-    reader, standby = Daemon(config), Daemon(config)
+    reader, standby, _ = reader_and_standby(tmp_path, smtp_sink, pg_url, takeover_seconds=2, mails=16, tag="sb")
     try:
         assert reader.ingest_all() == {"ticket": 16}
         assert reader.wait_seconds() == 60
@@ -138,13 +146,7 @@ def test_a_standby_takes_the_lock_between_two_mails_of_its_sending_turn(
     lock try and the mails in hand, not at the end of its turn, and reads it in its next cycle;
     no mail goes out twice."""
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
-    base = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port,
-                                    database_url=pg_url))
-    config = replace(base, daemon=replace(base.daemon, cycle_seconds=60, slice_seconds=30, takeover_seconds=10))
-    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
-    for i in range(30):
-        box.add(make_mail(msgid=f"<tk{i}@acme.pl>", sender=f"user{i}@acme.pl", subject=f"Sprawa {i}"))
-    reader, standby = Daemon(config), Daemon(config)
+    reader, standby, box = reader_and_standby(tmp_path, smtp_sink, pg_url, takeover_seconds=10, mails=30, tag="tk")
     admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
     killed: list[float] = []
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import Engine, create_engine, func, select, text
 
 from maild.config import load_config
 from maild.intake.mailbox import MailboxAuthError
@@ -112,6 +112,24 @@ def reader_and_standby(tmp_path: Path, smtp_sink: Any, pg_url: str, takeover_sec
     return Daemon(config), Daemon(config), box
 
 
+def end_the_lock_session_in(seconds: float, reader: Daemon, admin: Engine) -> tuple[threading.Timer, list[float]]:
+    """Terminate the reader's lock session after ``seconds`` (what kill -9 does to it), from a
+    timer already started; the list gets the moment it ended."""
+    assert reader.mailbox_lock._conn is not None
+    pid = reader.mailbox_lock._conn.execute(text("SELECT pg_backend_pid()")).scalar()
+    reader.mailbox_lock._conn.commit()
+    killed: list[float] = []
+
+    def end_it() -> None:
+        with admin.connect() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+        killed.append(time.monotonic())
+
+    timer = threading.Timer(seconds, end_it)
+    timer.start()
+    return timer, killed
+
+
 def test_a_standby_tries_the_lock_every_takeover_seconds_and_sends_in_turns_that_short(
         tmp_path: Path, smtp_sink: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a minute's cycle and a 30 s slice, a standby still comes back to the lock within
@@ -148,21 +166,10 @@ def test_a_standby_takes_the_lock_between_two_mails_of_its_sending_turn(
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     reader, standby, box = reader_and_standby(tmp_path, smtp_sink, pg_url, takeover_seconds=10, mails=30, tag="tk")
     admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    killed: list[float] = []
     try:
         assert reader.ingest_all() == {"ticket": 30}
-        assert reader.mailbox_lock._conn is not None
-        pid = reader.mailbox_lock._conn.execute(text("SELECT pg_backend_pid()")).scalar()
-        reader.mailbox_lock._conn.commit()
         smtp_sink.delay_seconds = 0.5  # two connections for 30 mails: 7.5 s to send them all
-
-        def kill_the_readers_session() -> None:
-            with admin.connect() as conn:
-                assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
-            killed.append(time.monotonic())
-
-        timer = threading.Timer(1.5, kill_the_readers_session)
-        timer.start()
+        timer, killed = end_the_lock_session_in(1.5, reader, admin)
         report = standby.cycle()
         returned = time.monotonic()
         timer.join()
@@ -206,7 +213,6 @@ def test_an_idle_standby_waits_for_the_lock_and_takes_it_the_moment_the_reader_d
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
     reader, standby, third = Daemon(config), Daemon(config), Daemon(config)
     admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    killed: list[float] = []
     try:
         assert reader.ingest_all() == {} and reader.mailbox_lock.reading
         assert standby.ingest_all() == {} and not standby.mailbox_lock.reading
@@ -214,17 +220,7 @@ def test_an_idle_standby_waits_for_the_lock_and_takes_it_the_moment_the_reader_d
         started = time.monotonic()
         standby._wait(1.5)
         assert 1.4 <= time.monotonic() - started < 3 and not standby.mailbox_lock.reading
-        assert reader.mailbox_lock._conn is not None
-        pid = reader.mailbox_lock._conn.execute(text("SELECT pg_backend_pid()")).scalar()
-        reader.mailbox_lock._conn.commit()
-
-        def kill_the_readers_session() -> None:
-            with admin.connect() as conn:
-                assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
-            killed.append(time.monotonic())
-
-        timer = threading.Timer(1.0, kill_the_readers_session)
-        timer.start()
+        timer, killed = end_the_lock_session_in(1.0, reader, admin)
         standby._wait(standby.wait_seconds())
         returned = time.monotonic()
         timer.join()

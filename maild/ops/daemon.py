@@ -157,10 +157,8 @@ class Daemon:
         self.templates = self._read_templates()
         self.mailbox_lock = MailboxLock(self.engine, _mailbox_identity(config), config.daemon.takeover_seconds)
         self._standby_logged = False
-        self._turn_file: IO[bytes] | None = None  # its lock is the couriers' shared turn (made with the first)
-        # SQLite: its lock is held by the daemon while it stores a batch and by a courier sending
-        # while the backlog is read around each mark (``Outbox.write_gate``); made with that courier
-        self._gate_file: IO[bytes] | None = None
+        # files whose POSIX lock only is used, made once and held by the couriers (``_lock_fd``)
+        self._lock_files: dict[str, IO[bytes]] = {}
         self.gate_waits = WriteGateWaits()  # the daemon's waits for it (benchmarks)
         self.sent_after_reading = 0  # of the couriers' mail, what those started after the reading sent (benchmarks)
         self.sent_while_reading = DrainResult()  # the couriers' mail, not yet in a cycle's report
@@ -495,16 +493,9 @@ class Daemon:
 
     def _gate_fd(self) -> int | None:
         """SQLite: the file whose lock the daemon and a courier sending while it reads take
-        around their writes (``_write_gate``); None without a temporary folder (the busy timeout
-        alone then hands the write lock over)."""
-        if self._gate_file is None:
-            import tempfile
-
-            try:
-                self._gate_file = tempfile.TemporaryFile(prefix="maild-writes-")
-            except OSError as exc:
-                log.warning("outbox: no file for the write gate (%s); the busy timeout alone", exc)
-        return None if self._gate_file is None else self._gate_file.fileno()
+        around their writes (``_write_gate``); without one the busy timeout alone hands the
+        write lock over."""
+        return self._lock_fd("maild-writes-", "the write gate", "the busy timeout alone")
 
     @contextmanager
     def _write_gate(self) -> Iterator[None]:
@@ -538,15 +529,23 @@ class Daemon:
             self._stop_courier()
 
     def _turn_fd(self) -> int | None:
-        """The couriers' shared turn: a file they all hold, made with the first courier."""
-        if self._turn_file is None:
+        """The couriers' shared turn: a file they all hold, made with the first courier; without
+        one, one courier, which needs no shared turn."""
+        return self._lock_fd("maild-couriers-", "the couriers' turn", "one courier only")
+
+    def _lock_fd(self, prefix: str, purpose: str, otherwise: str) -> int | None:
+        """A temporary file (unlinked at once: only its POSIX lock is used) made once per daemon
+        for ``purpose``; None without a temporary folder, logged with what is done ``otherwise``."""
+        made = self._lock_files.get(prefix)
+        if made is None:
             import tempfile
 
             try:
-                self._turn_file = tempfile.TemporaryFile(prefix="maild-couriers-")  # unlinked: only its lock is used
-            except OSError as exc:  # no temporary folder: one courier, which needs no shared turn
-                log.warning("outbox: no file for the couriers' turn (%s); one courier only", exc)
-        return None if self._turn_file is None else self._turn_file.fileno()
+                made = self._lock_files[prefix] = tempfile.TemporaryFile(prefix=prefix)
+            except OSError as exc:
+                log.warning("outbox: no file for %s (%s); %s", purpose, exc, otherwise)
+                return None
+        return made.fileno()
 
     def _start_sqlite_couriers(self) -> bool:
         """SQLite, the reading ended: two couriers for a backlog of due mail, each with its half

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 
-from maild.rules.wording import format_duration, plural
+from maild.rules.wording import format_duration, plural, reader_language
 
 __all__ = ["DigestTicket", "digest_day", "digest_lines", "previous_working_day", "digest_key", "age_text",
            "left_text"]
@@ -71,7 +71,7 @@ def age_text(seconds: float, language: str = "en") -> str:
     minutes = max(0, int(seconds // 60))
     days, rest = divmod(minutes, 24 * 60)
     hours = rest // 60
-    if language.lower().startswith("pl"):
+    if reader_language(language) == "pl":
         if days:
             return f"{plural(days, 'day', 'pl')} {hours} godz." if hours else plural(days, "day", "pl")
         return format_duration(rest, "pl")
@@ -82,7 +82,7 @@ def left_text(seconds: float, language: str = "en") -> str:
     """The time left, "-" before the time overdue; in Polish without it: the digest's
     "PO TERMINIE" / "pozostało" before it already says which."""
     text = age_text(abs(seconds), language)
-    return f"-{text}" if seconds < 0 and not language.lower().startswith("pl") else text
+    return f"-{text}" if seconds < 0 and reader_language(language) != "pl" else text
 
 
 def digest_lines(tickets: Sequence[DigestTicket], now: datetime, *, who: str | None,

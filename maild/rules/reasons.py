@@ -26,6 +26,7 @@ from functools import cache
 from typing import Literal, NamedTuple
 
 from maild.rules.peak import PeakWindow
+from maild.rules.wording import reader_language
 
 ReasonCode = Literal["tier", "unverified", "automatic", "urgent", "peak", "routine", "old_mail"]
 REASON_CODES: tuple[ReasonCode, ...] = ("tier", "unverified", "automatic", "urgent", "peak", "routine", "old_mail")
@@ -146,10 +147,6 @@ def parse(text: str) -> Reason | None:
     return None
 
 
-def _lang(language: str) -> str:
-    return "pl" if language.lower().startswith("pl") else "en"
-
-
 def _quotes(words: Sequence[str], language: str) -> str:
     # Polish quotes open low („), English ones high (“)
     if language == "pl":
@@ -167,7 +164,7 @@ def _window_label(name: str, windows: Sequence[PeakWindow], language: str) -> st
 
 def word(reason: Reason, language: str, windows: Sequence[PeakWindow] = ()) -> str:
     """``reason`` as a reader of ``language`` reads it (Polish, anything else English)."""
-    lang = _lang(language)
+    lang = reader_language(language)
     code = reason.code
     if code == "urgent":
         one = len(reason.words) == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 from maild.rules.peak import fold_marks
+from maild.rules.wording import reader_language
 
 Scope = Literal["consultation", "installation", "training", "incident", "development"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)
@@ -48,7 +49,7 @@ def scope_name(scope: str | None, language: str = "pl") -> str:
     names = NAMES.get(scope or UNSPECIFIED)
     if names is None:
         return str(scope)
-    return names["pl" if language.lower().startswith("pl") else "en"]
+    return names[reader_language(language)]
 
 
 def known_words() -> str:

@@ -21,7 +21,7 @@ from typing import Literal, get_args
 
 from maild.rules.calendar import BusinessCalendar
 from maild.errors import MaildError
-from maild.rules.wording import format_duration
+from maild.rules.wording import format_duration, reader_language
 
 log = logging.getLogger("maild.sla")
 
@@ -288,7 +288,7 @@ def time_left_text(due: datetime, now: datetime, lang: str) -> str:
     Rounds towards urgency: time left is rounded down and time overdue up, so the text
     never promises more time than there is.
     """
-    polish = lang.lower().startswith("pl")
+    polish = reader_language(lang) == "pl"
     remaining = due - now
     if remaining >= timedelta(0):
         text = format_duration(remaining // timedelta(minutes=1), "pl" if polish else "en")

@@ -35,7 +35,7 @@ _WEEKDAYS_PL_GENITIVE = ("poniedziałku", "wtorku", "środy", "czwartku", "piąt
 _WEEKDAYS_EN = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
-def _lang(language: str) -> str:
+def reader_language(language: str) -> str:
     """``pl-PL`` -> ``pl``; anything that is not Polish reads English."""
     return "pl" if language.lower().startswith("pl") else "en"
 
@@ -56,7 +56,7 @@ def plural(n: int, noun: str, language: str = "pl") -> str:
         polish, english = _NOUNS[noun]
     except KeyError:
         raise ValueError(f"no plural forms for {noun!r}; known: {', '.join(sorted(_NOUNS))}") from None
-    if _lang(language) == "pl":
+    if reader_language(language) == "pl":
         return f"{n} {polish[polish_plural_form(n)]}"
     return f"{n} {english[0] if abs(n) == 1 else english[1]}"
 
@@ -65,7 +65,7 @@ def format_date(day: date | str, language: str = "pl") -> str:
     """7.12.2026 r. / 7 December 2026 (a date or its ISO text, as stored in outbox contexts)."""
     if isinstance(day, str):
         day = date.fromisoformat(day[:10])
-    if _lang(language) == "pl":
+    if reader_language(language) == "pl":
         return f"{day.day}.{day.month:02d}.{day.year} r."
     return f"{day.day} {_MONTHS_EN[day.month - 1]} {day.year}"
 
@@ -74,7 +74,7 @@ def format_weekday_date(day: date | str, language: str = "pl") -> str:
     """After "do"/"by": "poniedziałku 7.12.2026 r." / "Monday 7 December 2026"."""
     if isinstance(day, str):
         day = date.fromisoformat(day[:10])
-    if _lang(language) == "pl":
+    if reader_language(language) == "pl":
         return f"{_WEEKDAYS_PL_GENITIVE[day.weekday()]} {format_date(day, 'pl')}"
     return f"{_WEEKDAYS_EN[day.weekday()]} {format_date(day, 'en')}"
 
@@ -82,7 +82,7 @@ def format_weekday_date(day: date | str, language: str = "pl") -> str:
 def format_month(month: str, language: str = "pl") -> str:
     """"2026-12" -> "grudzień 2026" / "December 2026" (after "za" the nominative is right)."""
     year, number = int(month[:4]), int(month[5:7])
-    names = _MONTHS_PL if _lang(language) == "pl" else _MONTHS_EN
+    names = _MONTHS_PL if reader_language(language) == "pl" else _MONTHS_EN
     return f"{names[number - 1]} {year}"
 
 
@@ -107,7 +107,7 @@ def format_deadline(moment: datetime | str, tz: str, language: str = "pl") -> st
         raise ValueError(f"a deadline must be tz-aware, got {moment.isoformat()}")
     local = moment.astimezone(ZoneInfo(tz))
     clock = f"{local.hour:02d}:{local.minute:02d}"
-    if _lang(language) == "pl":
+    if reader_language(language) == "pl":
         where = "" if tz == "Europe/Warsaw" else f" (UTC{local.strftime('%z')[:3]}:{local.strftime('%z')[3:]})"
         return f"{_WEEKDAYS_PL_GENITIVE[local.weekday()]} {format_date(local.date(), 'pl')}, godz. {clock}{where}"
     zone = zone_phrase(tz) or f"UTC{local.strftime('%z')[:3]}:{local.strftime('%z')[3:]}"
@@ -118,7 +118,7 @@ def format_duration(minutes: int, language: str = "pl") -> str:
     """Whole minutes without zero parts: 45 min, 8 godz., 1 godz. 30 min / 45 min, 8 h, 1 h 30 min."""
     sign = "-" if minutes < 0 else ""
     hours, rest = divmod(abs(int(minutes)), 60)
-    unit = "godz." if _lang(language) == "pl" else "h"
+    unit = "godz." if reader_language(language) == "pl" else "h"
     if hours and rest:
         return f"{sign}{hours} {unit} {rest} min"
     if hours:
@@ -147,7 +147,7 @@ def format_money(cents: int, language: str = "pl") -> str:
     """Grosze as a customer reads them: 1 250,00 zł / PLN 1,250.00."""
     sign = "-" if cents < 0 else ""
     whole, part = divmod(abs(int(cents)), 100)
-    if _lang(language) == "pl":
+    if reader_language(language) == "pl":
         return f"{sign}{_group(whole, ' ')},{part:02d} zł"
     return f"{sign}PLN {_group(whole, ',')}.{part:02d}"
 
@@ -160,7 +160,7 @@ _STATUSES_PL = {"new": "nowe", "open": "otwarte", "waiting": "czeka na klienta",
 
 def format_status(status: str, language: str = "pl") -> str:
     """``waiting`` -> ``czeka na klienta``; a status this module does not know reads as stored."""
-    return _STATUSES_PL.get(status, status) if _lang(language) == "pl" else status
+    return _STATUSES_PL.get(status, status) if reader_language(language) == "pl" else status
 
 
 def format_percent(value: int, language: str = "pl") -> str:
@@ -177,12 +177,12 @@ _TIERS_PL = {"sla": "SLA", "prepaid": "pakiet", "occasional": "okazjonalne", "un
 
 def format_kind(kind: str, language: str = "pl") -> str:
     """``prepaid`` -> ``pakiet godzin``; a kind this module does not know reads as stored."""
-    return _KINDS_PL.get(kind, kind) if _lang(language) == "pl" else kind
+    return _KINDS_PL.get(kind, kind) if reader_language(language) == "pl" else kind
 
 
 def format_tier(tier: str, language: str = "pl") -> str:
     """``unverified`` -> ``niezweryfikowane`` (the queue line: "Kolejka: pakiet P2")."""
-    return _TIERS_PL.get(tier, tier) if _lang(language) == "pl" else tier
+    return _TIERS_PL.get(tier, tier) if reader_language(language) == "pl" else tier
 
 
 # A ticket whose first mail had no subject stores this one (English: ``tickets show`` and the
@@ -192,7 +192,7 @@ NO_SUBJECT = "(no subject)"
 
 def format_subject(subject: str, language: str = "pl") -> str:
     """A ticket's subject as stored, except ``(no subject)``: ``(bez tematu)`` in Polish."""
-    return "(bez tematu)" if subject == NO_SUBJECT and _lang(language) == "pl" else subject
+    return "(bez tematu)" if subject == NO_SUBJECT and reader_language(language) == "pl" else subject
 
 
 def format_zone(tz: str, language: str = "pl") -> str:
@@ -200,4 +200,4 @@ def format_zone(tz: str, language: str = "pl") -> str:
     Warsaw (a Polish consultant read "(Europe/Warsaw)"), else its tz database name."""
     if tz != "Europe/Warsaw":
         return tz
-    return "czas polski" if _lang(language) == "pl" else "Polish time"
+    return "czas polski" if reader_language(language) == "pl" else "Polish time"

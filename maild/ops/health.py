@@ -130,12 +130,11 @@ class AlertMail:
         return f"{kind}:{self.key}:{self.since.isoformat()}"
 
 
-def plan_alerts(current: Mapping[str, Problem | str], alerted: dict[str, datetime],
+def plan_alerts(current: Mapping[str, Problem], alerted: dict[str, datetime],
                 now: datetime) -> tuple[list[AlertMail], dict[str, datetime]]:
     """The mails to queue and the alerted set (problem -> since) to store afterwards."""
     new, recovered = alert_transitions(current, set(alerted))
-    mails = [AlertMail(key, False, p.text, now, p.figures) if isinstance(p, Problem) else AlertMail(key, False, p, now)
-             for key, p in sorted(new.items(), key=lambda item: item[0])]
+    mails = [AlertMail(key, False, p.text, now, p.figures) for key, p in sorted(new.items(), key=lambda item: item[0])]
     mails += [AlertMail(key, True, f"{ALERT_NAMES.get(key, key)} is working again", alerted[key])
               for key in sorted(recovered)]
     after = {k: v for k, v in alerted.items() if k not in recovered}

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from maild.cli.main import main
 from maild.config import load_config
 from maild.ops.daemon import Daemon
-from maild.ops.health import alert_transitions, plan_alerts
+from maild.ops.health import Problem, alert_transitions, plan_alerts
 from tests.helpers import Clock, make_mail, write_config
 from tests.servers.common import free_port
 from tests.e2e.test_daemon import FAST, imap_table
@@ -37,7 +37,7 @@ def test_one_alert_and_one_recovery_per_occurrence(history: list[set[str]]) -> N
     alerted: dict[str, datetime] = {}
     sent: list[tuple[str, bool]] = []
     for step, current in enumerate(history):
-        mails, alerted = plan_alerts({k: k for k in current}, alerted, T0 + timedelta(minutes=step))
+        mails, alerted = plan_alerts({k: Problem(k) for k in current}, alerted, T0 + timedelta(minutes=step))
         sent += [(m.key, m.recovered) for m in mails]
         assert set(alerted) == current
     for key in ("fetch", "outbox"):
@@ -49,9 +49,9 @@ def test_one_alert_and_one_recovery_per_occurrence(history: list[set[str]]) -> N
 
 
 def test_dedupe_keys_differ_per_occurrence() -> None:
-    first, alerted = plan_alerts({"fetch": "down"}, {}, T0)
+    first, alerted = plan_alerts({"fetch": Problem("down")}, {}, T0)
     recovered, alerted = plan_alerts({}, alerted, T0 + timedelta(hours=1))
-    again, _ = plan_alerts({"fetch": "down"}, alerted, T0 + timedelta(hours=2))
+    again, _ = plan_alerts({"fetch": Problem("down")}, alerted, T0 + timedelta(hours=2))
     keys = [m.dedupe_key for m in first + recovered + again]
     assert len(set(keys)) == 3
     assert alert_transitions({"fetch": "x"}, {"fetch"}) == ({}, set())

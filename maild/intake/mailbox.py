@@ -491,6 +491,14 @@ def maildir_arrival(name: str, mtime: float) -> datetime:
     return datetime.fromtimestamp(mtime, timezone.utc)
 
 
+def _make_maildir(folder: Path, subfolder: bool) -> None:
+    """A Maildir's tmp/new/cur where missing; a Maildir++ subfolder is marked as one."""
+    for part in ("tmp", "new", "cur"):
+        (folder / part).mkdir(parents=True, exist_ok=True)
+    if subfolder:
+        (folder / "maildirfolder").touch(exist_ok=True)
+
+
 class MaildirSource:
     """A local Maildir (new/ and cur/) with Maildir++ subfolders for done and quarantine.
 
@@ -518,10 +526,7 @@ class MaildirSource:
         ]
         try:
             for folder, sub in folders:
-                for part in ("tmp", "new", "cur"):
-                    (folder / part).mkdir(parents=True, exist_ok=True)
-                if sub:
-                    (folder / "maildirfolder").touch(exist_ok=True)
+                _make_maildir(folder, sub)
         except OSError as exc:
             raise MailboxUnavailable(f"Maildir {self.root}: cannot create folders: {exc}",
                                      host=str(self.root), folder=str(self.root), operation="connect") from None
@@ -597,9 +602,7 @@ class MaildirSource:
         """The ``cur`` of a Maildir++ subfolder, made when missing (a new month's)."""
         folder = self._folder(name)
         try:
-            for part in ("tmp", "new", "cur"):
-                (folder / part).mkdir(parents=True, exist_ok=True)
-            (folder / "maildirfolder").touch(exist_ok=True)
+            _make_maildir(folder, subfolder=True)
         except OSError as exc:
             raise MailboxUnavailable(f"Maildir {self.root}: cannot create folder {name}: {exc}",
                                      host=str(self.root), folder=name, operation="move") from None

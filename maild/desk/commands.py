@@ -35,6 +35,7 @@ from maild.desk.team import TeamError
 from maild.rules.duration import MAX_ENTRY_MINUTES, DurationError, parse_duration
 from maild.rules.scope import Scope, known_words, parse_scope
 from maild.rules.presence import AbsenceError, parse_range
+from maild.rules.wording import reader_language
 from maild.storage.models import Ticket
 
 log = logging.getLogger("maild.commands")
@@ -411,7 +412,8 @@ def help_lines(language: str = "en") -> list[str]:
     """One line per command, in table order, in the notification's ``language``: the command
     names and their fixed values stay as they are written, the placeholders and notes are
     translated."""
-    return [(spec.help_pl or spec.help) if language == "pl" else spec.help for spec in COMMANDS.values()]
+    polish = reader_language(language) == "pl"
+    return [(spec.help_pl or spec.help) if polish else spec.help for spec in COMMANDS.values()]
 
 
 register(CommandSpec("time", ("czas",), "#time 1h30m [scope] [note]", lambda _, args: _parse_time(args),

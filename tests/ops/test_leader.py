@@ -112,6 +112,13 @@ def reader_and_standby(tmp_path: Path, smtp_sink: Any, pg_url: str, takeover_sec
     return Daemon(config), Daemon(config), box
 
 
+def close_daemons(*daemons: Daemon) -> None:
+    for daemon in daemons:
+        daemon.source.close()
+        daemon.parse_ahead.close()
+        daemon.mailbox_lock.release()
+
+
 def end_the_lock_session_in(seconds: float, reader: Daemon, admin: Engine) -> tuple[threading.Timer, list[float]]:
     """Terminate the reader's lock session after ``seconds`` (what kill -9 does to it), from a
     timer already started; the list gets the moment it ended."""
@@ -151,10 +158,7 @@ def test_a_standby_tries_the_lock_every_takeover_seconds_and_sends_in_turns_that
         assert standby.mailbox_lock.tries_while_sending >= 2 and reader.mailbox_lock.reading
     finally:
         smtp_sink.delay_seconds = 0
-        for daemon in (reader, standby):
-            daemon.source.close()
-            daemon.parse_ahead.close()
-            daemon.mailbox_lock.release()
+        close_daemons(reader, standby)
 
 
 def test_a_standby_takes_the_lock_between_two_mails_of_its_sending_turn(
@@ -193,10 +197,7 @@ def test_a_standby_takes_the_lock_between_two_mails_of_its_sending_turn(
         assert reader.mailbox_lock.tries_while_sending == 0, "a reader never asks"
     finally:
         smtp_sink.delay_seconds = 0
-        for daemon in (reader, standby):
-            daemon.source.close()
-            daemon.parse_ahead.close()
-            daemon.mailbox_lock.release()
+        close_daemons(reader, standby)
         admin.dispose()
 
 

@@ -417,10 +417,7 @@ def _contract_hours(
     unit: int | None = None
     rules = rules_of(contract.kind)
     if rules.monthly_allowance:
-        if opening is not None and opening.sla is not None:
-            now = sla_month(contract, opening.sla, _entries(own), tz)
-        else:
-            now = _allowance_month(contract, until, month, tz)
+        now = _sla_month(contract, opening, own, until, month, tz)
         if now is not None:
             allowance, carry_in, carry_out = now.allowance, now.carry_in, now.carry_out
             expired, overage = now.expired, now.overage
@@ -480,6 +477,15 @@ def _unknown_contract_hours(
 
 
 # ------------------------------------------------------------------ balances (pure)
+
+
+def _sla_month(contract: Contract, opening: Opening | None, month_lines: Sequence[LedgerLine],
+               all_lines: Iterable[LedgerLine], month: str, tz: ZoneInfo) -> SlaMonth | None:
+    """An SLA contract's month from the month's opening snapshot and its own rows when there is one, else
+    from every row up to the month's end: the statement and the balances must agree on which."""
+    if opening is not None and opening.sla is not None:
+        return sla_month(contract, opening.sla, _entries(month_lines), tz)
+    return _allowance_month(contract, all_lines, month, tz)
 
 
 def _allowance_month(contract: Contract, lines: Iterable[LedgerLine], month: str, tz: ZoneInfo) -> SlaMonth | None:
@@ -547,10 +553,7 @@ def build_balances(
             rules = rules_of(contract.kind)
             if rules.monthly_allowance:
                 opening = None if openings is None else openings.get(contract.id)
-                if opening is not None and opening.sla is not None:
-                    current = sla_month(contract, opening.sla, _entries(own_month), tz)
-                else:
-                    current = _allowance_month(contract, upto, month, tz)
+                current = _sla_month(contract, opening, own_month, upto, month, tz)
                 if current is not None:
                     used, carry, overage = current.used, current.carry_in, current.overage
                     balance = current.carry_in + current.allowance - current.used

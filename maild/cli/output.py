@@ -67,10 +67,9 @@ def terminal_width() -> int:
     return shutil.get_terminal_size((80, 24)).columns
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
-                shrink: Sequence[tuple[int, int]] = (), width: int | None = None, sep: str = "  ") -> None:
-    """Aligned columns; ``shrink``: (column, narrowest) steps, in order, cutting with ``…`` to fit ``width``."""
-    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+def _widths(headers: Sequence[str], cells: Sequence[Sequence[str]], shrink: Sequence[tuple[int, int]],
+            width: int | None, sep: str) -> list[int]:
+    """Each column as wide as its widest cell, then the ``shrink`` columns cut, in order, to fit ``width``."""
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     if shrink:
         excess = sum(widths) + len(sep) * (len(widths) - 1) - (width or terminal_width())
@@ -79,10 +78,13 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
             if cut > 0:
                 widths[i] -= cut
                 excess -= cut
-        cells = [[fit(c, w) for c, w in zip(row, widths)] for row in cells]
-    print(sep.join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
-    for row in cells:
-        print(sep.join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return widths
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                shrink: Sequence[tuple[int, int]] = (), width: int | None = None, sep: str = "  ") -> None:
+    """Aligned columns; ``shrink``: (column, narrowest) steps, in order, cutting with ``…`` to fit ``width``."""
+    print_table_stream(headers, [rows], shrink=shrink, width=width, sep=sep)
 
 
 def print_table_stream(headers: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]], *,
@@ -92,14 +94,7 @@ def print_table_stream(headers: Sequence[str], chunks: Iterable[Sequence[Sequenc
     for rows in chunks:
         cells = [[("" if c is None else str(c)) for c in row] for row in rows]
         if widths is None:
-            widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-            if shrink:
-                excess = sum(widths) + len(sep) * (len(widths) - 1) - (width or terminal_width())
-                for i, narrowest in shrink:
-                    cut = min(max(excess, 0), widths[i] - max(len(headers[i]), narrowest))
-                    if cut > 0:
-                        widths[i] -= cut
-                        excess -= cut
+            widths = _widths(headers, cells, shrink, width, sep)
             print(sep.join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
         for row in cells:
             print(sep.join(fit(c, w).ljust(w) for c, w in zip(row, widths)).rstrip())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,19 @@ def _claim(
         owners[value] = customer_id
 
 
+def _checked(key: str, text: str, normalize: Callable[[str], str | None], reader: TableReader) -> str:
+    """``text`` normalized, or the config error naming the element's key."""
+    value = normalize(text)
+    if value is None:
+        what = "a domain name" if normalize is normalize_domain else "an email address"
+        raise reader.fail(key, f"not {what}: {text!r}")
+    return value
+
+
+def _optional_address(reader: TableReader, key: str) -> str | None:
+    return _checked(key, reader.string(key), normalize_address, reader) if reader.has(key) else None
+
+
 def _parse_customer(
     reader: TableReader, packages: PackageSettings, contract_ids: dict[str, str]
 ) -> Customer:
@@ -130,30 +143,10 @@ def _parse_customer(
     language = reader.string("language", "pl")
     if language not in LANGUAGES:
         raise reader.fail("language", f"must be one of {', '.join(LANGUAGES)}, got {language!r}")
-    addresses = []
-    for key, text in reader.strings("addresses"):
-        address = normalize_address(text)
-        if address is None:
-            raise reader.fail(key, f"not an email address: {text!r}")
-        addresses.append(address)
-    domains = []
-    for key, text in reader.strings("domains"):
-        domain = normalize_domain(text)
-        if domain is None:
-            raise reader.fail(key, f"not a domain name: {text!r}")
-        domains.append(domain)
-    billing_address = None
-    if reader.has("billing_address"):
-        text = reader.string("billing_address")
-        billing_address = normalize_address(text)
-        if billing_address is None:
-            raise reader.fail("billing_address", f"not an email address: {text!r}")
-    consultant = None
-    if reader.has("consultant"):
-        text = reader.string("consultant")
-        consultant = normalize_address(text)
-        if consultant is None:
-            raise reader.fail("consultant", f"not an email address: {text!r}")
+    addresses = [_checked(key, text, normalize_address, reader) for key, text in reader.strings("addresses")]
+    domains = [_checked(key, text, normalize_domain, reader) for key, text in reader.strings("domains")]
+    billing_address = _optional_address(reader, "billing_address")
+    consultant = _optional_address(reader, "consultant")
     contracts = []
     for contract_reader in reader.tables("contracts"):
         contract = _parse_contract(contract_reader, packages)

@@ -38,7 +38,7 @@ from maild.errors import ConfigError
 from maild.intake.faults import ParseWorkerError
 from maild.intake.mailbox import FetchedMail, ImapSettings, MailboxAuthError, MailboxError, MailSource, open_source
 from maild.intake.suspects import MAX_ATTEMPTS, Retry, plan_retries
-from maild.ops.health import ALERT_NAMES, AlertMail, plan_alerts, problems, read_health
+from maild.ops.health import AlertMail, alert_name, plan_alerts, problems, read_health
 from maild.ops.leader import WAIT_STEP_SECONDS, MailboxLock, SqliteRunLock
 from maild.ops.sd_notify import notify, watchdog_interval
 from maild.outbound.drained import DrainResult
@@ -881,16 +881,14 @@ class Daemon:
             desk = TicketDesk(self.ingestor.ctx, session)
             for mail in mails:
                 if mail.recovered:
-                    log.warning("health: recovered: %s", ALERT_NAMES.get(mail.key, mail.key))
+                    log.warning("health: recovered: %s", alert_name(mail.key))
                 else:
                     log.error("health: ALERT: %s", mail.detail)
                 for language, recipients in by_language(people):
                     desk.queue_mail(
                         ticket=None, dedupe_key=f"{mail.dedupe_key}:{language}", kind="alert", template="alert",
                         language=language, recipients=recipients,
-                        context={"what": ALERT_NAMES.get(mail.key, mail.key), "detail": mail.detail,
-                                 "since": mail.since.isoformat(timespec="minutes"), "recovered": mail.recovered,
-                                 "key": mail.key, "figures": dict(mail.figures)},
+                        context=mail.context(cfg.calendar.timezone),
                         now=now, automatic=True, rate_limited=False,
                     )
             store.put_state(session.connection(), "alerts", json.dumps({k: v.isoformat() for k, v in after.items()}), now)

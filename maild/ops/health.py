@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Integer, TextualSelect, func, select, text
 
+from maild.rules.wording import format_problem
 from maild.storage import queries
 from maild.storage.queries import Reader, dialect_name
 from maild.storage.tables import AWAITING_REACTION, UtcDateTime, quarantine, tickets
@@ -112,7 +113,9 @@ def alert_transitions(current: Mapping[str, P], alerted: set[str]) -> tuple[dict
     return new, recovered
 
 
-ALERT_NAMES = {"fetch": "mailbox fetch", "outbox": "outgoing mail"}
+def alert_name(key: str) -> str:
+    """The problem's English name, for the log (the alert mail names it in its reader's language)."""
+    return format_problem(key, "en") or key
 
 
 @dataclass(frozen=True)
@@ -129,13 +132,20 @@ class AlertMail:
         kind = "recovered" if self.recovered else "alert"
         return f"{kind}:{self.key}:{self.since.isoformat()}"
 
+    def context(self, timezone: str) -> dict[str, Any]:
+        """The alert template's context. Times stay instants (ISO): the template words them in the
+        business ``timezone`` and the reader's language; ``what`` and ``detail`` (English) are for
+        operators' templates of earlier versions, which print them."""
+        return {"what": alert_name(self.key), "detail": self.detail, "since": self.since.isoformat(timespec="minutes"),
+                "recovered": self.recovered, "key": self.key, "figures": dict(self.figures), "timezone": timezone}
+
 
 def plan_alerts(current: Mapping[str, Problem], alerted: dict[str, datetime],
                 now: datetime) -> tuple[list[AlertMail], dict[str, datetime]]:
     """The mails to queue and the alerted set (problem -> since) to store afterwards."""
     new, recovered = alert_transitions(current, set(alerted))
     mails = [AlertMail(key, False, p.text, now, p.figures) for key, p in sorted(new.items(), key=lambda item: item[0])]
-    mails += [AlertMail(key, True, f"{ALERT_NAMES.get(key, key)} is working again", alerted[key])
+    mails += [AlertMail(key, True, f"{alert_name(key)} is working again", alerted[key])
               for key in sorted(recovered)]
     after = {k: v for k, v in alerted.items() if k not in recovered}
     after.update({key: now for key in new})

@@ -39,11 +39,13 @@ from maild.rules.wording import (
     format_money,
     format_month,
     format_percent,
+    format_problem,
     format_status,
     format_subject,
     format_tier,
     format_weekday_date,
     format_zone,
+    kind_name,
     plural,
 )
 
@@ -94,6 +96,8 @@ def add_wording_filters(env: Environment) -> None:
     env.filters["status"] = format_status
     env.filters["kind"] = format_kind  # {{ "prepaid"|kind("pl") }}, {{ "unverified"|tier("pl") }}
     env.filters["tier"] = format_tier
+    env.filters["kind_name"] = kind_name  # {{ "sla"|kind_name("en") }}: "service contract" (the statements')
+    env.filters["problem"] = format_problem  # {{ "fetch"|problem("pl") }}: an alert's problem
     env.filters["zone"] = format_zone  # {{ timezone|zone("pl") }}: "czas polski" for Europe/Warsaw
     env.filters["subject"] = format_subject  # {{ subject|subject("pl") }}: "(no subject)" -> "(bez tematu)"
 

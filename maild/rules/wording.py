@@ -24,6 +24,7 @@ _NOUNS: dict[str, tuple[tuple[str, str, str], tuple[str, str]]] = {
     "month": (("miesiąc", "miesiące", "miesięcy"), ("month", "months")),
     "ticket": (("zgłoszenie", "zgłoszenia", "zgłoszeń"), ("ticket", "tickets")),
     "package": (("pakiet", "pakiety", "pakietów"), ("package", "packages")),
+    "mail": (("wiadomość", "wiadomości", "wiadomości"), ("mail", "mails")),
 }
 
 _MONTHS_PL = ("styczeń", "luty", "marzec", "kwiecień", "maj", "czerwiec", "lipiec", "sierpień", "wrzesień",
@@ -168,16 +169,28 @@ def format_percent(value: int, language: str = "pl") -> str:
     return f"{value}%"
 
 
-# A contract's kind and a queue tier as a consultant reads them in a Polish mail. The English
-# names are the customers file's (a tier is named after its first kind, the last one
-# "unverified"); the statements name the kinds the same way ("Umowa serwisowa", ...).
-_KINDS_PL = {"sla": "umowa serwisowa", "prepaid": "pakiet godzin", "occasional": "pomoc okazjonalna"}
+# A contract's kind by its name in the reader's words (Polish, English): the one table for the
+# consultants' notifications (Polish) and the customers' statements, text and HTML (both languages,
+# capitalised there: "Umowa serwisowa"). A queue tier as a consultant reads it in a Polish mail
+# (a tier is named after its first kind, the last one "unverified").
+_KINDS = {"sla": ("umowa serwisowa", "service contract"), "prepaid": ("pakiet godzin", "prepaid hour package"),
+          "occasional": ("pomoc okazjonalna", "occasional help")}
 _TIERS_PL = {"sla": "SLA", "prepaid": "pakiet", "occasional": "okazjonalne", "unverified": "niezweryfikowane"}
 
 
+def kind_name(kind: str, language: str = "pl") -> str:
+    """``prepaid`` -> ``pakiet godzin`` / ``prepaid hour package``: a contract's kind as a customer
+    reads it; a kind this module does not know reads as stored (a new kind's name is added here)."""
+    names = _KINDS.get(kind)
+    if names is None:
+        return kind
+    return names[0] if reader_language(language) == "pl" else names[1]
+
+
 def format_kind(kind: str, language: str = "pl") -> str:
-    """``prepaid`` -> ``pakiet godzin``; a kind this module does not know reads as stored."""
-    return _KINDS_PL.get(kind, kind) if reader_language(language) == "pl" else kind
+    """``prepaid`` -> ``pakiet godzin`` for a Polish consultant; an English one reads the customers
+    file's keyword (``prepaid``), which is what the English notifications always showed."""
+    return kind_name(kind, language) if reader_language(language) == "pl" else kind
 
 
 def format_tier(tier: str, language: str = "pl") -> str:
@@ -201,3 +214,17 @@ def format_zone(tz: str, language: str = "pl") -> str:
     if tz != "Europe/Warsaw":
         return tz
     return "czas polski" if reader_language(language) == "pl" else "Polish time"
+
+
+# The health problems a manager's alert names (``maild.ops.health``'s keys), in Polish and English:
+# the alert's subject and body, and the log's English name, take them from here.
+_PROBLEMS = {"fetch": ("pobieranie poczty", "mailbox fetch"), "outbox": ("wysyłka poczty", "outgoing mail")}
+
+
+def format_problem(key: str, language: str = "pl") -> str:
+    """``fetch`` -> ``pobieranie poczty`` / ``mailbox fetch``; "" for a key this module does not know
+    (an alert queued by another version: its template falls back to the name it was queued with)."""
+    names = _PROBLEMS.get(key)
+    if names is None:
+        return ""
+    return names[0] if reader_language(language) == "pl" else names[1]

@@ -88,7 +88,10 @@ def test_fetch_alert_once_then_recovered_once(tmp_path: Path, imap_account: Any,
     assert alerts(smtp_sink) == ["maild ALARM: pobieranie poczty"], "one alert, in the manager's language"
     assert smtp_sink.messages[0].rcpt_tos == ["szef@firma.pl"]
     body = smtp_sink.messages[0].parsed.get_content()
-    assert "Ostatnie udane pobranie poczty ze skrzynki: 2026-03-02T09:00" in body and "(limit: 30 min)" in body, body
+    # the last fetch (09:00 UTC) in the business time zone, as the manager reads it
+    assert ("Nie udało się pobrać poczty ze skrzynki od poniedziałku 2.03.2026 r., godz. 10:00; "
+            "dopuszczalna przerwa to 30 min.") in body, body
+    assert "T09:" not in body and "+00:00" not in body, body
     assert "mailbox" not in body and "successful" not in body, "the manager's language throughout"
     clock.advance(minutes=1)
     assert daemon.turn()
@@ -122,7 +125,9 @@ def test_outbox_alert_waits_for_smtp_then_recovered(tmp_path: Path, imap_account
     assert daemon.turn()
     subjects = [str(m.parsed["Subject"]) for m in smtp_sink.wait_for(3)]
     assert subjects[1:] == ["maild ALARM: wysyłka poczty", "maild działa ponownie: wysyłka poczty"]
-    assert "Niewysłane wiadomości: 1; najstarsza czeka od 31 min (limit: 30 min)." in smtp_sink.messages[1].parsed.get_content()
+    alert = smtp_sink.messages[1].parsed.get_content()
+    assert "Niewysłane wiadomości: 1; najstarsza czeka od 31 min (limit: 30 min)." in alert
+    assert "Alarm trwa od poniedziałku 2.03.2026 r., godz. 10:31;" in alert, alert
     assert "[SUP-1]" in subjects[0] or "SUP-1" in subjects[0]
     assert daemon.turn()
     assert len(smtp_sink.messages) == 3

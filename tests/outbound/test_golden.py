@@ -340,3 +340,52 @@ def test_a_sender_without_a_name_is_named_once(language: str) -> None:
     assert "jan@acme.pl <jan@acme.pl>" not in body and "jan@acme.pl " in body
     _, named = RENDERER.render("notify_reply", language, {**context, "customer": "Acme"})
     assert "Acme <jan@acme.pl> " in named
+
+
+# The managers' alerts, with the context the daemon queues (problems -> plan_alerts -> AlertMail.context):
+# a problem detected at 19:41 UTC, the last fetch at 19:10 UTC, read in Warsaw's time.
+ALERT_AT = datetime(2026, 12, 6, 19, 41, tzinfo=UTC)
+
+
+def _alert_contexts() -> dict[str, dict[str, Any]]:
+    from datetime import timedelta
+
+    from maild.ops.health import Health, plan_alerts, problems
+
+    health = Health(now=ALERT_AT, last_fetch_at=ALERT_AT - timedelta(minutes=31), outbox_depth=3,
+                    oldest_unsent=ALERT_AT - timedelta(minutes=75), quarantined=0, open_tickets=0, nearest_due=())
+    found = problems(health, timedelta(minutes=30), timedelta(minutes=30), ALERT_AT - timedelta(hours=1))
+    raised, alerted = plan_alerts(found, {}, ALERT_AT)
+    over, _ = plan_alerts({}, alerted, ALERT_AT + timedelta(hours=2))
+    return {f"{m.key}{'-recovered' if m.recovered else ''}": m.context("Europe/Warsaw") for m in raised + over}
+
+
+ALERTS = _alert_contexts()
+
+
+@pytest.mark.parametrize("case", sorted(ALERTS))
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_manager_alert_matches_its_reviewed_golden_file(case: str, language: str) -> None:
+    """Times in the business zone and the manager's words (an alert read "Od: 2026-12-06T19:10:03+00:00")."""
+    subject, body = RENDERER.render("alert", language, ALERTS[case])
+    text = f"Subject: {subject}\n\n{body}"
+    _golden(GOLDEN / f"alert.{case}.{language}.txt", text)
+    assert "T19:" not in text and "+00:00" not in text and "Europe/" not in text, text
+    assert ("20:41" in text) and ("niedzieli 6.12.2026 r." in text if language == "pl" else "Sunday 6 December 2026" in text)
+    if language == "pl":
+        assert not re.search(r"mailbox|outgoing|fetch|unsent|limit \d", text), text
+
+
+def test_an_alert_names_its_problem_from_one_table() -> None:
+    """The subject and the body name the problem alike, from wording's table; an alert queued
+    with a key this version does not know (or none) names it as it was queued."""
+    from maild.rules.wording import format_problem
+
+    for language in ("pl", "en"):
+        for key in ("fetch", "outbox"):
+            subject, body = RENDERER.render("alert", language, ALERTS[key])
+            name = format_problem(key, language)
+            assert subject.endswith(f": {name}") and f": {name}.\n" in body
+        unknown = {**ALERTS["fetch"], "key": "disk", "what": "disk space", "detail": "disk 95% full"}
+        subject, body = RENDERER.render("alert", language, unknown)
+        assert subject.endswith(": disk space") and "disk 95% full" in body

@@ -162,6 +162,26 @@ def test_every_kind_and_tier_has_a_polish_name() -> None:
     assert format_kind("custom", "pl") == "custom", "a kind this module does not know reads as stored"
 
 
+def test_every_kind_has_one_name_per_language_for_customers() -> None:
+    """The statements (text and HTML) name a kind from the same table as the Polish notifications."""
+    from maild.rules.records import CONTRACT_KINDS
+    from maild.rules.wording import format_kind, kind_name
+
+    for kind in CONTRACT_KINDS:
+        assert kind_name(kind, "pl") == format_kind(kind, "pl") != kind_name(kind, "en") != kind
+    assert kind_name("sla", "en") == "service contract" and kind_name("occasional", "pl-PL") == "pomoc okazjonalna"
+    assert kind_name("retainer", "en") == "retainer", "a kind this module does not know reads as stored"
+
+
+def test_an_alerts_problem_is_named_in_the_readers_words() -> None:
+    from maild.rules.wording import format_problem
+
+    assert [format_problem(k, "pl") for k in ("fetch", "outbox")] == ["pobieranie poczty", "wysyłka poczty"]
+    assert [format_problem(k, "en") for k in ("fetch", "outbox")] == ["mailbox fetch", "outgoing mail"]
+    assert format_problem("disk", "pl") == "", "unknown: the template names it as queued"
+    assert plural(1, "mail", "en") == "1 mail" and plural(5, "mail", "pl") == "5 wiadomości"
+
+
 def test_the_business_zone_is_named_in_the_readers_words() -> None:
     from maild.rules.wording import format_zone
 

@@ -389,3 +389,22 @@ def test_an_alert_names_its_problem_from_one_table() -> None:
         unknown = {**ALERTS["fetch"], "key": "disk", "what": "disk space", "detail": "disk 95% full"}
         subject, body = RENDERER.render("alert", language, unknown)
         assert subject.endswith(": disk space") and "disk 95% full" in body
+
+
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_the_statements_name_the_kinds_from_wordings_one_table(language: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The text statement, its HTML part and the words drawn in its charts take a kind's name from
+    ``wording.kind_name`` (the table the Polish notifications read too), not from words of their own."""
+    from maild.rules import wording
+
+    monkeypatch.setitem(wording._KINDS, "prepaid", ("abonament godzinowy", "hour bundle"))
+    monkeypatch.setitem(wording._KINDS, "sla", ("umowa utrzymaniowa", "maintenance agreement"))
+    context = _statement("several", language)
+    _, body = RENDERER.render("statement", language, context)
+    page, drawn = statement_page(context, language)
+    seen = visible_text(page)
+    bundle, agreement = (("Abonament godzinowy", "Umowa utrzymaniowa") if language == "pl"
+                         else ("Hour bundle", "Maintenance agreement"))
+    for text in (body, seen, drawn):
+        assert bundle in text and agreement in text, text
+        assert not re.search("Pakiet godzin|Umowa serwisowa|Prepaid hour package|Service contract", text), text

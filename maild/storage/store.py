@@ -361,17 +361,80 @@ class BatchRows:
 
 def append_rows(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> None:
     """Insert ``rows`` (dicts with the same keys) into ``table`` in the session's transaction:
-    one COPY on PostgreSQL (``copy_rows``), an executemany INSERT on SQLite."""
+    one COPY on PostgreSQL (``copy_rows``), one executemany of converted rows on SQLite (``insert_rows``)."""
     if session.get_bind().dialect.name == "postgresql":
         copy_rows(session, table, rows)
     else:
+        insert_rows(session, table, rows)
+
+
+def _bound_rows(table: Any, columns: Sequence[str], rows: Sequence[dict[str, Any]], dialect: Any) -> list[tuple[Any, ...]]:
+    """``rows``' values of ``columns``, each converted by its column type's own bind processor
+    (``type.dialect_impl(dialect).bind_processor``: what SQLAlchemy binds for it), column by column.
+
+    A batch repeats values: every outbox and intake row of a batch carries the batch's ``now``, most
+    messages the same one-address list and an empty one. Those are converted once per batch: a UTC
+    time per instant (``UtcDateTime`` stores equal instants alike, whatever their zone), a JSON list
+    of strings per tuple of its strings (equal tuples of ``str`` serialise alike). Every other value
+    is converted on its own, as SQLAlchemy's executemany does row by row."""
+    from sqlalchemy import JSON
+
+    from maild.storage.tables import UtcDateTime
+
+    converted: list[list[Any]] = []
+    for name in columns:
+        column_type = table.c[name].type
+        process = column_type.dialect_impl(dialect).bind_processor(dialect)
+        values = [row[name] for row in rows]
+        if process is None:
+            converted.append(values)
+        elif isinstance(column_type, UtcDateTime):
+            instants: dict[Any, Any] = {}
+            converted.append([instants[v] if v in instants else instants.setdefault(v, process(v)) for v in values])
+        elif isinstance(column_type, JSON):
+            lists: dict[tuple[str, ...], Any] = {}
+            out = []
+            for v in values:
+                if type(v) is list and all(type(item) is str for item in v):
+                    key = tuple(v)
+                    out.append(lists[key] if key in lists else lists.setdefault(key, process(v)))
+                else:
+                    out.append(process(v))
+            converted.append(out)
+        else:
+            converted.append([process(v) for v in values])
+    return list(zip(*converted))
+
+
+def insert_rows(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """SQLite: insert ``rows`` (dicts with the same keys) into ``table`` with one executemany of the
+    values SQLAlchemy would bind (``_bound_rows``) through ``exec_driver_sql``, in the session's
+    transaction. The rows stored are those ``session.execute(insert(table), rows)`` stores
+    (``test_sqlite_inserted_rows_are_sqlalchemys_rows``), a refusal is SQLAlchemy's error, the
+    statement events see it; what goes is SQLAlchemy's per-row work for an executemany
+    (``construct_params`` and each value's processor, row by row): a backlog's batch appends
+    ~9 rows a mail, and that was a fifth of the main process's CPU while reading (bench/README
+    "Own CPU, twelfth session"). A table whose missing columns have Python-side defaults, which
+    SQLAlchemy would fill in, goes through ``insert`` as before."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.paramstyle != "qmark" or any(
+            c.default is not None or c.onupdate is not None for c in table.c if c.name not in columns):
         session.execute(insert(table), rows)
+        return
+    quote = dialect.identifier_preparer.quote
+    statement = (f"INSERT INTO {dialect.identifier_preparer.format_table(table)} "
+                 f"({', '.join(quote(c) for c in columns)}) VALUES ({', '.join('?' * len(columns))})")
+    connection.exec_driver_sql(statement, _bound_rows(table, columns, rows, dialect))
 
 
 def copy_rows(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> None:
     """PostgreSQL: append ``rows`` (dicts with the same keys) to ``table`` with one COPY in the session's
-    transaction, each value converted by its column type's own bind processor, so the rows stored are
-    those an INSERT through SQLAlchemy stores (``test_copied_rows_are_the_inserted_rows``). A refusal
+    transaction, each value converted by its column type's own bind processor (``_bound_rows``), so the rows
+    stored are those an INSERT through SQLAlchemy stores (``test_copied_rows_are_the_inserted_rows``). A refusal
     is raised as SQLAlchemy raises the driver's errors (a unique key's as ``IntegrityError``).
 
     psycopg's executemany runs an INSERT per row (pipelined): the server starts and ends an
@@ -388,14 +451,12 @@ def copy_rows(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> N
     columns = list(rows[0])
     connection = session.connection()
     dialect = connection.dialect
-    processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns]
     statement = f"COPY {table.name} ({', '.join(dialect.identifier_preparer.quote(c) for c in columns)}) FROM STDIN"
     raw = cast(psycopg.Connection[Any], connection.connection.dbapi_connection)
     try:
         with raw.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row([value if process is None else process(value)
-                                for process, value in zip(processors, (row[c] for c in columns))])
+            for row in _bound_rows(table, columns, rows, dialect):
+                copy.write_row(row)
     except psycopg.Error as exc:
         raise DBAPIError.instance(statement, None, exc, psycopg.Error, hide_parameters=True,
                                   dialect=dialect) from exc

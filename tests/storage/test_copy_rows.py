@@ -3,9 +3,11 @@ INSERT through SQLAlchemy stores, value for value, and a refusal must come as SQ
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, strategies as st
 from sqlalchemy import insert, select, text
 from sqlalchemy.exc import IntegrityError
 
@@ -86,3 +88,74 @@ def test_a_copied_row_that_breaks_a_unique_key_is_sqlalchemys_integrity_error(pg
             store.copy_rows(session, outbox, rows)
         session.rollback()
     sessions.kw["bind"].dispose()
+
+
+# ---------------------------------------------------------------- SQLite: store.insert_rows
+
+def _raw(conn: Any, table: Any, where: str) -> list[tuple[Any, ...]]:
+    """Each row's columns but its id and keys, as SQLite holds them (the bound text, number or NULL)."""
+    skip = {"id", "dedupe_key", "message_id", "message_row_id"}
+    names = ", ".join(f'"{c.name}"' for c in table.c if c.name not in skip)
+    return [tuple(r) for r in conn.exec_driver_sql(f"SELECT {names} FROM {table.name} WHERE {where} ORDER BY id")]
+
+
+def test_sqlite_inserted_rows_are_sqlalchemys_rows(tmp_path: Path) -> None:
+    sessions = open_database(f"sqlite:///{tmp_path / 'maild.db'}")
+    engine = sessions.kw["bind"]
+    utc_same_instant = AT.astimezone(timezone.utc)  # equal to AT: stored alike, converted once
+    with sessions() as session, session.begin():
+        session.execute(insert(tickets).values(id=1, subject="s", requester="jan@acme.pl", created_at=AT, updated_at=AT))
+        for base, write in ((100, lambda t, r: session.execute(insert(t), r)),
+                            (200, lambda t, r: store.insert_rows(session, t, r))):
+            rows = _rows(5, base)
+            rows[events][1]["at"] = utc_same_instant
+            rows[messages][2]["to_addrs"] = [1, True, "a@b"]  # not a list of strings: converted on its own
+            rows[messages][3]["to_addrs"] = [True, 1, "a@b"]  # equal as a tuple to the one above, not as JSON
+            for table, table_rows in rows.items():
+                write(table, table_rows)
+    with engine.connect() as conn:
+        for table, (inserted_where, copied_where) in {
+                messages: ("id < 200", "id >= 200"), attachments: ("message_row_id < 200", "message_row_id >= 200"),
+                events: ("id <= 5", "id > 5"), intake: ("message_row_id < 200", "message_row_id >= 200"),
+                outbox: ("id <= 5", "id > 5")}.items():
+            inserted, written = _raw(conn, table, inserted_where), _raw(conn, table, copied_where)
+            assert len(inserted) == 5 and inserted == written, table.name
+        assert conn.exec_driver_sql("SELECT to_addrs FROM messages WHERE id IN (202, 203) ORDER BY id").scalars().all() \
+            == ['[1, true, "a@b"]', '[true, 1, "a@b"]']
+    engine.dispose()
+
+
+def test_a_sqlite_inserted_row_that_breaks_a_unique_key_is_sqlalchemys_integrity_error(tmp_path: Path) -> None:
+    sessions = open_database(f"sqlite:///{tmp_path / 'maild.db'}")
+    with sessions() as session:
+        session.execute(insert(tickets).values(id=1, subject="s", requester="jan@acme.pl", created_at=AT, updated_at=AT))
+        rows = _rows(2, 100)[outbox]
+        rows[1]["dedupe_key"] = rows[0]["dedupe_key"]
+        with pytest.raises(IntegrityError, match="dedupe_key"):
+            store.insert_rows(session, outbox, rows)
+        session.rollback()
+    sessions.kw["bind"].dispose()
+
+
+_zones = st.sampled_from([timezone.utc, WARSAW, timezone(timedelta(hours=-7, minutes=-30))])
+_instants = st.builds(lambda s, z: datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=s) if z is None
+                      else (datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=s)).astimezone(z),
+                      st.integers(0, 3), st.one_of(st.none(), _zones))
+_json_values = st.one_of(st.none(), st.lists(st.sampled_from(["a", "b", "ż"]), max_size=2),
+                         st.lists(st.sampled_from([1, True, 1.0]), min_size=1, max_size=1),
+                         st.lists(st.sampled_from([1, True, 1.0, "a", None, 0, False]), max_size=2),
+                         st.dictionaries(st.sampled_from(["k", "l"]), st.sampled_from([1, True, "a"]), max_size=2))
+
+
+@given(st.lists(st.tuples(_instants, _json_values), min_size=1, max_size=20))
+def test_values_converted_once_per_batch_are_each_values_own(values: list[tuple[datetime, Any]]) -> None:
+    """Equal instants in other zones, equal tuples of other JSON (1 and True): each row gets what its
+    own value's bind processor gives, whichever row came first."""
+    from sqlalchemy.dialects import sqlite
+
+    dialect = sqlite.dialect()
+    rows = [{"at": at, "detail": detail} for at, detail in values]
+    bound = store._bound_rows(events, ["at", "detail"], rows, dialect)
+    at_process = events.c.at.type.dialect_impl(dialect).bind_processor(dialect)
+    json_process = events.c.detail.type.dialect_impl(dialect).bind_processor(dialect)
+    assert bound == [(at_process(at), json_process(detail)) for at, detail in values]

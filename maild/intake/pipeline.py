@@ -1171,13 +1171,18 @@ class Ingestor:
         if recipients and original.kind not in CONSULTANT_KINDS:
             # (a consultant's own mailbox refusing their mail is recorded above; telling
             # them by mail would only bounce again)
-            desk.queue_mail(
-                ticket=None, kind="bounce_notice", template="bounce_notice", language="pl",
-                recipients=recipients, now=now, dedupe_key=f"bounce:{original.id}", automatic=True,
-                context={"ref": self.ctx.ref(ticket.id), "subject": ticket.subject,
-                         "failed": list(report.recipients), "status": report.status or "",
-                         "permanent": report.permanent, "diagnostic": report.diagnostic[:500]},
-            )
+            # in each consultant's language (it was Polish for all); the first group keeps the old key
+            spoken = {c.email: c.language for c in self.ctx.config.consultants}
+            languages = sorted({spoken.get(r, "pl") for r in recipients}, key=lambda lang: lang != "pl")
+            for n, language in enumerate(languages):
+                desk.queue_mail(
+                    ticket=None, kind="bounce_notice", template="bounce_notice", language=language,
+                    recipients=[r for r in recipients if spoken.get(r, "pl") == language], now=now,
+                    dedupe_key=f"bounce:{original.id}" + (f":{language}" if n else ""), automatic=True,
+                    context={"ref": self.ctx.ref(ticket.id), "subject": ticket.subject,
+                             "failed": list(report.recipients), "status": report.status or "",
+                             "permanent": report.permanent, "diagnostic": report.diagnostic[:500]},
+                )
         desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="bounce",
                          reason=f"delivery report for {original.kind} {original.message_id}",
                          arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id, message_row_id=row)

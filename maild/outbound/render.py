@@ -31,6 +31,7 @@ from maild.outbound.template_files import TemplateFileError, mark_compiled, read
 from maild.outbound.template_files import cache_folder as cache_folder
 from maild.outbound.template_files import search_path as search_path
 from maild.storage.blobs import StorageError, make_private_dir
+from maild.rules.delivery_status import explain_status
 from maild.rules.wording import (
     format_date,
     format_deadline,
@@ -98,6 +99,7 @@ def add_wording_filters(env: Environment) -> None:
     env.filters["tier"] = format_tier
     env.filters["kind_name"] = kind_name  # {{ "sla"|kind_name("en") }}: "service contract" (the statements')
     env.filters["problem"] = format_problem  # {{ "fetch"|problem("pl") }}: an alert's problem
+    env.filters["delivery_status"] = explain_status  # {{ "5.2.2"|delivery_status("pl") }}: a bounce's code
     env.filters["zone"] = format_zone  # {{ timezone|zone("pl") }}: "czas polski" for Europe/Warsaw
     env.filters["subject"] = format_subject  # {{ subject|subject("pl") }}: "(no subject)" -> "(bez tematu)"
 

@@ -275,6 +275,26 @@ def test_bounce_with_no_assignee_goes_to_consultants_not_managers(env: dict[str,
     assert notice.rcpt_tos == ["anna@firma.pl"]
 
 
+BOB = '\n[[consultants]]\nemail = "bob@firma.pl"\nname = "Bob Kowal"\nrole = "consultant"\nlanguage = "en"\n'
+
+
+def test_bounce_notice_in_each_consultants_language_explains_the_code(tmp_path: Path, smtp_sink: Any) -> None:
+    """The notice was Polish for everyone; the relay's text stays as sent, labelled, under the code's meaning."""
+    env = make_env(tmp_path, smtp_sink, extra=BOB)
+    env["box"].add(make_mail(subject="Problem", msgid="<b6@acme.pl>"))
+    run(env)
+    ack_id = smtp_sink.wait_for(1)[0].parsed["Message-ID"]
+    env["box"].add(dsn(ack_id))
+    run(env)
+    notices = {m.rcpt_tos[0]: m.parsed.get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n")
+               for m in smtp_sink.wait_for(3)[1:]}
+    assert set(notices) == {"anna@firma.pl", "bob@firma.pl"}
+    assert "Kod:      5.1.1 – błąd trwały: nie ma takiej skrzynki (adres odbiorcy nie istnieje)" in notices["anna@firma.pl"]
+    assert "Odpowiedź serwera pocztowego (w oryginalnym brzmieniu):\n  550 5.1.1 user unknown\n" in notices["anna@firma.pl"]
+    assert "Code:       5.1.1 – permanent failure: no such mailbox" in notices["bob@firma.pl"]
+    assert "The mail server's reply, as it was sent:\n  550 5.1.1 user unknown\n" in notices["bob@firma.pl"]
+
+
 # ---------------------------------------------------------------------------- 4. poison
 
 

@@ -408,3 +408,34 @@ def test_the_statements_name_the_kinds_from_wordings_one_table(language: str, mo
     for text in (body, seen, drawn):
         assert bundle in text and agreement in text, text
         assert not re.search("Pakiet godzin|Umowa serwisowa|Prepaid hour package|Service contract", text), text
+
+
+# A consultant's bounce notice, with the context intake queues from a delivery report.
+BOUNCES: dict[str, dict[str, Any]] = {
+    "no-mailbox": {"ref": "SUP-12", "subject": "Nie działa wydruk faktury", "failed": ["jan@acme.pl"],
+                   "status": "5.1.1", "permanent": True,
+                   "diagnostic": "smtp; 550 5.1.1 <jan@acme.pl>: Recipient address rejected: User unknown"},
+    "mailbox-full-delayed": {"ref": "SUP-12", "subject": "Nie działa wydruk faktury", "failed": ["jan@acme.pl"],
+                             "status": "4.2.2", "permanent": False, "diagnostic": ""},
+    "no-code": {"ref": "SUP-12", "subject": "Nie działa wydruk faktury", "failed": ["jan@acme.pl"],
+                "status": "", "permanent": True, "diagnostic": "550 Requested action not taken: mailbox unavailable"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BOUNCES))
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_bounce_notice_matches_its_reviewed_golden_file(case: str, language: str) -> None:
+    """The status code explained in the reader's words; the server's reply labelled as such and as it was sent."""
+    context = BOUNCES[case]
+    subject, body = RENDERER.render("bounce_notice", language, context)
+    _golden(GOLDEN / f"bounce_notice.{case}.{language}.txt", f"Subject: {subject}\n\n{body}")
+    if context["diagnostic"]:
+        label = ("Odpowiedź serwera pocztowego (w oryginalnym brzmieniu):" if language == "pl"
+                 else "The mail server's reply, as it was sent:")
+        assert f"{label}\n  {context['diagnostic']}\n" in body, body
+    if context["status"]:
+        from maild.rules.delivery_status import explain_status
+
+        assert f"{context['status']} – {explain_status(context['status'], language)}\n" in body, body
+    if language == "pl":
+        assert not re.search(r"mailbox|permanent|temporary|failure|Server", body.replace(context["diagnostic"], ""))

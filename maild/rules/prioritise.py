@@ -60,17 +60,26 @@ def text_signals(subject: str, text: str, urgent_words: tuple[str, ...],
 
 @lru_cache(maxsize=16)
 def _urgent_pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
+    """A configured word (or stem: "krytyczn") at a word's start, with the rest of that word."""
     if not words:
         return None
     alternatives = "|".join(re.escape(w.casefold()) for w in sorted(words, key=len, reverse=True))
-    return re.compile(rf"(?<!\w)(?:{alternatives})")
+    return re.compile(rf"(?<!\w)(?:{alternatives})\w*")
 
 
 def urgent_words_in(text: str, words: tuple[str, ...]) -> tuple[str, ...]:
+    """The urgent words found, each as the mail wrote it ("Krytyczna" for the stem "krytyczn": the
+    consultant reads the mail's word, not the configured stem), once whatever its case."""
     pattern = _urgent_pattern(words)
     if pattern is None:
         return ()
-    return tuple(dict.fromkeys(m.group(0) for m in pattern.finditer(text.casefold())))
+    folded = text.casefold()
+    # casefold gives every character one or more: as long as the text, it is one for one, at the same places
+    aligned = len(folded) == len(text)
+    found: dict[str, str] = {}
+    for match in pattern.finditer(folded):
+        found.setdefault(match.group(0), text[match.start():match.end()] if aligned else match.group(0))
+    return tuple(found.values())
 
 
 def prioritise(

@@ -96,7 +96,7 @@ def test_the_parse_worker_sends_each_mails_facts() -> None:
         assert msg.facts == mail_facts(msg.subject, msg.text, msg.reply_split[0], msg.headers, RULES)
     first, second = parsed
     assert isinstance(first, InboundMessage) and isinstance(second, InboundMessage)
-    assert first.facts is not None and first.facts.signals.urgent == ("pilne", "awaria", "nie działa")
+    assert first.facts is not None and first.facts.signals.urgent == ("PILNE", "awaria", "Nie działa")  # as the mail wrote them
     assert first.facts.signals.peak_topics == {"JPK"} and first.facts.scope == "incident"
     assert second.facts is not None and second.facts.flags.ooo_subject and second.facts.flags.ooo_body
     plain = ParseAhead(ParseLimits())  # no rules: parsed and split, the facts left to the stages

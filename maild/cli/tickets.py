@@ -218,6 +218,8 @@ def cmd_tickets_show(cfg: Config, engine: Engine, args: argparse.Namespace) -> i
     print(f"status {data['status']}, {data['tier']} {data['priority']}, customer {data['customer'] or '-'}"
           f" ({data['contract_kind']}{'' if data['verified'] else ', unverified'}), requester {data['requester']}"
           + (f", assigned to {data['assigned_to']}" if data["assigned_to"] else ""))
+    if data["reasons"]:  # why its queue place (a consultant's #priority with the reason given), as stored
+        print(f"reasons: {'; '.join(str(r) for r in data['reasons'])}")
     print(f"created {local(ticket.created_at, tz)}, reaction due {local(ticket.reaction_due, tz)}")
     print(f"first response {local(ticket.first_response_at, tz)}, time logged {data['time_logged_minutes']} min")
     for failure in data["delivery_failures"]:

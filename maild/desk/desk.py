@@ -33,7 +33,7 @@ from maild.rules.contracts import Resolution
 from maild.rules.customers import Contract, Customer
 from maild.rules.kinds import TIER_BY_KIND, UNVERIFIED_TIER, promises_reaction, rules_of
 from maild.rules.prioritise import Priority
-from maild.rules.reasons import OLD_MAIL
+from maild.rules.reasons import OLD_MAIL, with_priority_set
 from maild.rules.sla import plan_escalation, reaction_due, target_due
 from maild.storage import store
 from maild.storage.blobs import BlobStore, PackedBlob
@@ -383,6 +383,8 @@ class TicketDesk:
     def set_priority(self, ticket: Ticket, priority: str, reason: str, actor: str, at: datetime) -> None:
         self.add_event(ticket.id, "priority", at, actor, old=ticket.priority, new=priority, reason=reason)
         ticket.priority = priority
+        # among the ticket's reasons too: the notifications and `tickets show` show them
+        ticket.reasons = with_priority_set(ticket.reasons or [], priority, actor, reason)
 
     def verify(self, ticket: Ticket, actor: str, at: datetime) -> None:
         """A consultant vouches for the sender: the contract's tier, and for ``sla`` its clock."""

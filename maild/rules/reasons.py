@@ -28,19 +28,25 @@ from typing import Literal, NamedTuple
 from maild.rules.peak import PeakWindow
 from maild.rules.wording import reader_language
 
-ReasonCode = Literal["tier", "unverified", "automatic", "urgent", "peak", "routine", "old_mail"]
-REASON_CODES: tuple[ReasonCode, ...] = ("tier", "unverified", "automatic", "urgent", "peak", "routine", "old_mail")
+ReasonCode = Literal["tier", "unverified", "automatic", "urgent", "peak", "routine", "old_mail", "set"]
+REASON_CODES: tuple[ReasonCode, ...] = ("tier", "unverified", "automatic", "urgent", "peak", "routine", "old_mail",
+                                        "set")
 
 
 class Reason(NamedTuple):
     """One reason with its parameters: ``tier``/``kind`` for ``tier``, ``words`` for ``urgent``
-    (the urgent words found) and ``peak`` (the window's topic words found), ``window`` (its name)."""
+    (the urgent words found) and ``peak`` (the window's topic words found), ``window`` (its name);
+    for ``set`` (a consultant's ``#priority``) the ``priority``, who set it (``by``) and the reason
+    they gave (``note``, may be empty)."""
 
     code: ReasonCode
     tier: str = ""
     kind: str = ""
     window: str = ""
     words: tuple[str, ...] = ()
+    priority: str = ""
+    by: str = ""
+    note: str = ""
 
     @property
     def stored(self) -> str:
@@ -52,6 +58,8 @@ class Reason(NamedTuple):
             return urgent_reason(self.words)
         if code == "peak":
             return peak_reason(self.window, self.words)
+        if code == "set":
+            return set_reason(self.priority, self.by, self.note)
         return _FIXED_TEXT[code]
 
 
@@ -68,12 +76,32 @@ def peak_reason(window: str, words: Sequence[str]) -> str:
     return f"{_PEAK}{window}{_TOPIC}{_quoted_list(words)}"
 
 
+# The desk's, for a consultant's ``#priority P1 <reason>``: the reason was kept in the event only,
+# where no reader saw it.
+def set_reason(priority: str, by: str, note: str) -> str:
+    return f"{priority}{_SET_BY}{by}" + (f"{_BECAUSE}{_quoted_list((note,))}" if note else "")
+
+
+def with_priority_set(reasons: Sequence[str], priority: str, by: str, note: str) -> list[str]:
+    """``reasons`` with a consultant's ``#priority`` as the last one; an earlier ``#priority``'s
+    line goes (the latest decision explains the priority), maild's own lines stay."""
+    kept = [r for r in reasons if not _is_set(r)]
+    return [*kept, set_reason(priority, by, note)]
+
+
+def _is_set(text: str) -> bool:
+    reason = parse(text) if _SET_BY in text else None
+    return reason is not None and reason.code == "set"
+
+
 UNVERIFIED = "tier unverified: sender not verified as a customer"
 AUTOMATIC = "P4: automatic mail"
 ROUTINE = "P3: routine"
 # The desk's: a mail from before maild watched the mailbox (its deadline pages nobody).
 OLD_MAIL = "old mail: reaction deadline recorded, no escalation"
 _URGENT = "P1: urgent words "
+_SET_BY = ": set by "
+_BECAUSE = ", reason "
 _PEAK = "P2: peak period "
 _TOPIC = ", topic "
 _FIXED_TEXT: dict[ReasonCode, str] = {
@@ -82,11 +110,12 @@ _FIXED: dict[str, Reason] = {text: Reason(code) for code, text in _FIXED_TEXT.it
 
 
 @cache
-def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """(a tier's line, one Python string literal as repr() writes it): compiled at the first
-    notification, not when the daemon starts (prioritise imports this module)."""
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """(a tier's line, one Python string literal as repr() writes it, a consultant's #priority line):
+    compiled at the first notification, not when the daemon starts (prioritise imports this module)."""
     return (re.compile(r"tier (\S+): (\S+) contract"),
-            re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""", re.DOTALL))
+            re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""", re.DOTALL),
+            re.compile(r"(P[1-4]): set by (\S+?)(?:, reason (.+))?", re.DOTALL))
 
 
 def _quoted_list(words: Sequence[str]) -> str:
@@ -144,6 +173,12 @@ def parse(text: str) -> Reason | None:
     tier = _patterns()[0].fullmatch(text)
     if tier is not None:
         return Reason("tier", tier=tier.group(1), kind=tier.group(2))
+    manual = _patterns()[2].fullmatch(text)
+    if manual is not None:
+        priority, by, quoted = manual.groups()
+        note = _words(quoted) if quoted is not None else ("",)
+        if note is not None and len(note) == 1 and set_reason(priority, by, note[0]) == text:
+            return Reason("set", priority=priority, by=by, note=note[0])
     return None
 
 
@@ -181,6 +216,12 @@ def word(reason: Reason, language: str, windows: Sequence[PeakWindow] = ()) -> s
         if lang == "pl":
             return f"kolejka {reason.tier}: umowa {reason.kind}"
         return f"tier {reason.tier}: {reason.kind} contract"
+    if code == "set":
+        # the consultant's own words as written, in the reader's quotes
+        if lang == "pl":
+            return (f"{reason.priority}: nadany przez {reason.by}"
+                    + (f", powód: {_quotes((reason.note,), lang)}" if reason.note else ""))
+        return f"{reason.priority}: set by {reason.by}" + (f", reason: {_quotes((reason.note,), lang)}" if reason.note else "")
     return _FIXED_WORDING[code][lang]
 
 

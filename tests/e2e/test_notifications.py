@@ -134,9 +134,9 @@ def test_the_consultants_loop_by_mail(env: dict[str, Any], capsys: pytest.Captur
     assert "\r\n  Saldo:      10 godz." in text_of(notes["anna@firma.pl"]), text_of(notes["anna@firma.pl"])
     assert "\r\n  Balance:   10 h" in text_of(notes["bob@firma.pl"]), text_of(notes["bob@firma.pl"])
     # why the ticket is P1, in each one's language (stored as English, worded when the mail is made)
-    assert "Kolejka:    SLA P1 - w wiadomości pilne słowa: „awaria”, „nie działa”\r\n" in text_of(
+    assert "Kolejka:    SLA P1 - w wiadomości pilne słowa: „Awaria”, „nie działa”\r\n" in text_of(
         notes["anna@firma.pl"]), text_of(notes["anna@firma.pl"])
-    assert "Queue:     sla P1 - urgent words: “awaria”, “nie działa”\r\n" in text_of(notes["bob@firma.pl"])
+    assert "Queue:     sla P1 - urgent words: “Awaria”, “nie działa”\r\n" in text_of(notes["bob@firma.pl"])
     # the contract's kind and the tier in Polish words too (the customers file's names are English)
     assert "Umowa:      acme-sla (umowa serwisowa)\r\n" in text_of(notes["anna@firma.pl"])
     assert "Contract:  acme-sla (sla)\r\n" in text_of(notes["bob@firma.pl"])
@@ -145,7 +145,8 @@ def test_the_consultants_loop_by_mail(env: dict[str, Any], capsys: pytest.Captur
 
     # Anna presses Reply in Thunderbird: #take, her answer, the notification quoted below
     box.add(thunderbird_reply(notes["anna@firma.pl"], "Anna Nowak <anna@firma.pl>",
-                              "#take\n#time 30m\n\nDzień dobry,\nproszę zrestartować usługę wydruku."))
+                              "#take\n#time 30m\n#priority P2 obejście działa\n\nDzień dobry,\n"
+                              "proszę zrestartować usługę wydruku."))
     daemon = run(env)
     [relay] = [m for m in sink.wait_for(4)[3:]]
     assert relay.rcpt_tos == ["jan@acme.pl"]
@@ -165,6 +166,9 @@ def test_the_consultants_loop_by_mail(env: dict[str, Any], capsys: pytest.Captur
     [follow] = sink.wait_for(5)[4:]
     assert follow.rcpt_tos == ["anna@firma.pl"] and "Nadal nie działa." in text_of(follow)
     assert follow.parsed["In-Reply-To"] == notes["anna@firma.pl"].parsed["Message-ID"], "threads under the first"
+    # the reason Anna gave with #priority, in her words, maild's own in her language
+    assert "Kolejka:    SLA P2 - nadany przez anna@firma.pl, powód: „obejście działa”\r\n" in text_of(follow), \
+        text_of(follow)
 
     # Bob answers from Outlook (his first notification, quoted without '>'): the customer gets
     # his new text only, Anna (the assignee) is told
@@ -195,6 +199,11 @@ def test_the_consultants_loop_by_mail(env: dict[str, Any], capsys: pytest.Captur
     assert told == [("anna@firma.pl", "new"), ("bob@firma.pl", "new"), ("anna@firma.pl", "follow_up"),
                     ("anna@firma.pl", "answer")]
     assert all(n["status"] == "sent" and n["sent_at"] for n in shown["notifications"])
+    assert shown["reasons"][-1] == "P2: set by anna@firma.pl, reason 'obejście działa'"
+    assert cli_main(["--config", str(env["path"]), "tickets", "show", "SUP-1"]) == 0
+    reasons = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("reasons: "))
+    assert "; P1: urgent words 'Awaria', 'nie działa'; " in reasons
+    assert reasons.endswith("; P2: set by anna@firma.pl, reason 'obejście działa'"), reasons
 
 
 def test_notifications_are_not_counted_against_the_customer_rate_limit(env: dict[str, Any]) -> None:

@@ -439,3 +439,21 @@ def test_bounce_notice_matches_its_reviewed_golden_file(case: str, language: str
         assert f"{context['status']} – {explain_status(context['status'], language)}\n" in body, body
     if language == "pl":
         assert not re.search(r"mailbox|permanent|temporary|failure|Server", body.replace(context["diagnostic"], ""))
+
+
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_a_consultants_priority_and_reason_show_in_the_next_notification(language: str) -> None:
+    """``#priority P2 <reason>`` was kept in the ticket's events only; the next notification of the
+    ticket (a reply's too) shows who set it and why, the reason as written."""
+    from maild.rules.reasons import with_priority_set
+
+    reasons = with_priority_set(("tier sla: sla contract", "P1: urgent words 'Awaria'"), "P2", "anna@firma.pl",
+                                "obejście działa")
+    view = replace(NOTIFY_VIEW, priority="P2", reasons=tuple(reasons), status="open")
+    context = header_block(view, WARSAW, "support+k7q2@firma.pl", language, default_peak_windows())
+    context.update(body="Nadal nie działa.\n", trimmed=False, attached=[], named=[], event="follow_up",
+                   author="jan@acme.pl")
+    _, body = RENDERER.render("notify_reply", language, context)
+    expected = {"pl": "  Kolejka:    SLA P2 - nadany przez anna@firma.pl, powód: „obejście działa”\n  Status:     otwarte\n",
+                "en": "  Queue:     sla P2 - set by anna@firma.pl, reason: “obejście działa”\n  Status:    open\n"}
+    assert expected[language] in body, body

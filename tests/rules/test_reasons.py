@@ -12,7 +12,7 @@ from maild.config import DEFAULT_URGENT_WORDS
 from maild.rules.kinds import TIER_NAMES
 from maild.rules.peak import PeakWindow, _tokens, default_peak_windows, windows_from_config
 from maild.rules.prioritise import prioritise
-from maild.rules.reasons import REASON_CODES, Reason, for_reader, parse, word
+from maild.rules.reasons import REASON_CODES, Reason, for_reader, parse, set_reason, with_priority_set, word
 
 WINDOWS = default_peak_windows()
 URGENT = tuple(w.casefold() for w in DEFAULT_URGENT_WORDS)
@@ -28,7 +28,8 @@ ENGLISH = ("urgent", "word", "peak", "period", "topic", "routine", "automatic", 
 def _assert_polish(line: str, reason: Reason) -> None:
     # the reason's own parameters (a word found in the mail, a window's name) are quoted, not worded;
     # the tiers' names are identifiers, shown as they are everywhere ("Kolejka: unverified P3")
-    own = " ".join((*reason.words, reason.window, reason.tier, reason.kind, *TIER_NAMES)).casefold()
+    own = " ".join((*reason.words, reason.window, reason.tier, reason.kind, reason.by, reason.note,
+                    *TIER_NAMES)).casefold()
     stray = [w for w in ENGLISH if w in line.casefold() and w not in own]
     assert not stray, f"{line!r} reads English: {stray}"
 
@@ -82,7 +83,8 @@ def test_operators_own_urgent_and_topic_words_read_back_exactly(
 
 def test_every_code_has_a_polish_and_an_english_wording() -> None:
     for code in REASON_CODES:
-        reason = Reason(code, tier="sla", kind="sla", window="vat_jpk", words=("jpk",))
+        reason = Reason(code, tier="sla", kind="sla", window="vat_jpk", words=("jpk",), priority="P2",
+                        by="anna@firma.pl", note="klient czeka")
         polish, english = word(reason, "pl", WINDOWS), word(reason, "pl-PL", WINDOWS)
         assert polish == english and polish != word(reason, "en", WINDOWS)
         _assert_polish(polish, reason)
@@ -111,6 +113,12 @@ def test_every_code_has_a_polish_and_an_english_wording() -> None:
      "tier unverified: sender not verified as a customer"),
     ("old mail: reaction deadline recorded, no escalation", "stara wiadomość: termin reakcji odnotowany, bez eskalacji",
      "old mail: reaction deadline recorded, no escalation"),
+    # a consultant's #priority: who set it and the reason given, as written
+    ("P1: set by anna@firma.pl, reason 'produkcja stoi'", "P1: nadany przez anna@firma.pl, powód: „produkcja stoi”",
+     "P1: set by anna@firma.pl, reason: “produkcja stoi”"),
+    ("P4: set by anna@firma.pl", "P4: nadany przez anna@firma.pl", "P4: set by anna@firma.pl"),
+    ("P1: set by anna@firma.pl, reason 'a', 'b'", "P1: set by anna@firma.pl, reason 'a', 'b'",
+     "P1: set by anna@firma.pl, reason 'a', 'b'"),
     # a consultant's own words, and anything this module did not make, read as written
     ("P1: produkcja stoi u klienta", "P1: produkcja stoi u klienta", "P1: produkcja stoi u klienta"),
     ("P1: urgent words pilne", "P1: urgent words pilne", "P1: urgent words pilne"),
@@ -127,3 +135,25 @@ def test_text_not_ours_reads_as_written(text: str) -> None:
     reason = parse(text)
     assert for_reader(text, "pl", WINDOWS) == (text if reason is None else word(reason, "pl", WINDOWS))
     assert reason is None or reason.stored == text, "only our exact spelling is read as ours"
+
+
+EMAIL = st.from_regex(r"[a-z0-9._+-]{1,12}@[a-z0-9-]{1,10}\.pl", fullmatch=True)
+
+
+@given(st.sampled_from(["P1", "P2", "P3", "P4"]), EMAIL, st.one_of(st.just(""), ODD_WORD))
+def test_a_consultants_priority_reads_back_and_is_worded(priority: str, by: str, note: str) -> None:
+    """``#priority P1 <reason>``: whatever the consultant wrote (quotes, ", reason " in it) reads
+    back exactly, and a reader sees it as written, maild's own words in their language."""
+    stored = set_reason(priority, by, note)
+    assert stored.startswith(f"{priority}: ")  # the notification shows the present priority's lines
+    assert parse(stored) == Reason("set", priority=priority, by=by, note=note)
+    polish, english = for_reader(stored, "pl"), for_reader(stored, "en")
+    assert polish.startswith(f"{priority}: nadany przez {by}") and english.startswith(f"{priority}: set by {by}")
+    assert (f"„{note}”" in polish and f"“{note}”" in english) if note else ("powód" not in polish)
+
+
+def test_a_later_priority_replaces_the_earlier_consultants_line_only() -> None:
+    first = with_priority_set(["tier sla: sla contract", "P3: routine"], "P1", "anna@firma.pl", "stoi")
+    assert first == ["tier sla: sla contract", "P3: routine", "P1: set by anna@firma.pl, reason 'stoi'"]
+    assert with_priority_set(first, "P2", "bob@firma.pl", "") == [
+        "tier sla: sla contract", "P3: routine", "P2: set by bob@firma.pl"]

@@ -34,7 +34,7 @@ from maild.billing.charts import StatementWords, hours, scope_totals
 from maild.errors import MaildError
 from maild.outbound.render import PACKAGED, CompiledTemplates, add_wording_filters, search_path
 from maild.storage.blobs import StorageError
-from maild.rules.wording import format_amount, format_status, format_subject, format_tier
+from maild.rules.wording import format_amount, format_month, format_status, format_subject, format_tier, format_zone
 
 HERE = Path(__file__).resolve().parent / "html"
 
@@ -90,6 +90,8 @@ def environment(folders: tuple[Path, ...] = (HERE,)) -> ImmutableSandboxedEnviro
     env.filters["status"] = format_status
     env.filters["tier"] = format_tier
     env.filters["subject"] = format_subject
+    env.filters["month"] = format_month  # the month report's "grudzień 2026", its zone "czas polski"
+    env.filters["zone"] = format_zone
     return env
 
 
@@ -183,7 +185,7 @@ def render_statement(context: Mapping[str, Any], language: str, images: list[Ima
 # customer: its words stay here, in both languages, next to the layout that uses them.
 TEXT: dict[str, dict[str, str]] = {
     "en": {
-        "report_title": "Support in {month}", "generated": "Generated {at} UTC; times in {tz}.",
+        "report_title": "Support in {month}", "generated": "Generated {at} UTC. Times in the report: {tz}.",
         "tickets": "tickets opened", "sla_met": "SLA reactions in time", "breaches": "SLA breaches",
         "backlog": "open at the month's end", "hours": "hours booked", "to_bill": "to invoice",
         "sla": "SLA attainment", "customer": "Customer", "contract": "Contract", "met": "In time",
@@ -200,7 +202,7 @@ TEXT: dict[str, dict[str, str]] = {
         "currency": "PLN",
     },
     "pl": {
-        "report_title": "Wsparcie w {month}", "generated": "Wygenerowano {at} UTC; czas w strefie {tz}.",
+        "report_title": "Wsparcie za {month}", "generated": "Wygenerowano {at} UTC. Godziny w raporcie: {tz}.",
         "tickets": "nowych zgłoszeń", "sla_met": "reakcji SLA w terminie", "breaches": "naruszeń SLA",
         "backlog": "otwartych na koniec miesiąca", "hours": "zaksięgowanych godzin", "to_bill": "do faktury",
         "sla": "Dotrzymanie SLA", "customer": "Klient", "contract": "Umowa", "met": "W terminie",

@@ -18,6 +18,7 @@ from typing import Any
 
 from maild.billing.html import HERE as BASE_TEMPLATES
 from maild.billing.html import render
+from maild.rules.wording import format_date
 
 TEMPLATES = (Path(__file__).resolve().parent / "html", BASE_TEMPLATES)
 SOON_SECONDS = 2 * 3600  # under two hours left: orange
@@ -72,7 +73,9 @@ def render_digest_html(rows: Sequence[Mapping[str, Any]], *, language: str, day:
                        breaches: Sequence[Mapping[str, Any]] = (), previous_day: str = "") -> str:
     lang = language if language in TEXT else "en"
     return render("digest.html", {
-        "lang": lang, "t": TEXT[lang], "day": day, "everything": everything, "previous_day": previous_day,
+        # the days as the text part reads them ("7.12.2026 r." / "7 December 2026"), not ISO
+        "lang": lang, "t": TEXT[lang], "day": format_date(day, lang) if day else "", "everything": everything,
+        "previous_day": format_date(previous_day, lang) if previous_day else "",
         "rows": [{**row, "urgency": urgency(row)} for row in rows], "breaches": list(breaches),
     }, TEMPLATES)
 

@@ -128,6 +128,7 @@ class Sweeper:
                     "customer": customer.name if customer else (ticket.requester or "?"),
                     "contract_id": ticket.contract_id or "", "requester": ticket.requester,
                     "due_local": ticket.reaction_due.astimezone(ctx.calendar.tz).strftime("%Y-%m-%d %H:%M"),
+                    "timezone": cfg.calendar.timezone,  # named after the time, as the notifications do
                     "time_left": time_left_text(ticket.reaction_due, now, language),
                     "excerpt": first_lines(first_message), "assigned_to": ticket.assigned_to or "",
                 },

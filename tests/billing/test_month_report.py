@@ -188,6 +188,9 @@ def test_month_report_html_escapes_names_and_subjects(month: Month, tmp_path: Pa
     assert_escaped(html)
     assert html.count("<img ") == 8 and "data:image/png;base64," in html and "cid:" not in html
     assert 'alt=""' not in html
+    # the month and the zone in the manager's words ("Wsparcie w 2026-11 ... czas w strefie Europe/Warsaw")
+    from maild.rules.wording import format_month
+    assert f"<h1>Wsparcie za {format_month(MONTH, 'pl')}</h1>" in html and "Godziny w raporcie: czas polski." in html
 
 
 def test_statement_html_escapes_names_and_subjects(month: Month) -> None:

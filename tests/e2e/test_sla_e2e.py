@@ -151,7 +151,7 @@ def test_ticket_crosses_each_threshold_once_to_the_right_people(
     [to_anna] = [m for m in world.sink.messages if m.rcpt_tos == ["anna@firma.pl"]]
     text = body(to_anna)
     assert "50%" in text and "Acme" in text and "acme-sla" in text and "jan@acme.pl" in text
-    assert "pozostało 12 godz." in text and "2026-11-17 10:00" in text
+    assert "Termin:        2026-11-17 10:00 (czas polski; pozostało 12 godz.)\r\n" in text, text  # the zone named
     assert "Proszę o pomoc z wydrukiem faktury." in text
     assert to_anna.parsed["Auto-Submitted"] == "auto-generated"
 
@@ -160,7 +160,7 @@ def test_ticket_crosses_each_threshold_once_to_the_right_people(
         ("boss@firma.pl", "[SUP-1] SLA escalation 2/3: Problem z fakturą"),
         ("szef@firma.pl", "[SUP-1] Eskalacja SLA 2/3: Problem z fakturą"),
     ]
-    assert "4 h 48 min left" in body(world.sink.received_for("boss@firma.pl")[0])
+    assert "(Polish time; 4 h 48 min left)\r\n" in body(world.sink.received_for("boss@firma.pl")[0])
 
     world.at(T0 + timedelta(hours=24)).run()
     assert sorted(world.escalations()[4:]) == [

@@ -457,3 +457,30 @@ def test_a_consultants_priority_and_reason_show_in_the_next_notification(languag
     expected = {"pl": "  Kolejka:    SLA P2 - nadany przez anna@firma.pl, powód: „obejście działa”\n  Status:     otwarte\n",
                 "en": "  Queue:     sla P2 - set by anna@firma.pl, reason: “obejście działa”\n  Status:    open\n"}
     assert expected[language] in body, body
+
+
+@pytest.mark.parametrize(("language", "day", "breached", "subject"), [
+    ("pl", "2.01.2026 r.", "1.01.2026 r.", "Kolejka zgłoszeń 2.01.2026 r. – 1 zgłoszenie, 1 po terminie"),
+    ("en", "2 January 2026", "1 January 2026", "Support queue 2 January 2026: 1 ticket, 1 overdue")])
+def test_the_digest_names_its_days_as_its_reader_writes_them(language: str, day: str, breached: str,
+                                                              subject: str) -> None:
+    """Both parts of the digest read "Kolejka zgłoszeń 2026-01-02" in Polish; the days as the reader writes them."""
+    from maild.desk.digest_html import render_digest_html
+
+    context = SAMPLE_CONTEXTS["digest"]
+    rendered, body = RENDERER.render("digest", language, context)
+    page = render_digest_html(context["rows"], language=language, day=context["day"], everything=True,
+                              breaches=context["breaches"], previous_day=context["previous_day"])
+    assert rendered == subject
+    for part in (body, visible_text(page)):
+        assert day in part and breached in part and "2026-01-0" not in part, part
+
+
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_the_month_report_mail_names_its_month_and_zone_in_the_managers_words(language: str) -> None:
+    """The English month report read "Support report 2026-01 (times in Europe/Warsaw)"."""
+    subject, body = RENDERER.render("month_report", language, SAMPLE_CONTEXTS["month_report"])
+    month, zone = ("styczeń 2026", "(czas polski)") if language == "pl" else ("January 2026", "(Polish time)")
+    for text in (subject, body):
+        assert month in text and "2026-01" not in text and "Europe/" not in text, text
+    assert zone in body, body

@@ -13,6 +13,7 @@ from maild.cli import common
 from maild.cli.main import main
 from maild.storage.db import open_database
 from tests.billing.month_data import NOW, Generated, Runner, generate, write_files
+from tests.helpers import seed_template_cache
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Month:
 @pytest.fixture()
 def month(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Month]:
     config = write_files(tmp_path)
+    seed_template_cache(tmp_path / "storage")  # the packaged templates compiled once per test process
     clock = {"now": NOW}
     monkeypatch.setattr(common, "clock", lambda: clock["now"])
 

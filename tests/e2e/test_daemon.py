@@ -200,7 +200,8 @@ def test_ready_after_login_watchdog_status_and_stopping(tmp_path: Path, imap_acc
 
 def test_ready_means_logged_in_even_when_the_first_cycle_fails(tmp_path: Path, imap_account: Any, smtp_sink: Any,
                                                                notify_socket: NotifySocket, daemons: Any) -> None:
-    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port, extra=FAST)
+    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port, extra=FAST,
+                          compiled=False)
     (tmp_path / "var").mkdir()
     (tmp_path / "var" / "blobs").write_text("not a directory")  # every blob write fails
     imap_account.append(make_mail())

@@ -81,7 +81,7 @@ def test_smtp_down(tmp_path: Path, imap_account: Any, capsys: pytest.CaptureFixt
 def test_unwritable_storage(tmp_path: Path, imap_account: Any, smtp_sink: Any,
                             capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port,
-                          database_url=f"sqlite:///{tmp_path / 'db' / 'maild.db'}")
+                          database_url=f"sqlite:///{tmp_path / 'db' / 'maild.db'}", compiled=False)
     (tmp_path / "var").write_text("a file where the storage directory should be")  # even root cannot write here
     code, lines = check(config, capsys)
     assert code == 1 and lines["storage"].startswith("FAIL")

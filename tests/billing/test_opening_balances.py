@@ -71,7 +71,7 @@ def test_customers_file_opening_keys() -> None:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> sessionmaker[Session]:
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else f"sqlite:///{tmp_path / 'm.db'}"
+    url = request.getfixturevalue("pg_migrated_url") if request.param == "postgresql" else f"sqlite:///{tmp_path / 'm.db'}"
     return open_database(url)
 
 

@@ -135,7 +135,7 @@ def _bulk_history(session: Session, count: int) -> None:
 def test_month_reports_with_70000_booked_tickets(backend: str, tmp_path: Path, request: pytest.FixtureRequest,
                                                  monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    url = request.getfixturevalue("pg_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'maild.db'}"
+    url = request.getfixturevalue("pg_migrated_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'maild.db'}"
     monkeypatch.setattr(db, "_sqlite_pragmas", _low_variable_limit)
     monkeypatch.setattr(common, "clock", lambda: NOW)
     (tmp_path / "Maildir").mkdir()

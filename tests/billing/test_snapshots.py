@@ -138,7 +138,7 @@ def _customers(sla_a: Contract = SLA_A, with_gone: bool = False) -> tuple[Custom
 @pytest.fixture(params=["sqlite", "postgresql"])
 def synced(request: pytest.FixtureRequest, tmp_path: Path) -> sessionmaker[Session]:
     """A database that saw every contract in November 2024 and had c-sla removed from the file in March 2025."""
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else f"sqlite:///{tmp_path / 'm.db'}"
+    url = request.getfixturevalue("pg_migrated_url") if request.param == "postgresql" else f"sqlite:///{tmp_path / 'm.db'}"
     sessions = open_database(url)
     with sessions() as session, session.begin():
         store.sync_customers(session, _customers(with_gone=True), datetime(2024, 11, 12, tzinfo=UTC))

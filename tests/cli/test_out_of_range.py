@@ -19,8 +19,8 @@ TOO_BIG = str(2**63)
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def config(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    url = str(request.getfixturevalue("pg_url")) if request.param == "postgresql" else ""
-    path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=2525, database_url=url)
+    url = str(request.getfixturevalue("pg_migrated_url")) if request.param == "postgresql" else ""
+    path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=2525, database_url=url, migrated=True)
     assert main(["--config", str(path), "tickets", "list"]) == 0  # the database exists and is migrated
     return path
 

@@ -56,7 +56,7 @@ def _fill(sessions: sessionmaker[Session], rows: list[dict[str, Any]]) -> None:
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_rank_and_cursor_follow_the_queue_order(backend: str, tmp_path: Path,
                                                 request: pytest.FixtureRequest) -> None:
-    url = request.getfixturevalue("pg_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'm.db'}"
+    url = request.getfixturevalue("pg_migrated_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'm.db'}"
     sessions = open_database(url)
     rows = _tickets(300, seed=7)
     _fill(sessions, rows)

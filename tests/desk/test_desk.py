@@ -27,8 +27,8 @@ NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Config, sessionmaker[Session]]:
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else ""
-    cfg = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=25, database_url=url))
+    url = request.getfixturevalue("pg_migrated_url") if request.param == "postgresql" else ""
+    cfg = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=25, database_url=url, migrated=True))
     return cfg, open_database(cfg.database_url)
 
 
@@ -277,8 +277,8 @@ def test_the_batch_balances_of_packages_are_each_customers_own(
     from maild.storage import store
     from maild.storage.models import LedgerRow
 
-    url = request.getfixturevalue("pg_url") if db == "postgresql" else ""
-    cfg = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=25, database_url=url,
+    url = request.getfixturevalue("pg_migrated_url") if db == "postgresql" else ""
+    cfg = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=25, database_url=url, migrated=True,
                                    customers=PACKAGE_CUSTOMERS))
     sessions = open_database(cfg.database_url)
     customers = load_customers(cfg.customers_file, cfg.packages)

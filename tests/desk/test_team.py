@@ -36,8 +36,8 @@ away = [{ from = 2026-12-21, until = 2027-01-03 }]
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Config, sessionmaker[Session]]:
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else ""
-    path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=25, database_url=url, extra=TEAM)
+    url = request.getfixturevalue("pg_migrated_url") if request.param == "postgresql" else ""
+    path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=25, database_url=url, migrated=True, extra=TEAM)
     cfg = load_config(path)
     return cfg, open_database(cfg.database_url)
 

@@ -35,7 +35,7 @@ MODES = {
 @pytest.mark.parametrize("mode", list(MODES))
 def test_four_attacks(mode: str, db: str, request: pytest.FixtureRequest, tmp_path: Path, smtp_sink: Any) -> None:
     authserv, results, reference, acts = MODES[mode]
-    url = request.getfixturevalue("pg_url") if db == "postgresql" else ""
+    url = request.getfixturevalue("pg_migrated_url") if db == "postgresql" else ""
     path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=url,
                         notifications="managers_get_new = true", extra=EVERY_DAY,
                         top='[security]\ntrusted_authserv_id = "mx.firma.pl"\n' if authserv else "")

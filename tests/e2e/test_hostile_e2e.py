@@ -34,7 +34,7 @@ EML = Path(__file__).parents[1] / "data" / "eml"
 
 
 def make_env(tmp: Path, sink: Any, extra: str = "") -> dict[str, Any]:
-    path = write_config(tmp, source=maildir_source(tmp), smtp_port=sink.port, extra=extra)
+    path = write_config(tmp, source=maildir_source(tmp), smtp_port=sink.port, extra=extra, migrated=True)
     return {"path": path, "box": mailbox.Maildir(tmp / "Maildir", create=True), "sink": sink, "tmp": tmp}
 
 

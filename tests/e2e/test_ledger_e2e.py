@@ -332,7 +332,7 @@ def test_a_package_with_hours_left_gets_one_expiry_reminder(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path, smtp_sink: Any,
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url = request.getfixturevalue("pg_url") if backend == "postgresql" else ""
+    url = request.getfixturevalue("pg_migrated_url") if backend == "postgresql" else ""
     # nord-a (4 h) expires on 20 November; [packages] expiry_reminder_days = 14 by default.
     w = World(tmp_path, smtp_sink, warsaw("2026-11-05 09:00"), customers=EXPIRING, database_url=url)
     w.run()

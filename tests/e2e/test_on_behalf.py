@@ -27,7 +27,7 @@ EVERY_DAY = ('\n[calendar]\nworking_days = ["mon", "tue", "wed", "thu", "fri", "
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def env(request: pytest.FixtureRequest, tmp_path: Path, smtp_sink: Any) -> dict[str, Any]:
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else ""
+    url = request.getfixturevalue("pg_migrated_url") if request.param == "postgresql" else ""
     # no morning digest: every day is a working day here, so after 08:00 Warsaw time the managers'
     # digest would join the mail these tests count
     path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=url,

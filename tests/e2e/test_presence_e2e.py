@@ -23,7 +23,7 @@ PREFERS_PIOTR = CUSTOMERS.replace('billing_address = "kari@nord.no"\n',
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("pg_url")) if request.param == "postgresql" else ""
+    return str(request.getfixturevalue("pg_migrated_url")) if request.param == "postgresql" else ""
 
 
 def assignees(w: World) -> dict[int, str | None]:

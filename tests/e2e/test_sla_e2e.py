@@ -120,7 +120,7 @@ T0 = warsaw("2026-11-16 10:00")  # a Monday
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def world(request: pytest.FixtureRequest, tmp_path: Path, smtp_sink: Any) -> World:
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else ""
+    url = request.getfixturevalue("pg_migrated_url") if request.param == "postgresql" else ""
     return World(tmp_path, smtp_sink, T0, extra=MORE_PEOPLE + SEND_AT_NIGHT, database_url=url)
 
 

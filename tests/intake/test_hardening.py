@@ -22,7 +22,7 @@ UTC = timezone.utc
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def env(request: pytest.FixtureRequest, tmp_path: Path, smtp_sink: Any) -> Iterator[dict[str, Any]]:
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else ""
+    url = request.getfixturevalue("pg_migrated_url") if request.param == "postgresql" else ""
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
     yield {"tmp": tmp_path, "url": url, "box": box, "sink": smtp_sink}
 

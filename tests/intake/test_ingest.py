@@ -29,8 +29,8 @@ UTC = timezone.utc
 @pytest.fixture(params=["sqlite", "postgresql"])
 def env(request: pytest.FixtureRequest, tmp_path: Path, smtp_sink: Any) -> Iterator[dict[str, Any]]:
     """Every test here runs on the embedded SQLite and on a real PostgreSQL server."""
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else ""
-    path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=url)
+    url = request.getfixturevalue("pg_migrated_url") if request.param == "postgresql" else ""
+    path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=url, migrated=True)
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
     yield {"path": path, "box": box, "sink": smtp_sink, "tmp": tmp_path}
 

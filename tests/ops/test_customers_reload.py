@@ -42,7 +42,7 @@ pytestmark = pytest.mark.usefixtures("restore_logging")
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def config(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    url = str(request.getfixturevalue("pg_url")) if request.param == "postgresql" else ""
+    url = str(request.getfixturevalue("pg_migrated_url")) if request.param == "postgresql" else ""
     return write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=2525, database_url=url,
                         customers=CUSTOMERS + MORE)
 

@@ -52,7 +52,7 @@ pytestmark = pytest.mark.usefixtures("restore_logging")
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("pg_url")) if request.param == "postgresql" else ""
+    return str(request.getfixturevalue("pg_migrated_url")) if request.param == "postgresql" else ""
 
 
 def test_a_ticket_past_its_threshold_is_escalated_by_a_fresh_run_once(tmp_path: Path, smtp_sink: Any,

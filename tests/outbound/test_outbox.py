@@ -98,8 +98,8 @@ def test_each_sent_mark_is_committed_before_the_next_mail_goes_out(
     it as sent (attempts 1, sent_at set); mail is handed over oldest first. On
     PostgreSQL the marks are committed without waiting for the WAL flush: visible
     to every other session (and kept by the server) all the same."""
-    url = request.getfixturevalue("pg_url") if db == "postgresql" else ""
-    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=url)
+    url = request.getfixturevalue("pg_migrated_url") if db == "postgresql" else ""
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=url, migrated=True)
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
     for i in range(6):
         box.add(make_mail(sender=f"Jan {i} <jan{i}@acme.pl>", subject=f"Sprawa {i}", msgid=f"<seq{i}@acme.pl>"))
@@ -334,8 +334,8 @@ def test_refused_and_unrenderable_mail_between_sent_mail_is_recorded(
     mail the relay refuses and one that cannot be built (its file is gone), among mail that goes
     out, are each recorded (on SQLite the session must not write on a read snapshot the marks
     outdated: "database is locked")."""
-    url = request.getfixturevalue("pg_url") if db == "postgresql" else ""
-    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=url)
+    url = request.getfixturevalue("pg_migrated_url") if db == "postgresql" else ""
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=url, migrated=True)
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
     for i in range(8):
         box.add(make_mail(sender=f"jan{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<mix{i}@acme.pl>"))

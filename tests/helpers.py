@@ -161,9 +161,9 @@ role = "manager"
     path.write_text(text, encoding="utf-8")
     if compiled and not (tmp / "var").exists():
         seed_template_cache(tmp / "var")
-    if migrated and not database_url:
+    database = tmp / "var" / "maild.db"
+    if migrated and not database_url and not database.exists():  # a config written again keeps its database
         (tmp / "var").mkdir(mode=0o700, exist_ok=True)
-        database = tmp / "var" / "maild.db"
         shutil.copyfile(migrated_sqlite(), database)
         database.chmod(0o600)
     return path

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from maild.config import Consultant
 from maild.rules.peak import PeakWindow
 from maild.rules.reasons import for_reader
+from maild.rules.wording import format_local_time
 
 __all__ = [
     "Event",
@@ -159,7 +160,7 @@ def header_block(view: TicketView, tz: ZoneInfo, new_ticket_address: str, langua
     ``peak_windows``: the configured ones, whose labels name a peak period)."""
     from maild.desk.commands import help_lines  # the commands' table (and the desk): a notification's only
 
-    due = view.reaction_due.astimezone(tz).strftime("%Y-%m-%d %H:%M") if view.reaction_due else ""
+    due = format_local_time(view.reaction_due, tz.key, language) if view.reaction_due else ""
     return {
         "ref": view.ref, "subject": view.subject, "customer": view.customer_name or view.requester,
         "contract_id": view.contract_id, "contract_kind": view.contract_kind, "tier": view.tier_name,

@@ -28,6 +28,7 @@ from maild.storage import store
 from maild.storage.models import MessageRow, Ticket
 from maild.rules.kinds import rules_of
 from maild.rules.sla import plan_escalation, time_left_text
+from maild.rules.wording import format_local_time
 
 log = logging.getLogger("maild.sla")
 
@@ -127,7 +128,7 @@ class Sweeper:
                     "skipped": [s + 1 for s in decision.skipped_levels], "breach": breach or decision.breach,
                     "customer": customer.name if customer else (ticket.requester or "?"),
                     "contract_id": ticket.contract_id or "", "requester": ticket.requester,
-                    "due_local": ticket.reaction_due.astimezone(ctx.calendar.tz).strftime("%Y-%m-%d %H:%M"),
+                    "due_local": format_local_time(ticket.reaction_due, cfg.calendar.timezone, language),
                     "timezone": cfg.calendar.timezone,  # named after the time, as the notifications do
                     "time_left": time_left_text(ticket.reaction_due, now, language),
                     "excerpt": first_lines(first_message), "assigned_to": ticket.assigned_to or "",

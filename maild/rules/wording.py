@@ -96,23 +96,41 @@ def zone_phrase(tz: str) -> str:
     return "Polish time" if tz == "Europe/Warsaw" else ""
 
 
+def _local(moment: datetime | str, tz: str) -> datetime:
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"a deadline must be tz-aware, got {moment.isoformat()}")
+    return moment.astimezone(ZoneInfo(tz))
+
+
+def _date_and_clock(local: datetime, language: str) -> str:
+    clock = f"{local.hour:02d}:{local.minute:02d}"
+    if reader_language(language) == "pl":
+        return f"{format_date(local.date(), 'pl')}, godz. {clock}"
+    return f"{format_date(local.date(), 'en')}, {clock}"
+
+
+def format_local_time(moment: datetime | str, tz: str, language: str = "pl") -> str:
+    """A moment in the business time zone after a label ("Termin: 7.12.2026 r., godz. 15:59" /
+    "Deadline: 7 December 2026, 15:59"), the zone named beside it (``format_zone``): what a
+    consultant's notification and escalation show, which read "2026-12-07 15:59" before."""
+    return _date_and_clock(_local(moment, tz), language)
+
+
 def format_deadline(moment: datetime | str, tz: str, language: str = "pl") -> str:
     """A deadline as a customer reads it, in the business time zone.
 
     pl: ``poniedziałku 7.12.2026 r., godz. 15:59`` (after "do"); en: ``Monday 7 December 2026,
     15:59 (Polish time)`` (after "by"). Outside Warsaw the UTC offset replaces "Polish time".
     """
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        raise ValueError(f"a deadline must be tz-aware, got {moment.isoformat()}")
-    local = moment.astimezone(ZoneInfo(tz))
-    clock = f"{local.hour:02d}:{local.minute:02d}"
+    local = _local(moment, tz)
+    when = _date_and_clock(local, language)
     if reader_language(language) == "pl":
         where = "" if tz == "Europe/Warsaw" else f" (UTC{local.strftime('%z')[:3]}:{local.strftime('%z')[3:]})"
-        return f"{_WEEKDAYS_PL_GENITIVE[local.weekday()]} {format_date(local.date(), 'pl')}, godz. {clock}{where}"
+        return f"{_WEEKDAYS_PL_GENITIVE[local.weekday()]} {when}{where}"
     zone = zone_phrase(tz) or f"UTC{local.strftime('%z')[:3]}:{local.strftime('%z')[3:]}"
-    return f"{_WEEKDAYS_EN[local.weekday()]} {format_date(local.date(), 'en')}, {clock} ({zone})"
+    return f"{_WEEKDAYS_EN[local.weekday()]} {when} ({zone})"
 
 
 def format_duration(minutes: int, language: str = "pl") -> str:

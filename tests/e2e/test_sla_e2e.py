@@ -151,7 +151,7 @@ def test_ticket_crosses_each_threshold_once_to_the_right_people(
     [to_anna] = [m for m in world.sink.messages if m.rcpt_tos == ["anna@firma.pl"]]
     text = body(to_anna)
     assert "50%" in text and "Acme" in text and "acme-sla" in text and "jan@acme.pl" in text
-    assert "Termin:        2026-11-17 10:00 (czas polski; pozostało 12 godz.)\r\n" in text, text  # the zone named
+    assert "Termin:        17.11.2026 r., godz. 10:00 (czas polski; pozostało 12 godz.)\r\n" in text, text  # the zone named
     assert "Proszę o pomoc z wydrukiem faktury." in text
     assert to_anna.parsed["Auto-Submitted"] == "auto-generated"
 

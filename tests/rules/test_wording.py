@@ -173,6 +173,17 @@ def test_every_kind_has_one_name_per_language_for_customers() -> None:
     assert kind_name("retainer", "en") == "retainer", "a kind this module does not know reads as stored"
 
 
+def test_a_consultants_deadline_reads_as_a_date_and_a_time_not_iso() -> None:
+    """The notifications and escalations read "Termin: 2026-12-07 15:59"; the customers' date form,
+    without the weekday in the genitive that follows "do"."""
+    from maild.rules.wording import format_local_time
+
+    due = datetime(2026, 12, 7, 14, 59, tzinfo=UTC)
+    assert format_local_time(due, "Europe/Warsaw", "pl") == "7.12.2026 r., godz. 15:59"
+    assert format_local_time(due.isoformat(), "Europe/Warsaw", "en") == "7 December 2026, 15:59"
+    assert format_deadline(due, "Europe/Warsaw", "pl") == "poniedziałku " + format_local_time(due, "Europe/Warsaw", "pl")
+
+
 def test_an_alerts_problem_is_named_in_the_readers_words() -> None:
     from maild.rules.wording import format_problem
 

@@ -182,7 +182,7 @@ def run_once(config: Path) -> subprocess.CompletedProcess[str]:
 
 def test_ready_after_login_watchdog_status_and_stopping(tmp_path: Path, imap_account: Any, smtp_sink: Any,
                                                         notify_socket: NotifySocket, daemons: Any) -> None:
-    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port, extra=FAST)
+    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port, extra=FAST, migrated=True)
     imap_account.append(make_mail())
     daemon = daemons(config, notify=notify_socket, watchdog_usec=2_000_000)
     wait_until(lambda: notify_socket.states("READY=1"), 20, "READY=1")
@@ -214,7 +214,7 @@ def test_ready_means_logged_in_even_when_the_first_cycle_fails(tmp_path: Path, i
 def test_no_ready_while_login_is_refused(tmp_path: Path, imap_account: Any, smtp_sink: Any,
                                          notify_socket: NotifySocket, daemons: Any) -> None:
     config = write_config(tmp_path, source=imap_table(imap_account, password="wrong-secret-123"),
-                          smtp_port=smtp_sink.port, extra=FAST)
+                          smtp_port=smtp_sink.port, extra=FAST, migrated=True)
     daemon = daemons(config, notify=notify_socket, watchdog_usec=2_000_000)
     daemon.wait_log(r"mailbox login refused", count=2)
     assert notify_socket.states("READY=1") == []
@@ -223,7 +223,7 @@ def test_no_ready_while_login_is_refused(tmp_path: Path, imap_account: Any, smtp
 
 def test_watchdog_stops_while_imap_keeps_failing_and_resumes(tmp_path: Path, imap_account: Any, smtp_sink: Any,
                                                              notify_socket: NotifySocket, daemons: Any) -> None:
-    config = write_config(tmp_path, source=imap_table(imap_account, timeout=2), smtp_port=smtp_sink.port, extra=FAST)
+    config = write_config(tmp_path, source=imap_table(imap_account, timeout=2), smtp_port=smtp_sink.port, extra=FAST, migrated=True)
     daemon = daemons(config, notify=notify_socket, watchdog_usec=2_000_000)
     wait_until(lambda: notify_socket.states("READY=1"), 20, "READY=1")
     server = imap_account.server
@@ -248,7 +248,7 @@ def test_sigterm_mid_backlog_stops_fast_and_loses_nothing(tmp_path: Path, imap_a
                                                           notify_socket: NotifySocket, daemons: Any) -> None:
     n = 150
     config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port,
-                          extra=FAST, top="batch_size = 5")
+                          extra=FAST, top="batch_size = 5", migrated=True)
     imap_account.append_many([make_mail(sender=f"jan{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<term{i}@acme.pl>") for i in range(n)])
     daemon = daemons(config, notify=notify_socket)
     daemon.wait_log(r"moved 5 messages to Processed", count=2)
@@ -273,7 +273,7 @@ def test_sigterm_mid_backlog_stops_fast_and_loses_nothing(tmp_path: Path, imap_a
 
 def test_sigterm_while_idle_stops_at_once(tmp_path: Path, imap_account: Any, smtp_sink: Any, daemons: Any) -> None:
     config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port,
-                          extra=FAST.replace("cycle_seconds = 2", "cycle_seconds = 600"))
+                          extra=FAST.replace("cycle_seconds = 2", "cycle_seconds = 600"), migrated=True)
     daemon = daemons(config)
     daemon.wait_log(r"logged in")
     time.sleep(0.5)  # in IDLE now
@@ -295,7 +295,7 @@ def contracts_by_subject(tmp_path: Path) -> dict[str, str | None]:
 
 def test_sighup_reloads_customers_and_refuses_a_broken_file(tmp_path: Path, imap_account: Any, smtp_sink: Any,
                                                             daemons: Any) -> None:
-    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port, extra=FAST)
+    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port, extra=FAST, migrated=True)
     daemon = daemons(config)
     imap_account.append(make_mail(subject="Przed", msgid="<hup1@acme.pl>"))
     wait_until(lambda: "Przed" in contracts_by_subject(tmp_path), 20, "first ticket")

@@ -47,7 +47,7 @@ def assert_each_once(sessions: Any, sink: Any, count: int) -> None:
 
 def test_imap_server_restarted_mid_batch(tmp_path: Path, imap_account: Any, smtp_sink: Any, daemons: Any) -> None:
     config = write_config(tmp_path, source=imap_table(imap_account, timeout=3), smtp_port=smtp_sink.port,
-                          extra=FAST, top="batch_size = 5")
+                          extra=FAST, top="batch_size = 5", migrated=True)
     imap_account.append_many([make_mail(sender=f"jan{i}@acme.pl", subject=f"Restart {i}", msgid=f"<rs{i}@acme.pl>", body=f"Treść {i}\n" * 50)
                               for i in range(N_RESTART)])
     daemon = daemons(config)
@@ -64,7 +64,7 @@ def test_imap_server_restarted_mid_batch(tmp_path: Path, imap_account: Any, smtp
 
 def test_smtp_down_for_a_while_then_everything_once_oldest_first(tmp_path: Path, imap_account: Any,
                                                                   smtp_sink: Any, daemons: Any) -> None:
-    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port, extra=FAST)
+    config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port, extra=FAST, migrated=True)
     smtp_sink.stop()
     daemon = daemons(config)
     sent_order = []
@@ -224,7 +224,7 @@ def test_idle_connection_silently_dropped_by_nat(tmp_path: Path, imap_account: A
     proxy = BlackholeProxy(imap_account.port)
     try:
         config = write_config(tmp_path, source=imap_table(imap_account, port=proxy.port, timeout=2),
-                              smtp_port=smtp_sink.port, extra=FAST)
+                              smtp_port=smtp_sink.port, extra=FAST, migrated=True)
         daemon = daemons(config)
         imap_account.append(make_mail(subject="Przed", msgid="<nat1@acme.pl>"))
         wait_until(lambda: processed(imap_account, 1), 20, "first mail")

@@ -30,7 +30,7 @@ def env(request: pytest.FixtureRequest, tmp_path: Path, smtp_sink: Any) -> Itera
 def configure(env: dict[str, Any], extra: str = "", top: str = "", customers: str | None = None) -> Path:
     kwargs: dict[str, Any] = {} if customers is None else {"customers": customers}
     return write_config(env["tmp"], source=maildir_source(env["tmp"]), smtp_port=env["sink"].port,
-                        database_url=env["url"], extra=extra, top=top, **kwargs)
+                        database_url=env["url"], extra=extra, top=top, migrated=True, **kwargs)
 
 
 def run(config: Path, clock: Callable[[], datetime] | None = None) -> Daemon:

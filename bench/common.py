@@ -188,7 +188,7 @@ def start_dovecot(directory: Path) -> Any:
         else:
             raise RuntimeError(f"Dovecot's auth process (user dovecot) cannot reach {directory}: "
                                f"{folder} is not searchable by others; chmod o+x it or use another folder")
-    server = DovecotServer(directory)
+    server = DovecotServer(directory, mail_fsync="optimized")  # a deployment's durability, unlike the tests' Dovecot
     server.start()
     return server
 

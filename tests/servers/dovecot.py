@@ -6,6 +6,12 @@ service), listens on 127.0.0.1 only, and maps every user to the unprivileged
 its own user (a line in the passwd-file, which Dovecot re-reads when it changes),
 so tests never see each other's mail.
 
+``mail_fsync = never`` (benchmarks pass ``optimized``, Dovecot's default, as a deployment
+runs it): durability across an OS crash is not what these tests check
+(the PostgreSQL fixture turns fsync off for the same reason); a stopped or killed
+Dovecot leaves its files in the page cache all the same. On this machine's disk it
+makes appending 200 mails 0.4 s instead of 2.1 s.
+
 The helpers on `ImapAccount` use plain imapclient on purpose: they are the
 "other client" that the code under test must cooperate with, so they must not
 share its bugs.
@@ -50,8 +56,9 @@ def _port_open(port: int) -> bool:
 class DovecotServer:
     """One private Dovecot instance; stop/start/restart keep ports and mail."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, mail_fsync: str = "never") -> None:
         self.directory = directory
+        self.mail_fsync = mail_fsync
         self.host = "127.0.0.1"
         self.port = free_port()
         self.tls_port: int | None = None
@@ -107,7 +114,7 @@ auth_failure_delay = 0
 first_valid_uid = {self.uid}
 first_valid_gid = {self.gid}
 mail_location = maildir:{d}/mail/%u/Maildir
-mail_fsync = optimized
+mail_fsync = {self.mail_fsync}
 shutdown_clients = yes
 passdb {{
   driver = passwd-file

@@ -36,7 +36,7 @@ class Box:
 
 @pytest.fixture
 def env(tmp_path: Path, smtp_sink: Any) -> Iterator[dict[str, Any]]:
-    path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port)
+    path = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, migrated=True)
     clock = Clock(T0)
     yield {"path": path, "box": Box(tmp_path / "Maildir", clock), "sink": smtp_sink, "clock": clock}
 

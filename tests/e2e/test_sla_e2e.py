@@ -74,7 +74,7 @@ class World:
             # These tests are about who hears of an unassigned ticket; assignment has its own.
             extra += '\n[assignment]\nmode = "none"\n'
         self.path = write_config(tmp, source=maildir_source(tmp), smtp_port=sink.port, extra=extra,
-                                 customers=customers, database_url=database_url)
+                                 customers=customers, database_url=database_url, migrated=True)
         self.daemon = Daemon(load_config(self.path), self.clock)
 
     def at(self, when: datetime) -> World:

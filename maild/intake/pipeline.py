@@ -57,7 +57,8 @@ from maild.intake.lookup import DeskThreadLookup
 from maild.rules.contracts import Resolution, resolve
 from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
 from maild.rules.kinds import packages_of, rules_of
-from maild.rules.scope import guess_scope
+from maild.rules.reasons import scope_reason
+from maild.rules.scope import clue_words, guess_scope
 from maild.rules.wording import NO_SUBJECT
 from maild.intake.facts import ReadingRules
 from maild.intake.mailbox import FetchedMail
@@ -602,7 +603,7 @@ class Ingestor:
         reasons = [resolution.reason, *prio.reasons, *decision.reasons, *screening.reasons]
         scope, clues = (facts.scope, facts.clues) if facts is not None else guess_scope(msg.subject, new_text)
         if scope is not None:
-            reasons.append(f"scope {scope} guessed from " + ", ".join(repr(c) for c in clues))
+            reasons.append(scope_reason(scope, clue_words(msg.subject, new_text, clues)))
         joining = self._joining(msg.from_addr, (msg.from_addr, *msg.cc, *msg.to), (), resolution.customer,
                                 by_consultant=is_consultant)
         if on_behalf is not None:

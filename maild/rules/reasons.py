@@ -26,18 +26,20 @@ from functools import cache
 from typing import Literal, NamedTuple
 
 from maild.rules.peak import PeakWindow
+from maild.rules.scope import scope_name
 from maild.rules.wording import reader_language
 
-ReasonCode = Literal["tier", "unverified", "automatic", "urgent", "peak", "routine", "old_mail", "set"]
+ReasonCode = Literal["tier", "unverified", "automatic", "urgent", "peak", "routine", "old_mail", "set", "scope"]
 REASON_CODES: tuple[ReasonCode, ...] = ("tier", "unverified", "automatic", "urgent", "peak", "routine", "old_mail",
-                                        "set")
+                                        "set", "scope")
 
 
 class Reason(NamedTuple):
     """One reason with its parameters: ``tier``/``kind`` for ``tier``, ``words`` for ``urgent``
     (the urgent words found) and ``peak`` (the window's topic words found), ``window`` (its name);
     for ``set`` (a consultant's ``#priority``) the ``priority``, who set it (``by``) and the reason
-    they gave (``note``, may be empty)."""
+    they gave (``note``, may be empty); for ``scope`` (the scope guessed from a new ticket's text)
+    the ``scope``'s key and the ``words`` it was guessed from."""
 
     code: ReasonCode
     tier: str = ""
@@ -47,6 +49,7 @@ class Reason(NamedTuple):
     priority: str = ""
     by: str = ""
     note: str = ""
+    scope: str = ""
 
     @property
     def stored(self) -> str:
@@ -60,6 +63,8 @@ class Reason(NamedTuple):
             return peak_reason(self.window, self.words)
         if code == "set":
             return set_reason(self.priority, self.by, self.note)
+        if code == "scope":
+            return scope_reason(self.scope, self.words)
         return _FIXED_TEXT[code]
 
 
@@ -80,6 +85,12 @@ def peak_reason(window: str, words: Sequence[str]) -> str:
 # where no reader saw it.
 def set_reason(priority: str, by: str, note: str) -> str:
     return f"{priority}{_SET_BY}{by}" + (f"{_BECAUSE}{_quoted_list((note,))}" if note else "")
+
+
+# The intake's, for a new ticket's scope guessed from its text (``maild.rules.scope``): the words as
+# the mail wrote them ("'Błąd', 'awaria'"; versions before stored the stems "'blad', 'awari'").
+def scope_reason(scope: str, words: Sequence[str]) -> str:
+    return f"{_SCOPE}{scope}{_GUESSED}{_quoted_list(words)}"
 
 
 def with_priority_set(reasons: Sequence[str], priority: str, by: str, note: str) -> list[str]:
@@ -103,6 +114,8 @@ _URGENT = "P1: urgent words "
 _SET_BY = ": set by "
 _BECAUSE = ", reason "
 _PEAK = "P2: peak period "
+_SCOPE = "scope "
+_GUESSED = " guessed from "
 _TOPIC = ", topic "
 _FIXED_TEXT: dict[ReasonCode, str] = {
     "unverified": UNVERIFIED, "automatic": AUTOMATIC, "routine": ROUTINE, "old_mail": OLD_MAIL}
@@ -170,6 +183,10 @@ def parse(text: str) -> Reason | None:
                 return Reason("peak", window=rest[:at], words=words)
             at = rest.find(_TOPIC, at + 1)
         return None
+    if text.startswith(_SCOPE):
+        scope, found, quoted = text[len(_SCOPE):].partition(_GUESSED)
+        words = _words(quoted) if found and scope and " " not in scope else None
+        return Reason("scope", scope=scope, words=words) if words else None
     tier = _patterns()[0].fullmatch(text)
     if tier is not None:
         return Reason("tier", tier=tier.group(1), kind=tier.group(2))
@@ -222,6 +239,13 @@ def word(reason: Reason, language: str, windows: Sequence[PeakWindow] = ()) -> s
             return (f"{reason.priority}: nadany przez {reason.by}"
                     + (f", powód: {_quotes((reason.note,), lang)}" if reason.note else ""))
         return f"{reason.priority}: set by {reason.by}" + (f", reason: {_quotes((reason.note,), lang)}" if reason.note else "")
+    if code == "scope":
+        one = len(reason.words) == 1
+        if lang == "pl":
+            return (f"zakres: {scope_name(reason.scope, lang)}, odgadnięty ze {'słowa' if one else 'słów'} "
+                    f"{_quotes(reason.words, lang)}")
+        return f"scope: {scope_name(reason.scope, lang)}, guessed from the {'word' if one else 'words'} " \
+               f"{_quotes(reason.words, lang)}"
     return _FIXED_WORDING[code][lang]
 
 

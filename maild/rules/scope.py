@@ -9,6 +9,9 @@ Pure: text in, a scope out.
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from functools import lru_cache
 from typing import Literal, get_args
 
 from maild.rules.peak import fold_marks
@@ -101,3 +104,51 @@ def guess_scope(subject: str, text: str) -> tuple[Scope | None, tuple[str, ...]]
             best = (score, scope, tuple(found))
     return best[1], best[2]
 
+
+
+@lru_cache(maxsize=1)
+def _folds_to() -> dict[str, str]:
+    """Each folded letter with every Latin character that folds to it ("l": "lLłŁ..."): a clue is
+    found in the folded text, its word is read back from the text as written."""
+    into: dict[str, str] = {}
+    for code in range(0x20, 0x250):
+        ch = chr(code)
+        folded = fold_marks(ch)
+        if len(folded) == 1 and folded != ch:
+            into[folded] = into.get(folded, folded) + ch
+    return into
+
+
+@lru_cache(maxsize=256)
+def _clue_pattern(clue: str) -> re.Pattern[str]:
+    """A clue as the mail may have written it: any case and marks, any blanks between its words,
+    with the rest of the words it begins or ends in; a clue's trailing blank ("jak ") stays a
+    word's end."""
+    into = _folds_to()
+    parts: list[str] = []
+    body = clue.rstrip()
+    for ch in body:
+        if ch.isspace():
+            parts.append(r"\s+")
+        elif ch in into:
+            parts.append("[" + re.escape(into[ch]) + "]")
+        else:
+            parts.append(re.escape(ch))
+    end = r"(?=\s)" if body != clue else r"\w*"
+    return re.compile(r"\w*" + "".join(parts) + end)
+
+
+def clue_words(subject: str, text: str, clues: Sequence[str]) -> tuple[str, ...]:
+    """``guess_scope``'s clues as the mail wrote them ("Błąd", "awaria", "nie działa", not the
+    stems "blad", "awari", "nie dziala"): the whole words each clue was found in, the subject
+    first as the guess reads it, once whatever their case. A clue not found again (a character
+    folded into two) is given as the clue."""
+    found: dict[str, str] = {}
+    body = text[:2000]
+    for clue in clues:
+        pattern = _clue_pattern(clue)
+        match = pattern.search(subject) or pattern.search(body)
+        written = " ".join(match.group(0).split()) if match is not None else clue.strip()
+        found.setdefault(written.casefold(), written)
+    # "wydruk" inside "Nowy wydruk" is the same place read twice
+    return tuple(w for key, w in found.items() if not any(key != other and key in other for other in found))

@@ -103,3 +103,10 @@ def test_show_prints_whole_messages_in_local_time(capsys: pytest.CaptureFixture[
         assert f"    {line.rstrip()}" in out  # every line, whole: nothing cut at 4 lines or 100 characters
     assert re.search(r"created \d{4}-\d\d-\d\d \d\d:\d\d (CET|CEST), reaction due", out), out
     assert "Z," not in out and "+00:00" not in out
+
+
+def test_show_gives_the_scope_guess_with_the_words_the_mail_wrote(capsys: pytest.CaptureFixture[str],
+                                                                  config: Path) -> None:
+    """The reasons line read "scope installation guessed from 'aktualizac'" (the stem)."""
+    out = run(capsys, config, "tickets", "show", "SUP-1")
+    assert "scope installation guessed from 'aktualizacji'" in out, out

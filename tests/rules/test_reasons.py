@@ -84,7 +84,7 @@ def test_operators_own_urgent_and_topic_words_read_back_exactly(
 def test_every_code_has_a_polish_and_an_english_wording() -> None:
     for code in REASON_CODES:
         reason = Reason(code, tier="sla", kind="sla", window="vat_jpk", words=("jpk",), priority="P2",
-                        by="anna@firma.pl", note="klient czeka")
+                        by="anna@firma.pl", note="klient czeka", scope="training")
         polish, english = word(reason, "pl", WINDOWS), word(reason, "pl-PL", WINDOWS)
         assert polish == english and polish != word(reason, "en", WINDOWS)
         _assert_polish(polish, reason)
@@ -120,6 +120,14 @@ def test_every_code_has_a_polish_and_an_english_wording() -> None:
     ("P1: set by anna@firma.pl, reason 'a', 'b'", "P1: set by anna@firma.pl, reason 'a', 'b'",
      "P1: set by anna@firma.pl, reason 'a', 'b'"),
     # a consultant's own words, and anything this module did not make, read as written
+    # the scope guessed from a new ticket's text: the words as the mail wrote them, and the stems
+    # every version before stored
+    ("scope incident guessed from 'Błąd', 'nie działa'",
+     "zakres: rozwiązanie problemu, odgadnięty ze słów „Błąd”, „nie działa”",
+     "scope: problem, guessed from the words “Błąd”, “nie działa”"),
+    ("scope training guessed from 'szkolen'", "zakres: szkolenie, odgadnięty ze słowa „szkolen”",
+     "scope: training, guessed from the word “szkolen”"),
+    ("scope incident guessed from ", "scope incident guessed from ", "scope incident guessed from "),
     ("P1: produkcja stoi u klienta", "P1: produkcja stoi u klienta", "P1: produkcja stoi u klienta"),
     ("P1: urgent words pilne", "P1: urgent words pilne", "P1: urgent words pilne"),
     ("P2: peak period zus, topic ", "P2: peak period zus, topic ", "P2: peak period zus, topic "),

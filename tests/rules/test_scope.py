@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from maild.rules.scope import SCOPES, guess_scope, parse_scope, scope_name
+from maild.rules.peak import fold_marks
+from maild.rules.scope import SCOPES, clue_words, guess_scope, parse_scope, scope_name
 
 
 @pytest.mark.parametrize(
@@ -92,3 +93,38 @@ def test_the_guess_counts_the_subject_twice_and_keeps_the_clues_in_order(body: l
         if score > best[0]:
             best = (score, scope, tuple(clue.strip() for clue in hits))
     assert guess_scope(" ".join(subject), " ".join(body)) == (best[1], best[2])
+
+
+@pytest.mark.parametrize(
+    ("subject", "text", "written"),
+    [
+        ("Błąd w systemie", "Awaria! System nie\n  działa od rana.", ("Błąd", "Awaria", "nie działa")),
+        ("Nie działa wydruk faktury", "Wyskakuje BŁĄD przy drukowaniu.", ("BŁĄD", "Nie działa")),
+        ("Nowy wydruk zestawienia sprzedaży", "", ("Nowy wydruk", "zestawienia")),
+        ("Pytanie o księgowanie", "Jak zaksięgować korektę? Jakość bez zmian.", ("Pytanie", "Jak")),
+        ("Aktualizacja do nowej wersji", "", ("Aktualizacja", "nowej wersji")),
+    ],
+)
+def test_the_guess_is_explained_with_the_words_the_mail_wrote(subject: str, text: str,
+                                                              written: tuple[str, ...]) -> None:
+    """The stems ("blad", "awari", "nie dziala") reached tickets show's reasons line."""
+    _, clues = guess_scope(subject, text)
+    assert clue_words(subject, text, clues) == written
+
+
+WORDS = ["Błąd", "błędu", "AWARIA", "nie  działa", "Nie działają", "zawiesza się", "raportu", "wydruk", "Jak",
+         "jakość", "szkolenia", "Instalacja", "nową wersję", "ß", "ĳ", "pytanie", "debugging"]
+
+
+@given(st.lists(st.one_of(st.sampled_from(WORDS), st.text(max_size=8)), max_size=12).map(" ".join),
+       st.lists(st.one_of(st.sampled_from(WORDS), st.text(max_size=8)), max_size=30).map(" ".join))
+def test_every_word_shown_is_in_the_mail_and_holds_a_clue(subject: str, text: str) -> None:
+    _, clues = guess_scope(subject, text)
+    written = clue_words(subject, text, clues)
+    assert bool(written) == bool(clues)
+    for word in written:
+        found = " ".join(word.split())
+        folded = " ".join(fold_marks(word).split())
+        in_mail = found in " ".join(subject.split()) or found in " ".join(text[:2000].split())
+        # a clue a character folded into two hid is given as the clue
+        assert (in_mail and any(c.strip() in folded for c in clues)) or word in (c.strip() for c in clues), word

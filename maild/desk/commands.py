@@ -33,7 +33,7 @@ from maild.desk.context import DeskContext
 from maild.desk.desk import TicketDesk
 from maild.desk.team import TeamError
 from maild.rules.duration import MAX_ENTRY_MINUTES, DurationError, parse_duration
-from maild.rules.scope import Scope, known_words, parse_scope
+from maild.rules.scope import Scope, keywords, known_words, parse_scope
 from maild.rules.presence import AbsenceError, parse_range
 from maild.rules.wording import reader_language
 from maild.storage.models import Ticket
@@ -424,8 +424,8 @@ register(CommandSpec("assign", ("przypisz",), "#assign <e-mail or name>", lambda
                      once=True, help_pl="#assign <e-mail lub imię>"))
 register(CommandSpec("priority", ("priorytet",), "#priority P1..P4 <reason>", lambda _, args: _parse_priority(args),
                      once=True, help_pl="#priority P1..P4 <powód>"))
-register(CommandSpec("scope", ("zakres",), "#scope consultation|installation|training|problem|development",
-                     lambda _, args: _parse_scope(args), once=True))
+register(CommandSpec("scope", ("zakres",), "#scope " + "|".join(keywords("en")), lambda _, args: _parse_scope(args),
+                     once=True, help_pl="#scope " + "|".join(keywords("pl"))))
 register(CommandSpec("internal", ("wewnętrzne", "wewnetrzne"), "#internal", _no_arguments(InternalCommand())))
 register(CommandSpec("verify", ("potwierdź", "potwierdz"), "#verify", _no_arguments(VerifyCommand())))
 register(CommandSpec("away", ("nieobecny", "nieobecna", "urlop"), "#away 2026-12-21..2027-01-03 [note]",

@@ -42,6 +42,20 @@ _ALIASES: dict[str, Scope] = {
 }
 
 
+# The one word per scope the commands' help shows, in the reader's language (a Polish consultant read
+# the English "#scope consultation|installation|..."): ``parse_scope`` takes both languages' words
+# from anyone, and the scope stored is the key.
+KEYWORDS: dict[str, tuple[str, ...]] = {
+    "pl": ("konsultacja", "instalacja", "szkolenie", "problem", "rozwój"),
+    "en": ("consultation", "installation", "training", "problem", "development"),
+}
+
+
+def keywords(language: str = "en") -> tuple[str, ...]:
+    """The scopes' command words in ``language``, in ``SCOPES``' order."""
+    return KEYWORDS[reader_language(language)]
+
+
 def parse_scope(word: str) -> Scope | None:
     """The scope a consultant's word names (``szkolenie`` -> ``training``), or None."""
     return _ALIASES.get(word.strip().casefold())

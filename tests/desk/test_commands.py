@@ -310,6 +310,27 @@ def test_scope_command_takes_either_language(line: str, scope: str) -> None:
     assert parsed.commands == (ScopeCommand(scope),)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_the_help_shows_the_readers_scope_words_and_every_one_is_taken(language: str) -> None:
+    """A Polish consultant's help read "#scope consultation|installation|...": each language's words
+    now, and every word either help shows works from anyone, with #scope, #zakres and after #time,
+    storing the scope's key."""
+    from maild.desk.commands import help_lines
+    from maild.rules.scope import SCOPES, keywords
+
+    line = next(h for h in help_lines(language) if h.startswith("#scope "))
+    words = line.removeprefix("#scope ").split("|")
+    assert words == list(keywords(language)), line
+    expected = {"pl": ["konsultacja", "instalacja", "szkolenie", "problem", "rozwój"],
+                "en": ["consultation", "installation", "training", "problem", "development"]}
+    assert words == expected[language]
+    for other in ("pl", "en"):  # the other language's words are taken too, whoever writes them
+        for word, scope in zip(keywords(other), SCOPES):
+            for text in (f"#scope {word}", f"#zakres {word.upper()}"):
+                assert parse_commands(f"{text}\nTekst.").commands == (ScopeCommand(scope),), text
+            assert parse_commands(f"#time 1h {word} notatka\n").commands == (TimeCommand(60, scope, "notatka"),)
+
+
 def test_time_scope_in_polish() -> None:
     parsed = parse_commands("#time 1h szkolenie z JPK\n")
     assert parsed.commands == (TimeCommand(60, "training", "z JPK"),)

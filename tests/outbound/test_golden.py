@@ -484,3 +484,20 @@ def test_the_month_report_mail_names_its_month_and_zone_in_the_managers_words(la
     for text in (subject, body):
         assert month in text and "2026-01" not in text and "Europe/" not in text, text
     assert zone in body, body
+
+
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_refused_commands_mail_matches_its_reviewed_golden_file(language: str) -> None:
+    """The refused-commands mail as the intake queues it: its help listed the English scope words
+    to a Polish consultant ("#scope consultation|installation|..."); each reader's words now, and
+    the other language's named as taken too."""
+    from maild.desk.commands import parse_commands
+    from maild.intake.pipeline import _command_error_context, _error_rows
+
+    parsed = parse_commands("#time 1h szkolenie\n#scope gotowanie\nDzień dobry,\n")
+    context = _command_error_context(language, "SUP-12", "Nie działa wydruk faktury", _error_rows(parsed.errors))
+    subject, body = RENDERER.render("command_error", language, context)
+    _golden(GOLDEN / f"command_error.scope.{language}.txt", f"Subject: {subject}\n\n{body}")
+    polish, english = "konsultacja|instalacja|szkolenie|problem|rozwój", "consultation|installation|training"
+    assert (polish if language == "pl" else english) in body
+    assert (english if language == "pl" else polish) not in body

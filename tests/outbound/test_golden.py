@@ -501,3 +501,47 @@ def test_refused_commands_mail_matches_its_reviewed_golden_file(language: str) -
     polish, english = "konsultacja|instalacja|szkolenie|problem|rozwój", "consultation|installation|training"
     assert (polish if language == "pl" else english) in body
     assert (english if language == "pl" else polish) not in body
+
+
+def _authorities() -> dict[str, Any]:
+    """check_authority's verdict for each proof it can decide by, as the intake gets them."""
+    from maild.desk.authority import check_authority, token_address
+
+    support, token = "support@firma.pl", "k7q2abcd"
+    ask = dict(authserv_configured=False, auth_passed=False, auth_reason="", references=(),
+               sent_to_consultant=set(), recipients=("support@firma.pl",), support_address=support, token=token)
+    verdicts = [check_authority(**{**ask, "authserv_configured": True, "auth_passed": True,  # type: ignore[arg-type]
+                                   "auth_reason": "dkim=pass header.d=firma.pl"}),
+                check_authority(**{**ask, "authserv_configured": True,  # type: ignore[arg-type]
+                                   "auth_reason": "dkim=fail header.d=firma.pl"}),
+                check_authority(**{**ask, "references": ("<n1@firma.pl>",),  # type: ignore[arg-type]
+                                   "sent_to_consultant": {"<n1@firma.pl>"}}),
+                check_authority(**{**ask, "recipients": (token_address(support, token),)}),  # type: ignore[arg-type]
+                check_authority(**ask)]  # type: ignore[arg-type]
+    return {v.code: v for v in verdicts}
+
+
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_the_authority_notice_words_every_reason_code_in_the_readers_language(language: str) -> None:
+    """The Polish notice gave the English log line ("Powód: answers maild's mail <...> to this
+    consultant") for any code but the two it worded: every code the verdict carries has its words."""
+    from typing import get_args
+
+    from maild.desk.authority import AuthorityCode
+
+    verdicts = _authorities()
+    assert set(verdicts) == set(get_args(AuthorityCode)), "a proof without a case here"
+    for code, verdict in verdicts.items():
+        context = {"ref": "SUP-12", "subject": "Nie działa wydruk faktury", "reason": verdict.reason,
+                   "reason_code": verdict.code, "detail": verdict.detail, "new_ticket_address": "support+k7q2@firma.pl"}
+        subject, body = RENDERER.render("authority_notice", language, context)
+        _golden(GOLDEN / f"authority_notice.{code}.{language}.txt", f"Subject: {subject}\n\n{body}")
+        why = body.split("Powód: " if language == "pl" else "Why: ", 1)[1].split("\n\n", 1)[0]
+        assert verdict.reason not in body and why.strip(), (code, body)
+        if language == "pl":
+            assert not re.search(r"\b(?:mail|our|server|personal|address|sender|answers)\b", why), (code, why)
+        # a row an earlier version queued (no code, no detail) reads the same words for its reason
+        old = {k: v for k, v in context.items() if k not in ("reason_code", "detail")}
+        if code in ("no_proof", "not_authenticated"):
+            _, old_body = RENDERER.render("authority_notice", language, old)
+            assert verdict.reason not in old_body and why.split(" (")[0].split(";")[0] in old_body, old_body

@@ -185,7 +185,7 @@ def render_statement(context: Mapping[str, Any], language: str, images: list[Ima
 # customer: its words stay here, in both languages, next to the layout that uses them.
 TEXT: dict[str, dict[str, str]] = {
     "en": {
-        "report_title": "Support in {month}", "generated": "Generated {at} UTC. Times in the report: {tz}.",
+        "report_title": "Support in {month}", "generated": "Generated {at}. Times in the report: {tz}.",
         "tickets": "tickets opened", "sla_met": "SLA reactions in time", "breaches": "SLA breaches",
         "backlog": "open at the month's end", "hours": "hours booked", "to_bill": "to invoice",
         "sla": "SLA attainment", "customer": "Customer", "contract": "Contract", "met": "In time",
@@ -202,7 +202,7 @@ TEXT: dict[str, dict[str, str]] = {
         "currency": "PLN",
     },
     "pl": {
-        "report_title": "Wsparcie za {month}", "generated": "Wygenerowano {at} UTC. Godziny w raporcie: {tz}.",
+        "report_title": "Wsparcie za {month}", "generated": "Wygenerowano {at}. Godziny w raporcie: {tz}.",
         "tickets": "nowych zgłoszeń", "sla_met": "reakcji SLA w terminie", "breaches": "naruszeń SLA",
         "backlog": "otwartych na koniec miesiąca", "hours": "zaksięgowanych godzin", "to_bill": "do faktury",
         "sla": "Dotrzymanie SLA", "customer": "Klient", "contract": "Umowa", "met": "W terminie",

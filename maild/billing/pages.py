@@ -24,6 +24,7 @@ from maild.billing.html import (Image, InlineImage, data_uri, png_size, render, 
                                 statement_words, text)
 from maild.billing.plot import WIDTH_PX, render_png
 from maild.rules.kinds import rules_of
+from maild.rules.wording import format_local_time
 
 _CID_SAFE = re.compile(r"[^A-Za-z0-9.-]+")
 # a statement is read in a mail client, often on a phone: narrower charts shrink less there
@@ -58,7 +59,9 @@ def month_report_html(report: Mapping[str, Any], language: str, from_name: str, 
     customers = report["hours"]["customers"]
     html = render("month_report.html", {
         "lang": language, "t": text(language), "r": report, "from_name": from_name,
-        "generated_at": generated_at.strftime("%Y-%m-%d %H:%M"), "summary": month_summary(report),
+        # in the business time zone and the reader's words, as the report's other times ("2026-12-01 06:05 UTC")
+        "generated_at": format_local_time(generated_at, report["timezone"], language),
+        "summary": month_summary(report),
         "images": {image.key: image for image in images},
         "sla_rows": [(cu, c) for cu in customers for c in cu["contracts"] if rules_of(c["kind"]).monthly_allowance],
         "prepaid_rows": [(cu, c) for cu in customers for c in cu["contracts"] if rules_of(c["kind"]).packages],

@@ -193,6 +193,20 @@ def test_month_report_html_escapes_names_and_subjects(month: Month, tmp_path: Pa
     assert f"<h1>Wsparcie za {format_month(MONTH, 'pl')}</h1>" in html and "Godziny w raporcie: czas polski." in html
 
 
+@pytest.mark.parametrize(("language", "meta"), [
+    ("pl", "Wsparcie. Wygenerowano 1.12.2026 r., godz. 07:05. Godziny w raporcie: czas polski."),
+    ("en", "Wsparcie. Generated 1 December 2026, 07:05. Times in the report: Polish time.")])
+def test_month_report_html_gives_its_generation_time_in_the_business_zone(month: Month, language: str,
+                                                                         meta: str) -> None:
+    """It read "Wygenerowano 2026-12-01 06:05 UTC" beside "Godziny w raporcie: czas polski"."""
+    from maild.billing.pages import month_report_html
+
+    data = cli_json(month, "report", "month", "--month", MONTH, "--json", "--language", language)
+    html, _ = month_report_html(data, language, "Wsparcie", datetime(2026, 12, 1, 6, 5, tzinfo=UTC))
+    assert f'<p class="meta">{meta}</p>' in html, html[:2000]
+    assert "UTC" not in html
+
+
 def test_statement_html_escapes_names_and_subjects(month: Month) -> None:
     from email import message_from_bytes, policy
 

@@ -27,16 +27,18 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, ClassVar, Literal, get_args
 
-from maild.desk.context import DeskContext
-from maild.desk.desk import TicketDesk
 from maild.desk.team import TeamError
 from maild.rules.duration import MAX_ENTRY_MINUTES, DurationError, parse_duration
 from maild.rules.scope import Scope, keywords, known_words, parse_scope
 from maild.rules.presence import AbsenceError, parse_range
 from maild.rules.wording import reader_language
-from maild.storage.models import Ticket
+
+if TYPE_CHECKING:  # the table and its help need no desk and no ORM (``maild check`` renders the help)
+    from maild.desk.context import DeskContext
+    from maild.desk.desk import TicketDesk
+    from maild.storage.models import Ticket
 
 log = logging.getLogger("maild.commands")
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,41 +37,32 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
     "resolved": {"ref": "SUP-1", "subject": "Test", "requester_name": "Jan", "reopen_days": 7, "from_name": "Support"},
     "escalation": {"ref": "SUP-1", "subject": "Test", "level": 2, "levels": 3, "percent": 80, "skipped": [1],
                    "breach": False, "customer": "Acme", "contract_id": "c-1", "requester": "jan@acme.pl",
-                   "due_local": "2026-01-02 10:00", "timezone": "Europe/Warsaw", "time_left": "1 h", "excerpt": "Hello",
-                   "assigned_to": ""},
+                   "timezone": "Europe/Warsaw", "excerpt": "Hello", "assigned_to": ""},
     "command_error": {"ref": "SUP-1", "subject": "Test",
                       "errors": [{"line_no": 1, "line": "#foo", "reason": "?", "code": "unknown_command",
                                   "params": {"name": "foo", "known": "#time"}}],
-                      "commands": ["#time 1h30m [scope] [note]", "#customer <id lub e-mail> (w pierwszej linii nowej "
-                                   "wiadomości)"]},
+                      },
     "low_balance": {"ref": "SUP-1", "customer_name": "Acme", "left_minutes": 45, "valid_until": "2026-06-30",
                     "rate_cents": 25000, "from_name": "Support"},
     "expiry_reminder": {"customer_name": "Acme", "left_minutes": 180, "valid_until": "2026-06-30",
                         "from_name": "Support"},
     "bounce_notice": {"ref": "SUP-1", "subject": "Test", "failed": ["x@y.pl"], "status": "5.1.1",
                       "permanent": True, "diagnostic": "user unknown"},
-    "notify_new": {"ref": "SUP-1", "subject": "Test", "customer": "Acme", "contract_id": "c-1",
-                   "contract_kind": "sla", "tier": "sla", "priority": "P1", "reasons": ["urgent"],
-                   "due_local": "2026-01-02 10:00", "timezone": "Europe/Warsaw", "minutes_left": 90,
-                   "assigned_to": "", "requester": "jan@acme.pl", "status": "new", "commands": ["#take"],
-                   "new_ticket_address": "support+t@x.pl", "marker": "--", "body": "Hello", "trimmed": True,
+    # the header block (header_block's, below) and what the notifier adds to it
+    "notify_new": {"event": "new", "author": "jan@acme.pl", "body": "Hello", "trimmed": True,
                    "attached": [{"filename": "a.pdf", "size": 1}], "named": [{"filename": "b.iso", "size": 9}]},
-    "notify_reply": {"ref": "SUP-1", "subject": "Test", "customer": "Acme", "author": "jan@acme.pl",
-                     "event": "follow_up", "tier": "sla", "priority": "P1", "reasons": ["set by anna@x.pl"],
-                     "status": "open",
-                     "due_local": "", "timezone": "Europe/Warsaw", "minutes_left": None, "assigned_to": "anna@x.pl",
-                     "commands": ["#take"], "marker": "--", "body": "More", "trimmed": False, "attached": [],
+    "notify_reply": {"author": "jan@acme.pl", "event": "follow_up", "body": "More", "trimmed": False, "attached": [],
                      "named": []},
     "digest": {"day": "2026-01-02", "everything": True, "overdue": 1, "previous_day": "2026-01-01",
                "new_ticket_address": "support+t@x.pl",
-               "rows": [{"ref": "SUP-1", "tier": "sla", "priority": "P1", "status": "open", "age": "1h 00m",
-                         "overdue": True, "left": "-0h 10m", "mine": False, "assigned_to": "", "customer": "Acme",
-                         "subject": "Test"}],
+               "rows": [{"ref": "SUP-1", "tier": "sla", "priority": "P1", "status": "open",
+                         "overdue": True, "mine": False, "assigned_to": "", "customer": "Acme", "subject": "Test"}],
                "breaches": [{"ref": "SUP-1", "customer": "Acme", "subject": "Test", "assigned_to": ""}],
                "absences": [{"name": "Anna", "email": "anna@x.pl", "from": "2026-01-02", "until": "2026-01-09",
                              "note": "urlop"}], "nobody_present": True},
-    "authority_notice": {"ref": "SUP-1", "subject": "Test", "reason": "no proof",
-                         "new_ticket_address": "support+t@x.pl"},
+    "authority_notice": {"ref": "SUP-1", "subject": "Test", "reason_code": "no_proof", "detail": "",
+                         "reason": "no proof: neither a reply to maild's mail to this consultant nor the consultant's "
+                                   "personal address", "new_ticket_address": "support+t@x.pl"},
     "presence_confirm": {"subject": "#away", "done": [{"what": "away", "start": "2026-12-21", "until": "2027-01-03"},
                                                       {"what": "back", "start": "2026-12-07", "until": ""}]},
     "month_report": {"month": "2026-01", "timezone": "Europe/Warsaw", "from_name": "Support",
@@ -91,6 +84,45 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
                                  "tickets": [{"ref": "SUP-1", "subject": "Test", "minutes": 90}]}
                                 for kind in KINDS]},  # every kind's statement lines are rendered
 }
+
+# The values the daemon words for its reader, made by the functions it calls, so the render test sees
+# the shapes a mail gets ("2.01.2026 r., godz. 11:00", a reason in the reader's words), not ISO text:
+# a deadline at 10:00 UTC read an hour before, in Warsaw.
+_DUE = datetime(2026, 1, 2, 10, 0, tzinfo=timezone.utc)
+_NOW = _DUE - timedelta(hours=1)
+_TZ = "Europe/Warsaw"
+
+
+def _worded(name: str, language: str) -> dict[str, Any]:
+    from maild.desk.commands import help_lines
+    from maild.desk.digest import age_text, left_text
+    from maild.desk.notifications import TicketView, header_block
+    from maild.rules.sla import time_left_text
+    from maild.rules.wording import format_local_time
+
+    if name in ("notify_new", "notify_reply"):
+        new = name == "notify_new"
+        view = TicketView(ref="SUP-1", subject="Test", customer_name="Acme", contract_id="c-1", contract_kind="sla",
+                          tier_name="sla", priority="P1",
+                          reasons=("P1: urgent words 'Awaria'",) if new else ("P1: set by anna@x.pl, reason 'pilne'",),
+                          reaction_due=_DUE if new else None, minutes_left=90 if new else None,
+                          assigned_to=None if new else "anna@x.pl", requester="jan@acme.pl",
+                          status="new" if new else "open")
+        return header_block(view, ZoneInfo(_TZ), "support+t@x.pl", language)
+    if name == "escalation":
+        return {"due_local": format_local_time(_DUE, _TZ, language), "time_left": time_left_text(_DUE, _NOW, language)}
+    if name == "command_error":
+        return {"commands": help_lines(language)}
+    if name == "digest":
+        row = SAMPLE_CONTEXTS["digest"]["rows"][0]
+        return {"rows": [{**row, "age": age_text(3600, language), "left": left_text(-600, language)}]}
+    return {}
+
+
+def sample_context(name: str, language: str) -> dict[str, Any]:
+    """What ``maild check`` renders template ``name`` with for a reader of ``language``: the sample
+    values with those the daemon words for that reader."""
+    return {**SAMPLE_CONTEXTS.get(name, {}), **_worded(name, language)}
 
 
 def _line(ok: bool | None, what: str, detail: str) -> bool:
@@ -122,7 +154,7 @@ def check_templates(renderer: Renderer, storage_path: Path | None = None) -> str
     for name in names:
         for language in LANGUAGES:
             try:
-                renderer.render(name, language, SAMPLE_CONTEXTS.get(name, {}))
+                renderer.render(name, language, sample_context(name, language))
             except RenderError as exc:
                 raise RenderError(f"{exc} (rendered with maild check's sample values; this mail would "
                                   "fail the same way when it is due)") from None

@@ -4,6 +4,7 @@ One line per check; exit 0 when all is well, 1 naming the failing part.
 """
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,9 @@ import pytest
 
 from maild.cli.main import main
 from maild.config import Config
+from maild.desk.commands import help_lines
+from maild.ops.check import sample_context
+from maild.outbound.render import Renderer
 from tests.helpers import write_config
 from tests.servers.common import free_port
 from tests.e2e.test_daemon import imap_table
@@ -165,3 +169,36 @@ def test_postgres_unreachable(tmp_path: Path, imap_account: Any, smtp_sink: Any,
     config = write_config(tmp_path, source=imap_table(imap_account), smtp_port=smtp_sink.port, database_url=url)
     code, lines = check(config, capsys)
     assert code == 1 and lines["database"].startswith("FAIL")
+
+
+ISO_TIME = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d")
+
+
+@pytest.mark.parametrize(("language", "lines"), [
+    ("pl", {"notify_new": ["  Termin:     2.01.2026 r., godz. 11:00 (czas polski)",
+                           "  Kolejka:    SLA P1 - w wiadomości pilne słowo: „Awaria”"],
+            "notify_reply": ["  Kolejka:    SLA P1 - nadany przez anna@x.pl, powód: „pilne”"],
+            "escalation": ["Termin:        2.01.2026 r., godz. 11:00 (czas polski; pozostało 1 godz.)"],
+            "digest": ["SUP-1  SLA P1  otwarte  wiek 1 godz.  PO TERMINIE 10 min  (nieprzypisane)"],
+            "authority_notice": ["Powód: nic nie potwierdza, że wiadomość jest od Ciebie: nie odpowiada na wiadomość,"]}),
+    ("en", {"notify_new": ["  Deadline:  2 January 2026, 11:00 (Polish time)",
+                           "  Queue:     sla P1 - urgent word: “Awaria”"],
+            "notify_reply": ["  Queue:     sla P1 - set by anna@x.pl, reason: “pilne”"],
+            "escalation": ["Deadline:   2 January 2026, 11:00 (Polish time; 1 h left)"],
+            "authority_notice": ["Why: nothing shows the mail is yours: it answers no mail maild sent you,"]}),
+])
+def test_check_renders_with_the_values_the_daemon_words_for_its_reader(language: str,
+                                                                       lines: dict[str, list[str]]) -> None:
+    """The samples carried an ISO deadline ("2026-01-02 10:00"), "1 h" left in both languages,
+    the reason "urgent", two help lines and an authority notice without its code: maild check's
+    render test saw shapes no mail has. Now the daemon's own functions word them per reader."""
+    renderer = Renderer(ROOT / "templates")
+    for name in ("notify_new", "notify_reply", "escalation", "digest", "command_error", "authority_notice"):
+        _, body = renderer.render(name, language, sample_context(name, language))
+        assert not ISO_TIME.search(body), (name, body)
+        for line in lines.get(name, []):
+            assert line in body.splitlines(), (name, line, body)
+        if name == "command_error":
+            assert all(f"  {help}" in body.splitlines() for help in help_lines(language)), body
+        if name.startswith("notify_"):
+            assert ", ".join(help_lines(language)) in body, body

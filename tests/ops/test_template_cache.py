@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from jinja2 import Environment
 
-from maild.ops.check import SAMPLE_CONTEXTS
+from maild.ops.check import SAMPLE_CONTEXTS, sample_context
 from maild.outbound.render import load_renderer
 from maild.outbound.render import RenderError
 
@@ -42,7 +42,7 @@ def _compiles(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def _render_all(templates: Path, cache: Path | None) -> dict[tuple[str, str], tuple[str, str]]:
     renderer = load_renderer(templates, cache)
-    return {(name, lang): renderer.render(name, lang, SAMPLE_CONTEXTS.get(name, {}))
+    return {(name, lang): renderer.render(name, lang, sample_context(name, lang))
             for name in renderer.names() for lang in ("pl", "en")}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from maild.billing.html import render_statement, statement_folders, statement_words
-from maild.ops.check import SAMPLE_CONTEXTS
+from maild.ops.check import SAMPLE_CONTEXTS, sample_context
 from maild.outbound.render import load_renderer
 from maild.outbound.render import PACKAGED, Renderer, RenderError
 
@@ -42,8 +42,8 @@ def test_missing_templates_come_from_the_package(old_copy: Path, make: Callable[
     renderer = make(old_copy)
     for name in LATER:
         for language in ("pl", "en"):
-            packaged = Renderer(PACKAGED).render(name, language, SAMPLE_CONTEXTS[name])
-            assert renderer.render(name, language, SAMPLE_CONTEXTS[name]) == packaged
+            packaged = Renderer(PACKAGED).render(name, language, sample_context(name, language))
+            assert renderer.render(name, language, sample_context(name, language)) == packaged
     # the operator's own wording still wins where they have a template
     _, body = renderer.render("ack", "pl", SAMPLE_CONTEXTS["ack"])
     assert body.startswith("Szanowni Państwo,") and "Dzień dobry" not in body
@@ -54,7 +54,7 @@ def test_without_the_fallback_the_old_copy_fails(old_copy: Path, monkeypatch: py
     """The failure the fallback prevents (and the message it would give)."""
     monkeypatch.setattr("maild.outbound.render.search_path", lambda path: (path,))
     with pytest.raises(RenderError, match="notify_new.txt not found"):
-        Renderer(old_copy).render("notify_new", "pl", SAMPLE_CONTEXTS["notify_new"])
+        Renderer(old_copy).render("notify_new", "pl", sample_context("notify_new", "pl"))
 
 
 def test_not_overridden_lists_what_the_operator_lacks(old_copy: Path) -> None:
@@ -104,11 +104,11 @@ def test_a_template_sees_jinjas_globals_and_a_value_of_the_same_name_wins(tmp_pa
 def test_a_command_error_queued_before_the_commands_table_was_passed_renders_its_own_list() -> None:
     """Rows queued by earlier versions carry no ``commands``: the mail gives the list it always gave."""
     renderer = Renderer(PACKAGED)
-    old = {k: v for k, v in SAMPLE_CONTEXTS["command_error"].items() if k != "commands"}
+    old = {k: v for k, v in sample_context("command_error", "pl").items() if k != "commands"}
     _, polish = renderer.render("command_error", "pl", old)
     _, english = renderer.render("command_error", "en", old)
     assert "#assign <e-mail lub nazwisko>, #priority P1..P4 <powód>" in polish and "Zakresy: konsultacja" in polish
     assert "#assign <e-mail or name>, #priority P1..P4 <reason>" in english
-    _, new = renderer.render("command_error", "pl", SAMPLE_CONTEXTS["command_error"])
+    _, new = renderer.render("command_error", "pl", sample_context("command_error", "pl"))
     assert "  #customer <id lub e-mail> (w pierwszej linii nowej wiadomości)" in new.splitlines()
     assert "Zakres można podać także po angielsku: consultation" in new

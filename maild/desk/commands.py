@@ -253,6 +253,13 @@ def _hours(minutes: int) -> str:
 _COMMAND_LINE = re.compile(r"[ \t]*#(?P<name>[^\W\d_][\w-]*)(?P<args>.*)", re.DOTALL)
 
 _STATUSES: tuple[TicketStatus, ...] = get_args(TicketStatus)
+# The statuses' Polish words, as a Polish mail names them ("otwarte", "czeka na klienta": one word
+# here), in _STATUSES' order: the Polish help lists them (it listed the English ones), and a status
+# is taken in either language from anyone (with or without Polish letters); the key is stored.
+STATUS_WORDS_PL: tuple[str, ...] = ("otwarte", "czeka", "rozwiązane", "zamknięte")
+_STATUS_WORDS: dict[str, TicketStatus] = {
+    **{s: s for s in _STATUSES}, **dict(zip(STATUS_WORDS_PL, _STATUSES)),
+    "rozwiazane": "resolved", "zamkniete": "closed"}
 _PRIORITIES: tuple[Priority, ...] = get_args(Priority)
 
 # "#time 1h 30m installation" has a duration of two words; no valid duration
@@ -336,10 +343,10 @@ def _parse_time(args: str) -> TimeCommand:
 
 def _parse_status(args: str) -> StatusCommand:
     words = args.split()
-    if len(words) != 1 or words[0].lower() not in _STATUSES:
+    status = _STATUS_WORDS.get(words[0].casefold()) if len(words) == 1 else None
+    if status is None:
         raise Malformed(f"#status takes one of: {', '.join(_STATUSES)}", "status_choice",
                         choices="|".join(_STATUSES))
-    status = _STATUSES[_STATUSES.index(words[0].lower())]
     return StatusCommand(status)
 
 
@@ -420,8 +427,8 @@ def help_lines(language: str = "en") -> list[str]:
 
 register(CommandSpec("time", ("czas",), "#time 1h30m [scope] [note]", lambda _, args: _parse_time(args),
                      help_pl="#time 1h30m [zakres] [notatka]"))
-register(CommandSpec("status", (), "#status open|waiting|resolved|closed", lambda _, args: _parse_status(args),
-                     once=True))
+register(CommandSpec("status", (), "#status " + "|".join(_STATUSES), lambda _, args: _parse_status(args),
+                     once=True, help_pl="#status " + "|".join(STATUS_WORDS_PL)))
 register(CommandSpec("assign", ("przypisz",), "#assign <e-mail or name>", lambda _, args: _parse_assign(args),
                      once=True, help_pl="#assign <e-mail lub imię>"))
 register(CommandSpec("priority", ("priorytet",), "#priority P1..P4 <reason>", lambda _, args: _parse_priority(args),

@@ -331,6 +331,22 @@ def test_the_help_shows_the_readers_scope_words_and_every_one_is_taken(language:
             assert parse_commands(f"#time 1h {word} notatka\n").commands == (TimeCommand(60, scope, "notatka"),)
 
 
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_the_help_shows_the_readers_status_words_and_every_one_is_taken(language: str) -> None:
+    """The Polish help listed "#status open|waiting|resolved|closed"; the Polish words now, and a
+    status is taken in either language (and without Polish letters) from anyone."""
+    from maild.desk.commands import StatusCommand, help_lines
+
+    line = next(h for h in help_lines(language) if h.startswith("#status "))
+    expected = {"pl": "#status otwarte|czeka|rozwiązane|zamknięte", "en": "#status open|waiting|resolved|closed"}
+    assert line == expected[language]
+    statuses = ("open", "waiting", "resolved", "closed")
+    for words in (expected["pl"], expected["en"], "#status otwarte|czeka|rozwiazane|zamkniete"):
+        for word, status in zip(words.removeprefix("#status ").split("|"), statuses, strict=True):
+            assert parse_commands(f"#status {word.upper()}\nTekst.").commands == (StatusCommand(status),), word
+    assert [e.code for e in parse_commands("#status otwarty\n").errors] == ["status_choice"]
+
+
 def test_time_scope_in_polish() -> None:
     parsed = parse_commands("#time 1h szkolenie z JPK\n")
     assert parsed.commands == (TimeCommand(60, "training", "z JPK"),)

@@ -494,7 +494,7 @@ def test_refused_commands_mail_matches_its_reviewed_golden_file(language: str) -
     from maild.desk.commands import parse_commands
     from maild.intake.pipeline import _command_error_context, _error_rows
 
-    parsed = parse_commands("#time 1h szkolenie\n#scope gotowanie\nDzień dobry,\n")
+    parsed = parse_commands("#time 1h szkolenie\n#scope gotowanie\n#status później\nDzień dobry,\n")
     context = _command_error_context(language, "SUP-12", "Nie działa wydruk faktury", _error_rows(parsed.errors))
     subject, body = RENDERER.render("command_error", language, context)
     _golden(GOLDEN / f"command_error.scope.{language}.txt", f"Subject: {subject}\n\n{body}")

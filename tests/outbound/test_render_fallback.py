@@ -111,4 +111,4 @@ def test_a_command_error_queued_before_the_commands_table_was_passed_renders_its
     assert "#assign <e-mail or name>, #priority P1..P4 <reason>" in english
     _, new = renderer.render("command_error", "pl", sample_context("command_error", "pl"))
     assert "  #customer <id lub e-mail> (w pierwszej linii nowej wiadomości)" in new.splitlines()
-    assert "Zakres można podać także po angielsku: consultation" in new
+    assert "Status i zakres można podać także po angielsku: open, waiting, resolved, closed;" in new

@@ -16,10 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 from maild.rules.kinds import KindRules, rules_of
-from maild.rules.wording import format_duration
+from maild.rules.wording import format_date, format_duration, format_local_time, format_month, plural
 
 Kind = Literal["bar", "barh"]
 
@@ -85,9 +84,9 @@ TEXT: dict[str, dict[str, str]] = {
         "0-25%": "0-25%", "25-50%": "25-50%", "50-75%": "50-75%", "75-100%": "75-100%", "late": "late",
         "unanswered_missed": "no answer, late", "unanswered_open": "no answer, in time",
         "daily_title": "Tickets per day", "tickets": "tickets",
-        "daily_alt": "{total} tickets opened in {month}; busiest day {busiest} ({most}); days off faded{peaks}.",
+        "daily_alt": "{total} opened in {month}; busiest day {busiest} ({most}); days off faded{peaks}.",
         "peak_alt": "; peak periods marked above the bars: {names}",
-        "backlog_title": "Open tickets by age at {at}", "backlog_alt": "{total} tickets open at {at}: {parts}.",
+        "backlog_title": "Open tickets by age at {at}", "backlog_alt": "{total} open at {at}: {parts}.",
         "<1d": "< 1 day", "1-3d": "1-3 days", "3-7d": "3-7 days", "7-30d": "7-30 days", ">30d": "> 30 days",
         "allow_title": "SLA hours against the allowance", "available": "allowance + carried over",
         "used": "used", "carried": "carried over to next month",
@@ -97,34 +96,35 @@ TEXT: dict[str, dict[str, str]] = {
         "valid": "valid until {date}",
         "scope_title": "Hours by scope", "scope_alt": "Hours by scope in {month}: {parts}.",
         "scope_none": "no hours booked",
-        "cons_title": "Tickets answered per consultant", "answered": "tickets answered",
+        "cons_title": "Tickets answered per consultant", "answered": "tickets answered", "answered_n": "{n} answered",
         "cons_alt": "Per consultant in {month}: {parts}.", "cons_none": "no consultants",
         "median": "median first response {value}",
     },
     "pl": {
         "sla_title": "Reakcje w ramach SLA według klientów", "met": "w terminie", "missed": "po terminie",
         "open": "jeszcze otwarte",
-        "sla_alt": "Reakcje SLA w {month}: {parts}.", "sla_none": "brak zgłoszeń SLA",
+        "sla_alt": "Reakcje SLA za {month}: {parts}.", "sla_none": "brak zgłoszeń SLA",
         "react_title": "Pierwsza reakcja względem terminu (zgłoszenia SLA)",
-        "react_alt": "Reakcje na zgłoszenia SLA w {month} według wykorzystanej części czasu na reakcję: {parts}.",
+        "react_alt": "Reakcje na zgłoszenia SLA za {month} według wykorzystanej części czasu na reakcję: {parts}.",
         "0-25%": "0-25%", "25-50%": "25-50%", "50-75%": "50-75%", "75-100%": "75-100%", "late": "po terminie",
         "unanswered_missed": "bez odp., po terminie", "unanswered_open": "bez odp., w terminie",
         "daily_title": "Zgłoszenia dziennie", "tickets": "zgłoszenia",
-        "daily_alt": "{total} zgłoszeń otwartych w {month}; najwięcej {busiest} ({most}); dni wolne wyblakłe{peaks}.",
+        "daily_alt": "Nowe zgłoszenia za {month}: {count}; najwięcej {busiest} ({most}); dni wolne wyblakłe{peaks}.",
         "peak_alt": "; okresy szczytu zaznaczone nad słupkami: {names}",
         "backlog_title": "Otwarte zgłoszenia według wieku na {at}",
-        "backlog_alt": "{total} zgłoszeń otwartych na {at}: {parts}.",
+        "backlog_alt": "Otwarte zgłoszenia na {at}: {count}; {parts}.",
         "<1d": "< 1 dnia", "1-3d": "1-3 dni", "3-7d": "3-7 dni", "7-30d": "7-30 dni", ">30d": "> 30 dni",
         "allow_title": "Godziny SLA względem puli", "available": "pula + przeniesione", "used": "wykorzystane",
         "carried": "przeniesione na następny miesiąc",
-        "allow_alt": "Godziny SLA w {month}: {parts}.", "allow_none": "brak umów SLA",
+        "allow_alt": "Godziny SLA za {month}: {parts}.", "allow_none": "brak umów SLA",
         "prepaid_title": "Pakiety przedpłacone", "start": "saldo na początku", "end": "saldo na końcu",
-        "prepaid_alt": "Pakiety przedpłacone w {month}: {parts}.", "prepaid_none": "brak pakietów",
+        "prepaid_alt": "Pakiety przedpłacone za {month}: {parts}.", "prepaid_none": "brak pakietów",
         "valid": "ważny do {date}",
-        "scope_title": "Godziny według zakresu", "scope_alt": "Godziny według zakresu w {month}: {parts}.",
+        "scope_title": "Godziny według zakresu", "scope_alt": "Godziny według zakresu za {month}: {parts}.",
         "scope_none": "brak zaksięgowanych godzin",
         "cons_title": "Zgłoszenia z odpowiedzią według konsultantów", "answered": "zgłoszenia z odpowiedzią",
-        "cons_alt": "Według konsultantów w {month}: {parts}.", "cons_none": "brak konsultantów",
+        "answered_n": "{n} z odpowiedzią",
+        "cons_alt": "Według konsultantów za {month}: {parts}.", "cons_none": "brak konsultantów",
         "median": "mediana pierwszej odpowiedzi {value}",
     },
 }
@@ -177,7 +177,7 @@ def sla_chart(report: Mapping[str, Any], language: str) -> Chart:
         series=(Series(t["met"], tuple(c["met"] for c in rows), GREEN),
                 Series(t["missed"], tuple(c["missed"] for c in rows), VERMILION),
                 Series(t["open"], tuple(c["open"] for c in rows), GREY)),
-        alt=t["sla_alt"].format(month=report["month"], parts=_parts(parts) or t["sla_none"]),
+        alt=t["sla_alt"].format(month=format_month(report["month"], language), parts=_parts(parts) or t["sla_none"]),
     )
 
 
@@ -190,7 +190,7 @@ def reactions_chart(report: Mapping[str, Any], language: str) -> Chart:
         key="reactions", title=t["react_title"], kind="bar", unit="count", categories=labels,
         series=(Series(t["tickets"], tuple(reactions.values()), BLUE),),
         bar_colours=tuple(colours.get(k, "") for k in reactions),
-        alt=t["react_alt"].format(month=report["month"],
+        alt=t["react_alt"].format(month=format_month(report["month"], language),
                                   parts=_parts([(t[k], str(v)) for k, v in reactions.items()])),
     )
 
@@ -211,8 +211,9 @@ def daily_chart(report: Mapping[str, Any], language: str) -> Chart:
         categories=tuple(str(date.fromisoformat(d["date"]).day) for d in days),
         series=(Series(t["tickets"], counts, BLUE),), bands=tuple(bands),
         muted=tuple(i for i, d in enumerate(days) if not d["working"]),
-        alt=t["daily_alt"].format(total=sum(counts), month=report["month"],
-                                  busiest=days[busiest]["date"] if days else "-",
+        alt=t["daily_alt"].format(total=plural(sum(counts), "ticket", language), count=sum(counts),
+                                  month=format_month(report["month"], language),
+                                  busiest=format_date(days[busiest]["date"], language) if days else "-",
                                   most=counts[busiest] if days else 0, peaks=peaks),
     )
 
@@ -221,11 +222,12 @@ def backlog_chart(report: Mapping[str, Any], language: str) -> Chart:
     t = text(language)
     backlog: Mapping[str, int] = report["activity"]["backlog"]
     instant = datetime.fromisoformat(str(report["activity"]["backlog_at"]).replace("Z", "+00:00"))
-    at = instant.astimezone(ZoneInfo(report["timezone"])).strftime("%Y-%m-%d %H:%M")
+    at = format_local_time(instant, report["timezone"], language)
     return Chart(
         key="backlog", title=t["backlog_title"].format(at=at), kind="bar", unit="count",
         categories=tuple(t[k] for k in backlog), series=(Series(t["tickets"], tuple(backlog.values()), ORANGE),),
-        alt=t["backlog_alt"].format(total=sum(backlog.values()), at=at,
+        alt=t["backlog_alt"].format(total=plural(sum(backlog.values()), "ticket", language),
+                                    count=sum(backlog.values()), at=at,
                                     parts=_parts([(t[k], str(v)) for k, v in backlog.items()])),
     )
 
@@ -250,7 +252,7 @@ def allowance_chart(report: Mapping[str, Any], language: str) -> Chart:
         key="allowance", title=t["allow_title"], kind="barh", unit="minutes", categories=names,
         series=(Series(t["available"], available, SKY), Series(t["used"], used, BLUE),
                 Series(t["carried"], carried, GREEN)),
-        alt=t["allow_alt"].format(month=report["month"], parts=_parts(parts) or t["allow_none"]),
+        alt=t["allow_alt"].format(month=format_month(report["month"], language), parts=_parts(parts) or t["allow_none"]),
     )
 
 
@@ -258,7 +260,7 @@ def prepaid_chart(report: Mapping[str, Any], language: str) -> Chart:
     t = text(language)
     rows = _contracts(report, lambda kind: kind.packages)
     names = tuple(f"{_customer_label(cu)} ({c['contract_id']})" for cu, c in rows)
-    return _prepaid(rows, names, report["month"], language, key="prepaid", title=t["prepaid_title"],
+    return _prepaid(rows, names, format_month(report["month"], language), language, key="prepaid", title=t["prepaid_title"],
                     alt=t["prepaid_alt"])
 
 
@@ -268,14 +270,16 @@ def _prepaid(rows: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], names:
     start = tuple(c["balance_start_minutes"] or 0 for _, c in rows)
     used = tuple(c["total_minutes"] for _, c in rows)
     end = tuple(c["balance_end_minutes"] or 0 for _, c in rows)
-    valid = tuple(t["valid"].format(date=c["valid_until"]) if c["valid_until"] else "" for _, c in rows)
+    valid = tuple(t["valid"].format(date=format_date(c["valid_until"], language)) if c["valid_until"] else ""
+                  for _, c in rows)
     parts = [(n, f"{t['start']} {hours(s, language)}, {t['used']} {hours(u, language)}, "
                  f"{t['end']} {hours(e, language)}" + (f", {v}" if v else ""))
              for n, s, u, e, v in zip(names, start, used, end, valid)]
     return Chart(
         key=key, title=title, kind="barh", unit="minutes", categories=names,
         series=(Series(t["start"], start, SKY), Series(t["used"], used, BLUE), Series(t["end"], end, GREEN)),
-        notes=valid, alt=alt.format(month=month, parts=_parts(parts) or t["prepaid_none"]),
+        # a sentence whose last part is a Polish date ("28.02.2027 r.") ends with its period
+        notes=valid, alt=alt.format(month=month, parts=_parts(parts) or t["prepaid_none"]).replace("r..", "r."),
     )
 
 
@@ -304,7 +308,8 @@ def _scope_chart(totals: Mapping[str, int], month: str, language: str, title: st
 
 def scope_chart(report: Mapping[str, Any], language: str) -> Chart:
     totals = scope_totals([c for cu in report["hours"]["customers"] for c in cu["contracts"]])
-    return _scope_chart(totals, report["month"], language, text(language)["scope_title"], "scopes")
+    return _scope_chart(totals, format_month(report["month"], language), language, text(language)["scope_title"],
+                        "scopes")
 
 
 def consultants_chart(report: Mapping[str, Any], language: str) -> Chart:
@@ -316,8 +321,9 @@ def consultants_chart(report: Mapping[str, Any], language: str) -> Chart:
     return Chart(
         key="consultants", title=t["cons_title"], kind="barh", unit="count", categories=names,
         series=(Series(t["answered"], tuple(c["answered"] for c in rows), BLUE),), notes=medians,
-        alt=t["cons_alt"].format(month=report["month"], parts=_parts(
-            [(n, f"{c['answered']} {t['answered']}" + (f", {m}" if m else "")) for n, c, m in zip(names, rows, medians)])
+        alt=t["cons_alt"].format(month=format_month(report["month"], language), parts=_parts(
+            [(n, t["answered_n"].format(n=plural(c["answered"], "ticket", language)) + (f", {m}" if m else ""))
+             for n, c, m in zip(names, rows, medians)])
             or t["cons_none"]),
     )
 

@@ -34,7 +34,7 @@ from maild.billing.charts import StatementWords, hours, scope_totals
 from maild.errors import MaildError
 from maild.outbound.render import PACKAGED, CompiledTemplates, add_wording_filters, search_path
 from maild.storage.blobs import StorageError
-from maild.rules.wording import format_amount, format_month, format_status, format_subject, format_tier, format_zone
+from maild.rules.wording import format_amount, format_date, format_month, format_status, format_subject, format_tier, format_zone
 
 HERE = Path(__file__).resolve().parent / "html"
 
@@ -92,6 +92,7 @@ def environment(folders: tuple[Path, ...] = (HERE,)) -> ImmutableSandboxedEnviro
     env.filters["subject"] = format_subject
     env.filters["month"] = format_month  # the month report's "grudzień 2026", its zone "czas polski"
     env.filters["zone"] = format_zone
+    env.filters["date"] = format_date  # a package's "ważny do 28.02.2027 r.", as the charts' notes
     return env
 
 

@@ -244,7 +244,7 @@ def load_activity(session: Reader, month: str, calendar: BusinessCalendar, windo
     open_created = list(still_open)
     answer_rows = session.execute(
         select(M.ticket_id, M.from_addr, M.date).where(
-            M.role == "consultant", M.internal.is_(False), M.ticket_id.is_not(None),
+            M.role == "consultant", M.direction == "in", M.internal.is_(False), M.ticket_id.is_not(None),
             M.date >= start, M.date < end)
     )
     answers = [Answer(ticket_id=r.ticket_id, consultant=r.from_addr.casefold(), at=r.date) for r in answer_rows]
@@ -257,7 +257,7 @@ def load_activity(session: Reader, month: str, calendar: BusinessCalendar, windo
         select(M.ticket_id, M.from_addr, T.first_response_at)
         .join(ticket_rows, T.id == M.ticket_id)
         .where(T.first_response_at >= start, T.first_response_at < end,
-               M.role == "consultant", M.internal.is_(False))
+               M.role == "consultant", M.direction == "in", M.internal.is_(False))
         .order_by(M.ticket_id, M.id)
     )
     for r in rows:

@@ -210,6 +210,10 @@ def generate(sessions: sessionmaker[Session], seed: int = 18, history_days: int 
                                                subject=f"Re: {subject}", internal=True))
                     session.add(MessageRow(ticket_id=number, direction="in", role="consultant", from_addr=who,
                                            date=answered, subject=f"Re: {subject}"))
+                    # the answer as relayed to the customer, from the support address (the desk's relay row)
+                    session.add(MessageRow(ticket_id=number, direction="out", role="consultant",
+                                           from_addr="support@firma.pl", date=answered + timedelta(seconds=1),
+                                           subject=f"Re: {subject}"))
                     answers += 1
                     if rng.random() < 0.3:
                         later = answered + timedelta(hours=rng.randint(1, 72))

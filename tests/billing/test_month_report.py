@@ -91,12 +91,14 @@ def test_chart_data_is_the_json(month: Month) -> None:
     assert values["allowance"]["carried over to next month"] == [c["carry_out_minutes"] for c in sla_contracts]
     prepaid = [c for cu in hours["customers"] for c in cu["contracts"] if c["kind"] == "prepaid"]
     assert values["prepaid"]["balance at the end"] == [c["balance_end_minutes"] for c in prepaid]
-    assert charts["prepaid"].notes == tuple(f"valid until {c['valid_until']}" for c in prepaid)
+    from maild.rules.wording import format_date
+    assert charts["prepaid"].notes == tuple(f"valid until {format_date(c['valid_until'], 'en')}" for c in prepaid)
 
     all_contracts = [c for cu in hours["customers"] for c in cu["contracts"]]
     assert sum(values["scopes"]["used"]) == sum(c["total_minutes"] for c in all_contracts) > 0
 
-    in_month = [m for m in answers if m.role == "consultant" and MONTH_START <= m.date < MONTH_END]
+    # the answers consultants gave; each relayed one was listed again under the support address
+    in_month = [m for m in answers if m.role == "consultant" and m.direction == "in" and MONTH_START <= m.date < MONTH_END]
     answered = {who: len({m.ticket_id for m in in_month if m.from_addr == who}) for who in ("anna@firma.pl",
                                                                                           "jan@firma.pl")}
     by_name = dict(zip(charts["consultants"].categories, values["consultants"]["tickets answered"]))
@@ -205,6 +207,28 @@ def test_month_report_html_gives_its_generation_time_in_the_business_zone(month:
     html, _ = month_report_html(data, language, "Wsparcie", datetime(2026, 12, 1, 6, 5, tzinfo=UTC))
     assert f'<p class="meta">{meta}</p>' in html, html[:2000]
     assert "UTC" not in html
+
+
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_the_month_charts_read_in_the_managers_words(month: Month, language: str) -> None:
+    """The charts' texts (what a reader without images gets) read "Reakcje SLA w 2026-11",
+    "97 zgłoszeń otwartych ... najwięcej 2026-11-03", "1 zgłoszenia z odpowiedzią", "ważny do
+    2026-11-30", and the consultants were listed with the support address the answers are relayed
+    from, each answer counted twice."""
+    import re
+
+    from maild.rules.wording import format_month
+
+    data = cli_json(month, "report", "month", "--month", MONTH, "--json", "--language", language)
+    assert "support@firma.pl" not in {c["email"] for c in data["activity"]["consultants"]}
+    alts = " ".join(chart.alt + " " + " ".join(chart.notes) for chart in month_charts(data, language))
+    assert not re.search(r"\d{4}-\d\d", alts), alts
+    assert format_month(MONTH, language) in alts
+    if language == "pl":
+        assert not re.search(r"\b(?:[234]|\d*[02-9][234]) zgłoszeń|\b1 zgłoszenia|\b(?:[05-9]|1\d) zgłoszenia", alts), alts
+        assert " w listopad" not in alts and "r.." not in alts
+    else:
+        assert not re.search(r"\b1 tickets\b", alts), alts
 
 
 def test_statement_html_escapes_names_and_subjects(month: Month) -> None:

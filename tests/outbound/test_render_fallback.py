@@ -112,3 +112,28 @@ def test_a_command_error_queued_before_the_commands_table_was_passed_renders_its
     _, new = renderer.render("command_error", "pl", sample_context("command_error", "pl"))
     assert "  #customer <id lub e-mail> (w pierwszej linii nowej wiadomości)" in new.splitlines()
     assert "Status i zakres można podać także po angielsku: open, waiting, resolved, closed;" in new
+
+
+def test_a_snapshot_renders_each_mail_from_what_it_compiled_and_a_live_renderer_reads_the_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``load_renderer``'s templates are a snapshot compiled whole: each mail takes its template from
+    what was compiled (Jinja2's environment is not asked again, and a file changed on disk since is
+    not read); a ``Renderer`` over the folder (``maild check``) still reads the files as they are."""
+    for language in ("pl", "en"):
+        (tmp_path / language).mkdir()
+        (tmp_path / language / "probe.txt").write_text(
+            "{% block subject %}S {{ n }}{% endblock %}{% block body %}first {{ n }}{% endblock %}", encoding="utf-8")
+    snapshot, live = load_renderer(tmp_path), Renderer(tmp_path)
+    assert snapshot.render("probe", "pl", {"n": 1}) == live.render("probe", "pl", {"n": 1}) == ("S 1", "first 1\n")
+    (tmp_path / "pl" / "probe.txt").write_text(
+        "{% block subject %}S {{ n }}{% endblock %}{% block body %}second {{ n }}{% endblock %}", encoding="utf-8")
+    asked: list[str] = []
+    for renderer in (snapshot, live):
+        original = renderer.env.get_template
+        monkeypatch.setattr(renderer.env, "get_template",
+                            lambda name, *a, _o=original, **k: asked.append(name) or _o(name, *a, **k))
+    assert [snapshot.render("probe", lang, {"n": n}) for lang, n in (("pl", 2), ("en", 3), ("de", 4))] == [
+        ("S 2", "first 2\n"), ("S 3", "first 3\n"), ("S 4", "first 4\n")]
+    assert asked == []
+    assert live.render("probe", "pl", {"n": 5}) == ("S 5", "second 5\n")
+    assert asked == ["pl/probe.txt"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from maild.config import Config
 from maild.rules.peak import PeakWindow
 from maild.rules.prioritise import TextSignals, text_signals
-from maild.rules.scope import Scope, guess_scope
+from maild.rules.scope import Scope, clue_words, guess_scope
 
 
 # the words of out-of-office answers and of challenge/response systems (``intake.screen``)
@@ -93,8 +93,9 @@ class ReadingRules:
 
 @dataclass(frozen=True)
 class MailFacts:
-    """One mail's facts: ``flags`` of its subject, whole text and headers; ``scope``, ``clues`` and
-    ``signals`` of its subject and new text (the split's first part), with the rules ``rules_key``."""
+    """One mail's facts: ``flags`` of its subject, whole text and headers; ``scope``, ``clues`` (the words
+    it was guessed from, as the mail wrote them) and ``signals`` of its subject and new text (the split's
+    first part), with the rules ``rules_key``."""
 
     rules_key: str
     flags: TextFlags
@@ -109,5 +110,7 @@ class MailFacts:
 
 def mail_facts(subject: str, text: str, new_text: str, headers: Mapping[str, str], rules: ReadingRules) -> MailFacts:
     scope, clues = guess_scope(subject, new_text)
+    # the clues as the mail wrote them, for the ticket's reason: found here, in the parse worker
+    clues = clue_words(subject, new_text, clues)
     return MailFacts(rules.key, text_flags(subject, text, headers), scope, clues,
                      text_signals(subject, new_text, rules.urgent_words, rules.peak_windows))

@@ -601,9 +601,13 @@ class Ingestor:
         if language not in ("pl", "en"):
             language = cfg.support.default_language
         reasons = [resolution.reason, *prio.reasons, *decision.reasons, *screening.reasons]
-        scope, clues = (facts.scope, facts.clues) if facts is not None else guess_scope(msg.subject, new_text)
+        if facts is not None:
+            scope, clues = facts.scope, facts.clues
+        else:
+            scope, clues = guess_scope(msg.subject, new_text)
+            clues = clue_words(msg.subject, new_text, clues)
         if scope is not None:
-            reasons.append(scope_reason(scope, clue_words(msg.subject, new_text, clues)))
+            reasons.append(scope_reason(scope, clues))
         joining = self._joining(msg.from_addr, (msg.from_addr, *msg.cc, *msg.to), (), resolution.customer,
                                 by_consultant=is_consultant)
         if on_behalf is not None:

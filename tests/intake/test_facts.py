@@ -26,7 +26,7 @@ from maild.intake.screen import ScreenSettings, screen
 from maild.ops.daemon import FIRST_BATCH, Daemon
 from maild.rules.peak import default_peak_windows
 from maild.rules.prioritise import TextSignals, prioritise
-from maild.rules.scope import guess_scope
+from maild.rules.scope import clue_words, guess_scope
 from maild.storage.models import Ticket
 from tests.helpers import make_mail, maildir_source, write_config
 
@@ -56,7 +56,8 @@ def test_the_workers_facts_decide_as_the_stages_do_on_every_mail_of_the_corpus()
         for arrived in (now, now - timedelta(days=5)):
             assert screen(msg, settings, arrived, now) == screen(bare, settings, arrived, now)
         new_text = msg.reply_split[0]
-        assert (msg.facts.scope, msg.facts.clues) == guess_scope(msg.subject, new_text)
+        scope, clues = guess_scope(msg.subject, new_text)
+        assert (msg.facts.scope, msg.facts.clues) == (scope, clue_words(msg.subject, new_text, clues))
         for day in DAYS:
             for automatic in (False, True):
                 asked = dict(kind="prepaid", verified=True, subject=msg.subject, text=new_text, automatic=automatic,

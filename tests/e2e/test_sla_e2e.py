@@ -229,8 +229,8 @@ def test_downtime_catch_up_sends_one_mail_that_says_so(lite: World) -> None:
         ("boss@firma.pl", "[SUP-1] SLA escalation 2/3: Problem z fakturą"),
         ("szef@firma.pl", "[SUP-1] Eskalacja SLA 2/3: Problem z fakturą"),
     ]
-    assert "Wcześniejsze poziomy eskalacji 1 minęły" in body(lite.sink.received_for("szef@firma.pl")[0])
-    assert "Earlier escalation levels 1 were passed" in body(lite.sink.received_for("boss@firma.pl")[0])
+    assert "Wcześniejszy poziom eskalacji 1 minął" in body(lite.sink.received_for("szef@firma.pl")[0])
+    assert "Earlier escalation level 1 was passed" in body(lite.sink.received_for("boss@firma.pl")[0])
     with lite.daemon.sessions() as session:
         [row] = session.scalars(select(Escalation)).all()
         assert (row.level, row.skipped) == (1, [0])
@@ -249,7 +249,7 @@ def test_downtime_past_every_threshold_sends_only_the_breach(lite: World) -> Non
     assert sorted(s for _, s in lite.escalations()) == [
         "[SUP-1] PRZEKROCZONE SLA: Problem z fakturą", "[SUP-1] SLA BREACH: Problem z fakturą"]
     text = body(lite.sink.received_for("szef@firma.pl")[0])
-    assert "poziomy eskalacji 1, 2 minęły" in text and "po terminie o 6 godz." in text
+    assert "poziomy eskalacji 1 i 2 minęły" in text and "po terminie o 6 godz." in text
 
 
 BUSINESS_CUSTOMERS = CUSTOMERS.replace(

@@ -545,3 +545,20 @@ def test_the_authority_notice_words_every_reason_code_in_the_readers_language(la
         if code in ("no_proof", "not_authenticated"):
             _, old_body = RENDERER.render("authority_notice", language, old)
             assert verdict.reason not in old_body and why.split(" (")[0].split(";")[0] in old_body, old_body
+
+
+@pytest.mark.parametrize(("language", "skipped", "line"), [
+    ("pl", [1], "(Wcześniejszy poziom eskalacji 1 minął, gdy maild nie działał lub wsparcie było nieczynne; "
+                "ta jedna wiadomość go zastępuje.)"),
+    ("pl", [1, 2, 3], "(Wcześniejsze poziomy eskalacji 1, 2 i 3 minęły, gdy maild nie działał lub wsparcie było "
+                      "nieczynne; ta jedna wiadomość je zastępuje.)"),
+    ("en", [1], "(Earlier escalation level 1 was passed while maild was not running or support was closed; "
+                "this one mail replaces it.)"),
+    ("en", [1, 2], "(Earlier escalation levels 1 and 2 were passed while maild was not running or support was "
+                   "closed; this one mail replaces them.)"),
+])
+def test_an_escalation_names_the_levels_it_replaces_in_number(language: str, skipped: list[int], line: str) -> None:
+    """One level passed read "Wcześniejsze poziomy eskalacji 1 minęły" / "Earlier escalation levels 1 were"."""
+    _, body = RENDERER.render("escalation", language, {**sample_context("escalation", language), "skipped": skipped,
+                                                       "level": len(skipped) + 1, "levels": 4})
+    assert line in body.splitlines(), body

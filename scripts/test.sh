@@ -8,6 +8,8 @@
 # (tests/e2e/test_operator_path.py) run that installation's `maild`, so a
 # template, migration or example missing from the package fails here.
 # MAILD_TEST_NO_WHEEL=1 skips the build (the install tests then use .venv's maild).
+# The wheel is installed without PYTHONPATH: with a checkout on it (its maild.egg-info), pip
+# takes maild as already installed and puts only its dependencies into the venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh --test
@@ -20,7 +22,7 @@ if [ "${MAILD_TEST_NO_WHEEL:-}" != 1 ]; then
     echo "test: building sdist and wheel, installing the wheel into $work/venv (log: $work/build.log)" >&2
     { .venv/bin/python -m build --outdir "$work/dist" . \
         && .venv/bin/python -m venv "$work/venv" \
-        && "$work/venv/bin/pip" install -q "$work"/dist/maild-*.whl; } > "$work/build.log" 2>&1 \
+        && env -u PYTHONPATH "$work/venv/bin/pip" install -q "$work"/dist/maild-*.whl; } > "$work/build.log" 2>&1 \
         || { cat "$work/build.log" >&2; echo "test: building or installing the wheel failed" >&2; exit 1; }
     ls "$work"/dist/maild-*.tar.gz > /dev/null
     export MAILD_INSTALLED="$work/venv/bin/maild"

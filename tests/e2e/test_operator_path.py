@@ -38,6 +38,8 @@ from tests.helpers import make_mail
 from tests.servers.common import unavailable
 
 MAILD = Path(os.environ.get("MAILD_INSTALLED") or Path(sys.executable).parent / "maild")
+# the installed wheel must import its own package, not a checkout on PYTHONPATH (which shadows it)
+NOT_PASSED = ("PYTHONPATH",) if os.environ.get("MAILD_INSTALLED") else ()
 ROOT = Path(__file__).resolve().parents[2]
 LIST_PACKAGE = """
 import os, pathlib, maild
@@ -53,7 +55,7 @@ CUSTOMER = "jan.kowalski@acme.pl"  # a sender of customers.example.toml
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in ("CREDENTIALS_DIRECTORY", "MAILD_CONFIG")}
+    base = {k: v for k, v in os.environ.items() if k not in ("CREDENTIALS_DIRECTORY", "MAILD_CONFIG", *NOT_PASSED)}
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=120,
                           env=env if env is not None else base, **kwargs)
 

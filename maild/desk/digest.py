@@ -67,22 +67,23 @@ def digest_key(email: str, day: date) -> str:
 
 
 def age_text(seconds: float, language: str = "en") -> str:
-    """"2d 3h" / "1h 05m"; in Polish "2 dni 3 godz." / "1 godz. 5 min" (a Polish consultant read "2d 3h")."""
+    """"2 days 3 h" / "1 h 5 min", in Polish "2 dni 3 godz." / "1 godz. 5 min": the units of the
+    notifications' balance and deadlines (``format_duration``). The English digest read "2d 3h" and
+    "0h 45m" beside a notification's "1 h 30 min" (the Polish one took these units before)."""
     minutes = max(0, int(seconds // 60))
     days, rest = divmod(minutes, 24 * 60)
     hours = rest // 60
-    if reader_language(language) == "pl":
-        if days:
-            return f"{plural(days, 'day', 'pl')} {hours} godz." if hours else plural(days, "day", "pl")
-        return format_duration(rest, "pl")
-    return f"{days}d {hours}h" if days else f"{hours}h {rest % 60:02d}m"
+    lang = reader_language(language)
+    if days:
+        unit = "godz." if lang == "pl" else "h"
+        return f"{plural(days, 'day', lang)} {hours} {unit}" if hours else plural(days, "day", lang)
+    return format_duration(rest, lang)
 
 
 def left_text(seconds: float, language: str = "en") -> str:
-    """The time left, "-" before the time overdue; in Polish without it: the digest's
-    "PO TERMINIE" / "pozostało" before it already says which."""
-    text = age_text(abs(seconds), language)
-    return f"-{text}" if seconds < 0 and reader_language(language) != "pl" else text
+    """The time left or overdue, without a sign: the digest's "OVERDUE" / "PO TERMINIE" or
+    "left" / "pozostało" before it already says which (an English one read "OVERDUE -1h 30m")."""
+    return age_text(abs(seconds), language)
 
 
 def digest_lines(tickets: Sequence[DigestTicket], now: datetime, *, who: str | None,

@@ -23,7 +23,10 @@ from maild.rules.wording import format_date
 TEMPLATES = (Path(__file__).resolve().parent / "html", BASE_TEMPLATES)
 SOON_SECONDS = 2 * 3600  # under two hours left: orange
 TODAY_SECONDS = 8 * 3600  # within a working day: yellow
+# An older digest row's ``left`` (before rows carried ``seconds_left``): "-1h 30m", "2d 3h", or
+# since the English digest writes the notifications' units, "1 h 30 min", "2 days 3 h", "45 min".
 _LEFT = re.compile(r"^(-)?(?:(\d+)d )?(\d+)h(?: (\d+)m)?$")
+_LEFT_WORDS = re.compile(r"^(-)?(?=\d)(?:(\d+) days? ?)?(?:(\d+) h ?)?(?:(\d+) min)?$")
 
 TEXT: dict[str, dict[str, str]] = {
     "en": {
@@ -49,11 +52,12 @@ def seconds_left(row: Mapping[str, Any]) -> int | None:
     """A row's time left in seconds: ``seconds_left`` when the row has it, else read from ``left``."""
     if row.get("seconds_left") is not None:
         return int(row["seconds_left"])
-    match = _LEFT.match(str(row.get("left") or ""))
+    text = str(row.get("left") or "")
+    match = _LEFT.match(text) or _LEFT_WORDS.match(text)
     if match is None:
         return None
     sign, days, hours, minutes = match.groups()
-    value = (int(days or 0) * 24 + int(hours)) * 3600 + int(minutes or 0) * 60
+    value = (int(days or 0) * 24 + int(hours or 0)) * 3600 + int(minutes or 0) * 60
     return -value if sign or row.get("overdue") else value
 
 

@@ -68,7 +68,13 @@ def test_a_polish_digest_gives_ages_and_times_left_in_polish_units() -> None:
         ("2 dni 3 godz.", "1 godz. 30 min", True), ("45 min", "3 godz.", False)]
     assert [r["seconds_left"] for r in polish] == [-5400, 10800], "the HTML part's colours read these"
     english = digest_lines(queue, NOW, who="anna@firma.pl", everything=False)
-    assert [(r["age"], r["left"]) for r in english] == [("2d 3h", "-1h 30m"), ("0h 45m", "3h 00m")]
+    # the notifications' units in English too (it read "2d 3h", "-1h 30m" after OVERDUE, "0h 45m", "3h 00m")
+    assert [(r["age"], r["left"]) for r in english] == [("2 days 3 h", "1 h 30 min"), ("45 min", "3 h")]
+    _, english_body = Renderer(Path(__file__).resolve().parents[2] / "templates").render(
+        "digest", "en", {"day": "2026-12-07", "rows": english, "overdue": 1, "everything": False, "breaches": [],
+                         "previous_day": "2026-12-04", "new_ticket_address": "support+t@firma.pl"})
+    assert "SUP-1  sla P1  open  age 2 days 3 h  OVERDUE 1 h 30 min  (unassigned)" in english_body, english_body
+    assert "age 45 min  left 3 h" in english_body, english_body
     _, body = Renderer(Path(__file__).resolve().parents[2] / "templates").render(
         "digest", "pl", {"day": "2026-12-07", "rows": polish, "overdue": 1, "everything": False, "breaches": [],
                          "previous_day": "2026-12-04", "new_ticket_address": "support+t@firma.pl"})

@@ -43,7 +43,7 @@ def test_time_left_is_coloured_by_urgency() -> None:
     html = render_digest_html(rows, language="en", day="2026-12-04", everything=True)
     classes = [c for c in ("overdue", "soon", "today", "later", "none") if f'<tr class="{c}">' in html]
     assert classes == ["overdue", "soon", "today", "later", "none"]
-    assert "OVERDUE -1h 30m" in html  # the urgency in words as well as in colour
+    assert "OVERDUE 1 h 30 min" in html  # the urgency in words as well as in colour
     assert "Kolejka wsparcia" in render_digest_html(rows, language="pl", day="2026-12-04", everything=False)
 
 
@@ -53,6 +53,12 @@ def test_time_left_read_back_from_the_text_row(seconds: int) -> None:
     minutes below a day and hours above."""
     row = {"left": left_text(seconds), "overdue": seconds <= 0}
     read = seconds_left(row)
+    # as the English digest wrote it before it took the notifications' units
+    minutes = abs(seconds) // 60
+    days, hours = divmod(minutes // 60, 24)
+    old = f"{days}d {hours}h" if days else f"{hours}h {minutes % 60:02d}m"
+    old_read = seconds_left({"left": ("-" if seconds < 0 else "") + old, "overdue": seconds <= 0})
+    assert old_read is not None and abs(old_read - seconds) < (3600 if abs(seconds) >= 24 * 3600 else 60)
     assert read is not None
     assert abs(read - seconds) < (3600 if abs(seconds) >= 24 * 3600 else 60)
     if all(abs(abs(seconds) - edge) >= 3600 for edge in (0, 2 * 3600, 8 * 3600)):

@@ -236,3 +236,21 @@ class Clock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
+
+
+def spawn_maild(config: Path, *args: str, log: Path, env: dict[str, str], **popen: Any) -> Any:
+    """``python -m maild.cli --config CONFIG ARGS`` with its stderr in ``log``, not a pipe: a test that polls
+    the sink or the mailbox while the daemon runs reads nothing until it ends, and a pipe holds 64 KB of log
+    lines, after which the daemon and its forked courier block in write(2) (a faster reading fills it
+    sooner: the cpu helper's tickets-by-one-INSERT branch found it, twelfth session)."""
+    import subprocess
+    import sys
+
+    with log.open("ab") as err:
+        return subprocess.Popen([sys.executable, "-m", "maild.cli", "--config", str(config), *args],
+                                env=env, stdout=subprocess.DEVNULL, stderr=err, **popen)
+
+
+def log_tail(log: Path, chars: int = 3000) -> str:
+    """The end of a ``spawn_maild`` log, for an assertion's message."""
+    return log.read_bytes()[-chars:].decode(errors="replace") if log.exists() else ""

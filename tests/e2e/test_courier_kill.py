@@ -23,7 +23,7 @@ from sqlalchemy import select
 from maild.config import load_config
 from maild.storage.db import open_database
 from maild.storage.models import OutboxRow
-from tests.helpers import maildir_source, make_mail, write_config
+from tests.helpers import log_tail, maildir_source, make_mail, spawn_maild, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUND = 300
@@ -99,13 +99,13 @@ def _killed_while_the_courier_sends_during_reading(tmp_path: Path, smtp_sink: An
         for i in range(kills * round_size, (kills + 1) * round_size):
             box.add(make_mail(sender=f"user{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<ck{i}@acme.pl>"))
         before = len(smtp_sink.messages)
-        proc = subprocess.Popen([sys.executable, "-m", "maild.cli", "--config", str(config), "run", "--once"],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        log = tmp_path / f"run-{kills}.log"
+        proc = spawn_maild(config, "run", "--once", log=log, env=env)
         kill_at = before + rng.randint(3, 15)
         deadline = time.monotonic() + 120
         forked: set[int] = set()
         while len(smtp_sink.messages) < kill_at:
-            assert proc.poll() is None, "the run ended before its kill: " + proc.stderr.read().decode()[-2000:]
+            assert proc.poll() is None, "the run ended before its kill: " + log_tail(log, 2000)
             assert time.monotonic() < deadline, "the courier never sent that far"
             forked |= children(proc.pid)
             time.sleep(0.002)
@@ -145,8 +145,8 @@ def _stopped_while_the_courier_sends(tmp_path: Path, smtp_sink: Any, url: str) -
         box.add(make_mail(sender=f"user{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<ct{i}@acme.pl>"))
     smtp_sink.delay_seconds = 0.01
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "maild.cli", "--config", str(config), "run"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    log = tmp_path / "service.log"
+    proc = spawn_maild(config, "run", log=log, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         forked: set[int] = set()
@@ -156,13 +156,13 @@ def _stopped_while_the_courier_sends(tmp_path: Path, smtp_sink: Any, url: str) -
             time.sleep(0.002)
         assert len(list(box.iterkeys())) > 0, "the signal must land while the backlog is read"
         os.killpg(proc.pid, signal.SIGTERM)  # as systemd does: every process of the unit
-        _, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:  # a failed step above must not leave the daemon running after the test
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
-    assert b"mails sent while reading" in err
+    assert proc.returncode == 0, log_tail(log)
+    assert "mails sent while reading" in log.read_text(errors="replace")
     assert not any(alive(pid) for pid in forked), "the courier ended with its daemon"
     smtp_sink.delay_seconds = 0
     done = subprocess.run([sys.executable, "-m", "maild.cli", "--config", str(config), "run", "--once"],
@@ -197,12 +197,12 @@ def _two_couriers_killed_three_times(tmp_path: Path, smtp_sink: Any, url: str) -
     for kills in range(1, 4):
         for i in range((kills - 1) * ROUND, kills * ROUND):
             box.add(make_mail(sender=f"user{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<tc{i}@acme.pl>"))
-        proc = subprocess.Popen([sys.executable, "-m", "maild.cli", "--config", str(config), "run", "--once"],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        log = tmp_path / f"run-{kills}.log"
+        proc = spawn_maild(config, "run", "--once", log=log, env=env)
         deadline = time.monotonic() + 120
         forked: set[int] = set()
         while len(forked) < 3 or len(list(box.iterkeys())) > 0:  # the parse worker and two couriers
-            assert proc.poll() is None, "the run ended before its kill: " + proc.stderr.read().decode()[-2000:]
+            assert proc.poll() is None, "the run ended before its kill: " + log_tail(log, 2000)
             assert time.monotonic() < deadline, "two couriers never sent at once"
             forked |= children(proc.pid)
             time.sleep(0.002)

@@ -15,8 +15,6 @@ import mailbox
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,7 +27,7 @@ from maild.config import load_config
 from maild.ops.daemon import Daemon
 from maild.storage.db import open_database
 from maild.storage.models import OutboxRow
-from tests.helpers import maildir_source, make_mail, write_config
+from tests.helpers import log_tail, maildir_source, make_mail, spawn_maild, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 300
@@ -39,8 +37,8 @@ def run_until(config: Path, sink: Any, kill_at: int | None) -> bool:
     """``maild run --once``; killed with SIGKILL as soon as the sink holds ``kill_at`` mails.
     True when it was killed, False when it ended first (then it must have ended cleanly)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "maild.cli", "--config", str(config), "run", "--once"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = config.parent / "runs.log"
+    proc = spawn_maild(config, "run", "--once", log=log, env=env)
     deadline = time.monotonic() + 180
     while kill_at is not None and proc.poll() is None:
         if len(sink.messages) >= kill_at:
@@ -49,8 +47,8 @@ def run_until(config: Path, sink: Any, kill_at: int | None) -> bool:
             return True
         assert time.monotonic() < deadline, "the drain never got that far"
         time.sleep(0.001)
-    _, err = proc.communicate(timeout=180)
-    assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
+    proc.wait(timeout=180)
+    assert proc.returncode == 0, log_tail(log)
     return False
 
 

@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from sqlalchemy import func, select
 
 from maild.storage.db import open_database
 from maild.storage.models import Intake, MessageRow, OutboxRow, Ticket
-from tests.helpers import make_mail, write_config
+from tests.helpers import log_tail, make_mail, spawn_maild, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 N_NEW = 200
@@ -50,11 +49,11 @@ def imap_table(account: Any) -> str:
 
 def run_maild(config: Path, kill_after: float | None) -> int | None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "maild.cli", "--config", str(config), "run", "--once"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = config.parent / "runs.log"
+    proc = spawn_maild(config, "run", "--once", log=log, env=env)
     if kill_after is None:
-        _, err = proc.communicate(timeout=240)
-        assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
+        proc.wait(timeout=240)
+        assert proc.returncode == 0, log_tail(log)
         return proc.returncode
     try:
         proc.wait(timeout=kill_after)

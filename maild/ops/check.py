@@ -102,8 +102,9 @@ def _worded(name: str, language: str) -> dict[str, Any]:
 
     if name in ("notify_new", "notify_reply"):
         new = name == "notify_new"
-        view = TicketView(ref="SUP-1", subject="Test", customer_name="Acme", contract_id="c-1", contract_kind="sla",
-                          tier_name="sla", priority="P1",
+        kind = next(rules.name for rules in KINDS.values() if rules.reaction_deadline)  # a deadline to word
+        view = TicketView(ref="SUP-1", subject="Test", customer_name="Acme", contract_id="c-1", contract_kind=kind,
+                          tier_name=kind, priority="P1",
                           reasons=("P1: urgent words 'Awaria'",) if new else ("P1: set by anna@x.pl, reason 'pilne'",),
                           reaction_due=_DUE if new else None, minutes_left=90 if new else None,
                           assigned_to=None if new else "anna@x.pl", requester="jan@acme.pl",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what it needs
-# (venv, pip packages, dovecot-imapd, postgresql), then runs mypy and pytest.
+# (venv, pip packages, dovecot-imapd, postgresql), then runs mypy and pytest (in two workers).
 # Tests start their own private Dovecot, SMTP and PostgreSQL on 127.0.0.1.
 #
 # Before pytest it builds the sdist and wheel (python -m build) and installs the
@@ -28,5 +28,7 @@ if [ "${MAILD_TEST_NO_WHEEL:-}" != 1 ]; then
     export MAILD_INSTALLED="$work/venv/bin/maild"
 fi
 status=0
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@" || status=$?
+# Two workers (pytest-xdist): most of the suite's time is its servers' and daemons' waiting, and every
+# server fixture is private to its worker (a free port, a temp dir). MAILD_TEST_WORKERS=0 runs in one process.
+.venv/bin/python -m pytest -q -p no:cacheprovider -n "${MAILD_TEST_WORKERS:-2}" "$@" || status=$?
 exit "$status"

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, ClassVar, Literal, get_args
 
-from maild.desk.team import TeamError
 from maild.rules.duration import MAX_ENTRY_MINUTES, DurationError, parse_duration
 from maild.rules.scope import Scope, keywords, known_words, parse_scope
 from maild.rules.presence import AbsenceError, parse_range
@@ -289,6 +288,8 @@ class BackCommand(Command):
     """``#back``: the sender's recorded absence ends today."""
 
     def apply(self, run: Applying) -> None:
+        from maild.desk.team import TeamError  # the desk has it loaded; ``maild check`` renders the help without it
+
         try:
             run.desk.team.end_absence(run.actor, run.now, run.actor)
         except TeamError as exc:

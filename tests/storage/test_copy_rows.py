@@ -78,16 +78,21 @@ def test_copied_rows_are_the_inserted_rows(pg_url: str) -> None:
     engine.dispose()
 
 
-def test_a_copied_row_that_breaks_a_unique_key_is_sqlalchemys_integrity_error(pg_url: str) -> None:
-    sessions = open_database(pg_url)
+def _a_duplicate_dedupe_key_is_refused(url: str, write: Any, match: str) -> None:
+    """``write`` two outbox rows with one dedupe key: SQLAlchemy's ``IntegrityError``, as its INSERT raises."""
+    sessions = open_database(url)
     with sessions() as session:
         session.execute(insert(tickets).values(id=1, subject="s", requester="jan@acme.pl", created_at=AT, updated_at=AT))
         rows = _rows(2, 100)[outbox]
         rows[1]["dedupe_key"] = rows[0]["dedupe_key"]
-        with pytest.raises(IntegrityError, match="uq_outbox_dedupe_key"):
-            store.copy_rows(session, outbox, rows)
+        with pytest.raises(IntegrityError, match=match):
+            write(session, outbox, rows)
         session.rollback()
     sessions.kw["bind"].dispose()
+
+
+def test_a_copied_row_that_breaks_a_unique_key_is_sqlalchemys_integrity_error(pg_url: str) -> None:
+    _a_duplicate_dedupe_key_is_refused(pg_url, store.copy_rows, "uq_outbox_dedupe_key")
 
 
 # ---------------------------------------------------------------- SQLite: store.insert_rows
@@ -126,15 +131,7 @@ def test_sqlite_inserted_rows_are_sqlalchemys_rows(tmp_path: Path) -> None:
 
 
 def test_a_sqlite_inserted_row_that_breaks_a_unique_key_is_sqlalchemys_integrity_error(tmp_path: Path) -> None:
-    sessions = open_database(f"sqlite:///{tmp_path / 'maild.db'}")
-    with sessions() as session:
-        session.execute(insert(tickets).values(id=1, subject="s", requester="jan@acme.pl", created_at=AT, updated_at=AT))
-        rows = _rows(2, 100)[outbox]
-        rows[1]["dedupe_key"] = rows[0]["dedupe_key"]
-        with pytest.raises(IntegrityError, match="dedupe_key"):
-            store.insert_rows(session, outbox, rows)
-        session.rollback()
-    sessions.kw["bind"].dispose()
+    _a_duplicate_dedupe_key_is_refused(f"sqlite:///{tmp_path / 'maild.db'}", store.insert_rows, "dedupe_key")
 
 
 _zones = st.sampled_from([timezone.utc, WARSAW, timezone(timedelta(hours=-7, minutes=-30))])

@@ -9,7 +9,7 @@ reading, does not search every mail's text again (issue 19: about a sixth of its
 CPU per mail).
 
 They are a shortcut, never a second source of truth: each is the very function
-the stage would call (``text_flags``, ``guess_scope``, ``text_signals``) on the
+the stage would call (``text_flags``, ``guess_scope_as_written``, ``text_signals``) on the
 same inputs, and the stage calls it itself when the facts are missing (a mail
 parsed in process, a split that failed) or were found with other words than the
 context's (``ReadingRules.key``).
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from maild.config import Config
 from maild.rules.peak import PeakWindow
 from maild.rules.prioritise import TextSignals, text_signals
-from maild.rules.scope import Scope, clue_words, guess_scope
+from maild.rules.scope import Scope, guess_scope_as_written
 
 
 # the words of out-of-office answers and of challenge/response systems (``intake.screen``)
@@ -109,8 +109,6 @@ class MailFacts:
 
 
 def mail_facts(subject: str, text: str, new_text: str, headers: Mapping[str, str], rules: ReadingRules) -> MailFacts:
-    scope, clues = guess_scope(subject, new_text)
-    # the clues as the mail wrote them, for the ticket's reason: found here, in the parse worker
-    clues = clue_words(subject, new_text, clues)
+    scope, clues = guess_scope_as_written(subject, new_text)  # in the parse worker, off the main process
     return MailFacts(rules.key, text_flags(subject, text, headers), scope, clues,
                      text_signals(subject, new_text, rules.urgent_words, rules.peak_windows))

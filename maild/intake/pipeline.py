@@ -58,7 +58,7 @@ from maild.rules.contracts import Resolution, resolve
 from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
 from maild.rules.kinds import packages_of, rules_of
 from maild.rules.reasons import scope_reason
-from maild.rules.scope import clue_words, guess_scope
+from maild.rules.scope import guess_scope_as_written
 from maild.rules.wording import NO_SUBJECT
 from maild.intake.facts import ReadingRules
 from maild.intake.mailbox import FetchedMail
@@ -601,11 +601,7 @@ class Ingestor:
         if language not in ("pl", "en"):
             language = cfg.support.default_language
         reasons = [resolution.reason, *prio.reasons, *decision.reasons, *screening.reasons]
-        if facts is not None:
-            scope, clues = facts.scope, facts.clues
-        else:
-            scope, clues = guess_scope(msg.subject, new_text)
-            clues = clue_words(msg.subject, new_text, clues)
+        scope, clues = (facts.scope, facts.clues) if facts is not None else guess_scope_as_written(msg.subject, new_text)
         if scope is not None:
             reasons.append(scope_reason(scope, clues))
         joining = self._joining(msg.from_addr, (msg.from_addr, *msg.cc, *msg.to), (), resolution.customer,

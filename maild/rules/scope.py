@@ -166,3 +166,10 @@ def clue_words(subject: str, text: str, clues: Sequence[str]) -> tuple[str, ...]
         found.setdefault(written.casefold(), written)
     # "wydruk" inside "Nowy wydruk" is the same place read twice
     return tuple(w for key, w in found.items() if not any(key != other and key in other for other in found))
+
+
+def guess_scope_as_written(subject: str, text: str) -> tuple[Scope | None, tuple[str, ...]]:
+    """``guess_scope`` with its clues as the mail wrote them (``clue_words``): what a ticket's reason
+    names, found in the parse worker (``intake.facts``) or, for a mail without facts, by the pipeline."""
+    scope, clues = guess_scope(subject, text)
+    return scope, clue_words(subject, text, clues)

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import make_url
 
@@ -40,8 +40,7 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
                    "timezone": "Europe/Warsaw", "excerpt": "Hello", "assigned_to": ""},
     "command_error": {"ref": "SUP-1", "subject": "Test",
                       "errors": [{"line_no": 1, "line": "#foo", "reason": "?", "code": "unknown_command",
-                                  "params": {"name": "foo", "known": "#time"}}],
-                      },
+                                  "params": {"name": "foo", "known": "#time"}}]},
     "low_balance": {"ref": "SUP-1", "customer_name": "Acme", "left_minutes": 45, "valid_until": "2026-06-30",
                     "rate_cents": 25000, "from_name": "Support"},
     "expiry_reminder": {"customer_name": "Acme", "left_minutes": 180, "valid_until": "2026-06-30",

@@ -2,7 +2,8 @@
 
 The parser keeps runs of body lines of at least ``_BLOB_MIN_BYTES`` out of the
 feed parser and decodes those parts straight from the raw bytes
-(``maild.message._Blobs``). The peak-RSS
+(``maild.message._Blobs``), and its feed parser is the stdlib's own code with
+the boundary pattern matched without a compile (``_BoundaryLine``). The peak-RSS
 tests run the parse in a fresh process (VmHWM after ``clear_refs``), so the
 figure is that message's cost alone. The equivalence tests parse each message
 with the stdlib's own ``email.feedparser`` and no tokens, then on maild's path
@@ -286,7 +287,7 @@ def test_the_base64_shortcut_finds_exactly_the_body_runs_of_the_general_rule(tex
 
 
 # --------------------------------------------------------------------------
-# ordinary mail takes the token path
+# ordinary mail takes the token path; the boundary pattern is not compiled
 # --------------------------------------------------------------------------
 
 # real boundaries are long: "----=_Part_..." (JavaMail), "_000_..." (Outlook), "===...==" (Python)
@@ -311,6 +312,53 @@ def test_a_mail_with_a_40kb_attachment_keeps_its_base64_out_of_the_feed_parser()
     parsed = parse_message(raw)
     assert [a.data for a in parsed.attachments] == [data]
     assert parsed.text == "W załączniku."
+
+
+def test_a_multipart_mail_with_a_new_boundary_compiles_no_pattern(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stdlib's feed parser compiles a pattern per boundary, and each is new (a cache miss)."""
+    compiled: list[object] = []
+    compile_pattern = re._compiler.compile  # type: ignore[attr-defined]
+
+    def counting(pattern: object, flags: int = 0) -> re.Pattern[str]:
+        compiled.append(pattern)
+        return compile_pattern(pattern, flags)  # type: ignore[no-any-return]
+    monkeypatch.setattr(re._compiler, "compile", counting)  # type: ignore[attr-defined]
+    boundary = "----=_Part_" + random.Random().randbytes(12).hex()
+    parsed = parse_message(_mail_with_attachment(boundary, b"%PDF-1.4 small"))
+    assert parsed.text == "W załączniku." and [a.filename for a in parsed.attachments] == ["f.pdf"]
+    assert not [p for p in compiled if "Part_" in str(p)]
+
+
+_DELIMITER_CHARS = st.sampled_from(list("aZ09'()+_,-./:=? *[]{}^$|\\~#\t\"") + ["\u0105", "\udcc5", "\n"])
+_TAILS = st.sampled_from(["", "--", " ", "\t", "  \t", "\r\n", "\n", "\r", "--\r\n", "--\n", "-- \r\n", "x", "--x",
+                          " x\n", "\n\n", "---", "\r\n\r\n", "--\r"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(delimiter=st.tuples(_LONG_PREFIXES, st.text(_DELIMITER_CHARS, max_size=40)).map(lambda b: "--" + "".join(b)),
+       tails=st.lists(_TAILS, max_size=3), cut=st.integers(0, 100))
+def test_the_boundary_line_matches_as_the_feed_parsers_pattern(delimiter: str, tails: list[str], cut: int) -> None:
+    """The pattern as email.feedparser builds it, compiled, against ``_BoundaryLine``: the same lines
+    match, with the same ``end``, ``ws`` and ``linesep``."""
+    pattern = ("(?P<sep>" + re.escape(delimiter) + r")(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)?$")
+    compiled = re.compile(pattern)
+    line_matcher = message._FeedParserRe.compile(pattern)
+    assert isinstance(line_matcher, message._BoundaryLine)
+    tail = "".join(tails)
+    for line in (delimiter + tail, delimiter[:cut] + tail, delimiter[:-1] + tail, delimiter[:len(delimiter) // 2] + tail,
+                 tail + delimiter):
+        expected, got = compiled.match(line), line_matcher.match(line)
+        assert (expected is None) == (got is None), line
+        if expected is not None and got is not None:
+            assert [expected.group(g) for g in ("end", "ws", "linesep")] == \
+                [got.group(g) for g in ("end", "ws", "linesep")], line
+
+
+def test_the_private_feed_parser_leaves_the_stdlibs_alone() -> None:
+    assert message.FeedParser is not email.feedparser.FeedParser
+    assert email.feedparser.re is re
+    assert isinstance(email.feedparser.re.compile("(?P<sep>--B" + r")(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)?$"),
+                      re.Pattern)
 
 
 # --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -34,7 +35,7 @@ from email.errors import MessageError
 from email.generator import BytesGenerator
 from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import collapse_rfc2231_value, getaddresses, parsedate_to_datetime
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
@@ -507,9 +508,39 @@ def _flatten(msg: Message) -> bytes:
     return buf.getvalue()
 
 
+_MISSING: Any = object()
+_PARAMS_CACHED_UP_TO = 512  # characters of a field's value: longer ones are parsed each time
+
+
+@functools.lru_cache(maxsize=2048)
+def _params_of(value: str) -> tuple[tuple[str, Any], ...]:
+    """``Message.get_params()`` of a MIME field with this value, parsed once per distinct value.
+
+    The same Content-Type and Content-Disposition values recur from mail to mail,
+    and each ``get_param`` parsed the field again (about 7 % of a parse).
+    """
+    scratch = Message()
+    scratch["content-type"] = value
+    return tuple(scratch.get_params(header="content-type") or ())
+
+
+def _param(part: Message, name: str, header: str = "content-type", failobj: Any = None) -> Any:
+    """``part.get_param(name, failobj, header)``; a field with 8-bit bytes, or a long one, is the
+    stdlib's own (it reads those through a ``Header``)."""
+    value = _first(part, header)
+    if value is None:
+        return failobj
+    if not value.isascii() or len(value) > _PARAMS_CACHED_UP_TO:
+        return part.get_param(name, failobj, header)
+    for key, param in _params_of(value):
+        if key.lower() == name:
+            return param
+    return failobj
+
+
 def _charset(part: Message) -> str | None:
     try:
-        value = part.get_param("charset")
+        value = _param(part, "charset")
     except (ValueError, TypeError, IndexError):
         return None
     if isinstance(value, tuple):
@@ -518,8 +549,13 @@ def _charset(part: Message) -> str | None:
 
 
 def _filename(part: Message) -> str:
+    """``part.get_filename() or part.get_param("name")``, from the cached parameters."""
     try:
-        name = part.get_filename() or part.get_param("name") or ""
+        name = _param(part, "filename", "content-disposition", _MISSING)
+        if name is _MISSING:
+            name = _param(part, "name", "content-type", _MISSING)
+        name = "" if name is _MISSING else collapse_rfc2231_value(name).strip()
+        name = name or _param(part, "name") or ""
     except (ValueError, TypeError, IndexError, LookupError, UnicodeError):
         return ""
     if isinstance(name, tuple):
@@ -535,10 +571,15 @@ def _disposition(part: Message) -> str | None:
 
 
 def _content_type(part: Message) -> str:
-    try:
-        return part.get_content_type()
-    except (ValueError, TypeError, IndexError):
-        return "text/plain"
+    """``part.get_content_type()``."""
+    value = _first(part, "content-type")
+    if value is None or not value.isascii():
+        try:
+            return part.get_content_type()
+        except (ValueError, TypeError, IndexError):
+            return "text/plain"
+    ctype = value.partition(";")[0].strip().lower()
+    return ctype if ctype.count("/") == 1 else "text/plain"
 
 
 @dataclass
@@ -603,7 +644,8 @@ def _walk_parts(root: Message, walk: _Walk) -> None:
             continue
         _part_defects(walk, part)
         ctype = _content_type(part)
-        payload = _payload(part)
+        # as parsed: get_payload() would decode an 8-bit leaf with its charset only to be told it is no list
+        payload = _raw_payload(part)
         if ctype == "message/delivery-status" or ctype == "message/global-delivery-status":
             walk.status_blocks.append(_status_text(part, walk.blobs))
             continue
@@ -1386,7 +1428,7 @@ def _preamble_text(msg: Message) -> str:
 
 def _report_type(msg: Message) -> str:
     try:
-        value = msg.get_param("report-type")
+        value = _param(msg, "report-type")
     except (ValueError, TypeError, IndexError):
         return ""
     if isinstance(value, tuple):

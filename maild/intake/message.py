@@ -346,10 +346,31 @@ def _clean_addr(addr: str) -> str:
     return addr if " " not in addr else addr.replace(" ", "")
 
 
-def _addresses(values: list[str]) -> list[tuple[str, str]]:
+_ADDRESSES_CACHED_UP_TO = 1024  # characters of a field's values together
+
+
+def _addresses(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """(display name, clean address) pairs of a field's values, at most ``_MAX_ADDRESSES``.
+
+    A backlog repeats its address fields (support@ in every To, a customer's From
+    in each of their mails), and ``getaddresses`` was a tenth of a parse: short
+    values are parsed once per process.
+    """
     if not values:
-        return []
-    joined = [_unescape_8bit(v[:_MAX_HEADER_VALUE * 4]) for v in values[:20]]
+        return ()
+    key = tuple(values[:20])
+    if sum(len(v) for v in key) <= _ADDRESSES_CACHED_UP_TO:
+        return _addresses_of(key)
+    return _parse_addresses(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _addresses_of(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    return _parse_addresses(values)
+
+
+def _parse_addresses(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    joined = [_unescape_8bit(v[:_MAX_HEADER_VALUE * 4]) for v in values]
     try:
         pairs = getaddresses(joined)
     except (ValueError, IndexError, TypeError, RecursionError):
@@ -360,7 +381,7 @@ def _addresses(values: list[str]) -> list[tuple[str, str]]:
         clean = _clean_addr(addr)
         if clean:
             result.append((name, clean))
-    return result
+    return tuple(result)
 
 
 def _date(value: str | None) -> datetime | None:

@@ -2,14 +2,15 @@
 
 ``_content_type``, ``_param``, ``_filename`` (``maild.intake.message``) read a
 part's Content-Type and Content-Disposition parameters from a per-process cache
-of parsed field values; these tests hold them to ``email.message.Message``'s own
-methods.
+of parsed field values, and ``_addresses`` caches short address fields; these
+tests hold them to ``email.message.Message``'s own methods and the uncached parse.
 """
 from __future__ import annotations
 
 import email
 import email.message
 import uuid
+from collections.abc import Callable
 from email import policy
 from typing import Any
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from maild.intake import message
 from maild.intake.message import parse_message
+from tests.fuzz.mutate import load_seeds
 
 _TYPES = st.sampled_from(["text/plain", "TEXT/HTML", "multipart/mixed", "application/octet-stream", "text", "a/b/c",
                           "", " image/png ", "message/rfc822", "multipart/report"])
@@ -105,3 +107,43 @@ def test_a_repeated_content_type_is_parsed_once(monkeypatch: pytest.MonkeyPatch)
     again = parse_message(raw)
     assert parsed == []
     assert again == first and [a.filename for a in again.attachments] == [f"{unique}.txt"]
+
+
+_ADDRESS_FIELDS = ("from", "to", "cc", "reply-to", "sender")
+
+
+def test_every_corpus_address_field_is_read_as_without_the_cache() -> None:
+    for raw in load_seeds(max_bytes=1 << 62):
+        msg = email.message_from_bytes(raw, policy=policy.compat32)
+        for name in _ADDRESS_FIELDS:
+            values = [v if isinstance(v, str) else str(v) for k, v in msg.raw_items() if k.lower() == name]
+            expected = message._parse_addresses(tuple(values[:20])) if values else ()
+            assert message._addresses(values) == expected
+            assert message._addresses(values) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.lists(st.sampled_from(list('ab@.<>", ;:()\\\udcc5\u0142') + ["=?utf-8?q?=C5=82?="]),
+                                max_size=30).map("".join), max_size=3))
+def test_any_address_field_is_read_as_without_the_cache(values: list[str]) -> None:
+    expected = message._parse_addresses(tuple(values))
+    assert message._addresses(values) == expected
+    assert message._addresses(values) == expected
+
+
+def test_a_repeated_address_field_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+    getaddresses: Callable[[list[str]], list[tuple[str, str]]] = getattr(message, "getaddresses")
+
+    def counting(values: list[str]) -> list[tuple[str, str]]:
+        calls.append(values)
+        return getaddresses(values)
+    monkeypatch.setattr(message, "getaddresses", counting)
+    sender = f"Jan Kowalski <jan.{uuid.uuid4().hex}@acme.pl>"
+    raw = f"From: {sender}\r\nTo: support@firma.pl\r\nSubject: x\r\n\r\ntekst\r\n".encode()
+    first = parse_message(raw)
+    assert [sender] in calls
+    calls.clear()
+    assert parse_message(raw) == first
+    assert calls == []
+    assert first.from_name == "Jan Kowalski" and first.from_addr.startswith("jan.")

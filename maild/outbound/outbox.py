@@ -45,14 +45,14 @@ from email.utils import format_datetime
 from typing import Any, NoReturn, Protocol, cast
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Integer, Table, bindparam, func, select, text, update
+from sqlalchemy import Connection, Integer, Table, TextClause, bindparam, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.storage import store
 from maild.storage.blobs import BlobStore, StorageError
 from maild.storage.models import OutboxRow
-from maild.storage.tables import UtcDateTime
+from maild.storage.tables import OUTBOX_PENDING, UtcDateTime
 from maild.outbound.drained import DrainResult as DrainResult
 from maild.outbound.render import RenderError, Renderer, one_line
 from maild.outbound.smtp import Delivery, Envelope, SmtpError, SmtpSender, SmtpSettings, SmtpUnavailable
@@ -181,6 +181,25 @@ _DROP_IMAGES = (
 _WRITE_FIRST = {"maild_immediate": True}
 # PendingMail's fields in their order: a claimed row is built from the row's values as they come
 _PENDING_COLUMNS = tuple(_OUTBOX.c[field.name] for field in fields(PendingMail))
+
+
+def _sqlite_claim(partition: bool) -> TextClause:
+    """SQLite's claim: the oldest due rows, walked in ``ix_outbox_pending_order``'s own order and
+    stopped at the limit. Asked as SQLAlchemy writes it (``status = ?`` and the due time), SQLite's
+    planner took every pending row through ix_outbox_due and sorted them with their contexts
+    (3.4 ms a claim with 3,482 pending, against 0.4 ms so), and without statistics it does so
+    however many are pending. The partial index serves only a condition that is its own
+    (``OUTBOX_PENDING``, written out), and ``INDEXED BY`` takes it. The columns are typed as
+    ``PendingMail``'s, so each value is converted as the SELECT of the columns converts it."""
+    where = f"{OUTBOX_PENDING} AND next_attempt_at <= :now" + (" AND id % :parts = :part" if partition else "")
+    return (text(f"SELECT {', '.join(column.name for column in _PENDING_COLUMNS)} FROM {_OUTBOX.name}"
+                 f" INDEXED BY ix_outbox_pending_order WHERE {where} ORDER BY created_at, id LIMIT :chunk")
+            .bindparams(bindparam("now", type_=_OUTBOX.c.next_attempt_at.type))
+            .columns(*_PENDING_COLUMNS))
+
+
+_SQLITE_CLAIM = _sqlite_claim(partition=False)
+_SQLITE_CLAIM_PART = _sqlite_claim(partition=True)
 # PostgreSQL: a claim walks ix_outbox_pending_order (0014) in its own order and stops at its LIMIT. In a database
 # without statistics yet (a new one: a backlog's first claims) the planner guesses a handful of pending rows and
 # would rather find them all through ix_outbox_due and sort them (all 10,000 of a backlog: 4-9 ms a claim), so
@@ -868,20 +887,22 @@ class Outbox:
         advisory locks of the drain's own session, which the server drops when
         that session ends (by ``line.release`` after the chunk, or because the
         daemon died), so a killed daemon's rows are due again at once. SQLite
-        has one daemon per file: nothing to take. ``peek``: only whether mail is due."""
+        has one daemon per file: nothing to take, and its SELECT walks the pending rows in
+        their order (``_SQLITE_CLAIM``). ``peek``: only whether mail is due."""
         now = self.clock()
+        if not self.postgres:
+            values: dict[str, Any] = {"now": now, "chunk": chunk}
+            if self.partition is not None:
+                values["part"], values["parts"] = self.partition
+            with self.sessions() as session, session.begin():
+                return [PendingMail(*row) for row in session.execute(
+                    _SQLITE_CLAIM if self.partition is None else _SQLITE_CLAIM_PART, values)]
         query = (
             select(*_PENDING_COLUMNS)
             .where(_OUTBOX.c.status == "pending", _OUTBOX.c.next_attempt_at <= now)
             .order_by(_OUTBOX.c.created_at, _OUTBOX.c.id)
             .limit(chunk)
         )
-        if not self.postgres:
-            if self.partition is not None:
-                k, n = self.partition
-                query = query.where(_OUTBOX.c.id % n == k)
-            with self.sessions() as session, session.begin():
-                return [PendingMail(*row) for row in session.execute(query)]
         # the row locks keep a concurrent claim off these rows until they are
         # advisory-locked; pg_locks says which rows other drains hold now
         query = query.where(_OUTBOX.c.id.not_in(_HELD))

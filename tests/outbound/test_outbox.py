@@ -434,6 +434,56 @@ def _generated_outbox_rows(engine: Any, count: int, status: str = "'pending'",
             f" 'm' || g || '@x', '[\"a@b.c\"]', true, 'ack', 'pl', '{{}}', {status}, 0, {created_at},"
             f" {next_attempt_at}, 'k' || g, '' FROM generate_series(1, :n) g"), {"n": count})
 
+@pytest.mark.parametrize("partition", [None, (1, 2)], ids=["one-drain", "odd-ids"])
+def test_a_sqlite_claim_reads_its_oldest_pending_rows_in_the_index_order(tmp_path: Path,
+                                                                        partition: tuple[int, int] | None) -> None:
+    """SQLite's claim walks the pending rows in their order through ``ix_outbox_pending_order``
+    (0014) and stops at its limit: no sort of every pending row with its context (SQLite's
+    planner, asked ``status = ?``, took them all through ix_outbox_due and sorted them). With
+    5,000 sent, 4,000 pending and due, and 1,000 pending but not due before them, it returns the
+    oldest due rows, as a couriers' half too (``Outbox.partition``)."""
+    from sqlalchemy import event
+
+    from maild.config import SmtpSettings
+    from maild.outbound.outbox import Sender
+    from maild.storage.db import open_database
+
+    sessions = open_database(f"sqlite:///{tmp_path / 'maild.db'}")
+    engine = sessions.kw["bind"]
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    with engine.begin() as conn:  # g: 1-5,000 sent, 5,001-6,000 pending later, 6,001-10,000 pending and due
+        conn.exec_driver_sql(
+            "WITH RECURSIVE n(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM n WHERE g < 10000)"
+            " INSERT INTO outbox (kind, ticket_id, message_id, recipients, automatic, template, language, context,"
+            " status, attempts, created_at, next_attempt_at, dedupe_key, last_error) SELECT 'ack', NULL,"
+            " 'm' || g || '@x', '[\"a@b.c\"]', 1, 'ack', 'pl', '{\"ref\": \"SUP-' || g || '\"}',"
+            " CASE WHEN g <= 5000 THEN 'sent' ELSE 'pending' END, 0,"
+            " datetime('2026-12-05 12:00:00', '+' || g || ' seconds'),"
+            " CASE WHEN g <= 6000 THEN '2026-12-06 13:00:00.000000' ELSE '2026-12-06 11:00:00.000000' END,"
+            " 'k' || g, '' FROM n")
+    box = Outbox(sessions, None, SmtpSettings(host="127.0.0.1", port=1, security="none"),  # type: ignore[arg-type]
+                 Sender("a@b.c", "A", "i"), clock=lambda: now)
+    box.partition = partition
+    seen: list[tuple[str, Any]] = []
+
+    def keep(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        seen.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        rows = box._claim(200)
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+    due = [g for g in range(6001, 10001) if partition is None or g % partition[1] == partition[0]]
+    assert [row.message_id for row in rows] == [f"m{g}@x" for g in due[:200]]
+    assert rows[0].recipients == ["a@b.c"] and rows[0].automatic is True and rows[0].context == {"ref": f"SUP-{due[0]}"}
+    [(statement, params)] = [(st, p) for st, p in seen if st.lstrip().upper().startswith("SELECT")]
+    with engine.connect() as conn:
+        plan = " | ".join(row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
+    assert "ix_outbox_pending_order" in plan and "TEMP B-TREE" not in plan, plan
+    engine.dispose()
+
+
 def test_the_postgres_mark_stores_what_sqlalchemy_stores_and_raises_its_errors(pg_url: str) -> None:
     """PostgreSQL's sent mark is one prepared statement on psycopg's libpq connection: rows read
     back through the ORM as a mark through SQLAlchemy leaves them (``sent_at`` to the

@@ -13,7 +13,9 @@ ingest batch that is a third of its time saved over the ORM's unit of work.
 ``sync`` writes what is held (anything that reads those tables in the same
 transaction calls it first); whatever is still held when the transaction
 commits is written just before, so a caller that never reads back needs to do
-nothing. Tickets, ledger rows and escalations stay ORM objects.
+nothing. Tickets, ledger rows and escalations stay ORM objects; the tickets opened
+since the last write are inserted by one statement at ``sync`` and are then
+persistent in the session, as after the ORM's flush (``store.insert_new_tickets``).
 """
 from __future__ import annotations
 
@@ -111,7 +113,9 @@ class TicketDesk:
         self._ticket_ids.hold(TICKET_NUMBERS_LOCK_KEY)
 
     def sync(self) -> None:
-        """Write everything held so far, for a query that must see it."""
+        """Write everything held so far, for a query that must see it; the tickets opened since
+        the last write go first, by one INSERT (``store.insert_new_tickets``), not the flush."""
+        store.insert_new_tickets(self.session)
         self.session.flush()
         self.rows.write()
         self._ticket_ids.settle()

@@ -326,6 +326,10 @@ class BatchRows:
         })
         self.queued_recipients[message_id] = list(recipients)
 
+    def held_outbox(self) -> list[dict[str, Any]]:
+        """The outbox rows held, not written yet, in the order ``write`` writes them."""
+        return list(self._rows[OutboxRow.__table__])
+
     def outbox_recipients(self, message_ids: Sequence[str]) -> list[list[str]]:
         """The recipients of each outbox row held (not written yet) with one of these Message-IDs."""
         wanted = set(message_ids)
@@ -538,6 +542,22 @@ def _ticket_insert_columns() -> list[tuple[str, str, Callable[[], Any] | None]] 
             found.append((column.name, mapper.get_property_by_column(column).key, maker))
         _TICKET_COLUMNS = found
     return _TICKET_COLUMNS
+
+
+def notifications_on(session: Session, ticket_ids: Iterable[int]) -> dict[int, list[tuple[str, list[str]]]]:
+    """The consultants' notifications on each of these tickets (Message-ID, recipients), oldest first, one
+    SELECT per 500 tickets (``TicketDesk.notifications``: a batch asked once per customer reply)."""
+    from maild.storage.queries import NOTIFY_KINDS
+
+    wanted = sorted(set(ticket_ids))
+    found: dict[int, list[tuple[str, list[str]]]] = {}
+    for i in range(0, len(wanted), 500):
+        for ticket_id, message_id, recipients in session.execute(
+                select(OutboxRow.ticket_id, OutboxRow.message_id, OutboxRow.recipients)
+                .where(OutboxRow.ticket_id.in_(wanted[i:i + 500]), OutboxRow.kind.in_(NOTIFY_KINDS))
+                .order_by(OutboxRow.id)):
+            found.setdefault(ticket_id, []).append((message_id, list(recipients or [])))
+    return found
 
 
 def outbox_recipients_by_message_id(session: Session, message_ids: Iterable[str]) -> dict[str, list[list[str]]]:

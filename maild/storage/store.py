@@ -447,7 +447,6 @@ def copy_rows(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> N
     6.99-7.75 -> 6.56-6.74 s (bench/README "PostgreSQL's statements, tenth session"). SQLAlchemy's
     statement events do not see it (``bench/ingest.py --sql`` counts these rows no more).
     """
-
     import psycopg
     from sqlalchemy.exc import DBAPIError
 

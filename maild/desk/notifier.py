@@ -145,13 +145,10 @@ class Notifier:
                 if kind in CONSULTANT_KINDS and wanted in [str(r).lower() for r in recipients or []]}
 
     @staticmethod
-    def previous(session: Reader, ticket_id: int, email: str, limit: int = 10) -> list[str]:
-        """Message-IDs of the notifications this consultant got on the ticket, oldest first
-        (their client threads the next one under them)."""
-        o = outbox.c
-        rows = session.execute(select(o.message_id, o.recipients)
-                               .where(o.ticket_id == ticket_id, o.kind.in_(NOTIFY_KINDS)).order_by(o.id))
-        return [mid for mid, recipients in rows if email in (recipients or [])][-limit:]
+    def previous(notified: Sequence[tuple[str, Sequence[str]]], email: str, limit: int = 10) -> list[str]:
+        """Message-IDs of the notifications this consultant got on the ticket, oldest first, of the
+        ticket's notifications (``TicketDesk.notifications``): their client threads the next one under them."""
+        return [mid for mid, recipients in notified if email in (recipients or [])][-limit:]
 
     # ------------------------------------------------------------ queueing
 
@@ -216,7 +213,7 @@ class Notifier:
             context = header_block(view, self.tz, self.personal_address(desk.session, person.email),
                                    person.language, self.config.peak_windows)
             context.update(body=body, trimmed=trimmed, attached=attached, named=named, event=event, author=author)
-            earlier = [] if event == "new" else self.previous(desk.session, ticket.id, person.email)
+            earlier = [] if event == "new" else self.previous(desk.notifications(ticket.id), person.email)
             references = [r for r in (root_id, *earlier) if r]
             message_id = desk.queue_mail(
                 ticket=ticket, kind=template, template=template, language=person.language,

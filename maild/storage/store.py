@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, and_, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -326,6 +326,10 @@ class BatchRows:
         })
         self.queued_recipients[message_id] = list(recipients)
 
+    def held_outbox(self) -> list[dict[str, Any]]:
+        """The outbox rows held, not written yet, in the order ``write`` writes them."""
+        return list(self._rows[OutboxRow.__table__])
+
     def outbox_recipients(self, message_ids: Sequence[str]) -> list[list[str]]:
         """The recipients of each outbox row held (not written yet) with one of these Message-IDs."""
         wanted = set(message_ids)
@@ -443,8 +447,6 @@ def copy_rows(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> N
     6.99-7.75 -> 6.56-6.74 s (bench/README "PostgreSQL's statements, tenth session"). SQLAlchemy's
     statement events do not see it (``bench/ingest.py --sql`` counts these rows no more).
     """
-    from typing import cast
-
     import psycopg
     from sqlalchemy.exc import DBAPIError
 
@@ -460,6 +462,101 @@ def copy_rows(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> N
     except psycopg.Error as exc:
         raise DBAPIError.instance(statement, None, exc, psycopg.Error, hide_parameters=True,
                                   dialect=dialect) from exc
+
+
+def insert_new_tickets(session: Session) -> int:
+    """Insert the session's new tickets with one statement (``append_rows``: COPY on PostgreSQL,
+    one executemany on SQLite) and make them persistent as the ORM's own flush does; returns how
+    many. The caller flushes the rest after (their rows may refer to these tickets).
+
+    A backlog's batch opens ~1,600 tickets per 2,000 mails, and the unit of work's INSERT of each
+    (its per-object bookkeeping, per-row parameters) was ~9 % of the main process's instructions while
+    reading (bench/README "Own CPU, twelfth session"). The values inserted are the ones the flush
+    inserts (a column the ticket leaves unset, or sets to None, gets its scalar default, as the flush
+    sends it, else None); then ``Session._register_persistent``, what the unit of work calls after its
+    own INSERTs, moves them from pending to persistent: in the identity map, those values their
+    committed state, expunged if the (nested) transaction they were added in rolls back, a later change
+    an UPDATE. No flush event fires for them (maild listens to none).
+
+    A ticket is left to the ORM's flush when it cannot be inserted so: no number yet, its ``messages``
+    collection touched (the flush writes those rows through the relationship), or a customer or
+    contract row pending in the session (a ticket's row refers to them; the flush orders the INSERTs).
+    """
+    new = list(session.new)
+    if not new or any(isinstance(o, (CustomerRow, ContractRow)) for o in new):
+        return 0
+    from sqlalchemy import inspect
+
+    states = [s for s in (inspect(o) for o in new if type(o) is Ticket)
+              if s.dict.get("id") is not None and "messages" not in s.dict]
+    if not states:
+        return 0
+    columns = _ticket_insert_columns()
+    if columns is None:
+        return 0
+    states.sort(key=lambda s: s.dict["id"])  # linked_to names an earlier ticket: its row goes first
+    rows = []
+    for state in states:
+        values = state.dict
+        row = {}
+        for name, key, default in columns:
+            value = values.get(key)
+            if value is None and default is not None:
+                value = values[key] = default()
+            row[name] = value
+        rows.append(row)
+    append_rows(session, Ticket.__table__, rows)
+    session._register_persistent(set(states))
+    return len(states)
+
+
+_TICKET_COLUMNS: list[tuple[str, str, Callable[[], Any] | None]] | None = None
+
+
+def _ticket_insert_columns() -> list[tuple[str, str, Callable[[], Any] | None]] | None:
+    """(column, attribute, default) of every column of the tickets table, the default a function giving
+    the column's scalar or Python-side default (what the flush sends for a value left unset or None),
+    or None when the flush would send None; None for a table whose defaults the flush alone computes
+    (a server default, a SQL expression)."""
+    global _TICKET_COLUMNS
+    if _TICKET_COLUMNS is None:
+        from sqlalchemy import inspect
+        from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
+
+        mapper = inspect(Ticket)
+        found: list[tuple[str, str, Callable[[], Any] | None]] = []
+        for column in Ticket.__table__.c:
+            default = column.default
+            maker: Callable[[], Any] | None = None
+            if column.server_default is not None:
+                return None
+            if default is not None:
+                if isinstance(default, ScalarElementColumnDefault):
+                    maker = (lambda value: lambda: value)(default.arg)
+                elif isinstance(default, CallableColumnDefault):
+                    # SQLAlchemy wraps a default taking no context (the tickets' ``list``) to take one
+                    maker = (lambda fn: lambda: fn(cast(Any, None)))(default.arg)
+                else:
+                    return None
+            found.append((column.name, mapper.get_property_by_column(column).key, maker))
+        _TICKET_COLUMNS = found
+    return _TICKET_COLUMNS
+
+
+def notifications_on(session: Session, ticket_ids: Iterable[int]) -> dict[int, list[tuple[str, list[str]]]]:
+    """The consultants' notifications on each of these tickets (Message-ID, recipients), oldest first, one
+    SELECT per 500 tickets (``TicketDesk.notifications``: a batch asked once per customer reply)."""
+    from maild.storage.queries import NOTIFY_KINDS
+
+    wanted = sorted(set(ticket_ids))
+    found: dict[int, list[tuple[str, list[str]]]] = {}
+    for i in range(0, len(wanted), 500):
+        for ticket_id, message_id, recipients in session.execute(
+                select(OutboxRow.ticket_id, OutboxRow.message_id, OutboxRow.recipients)
+                .where(OutboxRow.ticket_id.in_(wanted[i:i + 500]), OutboxRow.kind.in_(NOTIFY_KINDS))
+                .order_by(OutboxRow.id)):
+            found.setdefault(ticket_id, []).append((message_id, list(recipients or [])))
+    return found
 
 
 def outbox_recipients_by_message_id(session: Session, message_ids: Iterable[str]) -> dict[str, list[list[str]]]:

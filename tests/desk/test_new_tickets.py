@@ -208,3 +208,30 @@ def test_one_batch_opens_tickets_and_changes_them_after_the_desk_wrote_them(
         assert [e.kind for e in session.scalars(select(Event).where(Event.ticket_id == 1, Event.kind == "status")
                                                 .order_by(Event.id))] == ["status", "status"]
         assert second.requester == "jan@acme.pl" and second.assigned_to == "anna@firma.pl"
+
+
+def test_the_installed_sqlalchemy_has_the_private_call_the_desk_relies_on() -> None:
+    """``Session._register_persistent`` is SQLAlchemy's own, not public: an upgrade without it must be
+    seen here (the desk then goes back to the slower flush, silently, as the next test shows)."""
+    assert callable(getattr(Session, "_register_persistent", None))
+
+
+def test_without_that_call_the_flush_writes_the_tickets_as_before(
+        world: tuple[Config, sessionmaker[Session]], unit_of_work_inserts: list[int],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from maild.storage import store
+
+    monkeypatch.setattr(store, "_REGISTER_PERSISTENT", None)
+    cfg, sessions = world
+    ctx = DeskContext.for_config(cfg, ())
+    with sessions() as session, session.begin(), session.no_autoflush:
+        desk = TicketDesk(ctx, session)
+        desk.hold_ticket_numbers()
+        opened = _open_three(desk)
+        desk.sync()
+        assert unit_of_work_inserts == [t.id for t in opened]
+        assert all(inspect(t).persistent for t in opened)
+        ids = [t.id for t in opened]
+    with sessions() as session:
+        assert [t.subject for t in session.scalars(select(Ticket).where(Ticket.id.in_(ids)).order_by(Ticket.id))] \
+            == ["Faktura", "Faktura (2)", "Drukarka"]

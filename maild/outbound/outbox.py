@@ -46,7 +46,7 @@ from email.utils import format_datetime
 from typing import Any, NoReturn, Protocol, cast
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Integer, Table, TextClause, bindparam, func, select, text, update
+from sqlalchemy import Connection, Integer, Table, TextualSelect, bindparam, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -184,7 +184,7 @@ _WRITE_FIRST = {"maild_immediate": True}
 _PENDING_COLUMNS = tuple(_OUTBOX.c[field.name] for field in fields(PendingMail))
 
 
-def _sqlite_claim(partition: bool) -> TextClause:
+def _sqlite_claim(partition: bool) -> TextualSelect:
     """SQLite's claim: the oldest due rows, walked in ``ix_outbox_pending_order``'s own order and
     stopped at the limit. Asked as SQLAlchemy writes it (``status = ?`` and the due time), SQLite's
     planner took every pending row through ix_outbox_due and sorted them with their contexts

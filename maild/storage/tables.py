@@ -160,6 +160,9 @@ tickets = Table(
     Column("participants", JSON, nullable=False, default=list),
     Index("ix_tickets_queue", "status", "tier", "priority", "reaction_due", "created_at"),
     Index("ix_tickets_assignee", "assigned_to", "status"),
+    # each consultant's last assignment (the assignment's tie-break, ``Team.last_assigned``) as one index
+    # seek, not a scan of every ticket they were ever given (0015)
+    Index("ix_tickets_assigned_last", "assigned_to", "assigned_at"),
     # open tickets still waiting for a first response, by deadline (status, metrics);
     # PostgreSQL's condition is added by ``for_postgresql``
     Index("ix_tickets_awaiting_reaction", "reaction_due", sqlite_where=text(AWAITING_REACTION)),

@@ -123,3 +123,57 @@ def test_message_ids_are_looked_up_through_the_partial_index_and_intake(tmp_path
     for plan in plans:
         assert "ix_messages_message_id_lookup" in plan and "sqlite_autoindex_intake_1" in plan, plan
         assert "SCAN messages" not in plan and "SCAN intake" not in plan, plan
+
+
+def _last_assigned_statements(sessions: Any, config: Any) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    from maild.storage.tables import tickets
+
+    engine = sessions.kw["bind"]
+    statements: list[tuple[str, Any]] = []
+    with sessions() as session, session.begin():
+        session.execute(tickets.insert(), [
+            {"id": n, "subject": "s", "requester": "jan@acme.pl", "status": "closed",
+             "tier": 2, "priority": "P3", "contract_kind": "occasional",
+             "created_at": NOW, "updated_at": NOW, "assigned_to": who, "assigned_at": NOW - timedelta(days=n)}
+            for n, who in ((1, "anna@firma.pl"), (2, "anna@firma.pl"), (3, "piotr@firma.pl"), (4, None))])
+    with sessions() as session:
+        event.listen(engine, "before_cursor_execute",
+                     lambda conn, cursor, statement, params, context, many: statements.append((statement, params)))
+        last = Team(session, config).last_assigned(["anna@firma.pl", "piotr@firma.pl", "ola@firma.pl"])
+    return last, [(s, p) for s, p in statements if "FROM tickets" in s]
+
+
+def test_each_consultants_last_assignment_is_the_end_of_an_index(tmp_path: Path) -> None:
+    """The assignment's tie-break asks for each present consultant's last assignment once per batch and day;
+    as a GROUP BY over an IN list it read every ticket they were ever given (0.34 s a batch at 1M mails, 790,000
+    of them assigned). Now one query each, ordered as the index is and limited to one row: the end of
+    ix_tickets_assigned_last (0015), reading the index alone."""
+    (tmp_path / "Maildir").mkdir()
+    config = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=2525))
+    sessions = open_database(f"sqlite:///{tmp_path / 'maild.db'}")
+    last, statements = _last_assigned_statements(sessions, config)
+    assert last == {"anna@firma.pl": NOW - timedelta(days=1), "piotr@firma.pl": NOW - timedelta(days=3),
+                    "ola@firma.pl": None}
+    assert len(statements) == 3
+    with sessions.kw["bind"].connect() as conn:
+        for statement, params in statements:
+            plan = " | ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
+            assert "COVERING INDEX ix_tickets_assigned_last (assigned_to=? AND assigned_at>?)" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan
+    sessions.kw["bind"].dispose()
+
+
+def test_each_consultants_last_assignment_is_one_index_row_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    """PostgreSQL reads the index backwards for one row (a Limit)."""
+    (tmp_path / "Maildir").mkdir()
+    config = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=2525))
+    sessions = open_database(pg_url)
+    last, statements = _last_assigned_statements(sessions, config)
+    assert last["anna@firma.pl"] == NOW - timedelta(days=1) and last["ola@firma.pl"] is None
+    with sessions.kw["bind"].connect() as conn:
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        conn.exec_driver_sql("SET enable_bitmapscan = off")
+        for statement, params in statements:
+            plan = " | ".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, params))
+            assert "Limit" in plan and "Backward using ix_tickets_assigned_last" in plan, plan
+    sessions.kw["bind"].dispose()

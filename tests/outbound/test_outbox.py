@@ -424,6 +424,22 @@ def test_the_sqlite_mark_on_the_drivers_cursor_stores_what_sqlalchemy_stores_and
 
 
 
+def _claim_as_run(engine: Any, box: Any) -> tuple[list[Any], list[tuple[str, Any]]]:
+    """One claim of 200, and every statement it sent (to explain its SELECT as it ran)."""
+    from sqlalchemy import event
+
+    seen: list[tuple[str, Any]] = []
+
+    def keep(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        seen.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        return box._claim(200), seen
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+
+
 def _generated_outbox_rows(engine: Any, count: int, status: str = "'pending'",
                            created_at: str = "now()", next_attempt_at: str = "now()") -> None:
     """``count`` acknowledgement rows made by the server (``g`` numbers them in the SQL given)."""
@@ -442,8 +458,6 @@ def test_a_sqlite_claim_reads_its_oldest_pending_rows_in_the_index_order(tmp_pat
     planner, asked ``status = ?``, took them all through ix_outbox_due and sorted them). With
     5,000 sent, 4,000 pending and due, and 1,000 pending but not due before them, it returns the
     oldest due rows, as a couriers' half too (``Outbox.partition``)."""
-    from sqlalchemy import event
-
     from maild.config import SmtpSettings
     from maild.outbound.outbox import Sender
     from maild.storage.db import open_database
@@ -464,16 +478,7 @@ def test_a_sqlite_claim_reads_its_oldest_pending_rows_in_the_index_order(tmp_pat
     box = Outbox(sessions, None, SmtpSettings(host="127.0.0.1", port=1, security="none"),  # type: ignore[arg-type]
                  Sender("a@b.c", "A", "i"), clock=lambda: now)
     box.partition = partition
-    seen: list[tuple[str, Any]] = []
-
-    def keep(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
-        seen.append((statement, params))
-
-    event.listen(engine, "before_cursor_execute", keep)
-    try:
-        rows = box._claim(200)
-    finally:
-        event.remove(engine, "before_cursor_execute", keep)
+    rows, seen = _claim_as_run(engine, box)
     due = [g for g in range(6001, 10001) if partition is None or g % partition[1] == partition[0]]
     assert [row.message_id for row in rows] == [f"m{g}@x" for g in due[:200]]
     assert rows[0].recipients == ["a@b.c"] and rows[0].automatic is True and rows[0].context == {"ref": f"SUP-{due[0]}"}
@@ -604,8 +609,6 @@ def test_a_postgres_claim_reads_its_oldest_pending_rows_in_the_index_order(pg_ur
     in its own order through ``ix_outbox_pending_order`` (0014) and stops at its limit: no sort
     of every pending row, with 5,000 pending and as many sent, and also in a new database
     before any statistics (a cycle's first claims)."""
-    from sqlalchemy import event
-
     from maild.outbound.outbox import Sender
     from maild.config import SmtpSettings
     from maild.storage.db import open_database
@@ -620,16 +623,7 @@ def test_a_postgres_claim_reads_its_oldest_pending_rows_in_the_index_order(pg_ur
             conn.exec_driver_sql("ANALYZE outbox")
     box = Outbox(sessions, None, SmtpSettings(host="127.0.0.1", port=1, security="none"),  # type: ignore[arg-type]
                  Sender("a@b.c", "A", "i"))
-    seen: list[tuple[str, Any]] = []
-
-    def keep(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
-        seen.append((statement, params))
-
-    event.listen(engine, "before_cursor_execute", keep)
-    try:
-        rows = box._claim(200)
-    finally:
-        event.remove(engine, "before_cursor_execute", keep)
+    rows, seen = _claim_as_run(engine, box)
     assert [row.message_id for row in rows] == [f"m{g}@x" for g in range(5001, 5201)]
     *before, (statement, params) = seen  # the claim's transaction as it ran, its SELECT explained
     assert "FOR UPDATE SKIP LOCKED" in statement

@@ -6,6 +6,7 @@ Lookups that run once per message take the whole batch at once where they can
 """
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -517,37 +518,32 @@ def insert_new_tickets(session: Session) -> int:
 _REGISTER_PERSISTENT: Callable[[Session, set[Any]], None] | None = getattr(Session, "_register_persistent", None)
 
 
-_TICKET_COLUMNS: list[tuple[str, str, Callable[[], Any] | None]] | None = None
-
-
+@functools.cache
 def _ticket_insert_columns() -> list[tuple[str, str, Callable[[], Any] | None]] | None:
     """(column, attribute, default) of every column of the tickets table, the default a function giving
     the column's scalar or Python-side default (what the flush sends for a value left unset or None),
     or None when the flush would send None; None for a table whose defaults the flush alone computes
-    (a server default, a SQL expression)."""
-    global _TICKET_COLUMNS
-    if _TICKET_COLUMNS is None:
-        from sqlalchemy import inspect
-        from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
+    (a server default, a SQL expression). Read from the mapping once per process."""
+    from sqlalchemy import inspect
+    from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
-        mapper = inspect(Ticket)
-        found: list[tuple[str, str, Callable[[], Any] | None]] = []
-        for column in Ticket.__table__.c:
-            default = column.default
-            maker: Callable[[], Any] | None = None
-            if column.server_default is not None:
+    mapper = inspect(Ticket)
+    found: list[tuple[str, str, Callable[[], Any] | None]] = []
+    for column in Ticket.__table__.c:
+        default = column.default
+        maker: Callable[[], Any] | None = None
+        if column.server_default is not None:
+            return None
+        if default is not None:
+            if isinstance(default, ScalarElementColumnDefault):
+                maker = (lambda value: lambda: value)(default.arg)
+            elif isinstance(default, CallableColumnDefault):
+                # SQLAlchemy wraps a default taking no context (the tickets' ``list``) to take one
+                maker = (lambda fn: lambda: fn(cast(Any, None)))(default.arg)
+            else:
                 return None
-            if default is not None:
-                if isinstance(default, ScalarElementColumnDefault):
-                    maker = (lambda value: lambda: value)(default.arg)
-                elif isinstance(default, CallableColumnDefault):
-                    # SQLAlchemy wraps a default taking no context (the tickets' ``list``) to take one
-                    maker = (lambda fn: lambda: fn(cast(Any, None)))(default.arg)
-                else:
-                    return None
-            found.append((column.name, mapper.get_property_by_column(column).key, maker))
-        _TICKET_COLUMNS = found
-    return _TICKET_COLUMNS
+        found.append((column.name, mapper.get_property_by_column(column).key, maker))
+    return found
 
 
 def notifications_on(session: Session, ticket_ids: Iterable[int]) -> dict[int, list[tuple[str, list[str]]]]:

@@ -43,6 +43,7 @@ from maild.storage.queries import (
     stream_tickets as stream_tickets,
     ticket_ref as ticket_ref,
 )
+from maild.storage.queries import NOTIFY_KINDS
 from maild.storage.models import (
     AttachmentRow,
     ContractRow,
@@ -549,8 +550,6 @@ def _ticket_insert_columns() -> list[tuple[str, str, Callable[[], Any] | None]] 
 def notifications_on(session: Session, ticket_ids: Iterable[int]) -> dict[int, list[tuple[str, list[str]]]]:
     """The consultants' notifications on each of these tickets (Message-ID, recipients), oldest first, one
     SELECT per 500 tickets (``TicketDesk.notifications``: a batch asked once per customer reply)."""
-    from maild.storage.queries import NOTIFY_KINDS
-
     wanted = sorted(set(ticket_ids))
     found: dict[int, list[tuple[str, list[str]]]] = {}
     for i in range(0, len(wanted), 500):

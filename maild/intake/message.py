@@ -1251,8 +1251,9 @@ _TOKEN_PREFIX = _token_prefix()
 _TOKEN = _token_pattern(_TOKEN_PREFIX)
 
 
-def _parse_big(work: bytes) -> tuple[Message, bool, _Blobs | None]:
-    """The feed parser over ``work`` with long body runs replaced by tokens."""
+def _parse_runs_as_tokens(work: bytes) -> tuple[Message, bool, _Blobs | None]:
+    """The feed parser over ``work`` with long body runs replaced by tokens: every parse's path (a
+    message too short to hold such a run is fed as it is)."""
     prefix, token = _TOKEN_PREFIX, _TOKEN
     spans: list[tuple[int, int]] = []
     if len(work) >= _BLOB_MESSAGE_BYTES:
@@ -1288,7 +1289,7 @@ def _parse_big(work: bytes) -> tuple[Message, bool, _Blobs | None]:
 def _parse_tree(work: bytes, defects: list[str], notes: list[str]) -> tuple[Message, bool, _Blobs | None]:
     """Full parse, or headers only when the MIME tree is too deep for the parser."""
     try:
-        return _parse_big(work)
+        return _parse_runs_as_tokens(work)
     except RecursionError:
         notes.append("MIME structure nested too deeply for the parser: body not read")
         defects.append("MimeNestingTooDeep")

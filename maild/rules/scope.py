@@ -119,7 +119,6 @@ def guess_scope(subject: str, text: str) -> tuple[Scope | None, tuple[str, ...]]
     return best[1], best[2]
 
 
-
 @lru_cache(maxsize=1)
 def _folds_to() -> dict[str, str]:
     """Each folded letter with every Latin character that folds to it ("l": "lLłŁ..."): a clue is

@@ -159,7 +159,8 @@ tickets = Table(
     Column("linked_to", Integer, ForeignKey("tickets.id")),
     Column("participants", JSON, nullable=False, default=list),
     Index("ix_tickets_queue", "status", "tier", "priority", "reaction_due", "created_at"),
-    Index("ix_tickets_assignee", "assigned_to", "status"),
+    # the open load per consultant (``Team.open_load``) is read from the index alone (0016)
+    Index("ix_tickets_assignee", "assigned_to", "status", "contract_kind", "verified"),
     # each consultant's last assignment (the assignment's tie-break, ``Team.last_assigned``) as one index
     # seek, not a scan of every ticket they were ever given (0015)
     Index("ix_tickets_assigned_last", "assigned_to", "assigned_at"),

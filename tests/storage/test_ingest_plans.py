@@ -125,22 +125,28 @@ def test_message_ids_are_looked_up_through_the_partial_index_and_intake(tmp_path
         assert "SCAN messages" not in plan and "SCAN intake" not in plan, plan
 
 
-def _last_assigned_statements(sessions: Any, config: Any) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+def _team_statements(sessions: Any, config: Any, ask: str) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    """``Team.<ask>`` for three consultants over four tickets, and the statements it ran on tickets."""
     from maild.storage.tables import tickets
 
     engine = sessions.kw["bind"]
     statements: list[tuple[str, Any]] = []
     with sessions() as session, session.begin():
         session.execute(tickets.insert(), [
-            {"id": n, "subject": "s", "requester": "jan@acme.pl", "status": "closed",
-             "tier": 2, "priority": "P3", "contract_kind": "occasional",
+            {"id": n, "subject": "s", "requester": "jan@acme.pl", "status": status,
+             "tier": 2, "priority": "P3", "contract_kind": kind, "verified": True,
              "created_at": NOW, "updated_at": NOW, "assigned_to": who, "assigned_at": NOW - timedelta(days=n)}
-            for n, who in ((1, "anna@firma.pl"), (2, "anna@firma.pl"), (3, "piotr@firma.pl"), (4, None))])
+            for n, who, status, kind in ((1, "anna@firma.pl", "open", "sla"), (2, "anna@firma.pl", "closed", "sla"),
+                                         (3, "piotr@firma.pl", "new", "occasional"), (4, None, "new", "sla"))])
     with sessions() as session:
         event.listen(engine, "before_cursor_execute",
                      lambda conn, cursor, statement, params, context, many: statements.append((statement, params)))
-        last = Team(session, config).last_assigned(["anna@firma.pl", "piotr@firma.pl", "ola@firma.pl"])
-    return last, [(s, p) for s, p in statements if "FROM tickets" in s]
+        found = getattr(Team(session, config), ask)(["anna@firma.pl", "piotr@firma.pl", "ola@firma.pl"])
+    return found, [(s, p) for s, p in statements if "FROM tickets" in s]
+
+
+def _last_assigned_statements(sessions: Any, config: Any) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    return _team_statements(sessions, config, "last_assigned")
 
 
 def test_each_consultants_last_assignment_is_the_end_of_an_index(tmp_path: Path) -> None:
@@ -177,3 +183,38 @@ def test_each_consultants_last_assignment_is_one_index_row_on_postgresql(pg_url:
             plan = " | ".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, params))
             assert "Limit" in plan and "Backward using ix_tickets_assigned_last" in plan, plan
     sessions.kw["bind"].dispose()
+
+
+def test_the_open_load_is_read_from_the_assignee_index_alone(tmp_path: Path) -> None:
+    """The open load of the present consultants, once per batch, counts their open tickets by kind and
+    verification. Through ix_tickets_assignee (assigned_to, status) it then read each open ticket's row
+    (15 ms a batch with 9,000 open tickets assigned); with the two columns in the index (0016) it reads the
+    index alone."""
+    (tmp_path / "Maildir").mkdir()
+    config = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=2525))
+    sessions = open_database(f"sqlite:///{tmp_path / 'maild.db'}")
+    load, statements = _team_statements(sessions, config, "open_load")
+    assert load["ola@firma.pl"] == 0 and load["anna@firma.pl"] > 0 and load["piotr@firma.pl"] > 0
+    assert len(statements) == 1
+    with sessions.kw["bind"].connect() as conn:
+        statement, params = statements[0]
+        plan = " | ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
+    sessions.kw["bind"].dispose()
+    assert "COVERING INDEX ix_tickets_assignee (assigned_to=? AND status=?)" in plan, plan
+
+
+def test_the_open_load_is_an_index_only_scan_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    (tmp_path / "Maildir").mkdir()
+    config = load_config(write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=2525))
+    sessions = open_database(pg_url)
+    load, statements = _team_statements(sessions, config, "open_load")
+    assert load["ola@firma.pl"] == 0 and load["anna@firma.pl"] > 0
+    engine = sessions.kw["bind"]
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE tickets")  # the visibility map an index-only scan relies on
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        conn.exec_driver_sql("SET enable_bitmapscan = off")
+        statement, params = statements[0]
+        plan = " | ".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, params))
+    engine.dispose()
+    assert "Index Only Scan using ix_tickets_assignee" in plan, plan

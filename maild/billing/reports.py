@@ -656,13 +656,17 @@ def _lines(session: Reader, query: Executable) -> list[LedgerLine]:
     ]
 
 
-def load_lines(session: Reader, since: datetime | None = None, until: datetime | None = None) -> list[LedgerLine]:
-    """The ledger rows booked in ``[since, until)`` as plain values (all of them when unbounded)."""
+def load_lines(session: Reader, since: datetime | None = None, until: datetime | None = None,
+               contract_ids: Collection[str] | None = None) -> list[LedgerLine]:
+    """The ledger rows booked in ``[since, until)`` as plain values (all of them when unbounded), of
+    ``contract_ids`` alone when given (one parameter per contract, never per row)."""
     query = select(*_LINE_COLUMNS).order_by(ledger.c.id)
     if since is not None:
         query = query.where(ledger.c.booked_at >= since)
     if until is not None:
         query = query.where(ledger.c.booked_at < until)
+    if contract_ids is not None:
+        query = query.where(ledger.c.contract_id.in_(sorted(contract_ids)))
     return _lines(session, query)
 
 
@@ -1001,15 +1005,28 @@ def hours_report(
 
 
 def contract_balances(
-    session: Reader, customers: Sequence[Customer], now: datetime, tz: ZoneInfo, store: bool = False
+    session: Reader, customers: Sequence[Customer], now: datetime, tz: ZoneInfo, store: bool = False,
+    allowance_only: bool = False,
 ) -> list[ContractBalance]:
     """Every contract's standing at ``now`` (``build_balances``) from this month's rows and the balances as
-    it began (``store``: keep those that had to be computed, in the caller's transaction)."""
+    it began (``store``: keep those that had to be computed, in the caller's transaction).
+
+    ``allowance_only``: the monthly-allowance contracts' alone, from their own rows of the month, for a
+    notification's header, which shows no other balance: all the month's rows were read for it, 0.09 s with
+    7,800 bookings of which 3,300 were sla (bench/README, fourteenth session).
+    """
     month = month_key(now, tz)
     start, _ = month_bounds(month, tz)
     known, removed = merge_known_customers(session, customers, tz)
+    wanted: list[str] | None = None
+    if allowance_only:
+        known = tuple(kept for kept in (
+            replace(customer, contracts=tuple(c for c in customer.contracts if rules_of(c.kind).monthly_allowance))
+            for customer in known) if kept.contracts)
+        wanted = [c.id for customer in known for c in customer.contracts]
     openings = opening_balances(session, _with_past(known), month, tz, store)
-    lines = load_lines(session, since=start, until=now + _INSTANT)
+    lines = load_lines(session, since=start, until=now + _INSTANT,
+                       contract_ids=wanted if wanted is None or len(wanted) <= 500 else None)
     return build_balances(known, lines, now, tz, removed, openings)
 
 

@@ -63,7 +63,7 @@ def contract_minutes_left(session: Session, customer: Customer, contract: Contra
     if rules.packages:
         return prepaid_left_minutes(session, packages_of(customer), at, tz, store=True).get(contract.id, 0)
     if rules.monthly_allowance:
-        for balance in contract_balances(session, [customer], at, tz, store=True):
+        for balance in contract_balances(session, [customer], at, tz, store=True, allowance_only=True):
             if balance.contract_id == contract.id:
                 return balance.balance_minutes
     return None
@@ -76,8 +76,7 @@ def sla_balances(session: Session, customers: Sequence[Customer], at: datetime,
     from maild.billing.reports import contract_balances
 
     return {balance.contract_id: balance.balance_minutes
-            for balance in contract_balances(session, customers, at, tz, store=True)
-            if rules_of(balance.kind).monthly_allowance}
+            for balance in contract_balances(session, customers, at, tz, store=True, allowance_only=True)}
 
 
 class Notifier:

@@ -11,11 +11,26 @@ if TYPE_CHECKING:
 
 
 def cmd_db_upgrade(cfg: Config, args: argparse.Namespace) -> int:
-    """At the head already, the one-row revision read answers: Alembic (0.09 s of imports) is not loaded."""
-    from maild.storage.db import open_engine, safe_url
+    """Says which revisions it went through, so an operator upgrading maild sees that the migration ran (and
+    that a second run did nothing). At the head already, the one-row revision read answers: Alembic (0.09 s of
+    imports) is not loaded."""
+    from sqlalchemy.exc import OperationalError
 
+    from maild.storage.db import DatabaseError, make_engine, migration_state, open_engine, safe_url
+
+    where = safe_url(cfg.database_url)
+    probe = make_engine(cfg.database_url)
+    try:
+        before, head = migration_state(probe)
+    except OperationalError as exc:
+        raise DatabaseError(f"database {where}: {exc.orig}") from None
+    finally:
+        probe.dispose()
     open_engine(cfg.database_url).dispose()
-    print(f"database {safe_url(cfg.database_url)} is at the latest schema")
+    if before == head:
+        print(f"database {where} is at the latest schema ({head}); nothing to do")
+    else:
+        print(f"database {where} migrated {before or 'empty'} -> {head}: it is at the latest schema")
     return 0
 
 

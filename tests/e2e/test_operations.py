@@ -15,7 +15,7 @@ from maild.storage import store
 from maild.cli.main import main as cli_main
 from maild.config import load_config
 from maild.ops.daemon import Daemon
-from maild.storage.db import make_engine, migration_state
+from maild.storage.db import SCHEMA_HEAD, make_engine, migration_state
 from maild.intake.mailbox import ImapSource
 from maild.storage.models import Intake, MessageRow, PackIndex, Ticket
 from tests.helpers import make_mail, maildir_source, write_config
@@ -105,13 +105,15 @@ def test_db_upgrade_on_sqlite_and_postgres(tmp_path: Path, pg_url: str, capsys: 
     for url in ("", pg_url):
         config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=25, database_url=url)
         assert cli_main(["--config", str(config), "db", "upgrade"]) == 0
-        assert "latest schema" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "latest schema" in out and f"migrated empty -> {SCHEMA_HEAD}" in out, out
         cfg = load_config(config)
         engine = make_engine(cfg.database_url)
         current, head = migration_state(engine)
         assert current == head and head
         assert {"tickets", "messages", "outbox", "intake", "ledger"} <= set(inspect(engine).get_table_names())
         assert cli_main(["--config", str(config), "db", "upgrade"]) == 0  # idempotent
+        assert f"at the latest schema ({SCHEMA_HEAD}); nothing to do" in capsys.readouterr().out
         engine.dispose()
 
 

@@ -520,10 +520,26 @@ def _estimated_size(part: Message, blobs: _Blobs | None = None) -> int:
     return len(raw) * 3 // 4 if cte == "base64" else len(raw)
 
 
+class _SteadyGenerator(BytesGenerator):
+    """The stdlib's generator, except for the boundary it must invent for a multipart whose own is blank (a
+    forwarded message with ``boundary=" "``): drawn at random, it made the stored .eml attachment's bytes and
+    hash differ on every parse of the same mail (a retry stored a second copy). Derived from the parts' text
+    instead, under the same rule that it must not occur in that text."""
+
+    @classmethod
+    def _make_boundary(cls, text: bytes | str | None = None) -> str:
+        body = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text or b""
+        boundary = "=" * 15 + hashlib.sha256(body).hexdigest()[:19] + "=="
+        candidate, counter = boundary, 0
+        while re.search(b"^--" + re.escape(candidate.encode("ascii")) + b"(--)?$", body, re.MULTILINE):
+            candidate, counter = f"{boundary}.{counter}", counter + 1
+        return candidate
+
+
 def _flatten(msg: Message) -> bytes:
     buf = BytesIO()
     try:
-        BytesGenerator(buf, mangle_from_=False, maxheaderlen=0).flatten(msg)
+        _SteadyGenerator(buf, mangle_from_=False, maxheaderlen=0).flatten(msg)
     except (MessageError, ValueError, TypeError, LookupError, AttributeError, UnicodeError, RecursionError):
         return b""
     return buf.getvalue()

@@ -188,12 +188,15 @@ def format_percent(value: int, language: str = "pl") -> str:
 
 
 # A contract's kind by its name in the reader's words (Polish, English): the one table for the
-# consultants' notifications (Polish) and the customers' statements, text and HTML (both languages,
-# capitalised there: "Umowa serwisowa"). A queue tier as a consultant reads it in a Polish mail
-# (a tier is named after its first kind, the last one "unverified").
+# consultants' notifications and the customers' statements, text and HTML (both languages,
+# capitalised there: "Umowa serwisowa"). An English consultant read the customers file's keyword
+# ("Contract:  acme-sla (sla)") where a Polish one read "umowa serwisowa". A queue tier as a
+# consultant reads it (a tier is named after its first kind, the last one "unverified"); in English
+# only the sla tier differs from its keyword: "SLA P1", as a person writes it, not "sla P1".
 _KINDS = {"sla": ("umowa serwisowa", "service contract"), "prepaid": ("pakiet godzin", "prepaid hour package"),
           "occasional": ("pomoc okazjonalna", "occasional help")}
-_TIERS_PL = {"sla": "SLA", "prepaid": "pakiet", "occasional": "okazjonalne", "unverified": "niezweryfikowane"}
+_TIERS = {"sla": ("SLA", "SLA"), "prepaid": ("pakiet", "prepaid"), "occasional": ("okazjonalne", "occasional"),
+          "unverified": ("niezweryfikowane", "unverified")}
 
 
 def kind_name(kind: str, language: str = "pl") -> str:
@@ -206,14 +209,18 @@ def kind_name(kind: str, language: str = "pl") -> str:
 
 
 def format_kind(kind: str, language: str = "pl") -> str:
-    """``prepaid`` -> ``pakiet godzin`` for a Polish consultant; an English one reads the customers
-    file's keyword (``prepaid``), which is what the English notifications always showed."""
-    return kind_name(kind, language) if reader_language(language) == "pl" else kind
+    """``prepaid`` -> ``pakiet godzin`` / ``prepaid hour package`` for a consultant: the customers'
+    name of the kind (``kind_name``), so a consultant and the customer's statement say the same."""
+    return kind_name(kind, language)
 
 
 def format_tier(tier: str, language: str = "pl") -> str:
-    """``unverified`` -> ``niezweryfikowane`` (the queue line: "Kolejka: pakiet P2")."""
-    return _TIERS_PL.get(tier, tier) if reader_language(language) == "pl" else tier
+    """``unverified`` -> ``niezweryfikowane``, ``sla`` -> ``SLA`` (the queue line: "Kolejka: pakiet P2",
+    "Queue: SLA P1"); a tier this module does not know reads as stored."""
+    names = _TIERS.get(tier)
+    if names is None:
+        return tier
+    return names[0] if reader_language(language) == "pl" else names[1]
 
 
 # A ticket whose first mail had no subject stores this one (English: ``tickets show`` and the

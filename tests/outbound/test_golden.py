@@ -455,7 +455,7 @@ def test_a_consultants_priority_and_reason_show_in_the_next_notification(languag
                    author="jan@acme.pl")
     _, body = RENDERER.render("notify_reply", language, context)
     expected = {"pl": "  Kolejka:    SLA P2 - nadany przez anna@firma.pl, powód: „obejście działa”\n  Status:     otwarte\n",
-                "en": "  Queue:     sla P2 - set by anna@firma.pl, reason: “obejście działa”\n  Status:    open\n"}
+                "en": "  Queue:     SLA P2 - set by anna@firma.pl, reason: “obejście działa”\n  Status:    open\n"}
     assert expected[language] in body, body
 
 

@@ -146,29 +146,35 @@ def test_a_status_reads_polish_in_polish_mail_and_as_the_command_keyword_in_engl
     assert format_status("merged", "pl") == "merged"  # unknown: as stored, never an error in a mail
 
 
-def test_every_kind_and_tier_has_a_polish_name() -> None:
-    """A Polish consultant's notification and digest name the contract's kind and the queue tier in
-    Polish ("Umowa: acme (pakiet godzin)", "Kolejka: niezweryfikowane P3"); a new kind without its
-    Polish name fails here."""
+def test_every_kind_and_tier_has_a_name_in_both_languages() -> None:
+    """A consultant's notification and digest name the contract's kind and the queue tier in words
+    ("Umowa: acme (pakiet godzin)", "Kolejka: niezweryfikowane P3", "Contract:  acme-sla (service
+    contract)", "Queue: SLA P1"); the English ones read the customers file's keyword before
+    ("Contract:  acme-sla (sla)", "Queue: sla P1"). A new kind without its names fails here."""
     from maild.rules.kinds import TIER_NAMES
     from maild.rules.records import CONTRACT_KINDS
     from maild.rules.wording import format_kind, format_tier
 
     for kind in CONTRACT_KINDS:
-        assert format_kind(kind, "pl") != kind and format_kind(kind, "en") == kind
+        assert format_kind(kind, "pl") != kind and format_kind(kind, "en") != kind
     for tier in TIER_NAMES:
-        assert format_tier(tier, "pl") != tier and format_tier(tier, "en") == tier
+        assert format_tier(tier, "pl") != tier
     assert format_kind("prepaid", "pl") == "pakiet godzin" and format_tier("unverified", "pl") == "niezweryfikowane"
+    assert [format_kind(k, "en") for k in ("sla", "prepaid", "occasional")] == [
+        "service contract", "prepaid hour package", "occasional help"]
+    assert [format_tier(t, "en") for t in TIER_NAMES] == ["SLA", "prepaid", "occasional", "unverified"]
     assert format_kind("custom", "pl") == "custom", "a kind this module does not know reads as stored"
+    assert format_tier("custom", "en") == "custom"
 
 
-def test_every_kind_has_one_name_per_language_for_customers() -> None:
-    """The statements (text and HTML) name a kind from the same table as the Polish notifications."""
+def test_every_kind_has_one_name_per_language_for_customers_and_consultants() -> None:
+    """The statements (text and HTML) and the notifications name a kind from the same table."""
     from maild.rules.records import CONTRACT_KINDS
     from maild.rules.wording import format_kind, kind_name
 
-    for kind in CONTRACT_KINDS:
-        assert kind_name(kind, "pl") == format_kind(kind, "pl") != kind_name(kind, "en") != kind
+    for language in ("pl", "en"):
+        for kind in CONTRACT_KINDS:
+            assert kind_name(kind, language) == format_kind(kind, language) != kind
     assert kind_name("sla", "en") == "service contract" and kind_name("occasional", "pl-PL") == "pomoc okazjonalna"
     assert kind_name("retainer", "en") == "retainer", "a kind this module does not know reads as stored"
 

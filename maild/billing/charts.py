@@ -18,6 +18,7 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from maild.rules.kinds import KindRules, rules_of
+from maild.rules.scope import scope_name
 from maild.rules.wording import format_date, format_duration, format_local_time, format_month, plural
 
 Kind = Literal["bar", "barh"]
@@ -128,14 +129,6 @@ TEXT: dict[str, dict[str, str]] = {
         "median": "mediana pierwszej odpowiedzi {value}",
     },
 }
-
-SCOPES = {
-    "pl": {"consultation": "konsultacje", "installation": "instalacja", "training": "szkolenia",
-           "incident": "awarie", "development": "rozwój", "unspecified": "bez zakresu"},
-    "en": {"consultation": "consultation", "installation": "installation", "training": "training",
-           "incident": "incidents", "development": "development", "unspecified": "unspecified"},
-}
-
 
 def text(language: str) -> dict[str, str]:
     return TEXT.get(language, TEXT["en"])
@@ -294,10 +287,11 @@ def scope_totals(contracts: Sequence[Mapping[str, Any]]) -> dict[str, int]:
 
 def _scope_chart(totals: Mapping[str, int], month: str, language: str, title: str, key: str,
                  words: StatementWords | None = None) -> Chart:
-    """Minutes per scope; the statement's words (``words``) or the managers' (``TEXT``)."""
+    """Minutes per scope; the statement's words (``words``) or the managers' (``TEXT``). A scope is
+    named by ``rules.scope.NAMES`` in the reader's language (the statement's context carries those
+    names too), so a chart calls a scope what the commands' help, the statements and the tables do."""
     t = text(language)
-    scopes = words.scope_names if words else SCOPES.get(language, SCOPES["en"])
-    labels = tuple(scopes.get(s, s) for s in totals)
+    labels = tuple(words.scope_names.get(s, s) if words else scope_name(s, language) for s in totals)
     alt = words.scopes_alt if words else t["scope_alt"].format(month=month, parts=_parts(
         [(label, hours(m, language)) for label, m in zip(labels, totals.values())]) or t["scope_none"])
     return Chart(

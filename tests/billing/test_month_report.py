@@ -441,3 +441,31 @@ def test_a_statement_charts_legend_stays_inside_the_image(language: str) -> None
             if type(legend).__name__ == "Legend":
                 box = legend.get_window_extent(renderer)
                 assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height, (chart.key, box)
+
+
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_the_scope_charts_name_scopes_as_rules_scope_does(month: Month, language: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The managers' "hours by scope" chart read "awarie", "szkolenia", "bez zakresu" / "incidents",
+    "unspecified" where everything else (``rules.scope.NAMES``: the commands' help, the statements)
+    says "rozwiązanie problemu", "szkolenie", "bez określonego zakresu" / "problem", "not specified".
+    One table: a name changed there is the name in both charts and their alt texts."""
+    from maild.rules import scope
+    from maild.rules.scope import scope_name
+
+    data = cli_json(month, "report", "month", "--month", MONTH, "--json", "--language", language)
+    [chart] = [c for c in month_charts(data, language) if c.key == "scopes"]
+    totals = scope_totals([c for cu in data["hours"]["customers"] for c in cu["contracts"]])
+    assert "unspecified" in totals and "incident" in totals
+    assert chart.categories == tuple(scope.NAMES[key][language] for key in totals)
+    for key, minutes in totals.items():
+        assert f"{scope_name(key, language)} {hours_text(minutes, language)}" in chart.alt, chart.alt
+
+    renamed = {key: {**names, language: f"{key} renamed"} for key, names in scope.NAMES.items()}
+    monkeypatch.setattr(scope, "NAMES", renamed)
+    [chart] = [c for c in month_charts(data, language) if c.key == "scopes"]
+    assert chart.categories == tuple(f"{key} renamed" for key in totals)
+    context = {"month": MONTH, "contracts": [{"kind": "occasional", "scopes": [
+        {"scope": key, "name": scope_name(key, language), "minutes": m} for key, m in totals.items()]}]}
+    words = statement_words(context, language, statement_folders())
+    assert statement_charts(context, words)[0].categories == chart.categories

@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 from maild.rules.kinds import KindRules, rules_of
 from maild.rules.scope import scope_name
-from maild.rules.wording import format_date, format_duration, format_local_time, format_month, plural
+from maild.rules.wording import (format_date, format_duration, format_local_time, format_month, format_number, plural,
+                                 reader_language)
 
 Kind = Literal["bar", "barh"]
 
@@ -135,8 +136,11 @@ def text(language: str) -> dict[str, str]:
 
 
 def value_label(chart: Chart, raw: float, language: str) -> str:
-    """The figure written at the end of a bar: hours as the statement's tables write them, else the count."""
-    return hours(raw, language) if chart.unit == "minutes" else f"{raw:g}"
+    """The figure written at the end of a bar: hours as the statement's tables write them, else the count
+    (``1,234`` in English, as ``wording.format_number``)."""
+    if chart.unit == "minutes":
+        return hours(raw, language)
+    return f"{raw:g}" if reader_language(language) == "pl" else f"{raw:,g}"
 
 
 def hours(minutes: int | float | None, language: str = "en") -> str:
@@ -163,8 +167,8 @@ def sla_chart(report: Mapping[str, Any], language: str) -> Chart:
     t = text(language)
     rows = [c for c in report["sla"]["contracts"] if rules_of(c["kind"]).reaction_deadline]
     names = tuple(f"{c['customer_name']} ({c['contract_id'] or '-'})" for c in rows)
-    parts = [(n, f"{c['met']} {t['met']}, {c['missed']} {t['missed']}, {c['open']} {t['open']}")
-             for n, c in zip(names, rows)]
+    parts = [(n, f"{format_number(c['met'], language)} {t['met']}, {format_number(c['missed'], language)} "
+                 f"{t['missed']}, {format_number(c['open'], language)} {t['open']}") for n, c in zip(names, rows)]
     return Chart(
         key="sla", title=t["sla_title"], kind="barh", unit="count", stacked=True, categories=names,
         series=(Series(t["met"], tuple(c["met"] for c in rows), GREEN),
@@ -184,7 +188,7 @@ def reactions_chart(report: Mapping[str, Any], language: str) -> Chart:
         series=(Series(t["tickets"], tuple(reactions.values()), BLUE),),
         bar_colours=tuple(colours.get(k, "") for k in reactions),
         alt=t["react_alt"].format(month=format_month(report["month"], language),
-                                  parts=_parts([(t[k], str(v)) for k, v in reactions.items()])),
+                                  parts=_parts([(t[k], format_number(v, language)) for k, v in reactions.items()])),
     )
 
 
@@ -207,7 +211,7 @@ def daily_chart(report: Mapping[str, Any], language: str) -> Chart:
         alt=t["daily_alt"].format(total=plural(sum(counts), "ticket", language), count=sum(counts),
                                   month=format_month(report["month"], language),
                                   busiest=format_date(days[busiest]["date"], language) if days else "-",
-                                  most=counts[busiest] if days else 0, peaks=peaks),
+                                  most=format_number(counts[busiest] if days else 0, language), peaks=peaks),
     )
 
 
@@ -221,7 +225,7 @@ def backlog_chart(report: Mapping[str, Any], language: str) -> Chart:
         categories=tuple(t[k] for k in backlog), series=(Series(t["tickets"], tuple(backlog.values()), ORANGE),),
         alt=t["backlog_alt"].format(total=plural(sum(backlog.values()), "ticket", language),
                                     count=sum(backlog.values()), at=at,
-                                    parts=_parts([(t[k], str(v)) for k, v in backlog.items()])),
+                                    parts=_parts([(t[k], format_number(v, language)) for k, v in backlog.items()])),
     )
 
 

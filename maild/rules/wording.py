@@ -59,7 +59,7 @@ def plural(n: int, noun: str, language: str = "pl") -> str:
         raise ValueError(f"no plural forms for {noun!r}; known: {', '.join(sorted(_NOUNS))}") from None
     if reader_language(language) == "pl":
         return f"{n} {polish[polish_plural_form(n)]}"
-    return f"{n} {english[0] if abs(n) == 1 else english[1]}"
+    return f"{n:,} {english[0] if abs(n) == 1 else english[1]}"
 
 
 def format_date(day: date | str, language: str = "pl") -> str:
@@ -133,15 +133,23 @@ def format_deadline(moment: datetime | str, tz: str, language: str = "pl") -> st
     return f"{_WEEKDAYS_EN[local.weekday()]} {when} ({zone})"
 
 
+def format_number(n: int, language: str = "pl") -> str:
+    """A count as its reader writes it: ``1234`` in Polish (as every Polish text wrote it so far),
+    ``1,234`` in English (a comma between thousands, as the English money ``PLN 1,234.50``)."""
+    return str(n) if reader_language(language) == "pl" else f"{int(n):,}"
+
+
 def format_duration(minutes: int, language: str = "pl") -> str:
-    """Whole minutes without zero parts: 45 min, 8 godz., 1 godz. 30 min / 45 min, 8 h, 1 h 30 min."""
+    """Whole minutes without zero parts: 45 min, 8 godz., 1 godz. 30 min / 45 min, 8 h, 1 h 30 min
+    (1,234 h in English, as its other numbers)."""
     sign = "-" if minutes < 0 else ""
     hours, rest = divmod(abs(int(minutes)), 60)
     unit = "godz." if reader_language(language) == "pl" else "h"
+    whole = format_number(hours, language)
     if hours and rest:
-        return f"{sign}{hours} {unit} {rest} min"
+        return f"{sign}{whole} {unit} {rest} min"
     if hours:
-        return f"{sign}{hours} {unit}"
+        return f"{sign}{whole} {unit}"
     return f"{sign}{rest} min"
 
 
@@ -163,7 +171,8 @@ def format_amount(cents: int) -> str:
 
 
 def format_money(cents: int, language: str = "pl") -> str:
-    """Grosze as a customer reads them: 1 250,00 zł / PLN 1,250.00."""
+    """Grosze as a customer reads them: 1 250,00 zł / PLN 1,250.00 (the currency's code before the
+    figure, a comma between thousands, a point before the grosze: how English invoices write zloty)."""
     sign = "-" if cents < 0 else ""
     whole, part = divmod(abs(int(cents)), 100)
     if reader_language(language) == "pl":

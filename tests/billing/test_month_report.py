@@ -469,3 +469,57 @@ def test_the_scope_charts_name_scopes_as_rules_scope_does(month: Month, language
         {"scope": key, "name": scope_name(key, language), "minutes": m} for key, m in totals.items()]}]}
     words = statement_words(context, language, statement_folders())
     assert statement_charts(context, words)[0].categories == chart.categories
+
+
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_the_month_report_writes_money_and_numbers_as_its_reader_does(month: Month, language: str) -> None:
+    """The English report wrote its money and shares the Polish way: "21728,33 to invoice (PLN)",
+    "8520,00 PLN" beside an overage, "66 %". English now reads "PLN 21,728.33 to invoice", "PLN 8,520.00",
+    "66%" (``wording.format_money``, the English statements' form; counts "1,488"); the Polish report is
+    what it was, which its golden file (written by the code before this change) holds."""
+    import re
+
+    from maild.billing.charts import month_summary
+    from maild.billing.pages import month_report_html
+    from maild.rules.wording import format_amount, format_money
+    from tests.outbound.test_golden import GOLDEN, VisibleText, _golden
+
+    class ReportText(VisibleText):
+        """The page's text with each summary tile on a line of its own, its figure apart from its words."""
+
+        BLOCKS = VisibleText.BLOCKS | {"li"}
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "b":
+                self.current.append(" ")
+            super().handle_endtag(tag)
+
+    data = cli_json(month, "report", "month", "--month", MONTH, "--json", "--language", language)
+    page, _ = month_report_html(data, language, "Wsparcie", datetime(2026, 12, 1, 6, 5, tzinfo=UTC))
+    parser = ReportText()
+    parser.feed(page)
+    parser.close()
+    text = "\n".join(parser.lines) + "\n"
+    _golden(GOLDEN / f"month_report_html.{language}.txt", text)
+    summary = month_summary(data)
+    overages = [c["amount_cents"] for cu in data["hours"]["customers"] for c in cu["contracts"]
+                if c["amount"] and c["kind"] == "sla"]
+    assert summary["amount_cents"] > 1_000_00 and overages  # thousands to group
+    if language == "en":
+        assert f"\n{format_money(summary['amount_cents'], 'en')} to invoice\n" in text, text
+        for cents in overages:
+            assert f"{format_money(cents, 'en')}\n" in text, text
+        assert not re.search(r"\d,\d\d(?!\d)|\d %|PLN\)|\d PLN", text), text
+    else:
+        assert f"\n{format_amount(summary['amount_cents'])} do faktury (PLN)\n" in text, text
+        for cents in overages:
+            assert f"{format_amount(cents)} PLN\n" in text, text
+
+
+def test_a_bars_count_reads_as_its_reader_writes_it() -> None:
+    """The figure at a bar's end: "1234" in Polish as before, "1,234" in English, as the tables beside it."""
+    from maild.billing.charts import Chart, value_label
+
+    chart = Chart(key="consultants", title="", alt="", kind="barh", categories=("Anna",), series=(), unit="count")
+    assert (value_label(chart, 1234, "pl"), value_label(chart, 1234, "en"), value_label(chart, 12, "en")) == (
+        "1234", "1,234", "12")

@@ -97,7 +97,8 @@ def test_deadlines_never_name_the_zone(moment: datetime) -> None:
 @pytest.mark.parametrize(
     ("minutes", "pl", "en"),
     [(45, "45 min", "45 min"), (480, "8 godz.", "8 h"), (90, "1 godz. 30 min", "1 h 30 min"), (0, "0 min", "0 min"),
-     (-75, "-1 godz. 15 min", "-1 h 15 min")],
+     (-75, "-1 godz. 15 min", "-1 h 15 min"), (74_130, "1235 godz. 30 min", "1,235 h 30 min"),
+     (-60_000_000, "-1000000 godz.", "-1,000,000 h")],
 )
 def test_durations_without_zero_parts(minutes: int, pl: str, en: str) -> None:
     assert format_duration(minutes, "pl") == pl
@@ -111,7 +112,7 @@ def test_durations_read_back_to_the_minutes(minutes: int) -> None:
     total = 0
     words = text.lstrip("-").split()
     for number, unit in zip(words[::2], words[1::2]):
-        total += int(number) * (60 if unit == "h" else 1)
+        total += int(number.replace(",", "")) * (60 if unit == "h" else 1)
     assert sign * total == minutes
     if minutes:
         assert " 0 " not in f" {text} "  # no zero part
@@ -133,6 +134,18 @@ def test_money_reads_back_to_the_grosze(cents: int) -> None:
     assert int(pl.removesuffix(" zł").replace(" ", "").replace(",", "")) == cents
     en = format_money(cents, "en")
     assert int(en.replace("PLN ", "").replace(",", "").replace(".", "")) == cents
+
+
+@pytest.mark.parametrize(("n", "pl", "en"), [(0, "0", "0"), (999, "999", "999"), (1488, "1488", "1,488"),
+                                             (-1234567, "-1234567", "-1,234,567")])
+def test_numbers_as_their_reader_writes_them(n: int, pl: str, en: str) -> None:
+    """An English report read "1488 tickets opened", "1398 h": a count or an hour figure has a comma
+    between thousands in English; Polish keeps the figures as every Polish text wrote them."""
+    from maild.rules.wording import format_number
+
+    assert (format_number(n, "pl"), format_number(n, "en")) == (pl, en)
+    assert plural(n, "ticket", "en") == f"{en} {'ticket' if abs(n) == 1 else 'tickets'}"
+    assert plural(n, "ticket", "pl").startswith(f"{pl} ")
 
 
 def test_percent_has_no_space() -> None:

@@ -18,7 +18,9 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from maild.rules.kinds import KindRules, rules_of
-from maild.rules.wording import format_date, format_duration, format_local_time, format_month, plural
+from maild.rules.scope import scope_name
+from maild.rules.wording import (format_date, format_duration, format_local_time, format_month, format_number, plural,
+                                 reader_language)
 
 Kind = Literal["bar", "barh"]
 
@@ -129,21 +131,16 @@ TEXT: dict[str, dict[str, str]] = {
     },
 }
 
-SCOPES = {
-    "pl": {"consultation": "konsultacje", "installation": "instalacja", "training": "szkolenia",
-           "incident": "awarie", "development": "rozwój", "unspecified": "bez zakresu"},
-    "en": {"consultation": "consultation", "installation": "installation", "training": "training",
-           "incident": "incidents", "development": "development", "unspecified": "unspecified"},
-}
-
-
 def text(language: str) -> dict[str, str]:
     return TEXT.get(language, TEXT["en"])
 
 
 def value_label(chart: Chart, raw: float, language: str) -> str:
-    """The figure written at the end of a bar: hours as the statement's tables write them, else the count."""
-    return hours(raw, language) if chart.unit == "minutes" else f"{raw:g}"
+    """The figure written at the end of a bar: hours as the statement's tables write them, else the count
+    (``1,234`` in English, as ``wording.format_number``)."""
+    if chart.unit == "minutes":
+        return hours(raw, language)
+    return f"{raw:g}" if reader_language(language) == "pl" else f"{raw:,g}"
 
 
 def hours(minutes: int | float | None, language: str = "en") -> str:
@@ -170,8 +167,8 @@ def sla_chart(report: Mapping[str, Any], language: str) -> Chart:
     t = text(language)
     rows = [c for c in report["sla"]["contracts"] if rules_of(c["kind"]).reaction_deadline]
     names = tuple(f"{c['customer_name']} ({c['contract_id'] or '-'})" for c in rows)
-    parts = [(n, f"{c['met']} {t['met']}, {c['missed']} {t['missed']}, {c['open']} {t['open']}")
-             for n, c in zip(names, rows)]
+    parts = [(n, f"{format_number(c['met'], language)} {t['met']}, {format_number(c['missed'], language)} "
+                 f"{t['missed']}, {format_number(c['open'], language)} {t['open']}") for n, c in zip(names, rows)]
     return Chart(
         key="sla", title=t["sla_title"], kind="barh", unit="count", stacked=True, categories=names,
         series=(Series(t["met"], tuple(c["met"] for c in rows), GREEN),
@@ -191,7 +188,7 @@ def reactions_chart(report: Mapping[str, Any], language: str) -> Chart:
         series=(Series(t["tickets"], tuple(reactions.values()), BLUE),),
         bar_colours=tuple(colours.get(k, "") for k in reactions),
         alt=t["react_alt"].format(month=format_month(report["month"], language),
-                                  parts=_parts([(t[k], str(v)) for k, v in reactions.items()])),
+                                  parts=_parts([(t[k], format_number(v, language)) for k, v in reactions.items()])),
     )
 
 
@@ -214,7 +211,7 @@ def daily_chart(report: Mapping[str, Any], language: str) -> Chart:
         alt=t["daily_alt"].format(total=plural(sum(counts), "ticket", language), count=sum(counts),
                                   month=format_month(report["month"], language),
                                   busiest=format_date(days[busiest]["date"], language) if days else "-",
-                                  most=counts[busiest] if days else 0, peaks=peaks),
+                                  most=format_number(counts[busiest] if days else 0, language), peaks=peaks),
     )
 
 
@@ -228,7 +225,7 @@ def backlog_chart(report: Mapping[str, Any], language: str) -> Chart:
         categories=tuple(t[k] for k in backlog), series=(Series(t["tickets"], tuple(backlog.values()), ORANGE),),
         alt=t["backlog_alt"].format(total=plural(sum(backlog.values()), "ticket", language),
                                     count=sum(backlog.values()), at=at,
-                                    parts=_parts([(t[k], str(v)) for k, v in backlog.items()])),
+                                    parts=_parts([(t[k], format_number(v, language)) for k, v in backlog.items()])),
     )
 
 
@@ -294,10 +291,11 @@ def scope_totals(contracts: Sequence[Mapping[str, Any]]) -> dict[str, int]:
 
 def _scope_chart(totals: Mapping[str, int], month: str, language: str, title: str, key: str,
                  words: StatementWords | None = None) -> Chart:
-    """Minutes per scope; the statement's words (``words``) or the managers' (``TEXT``)."""
+    """Minutes per scope; the statement's words (``words``) or the managers' (``TEXT``). A scope is
+    named by ``rules.scope.NAMES`` in the reader's language (the statement's context carries those
+    names too), so a chart calls a scope what the commands' help, the statements and the tables do."""
     t = text(language)
-    scopes = words.scope_names if words else SCOPES.get(language, SCOPES["en"])
-    labels = tuple(scopes.get(s, s) for s in totals)
+    labels = tuple(words.scope_names.get(s, s) if words else scope_name(s, language) for s in totals)
     alt = words.scopes_alt if words else t["scope_alt"].format(month=month, parts=_parts(
         [(label, hours(m, language)) for label, m in zip(labels, totals.values())]) or t["scope_none"])
     return Chart(

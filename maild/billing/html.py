@@ -34,7 +34,8 @@ from maild.billing.charts import StatementWords, hours, scope_totals
 from maild.errors import MaildError
 from maild.outbound.render import PACKAGED, CompiledTemplates, add_wording_filters, search_path
 from maild.storage.blobs import StorageError
-from maild.rules.wording import format_amount, format_date, format_month, format_status, format_subject, format_tier, format_zone
+from maild.rules.wording import (format_amount, format_date, format_money, format_month, format_number, format_status,
+                                 format_subject, format_tier, format_zone, reader_language)
 
 HERE = Path(__file__).resolve().parent / "html"
 
@@ -72,8 +73,19 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def percent(part: int, whole: int) -> str:
-    return "-" if whole <= 0 else f"{100 * part / whole:.0f} %"
+def percent(part: int, whole: int, language: str = "pl") -> str:
+    """A share of the month report: "66 %" as the Polish report writes it, "66%" in English (and as
+    ``wording.format_percent`` writes it in the mails)."""
+    if whole <= 0:
+        return "-"
+    return f"{100 * part / whole:.0f}{' %' if reader_language(language) == 'pl' else '%'}"
+
+
+def report_money(cents: int, language: str = "pl") -> str:
+    """Grosze in the month report: the Polish report's figure ``21728,33`` beside its "(PLN)" label
+    (``TEXT``'s ``currency``), as it always read; the English one ``PLN 21,728.33`` (``format_money``,
+    the English statements' form), its label empty. It read "21728,33 to invoice (PLN)"."""
+    return format_amount(cents) if reader_language(language) == "pl" else format_money(cents, language)
 
 
 @lru_cache(maxsize=8)
@@ -85,7 +97,8 @@ def environment(folders: tuple[Path, ...] = (HERE,)) -> ImmutableSandboxedEnviro
         trim_blocks=True, lstrip_blocks=True,
     )
     env.filters["hours"] = hours
-    env.filters["money"] = format_amount
+    env.filters["money"] = report_money  # {{ cents|money(lang) }}
+    env.filters["number"] = format_number  # {{ count|number(lang) }}: "1,234" in English
     env.filters["percent"] = percent
     env.filters["status"] = format_status
     env.filters["tier"] = format_tier
@@ -200,7 +213,7 @@ TEXT: dict[str, dict[str, str]] = {
         "end": "At end", "valid": "Valid until", "scopes": "Hours by scope", "scope": "Scope",
         "consultants": "Per consultant", "consultant": "Consultant", "answered": "Tickets answered",
         "firsts": "First answers", "median_first": "Median first response", "no_rows": "Nothing this month.",
-        "currency": "PLN",
+        "currency": "",  # the English figures carry it: "PLN 21,728.33"
     },
     "pl": {
         "report_title": "Wsparcie za {month}", "generated": "Wygenerowano {at}. Godziny w raporcie: {tz}.",

@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, not_, or_, select
 
 from maild.rules.kinds import rules_of
 from maild.rules.calendar import BusinessCalendar
@@ -54,7 +54,8 @@ class MonthTicket:
 
 @dataclass(frozen=True)
 class Answer:
-    """A consultant's answer (not an internal note) on a ticket."""
+    """A consultant's answer on a ticket: a mail that reached the customer (see ``answered_the_customer``),
+    not an internal note, nor one that carried only commands."""
 
     ticket_id: int
     consultant: str
@@ -74,7 +75,7 @@ class ConsultantStats:
     email: str
     name: str
     answered: int  # tickets with at least one answer of theirs in the month
-    first_responses: int  # tickets whose first answer in the month was theirs
+    first_responses: int  # tickets whose first answer (by first_response_at, in the month) was theirs
     median_first_response_minutes: int | None
 
 
@@ -211,6 +212,27 @@ def activity_json(activity: MonthActivity) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ loading
 
+# The lines a signature starts with ("-- " by RFC 3676, "--" as clients strip it), as a mail's
+# new text may hold them right after the commands: "#take\n\n-- \nAnna Nowak".
+_SIGNATURE_LINES = ("--", "-- ")
+
+
+def answered_the_customer() -> ColumnElement[bool]:
+    """A consultant's mail (a ``messages`` row, inbound) that answered the customer: not an internal
+    note, and with text for the customer once the command block is off (the row keeps that text:
+    what the relay sends, or what went to the customer directly). A mail of commands only ("#take",
+    "#time 1h30m"), or of commands and a signature, told the customer nothing: it is the desk's
+    (assigned, booked), not an answer. The intake stores the text without the commands and starts
+    it at its first non-blank line, so such a mail's text is empty or starts with a signature line.
+    An answer of attachments only, with no word, is not counted either: the attachments table does
+    not tell a file from a signature's logo."""
+    M = messages.c
+    signature_only = or_(*(M.text_new.like(f"{line}{end}%") for line in _SIGNATURE_LINES for end in ("\n", "\r\n")),
+                         M.text_new.in_(_SIGNATURE_LINES))
+    return and_(M.role == "consultant", M.direction == "in", M.internal.is_(False), M.text_new != "",
+                not_(signature_only))
+
+
 
 def load_activity(session: Reader, month: str, calendar: BusinessCalendar, windows: Sequence[PeakWindow],
                   consultants: Mapping[str, str], now: datetime, language: str = "en") -> MonthActivity:
@@ -244,8 +266,7 @@ def load_activity(session: Reader, month: str, calendar: BusinessCalendar, windo
     open_created = list(still_open)
     answer_rows = session.execute(
         select(M.ticket_id, M.from_addr, M.date).where(
-            M.role == "consultant", M.direction == "in", M.internal.is_(False), M.ticket_id.is_not(None),
-            M.date >= start, M.date < end)
+            answered_the_customer(), M.ticket_id.is_not(None), M.date >= start, M.date < end)
     )
     answers = [Answer(ticket_id=r.ticket_id, consultant=r.from_addr.casefold(), at=r.date) for r in answer_rows]
     firsts_due = session.execute(
@@ -256,8 +277,7 @@ def load_activity(session: Reader, month: str, calendar: BusinessCalendar, windo
     rows = session.execute(
         select(M.ticket_id, M.from_addr, T.first_response_at)
         .join(ticket_rows, T.id == M.ticket_id)
-        .where(T.first_response_at >= start, T.first_response_at < end,
-               M.role == "consultant", M.direction == "in", M.internal.is_(False))
+        .where(T.first_response_at >= start, T.first_response_at < end, answered_the_customer())
         .order_by(M.ticket_id, M.id)
     )
     for r in rows:

@@ -38,6 +38,7 @@ from maild.rules.wording import (
     format_duration,
     format_kind,
     format_money,
+    format_number,
     format_month,
     format_percent,
     format_problem,
@@ -94,6 +95,7 @@ def add_wording_filters(env: Environment) -> None:
     env.filters["month"] = format_month
     env.filters["money"] = format_money
     env.filters["percent"] = format_percent
+    env.filters["number"] = format_number  # {{ 1234|number("en") }}: "1,234"; "1234" in Polish
     env.filters["status"] = format_status
     env.filters["kind"] = format_kind  # {{ "prepaid"|kind("pl") }}, {{ "unverified"|tier("pl") }}
     env.filters["tier"] = format_tier

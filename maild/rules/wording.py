@@ -59,7 +59,7 @@ def plural(n: int, noun: str, language: str = "pl") -> str:
         raise ValueError(f"no plural forms for {noun!r}; known: {', '.join(sorted(_NOUNS))}") from None
     if reader_language(language) == "pl":
         return f"{n} {polish[polish_plural_form(n)]}"
-    return f"{n} {english[0] if abs(n) == 1 else english[1]}"
+    return f"{n:,} {english[0] if abs(n) == 1 else english[1]}"
 
 
 def format_date(day: date | str, language: str = "pl") -> str:
@@ -133,15 +133,23 @@ def format_deadline(moment: datetime | str, tz: str, language: str = "pl") -> st
     return f"{_WEEKDAYS_EN[local.weekday()]} {when} ({zone})"
 
 
+def format_number(n: int, language: str = "pl") -> str:
+    """A count as its reader writes it: ``1234`` in Polish (as every Polish text wrote it so far),
+    ``1,234`` in English (a comma between thousands, as the English money ``PLN 1,234.50``)."""
+    return str(n) if reader_language(language) == "pl" else f"{int(n):,}"
+
+
 def format_duration(minutes: int, language: str = "pl") -> str:
-    """Whole minutes without zero parts: 45 min, 8 godz., 1 godz. 30 min / 45 min, 8 h, 1 h 30 min."""
+    """Whole minutes without zero parts: 45 min, 8 godz., 1 godz. 30 min / 45 min, 8 h, 1 h 30 min
+    (1,234 h in English, as its other numbers)."""
     sign = "-" if minutes < 0 else ""
     hours, rest = divmod(abs(int(minutes)), 60)
     unit = "godz." if reader_language(language) == "pl" else "h"
+    whole = format_number(hours, language)
     if hours and rest:
-        return f"{sign}{hours} {unit} {rest} min"
+        return f"{sign}{whole} {unit} {rest} min"
     if hours:
-        return f"{sign}{hours} {unit}"
+        return f"{sign}{whole} {unit}"
     return f"{sign}{rest} min"
 
 
@@ -163,7 +171,8 @@ def format_amount(cents: int) -> str:
 
 
 def format_money(cents: int, language: str = "pl") -> str:
-    """Grosze as a customer reads them: 1 250,00 zł / PLN 1,250.00."""
+    """Grosze as a customer reads them: 1 250,00 zł / PLN 1,250.00 (the currency's code before the
+    figure, a comma between thousands, a point before the grosze: how English invoices write zloty)."""
     sign = "-" if cents < 0 else ""
     whole, part = divmod(abs(int(cents)), 100)
     if reader_language(language) == "pl":
@@ -188,12 +197,15 @@ def format_percent(value: int, language: str = "pl") -> str:
 
 
 # A contract's kind by its name in the reader's words (Polish, English): the one table for the
-# consultants' notifications (Polish) and the customers' statements, text and HTML (both languages,
-# capitalised there: "Umowa serwisowa"). A queue tier as a consultant reads it in a Polish mail
-# (a tier is named after its first kind, the last one "unverified").
+# consultants' notifications and the customers' statements, text and HTML (both languages,
+# capitalised there: "Umowa serwisowa"). An English consultant read the customers file's keyword
+# ("Contract:  acme-sla (sla)") where a Polish one read "umowa serwisowa". A queue tier as a
+# consultant reads it (a tier is named after its first kind, the last one "unverified"); in English
+# only the sla tier differs from its keyword: "SLA P1", as a person writes it, not "sla P1".
 _KINDS = {"sla": ("umowa serwisowa", "service contract"), "prepaid": ("pakiet godzin", "prepaid hour package"),
           "occasional": ("pomoc okazjonalna", "occasional help")}
-_TIERS_PL = {"sla": "SLA", "prepaid": "pakiet", "occasional": "okazjonalne", "unverified": "niezweryfikowane"}
+_TIERS = {"sla": ("SLA", "SLA"), "prepaid": ("pakiet", "prepaid"), "occasional": ("okazjonalne", "occasional"),
+          "unverified": ("niezweryfikowane", "unverified")}
 
 
 def kind_name(kind: str, language: str = "pl") -> str:
@@ -206,14 +218,18 @@ def kind_name(kind: str, language: str = "pl") -> str:
 
 
 def format_kind(kind: str, language: str = "pl") -> str:
-    """``prepaid`` -> ``pakiet godzin`` for a Polish consultant; an English one reads the customers
-    file's keyword (``prepaid``), which is what the English notifications always showed."""
-    return kind_name(kind, language) if reader_language(language) == "pl" else kind
+    """``prepaid`` -> ``pakiet godzin`` / ``prepaid hour package`` for a consultant: the customers'
+    name of the kind (``kind_name``), so a consultant and the customer's statement say the same."""
+    return kind_name(kind, language)
 
 
 def format_tier(tier: str, language: str = "pl") -> str:
-    """``unverified`` -> ``niezweryfikowane`` (the queue line: "Kolejka: pakiet P2")."""
-    return _TIERS_PL.get(tier, tier) if reader_language(language) == "pl" else tier
+    """``unverified`` -> ``niezweryfikowane``, ``sla`` -> ``SLA`` (the queue line: "Kolejka: pakiet P2",
+    "Queue: SLA P1"); a tier this module does not know reads as stored."""
+    names = _TIERS.get(tier)
+    if names is None:
+        return tier
+    return names[0] if reader_language(language) == "pl" else names[1]
 
 
 # A ticket whose first mail had no subject stores this one (English: ``tickets show`` and the

@@ -142,6 +142,12 @@ SUBJECTS = ["Awaria wydruku faktur", "JPK_VAT nie przechodzi walidacji", "Lista 
             "Import wyciągu bankowego", HOSTILE + " subject", "Pytanie o licencję"]
 
 
+# what the intake keeps of a consultant's answer (the text without the command block), and of a mail of
+# commands only: nothing, or the signature below them
+ANSWER = "Dzień dobry,\nproszę zainstalować poprawkę.\n\n-- \nKonsultant"
+COMMANDS_ONLY = ("", "-- \nKonsultant\nFirma")
+
+
 @dataclass(frozen=True)
 class Generated:
     tickets: int
@@ -209,7 +215,7 @@ def generate(sessions: sessionmaker[Session], seed: int = 18, history_days: int 
                                                from_addr=consultants[0], date=answered - timedelta(minutes=3),
                                                subject=f"Re: {subject}", internal=True))
                     session.add(MessageRow(ticket_id=number, direction="in", role="consultant", from_addr=who,
-                                           date=answered, subject=f"Re: {subject}"))
+                                           date=answered, subject=f"Re: {subject}", text_new=ANSWER))
                     # the answer as relayed to the customer, from the support address (the desk's relay row)
                     session.add(MessageRow(ticket_id=number, direction="out", role="consultant",
                                            from_addr="support@firma.pl", date=answered + timedelta(seconds=1),
@@ -218,8 +224,17 @@ def generate(sessions: sessionmaker[Session], seed: int = 18, history_days: int 
                     if rng.random() < 0.3:
                         later = answered + timedelta(hours=rng.randint(1, 72))
                         session.add(MessageRow(ticket_id=number, direction="in", role="consultant",
-                                               from_addr=rng.choice(consultants), date=later, subject=f"Re: {subject}"))
+                                               from_addr=rng.choice(consultants), date=later, subject=f"Re: {subject}",
+                                               text_new=ANSWER))
                         answers += 1
+                    if number % 5 == 0:
+                        # the other consultant's mail of commands only (or commands and a signature): booked
+                        # or taken, the customer told nothing, never an answer (the intake keeps its text
+                        # without the commands: nothing, or the signature)
+                        other = next(c for c in consultants if c != who)
+                        session.add(MessageRow(ticket_id=number, direction="in", role="consultant", from_addr=other,
+                                               date=answered + timedelta(minutes=5), subject=f"Re: {subject}",
+                                               text_new=COMMANDS_ONLY[number % 2]))
                     booked_count = rng.randint(1, 3) if kind != "prepaid" else int(rng.random() < 0.4)
                     for n in range(booked_count):
                         session.add(LedgerRow(

@@ -73,7 +73,7 @@ def test_a_polish_digest_gives_ages_and_times_left_in_polish_units() -> None:
     _, english_body = Renderer(Path(__file__).resolve().parents[2] / "templates").render(
         "digest", "en", {"day": "2026-12-07", "rows": english, "overdue": 1, "everything": False, "breaches": [],
                          "previous_day": "2026-12-04", "new_ticket_address": "support+t@firma.pl"})
-    assert "SUP-1  sla P1  open  age 2 days 3 h  OVERDUE 1 h 30 min  (unassigned)" in english_body, english_body
+    assert "SUP-1  SLA P1  open  age 2 days 3 h  OVERDUE 1 h 30 min  (unassigned)" in english_body, english_body
     assert "age 45 min  left 3 h" in english_body, english_body
     _, body = Renderer(Path(__file__).resolve().parents[2] / "templates").render(
         "digest", "pl", {"day": "2026-12-07", "rows": polish, "overdue": 1, "everything": False, "breaches": [],

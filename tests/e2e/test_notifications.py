@@ -136,10 +136,10 @@ def test_the_consultants_loop_by_mail(env: dict[str, Any], capsys: pytest.Captur
     # why the ticket is P1, in each one's language (stored as English, worded when the mail is made)
     assert "Kolejka:    SLA P1 - w wiadomości pilne słowa: „Awaria”, „nie działa”\r\n" in text_of(
         notes["anna@firma.pl"]), text_of(notes["anna@firma.pl"])
-    assert "Queue:     sla P1 - urgent words: “Awaria”, “nie działa”\r\n" in text_of(notes["bob@firma.pl"])
-    # the contract's kind and the tier in Polish words too (the customers file's names are English)
+    assert "Queue:     SLA P1 - urgent words: “Awaria”, “nie działa”\r\n" in text_of(notes["bob@firma.pl"])
+    # the contract's kind and the tier in words, in both languages (English read the keyword "(sla)")
     assert "Umowa:      acme-sla (umowa serwisowa)\r\n" in text_of(notes["anna@firma.pl"])
-    assert "Contract:  acme-sla (sla)\r\n" in text_of(notes["bob@firma.pl"])
+    assert "Contract:  acme-sla (service contract)\r\n" in text_of(notes["bob@firma.pl"])
     assert "(czas polski)\r\n" in text_of(notes["anna@firma.pl"]) and "Europe/Warsaw" not in text_of(notes["anna@firma.pl"])
     assert "(Polish time)\r\n" in text_of(notes["bob@firma.pl"])
 

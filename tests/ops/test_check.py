@@ -182,8 +182,8 @@ ISO_TIME = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d")
             "digest": ["SUP-1  SLA P1  otwarte  wiek 1 godz.  PO TERMINIE 10 min  (nieprzypisane)"],
             "authority_notice": ["Powód: nic nie potwierdza, że wiadomość jest od Ciebie: nie odpowiada na wiadomość,"]}),
     ("en", {"notify_new": ["  Deadline:  2 January 2026, 11:00 (Polish time)",
-                           "  Queue:     sla P1 - urgent word: “Awaria”"],
-            "notify_reply": ["  Queue:     sla P1 - set by anna@x.pl, reason: “pilne”"],
+                           "  Queue:     SLA P1 - urgent word: “Awaria”"],
+            "notify_reply": ["  Queue:     SLA P1 - set by anna@x.pl, reason: “pilne”"],
             "escalation": ["Deadline:   2 January 2026, 11:00 (Polish time; 1 h left)"],
             "authority_notice": ["Why: nothing shows the mail is yours: it answers no mail maild sent you,"]}),
 ])

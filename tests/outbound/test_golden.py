@@ -455,7 +455,7 @@ def test_a_consultants_priority_and_reason_show_in_the_next_notification(languag
                    author="jan@acme.pl")
     _, body = RENDERER.render("notify_reply", language, context)
     expected = {"pl": "  Kolejka:    SLA P2 - nadany przez anna@firma.pl, powód: „obejście działa”\n  Status:     otwarte\n",
-                "en": "  Queue:     sla P2 - set by anna@firma.pl, reason: “obejście działa”\n  Status:    open\n"}
+                "en": "  Queue:     SLA P2 - set by anna@firma.pl, reason: “obejście działa”\n  Status:    open\n"}
     assert expected[language] in body, body
 
 
@@ -562,3 +562,22 @@ def test_an_escalation_names_the_levels_it_replaces_in_number(language: str, ski
     _, body = RENDERER.render("escalation", language, {**sample_context("escalation", language), "skipped": skipped,
                                                        "level": len(skipped) + 1, "levels": 4})
     assert line in body.splitlines(), body
+
+
+# The managers' month report mail, text part: the figures of ``report month --send`` (``mail_context``),
+# a month big enough for thousands.
+MONTH_REPORT = {"month": "2026-11", "timezone": "Europe/Warsaw", "from_name": "Wsparcie ERP",
+                "summary": {"tickets": 1488, "sla_met": 466, "sla_due": 759, "breaches": 293, "backlog": 1112,
+                            "minutes": 83_905, "amount_cents": 28_284_417},
+                "sla": [{"customer_name": "ACME Sp. z o.o.", "contract_id": "acme-sla-2026", "met": 1253, "due": 1408,
+                         "missed_refs": ["SUP-887", "SUP-889"]}]}
+
+
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_month_report_text_matches_its_reviewed_golden_file(language: str) -> None:
+    """The English text part read "Tickets opened: 1488", "Hours booked: 1398 h 25 min": counts and
+    hours now have a comma between thousands in English; the Polish part is as it was."""
+    subject, body = RENDERER.render("month_report", language, MONTH_REPORT)
+    _golden(GOLDEN / f"month_report.big.{language}.txt", f"Subject: {subject}\n\n{body}")
+    if language == "en":
+        assert "1,488" in body and "1,398 h 25 min" in body and "1,253 of 1,408 in time" in body, body

@@ -97,7 +97,8 @@ def test_deadlines_never_name_the_zone(moment: datetime) -> None:
 @pytest.mark.parametrize(
     ("minutes", "pl", "en"),
     [(45, "45 min", "45 min"), (480, "8 godz.", "8 h"), (90, "1 godz. 30 min", "1 h 30 min"), (0, "0 min", "0 min"),
-     (-75, "-1 godz. 15 min", "-1 h 15 min")],
+     (-75, "-1 godz. 15 min", "-1 h 15 min"), (74_130, "1235 godz. 30 min", "1,235 h 30 min"),
+     (-60_000_000, "-1000000 godz.", "-1,000,000 h")],
 )
 def test_durations_without_zero_parts(minutes: int, pl: str, en: str) -> None:
     assert format_duration(minutes, "pl") == pl
@@ -111,7 +112,7 @@ def test_durations_read_back_to_the_minutes(minutes: int) -> None:
     total = 0
     words = text.lstrip("-").split()
     for number, unit in zip(words[::2], words[1::2]):
-        total += int(number) * (60 if unit == "h" else 1)
+        total += int(number.replace(",", "")) * (60 if unit == "h" else 1)
     assert sign * total == minutes
     if minutes:
         assert " 0 " not in f" {text} "  # no zero part
@@ -135,6 +136,18 @@ def test_money_reads_back_to_the_grosze(cents: int) -> None:
     assert int(en.replace("PLN ", "").replace(",", "").replace(".", "")) == cents
 
 
+@pytest.mark.parametrize(("n", "pl", "en"), [(0, "0", "0"), (999, "999", "999"), (1488, "1488", "1,488"),
+                                             (-1234567, "-1234567", "-1,234,567")])
+def test_numbers_as_their_reader_writes_them(n: int, pl: str, en: str) -> None:
+    """An English report read "1488 tickets opened", "1398 h": a count or an hour figure has a comma
+    between thousands in English; Polish keeps the figures as every Polish text wrote them."""
+    from maild.rules.wording import format_number
+
+    assert (format_number(n, "pl"), format_number(n, "en")) == (pl, en)
+    assert plural(n, "ticket", "en") == f"{en} {'ticket' if abs(n) == 1 else 'tickets'}"
+    assert plural(n, "ticket", "pl").startswith(f"{pl} ")
+
+
 def test_percent_has_no_space() -> None:
     assert format_percent(80, "pl") == "80%"
 
@@ -146,29 +159,35 @@ def test_a_status_reads_polish_in_polish_mail_and_as_the_command_keyword_in_engl
     assert format_status("merged", "pl") == "merged"  # unknown: as stored, never an error in a mail
 
 
-def test_every_kind_and_tier_has_a_polish_name() -> None:
-    """A Polish consultant's notification and digest name the contract's kind and the queue tier in
-    Polish ("Umowa: acme (pakiet godzin)", "Kolejka: niezweryfikowane P3"); a new kind without its
-    Polish name fails here."""
+def test_every_kind_and_tier_has_a_name_in_both_languages() -> None:
+    """A consultant's notification and digest name the contract's kind and the queue tier in words
+    ("Umowa: acme (pakiet godzin)", "Kolejka: niezweryfikowane P3", "Contract:  acme-sla (service
+    contract)", "Queue: SLA P1"); the English ones read the customers file's keyword before
+    ("Contract:  acme-sla (sla)", "Queue: sla P1"). A new kind without its names fails here."""
     from maild.rules.kinds import TIER_NAMES
     from maild.rules.records import CONTRACT_KINDS
     from maild.rules.wording import format_kind, format_tier
 
     for kind in CONTRACT_KINDS:
-        assert format_kind(kind, "pl") != kind and format_kind(kind, "en") == kind
+        assert format_kind(kind, "pl") != kind and format_kind(kind, "en") != kind
     for tier in TIER_NAMES:
-        assert format_tier(tier, "pl") != tier and format_tier(tier, "en") == tier
+        assert format_tier(tier, "pl") != tier
     assert format_kind("prepaid", "pl") == "pakiet godzin" and format_tier("unverified", "pl") == "niezweryfikowane"
+    assert [format_kind(k, "en") for k in ("sla", "prepaid", "occasional")] == [
+        "service contract", "prepaid hour package", "occasional help"]
+    assert [format_tier(t, "en") for t in TIER_NAMES] == ["SLA", "prepaid", "occasional", "unverified"]
     assert format_kind("custom", "pl") == "custom", "a kind this module does not know reads as stored"
+    assert format_tier("custom", "en") == "custom"
 
 
-def test_every_kind_has_one_name_per_language_for_customers() -> None:
-    """The statements (text and HTML) name a kind from the same table as the Polish notifications."""
+def test_every_kind_has_one_name_per_language_for_customers_and_consultants() -> None:
+    """The statements (text and HTML) and the notifications name a kind from the same table."""
     from maild.rules.records import CONTRACT_KINDS
     from maild.rules.wording import format_kind, kind_name
 
-    for kind in CONTRACT_KINDS:
-        assert kind_name(kind, "pl") == format_kind(kind, "pl") != kind_name(kind, "en") != kind
+    for language in ("pl", "en"):
+        for kind in CONTRACT_KINDS:
+            assert kind_name(kind, language) == format_kind(kind, language) != kind
     assert kind_name("sla", "en") == "service contract" and kind_name("occasional", "pl-PL") == "pomoc okazjonalna"
     assert kind_name("retainer", "en") == "retainer", "a kind this module does not know reads as stored"
 

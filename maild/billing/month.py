@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, not_, or_, select
 
+from maild.intake.quoting import SIGNATURE_LINES
 from maild.rules.kinds import rules_of
 from maild.rules.calendar import BusinessCalendar
 from maild.storage.tables import messages, tickets as ticket_rows
@@ -212,10 +213,6 @@ def activity_json(activity: MonthActivity) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ loading
 
-# The lines a signature starts with ("-- " by RFC 3676, "--" as clients strip it), as a mail's
-# new text may hold them right after the commands: "#take\n\n-- \nAnna Nowak".
-_SIGNATURE_LINES = ("--", "-- ")
-
 
 def answered_the_customer() -> ColumnElement[bool]:
     """A consultant's mail (a ``messages`` row, inbound) that answered the customer: not an internal
@@ -225,13 +222,13 @@ def answered_the_customer() -> ColumnElement[bool]:
     (assigned, booked), not an answer. The intake stores the text without the commands and starts
     it at its first non-blank line, so such a mail's text is empty or starts with a signature line.
     An answer of attachments only, with no word, is not counted either: the attachments table does
-    not tell a file from a signature's logo."""
+    not tell a file from a signature's logo. ``quoting.says_something`` in SQL: since the intake applies
+    it, such a mail is not relayed at all; rows stored before that still count as nothing here."""
     M = messages.c
-    signature_only = or_(*(M.text_new.like(f"{line}{end}%") for line in _SIGNATURE_LINES for end in ("\n", "\r\n")),
-                         M.text_new.in_(_SIGNATURE_LINES))
+    signature_only = or_(*(M.text_new.like(f"{line}{end}%") for line in SIGNATURE_LINES for end in ("\n", "\r\n")),
+                         M.text_new.in_(SIGNATURE_LINES))
     return and_(M.role == "consultant", M.direction == "in", M.internal.is_(False), M.text_new != "",
                 not_(signature_only))
-
 
 
 def load_activity(session: Reader, month: str, calendar: BusinessCalendar, windows: Sequence[PeakWindow],

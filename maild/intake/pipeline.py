@@ -66,7 +66,7 @@ from maild.intake.message import InboundMessage, UnparsableMessage
 from maild.intake.parsing import GaveUp, ParserCrash, parse_all, parse_one
 from maild.storage.models import Failure, Intake, MessageRow, OutboxRow, QuarantineRow, Ticket
 from maild.rules.prioritise import prioritise
-from maild.intake.quoting import split_reply
+from maild.intake.quoting import says_something, split_reply
 from maild.intake.suspects import MAX_ATTEMPTS as MAX_ATTEMPTS, STARTED, Suspect
 from maild.intake.screen import Screening, ScreenSettings, screen, sender_authenticated
 from maild.intake.thread import ThreadDecision, ThreadSettings, clean_subject, decide_thread
@@ -896,11 +896,14 @@ class Ingestor:
             log.info("%s %s -> %s consultant commands rejected: %d errors", mail.source_key, msg.message_id, ref, len(errors))
             return "rejected", ticket.id
         internal = any(c.internal for c in parsed.commands)
+        # commands only (or commands and a signature), no file: the desk's business, nothing for the customer:
+        # not relayed (it was, as an empty mail with a signature), no first answer, the status as the commands leave it
+        silent = not internal and not says_something(parsed.body) and not any(not a.inline for a in msg.attachments)
         direct = not any(map(self._is_support, msg.to)) and any(map(self._is_support, msg.cc))
         row = self._message_row(ticket.id, msg, mail, screening, "consultant", parsed.body, quoted, internal=internal)
         at = mail.arrived_at
         relayed = False
-        if not internal:
+        if not internal and not silent:
             desk.first_response(ticket, at, consultant.email)
             if not direct:
                 attachments = [{"sha256": a.sha256, "filename": a.filename, "content_type": a.content_type}
@@ -916,19 +919,19 @@ class Ingestor:
         desk.add_participants(ticket, joining.added)
         self._dropped(ticket, joining, msg, at)
         status_set = any(c.sets_status for c in parsed.commands)
-        if not internal and not status_set and ticket.status in ("new", "open"):
+        if not internal and not silent and not status_set and ticket.status in ("new", "open"):
             ticket.status = "waiting"
         ticket.updated_at = now
-        if ctx.config.notifications.enabled:
+        if ctx.config.notifications.enabled and not silent:
             people = note_recipients(ctx.config.consultants, ticket.assigned_to,
                                      self._consultant_writers(session, ticket.id), consultant.email)
             self._notify(ticket, "note" if internal else "answer", people, msg, parsed.body, "", consultant.email,
                          now)
         desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
-                         reason="internal note" if internal else ("relayed" if relayed else "recorded (direct mail)"),
+                         reason=_consultant_disposition(internal, silent, relayed),
                          arrived_at=at, now=now, ticket_id=ticket.id, message_row_id=row)
         log.info("%s %s -> %s consultant %s (%s)", mail.source_key, msg.message_id, ref, consultant.email,
-                 "internal" if internal else ("relayed" if relayed else "direct"))
+                 _consultant_disposition(internal, silent, relayed))
         return "reply", ticket.id
 
     # -------------------------------------------------------------- authority, notifications, on behalf
@@ -1198,6 +1201,15 @@ ACK_SUBJECT_CHARS = 80
 def _error_rows(errors: Sequence[CommandError]) -> list[dict[str, Any]]:
     return [{"line_no": e.line_no, "line": e.line, "reason": e.reason, "code": e.code, "params": dict(e.params)}
             for e in errors]
+
+
+def _consultant_disposition(internal: bool, silent: bool, relayed: bool) -> str:
+    """What became of a consultant's mail, for its intake row and the log line."""
+    if internal:
+        return "internal note"
+    if silent:
+        return "commands only, not relayed"
+    return "relayed" if relayed else "recorded (direct mail)"
 
 
 def _command_error_context(language: str, ref: str, subject: str, errors: list[dict[str, Any]]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, not_, or_, select
 
-from maild.intake.quoting import SIGNATURE_LINES
+from maild.rules.replies import SIGNATURE_LINES
 from maild.rules.kinds import rules_of
 from maild.rules.calendar import BusinessCalendar
 from maild.storage.tables import messages, tickets as ticket_rows
@@ -222,7 +222,7 @@ def answered_the_customer() -> ColumnElement[bool]:
     (assigned, booked), not an answer. The intake stores the text without the commands and starts
     it at its first non-blank line, so such a mail's text is empty or starts with a signature line.
     An answer of attachments only, with no word, is not counted either: the attachments table does
-    not tell a file from a signature's logo. ``quoting.says_something`` in SQL: since the intake applies
+    not tell a file from a signature's logo. ``rules.replies.says_something`` in SQL: since the intake applies
     it, such a mail is not relayed at all; rows stored before that still count as nothing here."""
     M = messages.c
     signature_only = or_(*(M.text_new.like(f"{line}{end}%") for line in SIGNATURE_LINES for end in ("\n", "\r\n")),

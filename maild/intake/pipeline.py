@@ -58,6 +58,7 @@ from maild.rules.contracts import Resolution, resolve
 from maild.rules.customers import DEFAULT_UNIT_MINUTES, Contract, Customer
 from maild.rules.kinds import packages_of, rules_of
 from maild.rules.reasons import scope_reason
+from maild.rules.replies import says_something
 from maild.rules.scope import guess_scope_as_written
 from maild.rules.wording import NO_SUBJECT
 from maild.intake.facts import ReadingRules
@@ -66,7 +67,7 @@ from maild.intake.message import InboundMessage, UnparsableMessage
 from maild.intake.parsing import GaveUp, ParserCrash, parse_all, parse_one
 from maild.storage.models import Failure, Intake, MessageRow, OutboxRow, QuarantineRow, Ticket
 from maild.rules.prioritise import prioritise
-from maild.intake.quoting import says_something, split_reply
+from maild.intake.quoting import split_reply
 from maild.intake.suspects import MAX_ATTEMPTS as MAX_ATTEMPTS, STARTED, Suspect
 from maild.intake.screen import Screening, ScreenSettings, screen, sender_authenticated
 from maild.intake.thread import ThreadDecision, ThreadSettings, clean_subject, decide_thread

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maild.intake import quoting
-from maild.intake.quoting import says_something, split_reply
+from maild.intake.quoting import split_reply
 
 REPLIES = Path(__file__).parents[1] / "data" / "replies"
 
@@ -290,10 +290,3 @@ def test_the_patterns_run_only_on_lines_that_can_match_them(lines: list[str]) ->
     finally:
         quoting._COLON, quoting._DASHES, quoting._UNDERSCORES = saved
 
-
-@pytest.mark.parametrize(("new_text", "says"), [
-    ("", False), ("\n\n", False), ("-- \nAnna Nowak\nFirma", False), ("\r\n--\r\nAnna", False),
-    ("Dzień dobry,\nproszę zainstalować poprawkę.", True), ("\n  ok\n-- \nAnna", True), ("--- not a signature", True),
-])
-def test_a_reply_says_something_when_its_first_line_is_not_a_signature(new_text: str, says: bool) -> None:
-    assert says_something(new_text) is says

@@ -39,8 +39,13 @@ def _fill(engine: Engine) -> None:
                 " status, attempts, created_at, next_attempt_at, dedupe_key, last_error) SELECT 'ack', NULL,"
                 " 'old' || g || '@x', '[]', true, 'ack', 'pl', '{}', 'sent', 1, timestamp '2026-12-01', "
                 " timestamp '2026-12-01', 'old' || g, '' FROM generate_series(1, 45000) g")
-    at = (lambda seconds: f"timestamp '2026-12-07 10:00:00' + {seconds} * interval '1 second'") if postgres else \
-        (lambda seconds: f"datetime('2026-12-07 10:00:00', '+' || ({seconds}) || ' seconds')")
+
+    def at(seconds: str) -> str:
+        """10:00 plus ``seconds`` (an SQL expression), in each database's own words."""
+        if postgres:
+            return f"timestamp '2026-12-07 10:00:00' + {seconds} * interval '1 second'"
+        return f"datetime('2026-12-07 10:00:00', '+' || ({seconds}) || ' seconds')"
+
     with engine.begin() as conn:
         conn.exec_driver_sql(
             "INSERT INTO outbox (kind, ticket_id, message_id, recipients, automatic, template, language, context,"

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Row, TextClause, and_, func, insert, or_, select, text, update
 
 from maild.storage.db import SCHEMA_HEAD
-from maild.storage.tables import outbox, state, tickets
+from maild.storage.tables import OUTBOX_PENDING, outbox, state, tickets
 from maild.storage.tables import messages as message_rows
 
 if TYPE_CHECKING:
@@ -121,17 +121,23 @@ def insert_state_once(db: Reader, key: str, value: str, now: datetime) -> None:
         db.execute(insert(state).prefix_with("OR IGNORE").values(key=key, value=value, updated_at=now))
 
 
+# the pending rows' own condition, written out: what lets both planners read them through the partial index
+# ix_outbox_pending_order (the only index of the outbox that holds pending-ness since 0016). A question that
+# stops at its first rows asks them in the index's order (created_at, id): the sent rows lie before the pending
+# ones in the table, which a LIMIT over a scan would read first
+PENDING: TextClause = text(OUTBOX_PENDING)
+
+
 def outbox_due(db: Reader, now: datetime) -> bool:
     """Whether any mail is due to be sent (the outbox's claim, on its index): the daemon loads the
     outbox, its SMTP client and the templates only then."""
-    query = select(outbox.c.id).where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now).limit(1)
+    query = (select(outbox.c.id).where(PENDING, outbox.c.next_attempt_at <= now)
+             .order_by(outbox.c.created_at, outbox.c.id).limit(1))
     return db.scalar(query) is not None
 
 
 def outbox_stats(db: Reader, now: datetime) -> tuple[int, datetime | None]:
-    depth, oldest = db.execute(
-        select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.status == "pending")
-    ).one()
+    depth, oldest = db.execute(select(func.count(), func.min(outbox.c.created_at)).where(PENDING)).one()
     return int(depth or 0), oldest
 
 

@@ -78,6 +78,41 @@ def test_copied_rows_are_the_inserted_rows(pg_url: str) -> None:
     engine.dispose()
 
 
+def test_a_json_value_a_batch_repeats_is_dumped_once_by_the_connections_dumps(pg_url: str) -> None:
+    """COPY's JSON text comes from the dumps function psycopg would use (here a compact one set for the
+    process), once per list a batch repeats (every row's one recipient) and once per other value."""
+    import json
+
+    from psycopg.types.json import set_json_dumps
+
+    calls: list[Any] = []
+
+    def compact(value: Any) -> str:
+        calls.append(value)
+        return json.dumps(value, separators=(",", ":"))
+
+    sessions = open_database(pg_url)
+    engine = sessions.kw["bind"]
+    rows = _rows(30, 300)[outbox]
+    for i, row in enumerate(rows):
+        row["recipients"] = ["jan@acme.pl"]  # a list of its own per row, equal to the others
+        row["context"] = {"n": i, "to": ["jan@acme.pl"]}
+    set_json_dumps(compact)
+    try:
+        with sessions() as session, session.begin():
+            session.execute(insert(tickets).values(id=1, subject="s", requester="jan@acme.pl", created_at=AT,
+                                                   updated_at=AT))
+            calls.clear()  # the ticket's own JSON columns
+            store.copy_rows(session, outbox, rows)
+    finally:
+        set_json_dumps(json.dumps)
+    assert len(calls) == 1 + 30, calls
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT recipients::text, context::text FROM outbox ORDER BY id")).all()
+    assert stored == [('["jan@acme.pl"]', f'{{"n":{i},"to":["jan@acme.pl"]}}') for i in range(30)]
+    engine.dispose()
+
+
 def _a_duplicate_dedupe_key_is_refused(url: str, write: Any, match: str) -> None:
     """``write`` two outbox rows with one dedupe key: SQLAlchemy's ``IntegrityError``, as its INSERT raises."""
     sessions = open_database(url)

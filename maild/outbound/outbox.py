@@ -204,7 +204,7 @@ _SQLITE_CLAIM = _sqlite_claim(partition=False)
 _SQLITE_CLAIM_PART = _sqlite_claim(partition=True)
 # PostgreSQL: a claim walks ix_outbox_pending_order (0014) in its own order and stops at its LIMIT. In a database
 # without statistics yet (a new one: a backlog's first claims) the planner guesses a handful of pending rows and
-# would rather find them all (through ix_outbox_due until 0016, by a scan now) and sort them (all 10,000 of a
+# would rather find them all (through ix_outbox_due until 0017, by a scan now) and sort them (all 10,000 of a
 # backlog: 4-9 ms a claim), so sorting is ruled out for the claim's transaction alone. The condition is the
 # partial index's own, written out (``queries.PENDING``): a bound 'pending' proves nothing in a generic plan
 _IN_INDEX_ORDER = text("SET LOCAL enable_sort = off")

@@ -122,7 +122,7 @@ def insert_state_once(db: Reader, key: str, value: str, now: datetime) -> None:
 
 
 # the pending rows' own condition, written out: what lets both planners read them through the partial index
-# ix_outbox_pending_order (the only index of the outbox that holds pending-ness since 0016). A question that
+# ix_outbox_pending_order (the only index of the outbox that holds pending-ness since 0017). A question that
 # stops at its first rows asks them in the index's order (created_at, id): the sent rows lie before the pending
 # ones in the table, which a LIMIT over a scan would read first
 PENDING: TextClause = text(OUTBOX_PENDING)

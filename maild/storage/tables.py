@@ -69,7 +69,7 @@ RAW_BY_HASH = "raw_pack IS NULL AND raw_sha256 IS NOT NULL"
 # 200 due rows, which ix_outbox_due (status, next_attempt_at) could not give in (created_at, id) order, so each claim
 # sorted every pending row. A row leaves the index when it is marked sent or failed. Every question about pending
 # mail is asked through it, with this condition written out (a bound 'pending' proves nothing to either planner);
-# 0016 dropped ix_outbox_due, whose entry for each sent row every sent mark wrote.
+# 0017 dropped ix_outbox_due, whose entry for each sent row every sent mark wrote.
 OUTBOX_PENDING = "status = 'pending'"
 
 

@@ -2,7 +2,7 @@
 
 A sent mark changes ``status``, so every index holding ``status`` (or any column the mark writes) takes a
 new entry per mark: on PostgreSQL the mark's new row version goes into every index of the outbox, on SQLite
-the mark rewrites the entry's page. 0016 dropped ``ix_outbox_due`` (status, next_attempt_at), which held the
+the mark rewrites the entry's page. 0017 dropped ``ix_outbox_due`` (status, next_attempt_at), which held the
 sent rows too and which no statement of the cycle read since 0014; the daemon's questions about pending mail
 (is any due, how many wait and since when, are at least N due, the claim) go through
 ``ix_outbox_pending_order``, whose condition they write out (``queries.PENDING``).

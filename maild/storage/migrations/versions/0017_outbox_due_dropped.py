@@ -1,8 +1,8 @@
 """a sent mark writes one index fewer: ix_outbox_due goes, the pending rows' own index finds due mail
 
-Revision ID: 0016
-Revises: 0015
-Create Date: 2026-12-07 02:00:00
+Revision ID: 0017
+Revises: 0016
+Create Date: 2026-12-07 02:40:00
 
 ``ix_outbox_due`` (status, next_attempt_at) held every outbox row, sent ones
 too, so each sent mark, which changes ``status``, wrote a new entry into it
@@ -18,8 +18,8 @@ One sent mark on PostgreSQL: 297,000 -> 282,000 server instructions
 from alembic import op
 
 
-revision = '0016'
-down_revision = '0015'
+revision = '0017'
+down_revision = '0016'
 branch_labels = None
 depends_on = None
 

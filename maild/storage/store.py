@@ -56,7 +56,8 @@ from maild.storage.models import (
     StateRow,
     Ticket,
 )
-from maild.storage.tables import MESSAGE_ID_LOOKUP
+from maild.storage.tables import MESSAGE_ID_LOOKUP, OUTBOX_RATE_KEYED
+
 
 def new_message_id(domain: str, ticket_id: int | None, kind: str) -> str:
     """Our own Message-ID (without <>), unique and recognisable as ours."""
@@ -648,12 +649,14 @@ def _recent_automatic_keys(session: Session, since: datetime) -> Iterator[tuple[
     Read through the time index alone (``ix_outbox_recent_automatic``: created_at,
     automatic, rate_key), so it reads the window's mail and nothing older; there
     is no index by rate key (0009 dropped it: each acknowledgement inserted its
-    random key into a million-row B-tree, a page written per mail at 1M mails).
+    random key into a million-row B-tree, a page written per mail at 1M mails). Only the rows with a rate key
+    are counted, and only they are in the index (0018): its condition is written out, as the planners need it.
     """
     # grouped by an expression of the key, not the key: SQLite would walk a whole key index for its order
     key = OutboxRow.rate_key.concat("")
     rows = session.execute(
-        select(key, func.count()).where(OutboxRow.created_at >= since, OutboxRow.automatic.is_(True)).group_by(key))
+        select(key, func.count()).where(OutboxRow.created_at >= since, OutboxRow.automatic.is_(True),
+                                        text(OUTBOX_RATE_KEYED)).group_by(key))
     for rate, count in rows:
         yield (str(rate) if rate else ""), int(count)
 

@@ -71,6 +71,10 @@ RAW_BY_HASH = "raw_pack IS NULL AND raw_sha256 IS NOT NULL"
 # mail is asked through it, with this condition written out (a bound 'pending' proves nothing to either planner);
 # 0017 dropped ix_outbox_due, whose entry for each sent row every sent mark wrote.
 OUTBOX_PENDING = "status = 'pending'"
+# The rows the acknowledgement limits count (ix_outbox_recent_automatic, 0018): a notification, an escalation, a
+# digest have no rate key and are no limit's business, so they stay out of the index, and on PostgreSQL their sent
+# mark writes one index entry fewer (a mark's new row version goes into every index whose condition it meets).
+OUTBOX_RATE_KEYED = "rate_key IS NOT NULL"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -304,7 +308,7 @@ outbox = Table(
     _at("sent_at", nullable=True),
     # the last hour's automatic mail per sender and per domain, from the index alone (migration 0007; the
     # rate limits). 0009 dropped ix_outbox_rate (rate_key, created_at): a random key per mail at 1M mails
-    Index("ix_outbox_recent_automatic", "created_at", "automatic", "rate_key"),
+    Index("ix_outbox_recent_automatic", "created_at", "automatic", "rate_key", sqlite_where=text(OUTBOX_RATE_KEYED)),
     # the claim's order among the pending rows (0014); PostgreSQL's condition is added by ``for_postgresql``
     Index("ix_outbox_pending_order", "created_at", "id", sqlite_where=text(OUTBOX_PENDING)),
 )
@@ -416,3 +420,5 @@ def for_postgresql() -> None:
     for index in outbox.indexes:
         if index.name == "ix_outbox_pending_order":
             index.dialect_options["postgresql"]["where"] = text(OUTBOX_PENDING)
+        elif index.name == "ix_outbox_recent_automatic":
+            index.dialect_options["postgresql"]["where"] = text(OUTBOX_RATE_KEYED)

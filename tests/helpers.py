@@ -209,6 +209,29 @@ def consultant_to(config_path: Path, email: str = "anna@firma.pl") -> str:
 _deliveries = 0
 
 
+# Anna's replies to SUP-1 (Jan's question) and SUP-2 (Ola's outage): commands alone, commands above a signature,
+# an answer under commands (Message-ID: (subject, body)).
+ANNAS_REPLIES = {
+    "<k1@firma.pl>": ("Re: [SUP-1] Pytanie o licencję", "#take\n#time 1h30m\n"),
+    "<k2@firma.pl>": ("Re: [SUP-1] Pytanie o licencję", "#time 15m consultation\n\n-- \nAnna Nowak\nFirma\n"),
+    "<k3@firma.pl>": ("Re: [SUP-2] Awaria wydruku", "#time 30m\n\nDzień dobry,\nproszę zainstalować poprawkę.\n"),
+}
+
+
+def two_tickets_answered_by_anna(env: dict[str, Any], run: Any, replies: dict[str, tuple[str, str]]) -> None:
+    """Jan's and Ola's mails become SUP-1 and SUP-2 (one ``run``), then each of ``replies`` arrives from Anna's
+    address to her personal support address and is taken in by a ``run`` of its own."""
+    env["box"].add(make_mail(subject="Pytanie o licencję", msgid="<q1@acme.pl>"))
+    env["box"].add(make_mail(subject="Awaria wydruku", msgid="<q2@acme.pl>", sender="Ola <ola@acme.pl>"))
+    run(env)
+    env["sink"].wait_for(2)  # the two acknowledgements
+    personal = consultant_to(env["path"])
+    for msgid, (subject, body) in replies.items():
+        env["box"].add(make_mail(to=personal, sender="Anna Nowak <anna@firma.pl>", subject=subject, msgid=msgid,
+                                 body=body))
+        run(env)
+
+
 def deliver(maildir: Path, raw: bytes, at: datetime) -> Path:
     """Deliver into a Maildir as an MDA would, with the delivery time ``at`` in the unique name."""
     global _deliveries

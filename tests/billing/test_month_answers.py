@@ -15,29 +15,15 @@ from maild.billing.month import load_activity
 from maild.config import load_config
 from maild.desk.context import business_calendar
 from maild.storage.db import open_database
-from tests.helpers import consultant_to, make_mail
+from tests.helpers import ANNAS_REPLIES, two_tickets_answered_by_anna
 from tests.intake.test_ingest import env, run  # noqa: F401 - the daemon's env on SQLite and PostgreSQL
 
 UTC = timezone.utc
 
 
 def test_the_report_counts_only_answers_that_told_the_customer_something(env: dict[str, Any]) -> None:  # noqa: F811
-    sink = env["sink"]
-    env["box"].add(make_mail(subject="Pytanie o licencję", msgid="<q1@acme.pl>"))
-    env["box"].add(make_mail(subject="Awaria wydruku", msgid="<q2@acme.pl>", sender="Ola <ola@acme.pl>"))
-    run(env)
-    sink.wait_for(2)
-    personal = consultant_to(env["path"])
-    replies = {
-        "<k1@firma.pl>": ("Re: [SUP-1] Pytanie o licencję", "#take\n#time 1h30m\n"),
-        "<k2@firma.pl>": ("Re: [SUP-1] Pytanie o licencję", "#time 15m consultation\n\n-- \nAnna Nowak\nFirma\n"),
-        "<k3@firma.pl>": ("Re: [SUP-2] Awaria wydruku", "#time 30m\n\nDzień dobry,\nproszę zainstalować poprawkę.\n"),
-        "<k4@firma.pl>": ("Re: [SUP-2] Awaria wydruku", "#internal\nKlient dzwonił.\n"),
-    }
-    for msgid, (subject, body) in replies.items():
-        env["box"].add(make_mail(to=personal, sender="Anna Nowak <anna@firma.pl>", subject=subject, msgid=msgid,
-                                 body=body))
-        run(env)
+    two_tickets_answered_by_anna(env, run, {
+        **ANNAS_REPLIES, "<k4@firma.pl>": ("Re: [SUP-2] Awaria wydruku", "#internal\nKlient dzwonił.\n")})
     cfg = load_config(env["path"])
     now = datetime.now(UTC)
     month = now.astimezone(ZoneInfo(cfg.calendar.timezone)).strftime("%Y-%m")

@@ -13,24 +13,12 @@ from sqlalchemy import func, select
 from maild.config import load_config
 from maild.storage.db import open_database
 from maild.storage.models import Intake, LedgerRow, OutboxRow, Ticket
-from tests.helpers import consultant_to, make_mail
+from tests.helpers import ANNAS_REPLIES, two_tickets_answered_by_anna
 from tests.intake.test_ingest import env, run  # noqa: F401 - the daemon's env on SQLite and PostgreSQL
 
 
 def test_a_reply_of_commands_only_is_applied_and_not_relayed(env: dict[str, Any]) -> None:  # noqa: F811
-    env["box"].add(make_mail(subject="Pytanie o licencję", msgid="<q1@acme.pl>"))
-    env["box"].add(make_mail(subject="Awaria wydruku", msgid="<q2@acme.pl>", sender="Ola <ola@acme.pl>"))
-    run(env)
-    personal = consultant_to(env["path"])
-    replies = {
-        "<k1@firma.pl>": ("Re: [SUP-1] Pytanie o licencję", "#take\n#time 1h30m\n"),
-        "<k2@firma.pl>": ("Re: [SUP-1] Pytanie o licencję", "#time 15m consultation\n\n-- \nAnna Nowak\nFirma\n"),
-        "<k3@firma.pl>": ("Re: [SUP-2] Awaria wydruku", "#time 30m\n\nDzień dobry,\nproszę zainstalować poprawkę.\n"),
-    }
-    for msgid, (subject, body) in replies.items():
-        env["box"].add(make_mail(to=personal, sender="Anna Nowak <anna@firma.pl>", subject=subject, msgid=msgid,
-                                 body=body))
-        run(env)
+    two_tickets_answered_by_anna(env, run, ANNAS_REPLIES)
     cfg = load_config(env["path"])
     sessions = open_database(cfg.database_url)
     try:

@@ -14,23 +14,18 @@ def cmd_db_upgrade(cfg: Config, args: argparse.Namespace) -> int:
     """Says which revisions it went through, so an operator upgrading maild sees that the migration ran (and
     that a second run did nothing). At the head already, the one-row revision read answers: Alembic (0.09 s of
     imports) is not loaded."""
-    from sqlalchemy.exc import OperationalError
+    from maild.storage.db import SCHEMA_HEAD, make_engine, migrate_to_head, safe_url
 
-    from maild.storage.db import DatabaseError, make_engine, migration_state, open_engine, safe_url
-
-    where = safe_url(cfg.database_url)
-    probe = make_engine(cfg.database_url)
+    engine = make_engine(cfg.database_url)
     try:
-        before, head = migration_state(probe)
-    except OperationalError as exc:
-        raise DatabaseError(f"database {where}: {exc.orig}") from None
+        before = migrate_to_head(engine, cfg.database_url)
     finally:
-        probe.dispose()
-    open_engine(cfg.database_url).dispose()
-    if before == head:
-        print(f"database {where} is at the latest schema ({head}); nothing to do")
+        engine.dispose()
+    where = safe_url(cfg.database_url)
+    if before == SCHEMA_HEAD:
+        print(f"database {where} is at the latest schema ({SCHEMA_HEAD}); nothing to do")
     else:
-        print(f"database {where} migrated {before or 'empty'} -> {head}: it is at the latest schema")
+        print(f"database {where} migrated {before or 'empty'} -> {SCHEMA_HEAD}: it is at the latest schema")
     return 0
 
 

@@ -156,15 +156,22 @@ def open_engine(url: str, migrate: bool = True, background_checkpoints: bool = F
     connections): no ORM is imported on the way.
     """
     engine = make_engine(url, background_checkpoints)
+    if migrate:
+        migrate_to_head(engine, url)
+    return engine
+
+
+def migrate_to_head(engine: Engine, url: str) -> str | None:
+    """Bring the schema to the head; returns the revision it found (None: an empty database), which
+    ``maild db upgrade`` reports."""
     try:
-        if migrate:
-            current, head = migration_state(engine)
-            if current != head:
-                log.info("database %s: migrating %s -> %s", safe_url(url), current or "empty", head)
-                upgrade(engine)
+        current, head = migration_state(engine)
+        if current != head:
+            log.info("database %s: migrating %s -> %s", safe_url(url), current or "empty", head)
+            upgrade(engine)
     except OperationalError as exc:
         raise DatabaseError(f"database {safe_url(url)}: {exc.orig}") from None
-    return engine
+    return current
 
 
 def sessions_for(engine: Engine, take_the_write_lock: bool = False) -> sessionmaker[Session]:

@@ -59,7 +59,7 @@ def plural(n: int, noun: str, language: str = "pl") -> str:
         raise ValueError(f"no plural forms for {noun!r}; known: {', '.join(sorted(_NOUNS))}") from None
     if reader_language(language) == "pl":
         return f"{n} {polish[polish_plural_form(n)]}"
-    return f"{n:,} {english[0] if abs(n) == 1 else english[1]}"
+    return f"{format_number(n, language)} {english[0] if abs(n) == 1 else english[1]}"
 
 
 def format_date(day: date | str, language: str = "pl") -> str:

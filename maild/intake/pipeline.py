@@ -899,7 +899,7 @@ class Ingestor:
         internal = any(c.internal for c in parsed.commands)
         # commands only (or commands and a signature), no file: the desk's business, nothing for the customer:
         # not relayed (it was, as an empty mail with a signature), no first answer, the status as the commands leave it
-        silent = not internal and not says_something(parsed.body) and not any(not a.inline for a in msg.attachments)
+        silent = not internal and not says_something(parsed.body) and all(a.inline for a in msg.attachments)
         direct = not any(map(self._is_support, msg.to)) and any(map(self._is_support, msg.cc))
         row = self._message_row(ticket.id, msg, mail, screening, "consultant", parsed.body, quoted, internal=internal)
         at = mail.arrived_at

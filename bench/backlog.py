@@ -138,7 +138,8 @@ def one_run(i: int, args: argparse.Namespace, base: Path, dovecot: Any, sink: Co
                  'holidays_country = ""\n') if args.every_day else ""
     config = write_config(work, imap_port=dovecot.port, user=user, password=password, smtp_port=sink.port,
                           database_url=db_url,
-                          extra=every_day + ("[daemon]\nsend_while_reading = false\n" if turns else ""))
+                          extra=every_day + ("[daemon]\nsend_while_reading = false\n" if turns else "")
+                          + ("[notifications]\nenabled = false\n" if args.acks_only else ""))
     if args.migrated or args.restarted:
         # as the peer's harness copies a database migrated beforehand into each run: not timed;
         # --restarted: the daemon ran before the mail piled up (a cycle on the empty mailbox synced the
@@ -303,6 +304,9 @@ def main() -> int:
                              "as a restart after an outage finds them")
     parser.add_argument("--every-day", action="store_true",
                         help="every day a working day: the consultant is present, so notifications are measured")
+    parser.add_argument("--acks-only", action="store_true",
+                        help="no consultant notifications ([notifications] enabled = false): only the "
+                             "acknowledgements go out, the peer's workload (it files them and notifies nobody)")
     parser.add_argument("--sink", choices=("aiosmtpd", "postfix"), default="aiosmtpd",
                         help="the relay: aiosmtpd in this process's thread (default), or Postfix's smtp-sink, "
                              "a C test server (apt-get install postfix), whose CPU per mail is a fraction of it")

@@ -154,3 +154,17 @@ def month_arg(text: str, tz: ZoneInfo) -> str:
         raise Failure(f"month {text} is more than {MONTHS_AHEAD} months ahead; give a month up to "
                       f"{latest // 12:04d}-{latest % 12 + 1:02d}", 2)
     return text
+
+
+def ended_month(month: str, tz: ZoneInfo, command: str) -> None:
+    """``--send`` of ``month`` (a valid ``month_arg``): Failure (exit 2) while the month runs.
+
+    A month is mailed once (the dedupe key): one sent before its end would be the month's
+    mail for good, the days after the sending never in it."""
+    from maild.billing import reports
+
+    _, end = reports.month_bounds(month, tz)
+    if clock() < end:
+        first = end.astimezone(tz).date().isoformat()
+        raise Failure(f"{command} --send: {month} has not ended yet; it is mailed once, so send it "
+                      f"from {first} on (without --send: the figures so far)", 2)

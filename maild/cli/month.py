@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from maild.cli import common
 from maild.cli.common import Failure
-from maild.cli.common import Commands, customers_of, month_arg, tz_of
+from maild.cli.common import Commands, customers_of, ended_month, month_arg, tz_of
 from maild.cli.output import iso, print_json
 from maild.rules.kinds import rules_of
 
@@ -172,6 +172,8 @@ def cmd_report_month(cfg: Config, engine: Engine, args: argparse.Namespace) -> i
                       "[[consultants]] in " + str(cfg.path), 1)
     if args.month is not None:
         months = [month_arg(args.month, tz)]
+        if args.send:
+            ended_month(months[0], tz, "report month")
     else:
         with engine.connect() as conn:
             months = catch_up_months(conn, cfg, now)

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from maild.cli import common
-from maild.cli.common import Commands, customers_of, hm, iso_date, money, month_arg, tz_of
+from maild.cli.common import Commands, customers_of, ended_month, hm, iso_date, money, month_arg, tz_of
 from maild.cli.output import print_csv, print_json, print_table
 from maild.cli.progress import Progress
 from maild.rules.kinds import rules_of
@@ -208,6 +208,8 @@ def cmd_report_hours(cfg: Config, engine: Engine, args: argparse.Namespace) -> i
 
     tz = tz_of(cfg)
     month = month_arg(args.month, tz)
+    if getattr(args, "send", False):
+        ended_month(month, tz, "report hours")
     customers = customers_of(cfg)
     # one transaction that commits: the balance snapshots the report had to compute are kept for the next
     with engine.begin() as conn, Progress(f"hours {month}", "customers") as progress:

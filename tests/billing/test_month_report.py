@@ -294,6 +294,16 @@ def test_statement_is_multipart_alternative_with_inline_charts(month: Month) -> 
         assert mail["Auto-Submitted"] == "auto-generated"
 
 
+def test_a_month_not_ended_is_not_sent_to_the_managers(month: Month) -> None:
+    """``--send`` mails a month once: December sent on 2 December was December's report for good, and
+    the catch-up, which starts after the last month sent, never sent the whole month."""
+    code, out, err = month.run("report", "month", "--month", "2026-12", "--send")
+    assert (code, out) == (2, "")
+    assert "2026-12 has not ended" in err and "from 2027-01-01" in err, err
+    code, out, _ = month.run("report", "month", "--send", now=datetime(2027, 1, 4, 9, 0, tzinfo=UTC))
+    assert code == 0 and out.count("report 2026-12 for") == 2, out
+
+
 def test_month_report_goes_to_each_manager_once_and_catches_up(month: Month) -> None:
     code, out, _ = month.run("report", "month", "--send")  # no --month: the month that ended
     assert code == 0

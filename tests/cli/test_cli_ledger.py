@@ -23,6 +23,7 @@ from maild.outbound.render import Renderer
 
 UTC = timezone.utc
 NOW = datetime(2026, 1, 20, 10, 0, tzinfo=UTC)
+FEBRUARY = datetime(2026, 2, 2, 8, 0, tzinfo=UTC)  # January has ended: its statements may go
 
 CUSTOMERS = """
 [[customers]]
@@ -405,7 +406,7 @@ def test_report_bad_month_exits_2(env: Env, month: str) -> None:
 def test_send_queues_each_statement_once(env: Env) -> None:
     book_month(env)
     env.run("time", "add", "SUP-2", "1h", "--by", "ewa@firma.pl")
-    code, out, _ = env.run("report", "hours", "--month", "2026-01", "--send")
+    code, out, _ = env.run("report", "hours", "--month", "2026-01", "--send", now=FEBRUARY)
     assert code == 0
     assert "statement 2026-01 for acme queued" in out and "statement 2026-01 for nowak queued" in out
     with env.sessions() as session:
@@ -414,7 +415,7 @@ def test_send_queues_each_statement_once(env: Env) -> None:
         ("statement:2026-01:acme", ("faktury@acme.pl",), "pl", "statement", True),
         ("statement:2026-01:nowak", ("anna@nowak-biuro.pl",), "en", "statement", True),
     }, "globex has no billing address"
-    code, out, _ = env.run("report", "hours", "--month", "2026-01", "--send")
+    code, out, _ = env.run("report", "hours", "--month", "2026-01", "--send", now=FEBRUARY)
     assert code == 0 and "already queued; not sent again" in out and " queued\n" not in out
     with env.sessions() as session:
         assert len(list(session.scalars(select(OutboxRow).where(OutboxRow.kind == "statement")))) == 2
@@ -431,6 +432,22 @@ def test_send_queues_each_statement_once(env: Env) -> None:
     nowak = next(r for r in rows if r.dedupe_key.endswith("nowak"))
     subject, body = renderer.render("statement", "en", {k: v for k, v in nowak.context.items() if k != "_headers"})
     assert "Biuro Nowak" in subject and "Balance at the end:         3 h" in body
+
+
+def test_a_month_not_ended_is_not_sent(env: Env) -> None:
+    """A statement goes to each customer once per month: one sent on 20 January for January (an
+    operator trying ``--send`` out) was the customer's January statement for good, its last eleven
+    days never billed. The figures so far print without ``--send``; the month is sent once it ended."""
+    book_month(env)
+    code, out, err = env.run("report", "hours", "--month", "2026-01", "--send")
+    assert (code, out) == (2, "")
+    assert "2026-01 has not ended" in err and "from 2026-02-01" in err, err
+    with env.sessions() as session:
+        assert list(session.scalars(select(OutboxRow).where(OutboxRow.kind == "statement"))) == []
+    assert env.run("report", "hours", "--month", "2026-01")[0] == 0
+    code, out, _ = env.run("report", "hours", "--month", "2026-01", "--send",
+                           now=datetime(2026, 1, 31, 23, 0, tzinfo=UTC))  # 1 February 00:00 in Warsaw
+    assert code == 0 and "statement 2026-01 for acme queued" in out
 
 
 # ------------------------------------------------------------------ report sla

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from maild.storage.blobs import BlobStore
 from maild.config import Config, secret_warnings
-from maild.rules.customers import Customer, load_customers
+from maild.rules.customers import Customer, load_customers, removals_refused
 from maild.rules.kinds import KINDS, rules_of
 from maild.rules.wording import format_money
 from maild.storage.db import make_engine, migration_state, safe_url
@@ -213,7 +213,7 @@ def not_overridden(renderer: Renderer) -> str | None:
 def run_checks(cfg: Config) -> int:
     ok = _line(True, "config", str(cfg.path))
     ok &= _attempt("calendar", lambda: _calendar(cfg))
-    ok &= _attempt("customers", lambda: f"{len(load_customers(cfg.customers_file, cfg.packages))} customers in {cfg.customers_file}")
+    ok &= _attempt("customers", lambda: _customers(cfg))
     ok &= _attempt("storage", lambda: _storage(cfg))
     ok &= _attempt("database", lambda: _database(cfg))
     ok &= _attempt("templates", lambda: check_templates(compiled_renderer(cfg), cfg.storage_path))
@@ -238,7 +238,22 @@ def run_checks(cfg: Config) -> int:
         customers = ()
     for warning in rate_warnings(customers, cfg.billing.occasional_hourly_rate_cents):
         _line(None, "rates", warning)
+    if cfg.billing.occasional_hourly_rate_cents is None:
+        _line(None, "billing", "[billing] occasional_hourly_rate is not set: hours booked on unknown senders' "
+              "tickets, and those no contract or customer's occasional_hourly_rate prices, are listed on the "
+              "statements and reports at no price; set it to bill them")
+    for warning in preference_warnings(customers, cfg):
+        _line(None, "assignment", warning)
     return 0 if ok else 1
+
+
+def preference_warnings(customers: Sequence[Customer], cfg: Config) -> list[str]:
+    """Customers whose preferred ``consultant`` can never get their tickets: assignment passes over
+    an address that is not a [[consultants]] entry of role "consultant" (managers are never assigned)."""
+    assignable = {c.email.lower() for c in cfg.consultants if c.role == "consultant"}
+    return [f"customer {c.id}: consultant = {c.consultant!r} in {cfg.customers_file} is not a [[consultants]] "
+            f"entry with role \"consultant\" in {cfg.path}; their tickets are assigned by [assignment] mode"
+            for c in customers if c.consultant and c.consultant.lower() not in assignable]
 
 
 def rate_warnings(customers: Sequence[Customer], default_rate_cents: int | None) -> list[str]:
@@ -279,6 +294,43 @@ def _calendar(cfg: Config) -> str:
                 + (f"-{settings.holidays_subdiv}" if settings.holidays_subdiv else "")
                 if settings.holidays_country else "no public holidays")
     return f"{settings.timezone}, {settings.opens:%H:%M}-{settings.closes:%H:%M}, {holidays}"
+
+
+def _customers(cfg: Config) -> str:
+    """The file as the daemon's start reads it: loaded, and held against the customers the database
+    has (``removals_refused``), so a file the start would refuse fails here too."""
+    customers = load_customers(cfg.customers_file, cfg.packages)
+    refused = removals_refused(_active_customers(cfg), customers, cfg.customers_max_removed_percent,
+                               str(cfg.customers_file))
+    if refused is not None:
+        raise refused
+    return f"{len(customers)} customers in {cfg.customers_file}"
+
+
+def _active_customers(cfg: Config) -> set[str]:
+    """The active customers in the database; none when it does not exist yet, is not migrated or cannot
+    be reached (the database line says which)."""
+    from sqlalchemy import inspect, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from maild.storage import tables
+
+    url = make_url(cfg.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        return set()
+    try:
+        engine = make_engine(cfg.database_url)
+    except MaildError:
+        return set()
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table(tables.customers.name):
+                return set()
+            return set(conn.scalars(select(tables.customers.c.id).where(tables.customers.c.active.is_(True))))
+    except SQLAlchemyError:
+        return set()
+    finally:
+        engine.dispose()
 
 
 def _storage(cfg: Config) -> str:

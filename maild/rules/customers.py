@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,22 @@ def load_customers(path: Path, packages: PackageSettings = PackageSettings()) ->
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "", f"not valid TOML: {exc}") from exc
     return parse_customers(data, source, packages)
+
+
+def removals_refused(active: Collection[str], customers: Sequence[Customer], max_removed_percent: int,
+                     source: str) -> ConfigError | None:
+    """The refusal of a customers file that would deactivate more than ``max_removed_percent`` of the
+    ``active`` customers in the database, or None: an empty or truncated file once marked every
+    contract removed. One rule for the sync (``store.sync_customers``) and ``maild check``, which must
+    not call a file fine that the daemon's start refuses."""
+    gone = set(active) - {c.id for c in customers}
+    if not active or len(gone) * 100 <= max_removed_percent * len(active):
+        return None
+    return ConfigError(source, "", (
+        f"would remove {len(gone)} of the {len(active)} customers in the database (more than "
+        f"{max_removed_percent} %, customers_max_removed_percent), e.g. {', '.join(sorted(gone)[:5])}; "
+        "refused, the previous customers are kept. A truncated file? If the removals are "
+        "meant: maild contracts sync --allow-removals"))
 
 
 def parse_customers(

@@ -15,9 +15,8 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, and_, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from maild.errors import ConfigError
 from maild.storage.blobs import BlobMissing, BlobStore, PackedBlob, row_place
-from maild.rules.customers import Customer
+from maild.rules.customers import Customer, removals_refused
 from maild.rules.kinds import contract_terms
 # the reads without the ORM live in queries; re-exported for the callers that know them here
 from maild.storage.queries import (
@@ -750,13 +749,9 @@ def sync_customers(session: Session, customers: Sequence[Customer], now: datetim
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CUSTOMER_SYNC_LOCK_KEY})
     if max_removed_percent is not None:
         active = set(session.scalars(select(CustomerRow.id).where(CustomerRow.active.is_(True))))
-        gone = active - {c.id for c in customers}
-        if active and len(gone) * 100 > max_removed_percent * len(active):
-            raise ConfigError(source, "", (
-                f"would remove {len(gone)} of the {len(active)} customers in the database (more than "
-                f"{max_removed_percent} %, customers_max_removed_percent), e.g. {', '.join(sorted(gone)[:5])}; "
-                "refused, the previous customers are kept. A truncated file? If the removals are "
-                "meant: maild contracts sync --allow-removals"))
+        refused = removals_refused(active, customers, max_removed_percent, source)
+        if refused is not None:
+            raise refused
     seen_customers: set[str] = set()
     seen_contracts: set[str] = set()
     # every row read in two queries, not two per customer (each start of the daemon syncs)

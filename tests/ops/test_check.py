@@ -16,7 +16,7 @@ from maild.config import Config
 from maild.desk.commands import help_lines
 from maild.ops.check import sample_context
 from maild.outbound.render import Renderer
-from tests.helpers import write_config
+from tests.helpers import CUSTOMERS, maildir_source, write_config
 from tests.servers.common import free_port
 from tests.e2e.test_daemon import imap_table
 
@@ -202,3 +202,37 @@ def test_check_renders_with_the_values_the_daemon_words_for_its_reader(language:
             assert all(f"  {help}" in body.splitlines() for help in help_lines(language)), body
         if name.startswith("notify_"):
             assert ", ".join(help_lines(language)) in body, body
+
+
+def test_a_customers_file_the_start_would_refuse_fails_the_check(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``maild run`` refuses a file that drops more than ``customers_max_removed_percent`` of the
+    database's customers (exit 2, and systemd restarts it into the same refusal): check said
+    "ok customers: 0 customers" for an emptied file and exit 0, the upgrade path's green light."""
+    (tmp_path / "Maildir").mkdir()
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=free_port(), migrated=True)
+    assert main(["--config", str(config), "contracts", "sync"]) == 0
+    capsys.readouterr()
+    (tmp_path / "customers.toml").write_text("", encoding="utf-8")
+    code, lines = check(config, capsys)
+    assert code == 1
+    assert lines["customers"].startswith("FAIL") and "would remove 3 of the 3 customers" in lines["customers"]
+    assert "--allow-removals" in lines["customers"], lines["customers"]
+
+
+def test_what_the_files_leave_unpriced_or_unassigned_is_warned_about(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The example config promises "Unset: such hours are listed but priced at nothing, and `maild
+    check` warns", and a customer's ``consultant`` who is not one of the [[consultants]] is passed
+    over without a word: check said nothing of either."""
+    (tmp_path / "Maildir").mkdir()
+    customers = CUSTOMERS.replace('id = "acme"\n', 'id = "acme"\nconsultant = "ania@firma.pl"\n', 1)
+    config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=free_port(), customers=customers)
+    _, lines = check(config, capsys)
+    assert lines["billing"].startswith("warn") and "[billing] occasional_hourly_rate" in lines["billing"]
+    assert lines["assignment"].startswith("warn") and "ania@firma.pl" in lines["assignment"], lines
+    write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=free_port(),
+                 customers=CUSTOMERS.replace('id = "acme"\n', 'id = "acme"\nconsultant = "anna@firma.pl"\n', 1),
+                 extra="[billing]\noccasional_hourly_rate = 300\n")
+    _, lines = check(config, capsys)
+    assert "billing" not in lines and "assignment" not in lines, lines

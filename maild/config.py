@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
@@ -327,12 +328,18 @@ class _Section:
         if key.endswith("_file"):
             path = _resolve_path(raw, base_dir)
             try:
-                return path.read_text(encoding="utf-8").rstrip("\r\n")
+                secret = path.read_text(encoding="utf-8").rstrip("\r\n")
             except OSError as exc:
                 raise self.error(key, f"cannot read {path}: {exc.strerror}") from None
+            if not secret:  # as ``maild setup`` leaves it
+                raise self.error(key, f"{path} is empty: write the password into it "
+                                      f"(printf '%s' 'the password' > {path}; chmod 0600 {path})")
+            return secret
         if key.endswith("_env"):
             if raw not in os.environ:
                 raise self.error(key, f"environment variable {raw} is not set")
+            if not os.environ[raw]:
+                raise self.error(key, f"environment variable {raw} is empty")
             return os.environ[raw]
         return raw
 
@@ -521,7 +528,30 @@ def _database_url(top: _Section, file: str, storage_path: Path) -> str:
     database = _Section(file, "database", top.get("database", dict, {}))
     url = database.text("url", "") or f"sqlite:///{storage_path / 'maild.db'}"
     database.done()
+    _usable_database(database, url)
     return url
+
+
+def _usable_database(database: _Section, url: str) -> None:
+    """SQLite, or PostgreSQL through psycopg (3), whose COPY and prepared marks maild uses: another
+    URL, or a PostgreSQL one without the driver installed, ended each command in a traceback."""
+    scheme = url.partition("://")[0] if "://" in url else ""
+    backend, _, driver = scheme.partition("+")
+    if backend == "sqlite":
+        return
+    if backend != "postgresql":
+        raise database.error("url", "maild keeps its data in SQLite (leave url empty, or "
+                                    "\"sqlite:////var/lib/maild/maild.db\") or PostgreSQL "
+                                    f"(\"postgresql+psycopg://maild@localhost/maild\"), not {scheme or url!r}")
+    if driver != "psycopg":
+        raise database.error("url", f"PostgreSQL through the psycopg driver: write {'postgresql+psycopg://'!r} "
+                                    f"instead of {scheme + '://'!r}")
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None:
+        raise database.error("url", "PostgreSQL needs the psycopg driver, which is not installed: "
+                                    f"{sys.prefix}/bin/pip install 'maild[postgres]' (with the extras you "
+                                    "installed, e.g. 'maild[metrics,postgres]')")
 
 
 def _source(data: dict[str, Any], top: _Section, file: str, base: Path) -> ImapSettings | MaildirSettings:

@@ -245,3 +245,42 @@ email = "ola@firma.pl"
 def test_bad_assignment_mode(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="assignment.mode"):
         _cfg_with(tmp_path, '[assignment]\nmode = "random"\n')
+
+
+def test_an_empty_password_file_says_to_write_the_password(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """``maild setup`` writes the password files empty; one left so read as the password "", and the
+    operator's first ``maild check`` said only "[AUTHENTICATIONFAILED] Authentication failed"."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    (tmp_path / "credentials").mkdir()
+    (tmp_path / "credentials" / "imap-password").write_text("")
+    imap = BASE.replace('[maildir]\npath = "Maildir"\n',
+                        '[imap]\nhost = "h"\nusername = "u"\npassword_file = "$CREDENTIALS_DIRECTORY/imap-password"\n')
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, imap)
+    assert info.value.key == "imap.password_file"
+    assert "is empty" in info.value.reason and "printf" in info.value.reason, info.value.reason
+    monkeypatch.setenv("MAILD_PW", "")
+    with pytest.raises(ConfigError, match="MAILD_PW is empty"):
+        load(tmp_path, imap.replace('password_file = "$CREDENTIALS_DIRECTORY/imap-password"', 'password_env = "MAILD_PW"'))
+
+
+def test_a_database_url_maild_cannot_use_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mysql://``, or PostgreSQL without the psycopg driver (``pip install 'maild[metrics]'``, the README's
+    install line, leaves it out), ended every command in a traceback ending "No module named 'psycopg'"."""
+    import importlib.util
+
+    def with_url(url: str) -> str:
+        return BASE + f'[database]\nurl = "{url}"\n'
+
+    for url, said in (("mysql://maild@db/maild", "SQLite"), ("postgresql://maild@db/maild", "postgresql+psycopg://"),
+                      ("not a url", "SQLite")):
+        with pytest.raises(ConfigError) as info:
+            load(tmp_path, with_url(url))
+        assert info.value.key == "database.url" and said in info.value.reason, info.value.reason
+    assert load(tmp_path, with_url("postgresql+psycopg://maild@db/maild")).database_url.endswith("@db/maild")  # type: ignore[attr-defined]
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else found(name, *a))
+    with pytest.raises(ConfigError) as missing:
+        load(tmp_path, with_url("postgresql+psycopg://maild@db/maild"))
+    assert "maild[postgres]" in missing.value.reason, missing.value.reason

@@ -71,6 +71,9 @@ class Commands:
         parser: argparse.ArgumentParser = (group.add_parser(name, help=help) if help is not None
                                            else group.add_parser(name))
         parser.set_defaults(handler=handler, needs=needs)
+        # the group's commands name it in the usage and in "the following arguments are required: ..."
+        # (else argparse names the attribute it keeps the choice in, "sub")
+        group.metavar = "{" + ",".join(group.choices) + "}"
         return parser
 
 

@@ -60,3 +60,17 @@ def test_every_command_group_module_is_in_the_parser() -> None:
     found = leaves(build_parser())
     assert len(found) > 20
     assert all(callable(p.get_default("handler")) and p.get_default("needs") for p in found)
+
+
+def test_a_group_without_its_command_names_the_commands(capsys: object) -> None:
+    """``maild tickets`` said "the following arguments are required: sub", the parser's own name."""
+    import pytest
+
+    from maild.cli.main import main
+
+    for group, commands in (("tickets", "{list,show,open}"), ("report", "{hours,sla,month}"), ("db", "{upgrade}")):
+        with pytest.raises(SystemExit) as exit_:
+            main([group])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err  # type: ignore[attr-defined]
+        assert err.endswith(f"maild {group}: error: the following arguments are required: {commands}\n"), err

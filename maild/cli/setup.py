@@ -41,6 +41,6 @@ def run(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}")
     print("\nnext:")
-    for step in next_steps(root, maild_bin, args.maildir):
+    for step in next_steps(root, maild_bin, args.maildir, result):
         print(f"  {step}")
     return 0

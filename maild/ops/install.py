@@ -182,21 +182,37 @@ def run_setup(root: Path, maildir: str | None = None, maild_bin: Path | None = N
     return result
 
 
-def next_steps(root: Path, maild_bin: Path, maildir: str | None) -> list[str]:
+def next_steps(root: Path, maild_bin: Path, maildir: str | None, result: SetupResult | None = None) -> list[str]:
+    """What is left to do after ``run_setup`` (its ``result``): the files it wrote to edit, the password
+    files still empty, the check, and starting the service (restarting it when the unit was there:
+    ``maild setup`` is a step of an upgrade, which must not have a working password overwritten)."""
     etc = root / "etc" / "maild"
     cfg = etc / "maild.toml"
+    credentials = etc / CREDENTIALS_FALLBACK
+    written = set(result.written) if result is not None else {cfg, etc / "customers.toml"}
     source = "[maildir] path" if maildir else "[imap] host, username"
-    steps = [
-        f"edit {cfg}: {source}; [smtp] host, from_address; [support] address; [[consultants]]",
-        f"edit {etc / 'customers.toml'}: your customers and their contracts",
-    ]
-    if maildir is None:
-        steps.append(f"printf '%s' 'the IMAP password' > {etc / CREDENTIALS_FALLBACK / 'imap-password'}")
+    steps = []
+    if cfg in written:
+        steps.append(f"edit {cfg}: {source}; [smtp] host, from_address; [support] address; [[consultants]]")
+    if etc / "customers.toml" in written:
+        steps.append(f"edit {etc / 'customers.toml'}: your customers and their contracts")
+    if maildir is None and _empty(credentials / "imap-password"):
+        steps.append(f"printf '%s' 'the IMAP password' > {credentials / 'imap-password'}")
+    if _empty(credentials / "smtp-password"):
+        steps.append(f"printf '%s' 'the SMTP password' > {credentials / 'smtp-password'}"
+                     "   # when [smtp] username is set")
+    unit = root / "etc" / "systemd" / "system" / "maild.service"
     steps += [
-        f"printf '%s' 'the SMTP password' > {etc / CREDENTIALS_FALLBACK / 'smtp-password'}"
-        "   # when [smtp] username is set",
         f"{maild_bin} --config {cfg} check",
-        "systemctl daemon-reload && systemctl enable --now maild",
+        "systemctl daemon-reload && systemctl "
+        + ("enable --now maild" if result is None or unit in written else "restart maild"),
         "systemctl status maild",
     ]
     return steps
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return True

@@ -16,7 +16,7 @@ import pytest
 
 from maild.config import load_config
 from maild.rules.customers import load_customers
-from maild.ops.install import EXAMPLES, SetupError, example, maildir_config, run_setup
+from maild.ops.install import EXAMPLES, SetupError, example, maildir_config, next_steps, run_setup
 from maild.intake.mailbox import ImapSettings, MaildirSettings
 from tests.servers.common import unavailable
 
@@ -72,6 +72,23 @@ def test_setup_never_overwrites(tmp_path: Path) -> None:
     assert (etc / "maild.toml").read_text() == "# edited by the operator\n"
     assert (etc / "credentials" / "imap-password").read_text() == "secret"
     assert "/elsewhere" not in (tmp_path / "etc" / "systemd" / "system" / "maild.service").read_text()
+
+
+def test_setup_again_on_an_upgrade_asks_only_for_what_is_left_to_do(tmp_path: Path) -> None:
+    """``maild setup`` is a step of the README's upgrade; on a configured machine it still said "edit
+    maild.toml", "printf '%s' 'the IMAP password' > .../imap-password" (the working password
+    overwritten by whoever follows it) and "systemctl enable --now maild" (the running old version kept)."""
+    first = run_setup(tmp_path, maild_bin=BIN)
+    steps = next_steps(tmp_path, BIN, None, first)
+    assert any(s.startswith("edit ") for s in steps) and any("imap-password" in s for s in steps)
+    assert "systemctl daemon-reload && systemctl enable --now maild" in steps
+    etc = tmp_path / "etc" / "maild"
+    (etc / "credentials" / "imap-password").write_text("secret")
+    again = next_steps(tmp_path, BIN, None, run_setup(tmp_path, maild_bin=BIN))
+    assert not any(s.startswith("edit ") or "imap-password" in s for s in again), again
+    assert any("smtp-password" in s for s in again)  # still empty: needed once [smtp] username is set
+    assert f"{BIN} --config {etc / 'maild.toml'} check" in again
+    assert "systemctl daemon-reload && systemctl restart maild" in again, again
 
 
 def test_setup_names_an_existing_config_the_service_cannot_read(tmp_path: Path) -> None:

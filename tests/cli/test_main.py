@@ -68,7 +68,7 @@ def test_a_group_without_its_command_names_the_commands(capsys: object) -> None:
 
     from maild.cli.main import main
 
-    for group, commands in (("tickets", "{list,show,open}"), ("report", "{hours,sla,month}"), ("db", "{upgrade}")):
+    for group, commands in (("tickets", "{list,show,open}"), ("report", "{hours,sla,month}"), ("db", "{upgrade,backup}")):
         with pytest.raises(SystemExit) as exit_:
             main([group])
         assert exit_.value.code == 2

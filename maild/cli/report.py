@@ -135,7 +135,8 @@ def statement_context(cfg: Config, report: HoursReport, customer: reports.Custom
             {
                 "contract_id": c.contract_id, "kind": c.kind, "total_minutes": c.total_minutes,
                 "allowance_minutes": c.allowance_minutes, "carry_in_minutes": c.carry_in_minutes,
-                "carry_out_minutes": c.carry_out_minutes, "balance_start_minutes": c.balance_start_minutes,
+                "carry_out_minutes": c.carry_out_minutes, "expired_minutes": c.expired_minutes or 0,
+                "balance_start_minutes": c.balance_start_minutes,
                 "balance_end_minutes": c.balance_end_minutes, "valid_until": iso_date(c.valid_until),
                 "overage_minutes": c.overage_minutes, "billable_minutes": c.billable_minutes,
                 "amount": None if c.amount_cents is None else format_money(c.amount_cents),

@@ -134,13 +134,35 @@ def _horizontal(ax: Axes, chart: Chart, language: str) -> None:
     ax.set_xlim(0, widest * 1.25 + (1 if widest == 0 else 0))
     ax.grid(axis="x", color="#dddddd", linewidth=0.6)
     ax.set_axisbelow(True)
-    if chart.unit != "minutes":
+    if chart.unit == "minutes":
+        _hour_ticks(ax, widest * 1.25 + (1 if widest == 0 else 0), language)
+    else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if k > 1:
         # two columns of 720 px: a longer name ("na następny miesiąc / saldo końcowe") ran off the image
         handles, labels = ax.get_legend_handles_labels()
         ax.legend(handles, [textwrap.fill(label, 32) for label in labels], fontsize=9, loc="upper left",
                   bbox_to_anchor=(0, -0.1), ncol=min(k, 2), frameon=False)
+
+
+# Tick steps of an hours axis, in minutes: quarter and half hours only on an axis up to three hours
+# (at most six ticks; "1 godz. 30 min" is a long label), whole hours above it.
+_SHORT_STEPS = (15, 30)
+_HOUR_STEPS = (60, 120, 180, 300, 600, 1200, 3000, 6000, 12000, 30000, 60000, 120000, 300000)
+_MAX_TICKS = 6
+
+
+def _hour_ticks(ax: Axes, top_hours: float, language: str) -> None:
+    """An hours axis (its values hours, drawn from minutes) written as the bars' labels and the
+    statement's tables write time ("2 godz.", "30 min", "1,398 h"): matplotlib's own ticks read
+    "0.0 0.5 ... 2.5", fractions of an hour with a decimal point the Polish reader does not use."""
+    from maild.billing.charts import hours
+
+    top = top_hours * 60
+    steps = _SHORT_STEPS + _HOUR_STEPS if top <= 180 else _HOUR_STEPS
+    step = next((s for s in steps if top / s <= _MAX_TICKS), steps[-1])
+    ticks = [i * step for i in range(int(top // step) + 1)]
+    ax.set_xticks([t / 60 for t in ticks], ["0" if t == 0 else hours(t, language) for t in ticks])
 
 
 def _short(label: str, limit: int = 34) -> str:

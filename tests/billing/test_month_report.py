@@ -536,3 +536,27 @@ def test_a_bars_count_reads_as_its_reader_writes_it() -> None:
     chart = Chart(key="consultants", title="", alt="", kind="barh", categories=("Anna",), series=(), unit="count")
     assert (value_label(chart, 1234, "pl"), value_label(chart, 1234, "en"), value_label(chart, 12, "en")) == (
         "1234", "1,234", "12")
+
+
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_an_hours_axis_is_written_in_the_readers_units(language: str) -> None:
+    """The statement's "hours by scope" axis read "0.0 0.5 1.0 1.5 2.0 2.5 3.0", fractions of an hour with a
+    decimal point and no unit, beside bars labelled "2 godz. 30 min"; a Polish reader writes 2,5. The
+    ticks are now whole hours (or minutes under an hour and a half) in the bars' own words."""
+    from maild.billing.charts import statement_charts
+    from maild.billing.html import statement_folders, statement_words
+    from maild.billing.plot import draw
+    from maild.rules.wording import format_duration
+    from tests.outbound.test_golden import _statement
+
+    context = _statement("several", language)
+    for minutes in (150, 50, 9000):
+        context["contracts"][0]["scopes"] = [{"scope": "incident", "name": "x", "minutes": minutes}]
+        [chart] = [c for c in statement_charts(context, statement_words(context, language, statement_folders(None)))
+                   if c.key == "scopes"]
+        figure = draw(chart, language)
+        figure.canvas.draw()
+        labels = [t.get_text() for t in figure.axes[0].get_xticklabels() if t.get_text()]
+        assert labels[0] == "0" and len(labels) >= 3, labels
+        assert all(label == format_duration(round(float(t) * 60), language)
+                   for label, t in zip(labels[1:], figure.axes[0].get_xticks()[1:])), labels

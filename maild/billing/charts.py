@@ -344,7 +344,8 @@ def month_summary(report: Mapping[str, Any]) -> dict[str, int]:
         "breaches": sum(c["missed"] for c in sla),
         "backlog": sum(report["activity"]["backlog"].values()),
         "minutes": sum(cu["total_minutes"] for cu in customers),
-        "amount_cents": sum(cu["amount_cents"] for cu in customers),
+        # the statements' net: hours, monthly fees, package prices (a report kept from before has the hours only)
+        "amount_cents": sum(cu.get("net_cents", cu["amount_cents"]) for cu in customers),
     }
 
 

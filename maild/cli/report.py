@@ -61,6 +61,8 @@ def hours_json(report: HoursReport) -> dict[str, Any]:
         "customers": [
             {"customer": cu.customer_id, "name": cu.name, "total_minutes": cu.total_minutes,
              "amount_cents": cu.amount_cents, "amount": format_money(cu.amount_cents),
+             # what the customer's statement says is net: the hours above, the month's fees and package prices
+             "fees_cents": cu.fees_cents, "net_cents": cu.net_cents,
              "contracts": [contract_json(c) for c in cu.contracts]}
             for cu in report.customers
         ],
@@ -94,7 +96,8 @@ def _print_hours_table(report: HoursReport) -> None:
     print(f"Hours {report.month} ({report.timezone})")
     for cu in report.customers:
         print()
-        print(f"{cu.name} [{cu.customer_id or '-'}]: {hm(cu.total_minutes)}, to bill {format_money(cu.amount_cents)}")
+        fees = f" (fees {format_money(cu.fees_cents)})" if cu.fees_cents else ""
+        print(f"{cu.name} [{cu.customer_id or '-'}]: {hm(cu.total_minutes)}, to bill {format_money(cu.net_cents)}{fees}")
         for c in cu.contracts:
             extra = []
             if rules_of(c.kind).monthly_allowance:

@@ -383,6 +383,26 @@ def test_report_hours_json(env: Env) -> None:
     assert (feb_sla["total_minutes"], feb_sla["carry_in_minutes"], feb_sla["overage_minutes"]) == (60, 0, 0)
 
 
+def test_the_month_to_invoice_counts_the_monthly_fees(env: Env) -> None:
+    """acme's statement for the month reads "Kwota netto 1 500,00 zł" (its sla contract's monthly fee),
+    while the managers' month report said "600,00 do faktury (PLN)" and ``report hours`` "to bill
+    0,00": both added up the hours only, so whoever invoiced from them left out the fees."""
+    from maild.billing.charts import month_summary
+
+    env.customers.write_text(CUSTOMERS.replace("  monthly_hours = 2\n", "  monthly_hours = 2\n  monthly_fee = 1500\n"),
+                             encoding="utf-8")
+    assert env.run("contracts", "sync")[0] == 0
+    book_month(env)
+    data = json.loads(env.run("report", "hours", "--month", "2026-01", "--json")[1])
+    acme = next(c for c in data["customers"] if c["customer"] == "acme")
+    assert (acme["amount_cents"], acme["fees_cents"], acme["net_cents"]) == (10000, 150000, 160000)
+    code, out, _ = env.run("report", "hours", "--month", "2026-01")
+    assert code == 0 and "ACME Sp. z o.o. [acme]: 2:30, to bill 1600,00 (fees 1500,00)" in out, out
+    month = json.loads(env.run("report", "month", "--month", "2026-01", "--json")[1])
+    assert month_summary(month)["amount_cents"] == sum(c["net_cents"] for c in month["hours"]["customers"])
+    assert month_summary(month)["amount_cents"] == 160000 + 16000  # acme, and globex's 20 min as 30
+
+
 def test_report_hours_csv_and_table(env: Env) -> None:
     book_month(env)
     code, out, _ = env.run("report", "hours", "--month", "2026-01", "--csv")

@@ -55,6 +55,9 @@ def test_unit_has_what_ops_rely_on() -> None:
     d = directives(UNIT.read_text(encoding="utf-8"))
     assert d["Type"] == ["notify"]
     assert d["Restart"] == ["on-failure"]
+    # exit 2 is a bad config or customers file: restarting every RestartSec= never mends it, and the
+    # start limit (5 in 10 s) never stopped a loop 5 s apart: the unit looped on one error for good
+    assert d["RestartPreventExitStatus"] == ["2"]
     assert d["WatchdogSec"] and d["DynamicUser"] == ["yes"]
     assert d["StateDirectory"] == ["maild"] and d["ConfigurationDirectory"] == ["maild"]
     # the dynamic user reads maild.toml; 0750 root kept it out (issue 17)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from maild.config import Config
-    from maild.desk.team import Team
+    from maild.desk.team import MemberStats, Team
 
 UTC = timezone.utc
 
@@ -99,11 +99,19 @@ def _list(team: Team, at: datetime, as_json: bool) -> int:
         return 0
     print_table(
         ["email", "role", "lang", "present", "next absence", "open", "answered 30d", "median 1st answer"],
-        [[m.consultant.email, m.consultant.role, m.consultant.language, "yes" if m.present else "no",
+        [[m.consultant.email, m.consultant.role, m.consultant.language, _present(m),
           m.next_absence.describe() if m.next_absence else "-", m.open_assigned, m.answered_30d,
           "-" if m.median_first_response_minutes is None else _minutes(m.median_first_response_minutes)]
          for m in stats])
     return 0
+
+
+def _present(member: MemberStats) -> str:
+    """"yes"/"no" for a consultant; "-" for a manager, whom the team never counts present (managers are
+    never assigned): "no" read as a manager on leave."""
+    if member.consultant.role != "consultant":
+        return "-"
+    return "yes" if member.present else "no"
 
 
 def _minutes(total: int) -> str:

@@ -310,10 +310,8 @@ def _customers(cfg: Config) -> str:
 def _active_customers(cfg: Config) -> set[str]:
     """The active customers in the database; none when it does not exist yet, is not migrated or cannot
     be reached (the database line says which)."""
-    from sqlalchemy import inspect, select
+    from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
-
-    from maild.storage import tables
 
     url = make_url(cfg.database_url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
@@ -323,11 +321,9 @@ def _active_customers(cfg: Config) -> set[str]:
     except MaildError:
         return set()
     try:
-        with engine.connect() as conn:
-            if not inspect(conn).has_table(tables.customers.name):
-                return set()
-            return set(conn.scalars(select(tables.customers.c.id).where(tables.customers.c.active.is_(True))))
-    except SQLAlchemyError:
+        with engine.connect() as conn:  # plain SQL: the tables' module costs a check ~50 ms of CPU to import
+            return set(conn.scalars(text("SELECT id FROM customers WHERE active")))
+    except SQLAlchemyError:  # no such table yet: the first run migrates it
         return set()
     finally:
         engine.dispose()

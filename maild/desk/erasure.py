@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from maild.storage import store
 from maild.storage.blobs import BlobStore
-from maild.storage.compact import drop_unreferenced, note_dead_bytes
+from maild.storage.compact import drop_unreferenced, note_dead_bytes, referenced
 from maild.storage.tables import CLOSED
 from maild.storage.models import (
     AttachmentRow,
@@ -156,11 +156,23 @@ def forget(session: Session, blobs: BlobStore, now: datetime, *, address: str | 
                                              or row.billing_address is not None)
     done.tickets = tickets
     if dry_run:
-        done.messages = int(session.scalar(select(func.count()).select_from(MessageRow).where(
-            MessageRow.ticket_id.in_(tickets))) or 0) if tickets else 0
-        done.messages += len(loose)
-        done.outbox, done.quarantined = len(mailed), len(quarantined)
+        # the very erasure, undone: a count of its own would have to follow every row it reaches
+        # (it once told of the person's mail but not of their tickets' outgoing mail, ledger notes
+        # or blobs); no file is touched, as the blobs are only counted
+        with session.begin_nested() as trial:
+            _erase(session, now, done, hashes, customer, tickets, loose, mailed, quarantined)
+            candidates = hashes - {""}
+            done.blobs = len(candidates - referenced(session, candidates))
+            trial.rollback()
         return done
+    _erase(session, now, done, hashes, customer, tickets, loose, mailed, quarantined)
+    done.blobs = drop_unreferenced(session, blobs, hashes - {""})
+    return done
+
+
+def _erase(session: Session, now: datetime, done: Erasure, hashes: set[str], customer: str | None,
+           tickets: list[int], loose: list[int], mailed: list[int], quarantined: list[int]) -> None:
+    """Blank what ``forget`` found, counting it into ``done``; the hashes it lets go of go into ``hashes``."""
     _erase_tickets(session, tickets, now, done, hashes)
     count, attachments = _erase_messages(session, loose, hashes)
     done.messages += count
@@ -183,8 +195,6 @@ def forget(session: Session, blobs: BlobStore, now: datetime, *, address: str | 
         row.name, row.addresses, row.domains, row.billing_address = ERASED, [], [], None
         store.forget_customers_sync(session)  # the next start writes the file's customers again, as before
     session.flush()
-    done.blobs = drop_unreferenced(session, blobs, hashes - {""})
-    return done
 
 
 @dataclass

@@ -83,6 +83,12 @@ def cmd_tickets_list(cfg: Config, engine: Engine, args: argparse.Namespace) -> i
 
     now = datetime.now(UTC)
     where = ticket_filter(args, now)
+    if where.customer is not None:
+        with engine.connect() as conn:
+            if not queries.customer_known(conn, where.customer):
+                # "0 tickets" would read as a customer with nothing open
+                raise UsageError(f"tickets list --customer {where.customer}: no such customer "
+                                 "(the ids are the customers file's; `maild contracts list` shows them)")
     limit = None if args.all else (args.limit if args.limit is not None else (None if args.json else TEXT_LIMIT))
     prefix = cfg.support.ticket_prefix
     if args.json:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 from sqlalchemy import ColumnElement, Connection, Row, TextClause, and_, func, insert, or_, select, text, update
 
 from maild.storage.db import SCHEMA_HEAD
-from maild.storage.tables import OUTBOX_PENDING, outbox, state, tickets
+from maild.storage.tables import OUTBOX_PENDING, customers, outbox, state, tickets
 from maild.storage.tables import messages as message_rows
 
 if TYPE_CHECKING:
@@ -237,6 +237,11 @@ def queue_rank(db: Reader, ticket: QueuePlace) -> int | None:
 def find_ticket(db: Reader, number: int) -> Row[Any] | None:
     """The ticket's row (every column), or None."""
     return db.execute(select(tickets).where(T.id == number)).first()
+
+
+def customer_known(db: Reader, customer_id: str) -> bool:
+    """Whether the customers file ever named this id (an ended or erased customer still is one)."""
+    return db.execute(select(customers.c.id).where(customers.c.id == customer_id)).first() is not None
 
 
 def find_ticket_by_ref(db: Reader, ref: str, prefix: str) -> Row[Any] | None:

@@ -84,6 +84,15 @@ def test_list_filters_combine(capsys: pytest.CaptureFixture[str], config: Path) 
     assert refs(capsys, config, "--assigned", "none", "--tier", "sla", "--status", "all") == ["SUP-1"]
 
 
+def test_list_names_an_unknown_customer_and_not_an_empty_queue(capsys: pytest.CaptureFixture[str],
+                                                                 config: Path) -> None:
+    for view in ((), ("--json",)):
+        assert cli_main(["--config", str(config), "tickets", "list", *view, "--customer", "nope"]) == 2
+        captured = capsys.readouterr()
+        assert "--customer nope: no such customer" in captured.err and "0 tickets" not in captured.out
+    assert run(capsys, config, "tickets", "list", "--customer", "nord").splitlines()[0] == "1 ticket"
+
+
 def test_list_rejects_an_unknown_tier(capsys: pytest.CaptureFixture[str], config: Path) -> None:
     with pytest.raises(SystemExit) as info:
         cli_main(["--config", str(config), "tickets", "list", "--tier", "gold"])

@@ -282,12 +282,13 @@ class BlobStore:
         return data
 
     def check_writable(self) -> None:
-        """Raise StorageError unless files can be created where loose blobs and packs go."""
-        self.put(b"maild storage probe\n")
-        probe = self.packs / f".probe.{os.getpid()}"
-        try:
-            make_private_dir(self.packs)
-            probe.write_bytes(b"maild storage probe\n")
-            probe.unlink()
-        except OSError as exc:
-            raise StorageError(f"storage {self.packs}: cannot create a pack: {exc.strerror}") from exc
+        """Raise StorageError unless files can be created where loose blobs and packs go. Nothing stays
+        behind: a probe stored as a blob was a file no row names, left by every ``maild check``."""
+        for folder, what in ((self.root, "cannot write a blob"), (self.packs, "cannot create a pack")):
+            probe = folder / f".probe.{os.getpid()}"
+            try:
+                make_private_dir(folder)
+                probe.write_bytes(b"maild storage probe\n")
+                probe.unlink()
+            except OSError as exc:
+                raise StorageError(f"storage {folder}: {what}: {exc.strerror}") from exc

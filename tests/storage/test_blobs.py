@@ -122,10 +122,16 @@ def test_a_pack_that_cannot_be_cut_back_is_dropped_and_reopened_at_its_real_end(
 
 def test_the_writability_check_covers_the_packs_folder(tmp_path: Path) -> None:
     BlobStore(tmp_path).check_writable()
+    assert [p.name for p in (tmp_path / "blobs").iterdir()] == ["packs"], "no probe blob stays behind"
     assert [p.name for p in (tmp_path / "blobs" / "packs").iterdir()] == [], "the probe is removed"
     (tmp_path / "blobs" / "packs").rmdir()
     (tmp_path / "blobs" / "packs").write_text("a file where the packs folder should be")
     with pytest.raises(StorageError, match="cannot create a pack"):
+        BlobStore(tmp_path).check_writable()
+    (tmp_path / "blobs" / "packs").unlink()
+    (tmp_path / "blobs").rename(tmp_path / "elsewhere")
+    (tmp_path / "blobs").write_text("a file where the blobs folder should be")
+    with pytest.raises(StorageError, match="cannot write a blob"):
         BlobStore(tmp_path).check_writable()
 
 

@@ -55,3 +55,14 @@ def test_postgresql_is_backed_up_with_pg_dump(tmp_path: Path, capsys: pytest.Cap
     assert main(["--config", str(config), "db", "backup", str(tmp_path / "x.db")]) == 2
     assert "pg_dump" in capsys.readouterr().err
     assert not (tmp_path / "x.db").exists()
+
+
+def test_a_database_path_with_uri_characters_is_backed_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "maild #2"  # read through a file: URI, where "#" ends the path
+    (home / "Maildir").mkdir(parents=True)
+    config = write_config(home, source=maildir_source(home), smtp_port=25, migrated=True)
+    backup = tmp_path / "maild.db"
+    assert main(["--config", str(config), "db", "backup", str(backup)]) == 0, capsys.readouterr().err
+    with sqlite3.connect(backup) as copy:
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert copy.execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)

@@ -292,8 +292,12 @@ class TicketDesk:
                     from_addr: str, from_name: str, to: Sequence[str], cc: Sequence[str], subject: str,
                     date: datetime, text_new: str, text_quoted: str = "", raw_sha256: str | None = None,
                     size: int = 0, internal: bool = False, notes: Sequence[str] = (),
-                    attachments: Sequence[StoredFile] = (), reused_id: bool = False) -> int:
+                    attachments: Sequence[StoredFile] = (), reused_id: bool = False,
+                    answered: bool | None = None) -> int:
         """A message on a ticket (or, ``ticket_id`` None, on none); returns its row id.
+
+        ``answered``: for a consultant's inbound mail, whether the intake took it as an answer to the
+        customer (``tables.messages``); the month report counts what the intake decided.
 
         ``reused_id``: an inbound mail kept under ``dup:<sha256>`` because another stored
         mail has its Message-ID; threading finds it in messages, where every other inbound
@@ -308,7 +312,7 @@ class TicketDesk:
             ticket_id=ticket_id, message_id=message_id, direction=direction, role=role, kind=kind,
             from_addr=from_addr, from_name=from_name, to_addrs=to, cc_addrs=cc, subject=subject, date=date,
             text_new=text_new, text_quoted=text_quoted, raw_sha256=raw_sha256, size=size, internal=internal,
-            notes=notes, reused_id=reused_id,
+            notes=notes, reused_id=reused_id, answered=answered,
         )
         unpacked = [att.sha256 for att in attachments if not rows.is_packed(att.sha256)]
         earlier = {sha: place for sha in unpacked if (place := self._blob_places.get(sha)) is not None}

@@ -740,7 +740,10 @@ class Ingestor:
         )
 
     def _message_row(self, ticket_id: int | None, msg: InboundMessage, mail: FetchedMail, screening: Screening,
-                     role: str, new_text: str, quoted: str, internal: bool = False, notes: Sequence[str] = ()) -> int:
+                     role: str, new_text: str, quoted: str, internal: bool = False, notes: Sequence[str] = (),
+                     answered: bool = False) -> int:
+        """``answered``: a consultant's mail the intake took as an answer to the customer (stored for the
+        month report; every other mail of a consultant's is stored as no answer)."""
         return self._active.desk.add_message(
             ticket_id, message_id=msg.message_id, direction="in", role=role,
             kind="autoreply" if screening.out_of_office else screening.kind,
@@ -748,6 +751,7 @@ class Ingestor:
             subject=msg.subject, date=mail.arrived_at, text_new=new_text, text_quoted=quoted,
             raw_sha256=msg.raw_sha256, size=msg.size, internal=internal, notes=[*msg.notes, *notes],
             attachments=msg.attachments, reused_id=msg.dedupe_key.startswith(SECOND_COPY),
+            answered=answered if role == "consultant" else None,
         )
 
     # -------------------------------------------------------------- replies
@@ -901,7 +905,8 @@ class Ingestor:
         # not relayed (it was, as an empty mail with a signature), no first answer, the status as the commands leave it
         silent = not internal and not says_something(parsed.body) and all(a.inline for a in msg.attachments)
         direct = not any(map(self._is_support, msg.to)) and any(map(self._is_support, msg.cc))
-        row = self._message_row(ticket.id, msg, mail, screening, "consultant", parsed.body, quoted, internal=internal)
+        row = self._message_row(ticket.id, msg, mail, screening, "consultant", parsed.body, quoted, internal=internal,
+                                answered=not internal and not silent)
         at = mail.arrived_at
         relayed = False
         if not internal and not silent:

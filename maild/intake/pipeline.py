@@ -554,6 +554,8 @@ class Ingestor:
             if on_behalf is not None:
                 return self._new_ticket(session, mail, msg, screening, on_behalf.resolution, decision, False, now,
                                         on_behalf=on_behalf)
+            if store.own_message_ids((*msg.in_reply_to, *msg.references)):
+                return self._about_no_ticket(session, mail, msg, screening, now)
         return self._new_ticket(session, mail, msg, screening, resolution, decision, is_consultant, now)
 
     def _resolve(self, session: Session, msg: InboundMessage, arrived_at: datetime) -> Resolution:
@@ -858,6 +860,38 @@ class Ingestor:
                          reason=reason[:500], arrived_at=mail.arrived_at, now=now)
         log.info("%s %s -> %s presence %s: %s", mail.source_key, msg.message_id, consultant.email, disposition, reason)
         return disposition, None
+
+    def _about_no_ticket(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
+                         now: datetime) -> tuple[str, int | None]:
+        """A consultant's reply to maild's mail that names no ticket (the morning digest, which lists many;
+        a notice or a confirmation about none; a ticket erased since): no ticket is opened (a reply to the
+        digest opened one, the consultant its requester, and every consultant was told of it), nothing is
+        applied, and the consultant is told, in their language, how to reach the ticket they meant."""
+        ctx = self.ctx
+        desk = self._active.desk
+        consultant = ctx.consultant(msg.from_addr)
+        assert consultant is not None
+        new_text, _quoted = msg.reply_split or split_reply(msg.text)
+        new_text = cut_at_marker(new_text)
+        authority = self._authority(session, msg, consultant.email)
+        if not authority.granted:
+            return self._unproven(mail, msg, screening, None, consultant, new_text, "", authority, now)
+        parsed = parse_commands(new_text)
+        # the command lines, else the first line written: what the notice quotes back
+        written = parsed.lines or [next(((n, line.strip()) for n, line in enumerate(new_text.split("\n"), 1)
+                                         if line.strip()), (1, ""))]
+        reason = "a reply to maild's mail about no single ticket: nothing applied, no ticket opened"
+        errors = [CommandError(n, line[:200], reason, "no_ticket") for n, line in written]
+        context = _command_error_context(consultant.language, "", msg.subject, _error_rows(errors))
+        context.update(no_ticket=True, example=f"[{ctx.ref(12)}]")
+        desk.queue_mail(
+            ticket=None, kind="command_error", template="command_error", language=consultant.language,
+            recipients=[consultant.email], now=now, dedupe_key=f"cmderr:{msg.dedupe_key}"[:400],
+            in_reply_to=msg.message_id, automatic=True, context=context)
+        desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="rejected",
+                         reason=reason, arrived_at=mail.arrived_at, now=now)
+        log.info("%s %s -> - consultant %s: %s", mail.source_key, msg.message_id, consultant.email, reason)
+        return "rejected", None
 
     def _consultant_mail(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
                          decision: ThreadDecision, now: datetime) -> tuple[str, int | None]:

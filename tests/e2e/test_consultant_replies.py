@@ -1,0 +1,69 @@
+"""Consultants answering by mail as they really do, through the daemon (a Maildir, the SMTP sink, SQLite):
+replies to maild's mail that is about no single ticket, reply-all, mail that proves nothing. Asserted on
+what the SMTP server saw and what the database holds."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from maild.cli.main import main as cli_main
+from maild.storage.models import Intake, Ticket
+from tests.e2e.test_notifications import _env, run, text_of
+from tests.helpers import make_mail
+
+
+@pytest.fixture
+def env(tmp_path: Path, smtp_sink: Any) -> dict[str, Any]:
+    """Jan's mail is SUP-1 and Ola's SUP-2; Anna (Polish) and Bob (English) were told of both."""
+    env = _env(tmp_path, smtp_sink)
+    env["box"].add(make_mail(subject="Awaria wydruku", msgid="<n1@acme.pl>", body="Wydruk faktur nie działa.\n"))
+    env["box"].add(make_mail(sender="Ola <ola@acme.pl>", subject="Licencje", msgid="<n2@acme.pl>", body="Ile licencji?\n"))
+    run(env)
+    env["sink"].wait_for(6)  # two acknowledgements, four notifications
+    return env
+
+
+def reply_to(mail: Any, sender: str, body: str, msgid: str, **headers: str) -> bytes:
+    """A reply as a mail client writes it: Re: the subject, to the Reply-To, threaded under ``mail``."""
+    return make_mail(sender=sender, subject=f"Re: {mail.parsed['Subject']}", msgid=msgid,
+                     to=str(mail.parsed["Reply-To"] or mail.parsed["From"]), body=body,
+                     headers={"In-Reply-To": mail.parsed["Message-ID"], "References": mail.parsed["Message-ID"],
+                              **headers})
+
+
+def settled(sink: Any, count: int) -> list[Any]:
+    """The sink's mail once ``count`` arrived and nothing more did within half a second."""
+    sink.wait_for(count)
+    time.sleep(0.5)
+    return sink.messages
+
+
+def test_a_reply_to_the_digest_opens_no_ticket_and_the_consultant_is_told_why(env: dict[str, Any],
+                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Anna answers her morning digest: "#take" (for which of its tickets?) and, later, a word. Each opened a
+    ticket of its own with Anna as the requester ("unverified", the digest's subject) and told every
+    consultant of it."""
+    assert cli_main(["--config", str(env["path"]), "digest", "--send", "--to", "anna@firma.pl"]) == 0
+    run(env)
+    digest = settled(env["sink"], 7)[-1]
+    assert digest.rcpt_tos == ["anna@firma.pl"] and "SUP-2" in text_of(digest)
+    quoted = "\n".join(f"> {line}" for line in text_of(digest).splitlines())
+    env["box"].add(reply_to(digest, "Anna Nowak <anna@firma.pl>", f"#take\n\n{quoted}\n", "<g1@firma.pl>"))
+    env["box"].add(reply_to(digest, "Anna Nowak <anna@firma.pl>", f"Dzięki, biorę SUP-2.\n\n{quoted}\n", "<g2@firma.pl>"))
+    daemon = run(env)
+    told = settled(env["sink"], 9)[7:]
+    with daemon.sessions() as session:
+        tickets = session.scalar(select(func.count()).select_from(Ticket))
+        assigned = session.scalars(select(Ticket.assigned_to).order_by(Ticket.id)).all()
+        outcomes = {row.dedupe_key: (row.disposition, row.ticket_id) for row in session.scalars(select(Intake))}
+    assert tickets == 2 and assigned == [None, None], "no ticket opened, none taken"
+    assert outcomes["g1@firma.pl"] == outcomes["g2@firma.pl"] == ("rejected", None), outcomes
+    assert [m.rcpt_tos for m in told] == [["anna@firma.pl"], ["anna@firma.pl"]], [m.parsed["Subject"] for m in told]
+    for notice in told:
+        body = text_of(notice)
+        assert "nie dotyczy jednego zgłoszenia" in body and "[SUP-12]" in body, body
+        assert notice.parsed["Auto-Submitted"], "an automatic answer: no out-of-office answers it"

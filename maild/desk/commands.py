@@ -2,7 +2,9 @@
 
 Only a block of ``#word`` lines at the very start of the body counts (blank
 lines may precede or separate them); the first other line ends the block, so a
-later "#1 of my questions" is text for the customer, never a command. Anything
+later "#1 of my questions" is text for the customer, never a command. "# word"
+with a space after the hash is a command when the word is a command's name
+("# time 30m"), else text ("# Summary"). Anything
 in the block that is not a valid command becomes a ``CommandError`` with its
 line number: the pipeline then applies none of the commands and tells the
 consultant, because acting on half a block (time logged, status not changed)
@@ -249,7 +251,9 @@ def _hours(minutes: int) -> str:
     return f"{minutes // 60}" if minutes % 60 == 0 else f"{minutes / 60:g}"
 
 
-_COMMAND_LINE = re.compile(r"[ \t]*#(?P<name>[^\W\d_][\w-]*)(?P<args>.*)", re.DOTALL)
+# "# time 30m": a space after the hash (a phone's keyboard, a habit) is taken when a command's name follows,
+# so "# Podsumowanie" (a heading) stays text; a line that starts with a non-breaking space (HTML) too.
+_COMMAND_LINE = re.compile(r"[ \t\u00a0]*#(?P<gap>[ \t\u00a0]*)(?P<name>[^\W\d_][\w-]*)(?P<args>.*)", re.DOTALL)
 
 _STATUSES: tuple[TicketStatus, ...] = get_args(TicketStatus)
 # The statuses' Polish words, as a Polish mail names them ("otwarte", "czeka na klienta": one word
@@ -472,7 +476,7 @@ def parse_commands(text: str) -> ParsedCommands:
         if not line.strip():
             continue
         match = _COMMAND_LINE.fullmatch(line)
-        if match is None:
+        if match is None or (match["gap"] and match["name"].lower() not in _BY_NAME):
             body_start = index
             break
         try:

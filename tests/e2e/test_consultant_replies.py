@@ -67,3 +67,23 @@ def test_a_reply_to_the_digest_opens_no_ticket_and_the_consultant_is_told_why(en
         body = text_of(notice)
         assert "nie dotyczy jednego zgłoszenia" in body and "[SUP-12]" in body, body
         assert notice.parsed["Auto-Submitted"], "an automatic answer: no out-of-office answers it"
+
+
+def test_commands_written_with_a_space_after_the_hash_are_applied_not_sent_to_the_customer(env: dict[str, Any]) -> None:
+    """"# time 30m" (a phone's keyboard, a habit): the line ended the command block, so nothing was booked or
+    taken and the customer read "# time 30m" and "# take" above the answer. A "# Heading" is still text."""
+    note = next(m for m in env["sink"].messages if m.rcpt_tos == ["anna@firma.pl"] and "[SUP-1]" in str(m.parsed["Subject"]))
+    env["box"].add(reply_to(note, "Anna Nowak <anna@firma.pl>", "# time 30m\n#  Take\n\nDzień dobry,\nproszę zrestartować usługę.\n",
+                            "<s1@firma.pl>"))
+    env["box"].add(reply_to(note, "Anna Nowak <anna@firma.pl>", "# Podsumowanie\nUsługa działa.\n", "<s2@firma.pl>"))
+    daemon = run(env)
+    relays = [m for m in settled(env["sink"], 8)[6:] if m.rcpt_tos == ["jan@acme.pl"]]
+    with daemon.sessions() as session:
+        from maild.storage.models import LedgerRow
+
+        ticket = session.get(Ticket, 1)
+        booked = session.scalars(select(LedgerRow.minutes)).all()
+    assert ticket is not None and ticket.assigned_to == "anna@firma.pl" and booked == [30]
+    first, second = (text_of(m) for m in relays)
+    assert first.startswith("Dzień dobry,") and "# time" not in first and "Take" not in first, first
+    assert second.startswith("# Podsumowanie\r\nUsługa działa."), second

@@ -87,3 +87,29 @@ def test_commands_written_with_a_space_after_the_hash_are_applied_not_sent_to_th
     first, second = (text_of(m) for m in relays)
     assert first.startswith("Dzień dobry,") and "# time" not in first and "Take" not in first, first
     assert second.startswith("# Podsumowanie\r\nUsługa działa."), second
+
+
+@pytest.mark.parametrize(("sender", "words", "wrong"), [
+    ("Bob Kowal <bob@firma.pl>", ("Why: nothing shows the mail is yours", "#away", "support+"),
+     ("about -", "[-]", "on the ticket", "reply to the ticket's notification")),
+    ("Anna Nowak <anna@firma.pl>", ("Powód: nic nie potwierdza, że wiadomość jest od Ciebie", "#away", "support+"),
+     ("w sprawie -", "[-]", "zapisana w zgłoszeniu", "odpowiedz na wiadomość z powiadomieniem")),
+], ids=["en", "pl"])
+def test_an_unproven_away_mail_is_told_why_without_a_ticket_it_does_not_have(
+        env: dict[str, Any], sender: str, words: tuple[str, ...], wrong: tuple[str, ...]) -> None:
+    """"#away" sent to the plain support address proves nothing. The notice read "Your mail about - was kept on
+    the ticket as an unverified internal note" (there is no ticket) and sent the consultant to "reply to the
+    ticket's notification", which cannot carry an absence: it must say to write to the personal address."""
+    env["box"].add(make_mail(sender=sender, subject="urlop", msgid="<a1@firma.pl>", body="#away 2026-12-21..2026-12-31\n"))
+    daemon = run(env)
+    [notice] = settled(env["sink"], 7)[6:]
+    with daemon.sessions() as session:
+        from maild.storage.models import AbsenceRow
+
+        absences = session.scalar(select(func.count()).select_from(AbsenceRow))
+    assert absences == 0 and notice.rcpt_tos == [sender.split("<")[1].rstrip(">")]
+    body = f"{notice.parsed['Subject']}\n{text_of(notice)}"
+    for word in words:
+        assert word in body, body
+    for word in wrong:
+        assert word not in body, body

@@ -939,6 +939,8 @@ class Ingestor:
         # not relayed (it was, as an empty mail with a signature), no first answer, the status as the commands leave it
         silent = not internal and not says_something(parsed.body) and all(a.inline for a in msg.attachments)
         direct = not any(map(self._is_support, msg.to)) and any(map(self._is_support, msg.cc))
+        # a Reply All that copied the customer in: they have the consultant's mail from its own server
+        reached = {a for a in (*msg.to, *msg.cc) if a and not self._is_support(a)}
         row = self._message_row(ticket.id, msg, mail, screening, "consultant", parsed.body, quoted, internal=internal,
                                 answered=not internal and not silent)
         at = mail.arrived_at
@@ -948,8 +950,8 @@ class Ingestor:
             if not direct:
                 attachments = [{"sha256": a.sha256, "filename": a.filename, "content_type": a.content_type}
                                for a in msg.attachments if not a.inline]
-                desk.relay(ticket, parsed.body, consultant.name, attachments, f"relay:{msg.dedupe_key}"[:400], now)
-                relayed = True
+                relayed = desk.relay(ticket, parsed.body, consultant.name, attachments,
+                                     f"relay:{msg.dedupe_key}"[:400], now, reached=reached) is not None
         applying = Applying(desk=desk, ticket=ticket, actor=consultant.email, at=at, now=now,
                             source_message_id=msg.message_id)
         for command in parsed.commands:

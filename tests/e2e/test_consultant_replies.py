@@ -113,3 +113,28 @@ def test_an_unproven_away_mail_is_told_why_without_a_ticket_it_does_not_have(
         assert word in body, body
     for word in wrong:
         assert word not in body, body
+
+
+def test_a_reply_all_that_reached_the_customer_is_not_relayed_to_them_again(env: dict[str, Any]) -> None:
+    """Anna answers her notification with Reply All and adds the customer in Cc, as one answers a colleague:
+    the customer has her mail from her own server, and maild relayed it to them a second time. The relay goes
+    to the ticket's people her mail did not reach (Ola on SUP-3), and to nobody when it reached them all (SUP-1);
+    either way it is the ticket's first answer."""
+    env["box"].add(make_mail(subject="Migracja", msgid="<n3@acme.pl>", headers={"Cc": "ola@acme.pl"}))
+    run(env)
+    mails = settled(env["sink"], 9)
+
+    def note(ref: str) -> Any:
+        return next(m for m in mails if m.rcpt_tos == ["anna@firma.pl"] and f"[{ref}]" in str(m.parsed["Subject"]))
+
+    env["box"].add(reply_to(note("SUP-1"), "Anna Nowak <anna@firma.pl>", "Dzień dobry,\nproszę o zrzut ekranu.\n",
+                            "<ra1@firma.pl>", Cc="Jan <jan@acme.pl>"))
+    env["box"].add(reply_to(note("SUP-3"), "Anna Nowak <anna@firma.pl>", "Dzień dobry,\nmigracja w sobotę.\n",
+                            "<ra3@firma.pl>", Cc="jan@acme.pl"))
+    daemon = run(env)
+    relays = [m for m in settled(env["sink"], 10)[9:] if m.parsed["Auto-Submitted"] is None]
+    assert [(m.rcpt_tos, "migracja w sobotę" in text_of(m)) for m in relays] == [(["ola@acme.pl"], True)], \
+        [(m.rcpt_tos, m.parsed["Subject"]) for m in relays]
+    with daemon.sessions() as session:
+        answered = {t.id: (t.first_response_at is not None, t.status) for t in session.scalars(select(Ticket))}
+    assert answered[1] == answered[3] == (True, "waiting"), answered

@@ -138,3 +138,17 @@ def test_a_reply_all_that_reached_the_customer_is_not_relayed_to_them_again(env:
     with daemon.sessions() as session:
         answered = {t.id: (t.first_response_at is not None, t.status) for t in session.scalars(select(Ticket))}
     assert answered[1] == answered[3] == (True, "waiting"), answered
+
+
+def test_an_iphone_reply_in_polish_reaches_the_customer_without_the_attribution_line(env: dict[str, Any]) -> None:
+    """Apple Mail in Polish heads the quote with "Wiadomość napisana przez <who> w dniu <date>, o godz. <time>:";
+    the customer got that line under the answer, the notification's sender and maild's address in it."""
+    note = next(m for m in env["sink"].messages if m.rcpt_tos == ["anna@firma.pl"] and "[SUP-1]" in str(m.parsed["Subject"]))
+    quoted = "\n".join(f"> {line}" for line in text_of(note).splitlines())
+    env["box"].add(reply_to(note, "Anna Nowak <anna@firma.pl>",
+                            "Proszę sprawdzić teraz.\n\nWysłane z iPhone'a\n\n"
+                            f"Wiadomość napisana przez {note.parsed['From']} w dniu 07.12.2026, o godz. 09:10:\n\n{quoted}\n",
+                            "<i1@firma.pl>"))
+    run(env)
+    [relay] = [m for m in settled(env["sink"], 7)[6:] if m.rcpt_tos == ["jan@acme.pl"]]
+    assert text_of(relay).startswith("Proszę sprawdzić teraz.\r\n\r\nWysłane z iPhone'a\r\n\r\n--"), text_of(relay)

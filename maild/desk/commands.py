@@ -138,7 +138,7 @@ class AssignCommand(Command):
 
     def check(self, ctx: DeskContext) -> str | None:
         if ctx.find_consultant(self.who) is None:
-            return f"no consultant with the e-mail or name {self.who!r}"
+            return f"no consultant, or more than one, with the e-mail, name or first name {self.who!r}: write the e-mail"
         return None
 
     def check_params(self) -> tuple[tuple[str, str], ...]:

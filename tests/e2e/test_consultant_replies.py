@@ -152,3 +152,16 @@ def test_an_iphone_reply_in_polish_reaches_the_customer_without_the_attribution_
     run(env)
     [relay] = [m for m in settled(env["sink"], 7)[6:] if m.rcpt_tos == ["jan@acme.pl"]]
     assert text_of(relay).startswith("Proszę sprawdzić teraz.\r\n\r\nWysłane z iPhone'a\r\n\r\n--"), text_of(relay)
+
+
+def test_assign_takes_a_consultants_first_name_as_the_polish_help_promises(env: dict[str, Any]) -> None:
+    """The Polish notification's help reads "#assign <e-mail lub imię>" ("e-mail or first name"): Anna's
+    "#assign Bob" in a forward to Bob was refused, "no consultant with the e-mail or name 'Bob'" (Bob Kowal)."""
+    note = next(m for m in env["sink"].messages if m.rcpt_tos == ["anna@firma.pl"] and "[SUP-1]" in str(m.parsed["Subject"]))
+    assert "#assign <e-mail lub imię>" in text_of(note)
+    env["box"].add(reply_to(note, "Anna Nowak <anna@firma.pl>", "#assign Bob\n#internal\nBob, zerkniesz na sterownik?\n",
+                            "<as1@firma.pl>"))
+    daemon = run(env)
+    with daemon.sessions() as session:
+        ticket = session.get(Ticket, 1)
+        assert ticket is not None and ticket.assigned_to == "bob@firma.pl"

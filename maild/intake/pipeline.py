@@ -954,6 +954,7 @@ class Ingestor:
                                      f"relay:{msg.dedupe_key}"[:400], now, reached=reached) is not None
         applying = Applying(desk=desk, ticket=ticket, actor=consultant.email, at=at, now=now,
                             source_message_id=msg.message_id)
+        assignee = ticket.assigned_to
         for command in parsed.commands:
             command.apply(applying)
         # a consultant may copy in anyone, of any domain (up to the cap)
@@ -969,6 +970,12 @@ class Ingestor:
                                      self._consultant_writers(session, ticket.id), consultant.email)
             self._notify(ticket, "note" if internal else "answer", people, msg, parsed.body, "", consultant.email,
                          now)
+        elif ticket.assigned_to not in (assignee, consultant.email, None):
+            # handed over by a mail of commands only ("#assign Bob"): the new assignee is told, the commands
+            # as the note (a mail of commands only notified nobody, and the ticket waited for them unseen)
+            handed = [c for c in ctx.config.consultants if c.email == ticket.assigned_to]
+            self._notify(ticket, "note", handed, msg, "\n".join(line for _, line in parsed.lines), "",
+                         consultant.email, now)
         desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
                          reason=_consultant_disposition(internal, silent, relayed),
                          arrived_at=at, now=now, ticket_id=ticket.id, message_row_id=row)

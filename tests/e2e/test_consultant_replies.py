@@ -165,3 +165,15 @@ def test_assign_takes_a_consultants_first_name_as_the_polish_help_promises(env: 
     with daemon.sessions() as session:
         ticket = session.get(Ticket, 1)
         assert ticket is not None and ticket.assigned_to == "bob@firma.pl"
+
+
+def test_a_ticket_handed_over_by_a_reply_of_commands_only_reaches_its_new_assignee(env: dict[str, Any]) -> None:
+    """Anna hands SUP-1 to Bob with "#assign Bob" and nothing else: Bob was not told (a mail of commands only
+    notified nobody), so the ticket waited for him unseen until the next morning's digest."""
+    note = next(m for m in env["sink"].messages if m.rcpt_tos == ["anna@firma.pl"] and "[SUP-1]" in str(m.parsed["Subject"]))
+    env["box"].add(reply_to(note, "Anna Nowak <anna@firma.pl>", "#assign Bob\n#time 5m\n\n-- \nAnna\n", "<h1@firma.pl>"))
+    run(env)
+    [told] = settled(env["sink"], 7)[6:]
+    assert told.rcpt_tos == ["bob@firma.pl"] and "[SUP-1]" in str(told.parsed["Subject"])
+    body = text_of(told)
+    assert "Assigned:  bob@firma.pl" in body and "#assign Bob" in body and "anna@firma.pl" in body, body

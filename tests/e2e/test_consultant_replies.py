@@ -177,3 +177,24 @@ def test_a_ticket_handed_over_by_a_reply_of_commands_only_reaches_its_new_assign
     assert told.rcpt_tos == ["bob@firma.pl"] and "[SUP-1]" in str(told.parsed["Subject"])
     body = text_of(told)
     assert "Assigned:  bob@firma.pl" in body and "#assign Bob" in body and "anna@firma.pl" in body, body
+
+
+@pytest.mark.parametrize(("sender", "told", "wrong"), [
+    ("Anna Nowak <anna@firma.pl>", "ze swojej skrzynki służbowej", "odpowiedz na wiadomość z powiadomieniem"),
+    ("Bob Kowal <bob@firma.pl>", "from your work mailbox", "reply to the ticket's notification"),
+], ids=["pl", "en"])
+def test_a_mail_our_server_did_not_authenticate_is_not_told_to_reply_to_the_notification(
+        tmp_path: Path, smtp_sink: Any, sender: str, told: str, wrong: str) -> None:
+    """With ``trusted_authserv_id`` our server's verdict alone counts: the notice said so ("nothing else
+    counts") and then told the consultant to reply to the ticket's notification, which is what they had done."""
+    env = _env(tmp_path, smtp_sink, extra='\n[security]\ntrusted_authserv_id = "mx.firma.pl"\n')
+    env["box"].add(make_mail(subject="Awaria wydruku", msgid="<n1@acme.pl>"))
+    run(env)
+    email = sender.split("<")[1].rstrip(">")
+    note = next(m for m in settled(env["sink"], 3) if m.rcpt_tos == [email])
+    env["box"].add(reply_to(note, sender, "#take\nDzień dobry, sprawdzam.\n", "<u1@firma.pl>",
+                            **{"Authentication-Results": "mx.firma.pl; dkim=fail header.d=firma.pl; spf=fail"}))
+    run(env)
+    [notice] = settled(env["sink"], 4)[3:]
+    assert notice.rcpt_tos == [email]
+    assert told in text_of(notice) and wrong not in text_of(notice), text_of(notice)

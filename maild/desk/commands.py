@@ -314,8 +314,14 @@ class Malformed(Exception):
         self.params = params + tuple(sorted(named.items()))
 
 
+# Two dates with spaces or a dash between them ("2026-12-21 - 2027-01-03", "2026-12-21 2027-01-03") are the
+# range: taken as the first date alone, the rest the note, they recorded one day of a fortnight's holiday.
+_AWAY_DAYS = re.compile(r"\s*(\d{4}-\d{2}-\d{2})\s*(?:\.\.|-|–|—)?\s*(\d{4}-\d{2}-\d{2})(?=\s|$)(.*)", re.DOTALL)
+
+
 def _parse_away(args: str) -> AwayCommand:
-    words = args.split(maxsplit=1)
+    both = _AWAY_DAYS.match(args)
+    words = [f"{both[1]}..{both[2]}", both[3]] if both else args.split(maxsplit=1)
     if not words:
         raise Malformed("#away needs the days, e.g. #away 2026-12-21..2027-01-03 (both inclusive)",
                         "away_needs_days")

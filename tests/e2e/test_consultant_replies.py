@@ -198,3 +198,20 @@ def test_a_mail_our_server_did_not_authenticate_is_not_told_to_reply_to_the_noti
     [notice] = settled(env["sink"], 4)[3:]
     assert notice.rcpt_tos == [email]
     assert told in text_of(notice) and wrong not in text_of(notice), text_of(notice)
+
+
+@pytest.mark.parametrize("days", ["2026-12-21 - 2027-01-03", "2026-12-21 2027-01-03", "2026-12-21 – 2027-01-03",
+                                  "2026-12-21 .. 2027-01-03"])
+def test_away_days_written_with_spaces_around_the_dash_are_the_whole_range(env: dict[str, Any], days: str) -> None:
+    """"#away 2026-12-21 - 2027-01-03 urlop" was taken as one day, 21 December, with the note "- 2027-01-03
+    urlop", and confirmed: from the 22nd on, Anna counted as present and was given new tickets on holiday."""
+    from tests.helpers import consultant_to
+
+    env["box"].add(make_mail(sender="Anna Nowak <anna@firma.pl>", to=consultant_to(env["path"]), subject="urlop",
+                             msgid="<w1@firma.pl>", body=f"#away {days} urlop\n"))
+    daemon = run(env)
+    with daemon.sessions() as session:
+        from maild.storage.models import AbsenceRow
+
+        recorded = [(a.start.isoformat(), a.until.isoformat(), a.note) for a in session.scalars(select(AbsenceRow))]
+    assert recorded == [("2026-12-21", "2027-01-03", "urlop")], recorded

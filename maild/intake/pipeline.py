@@ -544,6 +544,10 @@ class Ingestor:
                 return presence
         if decision.ticket is not None:
             return self._customer_reply(session, mail, msg, screening, decision, now, resolution)
+        if not is_consultant and not screening.automatic:
+            elsewhere = self._from_another_address(session, mail, msg, screening, now)
+            if elsewhere is not None:
+                return elsewhere
         if is_consultant:
             if screening.automatic and screening.kind != "human" or screening.out_of_office:
                 # an out-of-office answering a digest or a notice: never a ticket, never answered
@@ -860,6 +864,56 @@ class Ingestor:
                          reason=reason[:500], arrived_at=mail.arrived_at, now=now)
         log.info("%s %s -> %s presence %s: %s", mail.source_key, msg.message_id, consultant.email, disposition, reason)
         return disposition, None
+
+    def _from_another_address(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
+                              now: datetime) -> tuple[str, int | None] | None:
+        """A mail that answers maild's mail to a consultant (a notification, the digest, a notice) from an
+        address that is no consultant's: the consultant's private account on a phone, an alias, or whoever
+        they forwarded it to. It opened a ticket of its own (acknowledged to that address, announced to every
+        consultant) and the customer got nothing. Kept instead as an unverified note on the ticket the mail
+        answered (when it answered one), nothing applied or relayed, and the consultant told, in their
+        language, that it came from another address than theirs. None when it answers no such mail."""
+        ctx, cfg = self.ctx, self.ctx.config
+        own = store.own_message_ids((*msg.in_reply_to, *msg.references))[-50:]
+        if not own:
+            return None
+        desk = self._active.desk
+        desk.sync()
+        rows = session.execute(select(OutboxRow.recipients, OutboxRow.ticket_id).where(
+            OutboxRow.message_id.in_(own), OutboxRow.kind.in_(CONSULTANT_KINDS))).all()
+        people = {c.email: c for c in cfg.consultants}
+        told = [(people[str(r).lower()], ticket_id) for recipients, ticket_id in rows
+                for r in recipients or [] if str(r).lower() in people]
+        if not told:
+            return None
+        consultant, ticket_id = next(((c, t) for c, t in told if t is not None), told[0])
+        ticket = desk.ticket(ticket_id) if ticket_id is not None else None
+        new_text, quoted = msg.reply_split or split_reply(msg.text)
+        reason = (f"from {msg.from_addr}, not the address of consultant {consultant.email}, whose mail it answers: "
+                  "not applied, not relayed")
+        row = self._message_row(ticket_id, msg, mail, screening, "consultant", cut_at_marker(new_text), quoted,
+                                internal=True, notes=[reason])
+        if ticket is not None:
+            desk.add_event(ticket.id, "unverified_consultant_mail", mail.arrived_at, msg.from_addr,
+                           reason=reason, message_id=msg.message_id)
+        if desk.automatic_counts.get(consultant.email, 0) < cfg.support.max_auto_replies_per_hour:
+            desk.queue_mail(
+                ticket=None, kind="authority_notice", template="authority_notice", language=consultant.language,
+                recipients=[consultant.email], now=now, dedupe_key=f"authz:{msg.dedupe_key}"[:400],
+                in_reply_to=msg.message_id, automatic=True, fresh=True,
+                context={"ref": ctx.ref(ticket_id) if ticket_id is not None else "-", "subject": msg.subject,
+                         "reason": reason, "reason_code": "other_address", "detail": msg.from_addr,
+                         "address": consultant.email,
+                         "new_ticket_address": self.notifier.personal_address(desk.session, consultant.email)},
+            )
+        disposition = "reply" if ticket_id is not None else "rejected"
+        desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition=disposition,
+                         reason=reason[:2000], arrived_at=mail.arrived_at, now=now, ticket_id=ticket_id,
+                         message_row_id=row)
+        log.warning("%s %s -> %s mail answering consultant %s's mail from %s, not applied", mail.source_key,
+                    msg.message_id, ctx.ref(ticket_id) if ticket_id is not None else "-", consultant.email,
+                    msg.from_addr)
+        return disposition, ticket_id
 
     def _about_no_ticket(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
                          now: datetime) -> tuple[str, int | None]:

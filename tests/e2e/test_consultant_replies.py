@@ -215,3 +215,29 @@ def test_away_days_written_with_spaces_around_the_dash_are_the_whole_range(env: 
 
         recorded = [(a.start.isoformat(), a.until.isoformat(), a.note) for a in session.scalars(select(AbsenceRow))]
     assert recorded == [("2026-12-21", "2027-01-03", "urlop")], recorded
+
+
+@pytest.mark.parametrize(("consultant", "sender", "words"), [
+    ("anna@firma.pl", "Anna Nowak <anna.nowak@gmail.com>", ("anna.nowak@gmail.com", "anna@firma.pl", "Powód:")),
+    ("bob@firma.pl", "Bob <bob.kowal@outlook.com>", ("bob.kowal@outlook.com", "bob@firma.pl", "Why:")),
+], ids=["pl", "en"])
+def test_an_answer_to_a_notification_from_a_consultants_other_address_is_kept_and_the_consultant_told(
+        env: dict[str, Any], consultant: str, sender: str, words: tuple[str, ...]) -> None:
+    """Anna answers her notification from her phone's private account: the mail opened a ticket of its own
+    (P1 for the quoted "Awaria"), acknowledged to the private address, announced to every consultant, and the
+    customer got nothing; nobody told Anna why. Now it is an unverified note on SUP-1 and she is told, in her
+    language, that it came from another address than hers."""
+    note = next(m for m in env["sink"].messages if m.rcpt_tos == [consultant] and "[SUP-1]" in str(m.parsed["Subject"]))
+    env["box"].add(reply_to(note, sender, "#take\nDzień dobry, sprawdzę.\n", "<o1@elsewhere.example>"))
+    daemon = run(env)
+    [notice] = settled(env["sink"], 7)[6:]
+    with daemon.sessions() as session:
+        tickets = session.scalar(select(func.count()).select_from(Ticket))
+        first = session.get(Ticket, 1)
+        outcome = session.scalars(select(Intake).where(Intake.dedupe_key == "o1@elsewhere.example")).one()
+        assert first is not None
+        taken = first.assigned_to
+    assert tickets == 2 and taken is None and (outcome.disposition, outcome.ticket_id) == ("reply", 1)
+    assert notice.rcpt_tos == [consultant] and "[SUP-1]" in str(notice.parsed["Subject"])
+    for word in words:
+        assert word in text_of(notice), text_of(notice)

@@ -215,20 +215,21 @@ def activity_json(activity: MonthActivity) -> dict[str, Any]:
 
 
 def answered_the_customer() -> ColumnElement[bool]:
-    """A consultant's mail (a ``messages`` row, inbound) that answered the customer: not an internal
-    note, and with text for the customer once the command block is off (the row keeps that text:
-    what the relay sends, or what went to the customer directly). A mail of commands only ("#take",
-    "#time 1h30m"), or of commands and a signature, told the customer nothing: it is the desk's
-    (assigned, booked), not an answer. The intake stores the text without the commands and starts
-    it at its first non-blank line, so such a mail's text is empty or starts with a signature line.
-    An answer of attachments only, with no word, is not counted either: the attachments table does
-    not tell a file from a signature's logo. ``rules.replies.says_something`` in SQL: since the intake applies
-    it, such a mail is not relayed at all; rows stored before that still count as nothing here."""
+    """A consultant's mail (a ``messages`` row, inbound) that answered the customer, as the intake decided
+    when it took the mail in (``messages.answered``, since 0019): relayed, or sent to the customer directly,
+    with words or a file for them; the same decision made it the ticket's first answer. Not an internal
+    note, nor a mail of commands only ("#take", "#time 1h30m") or of commands and a signature. An answer of
+    a file alone counts: the intake relays it (the text rule below did not count it).
+
+    Rows stored before 0019 (NULL) are judged by their text, as the report always did: not an internal
+    note, and text for the customer once the command block is off, which the intake stored starting at
+    its first non-blank line, so a mail of commands only has an empty text or one that starts with a
+    signature line (``rules.replies.says_something`` in SQL)."""
     M = messages.c
     signature_only = or_(*(M.text_new.like(f"{line}{end}%") for line in SIGNATURE_LINES for end in ("\n", "\r\n")),
                          M.text_new.in_(SIGNATURE_LINES))
-    return and_(M.role == "consultant", M.direction == "in", M.internal.is_(False), M.text_new != "",
-                not_(signature_only))
+    by_text = and_(M.answered.is_(None), M.internal.is_(False), M.text_new != "", not_(signature_only))
+    return and_(M.role == "consultant", M.direction == "in", or_(M.answered.is_(True), by_text))
 
 
 def load_activity(session: Reader, month: str, calendar: BusinessCalendar, windows: Sequence[PeakWindow],

@@ -2,7 +2,9 @@
 
 Only a block of ``#word`` lines at the very start of the body counts (blank
 lines may precede or separate them); the first other line ends the block, so a
-later "#1 of my questions" is text for the customer, never a command. Anything
+later "#1 of my questions" is text for the customer, never a command. "# word"
+with a space after the hash is a command when the word is a command's name
+("# time 30m"), else text ("# Summary"). Anything
 in the block that is not a valid command becomes a ``CommandError`` with its
 line number: the pipeline then applies none of the commands and tells the
 consultant, because acting on half a block (time logged, status not changed)
@@ -136,7 +138,7 @@ class AssignCommand(Command):
 
     def check(self, ctx: DeskContext) -> str | None:
         if ctx.find_consultant(self.who) is None:
-            return f"no consultant with the e-mail or name {self.who!r}"
+            return f"no consultant, or more than one, with the e-mail, name or first name {self.who!r}: write the e-mail"
         return None
 
     def check_params(self) -> tuple[tuple[str, str], ...]:
@@ -249,7 +251,9 @@ def _hours(minutes: int) -> str:
     return f"{minutes // 60}" if minutes % 60 == 0 else f"{minutes / 60:g}"
 
 
-_COMMAND_LINE = re.compile(r"[ \t]*#(?P<name>[^\W\d_][\w-]*)(?P<args>.*)", re.DOTALL)
+# "# time 30m": a space after the hash (a phone's keyboard, a habit) is taken when a command's name follows,
+# so "# Podsumowanie" (a heading) stays text; a line that starts with a non-breaking space (HTML) too.
+_COMMAND_LINE = re.compile(r"[ \t\u00a0]*#(?P<gap>[ \t\u00a0]*)(?P<name>[^\W\d_][\w-]*)(?P<args>.*)", re.DOTALL)
 
 _STATUSES: tuple[TicketStatus, ...] = get_args(TicketStatus)
 # The statuses' Polish words, as a Polish mail names them ("otwarte", "czeka na klienta": one word
@@ -310,8 +314,14 @@ class Malformed(Exception):
         self.params = params + tuple(sorted(named.items()))
 
 
+# Two dates with spaces or a dash between them ("2026-12-21 - 2027-01-03", "2026-12-21 2027-01-03") are the
+# range: taken as the first date alone, the rest the note, they recorded one day of a fortnight's holiday.
+_AWAY_DAYS = re.compile(r"\s*(\d{4}-\d{2}-\d{2})\s*(?:\.\.|-|–|—)?\s*(\d{4}-\d{2}-\d{2})(?=\s|$)(.*)", re.DOTALL)
+
+
 def _parse_away(args: str) -> AwayCommand:
-    words = args.split(maxsplit=1)
+    both = _AWAY_DAYS.match(args)
+    words = [f"{both[1]}..{both[2]}", both[3]] if both else args.split(maxsplit=1)
     if not words:
         raise Malformed("#away needs the days, e.g. #away 2026-12-21..2027-01-03 (both inclusive)",
                         "away_needs_days")
@@ -472,7 +482,7 @@ def parse_commands(text: str) -> ParsedCommands:
         if not line.strip():
             continue
         match = _COMMAND_LINE.fullmatch(line)
-        if match is None:
+        if match is None or (match["gap"] and match["name"].lower() not in _BY_NAME):
             body_start = index
             break
         try:

@@ -81,9 +81,13 @@ class DeskContext:
         return next((c for c in self.config.consultants if c.email == email), None)
 
     def find_consultant(self, who: str) -> str | None:
-        """The address of the consultant ``who`` names by address or name (case-insensitive)."""
+        """The address of the consultant ``who`` names (case-insensitive): by address or whole name, else by the
+        first name or the address's local part when only one consultant has it ("#assign Bob", as the Polish
+        help's "e-mail lub imię", e-mail or first name, invites); None when nobody or several do."""
         wanted = who.strip().casefold()
         for c in self.config.consultants:
             if wanted in (c.email.casefold(), c.name.casefold()):
                 return c.email
-        return None
+        named = {c.email for c in self.config.consultants
+                 if wanted in ((c.name.split() or [""])[0].casefold(), c.email.partition("@")[0].casefold())}
+        return named.pop() if len(named) == 1 else None

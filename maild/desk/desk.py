@@ -20,7 +20,7 @@ persistent in the session, as after the ORM's flush (``store.insert_new_tickets`
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -292,8 +292,12 @@ class TicketDesk:
                     from_addr: str, from_name: str, to: Sequence[str], cc: Sequence[str], subject: str,
                     date: datetime, text_new: str, text_quoted: str = "", raw_sha256: str | None = None,
                     size: int = 0, internal: bool = False, notes: Sequence[str] = (),
-                    attachments: Sequence[StoredFile] = (), reused_id: bool = False) -> int:
+                    attachments: Sequence[StoredFile] = (), reused_id: bool = False,
+                    answered: bool | None = None) -> int:
         """A message on a ticket (or, ``ticket_id`` None, on none); returns its row id.
+
+        ``answered``: for a consultant's inbound mail, whether the intake took it as an answer to the
+        customer (``tables.messages``); the month report counts what the intake decided.
 
         ``reused_id``: an inbound mail kept under ``dup:<sha256>`` because another stored
         mail has its Message-ID; threading finds it in messages, where every other inbound
@@ -308,7 +312,7 @@ class TicketDesk:
             ticket_id=ticket_id, message_id=message_id, direction=direction, role=role, kind=kind,
             from_addr=from_addr, from_name=from_name, to_addrs=to, cc_addrs=cc, subject=subject, date=date,
             text_new=text_new, text_quoted=text_quoted, raw_sha256=raw_sha256, size=size, internal=internal,
-            notes=notes, reused_id=reused_id,
+            notes=notes, reused_id=reused_id, answered=answered,
         )
         unpacked = [att.sha256 for att in attachments if not rows.is_packed(att.sha256)]
         earlier = {sha: place for sha in unpacked if (place := self._blob_places.get(sha)) is not None}
@@ -487,14 +491,28 @@ class TicketDesk:
 
     # ------------------------------------------------------------ mail
 
-    def relay(self, ticket: Ticket, body: str, consultant_name: str, attachments: Sequence[dict[str, Any]],
-              dedupe_key: str, now: datetime) -> str | None:
-        """A consultant's answer to the customer (and the ticket's other participants), in the thread."""
+    def relay_recipients(self, ticket: Ticket, reached: Collection[str] = ()) -> tuple[list[str], list[str]]:
+        """(To, Cc) of a consultant's answer: the customer and the ticket's other participants, but for those
+        the consultant's own mail reached (``reached``: its To and Cc, lower case), who have it already."""
         ctx = self.ctx
         consultants = ctx.config.consultant_emails
         own = ctx.support_addresses
         to = [ticket.requester] if ticket.requester else []
         cc = [a for a in (ticket.participants or []) if a not in consultants and a not in own and a not in to]
+        if reached:
+            to, cc = [a for a in to if a not in reached], [a for a in cc if a not in reached]
+            if not to:
+                to, cc = cc[:1], cc[1:]
+        return to, cc
+
+    def relay(self, ticket: Ticket, body: str, consultant_name: str, attachments: Sequence[dict[str, Any]],
+              dedupe_key: str, now: datetime, reached: Collection[str] = ()) -> str | None:
+        """A consultant's answer to the customer (and the ticket's other participants), in the thread; None
+        when the consultant's mail reached them all itself (``relay_recipients``)."""
+        ctx = self.ctx
+        to, cc = self.relay_recipients(ticket, reached)
+        if reached and not to:
+            return None
         self.sync()
         thread_ids = list(self.session.scalars(
             select(MessageRow.message_id).where(MessageRow.ticket_id == ticket.id, MessageRow.message_id.is_not(None),

@@ -544,6 +544,10 @@ class Ingestor:
                 return presence
         if decision.ticket is not None:
             return self._customer_reply(session, mail, msg, screening, decision, now, resolution)
+        if not is_consultant and not screening.automatic:
+            elsewhere = self._from_another_address(session, mail, msg, screening, now)
+            if elsewhere is not None:
+                return elsewhere
         if is_consultant:
             if screening.automatic and screening.kind != "human" or screening.out_of_office:
                 # an out-of-office answering a digest or a notice: never a ticket, never answered
@@ -554,6 +558,8 @@ class Ingestor:
             if on_behalf is not None:
                 return self._new_ticket(session, mail, msg, screening, on_behalf.resolution, decision, False, now,
                                         on_behalf=on_behalf)
+            if store.own_message_ids((*msg.in_reply_to, *msg.references)):
+                return self._about_no_ticket(session, mail, msg, screening, now)
         return self._new_ticket(session, mail, msg, screening, resolution, decision, is_consultant, now)
 
     def _resolve(self, session: Session, msg: InboundMessage, arrived_at: datetime) -> Resolution:
@@ -740,7 +746,10 @@ class Ingestor:
         )
 
     def _message_row(self, ticket_id: int | None, msg: InboundMessage, mail: FetchedMail, screening: Screening,
-                     role: str, new_text: str, quoted: str, internal: bool = False, notes: Sequence[str] = ()) -> int:
+                     role: str, new_text: str, quoted: str, internal: bool = False, notes: Sequence[str] = (),
+                     answered: bool = False) -> int:
+        """``answered``: a consultant's mail the intake took as an answer to the customer (stored for the
+        month report; every other mail of a consultant's is stored as no answer)."""
         return self._active.desk.add_message(
             ticket_id, message_id=msg.message_id, direction="in", role=role,
             kind="autoreply" if screening.out_of_office else screening.kind,
@@ -748,6 +757,7 @@ class Ingestor:
             subject=msg.subject, date=mail.arrived_at, text_new=new_text, text_quoted=quoted,
             raw_sha256=msg.raw_sha256, size=msg.size, internal=internal, notes=[*msg.notes, *notes],
             attachments=msg.attachments, reused_id=msg.dedupe_key.startswith(SECOND_COPY),
+            answered=answered if role == "consultant" else None,
         )
 
     # -------------------------------------------------------------- replies
@@ -855,6 +865,88 @@ class Ingestor:
         log.info("%s %s -> %s presence %s: %s", mail.source_key, msg.message_id, consultant.email, disposition, reason)
         return disposition, None
 
+    def _from_another_address(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
+                              now: datetime) -> tuple[str, int | None] | None:
+        """A mail that answers maild's mail to a consultant (a notification, the digest, a notice) from an
+        address that is no consultant's: the consultant's private account on a phone, an alias, or whoever
+        they forwarded it to. It opened a ticket of its own (acknowledged to that address, announced to every
+        consultant) and the customer got nothing. Kept instead as an unverified note on the ticket the mail
+        answered (when it answered one), nothing applied or relayed, and the consultant told, in their
+        language, that it came from another address than theirs. None when it answers no such mail."""
+        ctx, cfg = self.ctx, self.ctx.config
+        own = store.own_message_ids((*msg.in_reply_to, *msg.references))[-50:]
+        if not own:
+            return None
+        desk = self._active.desk
+        desk.sync()
+        rows = session.execute(select(OutboxRow.recipients, OutboxRow.ticket_id).where(
+            OutboxRow.message_id.in_(own), OutboxRow.kind.in_(CONSULTANT_KINDS))).all()
+        people = {c.email: c for c in cfg.consultants}
+        told = [(people[str(r).lower()], ticket_id) for recipients, ticket_id in rows
+                for r in recipients or [] if str(r).lower() in people]
+        if not told:
+            return None
+        consultant, ticket_id = next(((c, t) for c, t in told if t is not None), told[0])
+        ticket = desk.ticket(ticket_id) if ticket_id is not None else None
+        new_text, quoted = msg.reply_split or split_reply(msg.text)
+        reason = (f"from {msg.from_addr}, not the address of consultant {consultant.email}, whose mail it answers: "
+                  "not applied, not relayed")
+        row = self._message_row(ticket_id, msg, mail, screening, "consultant", cut_at_marker(new_text), quoted,
+                                internal=True, notes=[reason])
+        if ticket is not None:
+            desk.add_event(ticket.id, "unverified_consultant_mail", mail.arrived_at, msg.from_addr,
+                           reason=reason, message_id=msg.message_id)
+        if desk.automatic_counts.get(consultant.email, 0) < cfg.support.max_auto_replies_per_hour:
+            desk.queue_mail(
+                ticket=None, kind="authority_notice", template="authority_notice", language=consultant.language,
+                recipients=[consultant.email], now=now, dedupe_key=f"authz:{msg.dedupe_key}"[:400],
+                in_reply_to=msg.message_id, automatic=True, fresh=True,
+                context={"ref": ctx.ref(ticket_id) if ticket_id is not None else "-", "subject": msg.subject,
+                         "reason": reason, "reason_code": "other_address", "detail": msg.from_addr,
+                         "address": consultant.email,
+                         "new_ticket_address": self.notifier.personal_address(desk.session, consultant.email)},
+            )
+        disposition = "reply" if ticket_id is not None else "rejected"
+        desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition=disposition,
+                         reason=reason[:2000], arrived_at=mail.arrived_at, now=now, ticket_id=ticket_id,
+                         message_row_id=row)
+        log.warning("%s %s -> %s mail answering consultant %s's mail from %s, not applied", mail.source_key,
+                    msg.message_id, ctx.ref(ticket_id) if ticket_id is not None else "-", consultant.email,
+                    msg.from_addr)
+        return disposition, ticket_id
+
+    def _about_no_ticket(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
+                         now: datetime) -> tuple[str, int | None]:
+        """A consultant's reply to maild's mail that names no ticket (the morning digest, which lists many;
+        a notice or a confirmation about none; a ticket erased since): no ticket is opened (a reply to the
+        digest opened one, the consultant its requester, and every consultant was told of it), nothing is
+        applied, and the consultant is told, in their language, how to reach the ticket they meant."""
+        ctx = self.ctx
+        desk = self._active.desk
+        consultant = ctx.consultant(msg.from_addr)
+        assert consultant is not None
+        new_text, _quoted = msg.reply_split or split_reply(msg.text)
+        new_text = cut_at_marker(new_text)
+        authority = self._authority(session, msg, consultant.email)
+        if not authority.granted:
+            return self._unproven(mail, msg, screening, None, consultant, new_text, "", authority, now)
+        parsed = parse_commands(new_text)
+        # the command lines, else the first line written: what the notice quotes back
+        written = parsed.lines or [next(((n, line.strip()) for n, line in enumerate(new_text.split("\n"), 1)
+                                         if line.strip()), (1, ""))]
+        reason = "a reply to maild's mail about no single ticket: nothing applied, no ticket opened"
+        errors = [CommandError(n, line[:200], reason, "no_ticket") for n, line in written]
+        context = _command_error_context(consultant.language, "", msg.subject, _error_rows(errors))
+        context.update(no_ticket=True, example=f"[{ctx.ref(12)}]")
+        desk.queue_mail(
+            ticket=None, kind="command_error", template="command_error", language=consultant.language,
+            recipients=[consultant.email], now=now, dedupe_key=f"cmderr:{msg.dedupe_key}"[:400],
+            in_reply_to=msg.message_id, automatic=True, context=context)
+        desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="rejected",
+                         reason=reason, arrived_at=mail.arrived_at, now=now)
+        log.info("%s %s -> - consultant %s: %s", mail.source_key, msg.message_id, consultant.email, reason)
+        return "rejected", None
+
     def _consultant_mail(self, session: Session, mail: FetchedMail, msg: InboundMessage, screening: Screening,
                          decision: ThreadDecision, now: datetime) -> tuple[str, int | None]:
         ctx = self.ctx
@@ -901,7 +993,10 @@ class Ingestor:
         # not relayed (it was, as an empty mail with a signature), no first answer, the status as the commands leave it
         silent = not internal and not says_something(parsed.body) and all(a.inline for a in msg.attachments)
         direct = not any(map(self._is_support, msg.to)) and any(map(self._is_support, msg.cc))
-        row = self._message_row(ticket.id, msg, mail, screening, "consultant", parsed.body, quoted, internal=internal)
+        # a Reply All that copied the customer in: they have the consultant's mail from its own server
+        reached = {a for a in (*msg.to, *msg.cc) if a and not self._is_support(a)}
+        row = self._message_row(ticket.id, msg, mail, screening, "consultant", parsed.body, quoted, internal=internal,
+                                answered=not internal and not silent)
         at = mail.arrived_at
         relayed = False
         if not internal and not silent:
@@ -909,10 +1004,11 @@ class Ingestor:
             if not direct:
                 attachments = [{"sha256": a.sha256, "filename": a.filename, "content_type": a.content_type}
                                for a in msg.attachments if not a.inline]
-                desk.relay(ticket, parsed.body, consultant.name, attachments, f"relay:{msg.dedupe_key}"[:400], now)
-                relayed = True
+                relayed = desk.relay(ticket, parsed.body, consultant.name, attachments,
+                                     f"relay:{msg.dedupe_key}"[:400], now, reached=reached) is not None
         applying = Applying(desk=desk, ticket=ticket, actor=consultant.email, at=at, now=now,
                             source_message_id=msg.message_id)
+        assignee = ticket.assigned_to
         for command in parsed.commands:
             command.apply(applying)
         # a consultant may copy in anyone, of any domain (up to the cap)
@@ -928,6 +1024,12 @@ class Ingestor:
                                      self._consultant_writers(session, ticket.id), consultant.email)
             self._notify(ticket, "note" if internal else "answer", people, msg, parsed.body, "", consultant.email,
                          now)
+        elif ticket.assigned_to not in (assignee, consultant.email, None):
+            # handed over by a mail of commands only ("#assign Bob"): the new assignee is told, the commands
+            # as the note (a mail of commands only notified nobody, and the ticket waited for them unseen)
+            handed = [c for c in ctx.config.consultants if c.email == ticket.assigned_to]
+            self._notify(ticket, "note", handed, msg, "\n".join(line for _, line in parsed.lines), "",
+                         consultant.email, now)
         desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
                          reason=_consultant_disposition(internal, silent, relayed),
                          arrived_at=at, now=now, ticket_id=ticket.id, message_row_id=row)

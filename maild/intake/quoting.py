@@ -6,7 +6,8 @@ and German:
 
 * ``>``-quoted lines (and the attribution line above them: "On <date>, <name>
   wrote:", "W dniu <date> <name> pisze:", "<name> napisał(a):", "Dnia ...
-  napisał:", "Am ... schrieb ...:", wrapped over two lines as Gmail does;
+  napisał:", Apple Mail's "Wiadomość napisana przez <name> w dniu <date>, o
+  godz. <time>:", "Am ... schrieb ...:", wrapped over two lines as Gmail does;
   also the Russian and French verbs, which cost nothing);
 * Outlook's unquoted history: "-----Original Message-----" and its Polish and
   German forms, the header block "From: / Sent: / To: / Subject:" ("Od: /
@@ -42,14 +43,17 @@ _QUOTED = re.compile(r"[ \t]{0,3}>")
 
 _ATTRIBUTION = re.compile(
     r"""
-    ^\s*\S.*?
-    (?: \b(?:wrote|pisze|napisał(?:\(a\)|a)?|написал(?:\(а\)|а)?|a\s+écrit)\s*:
-      | \bschrieb\b.*:
+    ^\s*
+    (?: wiadomość\s+napisana\s+przez\s.*:
+      | \S.*?
+        (?: \b(?:wrote|pisze|napisał(?:\(a\)|a)?|написал(?:\(а\)|а)?|a\s+écrit)\s*:
+          | \bschrieb\b.*:
+        )
     )\s*$
     """,
     re.IGNORECASE | re.VERBOSE,
 )
-_ATTRIBUTION_OPENER = re.compile(r"\s*(?:On|W\s+dniu|Dnia|Am)\s", re.IGNORECASE)
+_ATTRIBUTION_OPENER = re.compile(r"\s*(?:On|W\s+dniu|Dnia|Am|Wiadomość\s+napisana)\s", re.IGNORECASE)
 _DATED = re.compile(r"[0-9]{1,2}:[0-9]{2}|\b(?:19|20)[0-9]{2}\b")
 
 _ORIGINAL_MESSAGE = re.compile(

@@ -128,6 +128,7 @@ class MessageRow(Base):
         raw_pack: Mapped[str | None]
         raw_offset: Mapped[int | None]
         raw_length: Mapped[int | None]
+        answered: Mapped[bool | None]
 
     ticket: Mapped[Ticket | None] = relationship(back_populates="messages")
     attachments: Mapped[list[AttachmentRow]] = relationship(lazy="raise_on_sql")

@@ -281,7 +281,8 @@ class BatchRows:
     def message(self, *, ticket_id: int | None, message_id: str | None, direction: str, role: str, kind: str,
                 from_addr: str, from_name: str, to_addrs: Sequence[str], cc_addrs: Sequence[str], subject: str,
                 date: datetime, text_new: str, text_quoted: str = "", raw_sha256: str | None = None, size: int = 0,
-                internal: bool = False, notes: Sequence[str] = (), reused_id: bool = False) -> int:
+                internal: bool = False, notes: Sequence[str] = (), reused_id: bool = False,
+                answered: bool | None = None) -> int:
         row_id = self.message_ids.take()
         place = self._raw.get(raw_sha256) if raw_sha256 else None
         if place is not None:
@@ -291,7 +292,7 @@ class BatchRows:
             "kind": kind, "from_addr": from_addr, "from_name": from_name, "to_addrs": list(to_addrs),
             "cc_addrs": list(cc_addrs), "subject": subject, "date": date, "text_new": text_new,
             "text_quoted": text_quoted, "raw_sha256": raw_sha256, "size": size, "internal": internal,
-            "notes": list(notes), "reused_id": reused_id,
+            "notes": list(notes), "reused_id": reused_id, "answered": answered,
             "raw_pack": place.pack if place else None, "raw_offset": place.offset if place else None,
             "raw_length": place.length if place else None,
         })

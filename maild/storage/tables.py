@@ -207,6 +207,11 @@ messages = Table(
     Column("raw_pack", String(40)),
     Column("raw_offset", BigInteger),
     Column("raw_length", BigInteger),
+    # A consultant's inbound mail: whether the intake took it as an answer to the customer (relayed, or sent
+    # to the customer directly: the ticket's first answer, the month report's answers); false for a note, a
+    # mail of commands only, an auto-reply, an unproven mail, a ticket opened by a consultant. NULL: any other
+    # row, and consultants' mail stored before 0019, which the report judges by its text as it always did.
+    Column("answered", Boolean),
     Index("ix_messages_message_id_lookup", "message_id", sqlite_where=text(MESSAGE_ID_LOOKUP)),
     # a pack's raw mail, for compaction; appended in (pack, offset) order as mail arrives
     Index("ix_messages_raw_pack", "raw_pack", "raw_offset", sqlite_where=text(RAW_PLACED)),

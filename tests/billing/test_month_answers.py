@@ -10,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import select
 
 from maild.billing.month import load_activity
 from maild.config import load_config
@@ -46,4 +47,38 @@ def test_the_report_counts_only_answers_that_told_the_customer_something(env: di
     [anna] = [c for c in activity.consultants if c.email == "anna@firma.pl"]
     # SUP-1 got a #take and a booking with a signature, SUP-2 an answer and a note: one ticket answered,
     # and the only first answer is SUP-2's (it read 2 and 2)
+    assert (anna.answered, anna.first_responses) == (1, 1), anna
+
+
+def test_an_answer_of_a_file_alone_is_counted_as_the_intake_relayed_it(env: dict[str, Any]) -> None:  # noqa: F811
+    """Anna answers SUP-1 with the corrected invoice attached and no word: the intake relays the file to the
+    customer and takes it as the ticket's first answer; the report counted no answer (the text rule saw an empty
+    text), so the month's first answers and the tickets answered disagreed with the tickets' own first answers."""
+    from tests.e2e.test_notifications import PDF, with_file
+    from tests.helpers import consultant_to, make_mail
+
+    two_tickets_answered_by_anna(env, run, {})
+    env["box"].add(with_file(make_mail(to=consultant_to(env["path"]), sender="Anna Nowak <anna@firma.pl>",
+                                       subject="Re: [SUP-1] Pytanie o licencję", msgid="<f1@firma.pl>",
+                                       body="\nW dniu 07.12.2026 o 09:15, Wsparcie pisze:\n> Pytanie o licencję\n"),
+                             "faktura-korekta.pdf", PDF))
+    run(env)
+    cfg = load_config(env["path"])
+    now = datetime.now(UTC)
+    month = now.astimezone(ZoneInfo(cfg.calendar.timezone)).strftime("%Y-%m")
+    sessions = open_database(cfg.database_url)
+    try:
+        with sessions() as session:
+            from maild.storage.models import OutboxRow, Ticket
+
+            relayed = session.scalars(select(OutboxRow.ticket_id).where(OutboxRow.kind == "relay")).all()
+            first = session.get(Ticket, 1)
+            assert first is not None
+            first_response_at = first.first_response_at
+            activity = load_activity(session, month, business_calendar(cfg, write=False), cfg.peak_windows,
+                                     {c.email: c.name for c in cfg.consultants}, now)
+    finally:
+        sessions.kw["bind"].dispose()
+    assert relayed == [1] and first_response_at is not None, "the intake took the file as the answer"
+    [anna] = [c for c in activity.consultants if c.email == "anna@firma.pl"]
     assert (anna.answered, anna.first_responses) == (1, 1), anna

@@ -373,3 +373,19 @@ def test_away_and_back_parse() -> None:
                        ("#away jutro\n", "not a date"), ("#back now\n", "nothing")):
         [error] = parse_commands(bad).errors
         assert words in error.reason and error.line_no == 1, error
+
+
+def test_assign_finds_a_first_name_or_local_part_only_when_one_consultant_has_it() -> None:
+    from types import SimpleNamespace
+
+    from maild.config import Consultant
+    from maild.desk.context import DeskContext
+
+    team = [Consultant("anna@firma.pl", "Anna Nowak"), Consultant("a.kowal@firma.pl", "Anna Kowal"),
+            Consultant("bob@firma.pl", "Bob Kowal")]
+    ctx = SimpleNamespace(config=SimpleNamespace(consultants=team))
+    found = {who: DeskContext.find_consultant(ctx, who) for who in  # type: ignore[arg-type]
+             ("Bob", "bob", "BOB@firma.pl", "anna kowal", "a.kowal", "Anna", "Kowal", "")}
+    assert found == {"Bob": "bob@firma.pl", "bob": "bob@firma.pl", "BOB@firma.pl": "bob@firma.pl",
+                     "anna kowal": "a.kowal@firma.pl", "a.kowal": "a.kowal@firma.pl",
+                     "Anna": None, "Kowal": None, "": None}

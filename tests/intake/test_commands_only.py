@@ -46,3 +46,38 @@ def test_a_reply_of_commands_only_is_applied_and_not_relayed(env: dict[str, Any]
         time.sleep(0.05)
     assert len(to_customer) == 1 and to_customer[0].parsed["Auto-Submitted"] == "auto-replied", \
         [m.parsed["Subject"] for m in to_customer]
+
+
+# commands from a phone or with a mail client's signature, which no "-- " line opens (Message-ID: (subject, body))
+PHONE_REPLIES = {
+    "<p1@firma.pl>": ("Re: [SUP-1] Pytanie o licencję",
+                      "#take\n\nWysłane z iPhone'a\n\n> W dniu 07.12.2026 o 09:10 Wsparcie pisze:\n> Pytanie\n"),
+    "<p2@firma.pl>": ("RE: [SUP-1] Pytanie o licencję",
+                      "#time 10m\n\nGet Outlook for Android<https://aka.ms/ghei36>\n"
+                      "________________________________\nFrom: Acme via Wsparcie <support@firma.pl>\n"
+                      "Sent: Monday, December 7, 2026 9:10:12 AM\nTo: Anna Nowak <anna@firma.pl>\n"
+                      "Subject: [SUP-1] Pytanie o licencję\n\nPytanie\n"),
+    "<p3@firma.pl>": ("Re: [SUP-1] Pytanie o licencję", "#time 5m\n\nPozdrawiam\nAnna Nowak\nKonsultant ERP, Firma\n"),
+    "<p4@firma.pl>": ("Re: [SUP-2] Awaria wydruku", "#time 5m\n\nSent from my iPhone\n\nThe patch is in, please retry.\n"),
+}
+
+
+def test_commands_above_a_phones_or_a_clients_signature_are_not_relayed(env: dict[str, Any]) -> None:  # noqa: F811
+    """"Wysłane z iPhone'a", "Get Outlook for Android" or "Pozdrawiam / Anna Nowak" under the commands told the
+    customer nothing, as a "-- " signature does not: each went to the customer as an empty mail with the
+    signature, and made the ticket's first answer. Words under a phone's line still go (SUP-2)."""
+    two_tickets_answered_by_anna(env, run, PHONE_REPLIES)
+    cfg = load_config(env["path"])
+    sessions = open_database(cfg.database_url)
+    try:
+        with sessions() as session:
+            relays = session.scalars(select(OutboxRow.ticket_id).where(OutboxRow.kind == "relay")).all()
+            first = session.get(Ticket, 1)
+            booked = session.scalar(select(func.sum(LedgerRow.minutes)).where(LedgerRow.ticket_id == 1))
+            reasons = {row.dedupe_key: row.reason for row in session.scalars(select(Intake))}
+    finally:
+        sessions.kw["bind"].dispose()
+    assert first is not None and first.assigned_to == "anna@firma.pl" and booked == 15
+    assert relays == [2], relays
+    assert first.first_response_at is None, first.first_response_at
+    assert {reasons[f"p{n}@firma.pl"] for n in (1, 2, 3)} == {"commands only, not relayed"}, reasons

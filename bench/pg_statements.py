@@ -275,7 +275,7 @@ def main() -> int:
     args = parser.parse_args()
     # backlog.one_run's options: a migrated database, no check against the corpus
     run_args = argparse.Namespace(every_day=args.every_day, migrated=True, restarted=args.restarted, profile=False,
-                                  keep=False, sink=args.sink)
+                                  keep=False, sink=args.sink, acks_only=False)
     banner(f"PostgreSQL's statements in the whole cycle: {args.n} mails, {args.runs} runs, sink {args.sink}")
     BENCH_ROOT.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="pgstat-", dir=BENCH_ROOT))

@@ -17,8 +17,10 @@ Polish as often as English.
 Each command is one unit, registered once in ``COMMANDS``: its names, its help
 line, how its arguments are parsed and how it is applied (through the
 ``TicketDesk``). The "unknown command" reply lists the table. A new command
-is a dataclass with ``apply`` (and ``check`` if it needs the config) plus one
-``register(...)`` call; see the README, "The pipeline".
+is a dataclass with ``apply`` (and ``check`` if it needs the config), its help
+lines in ``rules.command_help.BUILT_IN`` (the notifications are rendered with
+them where the desk is not loaded) plus one ``register(...)`` call; see the
+README, "The pipeline".
 
 Durations are whole minutes (``rules.duration``).
 """
@@ -31,10 +33,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, ClassVar, Literal, get_args
 
+from maild.rules import command_help
+from maild.rules.command_help import STATUS_WORDS_PL
 from maild.rules.duration import MAX_ENTRY_MINUTES, DurationError, parse_duration
-from maild.rules.scope import Scope, keywords, known_words, parse_scope
+from maild.rules.scope import Scope, known_words, parse_scope
 from maild.rules.presence import AbsenceError, parse_range
-from maild.rules.wording import reader_language
 
 if TYPE_CHECKING:  # the table and its help need no desk and no ORM (``maild check`` renders the help)
     from maild.desk.context import DeskContext
@@ -256,10 +259,8 @@ def _hours(minutes: int) -> str:
 _COMMAND_LINE = re.compile(r"[ \t\u00a0]*#(?P<gap>[ \t\u00a0]*)(?P<name>[^\W\d_][\w-]*)(?P<args>.*)", re.DOTALL)
 
 _STATUSES: tuple[TicketStatus, ...] = get_args(TicketStatus)
-# The statuses' Polish words, as a Polish mail names them ("otwarte", "czeka na klienta": one word
-# here), in _STATUSES' order: the Polish help lists them (it listed the English ones), and a status
-# is taken in either language from anyone (with or without Polish letters); the key is stored.
-STATUS_WORDS_PL: tuple[str, ...] = ("otwarte", "czeka", "rozwiązane", "zamknięte")
+# The statuses' Polish words (``rules.command_help``, in _STATUSES' order): a status is taken in either
+# language from anyone (with or without Polish letters); the key is stored.
 _STATUS_WORDS: dict[str, TicketStatus] = {
     **{s: s for s in _STATUSES}, **dict(zip(STATUS_WORDS_PL, _STATUSES)),
     "rozwiazane": "resolved", "zamkniete": "closed"}
@@ -425,36 +426,34 @@ def register(spec: CommandSpec) -> CommandSpec:
             raise ValueError(f"#{name} is registered twice")
         _BY_NAME[name] = spec
     COMMANDS[spec.name] = spec
+    command_help.add(spec.name, spec.help, spec.help_pl)
     return spec
 
 
 def help_lines(language: str = "en") -> list[str]:
-    """One line per command, in table order, in the notification's ``language``: the command
-    names and their fixed values stay as they are written, the placeholders and notes are
-    translated."""
-    polish = reader_language(language) == "pl"
-    return [(spec.help_pl or spec.help) if polish else spec.help for spec in COMMANDS.values()]
+    """One line per command, in table order, in the reader's ``language`` (``rules.command_help``:
+    the notifications are rendered with the same lines)."""
+    return command_help.help_lines(language)
 
 
-register(CommandSpec("time", ("czas",), "#time 1h30m [scope] [note]", lambda _, args: _parse_time(args),
-                     help_pl="#time 1h30m [zakres] [notatka]"))
-register(CommandSpec("status", (), "#status " + "|".join(_STATUSES), lambda _, args: _parse_status(args),
-                     once=True, help_pl="#status " + "|".join(STATUS_WORDS_PL)))
-register(CommandSpec("assign", ("przypisz",), "#assign <e-mail or name>", lambda _, args: _parse_assign(args),
-                     once=True, help_pl="#assign <e-mail lub imię>"))
-register(CommandSpec("priority", ("priorytet",), "#priority P1..P4 <reason>", lambda _, args: _parse_priority(args),
-                     once=True, help_pl="#priority P1..P4 <powód>"))
-register(CommandSpec("scope", ("zakres",), "#scope " + "|".join(keywords("en")), lambda _, args: _parse_scope(args),
-                     once=True, help_pl="#scope " + "|".join(keywords("pl"))))
-register(CommandSpec("internal", ("wewnętrzne", "wewnetrzne"), "#internal", _no_arguments(InternalCommand())))
-register(CommandSpec("verify", ("potwierdź", "potwierdz"), "#verify", _no_arguments(VerifyCommand())))
-register(CommandSpec("away", ("nieobecny", "nieobecna", "urlop"), "#away 2026-12-21..2027-01-03 [note]",
-                     lambda _, args: _parse_away(args), once=True, help_pl="#away 2026-12-21..2027-01-03 [notatka]"))
-register(CommandSpec("back", ("jestem", "powrót", "powrot"), "#back", _no_arguments(BackCommand()), once=True))
-register(CommandSpec("take", ("biorę", "biore"), "#take", _no_arguments(TakeCommand()), once=True))
-register(CommandSpec("customer", ("klient",), "#customer <id or e-mail> (first line of a new mail)",
-                     lambda _, args: _parse_customer(args), once=True,
-                     help_pl="#customer <id lub e-mail> (w pierwszej linii nowej wiadomości)"))
+def _built_in(name: str, aliases: tuple[str, ...], parse: Callable[[str, str], Command],
+              once: bool = False) -> CommandSpec:
+    """A built-in command's spec, its help lines those ``rules.command_help`` holds for it."""
+    english, polish = command_help.BUILT_IN[name]
+    return CommandSpec(name, aliases, english, parse, once=once, help_pl=polish)
+
+
+register(_built_in("time", ("czas",), lambda _, args: _parse_time(args)))
+register(_built_in("status", (), lambda _, args: _parse_status(args), once=True))
+register(_built_in("assign", ("przypisz",), lambda _, args: _parse_assign(args), once=True))
+register(_built_in("priority", ("priorytet",), lambda _, args: _parse_priority(args), once=True))
+register(_built_in("scope", ("zakres",), lambda _, args: _parse_scope(args), once=True))
+register(_built_in("internal", ("wewnętrzne", "wewnetrzne"), _no_arguments(InternalCommand())))
+register(_built_in("verify", ("potwierdź", "potwierdz"), _no_arguments(VerifyCommand())))
+register(_built_in("away", ("nieobecny", "nieobecna", "urlop"), lambda _, args: _parse_away(args), once=True))
+register(_built_in("back", ("jestem", "powrót", "powrot"), _no_arguments(BackCommand()), once=True))
+register(_built_in("take", ("biorę", "biore"), _no_arguments(TakeCommand()), once=True))
+register(_built_in("customer", ("klient",), lambda _, args: _parse_customer(args), once=True))
 
 
 def _parse_one(name: str, args: str) -> tuple[Command, CommandSpec]:

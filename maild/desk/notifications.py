@@ -18,6 +18,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from maild.config import Consultant
+from maild.rules.command_help import REPLY_MARKER
 from maild.rules.peak import PeakWindow
 from maild.rules.reasons import for_reader
 from maild.rules.wording import format_local_time
@@ -38,13 +39,6 @@ __all__ = [
 ]
 
 Event = Literal["new", "follow_up", "answer", "note"]
-
-# The first line of every notification body. A consultant's client quotes the
-# notification below the reply; whatever a client fails to mark as quoted, this
-# line still ends the consultant's own text, so the header block and the
-# customer's text never travel back to the customer.
-REPLY_MARKER = "## ------ reply above this line / odpowiedz nad tą linią ------ ##"
-
 
 def present_consultants(consultants: Sequence[Consultant], at: datetime) -> tuple[Consultant, ...]:
     """Consultants at work at ``at``: whoever takes new work by mail.
@@ -156,10 +150,10 @@ def header_block(view: TicketView, tz: ZoneInfo, new_ticket_address: str, langua
                  peak_windows: Sequence[PeakWindow] = ()) -> dict[str, Any]:
     """The template context of the short block at the top of a notification:
     everything a consultant needs to decide what to do without opening the queue
-    (the commands' help and the priority's reasons in the notification's ``language``;
-    ``peak_windows``: the configured ones, whose labels name a peak period)."""
-    from maild.desk.commands import help_lines  # the commands' table (and the desk): a notification's only
-
+    (the priority's reasons in the notification's ``language``; ``peak_windows``: the
+    configured ones, whose labels name a peak period). The commands' help and the reply
+    marker, the same in every notification of a language, are not in it: the notification
+    is rendered with them (``rules.command_help.notification_values``)."""
     due = format_local_time(view.reaction_due, tz.key, language) if view.reaction_due else ""
     return {
         "ref": view.ref, "subject": view.subject, "customer": view.customer_name or view.requester,
@@ -167,7 +161,7 @@ def header_block(view: TicketView, tz: ZoneInfo, new_ticket_address: str, langua
         "priority": view.priority, "reasons": _priority_reasons(view, language, peak_windows),
         "due_local": due, "timezone": tz.key, "minutes_left": view.minutes_left,
         "assigned_to": view.assigned_to or "", "requester": view.requester, "status": view.status,
-        "commands": help_lines(language), "new_ticket_address": new_ticket_address, "marker": REPLY_MARKER,
+        "new_ticket_address": new_ticket_address,
     }
 
 

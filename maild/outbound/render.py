@@ -32,6 +32,7 @@ from maild.outbound.template_files import cache_folder as cache_folder
 from maild.outbound.template_files import search_path as search_path
 from maild.storage.blobs import StorageError, make_private_dir
 from maild.rules.delivery_status import explain_status
+from maild.rules.command_help import NOTIFICATION_TEMPLATES, notification_values
 from maild.rules.wording import (
     format_date,
     format_deadline,
@@ -127,7 +128,13 @@ class Renderer:
         self._snapshot = False
 
     def render(self, name: str, language: str, context: dict[str, Any]) -> tuple[str, str]:
-        """(subject, body) of template ``name`` in ``language`` (falls back to English)."""
+        """(subject, body) of template ``name`` in ``language`` (falls back to English).
+
+        A consultant notification (``NOTIFICATION_TEMPLATES``) is rendered with the commands' help
+        and the reply marker of the reader's ``language`` under its context: the same in every
+        notification, they are not stored with each (a row queued before, which has them, is
+        rendered with its own)."""
+        notification = name in NOTIFICATION_TEMPLATES
         lang = language if language in LANGUAGES else "en"
         name = f"{lang}/{name}.txt"
         known = self._globals.get(name) if self._snapshot else None
@@ -145,7 +152,8 @@ class Renderer:
         try:
             # the context as Jinja2 makes it unshared (its globals, then the values over them), from
             # the globals flattened once: unshared, it reads a ChainMap of them into a new dict per mail
-            ctx = template.new_context({**known[1], **context}, shared=True)
+            under = {**known[1], **notification_values(language)} if notification else known[1]
+            ctx = template.new_context({**under, **context}, shared=True)
             subject = "".join(template.blocks["subject"](ctx))
             body = "".join(template.blocks["body"](ctx))
         except KeyError as exc:

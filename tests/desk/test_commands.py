@@ -279,6 +279,10 @@ def test_the_command_table_is_the_one_list(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(commands, "COMMANDS", dict(commands.COMMANDS))
     monkeypatch.setattr(commands, "_BY_NAME", dict(commands._BY_NAME))
+    from maild.rules import command_help
+
+    monkeypatch.setattr(command_help, "_HELP", dict(command_help._HELP))
+    monkeypatch.setattr(command_help, "_MADE", {})
     assert parse_commands("#nope\n").errors[0].reason == (
         "unknown command #nope; known: #time, #status, #assign, #priority, #scope, #internal, #verify, #away, #back, "
         "#take, #customer")
@@ -290,6 +294,7 @@ def test_the_command_table_is_the_one_list(monkeypatch: pytest.MonkeyPatch) -> N
     commands.register(commands.CommandSpec("wave", ("machaj",), "#wave", lambda _, args: Wave()))
     assert parse_commands("#machaj\nhi\n").commands == (Wave(),)
     assert commands.help_lines()[-1] == "#wave"
+    assert command_help.notification_values("pl")["commands"][-1] == "#wave", "the notifications list it too"
     assert parse_commands("#nope\n").errors[0].reason.endswith("#customer, #wave")
     # #take assigns the sender; #customer only opens new tickets, so on a reply it is refused
     take = parse_commands("#take\n#customer acme\nText")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -81,7 +82,32 @@ def test_the_header_block_shows_the_deadline_in_local_time() -> None:
     block = header_block(view, ZoneInfo("Europe/Warsaw"), "support+tok@firma.pl")
     assert block["due_local"] == "1 July 2026, 12:00"
     assert block["customer"] == "Acme" and block["minutes_left"] == 90
-    assert "#take" in block["commands"] and block["new_ticket_address"] == "support+tok@firma.pl"
+    assert block["new_ticket_address"] == "support+tok@firma.pl"
+
+
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_a_notification_is_rendered_with_its_readers_command_help_and_the_marker(language: str) -> None:
+    """The header block carries neither the commands' help nor the reply marker (the same in every
+    notification of a language, they were ~400 bytes of each outbox row): the renderer gives a
+    notification those of its reader's language, and a context that has them (a row queued before)
+    renders the same mail."""
+    from maild.desk.commands import help_lines
+    from maild.outbound.render import PACKAGED, Renderer
+
+    view = TicketView(ref="SUP-7", subject="Awaria", customer_name="Acme", contract_id="acme-sla",
+                      contract_kind="sla", tier_name="sla", priority="P1", reasons=(), reaction_due=None,
+                      minutes_left=90, assigned_to=None, requester="jan@acme.pl", status="new")
+    block = header_block(view, ZoneInfo("Europe/Warsaw"), "support+tok@firma.pl", language)
+    assert "commands" not in block and "marker" not in block
+    renderer = Renderer(PACKAGED)
+    for template in ("notify_new", "notify_reply"):
+        context = {**block, "body": "Tekst.", "trimmed": False, "attached": [], "named": [], "event": "follow_up",
+                   "author": "jan@acme.pl"}
+        _, body = renderer.render(template, language, context)
+        assert body.startswith(REPLY_MARKER + "\n")
+        assert ", ".join(help_lines(language)) in body.replace("\n  ", " "), body
+        stored = {**context, "commands": help_lines(language), "marker": REPLY_MARKER}
+        assert renderer.render(template, language, stored) == renderer.render(template, language, context)
 
 
 def _view(priority: str, *reasons: str) -> TicketView:

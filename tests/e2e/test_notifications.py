@@ -215,3 +215,53 @@ def test_notifications_are_not_counted_against_the_customer_rate_limit(env: dict
     with daemon.sessions() as session:
         keys = session.scalars(select(OutboxRow.rate_key).where(OutboxRow.kind == "notify_new")).all()
         assert keys and set(keys) == {None}
+
+
+def _text_part(received: Any) -> bytes:
+    """The notification's text part as it went over the wire (its quoted-printable lines)."""
+    body = received.parsed.get_body(preferencelist=("plain",))
+    return bytes(body.get_payload(decode=False), "ascii") if body is not None else b""
+
+
+def test_a_notification_row_carries_no_command_help_and_rows_queued_with_it_still_send(
+        tmp_path: Path, smtp_sink: Any) -> None:
+    """A notification's outbox row stores neither the commands' help nor the reply marker (the same in
+    every notification of a language: it is rendered with them). A row an older version queued, whose
+    context holds both, sends the very same text when they are those of today, and its own list when
+    they are not (an older version's shorter list)."""
+    env = _env(tmp_path, smtp_sink)
+    env["box"].add(make_mail(subject="Awaria wydruku", msgid="<u1@acme.pl>", body="Wydruk nie działa.\n"))
+    daemon = run(env)
+    first = {m.rcpt_tos[0]: m for m in smtp_sink.wait_for(3) if m.rcpt_tos[0] != "jan@acme.pl"}
+    assert set(first) == {"anna@firma.pl", "bob@firma.pl"}
+    with daemon.sessions() as session:
+        rows = session.scalars(select(OutboxRow).where(OutboxRow.kind == "notify_new")).all()
+        assert len(rows) == 2
+        for row in rows:
+            assert "commands" not in row.context and "marker" not in row.context, sorted(row.context)
+    assert "#assign <e-mail lub imię>" in text_of(first["anna@firma.pl"])
+    assert "#assign <e-mail or name>" in text_of(first["bob@firma.pl"])
+    assert text_of(first["bob@firma.pl"]).startswith(
+        "## ------ reply above this line / odpowiedz nad tą linią ------ ##\r\n")
+
+    from maild.desk.commands import help_lines
+    from maild.desk.notifications import REPLY_MARKER
+
+    older = {"pl": ["#time 1h30m [zakres] [notatka]", "#take"], "en": ["#time 1h30m [scope] [note]", "#take"]}
+    for rows_help, expect_same in ((help_lines, True), (older.__getitem__, False)):
+        with daemon.sessions() as session, session.begin():
+            for row in session.scalars(select(OutboxRow).where(OutboxRow.kind == "notify_new")):
+                # as an older version queued it: the help of the row's language and the marker in its context
+                row.context = {**row.context, "commands": rows_help(row.language), "marker": REPLY_MARKER}
+                row.status, row.sent_at, row.attempts = "pending", None, 0
+        count = len(smtp_sink.messages)
+        run(env)
+        again = {m.rcpt_tos[0]: m for m in smtp_sink.wait_for(count + 2)[count:]}
+        assert set(again) == {"anna@firma.pl", "bob@firma.pl"}
+        for who, note in again.items():
+            if expect_same:
+                assert _text_part(note) == _text_part(first[who]), who
+            else:
+                language = "pl" if who == "anna@firma.pl" else "en"
+                assert ", ".join(older[language]) + "\r\n" in text_of(note), text_of(note)
+                assert "#assign" not in text_of(note)

@@ -137,3 +137,34 @@ def test_a_snapshot_renders_each_mail_from_what_it_compiled_and_a_live_renderer_
     assert asked == []
     assert live.render("probe", "pl", {"n": 5}) == ("S 5", "second 5\n")
     assert asked == ["pl/probe.txt"]
+
+
+def test_a_process_without_the_desk_renders_a_notification_with_every_commands_help() -> None:
+    """The couriers render notifications from rows alone; a daemon whose mailbox is empty never loads
+    the desk's command table (``maild.desk.commands``), yet sends what an earlier run queued: the
+    built-in commands' help is in ``rules.command_help`` from the start, and is the table's own."""
+    import subprocess
+    import sys
+
+    from maild.desk.commands import COMMANDS, help_lines
+    from maild.rules.command_help import BUILT_IN
+
+    assert list(BUILT_IN) == list(COMMANDS), "each command's help lines in rules.command_help.BUILT_IN"
+    script = (
+        "import sys\n"
+        "from datetime import datetime, timezone\n"
+        "from zoneinfo import ZoneInfo\n"
+        "from maild.desk.notifications import TicketView, header_block\n"
+        "from maild.outbound.render import PACKAGED, Renderer\n"
+        "view = TicketView(ref='SUP-1', subject='S', customer_name='Acme', contract_id='c', contract_kind='sla',"
+        " tier_name='sla', priority='P3', reasons=(), reaction_due=None, minutes_left=None, assigned_to=None,"
+        " requester='jan@acme.pl', status='new')\n"
+        "for language in ('pl', 'en'):\n"
+        "    context = {**header_block(view, ZoneInfo('Europe/Warsaw'), 'support+t@x.pl', language), 'body': 'B',"
+        " 'trimmed': False, 'attached': [], 'named': [], 'event': 'new', 'author': 'jan@acme.pl'}\n"
+        "    print(Renderer(PACKAGED).render('notify_new', language, context)[1], end='\\0')\n"
+        "assert 'maild.desk.commands' not in sys.modules, 'the desk was loaded'\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    polish, english, _ = out.split("\0")
+    assert "  " + ", ".join(help_lines("pl")) + "\n" in polish, polish
+    assert "  " + ", ".join(help_lines("en")) + "\n" in english, english

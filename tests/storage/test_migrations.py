@@ -125,3 +125,37 @@ def test_0011_down_gives_pack_index_back_the_places_message_rows_held(backend: s
         rows = conn.execute(text('SELECT sha256, pack, "offset" FROM pack_index ORDER BY sha256')).all()
     engine.dispose()
     assert [tuple(r) for r in rows] == [(a, "p1.pack", 0), (b, "p1.pack", 10), (old, "p0.pack", 7)]
+
+
+def test_0020_postgres_compresses_an_outbox_context_with_lz4(pg_url: str) -> None:
+    """A context long enough to be compressed (a notification with a long customer text) is stored
+    with lz4, not pglz (a fifth of the server's instructions for COPYing an outbox: bench/README,
+    fifteenth session); a row written before keeps its own method and reads back the same."""
+    import json
+    from datetime import datetime, timezone
+
+    from alembic import command
+    from sqlalchemy import text
+
+    from maild.storage.db import alembic_config
+
+    engine = make_engine(pg_url)
+    body = " ".join(f"zdanie {i} o fakturze, która nie chce się wydrukować." for i in range(120))
+    row = ("INSERT INTO outbox (dedupe_key, kind, message_id, recipients, automatic, template, language, context,"
+           " status, attempts, next_attempt_at, last_error, created_at) VALUES (:k, 'notify_new', :k, '[]', true,"
+           " 'notify_new', 'pl', :c, 'pending', 0, :t, '', :t)")
+    now = datetime(2026, 12, 7, tzinfo=timezone.utc)
+    with engine.connect() as conn:
+        cfg = alembic_config(engine)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0018")
+        conn.execute(text(row), {"k": "before", "c": json.dumps({"body": body}), "t": now})
+        conn.commit()
+        upgrade(engine)
+        conn.execute(text(row), {"k": "after", "c": json.dumps({"body": body}), "t": now})
+        conn.commit()
+        methods = dict(conn.execute(text("SELECT dedupe_key, pg_column_compression(context) FROM outbox")).all())
+        assert methods == {"before": "pglz", "after": "lz4"}
+        assert [json.loads(c) if isinstance(c, str) else c for (c,) in conn.execute(
+            text("SELECT context FROM outbox ORDER BY id"))] == [{"body": body}] * 2
+    engine.dispose()

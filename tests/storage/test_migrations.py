@@ -148,7 +148,7 @@ def test_0020_postgres_compresses_an_outbox_context_with_lz4(pg_url: str) -> Non
     with engine.connect() as conn:
         cfg = alembic_config(engine)
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0018")
+        command.upgrade(cfg, "0019")
         conn.execute(text(row), {"k": "before", "c": json.dumps({"body": body}), "t": now})
         conn.commit()
         upgrade(engine)

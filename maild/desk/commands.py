@@ -464,6 +464,23 @@ def _parse_one(name: str, args: str) -> tuple[Command, CommandSpec]:
     return spec.parse(name, args), spec
 
 
+def _parse_as_written(name: str, args: str) -> tuple[Command, CommandSpec]:
+    """A phone ends a line with a full stop (``#take.``) and people write ``#status: resolved``: a line
+    refused as written is read once more without the colon after the name and the full stop at the end.
+    Only what was refused is read again, so a note keeps its full stop (``#time 1h payroll module.``)."""
+    try:
+        return _parse_one(name, args)
+    except Malformed as error:
+        plain = args.removeprefix(":").rstrip()
+        plain = plain.removesuffix(".")
+        if plain == args:
+            raise
+        try:
+            return _parse_one(name, plain)
+        except Malformed:
+            raise error from None
+
+
 def parse_commands(text: str) -> ParsedCommands:
     """Split the command block off the top of a consultant's reply.
 
@@ -485,7 +502,7 @@ def parse_commands(text: str) -> ParsedCommands:
             body_start = index
             break
         try:
-            command, spec = _parse_one(match["name"], match["args"])
+            command, spec = _parse_as_written(match["name"], match["args"])
         except Malformed as error:
             errors.append(CommandError(index + 1, line, error.reason, error.code, error.params))
             continue

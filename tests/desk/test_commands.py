@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from maild.desk.commands import (
     ScopeCommand,
+    TakeCommand,
     MAX_ENTRY_MINUTES,
     AssignCommand,
     CommandError,
@@ -190,6 +191,12 @@ def test_each_command() -> None:
         ("#priorytet P1 stoi produkcja", PriorityCommand("P1", "stoi produkcja")),
         ("#wewnętrzne", InternalCommand()),
         ("#potwierdź", VerifyCommand()),
+        # as a phone or a hurried hand writes them: read once more without the colon and the full stop
+        ("#take.", TakeCommand()),
+        ("#status: resolved", StatusCommand("resolved")),
+        ("#status resolved.", StatusCommand("resolved")),
+        ("#time 30m.", TimeCommand(30, None, "")),
+        ("#time 1h payroll module.", TimeCommand(60, None, "payroll module.")),
     ],
 )
 def test_command_forms(line: str, command: object) -> None:

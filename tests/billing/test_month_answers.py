@@ -6,11 +6,13 @@ desk's business (assigned, booked) and told the customer nothing; the report cou
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from maild.billing.month import load_activity
 from maild.config import load_config
@@ -20,11 +22,11 @@ from tests.helpers import ANNAS_REPLIES, two_tickets_answered_by_anna
 from tests.intake.test_ingest import env, run  # noqa: F401 - the daemon's env on SQLite and PostgreSQL
 
 UTC = timezone.utc
+T = TypeVar("T")
 
 
-def test_the_report_counts_only_answers_that_told_the_customer_something(env: dict[str, Any]) -> None:  # noqa: F811
-    two_tickets_answered_by_anna(env, run, {
-        **ANNAS_REPLIES, "<k4@firma.pl>": ("Re: [SUP-2] Awaria wydruku", "#internal\nKlient dzwonił.\n")})
+def _anna_this_month(env: dict[str, Any], read: Callable[[Session], T]) -> tuple[Any, T]:
+    """Anna's line of this month's report, and what ``read`` finds in the same session."""
     cfg = load_config(env["path"])
     now = datetime.now(UTC)
     month = now.astimezone(ZoneInfo(cfg.calendar.timezone)).strftime("%Y-%m")
@@ -33,18 +35,24 @@ def test_the_report_counts_only_answers_that_told_the_customer_something(env: di
         with sessions() as session:
             activity = load_activity(session, month, business_calendar(cfg, write=False), cfg.peak_windows,
                                      {c.email: c.name for c in cfg.consultants}, now)
-            from sqlalchemy import select
-
-            from maild.storage.models import MessageRow
-
-            stored = {m.message_id: (m.internal, m.text_new) for m in session.scalars(
-                select(MessageRow).where(MessageRow.role == "consultant", MessageRow.direction == "in"))}
+            found = read(session)
     finally:
         sessions.kw["bind"].dispose()
+    [anna] = [c for c in activity.consultants if c.email == "anna@firma.pl"]
+    return anna, found
+
+
+def test_the_report_counts_only_answers_that_told_the_customer_something(env: dict[str, Any]) -> None:  # noqa: F811
+    two_tickets_answered_by_anna(env, run, {
+        **ANNAS_REPLIES, "<k4@firma.pl>": ("Re: [SUP-2] Awaria wydruku", "#internal\nKlient dzwonił.\n")})
+    from maild.storage.models import MessageRow
+
+    anna, stored = _anna_this_month(env, lambda session: {
+        m.message_id: (m.internal, m.text_new) for m in session.scalars(
+            select(MessageRow).where(MessageRow.role == "consultant", MessageRow.direction == "in"))})
     # how the desk kept them: the text without the command block, none internal but the note
     assert stored["k1@firma.pl"] == (False, "") and stored["k2@firma.pl"][1].startswith("-- \n"), stored
     assert stored["k3@firma.pl"][0] is False and stored["k4@firma.pl"][0] is True, stored
-    [anna] = [c for c in activity.consultants if c.email == "anna@firma.pl"]
     # SUP-1 got a #take and a booking with a signature, SUP-2 an answer and a note: one ticket answered,
     # and the only first answer is SUP-2's (it read 2 and 2)
     assert (anna.answered, anna.first_responses) == (1, 1), anna
@@ -63,22 +71,10 @@ def test_an_answer_of_a_file_alone_is_counted_as_the_intake_relayed_it(env: dict
                                        body="\nW dniu 07.12.2026 o 09:15, Wsparcie pisze:\n> Pytanie o licencję\n"),
                              "faktura-korekta.pdf", PDF))
     run(env)
-    cfg = load_config(env["path"])
-    now = datetime.now(UTC)
-    month = now.astimezone(ZoneInfo(cfg.calendar.timezone)).strftime("%Y-%m")
-    sessions = open_database(cfg.database_url)
-    try:
-        with sessions() as session:
-            from maild.storage.models import OutboxRow, Ticket
+    from maild.storage.models import OutboxRow, Ticket
 
-            relayed = session.scalars(select(OutboxRow.ticket_id).where(OutboxRow.kind == "relay")).all()
-            first = session.get(Ticket, 1)
-            assert first is not None
-            first_response_at = first.first_response_at
-            activity = load_activity(session, month, business_calendar(cfg, write=False), cfg.peak_windows,
-                                     {c.email: c.name for c in cfg.consultants}, now)
-    finally:
-        sessions.kw["bind"].dispose()
+    anna, (relayed, first_response_at) = _anna_this_month(env, lambda session: (
+        session.scalars(select(OutboxRow.ticket_id).where(OutboxRow.kind == "relay")).all(),
+        session.get(Ticket, 1).first_response_at))  # type: ignore[union-attr]
     assert relayed == [1] and first_response_at is not None, "the intake took the file as the answer"
-    [anna] = [c for c in activity.consultants if c.email == "anna@firma.pl"]
     assert (anna.answered, anna.first_responses) == (1, 1), anna

@@ -1019,16 +1019,19 @@ class Ingestor:
         if not internal and not silent and not status_set and ticket.status in ("new", "open"):
             ticket.status = "waiting"
         ticket.updated_at = now
+        # a handover ("#assign Bob", "#take") is told to the new assignee and to the one who had the ticket,
+        # unless they wrote this mail: by a mail of commands only it notified nobody, so the ticket waited for
+        # its new assignee unseen, and whoever had it went on working on it
+        handover = [c for c in ctx.config.consultants if ticket.assigned_to != assignee
+                    and c.email in (assignee, ticket.assigned_to) and c.email != consultant.email]
         if ctx.config.notifications.enabled and not silent:
             people = note_recipients(ctx.config.consultants, ticket.assigned_to,
                                      self._consultant_writers(session, ticket.id), consultant.email)
+            people = (*people, *(c for c in handover if c not in people))
             self._notify(ticket, "note" if internal else "answer", people, msg, parsed.body, "", consultant.email,
                          now)
-        elif ticket.assigned_to not in (assignee, consultant.email, None):
-            # handed over by a mail of commands only ("#assign Bob"): the new assignee is told, the commands
-            # as the note (a mail of commands only notified nobody, and the ticket waited for them unseen)
-            handed = [c for c in ctx.config.consultants if c.email == ticket.assigned_to]
-            self._notify(ticket, "note", handed, msg, "\n".join(line for _, line in parsed.lines), "",
+        elif handover:
+            self._notify(ticket, "note", handover, msg, "\n".join(line for _, line in parsed.lines), "",
                          consultant.email, now)
         desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="reply",
                          reason=_consultant_disposition(internal, silent, relayed),

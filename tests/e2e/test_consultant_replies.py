@@ -179,6 +179,23 @@ def test_a_ticket_handed_over_by_a_reply_of_commands_only_reaches_its_new_assign
     assert "Assigned:  bob@firma.pl" in body and "#assign Bob" in body and "anna@firma.pl" in body, body
 
 
+def test_a_ticket_taken_from_a_colleague_is_told_to_the_colleague(env: dict[str, Any]) -> None:
+    """Anna takes SUP-1, then Bob takes it from her with "#take" alone: Anna was not told, and went on
+    working on a ticket that was no longer hers. Her own "#take" tells nobody (she wrote it)."""
+    to_anna = next(m for m in env["sink"].messages if m.rcpt_tos == ["anna@firma.pl"] and "[SUP-1]" in str(m.parsed["Subject"]))
+    to_bob = next(m for m in env["sink"].messages if m.rcpt_tos == ["bob@firma.pl"] and "[SUP-1]" in str(m.parsed["Subject"]))
+    env["box"].add(reply_to(to_anna, "Anna Nowak <anna@firma.pl>", "#take\n", "<t1@firma.pl>"))
+    run(env)
+    env["box"].add(reply_to(to_bob, "Bob Kowal <bob@firma.pl>", "#take\n\n-- \nBob\n", "<t2@firma.pl>"))
+    daemon = run(env)
+    [told] = settled(env["sink"], 7)[6:]
+    assert told.rcpt_tos == ["anna@firma.pl"] and "[SUP-1]" in str(told.parsed["Subject"])
+    assert "#take" in text_of(told) and "bob@firma.pl" in text_of(told), text_of(told)
+    with daemon.sessions() as session:
+        ticket = session.get(Ticket, 1)
+        assert ticket is not None and ticket.assigned_to == "bob@firma.pl"
+
+
 @pytest.mark.parametrize(("sender", "told", "wrong"), [
     ("Anna Nowak <anna@firma.pl>", "ze swojej skrzynki służbowej", "odpowiedz na wiadomość z powiadomieniem"),
     ("Bob Kowal <bob@firma.pl>", "from your work mailbox", "reply to the ticket's notification"),

@@ -847,11 +847,8 @@ class Ingestor:
                     errors.append({"line_no": 1, "line": new_text.strip().splitlines()[0][:200], "reason": str(exc),
                                    "code": "", "params": {}})
         if errors:
-            desk.queue_mail(
-                ticket=None, kind="command_error", template="command_error", language=consultant.language,
-                recipients=[consultant.email], now=now, dedupe_key=f"cmderr:{msg.dedupe_key}"[:400],
-                in_reply_to=msg.message_id, automatic=True,
-                context=_command_error_context(consultant.language, "", msg.subject, errors))
+            self._command_error(consultant, msg, _command_error_context(consultant.language, "", msg.subject, errors),
+                                now)
             disposition, reason = "rejected", "; ".join(f"line {e['line_no']}: {e['reason']}" for e in errors)
         else:
             desk.queue_mail(
@@ -896,16 +893,8 @@ class Ingestor:
         if ticket is not None:
             desk.add_event(ticket.id, "unverified_consultant_mail", mail.arrived_at, msg.from_addr,
                            reason=reason, message_id=msg.message_id)
-        if desk.automatic_counts.get(consultant.email, 0) < cfg.support.max_auto_replies_per_hour:
-            desk.queue_mail(
-                ticket=None, kind="authority_notice", template="authority_notice", language=consultant.language,
-                recipients=[consultant.email], now=now, dedupe_key=f"authz:{msg.dedupe_key}"[:400],
-                in_reply_to=msg.message_id, automatic=True, fresh=True,
-                context={"ref": ctx.ref(ticket_id) if ticket_id is not None else "-", "subject": msg.subject,
-                         "reason": reason, "reason_code": "other_address", "detail": msg.from_addr,
-                         "address": consultant.email,
-                         "new_ticket_address": self.notifier.personal_address(desk.session, consultant.email)},
-            )
+        self._authority_notice(consultant, msg, ticket_id, reason, "other_address", msg.from_addr, now,
+                               address=consultant.email)
         disposition = "reply" if ticket_id is not None else "rejected"
         desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition=disposition,
                          reason=reason[:2000], arrived_at=mail.arrived_at, now=now, ticket_id=ticket_id,
@@ -938,10 +927,7 @@ class Ingestor:
         errors = [CommandError(n, line[:200], reason, "no_ticket") for n, line in written]
         context = _command_error_context(consultant.language, "", msg.subject, _error_rows(errors))
         context.update(no_ticket=True, example=f"[{ctx.ref(12)}]")
-        desk.queue_mail(
-            ticket=None, kind="command_error", template="command_error", language=consultant.language,
-            recipients=[consultant.email], now=now, dedupe_key=f"cmderr:{msg.dedupe_key}"[:400],
-            in_reply_to=msg.message_id, automatic=True, context=context)
+        self._command_error(consultant, msg, context, now)
         desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="rejected",
                          reason=reason, arrived_at=mail.arrived_at, now=now)
         log.info("%s %s -> - consultant %s: %s", mail.source_key, msg.message_id, consultant.email, reason)
@@ -976,13 +962,9 @@ class Ingestor:
         parsed = parse_commands(new_text)
         errors = parsed.check(ctx)
         if errors:
-            desk.queue_mail(
-                ticket=None, kind="command_error", template="command_error", language=consultant.language,
-                recipients=[consultant.email], now=now, dedupe_key=f"cmderr:{msg.dedupe_key}"[:400],
-                in_reply_to=msg.message_id, automatic=True,
-                # the ticket's own subject: the consultant's "Re: [SUP-1] ..." would repeat the tag
-                context=_command_error_context(consultant.language, ref, ticket.subject, _error_rows(errors)),
-            )
+            # the ticket's own subject: the consultant's "Re: [SUP-1] ..." would repeat the tag
+            self._command_error(consultant, msg, _command_error_context(consultant.language, ref, ticket.subject,
+                                                                        _error_rows(errors)), now)
             desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="rejected",
                              reason="; ".join(f"line {e.line_no}: {e.reason}" for e in errors),
                              arrived_at=mail.arrived_at, now=now, ticket_id=ticket.id)
@@ -1058,7 +1040,7 @@ class Ingestor:
                   now: datetime) -> tuple[str, int | None]:
         """A consultant's address without proof: kept as an unverified internal note,
         nothing applied or relayed, and the consultant told how to answer."""
-        ctx, cfg = self.ctx, self.ctx.config
+        ctx = self.ctx
         desk = self._active.desk
         ticket_id = ticket.id if ticket is not None else None
         row = self._message_row(ticket_id, msg, mail, screening, "consultant", new_text, quoted, internal=True,
@@ -1066,15 +1048,7 @@ class Ingestor:
         if ticket is not None:
             desk.add_event(ticket.id, "unverified_consultant_mail", mail.arrived_at, consultant.email,
                            reason=authority.reason, message_id=msg.message_id)
-        if desk.automatic_counts.get(consultant.email, 0) < cfg.support.max_auto_replies_per_hour:
-            desk.queue_mail(
-                ticket=None, kind="authority_notice", template="authority_notice", language=consultant.language,
-                recipients=[consultant.email], now=now, dedupe_key=f"authz:{msg.dedupe_key}"[:400],
-                in_reply_to=msg.message_id, automatic=True, fresh=True,
-                context={"ref": ctx.ref(ticket.id) if ticket is not None else "-", "subject": msg.subject,
-                         "reason": authority.reason, "reason_code": authority.code, "detail": authority.detail,
-                         "new_ticket_address": self.notifier.personal_address(desk.session, consultant.email)},
-            )
+        self._authority_notice(consultant, msg, ticket_id, authority.reason, authority.code, authority.detail, now)
         disposition = "reply" if ticket is not None else "rejected"
         desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition=disposition,
                          reason=f"unverified consultant mail: {authority.reason}"[:2000],
@@ -1082,6 +1056,30 @@ class Ingestor:
         log.warning("%s %s -> %s unverified mail from consultant %s, not applied: %s", mail.source_key,
                     msg.message_id, ctx.ref(ticket_id) if ticket_id else "-", consultant.email, authority.reason)
         return disposition, ticket_id
+
+    def _authority_notice(self, consultant: Consultant, msg: InboundMessage, ticket_id: int | None, reason: str,
+                          code: str, detail: str, now: datetime, **more: str) -> None:
+        """Tell the consultant, in their language, why their mail was kept unapplied and how to answer
+        (``authority_notice``; within the hourly limit of automatic mail to one address)."""
+        desk = self._active.desk
+        if desk.automatic_counts.get(consultant.email, 0) >= self.ctx.config.support.max_auto_replies_per_hour:
+            return
+        desk.queue_mail(
+            ticket=None, kind="authority_notice", template="authority_notice", language=consultant.language,
+            recipients=[consultant.email], now=now, dedupe_key=f"authz:{msg.dedupe_key}"[:400],
+            in_reply_to=msg.message_id, automatic=True, fresh=True,
+            context={"ref": self.ctx.ref(ticket_id) if ticket_id is not None else "-", "subject": msg.subject,
+                     "reason": reason, "reason_code": code, "detail": detail, **more,
+                     "new_ticket_address": self.notifier.personal_address(desk.session, consultant.email)},
+        )
+
+    def _command_error(self, consultant: Consultant, msg: InboundMessage, context: dict[str, Any], now: datetime,
+                       rate_limited: bool = True) -> None:
+        """The consultant's refused commands (``command_error``, ``_command_error_context``), back to them."""
+        self._active.desk.queue_mail(
+            ticket=None, kind="command_error", template="command_error", language=consultant.language,
+            recipients=[consultant.email], now=now, dedupe_key=f"cmderr:{msg.dedupe_key}"[:400],
+            in_reply_to=msg.message_id, automatic=True, rate_limited=rate_limited, context=context)
 
     def _reply_proven(self, session: Session, msg: InboundMessage) -> tuple[bool, str]:
         """Whether a customer's reply may add people to the ticket: our server vouches
@@ -1174,13 +1172,9 @@ class Ingestor:
                 line_no, line = next(ln for c, ln in zip(parsed.commands, parsed.lines) if c is wanted)
                 errors.append(CommandError(line_no, line, str(exc)))
         if errors or request is None:
-            desk.queue_mail(
-                ticket=None, kind="command_error", template="command_error", language=consultant.language,
-                recipients=[consultant.email], now=now, dedupe_key=f"cmderr:{msg.dedupe_key}"[:400],
-                in_reply_to=msg.message_id, automatic=True, rate_limited=False,
-                context=_command_error_context(consultant.language, "", msg.subject,
-                                               _error_rows(sorted(errors, key=lambda e: e.line_no))),
-            )
+            self._command_error(consultant, msg, _command_error_context(
+                consultant.language, "", msg.subject, _error_rows(sorted(errors, key=lambda e: e.line_no))),
+                now, rate_limited=False)
             desk.rows.intake(dedupe_key=msg.dedupe_key, source_key=mail.source_key, disposition="rejected",
                              reason="; ".join(f"line {e.line_no}: {e.reason}" for e in errors)[:2000],
                              arrived_at=mail.arrived_at, now=now)

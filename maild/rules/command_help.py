@@ -27,9 +27,9 @@ __all__ = ["REPLY_MARKER", "STATUS_WORDS_EN", "STATUS_WORDS_PL", "NOTIFICATION_T
 # customer's text never travel back to the customer.
 REPLY_MARKER = "## ------ reply above this line / odpowiedz nad tą linią ------ ##"
 
-# The ticket statuses as ``#status`` takes them: the stored keys (``desk.commands.TicketStatus``) and
-# their Polish words, as a Polish mail names them ("otwarte", "czeka na klienta": one word here), in
-# the same order: the Polish help lists them, and a status is taken in either language from anyone.
+# The ticket statuses as ``#status`` takes them: the stored keys (``desk.commands.TicketStatus``, which a
+# test holds equal) and their Polish words, as a Polish mail names them ("otwarte", "czeka na klienta": one
+# word here), in the same order: the Polish help lists them, and a status is taken in either language.
 STATUS_WORDS_EN: tuple[str, ...] = ("open", "waiting", "resolved", "closed")
 STATUS_WORDS_PL: tuple[str, ...] = ("otwarte", "czeka", "rozwiązane", "zamknięte")
 

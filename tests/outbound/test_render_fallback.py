@@ -146,10 +146,13 @@ def test_a_process_without_the_desk_renders_a_notification_with_every_commands_h
     import subprocess
     import sys
 
-    from maild.desk.commands import COMMANDS, help_lines
-    from maild.rules.command_help import BUILT_IN
+    from typing import get_args
+
+    from maild.desk.commands import COMMANDS, TicketStatus, help_lines
+    from maild.rules.command_help import BUILT_IN, STATUS_WORDS_EN
 
     assert list(BUILT_IN) == list(COMMANDS), "each command's help lines in rules.command_help.BUILT_IN"
+    assert STATUS_WORDS_EN == get_args(TicketStatus), "the help's #status values are the statuses stored"
     script = (
         "import sys\n"
         "from datetime import datetime, timezone\n"

@@ -54,7 +54,8 @@ def cmd_db_backup(cfg: Config, args: argparse.Namespace) -> int:
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.close(fd)
     try:
-        reader = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=30)  # "?", "#", "%" in a path
+        # a file: URI of its own making: "#", "?" or "%" in the path would cut or change a URI written by hand
+        reader = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
         writer = sqlite3.connect(partial)
         try:
             reader.backup(writer)

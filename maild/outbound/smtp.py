@@ -376,7 +376,7 @@ class SmtpSender:
 
     # --- sending --------------------------------------------------------
 
-    async def send(self, envelope: Envelope, before_dot: BeforeDot | None = None) -> Delivery:
+    async def send(self, envelope: Envelope, before_dot: BeforeDot | None = None, logged: bool = True) -> Delivery:
         """Deliver one mail; per-mail outcomes are returned, relay set-up faults raised.
 
         ``before_dot`` is awaited once the message is written (after DATA's 354) and
@@ -385,6 +385,8 @@ class SmtpSender:
         takes its turn there, so that only one of several connections (and
         couriers) at a time can have a mail the relay accepted but the outbox has
         not yet marked sent, while the others build, address and write theirs.
+        ``logged=False``: the caller logs the outcome (``log_delivery``) once it has
+        recorded it, outside that turn.
         """
         async with self._lock:
             problem = _invalid_envelope(envelope)
@@ -392,7 +394,8 @@ class SmtpSender:
                 delivery = Delivery("failed", f"not sent: {problem}")
             else:
                 delivery = await self._send_with_reconnect(envelope, before_dot)
-        self._log(envelope, delivery)
+        if logged:
+            self.log_delivery(envelope, delivery)
         return delivery
 
     async def _send_with_reconnect(self, envelope: Envelope, before_dot: BeforeDot | None) -> Delivery:
@@ -527,7 +530,8 @@ class SmtpSender:
         except (SMTPException, OSError):
             self._drop()
 
-    def _log(self, envelope: Envelope, delivery: Delivery) -> None:
+    def log_delivery(self, envelope: Envelope, delivery: Delivery) -> None:
+        """The outcome's log line: message id, outcome, recipients, relay, reply."""
         level = logging.INFO if delivery.outcome == "sent" else logging.WARNING
         if log.isEnabledFor(level):
             log.log(

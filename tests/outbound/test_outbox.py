@@ -1,7 +1,9 @@
 """The outbox against a real SMTP server: retries with backoff, permanent failures recorded."""
 from __future__ import annotations
 
+import logging
 import mailbox
+import os
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -118,7 +120,8 @@ def test_each_sent_mark_is_committed_before_the_next_mail_goes_out(
 
     data_phase: list[tuple[str, dict[str, tuple[str, int, bool]]]] = []
 
-    async def watching_send(self: SmtpSender, envelope: Envelope, before_dot: BeforeDot | None = None) -> Delivery:
+    async def watching_send(self: SmtpSender, envelope: Envelope, before_dot: BeforeDot | None = None,
+                            logged: bool = True) -> Delivery:
         found = re.search(rb"\r\nMessage-ID: <([^>]*)>", envelope.message)
         assert found is not None and before_dot is not None
         handed.append((id(self), found.group(1).decode(), states()))
@@ -127,7 +130,7 @@ def test_each_sent_mark_is_committed_before_the_next_mail_goes_out(
             await before_dot()
             data_phase.append((found.group(1).decode(), states()))
 
-        return await real_send(self, envelope, watching_before_dot)
+        return await real_send(self, envelope, watching_before_dot, logged)
 
     monkeypatch.setattr(SmtpSender, "send", watching_send)
     assert daemon.outbox.drain().sent == 6
@@ -158,6 +161,51 @@ def acknowledgements_queued(tmp_path: Path, sink: Any, count: int, tag: str) -> 
     return daemon
 
 
+def _posix_locks_of_this_process(path: Path) -> list[str]:
+    """The lines of /proc/locks for a POSIX record lock this process holds on ``path``."""
+    inode = f":{path.stat().st_ino}"
+    return [line for line in Path("/proc/locks").read_text().splitlines()
+            if " POSIX " in line and f" {os.getpid()} " in line and inode in line.split()[5]]
+
+
+def test_a_sent_mails_log_line_comes_once_its_mark_is_committed_and_the_turn_is_free(
+        tmp_path: Path, smtp_sink: Any) -> None:
+    """Formatting and writing the "sent" line took an eighth of a mail's hold of the couriers'
+    turn (the at-most-one-resent window, which bounds the drain after a backlog): it is written
+    after the mark, outside the turn, and so says what the database already knows."""
+    daemon = acknowledgements_queued(tmp_path, smtp_sink, 3, "logged")
+    turn_file = tmp_path / "turn"
+    turn_file.touch()
+    fd = os.open(turn_file, os.O_RDWR)
+    daemon.outbox.turn_lock = fd
+    seen: list[tuple[str, str, list[str]]] = []
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found = re.match(r"<([^>]+)> sent ", record.getMessage())
+            if found is None:
+                return
+            with daemon.engine.connect() as conn:  # another connection: only what is committed
+                status = conn.execute(text("SELECT status FROM outbox WHERE message_id = :mid"),
+                                      {"mid": found.group(1)}).scalar()
+            seen.append((found.group(1), str(status), _posix_locks_of_this_process(turn_file)))
+
+    watch = Watch(logging.INFO)
+    logger = logging.getLogger("maild.smtp")
+    logger.addHandler(watch)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        assert daemon.outbox.drain().sent == 3
+    finally:
+        logger.removeHandler(watch)
+        logger.setLevel(level)
+        os.close(fd)
+    assert len(seen) == 3, seen
+    assert all(status == "sent" for _, status, _ in seen), seen
+    assert all(locks == [] for _, _, locks in seen), "logged while the turn was held"
+
+
 def test_a_few_due_mails_go_over_one_connection_in_exact_order(tmp_path: Path, smtp_sink: Any) -> None:
     daemon = acknowledgements_queued(tmp_path, smtp_sink, 5, "few")
     assert daemon.outbox.connections > 1 and daemon.outbox.parallel_from > 5
@@ -178,12 +226,12 @@ def test_relay_lost_mid_backlog_gives_every_unsent_mail_back_in_order(
     calls = 0
 
     async def relay_dies_at_the_fifth(self: SmtpSender, envelope: Envelope,
-                                      before_dot: BeforeDot | None = None) -> Delivery:
+                                      before_dot: BeforeDot | None = None, logged: bool = True) -> Delivery:
         nonlocal calls
         calls += 1
         if calls == 5:
             smtp_sink.stop()
-        return await real_send(self, envelope, before_dot)
+        return await real_send(self, envelope, before_dot, logged)
 
     monkeypatch.setattr(SmtpSender, "send", relay_dies_at_the_fifth)
     with pytest.raises(SmtpUnavailable):
@@ -308,12 +356,13 @@ def test_a_drain_holds_its_rows_from_other_daemons_only_while_it_runs(
     seen: list[tuple[set[int], set[int]]] = []
     real_send = SmtpSender.send
 
-    async def watching_send(self: SmtpSender, envelope: Envelope, before_dot: BeforeDot | None = None) -> Delivery:
+    async def watching_send(self: SmtpSender, envelope: Envelope, before_dot: BeforeDot | None = None,
+                            logged: bool = True) -> Delivery:
         if not seen:
             with daemon.sessions() as session:
                 held = set(session.scalars(held_query))
             seen.append((held, {row.id for row in other.outbox._claim(100, peek=True)}))
-        return await real_send(self, envelope, before_dot)
+        return await real_send(self, envelope, before_dot, logged)
 
     monkeypatch.setattr(SmtpSender, "send", watching_send)
     assert daemon.outbox.drain().sent == 30
@@ -554,8 +603,8 @@ def test_a_postgres_mark_whose_session_died_is_remembered_and_not_sent_again(
     sent: list[str] = []
 
     async def line_dies_after_the_second(self: SmtpSender, envelope: Envelope,
-                                         before_end: BeforeDot | None = None) -> Delivery:
-        delivery = await real_send(self, envelope, before_end)
+                                         before_end: BeforeDot | None = None, logged: bool = True) -> Delivery:
+        delivery = await real_send(self, envelope, before_end, logged)
         sent.append(envelope.recipients[0])
         if len(sent) == 2:
             with daemon.sessions() as session, session.begin():

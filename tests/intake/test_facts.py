@@ -150,6 +150,21 @@ def test_the_first_batches_grow_from_the_first_count(sizes: list[int], max_count
         assert len(batches[0]) == min(first, max_count, len(sizes))
 
 
+@given(st.lists(st.integers(min_value=1, max_value=5000), max_size=200), st.integers(min_value=1, max_value=60),
+       st.integers(min_value=1, max_value=60000), st.integers(min_value=1, max_value=50))
+def test_the_last_batches_shrink_back_to_the_first_count(sizes: list[int], max_count: int, max_bytes: int,
+                                                         first: int) -> None:
+    """The daemon stores the last batch with its worker idle: a plan of several batches ends
+    with one of at most twice the first count, each within the bounds, a few batches more."""
+    batches = plan_batches(list(enumerate(sizes)), max_count, max_bytes, first)
+    assert [i for b in batches for i in b] == list(range(len(sizes)))
+    if len(batches) > 1:
+        assert len(batches[-1]) <= 2 * first
+    untapered = plan_batches(list(enumerate(sizes)), max_count, max_bytes, None)
+    assert all(len(b) <= max_count and (len(b) == 1 or sum(sizes[i] for i in b) <= max_bytes) for b in batches)
+    assert len(batches) <= len(untapered) + 2 * len(bin(max_count))
+
+
 def test_a_reading_starts_with_a_small_batch(tmp_path: Path) -> None:
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
     for i in range(FIRST_BATCH * 4):

@@ -224,11 +224,12 @@ class TicketDesk:
     def open_ticket(self, *, subject: str, requester: str, requester_name: str, language: str,
                     resolution: Resolution, prio: Priority, reasons: list[str], created_at: datetime,
                     now: datetime, linked_to: int | None, participants: Sequence[str], actor: str,
-                    page: bool = True) -> Ticket:
+                    page: bool = True, scope: str | None = None) -> Ticket:
         """A new ticket with its SLA clock, queue place and "created" event.
 
         ``page``: plan escalations; False for mail from before maild watched the
-        mailbox, whose deadline is recorded but pages nobody.
+        mailbox, whose deadline is recorded but pages nobody. ``scope``: its scope of
+        work, when known (``set_scope`` writes an event; a new ticket's needs none).
         """
         contract = resolution.contract
         due = target = None
@@ -238,24 +239,26 @@ class TicketDesk:
         if contract is not None and rules is not None and rules.target_deadline and contract.target_hours:
             target = target_due(created_at, contract.target_hours, contract.reaction_clock, self.ctx.calendar)
         customer = resolution.customer
-        ticket = Ticket(
-            subject=subject, status="new", requester=requester, requester_name=requester_name, language=language,
-            customer_id=customer.id if customer else None, contract_id=contract.id if contract else None,
-            contract_kind=resolution.kind, verified=resolution.verified, tier=prio.tier,
-            priority=prio.priority, peak=prio.peak, reasons=reasons, created_at=created_at, updated_at=now,
-            reaction_due=due, target_due=target, escalation_level=0, linked_to=linked_to, participants=[],
-        )
+        values: dict[str, Any] = {
+            "subject": subject, "status": "new", "requester": requester, "requester_name": requester_name,
+            "language": language, "customer_id": customer.id if customer else None,
+            "contract_id": contract.id if contract else None, "contract_kind": resolution.kind,
+            "verified": resolution.verified, "tier": prio.tier, "priority": prio.priority, "peak": prio.peak,
+            "reasons": reasons, "created_at": created_at, "updated_at": now, "reaction_due": due,
+            "target_due": target, "escalation_level": 0, "linked_to": linked_to,
+            "participants": list(dict.fromkeys(a for a in participants if a)), "scope": scope,
+        }
         if due is not None and not page:
             reasons.append(OLD_MAIL)
         elif due is not None:
-            ticket.next_escalation_at = plan_escalation(
+            values["next_escalation_at"] = plan_escalation(
                 created_at=created_at, due=due, clock=contract.reaction_clock if contract else "calendar",
                 cal=self.ctx.calendar, settings=self.ctx.config.escalation, levels_sent=0,
                 first_response_at=None, now=created_at,
             ).next_escalation_at
-        store.add_participants(ticket, participants)
-        ticket.id = self._ticket_ids.take()
-        self.queue_places[ticket.id] = self.team.note_opened(ticket.tier, ticket.priority)
+        values["id"] = number = self._ticket_ids.take()
+        ticket = store.new_ticket(values)
+        self.queue_places[number] = self.team.note_opened(prio.tier, prio.priority)
         self.session.add(ticket)
         self.pending_tickets[ticket.id] = ticket
         self._notifications[ticket.id] = []  # a new number: no outbox row can name it yet

@@ -623,9 +623,8 @@ class Ingestor:
             # Mail from before maild watched the mailbox (a mailbox with years of
             # history connected for the first time): its deadline is reported,
             # but nobody is paged for promises made before we were running.
-            page=now - arrived <= cfg.support.autoreply_max_age,
+            page=now - arrived <= cfg.support.autoreply_max_age, scope=scope,
         )
-        ticket.scope = scope
         row = self._message_row(ticket.id, msg, mail, screening,
                                 "consultant" if is_consultant or on_behalf else "customer", new_text, quoted)
         desk.created(ticket, msg.from_addr if on_behalf is None else on_behalf.by or "maild")

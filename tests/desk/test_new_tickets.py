@@ -235,3 +235,64 @@ def test_without_that_call_the_flush_writes_the_tickets_as_before(
     with sessions() as session:
         assert [t.subject for t in session.scalars(select(Ticket).where(Ticket.id.in_(ids)).order_by(Ticket.id))] \
             == ["Faktura", "Faktura (2)", "Drukarka"]
+
+
+# ---------------------------------------------------------------- a new ticket made without the mapped constructor
+
+
+@pytest.fixture
+def constructor_calls() -> Iterator[list[Ticket]]:
+    """The tickets made through the mapped constructor (its ``init`` event)."""
+    seen: list[Ticket] = []
+
+    def record(target: Ticket, args: Any, kwargs: Any) -> None:
+        seen.append(target)
+
+    event.listen(Ticket, "init", record)
+    yield seen
+    event.remove(Ticket, "init", record)
+
+
+@pytest.mark.parametrize("write", ["sync", "flush"])
+def test_a_ticket_the_desk_opens_is_made_without_the_constructor_and_is_the_constructors(
+        world: tuple[Config, sessionmaker[Session]], constructor_calls: list[Ticket], monkeypatch: pytest.MonkeyPatch,
+        write: str) -> None:
+    """``store.new_ticket`` puts the values into a bare instance instead of ``Ticket(**values)``: written by the
+    desk's sync or by the ORM's flush, the rows stored and the session's state of each ticket are those of the
+    tickets the constructor made."""
+    from maild.storage import store
+
+    cfg, sessions = world
+    ctx = DeskContext.for_config(cfg, ())
+    found = {}
+    for making in ("constructor", "new_ticket"):
+        with monkeypatch.context() as patch:
+            if making == "constructor":
+                patch.setattr(store, "new_ticket", lambda values: Ticket(**values))
+            with sessions() as session, session.begin(), session.no_autoflush:
+                desk = TicketDesk(ctx, session)
+                desk.hold_ticket_numbers()
+                constructor_calls.clear()
+                opened = _open_three(desk)
+                made = len(constructor_calls)
+                session.flush() if write == "flush" else desk.sync()
+                found[making] = (made, [_state(session, t) for t in opened], _stored(session, [t.id for t in opened]))
+    assert found["constructor"][0] == 3 and found["new_ticket"][0] == 0
+    assert found["new_ticket"][1:] == found["constructor"][1:]
+
+
+def test_a_sqlalchemy_without_new_instance_gets_tickets_from_the_constructor(
+        monkeypatch: pytest.MonkeyPatch, constructor_calls: list[Ticket]) -> None:
+    from maild.storage import store
+
+    monkeypatch.setattr(store, "_ticket_maker", lambda: None)
+    ticket = store.new_ticket({"id": 7, "subject": "Faktura", "reasons": []})
+    assert constructor_calls == [ticket] and (ticket.id, ticket.subject) == (7, "Faktura")
+
+
+def test_a_new_ticket_refuses_a_name_that_is_no_column() -> None:
+    from maild.storage import store
+
+    with pytest.raises(TypeError, match="messages"):
+        store.new_ticket({"id": 7, "messages": []})
+    assert callable(getattr(inspect(Ticket).class_manager, "new_instance", None))

@@ -452,6 +452,31 @@ def test_maildir_finds_mail_a_mua_moved_meanwhile_and_bounds_batches(tmp_path: P
     assert [p.name for p in (root / ".Processed.2023-11" / "cur").iterdir()] == [f"{name}:2,S"]
 
 
+def test_maildir_moves_a_mail_from_where_it_was_read_without_searching_or_checking_it_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rename is the check: a mail still where it was read costs a rename (and the check of its
+    name in the target), no search of new/ and cur/ and no stat of its own path before."""
+    root = tmp_path / "Maildir"
+    src = MaildirSource(MaildirSettings(str(root)))
+    src.connect()
+    for n in range(3):
+        deliver(root, "new", f"17000000{n:02d}.M1P1Q{n}.host", mail(n))
+    (m0, m1, m2), = all_mail(src)
+    os.rename(root / "new" / m2.source_key.removeprefix("maildir:"),
+              root / "cur" / f"{m2.source_key.removeprefix('maildir:')}:2,S")  # a MUA's, meanwhile
+    searched: list[str] = []
+    real_locate = src._locate
+    monkeypatch.setattr(src, "_locate", lambda unique: searched.append(unique) or real_locate(unique))
+    checked: list[str] = []
+    real_exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda p: checked.append(os.fspath(p)) or real_exists(p))
+    src.mark_done([m0, m1, m2])
+    assert searched == [m2.source_key.removeprefix("maildir:")]
+    assert all("/.Processed.2023-11/cur/" in p for p in checked)
+    assert sorted(p.name for p in (root / ".Processed.2023-11" / "cur").iterdir()) == [
+        "1700000000.M1P1Q0.host:2,", "1700000001.M1P1Q1.host:2,", "1700000002.M1P1Q2.host:2,S"]
+
+
 def test_maildir_done_mail_goes_to_a_folder_per_month_of_arrival(tmp_path: Path) -> None:
     """The done folder is bounded by a month's mail: each month of arrival its own Maildir++
     subfolder (made when its first mail comes), the quarantine one folder as before, and a

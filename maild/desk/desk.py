@@ -317,6 +317,10 @@ class TicketDesk:
             text_new=text_new, text_quoted=text_quoted, raw_sha256=raw_sha256, size=size, internal=internal,
             notes=notes, reused_id=reused_id, answered=answered,
         )
+        if message_id and ticket_id is not None:
+            self.pending_ids[message_id] = ticket_id
+        if not attachments:  # every mail maild queues, most mail it reads
+            return row_id
         unpacked = [att.sha256 for att in attachments if not rows.is_packed(att.sha256)]
         earlier = {sha: place for sha in unpacked if (place := self._blob_places.get(sha)) is not None}
         unknown = [sha for sha in unpacked if sha not in self._blob_places]
@@ -330,8 +334,6 @@ class TicketDesk:
                 rows.packed(att.sha256, self.blobs.append(att.data))
             rows.attachment(message_row_id=row_id, filename=att.filename, content_type=att.content_type,
                             size=att.size, sha256=att.sha256)
-        if message_id and ticket_id is not None:
-            self.pending_ids[message_id] = ticket_id
         return row_id
 
     def know_blob_places(self, digests: Iterable[str]) -> None:
@@ -559,7 +561,8 @@ class TicketDesk:
             self.sync()
             if store.outbox_queued(self.session, dedupe_key):
                 return None
-        message_id = store.new_message_id(ctx.domain, ticket.id if ticket else None, kind)
+        ticket_id = ticket.id if ticket is not None else None
+        message_id = store.new_message_id(ctx.domain, ticket_id, kind)
         refs = [r for r in references if r]
         if in_reply_to and in_reply_to not in refs:
             refs.append(in_reply_to)
@@ -567,7 +570,7 @@ class TicketDesk:
         full_context["_headers"] = {
             "in_reply_to": in_reply_to or "", "references": refs[-20:], "cc": list(cc),
             "from_name": from_name or ctx.config.from_name,
-            "ticket_ref": ctx.ref(ticket.id) if ticket else "",
+            "ticket_ref": ctx.ref(ticket.id) if ticket is not None else "",
             "attachments": list(attachments),
         }
         if html is not None:
@@ -578,7 +581,7 @@ class TicketDesk:
         self.rows.outbox(
             dedupe_key=dedupe_key, kind=kind, template=template, language=language,
             recipients=[*recipients, *cc], context=full_context, message_id=message_id, now=now,
-            ticket_id=ticket.id if ticket else None, automatic=automatic, rate_key=rate_key,
+            ticket_id=ticket_id, automatic=automatic, rate_key=rate_key,
         )
         if rate_key:
             self.automatic_counts[rate_key] = self.automatic_counts.get(rate_key, 0) + 1
@@ -586,7 +589,7 @@ class TicketDesk:
             self.automatic_domain_counts[domain] = self.automatic_domain_counts.get(domain, 0) + 1
         if ticket is not None:  # ticket mail also joins the ticket's thread
             self.add_message(
-                ticket.id, message_id=message_id, direction="out", role="consultant" if kind == "relay" else "system",
+                ticket_id, message_id=message_id, direction="out", role="consultant" if kind == "relay" else "system",
                 kind=kind, from_addr=ctx.config.from_address, from_name=from_name or ctx.config.from_name,
                 to=recipients, cc=cc, subject="", date=now, internal=internal,
                 text_new=str(context.get("body", "") if thread_text is None else thread_text)[:20000],

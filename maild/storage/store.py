@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from sqlalchemy import ColumnElement, and_, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import instance_dict
+from sqlalchemy.orm.attributes import instance_dict, instance_state
 
 from maild.storage.blobs import BlobMissing, BlobStore, PackedBlob, row_place
 from maild.rules.customers import Customer, removals_refused
@@ -566,9 +566,7 @@ def insert_new_tickets(session: Session) -> int:
         return 0
     if _REGISTER_PERSISTENT is None:  # a SQLAlchemy without it: the flush writes them, as before
         return 0
-    from sqlalchemy import inspect
-
-    states = [s for s in (inspect(o) for o in new if type(o) is Ticket)
+    states = [s for s in (instance_state(o) for o in new if type(o) is Ticket)
               if s.dict.get("id") is not None and "messages" not in s.dict]
     if not states:
         return 0

@@ -292,6 +292,7 @@ class Daemon:
         snapshot (a cache folder it cannot write), is done here as before."""
         compiling, self._compiling = self._compiling, None
         if compiling is not None:
+            self._warm_while(compiling)
             try:
                 broken = compiling.wait()
             except ChildProcessError as exc:
@@ -305,6 +306,17 @@ class Daemon:
             if not self._built("renderer") and not compiled_before(_template_cache(self.config), sources):
                 self._compile_here(sources)
         return sources
+
+    def _warm_while(self, compiling: CompileAside) -> None:
+        """While the other process still compiles (a first start: a new installation, an upgrade), this
+        one would wait idle: it builds what the reading's first batches need (the intake pipeline, then
+        the outbox's modules for the courier), which it built after the mailbox login before. On an
+        empty mailbox that is CPU spent in a wait, not time: each part is begun only while the compile
+        is still running."""
+        if not compiling.answered():
+            _ = self.ingestor
+        if not compiling.answered():
+            import maild.outbound.courier  # noqa: F401
 
     def _compile_here(self, sources: dict[str, str]) -> None:
         from maild.outbound.render import load_renderer

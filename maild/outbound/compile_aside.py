@@ -29,6 +29,14 @@ class CompileAside:
         self.pid: int | None = pid
         self._answer = answer
 
+    def answered(self) -> bool:
+        """Whether the process has answered (or ended): ``wait`` would not wait."""
+        import select
+
+        poller = select.poll()
+        poller.register(self._answer, select.POLLIN | select.POLLHUP)
+        return bool(poller.poll(0))
+
     def wait(self, timeout: float = WAIT_SECONDS) -> str | None:
         import select
 

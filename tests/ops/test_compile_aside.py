@@ -139,3 +139,14 @@ def _ack_context() -> dict[str, Any]:
     context = sample_context("ack", "en")
     context["ref"] = "SUP-7"
     return context
+
+
+@pytest.mark.parametrize("compiling", [True, False])
+def test_while_the_compile_runs_the_daemon_builds_what_its_first_batch_needs(
+        config_path: Path, monkeypatch: pytest.MonkeyPatch, compiling: bool) -> None:
+    """The daemon would wait idle for the compile: it builds the intake pipeline meanwhile (after the
+    mailbox login before), and only while the compile runs (an answer already there: nothing)."""
+    monkeypatch.setattr(CompileAside, "answered", lambda self: not compiling)
+    daemon = _started(config_path)
+    assert ("ingestor" in daemon.__dict__) is compiling
+    assert _snapshot_marked(config_path)

@@ -290,7 +290,7 @@ class Daemon:
         """The end of the start waits for the compile: a broken edit refuses the start, as when it
         was compiled in this process. A compile that gave no answer, or that could not mark the
         snapshot (a cache folder it cannot write), is done here as before."""
-        compiling, self._compiling = self._compiling, None
+        compiling = self._compiling  # until answered, ended by ``__init__`` if the start fails
         if compiling is not None:
             self._warm_while(compiling)
             try:
@@ -299,6 +299,7 @@ class Daemon:
                 log.warning("templates: %s; compiling them here", exc)
                 broken = None
                 self._compile_here(sources)
+            self._compiling = None
             if broken is not None:
                 from maild.outbound.render import RenderError
 

@@ -42,6 +42,7 @@ from maild.ops.health import AlertMail, alert_name, plan_alerts, problems, read_
 from maild.ops.leader import WAIT_STEP_SECONDS, MailboxLock, SqliteRunLock
 from maild.ops.sd_notify import notify, watchdog_interval
 from maild.outbound.drained import DrainResult
+from maild.outbound.compile_aside import CompileAside, compile_aside
 from maild.outbound.template_files import TemplateFileError, cache_folder, compiled_before, read_sources, search_path
 from maild.rules.customers import Customer, load_customers
 from maild.storage import queries
@@ -132,9 +133,12 @@ class Daemon:
         self.run_lock = SqliteRunLock.for_url(config.database_url)
         if self.run_lock is not None:
             self.run_lock.acquire()
+        self._compiling: CompileAside | None = None
         try:
             self._start(config, clock)
         except BaseException:
+            if self._compiling is not None:
+                self._compiling.abandon()
             if self.run_lock is not None:
                 self.run_lock.release()
             raise
@@ -146,6 +150,8 @@ class Daemon:
         with nothing to read, sweep or send asks the database in Core whether there is (``desk.idle``)."""
         for warning in secret_warnings(config):
             log.warning("%s", warning)
+        # first: a snapshot not compiled before is compiled aside while the rest of the start goes on
+        sources, self._compiling = self._read_templates()
         self.engine = open_engine(config.database_url, background_checkpoints=True)
         # SQLite: the WAL is copied into the database off the batch's thread (storage.db.WalCheckpointer)
         self.checkpoints = WalCheckpointer.for_engine(self.engine)
@@ -154,7 +160,7 @@ class Daemon:
         self._sync_customers(self.customers)
         # the holiday settings are checked at start (kept holidays: without the library)
         self.calendar = business_calendar(config)
-        self.templates = self._read_templates()
+        self.templates = self._templates_compiled(sources)
         self.mailbox_lock = MailboxLock(self.engine, _mailbox_identity(config), config.daemon.takeover_seconds)
         self._standby_logged = False
         # files whose POSIX lock only is used, made once and held by the couriers (``_lock_fd``)
@@ -262,9 +268,9 @@ class Daemon:
                                                str(self.config.customers_file))
         log.info("customers: %d customers, %d contracts (%d ended)", len(customers), seen, ended)
 
-    def _read_templates(self) -> dict[str, str]:
-        """The templates' snapshot; compiled now (a broken edit refuses the start) unless this very
-        snapshot compiled before (``template_files.compiled_before``), then with the first mail."""
+    def _read_templates(self) -> tuple[dict[str, str], CompileAside | None]:
+        """The templates' snapshot, and the process compiling it (``outbound.compile_aside``)
+        unless this very snapshot compiled before (``compiled_before``: then with the first mail)."""
         try:
             sources = read_sources(search_path(self.config.templates_path))
         except TemplateFileError as exc:
@@ -272,11 +278,51 @@ class Daemon:
 
             raise RenderError(str(exc)) from None
         self.__dict__.pop("renderer", None)
-        if not compiled_before(_template_cache(self.config), sources):
-            from maild.outbound.render import load_renderer
+        cache = _template_cache(self.config)
+        if compiled_before(cache, sources):
+            return sources, None
+        compiling = compile_aside(self.config.templates_path, cache, sources)
+        if compiling is None:
+            self._compile_here(sources)
+        return sources, compiling
 
-            self.renderer = load_renderer(self.config.templates_path, _template_cache(self.config), sources)
+    def _templates_compiled(self, sources: dict[str, str]) -> dict[str, str]:
+        """The end of the start waits for the compile: a broken edit refuses the start, as when it
+        was compiled in this process. A compile that gave no answer, or that could not mark the
+        snapshot (a cache folder it cannot write), is done here as before."""
+        compiling = self._compiling  # until answered, ended by ``__init__`` if the start fails
+        if compiling is not None:
+            self._warm_while(compiling)
+            try:
+                broken = compiling.wait()
+            except ChildProcessError as exc:
+                log.warning("templates: %s; compiling them here", exc)
+                broken = None
+                self._compile_here(sources)
+            self._compiling = None
+            if broken is not None:
+                from maild.outbound.render import RenderError
+
+                raise RenderError(broken)
+            if not self._built("renderer") and not compiled_before(_template_cache(self.config), sources):
+                self._compile_here(sources)
         return sources
+
+    def _warm_while(self, compiling: CompileAside) -> None:
+        """While the other process still compiles (a first start: a new installation, an upgrade), this
+        one would wait idle: it builds what the reading's first batches need (the intake pipeline, then
+        the outbox's modules for the courier), which it built after the mailbox login before. On an
+        empty mailbox that is CPU spent in a wait, not time: each part is begun only while the compile
+        is still running."""
+        if not compiling.answered():
+            _ = self.ingestor
+        if not compiling.answered():
+            import maild.outbound.courier  # noqa: F401
+
+    def _compile_here(self, sources: dict[str, str]) -> None:
+        from maild.outbound.render import load_renderer
+
+        self.renderer = load_renderer(self.config.templates_path, _template_cache(self.config), sources)
 
     def reload(self) -> bool:
         """Re-read the customers file and templates; anything bad keeps the old state."""

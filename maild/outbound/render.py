@@ -27,7 +27,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from maild.errors import MaildError
 from maild.outbound.template_files import PACKAGED as PACKAGED
-from maild.outbound.template_files import TemplateFileError, mark_compiled, read_sources
+from maild.outbound.template_files import TemplateFileError, compiled_before, mark_compiled, read_sources
 from maild.outbound.template_files import cache_folder as cache_folder
 from maild.outbound.template_files import search_path as search_path
 from maild.storage.blobs import StorageError, make_private_dir
@@ -237,7 +237,9 @@ def load_renderer(path: Path, cache: Path | None = None, sources: dict[str, str]
     missing subject or body block) is refused whole. ``maild check`` goes further
     and renders each with sample values. ``cache``: a folder for ``CompiledTemplates``,
     where the snapshot is then marked compiled (``template_files.compiled_before``).
-    ``sources``: the snapshot, when it was read before (``template_files.read_sources``).
+    ``sources``: the snapshot, when it was read before (``template_files.read_sources``). A snapshot
+    marked compiled in ``cache`` is not compiled or loaded here: each template is loaded from the
+    cache at its first ``render``.
     """
     renderer = Renderer(path)
     if sources is None:
@@ -249,6 +251,11 @@ def load_renderer(path: Path, cache: Path | None = None, sources: dict[str, str]
         except (OSError, StorageError) as exc:
             log.warning("templates are compiled at each start: no cache folder %s: %s", cache, exc)
             cache = None
+    if cache is not None and compiled_before(cache, sources):
+        # this very snapshot compiled whole before: each template is loaded from the cache with its
+        # first mail (a courier sending acknowledgements loads 2 of the 32)
+        renderer._snapshot = True
+        return renderer
     for name in sources:
         try:
             template = renderer.env.get_template(name)

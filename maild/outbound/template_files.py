@@ -7,6 +7,8 @@ copies: a digest of the sources, of Jinja2's and Python's versions and of the
 code that sets up the environment (``render.py``: the filters a template may
 name). A daemon whose snapshot has that digest knows the templates compile, and
 loads Jinja2 with its first mail (``run --once`` on an empty mailbox never does).
+A snapshot that did not compile before is compiled by a forked process
+(``outbound.compile_aside``) while the rest of the daemon's start goes on.
 """
 from __future__ import annotations
 

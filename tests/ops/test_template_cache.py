@@ -110,3 +110,33 @@ def test_check_reads_what_the_daemon_compiled_and_writes_nothing(templates: Path
     assert "templates" in check_templates(compiled_renderer(cfg))
     assert [name for name in compiled if name.endswith(".txt")] == []
     assert sorted(p.name for p in cache_folder(cfg.storage_path).iterdir()) == stored
+
+
+def test_a_snapshot_compiled_before_loads_only_the_templates_it_renders(templates: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A courier sending acknowledgements renders 2 of the 32 templates: a snapshot that compiled whole
+    before (``verified``) loads each from the cache with its first mail, not all of them at load."""
+    from maild.outbound.render import CompiledTemplates
+
+    cache = tmp_path / "cache"
+    plain = _render_all(templates, None)
+    load_renderer(templates, cache)  # the first start: every template compiled, the snapshot marked
+    loaded: list[str] = []
+    original = CompiledTemplates.get_bucket
+
+    def counting(self: CompiledTemplates, environment: Any, name: str, *args: Any) -> Any:
+        loaded.append(name)
+        return original(self, environment, name, *args)
+
+    monkeypatch.setattr(CompiledTemplates, "get_bucket", counting)
+    compiled = _compiles(monkeypatch)
+    renderer = load_renderer(templates, cache)
+    assert loaded == []
+    assert renderer.render("ack", "en", sample_context("ack", "en")) == plain[("ack", "en")]
+    assert renderer.render("ack", "en", sample_context("ack", "en")) == plain[("ack", "en")]
+    assert loaded == ["en/ack.txt"] and compiled == []
+    assert _render_all(templates, cache) == plain
+    ack = templates / "en" / "ack.txt"
+    ack.write_text("{% block subject %}{{ ref }{% endblock %}{% block body %}{% endblock %}", encoding="utf-8")
+    with pytest.raises(RenderError, match="en/ack.txt"):  # an edit is a snapshot not compiled before
+        load_renderer(templates, cache)

@@ -277,3 +277,19 @@ def spawn_maild(config: Path, *args: str, log: Path, env: dict[str, str], **pope
 def log_tail(log: Path, chars: int = 3000) -> str:
     """The end of a ``spawn_maild`` log, for an assertion's message."""
     return log.read_bytes()[-chars:].decode(errors="replace") if log.exists() else ""
+
+
+def count_compiles(monkeypatch: Any) -> list[str]:
+    """The names of the templates Jinja2 compiles in this process from now on (a forked process
+    counts in its own copy)."""
+    from jinja2 import Environment
+
+    compiled: list[str] = []
+    original = Environment.compile
+
+    def counting(self: Environment, source: str, name: str | None = None, *args: object, **kwargs: object) -> object:
+        compiled.append(str(name))
+        return original(self, source, name, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(Environment, "compile", counting)
+    return compiled

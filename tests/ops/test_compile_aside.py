@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jinja2 import Environment
 
 from maild.config import ConfigError, load_config
 from maild.ops import daemon as daemon_module
@@ -24,7 +23,7 @@ from maild.ops.daemon import Daemon
 from maild.outbound.render import RenderError
 from maild.outbound.compile_aside import CompileAside
 from maild.outbound.template_files import cache_folder, compiled_before, read_sources, search_path
-from tests.helpers import Clock, maildir_source, write_config
+from tests.helpers import Clock, count_compiles, maildir_source, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 16, 9, 0, tzinfo=timezone.utc)
@@ -41,19 +40,6 @@ def config_path(tmp_path: Path) -> Path:
                         compiled=False)
 
 
-def _compiles(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The templates this process compiles from now on (a forked process counts in its own copy)."""
-    compiled: list[str] = []
-    original = Environment.compile
-
-    def counting(self: Environment, source: str, name: str | None = None, *args: object, **kwargs: object) -> object:
-        compiled.append(str(name))
-        return original(self, source, name, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Environment, "compile", counting)
-    return compiled
-
-
 def _started(path: Path) -> Daemon:
     daemon = Daemon(load_config(path), Clock(T0))
     daemon.release_run_lock()
@@ -67,7 +53,7 @@ def _snapshot_marked(path: Path) -> bool:
 
 def test_a_first_start_compiles_the_templates_in_another_process(config_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    compiled = _compiles(monkeypatch)
+    compiled = count_compiles(monkeypatch)
     daemon = _started(config_path)
     assert compiled == []  # none in the daemon's process
     assert _snapshot_marked(config_path)  # and the snapshot compiled whole into the cache
@@ -100,7 +86,7 @@ def _silent(templates_path: Path, cache: Path, sources: dict[str, str]) -> Compi
 def test_a_compile_that_gives_no_answer_is_done_by_the_daemon(config_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(daemon_module, "compile_aside", _silent)
-    compiled = _compiles(monkeypatch)
+    compiled = count_compiles(monkeypatch)
     daemon = _started(config_path)
     assert "compiling them here" in caplog.text
     assert len(compiled) == len(list((ROOT / "templates").glob("*/*.txt")))

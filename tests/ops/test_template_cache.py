@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jinja2 import Environment
 
 from maild.ops.check import SAMPLE_CONTEXTS, sample_context
 from maild.outbound.render import load_renderer
 from maild.outbound.render import RenderError
+from tests.helpers import count_compiles
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,19 +25,6 @@ def templates(tmp_path: Path) -> Path:
     path = tmp_path / "templates"
     shutil.copytree(ROOT / "templates", path)
     return path
-
-
-def _compiles(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the templates Jinja2 compiles from now on."""
-    compiled: list[str] = []
-    original = Environment.compile
-
-    def counting(self: Environment, source: str, name: str | None = None, *args: object, **kwargs: object) -> object:
-        compiled.append(str(name))
-        return original(self, source, name, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Environment, "compile", counting)
-    return compiled
 
 
 def _render_all(templates: Path, cache: Path | None) -> dict[tuple[str, str], tuple[str, str]]:
@@ -50,7 +37,7 @@ def test_a_second_start_compiles_nothing_and_renders_the_same(templates: Path, t
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "cache"
     plain = _render_all(templates, None)
-    compiled = _compiles(monkeypatch)
+    compiled = count_compiles(monkeypatch)
     assert _render_all(templates, cache) == plain
     assert len(compiled) == len(list(templates.glob("*/*.txt")))  # the first start compiles each once
     compiled.clear()
@@ -65,7 +52,7 @@ def test_an_edited_template_is_compiled_again_and_a_broken_one_refused(templates
     ack = templates / "en" / "ack.txt"
     ack.write_text(ack.read_text(encoding="utf-8").replace("{% block subject %}", "{% block subject %}NEW "),
                    encoding="utf-8")
-    compiled = _compiles(monkeypatch)
+    compiled = count_compiles(monkeypatch)
     renderer = load_renderer(templates, cache)
     assert compiled == ["en/ack.txt"]
     assert renderer.render("ack", "en", SAMPLE_CONTEXTS["ack"])[0].startswith("NEW ")
@@ -81,7 +68,7 @@ def test_a_damaged_or_unwritable_cache_only_costs_a_compile(templates: Path, tmp
     load_renderer(templates, cache)
     for file in cache.iterdir():
         file.write_bytes(file.read_bytes()[:40])  # cut short: the magic is there, the code is not
-    compiled = _compiles(monkeypatch)
+    compiled = count_compiles(monkeypatch)
     assert _render_all(templates, cache) == plain
     assert len(compiled) == len(list(templates.glob("*/*.txt")))
     blocked = tmp_path / "blocked"
@@ -100,7 +87,7 @@ def test_check_reads_what_the_daemon_compiled_and_writes_nothing(templates: Path
     from maild.outbound.render import cache_folder
 
     cfg: Any = SimpleNamespace(templates_path=templates, storage_path=tmp_path / "var")
-    compiled = _compiles(monkeypatch)
+    compiled = count_compiles(monkeypatch)
     assert "templates" in check_templates(compiled_renderer(cfg))
     assert len(compiled) >= len(list(templates.glob("*/*.txt")))  # before any daemon: compiled, as before
     assert not (tmp_path / "var").exists()
@@ -129,7 +116,7 @@ def test_a_snapshot_compiled_before_loads_only_the_templates_it_renders(template
         return original(self, environment, name, *args)
 
     monkeypatch.setattr(CompiledTemplates, "get_bucket", counting)
-    compiled = _compiles(monkeypatch)
+    compiled = count_compiles(monkeypatch)
     renderer = load_renderer(templates, cache)
     assert loaded == []
     assert renderer.render("ack", "en", sample_context("ack", "en")) == plain[("ack", "en")]

@@ -48,6 +48,7 @@ from maild.intake.facts import ReadingRules, mail_facts
 from maild.intake.faults import ParseWorkerError as ParseWorkerError
 from maild.intake.message import InboundMessage, ParseLimits, UnparsableMessage, parse_message
 from maild.intake.quoting import split_reply
+from maild.outbound.forked import die_with_parent
 
 log = logging.getLogger("maild.parse")
 
@@ -139,7 +140,6 @@ def _load_libc() -> ctypes.CDLL | None:
 
 
 _LIBC = _load_libc()
-_PR_SET_PDEATHSIG = 1
 
 
 def return_free_memory() -> None:
@@ -149,15 +149,6 @@ def return_free_memory() -> None:
     trim = getattr(_LIBC, "malloc_trim", None)
     if trim is not None:
         trim(0)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Have the kernel kill this process when its parent dies, and exit if that already happened."""
-    prctl = getattr(_LIBC, "prctl", None)
-    if prctl is not None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:
-        os._exit(0)
 
 
 # The parent's ends of every live worker's pipes: a worker forked later closes
@@ -204,7 +195,7 @@ def _worker_main(jobs_fd: int, results_fd: int, progress: _Progress, limits: Par
     os.closerange(3, low)
     os.closerange(low + 1, high)
     os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     jobs = open(jobs_fd, "rb", buffering=1 << 16) if job is None else None

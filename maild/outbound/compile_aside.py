@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from maild.outbound.forked import die_with_parent
+
 # the longest a start waits for the compiling process's answer before it compiles itself (the
 # compile takes ~0.2 s; a process that does not answer in this time is taken as hung)
 WAIT_SECONDS = 60.0
@@ -85,7 +87,7 @@ def compile_aside(templates_path: Path, cache: Path, sources: dict[str, str]) ->
         code = 0
         try:
             os.close(answer_r)
-            _die_with_parent(parent)
+            die_with_parent(parent)
             from maild.outbound.render import RenderError, load_renderer
 
             try:
@@ -101,16 +103,3 @@ def compile_aside(templates_path: Path, cache: Path, sources: dict[str, str]) ->
             os._exit(code)
     os.close(answer_w)
     return CompileAside(pid, answer_r)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """The kernel ends the compile with the daemon that waits for it (``PR_SET_PDEATHSIG``)."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:
-        os._exit(0)

@@ -58,8 +58,6 @@ mailbox lock among them, are untouched.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import pickle
@@ -71,6 +69,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maild.errors import MaildError
+from maild.outbound.forked import die_with_parent
 from maild.outbound.outbox import DrainResult, Outbox
 from maild.outbound.smtp import SmtpError
 
@@ -91,7 +90,6 @@ SQLITE_COURIERS_FROM = 200
 # 10 it runs on what the reading leaves idle, and what it could not send goes after the reading
 READING_NICENESS = 10
 IDLE_POLL_SECONDS = 1.0  # how long an idle courier waits for a poke before it looks at the outbox again
-_PR_SET_PDEATHSIG = 1
 _STOP = b"s"
 _POKE = b"p"
 _FINISH = b"f"  # send what is due, then end (no waiting for the next batch)
@@ -113,16 +111,6 @@ class CourierReport:
 
 class CourierError(MaildError):
     """The courier could not be started (fork failed)."""
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:
-        os._exit(0)
 
 
 class _Control:
@@ -272,7 +260,7 @@ class Courier:
             try:
                 os.close(control_w)
                 os.close(report_r)
-                _die_with_parent(parent)
+                die_with_parent(parent)
                 if self.niceness:
                     os.nice(self.niceness)
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

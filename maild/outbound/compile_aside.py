@@ -33,18 +33,18 @@ class CompileAside:
 
     def answered(self) -> bool:
         """Whether the process has answered (or ended): ``wait`` would not wait."""
+        return self._answer_within(0.0)
+
+    def _answer_within(self, timeout: float) -> bool:
+        """Whether the answer (or the pipe's end) comes within ``timeout`` seconds."""
         import select
 
         poller = select.poll()
         poller.register(self._answer, select.POLLIN | select.POLLHUP)
-        return bool(poller.poll(0))
+        return bool(poller.poll(int(timeout * 1000)))
 
     def wait(self, timeout: float = WAIT_SECONDS) -> str | None:
-        import select
-
-        poller = select.poll()
-        poller.register(self._answer, select.POLLIN | select.POLLHUP)
-        if not poller.poll(int(timeout * 1000)):
+        if not self._answer_within(timeout):
             self.abandon()
             raise ChildProcessError(f"the templates' compile gave no answer in {timeout:.0f} s")
         with open(self._answer, "rb") as stream:

@@ -246,7 +246,7 @@ class TicketDesk:
             "verified": resolution.verified, "tier": prio.tier, "priority": prio.priority, "peak": prio.peak,
             "reasons": reasons, "created_at": created_at, "updated_at": now, "reaction_due": due,
             "target_due": target, "escalation_level": 0, "linked_to": linked_to,
-            "participants": list(dict.fromkeys(a for a in participants if a)), "scope": scope,
+            "participants": store.participant_list(participants), "scope": scope,
         }
         if due is not None and not page:
             reasons.append(OLD_MAIL)

@@ -654,15 +654,21 @@ def add_event(session: Session, ticket_id: int, kind: str, at: datetime, actor: 
     session.add(Event(ticket_id=ticket_id, kind=kind, at=at, actor=actor, detail=detail))
 
 
-def add_participants(ticket: Ticket, addresses: Iterable[str]) -> None:
-    current = list(ticket.participants or [])
-    changed = False
+def participant_list(addresses: Iterable[str], current: Sequence[str] = ()) -> list[str]:
+    """``current``, then each non-empty address of ``addresses`` it does not hold yet, in order: a
+    ticket's participants, made (``TicketDesk.open_ticket``) or joined (``add_participants``)."""
+    merged = list(current)
     for address in addresses:
-        if address and address not in current:
-            current.append(address)
-            changed = True
-    if changed:
-        ticket.participants = current
+        if address and address not in merged:
+            merged.append(address)
+    return merged
+
+
+def add_participants(ticket: Ticket, addresses: Iterable[str]) -> None:
+    current = ticket.participants or []
+    merged = participant_list(addresses, current)
+    if len(merged) != len(current):
+        ticket.participants = merged
 
 
 def rate_key(address: str) -> str:

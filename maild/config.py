@@ -176,8 +176,9 @@ class DaemonSettings:
     takeover_seconds: int = 10
     # While a backlog is read, a forked courier sends the committed outbox rows
     # (maild/outbound/courier.py), so the cycle takes about the longer of reading and
-    # sending instead of their sum; on PostgreSQL (SQLite has one writer at a time: there two couriers
-    # send what a reading left due, from outbound.courier.SQLITE_COURIERS_FROM mails).
+    # sending instead of their sum; on PostgreSQL (SQLite has one writer at a time: there the courier
+    # sends a rest under outbound.courier.SQLITE_TWO_AFTER_READING_FROM mails before the reading's end,
+    # and two couriers send a larger one, from SQLITE_COURIERS_FROM mails).
     send_while_reading: bool = True
 
 

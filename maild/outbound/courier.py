@@ -35,8 +35,10 @@ Why the guarantees hold:
   its first write would get it refused, SQLITE_BUSY_SNAPSHOT), and the write
   gate (``Outbox.write_gate``: a file's POSIX lock the daemon holds while it
   stores a batch, the courier around each mark) lets a held-up mark go the
-  moment the batch commits. The courier stops with the reading
-  (``Daemon._stop_sqlite_courier``), before the cycle's other steps write.
+  moment the batch commits. The courier ends with the reading
+  (``Daemon._end_sqlite_courier``), before the cycle's other steps write: with
+  fewer than ``SQLITE_TWO_AFTER_READING_FROM`` mails due it first sends them
+  (the daemon waits), else it stops after the mail in hand.
   When the reading ends with at least ``SQLITE_COURIERS_FROM`` mails due, two
   couriers send them, as on PostgreSQL after the reading, with the same shared
   turn; each claims only its half of the rows (``Outbox.partition``: ids even
@@ -66,6 +68,7 @@ import signal
 import stat
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from maild.errors import MaildError
@@ -84,11 +87,18 @@ CLAIM_CHUNK = 200
 # SQLite: due mails from which the reading's end hands the sending to two couriers (a fork each
 # and a connection of their own: not worth it for a few mails, which keep the daemon's exact order)
 SQLITE_COURIERS_FROM = 200
+# SQLite: due mails at a whole reading's end from which the courier that sent while reading stops for
+# two couriers with a half each; below it that courier sends the rest alone on the connections it has
+# open. Two cost two forks, two connections and two SMTP sessions; one niced process is the slower
+# sender of a large rest. 2,000-mail cycles (bench/README, sixteenth session): ~680 left, alone +2.7 %;
+# ~2,400 left (a working day), alone -2.5 %
+SQLITE_TWO_AFTER_READING_FROM = 1000
 # SQLite: the niceness of the courier that sends while the backlog is read. The reading (the daemon
 # and its parse worker) is the cycle's critical path; at the same priority the courier took its CPU
 # from it on a busy machine (10,000 mails: the reading 34 % longer, the whole cycle no shorter). At
 # 10 it runs on what the reading leaves idle, and what it could not send goes after the reading
 READING_NICENESS = 10
+STOP_POLL_SECONDS = 0.2  # how often a wait for a courier's end looks at the daemon's stop request
 IDLE_POLL_SECONDS = 1.0  # how long an idle courier waits for a poke before it looks at the outbox again
 _STOP = b"s"
 _POKE = b"p"
@@ -294,6 +304,25 @@ class Courier:
             os.write(self._control, _FINISH)
         except (BlockingIOError, BrokenPipeError):
             pass
+
+    def wait_ended(self, timeout: float, stop: Callable[[], bool] = lambda: False) -> bool:
+        """Wait until the courier is done (asked to ``finish``, it is once nothing is due), at
+        most ``timeout`` seconds or until ``stop()`` says so; whether it is done (``stop``
+        then collects its report).
+
+        Its report in the pipe, written as its last act, is what ends the wait: no polling
+        interval is added to the end of a cycle."""
+        if self._report is None:
+            return False
+        poller = select.poll()
+        poller.register(self._report, select.POLLIN | select.POLLHUP)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if poller.poll(int(max(0.0, min(left, STOP_POLL_SECONDS)) * 1000)):
+                return True
+            if left <= 0 or stop():
+                return False
 
     def stop(self) -> CourierReport:
         """Ask the courier to stop after the mail in hand, wait for it and return its report."""

@@ -1,4 +1,4 @@
-"""kill -9 while mail is sent *and* read, and while two couriers send after the reading (both databases): a real ``maild run --once`` reads a
+"""kill -9 while mail is sent *and* read, and while the couriers send after the reading (both databases): a real ``maild run --once`` reads a
 backlog 20 at a time while its courier (a forked process) sends the acknowledgements, and is
 killed until three kills have landed in the middle of that (300 more mails arrive before each run;
 a kill that comes after the reading ended is not counted, up to 8 kills in all). The courier dies with its daemon (no process
@@ -177,16 +177,30 @@ def test_sigkill_while_two_couriers_send_after_reading(tmp_path: Path, smtp_sink
     """The reading has ended and two couriers send the rest of the backlog when the daemon is
     killed: both die with it, and over three such kills no more mails are resent than kills
     (the couriers' shared turn keeps one mail at a time between its "." and its mark)."""
-    _two_couriers_killed_three_times(tmp_path, smtp_sink, pg_url)
+    _killed_three_times_after_reading(tmp_path, smtp_sink, pg_url)
 
 
 def test_sigkill_while_two_sqlite_couriers_send_after_reading(tmp_path: Path, smtp_sink: Any) -> None:
-    """The same on SQLite, where the two couriers start when the reading has ended (300 mails
-    due, over ``SQLITE_COURIERS_FROM``), each sending its half of the rows."""
-    _two_couriers_killed_three_times(tmp_path, smtp_sink, "")
+    """The same on SQLite, where the two couriers start when the reading has ended with at least
+    ``SQLITE_TWO_AFTER_READING_FROM`` mails due, each sending its half of the rows."""
+    from maild.outbound.courier import SQLITE_TWO_AFTER_READING_FROM
+
+    # the reading's courier sends ~100 a second (the sink's delay) while the round is read: 60 %
+    # more than the threshold leaves it crossed on a loaded machine too
+    _killed_three_times_after_reading(tmp_path, smtp_sink, "", SQLITE_TWO_AFTER_READING_FROM * 8 // 5)
 
 
-def _two_couriers_killed_three_times(tmp_path: Path, smtp_sink: Any, url: str) -> None:
+def test_sigkill_while_the_sqlite_courier_sends_a_small_rest_after_reading(tmp_path: Path, smtp_sink: Any) -> None:
+    """SQLite, a rest under ``SQLITE_TWO_AFTER_READING_FROM``: the courier that sent while the
+    mailbox was read sends it alone after the reading (no other courier is forked) and is killed
+    with its daemon there; three such kills resend no more mails than kills."""
+    _killed_three_times_after_reading(tmp_path, smtp_sink, "", ROUND, couriers_after=1)
+
+
+def _killed_three_times_after_reading(tmp_path: Path, smtp_sink: Any, url: str, round_size: int = ROUND,
+                                     couriers_after: int = 2) -> None:
+    """Three runs, each killed once the reading has ended and ``couriers_after`` couriers send
+    the rest (beside the parse worker: the first courier, for one, is the reading's)."""
     config = write_config(tmp_path, source=maildir_source(tmp_path), smtp_port=smtp_sink.port, database_url=url,
                           top="batch_size = 100")
     url = url or load_config(config).database_url
@@ -196,25 +210,30 @@ def _two_couriers_killed_three_times(tmp_path: Path, smtp_sink: Any, url: str) -
     rng = random.Random(20261207)
     kills = 0
     for kills in range(1, 4):
-        for i in range((kills - 1) * ROUND, kills * ROUND):
+        for i in range((kills - 1) * round_size, kills * round_size):
             box.add(make_mail(sender=f"user{i}@acme.pl", subject=f"Sprawa {i}", msgid=f"<tc{i}@acme.pl>"))
         log = tmp_path / f"run-{kills}.log"
         proc = spawn_maild(config, "run", "--once", log=log, env=env)
         deadline = time.monotonic() + 120
         forked: set[int] = set()
-        while len(forked) < 3 or len(list(box.iterkeys())) > 0:  # the parse worker and two couriers
+        while len(forked) < 1 + couriers_after or len(list(box.iterkeys())) > 0:
             assert proc.poll() is None, "the run ended before its kill: " + log_tail(log, 2000)
-            assert time.monotonic() < deadline, "two couriers never sent at once"
+            assert time.monotonic() < deadline, f"{couriers_after} couriers never sent after the reading"
             forked |= children(proc.pid)
             time.sleep(0.002)
+        read = set(forked)  # the processes forked by the reading's end
         kill_at = len(smtp_sink.messages) + rng.randint(3, 15)
         while len(smtp_sink.messages) < kill_at:
             assert proc.poll() is None and time.monotonic() < deadline
+            forked |= children(proc.pid)
             time.sleep(0.002)
+        forked |= children(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        if couriers_after == 1:
+            assert forked == read, "no courier was forked after the reading: the reading's sends the rest"
         end = time.monotonic() + 5
         while any(alive(pid) for pid in forked) and time.monotonic() < end:
             time.sleep(0.05)
         assert not any(alive(pid) for pid in forked), "a process of the killed daemon lives on"
-    _finish_and_count(config, env, url, smtp_sink, kills)
+    _finish_and_count(config, env, url, smtp_sink, kills, kills * round_size)

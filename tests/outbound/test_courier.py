@@ -423,6 +423,9 @@ def test_sqlite_the_backlog_is_acknowledged_while_it_is_read_each_mail_once(
         return real_claim(outbox, chunk, line, peek)
 
     monkeypatch.setattr(outbox_module.Outbox, "_claim", claim)
+    # two couriers take over from SQLITE_COURIERS_FROM here (a rest under SQLITE_TWO_AFTER_READING_FROM
+    # is the reading courier's own: the next tests)
+    monkeypatch.setattr("maild.outbound.courier.SQLITE_TWO_AFTER_READING_FROM", SQLITE_COURIERS_FROM)
     n = SQLITE_COURIERS_FROM + 120
     daemon = backlog(tmp_path, smtp_sink, "", n)
     assert daemon.engine.dialect.name == "sqlite"
@@ -444,6 +447,98 @@ def test_sqlite_the_backlog_is_acknowledged_while_it_is_read_each_mail_once(
         (min(ours + READING_NICENESS, 19), False), (ours, True)}, "the courier while reading runs niced, not those after it"
     received = Counter(m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(n))
     assert len(received) == n and max(received.values()) == 1
+
+
+def _reading_with_a_small_rest(tmp_path: Path, smtp_sink: Any, monkeypatch: Any, n: int) -> tuple[Daemon, list[Courier]]:
+    """A SQLite backlog of ``n`` read 10 at a time with a slow relay: its courier is left with
+    mail due (fewer than ``SQLITE_TWO_AFTER_READING_FROM``) when the reading ends. The couriers
+    started are listed."""
+    started: list[Courier] = []
+    real_start = Courier.start
+
+    def start(courier: Courier) -> None:
+        started.append(courier)
+        real_start(courier)
+
+    monkeypatch.setattr(Courier, "start", start)
+    monkeypatch.setattr("maild.outbound.courier.CLAIM_CHUNK", 10)
+    daemon = backlog(tmp_path, smtp_sink, "", n)
+    assert daemon.engine.dialect.name == "sqlite"
+    return daemon, started
+
+
+def test_sqlite_the_reading_courier_sends_a_small_rest_alone_before_the_reading_ends(
+        tmp_path: Path, smtp_sink: Any, monkeypatch: Any) -> None:
+    """SQLite: a whole reading that leaves fewer than ``SQLITE_TWO_AFTER_READING_FROM`` mails due
+    hands them to no new courier: the one that sent while the mailbox was read sends them on the
+    connections it has open and ends before ``ingest_all`` returns (before the sweep's and the
+    other steps' transactions). Every mail goes out once; the drain finds nothing."""
+    from maild.outbound.courier import SQLITE_TWO_AFTER_READING_FROM
+
+    n = 150
+    assert n < SQLITE_TWO_AFTER_READING_FROM
+    daemon, started = _reading_with_a_small_rest(tmp_path, smtp_sink, monkeypatch, n)
+    rests: list[int] = []
+    real_finish = Courier.finish
+
+    def finish(courier: Courier) -> None:
+        rests.append(pending(daemon))
+        real_finish(courier)
+
+    monkeypatch.setattr(Courier, "finish", finish)
+    smtp_sink.delay_seconds = 0.005  # the reading outpaces the sending: mail is left after it
+    assert daemon.ingest_all() == {"ticket": n}
+    assert rests and rests[0] > 0, "mail was left due at the reading's end"
+    assert not daemon.courier.running, "the courier ended with the reading"
+    assert pending(daemon) == 0 and daemon.sent_while_reading.sent == n, "it sent the rest before the reading returned"
+    assert started == [daemon.courier], "no courier but the reading's"
+    drained = daemon.drain()
+    assert drained.sent == 0 and daemon.sent_after_reading == 0
+    received = Counter(m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(n))
+    assert len(received) == n and max(received.values()) == 1
+
+
+def test_sqlite_a_rest_the_reading_courier_cannot_send_within_a_slice_goes_to_the_drain(
+        tmp_path: Path, smtp_sink: Any, monkeypatch: Any) -> None:
+    """The wait for the reading courier's rest is bounded by the slice: a relay too slow for it
+    gets the courier stopped after the mail in hand, and the drain sends what is left (its
+    sweep and health check wait no longer than a slice). Each mail still goes out once."""
+    n = 60
+    daemon, started = _reading_with_a_small_rest(tmp_path, smtp_sink, monkeypatch, n)
+    daemon.config = replace(daemon.config, daemon=replace(daemon.config.daemon, slice_seconds=1))
+    smtp_sink.delay_seconds = 0.1  # ~10 a second: the rest of 60 takes longer than the 1 s slice
+    started_at = time.monotonic()
+    assert daemon.ingest_all() == {"ticket": n}
+    took = time.monotonic() - started_at
+    assert not daemon.courier.running
+    left = pending(daemon)
+    assert left > 0, "the slice ended the wait with mail still due"
+    assert took < 1 + 1.5, f"the reading's end waited {took:.1f} s for its courier, past the slice"
+    smtp_sink.delay_seconds = 0
+    drained = daemon.drain()
+    assert drained.sent == left and pending(daemon) == 0
+    received = Counter(m.parsed["In-Reply-To"] for m in smtp_sink.wait_for(n))
+    assert len(received) == n and max(received.values()) == 1
+
+
+def test_sqlite_a_stop_during_the_reading_couriers_rest_ends_the_wait(
+        tmp_path: Path, smtp_sink: Any, monkeypatch: Any) -> None:
+    """A stop (SIGTERM) while the daemon waits for the reading courier's rest: the courier stops
+    after the mail in hand at once, the rest stays queued."""
+    n = 60
+    daemon, started = _reading_with_a_small_rest(tmp_path, smtp_sink, monkeypatch, n)
+    real_finish = Courier.finish
+
+    def finish_then_stop(courier: Courier) -> None:
+        real_finish(courier)
+        daemon._stop = True  # as the SIGTERM handler sets it
+
+    monkeypatch.setattr(Courier, "finish", finish_then_stop)
+    smtp_sink.delay_seconds = 0.1
+    started_at = time.monotonic()
+    daemon.ingest_all()
+    assert time.monotonic() - started_at < 5, "the stop ended the wait"
+    assert not daemon.courier.running and pending(daemon) > 0, "the rest stays queued"
 
 
 def test_sqlite_a_batch_that_read_before_a_couriers_mark_still_writes(

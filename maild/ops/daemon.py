@@ -223,13 +223,17 @@ class Daemon:
 
     @cached_property
     def outbox(self) -> Outbox:
+        from maild.outbound.marks import JOURNAL_NAME
         from maild.outbound.outbox import Outbox, Sender
 
         config = self.config
-        return Outbox(self.sessions, self.renderer, config.smtp,
-                      Sender(config.from_address, config.from_name, config.support.instance_id),
-                      self.blobs, self.clock, retry_base=timedelta(seconds=config.daemon.smtp_retry_base_seconds),
-                      hold_seconds=config.daemon.takeover_seconds)
+        outbox = Outbox(self.sessions, self.renderer, config.smtp,
+                        Sender(config.from_address, config.from_name, config.support.instance_id),
+                        self.blobs, self.clock, retry_base=timedelta(seconds=config.daemon.smtp_retry_base_seconds),
+                        hold_seconds=config.daemon.takeover_seconds)
+        if self.engine.dialect.name == "sqlite":
+            outbox.journal_path = config.storage_path / JOURNAL_NAME
+        return outbox
 
     @cached_property
     def courier(self) -> Courier:

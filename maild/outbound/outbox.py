@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import errno
 import fcntl
 import functools
 import hashlib
@@ -36,6 +37,7 @@ import secrets
 import struct
 import time
 from collections import deque
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
@@ -56,6 +58,7 @@ from maild.storage.models import OutboxRow
 from maild.storage.queries import PENDING
 from maild.storage.tables import OUTBOX_PENDING, UtcDateTime
 from maild.outbound.drained import DrainResult as DrainResult
+from maild.outbound.marks import MarkJournal, replay as replay_marks
 from maild.outbound.render import RenderError, Renderer, one_line
 from maild.outbound.smtp import Delivery, Envelope, SmtpError, SmtpSender, SmtpSettings, SmtpUnavailable
 
@@ -347,8 +350,10 @@ class _SqliteLine:
     committed, instead of in SQLite's busy handler, whose sleeps grow to 100 ms and
     would keep missing the short gaps between back-to-back batches."""
 
-    def __init__(self, sessions: sessionmaker[Session], gate: int | None = None) -> None:
+    def __init__(self, sessions: sessionmaker[Session], gate: int | None = None,
+                 journal: MarkJournal | None = None) -> None:
         self.gate = gate
+        self.journal = journal  # with the gate: where a mark the daemon's batch holds up is kept meanwhile
         self.conn: Connection = sessions.kw["bind"].connect().execution_options(maild_autocommit=True)
         dialect = self.conn.dialect
         bind = _OUTBOX.c.sent_at.type.dialect_impl(dialect).bind_processor(dialect)
@@ -360,9 +365,27 @@ class _SqliteLine:
     def mark_sent(self, params: dict[str, Any]) -> None:
         values = (self._sent_at(params["sent_at"]), params["refused"], params["row_id"])
         if self.gate is not None:
-            fcntl.lockf(self.gate, fcntl.LOCK_EX)
+            if self.journal is None:
+                fcntl.lockf(self.gate, fcntl.LOCK_EX)
+            else:
+                try:
+                    fcntl.lockf(self.gate, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                        raise
+                    try:
+                        self.journal.keep(values)  # the daemon stores a batch: in the file until it is done
+                        self.marks += 1
+                        return
+                    except OSError as kept:  # a full disk: the mark waits for the batch, as without a journal
+                        log.warning("outbox: cannot keep a sent mark in %s (%s); waiting for the write lock",
+                                    self.journal.path.name, kept)
+                        fcntl.lockf(self.gate, fcntl.LOCK_EX)
         try:
-            self._cursor.execute(_MARK_SENT_SQLITE, values)
+            if self.journal is not None and self.journal.held:
+                self._write_held(values)
+            else:
+                self._cursor.execute(_MARK_SENT_SQLITE, values)
         except Exception as exc:
             _raise_as_sqlalchemy(exc, self.conn, self._dbapi, self._cursor, _MARK_SENT_SQLITE, values)
         finally:
@@ -370,11 +393,62 @@ class _SqliteLine:
                 fcntl.lockf(self.gate, fcntl.LOCK_UN)
         self.marks += 1
 
+    def _write_held(self, values: tuple[Any, ...] | None = None) -> None:
+        """The journal's marks (and ``values``) in one transaction; then the file starts over."""
+        assert self.journal is not None
+        marks = list(self.journal.held.values()) + ([values] if values is not None else [])
+        self._cursor.execute("BEGIN IMMEDIATE")
+        try:
+            self._cursor.executemany(_MARK_SENT_SQLITE, marks)
+            self._cursor.execute("COMMIT")
+        except BaseException:
+            self._cursor.execute("ROLLBACK")
+            raise
+        self.journal.written()
+
+    def write_held_if_free(self) -> None:
+        """Nothing to send: commit the journal's marks now if the daemon is not storing a batch
+        (its rows would read pending to others until the next mail's mark)."""
+        if self.journal is None or not self.journal.held or self.gate is None:
+            return
+        try:
+            fcntl.lockf(self.gate, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            return
+        try:
+            self._write_held()
+        except Exception as exc:
+            _raise_as_sqlalchemy(exc, self.conn, self._dbapi, self._cursor, _MARK_SENT_SQLITE, ())
+        finally:
+            fcntl.lockf(self.gate, fcntl.LOCK_UN)
+
+    def held(self) -> dict[int, Any]:
+        """Rows this line marked in its journal only: sent, still pending in the database."""
+        return self.journal.held if self.journal is not None else {}
+
     def release(self) -> None:
         """Nothing is held on SQLite (one daemon per file)."""
 
     def close(self) -> None:
+        """The journal's marks are committed first (waiting for the daemon's batch); should the
+        database refuse, they stay in the file for the next drain (``marks.replay``)."""
         try:
+            if self.journal is not None:
+                try:
+                    if self.journal.held:
+                        assert self.gate is not None
+                        fcntl.lockf(self.gate, fcntl.LOCK_EX)
+                        try:
+                            self._write_held()
+                        finally:
+                            fcntl.lockf(self.gate, fcntl.LOCK_UN)
+                except Exception as exc:  # noqa: BLE001 - kept in the file, applied by the next drain
+                    log.warning("outbox: %d sent mark(s) stay in %s for the next drain: %s",
+                                len(self.journal.held), self.journal.path.name, exc)
+                finally:
+                    self.journal.close()
             self._cursor.close()
         finally:
             self.conn.close()
@@ -879,6 +953,10 @@ class Outbox:
         # SQLite, a courier sending while its daemon stores the backlog: the descriptor of a file whose
         # POSIX lock the daemon holds while it stores a batch and this drain around each mark (``_SqliteLine``)
         self.write_gate: int | None = None
+        # SQLite: the file where such a drain keeps the marks a batch holds up (``marks``), and which
+        # every SQLite drain applies first; None: no journal (each mark waits for the gate)
+        self.journal_path: Path | None = None
+        self._line: _SqliteLine | None = None  # this drain's, while it runs: its journal's rows are not claimed again
         # asked when nothing is due: blocks until more may be (the courier's daemon committed
         # a batch) and says whether to look again; None ends the drain there, as it always did
         self.wait_for_more: Callable[[], bool] | None = None
@@ -904,12 +982,15 @@ class Outbox:
         their order (``_SQLITE_CLAIM``). ``peek``: only whether mail is due."""
         now = self.clock()
         if not self.postgres:
-            values: dict[str, Any] = {"now": now, "chunk": chunk}
+            # the rows this drain sent and marked in its journal only are pending in the database still
+            held = self._line.held() if self._line is not None else {}
+            values: dict[str, Any] = {"now": now, "chunk": chunk + len(held)}
             if self.partition is not None:
                 values["part"], values["parts"] = self.partition
             with self.sessions() as session, session.begin():
-                return [PendingMail(*row) for row in session.execute(
+                rows = [PendingMail(*row) for row in session.execute(
                     _SQLITE_CLAIM if self.partition is None else _SQLITE_CLAIM_PART, values)]
+            return [row for row in rows if row.id not in held][:chunk] if held else rows
         query = (
             select(*_PENDING_COLUMNS)
             .where(PENDING, _OUTBOX.c.next_attempt_at <= now)
@@ -964,6 +1045,8 @@ class Outbox:
         """
         result = DrainResult()
         self._mark_unmarked()
+        if self.journal_path is not None and not self.postgres:
+            replay_marks(self.sessions, self.journal_path)  # what a killed courier kept there: sent
         gate = asyncio.Lock()
         senders = [SmtpSender(self.smtp) for _ in range(max(1, self.connections))]
         line: _DrainLine | _SqliteLine | None = None
@@ -981,11 +1064,15 @@ class Outbox:
                     line = _DrainLine(self.sessions, self.hold_seconds)
                 rows = self._claim(chunk, line if isinstance(line, _DrainLine) else None)
                 if not rows:
+                    if isinstance(line, _SqliteLine):
+                        line.write_held_if_free()
                     if self.wait_for_more is not None and self.wait_for_more():
                         continue
                     break
                 if line is None:
-                    line = _SqliteLine(self.sessions, self.write_gate)
+                    journal = (MarkJournal(self.journal_path)
+                               if self.write_gate is not None and self.journal_path is not None else None)
+                    line = self._line = _SqliteLine(self.sessions, self.write_gate, journal)
                 queue = deque(rows)
                 unsent: list[int] = []
                 faults: list[Exception] = []
@@ -1008,6 +1095,7 @@ class Outbox:
                     result.more_due = True
                     break
         finally:
+            self._line = None
             if line is not None:
                 line.close()
             for smtp in senders:

@@ -2,8 +2,10 @@
 SQLite file), and the two couriers that send the rest once it is read."""
 from __future__ import annotations
 
+import fcntl
 import mailbox
 import os
+import signal
 import time
 from collections import Counter
 from dataclasses import replace
@@ -539,6 +541,92 @@ def test_sqlite_a_stop_during_the_reading_couriers_rest_ends_the_wait(
     daemon.ingest_all()
     assert time.monotonic() - started_at < 5, "the stop ended the wait"
     assert not daemon.courier.running and pending(daemon) > 0, "the rest stays queued"
+
+
+def _courier_behind_a_held_gate(tmp_path: Path, sink: Any, n: int) -> tuple[Daemon, int, Path]:
+    """``n`` acknowledgements queued, and a courier sending them as while the backlog is read,
+    started while this process holds the write gate as the daemon does while it stores a batch
+    (a POSIX lock: the forked courier cannot take it). The gate's descriptor and the journal."""
+    from maild.outbound.marks import JOURNAL_NAME
+
+    daemon = queued(tmp_path, sink, "", n)
+    daemon.close_checkpoints()
+    daemon.engine.dispose()  # nothing of SQLite's carried into the fork, as _start_courier does
+    gate = daemon._gate_fd()
+    assert gate is not None
+    courier = daemon.courier
+    courier.write_gate, courier.turn_fd = gate, daemon._turn_fd()
+    fcntl.lockf(gate, fcntl.LOCK_EX)
+    courier.start()
+    return daemon, gate, daemon.config.storage_path / JOURNAL_NAME
+
+
+def test_sqlite_a_courier_sends_on_while_the_daemon_stores_a_batch_keeping_its_marks_in_the_journal(
+        tmp_path: Path, smtp_sink: Any) -> None:
+    """While the daemon holds the write gate (storing a batch), the courier's sent marks go to the
+    journal and it sends the next mail; the rows read pending meanwhile and are not claimed again;
+    once the gate is free they are committed in one go and the journal starts over. Before, the
+    courier stood at its first mark until the batch committed."""
+    n = 25
+    daemon, gate, journal = _courier_behind_a_held_gate(tmp_path, smtp_sink, n)
+    received = smtp_sink.wait_for(n, timeout=20)  # all of them while the gate is held
+    time.sleep(0.3)
+    assert len(smtp_sink.messages) == n, "no row claimed twice"
+    assert len(journal.read_text().splitlines()) == n and pending(daemon) == n, "marked in the journal only"
+    fcntl.lockf(gate, fcntl.LOCK_UN)  # the batch committed
+    deadline = time.monotonic() + 10
+    while pending(daemon) and time.monotonic() < deadline:  # the idle courier commits them at its next look
+        time.sleep(0.05)
+    assert pending(daemon) == 0 and journal.read_bytes() == b""
+    daemon.courier.finish()
+    report = daemon.courier.stop()
+    assert report.fault is None and report.sent.sent == n
+    assert max(Counter(m.parsed["In-Reply-To"] for m in received).values()) == 1
+
+
+def test_sqlite_marks_a_killed_courier_kept_in_the_journal_are_committed_before_the_next_drain_sends(
+        tmp_path: Path, smtp_sink: Any) -> None:
+    """kill -9 of a courier whose marks are in the journal only: the next drain commits them
+    first (``marks.replay``) and sends none of those mails again."""
+    n = 20
+    daemon, gate, journal = _courier_behind_a_held_gate(tmp_path, smtp_sink, n)
+    smtp_sink.wait_for(n, timeout=20)
+    deadline = time.monotonic() + 10
+    while len(journal.read_text().splitlines()) < n and time.monotonic() < deadline:  # the last mark kept too
+        time.sleep(0.01)
+    pid = daemon.courier.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    fcntl.lockf(gate, fcntl.LOCK_UN)
+    report = daemon.courier.stop()
+    assert report.fault is not None, "the courier died"
+    assert pending(daemon) == n and len(journal.read_text().splitlines()) == n
+    drained = daemon.drain()
+    assert drained.sent == 0 and pending(daemon) == 0 and journal.read_bytes() == b""
+    time.sleep(0.3)
+    assert len(smtp_sink.messages) == n, "no mail of the journal sent again"
+
+
+def test_sqlite_replaying_a_journal_commits_pending_rows_once_and_skips_a_torn_line(
+        tmp_path: Path, smtp_sink: Any, caplog: Any) -> None:
+    """The journal's marks go to rows still pending only (applied twice, nothing changes), a line
+    a full disk cut short is skipped and said, and the file is emptied."""
+    from maild.outbound.marks import JOURNAL_NAME, replay
+
+    daemon = queued(tmp_path, smtp_sink, "", 3)
+    with daemon.sessions() as session:
+        ids = sorted(session.scalars(select(OutboxRow.id)))
+    journal = daemon.config.storage_path / JOURNAL_NAME
+    journal.write_text(f'["2026-12-07 08:00:00.000000","",{ids[0]}]\n'
+                       f'["2026-12-07 08:00:01.000000","x@y: 550 no",{ids[1]}]\n'
+                       f'["2026-12-07 08:00:01.000000","",{ids[1]}]\n["2026-12-07 08:0')
+    assert replay(daemon.sessions, journal) == 2
+    assert journal.read_bytes() == b"" and "does not read whole" in caplog.text
+    with daemon.sessions() as session:
+        rows = {row.id: row for row in session.scalars(select(OutboxRow))}
+    assert [rows[i].status for i in ids] == ["sent", "sent", "pending"]
+    assert rows[ids[1]].attempts == 1 and rows[ids[1]].last_error == "x@y: 550 no", "the first mark of a row counts"
+    assert replay(daemon.sessions, journal) == 0
 
 
 def test_sqlite_a_batch_that_read_before_a_couriers_mark_still_writes(

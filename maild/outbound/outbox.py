@@ -367,20 +367,15 @@ class _SqliteLine:
         if self.gate is not None:
             if self.journal is None:
                 fcntl.lockf(self.gate, fcntl.LOCK_EX)
-            else:
+            elif not self._gate_taken_if_free():
                 try:
-                    fcntl.lockf(self.gate, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError as exc:
-                    if exc.errno not in (errno.EACCES, errno.EAGAIN):
-                        raise
-                    try:
-                        self.journal.keep(values)  # the daemon stores a batch: in the file until it is done
-                        self.marks += 1
-                        return
-                    except OSError as kept:  # a full disk: the mark waits for the batch, as without a journal
-                        log.warning("outbox: cannot keep a sent mark in %s (%s); waiting for the write lock",
-                                    self.journal.path.name, kept)
-                        fcntl.lockf(self.gate, fcntl.LOCK_EX)
+                    self.journal.keep(values)  # the daemon stores a batch: in the file until it is done
+                    self.marks += 1
+                    return
+                except OSError as kept:  # a full disk: the mark waits for the batch, as without a journal
+                    log.warning("outbox: cannot keep a sent mark in %s (%s); waiting for the write lock",
+                                self.journal.path.name, kept)
+                    fcntl.lockf(self.gate, fcntl.LOCK_EX)
         try:
             if self.journal is not None and self.journal.held:
                 self._write_held(values)
@@ -409,13 +404,7 @@ class _SqliteLine:
     def write_held_if_free(self) -> None:
         """Nothing to send: commit the journal's marks now if the daemon is not storing a batch
         (its rows would read pending to others until the next mail's mark)."""
-        if self.journal is None or not self.journal.held or self.gate is None:
-            return
-        try:
-            fcntl.lockf(self.gate, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EACCES, errno.EAGAIN):
-                raise
+        if self.journal is None or not self.journal.held or self.gate is None or not self._gate_taken_if_free():
             return
         try:
             self._write_held()
@@ -423,6 +412,17 @@ class _SqliteLine:
             _raise_as_sqlalchemy(exc, self.conn, self._dbapi, self._cursor, _MARK_SENT_SQLITE, ())
         finally:
             fcntl.lockf(self.gate, fcntl.LOCK_UN)
+
+    def _gate_taken_if_free(self) -> bool:
+        """Take the write gate unless the daemon holds it (storing a batch)."""
+        assert self.gate is not None
+        try:
+            fcntl.lockf(self.gate, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            return False
+        return True
 
     def held(self) -> dict[int, Any]:
         """Rows this line marked in its journal only: sent, still pending in the database."""

@@ -400,6 +400,19 @@ class ParseAhead:
             self._dispatch()
         return future.result()
 
+    def collect(self) -> None:
+        """Without waiting: the batch in the worker's results, if they are there, read, and the
+        worker handed the next queued batch. A batch queued behind another goes to the worker
+        only when the one before it is read (``result``, or this), so the daemon calls this
+        between the steps of a reading's start (building the courier and the pipeline), which
+        would otherwise leave the worker idle with a batch waiting."""
+        worker = self._worker
+        if self._in_flight is None or worker is None or not worker.wait_readable(0):
+            return
+        self._wait()  # the results (or the worker's end) are there: it returns without waiting
+        if self._in_flight is None:
+            self._dispatch()
+
     def close(self, wait: bool = False) -> None:
         """Stop the worker (``wait``: after the batch in hand) and drop queued batches."""
         if self._worker is not None:

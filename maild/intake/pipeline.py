@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -61,6 +61,7 @@ from maild.rules.reasons import scope_reason
 from maild.rules.replies import says_something
 from maild.rules.scope import guess_scope_as_written
 from maild.rules.wording import NO_SUBJECT
+from maild.intake.attempts import attempt_key as attempt_key
 from maild.intake.facts import ReadingRules
 from maild.intake.mailbox import FetchedMail
 from maild.intake.message import InboundMessage, UnparsableMessage
@@ -68,7 +69,7 @@ from maild.intake.parsing import GaveUp, ParserCrash, parse_all, parse_one
 from maild.storage.models import Failure, Intake, MessageRow, OutboxRow, QuarantineRow, Ticket
 from maild.rules.prioritise import prioritise
 from maild.intake.quoting import split_reply
-from maild.intake.suspects import MAX_ATTEMPTS as MAX_ATTEMPTS, STARTED, Suspect
+from maild.intake.suspects import MAX_ATTEMPTS as MAX_ATTEMPTS
 from maild.intake.screen import Screening, ScreenSettings, screen, sender_authenticated
 from maild.intake.thread import ThreadDecision, ThreadSettings, clean_subject, decide_thread
 
@@ -76,11 +77,6 @@ log = logging.getLogger("maild.pipeline")
 UTC = timezone.utc
 # the dedupe key of a mail whose Message-ID another stored mail already has, before its raw bytes' sha256
 SECOND_COPY = "dup:"
-
-
-def attempt_key(mail: FetchedMail) -> str:
-    """The failures key of a mail before it is parsed (and of one that cannot be)."""
-    return f"raw:{mail.source_key}"
 
 
 class Outcome(Exception):
@@ -234,7 +230,7 @@ class Ingestor:
         """Store a batch in one transaction; return what to move where on the source.
 
         ``counted``: an attempt of each mail was recorded before it was parsed
-        (``begin_attempts``). The batch's transaction takes it back for every mail
+        (``attempts.begin_attempts``). The batch's transaction takes it back for every mail
         whose processing finished here; a parser that crashed, overran its deadline
         or was killed keeps it (and is not counted twice).
 
@@ -257,63 +253,6 @@ class Ingestor:
         except _Isolate:
             log.info("batch of %d: a message failed; processing them one by one", len(mails))
             return self._run_batch(mails, parsed, isolated=True, counted=counted, prepare=prepare)
-
-    # -------------------------------------------------------------- attempts recorded before parsing
-
-    def begin_attempts(self, mails: Sequence[FetchedMail]) -> dict[str, Suspect]:
-        """The mails with an attempt started and never finished, by source key; and one
-        attempt recorded now, before parsing starts, for each mail that has none.
-
-        A mail with one is suspect (the daemon was killed or crashed while it was in
-        hand): the daemon retries it as ``suspects.plan_retries`` says, recording each
-        try with ``count_attempts`` first.
-        """
-        keys = {attempt_key(m): m.source_key for m in mails}
-        now = self.clock()
-        with self.sessions() as session, session.begin():
-            rows = {key: (attempts, last_error) for key, attempts, last_error in session.execute(
-                select(Failure.key, Failure.attempts, Failure.last_error).where(Failure.key.in_(list(keys))))}
-            fresh = [{"key": key, "attempts": 1, "last_error": STARTED, "updated_at": now}
-                     for key in keys if key not in rows]
-            if fresh:  # a row per mail: one COPY on PostgreSQL
-                store.append_rows(session, Failure.__table__, fresh)
-            zero = [key for key, (attempts, _) in rows.items() if attempts < 1]
-            if zero:
-                session.execute(update(Failure).where(Failure.key.in_(zero)).values(
-                    attempts=1, last_error=STARTED, updated_at=now))
-        return {keys[key]: Suspect(keys[key], attempts, last_error)
-                for key, (attempts, last_error) in rows.items() if attempts >= 1}
-
-    def count_attempts(self, mails: Sequence[FetchedMail], note: str) -> None:
-        """Record one more attempt of each suspect mail before a retry parses it, saying how
-        it is made (``note``: in a group, alone), in one transaction."""
-        keys = [attempt_key(m) for m in mails]
-        now = self.clock()
-        with self.sessions() as session, session.begin():
-            known = set(session.scalars(select(Failure.key).where(Failure.key.in_(keys))))
-            if known:
-                session.execute(update(Failure).where(Failure.key.in_(known)).values(
-                    attempts=Failure.attempts + 1, last_error=note, updated_at=now))
-            missing = [key for key in keys if key not in known]
-            if missing:
-                session.execute(insert(Failure), [
-                    {"key": key, "attempts": 1, "last_error": note, "updated_at": now} for key in missing])
-
-    def note_attempts(self, notes: Sequence[tuple[Sequence[FetchedMail], str]]) -> None:
-        """Say how each suspect's next attempt will be made (``last_error``) without counting one."""
-        if not notes:
-            return
-        now = self.clock()
-        with self.sessions() as session, session.begin():
-            for mails, note in notes:
-                session.execute(update(Failure).where(Failure.key.in_([attempt_key(m) for m in mails])).values(
-                    last_error=note, updated_at=now))
-
-    def release_attempts(self, mails: Sequence[FetchedMail]) -> None:
-        """Take back the attempts recorded by ``begin_attempts`` for mails not processed after all."""
-        with self.sessions() as session, session.begin():
-            session.execute(delete(Failure).where(Failure.key.in_([attempt_key(m) for m in mails]),
-                                                  Failure.last_error == STARTED))
 
     def _run_batch(self, mails: Sequence[FetchedMail], parsed: Sequence[InboundMessage | UnparsableMessage],
                    isolated: bool, counted: bool = False,

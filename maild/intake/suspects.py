@@ -1,7 +1,7 @@
 """How a reader retries the mail a daemon died with in hand: as a group first, halved on each death.
 
 An attempt of each mail is recorded before its batch is parsed
-(``Ingestor.begin_attempts``) and taken back when its batch commits, so a mail
+(``attempts.begin_attempts``) and taken back when its batch commits, so a mail
 fetched again with an attempt still recorded was in hand when a daemon died (a
 kill, the OOM killer, a crash): a *suspect*. Almost every death is not the
 mail's doing (a restart, a watchdog, ``kill -9`` of the reader), and the dead

@@ -37,7 +37,8 @@ from maild.desk.context import business_calendar
 from maild.errors import ConfigError
 from maild.intake.faults import ParseWorkerError
 from maild.intake.mailbox import FetchedMail, ImapSettings, MailboxAuthError, MailboxError, MailSource, open_source
-from maild.intake.suspects import MAX_ATTEMPTS, Retry, plan_retries
+from maild.intake.attempts import begin_attempts, count_attempts, note_attempts, release_attempts
+from maild.intake.suspects import MAX_ATTEMPTS, Retry, Suspect, plan_retries
 from maild.ops.health import AlertMail, alert_name, plan_alerts, problems, read_health
 from maild.ops.leader import WAIT_STEP_SECONDS, MailboxLock, SqliteRunLock
 from maild.ops.sd_notify import notify, watchdog_interval
@@ -134,6 +135,9 @@ class Daemon:
         if self.run_lock is not None:
             self.run_lock.acquire()
         self._compiling: CompileAside | None = None
+        # SQLite, once a courier sends while the backlog is read: the daemon's writes take the write lock
+        # at their BEGIN (``_start_courier``)
+        self._write_first = False
         try:
             self._start(config, clock)
         except BaseException:
@@ -205,7 +209,8 @@ class Daemon:
     def ingestor(self) -> Ingestor:
         from maild.intake.pipeline import Context, Ingestor
 
-        return Ingestor(Context.build(self.config, self.customers), self.sessions, self.blobs, self.clock)
+        sessions = sessions_for(self.engine, take_the_write_lock=True) if self._write_first else self.sessions
+        return Ingestor(Context.build(self.config, self.customers), sessions, self.blobs, self.clock)
 
     @cached_property
     def parse_ahead(self) -> ParseAhead:
@@ -397,7 +402,7 @@ class Daemon:
                                              first_count=FIRST_BATCH):
                 # an attempt is recorded before parsing starts, so a kill or a crash counts too
                 with self._write_gate():
-                    prior = self.ingestor.begin_attempts(batch)
+                    prior = self._begin_attempts(batch)
                 fresh = [m for m in batch if m.source_key not in prior]
                 unstored.update((m.source_key, m) for m in fresh)
                 stored = False
@@ -416,8 +421,8 @@ class Daemon:
                     by_key = {m.source_key: m for m in batch}
                     steps = plan_retries([prior[m.source_key] for m in batch if m.source_key in prior])
                     # the halves after the first are queued as groups: a death in the first leaves them whole
-                    self.ingestor.note_attempts([([by_key[key] for key in step.keys], step.queue)
-                                                 for step in steps[1:] if step.queue])
+                    self._note_attempts([([by_key[key] for key in step.keys], step.queue)
+                                         for step in steps[1:] if step.queue])
                     for step in steps:
                         waiting += self._retry_suspects([by_key[key] for key in step.keys], step,
                                                         prior[step.keys[0]].attempts, totals)
@@ -451,6 +456,24 @@ class Daemon:
             queries.put_state(conn, "last_fetch_at", now.isoformat(), now)
             queries.put_state(conn, "mail_waiting", str(waiting), now)
         return totals
+
+    @contextmanager
+    def _attempts(self) -> Iterator[Connection]:
+        """A transaction for the attempts' rows (``intake.attempts``): Core, so that recording the first
+        batch's needs neither the ORM nor the intake pipeline; on SQLite it takes the write lock at its
+        BEGIN once a courier sends (``_start_courier``), as the pipeline's transactions do."""
+        engine = self.engine.execution_options(maild_immediate=True) if self._write_first else self.engine
+        with engine.begin() as conn:
+            yield conn
+
+    def _begin_attempts(self, batch: list[FetchedMail]) -> dict[str, Suspect]:
+        with self._attempts() as conn:
+            return begin_attempts(conn, batch, self.clock())
+
+    def _note_attempts(self, notes: list[tuple[list[FetchedMail], str]]) -> None:
+        if notes:
+            with self._attempts() as conn:
+                note_attempts(conn, notes, self.clock())
 
     def _report_progress(self, stored_before: int) -> None:
         """Tell ``on_progress`` (mails stored in this run, mails known in all) after each batch."""
@@ -504,7 +527,8 @@ class Daemon:
             log.warning("%s .. %s: %d mails whose processing started and did not finish before (the daemon "
                         "died with them in hand, attempts: %d); processing them as a group",
                         mails[0].source_key, mails[-1].source_key, len(mails), attempts)
-        self.ingestor.count_attempts(mails, step.note)
+        with self._attempts() as conn:
+            count_attempts(conn, mails, step.note, self.clock())
         return self._store_batch(mails, self.parse_ahead.submit(mails), totals)
 
     def _start_courier(self) -> None:
@@ -521,8 +545,16 @@ class Daemon:
         of their own. As before the couriers after the reading, every SQLite connection of
         this process and the WAL thread's are closed before the fork: none of SQLite's
         state (its locks' bookkeeping, the WAL index's mapping) is carried into it."""
-        if (not self.config.daemon.send_while_reading or time.monotonic() < self._smtp_next
-                or self.courier.running):
+        if not self.config.daemon.send_while_reading or time.monotonic() < self._smtp_next:
+            return
+        if not self._built("courier"):
+            # the ORM, then the outbox (its templates and SMTP client): the worker, which may have
+            # parsed the first batch meanwhile, is handed the next after each
+            for part in ("sessions", "outbox"):
+                getattr(self, part)
+                if self._built("parse_ahead"):
+                    self.parse_ahead.collect()
+        if self.courier.running:
             return
         from maild.outbound.courier import READING_NICENESS, CourierError
 
@@ -531,7 +563,9 @@ class Daemon:
             pool = self.engine.pool
             if self.checkpoints is None or (isinstance(pool, QueuePool) and pool.checkedout()):
                 return  # an in-memory database (tests) or a connection in use: no fork
-            self.ingestor.sessions = sessions_for(self.engine, take_the_write_lock=True)
+            self._write_first = True
+            if self._built("ingestor"):
+                self.ingestor.sessions = sessions_for(self.engine, take_the_write_lock=True)
             self.close_checkpoints()  # the next stored batch starts it again
             self.engine.dispose()
         self.courier.turn_fd = self.second_courier.turn_fd = self._turn_fd()
@@ -725,7 +759,8 @@ class Daemon:
         """Take back the attempts recorded for mail fetched and not stored (the slice
         ended, the daemon stops, a fault): it was not the mail's doing."""
         try:
-            self.ingestor.release_attempts(batch)
+            with self._attempts() as conn:
+                release_attempts(conn, batch)
         except FAULTS as exc:
             log.warning("could not take back the attempts of %d mails not stored: %s", len(batch), exc)
 

@@ -65,6 +65,42 @@ def test_batches_come_back_in_order_from_the_worker() -> None:
         ahead.close()
 
 
+def test_collect_reads_a_parsed_batch_and_hands_the_worker_the_next_without_waiting() -> None:
+    """The daemon asks between the steps of a reading's start: a batch parsed meanwhile is read and the
+    queued one goes to the worker at once, not when the first batch's result is asked for."""
+    ahead = ParseAhead(ParseLimits())
+    try:
+        first, second = batch("a", 60), batch("b", 60)
+        f1, f2 = ahead.submit(first), ahead.submit(second)
+        ahead.collect()  # nothing waits: with the first batch in the worker it returns at once
+        worker = ahead._worker
+        assert worker is not None and worker.wait_readable(30)
+        ahead.collect()
+        assert f1.done() and ahead._in_flight is f2, "the second batch is in the worker"
+        assert subjects(ahead.result(f1, first)) == [f"a {i}" for i in range(60)]
+        assert subjects(ahead.result(f2, second)) == [f"b {i}" for i in range(60)]
+        ahead.collect()  # nothing in flight
+    finally:
+        ahead.close()
+
+
+@pytest.mark.usefixtures("poison")
+def test_collect_of_a_dead_workers_batch_names_the_mail_and_parses_the_rest() -> None:
+    ahead = ParseAhead(ParseLimits())
+    try:
+        mails = batch("k", 5, subjects={2: DIE})
+        future = ahead.submit(mails)
+        worker = ahead._worker
+        assert worker is not None and worker.wait_readable(30)  # its pipe closes with it
+        ahead.collect()
+        parsed = ahead.result(future, mails)
+        crash = parsed[2]
+        assert isinstance(crash, ParserCrash) and isinstance(crash.original, ParseWorkerDied)
+        assert subjects(parsed[:2] + parsed[3:]) == ["k 0", "k 1", "k 3", "k 4"]
+    finally:
+        ahead.close()
+
+
 def test_a_big_message_gets_a_worker_of_its_own_when_asked_for() -> None:
     ahead = ParseAhead(ParseLimits())
     try:

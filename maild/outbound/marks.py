@@ -27,13 +27,17 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from maild.storage.models import OutboxRow
+
 log = logging.getLogger("maild.outbox")
 
 JOURNAL_NAME = "outbox-marks.journal"
-# a journal's marks as the drain's mark writes them, for rows still pending: applying a journal
-# twice (a kill after its commit, before the file started over) changes nothing
-APPLY = ("UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, last_error = ?"
-         " WHERE id = ? AND status = 'pending'")
+# a SQLite drain's sent mark (``outbox._SqliteLine``), qmark parameters in a journal line's order
+MARK_SENT_SQLITE = (f"UPDATE {OutboxRow.__table__.name} SET status = 'sent', sent_at = ?,"
+                    " attempts = attempts + 1, last_error = ? WHERE id = ?")
+# the same for rows still pending: applying a journal twice (a kill after its commit, before the
+# file started over) changes nothing
+APPLY = MARK_SENT_SQLITE + " AND status = 'pending'"
 
 Mark = tuple[Any, str, int]  # sent_at as bound for the driver, the refused recipients' note, the row id
 

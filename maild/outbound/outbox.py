@@ -58,7 +58,7 @@ from maild.storage.models import OutboxRow
 from maild.storage.queries import PENDING
 from maild.storage.tables import OUTBOX_PENDING, UtcDateTime
 from maild.outbound.drained import DrainResult as DrainResult
-from maild.outbound.marks import MarkJournal, replay as replay_marks
+from maild.outbound.marks import MARK_SENT_SQLITE, MarkJournal, replay as replay_marks
 from maild.outbound.render import RenderError, Renderer, one_line
 from maild.outbound.smtp import Delivery, Envelope, SmtpError, SmtpSender, SmtpSettings, SmtpUnavailable
 
@@ -170,9 +170,7 @@ _MARK_SENT = (
 _MARK_SENT_PG = (f"UPDATE {_OUTBOX.name} SET status = 'sent', sent_at = $1, attempts = attempts + 1,"
                  " last_error = $2 WHERE id = $3")
 _MARK_SENT_PG_NAME = b"maild_mark_sent"
-# and on SQLite's (``_SqliteLine``): qmark parameters, the driver's autocommit
-_MARK_SENT_SQLITE = (f"UPDATE {_OUTBOX.name} SET status = 'sent', sent_at = ?, attempts = attempts + 1,"
-                     " last_error = ? WHERE id = ?")
+# and on SQLite's (``_SqliteLine``): ``marks.MARK_SENT_SQLITE``, beside the journal replayed with it
 _SENT_AT = UtcDateTime()  # the column's type: aware UTC in, naive UTC to the driver
 _DROP_IMAGES = (
     update(_OUTBOX)
@@ -380,9 +378,9 @@ class _SqliteLine:
             if self.journal is not None and self.journal.held:
                 self._write_held(values)
             else:
-                self._cursor.execute(_MARK_SENT_SQLITE, values)
+                self._cursor.execute(MARK_SENT_SQLITE, values)
         except Exception as exc:
-            _raise_as_sqlalchemy(exc, self.conn, self._dbapi, self._cursor, _MARK_SENT_SQLITE, values)
+            _raise_as_sqlalchemy(exc, self.conn, self._dbapi, self._cursor, MARK_SENT_SQLITE, values)
         finally:
             if self.gate is not None:
                 fcntl.lockf(self.gate, fcntl.LOCK_UN)
@@ -394,7 +392,7 @@ class _SqliteLine:
         marks = list(self.journal.held.values()) + ([values] if values is not None else [])
         self._cursor.execute("BEGIN IMMEDIATE")
         try:
-            self._cursor.executemany(_MARK_SENT_SQLITE, marks)
+            self._cursor.executemany(MARK_SENT_SQLITE, marks)
             self._cursor.execute("COMMIT")
         except BaseException:
             self._cursor.execute("ROLLBACK")
@@ -409,7 +407,7 @@ class _SqliteLine:
         try:
             self._write_held()
         except Exception as exc:
-            _raise_as_sqlalchemy(exc, self.conn, self._dbapi, self._cursor, _MARK_SENT_SQLITE, ())
+            _raise_as_sqlalchemy(exc, self.conn, self._dbapi, self._cursor, MARK_SENT_SQLITE, ())
         finally:
             fcntl.lockf(self.gate, fcntl.LOCK_UN)
 

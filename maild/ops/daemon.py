@@ -209,8 +209,12 @@ class Daemon:
     def ingestor(self) -> Ingestor:
         from maild.intake.pipeline import Context, Ingestor
 
-        sessions = sessions_for(self.engine, take_the_write_lock=True) if self._write_first else self.sessions
-        return Ingestor(Context.build(self.config, self.customers), sessions, self.blobs, self.clock)
+        return Ingestor(Context.build(self.config, self.customers), self._batch_sessions(), self.blobs, self.clock)
+
+    def _batch_sessions(self) -> sessionmaker[Session]:
+        """The pipeline's sessions: once a SQLite courier sends while the backlog is read
+        (``_write_first``), each begins IMMEDIATE, as the attempts' transactions do."""
+        return sessions_for(self.engine, take_the_write_lock=True) if self._write_first else self.sessions
 
     @cached_property
     def parse_ahead(self) -> ParseAhead:
@@ -565,7 +569,7 @@ class Daemon:
                 return  # an in-memory database (tests) or a connection in use: no fork
             self._write_first = True
             if self._built("ingestor"):
-                self.ingestor.sessions = sessions_for(self.engine, take_the_write_lock=True)
+                self.ingestor.sessions = self._batch_sessions()
             self.close_checkpoints()  # the next stored batch starts it again
             self.engine.dispose()
         self.courier.turn_fd = self.second_courier.turn_fd = self._turn_fd()
